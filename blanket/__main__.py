@@ -1,0 +1,3 @@
+from blanket.cli import main
+
+main()

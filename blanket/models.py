@@ -1,0 +1,86 @@
+"""Records that cross boundaries (store, API, worker): tasks and workers, with their JSON forms."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from enum import StrEnum
+
+
+class TaskState(StrEnum):
+    QUEUED = "QUEUED"
+    CLAIMED = "CLAIMED"
+    RUNNING = "RUNNING"
+    SUCCESS = "SUCCESS"
+    FAILED = "FAILED"
+    TIMEDOUT = "TIMEDOUT"
+    STOPPED = "STOPPED"
+    LOST = "LOST"
+
+
+ACTIVE_STATES = frozenset({TaskState.CLAIMED, TaskState.RUNNING})
+FINAL_STATES = frozenset(
+    {TaskState.SUCCESS, TaskState.FAILED, TaskState.TIMEDOUT, TaskState.STOPPED}
+)
+
+
+@dataclass(frozen=True)
+class Task:
+    """One task. Times are Unix seconds (float) or None."""
+
+    id: int
+    type: str
+    state: TaskState
+    environment: dict[str, str]
+    tags: tuple[str, ...]
+    score: float
+    added: float
+    not_before: float | None = None
+    version: str | None = None
+    claimed: float | None = None
+    started: float | None = None
+    finished: float | None = None
+    heartbeat: float | None = None
+    worker: str | None = None
+    attempt: int = 0
+    token: str | None = None
+    pid: int | None = None
+    exit_code: int | None = None
+    progress: int | None = None
+    progress_message: str | None = None
+    directory: str | None = None
+    error: str | None = None
+    schedule: str | None = None
+    retries: int = 0
+    retry_delay: float = 0.0
+    timeout: float | None = None
+    stop_requested: bool = False
+    attempts: tuple[dict, ...] = ()
+
+    def to_json(self, *, with_token: bool = False) -> dict:
+        data = asdict(self)
+        data["tags"] = list(self.tags)
+        data["attempts"] = list(self.attempts)
+        if not with_token:
+            data.pop("token")
+        return data
+
+
+@dataclass(frozen=True)
+class Worker:
+    """A registered worker process."""
+
+    id: str
+    tags: tuple[str, ...]
+    host: str
+    pid: int
+    state: str  # idle | busy | paused | stopping | gone
+    registered: float
+    heartbeat: float
+    task: int | None = None
+    stop_mode: str | None = None  # None, "finish" or "handback"
+    extra: dict = field(default_factory=dict)
+
+    def to_json(self) -> dict:
+        data = asdict(self)
+        data["tags"] = list(self.tags)
+        return data

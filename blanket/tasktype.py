@@ -1,0 +1,54 @@
+"""The task type: what runs, where, and what it needs. Parsed from conf.d/types/NAME.toml."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+
+
+@dataclass(frozen=True)
+class RequiredVariable:
+    """A variable a submission must supply."""
+
+    name: str
+    description: str = ""
+    type: str = "string"  # string | integer | number | boolean
+
+
+@dataclass(frozen=True)
+class FileSection:
+    """One `[[files]]` section: copy `src` (dir or glob, relative to the TOML file) to `dest`."""
+
+    src: str
+    dest: str = "."
+    include: tuple[str, ...] = ()
+    exclude: tuple[str, ...] = ()
+    render: bool = True
+
+
+@dataclass(frozen=True)
+class TaskType:
+    """A validated task type. Durations are in seconds."""
+
+    name: str
+    command: str
+    description: str = ""
+    executor: str = "bash"
+    tags: tuple[str, ...] = ()
+    timeout: float | None = None
+    retries: int = 0
+    retry_delay: float = 0.0
+    max_concurrent: int | None = None
+    estimate: float | None = None
+    weight: int = 1
+    defaults: dict[str, str] = field(default_factory=dict)
+    required: tuple[RequiredVariable, ...] = ()
+    files: tuple[FileSection, ...] = ()
+    results: tuple[str, ...] = ()
+    checks: tuple[str, ...] = ()
+    combine_output: bool = False
+
+    def to_json(self) -> dict:
+        data = asdict(self)
+        data["required"] = {r.name: {"description": r.description, "type": r.type}
+                            for r in self.required}
+        return data
