@@ -52,3 +52,20 @@ class TaskType:
         data["required"] = {r.name: {"description": r.description, "type": r.type}
                             for r in self.required}
         return data
+
+    @classmethod
+    def from_json(cls, data: dict) -> TaskType:
+        """Inverse of `to_json` (used by workers, which receive types over HTTP)."""
+        fields = dict(data)
+        fields["required"] = tuple(
+            RequiredVariable(name, spec.get("description", ""), spec.get("type", "string"))
+            for name, spec in data.get("required", {}).items()
+        )
+        fields["files"] = tuple(
+            FileSection(f["src"], f.get("dest", "."), tuple(f.get("include", ())),
+                        tuple(f.get("exclude", ())), f.get("render", True))
+            for f in data.get("files", ())
+        )
+        for key in ("tags", "results", "checks"):
+            fields[key] = tuple(data.get(key, ()))
+        return cls(**fields)
