@@ -54,12 +54,15 @@ class Task:
     retry_delay: float = 0.0
     timeout: float | None = None
     stop_requested: bool = False
+    priority: int = 0
+    inputs: tuple[str, ...] = ()
     attempts: tuple[dict, ...] = ()
 
     def to_json(self, *, with_token: bool = False) -> dict:
         data = asdict(self)
         data["tags"] = list(self.tags)
         data["attempts"] = list(self.attempts)
+        data["inputs"] = list(self.inputs)
         if not with_token:
             data.pop("token")
         return data

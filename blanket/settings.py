@@ -1,0 +1,152 @@
+"""Server and client settings: defaults, then blanket.toml, then BLANKET_* variables, then flags."""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any
+
+from blanket.durations import parse_duration
+from blanket.errors import InvalidInput
+
+SETTINGS_FILE = "blanket.toml"
+
+
+@dataclass(frozen=True)
+class LogDestination:
+    """Where log lines go: "stderr", "stdout" or a file path; format "console" or "json"."""
+
+    destination: str = "stderr"
+    level: str = "info"
+    format: str = "auto"  # auto: console for stderr/stdout, json lines for files
+    max_bytes: int = 10 * 1024 * 1024
+    backups: int = 5
+
+
+@dataclass(frozen=True)
+class Settings:
+    host: str = "127.0.0.1"
+    port: int = 8773
+    config_dir: Path = Path("conf.d")
+    data_dir: Path = Path("var")
+    inbox_dir: Path = Path("inbox")
+    database: str = ""  # empty: SQLite at data_dir/blanket.db; or postgresql://...
+    server_url: str = ""  # what clients and workers talk to; empty: http://host:port
+    threads: int = 64
+    workers: int = 0  # local worker processes the server supervises
+    worker_tags: tuple[str, ...] = ()
+    heartbeat_interval: float = 2.0
+    lost_after: float = 15.0
+    max_missed: int = 100
+    log: tuple[LogDestination, ...] = field(default_factory=lambda: (LogDestination(),))
+
+    @property
+    def database_url(self) -> str:
+        return self.database or f"sqlite:///{self.data_dir / 'blanket.db'}"
+
+    @property
+    def url(self) -> str:
+        if self.server_url:
+            return self.server_url.rstrip("/")
+        host = "127.0.0.1" if self.host in ("0.0.0.0", "::", "") else self.host
+        return f"http://{host}:{self.port}"
+
+
+_ENV = {
+    "host": "BLANKET_HOST",
+    "port": "BLANKET_PORT",
+    "config_dir": "BLANKET_CONFIG_DIR",
+    "data_dir": "BLANKET_DATA_DIR",
+    "inbox_dir": "BLANKET_INBOX_DIR",
+    "database": "BLANKET_DATABASE",
+    "server_url": "BLANKET_SERVER",
+    "threads": "BLANKET_THREADS",
+    "workers": "BLANKET_WORKERS",
+    "worker_tags": "BLANKET_WORKER_TAGS",
+    "heartbeat_interval": "BLANKET_HEARTBEAT_INTERVAL",
+    "lost_after": "BLANKET_LOST_AFTER",
+}
+
+
+def load_settings(path: Path | None = None, overrides: dict[str, Any] | None = None,
+                  environ: dict[str, str] | None = None) -> Settings:
+    """Defaults, then the settings file (a missing file is fine), then BLANKET_* variables,
+    then `overrides` (CLI flags; None values are ignored)."""
+    environ = os.environ if environ is None else environ
+    path = path or Path(environ.get("BLANKET_SETTINGS", SETTINGS_FILE))
+    values: dict[str, Any] = {}
+    if path.is_file():
+        try:
+            values.update(tomllib.loads(path.read_text()))
+        except tomllib.TOMLDecodeError as e:
+            raise InvalidInput(f"{path}: {e}") from e
+    for key, var in _ENV.items():
+        if var in environ and environ[var] != "":
+            values[key] = environ[var]
+    if "BLANKET_LOG_LEVEL" in environ:
+        values["log_level"] = environ["BLANKET_LOG_LEVEL"]
+    values.update({k: v for k, v in (overrides or {}).items() if v is not None})
+    return _build(values, str(path))
+
+
+def _build(values: dict[str, Any], origin: str) -> Settings:
+    known = {f.name: f for f in fields(Settings)}
+    level = values.pop("log_level", None)
+    unknown = sorted(set(values) - set(known))
+    if unknown:
+        raise InvalidInput(
+            f"{origin}: unknown setting(s) {', '.join(unknown)}; valid: {', '.join(sorted(known))}"
+        )
+    converted: dict[str, Any] = {}
+    for key, value in values.items():
+        try:
+            converted[key] = _convert(key, value)
+        except (TypeError, ValueError) as e:
+            raise InvalidInput(f"{origin}: setting {key}: {e}") from e
+    settings = Settings(**converted)
+    if level:
+        settings = replace(settings, log=tuple(replace(d, level=level) for d in settings.log))
+    return settings
+
+
+def _convert(key: str, value: Any) -> Any:
+    if key in ("config_dir", "data_dir", "inbox_dir"):
+        return Path(os.path.expanduser(str(value)))
+    if key in ("port", "threads", "workers", "max_missed"):
+        number = int(value)
+        if number < 0:
+            raise ValueError(f"{value!r} must be 0 or more")
+        return number
+    if key in ("heartbeat_interval", "lost_after"):
+        return parse_duration(value)
+    if key == "worker_tags":
+        return tuple(_split_tags(value))
+    if key == "log":
+        return tuple(_log_destination(item) for item in _as_list(value))
+    if not isinstance(value, str):
+        raise ValueError(f"{value!r} should be a string")
+    return value
+
+
+def _as_list(value: Any) -> list:
+    return value if isinstance(value, list) else [value]
+
+
+def _log_destination(item: Any) -> LogDestination:
+    if isinstance(item, str):
+        return LogDestination(destination=item)
+    if not isinstance(item, dict):
+        raise ValueError("each log entry is a table: { destination = ..., level = ... }")
+    valid = {f.name for f in fields(LogDestination)}
+    bad = sorted(set(item) - valid)
+    if bad:
+        raise ValueError(f"unknown log key(s) {', '.join(bad)}; valid: {', '.join(sorted(valid))}")
+    return LogDestination(**item)
+
+
+def _split_tags(value: Any) -> list[str]:
+    if isinstance(value, str):
+        return [t.strip() for t in value.split(",") if t.strip()]
+    return [str(t) for t in value]

@@ -1,0 +1,126 @@
+-- Every query the SQLite store runs, by name. Read this file to see the queue's whole behaviour.
+
+-- name: insert_task
+INSERT INTO tasks (type, state, environment, tags, score, added, not_before, schedule,
+                   retries, retry_delay, timeout, priority, inputs)
+VALUES (:type, 'QUEUED', :environment, :tags, :score, :added, :not_before, :schedule,
+        :retries, :retry_delay, :timeout, :priority, :inputs);
+
+-- name: insert_key
+INSERT INTO task_keys (key, task_id) VALUES (?, ?);
+
+-- name: task_for_key
+SELECT task_id FROM task_keys WHERE key = ?;
+
+-- name: get_task
+SELECT * FROM tasks WHERE id = ?;
+
+-- name: set_directory
+UPDATE tasks SET directory = ? WHERE id = ?;
+
+-- name: delete_task
+DELETE FROM tasks WHERE id = ?;
+
+-- name: delete_keys
+DELETE FROM task_keys WHERE task_id = ?;
+
+-- name: next_lane
+-- Loose index scan: the next distinct (type, tags) lane after the given one.
+SELECT type, tags FROM tasks INDEXED BY tasks_queue
+WHERE state = 'QUEUED' AND (type, tags) > (?, ?)
+ORDER BY type, tags LIMIT 1;
+
+-- name: lane_head
+SELECT id, score FROM tasks INDEXED BY tasks_queue
+WHERE state = 'QUEUED' AND type = ? AND tags = ? AND (not_before IS NULL OR not_before <= ?)
+ORDER BY score, id LIMIT 1;
+
+-- name: running_per_type
+SELECT type, count(*) FROM tasks WHERE state IN ('CLAIMED', 'RUNNING') GROUP BY type;
+
+-- name: claim
+UPDATE tasks SET state = 'CLAIMED', worker = :worker, token = :token, claimed = :now,
+       heartbeat = :now, attempt = attempt + 1, started = NULL, finished = NULL, pid = NULL,
+       exit_code = NULL, progress = NULL, progress_message = NULL, error = NULL,
+       stop_requested = 0
+WHERE id = :id AND state = 'QUEUED';
+
+-- name: bind_version
+UPDATE tasks SET version = ? WHERE id = ? AND token = ? AND state IN ('CLAIMED', 'RUNNING');
+
+-- name: mark_started
+UPDATE tasks SET state = 'RUNNING', started = :now, heartbeat = :now, pid = :pid
+WHERE id = :id AND token = :token AND state IN ('CLAIMED', 'RUNNING');
+
+-- name: heartbeat
+UPDATE tasks SET heartbeat = ? WHERE id = ? AND token = ? AND state IN ('CLAIMED', 'RUNNING');
+
+-- name: progress_by_token
+UPDATE tasks SET progress = ?, progress_message = ?
+WHERE id = ? AND token = ? AND state IN ('CLAIMED', 'RUNNING');
+
+-- name: progress_any
+UPDATE tasks SET progress = ?, progress_message = ? WHERE id = ? AND state IN ('CLAIMED', 'RUNNING');
+
+-- name: finish
+UPDATE tasks SET state = :state, exit_code = :exit_code, error = :error, finished = :finished,
+       token = NULL, attempts = :attempts
+WHERE id = :id AND token = :token AND state IN ('CLAIMED', 'RUNNING');
+
+-- name: requeue
+UPDATE tasks SET state = 'QUEUED', exit_code = :exit_code, error = :error, finished = NULL,
+       token = NULL, worker = NULL, attempts = :attempts, not_before = :not_before,
+       score = :score, pid = NULL
+WHERE id = :id AND token = :token AND state IN ('CLAIMED', 'RUNNING');
+
+-- name: request_stop
+UPDATE tasks SET stop_requested = 1 WHERE id = ? AND state IN ('CLAIMED', 'RUNNING');
+
+-- name: stop_queued
+UPDATE tasks SET state = 'STOPPED', finished = ?, error = 'stopped before it started'
+WHERE id = ? AND state = 'QUEUED';
+
+-- name: stale_tasks
+SELECT * FROM tasks WHERE state IN ('CLAIMED', 'RUNNING') AND heartbeat < ?;
+
+-- name: active_tasks
+SELECT * FROM tasks WHERE state IN ('CLAIMED', 'RUNNING') ORDER BY id;
+
+-- name: next_not_before
+SELECT min(not_before) FROM tasks WHERE state = 'QUEUED' AND not_before > ?;
+
+-- name: recent_durations
+SELECT finished - started FROM tasks INDEXED BY tasks_by_type_finished
+WHERE type = ? AND state = 'SUCCESS' AND started IS NOT NULL
+ORDER BY finished DESC LIMIT ?;
+
+-- name: record_version
+INSERT OR IGNORE INTO versions (hash, type_name, created) VALUES (?, ?, ?);
+
+-- name: version_known
+SELECT 1 FROM versions WHERE hash = ?;
+
+-- name: save_worker
+INSERT INTO workers (id, tags, host, pid, state, registered, heartbeat, task, stop_mode)
+VALUES (:id, :tags, :host, :pid, :state, :registered, :heartbeat, :task, :stop_mode)
+ON CONFLICT (id) DO UPDATE SET tags = excluded.tags, host = excluded.host, pid = excluded.pid,
+    state = excluded.state, heartbeat = excluded.heartbeat, task = excluded.task,
+    stop_mode = excluded.stop_mode;
+
+-- name: get_worker
+SELECT * FROM workers WHERE id = ?;
+
+-- name: list_workers
+SELECT * FROM workers ORDER BY id;
+
+-- name: delete_worker
+DELETE FROM workers WHERE id = ?;
+
+-- name: get_schedule_state
+SELECT * FROM schedule_state WHERE name = ?;
+
+-- name: save_schedule_state
+INSERT INTO schedule_state (name, next_fire, last_fire, last_task, paused)
+VALUES (:name, :next_fire, :last_fire, :last_task, :paused)
+ON CONFLICT (name) DO UPDATE SET next_fire = excluded.next_fire, last_fire = excluded.last_fire,
+    last_task = excluded.last_task, paused = excluded.paused;

@@ -1,0 +1,190 @@
+"""The store contract: every piece of shared state, behind plainly named verbs.
+
+SQLite and PostgreSQL implement it and pass one shared test suite (tests/store/).
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+
+from blanket.models import Task, TaskState, Worker
+
+
+@dataclass(frozen=True)
+class NewTask:
+    """What intake hands the store: a validated, priced task."""
+
+    type: str
+    environment: dict[str, str]
+    tags: tuple[str, ...]
+    score: float
+    added: float
+    not_before: float | None = None
+    schedule: str | None = None
+    retries: int = 0
+    retry_delay: float = 0.0
+    timeout: float | None = None
+    priority: int = 0
+    inputs: tuple[str, ...] = ()
+    dedupe_key: str | None = None  # a second task with the same key is refused (inbox, retries)
+
+
+class DuplicateTask(Exception):
+    """A task with this dedupe key exists already."""
+
+    def __init__(self, task_id: int):
+        super().__init__(f"already submitted as task {task_id}")
+        self.task_id = task_id
+
+
+@dataclass(frozen=True)
+class TaskFilter:
+    """Which tasks a listing returns; newest first unless `oldest_first`."""
+
+    states: tuple[str, ...] = ()
+    types: tuple[str, ...] = ()
+    tags: tuple[str, ...] = ()  # tasks carrying all of these
+    schedule: str | None = None
+    added_after: float | None = None
+    added_before: float | None = None
+    limit: int = 100
+    offset: int = 0
+    oldest_first: bool = False
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """How an attempt ended, as the worker (or the reaper) reports it."""
+
+    state: TaskState
+    exit_code: int | None = None
+    error: str | None = None
+    finished: float = 0.0
+    requeue_at: float | None = None  # set when the retry policy gives another attempt
+    requeue_score: float | None = None
+
+
+@dataclass(frozen=True)
+class ScheduleState:
+    name: str
+    next_fire: float | None = None
+    last_fire: float | None = None
+    last_task: int | None = None
+    paused: bool = False
+
+
+@dataclass
+class Claim:
+    """What a worker may take: its tags and the per-type concurrency caps."""
+
+    worker: str
+    tags: frozenset[str]
+    limits: Mapping[str, int] = field(default_factory=dict)
+    now: float = 0.0
+
+
+class Store(ABC):
+    """Durable state. Every method is atomic; methods taking a token refuse stale attempts."""
+
+    on_change: Callable[[], None] = staticmethod(lambda: None)
+
+    # versions
+    @abstractmethod
+    def record_version(self, hash: str, type_name: str, created: float) -> bool:
+        """Record a type version once; True when it was new."""
+
+    @abstractmethod
+    def version_known(self, hash: str) -> bool: ...
+
+    # tasks
+    @abstractmethod
+    def add_task(self, new: NewTask) -> Task:
+        """Queue a task durably and return it with its id; DuplicateTask if its key was used."""
+
+    @abstractmethod
+    def task_for_key(self, key: str) -> int | None:
+        """The id of the task submitted with this dedupe key, if any."""
+
+    @abstractmethod
+    def set_task_directory(self, task_id: int, directory: str) -> None: ...
+
+    @abstractmethod
+    def get_task(self, task_id: int) -> Task | None: ...
+
+    @abstractmethod
+    def list_tasks(self, flt: TaskFilter) -> list[Task]: ...
+
+    @abstractmethod
+    def count_tasks(self, flt: TaskFilter) -> int: ...
+
+    @abstractmethod
+    def delete_task(self, task_id: int) -> Task | None:
+        """Remove a task record; the caller removes its files."""
+
+    @abstractmethod
+    def claim_task(self, claim: Claim) -> Task | None:
+        """Atomically take the lowest-score eligible queued task, or None."""
+
+    @abstractmethod
+    def bind_version(self, task_id: int, token: str, version: str) -> Task: ...
+
+    @abstractmethod
+    def mark_started(self, task_id: int, token: str, pid: int | None, now: float) -> Task: ...
+
+    @abstractmethod
+    def heartbeat_task(self, task_id: int, token: str, now: float) -> Task: ...
+
+    @abstractmethod
+    def set_progress(self, task_id: int, token: str | None, value: int,
+                     message: str | None) -> Task: ...
+
+    @abstractmethod
+    def finish_task(self, task_id: int, token: str, outcome: Outcome) -> Task:
+        """End the current attempt: a final state, or back to QUEUED for a retry."""
+
+    @abstractmethod
+    def request_stop(self, task_id: int) -> Task: ...
+
+    @abstractmethod
+    def stop_queued(self, task_id: int, now: float) -> Task | None:
+        """A queued task that is asked to stop ends STOPPED at once; None if not queued."""
+
+    @abstractmethod
+    def stale_tasks(self, heartbeat_before: float) -> list[Task]:
+        """Claimed or running tasks whose last heartbeat is older than the bound."""
+
+    @abstractmethod
+    def active_tasks(self) -> list[Task]: ...
+
+    @abstractmethod
+    def next_not_before(self, now: float) -> float | None:
+        """The earliest future start time among queued tasks, to time wake-ups."""
+
+    @abstractmethod
+    def recent_durations(self, type_name: str, limit: int = 20) -> list[float]:
+        """Run times of the type's latest successful tasks, newest first."""
+
+    # workers
+    @abstractmethod
+    def save_worker(self, worker: Worker) -> None: ...
+
+    @abstractmethod
+    def get_worker(self, worker_id: str) -> Worker | None: ...
+
+    @abstractmethod
+    def list_workers(self) -> list[Worker]: ...
+
+    @abstractmethod
+    def delete_worker(self, worker_id: str) -> bool: ...
+
+    # schedules
+    @abstractmethod
+    def get_schedule_state(self, name: str) -> ScheduleState | None: ...
+
+    @abstractmethod
+    def save_schedule_state(self, state: ScheduleState) -> None: ...
+
+    @abstractmethod
+    def close(self) -> None: ...

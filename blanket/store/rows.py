@@ -1,0 +1,57 @@
+"""Turning database rows into records, shared by the SQLite and PostgreSQL stores."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from typing import Any
+
+from blanket.models import Task, TaskState, Worker
+
+
+def tags_key(tags: tuple[str, ...] | list[str]) -> str:
+    """The stored form of a tag set: sorted, unique, joined by commas."""
+    return ",".join(sorted(set(tags)))
+
+
+def task_from_row(row: Mapping[str, Any]) -> Task:
+    return Task(
+        id=row["id"], type=row["type"], state=TaskState(row["state"]),
+        environment=_json(row["environment"]),
+        tags=tuple(t for t in row["tags"].split(",") if t), score=row["score"],
+        added=row["added"], not_before=row["not_before"], version=row["version"],
+        claimed=row["claimed"], started=row["started"], finished=row["finished"],
+        heartbeat=row["heartbeat"], worker=row["worker"], attempt=row["attempt"],
+        token=row["token"], pid=row["pid"], exit_code=row["exit_code"],
+        progress=row["progress"], progress_message=row["progress_message"],
+        directory=row["directory"], error=row["error"], schedule=row["schedule"],
+        retries=row["retries"], retry_delay=row["retry_delay"], timeout=row["timeout"],
+        stop_requested=bool(row["stop_requested"]), priority=row["priority"],
+        inputs=tuple(_json(row["inputs"])), attempts=tuple(_json(row["attempts"])),
+    )
+
+
+def worker_from_row(row: Mapping[str, Any]) -> Worker:
+    return Worker(
+        id=row["id"], tags=tuple(_json(row["tags"])), host=row["host"], pid=row["pid"],
+        state=row["state"], registered=row["registered"], heartbeat=row["heartbeat"],
+        task=row["task"], stop_mode=row["stop_mode"],
+    )
+
+
+def worker_params(worker: Worker) -> dict[str, Any]:
+    return {"id": worker.id, "tags": json.dumps(list(worker.tags)), "host": worker.host,
+            "pid": worker.pid, "state": worker.state, "registered": worker.registered,
+            "heartbeat": worker.heartbeat, "task": worker.task, "stop_mode": worker.stop_mode}
+
+
+def attempt_record(task: Task, state: str, exit_code: int | None, error: str | None,
+                   finished: float) -> dict[str, Any]:
+    """One entry of a task's attempt history."""
+    return {"attempt": task.attempt, "worker": task.worker, "state": state,
+            "claimed": task.claimed, "started": task.started, "finished": finished,
+            "exit_code": exit_code, "error": error, "version": task.version}
+
+
+def _json(value: Any) -> Any:
+    return json.loads(value) if isinstance(value, str | bytes) else value

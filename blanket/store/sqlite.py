@@ -1,0 +1,324 @@
+"""The SQLite store: WAL mode, durable commits, one connection guarded by a lock."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from blanket.errors import NotFound, StaleAttempt
+from blanket.models import Task, Worker
+from blanket.sql import load_migrations, load_queries
+from blanket.store.base import (
+    Claim,
+    DuplicateTask,
+    NewTask,
+    Outcome,
+    ScheduleState,
+    Store,
+    TaskFilter,
+)
+from blanket.store.rows import (
+    attempt_record,
+    tags_key,
+    task_from_row,
+    worker_from_row,
+    worker_params,
+)
+
+Q = load_queries("sqlite")
+
+
+class SQLiteStore(Store):
+    def __init__(self, path: Path | str):
+        self.path = str(path)
+        if self.path != ":memory:":
+            Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+        self._db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+        self._db.row_factory = sqlite3.Row
+        self._lock = threading.RLock()
+        for pragma in ("journal_mode = WAL", "synchronous = FULL", "foreign_keys = ON",
+                       "busy_timeout = 10000", "temp_store = MEMORY", "cache_size = -65536"):
+            self._db.execute(f"PRAGMA {pragma}")
+        self._migrate()
+
+    def _migrate(self) -> None:
+        with self._tx() as db:
+            current = db.execute("PRAGMA user_version").fetchone()[0]
+            for number, sql in load_migrations("sqlite"):
+                if number > current:
+                    for statement in _statements(sql):
+                        db.execute(statement)
+                    db.execute(f"PRAGMA user_version = {number}")
+
+    @contextmanager
+    def _tx(self) -> Iterator[sqlite3.Connection]:
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                yield self._db
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            self._db.execute("COMMIT")
+
+    def _one(self, query: str, params: Any = ()) -> sqlite3.Row | None:
+        with self._lock:
+            return self._db.execute(query, params).fetchone()
+
+    def _all(self, query: str, params: Any = ()) -> list[sqlite3.Row]:
+        with self._lock:
+            return self._db.execute(query, params).fetchall()
+
+    # versions
+    def record_version(self, hash: str, type_name: str, created: float) -> bool:
+        with self._tx() as db:
+            return db.execute(Q["record_version"], (hash, type_name, created)).rowcount == 1
+
+    def version_known(self, hash: str) -> bool:
+        return self._one(Q["version_known"], (hash,)) is not None
+
+    # tasks
+    def add_task(self, new: NewTask) -> Task:
+        params = {
+            "type": new.type, "environment": json.dumps(new.environment),
+            "tags": tags_key(new.tags), "score": new.score, "added": new.added,
+            "not_before": new.not_before, "schedule": new.schedule, "retries": new.retries,
+            "retry_delay": new.retry_delay, "timeout": new.timeout, "priority": new.priority,
+            "inputs": json.dumps(list(new.inputs)),
+        }
+        with self._tx() as db:
+            if new.dedupe_key is not None:
+                seen = db.execute(Q["task_for_key"], (new.dedupe_key,)).fetchone()
+                if seen:
+                    raise DuplicateTask(seen[0])
+            task_id = db.execute(Q["insert_task"], params).lastrowid
+            if new.dedupe_key is not None:
+                db.execute(Q["insert_key"], (new.dedupe_key, task_id))
+            row = db.execute(Q["get_task"], (task_id,)).fetchone()
+        self.on_change()
+        return task_from_row(row)
+
+    def task_for_key(self, key: str) -> int | None:
+        row = self._one(Q["task_for_key"], (key,))
+        return row[0] if row else None
+
+    def set_task_directory(self, task_id: int, directory: str) -> None:
+        with self._tx() as db:
+            db.execute(Q["set_directory"], (directory, task_id))
+
+    def get_task(self, task_id: int) -> Task | None:
+        row = self._one(Q["get_task"], (task_id,))
+        return task_from_row(row) if row else None
+
+    def list_tasks(self, flt: TaskFilter) -> list[Task]:
+        where, params = _filter_sql(flt)
+        order = "ASC" if flt.oldest_first else "DESC"
+        rows = self._all(f"SELECT * FROM tasks {where} ORDER BY id {order} LIMIT ? OFFSET ?",
+                         [*params, flt.limit, flt.offset])
+        return [task_from_row(r) for r in rows]
+
+    def count_tasks(self, flt: TaskFilter) -> int:
+        where, params = _filter_sql(flt)
+        return self._one(f"SELECT count(*) FROM tasks {where}", params)[0]
+
+    def delete_task(self, task_id: int) -> Task | None:
+        with self._tx() as db:
+            row = db.execute(Q["get_task"], (task_id,)).fetchone()
+            if row is None:
+                return None
+            db.execute(Q["delete_keys"], (task_id,))
+            db.execute(Q["delete_task"], (task_id,))
+        return task_from_row(row)
+
+    def claim_task(self, claim: Claim) -> Task | None:
+        with self._tx() as db:
+            running = dict(db.execute(Q["running_per_type"]).fetchall())
+            best: tuple[float, int] | None = None
+            for type_name, tags in _lanes(db):
+                limit = claim.limits.get(type_name)
+                if limit is not None and running.get(type_name, 0) >= limit:
+                    continue
+                if tags and not set(tags.split(",")) <= claim.tags:
+                    continue
+                head = db.execute(Q["lane_head"], (type_name, tags, claim.now)).fetchone()
+                if head and (best is None or (head[1], head[0]) < best):
+                    best = (head[1], head[0])
+            if best is None:
+                return None
+            params = {"id": best[1], "worker": claim.worker, "token": uuid.uuid4().hex,
+                      "now": claim.now}
+            db.execute(Q["claim"], params)
+            row = db.execute(Q["get_task"], (best[1],)).fetchone()
+        return task_from_row(row)
+
+    def _update_current(self, task_id: int, token: str, query: str, params: Any) -> Task:
+        with self._tx() as db:
+            changed = db.execute(query, params).rowcount
+            row = db.execute(Q["get_task"], (task_id,)).fetchone()
+        return _current_or_raise(task_id, row, changed)
+
+    def bind_version(self, task_id: int, token: str, version: str) -> Task:
+        return self._update_current(task_id, token, Q["bind_version"], (version, task_id, token))
+
+    def mark_started(self, task_id: int, token: str, pid: int | None, now: float) -> Task:
+        return self._update_current(task_id, token, Q["mark_started"],
+                                    {"id": task_id, "token": token, "pid": pid, "now": now})
+
+    def heartbeat_task(self, task_id: int, token: str, now: float) -> Task:
+        return self._update_current(task_id, token, Q["heartbeat"], (now, task_id, token))
+
+    def set_progress(self, task_id: int, token: str | None, value: int,
+                     message: str | None) -> Task:
+        if token is None:
+            with self._tx() as db:
+                changed = db.execute(Q["progress_any"], (value, message, task_id)).rowcount
+                row = db.execute(Q["get_task"], (task_id,)).fetchone()
+            if row is None:
+                raise NotFound(f"no task {task_id}")
+            if not changed:
+                raise StaleAttempt(f"task {task_id} is {row['state']}, not running: "
+                                   "progress is only taken while it runs")
+            return task_from_row(row)
+        return self._update_current(task_id, token, Q["progress_by_token"],
+                                    (value, message, task_id, token))
+
+    def finish_task(self, task_id: int, token: str, outcome: Outcome) -> Task:
+        with self._tx() as db:
+            row = db.execute(Q["get_task"], (task_id,)).fetchone()
+            task = _current_or_raise(task_id, row, int(row is not None and row["token"] == token
+                                                       and row["state"] in ("CLAIMED", "RUNNING")))
+            history = [*task.attempts, attempt_record(task, outcome.state.value,
+                                                      outcome.exit_code, outcome.error,
+                                                      outcome.finished)]
+            params = {"id": task_id, "token": token, "exit_code": outcome.exit_code,
+                      "error": outcome.error, "attempts": json.dumps(history)}
+            if outcome.requeue_at is not None:
+                db.execute(Q["requeue"], {**params, "not_before": outcome.requeue_at,
+                                          "score": outcome.requeue_score})
+            else:
+                db.execute(Q["finish"], {**params, "state": outcome.state.value,
+                                         "finished": outcome.finished})
+            row = db.execute(Q["get_task"], (task_id,)).fetchone()
+        self.on_change()
+        return task_from_row(row)
+
+    def request_stop(self, task_id: int) -> Task:
+        with self._tx() as db:
+            db.execute(Q["request_stop"], (task_id,))
+            row = db.execute(Q["get_task"], (task_id,)).fetchone()
+        if row is None:
+            raise NotFound(f"no task {task_id}")
+        return task_from_row(row)
+
+    def stop_queued(self, task_id: int, now: float) -> Task | None:
+        with self._tx() as db:
+            changed = db.execute(Q["stop_queued"], (now, task_id)).rowcount
+            row = db.execute(Q["get_task"], (task_id,)).fetchone()
+        if changed:
+            self.on_change()
+            return task_from_row(row)
+        return None
+
+    def stale_tasks(self, heartbeat_before: float) -> list[Task]:
+        return [task_from_row(r) for r in self._all(Q["stale_tasks"], (heartbeat_before,))]
+
+    def active_tasks(self) -> list[Task]:
+        return [task_from_row(r) for r in self._all(Q["active_tasks"])]
+
+    def next_not_before(self, now: float) -> float | None:
+        return self._one(Q["next_not_before"], (now,))[0]
+
+    def recent_durations(self, type_name: str, limit: int = 20) -> list[float]:
+        return [r[0] for r in self._all(Q["recent_durations"], (type_name, limit))]
+
+    # workers
+    def save_worker(self, worker: Worker) -> None:
+        with self._tx() as db:
+            db.execute(Q["save_worker"], worker_params(worker))
+
+    def get_worker(self, worker_id: str) -> Worker | None:
+        row = self._one(Q["get_worker"], (worker_id,))
+        return worker_from_row(row) if row else None
+
+    def list_workers(self) -> list[Worker]:
+        return [worker_from_row(r) for r in self._all(Q["list_workers"])]
+
+    def delete_worker(self, worker_id: str) -> bool:
+        with self._tx() as db:
+            return db.execute(Q["delete_worker"], (worker_id,)).rowcount == 1
+
+    # schedules
+    def get_schedule_state(self, name: str) -> ScheduleState | None:
+        row = self._one(Q["get_schedule_state"], (name,))
+        if row is None:
+            return None
+        return ScheduleState(name=row["name"], next_fire=row["next_fire"],
+                             last_fire=row["last_fire"], last_task=row["last_task"],
+                             paused=bool(row["paused"]))
+
+    def save_schedule_state(self, state: ScheduleState) -> None:
+        with self._tx() as db:
+            db.execute(Q["save_schedule_state"], {
+                "name": state.name, "next_fire": state.next_fire, "last_fire": state.last_fire,
+                "last_task": state.last_task, "paused": int(state.paused)})
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+
+def _lanes(db: sqlite3.Connection) -> Iterator[tuple[str, str]]:
+    last = ("", "")
+    first = db.execute(
+        "SELECT type, tags FROM tasks INDEXED BY tasks_queue WHERE state = 'QUEUED' "
+        "ORDER BY type, tags LIMIT 1").fetchone()
+    row = first
+    while row is not None:
+        last = (row[0], row[1])
+        yield last
+        row = db.execute(Q["next_lane"], last).fetchone()
+
+
+def _current_or_raise(task_id: int, row: sqlite3.Row | None, changed: int) -> Task:
+    if row is None:
+        raise NotFound(f"no task {task_id}")
+    if not changed:
+        raise StaleAttempt(
+            f"task {task_id} is no longer held by this attempt (it is {row['state']}, "
+            f"attempt {row['attempt']}); this report was refused")
+    return task_from_row(row)
+
+
+def _filter_sql(flt: TaskFilter) -> tuple[str, list[Any]]:
+    clauses: list[str] = []
+    params: list[Any] = []
+    if flt.states:
+        clauses.append(f"state IN ({','.join('?' * len(flt.states))})")
+        params.extend(flt.states)
+    if flt.types:
+        clauses.append(f"type IN ({','.join('?' * len(flt.types))})")
+        params.extend(flt.types)
+    for tag in flt.tags:
+        clauses.append("(',' || tags || ',') LIKE ?")
+        params.append(f"%,{tag},%")
+    if flt.schedule is not None:
+        clauses.append("schedule = ?")
+        params.append(flt.schedule)
+    if flt.added_after is not None:
+        clauses.append("added >= ?")
+        params.append(flt.added_after)
+    if flt.added_before is not None:
+        clauses.append("added < ?")
+        params.append(flt.added_before)
+    return ("WHERE " + " AND ".join(clauses) if clauses else ""), params
+
+
+def _statements(sql: str) -> list[str]:
+    lines = [line for line in sql.splitlines() if not line.strip().startswith("--")]
+    return [s.strip() for s in "\n".join(lines).split(";") if s.strip()]
