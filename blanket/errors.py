@@ -36,7 +36,7 @@ class Conflict(BlanketError):
     code = "conflict"
 
 
-class StaleAttempt(BlanketError):
+class StaleAttempt(Conflict):
     """A report from an attempt that is no longer the task's current one."""
 
     status = 409

@@ -1,0 +1,264 @@
+"""Routes for tasks: submit, list, show, remove, stop, rerun, logs, files, progress."""
+
+from __future__ import annotations
+
+import shutil
+import time
+from collections.abc import Iterator
+from contextlib import ExitStack
+from pathlib import Path
+
+import bottle
+
+from blanket.api.http import (
+    flag,
+    json_response,
+    parse_id,
+    parse_json,
+    query_float,
+    read_body,
+    read_json_body,
+)
+from blanket.app import Services
+from blanket.errors import Conflict, InvalidInput, NotFound
+from blanket.intake import TaskRequest, Upload, parse_task_request, parse_time
+from blanket.models import ACTIVE_STATES, FINAL_STATES, Task, TaskState
+from blanket.store.base import DuplicateTask, TaskFilter
+
+LOG_FILES = {"stdout": "stdout.log", "stderr": "stderr.log", "output": "output.log"}
+MAX_WAIT = 24 * 3600.0
+
+
+def install(app: bottle.Bottle, services: Services) -> None:
+    routes = TaskRoutes(services)
+    app.route("/task/", "GET", routes.list_tasks)
+    app.route("/task/", "POST", routes.submit)
+    app.route("/task/<task_id>", "GET", routes.show)
+    app.route("/task/<task_id>", "DELETE", routes.remove)
+    app.route("/task/<task_id>/stop", "POST", routes.stop)
+    app.route("/task/<task_id>/rerun", "POST", routes.rerun)
+    app.route("/task/<task_id>/progress", "POST", routes.progress)
+    app.route("/task/<task_id>/log/<stream>", "GET", routes.log)
+    app.route("/task/<task_id>/files/", "GET", routes.list_files)
+    app.route("/task/<task_id>/files/<path:path>", "GET", routes.file)
+
+
+class TaskRoutes:
+    def __init__(self, services: Services):
+        self.s = services
+
+    def task_or_404(self, raw_id: str) -> Task:
+        task_id = parse_id(raw_id)
+        task = self.s.store.get_task(task_id)
+        if task is None:
+            raise NotFound(f"no task {task_id}")
+        return task
+
+    def task_dir(self, task: Task) -> Path:
+        return self.s.intake.task_dir(task.type, task.id)
+
+    def list_tasks(self):
+        flt = task_filter(bottle.request.query)
+        if flag("count"):
+            return json_response({"count": self.s.store.count_tasks(flt)})
+        return json_response([t.to_json() for t in self.s.store.list_tasks(flt)])
+
+    def submit(self):
+        wait = query_float("wait", None, MAX_WAIT)
+        request = self.read_request(front=wait is not None)
+        key = bottle.request.get_header("Idempotency-Key")
+        if key:
+            request = _with_key(request, f"client:{key}")
+        try:
+            task = self.s.intake.submit(request)
+        except DuplicateTask as e:
+            existing = self.s.store.get_task(e.task_id)
+            return json_response(existing.to_json() if existing else {"id": e.task_id}, 200)
+        if wait is not None:
+            task = self.wait_until_ended(task, wait)
+        return json_response(task.to_json(), 201)
+
+    def wait_until_ended(self, task: Task, wait: float) -> Task:
+        ended = self.s.wakeups.wait_for(lambda: _ended(self.s.store.get_task(task.id)), wait)
+        return ended or self.s.store.get_task(task.id) or task
+
+    def read_request(self, front: bool) -> TaskRequest:
+        """A submission in any of the forms clients send: JSON (whatever the content type
+        says), a form field `data`, or multipart with a `data` field or file plus files."""
+        now = time.time()
+        content_type = bottle.request.content_type.split(";")[0].strip().lower()
+        uploads: list[Upload] = []
+        if content_type == "multipart/form-data":
+            data, uploads = self.read_multipart()
+        elif content_type == "application/x-www-form-urlencoded":
+            data = self.read_form_body()
+        else:
+            data = read_json_body()
+        request = parse_task_request(data, now)
+        return TaskRequest(type=request.type, environment=request.environment,
+                           tags=request.tags, not_before=request.not_before,
+                           priority=request.priority, front=front, uploads=tuple(uploads))
+
+    def read_form_body(self):
+        raw = read_body()
+        stripped = raw.lstrip()
+        if stripped.startswith(b"{") or not stripped:
+            return parse_json(raw) if stripped else read_json_body()
+        data = bottle.request.forms.getunicode("data")
+        if data is None:
+            raise InvalidInput("send the task as JSON, or as a form field named data")
+        return parse_json(data, "the data field")
+
+    def read_multipart(self):
+        files = bottle.request.files
+        forms = bottle.request.forms
+        if "data" in files:
+            data = parse_json(files["data"].file.read(), "the data file")
+        elif forms.getunicode("data") is not None:
+            data = parse_json(forms.getunicode("data"), "the data field")
+        else:
+            raise InvalidInput("multipart submissions need a field or file named data holding "
+                               'the task JSON, e.g. -F data=\'{"type": "NAME"}\'')
+        uploads = [Upload(f.raw_filename or name, f.file)
+                   for name, f in files.allitems() if name != "data"]
+        return data, uploads
+
+    def show(self, task_id: str):
+        return json_response(self.task_or_404(task_id).to_json())
+
+    def remove(self, task_id: str):
+        task = self.task_or_404(task_id)
+        if task.state in ACTIVE_STATES:
+            if not flag("force"):
+                raise Conflict(f"task {task.id} is {task.state.value}; stop it first, or "
+                               "remove it with ?force (blanket rm -f)")
+            self.s.store.request_stop(task.id)
+            self.s.wakeups.notify()
+        removed = self.s.store.delete_task(task.id)
+        if removed is None:
+            raise NotFound(f"no task {task.id}")
+        shutil.rmtree(self.task_dir(task), ignore_errors=True)
+        return json_response(removed.to_json())
+
+    def stop(self, task_id: str):
+        task = self.task_or_404(task_id)
+        return json_response(self.s.queue.stop_task(task.id).to_json())
+
+    def rerun(self, task_id: str):
+        old = self.task_or_404(task_id)
+        folder = self.task_dir(old)
+        with ExitStack() as stack:
+            uploads = tuple(Upload(n, stack.enter_context(open(folder / n, "rb")))
+                            for n in old.inputs if (folder / n).is_file())
+            task = self.s.intake.submit(TaskRequest(
+                type=old.type, environment=dict(old.environment), tags=old.tags,
+                priority=old.priority, schedule=old.schedule, uploads=uploads))
+        return json_response(task.to_json(), 201)
+
+    def progress(self, task_id: str):
+        task = self.task_or_404(task_id)
+        data = read_json_body()
+        value = data.get("progress") if isinstance(data, dict) else None
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise InvalidInput('send {"progress": 0-100, "message": "optional text"}')
+        message = data.get("message")
+        if message is not None and not isinstance(message, str):
+            raise InvalidInput('"message" must be a string')
+        updated = self.s.store.set_progress(task.id, data.get("token"),
+                                            max(0, min(100, int(value))), message)
+        return json_response(updated.to_json())
+
+    def log(self, task_id: str, stream: str):
+        task = self.task_or_404(task_id)
+        if stream not in LOG_FILES:
+            raise NotFound(f"no log {stream!r}; use stdout, stderr or output")
+        path = self.task_dir(task) / LOG_FILES[stream]
+        follow = flag("follow") or "text/event-stream" in bottle.request.get_header(
+            "Accept", "")
+        if follow:
+            bottle.response.content_type = "text/event-stream"
+            bottle.response.set_header("Cache-Control", "no-cache")
+            return self.follow_log(task.id, path)
+        if not path.is_file():
+            raise NotFound(f"task {task.id} has no {stream} log yet")
+        return bottle.static_file(path.name, root=str(path.parent), mimetype="text/plain")
+
+    def follow_log(self, task_id: int, path: Path) -> Iterator[str]:
+        """Server-sent events: each new line as a `data:` event, then `event: end`."""
+        offset = 0
+        partial = b""
+        while True:
+            task = self.s.store.get_task(task_id)
+            chunk = b""
+            if path.is_file():
+                with open(path, "rb") as f:
+                    f.seek(offset)
+                    chunk = f.read()
+                offset += len(chunk)
+            lines = (partial + chunk).split(b"\n")
+            partial = lines.pop()
+            for line in lines:
+                yield f"data: {line.decode(errors='replace')}\n\n"
+            if task is None or _ended(task):
+                if partial:
+                    yield f"data: {partial.decode(errors='replace')}\n\n"
+                yield f"event: end\ndata: {task.state.value if task else 'REMOVED'}\n\n"
+                return
+            if not chunk:
+                self.s.wakeups.wait_for(lambda: None, 0.25)
+
+    def list_files(self, task_id: str):
+        root = self.task_dir(self.task_or_404(task_id))
+        files = sorted(p for p in root.rglob("*") if p.is_file()) if root.is_dir() else []
+        return json_response([{"path": p.relative_to(root).as_posix(), "size": p.stat().st_size}
+                              for p in files])
+
+    def file(self, task_id: str, path: str):
+        root = self.task_dir(self.task_or_404(task_id))
+        response = bottle.static_file(path, root=str(root))
+        if response.status_code == 404:
+            raise NotFound(f"task {task_id} has no file {path!r}")
+        if response.status_code == 403:
+            raise InvalidInput(f"{path!r} is outside the task directory")
+        return response
+
+
+def _ended(task: Task | None) -> Task | None:
+    if task is not None and (task.state in FINAL_STATES or task.state is TaskState.LOST):
+        return task
+    return None
+
+
+def _with_key(request: TaskRequest, key: str) -> TaskRequest:
+    return TaskRequest(**{**request.__dict__, "dedupe_key": key})
+
+
+def task_filter(query: bottle.FormsDict) -> TaskFilter:
+    """A TaskFilter from ?state=&type=&tags=&added_after=&added_before=&limit=&offset=&order="""
+    def words(name: str) -> tuple[str, ...]:
+        return tuple(w.strip() for v in query.getall(name) for w in v.split(",") if w.strip())
+
+    states = tuple(s.upper() for s in words("state"))
+    bad = [s for s in states if s not in TaskState.__members__]
+    if bad:
+        raise InvalidInput(f"unknown state(s) {', '.join(bad)}; use "
+                           f"{', '.join(TaskState.__members__)}")
+    now = time.time()
+    after, before = query.get("added_after"), query.get("added_before")
+    return TaskFilter(
+        states=states, types=words("type"), tags=words("tags"),
+        schedule=query.get("schedule") or None,
+        added_after=parse_time(after, now, "added_after") if after else None,
+        added_before=parse_time(before, now, "added_before") if before else None,
+        limit=_int(query, "limit", 100, 10_000), offset=_int(query, "offset", 0, 10**12),
+        oldest_first=query.get("order", "newest") == "oldest",
+    )
+
+
+def _int(query: bottle.FormsDict, name: str, default: int, maximum: int) -> int:
+    raw = query.get(name)
+    if raw is None:
+        return default
+    if not raw.isdigit():
+        raise InvalidInput(f"?{name}={raw!r} must be a whole number")
+    return min(int(raw), maximum)

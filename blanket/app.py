@@ -1,0 +1,73 @@
+"""The server's parts wired together: settings, store, catalog, intake, queue, wake-ups.
+
+Everything here can be rebuilt from the config directory and the store."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from blanket.catalog import Catalog
+from blanket.intake import Intake
+from blanket.queue import Queue
+from blanket.settings import Settings
+from blanket.store import open_store
+from blanket.store.base import Store
+from blanket.tasktype import TaskType
+from blanket.wakeups import Wakeups
+
+
+class CatalogTypes:
+    """Intake's and the queue's view of the catalog: the current good version of each type."""
+
+    def __init__(self, catalog: Catalog):
+        self.catalog = catalog
+
+    def current_type(self, name: str) -> TaskType | None:
+        loaded = self.catalog.get(name)
+        return loaded.task_type if loaded else None
+
+    def current(self, name: str) -> tuple[TaskType, str] | None:
+        loaded = self.catalog.get(name)
+        if loaded is None or loaded.task_type is None or loaded.version is None:
+            return None
+        return loaded.task_type, loaded.version
+
+    def type_names(self) -> list[str]:
+        return [t.name for t in self.catalog.types() if t.task_type is not None]
+
+    def limits(self) -> dict[str, int]:
+        return {t.name: t.task_type.max_concurrent for t in self.catalog.types()
+                if t.task_type is not None and t.task_type.max_concurrent is not None}
+
+
+@dataclass
+class Services:
+    settings: Settings
+    store: Store
+    catalog: Catalog
+    intake: Intake
+    queue: Queue
+    wakeups: Wakeups
+    started: float = field(default_factory=time.time)
+
+    @property
+    def versions_dir(self) -> Path:
+        return self.settings.data_dir / "versions"
+
+
+def build_services(settings: Settings, schedule_parser=None) -> Services:
+    """Open the store, load the catalog, and connect the parts (no threads started)."""
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    store = open_store(settings.database_url)
+    wakeups = Wakeups()
+    store.on_change = wakeups.notify
+    catalog = Catalog(settings.config_dir, settings.data_dir / "versions",
+                      record_version=store.record_version, schedule_parser=schedule_parser)
+    catalog.scan()
+    catalog.add_listener(wakeups.notify)
+    types = CatalogTypes(catalog)
+    intake = Intake(store, types, settings.data_dir)
+    queue = Queue(store, wakeups, types.current, types.limits)
+    return Services(settings, store, catalog, intake, queue, wakeups)

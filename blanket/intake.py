@@ -1,0 +1,250 @@
+"""The one path by which tasks are created: the API, the CLI, the inbox and the scheduler
+all call `Intake.submit`."""
+
+from __future__ import annotations
+
+import re
+import shutil
+import threading
+import time
+import uuid
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any, BinaryIO, Protocol
+
+from blanket.durations import parse_duration
+from blanket.errors import InvalidInput
+from blanket.models import Task
+from blanket.pricing import estimate_from_history, task_score
+from blanket.store.base import NewTask, Store
+from blanket.tasktype import TaskType
+
+_ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+_TAG = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:-]*")
+REQUEST_KEYS = ("type", "environment", "tags", "not_before", "priority")
+ESTIMATE_TTL = 30.0  # seconds a type's history-based estimate is reused
+
+
+@dataclass(frozen=True)
+class Upload:
+    """A file that lands at the root of the task's directory."""
+
+    name: str
+    source: BinaryIO | Path  # an open stream, or a file to move in
+
+
+@dataclass(frozen=True)
+class TaskRequest:
+    type: str
+    environment: dict[str, Any]
+    tags: tuple[str, ...] = ()
+    not_before: float | None = None
+    priority: int = 0
+    schedule: str | None = None
+    front: bool = False  # a caller waits on it: it goes ahead of the queue
+    uploads: tuple[Upload, ...] = ()
+    dedupe_key: str | None = None
+
+
+class TypeLookup(Protocol):
+    def current_type(self, name: str) -> TaskType | None: ...
+
+    def type_names(self) -> list[str]: ...
+
+
+def check_file_name(name: str) -> str:
+    """Return `name` if it is a plain file name, else raise InvalidInput saying why."""
+    if not name:
+        raise InvalidInput("an uploaded file has no name; give each file a plain name")
+    if "\x00" in name or any(ord(c) < 32 or ord(c) == 127 for c in name):
+        raise InvalidInput(f"file name {name!r} contains a control character; rename the file")
+    if "/" in name or "\\" in name:
+        raise InvalidInput(f"file name {name!r} contains a path separator; send a plain name")
+    if name in (".", "..") or name.startswith(".."):
+        raise InvalidInput(f"file name {name!r} could leave the task directory; rename it")
+    if len(name.encode()) > 255:
+        raise InvalidInput(f"file name {name[:40]!r}... is longer than 255 bytes")
+    return name
+
+
+def parse_time(value: Any, now: float, what: str = "not_before") -> float:
+    """Unix seconds from a number, an ISO 8601 date with offset, or a relative "+2h"."""
+    if isinstance(value, bool):
+        raise InvalidInput(f"{what}: {value!r} is not a time; use ISO 8601 or '+2h'")
+    if isinstance(value, int | float):
+        return float(value)
+    if isinstance(value, str):
+        text = value.strip()
+        if text.startswith("+"):
+            try:
+                return now + parse_duration(text[1:])
+            except ValueError as e:
+                raise InvalidInput(f"{what}: {e}") from None
+        try:
+            moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
+        except ValueError:
+            moment = None
+        if moment is not None:
+            if moment.tzinfo is None:
+                raise InvalidInput(f"{what}: {text!r} has no UTC offset; add one, "
+                                   "e.g. 2026-12-01T08:00:00+01:00 or ...Z")
+            return moment.timestamp()
+    raise InvalidInput(f"{what}: {value!r} is not a time; use ISO 8601 with an offset "
+                       "(2026-12-01T08:00:00Z) or a relative time such as '+2h'")
+
+
+def parse_task_request(data: Any, now: float) -> TaskRequest:
+    """Validate the JSON form of a submission (POST /task/, inbox files)."""
+    if not isinstance(data, dict):
+        raise InvalidInput("the task must be a JSON object such as "
+                           '{"type": "NAME", "environment": {"KEY": "value"}}')
+    unknown = sorted(set(data) - set(REQUEST_KEYS))
+    if unknown:
+        raise InvalidInput(f"unknown field(s) {', '.join(unknown)}; "
+                           f"a task has {', '.join(REQUEST_KEYS)}")
+    type_name = data.get("type")
+    if not isinstance(type_name, str) or not type_name:
+        raise InvalidInput('"type" is missing: name the task type to run, e.g. "type": "backup"')
+    environment = data.get("environment", {})
+    if not isinstance(environment, dict):
+        raise InvalidInput('"environment" must be an object of NAME: value pairs')
+    tags = data.get("tags", [])
+    if isinstance(tags, str):
+        tags = [t.strip() for t in tags.split(",") if t.strip()]
+    if not isinstance(tags, list) or not all(isinstance(t, str) and _TAG.fullmatch(t)
+                                             for t in tags):
+        raise InvalidInput('"tags" must be a list of words such as ["unix", "gpu"]')
+    priority = data.get("priority", 0)
+    if isinstance(priority, bool) or not isinstance(priority, int):
+        raise InvalidInput('"priority" must be an integer (higher runs earlier)')
+    not_before = data.get("not_before")
+    return TaskRequest(
+        type=type_name, environment=environment, tags=tuple(tags), priority=priority,
+        not_before=None if not_before in (None, "") else parse_time(not_before, now),
+    )
+
+
+def clean_environment(task_type: TaskType, submitted: dict[str, Any]) -> dict[str, str]:
+    """Defaults, then submitted values, as strings; required names present and well typed."""
+    values: dict[str, str] = dict(task_type.defaults)
+    for name, value in submitted.items():
+        if not isinstance(name, str) or not _ENV_NAME.fullmatch(name):
+            raise InvalidInput(f"environment name {name!r} is not valid; use letters, digits "
+                               "and _, not starting with a digit")
+        if isinstance(value, dict | list) or value is None:
+            raise InvalidInput(f"environment {name}: give a string, number or boolean, "
+                               f"not {type(value).__name__}")
+        text = _as_text(value)
+        if "\x00" in text:
+            raise InvalidInput(f"environment {name}: a NUL byte cannot be passed to a process")
+        values[name] = text
+    missing = [r for r in task_type.required if r.name not in values]
+    if missing:
+        listed = "; ".join(f"{r.name} ({r.description or r.type})" for r in missing)
+        raise InvalidInput(f"task type {task_type.name!r} needs {listed}: add "
+                           f"{'it' if len(missing) == 1 else 'them'} to \"environment\"")
+    for required in task_type.required:
+        _check_type(required.name, required.type, values[required.name])
+    return values
+
+
+def _as_text(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value)
+
+
+def _check_type(name: str, kind: str, text: str) -> None:
+    ok = True
+    if kind == "integer":
+        ok = re.fullmatch(r"[+-]?\d+", text) is not None
+    elif kind == "number":
+        try:
+            float(text)
+        except ValueError:
+            ok = False
+    elif kind == "boolean":
+        ok = text.lower() in ("true", "false", "1", "0", "yes", "no")
+    if not ok:
+        raise InvalidInput(f"environment {name}: {text!r} is not a valid {kind}")
+
+
+class Intake:
+    """Validates, prices and stores tasks; saves their uploaded files."""
+
+    def __init__(self, store: Store, types: TypeLookup, data_dir: Path):
+        self.store = store
+        self.types = types
+        self.data_dir = data_dir
+        self._estimates: dict[str, tuple[float, float | None]] = {}
+        self._lock = threading.Lock()
+
+    def task_dir(self, type_name: str, task_id: int) -> Path:
+        return self.data_dir / "tasks" / type_name / str(task_id)
+
+    def submit(self, request: TaskRequest, now: float | None = None) -> Task:
+        """Create one task; raise InvalidInput (nothing stored) when the request is wrong."""
+        now = time.time() if now is None else now
+        task_type = self.types.current_type(request.type)
+        if task_type is None:
+            known = ", ".join(self.types.type_names()) or "none yet"
+            raise InvalidInput(f"unknown task type {request.type!r}; known types: {known}",
+                               code="unknown_type")
+        environment = clean_environment(task_type, request.environment)
+        names = [check_file_name(u.name) for u in request.uploads]
+        if len(set(names)) != len(names):
+            raise InvalidInput("two uploaded files have the same name; rename one")
+        staged = self._stage(request.uploads)
+        runnable = max(now, request.not_before or now)
+        new = NewTask(
+            type=task_type.name, environment=environment,
+            tags=tuple(sorted(set(task_type.tags) | set(request.tags))),
+            score=task_score(runnable, self._estimate(task_type, now), task_type.weight,
+                             request.priority, request.front),
+            added=now, not_before=request.not_before, schedule=request.schedule,
+            retries=task_type.retries, retry_delay=task_type.retry_delay,
+            timeout=task_type.timeout, priority=request.priority, inputs=tuple(names),
+            dedupe_key=request.dedupe_key,
+        )
+        try:
+            task = self.store.add_task(new)
+        except BaseException:
+            if staged:
+                shutil.rmtree(staged, ignore_errors=True)
+            raise
+        if staged:
+            target = self.task_dir(task.type, task.id)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            staged.rename(target)
+        return task
+
+    def _stage(self, uploads: tuple[Upload, ...]) -> Path | None:
+        """Write uploads to a private folder first, so a failed submission leaves nothing."""
+        if not uploads:
+            return None
+        staged = self.data_dir / "tmp" / uuid.uuid4().hex
+        staged.mkdir(parents=True)
+        try:
+            for upload in uploads:
+                if isinstance(upload.source, Path):
+                    shutil.move(upload.source, staged / upload.name)
+                else:
+                    with open(staged / upload.name, "xb") as out:
+                        shutil.copyfileobj(upload.source, out, 1024 * 1024)
+        except BaseException:
+            shutil.rmtree(staged, ignore_errors=True)
+            raise
+        return staged
+
+    def _estimate(self, task_type: TaskType, now: float) -> float | None:
+        if task_type.estimate is not None:
+            return task_type.estimate
+        with self._lock:
+            cached = self._estimates.get(task_type.name)
+        if cached and now - cached[0] < ESTIMATE_TTL:
+            return cached[1]
+        estimate = estimate_from_history(self.store.recent_durations(task_type.name))
+        with self._lock:
+            self._estimates[task_type.name] = (now, estimate)
+        return estimate

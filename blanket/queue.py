@@ -1,0 +1,141 @@
+"""The queue's behaviour over the store: claims with long polls, attempt reports, the retry
+policy, stops, and the reaper that notices workers that stopped answering."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+import structlog
+
+from blanket.errors import Conflict, NotFound
+from blanket.models import FINAL_STATES, Task, TaskState
+from blanket.pricing import task_score
+from blanket.retry import retry_at
+from blanket.store.base import Claim, Outcome, Store
+from blanket.tasktype import TaskType
+from blanket.wakeups import Wakeups
+
+log = structlog.get_logger("blanket.queue")
+
+REPORTABLE = frozenset({TaskState.SUCCESS, TaskState.FAILED, TaskState.TIMEDOUT,
+                        TaskState.STOPPED})
+
+
+class Queue:
+    """Claims and attempt reports. `current` gives a type's definition and version hash."""
+
+    def __init__(self, store: Store, wakeups: Wakeups,
+                 current: Callable[[str], tuple[TaskType, str] | None],
+                 limits: Callable[[], dict[str, int]]):
+        self.store = store
+        self.wakeups = wakeups
+        self.current = current
+        self.limits = limits
+
+    def claim_next_task(self, worker: str, tags: frozenset[str],
+                        wait: float) -> tuple[Task, TaskType] | None:
+        """The next task this worker may run, bound to its type's current version; waits up
+        to `wait` seconds for one to be queued."""
+        return self.wakeups.wait_for(
+            lambda: self._claim_once(worker, tags), wait,
+            next_deadline=lambda: self.store.next_not_before(time.time()))
+
+    def _claim_once(self, worker: str, tags: frozenset[str]) -> tuple[Task, TaskType] | None:
+        while True:
+            task = self.store.claim_task(Claim(worker, tags, self.limits(), time.time()))
+            if task is None:
+                return None
+            found = self.current(task.type)
+            if found is not None:
+                task_type, version = found
+                return self.store.bind_version(task.id, task.token or "", version), task_type
+            self.store.finish_task(task.id, task.token or "", Outcome(
+                TaskState.FAILED, error=f"task type {task.type!r} no longer exists",
+                finished=time.time()))
+
+    def report_started(self, task_id: int, token: str, pid: int | None,
+                       directory: str | None) -> Task:
+        task = self.store.mark_started(task_id, token, pid, time.time())
+        if directory:
+            self.store.set_task_directory(task_id, directory)
+        return task
+
+    def heartbeat(self, task_id: int, token: str, wait: float = 0.0) -> Task:
+        """Record that the attempt is alive; with `wait`, hold until a stop is requested."""
+        task = self.store.heartbeat_task(task_id, token, time.time())
+        if wait <= 0 or task.stop_requested:
+            return task
+        stopped = self.wakeups.wait_for(lambda: self._stop_requested(task_id), wait)
+        return stopped or task
+
+    def _stop_requested(self, task_id: int) -> Task | None:
+        task = self.store.get_task(task_id)
+        if task is None or task.stop_requested or task.state not in (
+                TaskState.CLAIMED, TaskState.RUNNING):
+            return task or _gone(task_id)
+        return None
+
+    def finish_attempt(self, task_id: int, token: str, state: TaskState,
+                       exit_code: int | None, error: str | None, handback: bool = False) -> Task:
+        """End an attempt as its worker reports it; the retry policy may queue it again.
+        A handed-back task (its worker is going away) is queued again in its old place."""
+        if state not in REPORTABLE:
+            raise Conflict(f"state {state.value} cannot be reported; use one of "
+                           f"{', '.join(sorted(s.value for s in REPORTABLE))}")
+        task = self.store.get_task(task_id)
+        if task is None:
+            raise NotFound(f"no task {task_id}")
+        if handback and not task.stop_requested:
+            return self.store.finish_task(task.id, token, Outcome(
+                state, exit_code, error or "handed back by its worker", time.time(),
+                requeue_at=time.time(), requeue_score=task.score))
+        return self._end(task, token, state, exit_code, error)
+
+    def _end(self, task: Task, token: str, state: TaskState, exit_code: int | None,
+             error: str | None) -> Task:
+        now = time.time()
+        again = None if task.stop_requested else retry_at(task, state, now)
+        score = None
+        if again is not None:
+            found = self.current(task.type)
+            estimate = found[0].estimate if found else None
+            weight = found[0].weight if found else 1
+            score = task_score(again, estimate, weight, task.priority)
+        outcome = Outcome(state, exit_code, error, now, again, score)
+        ended = self.store.finish_task(task.id, token, outcome)
+        log.info("attempt ended", task=task.id, type=task.type, state=state.value,
+                 attempt=task.attempt, retry_at=again)
+        return ended
+
+    def stop_task(self, task_id: int) -> Task:
+        """Stop a queued task at once, or ask the worker of a running one to stop it."""
+        task = self.store.get_task(task_id)
+        if task is None:
+            raise NotFound(f"no task {task_id}")
+        if task.state in FINAL_STATES or task.state is TaskState.LOST:
+            raise Conflict(f"task {task_id} has already ended ({task.state.value})")
+        if task.state is TaskState.QUEUED:
+            stopped = self.store.stop_queued(task_id, time.time())
+            if stopped is not None:
+                return stopped
+        task = self.store.request_stop(task_id)
+        self.wakeups.notify()
+        return task
+
+    def reap_lost_tasks(self, lost_after: float, now: float | None = None) -> list[Task]:
+        """Attempts whose worker missed heartbeats for `lost_after` seconds end LOST; the
+        retry policy decides whether they run again."""
+        now = time.time() if now is None else now
+        ended = []
+        for task in self.store.stale_tasks(now - lost_after):
+            try:
+                ended.append(self._end(task, task.token or "", TaskState.LOST, None,
+                                       f"worker {task.worker} stopped answering"))
+            except (Conflict, NotFound):
+                continue  # it ended meanwhile
+        return ended
+
+
+def _gone(task_id: int) -> Task:
+    raise NotFound(f"task {task_id} was removed")
