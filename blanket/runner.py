@@ -91,6 +91,10 @@ class TaskRun:
         self.grace = grace
         self._stop = threading.Event()
 
+    @property
+    def _timeout(self) -> float | None:
+        return self.task.timeout or self.task_type.timeout
+
     def stop(self) -> None:
         """Ask the run to end as STOPPED; safe to call from any thread, at any time."""
         self._stop.set()
@@ -183,12 +187,11 @@ class TaskRun:
 
     def _supervise(self, proc: subprocess.Popen) -> TaskState | None:
         """Wait for the process; return STOPPED or TIMEDOUT when we must end it, else None."""
-        timeout = self.task.timeout or self.task_type.timeout
-        deadline = time.monotonic() + timeout if timeout else None
+        deadline = time.monotonic() + self._timeout if self._timeout else None
         progress = ProgressWatcher(self.work_dir / PROGRESS_FILE)
         try:
-            while proc.poll() is None:
-                if self._stop.wait(POLL_INTERVAL):
+            while not _exited_within(proc, POLL_INTERVAL):
+                if self._stop.is_set():
                     return TaskState.STOPPED
                 if deadline is not None and time.monotonic() >= deadline:
                     return TaskState.TIMEDOUT
@@ -207,9 +210,8 @@ class TaskRun:
         if ending is TaskState.STOPPED:
             return RunResult(TaskState.STOPPED, exit_code, "stopped")
         if ending is TaskState.TIMEDOUT:
-            timeout = self.task.timeout or self.task_type.timeout or 0.0
             return RunResult(TaskState.TIMEDOUT, exit_code,
-                             f"timed out after {format_duration(timeout)}")
+                             f"timed out after {format_duration(self._timeout or 0.0)}")
         if returncode == 0:
             return RunResult(TaskState.SUCCESS, 0, None)
         return RunResult(TaskState.FAILED, exit_code, _describe_status(returncode))
@@ -361,6 +363,14 @@ def _signal_group(pgid: int, signum: int) -> bool:
     try:
         os.killpg(pgid, signum)
     except ProcessLookupError:
+        return False
+    return True
+
+
+def _exited_within(proc: subprocess.Popen, seconds: float) -> bool:
+    try:
+        proc.wait(timeout=seconds)
+    except subprocess.TimeoutExpired:
         return False
     return True
 
