@@ -1,0 +1,351 @@
+"""The `blanket` command. Client commands talk to the server over HTTP: --server URL, else
+BLANKET_SERVER, else the settings (http://127.0.0.1:8773)."""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import click
+
+from blanket.client import Client
+from blanket.errors import BlanketError
+from blanket.logs import configure_logging
+from blanket.settings import LogDestination, Settings, load_settings
+
+SERVER_HELP = "server URL (default: BLANKET_SERVER, else the settings, else http://127.0.0.1:8773)"
+
+
+class Context:
+    def __init__(self, settings_path: Path | None, server: str | None, verbosity: int):
+        self.settings_path = settings_path
+        self.server = server
+        self.verbosity = verbosity
+
+    def settings(self, **overrides: Any) -> Settings:
+        return load_settings(self.settings_path, overrides)
+
+    def client(self, server: str | None = None) -> Client:
+        url = server or self.server or self.settings().url
+        return Client(url, timeout=24 * 3600)
+
+
+pass_ctx = click.make_pass_decorator(Context)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--settings", "settings_path", type=click.Path(path_type=Path),
+              help="settings file (default: ./blanket.toml, or BLANKET_SETTINGS)")
+@click.option("--server", envvar="BLANKET_SERVER", help=SERVER_HELP)
+@click.option("-v", "--verbose", count=True, help="more log output (repeat for more)")
+@click.option("-q", "--quiet", count=True, help="less log output")
+@click.version_option(package_name="blanket")
+@click.pass_context
+def cli(ctx: click.Context, settings_path: Path | None, server: str | None, verbose: int,
+        quiet: int) -> None:
+    """blanket: task types as TOML files, a durable priority queue, workers over HTTP."""
+    ctx.obj = Context(settings_path, server, verbose - quiet)
+
+
+@cli.command()
+@click.option("--host", help="address to bind (default 127.0.0.1)")
+@click.option("--port", type=int, help="port (default 8773)")
+@click.option("--config-dir", type=click.Path(path_type=Path), help="config directory")
+@click.option("--data-dir", type=click.Path(path_type=Path), help="data directory")
+@click.option("--inbox-dir", type=click.Path(path_type=Path), help="inbox directory")
+@click.option("--database", help="sqlite:///PATH (default) or postgresql://...")
+@click.option("--workers", type=int, help="local worker processes to run and supervise")
+@click.option("--worker-tags", help="tags of the local workers, comma separated")
+@pass_ctx
+def server(ctx: Context, **flags: Any) -> None:
+    """Run the server (API, config watcher, scheduler, inbox, local workers)."""
+    from blanket.server import run_server
+
+    settings = ctx.settings(**flags)
+    configure_logging(settings.log, ctx.verbosity, settings.data_dir)
+    run_server(settings)
+
+
+@cli.command()
+@click.option("-t", "--tags", default="", help="capabilities, comma separated")
+@click.option("-n", "--processes", default=1, show_default=True, help="worker processes")
+@click.option("--id", "worker_id", help="worker id (default: HOST-PID-random)")
+@click.option("--data-dir", type=click.Path(path_type=Path), default=Path("var"),
+              show_default=True, help="where task directories and the bundle cache go")
+@click.option("--daemon", is_flag=True, help="detach; log to --log-file, pid to --pid-file")
+@click.option("--log-file", type=click.Path(path_type=Path), default=Path("var/log/worker.log"),
+              show_default=True)
+@click.option("--pid-file", type=click.Path(path_type=Path), default=Path("var/worker.pid"),
+              show_default=True)
+@pass_ctx
+def worker(ctx: Context, tags: str, processes: int, worker_id: str | None, data_dir: Path,
+           daemon: bool, log_file: Path, pid_file: Path) -> None:
+    """Run worker processes that take tasks matching their tags."""
+    from blanket.worker import WorkerOptions, run_workers
+
+    url = ctx.server or ctx.settings().url
+    options = WorkerOptions(
+        server=url, tags=tuple(t.strip() for t in tags.split(",") if t.strip()),
+        processes=processes, worker_id=worker_id, data_dir=data_dir, daemon=daemon,
+        log_file=log_file, pid_file=pid_file, verbosity=ctx.verbosity)
+    run_workers(options)
+
+
+@cli.command()
+@click.argument("directory", type=click.Path(path_type=Path), default=None, required=False)
+@pass_ctx
+def validate(ctx: Context, directory: Path | None) -> None:
+    """Check a config directory without a server; exit 1 listing every problem."""
+    from blanket.catalog import validate_config_dir
+    from blanket.schedule import parse_schedule_file
+
+    directory = directory or ctx.settings().config_dir
+    problems = validate_config_dir(directory, schedule_parser=parse_schedule_file)
+    for problem in problems:
+        click.echo(str(problem), err=True)
+    if problems:
+        click.echo(f"{len(problems)} problem(s) in {directory}", err=True)
+        sys.exit(1)
+    click.echo(f"{directory}: ok")
+
+
+def _read_data(data: str | None) -> dict:
+    if data is None:
+        return {}
+    text = Path(data[1:]).read_text() if data.startswith("@") else data
+    try:
+        value = json.loads(text)
+    except ValueError as e:
+        raise click.BadParameter(f"not JSON: {e}", param_hint="-d") from None
+    if not isinstance(value, dict):
+        raise click.BadParameter("give a JSON object", param_hint="-d")
+    return value
+
+
+@cli.command()
+@click.argument("type_name", metavar="TYPE")
+@click.option("-d", "--data", help="JSON (or @FILE) with environment, tags, not_before, ...")
+@click.option("-e", "--env", "env", multiple=True, help="NAME=VALUE (repeatable)")
+@click.option("-f", "--file", "files", multiple=True, type=click.Path(exists=True,
+              dir_okay=False, path_type=Path), help="a file for the task's directory")
+@click.option("--not-before", help="earliest start: ISO 8601 with offset, or +2h")
+@click.option("--wait", is_flag=True, help="wait until the task ends; exit with its status")
+@click.option("--json", "as_json", is_flag=True, help="print the task as JSON")
+@pass_ctx
+def submit(ctx: Context, type_name: str, data: str | None, env: tuple[str, ...],
+           files: tuple[Path, ...], not_before: str | None, wait: bool, as_json: bool) -> None:
+    """Queue a task of TYPE."""
+    payload = _read_data(data)
+    if "environment" not in payload and payload and "type" not in payload:
+        payload = {"environment": payload}
+    payload["type"] = type_name
+    environment = dict(payload.get("environment") or {})
+    for item in env:
+        name, sep, value = item.partition("=")
+        if not sep:
+            raise click.BadParameter(f"{item!r}: write NAME=VALUE", param_hint="-e")
+        environment[name] = value
+    if environment:
+        payload["environment"] = environment
+    if not_before:
+        payload["not_before"] = not_before
+    client = ctx.client()
+    path = "/task/?wait" if wait else "/task/"
+    if files:
+        fields: dict[str, Any] = {"data": json.dumps(payload)}
+        for f in files:
+            fields[f.name] = (f.name, f.read_bytes())
+        task = client.request("POST", path, fields=fields)[1]
+    else:
+        task = client.post(path, payload)
+    if as_json:
+        click.echo(json.dumps(task, indent=2))
+    elif wait:
+        click.echo(f"{task['id']} {task['state']}")
+    else:
+        click.echo(task["id"])
+    if wait and task["state"] != "SUCCESS":
+        sys.exit(1)
+
+
+@cli.group()
+def task() -> None:
+    """Task commands (task run is submit)."""
+
+
+task.add_command(submit, "run")
+
+
+def _when(ts: float | None) -> str:
+    if ts is None:
+        return "-"
+    moment = datetime.fromtimestamp(ts)
+    if abs(time.time() - ts) < 86400:
+        return moment.strftime("%H:%M:%S")
+    return moment.strftime("%Y-%m-%d %H:%M")
+
+
+def print_table(headers: list[str], rows: list[list[str]]) -> None:
+    widths = [max([len(h)] + [len(r[i]) for r in rows]) for i, h in enumerate(headers)]
+    for row in [headers, *rows]:
+        click.echo("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip())
+
+
+@cli.command()
+@click.option("-a", "--all", "show_all", is_flag=True, help="include ended tasks")
+@click.option("-q", "--quiet", is_flag=True, help="ids only")
+@click.option("-s", "--state", multiple=True, help="only these states")
+@click.option("-t", "--type", "types", multiple=True, help="only these types")
+@click.option("-n", "--limit", default=100, show_default=True)
+@pass_ctx
+def ps(ctx: Context, show_all: bool, quiet: bool, state: tuple[str, ...],
+       types: tuple[str, ...], limit: int) -> None:
+    """List tasks, newest first (queued and running unless -a)."""
+    states = list(state) or ([] if show_all else ["QUEUED", "CLAIMED", "RUNNING"])
+    query = f"?limit={limit}"
+    if states:
+        query += "&state=" + ",".join(states)
+    if types:
+        query += "&type=" + ",".join(types)
+    tasks = ctx.client().get("/task/" + query)
+    if quiet:
+        for t in tasks:
+            click.echo(t["id"])
+        return
+    rows = []
+    for t in tasks:
+        progress = f"{t['progress']}%" if t.get("progress") is not None else ""
+        start = _when(t["not_before"]) if t["state"] == "QUEUED" and t.get("not_before") else ""
+        rows.append([str(t["id"]), t["type"], t["state"], _when(t["added"]),
+                     start or _when(t.get("started")), _when(t.get("finished")),
+                     str(t["exit_code"]) if t.get("exit_code") is not None else "",
+                     progress, t.get("worker") or ""])
+    print_table(["ID", "TYPE", "STATE", "ADDED", "STARTS/STARTED", "FINISHED", "EXIT",
+                 "PROGRESS", "WORKER"], rows)
+
+
+@cli.command()
+@click.argument("ids", nargs=-1, required=True)
+@click.option("-f", "--force", is_flag=True, help="also remove running tasks (stops them)")
+@pass_ctx
+def rm(ctx: Context, ids: tuple[str, ...], force: bool) -> None:
+    """Remove tasks and their files (`rm worker ID` stops a worker)."""
+    client = ctx.client()
+    if ids[0] == "worker":
+        for worker_id in ids[1:]:
+            client.delete(f"/worker/{worker_id}" + ("?mode=handback" if force else ""))
+            click.echo(worker_id)
+        return
+    failed = False
+    for task_id in ids:
+        try:
+            client.delete(f"/task/{task_id.strip()}" + ("?force" if force else ""))
+            click.echo(task_id)
+        except BlanketError as e:
+            click.echo(f"{task_id}: {e.message}", err=True)
+            failed = True
+    if failed:
+        sys.exit(1)
+
+
+@cli.command()
+@click.argument("ids", nargs=-1, required=True)
+@pass_ctx
+def stop(ctx: Context, ids: tuple[str, ...]) -> None:
+    """Stop tasks: a queued one at once, a running one within a second."""
+    client = ctx.client()
+    for task_id in ids:
+        task = client.post(f"/task/{task_id}/stop")
+        click.echo(f"{task['id']} {task['state']}")
+
+
+@cli.command()
+@click.argument("task_id")
+@click.option("--stderr", "stream", flag_value="stderr", help="show stderr")
+@click.option("--stdout", "stream", flag_value="stdout", default=True, help="show stdout")
+@click.option("-f", "--follow", is_flag=True, help="keep printing until the task ends")
+@pass_ctx
+def logs(ctx: Context, task_id: str, stream: str, follow: bool) -> None:
+    """Print a task's output."""
+    client = ctx.client()
+    if not follow:
+        click.echo(client.get(f"/task/{task_id}/log/{stream}"), nl=False)
+        return
+    response = client.pool.request("GET", f"{client.base_url}/task/{task_id}/log/{stream}"
+                                   "?follow", preload_content=False)
+    event = None
+    for raw in response.stream(None):
+        for line in raw.decode(errors="replace").splitlines():
+            if line.startswith("event: "):
+                event = line[7:]
+            elif line.startswith("data: ") and event != "end":
+                click.echo(line[6:])
+    response.release_conn()
+
+
+@cli.command(name="ls")
+@click.argument("what", type=click.Choice(["types", "workers", "schedules"]))
+@pass_ctx
+def ls(ctx: Context, what: str) -> None:
+    """List types, workers or schedules."""
+    client = ctx.client()
+    if what == "types":
+        rows = [[t["name"], (t.get("version") or "-")[:12], _problem_mark(t),
+                 ((t.get("definition") or {}).get("description") or "")[:50]]
+                for t in client.get("/task_type/")]
+        print_table(["NAME", "VERSION", "STATUS", "DESCRIPTION"], rows)
+    elif what == "workers":
+        rows = [[w["id"], w["state"], ",".join(w["tags"]), w["host"], str(w["pid"]),
+                 str(w["task"] or ""), _when(w["heartbeat"])] for w in client.get("/worker/")]
+        print_table(["ID", "STATE", "TAGS", "HOST", "PID", "TASK", "HEARTBEAT"], rows)
+    else:
+        rows = [[s["name"], (s.get("schedule") or {}).get("cron") or
+                 (s.get("schedule") or {}).get("every") or "", _iso_short(s.get("next_fire")),
+                 s.get("state", ""), _problem_mark(s)] for s in client.get("/schedule/")]
+        print_table(["NAME", "WHEN", "NEXT", "STATE", "STATUS"], rows)
+
+
+def _iso_short(value: Any) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, int | float):
+        return _when(value)
+    return str(value)
+
+
+def _problem_mark(entry: dict) -> str:
+    problems = entry.get("problems") or []
+    return f"error: {problems[0]['message'][:60]}" if problems else "ok"
+
+
+@cli.command()
+@click.argument("directory", type=click.Path(path_type=Path), default=Path("."))
+def init(directory: Path) -> None:
+    """Create a config directory with an example type and a settings file."""
+    types = directory / "conf.d" / "types"
+    types.mkdir(parents=True, exist_ok=True)
+    (directory / "conf.d" / "schedules").mkdir(exist_ok=True)
+    example = types / "hello.toml"
+    if not example.exists():
+        example.write_text('description = "Say hello"\ncommand = "echo hello {{ NAME }}"\n'
+                           '\n[environment.defaults]\nNAME = "world"\n')
+    settings = directory / "blanket.toml"
+    if not settings.exists():
+        settings.write_text('# Every key is optional; see the README.\n'
+                            '# port = 8773\n# config_dir = "conf.d"\n# data_dir = "var"\n')
+    click.echo(f"created {example} and {settings}; start with: blanket server --workers 2")
+
+
+def main() -> None:
+    try:
+        cli(standalone_mode=True)
+    except BlanketError as e:
+        click.echo(f"error: {e.message}", err=True)
+        sys.exit(1)
+
+
+_ = LogDestination

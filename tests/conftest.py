@@ -1,0 +1,171 @@
+"""Fixtures that start real blanket processes: a server on a free port with its own
+config, data and inbox directories, and workers pointed at it."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from blanket.client import Client
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_until(check, timeout: float = 10.0, interval: float = 0.02):
+    """Poll `check` until it returns a truthy value (for state observed across processes)."""
+    end = time.monotonic() + timeout
+    while True:
+        value = check()
+        if value:
+            return value
+        if time.monotonic() > end:
+            raise AssertionError(f"timed out after {timeout}s waiting for {check}")
+        time.sleep(interval)
+
+
+class ServerProcess:
+    """A `blanket server` subprocess in its own directory."""
+
+    def __init__(self, base: Path, port: int | None = None, extra_args: tuple[str, ...] = (),
+                 env: dict[str, str] | None = None):
+        self.base = base
+        self.port = port or free_port()
+        self.config_dir = base / "conf.d"
+        self.data_dir = base / "var"
+        self.inbox_dir = base / "inbox"
+        (self.config_dir / "types").mkdir(parents=True, exist_ok=True)
+        (self.config_dir / "schedules").mkdir(parents=True, exist_ok=True)
+        self.extra_args = extra_args
+        self.env = {**os.environ, "BLANKET_SETTINGS": str(base / "blanket.toml"),
+                    "BLANKET_HEARTBEAT_INTERVAL": "0.5", "BLANKET_LOST_AFTER": "3",
+                    **(env or {})}
+        self.env.pop("BLANKET_SERVER", None)
+        self.proc: subprocess.Popen | None = None
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.client = Client(self.url, timeout=60)
+        self.log = base / "server.log"
+
+    def write_type(self, name: str, text: str) -> Path:
+        path = self.config_dir / "types" / f"{name}.toml"
+        tmp = path.with_suffix(".toml.partial")
+        tmp.write_text(text)
+        tmp.replace(path)
+        return path
+
+    def start(self, wait: bool = True) -> ServerProcess:
+        command = [sys.executable, "-m", "blanket", "server", "--port", str(self.port),
+                   "--config-dir", str(self.config_dir), "--data-dir", str(self.data_dir),
+                   "--inbox-dir", str(self.inbox_dir), *self.extra_args]
+        with open(self.log, "ab") as log:
+            self.proc = subprocess.Popen(command, cwd=self.base, env=self.env, stdout=log,
+                                         stderr=subprocess.STDOUT)
+        if wait:
+            wait_until(self.healthy, timeout=20)
+        return self
+
+    def healthy(self) -> bool:
+        if self.proc is not None and self.proc.poll() is not None:
+            raise AssertionError(f"server exited {self.proc.returncode}:\n{self.log_text()}")
+        try:
+            return self.client.request("GET", "/health", ok=(503,))[0] == 200
+        except Exception:
+            return False
+
+    def log_text(self) -> str:
+        return self.log.read_text(errors="replace") if self.log.exists() else ""
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 20) -> int | None:
+        if self.proc is None or self.proc.poll() is not None:
+            return self.proc.returncode if self.proc else None
+        self.proc.send_signal(sig)
+        try:
+            return self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            return self.proc.wait()
+
+    def kill(self) -> None:
+        self.stop(signal.SIGKILL)
+
+    def wait_for_task(self, task_id: int, states=("SUCCESS", "FAILED", "TIMEDOUT", "STOPPED",
+                                                  "LOST"), timeout: float = 20) -> dict:
+        return wait_until(lambda: _task_in(self.client, task_id, states), timeout=timeout)
+
+
+def _task_in(client: Client, task_id: int, states) -> dict | None:
+    task = client.get(f"/task/{task_id}")
+    return task if task["state"] in states else None
+
+
+class WorkerProcess:
+    """A `blanket worker` subprocess talking to a server over HTTP only."""
+
+    def __init__(self, server: ServerProcess, tags: str = "", processes: int = 1,
+                 args: tuple[str, ...] = (), data_dir: Path | None = None):
+        self.server = server
+        self.log = server.base / f"worker-{time.monotonic_ns()}.log"
+        command = [sys.executable, "-m", "blanket", "worker", "--server", server.url,
+                   "-n", str(processes), "--data-dir", str(data_dir or server.data_dir), *args]
+        if tags:
+            command += ["-t", tags]
+        with open(self.log, "ab") as log:
+            self.proc = subprocess.Popen(command, cwd=server.base, env=server.env, stdout=log,
+                                         stderr=subprocess.STDOUT, start_new_session=True)
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 20) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait()
+
+
+@pytest.fixture
+def make_server(tmp_path: Path) -> Iterator:
+    """Factory: make_server(types={"name": "toml text"}) -> a started ServerProcess."""
+    servers: list[ServerProcess] = []
+    workers: list[WorkerProcess] = []
+
+    def factory(types: dict[str, str] | None = None, start: bool = True,
+                base: Path | None = None, **kwargs) -> ServerProcess:
+        server = ServerProcess(base or tmp_path / f"s{len(servers)}", **kwargs)
+        for name, text in (types or {}).items():
+            server.write_type(name, text)
+        servers.append(server)
+        return server.start() if start else server
+
+    def worker(server: ServerProcess, **kwargs) -> WorkerProcess:
+        w = WorkerProcess(server, **kwargs)
+        workers.append(w)
+        return w
+
+    factory.worker = worker
+    yield factory
+    for w in workers:
+        w.stop(signal.SIGKILL)
+    for s in servers:
+        s.stop()
+
+
+@pytest.fixture
+def repo_copy(tmp_path: Path) -> Path:
+    """A copy of the repository's example conf.d and blanket.toml in a temp dir."""
+    shutil.copytree(ROOT / "conf.d", tmp_path / "conf.d")
+    return tmp_path
