@@ -1,0 +1,177 @@
+-- Every query the PostgreSQL store runs, by name. Read this file to see the queue's whole behaviour.
+-- Parameters are psycopg's %(name)s placeholders.
+
+-- name: migration_lock
+-- Several servers may start at once: one applies the migrations, the others wait and see them done.
+SELECT pg_advisory_xact_lock(%(namespace)s, 0);
+
+-- name: create_schema_table
+CREATE TABLE IF NOT EXISTS blanket_schema (
+    version     INTEGER PRIMARY KEY,
+    applied     DOUBLE PRECISION NOT NULL
+);
+
+-- name: applied_migrations
+SELECT version FROM blanket_schema;
+
+-- name: record_migration
+INSERT INTO blanket_schema (version, applied) VALUES (%(version)s, extract(epoch FROM now()));
+
+-- name: scheduler_lock
+-- Held by a dedicated session for as long as this server runs the scheduler.
+SELECT pg_try_advisory_lock(%(namespace)s, 1) AS locked;
+
+-- name: notify
+SELECT pg_notify('blanket_queue', '');
+
+-- name: insert_task
+INSERT INTO tasks (type, state, environment, tags, score, added, not_before, schedule,
+                   retries, retry_delay, timeout, priority, inputs)
+VALUES (%(type)s, 'QUEUED', %(environment)s, %(tags)s, %(score)s, %(added)s, %(not_before)s,
+        %(schedule)s, %(retries)s, %(retry_delay)s, %(timeout)s, %(priority)s, %(inputs)s)
+RETURNING *;
+
+-- name: insert_key
+-- Waits for a concurrent insert of the same key, then inserts nothing if that one committed.
+INSERT INTO task_keys (key, task_id) VALUES (%(key)s, %(task_id)s)
+ON CONFLICT (key) DO NOTHING RETURNING task_id;
+
+-- name: task_for_key
+SELECT task_id FROM task_keys WHERE key = %(key)s;
+
+-- name: get_task
+SELECT * FROM tasks WHERE id = %(id)s;
+
+-- name: set_directory
+UPDATE tasks SET directory = %(directory)s WHERE id = %(id)s;
+
+-- name: delete_task
+DELETE FROM tasks WHERE id = %(id)s RETURNING *;
+
+-- name: delete_keys
+DELETE FROM task_keys WHERE task_id = %(id)s;
+
+-- name: type_cap_lock
+-- Taken per capped type before counting its active tasks, so claimers on every server see one count.
+SELECT pg_advisory_xact_lock(%(namespace)s, hashtext(%(type)s));
+
+-- name: active_per_type
+SELECT type, count(*) AS active FROM tasks
+WHERE state IN ('CLAIMED', 'RUNNING') AND type = ANY(%(types)s)
+GROUP BY type;
+
+-- name: claim
+-- Lowest (score, id) among queued tasks whose tags the worker has, whose start time has passed and
+-- whose type is not at its cap; rows another claimer holds are skipped, never waited for.
+UPDATE tasks SET state = 'CLAIMED', worker = %(worker)s, token = %(token)s, claimed = %(now)s,
+       heartbeat = %(now)s, attempt = attempt + 1, started = NULL, finished = NULL, pid = NULL,
+       exit_code = NULL, progress = NULL, progress_message = NULL, error = NULL,
+       stop_requested = FALSE
+WHERE id = (
+    SELECT id FROM tasks
+    WHERE state = 'QUEUED'
+      AND (not_before IS NULL OR not_before <= %(now)s)
+      AND string_to_array(tags, ',') <@ %(tags)s::text[]
+      AND NOT type = ANY(%(full_types)s::text[])
+    ORDER BY score, id
+    LIMIT 1
+    FOR UPDATE SKIP LOCKED)
+RETURNING *;
+
+-- name: bind_version
+UPDATE tasks SET version = %(version)s
+WHERE id = %(id)s AND token = %(token)s AND state IN ('CLAIMED', 'RUNNING')
+RETURNING *;
+
+-- name: mark_started
+UPDATE tasks SET state = 'RUNNING', started = %(now)s, heartbeat = %(now)s, pid = %(pid)s
+WHERE id = %(id)s AND token = %(token)s AND state IN ('CLAIMED', 'RUNNING')
+RETURNING *;
+
+-- name: heartbeat
+UPDATE tasks SET heartbeat = %(now)s
+WHERE id = %(id)s AND token = %(token)s AND state IN ('CLAIMED', 'RUNNING')
+RETURNING *;
+
+-- name: progress_by_token
+UPDATE tasks SET progress = %(value)s, progress_message = %(message)s
+WHERE id = %(id)s AND token = %(token)s AND state IN ('CLAIMED', 'RUNNING')
+RETURNING *;
+
+-- name: progress_any
+UPDATE tasks SET progress = %(value)s, progress_message = %(message)s
+WHERE id = %(id)s AND state IN ('CLAIMED', 'RUNNING')
+RETURNING *;
+
+-- name: lock_current
+SELECT * FROM tasks
+WHERE id = %(id)s AND token = %(token)s AND state IN ('CLAIMED', 'RUNNING')
+FOR UPDATE;
+
+-- name: finish
+UPDATE tasks SET state = %(state)s, exit_code = %(exit_code)s, error = %(error)s,
+       finished = %(finished)s, token = NULL, attempts = %(attempts)s
+WHERE id = %(id)s
+RETURNING *;
+
+-- name: requeue
+UPDATE tasks SET state = 'QUEUED', exit_code = %(exit_code)s, error = %(error)s, finished = NULL,
+       token = NULL, worker = NULL, attempts = %(attempts)s, not_before = %(not_before)s,
+       score = %(score)s, pid = NULL
+WHERE id = %(id)s
+RETURNING *;
+
+-- name: request_stop
+UPDATE tasks SET stop_requested = TRUE WHERE id = %(id)s AND state IN ('CLAIMED', 'RUNNING');
+
+-- name: stop_queued
+UPDATE tasks SET state = 'STOPPED', finished = %(now)s, error = 'stopped before it started'
+WHERE id = %(id)s AND state = 'QUEUED'
+RETURNING *;
+
+-- name: stale_tasks
+SELECT * FROM tasks WHERE state IN ('CLAIMED', 'RUNNING') AND heartbeat < %(before)s ORDER BY id;
+
+-- name: active_tasks
+SELECT * FROM tasks WHERE state IN ('CLAIMED', 'RUNNING') ORDER BY id;
+
+-- name: next_not_before
+SELECT min(not_before) AS at FROM tasks WHERE state = 'QUEUED' AND not_before > %(now)s;
+
+-- name: recent_durations
+SELECT finished - started AS duration FROM tasks
+WHERE type = %(type)s AND state = 'SUCCESS' AND started IS NOT NULL
+ORDER BY finished DESC LIMIT %(limit)s;
+
+-- name: record_version
+INSERT INTO versions (hash, type_name, created) VALUES (%(hash)s, %(type)s, %(created)s)
+ON CONFLICT (hash) DO NOTHING;
+
+-- name: version_known
+SELECT 1 AS known FROM versions WHERE hash = %(hash)s;
+
+-- name: save_worker
+INSERT INTO workers (id, tags, host, pid, state, registered, heartbeat, task, stop_mode)
+VALUES (%(id)s, %(tags)s, %(host)s, %(pid)s, %(state)s, %(registered)s, %(heartbeat)s, %(task)s,
+        %(stop_mode)s)
+ON CONFLICT (id) DO UPDATE SET tags = excluded.tags, host = excluded.host, pid = excluded.pid,
+    state = excluded.state, heartbeat = excluded.heartbeat, task = excluded.task,
+    stop_mode = excluded.stop_mode;
+
+-- name: get_worker
+SELECT * FROM workers WHERE id = %(id)s;
+
+-- name: list_workers
+SELECT * FROM workers ORDER BY id;
+
+-- name: delete_worker
+DELETE FROM workers WHERE id = %(id)s;
+
+-- name: get_schedule_state
+SELECT * FROM schedule_state WHERE name = %(name)s;
+
+-- name: save_schedule_state
+INSERT INTO schedule_state (name, next_fire, last_fire, last_task, paused)
+VALUES (%(name)s, %(next_fire)s, %(last_fire)s, %(last_task)s, %(paused)s)
+ON CONFLICT (name) DO UPDATE SET next_fire = excluded.next_fire, last_fire = excluded.last_fire,
+    last_task = excluded.last_task, paused = excluded.paused;

@@ -1,0 +1,428 @@
+"""The PostgreSQL store: for several servers or a store that outlives one disk.
+
+Claims skip rows other claimers hold (FOR UPDATE SKIP LOCKED), changes are announced with
+NOTIFY blanket_queue so idle workers on every server wake at once, and a session advisory lock
+lets only one server run the scheduler.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import psycopg
+from psycopg.rows import dict_row
+from psycopg.types.json import Jsonb
+
+from blanket.errors import NotFound, StaleAttempt
+from blanket.models import Task, Worker
+from blanket.sql import load_migrations, load_queries
+from blanket.store.base import (
+    Claim,
+    DuplicateTask,
+    NewTask,
+    Outcome,
+    ScheduleState,
+    Store,
+    TaskFilter,
+)
+from blanket.store.rows import (
+    attempt_record,
+    tags_key,
+    task_from_row,
+    worker_from_row,
+    worker_params,
+)
+
+Q = load_queries("postgres")
+
+# First key of every advisory lock blanket takes, so they never meet another application's.
+LOCK_NAMESPACE = 0x626C6E6B  # "blnk"
+CHANNEL = "blanket_queue"
+Row = dict[str, Any]
+
+
+class _Pool:
+    """A few connections shared by threads; a broken or mid-transaction one is never reused."""
+
+    def __init__(self, url: str, size: int):
+        self.url = url
+        self._idle: queue.LifoQueue[psycopg.Connection] = queue.LifoQueue()
+        self._slots = threading.BoundedSemaphore(size)
+        self._lock = threading.Lock()
+        self._all: list[psycopg.Connection] = []
+        self.backend_pids: set[int] = set()
+
+    def _connect(self) -> psycopg.Connection:
+        conn = psycopg.connect(self.url, autocommit=False, row_factory=dict_row)
+        conn.execute("SET synchronous_commit = on")
+        conn.commit()
+        with self._lock:
+            self._all.append(conn)
+            self.backend_pids.add(conn.info.backend_pid)
+        return conn
+
+    @contextmanager
+    def connection(self) -> Iterator[psycopg.Connection]:
+        with self._slots:
+            try:
+                conn = self._idle.get_nowait()
+            except queue.Empty:
+                conn = self._connect()
+            try:
+                yield conn
+            finally:
+                if conn.broken or conn.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
+                    self._discard(conn)
+                else:
+                    self._idle.put(conn)
+
+    def _discard(self, conn: psycopg.Connection) -> None:
+        with self._lock:
+            if conn in self._all:
+                self._all.remove(conn)
+        conn.close()
+
+    def close(self) -> None:
+        with self._lock:
+            conns, self._all = self._all, []
+        for conn in conns:
+            conn.close()
+
+
+class PostgresStore(Store):
+    def __init__(self, url: str, pool_size: int = 8):
+        self.url = url
+        self._pool = _Pool(url, pool_size)
+        self._callback: Callable[[], None] = lambda: None
+        self._listener: threading.Thread | None = None
+        self._closing = threading.Event()
+        self._scheduler_conn: psycopg.Connection | None = None
+        self._migrate()
+
+    # wake-ups
+    @property
+    def on_change(self) -> Callable[[], None]:  # type: ignore[override]
+        return self._callback
+
+    @on_change.setter
+    def on_change(self, callback: Callable[[], None]) -> None:
+        self._callback = callback
+        self.start_listening()
+
+    def start_listening(self) -> None:
+        """Call on_change for every change announced by any server on this database."""
+        if self._listener is None:
+            ready = threading.Event()
+            self._listener = threading.Thread(target=self._listen, args=(ready,),
+                                              name="blanket-listen", daemon=True)
+            self._listener.start()
+            ready.wait(10)
+
+    def _listen(self, ready: threading.Event) -> None:
+        while not self._closing.is_set():
+            try:
+                with psycopg.connect(self.url, autocommit=True) as conn:
+                    conn.execute(f"LISTEN {CHANNEL}")
+                    if ready.is_set():  # changes made while reconnecting were missed: look again
+                        self._callback()
+                    ready.set()
+                    self._relay(conn)
+            except psycopg.OperationalError:
+                self._closing.wait(1.0)
+
+    def _relay(self, conn: psycopg.Connection) -> None:
+        while not self._closing.is_set():
+            for note in conn.notifies(timeout=0.2):
+                # This server's own changes already called on_change when they committed.
+                if note.pid not in self._pool.backend_pids:
+                    self._callback()
+
+    def try_scheduler_lock(self) -> bool:
+        """True while this store holds the one scheduler lock among all servers on this database."""
+        if self._scheduler_conn is not None and not self._scheduler_conn.closed:
+            try:
+                self._scheduler_conn.execute("SELECT 1")
+                return True
+            except psycopg.OperationalError:
+                self._scheduler_conn.close()
+        conn = psycopg.connect(self.url, autocommit=True, row_factory=dict_row)
+        row = conn.execute(Q["scheduler_lock"], {"namespace": LOCK_NAMESPACE}).fetchone()
+        if row and row["locked"]:
+            self._scheduler_conn = conn
+            return True
+        conn.close()
+        self._scheduler_conn = None
+        return False
+
+    # plumbing
+    @contextmanager
+    def _tx(self) -> Iterator[psycopg.Cursor[Row]]:
+        with self._pool.connection() as conn:
+            try:
+                with conn.cursor() as cur:
+                    yield cur
+            except BaseException:
+                if not conn.broken:
+                    conn.rollback()
+                raise
+            conn.commit()
+
+    def _one(self, query: str, params: Any = None) -> Row | None:
+        with self._tx() as cur:
+            return cur.execute(query, params).fetchone()
+
+    def _all(self, query: str, params: Any = None) -> list[Row]:
+        with self._tx() as cur:
+            return cur.execute(query, params).fetchall()
+
+    def _migrate(self) -> None:
+        with self._tx() as cur:
+            cur.execute(Q["migration_lock"], {"namespace": LOCK_NAMESPACE})
+            cur.execute(Q["create_schema_table"])
+            applied = {r["version"] for r in cur.execute(Q["applied_migrations"]).fetchall()}
+            for number, sql in load_migrations("postgres"):
+                if number not in applied:
+                    cur.execute(sql)
+                    cur.execute(Q["record_migration"], {"version": number})
+
+    # versions
+    def record_version(self, hash: str, type_name: str, created: float) -> bool:
+        with self._tx() as cur:
+            params = {"hash": hash, "type": type_name, "created": created}
+            return cur.execute(Q["record_version"], params).rowcount == 1
+
+    def version_known(self, hash: str) -> bool:
+        return self._one(Q["version_known"], {"hash": hash}) is not None
+
+    # tasks
+    def add_task(self, new: NewTask) -> Task:
+        try:
+            row = self._insert_task(new)
+        except _KeyTaken:
+            first = self.task_for_key(new.dedupe_key or "")
+            if first is None:  # the first task was deleted meanwhile, freeing its key
+                return self.add_task(new)
+            raise DuplicateTask(first) from None
+        self._callback()
+        return task_from_row(row)
+
+    def _insert_task(self, new: NewTask) -> Row:
+        params = {
+            "type": new.type, "environment": Jsonb(new.environment), "tags": tags_key(new.tags),
+            "score": new.score, "added": new.added, "not_before": new.not_before,
+            "schedule": new.schedule, "retries": new.retries, "retry_delay": new.retry_delay,
+            "timeout": new.timeout, "priority": new.priority, "inputs": Jsonb(list(new.inputs)),
+        }
+        with self._tx() as cur:
+            row = cur.execute(Q["insert_task"], params).fetchone()
+            if new.dedupe_key is not None and not cur.execute(
+                    Q["insert_key"], {"key": new.dedupe_key, "task_id": row["id"]}).fetchone():
+                raise _KeyTaken()
+            cur.execute(Q["notify"])
+        return row
+
+    def task_for_key(self, key: str) -> int | None:
+        row = self._one(Q["task_for_key"], {"key": key})
+        return row["task_id"] if row else None
+
+    def set_task_directory(self, task_id: int, directory: str) -> None:
+        with self._tx() as cur:
+            cur.execute(Q["set_directory"], {"directory": directory, "id": task_id})
+
+    def get_task(self, task_id: int) -> Task | None:
+        row = self._one(Q["get_task"], {"id": task_id})
+        return task_from_row(row) if row else None
+
+    def list_tasks(self, flt: TaskFilter) -> list[Task]:
+        where, params = _filter_sql(flt)
+        order = "ASC" if flt.oldest_first else "DESC"
+        rows = self._all(f"SELECT * FROM tasks {where} ORDER BY id {order} "
+                         "LIMIT %(limit)s OFFSET %(offset)s",
+                         {**params, "limit": flt.limit, "offset": flt.offset})
+        return [task_from_row(r) for r in rows]
+
+    def count_tasks(self, flt: TaskFilter) -> int:
+        where, params = _filter_sql(flt)
+        row = self._one(f"SELECT count(*) AS n FROM tasks {where}", params)
+        return row["n"] if row else 0
+
+    def delete_task(self, task_id: int) -> Task | None:
+        with self._tx() as cur:
+            row = cur.execute(Q["delete_task"], {"id": task_id}).fetchone()
+            if row is not None:
+                cur.execute(Q["delete_keys"], {"id": task_id})
+        return task_from_row(row) if row else None
+
+    def claim_task(self, claim: Claim) -> Task | None:
+        with self._tx() as cur:
+            capped = sorted(claim.limits)
+            # Sorted, so two claimers taking several type locks never wait on each other in a cycle.
+            for type_name in capped:
+                cur.execute(Q["type_cap_lock"], {"namespace": LOCK_NAMESPACE, "type": type_name})
+            active = {r["type"]: r["active"]
+                      for r in cur.execute(Q["active_per_type"], {"types": capped}).fetchall()}
+            full = [t for t in capped if active.get(t, 0) >= claim.limits[t]]
+            row = cur.execute(Q["claim"], {
+                "worker": claim.worker, "token": uuid.uuid4().hex, "now": claim.now,
+                "tags": sorted(claim.tags), "full_types": full}).fetchone()
+        return task_from_row(row) if row else None
+
+    def _update_current(self, task_id: int, query: str, params: dict[str, Any]) -> Task:
+        with self._tx() as cur:
+            row = cur.execute(query, {"id": task_id, **params}).fetchone()
+            if row is None:
+                _raise_not_current(task_id, cur)
+        return task_from_row(row)
+
+    def bind_version(self, task_id: int, token: str, version: str) -> Task:
+        return self._update_current(task_id, Q["bind_version"],
+                                    {"token": token, "version": version})
+
+    def mark_started(self, task_id: int, token: str, pid: int | None, now: float) -> Task:
+        return self._update_current(task_id, Q["mark_started"],
+                                    {"token": token, "pid": pid, "now": now})
+
+    def heartbeat_task(self, task_id: int, token: str, now: float) -> Task:
+        return self._update_current(task_id, Q["heartbeat"], {"token": token, "now": now})
+
+    def set_progress(self, task_id: int, token: str | None, value: int,
+                     message: str | None) -> Task:
+        if token is None:
+            return self._update_current(task_id, Q["progress_any"],
+                                        {"value": value, "message": message})
+        return self._update_current(task_id, Q["progress_by_token"],
+                                    {"token": token, "value": value, "message": message})
+
+    def finish_task(self, task_id: int, token: str, outcome: Outcome) -> Task:
+        with self._tx() as cur:
+            row = cur.execute(Q["lock_current"], {"id": task_id, "token": token}).fetchone()
+            if row is None:
+                _raise_not_current(task_id, cur)
+            task = task_from_row(row)
+            history = [*task.attempts, attempt_record(task, outcome.state.value,
+                                                      outcome.exit_code, outcome.error,
+                                                      outcome.finished)]
+            params = {"id": task_id, "exit_code": outcome.exit_code, "error": outcome.error,
+                      "attempts": Jsonb(history)}
+            if outcome.requeue_at is not None:
+                row = cur.execute(Q["requeue"], {**params, "not_before": outcome.requeue_at,
+                                                 "score": outcome.requeue_score}).fetchone()
+            else:
+                row = cur.execute(Q["finish"], {**params, "state": outcome.state.value,
+                                                "finished": outcome.finished}).fetchone()
+            cur.execute(Q["notify"])
+        self._callback()
+        return task_from_row(row)
+
+    def request_stop(self, task_id: int) -> Task:
+        with self._tx() as cur:
+            cur.execute(Q["request_stop"], {"id": task_id})
+            row = cur.execute(Q["get_task"], {"id": task_id}).fetchone()
+        if row is None:
+            raise NotFound(f"no task {task_id}")
+        return task_from_row(row)
+
+    def stop_queued(self, task_id: int, now: float) -> Task | None:
+        with self._tx() as cur:
+            row = cur.execute(Q["stop_queued"], {"id": task_id, "now": now}).fetchone()
+            if row is not None:
+                cur.execute(Q["notify"])
+        if row is None:
+            return None
+        self._callback()
+        return task_from_row(row)
+
+    def stale_tasks(self, heartbeat_before: float) -> list[Task]:
+        return [task_from_row(r) for r in self._all(Q["stale_tasks"], {"before": heartbeat_before})]
+
+    def active_tasks(self) -> list[Task]:
+        return [task_from_row(r) for r in self._all(Q["active_tasks"])]
+
+    def next_not_before(self, now: float) -> float | None:
+        row = self._one(Q["next_not_before"], {"now": now})
+        return row["at"] if row else None
+
+    def recent_durations(self, type_name: str, limit: int = 20) -> list[float]:
+        rows = self._all(Q["recent_durations"], {"type": type_name, "limit": limit})
+        return [r["duration"] for r in rows]
+
+    # workers
+    def save_worker(self, worker: Worker) -> None:
+        with self._tx() as cur:
+            cur.execute(Q["save_worker"], worker_params(worker))
+
+    def get_worker(self, worker_id: str) -> Worker | None:
+        row = self._one(Q["get_worker"], {"id": worker_id})
+        return worker_from_row(row) if row else None
+
+    def list_workers(self) -> list[Worker]:
+        return [worker_from_row(r) for r in self._all(Q["list_workers"])]
+
+    def delete_worker(self, worker_id: str) -> bool:
+        with self._tx() as cur:
+            return cur.execute(Q["delete_worker"], {"id": worker_id}).rowcount == 1
+
+    # schedules
+    def get_schedule_state(self, name: str) -> ScheduleState | None:
+        row = self._one(Q["get_schedule_state"], {"name": name})
+        if row is None:
+            return None
+        return ScheduleState(name=row["name"], next_fire=row["next_fire"],
+                             last_fire=row["last_fire"], last_task=row["last_task"],
+                             paused=row["paused"])
+
+    def save_schedule_state(self, state: ScheduleState) -> None:
+        with self._tx() as cur:
+            cur.execute(Q["save_schedule_state"], {
+                "name": state.name, "next_fire": state.next_fire, "last_fire": state.last_fire,
+                "last_task": state.last_task, "paused": state.paused})
+
+    def close(self) -> None:
+        self._closing.set()
+        if self._listener is not None:
+            self._listener.join(5)
+        if self._scheduler_conn is not None:
+            self._scheduler_conn.close()
+        self._pool.close()
+
+
+class _KeyTaken(Exception):
+    """Raised inside add_task's transaction so it rolls back before DuplicateTask is raised."""
+
+
+def _raise_not_current(task_id: int, cur: psycopg.Cursor[Row]) -> None:
+    row = cur.execute(Q["get_task"], {"id": task_id}).fetchone()
+    if row is None:
+        raise NotFound(f"no task {task_id}")
+    raise StaleAttempt(
+        f"task {task_id} is no longer held by this attempt (it is {row['state']}, "
+        f"attempt {row['attempt']}); this report was refused")
+
+
+def _filter_sql(flt: TaskFilter) -> tuple[str, dict[str, Any]]:
+    clauses: list[str] = []
+    params: dict[str, Any] = {}
+    if flt.states:
+        clauses.append("state = ANY(%(states)s::text[])")
+        params["states"] = list(flt.states)
+    if flt.types:
+        clauses.append("type = ANY(%(types)s::text[])")
+        params["types"] = list(flt.types)
+    if flt.tags:
+        clauses.append("string_to_array(tags, ',') @> %(tags)s::text[]")
+        params["tags"] = list(flt.tags)
+    if flt.schedule is not None:
+        clauses.append("schedule = %(schedule)s")
+        params["schedule"] = flt.schedule
+    if flt.added_after is not None:
+        clauses.append("added >= %(added_after)s")
+        params["added_after"] = flt.added_after
+    if flt.added_before is not None:
+        clauses.append("added < %(added_before)s")
+        params["added_before"] = flt.added_before
+    return ("WHERE " + " AND ".join(clauses) if clauses else ""), params

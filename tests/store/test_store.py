@@ -1,0 +1,701 @@
+"""The store contract, as one suite every backend must pass (SQLite and PostgreSQL)."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from blanket.errors import NotFound, StaleAttempt
+from blanket.models import Task, TaskState, Worker
+from blanket.store.base import (
+    Claim,
+    DuplicateTask,
+    NewTask,
+    Outcome,
+    ScheduleState,
+    Store,
+    TaskFilter,
+)
+
+NOW = 10_000.0
+Opener = Callable[[], Store]
+
+
+def new_task(type: str = "echo", score: float = 100.0, tags: tuple[str, ...] = (),
+             added: float = 1_000.0, **fields: object) -> NewTask:
+    return NewTask(type=type, environment={"A": "1"}, tags=tags, score=score, added=added,
+                   **fields)  # type: ignore[arg-type]
+
+
+def claim(store: Store, tags: tuple[str, ...] = (), now: float = NOW,
+          limits: dict[str, int] | None = None, worker: str = "w1") -> Task | None:
+    return store.claim_task(Claim(worker=worker, tags=frozenset(tags), limits=limits or {},
+                                  now=now))
+
+
+def claimed(store: Store, **fields: object) -> Task:
+    """Add a task and claim it (the test's queue must be otherwise empty)."""
+    task = store.add_task(new_task(**fields))  # type: ignore[arg-type]
+    taken = claim(store, tags=task.tags)
+    assert taken is not None and taken.id == task.id
+    return taken
+
+
+def failed(at: float = NOW + 5, **fields: object) -> Outcome:
+    return Outcome(state=TaskState.FAILED, exit_code=1, error="boom", finished=at,
+                   **fields)  # type: ignore[arg-type]
+
+
+# versions
+
+def test_a_version_is_new_only_the_first_time(store: Store) -> None:
+    assert store.record_version("abc", "echo", 1.0) is True
+    assert store.record_version("abc", "echo", 2.0) is False
+
+
+def test_a_recorded_version_is_known(store: Store) -> None:
+    store.record_version("abc", "echo", 1.0)
+    assert store.version_known("abc")
+    assert not store.version_known("def")
+
+
+# adding and reading tasks
+
+def test_an_added_task_is_queued_with_what_was_given(store: Store) -> None:
+    task = store.add_task(NewTask(
+        type="ocr", environment={"LANG": "eng"}, tags=("unix", "ocr", "unix"), score=42.5,
+        added=1_000.0, not_before=2_000.0, schedule="nightly", retries=2, retry_delay=30.0,
+        timeout=60.0, priority=3, inputs=("a.pdf",)))
+    assert store.get_task(task.id) == task
+    assert (task.type, task.state, task.environment, task.tags) == (
+        "ocr", TaskState.QUEUED, {"LANG": "eng"}, ("ocr", "unix"))
+    assert (task.score, task.added, task.not_before, task.schedule) == (
+        42.5, 1_000.0, 2_000.0, "nightly")
+    assert (task.retries, task.retry_delay, task.timeout, task.priority, task.inputs) == (
+        2, 30.0, 60.0, 3, ("a.pdf",))
+    assert (task.attempt, task.token, task.worker, task.attempts) == (0, None, None, ())
+
+
+def test_task_ids_increase(store: Store) -> None:
+    first, second = store.add_task(new_task()), store.add_task(new_task())
+    assert second.id > first.id
+
+
+def test_an_unknown_task_is_none(store: Store) -> None:
+    assert store.get_task(999) is None
+
+
+def test_a_task_directory_is_stored(store: Store) -> None:
+    task = store.add_task(new_task())
+    store.set_task_directory(task.id, "/var/tasks/echo/1")
+    assert store.get_task(task.id).directory == "/var/tasks/echo/1"
+
+
+# listing and counting
+
+def ids(tasks: list[Task]) -> list[int]:
+    return [t.id for t in tasks]
+
+
+def test_listing_is_newest_first(store: Store) -> None:
+    a, b, c = (store.add_task(new_task()) for _ in range(3))
+    assert ids(store.list_tasks(TaskFilter())) == [c.id, b.id, a.id]
+
+
+def test_listing_can_be_oldest_first(store: Store) -> None:
+    a, b, c = (store.add_task(new_task()) for _ in range(3))
+    assert ids(store.list_tasks(TaskFilter(oldest_first=True))) == [a.id, b.id, c.id]
+
+
+def test_listing_filters_by_state(store: Store) -> None:
+    running = claimed(store)
+    queued = store.add_task(new_task())
+    assert ids(store.list_tasks(TaskFilter(states=("CLAIMED",)))) == [running.id]
+    assert ids(store.list_tasks(TaskFilter(states=("QUEUED", "CLAIMED")))) == [queued.id,
+                                                                               running.id]
+
+
+def test_listing_filters_by_type(store: Store) -> None:
+    ocr = store.add_task(new_task(type="ocr"))
+    store.add_task(new_task(type="echo"))
+    zip_ = store.add_task(new_task(type="zip"))
+    assert ids(store.list_tasks(TaskFilter(types=("ocr", "zip")))) == [zip_.id, ocr.id]
+
+
+def test_listing_by_tags_returns_tasks_carrying_all_of_them(store: Store) -> None:
+    both = store.add_task(new_task(tags=("gpu", "unix")))
+    store.add_task(new_task(tags=("gpu",)))
+    store.add_task(new_task(tags=("unixy", "gpu")))
+    store.add_task(new_task())
+    assert ids(store.list_tasks(TaskFilter(tags=("unix", "gpu")))) == [both.id]
+
+
+def test_listing_filters_by_schedule(store: Store) -> None:
+    nightly = store.add_task(new_task(schedule="nightly"))
+    store.add_task(new_task(schedule="hourly"))
+    store.add_task(new_task())
+    assert ids(store.list_tasks(TaskFilter(schedule="nightly"))) == [nightly.id]
+
+
+def test_listing_added_after_is_inclusive_and_added_before_exclusive(store: Store) -> None:
+    store.add_task(new_task(added=10.0))
+    at_20 = store.add_task(new_task(added=20.0))
+    at_25 = store.add_task(new_task(added=25.0))
+    store.add_task(new_task(added=30.0))
+    found = store.list_tasks(TaskFilter(added_after=20.0, added_before=30.0))
+    assert ids(found) == [at_25.id, at_20.id]
+
+
+def test_listing_pages_with_limit_and_offset(store: Store) -> None:
+    tasks = [store.add_task(new_task()) for _ in range(5)]
+    page = store.list_tasks(TaskFilter(limit=2, offset=1, oldest_first=True))
+    assert ids(page) == [tasks[1].id, tasks[2].id]
+
+
+def test_count_counts_every_match_regardless_of_paging(store: Store) -> None:
+    for _ in range(3):
+        store.add_task(new_task(type="ocr"))
+    store.add_task(new_task(type="echo"))
+    assert store.count_tasks(TaskFilter(types=("ocr",), limit=1, offset=1)) == 3
+    assert store.count_tasks(TaskFilter()) == 4
+
+
+def test_deleting_a_task_returns_it_and_removes_it(store: Store) -> None:
+    task = store.add_task(new_task())
+    assert store.delete_task(task.id) == task
+    assert store.get_task(task.id) is None
+    assert store.count_tasks(TaskFilter()) == 0
+
+
+def test_deleting_an_unknown_task_returns_none(store: Store) -> None:
+    assert store.delete_task(999) is None
+
+
+# dedupe keys
+
+def test_a_second_task_with_the_same_key_is_refused_naming_the_first(store: Store) -> None:
+    first = store.add_task(new_task(dedupe_key="inbox/a.toml"))
+    with pytest.raises(DuplicateTask) as refused:
+        store.add_task(new_task(dedupe_key="inbox/a.toml"))
+    assert refused.value.task_id == first.id
+    assert store.count_tasks(TaskFilter()) == 1
+
+
+def test_a_key_finds_its_task(store: Store) -> None:
+    task = store.add_task(new_task(dedupe_key="k"))
+    assert store.task_for_key("k") == task.id
+    assert store.task_for_key("other") is None
+
+
+def test_deleting_a_task_frees_its_key_and_no_other(store: Store) -> None:
+    gone = store.add_task(new_task(dedupe_key="gone"))
+    kept = store.add_task(new_task(dedupe_key="kept"))
+    store.delete_task(gone.id)
+    assert store.task_for_key("gone") is None
+    assert store.task_for_key("kept") == kept.id
+    again = store.add_task(new_task(dedupe_key="gone"))
+    assert store.task_for_key("gone") == again.id
+
+
+def test_concurrent_adds_with_one_key_make_one_task(open_another: Opener) -> None:
+    stores = [open_another(), open_another()]
+
+    def add(i: int) -> int:
+        try:
+            return stores[i % 2].add_task(new_task(dedupe_key="once")).id
+        except DuplicateTask as refused:
+            return refused.task_id
+
+    with ThreadPoolExecutor(8) as pool:
+        seen = set(pool.map(add, range(16)))
+    assert len(seen) == 1
+    assert stores[0].count_tasks(TaskFilter()) == 1
+
+
+# claiming
+
+def test_claiming_an_empty_queue_gives_none(store: Store) -> None:
+    assert claim(store) is None
+
+
+def test_claim_takes_the_lowest_score(store: Store) -> None:
+    store.add_task(new_task(score=30.0))
+    low = store.add_task(new_task(score=10.0))
+    store.add_task(new_task(score=20.0))
+    assert claim(store).id == low.id
+
+
+def test_claim_breaks_score_ties_by_id(store: Store) -> None:
+    first = store.add_task(new_task(type="b", score=10.0))
+    store.add_task(new_task(type="a", score=10.0))
+    assert claim(store).id == first.id
+
+
+def test_claim_marks_the_task_claimed_by_the_worker(store: Store) -> None:
+    store.add_task(new_task())
+    task = claim(store, worker="w7", now=NOW)
+    assert (task.state, task.worker, task.claimed, task.heartbeat) == (
+        TaskState.CLAIMED, "w7", NOW, NOW)
+    assert store.get_task(task.id) == task
+
+
+def test_a_claimed_task_is_not_claimed_again(store: Store) -> None:
+    claimed(store)
+    assert claim(store) is None
+
+
+def test_a_task_needing_a_tag_the_worker_lacks_is_never_claimed(store: Store) -> None:
+    store.add_task(new_task(tags=("gpu", "unix"), score=1.0))
+    assert claim(store, tags=("unix",)) is None
+
+
+def test_a_task_is_claimed_by_a_worker_with_more_tags(store: Store) -> None:
+    task = store.add_task(new_task(tags=("gpu",)))
+    assert claim(store, tags=("gpu", "unix")).id == task.id
+
+
+def test_a_task_without_tags_is_claimable_by_any_worker(store: Store) -> None:
+    task = store.add_task(new_task())
+    assert claim(store, tags=("anything",)).id == task.id
+
+
+def test_an_ineligible_lower_score_is_passed_over(store: Store) -> None:
+    store.add_task(new_task(tags=("gpu",), score=1.0))
+    plain = store.add_task(new_task(score=50.0))
+    assert claim(store).id == plain.id
+
+
+def test_a_task_is_not_claimed_before_its_not_before(store: Store) -> None:
+    task = store.add_task(new_task(not_before=NOW + 60))
+    assert claim(store, now=NOW) is None
+    assert claim(store, now=NOW + 60).id == task.id
+
+
+def test_max_concurrent_counts_claimed_and_running_tasks(store: Store) -> None:
+    first = claimed(store, type="ocr")
+    store.mark_started(first.id, first.token, 1, NOW)
+    second = store.add_task(new_task(type="ocr"))
+    assert claim(store, limits={"ocr": 2}).id == second.id
+    store.add_task(new_task(type="ocr"))
+    assert claim(store, limits={"ocr": 2}) is None
+
+
+def test_max_concurrent_leaves_other_types_claimable(store: Store) -> None:
+    claimed(store, type="ocr")
+    store.add_task(new_task(type="ocr", score=1.0))
+    other = store.add_task(new_task(type="echo", score=99.0))
+    assert claim(store, limits={"ocr": 1}).id == other.id
+
+
+def test_a_finished_task_frees_its_slot(store: Store) -> None:
+    task = claimed(store, type="ocr")
+    waiting = store.add_task(new_task(type="ocr"))
+    assert claim(store, limits={"ocr": 1}) is None
+    store.finish_task(task.id, task.token, failed())
+    assert claim(store, limits={"ocr": 1}).id == waiting.id
+
+
+def test_each_claim_gets_a_fresh_token_and_the_next_attempt(store: Store) -> None:
+    task = claimed(store)
+    assert task.token and task.attempt == 1
+    store.finish_task(task.id, task.token, failed(requeue_at=NOW, requeue_score=5.0))
+    again = claim(store)
+    assert again.id == task.id
+    assert again.attempt == 2
+    assert again.token and again.token != task.token
+
+
+def test_concurrent_claims_take_every_task_exactly_once(open_another: Opener) -> None:
+    stores = [open_another(), open_another()]
+    added = {stores[0].add_task(new_task(score=float(i % 7))).id for i in range(40)}
+
+    def drain(i: int) -> list[int]:
+        taken = []
+        while (task := claim(stores[i % 2], worker=f"w{i}")) is not None:
+            taken.append(task.id)
+        return taken
+
+    with ThreadPoolExecutor(8) as pool:
+        taken = [task_id for batch in pool.map(drain, range(8)) for task_id in batch]
+    assert sorted(taken) == sorted(added)
+
+
+def test_concurrent_claims_respect_max_concurrent(open_another: Opener) -> None:
+    stores = [open_another(), open_another()]
+    for _ in range(20):
+        stores[0].add_task(new_task(type="ocr"))
+
+    def drain(i: int) -> int:
+        count = 0
+        while claim(stores[i % 2], limits={"ocr": 3}, worker=f"w{i}") is not None:
+            count += 1
+        return count
+
+    with ThreadPoolExecutor(8) as pool:
+        assert sum(pool.map(drain, range(8))) == 3
+
+
+# reports from the attempt that holds the task
+
+def with_token(verb: str) -> Callable[[Store, int, str], object]:
+    return {
+        "bind_version": lambda s, i, t: s.bind_version(i, t, "v1"),
+        "mark_started": lambda s, i, t: s.mark_started(i, t, 123, NOW),
+        "heartbeat_task": lambda s, i, t: s.heartbeat_task(i, t, NOW),
+        "set_progress": lambda s, i, t: s.set_progress(i, t, 50, "half"),
+        "finish_task": lambda s, i, t: s.finish_task(i, t, failed()),
+    }[verb]
+
+
+VERBS = ["bind_version", "mark_started", "heartbeat_task", "set_progress", "finish_task"]
+
+
+@pytest.mark.parametrize("verb", VERBS)
+def test_a_report_from_an_earlier_attempt_is_refused(store: Store, verb: str) -> None:
+    old = claimed(store)
+    store.finish_task(old.id, old.token, failed(requeue_at=NOW, requeue_score=1.0))
+    current = claim(store)
+    with pytest.raises(StaleAttempt):
+        with_token(verb)(store, old.id, old.token)
+    assert store.get_task(old.id) == current
+
+
+@pytest.mark.parametrize("verb", VERBS)
+def test_a_report_after_the_task_ended_is_refused(store: Store, verb: str) -> None:
+    task = claimed(store)
+    store.finish_task(task.id, task.token, failed())
+    with pytest.raises(StaleAttempt):
+        with_token(verb)(store, task.id, task.token)
+
+
+@pytest.mark.parametrize("verb", VERBS)
+def test_a_report_for_an_unknown_task_is_not_found(store: Store, verb: str) -> None:
+    with pytest.raises(NotFound):
+        with_token(verb)(store, 999, "token")
+
+
+def test_binding_a_version_records_it(store: Store) -> None:
+    task = claimed(store)
+    assert store.bind_version(task.id, task.token, "abc123").version == "abc123"
+
+
+def test_marking_started_records_running_time_and_pid(store: Store) -> None:
+    task = claimed(store)
+    running = store.mark_started(task.id, task.token, 4242, NOW + 1)
+    assert (running.state, running.started, running.pid, running.heartbeat) == (
+        TaskState.RUNNING, NOW + 1, 4242, NOW + 1)
+
+
+def test_a_heartbeat_records_its_time(store: Store) -> None:
+    task = claimed(store)
+    assert store.heartbeat_task(task.id, task.token, NOW + 9).heartbeat == NOW + 9
+
+
+def test_progress_is_recorded_with_its_message(store: Store) -> None:
+    task = claimed(store)
+    updated = store.set_progress(task.id, task.token, 40, "pages")
+    assert (updated.progress, updated.progress_message) == (40, "pages")
+
+
+def test_progress_without_a_token_is_taken_while_the_task_runs(store: Store) -> None:
+    task = claimed(store)
+    assert store.set_progress(task.id, None, 70, None).progress == 70
+
+
+def test_progress_without_a_token_is_refused_for_a_queued_task(store: Store) -> None:
+    task = store.add_task(new_task())
+    with pytest.raises(StaleAttempt):
+        store.set_progress(task.id, None, 70, None)
+
+
+def test_progress_without_a_token_for_an_unknown_task_is_not_found(store: Store) -> None:
+    with pytest.raises(NotFound):
+        store.set_progress(999, None, 70, None)
+
+
+# finishing
+
+def test_a_requeued_task_waits_with_its_new_time_and_score(store: Store) -> None:
+    task = claimed(store)
+    back = store.finish_task(task.id, task.token, failed(requeue_at=NOW + 30,
+                                                         requeue_score=77.0))
+    assert (back.state, back.not_before, back.score, back.token, back.worker) == (
+        TaskState.QUEUED, NOW + 30, 77.0, None, None)
+    assert claim(store, now=NOW + 29) is None
+    assert claim(store, now=NOW + 30).id == task.id
+
+
+def test_a_requeue_appends_the_attempt_to_the_history(store: Store) -> None:
+    task = claimed(store)
+    store.bind_version(task.id, task.token, "v1")
+    store.mark_started(task.id, task.token, 7, NOW + 1)
+    back = store.finish_task(task.id, task.token, failed(at=NOW + 5, requeue_at=NOW,
+                                                         requeue_score=1.0))
+    assert back.attempts == ({
+        "attempt": 1, "worker": "w1", "state": "FAILED", "claimed": NOW, "started": NOW + 1,
+        "finished": NOW + 5, "exit_code": 1, "error": "boom", "version": "v1"},)
+
+
+def test_a_final_finish_records_state_exit_code_error_and_attempts(store: Store) -> None:
+    task = claimed(store)
+    store.finish_task(task.id, task.token, failed(requeue_at=NOW, requeue_score=1.0))
+    again = claim(store)
+    done = store.finish_task(again.id, again.token, Outcome(
+        state=TaskState.TIMEDOUT, exit_code=None, error="ran past 60s", finished=NOW + 60))
+    assert store.get_task(task.id) == done
+    assert (done.state, done.exit_code, done.error, done.finished, done.token) == (
+        TaskState.TIMEDOUT, None, "ran past 60s", NOW + 60, None)
+    assert [(a["attempt"], a["state"]) for a in done.attempts] == [(1, "FAILED"),
+                                                                   (2, "TIMEDOUT")]
+
+
+# stopping
+
+def test_a_stop_request_marks_an_active_task(store: Store) -> None:
+    task = claimed(store)
+    assert store.request_stop(task.id).stop_requested is True
+
+
+def test_a_stop_request_leaves_a_queued_task_unmarked(store: Store) -> None:
+    task = store.add_task(new_task())
+    assert store.request_stop(task.id).stop_requested is False
+
+
+def test_a_stop_request_for_an_unknown_task_is_not_found(store: Store) -> None:
+    with pytest.raises(NotFound):
+        store.request_stop(999)
+
+
+def test_a_new_claim_clears_an_old_stop_request(store: Store) -> None:
+    task = claimed(store)
+    store.request_stop(task.id)
+    store.finish_task(task.id, task.token, failed(requeue_at=NOW, requeue_score=1.0))
+    assert claim(store).stop_requested is False
+
+
+def test_stopping_a_queued_task_ends_it_at_once(store: Store) -> None:
+    task = store.add_task(new_task())
+    stopped = store.stop_queued(task.id, NOW)
+    assert (stopped.state, stopped.finished) == (TaskState.STOPPED, NOW)
+    assert claim(store) is None
+
+
+def test_stopping_a_task_that_is_not_queued_gives_none(store: Store) -> None:
+    task = claimed(store)
+    assert store.stop_queued(task.id, NOW) is None
+    assert store.stop_queued(999, NOW) is None
+    assert store.get_task(task.id).state == TaskState.CLAIMED
+
+
+# what the reaper and the wake-up timer ask
+
+def test_stale_tasks_are_active_ones_with_an_old_heartbeat(store: Store) -> None:
+    old = claimed(store)
+    fresh = store.add_task(new_task())
+    fresh = claim(store, now=NOW + 100)
+    store.mark_started(fresh.id, fresh.token, 1, NOW + 100)
+    store.add_task(new_task())
+    assert ids(store.stale_tasks(NOW + 50)) == [old.id]
+
+
+def test_active_tasks_are_the_claimed_and_running_ones(store: Store) -> None:
+    first = claimed(store)
+    second = store.add_task(new_task())
+    second = claim(store)
+    store.mark_started(second.id, second.token, 1, NOW)
+    store.add_task(new_task())
+    done = store.add_task(new_task())
+    store.stop_queued(done.id, NOW)
+    assert ids(store.active_tasks()) == [first.id, second.id]
+
+
+def test_next_not_before_is_the_earliest_future_start(store: Store) -> None:
+    store.add_task(new_task(not_before=NOW - 10))
+    store.add_task(new_task(not_before=NOW + 90))
+    store.add_task(new_task(not_before=NOW + 30))
+    assert store.next_not_before(NOW) == NOW + 30
+
+
+def test_next_not_before_ignores_tasks_no_longer_queued(store: Store) -> None:
+    task = store.add_task(new_task(not_before=NOW + 30))
+    store.stop_queued(task.id, NOW)
+    store.add_task(new_task())
+    assert store.next_not_before(NOW) is None
+
+
+def run_to_end(store: Store, started: float, finished: float,
+               state: TaskState = TaskState.SUCCESS) -> None:
+    task = claimed(store, type="ocr")
+    store.mark_started(task.id, task.token, 1, started)
+    store.finish_task(task.id, task.token, Outcome(state=state, exit_code=0, finished=finished))
+
+
+def test_recent_durations_are_successful_runs_newest_first(store: Store) -> None:
+    run_to_end(store, started=100.0, finished=110.0)
+    run_to_end(store, started=200.0, finished=230.0)
+    run_to_end(store, started=300.0, finished=399.0, state=TaskState.FAILED)
+    run_to_end(store, started=150.0, finished=155.0)
+    assert store.recent_durations("ocr") == [30.0, 5.0, 10.0]
+    assert store.recent_durations("ocr", limit=1) == [30.0]
+    assert store.recent_durations("echo") == []
+
+
+# workers
+
+def worker(id: str = "w1", state: str = "idle", heartbeat: float = NOW,
+           registered: float = NOW) -> Worker:
+    return Worker(id=id, tags=("unix", "gpu"), host="box", pid=77, state=state,
+                  registered=registered, heartbeat=heartbeat)
+
+
+def test_a_saved_worker_reads_back(store: Store) -> None:
+    store.save_worker(worker())
+    assert store.get_worker("w1") == worker()
+    assert store.get_worker("w2") is None
+
+
+def test_saving_a_worker_again_updates_it_but_keeps_its_registration(store: Store) -> None:
+    store.save_worker(worker())
+    store.save_worker(Worker(id="w1", tags=("unix",), host="box", pid=78, state="busy",
+                             registered=NOW + 5, heartbeat=NOW + 5, task=3, stop_mode="finish"))
+    assert store.get_worker("w1") == Worker(
+        id="w1", tags=("unix",), host="box", pid=78, state="busy", registered=NOW,
+        heartbeat=NOW + 5, task=3, stop_mode="finish")
+
+
+def test_workers_are_listed_by_id(store: Store) -> None:
+    for name in ("w2", "w3", "w1"):
+        store.save_worker(worker(name))
+    assert [w.id for w in store.list_workers()] == ["w1", "w2", "w3"]
+
+
+def test_deleting_a_worker_says_whether_it_existed(store: Store) -> None:
+    store.save_worker(worker())
+    assert store.delete_worker("w1") is True
+    assert store.delete_worker("w1") is False
+    assert store.list_workers() == []
+
+
+# schedules
+
+def test_schedule_state_round_trips(store: Store) -> None:
+    state = ScheduleState(name="nightly", next_fire=NOW + 60, last_fire=NOW, last_task=4,
+                          paused=True)
+    store.save_schedule_state(state)
+    assert store.get_schedule_state("nightly") == state
+    assert store.get_schedule_state("hourly") is None
+
+
+def test_saving_schedule_state_again_replaces_it(store: Store) -> None:
+    store.save_schedule_state(ScheduleState(name="nightly", next_fire=1.0, paused=True))
+    store.save_schedule_state(ScheduleState(name="nightly", next_fire=2.0, last_fire=1.0))
+    assert store.get_schedule_state("nightly") == ScheduleState(
+        name="nightly", next_fire=2.0, last_fire=1.0)
+
+
+# wake-ups
+
+def counting(store: Store) -> list[int]:
+    calls: list[int] = []
+    store.on_change = lambda: calls.append(1)
+    return calls
+
+
+def test_adding_a_task_calls_on_change(store: Store) -> None:
+    calls = counting(store)
+    store.add_task(new_task())
+    assert calls
+
+
+def test_finishing_a_task_calls_on_change(store: Store) -> None:
+    task = claimed(store)
+    calls = counting(store)
+    store.finish_task(task.id, task.token, failed())
+    assert calls
+
+
+def test_stopping_a_queued_task_calls_on_change(store: Store) -> None:
+    task = store.add_task(new_task())
+    calls = counting(store)
+    store.stop_queued(task.id, NOW)
+    assert calls
+
+
+# opening
+
+def test_opening_the_same_database_again_keeps_its_data(open_another: Opener) -> None:
+    task = open_another().add_task(new_task())
+    again = open_another()
+    assert again.get_task(task.id) == task
+    assert again.add_task(new_task()).id > task.id
+
+
+# the claim rule, as a property
+
+@st.composite
+def queues(draw: st.DrawFn) -> tuple[list[NewTask], frozenset[str], dict[str, int]]:
+    tags = st.lists(st.sampled_from(["a", "b", "c"]), max_size=3, unique=True)
+    tasks = draw(st.lists(st.builds(
+        lambda type_, score, task_tags, not_before: new_task(
+            type=type_, score=score, tags=tuple(task_tags), not_before=not_before),
+        st.sampled_from(["x", "y"]), st.sampled_from([1.0, 2.0, 3.0, 2.5]), tags,
+        st.none() | st.sampled_from([NOW - 1, NOW, NOW + 1])), max_size=8))
+    limits = draw(st.dictionaries(st.sampled_from(["x", "y"]), st.sampled_from([0, 1])))
+    return tasks, frozenset(draw(tags)), limits
+
+
+# Each example empties the queue it filled, so one store serves every example.
+@settings(max_examples=40, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(queue=queues())
+def test_the_claimed_task_is_the_lowest_score_then_id_among_eligible_ones(
+        store: Store, queue: tuple[list[NewTask], frozenset[str], dict[str, int]]) -> None:
+    tasks, worker_tags, limits = queue
+    added = [store.add_task(t) for t in tasks]
+    try:
+        eligible = [t for t in added
+                    if set(t.tags) <= worker_tags
+                    and (t.not_before is None or t.not_before <= NOW)
+                    and limits.get(t.type, 1) > 0]
+        expected = min(eligible, key=lambda t: (t.score, t.id), default=None)
+        got = claim(store, tags=tuple(worker_tags), limits=limits)
+        assert (got and got.id) == (expected and expected.id)
+    finally:
+        for task in added:
+            store.delete_task(task.id)
+
+
+# PostgreSQL only: several servers on one database
+
+def test_a_change_on_one_server_wakes_another(open_postgres: Opener) -> None:
+    here, there = open_postgres(), open_postgres()
+    woken = threading.Event()
+    there.on_change = woken.set
+    here.add_task(new_task())
+    assert woken.wait(10)
+
+
+def test_only_one_server_holds_the_scheduler_lock(open_postgres: Opener) -> None:
+    first, second = open_postgres(), open_postgres()
+    assert first.try_scheduler_lock() is True
+    assert first.try_scheduler_lock() is True
+    assert second.try_scheduler_lock() is False
+
+
+def test_the_scheduler_lock_passes_on_when_its_holder_closes(open_postgres: Opener) -> None:
+    first, second = open_postgres(), open_postgres()
+    first.try_scheduler_lock()
+    first.close()
+    assert second.try_scheduler_lock() is True
+
+
+def test_servers_starting_together_migrate_once(open_postgres: Opener) -> None:
+    with ThreadPoolExecutor(4) as pool:
+        stores = list(pool.map(lambda _: open_postgres(), range(4)))
+    task = stores[0].add_task(new_task())
+    assert all(s.get_task(task.id) == task for s in stores)
