@@ -15,7 +15,7 @@ import click
 from blanket.client import Client
 from blanket.errors import BlanketError
 from blanket.logs import configure_logging
-from blanket.settings import LogDestination, Settings, load_settings
+from blanket.settings import Settings, load_settings
 
 SERVER_HELP = "server URL (default: BLANKET_SERVER, else the settings, else http://127.0.0.1:8773)"
 
@@ -264,6 +264,24 @@ def stop(ctx: Context, ids: tuple[str, ...]) -> None:
 
 
 @cli.command()
+@click.argument("worker_ids", nargs=-1, required=True)
+@pass_ctx
+def pause(ctx: Context, worker_ids: tuple[str, ...]) -> None:
+    """Pause workers: they finish their task and take no new one until resumed."""
+    for worker_id in worker_ids:
+        click.echo(f"{worker_id} {ctx.client().post(f'/worker/{worker_id}/pause')['state']}")
+
+
+@cli.command()
+@click.argument("worker_ids", nargs=-1, required=True)
+@pass_ctx
+def resume(ctx: Context, worker_ids: tuple[str, ...]) -> None:
+    """Resume paused workers."""
+    for worker_id in worker_ids:
+        click.echo(f"{worker_id} {ctx.client().post(f'/worker/{worker_id}/resume')['state']}")
+
+
+@cli.command()
 @click.argument("task_id")
 @click.option("--stderr", "stream", flag_value="stderr", help="show stderr")
 @click.option("--stdout", "stream", flag_value="stdout", default=True, help="show stdout")
@@ -347,5 +365,3 @@ def main() -> None:
         click.echo(f"error: {e.message}", err=True)
         sys.exit(1)
 
-
-_ = LogDestination
