@@ -128,10 +128,10 @@ class _Checker:
         self.problems.append(ConfigProblem(self.file, message, self.line_of(key)))
 
     def line_of(self, key: str) -> int | None:
-        pattern = rf'^\s*["\']?{re.escape(key)}["\']?\s*='
+        pattern = rf'^[ \t]*["\']?{re.escape(key)}["\']?\s*='
         found = re.search(pattern, self.text, re.MULTILINE)
         if not found and key == "environment":
-            found = re.search(r"^\s*\[\s*environment\s*\]", self.text, re.MULTILINE)
+            found = re.search(r"^[ \t]*\[\s*environment\s*\]", self.text, re.MULTILINE)
         return self.text.count("\n", 0, found.start()) + 1 if found else None
 
     def build(self, data: dict, name: str) -> Schedule | None:
