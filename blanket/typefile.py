@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import difflib
+import functools
 import glob
 import os
 import re
@@ -359,10 +360,16 @@ class _Checker:
         if patterns is None:
             return ()
         try:
-            pathspec.GitIgnoreSpec.from_lines(patterns)
+            compile_patterns(patterns)
         except ValueError as exc:
             self.problem(line, f"{where}: {exc}; write gitignore-style patterns such as '*.bak'")
         return patterns
+
+
+@functools.lru_cache(maxsize=1024)
+def compile_patterns(patterns: tuple[str, ...]) -> pathspec.GitIgnoreSpec:
+    """gitignore-style patterns, compiled once: many types share the same lists."""
+    return pathspec.GitIgnoreSpec.from_lines(patterns)
 
 
 def resolve_src(base: Path, src: str) -> Path:

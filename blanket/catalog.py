@@ -1,0 +1,349 @@
+"""The catalog: task types and schedules loaded from the config directory, kept current."""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import structlog
+
+from blanket.problems import ConfigInvalid, ConfigProblem
+from blanket.tasktype import TaskType
+from blanket.typefile import key_line, parse_type_file
+from blanket.versions import (
+    RACY_WINDOW_NS,
+    HashCache,
+    Selection,
+    select_files_with_inputs,
+    version_hash,
+    write_bundle,
+)
+from blanket.watching import DebouncedWatcher
+
+log = structlog.get_logger()
+
+RecordVersion = Callable[[str, str, float], bool]
+ScheduleParser = Callable[[Path, str], object]
+# (path, size, mtime_ns) of every file and folder a loaded type was built from.
+Fingerprint = tuple[tuple[str, int, int], ...]
+
+
+def _iso(moment: float | None) -> str | None:
+    if moment is None:
+        return None
+    return datetime.fromtimestamp(moment, UTC).isoformat().replace("+00:00", "Z")
+
+
+@dataclass(frozen=True)
+class LoadedType:
+    """A type as the catalog holds it: the last good definition plus any current problems."""
+
+    name: str
+    path: Path
+    task_type: TaskType | None
+    version: str | None
+    loaded_at: float | None
+    problems: tuple[ConfigProblem, ...] = ()
+
+    def to_json(self) -> dict:
+        return {
+            "name": self.name,
+            "path": str(self.path),
+            "definition": self.task_type.to_json() if self.task_type else None,
+            "version": self.version,
+            "loaded_at": _iso(self.loaded_at),
+            "problems": [p.to_json() for p in self.problems],
+        }
+
+
+@dataclass(frozen=True)
+class LoadedSchedule:
+    """A schedule as the catalog holds it: the last good definition plus any current problems."""
+
+    name: str
+    path: Path
+    schedule: Any
+    loaded_at: float | None
+    problems: tuple[ConfigProblem, ...] = ()
+
+    def to_json(self) -> dict:
+        return {
+            "name": self.name,
+            "path": str(self.path),
+            "definition": None if self.schedule is None else self.schedule.to_json(),
+            "loaded_at": _iso(self.loaded_at),
+            "problems": [p.to_json() for p in self.problems],
+        }
+
+
+@dataclass
+class _ScheduleEntry:
+    path: Path
+    schedule: object | None = None
+    loaded_at: float | None = None
+    parse_problems: tuple[ConfigProblem, ...] = ()
+    fingerprint: Fingerprint | None = None
+
+
+@dataclass
+class _State:
+    types: dict[str, LoadedType] = field(default_factory=dict)
+    fingerprints: dict[str, Fingerprint] = field(default_factory=dict)
+    schedules: dict[str, _ScheduleEntry] = field(default_factory=dict)
+    loaded_schedules: dict[str, LoadedSchedule] = field(default_factory=dict)
+
+
+class Catalog:
+    """Task types from `config_dir/types/*.toml` and schedules from `config_dir/schedules/`."""
+
+    def __init__(
+        self,
+        config_dir: Path,
+        versions_dir: Path,
+        record_version: RecordVersion | None = None,
+        schedule_parser: ScheduleParser | None = None,
+    ):
+        self.config_dir = Path(config_dir)
+        self.versions_dir = Path(versions_dir)
+        self._record_version = record_version
+        self._schedule_parser = schedule_parser
+        self._hashes = HashCache()
+        self._state = _State()
+        self._lock = threading.RLock()
+        self._listeners: list[Callable[[], None]] = []
+        self._watcher: DebouncedWatcher | None = None
+
+    def get(self, name: str) -> LoadedType | None:
+        """The loaded type called `name`, or None."""
+        return self._state.types.get(name)
+
+    def types(self) -> list[LoadedType]:
+        """Every type, sorted by name."""
+        return [self._state.types[n] for n in sorted(self._state.types)]
+
+    def schedules(self) -> list[LoadedSchedule]:
+        """Every schedule, sorted by name."""
+        loaded = self._state.loaded_schedules
+        return [loaded[n] for n in sorted(loaded)]
+
+    def problems(self) -> list[ConfigProblem]:
+        """Every current problem in types and schedules."""
+        found = [p for t in self.types() for p in t.problems]
+        found += [p for s in self.schedules() for p in s.problems]
+        return sorted(found, key=lambda p: (p.file, p.line or 0))
+
+    def add_listener(self, listener: Callable[[], None]) -> None:
+        """Call `listener()` after every scan that changed something."""
+        self._listeners.append(listener)
+
+    def scan(self) -> bool:
+        """Reload what changed on disk; return whether any type or schedule changed."""
+        with self._lock:
+            changed = self._scan_types()
+            if self._schedule_parser is not None:
+                changed = self._scan_schedules() or changed
+        if changed:
+            self._notify()
+        return changed
+
+    def start_watching(self) -> None:
+        """Rescan whenever something under the config directory changes."""
+        if self._watcher is None:
+            self._watcher = DebouncedWatcher(self.config_dir, lambda _paths: self.scan())
+            self._watcher.start()
+
+    def stop_watching(self) -> None:
+        """Stop the watcher started by `start_watching`."""
+        if self._watcher is not None:
+            self._watcher.stop()
+            self._watcher = None
+
+    def _notify(self) -> None:
+        for listener in list(self._listeners):
+            try:
+                listener()
+            except Exception:
+                log.exception("catalog_listener_failed")
+
+    def _scan_types(self) -> bool:
+        found = _toml_files(self.config_dir / "types")
+        old = self._state.types
+        current: dict[str, LoadedType] = {}
+        fingerprints: dict[str, Fingerprint] = {}
+        for name, path in found.items():
+            loaded, fingerprint = self._load_type(name, path)
+            current[name] = loaded
+            if fingerprint is not None:
+                fingerprints[name] = fingerprint
+        changed = current != old
+        loaded = [n for n, t in current.items() if t.version and t.version != _version(old.get(n))]
+        if loaded:
+            log.info("types_loaded", count=len(loaded), types=loaded[:10])
+        self._state.types = current
+        self._state.fingerprints = fingerprints
+        return changed
+
+    def _load_type(self, name: str, path: Path) -> tuple[LoadedType, Fingerprint | None]:
+        """The type in `path`, reusing the loaded one when nothing it depends on changed."""
+        previous = self._state.types.get(name)
+        if previous is not None and previous.path != path:
+            previous = None
+        fingerprint = self._state.fingerprints.get(name)
+        if previous is not None and fingerprint is not None and _still(fingerprint):
+            return previous, fingerprint
+        try:
+            task_type, selection, version = self._build(name, path)
+        except ConfigInvalid as invalid:
+            return _with_problems(name, path, previous, tuple(invalid.problems)), None
+        except OSError as exc:
+            problem = ConfigProblem(str(path), f"cannot read a file this type uses: {exc}")
+            return _with_problems(name, path, previous, (problem,)), None
+        fingerprint = _fingerprint([path, *selection.inputs, *(f.abspath for f in selection.files)])
+        write_bundle(self.versions_dir, version, path, selection.files)
+        if previous is not None and previous.version == version:
+            return LoadedType(name, path, task_type, version, previous.loaded_at, ()), fingerprint
+        now = time.time()
+        if self._record_version is not None:
+            self._record_version(version, name, now)
+        return LoadedType(name, path, task_type, version, now, ()), fingerprint
+
+    def _build(self, name: str, path: Path) -> tuple[TaskType, Selection, str]:
+        task_type = parse_type_file(path, name)
+        selection = select_files_with_inputs(path, task_type, self.config_dir)
+        return task_type, selection, version_hash(path, task_type, selection.files, self._hashes)
+
+    def _scan_schedules(self) -> bool:
+        assert self._schedule_parser is not None
+        found = _toml_files(self.config_dir / "schedules")
+        entries = {name: self._load_schedule(name, path) for name, path in found.items()}
+        self._state.schedules = entries
+        loaded = {name: self._with_type_check(name, entry) for name, entry in entries.items()}
+        changed = loaded != self._state.loaded_schedules
+        self._state.loaded_schedules = loaded
+        return changed
+
+    def _load_schedule(self, name: str, path: Path) -> _ScheduleEntry:
+        assert self._schedule_parser is not None
+        previous = self._state.schedules.get(name)
+        if previous is not None and previous.path != path:
+            previous = None
+        if previous and previous.fingerprint and _still(previous.fingerprint):
+            return previous
+        entry = _ScheduleEntry(path)
+        if previous is not None:
+            entry.schedule, entry.loaded_at = previous.schedule, previous.loaded_at
+        try:
+            entry.schedule = self._schedule_parser(path, name)
+        except ConfigInvalid as invalid:
+            entry.parse_problems = tuple(invalid.problems)
+            return entry
+        entry.loaded_at = time.time()
+        entry.fingerprint = _fingerprint([path])
+        return entry
+
+    def _with_type_check(self, name: str, entry: _ScheduleEntry) -> LoadedSchedule:
+        problems = entry.parse_problems + _missing_type(entry, set(self._state.types))
+        return LoadedSchedule(name, entry.path, entry.schedule, entry.loaded_at, problems)
+
+
+def _version(loaded: LoadedType | None) -> str | None:
+    return loaded.version if loaded else None
+
+
+def _with_problems(
+    name: str, path: Path, previous: LoadedType | None, problems: tuple[ConfigProblem, ...]
+) -> LoadedType:
+    """A broken type keeps its last good definition and version, and carries the problems."""
+    if previous is None:
+        return LoadedType(name, path, None, None, None, problems)
+    return LoadedType(name, path, previous.task_type, previous.version, previous.loaded_at,
+                      problems)
+
+
+def _missing_type(entry: _ScheduleEntry, type_names: set[str]) -> tuple[ConfigProblem, ...]:
+    wanted = getattr(entry.schedule, "type", None)
+    if entry.schedule is None or wanted is None or wanted in type_names:
+        return ()
+    try:
+        line = key_line(entry.path.read_text(encoding="utf-8"), "type")
+    except OSError:
+        line = None
+    known = ", ".join(sorted(type_names)) or "none yet"
+    return (ConfigProblem(str(entry.path), f"type: no task type named {wanted!r}; add "
+                                           f"types/{wanted}.toml or use one of: {known}", line),)
+
+
+def _toml_files(folder: Path) -> dict[str, Path]:
+    """NAME -> path for every `NAME.toml` file directly in `folder` (none if it is missing)."""
+    try:
+        names = sorted(os.listdir(folder))
+    except (FileNotFoundError, NotADirectoryError):
+        return {}
+    return {name[:-5]: folder / name for name in names
+            if name.endswith(".toml") and not name.startswith(".") and (folder / name).is_file()}
+
+
+def _fingerprint(paths: list[Path]) -> Fingerprint | None:
+    """Sizes and mtimes of `paths`, or None when one was touched too recently to trust."""
+    trusted_before = time.time_ns() - RACY_WINDOW_NS
+    entries = []
+    for path in paths:
+        try:
+            stat = os.stat(path)
+        except OSError:
+            entries.append((str(path), -1, -1))
+            continue
+        if stat.st_mtime_ns >= trusted_before:
+            return None
+        entries.append((str(path), stat.st_size, stat.st_mtime_ns))
+    return tuple(entries)
+
+
+def _still(fingerprint: Fingerprint) -> bool:
+    """Whether every path in `fingerprint` still has the recorded size and mtime."""
+    for path, size, mtime in fingerprint:
+        try:
+            stat = os.stat(path)
+        except OSError:
+            if size != -1:
+                return False
+            continue
+        if (stat.st_size, stat.st_mtime_ns) != (size, mtime):
+            return False
+    return True
+
+
+def validate_config_dir(
+    config_dir: Path, schedule_parser: ScheduleParser | None = None
+) -> list[ConfigProblem]:
+    """Every problem `blanket validate DIR` reports; writes nothing."""
+    config_dir = Path(config_dir)
+    if not config_dir.is_dir():
+        return [ConfigProblem(str(config_dir), "config directory not found; create it with "
+                                               "`blanket init` or pass the right path")]
+    problems: list[ConfigProblem] = []
+    type_names = set()
+    for name, path in _toml_files(config_dir / "types").items():
+        type_names.add(name)
+        try:
+            task_type = parse_type_file(path, name)
+            select_files_with_inputs(path, task_type, config_dir)
+        except ConfigInvalid as invalid:
+            problems.extend(invalid.problems)
+        except OSError as exc:
+            problems.append(ConfigProblem(str(path), f"cannot read a file this type uses: {exc}"))
+    if schedule_parser is not None:
+        for name, path in _toml_files(config_dir / "schedules").items():
+            entry = _ScheduleEntry(path)
+            try:
+                entry.schedule = schedule_parser(path, name)
+            except ConfigInvalid as invalid:
+                problems.extend(invalid.problems)
+            problems.extend(_missing_type(entry, type_names))
+    return sorted(problems, key=lambda p: (p.file, p.line or 0))
