@@ -39,8 +39,8 @@ CREATE TABLE tasks (
     attempts         JSONB NOT NULL DEFAULT '[]'
 );
 
--- The claim walks queued tasks in (score, id) order and takes the first eligible unlocked one.
-CREATE INDEX tasks_queue ON tasks (score, id) WHERE state = 'QUEUED';
+-- The claim walks lanes (type, tags) of queued tasks and takes each lane's head by score.
+CREATE INDEX tasks_queue ON tasks (type, tags, score, id) WHERE state = 'QUEUED';
 CREATE INDEX tasks_waiting ON tasks (not_before) WHERE state = 'QUEUED' AND not_before IS NOT NULL;
 CREATE INDEX tasks_active ON tasks (type) WHERE state IN ('CLAIMED', 'RUNNING');
 CREATE INDEX tasks_by_state ON tasks (state, id);

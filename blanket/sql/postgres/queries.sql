@@ -62,20 +62,33 @@ GROUP BY type;
 
 -- name: claim
 -- Lowest (score, id) among queued tasks whose tags the worker has, whose start time has passed and
--- whose type is not at its cap; rows another claimer holds are skipped, never waited for.
+-- whose type is not at its cap. A loose index scan walks the lanes (type, tags) of the queue, so
+-- many queued tasks this worker may not take cost one probe per lane, not one row each. Each open
+-- lane's head is locked with SKIP LOCKED (rows another claimer holds are skipped, never waited
+-- for), then the lowest head is claimed.
+WITH RECURSIVE lanes(type, tags) AS (
+    (SELECT type, tags FROM tasks WHERE state = 'QUEUED' ORDER BY type, tags LIMIT 1)
+    UNION ALL
+    SELECT after.type, after.tags FROM lanes CROSS JOIN LATERAL (
+        SELECT t.type, t.tags FROM tasks t
+        WHERE t.state = 'QUEUED' AND (t.type, t.tags) > (lanes.type, lanes.tags)
+        ORDER BY t.type, t.tags LIMIT 1) after
+), heads AS (
+    SELECT head.id, head.score FROM lanes CROSS JOIN LATERAL (
+        SELECT t.id, t.score FROM tasks t
+        WHERE t.state = 'QUEUED' AND t.type = lanes.type AND t.tags = lanes.tags
+          AND (t.not_before IS NULL OR t.not_before <= %(now)s)
+        ORDER BY t.score, t.id
+        LIMIT 1
+        FOR UPDATE SKIP LOCKED) head
+    WHERE string_to_array(lanes.tags, ',') <@ %(tags)s::text[]
+      AND NOT lanes.type = ANY(%(full_types)s::text[])
+)
 UPDATE tasks SET state = 'CLAIMED', worker = %(worker)s, token = %(token)s, claimed = %(now)s,
        heartbeat = %(now)s, attempt = attempt + 1, started = NULL, finished = NULL, pid = NULL,
        exit_code = NULL, progress = NULL, progress_message = NULL, error = NULL,
        stop_requested = FALSE
-WHERE id = (
-    SELECT id FROM tasks
-    WHERE state = 'QUEUED'
-      AND (not_before IS NULL OR not_before <= %(now)s)
-      AND string_to_array(tags, ',') <@ %(tags)s::text[]
-      AND NOT type = ANY(%(full_types)s::text[])
-    ORDER BY score, id
-    LIMIT 1
-    FOR UPDATE SKIP LOCKED)
+WHERE id = (SELECT id FROM heads ORDER BY score, id LIMIT 1)
 RETURNING *;
 
 -- name: bind_version
