@@ -85,6 +85,7 @@ class _Pool:
         with self._lock:
             if conn in self._all:
                 self._all.remove(conn)
+            self.backend_pids.discard(conn.info.backend_pid)
         conn.close()
 
     def close(self) -> None:
