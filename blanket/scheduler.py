@@ -1,0 +1,309 @@
+"""The scheduler: turns the catalog's schedules into tasks, on time, through the one intake.
+
+The rules of when a schedule fires live in blanket/schedule.py; this module keeps each
+schedule's next fire time in the store, submits due runs, and sleeps until the earliest next
+fire (woken early when the catalog changes). One server at a time runs it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import threading
+import time
+import weakref
+from collections.abc import Callable
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import structlog
+
+from blanket.catalog import Catalog, LoadedSchedule, LoadedType
+from blanket.errors import InvalidInput, NotFound
+from blanket.intake import TaskRequest
+from blanket.models import Task, TaskState
+from blanket.schedule import Schedule, due_runs, next_fire, overlap_decision
+from blanket.store.base import DuplicateTask, ScheduleState, Store, TaskFilter
+from blanket.tasktype import TaskType
+from blanket.versions import write_bundle
+
+if TYPE_CHECKING:
+    from blanket.app import Services
+
+log = structlog.get_logger("blanket.scheduler")
+
+COMMAND_TYPE_PREFIX = "schedule."
+FIRE_TIME_VARIABLE = "BLANKET_FIRE_TIME"
+UNFINISHED = (TaskState.QUEUED.value, TaskState.CLAIMED.value, TaskState.RUNNING.value)
+LOCK_RETRY = 5.0  # seconds between attempts to become the scheduling server
+MAX_SLEEP = 300.0  # Event.wait runs on the monotonic clock; re-read the wall clock this often
+
+# tick() and the API's pause/resume/run read-modify-write the same schedule_state row.
+_state_lock = threading.RLock()
+# The running schedulers of this process, for the API to wake after a resume.
+_started: weakref.WeakSet[Scheduler] = weakref.WeakSet()
+
+
+def fire_time_text(fire: float) -> str:
+    """A fire time as ISO 8601 UTC, as the task sees it in BLANKET_FIRE_TIME."""
+    return datetime.fromtimestamp(fire, UTC).isoformat(timespec="milliseconds") \
+        .replace("+00:00", "Z")
+
+
+def dedupe_key(name: str, fire: float) -> str:
+    """The key that makes one fire of one schedule one task, even across a crash."""
+    return f"schedule:{name}:{fire:.3f}"
+
+
+def task_type_of(schedule: Schedule) -> str:
+    """The type a schedule's runs have: its `type`, or its synthetic `schedule.NAME`."""
+    return schedule.type or f"{COMMAND_TYPE_PREFIX}{schedule.name}"
+
+
+def is_fire_time(schedule: Schedule, moment: float) -> bool:
+    """Whether `moment` is one of the schedule's fire times (so a stored next fire still fits)."""
+    found = next_fire(schedule, moment - 1e-3)
+    return found is not None and abs(found - moment) < 1e-6
+
+
+def find_schedule(catalog: Catalog, name: str) -> LoadedSchedule | None:
+    """The loaded schedule called `name`, or None."""
+    return next((s for s in catalog.schedules() if s.name == name), None)
+
+
+class Scheduler:
+    """Submits each schedule's due runs; `tick(now)` does one pass, `start()` runs the loop."""
+
+    def __init__(self, services: Services, clock: Callable[[], float] = time.time):
+        self.store: Store = services.store
+        self.catalog: Catalog = services.catalog
+        self.intake = services.intake
+        self.max_missed = services.settings.max_missed
+        self.clock = clock
+        self.next_wake: float | None = None
+        # The definition each stored next fire was last checked against, by schedule name.
+        self._basis: dict[str, Schedule] = {}
+        self._wake = threading.Event()
+        self._stopping = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._holds_lock = False
+
+    # ---------------------------------------------------------------- one pass
+
+    def tick(self, now: float) -> list[Task]:
+        """Submit every run due at `now`; return the tasks created (oldest fire first)."""
+        if not self._has_lock():
+            return []
+        created: list[Task] = []
+        wakes: list[float] = []
+        current = {s.name: s.schedule for s in self.catalog.schedules() if s.schedule is not None}
+        self._forget_deleted(set(current))
+        for schedule in current.values():
+            with _state_lock:
+                tasks, upcoming = self._tick_one(schedule, now)
+            created += tasks
+            if upcoming is not None:
+                wakes.append(upcoming)
+        self.next_wake = min(wakes, default=None)
+        return created
+
+    def _tick_one(self, schedule: Schedule, now: float) -> tuple[list[Task], float | None]:
+        state = self.store.get_schedule_state(schedule.name) or ScheduleState(schedule.name)
+        if state.paused:
+            return [], None
+        stored = self._checked_next_fire(schedule, state.next_fire)
+        limit = min(self.max_missed, schedule.max_missed) if self.max_missed else None
+        runs, upcoming = due_runs(schedule, stored, now, max_missed=limit)
+        tasks = self._submit_runs(schedule, runs) if runs else []
+        new = ScheduleState(
+            schedule.name, next_fire=upcoming,
+            last_fire=runs[-1] if tasks else state.last_fire,
+            last_task=tasks[-1].id if tasks else state.last_task, paused=False)
+        if new != state:
+            self.store.save_schedule_state(new)
+        return tasks, upcoming
+
+    def _checked_next_fire(self, schedule: Schedule, stored: float | None) -> float | None:
+        """The stored next fire, or None (start afresh) when the definition no longer has it."""
+        if self._basis.get(schedule.name) == schedule:
+            return stored
+        self._basis[schedule.name] = schedule
+        if stored is not None and not is_fire_time(schedule, stored):
+            log.info("schedule changed", schedule=schedule.name)
+            return None
+        return stored
+
+    def _forget_deleted(self, names: set[str]) -> None:
+        """A schedule that disappeared stops; its stored next fire is cleared so that a file
+        put back later starts afresh instead of catching up."""
+        for gone in set(self._basis) - names:
+            del self._basis[gone]
+            with _state_lock:
+                state = self.store.get_schedule_state(gone)
+                if state is not None and state.next_fire is not None:
+                    self.store.save_schedule_state(ScheduleState(
+                        gone, None, state.last_fire, state.last_task, state.paused))
+            log.info("schedule removed", schedule=gone)
+
+    def _submit_runs(self, schedule: Schedule, runs: list[float]) -> list[Task]:
+        previous = self.store.list_tasks(TaskFilter(schedule=schedule.name, states=UNFINISHED,
+                                                    limit=1))
+        if overlap_decision(schedule, bool(previous)) == "skip":
+            log.info("schedule run skipped: the previous run has not ended",
+                     schedule=schedule.name, previous=previous[0].id, fires=len(runs))
+            return []
+        tasks = [self._submit(schedule, fire) for fire in runs]
+        return [t for t in tasks if t is not None]
+
+    def _submit(self, schedule: Schedule, fire: float) -> Task | None:
+        key = dedupe_key(schedule.name, fire)
+        try:
+            return self.intake.submit(scheduled_request(schedule, fire, key))
+        except DuplicateTask as duplicate:
+            # Submitted before a crash that lost the saved state: that task is this run.
+            return self.store.get_task(duplicate.task_id)
+        except InvalidInput as refused:
+            log.warning("schedule run refused", schedule=schedule.name, fire=fire_time_text(fire),
+                        reason=refused.message)
+            return None
+
+    def _has_lock(self) -> bool:
+        try_lock = getattr(self.store, "try_scheduler_lock", None)
+        holds = True if try_lock is None else bool(try_lock())
+        if holds != self._holds_lock:
+            log.info("scheduler lock " + ("taken" if holds else "held by another server"))
+            self._holds_lock = holds
+        return holds
+
+    # ---------------------------------------------------------------- the loop
+
+    def start(self) -> None:
+        """Run ticks in a thread, sleeping until the earliest next fire or a catalog change."""
+        self.catalog.add_listener(self.wake)
+        _started.add(self)
+        self._thread = threading.Thread(target=self._run, name="scheduler", daemon=True)
+        self._thread.start()
+
+    def wake(self) -> None:
+        """Tick now (the catalog changed, or a schedule was resumed)."""
+        self._wake.set()
+
+    def stop(self) -> None:
+        _started.discard(self)
+        self._stopping.set()
+        self._wake.set()
+        if self._thread is not None:
+            self._thread.join(10)
+
+    def _run(self) -> None:
+        while not self._stopping.is_set():
+            self._wake.clear()
+            try:
+                created = self.tick(self.clock())
+                if created:
+                    log.debug("scheduled runs submitted", count=len(created))
+            except Exception:
+                log.exception("scheduler tick failed")
+            self._wake.wait(self._sleep_time())
+
+    def _sleep_time(self) -> float:
+        if not self._holds_lock:
+            return LOCK_RETRY
+        if self.next_wake is None:
+            return MAX_SLEEP
+        return min(MAX_SLEEP, max(0.0, self.next_wake - self.clock()))
+
+
+def scheduled_request(schedule: Schedule, fire: float | None, key: str | None) -> TaskRequest:
+    """The submission for one run of `schedule` (fired at `fire`, or None when run by hand)."""
+    environment: dict[str, str] = dict(schedule.environment)
+    if fire is not None:
+        environment[FIRE_TIME_VARIABLE] = fire_time_text(fire)
+    return TaskRequest(type=task_type_of(schedule), environment=environment,
+                       tags=schedule.tags, priority=schedule.priority, schedule=schedule.name,
+                       dedupe_key=key)
+
+
+# ---------------------------------------------------------------- for the API
+
+
+def run_now(services: Services, name: str) -> Task:
+    """Submit one run of schedule `name` at once (overlap does not apply to a manual run)."""
+    schedule = _schedule_or_404(services.catalog, name)
+    task = services.intake.submit(scheduled_request(schedule, None, None))
+    with _state_lock:
+        state = services.store.get_schedule_state(name) or ScheduleState(name)
+        services.store.save_schedule_state(ScheduleState(
+            name, state.next_fire, state.last_fire, task.id, state.paused))
+    return task
+
+
+def set_paused(services: Services, name: str, paused: bool) -> ScheduleState:
+    """Pause or resume schedule `name`. A resumed schedule starts afresh from its next fire
+    time: runs that fell while it was paused are not caught up."""
+    _schedule_or_404(services.catalog, name)
+    with _state_lock:
+        state = services.store.get_schedule_state(name) or ScheduleState(name)
+        new = ScheduleState(name, None, state.last_fire, state.last_task, paused)
+        services.store.save_schedule_state(new)
+    for scheduler in list(_started):
+        scheduler.wake()
+    return new
+
+
+def _schedule_or_404(catalog: Catalog, name: str) -> Schedule:
+    loaded = find_schedule(catalog, name)
+    if loaded is None:
+        known = ", ".join(s.name for s in catalog.schedules()) or "none yet"
+        raise NotFound(f"no schedule {name!r}; known schedules: {known}")
+    if loaded.schedule is None:
+        problem = loaded.problems[0].message if loaded.problems else "it did not load"
+        raise InvalidInput(f"schedule {name!r} cannot run: {problem}", code="invalid_schedule")
+    return loaded.schedule
+
+
+# ---------------------------------------------------------------- command schedules
+
+
+class CommandTypes:
+    """Synthetic task types `schedule.NAME` for schedules that carry their own `command`.
+
+    Each is versioned by a hash of its TOML file and bundled like any type, so its runs are
+    traced to the exact definition."""
+
+    def __init__(self, catalog: Catalog, versions_dir: Path,
+                 record_version: Callable[[str, str, float], bool] | None = None):
+        self.catalog = catalog
+        self.versions_dir = Path(versions_dir)
+        self.record_version = record_version
+        self._built: dict[str, tuple[Schedule, LoadedType]] = {}
+        self._lock = threading.Lock()
+
+    def get(self, type_name: str) -> LoadedType | None:
+        """The synthetic type called `type_name`, or None."""
+        if not type_name.startswith(COMMAND_TYPE_PREFIX):
+            return None
+        loaded = find_schedule(self.catalog, type_name.removeprefix(COMMAND_TYPE_PREFIX))
+        if loaded is None or loaded.schedule is None or loaded.schedule.command is None:
+            return None
+        with self._lock:
+            built = self._built.get(loaded.name)
+            if built is None or built[0] != loaded.schedule:
+                built = (loaded.schedule, self._build(loaded.schedule, loaded.path))
+                self._built[loaded.name] = built
+        return built[1]
+
+    def _build(self, schedule: Schedule, path: Path) -> LoadedType:
+        assert schedule.command is not None
+        name = task_type_of(schedule)
+        task_type = TaskType(name=name, command=schedule.command,
+                             executor=schedule.executor or "bash", tags=schedule.tags,
+                             description=schedule.description)
+        digest = hashlib.sha256(f"blanket-schedule-version 1\0{name}\0".encode())
+        digest.update(path.read_bytes())
+        version = digest.hexdigest()
+        write_bundle(self.versions_dir, version, path, [])
+        now = time.time()
+        if self.record_version is not None:
+            self.record_version(version, name, now)
+        return LoadedType(name, path, task_type, version, now)
