@@ -5,12 +5,15 @@ Everything here can be rebuilt from the config directory and the store."""
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from blanket.catalog import Catalog
+from blanket.catalog import Catalog, LoadedType
 from blanket.intake import Intake
 from blanket.queue import Queue
+from blanket.schedule import parse_schedule_file
+from blanket.scheduler import CommandTypes
 from blanket.settings import Settings
 from blanket.store import open_store
 from blanket.store.base import Store
@@ -19,17 +22,23 @@ from blanket.wakeups import Wakeups
 
 
 class CatalogTypes:
-    """Intake's and the queue's view of the catalog: the current good version of each type."""
+    """Intake's and the queue's view of the catalog: the current good version of each type.
+    `extra` finds types the catalog does not hold (command schedules' `schedule.NAME`)."""
 
-    def __init__(self, catalog: Catalog):
+    def __init__(self, catalog: Catalog,
+                 extra: Callable[[str], LoadedType | None] = lambda _name: None):
         self.catalog = catalog
+        self.extra = extra
+
+    def _loaded(self, name: str) -> LoadedType | None:
+        return self.catalog.get(name) or self.extra(name)
 
     def current_type(self, name: str) -> TaskType | None:
-        loaded = self.catalog.get(name)
+        loaded = self._loaded(name)
         return loaded.task_type if loaded else None
 
     def current(self, name: str) -> tuple[TaskType, str] | None:
-        loaded = self.catalog.get(name)
+        loaded = self._loaded(name)
         if loaded is None or loaded.task_type is None or loaded.version is None:
             return None
         return loaded.task_type, loaded.version
@@ -64,10 +73,12 @@ def build_services(settings: Settings, schedule_parser=None) -> Services:
     wakeups = Wakeups()
     store.on_change = wakeups.notify
     catalog = Catalog(settings.config_dir, settings.data_dir / "versions",
-                      record_version=store.record_version, schedule_parser=schedule_parser)
+                      record_version=store.record_version,
+                      schedule_parser=schedule_parser or parse_schedule_file)
     catalog.scan()
     catalog.add_listener(wakeups.notify)
-    types = CatalogTypes(catalog)
+    commands = CommandTypes(catalog, settings.data_dir / "versions", store.record_version)
+    types = CatalogTypes(catalog, commands.get)
     intake = Intake(store, types, settings.data_dir)
     queue = Queue(store, wakeups, types.current, types.limits)
     return Services(settings, store, catalog, intake, queue, wakeups)
