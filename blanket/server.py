@@ -16,6 +16,8 @@ from cheroot import wsgi
 
 from blanket.api import make_app
 from blanket.app import Services, build_services
+from blanket.inbox import Inbox
+from blanket.scheduler import Scheduler
 from blanket.settings import Settings
 
 log = structlog.get_logger("blanket.server")
@@ -52,7 +54,9 @@ class Server:
                                 numthreads=settings.threads, server_name="blanket",
                                 shutdown_timeout=1)
         self.loops: list[BackgroundLoop] = []
+        self.scheduler = Scheduler(self.services)
         self.workers: subprocess.Popen | None = None
+        self.inbox: Inbox | None = None
         self._stopped = threading.Event()
 
     def _start_background(self) -> None:
@@ -61,6 +65,9 @@ class Server:
         for loop in self.loops:
             loop.start()
         s.catalog.start_watching()
+        self.inbox = Inbox(self.settings.inbox_dir, s.intake, s.store)
+        self.inbox.start()
+        self.scheduler.start()
 
     def _reap(self) -> None:
         # Just after a (re)start, workers get a full period to reconnect before their
@@ -107,7 +114,10 @@ class Server:
         self.services.wakeups.close()
         for loop in self.loops:
             loop.stop()
+        self.scheduler.stop()
         self.services.catalog.stop_watching()
+        if self.inbox is not None:
+            self.inbox.stop()
         self.http.stop()
         if self.workers is not None:
             try:
