@@ -17,7 +17,6 @@ from cheroot import wsgi
 from blanket.api import make_app
 from blanket.app import Services, build_services
 from blanket.inbox import Inbox
-from blanket.inbox import Inbox
 from blanket.scheduler import Scheduler
 from blanket.settings import Settings
 
@@ -66,8 +65,6 @@ class Server:
         for loop in self.loops:
             loop.start()
         s.catalog.start_watching()
-        self.inbox = Inbox(self.settings.inbox_dir, s.intake, s.store)
-        self.inbox.start()
         self.inbox = Inbox(self.settings.inbox_dir, s.intake, s.store)
         self.inbox.start()
         self.scheduler.start()
