@@ -187,4 +187,8 @@ class Store(ABC):
     def save_schedule_state(self, state: ScheduleState) -> None: ...
 
     @abstractmethod
+    def try_scheduler_lock(self) -> bool:
+        """True while this server is the one that runs the scheduler."""
+
+    @abstractmethod
     def close(self) -> None: ...

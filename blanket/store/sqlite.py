@@ -268,6 +268,9 @@ class SQLiteStore(Store):
                 "name": state.name, "next_fire": state.next_fire, "last_fire": state.last_fire,
                 "last_task": state.last_task, "paused": int(state.paused)})
 
+    def try_scheduler_lock(self) -> bool:
+        return True  # one SQLite file serves one server
+
     def close(self) -> None:
         with self._lock:
             self._db.close()
@@ -305,8 +308,8 @@ def _filter_sql(flt: TaskFilter) -> tuple[str, list[Any]]:
         clauses.append(f"type IN ({','.join('?' * len(flt.types))})")
         params.extend(flt.types)
     for tag in flt.tags:
-        clauses.append("(',' || tags || ',') LIKE ?")
-        params.append(f"%,{tag},%")
+        clauses.append("instr(',' || tags || ',', ?) > 0")
+        params.append(f",{tag},")
     if flt.schedule is not None:
         clauses.append("schedule = ?")
         params.append(flt.schedule)

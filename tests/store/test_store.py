@@ -135,11 +135,7 @@ def test_listing_by_tags_returns_tasks_carrying_all_of_them(store: Store) -> Non
     assert ids(store.list_tasks(TaskFilter(tags=("unix", "gpu")))) == [both.id]
 
 
-def test_listing_by_tag_matches_it_literally(store: Store,
-                                             request: pytest.FixtureRequest) -> None:
-    if type(store).__name__ == "SQLiteStore":
-        request.applymarker(pytest.mark.xfail(
-            strict=True, reason="SQLite matches tags with LIKE, where _ and % are wildcards"))
+def test_listing_by_tag_matches_it_literally(store: Store) -> None:
     store.add_task(new_task(tags=("gpuxbig",)))
     store.add_task(new_task(tags=("gpu%",)))
     exact = store.add_task(new_task(tags=("gpu_big",)))
