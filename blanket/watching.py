@@ -84,6 +84,8 @@ class DebouncedWatcher:
     def _on_event(self, event: FileSystemEvent) -> None:
         if event.event_type in _READ_EVENTS:
             return
+        if event.is_directory and event.event_type == "modified":
+            return  # the changes inside the folder arrive as their own events
         paths = {Path(os.fsdecode(p)) for p in (event.src_path, event.dest_path) if p}
         paths = {p for p in paths if not self.ignore(p)}
         if not paths:
