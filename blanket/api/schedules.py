@@ -1,0 +1,101 @@
+"""Routes for schedules: list, show (next fires, last run), run now, pause, resume."""
+
+from __future__ import annotations
+
+import bottle
+
+from blanket.api.http import json_response
+from blanket.app import Services
+from blanket.catalog import LoadedSchedule
+from blanket.errors import NotFound
+from blanket.schedule import next_fire
+from blanket.scheduler import find_schedule, fire_time_text, run_now, set_paused, task_type_of
+from blanket.store.base import ScheduleState
+
+NEXT_FIRES = 5
+
+
+def install(app: bottle.Bottle, services: Services) -> None:
+    routes = ScheduleRoutes(services)
+    app.route("/schedule/", "GET", routes.list_schedules)
+    app.route("/schedule/<name>", "GET", routes.show)
+    app.route("/schedule/<name>/run", "POST", routes.run)
+    app.route("/schedule/<name>/pause", "POST", routes.pause)
+    app.route("/schedule/<name>/resume", "POST", routes.resume)
+
+
+class ScheduleRoutes:
+    def __init__(self, services: Services):
+        self.s = services
+
+    def list_schedules(self):
+        """Every schedule: definition, state, next fire time, last run, load problems."""
+        return json_response([self.describe(s, with_last=False) for s in
+                              self.s.catalog.schedules()])
+
+    def show(self, name: str):
+        """One schedule, with its next few fire times and its last run."""
+        return json_response(self.describe(self.loaded_or_404(name), with_last=True))
+
+    def run(self, name: str):
+        """Run the schedule now, whatever its timing and overlap policy; 201 with the task."""
+        return json_response(run_now(self.s, name).to_json(), 201)
+
+    def pause(self, name: str):
+        """Stop firing until resumed."""
+        set_paused(self.s, name, True)
+        return json_response(self.describe(self.loaded_or_404(name), with_last=True))
+
+    def resume(self, name: str):
+        """Fire again from the next fire time; runs that fell while paused are not caught up."""
+        set_paused(self.s, name, False)
+        return json_response(self.describe(self.loaded_or_404(name), with_last=True))
+
+    def loaded_or_404(self, name: str) -> LoadedSchedule:
+        loaded = find_schedule(self.s.catalog, name)
+        if loaded is None:
+            raise NotFound(f"no schedule {name!r}; see GET /schedule/ for the list")
+        return loaded
+
+    def describe(self, loaded: LoadedSchedule, with_last: bool) -> dict:
+        state = self.s.store.get_schedule_state(loaded.name) or ScheduleState(loaded.name)
+        schedule = loaded.schedule
+        data = loaded.to_json()
+        data.update({
+            "type": task_type_of(schedule) if schedule else None,
+            "state": _status(loaded, state),
+            "paused": state.paused,
+            "next_fire": _iso(state.next_fire),
+            "next_fires": [fire_time_text(t) for t in self._upcoming(loaded, state)],
+            "last_fire": _iso(state.last_fire),
+            "last_task": state.last_task,
+        })
+        if with_last:
+            task = self.s.store.get_task(state.last_task) if state.last_task else None
+            data["last_run"] = task.to_json() if task else None
+        return data
+
+    def _upcoming(self, loaded: LoadedSchedule, state: ScheduleState) -> list[float]:
+        if loaded.schedule is None or state.paused or state.next_fire is None:
+            return []
+        found: list[float] = []
+        moment: float | None = state.next_fire - 1e-3
+        while moment is not None and len(found) < NEXT_FIRES:
+            moment = next_fire(loaded.schedule, moment)
+            if moment is not None:
+                found.append(moment)
+        return found
+
+
+def _status(loaded: LoadedSchedule, state: ScheduleState) -> str:
+    if loaded.schedule is None:
+        return "invalid"
+    if state.paused:
+        return "paused"
+    if not loaded.schedule.enabled:
+        return "disabled"
+    return "active"
+
+
+def _iso(moment: float | None) -> str | None:
+    return None if moment is None else fire_time_text(moment)
