@@ -37,11 +37,15 @@ class Queue:
                         wait: float) -> tuple[Task, TaskType] | None:
         """The next task this worker may run, bound to its type's current version; waits up
         to `wait` seconds for one to be queued."""
-        return self.wakeups.wait_for(
-            lambda: self._claim_once(worker, tags), wait,
-            next_deadline=lambda: self.store.next_not_before(time.time()))
+        return self.wakeups.wait_for(lambda: self.claim_once(worker, tags), wait,
+                                     next_deadline=self.next_start)
 
-    def _claim_once(self, worker: str, tags: frozenset[str]) -> tuple[Task, TaskType] | None:
+    def next_start(self) -> float | None:
+        """When the next task held back by its not_before may start (to wake claims then)."""
+        return self.store.next_not_before(time.time())
+
+    def claim_once(self, worker: str, tags: frozenset[str]) -> tuple[Task, TaskType] | None:
+        """Claim the next task this worker may run now, without waiting."""
         while True:
             task = self.store.claim_task(Claim(worker, tags, self.limits(), time.time()))
             if task is None:

@@ -4,16 +4,17 @@ routes people use to list, pause, resume and stop workers."""
 from __future__ import annotations
 
 import re
+import threading
 import time
 import uuid
-from dataclasses import replace
+from dataclasses import dataclass, replace
 
 import bottle
 
 from blanket.api.http import json_response, parse_id, query_float, read_json_body
 from blanket.app import Services
-from blanket.errors import InvalidInput, NotFound
-from blanket.models import TaskState, Worker
+from blanket.errors import InvalidInput, NotFound, StaleAttempt
+from blanket.models import ACTIVE_STATES, TaskState, Worker
 
 MAX_POLL = 60.0
 _WORKER_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:@-]{0,127}")
@@ -44,9 +45,17 @@ def _text(data: dict, key: str, required: bool = True) -> str | None:
     return value
 
 
+@dataclass(frozen=True)
+class _Leave:
+    mode: str
+
+
 class WorkerRoutes:
     def __init__(self, services: Services):
         self.s = services
+        # Worker records are read, changed and written back; one change at a time, so a
+        # claim's touch never undoes a pause or a stop made meanwhile.
+        self.lock = threading.Lock()
 
     def worker_or_404(self, worker_id: str) -> Worker:
         worker = self.s.store.get_worker(worker_id)
@@ -77,24 +86,36 @@ class WorkerRoutes:
         now = time.time()
         worker = Worker(id=worker_id, tags=tuple(sorted(set(tags))), host=host, pid=pid,
                         state="idle", registered=now, heartbeat=now)
-        self.s.store.save_worker(worker)
+        with self.lock:
+            self.s.store.save_worker(worker)
         body = worker.to_json()
         body["heartbeat_interval"] = self.s.settings.heartbeat_interval
         return json_response(body, 201)
 
     def remove(self, worker_id: str):
-        worker = self.worker_or_404(worker_id)
         mode = bottle.request.query.get("mode", "finish")
         if mode not in ("finish", "handback"):
             raise InvalidInput("?mode must be finish (let its task end) or handback "
                                "(stop the task and queue it again)")
-        if worker.state == "gone" or time.time() - worker.heartbeat > self.s.settings.lost_after:
-            self.s.store.delete_worker(worker.id)
-            return json_response({**worker.to_json(), "state": "gone"})
-        stopping = replace(worker, state="stopping", stop_mode=mode)
-        self.s.store.save_worker(stopping)
+        with self.lock:
+            worker = self.worker_or_404(worker_id)
+            if self._departed(worker):
+                self.s.store.delete_worker(worker.id)
+                return json_response({**worker.to_json(), "state": "gone"})
+            stopping = replace(worker, state="stopping", stop_mode=mode)
+            self.s.store.save_worker(stopping)
         self.s.wakeups.notify()
         return json_response(stopping.to_json(), 202)
+
+    def _departed(self, worker: Worker) -> bool:
+        """Gone, silent for too long, or stopping with nothing left to run (a worker that
+        says goodbye after its SIGTERM)."""
+        if worker.state == "gone" or time.time() - worker.heartbeat > self.s.settings.lost_after:
+            return True
+        if worker.state != "stopping":
+            return False
+        task = self.s.store.get_task(worker.task) if worker.task is not None else None
+        return task is None or task.state not in ACTIVE_STATES or task.worker != worker.id
 
     def pause(self, worker_id: str):
         return self._set_state(worker_id, "paused")
@@ -103,48 +124,56 @@ class WorkerRoutes:
         return self._set_state(worker_id, "idle")
 
     def _set_state(self, worker_id: str, state: str):
-        worker = self.worker_or_404(worker_id)
-        if worker.state == "stopping":
-            raise InvalidInput(f"worker {worker_id} is stopping")
-        if state == "idle" and worker.task is not None:
-            state = "busy"
-        updated = replace(worker, state=state)
-        self.s.store.save_worker(updated)
+        with self.lock:
+            worker = self.worker_or_404(worker_id)
+            if worker.state == "stopping":
+                raise InvalidInput(f"worker {worker_id} is stopping")
+            if state == "idle" and worker.task is not None:
+                state = "busy"
+            updated = replace(worker, state=state)
+            self.s.store.save_worker(updated)
         self.s.wakeups.notify()
         return json_response(updated.to_json())
 
     def claim(self, worker_id: str):
-        """Long poll: 200 with a task and its type, or 204 when none came within ?wait."""
+        """Long poll: 200 with a task and its type, 204 when none came within ?wait, 410 when
+        the worker was asked to stop (it then leaves the list)."""
         worker = self.worker_or_404(worker_id)
         wait = query_float("wait", 0.0, MAX_POLL) or 0.0
-        self._touch(worker, task=None)
-        control = self._control(worker.id)
-        if control is not None:
-            return control
-        claimed = self.s.queue.claim_next_task(
-            worker.id, frozenset(worker.tags), wait) if worker.state != "paused" else None
-        if claimed is None:
-            if worker.state == "paused":
-                self.s.wakeups.wait_for(lambda: self._control(worker.id), wait)
-            return self._control(worker.id) or bottle.HTTPResponse(status=204)
-        task, task_type = claimed
-        self._touch(self.worker_or_404(worker.id), task=task.id)
+        self._touch(worker.id, task=None)
+        tags = frozenset(worker.tags)
+        answer = self.s.wakeups.wait_for(lambda: self._claim_step(worker.id, tags), wait,
+                                         next_deadline=self.s.queue.next_start)
+        if answer is None:
+            return bottle.HTTPResponse(status=204)
+        if isinstance(answer, _Leave):
+            self.s.store.delete_worker(worker.id)
+            return json_response({"stop": answer.mode}, 410)
+        task, task_type = answer
+        self._touch(worker.id, task=task.id)
         return json_response({"task": task.to_json(with_token=True),
                               "type": task_type.to_json(),
                               "bundle": f"/version/{task.version}.tar.gz"})
 
-    def _control(self, worker_id: str) -> bottle.HTTPResponse | None:
-        """An answer telling the worker to stop, when someone asked it to."""
+    def _claim_step(self, worker_id: str, tags: frozenset[str]):
+        """Checked on every wake-up: leave when asked to stop, hold while paused, else claim."""
         worker = self.s.store.get_worker(worker_id)
         if worker is None or worker.state == "stopping":
-            return json_response({"stop": worker.stop_mode if worker else "handback"}, 410)
-        return None
+            return _Leave(worker.stop_mode or "finish" if worker else "handback")
+        if worker.state == "paused":
+            return None
+        return self.s.queue.claim_once(worker_id, tags)
 
-    def _touch(self, worker: Worker, task: int | None) -> None:
-        state = worker.state
-        if state in ("idle", "busy", "gone"):
-            state = "busy" if task is not None else "idle"
-        self.s.store.save_worker(replace(worker, heartbeat=time.time(), task=task, state=state))
+    def _touch(self, worker_id: str, task: int | None) -> None:
+        with self.lock:
+            worker = self.s.store.get_worker(worker_id)
+            if worker is None:
+                return
+            state = worker.state
+            if state in ("idle", "busy", "gone"):
+                state = "busy" if task is not None else "idle"
+            self.s.store.save_worker(replace(worker, heartbeat=time.time(), task=task,
+                                             state=state))
 
     def started(self, task_id: str):
         data = read_json_body()
@@ -153,16 +182,37 @@ class WorkerRoutes:
         return json_response(task.to_json())
 
     def heartbeat(self, task_id: str):
+        """Record that the attempt is alive; with ?wait, hold until it must stop (the task
+        was stopped, or its worker must hand it back)."""
         data = read_json_body()
         wait = query_float("wait", 0.0, MAX_POLL) or 0.0
-        task = self.s.queue.heartbeat(parse_id(task_id), _text(data, "token") or "", wait)
+        token = _text(data, "token") or ""
+        task = self.s.queue.heartbeat(parse_id(task_id), token)
+        if task.worker:
+            self._beat(task.worker)
+        orders = self.s.wakeups.wait_for(lambda: self._orders(task.id, token), wait)
+        return json_response(orders or self._orders(task.id, token, final=True))
+
+    def _beat(self, worker_id: str) -> None:
+        with self.lock:
+            worker = self.s.store.get_worker(worker_id)
+            if worker is not None:
+                self.s.store.save_worker(replace(worker, heartbeat=time.time()))
+
+    def _orders(self, task_id: int, token: str, final: bool = False) -> dict | None:
+        """What the worker of an attempt must do; None while it should just carry on."""
+        task = self.s.store.get_task(task_id)
+        if task is None:
+            raise NotFound(f"task {task_id} was removed")
+        if task.token != token:
+            raise StaleAttempt(f"task {task_id} has moved on to attempt {task.attempt}")
         worker = self.s.store.get_worker(task.worker) if task.worker else None
-        if worker is not None:
-            self.s.store.save_worker(replace(worker, heartbeat=time.time()))
         handback = worker is not None and worker.stop_mode == "handback"
-        return json_response({"stop": task.stop_requested or handback,
-                              "handback": handback and not task.stop_requested,
-                              "state": task.state.value})
+        if not (final or task.stop_requested or handback or task.state not in ACTIVE_STATES):
+            return None
+        return {"stop": task.stop_requested or handback,
+                "handback": handback and not task.stop_requested,
+                "state": task.state.value}
 
     def finished(self, task_id: str):
         data = read_json_body()

@@ -1,0 +1,489 @@
+"""A worker process: registers with the server, long-polls for tasks its tags allow, runs each
+with the runner, heartbeats while it runs and reports the end.
+
+A worker knows the server only by its URL: it never opens the database or the config
+directory, so one on another machine works exactly like a local one.
+"""
+
+from __future__ import annotations
+
+import os
+import queue
+import re
+import shutil
+import signal
+import socket
+import tempfile
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+import structlog
+
+from blanket.client import Client, ClientError, ServerUnreachable
+from blanket.errors import BlanketError
+from blanket.logs import configure_logging
+from blanket.models import Task, TaskState
+from blanket.runner import RunResult, TaskRun
+from blanket.settings import LogDestination
+from blanket.tasktype import TaskType
+from blanket.versions import UnsafeBundle, extract_bundle
+
+CLAIM_WAIT = 30.0
+REPORT_PATIENCE = 300.0  # how long reports keep retrying while the server is away
+MAX_BACKOFF = 2.0
+# A task this short ends before its first heartbeat: the claim and the started report
+# already show the worker is alive, and a stop is still noticed well within a second.
+FIRST_HEARTBEAT = 0.2
+PARENT_ENV = "BLANKET_WORKER_PARENT"
+GRACE_ENV = "BLANKET_WORKER_GRACE"
+_HASH = re.compile(r"[0-9a-f]{16,64}")
+
+log = structlog.get_logger("blanket.worker")
+
+
+def _default_grace() -> float:
+    return float(os.environ.get(GRACE_ENV, "30"))
+
+
+@dataclass(frozen=True)
+class WorkerOptions:
+    """What `blanket worker` was asked to do."""
+
+    server: str
+    tags: tuple[str, ...] = ()
+    processes: int = 1
+    worker_id: str | None = None
+    data_dir: Path = Path("var")
+    daemon: bool = False
+    log_file: Path = Path("var/log/worker.log")
+    pid_file: Path = Path("var/worker.pid")
+    verbosity: int = 0
+    grace: float = field(default_factory=_default_grace)
+
+
+def run_workers(options: WorkerOptions) -> None:
+    """Run one worker in this process, or a supervisor of `processes` child workers."""
+    from blanket.supervisor import Supervisor, daemonize
+
+    supervised = PARENT_ENV in os.environ
+    if options.daemon and not supervised:
+        daemonize(options.pid_file)
+    destination = str(options.log_file.absolute()) if options.daemon else "stderr"
+    configure_logging((LogDestination(destination=destination),), options.verbosity)
+    if options.processes > 1:
+        Supervisor(options).run()
+    else:
+        Worker(options).run()
+
+
+def task_from_json(data: dict) -> Task:
+    """The Task record a claim answer carries."""
+    known = {f.name for f in fields(Task)}
+    values = {key: value for key, value in data.items() if key in known}
+    values["state"] = TaskState(values["state"])
+    for key in ("tags", "inputs", "attempts"):
+        values[key] = tuple(values.get(key) or ())
+    return Task(**values)
+
+
+class Superseded(Exception):
+    """The server refused a report: this attempt is no longer the task's current one."""
+
+
+class GaveUp(Exception):
+    """The server stayed away longer than a report's patience."""
+
+
+class Reporter:
+    """Posts to the server, retrying while it is unreachable (say, restarting)."""
+
+    def __init__(self, client: Client):
+        self.client = client
+
+    def post(self, path: str, body: dict, patience: float = REPORT_PATIENCE,
+             timeout: float | None = None, giving_up: threading.Event | None = None) -> Any:
+        """POST with retries; raise Superseded on 404/409, GaveUp after `patience` seconds."""
+        deadline = time.monotonic() + patience
+        delay = 0.05
+        while True:
+            try:
+                return self.client.post(path, body, timeout=timeout)
+            except ClientError as e:
+                if e.status in (404, 409, 410):
+                    raise Superseded(e.message) from None
+                if e.status < 500:
+                    raise
+                problem = e.message
+            except ServerUnreachable as e:
+                problem = e.message
+            if time.monotonic() + delay > deadline or (giving_up and giving_up.is_set()):
+                raise GaveUp(problem)
+            log.debug("server away, retrying", path=path, problem=problem, delay=delay)
+            time.sleep(delay)
+            delay = min(delay * 2, MAX_BACKOFF)
+
+
+class Attempt:
+    """One claimed attempt of one task as the worker sees it."""
+
+    def __init__(self, task: Task, task_type: TaskType):
+        self.task = task
+        self.task_type = task_type
+        self.run: TaskRun | None = None
+        self.handback = False
+        self.superseded: str | None = None
+        self.ended = threading.Event()
+
+    @property
+    def token(self) -> str:
+        return self.task.token or ""
+
+    def stop(self, *, handback: bool = False) -> None:
+        """End the run early; with `handback`, report it so the server queues it again."""
+        if handback and not self.superseded:
+            self.handback = True
+        if self.run is not None:
+            self.run.stop()
+
+    def supersede(self, reason: str) -> None:
+        """The server moved on (the task was lost and retried, or removed): stop, report nothing."""
+        if self.superseded is None:
+            self.superseded = reason
+            log.warning("attempt superseded; stopping it and dropping its result",
+                        task=self.task.id, attempt=self.task.attempt, reason=reason)
+        self.stop()
+
+
+class ReportQueue(threading.Thread):
+    """Sends started and progress reports in order, off the runner's thread."""
+
+    def __init__(self, reporter: Reporter):
+        super().__init__(name="reports", daemon=True)
+        self.reporter = reporter
+        self.items: queue.Queue[Callable[[], None]] = queue.Queue()
+
+    def put(self, attempt: Attempt, what: str, body: dict, patience: float) -> None:
+        def send() -> None:
+            if attempt.superseded:
+                return
+            try:
+                self.reporter.post(f"/task/{attempt.task.id}/{what}",
+                                   {"token": attempt.token, **body}, patience)
+            except Superseded as e:
+                attempt.supersede(f"{what} report refused: {e}")
+            except (GaveUp, BlanketError) as e:
+                log.warning("report not delivered", task=attempt.task.id, report=what,
+                            problem=str(e))
+        self.items.put(send)
+
+    def run(self) -> None:
+        while True:
+            send = self.items.get()
+            try:
+                send()
+            finally:
+                self.items.task_done()
+
+    def flush(self) -> None:
+        """Wait until every queued report was sent (or given up)."""
+        self.items.join()
+
+
+class Heartbeat(threading.Thread):
+    """Long-polls the current attempt's heartbeat; stops the run when the server asks."""
+
+    def __init__(self, client: Client, interval: float):
+        super().__init__(name="heartbeat", daemon=True)
+        self.client = client
+        self.interval = interval
+        self._cond = threading.Condition()
+        self._current: Attempt | None = None
+
+    def watch(self, attempt: Attempt) -> None:
+        with self._cond:
+            self._current = attempt
+            self._cond.notify_all()
+
+    def run(self) -> None:
+        while True:
+            attempt = self._next_attempt()
+            if not attempt.ended.wait(FIRST_HEARTBEAT):
+                self._beat_until_ended(attempt)
+            attempt.ended.wait()
+
+    def _next_attempt(self) -> Attempt:
+        with self._cond:
+            self._cond.wait_for(lambda: self._current is not None)
+            attempt = self._current
+            self._current = None
+        assert attempt is not None
+        return attempt
+
+    def _beat_until_ended(self, attempt: Attempt) -> None:
+        delay = 0.05
+        while not attempt.ended.is_set() and not attempt.superseded:
+            try:
+                answer = self.client.post(f"/task/{attempt.task.id}/heartbeat?wait={self.interval}",
+                                          {"token": attempt.token}, timeout=self.interval + 15)
+                delay = 0.05
+            except ClientError as e:
+                if e.status in (404, 409) and not attempt.ended.is_set():
+                    attempt.supersede(f"heartbeat refused: {e.message}")
+                    return
+                answer = None
+            except ServerUnreachable:
+                answer = None
+            if answer is None:
+                attempt.ended.wait(delay)
+                delay = min(delay * 2, MAX_BACKOFF)
+            elif answer.get("stop"):
+                attempt.stop(handback=bool(answer.get("handback")))
+                attempt.ended.wait(self.interval)  # keep beating while it ends, without spinning
+            elif answer.get("state") not in ("CLAIMED", "RUNNING") and not attempt.ended.is_set():
+                attempt.supersede(f"the server says the task is {answer.get('state')}")
+
+
+class BundleCache:
+    """Type version bundles, fetched once per hash and extracted under `root/HASH/`."""
+
+    def __init__(self, client: Client, root: Path):
+        self.client = client
+        self.root = root
+
+    def get(self, version: str, url_path: str) -> Path:
+        """The extracted bundle of `version`, fetching and unpacking it if needed."""
+        if not _HASH.fullmatch(version):
+            raise UnsafeBundle(f"version {version!r} is not a hash")
+        target = self.root / version
+        if target.is_dir():
+            return target
+        self.root.mkdir(parents=True, exist_ok=True)
+        archive = self.root / f"{version}.tar.gz"
+        if not archive.is_file():
+            partial = self.root / f".{version}.{uuid.uuid4().hex}.part"
+            try:
+                self.client.download(url_path, str(partial))
+                os.replace(partial, archive)
+            finally:
+                partial.unlink(missing_ok=True)
+        # Unpack beside the target and rename, so no worker ever sees half a bundle.
+        staging = Path(tempfile.mkdtemp(dir=self.root, prefix=f".{version}."))
+        try:
+            extract_bundle(archive, staging)
+            staging.rename(target)
+        except OSError:
+            if not target.is_dir():
+                raise
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
+        return target
+
+
+class Worker:
+    """One worker process: register, then claim and run tasks until told to stop."""
+
+    def __init__(self, options: WorkerOptions, client: Client | None = None):
+        self.options = options
+        self.client = client or Client(options.server, timeout=60)
+        self.reporter = Reporter(self.client)
+        self.data_dir = options.data_dir.absolute()
+        self.bundles = BundleCache(self.client, self.data_dir / "bundles")
+        self.id = options.worker_id or ""
+        self.stopping = threading.Event()
+        self.hand_back_now = threading.Event()
+        self.attempt: Attempt | None = None
+        self._lock = threading.Lock()
+        self.reports = ReportQueue(self.reporter)
+        self.heartbeat: Heartbeat | None = None
+
+    def run(self) -> None:
+        """Work until SIGTERM/SIGINT, `DELETE /worker/ID`, or the supervisor going away."""
+        self._install_signal_handlers()
+        try:
+            interval = self._register()
+        except GaveUp as e:
+            log.error("could not register with the server", server=self.options.server,
+                      problem=str(e))
+            raise SystemExit(1) from None
+        self.heartbeat = Heartbeat(self.client, interval)
+        self.heartbeat.start()
+        self.reports.start()
+        self._watch_parent()
+        delay = 0.05
+        while not self.stopping.is_set():
+            try:
+                claim = self._claim()
+                delay = 0.05
+            except (ServerUnreachable, GaveUp) as e:
+                log.warning("server unreachable; retrying", problem=str(e), delay=delay)
+                self.stopping.wait(delay)
+                delay = min(delay * 2, MAX_BACKOFF)
+                continue
+            if claim is not None:
+                self._run_claimed(claim)
+        self._leave()
+        log.info("worker stopped", worker=self.id)
+
+    def _register(self) -> float:
+        body = {"tags": list(self.options.tags), "host": socket.gethostname(),
+                "pid": os.getpid()}
+        if self.id:
+            body["id"] = self.id
+        answer = self.reporter.post("/worker/", body, patience=REPORT_PATIENCE)
+        self.id = answer["id"]
+        log.info("worker registered", worker=self.id, tags=",".join(answer["tags"]),
+                 server=self.options.server)
+        return float(answer.get("heartbeat_interval") or 2.0)
+
+    def _claim(self) -> dict | None:
+        status, answer = self.client.request(
+            "POST", f"/worker/{self.id}/claim?wait={CLAIM_WAIT:g}", body={},
+            timeout=CLAIM_WAIT + 15, ok=(404, 410))
+        if status == 410:
+            log.info("the server asked this worker to stop", worker=self.id,
+                     mode=(answer or {}).get("stop"))
+            self.stopping.set()
+            return None
+        if status == 404 and not self.stopping.is_set():
+            self._register()  # the server forgot us (say, a new database)
+            return None
+        return answer if status == 200 else None
+
+    def _run_claimed(self, claim: dict) -> None:
+        attempt = Attempt(task_from_json(claim["task"]), TaskType.from_json(claim["type"]))
+        task = attempt.task
+        log.info("task claimed", task=task.id, type=task.type, attempt=task.attempt)
+        if self.stopping.is_set():  # the claim crossed our stop: give it straight back
+            attempt.handback = True
+            self._finish(attempt, RunResult(TaskState.STOPPED, None, "its worker is stopping"))
+            return
+        work_dir = self.data_dir / "tasks" / task.type / str(task.id)
+        try:
+            bundle = self.bundles.get(task.version or "", claim["bundle"])
+            self._fetch_inputs(task, work_dir)
+        except (BlanketError, OSError, UnsafeBundle) as e:
+            attempt.handback = isinstance(e, ServerUnreachable)
+            self._finish(attempt, RunResult(TaskState.FAILED, None,
+                                            f"could not fetch the task's files: {e}"))
+            return
+        attempt.run = TaskRun(
+            task, attempt.task_type, bundle, work_dir, server_url=self.options.server,
+            on_started=lambda pid: self.reports.put(
+                attempt, "started", {"pid": pid, "directory": str(work_dir)}, REPORT_PATIENCE),
+            on_progress=lambda value, message: self.reports.put(
+                attempt, "progress", {"progress": value, "message": message}, 5.0))
+        self._execute(attempt)
+
+    def _execute(self, attempt: Attempt) -> None:
+        assert attempt.run is not None and self.heartbeat is not None
+        with self._lock:
+            self.attempt = attempt
+        self.heartbeat.watch(attempt)
+        if self.hand_back_now.is_set():
+            attempt.stop(handback=True)
+        try:
+            result = attempt.run.run()
+        finally:
+            attempt.ended.set()
+            with self._lock:
+                self.attempt = None
+        self.reports.flush()
+        self._finish(attempt, result)
+
+    def _fetch_inputs(self, task: Task, work_dir: Path) -> None:
+        """Download uploaded files a remote worker does not have (a local one shares them)."""
+        for name in task.inputs:
+            if "/" in name or name in ("", ".", ".."):
+                raise UnsafeBundle(f"input name {name!r} is not a plain file name")
+            target = work_dir / name
+            if target.exists():
+                continue
+            work_dir.mkdir(parents=True, exist_ok=True)
+            partial = work_dir / f".{name}.part"
+            self.client.download(f"/task/{task.id}/files/{name}", str(partial))
+            os.replace(partial, target)
+
+    def _finish(self, attempt: Attempt, result: RunResult) -> None:
+        task = attempt.task
+        if attempt.superseded:
+            log.warning("result dropped", task=task.id, attempt=task.attempt,
+                        state=result.state.value, reason=attempt.superseded)
+            return
+        body = {"token": attempt.token, "state": result.state.value,
+                "exit_code": result.exit_code, "error": result.error,
+                "handback": attempt.handback}
+        try:
+            ended = self.reporter.post(f"/task/{task.id}/finished", body)
+        except Superseded as e:
+            log.warning("result refused; the attempt was superseded", task=task.id,
+                        attempt=task.attempt, state=result.state.value, reason=str(e))
+        except (GaveUp, BlanketError) as e:
+            log.error("result not delivered", task=task.id, state=result.state.value,
+                      problem=str(e))
+        else:
+            log.info("task ended", task=task.id, state=ended["state"],
+                     reported=result.state.value, handback=attempt.handback)
+
+    def shutdown(self) -> None:
+        """Stop claiming; let the running task finish for the grace time, then hand it back.
+        A second call hands it back at once."""
+        if self.stopping.is_set():
+            self._hand_back()
+            return
+        self.stopping.set()
+        log.info("worker stopping", worker=self.id, grace=self.options.grace)
+        self._tell_server("finish")
+        if not self.hand_back_now.wait(self.options.grace):
+            self._hand_back()
+
+    def _hand_back(self) -> None:
+        self.hand_back_now.set()
+        with self._lock:
+            attempt = self.attempt
+        if attempt is not None:
+            log.info("handing the task back", task=attempt.task.id)
+            attempt.stop(handback=True)
+
+    def _tell_server(self, mode: str) -> None:
+        """Mark this worker stopping, which also ends a pending claim at once."""
+        if not self.id:
+            return
+        try:
+            self.client.delete(f"/worker/{self.id}?mode={mode}", timeout=5)
+        except BlanketError as e:
+            log.debug("could not tell the server this worker is stopping", problem=str(e))
+
+    def _leave(self) -> None:
+        if not self.hand_back_now.is_set():
+            self.hand_back_now.set()  # releases the grace timer
+        self._tell_server("finish")
+
+    def _install_signal_handlers(self) -> None:
+        def on_signal(signum: int, _frame: object) -> None:
+            # Talking to the server must not happen inside a signal handler.
+            threading.Thread(target=self.shutdown, name="shutdown", daemon=True).start()
+
+        signal.signal(signal.SIGTERM, on_signal)
+        # A supervised worker hears of Ctrl-C through its supervisor's SIGTERM.
+        signal.signal(signal.SIGINT,
+                      signal.SIG_IGN if PARENT_ENV in os.environ else on_signal)
+
+    def _watch_parent(self) -> None:
+        """A supervised worker stops when its supervisor dies, instead of running orphaned."""
+        parent = os.environ.get(PARENT_ENV)
+        if not parent:
+            return
+
+        def watch() -> None:
+            while os.getppid() == int(parent):
+                if self.stopping.wait(1.0):
+                    return
+            log.warning("supervisor gone; stopping", worker=self.id)
+            self.shutdown()
+
+        threading.Thread(target=watch, name="parent-watch", daemon=True).start()
