@@ -146,8 +146,11 @@ class Scheduler:
             log.info("schedule removed", schedule=gone)
 
     def _submit_runs(self, schedule: Schedule, runs: list[float]) -> list[Task]:
-        previous = self.store.list_tasks(TaskFilter(schedule=schedule.name, states=UNFINISHED,
-                                                    limit=1))
+        # Runs submitted before a crash that lost the saved state are not "previous" runs.
+        done = {self.store.task_for_key(dedupe_key(schedule.name, fire)) for fire in runs}
+        unfinished = self.store.list_tasks(TaskFilter(
+            schedule=schedule.name, states=UNFINISHED, limit=len(runs) + 1))
+        previous = [t for t in unfinished if t.id not in done]
         if overlap_decision(schedule, bool(previous)) == "skip":
             log.info("schedule run skipped: the previous run has not ended",
                      schedule=schedule.name, previous=previous[0].id, fires=len(runs))

@@ -1,0 +1,301 @@
+"""The scheduler: Scheduler.tick with an injected clock, over a real SQLite store and a real
+catalog on a temporary conf.d."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from blanket.app import Services, build_services
+from blanket.errors import NotFound
+from blanket.intake import TaskRequest
+from blanket.models import TaskState
+from blanket.scheduler import (
+    FIRE_TIME_VARIABLE,
+    Scheduler,
+    dedupe_key,
+    run_now,
+    set_paused,
+)
+from blanket.settings import Settings
+from blanket.store.base import ScheduleState, TaskFilter
+from blanket.versions import bundle_path
+
+T0 = 1_800_000_000.0  # a multiple of 10, so `every = "10s"` fires at T0, T0 + 10, ...
+
+
+class Setup:
+    """A config dir, a data dir and services built on them, as a server would have."""
+
+    def __init__(self, base: Path, **settings):
+        self.base = base
+        self.conf = base / "conf.d"
+        (self.conf / "types").mkdir(parents=True)
+        (self.conf / "schedules").mkdir()
+        (self.conf / "types" / "report.toml").write_text('command = "echo report"\n')
+        self.settings = Settings(config_dir=self.conf, data_dir=base / "var", **settings)
+        self.services: Services = build_services(self.settings)
+
+    def write(self, name: str, text: str) -> None:
+        (self.conf / "schedules" / f"{name}.toml").write_text(text)
+        self.services.catalog.scan()
+
+    def delete(self, name: str) -> None:
+        (self.conf / "schedules" / f"{name}.toml").unlink()
+        self.services.catalog.scan()
+
+    def scheduler(self) -> Scheduler:
+        return Scheduler(self.services)
+
+    def restart(self) -> Setup:
+        """The same directories opened again, as after a server restart."""
+        self.services.store.close()
+        self.services = build_services(self.settings)
+        return self
+
+    def state(self, name: str) -> ScheduleState | None:
+        return self.services.store.get_schedule_state(name)
+
+    def tasks(self, name: str) -> list:
+        return self.services.store.list_tasks(TaskFilter(schedule=name, oldest_first=True))
+
+    def end(self, task_id: int) -> None:
+        self.services.store.stop_queued(task_id, T0)
+
+
+@pytest.fixture
+def setup(tmp_path: Path):
+    made = Setup(tmp_path)
+    yield made
+    made.services.store.close()
+
+
+EVERY_10S = 'type = "report"\nevery = "10s"\n'
+
+
+def started(setup: Setup, text: str = EVERY_10S, name: str = "tick") -> Scheduler:
+    """A scheduler that has seen schedule `name` once, at T0 - 5 (next fire: T0)."""
+    setup.write(name, text)
+    scheduler = setup.scheduler()
+    assert scheduler.tick(T0 - 5) == []
+    return scheduler
+
+
+def test_a_new_schedule_runs_nothing_at_once_and_stores_its_next_fire(setup):
+    started(setup)
+    assert setup.state("tick").next_fire == T0
+    assert setup.tasks("tick") == []
+
+
+def test_a_due_run_becomes_a_task_carrying_the_schedule_name_and_fire_time(setup):
+    scheduler = started(setup, EVERY_10S + '[environment]\nTARGET = "weekly"\n')
+    [task] = scheduler.tick(T0)
+    assert (task.type, task.schedule, task.state) == ("report", "tick", TaskState.QUEUED)
+    assert task.environment["TARGET"] == "weekly"
+    assert task.environment[FIRE_TIME_VARIABLE] == "2027-01-15T08:00:00.000Z"
+    assert setup.state("tick") == ScheduleState("tick", T0 + 10, T0, task.id, False)
+
+
+def test_tags_and_priority_come_from_the_schedule(setup):
+    scheduler = started(setup, EVERY_10S + 'tags = ["unix"]\npriority = 5\n')
+    [task] = scheduler.tick(T0)
+    assert (task.tags, task.priority) == (("unix",), 5)
+
+
+def test_ticking_again_at_the_same_time_does_not_repeat_a_run(setup):
+    scheduler = started(setup, EVERY_10S + 'overlap = "allow"\n')
+    scheduler.tick(T0)
+    assert scheduler.tick(T0 + 1) == []
+    assert len(setup.tasks("tick")) == 1
+
+
+def test_next_wake_is_the_earliest_next_fire_of_all_schedules(setup):
+    setup.write("slow", 'type = "report"\nevery = "1h"\n')
+    scheduler = started(setup)
+    assert scheduler.next_wake == T0
+
+
+def test_overlap_skip_drops_the_run_while_the_previous_one_is_queued(setup):
+    scheduler = started(setup)
+    scheduler.tick(T0)
+    assert scheduler.tick(T0 + 10) == []
+    assert setup.state("tick").next_fire == T0 + 20
+
+
+def test_overlap_skip_runs_again_once_the_previous_run_ended(setup):
+    scheduler = started(setup)
+    [first] = scheduler.tick(T0)
+    setup.end(first.id)
+    assert len(scheduler.tick(T0 + 10)) == 1
+
+
+@pytest.mark.parametrize("overlap", ["queue", "allow"])
+def test_overlap_queue_and_allow_submit_while_the_previous_run_is_queued(setup, overlap):
+    scheduler = started(setup, EVERY_10S + f'overlap = "{overlap}"\n')
+    scheduler.tick(T0)
+    assert len(scheduler.tick(T0 + 10)) == 1
+    assert len(setup.tasks("tick")) == 2
+
+
+def outage(setup: Setup, missed: str, down_for: float, every: str = "10s", **extra: str) -> list:
+    """Fire once at T0, restart, and tick `down_for` seconds later; the tasks created."""
+    lines = "".join(f"{k} = {v}\n" for k, v in extra.items())
+    scheduler = started(setup, f'type = "report"\nevery = "{every}"\nmissed = "{missed}"\n'
+                               f'overlap = "allow"\n' + lines)
+    scheduler.tick(T0)
+    setup.restart()
+    return setup.scheduler().tick(T0 + down_for)
+
+
+def test_missed_all_runs_every_fire_that_fell_while_the_server_was_down(setup):
+    tasks = outage(setup, "all", 45)
+    assert [t.environment[FIRE_TIME_VARIABLE][-10:] for t in tasks] == \
+        ["00:10.000Z", "00:20.000Z", "00:30.000Z", "00:40.000Z"]
+
+
+def test_missed_all_is_bounded_by_the_schedule_max_missed(setup):
+    assert len(outage(setup, "all", 45, max_missed="2")) == 2
+
+
+def test_missed_all_is_bounded_by_the_server_max_missed_setting(tmp_path):
+    setup = Setup(tmp_path, max_missed=3)
+    assert len(outage(setup, "all", 95)) == 3
+    setup.services.store.close()
+
+
+def test_missed_once_runs_only_the_latest_missed_fire(setup):
+    [task] = outage(setup, "once", 3600)
+    assert task.environment[FIRE_TIME_VARIABLE].endswith("09:00:00.000Z")
+
+
+def test_missed_skip_drops_a_run_more_than_a_minute_late(setup):
+    assert outage(setup, "skip", 1800 + 120, every="10m") == []
+    assert setup.state("tick").next_fire == T0 + 2400
+
+
+def test_missed_skip_still_runs_a_fire_that_is_only_a_little_late(setup):
+    assert len(outage(setup, "skip", 1800 + 30, every="10m")) == 1
+
+
+def test_a_run_submitted_before_a_crash_is_not_submitted_twice(setup):
+    started(setup)
+    # The crash: the task was stored but the schedule's state was not saved.
+    before = setup.services.intake.submit(TaskRequest(
+        type="report", environment={}, schedule="tick", dedupe_key=dedupe_key("tick", T0)))
+    setup.restart()
+    [task] = setup.scheduler().tick(T0)
+    assert task.id == before.id
+    assert len(setup.tasks("tick")) == 1
+    assert setup.state("tick").last_task == before.id
+
+
+def test_editing_the_cadence_recomputes_the_next_fire(setup):
+    scheduler = started(setup)
+    setup.write("tick", 'type = "report"\ncron = "30 * * * *"\n')
+    assert scheduler.tick(T0 - 4) == []
+    assert setup.state("tick").next_fire == T0 + 1800  # T0 is 08:00 UTC; next is 08:30
+
+
+def test_an_edit_that_keeps_the_stored_fire_time_keeps_it(setup):
+    scheduler = started(setup)
+    setup.write("tick", EVERY_10S + '[environment]\nTARGET = "new"\n')
+    [task] = scheduler.tick(T0)
+    assert task.environment["TARGET"] == "new"
+
+
+def test_an_edit_made_while_the_server_was_down_is_noticed_after_the_restart(setup):
+    started(setup)
+    setup.restart()
+    setup.write("tick", 'type = "report"\nevery = "7s"\n')
+    assert setup.scheduler().tick(T0 + 1) == []
+    assert setup.state("tick").next_fire == 1_800_000_006.0  # the next multiple of 7
+
+
+def test_a_deleted_schedule_stops(setup):
+    scheduler = started(setup)
+    setup.delete("tick")
+    assert scheduler.tick(T0 + 100) == []
+    assert setup.state("tick").next_fire is None
+
+
+def test_a_schedule_put_back_after_deletion_starts_afresh(setup):
+    scheduler = started(setup, EVERY_10S + 'missed = "all"\n')
+    setup.delete("tick")
+    scheduler.tick(T0 + 1)
+    setup.write("tick", EVERY_10S + 'missed = "all"\n')
+    assert scheduler.tick(T0 + 100) == []
+    assert setup.state("tick").next_fire == T0 + 110
+
+
+def test_a_disabled_schedule_does_not_fire(setup):
+    scheduler = started(setup, EVERY_10S + "enabled = false\n")
+    assert scheduler.tick(T0 + 10) == []
+    assert scheduler.next_wake is None
+
+
+def test_a_paused_schedule_does_not_fire(setup):
+    scheduler = started(setup)
+    set_paused(setup.services, "tick", True)
+    assert scheduler.tick(T0 + 10) == []
+    assert setup.state("tick").paused
+
+
+def test_a_resumed_schedule_does_not_catch_up_on_runs_missed_while_paused(setup):
+    scheduler = started(setup, EVERY_10S + 'missed = "all"\n')
+    set_paused(setup.services, "tick", True)
+    scheduler.tick(T0 + 50)
+    set_paused(setup.services, "tick", False)
+    assert scheduler.tick(T0 + 55) == []
+    assert len(scheduler.tick(T0 + 60)) == 1
+
+
+def test_a_broken_edit_keeps_the_last_good_definition_firing(setup):
+    scheduler = started(setup)
+    setup.write("tick", 'type = "report"\nevery = "soon"\n')
+    assert len(scheduler.tick(T0)) == 1
+
+
+def test_a_run_the_intake_refuses_is_skipped_and_the_schedule_moves_on(setup):
+    (setup.conf / "types" / "needy.toml").write_text(
+        'command = "echo {{ X }}"\n[environment.required]\nX = { description = "x" }\n')
+    scheduler = started(setup, 'type = "needy"\nevery = "10s"\n')
+    assert scheduler.tick(T0) == []
+    assert setup.state("tick").next_fire == T0 + 10
+
+
+def test_a_command_schedule_runs_as_its_own_versioned_type(setup):
+    scheduler = started(setup, 'command = "echo hi"\nevery = "10s"\ntags = ["unix"]\n')
+    [task] = scheduler.tick(T0)
+    task_type, version = setup.services.queue.current(task.type)
+    assert (task.type, task_type.command, task_type.tags) == ("schedule.tick", "echo hi",
+                                                              ("unix",))
+    assert bundle_path(setup.services.versions_dir, version).is_file()
+    assert setup.services.store.version_known(version)
+
+
+def test_editing_a_command_schedule_gives_its_type_a_new_version(setup):
+    scheduler = started(setup, 'command = "echo hi"\nevery = "10s"\n')
+    [task] = scheduler.tick(T0)
+    _, before = setup.services.queue.current(task.type)
+    setup.write("tick", 'command = "echo bye"\nevery = "10s"\n')
+    task_type, after = setup.services.queue.current(task.type)
+    assert (task_type.command, after != before) == ("echo bye", True)
+
+
+def test_run_now_submits_a_run_and_records_it_as_the_last_task(setup):
+    started(setup)
+    task = run_now(setup.services, "tick")
+    assert (task.schedule, FIRE_TIME_VARIABLE in task.environment) == ("tick", False)
+    assert setup.state("tick").last_task == task.id
+
+
+def test_run_now_of_an_unknown_schedule_is_not_found(setup):
+    with pytest.raises(NotFound, match="no schedule 'nope'"):
+        run_now(setup.services, "nope")
+
+
+def test_a_server_without_the_scheduler_lock_fires_nothing(setup):
+    scheduler = started(setup)
+    setup.services.store.try_scheduler_lock = lambda: False
+    assert scheduler.tick(T0) == []
