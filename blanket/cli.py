@@ -321,18 +321,62 @@ def ls(ctx: Context, what: str) -> None:
                  str(w["task"] or ""), _when(w["heartbeat"])] for w in client.get("/worker/")]
         print_table(["ID", "STATE", "TAGS", "HOST", "PID", "TASK", "HEARTBEAT"], rows)
     else:
-        rows = [[s["name"], (s.get("schedule") or {}).get("cron") or
-                 (s.get("schedule") or {}).get("every") or "", _iso_short(s.get("next_fire")),
+        rows = [[s["name"], _cadence(s.get("definition") or {}), _iso_short(s.get("next_fire")),
                  s.get("state", ""), _problem_mark(s)] for s in client.get("/schedule/")]
         print_table(["NAME", "WHEN", "NEXT", "STATE", "STATUS"], rows)
+
+
+def _cadence(definition: dict) -> str:
+    if definition.get("cron"):
+        return definition["cron"]
+    every = definition.get("every")
+    return f"every {every:g}s" if every is not None else ""
 
 
 def _iso_short(value: Any) -> str:
     if value is None:
         return "-"
-    if isinstance(value, int | float):
-        return _when(value)
-    return str(value)
+    if isinstance(value, str):
+        try:
+            value = datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
+        except ValueError:
+            return value
+    return _when(value)
+
+
+@cli.group()
+def schedule() -> None:
+    """Schedule commands: run now, pause, resume."""
+
+
+@schedule.command(name="run")
+@click.argument("name")
+@click.option("--json", "as_json", is_flag=True, help="print the task as JSON")
+@pass_ctx
+def schedule_run(ctx: Context, name: str, as_json: bool) -> None:
+    """Run schedule NAME now; print the new task's id."""
+    task = ctx.client().post(f"/schedule/{name}/run")
+    click.echo(json.dumps(task, indent=2) if as_json else str(task["id"]))
+
+
+@schedule.command(name="pause")
+@click.argument("names", nargs=-1, required=True)
+@pass_ctx
+def schedule_pause(ctx: Context, names: tuple[str, ...]) -> None:
+    """Stop schedules firing until resumed."""
+    for name in names:
+        ctx.client().post(f"/schedule/{name}/pause")
+        click.echo(f"{name}: paused")
+
+
+@schedule.command(name="resume")
+@click.argument("names", nargs=-1, required=True)
+@pass_ctx
+def schedule_resume(ctx: Context, names: tuple[str, ...]) -> None:
+    """Fire paused schedules again (runs missed while paused are not caught up)."""
+    for name in names:
+        shown = ctx.client().post(f"/schedule/{name}/resume")
+        click.echo(f"{name}: {shown['state']}")
 
 
 def _problem_mark(entry: dict) -> str:
