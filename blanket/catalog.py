@@ -82,6 +82,15 @@ class LoadedSchedule:
         }
 
 
+@dataclass(frozen=True)
+class _Built:
+    """A type built in this scan, waiting for its bundle before it is recorded."""
+
+    loaded: LoadedType
+    selection: Selection
+    fingerprint: Fingerprint | None
+
+
 @dataclass
 class _ScheduleEntry:
     path: Path
@@ -176,42 +185,70 @@ class Catalog:
         old = self._state.types
         current: dict[str, LoadedType] = {}
         fingerprints: dict[str, Fingerprint] = {}
+        built: list[_Built] = []
         for name, path in found.items():
-            loaded, fingerprint = self._load_type(name, path)
+            loaded, fingerprint, selection = self._load_type(name, path)
             current[name] = loaded
-            if fingerprint is not None:
+            if selection is not None:
+                built.append(_Built(loaded, selection, fingerprint))
+            elif fingerprint is not None:
                 fingerprints[name] = fingerprint
+        for item, failure in self._write_bundles(built):
+            name = item.loaded.name
+            if failure is not None:
+                path = item.loaded.path
+                problem = ConfigProblem(str(path), f"cannot bundle this type: {failure}")
+                current[name] = _with_problems(name, path, old.get(name), (problem,))
+                continue
+            if item.fingerprint is not None:
+                fingerprints[name] = item.fingerprint
+            if item.loaded.version != _version(old.get(name)) and self._record_version:
+                self._record_version(item.loaded.version, name, item.loaded.loaded_at)
+        new = [n for n, t in current.items() if t.version and t.version != _version(old.get(n))]
+        if new:
+            log.info("types_loaded", count=len(new), types=new[:10])
         changed = current != old
-        loaded = [n for n, t in current.items() if t.version and t.version != _version(old.get(n))]
-        if loaded:
-            log.info("types_loaded", count=len(loaded), types=loaded[:10])
         self._state.types = current
         self._state.fingerprints = fingerprints
         return changed
 
-    def _load_type(self, name: str, path: Path) -> tuple[LoadedType, Fingerprint | None]:
-        """The type in `path`, reusing the loaded one when nothing it depends on changed."""
+    def _write_bundles(self, built: list[_Built]) -> list[tuple[_Built, OSError | None]]:
+        """Write each built type's bundle if missing, noting any that could not be written."""
+        results: list[tuple[_Built, OSError | None]] = []
+        for item in built:
+            loaded = item.loaded
+            try:
+                write_bundle(self.versions_dir, loaded.version, loaded.path, item.selection.files)
+            except OSError as exc:
+                results.append((item, exc))
+            else:
+                results.append((item, None))
+        return results
+
+    def _load_type(
+        self, name: str, path: Path
+    ) -> tuple[LoadedType, Fingerprint | None, Selection | None]:
+        """The type in `path`, reusing the loaded one when nothing it depends on changed.
+
+        Returns the selection too when the type was built, so its bundle can be written.
+        """
         previous = self._state.types.get(name)
         if previous is not None and previous.path != path:
             previous = None
         fingerprint = self._state.fingerprints.get(name)
         if previous is not None and fingerprint is not None and _still(fingerprint):
-            return previous, fingerprint
+            return previous, fingerprint, None
         try:
             task_type, selection, version = self._build(name, path)
         except ConfigInvalid as invalid:
-            return _with_problems(name, path, previous, tuple(invalid.problems)), None
+            return _with_problems(name, path, previous, tuple(invalid.problems)), None, None
         except OSError as exc:
             problem = ConfigProblem(str(path), f"cannot read a file this type uses: {exc}")
-            return _with_problems(name, path, previous, (problem,)), None
+            return _with_problems(name, path, previous, (problem,)), None, None
         fingerprint = _fingerprint([path, *selection.inputs, *(f.abspath for f in selection.files)])
-        write_bundle(self.versions_dir, version, path, selection.files)
-        if previous is not None and previous.version == version:
-            return LoadedType(name, path, task_type, version, previous.loaded_at, ()), fingerprint
-        now = time.time()
-        if self._record_version is not None:
-            self._record_version(version, name, now)
-        return LoadedType(name, path, task_type, version, now, ()), fingerprint
+        same = previous is not None and previous.version == version
+        loaded_at = previous.loaded_at if same and previous else time.time()
+        return LoadedType(name, path, task_type, version, loaded_at, ()), fingerprint, selection
 
     def _build(self, name: str, path: Path) -> tuple[TaskType, Selection, str]:
         task_type = parse_type_file(path, name)

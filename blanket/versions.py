@@ -254,12 +254,6 @@ class HashCache:
                 self._entries[path] = (before.st_size, before.st_mtime_ns, digest)
         return digest
 
-    def forget(self, paths: set[Path]) -> None:
-        """Drop entries for `paths` (files no longer selected by anything)."""
-        with self._lock:
-            for path in paths:
-                self._entries.pop(path, None)
-
 
 def _file_sha256(path: Path) -> str:
     digest = hashlib.sha256()
