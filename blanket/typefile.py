@@ -304,7 +304,8 @@ class _Checker:
 
     def _files(self, sections: object) -> tuple[FileSection, ...]:
         if not isinstance(sections, list) or not all(isinstance(s, dict) for s in sections):
-            self._wrong_type("files", "[[files]] sections (a list of tables)", sections)
+            line = self._at("files") or _header_line(self.text, "files")
+            self._wrong_type("files", "[[files]] sections (a list of tables)", sections, line)
             return ()
         found = (self._file_section(i, s) for i, s in enumerate(sections))
         return tuple(s for s in found if s is not None)

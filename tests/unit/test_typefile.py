@@ -265,3 +265,10 @@ def test_invalid_type_name_is_rejected(tmp_path):
 def test_every_problem_is_reported_at_once(tmp_path):
     path = write_type(tmp_path, 'command = "true"\nretries = -1\ntimeout = "soon"\nbogus = 1\n')
     assert sorted(p.line for p in problems_of(path)) == [2, 3, 4]
+
+
+def test_files_written_as_a_single_table_asks_for_double_brackets(tmp_path):
+    path = write_type(tmp_path, 'command = "true"\n\n[files]\nsrc = "a"\n')
+    problem = only_problem(path)
+    assert problem.line == 3
+    assert "files: expected [[files]] sections" in problem.message
