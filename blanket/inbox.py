@@ -324,16 +324,18 @@ class Inbox:
         # Checked before validating again: a task stored just before a crash still counts
         # even if, say, its type has been removed since.
         known = self.store.task_for_key(request.dedupe_key or "")
-        if known is not None:
-            return known
-        with ExitStack() as stack:
-            # Copies, not moves: the entry stays whole until it is in done/, so its key
-            # is the same if the server dies mid-way.
-            uploads = tuple(Upload(p.name, stack.enter_context(open(p, "rb"))) for p in data)
-            try:
-                return self.intake.submit(replace(request, uploads=uploads), now).id
-            except DuplicateTask as e:
-                return e.task_id
+        if known is None:
+            with ExitStack() as stack:
+                # Copies, not moves: the entry stays whole until it is in done/, so its key
+                # is the same if the server dies mid-way.
+                uploads = tuple(Upload(p.name, stack.enter_context(open(p, "rb")))
+                                for p in data)
+                try:
+                    return self.intake.submit(replace(request, uploads=uploads), now).id
+                except DuplicateTask as e:
+                    known = e.task_id
+        log.info("inbox entry submitted before", entry=path.name, task=known)
+        return known
 
     def _fail(self, path: Path, message: str) -> None:
         failed = self.dir / FAILED
