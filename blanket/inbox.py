@@ -239,8 +239,10 @@ class Inbox:
         for sub in (DONE, FAILED):
             (self.dir / sub).mkdir(parents=True, exist_ok=True)
         self._stopping.clear()
+        # Not recursive: done/ fills with folders, each of which would cost an inotify
+        # watch, and an entry still changing is rescanned on its settle timer anyway.
         self._watcher = DebouncedWatcher(self.dir, lambda _paths: self._wake.set(),
-                                         ignore=self._ignored)
+                                         recursive=False, ignore=self._ignored)
         self._watcher.start()
         self._thread = threading.Thread(target=self._run, name="blanket-inbox", daemon=True)
         self._thread.start()
