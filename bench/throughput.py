@@ -1,0 +1,144 @@
+"""Tasks per second through a real server and `blanket worker -n 2`, next to the same shell
+command run directly by 2 threads (the floor for this machine), and the delay from a
+submission to its command starting on an idle worker.
+
+    python bench/throughput.py [-n 500] [--samples 50]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+from blanket.client import Client
+
+ECHO_TYPE = 'command = "echo hello $N"\n'
+# bash's $EPOCHREALTIME is a builtin: the stamp costs no extra process.
+STAMP_TYPE = 'command = "echo $EPOCHREALTIME > started.txt"\n'
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_until(check, timeout: float = 60.0, interval: float = 0.02):
+    end = time.monotonic() + timeout
+    while not (value := check()):
+        if time.monotonic() > end:
+            raise SystemExit(f"gave up waiting for {check}")
+        time.sleep(interval)
+    return value
+
+
+def healthy(client: Client) -> bool:
+    try:
+        return client.request("GET", "/health", ok=(503,))[0] == 200
+    except Exception:
+        return False
+
+
+def direct_rate(count: int) -> float:
+    """Tasks per second running the command straight from 2 threads."""
+    def one(n: int) -> None:
+        subprocess.run(["bash", "-c", f"echo hello {n}"], stdout=subprocess.DEVNULL, check=True)
+
+    began = time.perf_counter()
+    with ThreadPoolExecutor(2) as pool:
+        list(pool.map(one, range(count)))
+    return count / (time.perf_counter() - began)
+
+
+def blanket_rate(client: Client, count: int) -> float:
+    """Tasks per second from the first submission to the last task's end."""
+    def submit(n: int) -> int:
+        return client.post("/task/", {"type": "echo", "environment": {"N": n}})["id"]
+
+    def done() -> bool:
+        ended = client.get("/task/?count&state=SUCCESS,FAILED,TIMEDOUT,STOPPED,LOST&type=echo")
+        return ended["count"] >= count
+
+    began = time.perf_counter()
+    with ThreadPoolExecutor(2) as pool:
+        ids = list(pool.map(submit, range(count)))
+    wait_until(done, timeout=600, interval=0.01)
+    elapsed = time.perf_counter() - began
+    failed = client.get("/task/?count&state=FAILED,TIMEDOUT,STOPPED,LOST&type=echo")["count"]
+    if failed or len(ids) != count:
+        raise SystemExit(f"{failed} of {count} tasks did not succeed")
+    return count / elapsed
+
+
+def start_delays(client: Client, data_dir: Path, samples: int) -> list[float]:
+    """Seconds from submission to the command's own first instruction, one task at a time."""
+    delays = []
+    for _ in range(samples):
+        time.sleep(0.05)  # the workers are idle, waiting in their long poll
+        submitted = time.time()
+        task_id = client.post("/task/", {"type": "stamp"})["id"]
+        stamp = data_dir / "tasks" / "stamp" / str(task_id) / "started.txt"
+        wait_until(lambda: client.get(f"/task/{task_id}")["state"] == "SUCCESS",  # noqa: B023
+                   interval=0.005)
+        delays.append(float(stamp.read_text()) - submitted)
+    return delays
+
+
+def percentile(values: list[float], fraction: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(fraction * len(ordered)))]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("-n", "--tasks", type=int, default=500)
+    parser.add_argument("--samples", type=int, default=50)
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory(prefix="blanket-bench-") as tmp:
+        base = Path(tmp)
+        types = base / "conf.d" / "types"
+        types.mkdir(parents=True)
+        (types / "echo.toml").write_text(ECHO_TYPE)
+        (types / "stamp.toml").write_text(STAMP_TYPE)
+        port = free_port()
+        url = f"http://127.0.0.1:{port}"
+        env = {**os.environ, "BLANKET_SETTINGS": str(base / "none.toml"),
+               "BLANKET_LOG_LEVEL": "warning"}
+        env.pop("BLANKET_SERVER", None)
+        blanket = [sys.executable, "-m", "blanket"]
+        server = subprocess.Popen([*blanket, "server", "--port", str(port), "--config-dir",
+                                   str(base / "conf.d"), "--data-dir", str(base / "var"),
+                                   "--inbox-dir", str(base / "inbox")], env=env, cwd=base)
+        workers = None
+        try:
+            client = Client(url, timeout=60)
+            wait_until(lambda: healthy(client), timeout=30)
+            workers = subprocess.Popen([*blanket, "-q", "--server", url, "worker", "-n", "2",
+                                        "--data-dir", str(base / "var")], env=env, cwd=base)
+            wait_until(lambda: len(client.get("/worker/")) == 2, timeout=30)
+            floor = direct_rate(args.tasks)
+            rate = blanket_rate(client, args.tasks)
+            delays = start_delays(client, base / "var", args.samples)
+        finally:
+            for proc in (workers, server):
+                if proc is not None:
+                    proc.terminate()
+                    proc.wait(60)
+    print(f"direct, 2 threads of subprocess: {floor:.0f} tasks/s")
+    print(f"end to end, blanket worker -n 2: {rate:.0f} tasks/s ({args.tasks} tasks)")
+    print(f"ratio end to end / direct: {rate / floor:.2f} (target >= 0.6)")
+    print(f"start delay p50: {percentile(delays, 0.5) * 1000:.1f} ms (target < 5 ms)")
+    print(f"start delay p95: {percentile(delays, 0.95) * 1000:.1f} ms")
+    print(f"start delay mean: {statistics.fmean(delays) * 1000:.1f} ms ({len(delays)} samples)")
+
+
+if __name__ == "__main__":
+    main()

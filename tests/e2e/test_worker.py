@@ -1,0 +1,248 @@
+"""Workers end to end: a real server and real `blanket worker` processes over HTTP."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import time
+from itertools import pairwise
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import ServerProcess, wait_until
+
+ECHO = 'command = "echo hello {{ NAME }}"\n[environment.defaults]\nNAME = "world"\n'
+# A task that runs until the test creates `go` in its directory.
+HOLD = 'command = "while [ ! -e go ]; do sleep 0.02; done; echo released"\n'
+pytestmark = pytest.mark.timeout(60)
+
+
+def task_dir(server: ServerProcess, task: dict) -> Path:
+    return server.data_dir / "tasks" / task["type"] / str(task["id"])
+
+
+def submit(server: ServerProcess, type_name: str, **fields) -> dict:
+    return server.client.post("/task/", {"type": type_name, **fields})
+
+
+def wait_for_state(server: ServerProcess, task_id: int, *states: str) -> dict:
+    return server.wait_for_task(task_id, states=states)
+
+
+def release(server: ServerProcess, task: dict) -> None:
+    (task_dir(server, task) / "go").touch()
+
+
+def test_a_command_that_exits_zero_ends_success_with_its_output_kept(make_server):
+    server = make_server(types={"echo": ECHO})
+    make_server.worker(server)
+    task = submit(server, "echo", environment={"NAME": "frogs"})
+    done = server.wait_for_task(task["id"])
+    assert (done["state"], done["exit_code"]) == ("SUCCESS", 0)
+    folder = task_dir(server, task)
+    assert (folder / "stdout.log").read_text() == "hello frogs\n"
+    assert json.loads((folder / "task.json").read_text())["environment"] == {"NAME": "frogs"}
+
+
+def test_a_command_that_exits_non_zero_ends_failed_with_its_exit_code(make_server):
+    server = make_server(types={"fail": 'command = "echo oops >&2; exit 3"\n'})
+    make_server.worker(server)
+    done = server.wait_for_task(submit(server, "fail")["id"])
+    assert (done["state"], done["exit_code"]) == ("FAILED", 3)
+    assert (task_dir(server, done) / "stderr.log").read_text() == "oops\n"
+
+
+def test_uploaded_files_are_in_the_working_directory(make_server):
+    server = make_server(types={"cat": 'command = "cat data.txt"\n'})
+    make_server.worker(server)
+    _, task = server.client.request("POST", "/task/", fields={
+        "data": json.dumps({"type": "cat"}), "data.txt": ("data.txt", b"uploaded bytes\n")})
+    done = server.wait_for_task(task["id"])
+    assert done["state"] == "SUCCESS"
+    assert (task_dir(server, task) / "stdout.log").read_text() == "uploaded bytes\n"
+
+
+def test_files_sections_are_copied_and_rendered_with_the_task_values(make_server):
+    server = make_server(start=False)
+    assets = server.config_dir / "types" / "greet-assets"
+    assets.mkdir(parents=True)
+    (assets / "greeting.txt").write_text("Hello {{ NAME }} from task {{ BLANKET_TASK_ID }}\n")
+    server.write_type("greet", 'command = "cat greeting.txt"\n'
+                               '[environment.defaults]\nNAME = "nobody"\n'
+                               '[[files]]\nsrc = "greet-assets/"\ndest = "."\n')
+    server.start()
+    make_server.worker(server)
+    task = submit(server, "greet", environment={"NAME": "Ada"})
+    assert server.wait_for_task(task["id"])["state"] == "SUCCESS"
+    assert (task_dir(server, task) / "stdout.log").read_text() == \
+        f"Hello Ada from task {task['id']}\n"
+
+
+def test_shell_metacharacters_in_a_value_reach_the_command_literally(make_server):
+    server = make_server(types={"say": 'command = "echo {{ WORDS }}"\n'
+                                       '[environment.required]\nWORDS = { description = "x" }\n'})
+    make_server.worker(server)
+    hostile = "$(touch pwned); echo `id` > x | & ; 'quoted' \"double\""
+    task = submit(server, "say", environment={"WORDS": hostile})
+    assert server.wait_for_task(task["id"])["state"] == "SUCCESS"
+    folder = task_dir(server, task)
+    assert (folder / "stdout.log").read_text() == hostile + "\n"
+    assert not (folder / "pwned").exists() and not (folder / "x").exists()
+
+
+def test_progress_written_to_the_progress_file_is_shown_by_the_api(make_server):
+    server = make_server(types={"slow": 'command = "echo \\"42 halfway there\\" > .progress;'
+                                        ' while [ ! -e go ]; do sleep 0.02; done"\n'})
+    make_server.worker(server)
+    task = submit(server, "slow")
+    shown = wait_until(lambda: (t := server.client.get(f"/task/{task['id']}"))["progress"] == 42
+                       and t)
+    assert shown["progress_message"] == "halfway there"
+    release(server, task)
+    assert server.wait_for_task(task["id"])["state"] == "SUCCESS"
+
+
+def test_a_task_past_its_timeout_ends_timedout(make_server):
+    server = make_server(types={"forever": 'command = "sleep 30"\ntimeout = "1s"\n'})
+    make_server.worker(server)
+    done = server.wait_for_task(submit(server, "forever")["id"])
+    assert done["state"] == "TIMEDOUT"
+    assert "timed out" in done["error"]
+
+
+def test_stopping_a_running_task_ends_it_stopped_within_a_second(make_server):
+    server = make_server(types={"hold": HOLD})
+    make_server.worker(server)
+    task = submit(server, "hold")
+    wait_for_state(server, task["id"], "RUNNING")
+    asked = time.monotonic()
+    server.client.post(f"/task/{task['id']}/stop")
+    done = wait_for_state(server, task["id"], "STOPPED", "SUCCESS", "FAILED")
+    assert done["state"] == "STOPPED"
+    assert time.monotonic() - asked < 1.0
+
+
+def test_a_failing_task_is_retried_with_growing_delays_and_each_attempt_recorded(make_server):
+    server = make_server(types={"flaky": 'command = "exit 1"\nretries = 2\nretry_delay = 0.3\n'})
+    make_server.worker(server)
+    done = server.wait_for_task(submit(server, "flaky")["id"])
+    assert done["state"] == "FAILED"
+    attempts = done["attempts"]
+    assert [a["attempt"] for a in attempts] == [1, 2, 3]
+    assert all(a["state"] == "FAILED" for a in attempts)
+    first_gap = attempts[1]["claimed"] - attempts[0]["finished"]
+    second_gap = attempts[2]["claimed"] - attempts[1]["finished"]
+    assert 0.3 <= first_gap < second_gap
+    assert second_gap >= 0.6
+
+
+def test_a_worker_never_takes_a_task_needing_a_tag_it_lacks(make_server):
+    server = make_server(types={"gpu": 'tags = ["gpu"]\n' + ECHO, "cpu": 'tags = ["cpu"]\n' + ECHO})
+    make_server.worker(server, tags="cpu", args=("--id", "cpu-only"))
+    needs_gpu = submit(server, "gpu")
+    cpu = server.wait_for_task(submit(server, "cpu")["id"])
+    assert cpu["worker"] == "cpu-only"
+    assert server.client.get(f"/task/{needs_gpu['id']}")["state"] == "QUEUED"
+    make_server.worker(server, tags="cpu,gpu", args=("--id", "both"))
+    gpu = server.wait_for_task(needs_gpu["id"])
+    assert (gpu["state"], gpu["worker"]) == ("SUCCESS", "both")
+
+
+def test_max_concurrent_holds_with_several_workers(make_server):
+    server = make_server(types={"one": 'max_concurrent = 1\ncommand = "echo $EPOCHREALTIME > '
+                                       'start; sleep 0.2; echo $EPOCHREALTIME > end"\n'})
+    make_server.worker(server, processes=3)
+    wait_until(lambda: len(server.client.get("/worker/")) == 3)
+    tasks = [submit(server, "one") for _ in range(4)]
+    spans = []
+    for task in tasks:
+        assert server.wait_for_task(task["id"])["state"] == "SUCCESS"
+        folder = task_dir(server, task)
+        spans.append((float((folder / "start").read_text()), float((folder / "end").read_text())))
+    spans.sort()
+    assert all(end <= next_start for (_, end), (next_start, _) in pairwise(spans))
+
+
+def test_a_task_does_not_start_before_its_not_before(make_server):
+    server = make_server(types={"echo": ECHO})
+    make_server.worker(server)
+    not_before = time.time() + 1.0
+    task = submit(server, "echo", not_before=not_before)
+    done = server.wait_for_task(task["id"])
+    assert done["state"] == "SUCCESS"
+    assert done["started"] >= not_before
+
+
+def test_workers_are_listed_with_tags_pid_host_state_task_and_heartbeat(make_server):
+    server = make_server(types={"hold": HOLD})
+    worker = make_server.worker(server, tags="unix,bash", args=("--id", "lister"))
+    task = submit(server, "hold")
+    wait_for_state(server, task["id"], "RUNNING")
+    [listed] = server.client.get("/worker/")
+    assert listed["id"] == "lister"
+    assert listed["tags"] == ["bash", "unix"]
+    assert listed["pid"] == worker.proc.pid
+    assert listed["host"]
+    assert (listed["state"], listed["task"]) == ("busy", task["id"])
+    assert time.time() - listed["heartbeat"] < 5
+    release(server, task)
+
+
+def test_removing_a_worker_in_finish_mode_lets_its_task_end_then_it_exits(make_server):
+    server = make_server(types={"hold": HOLD})
+    worker = make_server.worker(server, args=("--id", "leaver"))
+    task = submit(server, "hold")
+    wait_for_state(server, task["id"], "RUNNING")
+    server.client.delete("/worker/leaver")
+    assert server.client.get("/worker/leaver")["state"] == "stopping"
+    release(server, task)
+    assert server.wait_for_task(task["id"])["state"] == "SUCCESS"
+    assert worker.proc.wait(10) == 0
+    assert server.client.get("/worker/") == []
+
+
+def test_removing_a_worker_in_handback_mode_queues_its_task_again(make_server):
+    server = make_server(types={"hold": HOLD})
+    worker = make_server.worker(server, args=("--id", "first"))
+    task = submit(server, "hold")
+    wait_for_state(server, task["id"], "RUNNING")
+    server.client.delete("/worker/first?mode=handback")
+    assert worker.proc.wait(10) == 0
+    assert server.client.get(f"/task/{task['id']}")["state"] == "QUEUED"
+    release(server, task)
+    make_server.worker(server, args=("--id", "second"))
+    done = server.wait_for_task(task["id"])
+    assert (done["state"], done["worker"]) == ("SUCCESS", "second")
+
+
+def test_an_idle_worker_removed_exits_at_once(make_server):
+    server = make_server()
+    worker = make_server.worker(server, args=("--id", "idle-one"))
+    wait_until(lambda: server.client.get("/worker/"))
+    server.client.delete("/worker/idle-one")
+    assert worker.proc.wait(5) == 0
+
+
+def test_a_paused_worker_takes_no_task_until_resumed(make_server):
+    server = make_server(types={"echo": ECHO})
+    make_server.worker(server, args=("--id", "napper"))
+    wait_until(lambda: server.client.get("/worker/"))
+    assert server.client.post("/worker/napper/pause")["state"] == "paused"
+    task = submit(server, "echo")
+    time.sleep(0.5)  # a paused worker must not take it meanwhile
+    assert server.client.get(f"/task/{task['id']}")["state"] == "QUEUED"
+    server.client.post("/worker/napper/resume")
+    assert server.wait_for_task(task["id"], timeout=5)["state"] == "SUCCESS"
+
+
+def test_a_supervisor_restarts_a_crashed_worker(make_server):
+    server = make_server()
+    make_server.worker(server, processes=2, args=("--id", "pool"))
+    workers = wait_until(lambda: len(w := server.client.get("/worker/")) == 2 and w)
+    victim = next(w for w in workers if w["id"] == "pool-1")
+    os.kill(victim["pid"], signal.SIGKILL)
+    restarted = wait_until(lambda: (w := server.client.get("/worker/pool-1"))["pid"]
+                           != victim["pid"] and w)
+    assert restarted["state"] == "idle"
