@@ -1,0 +1,117 @@
+"""Faults: workers and servers that die or are told to stop mid-run never lose a task and
+never run one twice at once."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+from pathlib import Path
+
+import pytest
+
+from blanket.client import ClientError
+from tests.conftest import ServerProcess, wait_until
+
+# Runs until the test creates `go` in its directory; each run adds a line to runs.log.
+HOLD = ('command = "echo $BLANKET_ATTEMPT >> runs.log; while [ ! -e go ]; do sleep 0.02; done"\n'
+        'retries = 1\n')
+pytestmark = pytest.mark.timeout(90)
+
+
+def task_dir(server: ServerProcess, task: dict) -> Path:
+    return server.data_dir / "tasks" / task["type"] / str(task["id"])
+
+
+def running(server: ServerProcess, task_id: int) -> dict:
+    return server.wait_for_task(task_id, states=("RUNNING",))
+
+
+def test_a_task_whose_worker_is_killed_is_lost_then_run_to_success_by_another(make_server):
+    server = make_server(types={"hold": HOLD})
+    doomed = make_server.worker(server, args=("--id", "doomed"))
+    task = server.client.post("/task/", {"type": "hold"})
+    running(server, task["id"])
+    make_server.worker(server, args=("--id", "survivor"))
+    doomed.proc.send_signal(signal.SIGKILL)
+    (task_dir(server, task) / "go").touch()
+    done = server.wait_for_task(task["id"], states=("SUCCESS", "FAILED"), timeout=30)
+    assert (done["state"], done["worker"]) == ("SUCCESS", "survivor")
+    assert [(a["worker"], a["state"]) for a in done["attempts"]] == [
+        ("doomed", "LOST"), ("survivor", "SUCCESS")]
+
+
+def test_a_late_report_from_a_superseded_attempt_is_refused(make_server):
+    server = make_server(types={"quick": 'command = "true"\nretries = 1\n'})
+    client = server.client
+    client.post("/worker/", {"id": "vanishes", "tags": [], "host": "h", "pid": 1})
+    task = client.post("/task/", {"type": "quick"})
+    claim = client.post("/worker/vanishes/claim?wait=5")
+    old_token = claim["task"]["token"]
+    make_server.worker(server)  # the claimant never heartbeats: its attempt is lost, then retried
+    done = server.wait_for_task(task["id"], states=("SUCCESS",), timeout=30)
+    assert [a["state"] for a in done["attempts"]] == ["LOST", "SUCCESS"]
+    for report, body in (("finished", {"state": "SUCCESS", "exit_code": 0}), ("heartbeat", {}),
+                         ("started", {"pid": 1})):
+        with pytest.raises(ClientError) as refused:
+            client.post(f"/task/{task['id']}/{report}", {"token": old_token, **body})
+        assert (refused.value.status, refused.value.code) == (409, "stale_attempt")
+    assert client.get(f"/task/{task['id']}")["state"] == "SUCCESS"
+
+
+def test_a_task_running_while_the_server_is_killed_ends_once_after_a_restart(make_server):
+    server = make_server(types={"hold": HOLD})
+    make_server.worker(server)
+    task = server.client.post("/task/", {"type": "hold"})
+    running(server, task["id"])
+    server.kill()
+    (task_dir(server, task) / "go").touch()  # it ends while the server is down
+    server.start()
+    done = server.wait_for_task(task["id"], timeout=30)
+    assert done["state"] == "SUCCESS"
+    assert len(done["attempts"]) == 1
+    assert (task_dir(server, task) / "runs.log").read_text() == "1\n"
+
+
+def test_sigterm_lets_the_running_task_finish_and_takes_no_new_one(make_server):
+    server = make_server(types={"hold": HOLD})
+    worker = make_server.worker(server)
+    first = server.client.post("/task/", {"type": "hold"})
+    running(server, first["id"])
+    second = server.client.post("/task/", {"type": "hold"})
+    worker.proc.send_signal(signal.SIGTERM)
+    (task_dir(server, first) / "go").touch()
+    assert server.wait_for_task(first["id"])["state"] == "SUCCESS"
+    assert worker.proc.wait(10) == 0
+    assert server.client.get(f"/task/{second['id']}")["state"] == "QUEUED"
+
+
+def test_sigterm_hands_the_task_back_after_the_grace_time(make_server):
+    server = make_server(types={"hold": HOLD}, env={"BLANKET_WORKER_GRACE": "0.5"})
+    worker = make_server.worker(server, args=("--id", "leaving"))
+    task = server.client.post("/task/", {"type": "hold"})
+    running(server, task["id"])
+    worker.proc.send_signal(signal.SIGTERM)
+    assert worker.proc.wait(10) == 0
+    handed_back = server.client.get(f"/task/{task['id']}")
+    assert handed_back["state"] == "QUEUED"
+    assert handed_back["attempts"][0]["worker"] == "leaving"
+    (task_dir(server, task) / "go").touch()
+    make_server.worker(server, args=("--id", "next"))
+    done = server.wait_for_task(task["id"])
+    assert (done["state"], done["worker"]) == ("SUCCESS", "next")
+
+
+def test_a_daemon_worker_detaches_writes_its_pid_file_and_removes_it_on_sigterm(make_server):
+    server = make_server()
+    pid_file = server.base / "worker.pid"
+    log_file = server.base / "worker-daemon.log"
+    launcher = make_server.worker(server, args=("--daemon", "--pid-file", str(pid_file),
+                                                "--log-file", str(log_file)))
+    assert launcher.proc.wait(10) == 0
+    pid = int(wait_until(lambda: pid_file.is_file() and pid_file.read_text().strip()))
+    [listed] = wait_until(lambda: server.client.get("/worker/"))
+    assert (listed["pid"], listed["host"]) == (pid, socket.gethostname())
+    os.kill(pid, signal.SIGTERM)
+    wait_until(lambda: not pid_file.exists())
+    assert "worker registered" in log_file.read_text()
