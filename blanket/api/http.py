@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from typing import Any
 
 import bottle
@@ -46,12 +47,14 @@ def read_body(limit: int = MAX_JSON) -> bytes:
 def parse_json(raw: bytes | str, what: str = "the body") -> Any:
     try:
         return json.loads(raw)
-    except (ValueError, UnicodeDecodeError) as e:
+    except ValueError as e:  # UnicodeDecodeError is a ValueError too
         raise InvalidInput(f"{what} is not valid JSON: {e}") from None
+    except RecursionError:
+        raise InvalidInput(f"{what} nests too deeply; flatten the JSON") from None
 
 
 def parse_id(text: str) -> int:
-    if not text.isdigit() or len(text) > 18:
+    if not (text.isascii() and text.isdigit()) or len(text) > 18:
         raise InvalidInput(f"{text!r} is not a task id; ids are whole numbers such as 42")
     return int(text)
 
@@ -67,8 +70,8 @@ def query_float(name: str, default: float | None = None, maximum: float | None =
         value = float(raw)
     except ValueError:
         raise InvalidInput(f"?{name}={raw!r} is not a number of seconds") from None
-    if value < 0:
-        raise InvalidInput(f"?{name} must be 0 or more")
+    if not math.isfinite(value) or value < 0:
+        raise InvalidInput(f"?{name} must be a number of seconds, 0 or more")
     return min(value, maximum) if maximum is not None else value
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import shutil
 import time
 from collections.abc import Iterator
@@ -27,6 +28,7 @@ from blanket.store.base import DuplicateTask, TaskFilter
 
 LOG_FILES = {"stdout": "stdout.log", "stderr": "stderr.log", "output": "output.log"}
 MAX_WAIT = 24 * 3600.0
+_NUMBER = re.compile(r"\d{1,12}(\.\d{0,9})?")
 
 
 def install(app: bottle.Bottle, services: Services) -> None:
@@ -110,8 +112,11 @@ class TaskRoutes:
         return parse_json(data, "the data field")
 
     def read_multipart(self):
-        files = bottle.request.files
-        forms = bottle.request.forms
+        try:
+            files = bottle.request.files
+            forms = bottle.request.forms
+        except ValueError as e:  # bottle refuses e.g. a NUL in a part's header
+            raise InvalidInput(f"the multipart body is malformed: {e}") from None
         if "data" in files:
             data = parse_json(files["data"].file.read(), "the data file")
         elif forms.getunicode("data") is not None:
@@ -243,22 +248,32 @@ def task_filter(query: bottle.FormsDict) -> TaskFilter:
     if bad:
         raise InvalidInput(f"unknown state(s) {', '.join(bad)}; use "
                            f"{', '.join(TaskState.__members__)}")
-    now = time.time()
-    after, before = query.get("added_after"), query.get("added_before")
+    order = query.get("order", "newest")
+    if order not in ("newest", "oldest"):
+        raise InvalidInput(f"?order={order!r}: use newest or oldest")
     return TaskFilter(
         states=states, types=words("type"), tags=words("tags"),
         schedule=query.get("schedule") or None,
-        added_after=parse_time(after, now, "added_after") if after else None,
-        added_before=parse_time(before, now, "added_before") if before else None,
+        added_after=_time(query, "added_after"), added_before=_time(query, "added_before"),
         limit=_int(query, "limit", 100, 10_000), offset=_int(query, "offset", 0, 10**12),
-        oldest_first=query.get("order", "newest") == "oldest",
+        oldest_first=order == "oldest",
     )
+
+
+def _time(query: bottle.FormsDict, name: str) -> float | None:
+    """Unix seconds, ISO 8601 with an offset, or a relative time, from the query string."""
+    raw = query.get(name)
+    if not raw:
+        return None
+    if _NUMBER.fullmatch(raw):
+        return float(raw)
+    return parse_time(raw, time.time(), name)
 
 
 def _int(query: bottle.FormsDict, name: str, default: int, maximum: int) -> int:
     raw = query.get(name)
     if raw is None:
         return default
-    if not raw.isdigit():
+    if not (raw.isascii() and raw.isdigit()):
         raise InvalidInput(f"?{name}={raw!r} must be a whole number")
     return min(int(raw), maximum)

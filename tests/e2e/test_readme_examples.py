@@ -20,7 +20,8 @@ CURL_FORM_DATA = ("curl -X POST localhost:8773/task/ -F data='{\"type\": \"pytho
                   "\"environment\": {\"frogs\": 5, \"CATS\": 2}}' -F blanket.json=@blanket.json")
 ECHO_DATA = ("echo '{\"type\": \"python_hello\", \"environment\": {\"frogs\": 5, \"CATS\": 2}}' "
              "> data.json")
-CURL_DATA_FILE = "curl -X POST localhost:8773/task/ -F data=@data.json -F blanket.json=@blanket.json"
+CURL_DATA_FILE = ("curl -X POST localhost:8773/task/ -F data=@data.json "
+                  "-F blanket.json=@blanket.json")
 CURL_DELETE = "curl -s -X DELETE localhost:8773/task/<id> | python -mjson.tool"
 RM_NEWEST_FIVE = "blanket ps -q | tail -n5 | xargs -I {} blanket rm {}"
 RM_ALL = "blanket ps -a -q | xargs -I {} blanket rm {}"
