@@ -24,6 +24,7 @@ _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _TAG = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:-]*")
 REQUEST_KEYS = ("type", "environment", "tags", "not_before", "priority")
 ESTIMATE_TTL = 30.0  # seconds a type's history-based estimate is reused
+MAX_PRIORITY = 10_000  # minutes; bounded so that no priority outranks a waiting submission
 
 
 @dataclass(frozen=True)
@@ -116,8 +117,10 @@ def parse_task_request(data: Any, now: float) -> TaskRequest:
                                              for t in tags):
         raise InvalidInput('"tags" must be a list of words such as ["unix", "gpu"]')
     priority = data.get("priority", 0)
-    if isinstance(priority, bool) or not isinstance(priority, int):
-        raise InvalidInput('"priority" must be an integer (higher runs earlier)')
+    if (isinstance(priority, bool) or not isinstance(priority, int)
+            or abs(priority) > MAX_PRIORITY):
+        raise InvalidInput(f'"priority" must be an integer from -{MAX_PRIORITY} to '
+                           f'{MAX_PRIORITY} (minutes ahead; higher runs earlier)')
     not_before = data.get("not_before")
     return TaskRequest(
         type=type_name, environment=environment, tags=tuple(tags), priority=priority,

@@ -1,0 +1,157 @@
+"""Intake's rules: the file-name guard, request parsing, environments, and which queued task
+a worker may claim (against a real SQLite store)."""
+
+from __future__ import annotations
+
+import string
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from blanket.errors import InvalidInput
+from blanket.intake import (
+    MAX_PRIORITY,
+    check_file_name,
+    clean_environment,
+    parse_task_request,
+)
+from blanket.store.base import Claim, NewTask
+from blanket.store.sqlite import SQLiteStore
+from blanket.tasktype import RequiredVariable, TaskType
+
+NOW = 1_800_000_000.0
+
+# --- the file-name guard --------------------------------------------------------------------
+
+CONTROL = [chr(c) for c in [*range(32), 127]]
+plain_names = st.text(string.ascii_letters + string.digits + "_-. ", min_size=1, max_size=60
+                      ).filter(lambda n: n not in (".", "..") and not n.startswith(".."))
+
+
+@given(st.text(max_size=20), st.sampled_from(["/", "\\", *CONTROL]), st.text(max_size=20))
+def test_a_name_with_a_separator_or_control_character_is_refused(before, bad, after):
+    with pytest.raises(InvalidInput):
+        check_file_name(before + bad + after)
+
+
+@pytest.mark.parametrize("name", [".", "..", "", "../x", "/etc/passwd", "a/../../b"])
+def test_names_that_leave_the_directory_are_refused(name):
+    with pytest.raises(InvalidInput):
+        check_file_name(name)
+
+
+@given(plain_names)
+def test_plain_names_are_accepted_as_they_are(name):
+    assert check_file_name(name) == name
+
+
+@given(st.text(st.characters(blacklist_categories=("Cc", "Cs"), blacklist_characters="/\\"),
+               min_size=1, max_size=40).filter(lambda n: not n.startswith("..") and n != "."))
+def test_unicode_names_without_separators_are_accepted(name):
+    assert check_file_name(name) == name
+
+
+def test_a_name_over_255_bytes_is_refused():
+    with pytest.raises(InvalidInput, match="255"):
+        check_file_name("é" * 128)
+
+
+# --- request parsing and environments ------------------------------------------------------
+
+def test_request_tags_may_be_a_comma_separated_string():
+    assert parse_task_request({"type": "t", "tags": "a, b"}, NOW).tags == ("a", "b")
+
+
+def test_relative_not_before_counts_from_now():
+    assert parse_task_request({"type": "t", "not_before": "+2h"}, NOW).not_before == NOW + 7200
+
+
+def test_not_before_without_an_offset_is_refused():
+    with pytest.raises(InvalidInput, match="offset"):
+        parse_task_request({"type": "t", "not_before": "2030-01-01T00:00:00"}, NOW)
+
+
+@pytest.mark.parametrize("priority", [MAX_PRIORITY + 1, -MAX_PRIORITY - 1, True, 1.5, "1"])
+def test_priority_out_of_range_or_not_an_integer_is_refused(priority):
+    with pytest.raises(InvalidInput, match="priority"):
+        parse_task_request({"type": "t", "priority": priority}, NOW)
+
+
+NEEDS = TaskType(name="needs", command="true", defaults={"COLOR": "blue", "N": "1"},
+                 required=(RequiredVariable("N", "how many", "integer"),
+                           RequiredVariable("RATIO", "a ratio", "number"),
+                           RequiredVariable("ON", "a switch", "boolean")))
+
+
+def test_environment_is_defaults_then_submitted_values_as_strings():
+    values = clean_environment(NEEDS, {"N": 5, "RATIO": 0.5, "ON": True, "COLOR": "red"})
+    assert values == {"COLOR": "red", "N": "5", "RATIO": "0.5", "ON": "true"}
+
+
+def test_a_default_satisfies_a_required_variable():
+    assert clean_environment(NEEDS, {"RATIO": "1e3", "ON": "no"})["N"] == "1"
+
+
+def test_missing_required_variables_are_named_with_their_descriptions():
+    with pytest.raises(InvalidInput, match=r"RATIO \(a ratio\); ON \(a switch\)"):
+        clean_environment(NEEDS, {})
+
+
+@pytest.mark.parametrize(("name", "value"), [("N", "five"), ("RATIO", "half"), ("ON", "maybe")])
+def test_a_required_value_of_the_wrong_type_is_refused(name, value):
+    good = {"N": 1, "RATIO": 1, "ON": "yes"}
+    with pytest.raises(InvalidInput, match=name):
+        clean_environment(NEEDS, {**good, name: value})
+
+
+def test_a_nul_in_a_value_is_refused():
+    with pytest.raises(InvalidInput, match="NUL"):
+        clean_environment(NEEDS, {"N": 1, "RATIO": 1, "ON": 1, "X": "a\x00b"})
+
+
+# --- eligibility: which task a claim takes --------------------------------------------------
+
+TAGS = ["a", "b", "c"]
+LIMITS = {"capped": 1}
+queued = st.fixed_dictionaries({
+    "type": st.sampled_from(["free", "capped"]),
+    "tags": st.lists(st.sampled_from(TAGS), max_size=3, unique=True),
+    "not_before": st.sampled_from([None, NOW - 60, NOW + 60]),
+    "score": st.integers(0, 20).map(float),
+})
+
+
+def add(store: SQLiteStore, type_name: str, tags=(), score: float = 0.0,
+        not_before: float | None = None) -> int:
+    return store.add_task(NewTask(type=type_name, environment={}, tags=tuple(sorted(tags)),
+                                  score=score, added=NOW, not_before=not_before)).id
+
+
+def eligible(task: dict, worker_tags: set[str], running: dict[str, int]) -> bool:
+    under_cap = running.get(task["type"], 0) < LIMITS.get(task["type"], 10**9)
+    started = task["not_before"] is None or task["not_before"] <= NOW
+    return set(task["tags"]) <= worker_tags and started and under_cap
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.lists(queued, max_size=12), st.sets(st.sampled_from(TAGS)), st.integers(0, 1))
+def test_a_claim_takes_the_lowest_scored_eligible_task(tasks, worker_tags, capped_running):
+    store = SQLiteStore(":memory:")
+    for _ in range(capped_running):  # an attempt of "capped" already holds its only slot
+        add(store, "capped", score=-1.0)
+        store.claim_task(Claim("busy", frozenset(TAGS), {}, NOW))
+    ids = [add(store, t["type"], t["tags"], t["score"], t["not_before"]) for t in tasks]
+    running = {"capped": capped_running}
+    candidates = [(t["score"], i) for t, i in zip(tasks, ids, strict=True)
+                  if eligible(t, worker_tags, running)]
+    claimed = store.claim_task(Claim("w", frozenset(worker_tags), LIMITS, NOW))
+    assert (claimed.id if claimed else None) == (min(candidates)[1] if candidates else None)
+    store.close()
+
+
+def test_a_claimed_task_is_not_claimed_again():
+    store = SQLiteStore(":memory:")
+    task_id = add(store, "free")
+    assert store.claim_task(Claim("w1", frozenset(), {}, NOW)).id == task_id
+    assert store.claim_task(Claim("w2", frozenset(), {}, NOW)) is None

@@ -1,0 +1,63 @@
+"""/openapi.json describes exactly the routes the app serves."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+
+from blanket.api import make_app
+from blanket.api.openapi import openapi_document
+from blanket.app import build_services
+from blanket.settings import Settings
+
+ISSUE_ROUTES = {
+    ("get", "/task/"), ("post", "/task/"), ("get", "/task/{task_id}"),
+    ("delete", "/task/{task_id}"), ("post", "/task/{task_id}/stop"),
+    ("post", "/task/{task_id}/rerun"), ("post", "/worker/"),
+    ("post", "/worker/{worker_id}/claim"), ("post", "/task/{task_id}/heartbeat"),
+    ("post", "/task/{task_id}/started"), ("post", "/task/{task_id}/progress"),
+    ("post", "/task/{task_id}/finished"), ("get", "/openapi.json"),
+}
+
+
+@pytest.fixture
+def app(tmp_path):
+    (tmp_path / "conf.d" / "types").mkdir(parents=True)
+    services = build_services(Settings(config_dir=tmp_path / "conf.d",
+                                       data_dir=tmp_path / "var"))
+    yield make_app(services)
+    services.store.close()
+
+
+def operations(document: dict) -> set[tuple[str, str]]:
+    return {(method, path) for path, ops in document["paths"].items() for method in ops}
+
+
+def test_every_route_of_the_app_is_documented_and_nothing_else(app):
+    served = {(r.method.lower(), re.sub(r"<(?:\w+:)?(\w+)(?::[^>]*)?>", r"{\1}", r.rule))
+              for r in app.routes}
+    assert operations(openapi_document(app)) == served
+
+
+def test_the_issue_routes_are_all_there(app):
+    assert operations(openapi_document(app)) >= ISSUE_ROUTES
+
+
+def test_each_path_parameter_is_declared(app):
+    for path, ops in openapi_document(app)["paths"].items():
+        for op in ops.values():
+            assert {p["name"] for p in op["parameters"]} == set(re.findall(r"{(\w+)}", path))
+
+
+def test_operation_ids_are_unique(app):
+    ids = [op["operationId"] for ops in openapi_document(app)["paths"].values()
+           for op in ops.values()]
+    assert len(ids) == len(set(ids))
+
+
+def test_errors_are_documented_as_the_json_error_shape(app):
+    document = openapi_document(app)
+    error = document["components"]["schemas"]["Error"]["properties"]["error"]
+    assert set(error["properties"]) == {"code", "message"}
+    assert document["openapi"].startswith("3.")
