@@ -111,7 +111,7 @@ class Scheduler:
         state = self.store.get_schedule_state(schedule.name) or ScheduleState(schedule.name)
         if state.paused:
             return [], None
-        stored = self._checked_next_fire(schedule, state.next_fire)
+        stored = self._checked_next_fire(schedule, state.next_fire, now)
         limit = min(self.max_missed, schedule.max_missed) if self.max_missed else None
         runs, upcoming = due_runs(schedule, stored, now, max_missed=limit)
         tasks = self._submit_runs(schedule, runs) if runs else []
@@ -123,13 +123,15 @@ class Scheduler:
             self.store.save_schedule_state(new)
         return tasks, upcoming
 
-    def _checked_next_fire(self, schedule: Schedule, stored: float | None) -> float | None:
-        """The stored next fire, or None (start afresh) when the definition no longer has it."""
+    def _checked_next_fire(self, schedule: Schedule, stored: float | None,
+                           now: float) -> float | None:
+        """The stored next fire, or None (start afresh from `now`) when the definition it was
+        computed for changed: a future one may be later than the new definition's next fire,
+        and a past one (missed while the server was down) counts only if it still fits."""
         if self._basis.get(schedule.name) == schedule:
             return stored
         self._basis[schedule.name] = schedule
-        if stored is not None and not is_fire_time(schedule, stored):
-            log.info("schedule changed", schedule=schedule.name)
+        if stored is None or stored > now or not is_fire_time(schedule, stored):
             return None
         return stored
 

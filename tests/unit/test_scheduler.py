@@ -197,6 +197,13 @@ def test_editing_the_cadence_recomputes_the_next_fire(setup):
     assert setup.state("tick").next_fire == T0 + 1800  # T0 is 08:00 UTC; next is 08:30
 
 
+def test_editing_to_a_faster_cadence_fires_at_its_next_time(setup):
+    scheduler = started(setup, 'type = "report"\ncron = "0 0 1 1 *"\n')
+    setup.write("tick", EVERY_10S)
+    assert scheduler.tick(T0 - 4) == []
+    assert setup.state("tick").next_fire == T0
+
+
 def test_an_edit_that_keeps_the_stored_fire_time_keeps_it(setup):
     scheduler = started(setup)
     setup.write("tick", EVERY_10S + '[environment]\nTARGET = "new"\n')
