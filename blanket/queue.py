@@ -59,8 +59,9 @@ class Queue:
                 finished=time.time()))
 
     def report_started(self, task_id: int, token: str, pid: int | None,
-                       directory: str | None) -> Task:
-        task = self.store.mark_started(task_id, token, pid, time.time())
+                       directory: str | None, at: float | None = None) -> Task:
+        """The attempt's process started (`at`, when the worker says, else now)."""
+        task = self.store.mark_started(task_id, token, pid, time.time() if at is None else at)
         if directory:
             self.store.set_task_directory(task_id, directory)
         return task

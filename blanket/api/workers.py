@@ -140,10 +140,12 @@ class WorkerRoutes:
         the worker was asked to stop (it then leaves the list)."""
         worker = self.worker_or_404(worker_id)
         wait = query_float("wait", 0.0, MAX_POLL) or 0.0
-        self._touch(worker.id, task=None)
         tags = frozenset(worker.tags)
-        answer = self.s.wakeups.wait_for(lambda: self._claim_step(worker.id, tags), wait,
-                                         next_deadline=self.s.queue.next_start)
+        answer = self._claim_step(worker.id, tags)
+        if answer is None:  # idle until a task comes: say so while waiting
+            self._touch(worker.id, task=None)
+            answer = self.s.wakeups.wait_for(lambda: self._claim_step(worker.id, tags), wait,
+                                             next_deadline=self.s.queue.next_start)
         if answer is None:
             return bottle.HTTPResponse(status=204)
         if isinstance(answer, _Leave):
@@ -180,6 +182,17 @@ class WorkerRoutes:
         task = self.s.queue.report_started(parse_id(task_id), _text(data, "token") or "",
                                            data.get("pid"), data.get("directory"))
         return json_response(task.to_json())
+
+    def _started_late(self, task_id: int, token: str, started: dict) -> None:
+        """A short task's start, sent with its end to save a round trip."""
+        task = self.s.store.get_task(task_id)
+        if task is None or task.state is not TaskState.CLAIMED or task.token != token:
+            return
+        at = started.get("at")
+        at = min(max(float(at), task.claimed or 0.0), time.time()) if isinstance(
+            at, int | float) and not isinstance(at, bool) else None
+        self.s.queue.report_started(task_id, token, started.get("pid"),
+                                    started.get("directory"), at)
 
     def heartbeat(self, task_id: str):
         """Record that the attempt is alive; with ?wait, hold until it must stop (the task
@@ -225,6 +238,8 @@ class WorkerRoutes:
                                       or not isinstance(exit_code, int)):
             raise InvalidInput('"exit_code" must be an integer or null')
         handback = bool(data.get("handback"))
+        if isinstance(data.get("started"), dict):
+            self._started_late(parse_id(task_id), _text(data, "token") or "", data["started"])
         task = self.s.queue.finish_attempt(parse_id(task_id), _text(data, "token") or "",
                                            state, exit_code, data.get("error"),
                                            handback=handback)

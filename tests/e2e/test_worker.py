@@ -246,3 +246,16 @@ def test_a_supervisor_restarts_a_crashed_worker(make_server):
     restarted = wait_until(lambda: (w := server.client.get("/worker/pool-1"))["pid"]
                            != victim["pid"] and w)
     assert restarted["state"] == "idle"
+
+
+def test_the_readme_quick_start_runs_its_first_task_with_the_servers_own_workers(
+        make_server, repo_copy):
+    server = make_server(base=repo_copy, extra_args=("--workers", "2",
+                                                     "--worker-tags", "bash,python,unix"))
+    wait_until(lambda: len(server.client.get("/worker/")) == 2)
+    task = server.client.post("/task/", {"type": "bash_task", "environment": {
+        "PANDAS": "four", "Frogs": 5, "CATS": 2}})
+    done = server.wait_for_task(task["id"])
+    assert done["state"] == "SUCCESS"
+    assert (task_dir(server, task) / "stdout.log").read_text().startswith(
+        "PANDAS=four Frogs=5 CATS=2\n")
