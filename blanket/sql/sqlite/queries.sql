@@ -25,10 +25,16 @@ DELETE FROM tasks WHERE id = ?;
 DELETE FROM task_keys WHERE task_id = ?;
 
 -- name: next_lane
--- Loose index scan: the next distinct (type, tags) lane after the given one.
-SELECT type, tags FROM tasks INDEXED BY tasks_queue
-WHERE state = 'QUEUED' AND (type, tags) > (?, ?)
-ORDER BY type, tags LIMIT 1;
+-- Loose index scan: the next distinct (type, tags) lane after the given one. Two seeks, not
+-- one row-value range: SQLite seeks `(type, tags) > (?, ?)` on type alone and then walks
+-- every task of the current type (milliseconds with a large backlog).
+SELECT type, tags FROM (
+    SELECT * FROM (SELECT type, tags FROM tasks INDEXED BY tasks_queue
+                   WHERE state = 'QUEUED' AND type = ?1 AND tags > ?2 ORDER BY tags LIMIT 1)
+    UNION ALL
+    SELECT * FROM (SELECT type, tags FROM tasks INDEXED BY tasks_queue
+                   WHERE state = 'QUEUED' AND type > ?1 ORDER BY type, tags LIMIT 1)
+) ORDER BY type, tags LIMIT 1;
 
 -- name: lane_head
 SELECT id, score FROM tasks INDEXED BY tasks_queue
