@@ -321,7 +321,7 @@ class Worker:
         self._install_signal_handlers()
         try:
             interval = self._register()
-        except GaveUp as e:
+        except (GaveUp, BlanketError) as e:
             log.error("could not register with the server", server=self.options.server,
                       problem=str(e))
             raise SystemExit(1) from None
@@ -334,8 +334,8 @@ class Worker:
             try:
                 claim = self._claim()
                 delay = 0.05
-            except (ServerUnreachable, GaveUp) as e:
-                log.warning("server unreachable; retrying", problem=str(e), delay=delay)
+            except (BlanketError, GaveUp) as e:  # away, restarting, or failing for a moment
+                log.warning("cannot claim; retrying", problem=str(e), delay=delay)
                 self.stopping.wait(delay)
                 delay = min(delay * 2, MAX_BACKOFF)
                 continue
