@@ -7,18 +7,23 @@ submission to its command starting on an idle worker.
 
 from __future__ import annotations
 
-import argparse
-import os
-import socket
-import statistics
-import subprocess
 import sys
-import tempfile
-import time
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from blanket.client import Client
+# Run as a script, this folder comes first on sys.path, and bench/queue.py would shadow the
+# standard library's queue module (which urllib3 needs).
+sys.path[:] = [p for p in sys.path if Path(p or ".").absolute() != Path(__file__).parent.absolute()]
+
+import argparse  # noqa: E402
+import os  # noqa: E402
+import socket  # noqa: E402
+import statistics  # noqa: E402
+import subprocess  # noqa: E402
+import tempfile  # noqa: E402
+import time  # noqa: E402
+from concurrent.futures import ThreadPoolExecutor  # noqa: E402
+
+from blanket.client import Client  # noqa: E402
 
 ECHO_TYPE = 'command = "echo hello $N"\n'
 # bash's $EPOCHREALTIME is a builtin: the stamp costs no extra process.
