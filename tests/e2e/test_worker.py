@@ -259,3 +259,22 @@ def test_the_readme_quick_start_runs_its_first_task_with_the_servers_own_workers
     assert done["state"] == "SUCCESS"
     assert (task_dir(server, task) / "stdout.log").read_text().startswith(
         "PANDAS=four Frogs=5 CATS=2\n")
+
+
+def test_a_worker_with_its_own_data_dir_fetches_the_bundle_and_the_uploads(make_server):
+    server = make_server(start=False)
+    assets = server.config_dir / "types" / "remote-assets"
+    assets.mkdir(parents=True)
+    (assets / "script.sh").write_text("echo from the bundle\n")
+    server.write_type("remote", 'command = "bash script.sh; cat input.txt"\n'
+                                '[[files]]\nsrc = "remote-assets/"\n')
+    server.start()
+    elsewhere = server.base / "other-machine"
+    make_server.worker(server, data_dir=elsewhere)
+    _, task = server.client.request("POST", "/task/", fields={
+        "data": json.dumps({"type": "remote"}), "input.txt": ("input.txt", b"uploaded\n")})
+    done = server.wait_for_task(task["id"])
+    assert done["state"] == "SUCCESS"
+    folder = elsewhere / "tasks" / "remote" / str(task["id"])
+    assert (folder / "stdout.log").read_text() == "from the bundle\nuploaded\n"
+    assert (elsewhere / "bundles" / done["version"]).is_dir()
