@@ -14,6 +14,7 @@ import click
 
 from blanket.client import Client
 from blanket.errors import BlanketError
+from blanket.intake import REQUEST_KEYS
 from blanket.logs import configure_logging
 from blanket.settings import Settings, load_settings
 
@@ -140,7 +141,7 @@ def submit(ctx: Context, type_name: str, data: str | None, env: tuple[str, ...],
            files: tuple[Path, ...], not_before: str | None, wait: bool, as_json: bool) -> None:
     """Queue a task of TYPE."""
     payload = _read_data(data)
-    if "environment" not in payload and payload and "type" not in payload:
+    if payload and not set(payload) & set(REQUEST_KEYS):  # -d '{"N": 3}': just the environment
         payload = {"environment": payload}
     payload["type"] = type_name
     environment = dict(payload.get("environment") or {})

@@ -1,0 +1,212 @@
+"""The client commands of `blanket` (submit, task run, ps, rm, stop) against a real server."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+import pytest
+
+BLANKET = str(Path(sys.executable).parent / "blanket")
+TYPES = {
+    "echo": 'command = "echo {{ WORD }}"\ntags = ["unix"]\n[environment.defaults]\nWORD = "hi"\n',
+    "count": ('command = "seq {{ N }}"\ntags = ["unix"]\n'
+              '[environment.required]\nN = { description = "how far", type = "integer" }\n'),
+}
+
+
+@pytest.fixture
+def server(make_server):
+    return make_server(types=TYPES)
+
+
+def blanket(*args: str, server=None, env: dict[str, str] | None = None,
+            cwd: Path | None = None, ok: bool = True) -> subprocess.CompletedProcess:
+    """Run the installed `blanket` command; `server` is passed with --server."""
+    command = [BLANKET, *(["--server", server.url] if server else []), *args]
+    environ = {k: v for k, v in os.environ.items()
+               if k not in ("BLANKET_SERVER", "BLANKET_SETTINGS")}
+    done = subprocess.run(command, env={**environ, **(env or {})}, cwd=cwd, capture_output=True,
+                          text=True, timeout=60)
+    if ok:
+        assert done.returncode == 0, done.stderr
+    return done
+
+
+def simulate_worker(server, state: str = "SUCCESS") -> threading.Thread:
+    """A thread that claims one task over HTTP and reports it ended in `state`."""
+    def work() -> None:
+        worker = server.client.post("/worker/", {"host": "t", "pid": 1, "tags": ["unix"]})
+        task = server.client.post(f"/worker/{worker['id']}/claim?wait=30")["task"]
+        server.client.post(f"/task/{task['id']}/started", {"token": task["token"]})
+        server.client.post(f"/task/{task['id']}/finished", {
+            "token": task["token"], "state": state, "exit_code": 0 if state == "SUCCESS" else 3})
+    thread = threading.Thread(target=work, daemon=True)
+    thread.start()
+    return thread
+
+
+def task(server, task_id: str | int) -> dict:
+    return server.client.get(f"/task/{int(task_id)}")
+
+
+# --- submit --------------------------------------------------------------------------------
+
+def test_submit_prints_the_new_task_id(server):
+    out = blanket("submit", "echo", "-d", '{"environment": {"WORD": "yo"}}', server=server).stdout
+    assert task(server, out.strip())["environment"] == {"WORD": "yo"}
+
+
+def test_submit_takes_a_bare_environment_object(server):
+    out = blanket("submit", "count", "-d", '{"N": 3}', server=server).stdout
+    assert task(server, out)["environment"] == {"N": "3"}
+
+
+def test_submit_takes_request_fields_such_as_tags(server):
+    out = blanket("submit", "echo", "-d", '{"tags": ["fast"]}', server=server).stdout
+    assert task(server, out)["tags"] == ["fast", "unix"]
+
+
+def test_submit_reads_data_from_a_file(server, tmp_path):
+    (tmp_path / "task.json").write_text('{"environment": {"N": 9}}')
+    out = blanket("submit", "count", "-d", "@task.json", server=server, cwd=tmp_path).stdout
+    assert task(server, out)["environment"] == {"N": "9"}
+
+
+def test_submit_with_files_puts_them_in_the_task_directory(server, tmp_path):
+    (tmp_path / "in.txt").write_text("payload")
+    out = blanket("submit", "echo", "-f", str(tmp_path / "in.txt"), server=server).stdout
+    folder = server.data_dir / "tasks" / "echo" / out.strip()
+    assert (folder / "in.txt").read_text() == "payload"
+
+
+def test_task_run_is_submit(server):
+    out = blanket("task", "run", "count", "-d", '{"N": 1}', server=server).stdout
+    assert task(server, out)["type"] == "count"
+
+
+def test_submit_wait_prints_the_final_state(server):
+    worker = simulate_worker(server)
+    done = blanket("submit", "echo", "--wait", server=server)
+    worker.join(10)
+    task_id, state = done.stdout.split()
+    assert state == "SUCCESS" and task(server, task_id)["state"] == "SUCCESS"
+
+
+def test_submit_wait_exits_non_zero_when_the_task_fails(server):
+    worker = simulate_worker(server, state="FAILED")
+    done = blanket("submit", "echo", "--wait", server=server, ok=False)
+    worker.join(10)
+    assert done.returncode == 1 and done.stdout.split()[1] == "FAILED"
+
+
+def test_submit_refused_prints_the_reason_without_a_traceback(server):
+    done = blanket("submit", "count", server=server, ok=False)
+    assert done.returncode == 1
+    assert "N (how far)" in done.stderr and "Traceback" not in done.stderr
+    assert server.client.get("/task/?count")["count"] == 0
+
+
+def test_submit_with_bad_json_is_a_usage_error(server):
+    done = blanket("submit", "echo", "-d", "{oops", server=server, ok=False)
+    assert done.returncode == 2 and "not JSON" in done.stderr
+
+
+# --- ps ------------------------------------------------------------------------------------
+
+def submit_three(server) -> list[int]:
+    ids = [server.client.post("/task/", {"type": "echo"})["id"] for _ in range(2)]
+    ids.append(server.client.post("/task/", {"type": "count", "environment": {"N": 1}})["id"])
+    return ids
+
+
+def test_ps_quiet_lists_queued_ids_newest_first(server):
+    ids = submit_three(server)
+    server.client.post(f"/task/{ids[0]}/stop")
+    assert blanket("ps", "-q", server=server).stdout.split() == [str(i) for i in ids[:0:-1]]
+
+
+def test_ps_all_includes_ended_tasks(server):
+    ids = submit_three(server)
+    server.client.post(f"/task/{ids[0]}/stop")
+    assert blanket("ps", "-a", "-q", server=server).stdout.split() == [str(i) for i in ids[::-1]]
+
+
+def test_ps_filters_by_state_and_type(server):
+    ids = submit_three(server)
+    server.client.post(f"/task/{ids[0]}/stop")
+    assert blanket("ps", "-q", "-s", "STOPPED", server=server).stdout.split() == [str(ids[0])]
+    assert blanket("ps", "-q", "-t", "count", server=server).stdout.split() == [str(ids[2])]
+
+
+def test_ps_columns_are_aligned(server):
+    submit_three(server)
+    for _ in range(8):
+        server.client.post("/task/", {"type": "echo"})  # two-digit ids
+    lines = blanket("ps", server=server).stdout.splitlines()
+    header = lines[0]
+    starts = [header.index(name) for name in ("TYPE", "STATE", "ADDED")]
+    assert len(lines) == 12
+    for line in lines[1:]:
+        for start in starts:
+            assert line[start - 2:start] == "  " and line[start] != " ", line
+
+
+# --- rm and stop ---------------------------------------------------------------------------
+
+def test_rm_removes_each_task_given(server):
+    ids = submit_three(server)
+    out = blanket("rm", str(ids[0]), str(ids[2]), server=server).stdout
+    assert out.split() == [str(ids[0]), str(ids[2])]
+    assert [t["id"] for t in server.client.get("/task/")] == [ids[1]]
+
+
+def test_rm_of_a_running_task_needs_force(server):
+    task_id = server.client.post("/task/", {"type": "echo"})["id"]
+    worker = server.client.post("/worker/", {"host": "t", "pid": 1, "tags": ["unix"]})
+    claimed = server.client.post(f"/worker/{worker['id']}/claim")["task"]
+    server.client.post(f"/task/{task_id}/started", {"token": claimed["token"]})
+    refused = blanket("rm", str(task_id), server=server, ok=False)
+    assert refused.returncode == 1 and "-f" in refused.stderr
+    blanket("rm", "-f", str(task_id), server=server)
+    assert server.client.request("GET", f"/task/{task_id}", ok=(404,))[0] == 404
+
+
+def test_rm_of_an_unknown_id_fails_and_says_so(server):
+    done = blanket("rm", "424242", server=server, ok=False)
+    assert done.returncode == 1 and "424242" in done.stderr
+
+
+def test_stop_ends_a_queued_task(server):
+    task_id = server.client.post("/task/", {"type": "echo"})["id"]
+    assert blanket("stop", str(task_id), server=server).stdout.split() == [str(task_id),
+                                                                           "STOPPED"]
+
+
+# --- finding the server -------------------------------------------------------------------
+
+def test_server_from_blanket_server_variable(server):
+    server.client.post("/task/", {"type": "echo"})
+    assert blanket("ps", "-q", env={"BLANKET_SERVER": server.url}).stdout.strip() != ""
+
+
+def test_server_flag_wins_over_the_variable(server):
+    server.client.post("/task/", {"type": "echo"})
+    done = blanket("ps", "-q", server=server, env={"BLANKET_SERVER": "http://127.0.0.1:9"})
+    assert done.stdout.strip() != ""
+
+
+def test_server_from_the_settings_file(server, tmp_path):
+    server.client.post("/task/", {"type": "echo"})
+    (tmp_path / "blanket.toml").write_text(f"port = {server.port}\n")
+    assert blanket("ps", "-q", cwd=tmp_path).stdout.strip() != ""
+
+
+def test_no_server_is_a_clear_error_not_a_traceback(tmp_path):
+    done = blanket("--server", "http://127.0.0.1:9", "ps", cwd=tmp_path, ok=False)
+    assert done.returncode == 1
+    assert "cannot reach the blanket server" in done.stderr and "Traceback" not in done.stderr
+
