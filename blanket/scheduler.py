@@ -12,6 +12,7 @@ import threading
 import time
 import weakref
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -87,6 +88,8 @@ class Scheduler:
         self._stopping = threading.Event()
         self._thread: threading.Thread | None = None
         self._holds_lock = False
+        self._after: list[tuple[Schedule, ScheduleState]] = []  # as the last tick left them
+        self._prepared: dict[str, _Plan] = {}
 
     # ---------------------------------------------------------------- one pass
 
@@ -94,34 +97,56 @@ class Scheduler:
         """Submit every run due at `now`; return the tasks created (oldest fire first)."""
         if not self._has_lock():
             return []
-        created: list[Task] = []
-        wakes: list[float] = []
         current = {s.name: s.schedule for s in self.catalog.schedules() if s.schedule is not None}
         self._forget_deleted(set(current))
-        for schedule in current.values():
-            with _state_lock:
-                tasks, upcoming = self._tick_one(schedule, now)
-            created += tasks
-            if upcoming is not None:
-                wakes.append(upcoming)
-        self.next_wake = min(wakes, default=None)
-        return created
+        with _state_lock:
+            plans = [p for p in (self._plan(s, now) for s in current.values()) if p is not None]
+            # Submit everything first and save states after: a run's lateness is then the
+            # time to submit the runs before it, and the dedupe key covers a crash between.
+            due = sorted((p for p in plans if p.runs), key=lambda p: p.runs[0])
+            created = {p.schedule.name: self._submit_runs(p.schedule, p.runs) for p in due}
+            self._after = [self._save(p, created.get(p.schedule.name, [])) for p in plans]
+        upcoming = [p.upcoming for p in plans if p.upcoming is not None]
+        self.next_wake = min(upcoming, default=None)
+        return sorted((t for tasks in created.values() for t in tasks),
+                      key=lambda t: (t.environment.get(FIRE_TIME_VARIABLE, ""), t.id))
 
-    def _tick_one(self, schedule: Schedule, now: float) -> tuple[list[Task], float | None]:
+    def prepare(self, moment: float) -> None:
+        """Work out ahead of time the runs due at `moment` (the next wake), so that the tick
+        then only submits them. A plan is used only if nothing it depends on changed."""
+        self._prepared = {}
+        for schedule, state in self._after:
+            if state.next_fire == moment and self._basis.get(schedule.name) == schedule:
+                self._prepared[schedule.name] = self._compute(schedule, state, state.next_fire,
+                                                              moment)
+
+    def _plan(self, schedule: Schedule, now: float) -> _Plan | None:
         state = self.store.get_schedule_state(schedule.name) or ScheduleState(schedule.name)
         if state.paused:
-            return [], None
+            return None
+        ready = self._prepared.get(schedule.name)
+        if ready is not None and ready.still_valid(schedule, state, now):
+            return ready
         stored = self._checked_next_fire(schedule, state.next_fire, now)
+        if stored is not None and stored > now:
+            return _Plan(schedule, state, (), stored, now)  # what due_runs says, cheaply
+        return self._compute(schedule, state, stored, now)
+
+    def _compute(self, schedule: Schedule, state: ScheduleState, stored: float | None,
+                 now: float) -> _Plan:
         limit = min(self.max_missed, schedule.max_missed) if self.max_missed else None
         runs, upcoming = due_runs(schedule, stored, now, max_missed=limit)
-        tasks = self._submit_runs(schedule, runs) if runs else []
+        return _Plan(schedule, state, tuple(runs), upcoming, now)
+
+    def _save(self, plan: _Plan, tasks: list[Task]) -> tuple[Schedule, ScheduleState]:
+        old = plan.state
         new = ScheduleState(
-            schedule.name, next_fire=upcoming,
-            last_fire=runs[-1] if tasks else state.last_fire,
-            last_task=tasks[-1].id if tasks else state.last_task, paused=False)
-        if new != state:
+            old.name, next_fire=plan.upcoming,
+            last_fire=plan.runs[-1] if tasks else old.last_fire,
+            last_task=tasks[-1].id if tasks else old.last_task, paused=False)
+        if new != old:
             self.store.save_schedule_state(new)
-        return tasks, upcoming
+        return plan.schedule, new
 
     def _checked_next_fire(self, schedule: Schedule, stored: float | None,
                            now: float) -> float | None:
@@ -147,7 +172,9 @@ class Scheduler:
                         gone, None, state.last_fire, state.last_task, state.paused))
             log.info("schedule removed", schedule=gone)
 
-    def _submit_runs(self, schedule: Schedule, runs: list[float]) -> list[Task]:
+    def _submit_runs(self, schedule: Schedule, runs: tuple[float, ...]) -> list[Task]:
+        if schedule.overlap == "allow":
+            return [t for t in (self._submit(schedule, fire) for fire in runs) if t is not None]
         # Runs submitted before a crash that lost the saved state are not "previous" runs.
         done = {self.store.task_for_key(dedupe_key(schedule.name, fire)) for fire in runs}
         unfinished = self.store.list_tasks(TaskFilter(
@@ -204,9 +231,9 @@ class Scheduler:
         while not self._stopping.is_set():
             self._wake.clear()
             try:
-                created = self.tick(self.clock())
-                if created:
-                    log.debug("scheduled runs submitted", count=len(created))
+                self.tick(self.clock())
+                if self.next_wake is not None and self._holds_lock:
+                    self.prepare(self.next_wake)
             except Exception:
                 log.exception("scheduler tick failed")
             self._wake.wait(self._sleep_time())
@@ -217,6 +244,22 @@ class Scheduler:
         if self.next_wake is None:
             return MAX_SLEEP
         return min(MAX_SLEEP, max(0.0, self.next_wake - self.clock()))
+
+
+@dataclass(frozen=True)
+class _Plan:
+    """What one tick does for one schedule: the runs to submit and the next fire to store."""
+
+    schedule: Schedule
+    state: ScheduleState
+    runs: tuple[float, ...]
+    upcoming: float | None
+    at: float
+
+    def still_valid(self, schedule: Schedule, state: ScheduleState, now: float) -> bool:
+        """Whether due_runs at `now` would give the same answer (a plan made ahead of time)."""
+        return (schedule == self.schedule and state == self.state and self.at <= now < self.at + 1
+                and (self.upcoming is None or now < self.upcoming))
 
 
 def scheduled_request(schedule: Schedule, fire: float | None, key: str | None) -> TaskRequest:

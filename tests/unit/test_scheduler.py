@@ -306,3 +306,26 @@ def test_a_server_without_the_scheduler_lock_fires_nothing(setup):
     scheduler = started(setup)
     setup.services.store.try_scheduler_lock = lambda: False
     assert scheduler.tick(T0) == []
+
+
+def test_runs_worked_out_ahead_of_time_are_submitted_at_their_time(setup):
+    scheduler = started(setup)
+    scheduler.prepare(T0)
+    assert scheduler.tick(T0 - 1) == []
+    [task] = scheduler.tick(T0)
+    assert task.environment[FIRE_TIME_VARIABLE].endswith("08:00:00.000Z")
+    assert setup.state("tick").next_fire == T0 + 10
+
+
+def test_runs_worked_out_ahead_of_time_are_dropped_when_the_file_changes(setup):
+    scheduler = started(setup)
+    scheduler.prepare(T0)
+    setup.write("tick", 'type = "report"\ncron = "30 * * * *"\n')
+    assert scheduler.tick(T0) == []
+
+
+def test_runs_worked_out_ahead_of_time_are_dropped_when_the_schedule_is_paused(setup):
+    scheduler = started(setup)
+    scheduler.prepare(T0)
+    set_paused(setup.services, "tick", True)
+    assert scheduler.tick(T0) == []
