@@ -82,17 +82,23 @@ def server(ctx: Context, **flags: Any) -> None:
               show_default=True)
 @click.option("--pid-file", type=click.Path(path_type=Path), default=Path("var/worker.pid"),
               show_default=True)
+@click.option("--server", "server_url", envvar="BLANKET_SERVER", help=SERVER_HELP)
+@click.option("--grace", type=float, default=None,
+              help="seconds a running task may take to finish on SIGTERM before it is handed "
+                   "back (default 30)")
 @pass_ctx
 def worker(ctx: Context, tags: str, processes: int, worker_id: str | None, data_dir: Path,
-           daemon: bool, log_file: Path, pid_file: Path) -> None:
+           daemon: bool, log_file: Path, pid_file: Path, server_url: str | None,
+           grace: float | None) -> None:
     """Run worker processes that take tasks matching their tags."""
     from blanket.worker import WorkerOptions, run_workers
 
-    url = ctx.server or ctx.settings().url
+    url = server_url or ctx.server or ctx.settings().url
+    extra = {"grace": grace} if grace is not None else {}
     options = WorkerOptions(
         server=url, tags=tuple(t.strip() for t in tags.split(",") if t.strip()),
         processes=processes, worker_id=worker_id, data_dir=data_dir, daemon=daemon,
-        log_file=log_file, pid_file=pid_file, verbosity=ctx.verbosity)
+        log_file=log_file, pid_file=pid_file, verbosity=ctx.verbosity, **extra)
     run_workers(options)
 
 
