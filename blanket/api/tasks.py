@@ -107,6 +107,8 @@ class TaskRoutes:
         if stripped.startswith(b"{") or not stripped:
             return parse_json(raw) if stripped else read_json_body()
         data = bottle.request.forms.getunicode("data")
+        if data is None and "data" in bottle.request.forms:
+            raise InvalidInput("the data field is not UTF-8 text; send the task JSON in UTF-8")
         if data is None:
             raise InvalidInput("send the task as JSON, or as a form field named data")
         return parse_json(data, "the data field")

@@ -308,6 +308,21 @@ def test_deeply_nested_json_is_400(shared):
     assert shared.healthy()
 
 
+def test_form_field_that_is_not_utf8_is_400(shared):
+    assert_error(call(shared, "POST", "/task/", b"data=%FF%FE",
+                      {"Content-Type": "application/x-www-form-urlencoded"}), 400, "UTF-8")
+
+
+def test_multipart_without_a_boundary_is_400(shared):
+    assert_error(call(shared, "POST", "/task/", b"x", {"Content-Type": "multipart/form-data"}),
+                 400, "boundary")
+
+
+def test_truncated_multipart_is_400(shared):
+    body, headers = multipart([("data", None, b'{"type": "echo"}')])
+    assert_error(call(shared, "POST", "/task/", body[:-20], headers), 400)
+
+
 def test_nan_wait_is_400(shared):
     assert_error(call(shared, "POST", "/task/?wait=nan", {"type": "echo"}), 400, "wait")
 
