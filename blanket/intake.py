@@ -69,6 +69,15 @@ def check_file_name(name: str) -> str:
     return name
 
 
+def check_priority(priority: Any) -> int:
+    """Return `priority` if it is an integer within +-MAX_PRIORITY, else raise InvalidInput."""
+    if (isinstance(priority, bool) or not isinstance(priority, int)
+            or abs(priority) > MAX_PRIORITY):
+        raise InvalidInput(f'"priority" must be an integer from -{MAX_PRIORITY} to '
+                           f'{MAX_PRIORITY} (minutes ahead; higher runs earlier)')
+    return priority
+
+
 def parse_time(value: Any, now: float, what: str = "not_before") -> float:
     """Unix seconds from a number, an ISO 8601 date with offset, or a relative "+2h"."""
     if isinstance(value, bool):
@@ -116,11 +125,7 @@ def parse_task_request(data: Any, now: float) -> TaskRequest:
     if not isinstance(tags, list) or not all(isinstance(t, str) and _TAG.fullmatch(t)
                                              for t in tags):
         raise InvalidInput('"tags" must be a list of words such as ["unix", "gpu"]')
-    priority = data.get("priority", 0)
-    if (isinstance(priority, bool) or not isinstance(priority, int)
-            or abs(priority) > MAX_PRIORITY):
-        raise InvalidInput(f'"priority" must be an integer from -{MAX_PRIORITY} to '
-                           f'{MAX_PRIORITY} (minutes ahead; higher runs earlier)')
+    priority = check_priority(data.get("priority", 0))
     not_before = data.get("not_before")
     return TaskRequest(
         type=type_name, environment=environment, tags=tuple(tags), priority=priority,
@@ -195,6 +200,7 @@ class Intake:
             raise InvalidInput(f"unknown task type {request.type!r}; known types: {known}",
                                code="unknown_type")
         environment = clean_environment(task_type, request.environment)
+        check_priority(request.priority)  # schedules build requests without parse_task_request
         names = [check_file_name(u.name) for u in request.uploads]
         if len(set(names)) != len(names):
             raise InvalidInput("two uploaded files have the same name; rename one")
