@@ -164,6 +164,9 @@ class Catalog:
     def start_watching(self) -> None:
         """Rescan whenever something under the config directory changes."""
         if self._watcher is None:
+            # A fresh setup may have no config directory yet: make it, so files saved
+            # into it later are seen.
+            self.config_dir.mkdir(parents=True, exist_ok=True)
             self._watcher = DebouncedWatcher(self.config_dir, lambda _paths: self.scan())
             self._watcher.start()
 

@@ -64,9 +64,10 @@ class DebouncedWatcher:
         self._stopping = False
         self._thread = threading.Thread(target=self._run, name="blanket-watch", daemon=True)
         self._thread.start()
-        self._observer = Observer()
-        self._observer.schedule(_Handler(self._on_event), str(self.root), recursive=self.recursive)
-        self._observer.start()
+        observer = Observer()
+        observer.schedule(_Handler(self._on_event), str(self.root), recursive=self.recursive)
+        observer.start()
+        self._observer = observer
 
     def stop(self) -> None:
         """Stop watching; a burst still settling is dropped."""
