@@ -29,6 +29,34 @@ class CatalogTypes:
                  extra: Callable[[str], LoadedType | None] = lambda _name: None):
         self.catalog = catalog
         self.extra = extra
+        self._rules: tuple[dict[str, int], dict[str, str]] | None = None
+        self._generation = 0
+        catalog.add_listener(self.forget)
+
+    def forget(self) -> None:
+        """The catalog changed: claim rules are worked out again on the next claim."""
+        self._generation += 1
+        self._rules = None
+
+    def _claim_rules(self) -> tuple[dict[str, int], dict[str, str]]:
+        rules = self._rules
+        if rules is None:
+            generation = self._generation
+            loaded = [t for t in self.catalog.types() if t.task_type is not None]
+            rules = ({t.name: t.task_type.max_concurrent for t in loaded
+                      if t.task_type.max_concurrent is not None},
+                     {t.name: t.version for t in loaded if t.version is not None})
+            if generation == self._generation:  # not computed from a catalog that changed since
+                self._rules = rules
+        return rules
+
+    def limits(self) -> dict[str, int]:
+        """max_concurrent of each capped type (cached until the catalog changes)."""
+        return self._claim_rules()[0]
+
+    def versions(self) -> dict[str, str]:
+        """The current version of each type (cached until the catalog changes)."""
+        return self._claim_rules()[1]
 
     def _loaded(self, name: str) -> LoadedType | None:
         return self.catalog.get(name) or self.extra(name)
@@ -45,10 +73,6 @@ class CatalogTypes:
 
     def type_names(self) -> list[str]:
         return [t.name for t in self.catalog.types() if t.task_type is not None]
-
-    def limits(self) -> dict[str, int]:
-        return {t.name: t.task_type.max_concurrent for t in self.catalog.types()
-                if t.task_type is not None and t.task_type.max_concurrent is not None}
 
 
 @dataclass
@@ -80,5 +104,5 @@ def build_services(settings: Settings, schedule_parser=None) -> Services:
     commands = CommandTypes(catalog, settings.data_dir / "versions", store.record_version)
     types = CatalogTypes(catalog, commands.get)
     intake = Intake(store, types, settings.data_dir)
-    queue = Queue(store, wakeups, types.current, types.limits)
+    queue = Queue(store, wakeups, types.current, types.limits, types.versions)
     return Services(settings, store, catalog, intake, queue, wakeups)

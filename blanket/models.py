@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from enum import StrEnum
 
 
@@ -59,13 +59,17 @@ class Task:
     attempts: tuple[dict, ...] = ()
 
     def to_json(self, *, with_token: bool = False) -> dict:
-        data = asdict(self)
+        data = {name: getattr(self, name) for name in _TASK_FIELDS}
+        data["environment"] = dict(self.environment)
         data["tags"] = list(self.tags)
         data["attempts"] = list(self.attempts)
         data["inputs"] = list(self.inputs)
         if not with_token:
             data.pop("token")
         return data
+
+
+_TASK_FIELDS = tuple(f.name for f in fields(Task))
 
 
 @dataclass(frozen=True)

@@ -4,7 +4,8 @@ policy, stops, and the reaper that notices workers that stopped answering."""
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from dataclasses import replace
 
 import structlog
 
@@ -27,11 +28,13 @@ class Queue:
 
     def __init__(self, store: Store, wakeups: Wakeups,
                  current: Callable[[str], tuple[TaskType, str] | None],
-                 limits: Callable[[], dict[str, int]]):
+                 limits: Callable[[], Mapping[str, int]],
+                 versions: Callable[[], Mapping[str, str]] = dict):
         self.store = store
         self.wakeups = wakeups
         self.current = current
         self.limits = limits
+        self.versions = versions
 
     def claim_next_task(self, worker: str, tags: frozenset[str],
                         wait: float) -> tuple[Task, TaskType] | None:
@@ -47,13 +50,16 @@ class Queue:
     def claim_once(self, worker: str, tags: frozenset[str]) -> tuple[Task, TaskType] | None:
         """Claim the next task this worker may run now, without waiting."""
         while True:
-            task = self.store.claim_task(Claim(worker, tags, self.limits(), time.time()))
+            task = self.store.claim_task(Claim(worker, tags, self.limits(), time.time(),
+                                               self.versions()))
             if task is None:
                 return None
             found = self.current(task.type)
             if found is not None:
                 task_type, version = found
-                return self.store.bind_version(task.id, task.token or "", version), task_type
+                if task.version != version:  # a type outside the claim's version map
+                    task = self.store.bind_version(task.id, task.token or "", version)
+                return task, task_type
             self.store.finish_task(task.id, task.token or "", Outcome(
                 TaskState.FAILED, error=f"task type {task.type!r} no longer exists",
                 finished=time.time()))
@@ -61,10 +67,8 @@ class Queue:
     def report_started(self, task_id: int, token: str, pid: int | None,
                        directory: str | None, at: float | None = None) -> Task:
         """The attempt's process started (`at`, when the worker says, else now)."""
-        task = self.store.mark_started(task_id, token, pid, time.time() if at is None else at)
-        if directory:
-            self.store.set_task_directory(task_id, directory)
-        return task
+        return self.store.mark_started(task_id, token, pid, time.time() if at is None else at,
+                                       directory)
 
     def heartbeat(self, task_id: int, token: str, wait: float = 0.0) -> Task:
         """Record that the attempt is alive; with `wait`, hold until a stop is requested."""
@@ -82,23 +86,27 @@ class Queue:
         return None
 
     def finish_attempt(self, task_id: int, token: str, state: TaskState,
-                       exit_code: int | None, error: str | None, handback: bool = False) -> Task:
+                       exit_code: int | None, error: str | None, handback: bool = False,
+                       started: Outcome | None = None) -> Task:
         """End an attempt as its worker reports it; the retry policy may queue it again.
-        A handed-back task (its worker is going away) is queued again in its old place."""
+        A handed-back task (its worker is going away) is queued again in its old place.
+        `started` carries a start the worker had not reported (its started, pid, directory)."""
         if state not in REPORTABLE:
             raise Conflict(f"state {state.value} cannot be reported; use one of "
                            f"{', '.join(sorted(s.value for s in REPORTABLE))}")
         task = self.store.get_task(task_id)
         if task is None:
             raise NotFound(f"no task {task_id}")
+        start = started or Outcome(state)
         if handback and not task.stop_requested:
-            return self.store.finish_task(task.id, token, Outcome(
-                state, exit_code, error or "handed back by its worker", time.time(),
+            return self.store.finish_task(task.id, token, replace(
+                start, state=state, exit_code=exit_code,
+                error=error or "handed back by its worker", finished=time.time(),
                 requeue_at=time.time(), requeue_score=task.score))
-        return self._end(task, token, state, exit_code, error)
+        return self._end(task, token, state, exit_code, error, start)
 
     def _end(self, task: Task, token: str, state: TaskState, exit_code: int | None,
-             error: str | None) -> Task:
+             error: str | None, start: Outcome | None = None) -> Task:
         now = time.time()
         again = None if task.stop_requested else retry_at(task, state, now)
         score = None
@@ -107,7 +115,8 @@ class Queue:
             estimate = found[0].estimate if found else None
             weight = found[0].weight if found else 1
             score = task_score(again, estimate, weight, task.priority)
-        outcome = Outcome(state, exit_code, error, now, again, score)
+        outcome = replace(start or Outcome(state), state=state, exit_code=exit_code, error=error,
+                          finished=now, requeue_at=again, requeue_score=score)
         ended = self.store.finish_task(task.id, token, outcome)
         log.info("attempt ended", task=task.id, type=task.type, state=state.value,
                  attempt=task.attempt, retry_at=again)

@@ -15,6 +15,7 @@ from blanket.api.http import json_response, parse_id, query_float, read_json_bod
 from blanket.app import Services
 from blanket.errors import InvalidInput, NotFound, StaleAttempt
 from blanket.models import ACTIVE_STATES, TaskState, Worker
+from blanket.store.base import Outcome
 
 MAX_POLL = 60.0
 _WORKER_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:@-]{0,127}")
@@ -151,8 +152,7 @@ class WorkerRoutes:
         if isinstance(answer, _Leave):
             self.s.store.delete_worker(worker.id)
             return json_response({"stop": answer.mode}, 410)
-        task, task_type = answer
-        self._touch(worker.id, task=task.id)
+        task, task_type = answer  # the claim marked the worker busy with it
         return json_response({"task": task.to_json(with_token=True),
                               "type": task_type.to_json(),
                               "bundle": f"/version/{task.version}.tar.gz"})
@@ -182,17 +182,6 @@ class WorkerRoutes:
         task = self.s.queue.report_started(parse_id(task_id), _text(data, "token") or "",
                                            data.get("pid"), data.get("directory"))
         return json_response(task.to_json())
-
-    def _started_late(self, task_id: int, token: str, started: dict) -> None:
-        """A short task's start, sent with its end to save a round trip."""
-        task = self.s.store.get_task(task_id)
-        if task is None or task.state is not TaskState.CLAIMED or task.token != token:
-            return
-        at = started.get("at")
-        at = min(max(float(at), task.claimed or 0.0), time.time()) if isinstance(
-            at, int | float) and not isinstance(at, bool) else None
-        self.s.queue.report_started(task_id, token, started.get("pid"),
-                                    started.get("directory"), at)
 
     def heartbeat(self, task_id: str):
         """Record that the attempt is alive; with ?wait, hold until it must stop (the task
@@ -238,11 +227,10 @@ class WorkerRoutes:
                                       or not isinstance(exit_code, int)):
             raise InvalidInput('"exit_code" must be an integer or null')
         handback = bool(data.get("handback"))
-        if isinstance(data.get("started"), dict):
-            self._started_late(parse_id(task_id), _text(data, "token") or "", data["started"])
-        task = self.s.queue.finish_attempt(parse_id(task_id), _text(data, "token") or "",
-                                           state, exit_code, data.get("error"),
-                                           handback=handback)
+        started = data.get("started")
+        task = self.s.queue.finish_attempt(
+            parse_id(task_id), _text(data, "token") or "", state, exit_code, data.get("error"),
+            handback=handback, started=_late_start(started) if isinstance(started, dict) else None)
         return json_response(task.to_json())
 
     def bundle(self, name: str):
@@ -254,3 +242,13 @@ class WorkerRoutes:
             raise NotFound(f"no version {digest}")
         return bottle.static_file(name, root=str(self.s.versions_dir),
                                   mimetype="application/gzip")
+
+
+def _late_start(started: dict) -> Outcome:
+    """A short task's start, sent with its end to save a round trip."""
+    at, pid, directory = started.get("at"), started.get("pid"), started.get("directory")
+    if isinstance(at, bool) or not isinstance(at, int | float):
+        at = time.time()
+    return Outcome(TaskState.RUNNING, started=min(float(at), time.time()),
+                   pid=pid if isinstance(pid, int) and not isinstance(pid, bool) else None,
+                   directory=directory if isinstance(directory, str) else None)

@@ -64,6 +64,10 @@ class Outcome:
     finished: float = 0.0
     requeue_at: float | None = None  # set when the retry policy gives another attempt
     requeue_score: float | None = None
+    # A start the worker had not reported yet (a short task's start rides on its end).
+    started: float | None = None
+    pid: int | None = None
+    directory: str | None = None
 
 
 @dataclass(frozen=True)
@@ -83,6 +87,7 @@ class Claim:
     tags: frozenset[str]
     limits: Mapping[str, int] = field(default_factory=dict)
     now: float = 0.0
+    versions: Mapping[str, str] = field(default_factory=dict)  # bound in the same transaction
 
 
 class Store(ABC):
@@ -125,13 +130,16 @@ class Store(ABC):
 
     @abstractmethod
     def claim_task(self, claim: Claim) -> Task | None:
-        """Atomically take the lowest-score eligible queued task, or None."""
+        """Atomically take the lowest-score eligible queued task, or None. In the same
+        transaction the task is bound to its type's version (from `claim.versions`) and the
+        worker's record shows it busy with the task."""
 
     @abstractmethod
     def bind_version(self, task_id: int, token: str, version: str) -> Task: ...
 
     @abstractmethod
-    def mark_started(self, task_id: int, token: str, pid: int | None, now: float) -> Task: ...
+    def mark_started(self, task_id: int, token: str, pid: int | None, now: float,
+                     directory: str | None = None) -> Task: ...
 
     @abstractmethod
     def heartbeat_task(self, task_id: int, token: str, now: float) -> Task: ...

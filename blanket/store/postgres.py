@@ -270,7 +270,11 @@ class PostgresStore(Store):
             full = [t for t in capped if active.get(t, 0) >= claim.limits[t]]
             row = cur.execute(Q["claim"], {
                 "worker": claim.worker, "token": uuid.uuid4().hex, "now": claim.now,
-                "tags": sorted(claim.tags), "full_types": full}).fetchone()
+                "tags": sorted(claim.tags), "full_types": full,
+                "versions": Jsonb(dict(claim.versions))}).fetchone()
+            if row is not None:
+                cur.execute(Q["worker_busy"], {"worker": claim.worker, "id": row["id"],
+                                               "now": claim.now})
         return task_from_row(row) if row else None
 
     def _update_current(self, task_id: int, query: str, params: dict[str, Any]) -> Task:
@@ -284,9 +288,10 @@ class PostgresStore(Store):
         return self._update_current(task_id, Q["bind_version"],
                                     {"token": token, "version": version})
 
-    def mark_started(self, task_id: int, token: str, pid: int | None, now: float) -> Task:
-        return self._update_current(task_id, Q["mark_started"],
-                                    {"token": token, "pid": pid, "now": now})
+    def mark_started(self, task_id: int, token: str, pid: int | None, now: float,
+                     directory: str | None = None) -> Task:
+        return self._update_current(task_id, Q["mark_started"], {
+            "token": token, "pid": pid, "now": now, "directory": directory})
 
     def heartbeat_task(self, task_id: int, token: str, now: float) -> Task:
         return self._update_current(task_id, Q["heartbeat"], {"token": token, "now": now})
@@ -305,11 +310,10 @@ class PostgresStore(Store):
             if row is None:
                 _raise_not_current(task_id, cur)
             task = task_from_row(row)
-            history = [*task.attempts, attempt_record(task, outcome.state.value,
-                                                      outcome.exit_code, outcome.error,
-                                                      outcome.finished)]
+            history = [*task.attempts, attempt_record(task, outcome)]
             params = {"id": task_id, "exit_code": outcome.exit_code, "error": outcome.error,
-                      "attempts": Jsonb(history)}
+                      "attempts": Jsonb(history), "started": outcome.started,
+                      "pid": outcome.pid, "directory": outcome.directory}
             if outcome.requeue_at is not None:
                 row = cur.execute(Q["requeue"], {**params, "not_before": outcome.requeue_at,
                                                  "score": outcome.requeue_score}).fetchone()

@@ -7,6 +7,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from blanket.models import Task, TaskState, Worker
+from blanket.store.base import Outcome
 
 
 def tags_key(tags: tuple[str, ...] | list[str]) -> str:
@@ -45,12 +46,12 @@ def worker_params(worker: Worker) -> dict[str, Any]:
             "heartbeat": worker.heartbeat, "task": worker.task, "stop_mode": worker.stop_mode}
 
 
-def attempt_record(task: Task, state: str, exit_code: int | None, error: str | None,
-                   finished: float) -> dict[str, Any]:
+def attempt_record(task: Task, outcome: Outcome) -> dict[str, Any]:
     """One entry of a task's attempt history."""
-    return {"attempt": task.attempt, "worker": task.worker, "state": state,
-            "claimed": task.claimed, "started": task.started, "finished": finished,
-            "exit_code": exit_code, "error": error, "version": task.version}
+    return {"attempt": task.attempt, "worker": task.worker, "state": outcome.state.value,
+            "claimed": task.claimed, "started": task.started or outcome.started,
+            "finished": outcome.finished, "exit_code": outcome.exit_code,
+            "error": outcome.error, "version": task.version}
 
 
 def _json(value: Any) -> Any:

@@ -139,7 +139,7 @@ class SQLiteStore(Store):
     def claim_task(self, claim: Claim) -> Task | None:
         with self._tx() as db:
             running = dict(db.execute(Q["running_per_type"]).fetchall())
-            best: tuple[float, int] | None = None
+            best: tuple[float, int, str] | None = None
             for type_name, tags in _lanes(db):
                 limit = claim.limits.get(type_name)
                 if limit is not None and running.get(type_name, 0) >= limit:
@@ -147,14 +147,16 @@ class SQLiteStore(Store):
                 if tags and not set(tags.split(",")) <= claim.tags:
                     continue
                 head = db.execute(Q["lane_head"], (type_name, tags, claim.now)).fetchone()
-                if head and (best is None or (head[1], head[0]) < best):
-                    best = (head[1], head[0])
+                if head and (best is None or (head[1], head[0]) < best[:2]):
+                    best = (head[1], head[0], type_name)
             if best is None:
                 return None
-            params = {"id": best[1], "worker": claim.worker, "token": uuid.uuid4().hex,
-                      "now": claim.now}
+            task_id, type_name = best[1], best[2]
+            params = {"id": task_id, "worker": claim.worker, "token": uuid.uuid4().hex,
+                      "now": claim.now, "version": claim.versions.get(type_name)}
             db.execute(Q["claim"], params)
-            row = db.execute(Q["get_task"], (best[1],)).fetchone()
+            db.execute(Q["worker_busy"], params)
+            row = db.execute(Q["get_task"], (task_id,)).fetchone()
         return task_from_row(row)
 
     def _update_current(self, task_id: int, token: str, query: str, params: Any) -> Task:
@@ -166,9 +168,10 @@ class SQLiteStore(Store):
     def bind_version(self, task_id: int, token: str, version: str) -> Task:
         return self._update_current(task_id, token, Q["bind_version"], (version, task_id, token))
 
-    def mark_started(self, task_id: int, token: str, pid: int | None, now: float) -> Task:
-        return self._update_current(task_id, token, Q["mark_started"],
-                                    {"id": task_id, "token": token, "pid": pid, "now": now})
+    def mark_started(self, task_id: int, token: str, pid: int | None, now: float,
+                     directory: str | None = None) -> Task:
+        return self._update_current(task_id, token, Q["mark_started"], {
+            "id": task_id, "token": token, "pid": pid, "now": now, "directory": directory})
 
     def heartbeat_task(self, task_id: int, token: str, now: float) -> Task:
         return self._update_current(task_id, token, Q["heartbeat"], (now, task_id, token))
@@ -193,11 +196,11 @@ class SQLiteStore(Store):
             row = db.execute(Q["get_task"], (task_id,)).fetchone()
             task = _current_or_raise(task_id, row, int(row is not None and row["token"] == token
                                                        and row["state"] in ("CLAIMED", "RUNNING")))
-            history = [*task.attempts, attempt_record(task, outcome.state.value,
-                                                      outcome.exit_code, outcome.error,
-                                                      outcome.finished)]
+            history = [*task.attempts, attempt_record(task, outcome)]
             params = {"id": task_id, "token": token, "exit_code": outcome.exit_code,
-                      "error": outcome.error, "attempts": json.dumps(history)}
+                      "error": outcome.error, "attempts": json.dumps(history),
+                      "started": outcome.started, "pid": outcome.pid,
+                      "directory": outcome.directory}
             if outcome.requeue_at is not None:
                 db.execute(Q["requeue"], {**params, "not_before": outcome.requeue_at,
                                           "score": outcome.requeue_score})

@@ -252,6 +252,32 @@ def test_claim_marks_the_task_claimed_by_the_worker(store: Store) -> None:
     assert store.get_task(task.id) == task
 
 
+def test_claim_binds_the_version_of_the_task_type(store: Store) -> None:
+    store.add_task(new_task(type="echo"))
+    store.add_task(new_task(type="other", score=200.0))
+    versions = {"echo": "a" * 64}
+    first = store.claim_task(Claim("w1", frozenset(), {}, NOW, versions))
+    second = store.claim_task(Claim("w1", frozenset(), {}, NOW, versions))
+    assert first is not None and first.version == "a" * 64
+    assert second is not None and second.version is None
+
+
+def test_claim_shows_the_worker_busy_with_the_task(store: Store) -> None:
+    store.save_worker(Worker(id="w1", tags=(), host="h", pid=1, state="idle",
+                             registered=1.0, heartbeat=1.0))
+    task = claimed(store)
+    worker = store.get_worker("w1")
+    assert worker is not None
+    assert (worker.state, worker.task, worker.heartbeat) == ("busy", task.id, NOW)
+
+
+def test_claim_leaves_a_paused_worker_paused(store: Store) -> None:
+    store.save_worker(Worker(id="w1", tags=(), host="h", pid=1, state="paused",
+                             registered=1.0, heartbeat=1.0))
+    claimed(store)
+    assert store.get_worker("w1").state == "paused"  # type: ignore[union-attr]
+
+
 def test_a_claimed_task_is_not_claimed_again(store: Store) -> None:
     claimed(store)
     assert claim(store) is None
@@ -481,6 +507,22 @@ def test_a_stop_request_leaves_a_queued_task_unmarked(store: Store) -> None:
 def test_a_stop_request_for_an_unknown_task_is_not_found(store: Store) -> None:
     with pytest.raises(NotFound):
         store.request_stop(999)
+
+
+def test_a_finish_can_carry_a_start_that_was_not_reported(store: Store) -> None:
+    task = claimed(store)
+    ended = store.finish_task(task.id, task.token or "", Outcome(
+        TaskState.SUCCESS, 0, None, NOW + 2, started=NOW + 1, pid=42, directory="/w/1"))
+    assert (ended.started, ended.pid, ended.directory) == (NOW + 1, 42, "/w/1")
+    assert ended.attempts[-1]["started"] == NOW + 1
+
+
+def test_a_reported_start_is_not_overwritten_by_the_finish(store: Store) -> None:
+    task = claimed(store)
+    store.mark_started(task.id, task.token or "", 7, NOW + 1, "/w/first")
+    ended = store.finish_task(task.id, task.token or "", Outcome(
+        TaskState.SUCCESS, 0, None, NOW + 3, started=NOW + 2, pid=8))
+    assert (ended.started, ended.pid, ended.directory) == (NOW + 1, 7, "/w/first")
 
 
 def test_a_new_claim_clears_an_old_stop_request(store: Store) -> None:

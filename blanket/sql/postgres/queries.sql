@@ -85,11 +85,17 @@ WITH RECURSIVE lanes(type, tags) AS (
       AND NOT lanes.type = ANY(%(full_types)s::text[])
 )
 UPDATE tasks SET state = 'CLAIMED', worker = %(worker)s, token = %(token)s, claimed = %(now)s,
+       version = %(versions)s::jsonb ->> type,
        heartbeat = %(now)s, attempt = attempt + 1, started = NULL, finished = NULL, pid = NULL,
        exit_code = NULL, progress = NULL, progress_message = NULL, error = NULL,
        stop_requested = FALSE
 WHERE id = (SELECT id FROM heads ORDER BY score, id LIMIT 1)
 RETURNING *;
+
+-- name: worker_busy
+UPDATE workers SET heartbeat = %(now)s, task = %(id)s,
+       state = CASE WHEN state IN ('idle', 'gone') THEN 'busy' ELSE state END
+WHERE id = %(worker)s;
 
 -- name: bind_version
 UPDATE tasks SET version = %(version)s
@@ -97,7 +103,8 @@ WHERE id = %(id)s AND token = %(token)s AND state IN ('CLAIMED', 'RUNNING')
 RETURNING *;
 
 -- name: mark_started
-UPDATE tasks SET state = 'RUNNING', started = %(now)s, heartbeat = %(now)s, pid = %(pid)s
+UPDATE tasks SET state = 'RUNNING', started = %(now)s, heartbeat = %(now)s, pid = %(pid)s,
+       directory = COALESCE(%(directory)s, directory)
 WHERE id = %(id)s AND token = %(token)s AND state IN ('CLAIMED', 'RUNNING')
 RETURNING *;
 
@@ -123,14 +130,16 @@ FOR UPDATE;
 
 -- name: finish
 UPDATE tasks SET state = %(state)s, exit_code = %(exit_code)s, error = %(error)s,
-       finished = %(finished)s, token = NULL, attempts = %(attempts)s
+       finished = %(finished)s, token = NULL, attempts = %(attempts)s,
+       started = COALESCE(started, %(started)s), pid = COALESCE(pid, %(pid)s),
+       directory = COALESCE(%(directory)s, directory)
 WHERE id = %(id)s
 RETURNING *;
 
 -- name: requeue
 UPDATE tasks SET state = 'QUEUED', exit_code = %(exit_code)s, error = %(error)s, finished = NULL,
        token = NULL, worker = NULL, attempts = %(attempts)s, not_before = %(not_before)s,
-       score = %(score)s, pid = NULL
+       score = %(score)s, pid = NULL, directory = COALESCE(%(directory)s, directory)
 WHERE id = %(id)s
 RETURNING *;
 

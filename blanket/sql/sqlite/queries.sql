@@ -46,16 +46,23 @@ SELECT type, count(*) FROM tasks WHERE state IN ('CLAIMED', 'RUNNING') GROUP BY 
 
 -- name: claim
 UPDATE tasks SET state = 'CLAIMED', worker = :worker, token = :token, claimed = :now,
+       version = :version,
        heartbeat = :now, attempt = attempt + 1, started = NULL, finished = NULL, pid = NULL,
        exit_code = NULL, progress = NULL, progress_message = NULL, error = NULL,
        stop_requested = 0
 WHERE id = :id AND state = 'QUEUED';
 
+-- name: worker_busy
+UPDATE workers SET heartbeat = :now, task = :id,
+       state = CASE WHEN state IN ('idle', 'gone') THEN 'busy' ELSE state END
+WHERE id = :worker;
+
 -- name: bind_version
 UPDATE tasks SET version = ? WHERE id = ? AND token = ? AND state IN ('CLAIMED', 'RUNNING');
 
 -- name: mark_started
-UPDATE tasks SET state = 'RUNNING', started = :now, heartbeat = :now, pid = :pid
+UPDATE tasks SET state = 'RUNNING', started = :now, heartbeat = :now, pid = :pid,
+       directory = COALESCE(:directory, directory)
 WHERE id = :id AND token = :token AND state IN ('CLAIMED', 'RUNNING');
 
 -- name: heartbeat
@@ -70,13 +77,14 @@ UPDATE tasks SET progress = ?, progress_message = ? WHERE id = ? AND state IN ('
 
 -- name: finish
 UPDATE tasks SET state = :state, exit_code = :exit_code, error = :error, finished = :finished,
-       token = NULL, attempts = :attempts
+       token = NULL, attempts = :attempts, started = COALESCE(started, :started),
+       pid = COALESCE(pid, :pid), directory = COALESCE(:directory, directory)
 WHERE id = :id AND token = :token AND state IN ('CLAIMED', 'RUNNING');
 
 -- name: requeue
 UPDATE tasks SET state = 'QUEUED', exit_code = :exit_code, error = :error, finished = NULL,
        token = NULL, worker = NULL, attempts = :attempts, not_before = :not_before,
-       score = :score, pid = NULL
+       score = :score, pid = NULL, directory = COALESCE(:directory, directory)
 WHERE id = :id AND token = :token AND state IN ('CLAIMED', 'RUNNING');
 
 -- name: request_stop
