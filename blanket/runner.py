@@ -10,6 +10,7 @@ import json
 import os
 import posixpath
 import re
+import select
 import shutil
 import signal
 import subprocess
@@ -189,8 +190,9 @@ class TaskRun:
         """Wait for the process; return STOPPED or TIMEDOUT when we must end it, else None."""
         deadline = time.monotonic() + self._timeout if self._timeout else None
         progress = ProgressWatcher(self.work_dir / PROGRESS_FILE)
+        exited = ExitWatch(proc)
         try:
-            while not _exited_within(proc, POLL_INTERVAL):
+            while not exited.within(POLL_INTERVAL):
                 if self._stop.is_set():
                     return TaskState.STOPPED
                 if deadline is not None and time.monotonic() >= deadline:
@@ -198,6 +200,7 @@ class TaskRun:
                 self._report_progress(progress)
             return None
         finally:
+            exited.close()
             self._report_progress(progress)
 
     def _report_progress(self, progress: ProgressWatcher) -> None:
@@ -367,12 +370,38 @@ def _signal_group(pgid: int, signum: int) -> bool:
     return True
 
 
-def _exited_within(proc: subprocess.Popen, seconds: float) -> bool:
-    try:
-        proc.wait(timeout=seconds)
-    except subprocess.TimeoutExpired:
-        return False
-    return True
+class ExitWatch:
+    """Notices a process's exit the moment it happens: a pidfd polled with a timeout, where
+    Popen.wait(timeout) would sleep in growing steps and see the exit late."""
+
+    def __init__(self, proc: subprocess.Popen):
+        self.proc = proc
+        self.poll: select.poll | None = None
+        self.pidfd: int | None = None
+        try:
+            self.pidfd = os.pidfd_open(proc.pid)
+        except (AttributeError, OSError):  # not Linux 5.3+: fall back to Popen.wait
+            return
+        self.poll = select.poll()
+        self.poll.register(self.pidfd, select.POLLIN)
+
+    def within(self, seconds: float) -> bool:
+        """True once the process has exited (and was reaped), waiting up to `seconds`."""
+        if self.poll is not None:
+            if not self.poll.poll(seconds * 1000):
+                return False
+            self.proc.wait()
+            return True
+        try:
+            self.proc.wait(timeout=seconds)
+        except subprocess.TimeoutExpired:
+            return False
+        return True
+
+    def close(self) -> None:
+        if self.pidfd is not None:
+            os.close(self.pidfd)
+            self.pidfd = None
 
 
 def _group_alive(pgid: int) -> bool:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import codecs
+import functools
 import re
 import shlex
 from collections.abc import Mapping
@@ -46,9 +47,15 @@ _COMMAND_ENV = _environment(finalize=_shell_quote)
 _TEXT_ENV = _environment()
 
 
+@functools.lru_cache(maxsize=512)
+def _compiled(env: jinja2.Environment, text: str) -> jinja2.Template:
+    """Templates compiled once: a type's command is rendered for every one of its tasks."""
+    return env.from_string(text)
+
+
 def _render(env: jinja2.Environment, text: str, variables: Mapping[str, str], where: str) -> str:
     try:
-        return env.from_string(text).render(variables)
+        return _compiled(env, text).render(variables)
     except jinja2.UndefinedError as exc:
         match = _UNDEFINED_NAME.match(exc.message or "")
         if match:
