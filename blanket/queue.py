@@ -106,8 +106,8 @@ class Queue:
         return self._end(task, token, state, exit_code, error, start)
 
     def _end(self, task: Task, token: str, state: TaskState, exit_code: int | None,
-             error: str | None, start: Outcome | None = None) -> Task:
-        now = time.time()
+             error: str | None, start: Outcome | None = None, now: float | None = None) -> Task:
+        now = time.time() if now is None else now
         again = None if task.stop_requested else retry_at(task, state, now)
         score = None
         if again is not None:
@@ -139,13 +139,20 @@ class Queue:
 
     def reap_lost_tasks(self, lost_after: float, now: float | None = None) -> list[Task]:
         """Attempts whose worker missed heartbeats for `lost_after` seconds end LOST; the
-        retry policy decides whether they run again."""
+        retry policy decides whether they run again. A task that was claimed but never
+        started has not run: it is queued again in its old place, whatever its retries."""
         now = time.time() if now is None else now
         ended = []
         for task in self.store.stale_tasks(now - lost_after):
+            error = f"worker {task.worker} stopped answering"
             try:
-                ended.append(self._end(task, task.token or "", TaskState.LOST, None,
-                                       f"worker {task.worker} stopped answering"))
+                if task.state is TaskState.CLAIMED:
+                    ended.append(self.store.finish_task(task.id, task.token or "", Outcome(
+                        TaskState.LOST, None, error + " before the task started", now,
+                        requeue_at=now, requeue_score=task.score)))
+                else:
+                    ended.append(self._end(task, task.token or "", TaskState.LOST, None, error,
+                                           now=now))
             except (Conflict, NotFound):
                 continue  # it ended meanwhile
         return ended

@@ -314,6 +314,7 @@ class Worker:
         self.attempt: Attempt | None = None
         self._lock = threading.Lock()
         self.reports = ReportQueue(self.reporter)
+        self.next_claim: dict | None = None  # handed over with the last task's end report
         self.heartbeat: Heartbeat | None = None
 
     def run(self) -> None:
@@ -332,7 +333,7 @@ class Worker:
         delay = 0.05
         while not self.stopping.is_set():
             try:
-                claim = self._claim()
+                claim, self.next_claim = self.next_claim or self._claim(), None
                 delay = 0.05
             except (BlanketError, GaveUp) as e:  # away, restarting, or failing for a moment
                 log.warning("cannot claim; retrying", problem=str(e), delay=delay)
@@ -433,8 +434,14 @@ class Worker:
                 "handback": attempt.handback}
         if attempt.unreported_start is not None:
             body["started"] = attempt.unreported_start
+        want_next = not (self.stopping.is_set() or attempt.handback)
+        if want_next:
+            body["claim_next"] = True
         try:
             ended = self.reporter.post(f"/task/{task.id}/finished", body)
+            if want_next and "next" in ended:
+                self.next_claim = ended["next"]
+                ended = ended["task"]
         except Superseded as e:
             log.warning("result refused; the attempt was superseded", task=task.id,
                         attempt=task.attempt, state=result.state.value, reason=str(e))

@@ -14,8 +14,9 @@ import bottle
 from blanket.api.http import json_response, parse_id, query_float, read_json_body
 from blanket.app import Services
 from blanket.errors import InvalidInput, NotFound, StaleAttempt
-from blanket.models import ACTIVE_STATES, TaskState, Worker
+from blanket.models import ACTIVE_STATES, Task, TaskState, Worker
 from blanket.store.base import Outcome
+from blanket.tasktype import TaskType
 
 MAX_POLL = 60.0
 _WORKER_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:@-]{0,127}")
@@ -152,10 +153,7 @@ class WorkerRoutes:
         if isinstance(answer, _Leave):
             self.s.store.delete_worker(worker.id)
             return json_response({"stop": answer.mode}, 410)
-        task, task_type = answer  # the claim marked the worker busy with it
-        return json_response({"task": task.to_json(with_token=True),
-                              "type": task_type.to_json(),
-                              "bundle": f"/version/{task.version}.tar.gz"})
+        return json_response(_claimed_json(*answer))  # the claim marked the worker busy
 
     def _claim_step(self, worker_id: str, tags: frozenset[str]):
         """Checked on every wake-up: leave when asked to stop, hold while paused, else claim."""
@@ -228,10 +226,22 @@ class WorkerRoutes:
             raise InvalidInput('"exit_code" must be an integer or null')
         handback = bool(data.get("handback"))
         started = data.get("started")
+        held = self.s.store.get_task(parse_id(task_id)) if data.get("claim_next") else None
         task = self.s.queue.finish_attempt(
             parse_id(task_id), _text(data, "token") or "", state, exit_code, data.get("error"),
             handback=handback, started=_late_start(started) if isinstance(started, dict) else None)
-        return json_response(task.to_json())
+        if held is None or not held.worker:
+            return json_response(task.to_json())
+        # The worker asks for its next task in the same round trip (no waiting here: when
+        # none is ready it long-polls the claim route as usual).
+        answer = self._claim_step(held.worker, frozenset(self._tags_of(held.worker)))
+        return json_response({"task": task.to_json(),
+                              "next": _claimed_json(*answer) if isinstance(answer, tuple)
+                              else None})
+
+    def _tags_of(self, worker_id: str) -> tuple[str, ...]:
+        worker = self.s.store.get_worker(worker_id)
+        return worker.tags if worker else ()
 
     def bundle(self, name: str):
         digest = name.removesuffix(".tar.gz")
@@ -252,3 +262,10 @@ def _late_start(started: dict) -> Outcome:
     return Outcome(TaskState.RUNNING, started=min(float(at), time.time()),
                    pid=pid if isinstance(pid, int) and not isinstance(pid, bool) else None,
                    directory=directory if isinstance(directory, str) else None)
+
+
+def _claimed_json(task: Task, task_type: TaskType) -> dict:
+    """What a worker receives for a claimed task: the task with its token, its type, and
+    where to fetch the type version's bundle."""
+    return {"task": task.to_json(with_token=True), "type": task_type.to_json(),
+            "bundle": f"/version/{task.version}.tar.gz"}

@@ -1,0 +1,89 @@
+"""The queue's policies over a real SQLite store: lost attempts, retries, handbacks."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from blanket.models import TaskState
+from blanket.queue import Queue
+from blanket.store.base import Claim, NewTask
+from blanket.store.sqlite import SQLiteStore
+from blanket.tasktype import TaskType
+from blanket.wakeups import Wakeups
+
+ECHO = TaskType(name="echo", command="echo hi")
+
+
+@pytest.fixture
+def queue(tmp_path: Path) -> Queue:
+    store = SQLiteStore(tmp_path / "b.db")
+    return Queue(store, Wakeups(), lambda name: (ECHO, "v" * 64) if name == "echo" else None,
+                 dict, lambda: {"echo": "v" * 64})
+
+
+def add(queue: Queue, retries: int = 0, retry_delay: float = 0.0) -> int:
+    return queue.store.add_task(NewTask(type="echo", environment={}, tags=(), score=10.0,
+                                        added=1.0, retries=retries,
+                                        retry_delay=retry_delay)).id
+
+
+def test_a_claim_binds_the_current_version(queue: Queue):
+    add(queue)
+    task, task_type = queue.claim_once("w", frozenset())
+    assert task.version == "v" * 64 and task_type is ECHO
+
+
+def test_a_running_task_whose_worker_went_silent_ends_lost(queue: Queue):
+    add(queue)
+    task, _ = queue.claim_once("w", frozenset())
+    queue.store.mark_started(task.id, task.token, 1, task.claimed)
+    [lost] = queue.reap_lost_tasks(5.0, now=task.claimed + 6)
+    assert lost.state is TaskState.LOST
+    assert lost.attempts[-1]["error"] == "worker w stopped answering"
+
+
+def test_a_lost_task_with_retries_left_is_queued_again(queue: Queue):
+    add(queue, retries=1, retry_delay=10)
+    task, _ = queue.claim_once("w", frozenset())
+    queue.store.mark_started(task.id, task.token, 1, task.claimed)
+    [again] = queue.reap_lost_tasks(5.0, now=task.claimed + 6)
+    assert again.state is TaskState.QUEUED
+    assert again.not_before == task.claimed + 6 + 10
+
+
+def test_a_claimed_task_that_never_started_is_queued_again_whatever_its_retries(queue: Queue):
+    add(queue, retries=0)
+    task, _ = queue.claim_once("w", frozenset())
+    [again] = queue.reap_lost_tasks(5.0, now=task.claimed + 6)
+    assert again.state is TaskState.QUEUED and again.score == task.score
+    assert [a["state"] for a in again.attempts] == ["LOST"]
+
+
+def test_fresh_heartbeats_keep_a_task(queue: Queue):
+    add(queue)
+    task, _ = queue.claim_once("w", frozenset())
+    assert queue.reap_lost_tasks(5.0, now=task.claimed + 1) == []
+
+
+def test_a_handed_back_task_keeps_its_place_and_its_retries(queue: Queue):
+    add(queue, retries=0)
+    task, _ = queue.claim_once("w", frozenset())
+    back = queue.finish_attempt(task.id, task.token, TaskState.STOPPED, None, None,
+                                handback=True)
+    assert back.state is TaskState.QUEUED and back.score == task.score
+    assert back.attempts[-1]["error"] == "handed back by its worker"
+
+
+def test_a_failure_with_retries_backs_off_exponentially(queue: Queue):
+    add(queue, retries=3, retry_delay=10)
+    gaps = []
+    for _ in range(3):
+        claimed = queue.store.claim_task(Claim("w", frozenset(), {}, 1e12))
+        ended = queue.finish_attempt(claimed.id, claimed.token, TaskState.FAILED, 1, "boom")
+        gaps.append(round(ended.not_before - ended.attempts[-1]["finished"]))
+    assert gaps == [10, 20, 40]
+    last = queue.store.claim_task(Claim("w", frozenset(), {}, 1e12))
+    final = queue.finish_attempt(last.id, last.token, TaskState.FAILED, 1, "boom")
+    assert final.state is TaskState.FAILED and len(final.attempts) == 4
