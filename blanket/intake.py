@@ -17,6 +17,7 @@ from blanket.durations import parse_duration
 from blanket.errors import InvalidInput
 from blanket.models import Task
 from blanket.pricing import estimate_from_history, task_score
+from blanket.runner import RESERVED_NAMES
 from blanket.store.base import NewTask, Store
 from blanket.tasktype import TaskType
 
@@ -64,6 +65,9 @@ def check_file_name(name: str) -> str:
         raise InvalidInput(f"file name {name!r} contains a path separator; send a plain name")
     if name in (".", "..") or name.startswith(".."):
         raise InvalidInput(f"file name {name!r} could leave the task directory; rename it")
+    if name in RESERVED_NAMES:
+        raise InvalidInput(f"file name {name!r} is reserved for what blanket writes in the "
+                           "task directory; rename the file")
     if len(name.encode()) > 255:
         raise InvalidInput(f"file name {name[:40]!r}... is longer than 255 bytes")
     return name
@@ -187,6 +191,10 @@ class Intake:
         self.data_dir = data_dir
         self._estimates: dict[str, tuple[float, float | None]] = {}
         self._lock = threading.Lock()
+
+    def clear_staging(self) -> None:
+        """Remove uploads staged by submissions a crash interrupted (at server start)."""
+        shutil.rmtree(self.data_dir / "tmp", ignore_errors=True)
 
     def task_dir(self, type_name: str, task_id: int) -> Path:
         return self.data_dir / "tasks" / type_name / str(task_id)

@@ -40,6 +40,9 @@ from blanket.templating import (
 COMMAND_FILE = ".blanket-command"
 PROGRESS_FILE = ".progress"
 TASK_FILE = "task.json"
+LOG_FILES = ("stdout.log", "stderr.log", "output.log")
+# Names the runner writes in a task's directory: an upload may not take them.
+RESERVED_NAMES = frozenset({COMMAND_FILE, PROGRESS_FILE, TASK_FILE, *LOG_FILES})
 CHECK_TIMEOUT = 30.0
 POLL_INTERVAL = 0.1
 

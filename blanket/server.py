@@ -6,6 +6,7 @@ from __future__ import annotations
 import signal
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import Callable
@@ -15,12 +16,40 @@ import structlog
 from cheroot import wsgi
 
 from blanket.api import make_app
+from blanket.api.http import error_body
 from blanket.app import Services, build_services
 from blanket.inbox import Inbox
 from blanket.scheduler import Scheduler
 from blanket.settings import Settings
 
 log = structlog.get_logger("blanket.server")
+
+
+MAX_CHUNKED_BODY = 1024 * 1024 * 1024
+
+
+def dechunked(app: Callable) -> Callable:
+    """cheroot decodes a chunked request body but leaves the Transfer-Encoding header, which
+    makes Bottle decode it again. Give Bottle the decoded body with its length instead."""
+    def wrapped(environ: dict, start_response: Callable):
+        if environ.get("HTTP_TRANSFER_ENCODING", "").lower() != "chunked":
+            return app(environ, start_response)
+        del environ["HTTP_TRANSFER_ENCODING"]
+        with tempfile.SpooledTemporaryFile(max_size=1024 * 1024) as body:
+            size = 0
+            while chunk := environ["wsgi.input"].read(64 * 1024):
+                size += len(chunk)
+                if size > MAX_CHUNKED_BODY:
+                    start_response("413 Payload Too Large",
+                                   [("Content-Type", "application/json")])
+                    return [error_body(413, "too_large", "the body is over 1 GiB").encode()]
+                body.write(chunk)
+            body.seek(0)
+            environ["wsgi.input"] = body
+            environ["CONTENT_LENGTH"] = str(size)
+            # Bottle reads the body while handling the request, before this file closes.
+            return app(environ, start_response)
+    return wrapped
 
 
 class BackgroundLoop(threading.Thread):
@@ -49,8 +78,9 @@ class Server:
     def __init__(self, settings: Settings, services: Services | None = None):
         self.settings = settings
         self.services = services or build_services(settings)
+        self.services.intake.clear_staging()
         self.app = make_app(self.services)
-        self.http = wsgi.Server((settings.host, settings.port), self.app,
+        self.http = wsgi.Server((settings.host, settings.port), dechunked(self.app),
                                 numthreads=settings.threads, server_name="blanket",
                                 shutdown_timeout=1)
         self.loops: list[BackgroundLoop] = []
