@@ -94,6 +94,7 @@ class TaskRun:
         self.on_progress = on_progress
         self.grace = grace
         self._stop = threading.Event()
+        self._variables: dict[str, str] | None = None
 
     @property
     def _timeout(self) -> float | None:
@@ -125,7 +126,7 @@ class TaskRun:
             dest = resolve_dest(section.dest, self.work_dir)
             copy_section(self.bundle_dir / "files" / str(index), dest,
                          render=section.render, variables=variables)
-        write_task_file(self.work_dir, self.task, self.task_type, variables)
+        self._variables = variables
         env = {**os.environ, **variables}
         for check in self.task_type.checks:
             self._run_check(check, env)
@@ -172,6 +173,8 @@ class TaskRun:
                 f"could not start executor {self.task_type.executor!r}: {exc.strerror or exc}")
         try:
             _call(self.on_started, proc.pid)
+            # Written once the process runs: a task's start does not wait on it.
+            self._write_task_file()
             ending = self._supervise(proc)
         finally:
             end_process_group(proc, self.grace)
@@ -222,8 +225,18 @@ class TaskRun:
             return RunResult(TaskState.SUCCESS, 0, None)
         return RunResult(TaskState.FAILED, exit_code, _describe_status(returncode))
 
+    def _write_task_file(self) -> None:
+        variables = self._variables or task_variables(self.task, self.task_type, self.work_dir,
+                                                      self.server_url)
+        try:
+            write_task_file(self.work_dir, self.task, self.task_type, variables)
+        except OSError:
+            log.warning("could not write task.json", task=self.task.id, path=str(self.work_dir))
+
     def _fail_before_start(self, message: str) -> RunResult:
         name = "output.log" if self.task_type.combine_output else "stderr.log"
+        if self.work_dir.is_dir():
+            self._write_task_file()
         try:
             (self.work_dir / name).write_text(f"blanket: {message}\n", encoding="utf-8")
         except OSError:

@@ -241,6 +241,13 @@ def test_task_json_explains_the_run(tmp_path):
     assert "token" not in data
 
 
+
+def test_task_json_is_written_when_the_task_fails_before_it_starts(tmp_path):
+    result = run(tmp_path, "echo {{ MISSING }}")
+    assert result.state is TaskState.FAILED
+    assert json.loads(work(tmp_path, "task.json"))["task_type"]["command"] == "echo {{ MISSING }}"
+
+
 # Files
 
 
@@ -444,5 +451,6 @@ def test_failing_check_fails_the_task_before_it_starts(tmp_path):
 
 
 def test_checks_run_in_the_work_dir_with_the_task_environment(tmp_path):
-    result = run(tmp_path, "true", checks=('test "$BLANKET_TASK_ID" = 7 && test -f task.json',))
+    result = run(tmp_path, "true", checks=('test "$BLANKET_TASK_ID" = 7 && test "$(pwd -P)" = '
+                                        '"$(cd "$BLANKET_WORKING_DIR" && pwd -P)"',))
     assert result.state is TaskState.SUCCESS
