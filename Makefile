@@ -21,11 +21,13 @@ test: $(STAMP)
 lint: $(STAMP)
 	$(BIN)/ruff check blanket tests bench
 
+# -P: bench/queue.py must not shadow the standard library's queue module.
 bench: $(STAMP)
-	$(BIN)/python bench/catalog.py
-	$(BIN)/python bench/queue.py
-	$(BIN)/python bench/throughput.py
-	$(BIN)/python bench/schedule.py
+	$(BIN)/python -P bench/catalog.py
+	$(BIN)/python -P bench/queue.py
+	$(BIN)/python -P bench/throughput.py
+	$(BIN)/python -P bench/schedule.py
+	$(BIN)/python -P bench/inbox.py
 
 clean:
 	rm -rf $(VENV) var
