@@ -7,41 +7,31 @@ the server counts N tasks.
 
 from __future__ import annotations
 
+import sys
+from pathlib import Path
+
+# The repository root, for bench.harness (run with -P: see bench/harness.py).
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
 import argparse
 import os
-import socket
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
+from bench.harness import free_port, healthy, wait_until
 from blanket.client import Client
 
 REPORT_TYPE = 'command = "echo {{ TARGET }}"\n\n[environment.required]\nTARGET = "what"\n'
 TASK = 'type = "report"\n[environment]\nTARGET = "region {number}"\n'
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
-def wait_until(check, timeout: float = 120.0, interval: float = 0.01):
-    end = time.monotonic() + timeout
-    while not (value := check()):
-        if time.monotonic() > end:
-            raise SystemExit(f"gave up waiting for {check}")
-        time.sleep(interval)
-    return value
 
 
-def healthy(client: Client) -> bool:
-    try:
-        return client.request("GET", "/health", ok=(503,))[0] == 200
-    except Exception:
-        return False
 
 
 def start_server(base: Path) -> tuple[subprocess.Popen, Client]:

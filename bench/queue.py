@@ -6,13 +6,18 @@ Run: .venv/bin/python bench/queue.py [--submissions 5000] [--backlog 100000] [--
 
 from __future__ import annotations
 
+import sys
+from pathlib import Path
+
+# The repository root, for bench.harness (run with -P: see bench/harness.py).
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
 import argparse
 import http.client
 import json
 import os
 import random
 import shutil
-import socket
 import sqlite3
 import statistics
 import subprocess
@@ -23,6 +28,7 @@ import uuid
 from collections.abc import Callable
 from pathlib import Path
 
+from bench.harness import free_port
 from blanket.pricing import task_score
 from blanket.store.base import Claim
 from blanket.store.sqlite import SQLiteStore
@@ -36,10 +42,6 @@ WORKER_TAGS = ["unix"]
 TASK = json.dumps({"type": "free", "environment": {"INPUT": "a.pdf", "LEVEL": 3}}).encode()
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class Server:

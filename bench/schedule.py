@@ -12,10 +12,15 @@ scheduled second to the task being durably queued.
 
 from __future__ import annotations
 
+import sys
+from pathlib import Path
+
+# The repository root, for bench.harness (run with -P: see bench/harness.py).
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
 import argparse
 import os
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -24,22 +29,14 @@ import time
 from datetime import datetime
 from pathlib import Path
 
+from bench.harness import free_port, healthy, percentile
 from blanket.client import Client
 
 SCHEDULE = 'type = "noop"\ncron = "* * * * * *"\noverlap = "allow"\nmissed = "skip"\n'
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
-def healthy(client: Client) -> bool:
-    try:
-        return client.request("GET", "/health", ok=(503,))[0] == 200
-    except Exception:
-        return False
 
 
 def write_config(base: Path, count: int) -> None:
@@ -88,9 +85,6 @@ def lateness_ms(task: dict) -> float:
     return (task["added"] - fired.timestamp()) * 1000
 
 
-def percentile(values: list[float], fraction: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, round(fraction * (len(ordered) - 1)))]
 
 
 def main() -> None:

@@ -10,46 +10,30 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-# Run as a script, this folder comes first on sys.path, and bench/queue.py would shadow the
-# standard library's queue module (which urllib3 needs).
-sys.path[:] = [p for p in sys.path if Path(p or ".").absolute() != Path(__file__).parent.absolute()]
+# The repository root, for bench.harness (run with -P: see bench/harness.py).
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-import argparse  # noqa: E402
-import os  # noqa: E402
-import socket  # noqa: E402
-import statistics  # noqa: E402
-import subprocess  # noqa: E402
-import tempfile  # noqa: E402
-import time  # noqa: E402
-from concurrent.futures import ThreadPoolExecutor  # noqa: E402
 
-from blanket.client import Client  # noqa: E402
+import argparse
+import os
+import statistics
+import subprocess
+import tempfile
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+from bench.harness import free_port, healthy, percentile, wait_until
+from blanket.client import Client
 
 ECHO_TYPE = 'command = "echo hello $N"\n'
 # bash's $EPOCHREALTIME is a builtin: the stamp costs no extra process.
 STAMP_TYPE = 'command = "echo $EPOCHREALTIME > started.txt"\n'
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
-def wait_until(check, timeout: float = 60.0, interval: float = 0.02):
-    end = time.monotonic() + timeout
-    while not (value := check()):
-        if time.monotonic() > end:
-            raise SystemExit(f"gave up waiting for {check}")
-        time.sleep(interval)
-    return value
 
 
-def healthy(client: Client) -> bool:
-    try:
-        return client.request("GET", "/health", ok=(503,))[0] == 200
-    except Exception:
-        return False
 
 
 def direct_rate(count: int) -> float:
@@ -117,9 +101,6 @@ def start_delays(client: Client, data_dir: Path, samples: int) -> list[float]:
     return delays
 
 
-def percentile(values: list[float], fraction: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(fraction * len(ordered)))]
 
 
 def main() -> None:
