@@ -1,0 +1,402 @@
+// blanket's web page: plain DOM code over the JSON API. Every server string goes
+// through textContent (via el()), never innerHTML, because environments and
+// descriptions are written by whoever submits or edits a type.
+"use strict";
+
+const ACTIVE = new Set(["QUEUED", "CLAIMED", "RUNNING"]);
+const REFRESH_MS = 2000;
+const TYPES_EVERY = 5; // refreshes between reloads of the task types
+const state = { types: [], chosen: null, logSources: [], timer: null, ticks: 0, offline: false };
+
+function $(id) { return document.getElementById(id); }
+
+// An element with attributes/properties and children (strings become text nodes).
+function el(tag, props, ...children) {
+  const node = document.createElement(tag);
+  for (const [key, value] of Object.entries(props || {})) {
+    if (key === "class") node.className = value;
+    else if (key.startsWith("on")) node.addEventListener(key.slice(2), value);
+    else if (key in node) node[key] = value;
+    else node.setAttribute(key, value);
+  }
+  for (const child of children) {
+    if (child === null || child === undefined) continue;
+    node.append(child instanceof Node ? child : String(child));
+  }
+  return node;
+}
+
+function replaceRows(tbody, rows, columns, empty) {
+  tbody.replaceChildren(...(rows.length ? rows
+    : [el("tr", {}, el("td", { colSpan: columns, class: "muted" }, empty))]));
+}
+
+// fetch wrapper: JSON (or text) on success; the server's error message as an Error otherwise.
+async function api(method, path, body, asText) {
+  const options = { method, headers: {} };
+  if (body instanceof FormData) options.body = body;
+  else if (body !== undefined) {
+    options.body = JSON.stringify(body);
+    options.headers["Content-Type"] = "application/json";
+  }
+  const response = await fetch(path, options);
+  if (!response.ok) {
+    let message = `${method} ${path}: HTTP ${response.status}`;
+    try {
+      const data = await response.json();
+      if (data && data.error && data.error.message) message = data.error.message;
+    } catch (e) { /* not JSON: keep the status line */ }
+    const error = new Error(message);
+    error.status = response.status;
+    throw error;
+  }
+  return asText ? response.text() : response.json();
+}
+
+function flash(message, kind) {
+  const box = $("flash");
+  box.textContent = message;
+  box.className = kind || "error";
+  box.hidden = !message;
+}
+
+async function act(action) {
+  try {
+    await action();
+    flash("");
+  } catch (e) {
+    flash(e.message);
+  }
+}
+
+// ---- formatting
+
+function asDate(value) {
+  if (value === null || value === undefined || value === "") return null;
+  return typeof value === "number" ? new Date(value * 1000) : new Date(value);
+}
+
+function when(value) {
+  const date = asDate(value);
+  if (!date || isNaN(date)) return "";
+  const today = new Date().toDateString() === date.toDateString();
+  return today ? date.toLocaleTimeString() : date.toLocaleString();
+}
+
+function timeCell(value) {
+  const date = asDate(value);
+  return el("td", { title: date && !isNaN(date) ? date.toISOString() : "" }, when(value));
+}
+
+function ago(seconds) {
+  const s = Math.max(0, Date.now() / 1000 - seconds);
+  if (s < 60) return `${Math.round(s)}s ago`;
+  if (s < 3600) return `${Math.round(s / 60)}m ago`;
+  return `${Math.round(s / 3600)}h ago`;
+}
+
+function stateBadge(value) {
+  return el("span", { class: `state state-${value}` }, value);
+}
+
+function progressBar(task) {
+  if (task.progress === null || task.progress === undefined) return "";
+  const pct = Math.max(0, Math.min(100, Number(task.progress)));
+  const label = `${pct}%${task.progress_message ? " " + task.progress_message : ""}`;
+  return el("div", { class: "progress", title: label },
+    el("div", { class: "bar", style: `width: ${pct}%` }),
+    el("span", { class: "label" }, label));
+}
+
+// ---- task types and the submit form
+
+async function loadTypes() {
+  state.types = await api("GET", "/task_type/");
+  const rows = state.types.map((t) => {
+    const def = t.definition;
+    const problems = t.problems.map((p) =>
+      el("div", { class: "problem" }, `${p.file}${p.line ? ":" + p.line : ""}: ${p.message}`));
+    const start = def ? el("button", { type: "button", onclick: () => chooseType(t.name) }, "Start")
+      : null;
+    return el("tr", { class: problems.length ? "has-problem" : "" },
+      el("td", {}, el("strong", {}, t.name)),
+      el("td", {}, def ? def.description : "", ...problems),
+      el("td", { class: "mono", title: t.version || "" }, (t.version || "").slice(0, 12)),
+      el("td", {}, def ? def.tags.join(", ") : ""),
+      el("td", {}, start));
+  });
+  replaceRows($("types").tBodies[0], rows, 5, "No task types: add a TOML file to conf.d/types/.");
+}
+
+function chooseType(name) {
+  const loaded = state.types.find((t) => t.name === name);
+  if (!loaded || !loaded.definition) return;
+  state.chosen = loaded;
+  const def = loaded.definition;
+  $("submit-type").textContent = name;
+  const fields = [];
+  for (const [key, spec] of Object.entries(def.required || {})) {
+    fields.push(variableField(key, "", true, spec.description, spec.type));
+  }
+  for (const [key, value] of Object.entries(def.defaults || {})) {
+    if (!(key in (def.required || {}))) fields.push(variableField(key, value, false, "default"));
+  }
+  $("variables").replaceChildren(...fields);
+  $("extra-rows").replaceChildren();
+  $("files").value = "";
+  $("not-before").value = "";
+  $("submit-result").replaceChildren();
+  $("submit-section").hidden = false;
+  const first = $("variables").querySelector("input");
+  if (first) first.focus();
+  $("submit-section").scrollIntoView({ block: "nearest" });
+}
+
+function variableField(key, value, required, description, type) {
+  const hint = [type, description].filter(Boolean).join(" — ");
+  return el("label", { class: "field" },
+    el("span", { class: "name mono" }, key, required ? el("span", { class: "required" }, " *") : null),
+    el("input", { type: "text", value: String(value), required, name: `var-${key}` }),
+    el("span", { class: "hint" }, hint));
+}
+
+function addExtraRow() {
+  const row = el("div", { class: "extra" },
+    el("input", { type: "text", placeholder: "KEY", class: "extra-key mono" }),
+    el("span", {}, "="),
+    el("input", { type: "text", placeholder: "value", class: "extra-value" }),
+    el("button", { type: "button", onclick: () => row.remove() }, "×"));
+  $("extra-rows").append(row);
+  row.querySelector("input").focus();
+}
+
+// "+10m" and ISO times with an offset go as typed; a local "2030-01-31T09:00" gets its offset.
+function notBefore(text) {
+  const value = text.trim();
+  if (/^\d{4}-\d\d-\d\d[T ]\d\d:\d\d(:\d\d)?$/.test(value)) {
+    return new Date(value.replace(" ", "T")).toISOString();
+  }
+  return value || null;
+}
+
+function submission() {
+  const environment = {};
+  for (const input of $("variables").querySelectorAll("input")) {
+    environment[input.name.slice(4)] = input.value;
+  }
+  for (const row of $("extra-rows").querySelectorAll(".extra")) {
+    const key = row.querySelector(".extra-key").value.trim();
+    if (key) environment[key] = row.querySelector(".extra-value").value;
+  }
+  const data = { type: state.chosen.name, environment };
+  const after = notBefore($("not-before").value);
+  if (after) data.not_before = after;
+  const files = $("files").files;
+  if (!files.length) return data;
+  const form = new FormData();
+  form.append("data", JSON.stringify(data));
+  for (const file of files) form.append("file", file, file.name);
+  return form;
+}
+
+async function submitTask(event) {
+  event.preventDefault();
+  const result = $("submit-result");
+  result.className = "";
+  result.textContent = "Starting…";
+  try {
+    const task = await api("POST", "/task/", submission());
+    result.className = "ok";
+    result.replaceChildren("Task ", el("strong", {}, `#${task.id}`), ` (${task.type}) is `,
+      stateBadge(task.state), " ",
+      el("button", { type: "button", onclick: () => showLogs(task.id) }, "Logs"));
+    await loadTasks();
+  } catch (e) {
+    result.className = "error";
+    result.textContent = e.message;
+  }
+}
+
+// ---- tasks
+
+async function loadTasks() {
+  const tasks = await api("GET", "/task/?limit=50");
+  replaceRows($("tasks").tBodies[0], tasks.map(taskRow), 10, "No tasks yet.");
+  $("tasks-updated").textContent = `updated ${new Date().toLocaleTimeString()}`;
+}
+
+function taskRow(task) {
+  const active = ACTIVE.has(task.state);
+  const buttons = [
+    active ? el("button", { type: "button", onclick: () => act(() => stopTask(task)) }, "Stop")
+      : el("button", { type: "button", onclick: () => act(() => rerunTask(task)) }, "Rerun"),
+    el("button", { type: "button", onclick: () => act(() => removeTask(task)) }, "Remove"),
+    el("button", { type: "button", onclick: () => showLogs(task.id) }, "Logs"),
+  ];
+  return el("tr", { id: `task-${task.id}` },
+    el("td", { class: "mono" }, task.id),
+    el("td", {}, task.type),
+    el("td", { title: task.error || "" }, stateBadge(task.state)),
+    timeCell(task.added),
+    timeCell(task.started),
+    timeCell(task.finished),
+    el("td", { class: "mono" }, task.exit_code === null ? "" : task.exit_code),
+    el("td", {}, progressBar(task)),
+    el("td", { class: "mono small" }, task.worker || ""),
+    el("td", { class: "buttons" }, ...buttons));
+}
+
+async function stopTask(task) {
+  await api("POST", `/task/${task.id}/stop`);
+  await loadTasks();
+}
+
+async function rerunTask(task) {
+  const again = await api("POST", `/task/${task.id}/rerun`);
+  flash(`Task #${again.id} reruns #${task.id}.`, "ok");
+  await loadTasks();
+}
+
+async function removeTask(task) {
+  const active = ACTIVE.has(task.state);
+  const question = active
+    ? `Task #${task.id} is ${task.state}. Stop it and remove it with its files?`
+    : `Remove task #${task.id} and its files?`;
+  if (!window.confirm(question)) return;
+  await api("DELETE", `/task/${task.id}${active ? "?force" : ""}`);
+  await loadTasks();
+}
+
+// ---- logs
+
+function closeLogs() {
+  for (const source of state.logSources) source.close();
+  state.logSources = [];
+  $("log-section").hidden = true;
+}
+
+async function showLogs(id) {
+  closeLogs();
+  $("log-task").textContent = `#${id}`;
+  $("log-section").hidden = false;
+  $("log-section").scrollIntoView({ block: "nearest" });
+  let task;
+  try {
+    task = await api("GET", `/task/${id}`);
+  } catch (e) {
+    $("log-state").textContent = e.message;
+    return;
+  }
+  $("log-state").textContent = task.state;
+  for (const stream of ["stdout", "stderr"]) {
+    const pre = $(`log-${stream}`);
+    pre.textContent = "";
+    if (ACTIVE.has(task.state)) followLog(id, stream, pre);
+    else readLog(id, stream, pre);
+  }
+}
+
+async function readLog(id, stream, pre) {
+  try {
+    pre.textContent = await api("GET", `/task/${id}/log/${stream}`, undefined, true);
+  } catch (e) {
+    pre.textContent = e.status === 404 ? "(empty)" : e.message;
+  }
+}
+
+function followLog(id, stream, pre) {
+  const source = new EventSource(`/task/${id}/log/${stream}?follow`);
+  state.logSources.push(source);
+  source.onmessage = (event) => {
+    const atBottom = pre.scrollTop + pre.clientHeight >= pre.scrollHeight - 4;
+    pre.append(event.data + "\n");
+    if (atBottom) pre.scrollTop = pre.scrollHeight;
+  };
+  source.addEventListener("end", (event) => {
+    source.close();
+    $("log-state").textContent = event.data;
+  });
+  // EventSource would reconnect and replay the log from the start; stop instead.
+  source.onerror = () => source.close();
+}
+
+// ---- workers and schedules
+
+async function loadWorkers() {
+  const workers = await api("GET", "/worker/");
+  replaceRows($("workers").tBodies[0], workers.map((w) => el("tr", {},
+    el("td", { class: "mono small" }, w.id),
+    el("td", {}, w.host),
+    el("td", {}, w.tags.join(", ")),
+    el("td", {}, el("span", { class: `worker-${w.state}` }, w.state)),
+    el("td", { class: "mono" }, w.task === null ? "" : `#${w.task}`),
+    el("td", {}, w.heartbeat ? ago(w.heartbeat) : ""))),
+  6, "No workers: start one with blanket worker.");
+}
+
+async function loadSchedules() {
+  const schedules = await api("GET", "/schedule/");
+  replaceRows($("schedules").tBodies[0], schedules.map((s) => {
+    const def = s.definition || {};
+    const timing = def.cron ? `cron ${def.cron}` : def.every ? `every ${def.every}s` : "";
+    const problems = (s.problems || []).map((p) =>
+      el("div", { class: "problem" }, `${p.file}${p.line ? ":" + p.line : ""}: ${p.message}`));
+    return el("tr", {},
+      el("td", {}, el("strong", {}, s.name), ...problems),
+      el("td", {}, s.type || def.type || ""),
+      el("td", { class: "mono small" }, timing),
+      el("td", {}, s.paused ? "paused" : s.state || ""),
+      timeCell(s.next_fire),
+      el("td", {}, s.definition ? el("button", { type: "button",
+        onclick: () => act(() => runSchedule(s.name)) }, "Run now") : null));
+  }), 6, "No schedules.");
+}
+
+async function runSchedule(name) {
+  const task = await api("POST", `/schedule/${encodeURIComponent(name)}/run`);
+  flash(`Schedule ${name} started task #${task.id}.`, "ok");
+  await loadTasks();
+}
+
+async function loadHealth() {
+  const health = await api("GET", "/health");
+  const problems = health.config_problems.length;
+  $("health").textContent = `v${health.version} · ${health.types} types` +
+    (problems ? ` · ${problems} config problem${problems > 1 ? "s" : ""}` : "");
+  $("health").className = problems ? "problem" : "muted";
+}
+
+// ---- refresh loop
+
+async function refresh() {
+  clearTimeout(state.timer);
+  try {
+    const loads = [loadTasks(), loadWorkers(), loadSchedules(), loadHealth()];
+    if (state.ticks++ % TYPES_EVERY === 0) loads.push(loadTypes());
+    await Promise.all(loads);
+    if (state.offline) flash("");
+    state.offline = false;
+  } catch (e) {
+    state.offline = true;
+    flash(`Cannot load from the server: ${e.message}`);
+  }
+  if (document.visibilityState === "visible") state.timer = setTimeout(refresh, REFRESH_MS);
+}
+
+function start() {
+  $("submit-form").addEventListener("submit", submitTask);
+  $("add-extra").addEventListener("click", addExtraRow);
+  $("cancel-submit").addEventListener("click", () => { $("submit-section").hidden = true; });
+  $("close-log").addEventListener("click", closeLogs);
+  document.addEventListener("visibilitychange", () => {
+    if (document.visibilityState === "visible") {
+      state.ticks = 0;
+      refresh();
+    } else {
+      clearTimeout(state.timer);
+    }
+  });
+  refresh();
+}
+
+document.addEventListener("DOMContentLoaded", start);
