@@ -5,7 +5,7 @@ from __future__ import annotations
 import bottle
 import structlog
 
-from blanket.api import catalog, openapi, schedules, tasks, workers
+from blanket.api import catalog, openapi, schedules, tasks, web, workers
 from blanket.api.http import JSONErrors, error_body
 from blanket.app import Services
 
@@ -22,6 +22,7 @@ def make_app(services: Services, extra_installers=()) -> bottle.Bottle:
     workers.install(app, services)
     catalog.install(app, services)
     schedules.install(app, services)
+    web.install(app, services)
     for install in extra_installers:
         install(app, services)
     openapi.install(app)
