@@ -1,6 +1,6 @@
-// blanket's web page: plain DOM code over the JSON API. Every server string goes
-// through textContent (via el()), never innerHTML, because environments and
-// descriptions are written by whoever submits or edits a type.
+// blanket's web page: plain DOM code over the JSON API. Every server string becomes a
+// text node (via el()) and is never parsed as markup, because environments and
+// descriptions are written by whoever submits a task or edits a type.
 "use strict";
 
 const ACTIVE = new Set(["QUEUED", "CLAIMED", "RUNNING"]);

@@ -1,0 +1,165 @@
+"""The web page: served by the server itself, its files confined to the web folder, and (when
+Chromium is installed) a real browser starting a task through the page's form."""
+
+from __future__ import annotations
+
+import fcntl
+import http.client
+import json
+import os
+import re
+import select
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import ServerProcess, wait_until
+
+CHROMIUM = Path("/usr/bin/chromium")
+WEB_DIR = Path(__file__).resolve().parents[2] / "blanket" / "web"
+HELLO = '''
+description = "Greets <b id='injected'>someone</b>"
+command = "echo hello {{ NAME }}"
+[environment.required]
+NAME = { description = "who to greet" }
+'''
+
+
+def get(server: ServerProcess, path: str) -> tuple[int, str, bytes]:
+    """GET `path` exactly as written (no client-side normalising of `..`)."""
+    conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=10)
+    try:
+        conn.request("GET", path)
+        response = conn.getresponse()
+        return response.status, response.getheader("Content-Type", ""), response.read()
+    finally:
+        conn.close()
+
+
+def test_the_root_is_the_page_and_it_references_its_script_and_style(make_server):
+    status, content_type, body = get(make_server(), "/")
+    assert status == 200
+    assert content_type.startswith("text/html")
+    assert b'src="/web/app.js"' in body
+    assert b'href="/web/style.css"' in body
+
+
+@pytest.mark.parametrize(("name", "content_type"), [("app.js", "text/javascript"),
+                                                    ("style.css", "text/css")])
+def test_the_script_and_style_are_served_with_their_content_types(make_server, name,
+                                                                  content_type):
+    status, served_type, body = get(make_server(), f"/web/{name}")
+    assert (status, served_type.split(";")[0]) == (200, content_type)
+    assert body == (WEB_DIR / name).read_bytes()
+
+
+def test_paths_outside_the_web_folder_are_404_json(make_server):
+    server = make_server()
+    for path in ("/web/../api/web.py", "/web/%2e%2e/api/web.py", "/web/%2E%2E%2Fapi%2Fweb.py",
+                 "/web/..%2f..%2fpyproject.toml", "/web//etc/passwd", "/web/missing.js"):
+        status, content_type, body = get(server, path)
+        assert (status, content_type) == (404, "application/json"), path
+        assert json.loads(body)["error"]["code"] == "not_found", path
+
+
+def test_the_script_never_parses_text_as_html():
+    script = (WEB_DIR / "app.js").read_text()
+    assert not re.search(r"innerHTML|outerHTML|insertAdjacentHTML|document\.write", script)
+
+
+@pytest.mark.skipif(not CHROMIUM.exists(), reason="needs /usr/bin/chromium (not installed here)")
+def test_a_browser_starts_a_task_through_the_form_and_sees_it_listed(make_server, tmp_path):
+    server = make_server(types={"hello": HELLO})
+    with Browser(tmp_path / "chromium") as browser:
+        browser.open(server.url + "/")
+        browser.wait_for("document.querySelector('#types tbody button') !== null")
+        assert browser.evaluate("document.getElementById('injected') === null")
+        assert browser.evaluate("document.querySelector('#types').textContent"
+                                ".includes(\"<b id='injected'>someone</b>\")")
+        browser.evaluate("""
+            document.querySelector('#types tbody button').click();
+            document.querySelector('input[name="var-NAME"]').value = 'from the page';
+            document.getElementById('submit-form').requestSubmit();
+        """)
+        browser.wait_for("document.querySelector('#tasks tbody tr[id^=\"task-\"]') !== null")
+        row_id = browser.evaluate("document.querySelector('#tasks tbody tr[id^=\"task-\"]').id")
+    task = server.client.get(f"/task/{row_id.removeprefix('task-')}")
+    assert (task["type"], task["environment"]["NAME"]) == ("hello", "from the page")
+
+
+class Browser:
+    """Headless Chromium driven over the DevTools protocol on a pipe (fds 3 and 4), so the
+    test needs no WebSocket client."""
+
+    def __init__(self, profile: Path):
+        self.commands_r, self.commands_w = os.pipe()
+        self.replies_r, self.replies_w = os.pipe()
+        self.proc = subprocess.Popen(
+            [str(CHROMIUM), "--headless", "--no-sandbox", "--disable-gpu",
+             "--disable-background-networking", "--remote-debugging-pipe",
+             f"--user-data-dir={profile}", "about:blank"],
+            pass_fds=(3, 4), preexec_fn=self._pipes_to_3_and_4,
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        os.close(self.commands_r)
+        os.close(self.replies_w)
+        self.buffer = b""
+        self.next_id = 0
+        self.session: str | None = None
+
+    def _pipes_to_3_and_4(self) -> None:
+        high_r = fcntl.fcntl(self.commands_r, fcntl.F_DUPFD, 10)
+        high_w = fcntl.fcntl(self.replies_w, fcntl.F_DUPFD, 10)
+        os.dup2(high_r, 3)
+        os.dup2(high_w, 4)
+
+    def __enter__(self) -> Browser:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.proc.kill()
+        self.proc.wait()
+        os.close(self.commands_w)
+        os.close(self.replies_r)
+
+    def send(self, method: str, params: dict | None = None, timeout: float = 15) -> dict:
+        self.next_id += 1
+        message = {"id": self.next_id, "method": method, "params": params or {}}
+        if self.session:
+            message["sessionId"] = self.session
+        os.write(self.commands_w, json.dumps(message).encode() + b"\0")
+        end = time.monotonic() + timeout
+        while True:
+            reply = self._read_message(end)
+            if reply.get("id") == self.next_id:
+                if "error" in reply:
+                    raise AssertionError(f"{method}: {reply['error']}")
+                return reply["result"]
+
+    def _read_message(self, end: float) -> dict:
+        while b"\0" not in self.buffer:
+            ready, _, _ = select.select([self.replies_r], [], [], max(0, end - time.monotonic()))
+            if not ready:
+                raise AssertionError("Chromium did not answer in time")
+            chunk = os.read(self.replies_r, 65536)
+            if not chunk:
+                raise AssertionError("Chromium closed its DevTools pipe")
+            self.buffer += chunk
+        message, self.buffer = self.buffer.split(b"\0", 1)
+        return json.loads(message)
+
+    def open(self, url: str) -> None:
+        target = self.send("Target.createTarget", {"url": url})["targetId"]
+        self.session = self.send("Target.attachToTarget",
+                                 {"targetId": target, "flatten": True})["sessionId"]
+
+    def evaluate(self, expression: str):
+        result = self.send("Runtime.evaluate", {"expression": expression,
+                                                "returnByValue": True, "awaitPromise": True})
+        if "exceptionDetails" in result:
+            raise AssertionError(f"{expression}: {result['exceptionDetails']}")
+        return result["result"].get("value")
+
+    def wait_for(self, expression: str, timeout: float = 15) -> None:
+        wait_until(lambda: self.evaluate(expression), timeout=timeout, interval=0.05)
