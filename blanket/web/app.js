@@ -61,9 +61,9 @@ function flash(message, kind) {
 }
 
 async function act(action) {
+  flash("");
   try {
     await action();
-    flash("");
   } catch (e) {
     flash(e.message);
   }
