@@ -72,11 +72,15 @@ class Outcome:
 
 @dataclass(frozen=True)
 class ScheduleState:
+    """A schedule's saved progress; `pending_fire` is the fire of a run that waits for the
+    previous run to end (overlap = "queue")."""
+
     name: str
     next_fire: float | None = None
     last_fire: float | None = None
     last_task: int | None = None
     paused: bool = False
+    pending_fire: float | None = None
 
 
 @dataclass

@@ -379,13 +379,14 @@ class PostgresStore(Store):
             return None
         return ScheduleState(name=row["name"], next_fire=row["next_fire"],
                              last_fire=row["last_fire"], last_task=row["last_task"],
-                             paused=row["paused"])
+                             paused=row["paused"], pending_fire=row["pending_fire"])
 
     def save_schedule_state(self, state: ScheduleState) -> None:
         with self._tx() as cur:
             cur.execute(Q["save_schedule_state"], {
                 "name": state.name, "next_fire": state.next_fire, "last_fire": state.last_fire,
-                "last_task": state.last_task, "paused": state.paused})
+                "last_task": state.last_task, "paused": state.paused,
+                "pending_fire": state.pending_fire})
 
     def close(self) -> None:
         self._closing.set()

@@ -263,13 +263,14 @@ class SQLiteStore(Store):
             return None
         return ScheduleState(name=row["name"], next_fire=row["next_fire"],
                              last_fire=row["last_fire"], last_task=row["last_task"],
-                             paused=bool(row["paused"]))
+                             paused=bool(row["paused"]), pending_fire=row["pending_fire"])
 
     def save_schedule_state(self, state: ScheduleState) -> None:
         with self._tx() as db:
             db.execute(Q["save_schedule_state"], {
                 "name": state.name, "next_fire": state.next_fire, "last_fire": state.last_fire,
-                "last_task": state.last_task, "paused": int(state.paused)})
+                "last_task": state.last_task, "paused": int(state.paused),
+                "pending_fire": state.pending_fire})
 
     def try_scheduler_lock(self) -> bool:
         return True  # one SQLite file serves one server

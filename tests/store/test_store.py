@@ -2,16 +2,22 @@
 
 from __future__ import annotations
 
+import sqlite3
 import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import closing
+from dataclasses import replace
+from pathlib import Path
 
+import psycopg
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from blanket.errors import NotFound, StaleAttempt
 from blanket.models import Task, TaskState, Worker
+from blanket.sql import load_migrations, load_queries
 from blanket.store.base import (
     Claim,
     DuplicateTask,
@@ -21,6 +27,9 @@ from blanket.store.base import (
     Store,
     TaskFilter,
 )
+from tests.store.conftest import database_url, opener
+
+POSTGRES = load_queries("postgres")
 
 NOW = 10_000.0
 Opener = Callable[[], Store]
@@ -650,6 +659,55 @@ def test_saving_schedule_state_again_replaces_it(store: Store) -> None:
     store.save_schedule_state(ScheduleState(name="nightly", next_fire=2.0, last_fire=1.0))
     assert store.get_schedule_state("nightly") == ScheduleState(
         name="nightly", next_fire=2.0, last_fire=1.0)
+
+
+def test_a_pending_fire_round_trips_and_clears(store: Store) -> None:
+    waiting = ScheduleState(name="nightly", next_fire=NOW + 60, last_fire=NOW - 60,
+                            pending_fire=NOW)
+    store.save_schedule_state(waiting)
+    assert store.get_schedule_state("nightly") == waiting
+    store.save_schedule_state(replace(waiting, pending_fire=None))
+    assert store.get_schedule_state("nightly").pending_fire is None  # type: ignore[union-attr]
+
+
+# migrations
+
+def make_version_1_database(backend: str, url: str) -> None:
+    """A database as blanket left it at schema version 1, with one schedule's state."""
+    [(number, schema), *_] = load_migrations(backend)
+    insert = "INSERT INTO schedule_state (name, next_fire) VALUES ('nightly', 10000.0)"
+    if backend == "sqlite":
+        with closing(sqlite3.connect(url.removeprefix("sqlite:///"))) as db:
+            db.executescript(schema)
+            db.execute(insert)
+            db.execute(f"PRAGMA user_version = {number}")
+            db.commit()
+        return
+    with psycopg.connect(url, autocommit=True) as db:
+        db.execute(POSTGRES["create_schema_table"])
+        db.execute(schema)
+        db.execute(insert)
+        db.execute("INSERT INTO blanket_schema (version, applied) VALUES (%s, 0)", (number,))
+
+
+def applied_versions(backend: str, url: str) -> list[int]:
+    if backend == "sqlite":
+        with closing(sqlite3.connect(url.removeprefix("sqlite:///"))) as db:
+            return list(range(1, db.execute("PRAGMA user_version").fetchone()[0] + 1))
+    with psycopg.connect(url) as db:
+        return [r[0] for r in db.execute("SELECT version FROM blanket_schema ORDER BY 1")]
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgres"])
+def test_a_version_1_database_is_migrated_keeping_its_data(backend: str, tmp_path: Path) -> None:
+    with database_url(backend, tmp_path) as url:
+        make_version_1_database(backend, url)
+        with opener(url) as open_one:
+            store = open_one()
+            assert store.get_schedule_state("nightly") == ScheduleState("nightly", NOW)
+            store.save_schedule_state(ScheduleState("nightly", NOW, pending_fire=NOW - 1))
+            assert store.get_schedule_state("nightly").pending_fire == NOW - 1  # type: ignore[union-attr]
+        assert applied_versions(backend, url) == [n for n, _ in load_migrations(backend)]
 
 
 # wake-ups

@@ -193,7 +193,8 @@ DELETE FROM workers WHERE id = %(id)s;
 SELECT * FROM schedule_state WHERE name = %(name)s;
 
 -- name: save_schedule_state
-INSERT INTO schedule_state (name, next_fire, last_fire, last_task, paused)
-VALUES (%(name)s, %(next_fire)s, %(last_fire)s, %(last_task)s, %(paused)s)
+INSERT INTO schedule_state (name, next_fire, last_fire, last_task, paused, pending_fire)
+VALUES (%(name)s, %(next_fire)s, %(last_fire)s, %(last_task)s, %(paused)s, %(pending_fire)s)
 ON CONFLICT (name) DO UPDATE SET next_fire = excluded.next_fire, last_fire = excluded.last_fire,
-    last_task = excluded.last_task, paused = excluded.paused;
+    last_task = excluded.last_task, paused = excluded.paused,
+    pending_fire = excluded.pending_fire;

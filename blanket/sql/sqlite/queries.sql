@@ -134,7 +134,8 @@ DELETE FROM workers WHERE id = ?;
 SELECT * FROM schedule_state WHERE name = ?;
 
 -- name: save_schedule_state
-INSERT INTO schedule_state (name, next_fire, last_fire, last_task, paused)
-VALUES (:name, :next_fire, :last_fire, :last_task, :paused)
+INSERT INTO schedule_state (name, next_fire, last_fire, last_task, paused, pending_fire)
+VALUES (:name, :next_fire, :last_fire, :last_task, :paused, :pending_fire)
 ON CONFLICT (name) DO UPDATE SET next_fire = excluded.next_fire, last_fire = excluded.last_fire,
-    last_task = excluded.last_task, paused = excluded.paused;
+    last_task = excluded.last_task, paused = excluded.paused,
+    pending_fire = excluded.pending_fire;
