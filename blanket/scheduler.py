@@ -3,6 +3,11 @@
 The rules of when a schedule fires live in blanket/schedule.py; this module keeps each
 schedule's next fire time in the store, submits due runs, and sleeps until the earliest next
 fire (woken early when the catalog changes). One server at a time runs it.
+
+overlap = "queue": a fire that comes while the schedule's previous run has not ended is kept
+as the schedule's one waiting run (`pending_fire` in the store; later fires coalesce into it)
+and submitted on the first tick after the previous run ends. While a run waits, every store
+change (a task ends) wakes the loop, so that tick comes at once rather than at the next fire.
 """
 
 from __future__ import annotations
@@ -12,7 +17,7 @@ import threading
 import time
 import weakref
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -79,6 +84,7 @@ class Scheduler:
         self.store: Store = services.store
         self.catalog: Catalog = services.catalog
         self.intake = services.intake
+        self.wakeups = services.wakeups
         self.max_missed = services.settings.max_missed
         self.clock = clock
         self.next_wake: float | None = None
@@ -90,12 +96,15 @@ class Scheduler:
         self._holds_lock = False
         self._after: list[tuple[Schedule, ScheduleState]] = []  # as the last tick left them
         self._prepared: dict[str, _Plan] = {}
+        # Schedules with a run waiting for its previous run to end (read by store listeners).
+        self._pending: set[str] = set()
 
     # ---------------------------------------------------------------- one pass
 
     def tick(self, now: float) -> list[Task]:
         """Submit every run due at `now`; return the tasks created (oldest fire first)."""
         if not self._has_lock():
+            self._pending = set()
             return []
         current = {s.name: s.schedule for s in self.catalog.schedules() if s.schedule is not None}
         self._forget_deleted(set(current))
@@ -103,12 +112,13 @@ class Scheduler:
             plans = [p for p in (self._plan(s, now) for s in current.values()) if p is not None]
             # Submit everything first and save states after: a run's lateness is then the
             # time to submit the runs before it, and the dedupe key covers a crash between.
-            due = sorted((p for p in plans if p.runs), key=lambda p: p.runs[0])
-            created = {p.schedule.name: self._submit_runs(p.schedule, p.runs) for p in due}
-            self._after = [self._save(p, created.get(p.schedule.name, [])) for p in plans]
+            due = sorted((p for p in plans if p.fires), key=lambda p: p.fires[0])
+            done = {p.schedule.name: self._submit_runs(p) for p in due}
+            self._after = [self._save(p, done.get(p.schedule.name, _Submitted())) for p in plans]
+        self._pending = {state.name for _, state in self._after if state.pending_fire is not None}
         upcoming = [p.upcoming for p in plans if p.upcoming is not None]
         self.next_wake = min(upcoming, default=None)
-        return sorted((t for tasks in created.values() for t in tasks),
+        return sorted((task for result in done.values() for _, task in result.tasks),
                       key=lambda t: (t.environment.get(FIRE_TIME_VARIABLE, ""), t.id))
 
     def prepare(self, moment: float) -> None:
@@ -138,12 +148,13 @@ class Scheduler:
         runs, upcoming = due_runs(schedule, stored, now, max_missed=limit)
         return _Plan(schedule, state, tuple(runs), upcoming, now)
 
-    def _save(self, plan: _Plan, tasks: list[Task]) -> tuple[Schedule, ScheduleState]:
+    def _save(self, plan: _Plan, done: _Submitted) -> tuple[Schedule, ScheduleState]:
         old = plan.state
+        last_fire, last_task = done.tasks[-1] if done.tasks else (old.last_fire, None)
         new = ScheduleState(
-            old.name, next_fire=plan.upcoming,
-            last_fire=plan.runs[-1] if tasks else old.last_fire,
-            last_task=tasks[-1].id if tasks else old.last_task, paused=False)
+            old.name, next_fire=plan.upcoming, last_fire=last_fire,
+            last_task=last_task.id if last_task else old.last_task, paused=False,
+            pending_fire=done.pending)
         if new != old:
             self.store.save_schedule_state(new)
         return plan.schedule, new
@@ -161,31 +172,69 @@ class Scheduler:
         return stored
 
     def _forget_deleted(self, names: set[str]) -> None:
-        """A schedule that disappeared stops; its stored next fire is cleared so that a file
-        put back later starts afresh instead of catching up."""
+        """A schedule that disappeared stops; its stored next fire and waiting run are cleared
+        so that a file put back later starts afresh instead of catching up."""
         for gone in set(self._basis) - names:
             del self._basis[gone]
             with _state_lock:
                 state = self.store.get_schedule_state(gone)
-                if state is not None and state.next_fire is not None:
-                    self.store.save_schedule_state(ScheduleState(
-                        gone, None, state.last_fire, state.last_task, state.paused))
+                if state is not None and (state.next_fire, state.pending_fire) != (None, None):
+                    self.store.save_schedule_state(replace(state, next_fire=None,
+                                                           pending_fire=None))
             log.info("schedule removed", schedule=gone)
 
-    def _submit_runs(self, schedule: Schedule, runs: tuple[float, ...]) -> list[Task]:
+    def _submit_runs(self, plan: _Plan) -> _Submitted:
+        """Submit a plan's fires (its waiting run first) as its overlap rule says."""
+        schedule, fires = plan.schedule, plan.fires
         if schedule.overlap == "allow":
-            return [t for t in (self._submit(schedule, fire) for fire in runs) if t is not None]
-        # Runs submitted before a crash that lost the saved state are not "previous" runs.
-        done = {self.store.task_for_key(dedupe_key(schedule.name, fire)) for fire in runs}
-        unfinished = self.store.list_tasks(TaskFilter(
-            schedule=schedule.name, states=UNFINISHED, limit=len(runs) + 1))
-        previous = [t for t in unfinished if t.id not in done]
-        if overlap_decision(schedule, bool(previous)) == "skip":
+            return _Submitted(self._submit_each(schedule, fires))
+        previous = self._previous_run(schedule, fires)
+        decision = overlap_decision(schedule, previous is not None)
+        if decision == "skip":
             log.info("schedule run skipped: the previous run has not ended",
-                     schedule=schedule.name, previous=previous[0].id, fires=len(runs))
-            return []
-        tasks = [self._submit(schedule, fire) for fire in runs]
-        return [t for t in tasks if t is not None]
+                     schedule=schedule.name, previous=previous, fires=len(fires))
+            return _Submitted()
+        if decision == "queue":
+            self._coalesce(schedule, fires[:-1])
+            if fires[-1] != plan.state.pending_fire:
+                log.info("schedule run waits for the previous run to end", schedule=schedule.name,
+                         previous=previous, fire=fire_time_text(fires[-1]))
+            return _Submitted(pending=fires[-1])
+        if schedule.overlap == "queue":
+            return self._submit_first(schedule, fires)
+        return _Submitted(self._submit_each(schedule, fires))
+
+    def _previous_run(self, schedule: Schedule, fires: tuple[float, ...]) -> int | None:
+        """The id of a run of `schedule` that has not ended, other than these fires' own."""
+        if schedule.overlap == "queue":
+            # Before the query: a run that ends after it must still wake the loop.
+            self._pending.add(schedule.name)
+        # Runs submitted before a crash that lost the saved state are not "previous" runs.
+        done = {self.store.task_for_key(dedupe_key(schedule.name, fire)) for fire in fires}
+        unfinished = self.store.list_tasks(TaskFilter(
+            schedule=schedule.name, states=UNFINISHED, limit=len(fires) + 1))
+        return next((t.id for t in unfinished if t.id not in done), None)
+
+    def _submit_each(self, schedule: Schedule,
+                     fires: tuple[float, ...]) -> tuple[tuple[float, Task], ...]:
+        submitted = ((fire, self._submit(schedule, fire)) for fire in fires)
+        return tuple((fire, task) for fire, task in submitted if task is not None)
+
+    def _submit_first(self, schedule: Schedule, fires: tuple[float, ...]) -> _Submitted:
+        """overlap = "queue" with no run going: submit the oldest fire; the later ones become
+        one waiting run, for the latest fire."""
+        for index, fire in enumerate(fires):
+            task = self._submit(schedule, fire)
+            if task is not None:
+                later = fires[index + 1:]
+                self._coalesce(schedule, later[:-1])
+                return _Submitted(((fire, task),), later[-1] if later else None)
+        return _Submitted()
+
+    def _coalesce(self, schedule: Schedule, dropped: tuple[float, ...]) -> None:
+        if dropped:
+            log.info("schedule runs coalesced into the later waiting run", schedule=schedule.name,
+                     fires=[fire_time_text(f) for f in dropped])
 
     def _submit(self, schedule: Schedule, fire: float) -> Task | None:
         key = dedupe_key(schedule.name, fire)
@@ -210,8 +259,10 @@ class Scheduler:
     # ---------------------------------------------------------------- the loop
 
     def start(self) -> None:
-        """Run ticks in a thread, sleeping until the earliest next fire or a catalog change."""
+        """Run ticks in a thread, sleeping until the earliest next fire or a catalog change
+        (or, while a run waits for its previous run, any store change)."""
         self.catalog.add_listener(self.wake)
+        self.wakeups.add_listener(self._store_changed)
         _started.add(self)
         self._thread = threading.Thread(target=self._run, name="scheduler", daemon=True)
         self._thread.start()
@@ -219,6 +270,11 @@ class Scheduler:
     def wake(self) -> None:
         """Tick now (the catalog changed, or a schedule was resumed)."""
         self._wake.set()
+
+    def _store_changed(self) -> None:
+        # Called on every submission and finish: only a waiting run makes it worth a tick.
+        if self._pending:
+            self._wake.set()
 
     def stop(self) -> None:
         _started.discard(self)
@@ -256,10 +312,26 @@ class _Plan:
     upcoming: float | None
     at: float
 
+    @property
+    def fires(self) -> tuple[float, ...]:
+        """The fires to submit now: the run left waiting (if still enabled), then the due runs."""
+        waiting = self.state.pending_fire
+        if waiting is None or not self.schedule.enabled:
+            return self.runs
+        return (waiting, *self.runs)
+
     def still_valid(self, schedule: Schedule, state: ScheduleState, now: float) -> bool:
         """Whether due_runs at `now` would give the same answer (a plan made ahead of time)."""
         return (schedule == self.schedule and state == self.state and self.at <= now < self.at + 1
                 and (self.upcoming is None or now < self.upcoming))
+
+
+@dataclass(frozen=True)
+class _Submitted:
+    """What one tick made of a schedule's fires: (fire, task) submitted, and the waiting run."""
+
+    tasks: tuple[tuple[float, Task], ...] = ()
+    pending: float | None = None
 
 
 def scheduled_request(schedule: Schedule, fire: float | None, key: str | None) -> TaskRequest:
@@ -281,14 +353,14 @@ def run_now(services: Services, name: str) -> Task:
     task = services.intake.submit(scheduled_request(schedule, None, None))
     with _state_lock:
         state = services.store.get_schedule_state(name) or ScheduleState(name)
-        services.store.save_schedule_state(ScheduleState(
-            name, state.next_fire, state.last_fire, task.id, state.paused))
+        services.store.save_schedule_state(replace(state, last_task=task.id))
     return task
 
 
 def set_paused(services: Services, name: str, paused: bool) -> ScheduleState:
     """Pause or resume schedule `name`. A resumed schedule starts afresh from its next fire
-    time: runs that fell while it was paused are not caught up."""
+    time: runs that fell while it was paused are not caught up, and a run that was waiting
+    for the previous one to end (overlap = "queue") is dropped."""
     _schedule_or_404(services.catalog, name)
     with _state_lock:
         state = services.store.get_schedule_state(name) or ScheduleState(name)

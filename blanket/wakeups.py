@@ -17,12 +17,20 @@ class Wakeups:
     def __init__(self) -> None:
         self._cond = threading.Condition()
         self._generation = 0
+        self._listeners: tuple[Callable[[], None], ...] = ()
         self.closed = False
+
+    def add_listener(self, listener: Callable[[], None]) -> None:
+        """Call `listener` on every notification, from the notifying thread; it must be cheap
+        (the store notifies on every submission and finish)."""
+        self._listeners = (*self._listeners, listener)
 
     def notify(self) -> None:
         with self._cond:
             self._generation += 1
             self._cond.notify_all()
+        for listener in self._listeners:
+            listener()
 
     def close(self) -> None:
         """Release every waiter (server shutdown)."""

@@ -19,8 +19,9 @@ from blanket.scheduler import (
     set_paused,
 )
 from blanket.settings import Settings
-from blanket.store.base import ScheduleState, TaskFilter
+from blanket.store.base import Claim, ScheduleState, TaskFilter
 from blanket.versions import bundle_path
+from tests.conftest import wait_until
 
 T0 = 1_800_000_000.0  # a multiple of 10, so `every = "10s"` fires at T0, T0 + 10, ...
 
@@ -130,12 +131,126 @@ def test_overlap_skip_runs_again_once_the_previous_run_ended(setup):
     assert len(scheduler.tick(T0 + 10)) == 1
 
 
-@pytest.mark.parametrize("overlap", ["queue", "allow"])
-def test_overlap_queue_and_allow_submit_while_the_previous_run_is_queued(setup, overlap):
-    scheduler = started(setup, EVERY_10S + f'overlap = "{overlap}"\n')
+def test_overlap_allow_submits_while_the_previous_run_is_queued(setup):
+    scheduler = started(setup, EVERY_10S + 'overlap = "allow"\n')
     scheduler.tick(T0)
     assert len(scheduler.tick(T0 + 10)) == 1
     assert len(setup.tasks("tick")) == 2
+
+
+QUEUE = EVERY_10S + 'overlap = "queue"\n'
+
+
+def running(setup: Setup, task_id: int) -> None:
+    """Let a worker take task `task_id` and start it."""
+    store = setup.services.store
+    taken = store.claim_task(Claim(worker="w1", tags=frozenset(), now=T0))
+    assert taken is not None and taken.id == task_id
+    store.mark_started(task_id, taken.token, pid=None, now=T0)
+
+
+def fire_of(task) -> str:
+    return task.environment[FIRE_TIME_VARIABLE]
+
+
+def test_overlap_queue_keeps_a_fire_waiting_while_the_previous_run_is_running(setup):
+    scheduler = started(setup, QUEUE)
+    [first] = scheduler.tick(T0)
+    running(setup, first.id)
+    assert scheduler.tick(T0 + 10) == []
+    assert len(setup.tasks("tick")) == 1
+    assert setup.state("tick") == ScheduleState("tick", T0 + 20, T0, first.id, False,
+                                                pending_fire=T0 + 10)
+
+
+def test_overlap_queue_submits_the_waiting_run_on_the_tick_after_the_previous_run_ends(setup):
+    scheduler = started(setup, QUEUE)
+    [first] = scheduler.tick(T0)
+    scheduler.tick(T0 + 10)
+    assert scheduler.tick(T0 + 11) == []
+    setup.end(first.id)
+    [waited] = scheduler.tick(T0 + 12)
+    assert fire_of(waited) == "2027-01-15T08:00:10.000Z"
+    assert setup.services.store.task_for_key(dedupe_key("tick", T0 + 10)) == waited.id
+    assert setup.state("tick") == ScheduleState("tick", T0 + 20, T0 + 10, waited.id, False)
+
+
+def test_overlap_queue_coalesces_further_fires_into_one_waiting_run_for_the_latest(setup):
+    scheduler = started(setup, QUEUE)
+    [first] = scheduler.tick(T0)
+    for later in (10, 20, 30):
+        assert scheduler.tick(T0 + later) == []
+    assert setup.state("tick").pending_fire == T0 + 30
+    setup.end(first.id)
+    [waited] = scheduler.tick(T0 + 31)
+    assert fire_of(waited) == "2027-01-15T08:00:30.000Z"
+    assert len(setup.tasks("tick")) == 2
+
+
+def test_overlap_queue_keeps_a_fire_due_as_the_waiting_run_is_submitted_waiting(setup):
+    scheduler = started(setup, QUEUE)
+    [first] = scheduler.tick(T0)
+    scheduler.tick(T0 + 10)
+    setup.end(first.id)
+    [waited] = scheduler.tick(T0 + 20)
+    assert fire_of(waited) == "2027-01-15T08:00:10.000Z"
+    assert setup.state("tick").pending_fire == T0 + 20
+
+
+def test_overlap_queue_runs_at_once_when_the_previous_run_has_ended(setup):
+    scheduler = started(setup, QUEUE)
+    [first] = scheduler.tick(T0)
+    setup.end(first.id)
+    [second] = scheduler.tick(T0 + 10)
+    assert fire_of(second) == "2027-01-15T08:00:10.000Z"
+    assert setup.state("tick").pending_fire is None
+
+
+def test_overlap_queue_runs_missed_fires_one_after_another_not_together(setup):
+    scheduler = started(setup, 'type = "report"\nevery = "10s"\nmissed = "all"\n'
+                               'overlap = "queue"\n')
+    [first] = scheduler.tick(T0 + 30)
+    assert fire_of(first) == "2027-01-15T08:00:00.000Z"
+    assert setup.state("tick").pending_fire == T0 + 30
+
+
+def test_pausing_drops_the_waiting_run(setup):
+    scheduler = started(setup, QUEUE)
+    [first] = scheduler.tick(T0)
+    scheduler.tick(T0 + 10)
+    set_paused(setup.services, "tick", True)
+    setup.end(first.id)
+    assert scheduler.tick(T0 + 11) == []
+    assert setup.state("tick").pending_fire is None
+    set_paused(setup.services, "tick", False)
+    assert scheduler.tick(T0 + 12) == []
+
+
+def test_deleting_the_schedule_drops_the_waiting_run(setup):
+    scheduler = started(setup, QUEUE)
+    [first] = scheduler.tick(T0)
+    scheduler.tick(T0 + 10)
+    setup.delete("tick")
+    setup.end(first.id)
+    assert scheduler.tick(T0 + 11) == []
+    assert setup.state("tick").pending_fire is None
+
+
+def test_a_running_scheduler_submits_the_waiting_run_as_soon_as_the_previous_run_ends(setup):
+    scheduler = started(setup, QUEUE)
+    [first] = scheduler.tick(T0)
+    scheduler.tick(T0 + 10)
+    # The clock stands still 9 s before the next fire: only the end of the first run can
+    # wake the loop sooner.
+    looping = Scheduler(setup.services, clock=lambda: T0 + 11)
+    looping.start()
+    try:
+        wait_until(lambda: looping.next_wake == T0 + 20)  # its first tick is over
+        setup.end(first.id)
+        waited = wait_until(lambda: setup.tasks("tick")[1:], timeout=3)
+        assert fire_of(waited[0]) == "2027-01-15T08:00:10.000Z"
+    finally:
+        looping.stop()
 
 
 def outage(setup: Setup, missed: str, down_for: float, every: str = "10s", **extra: str) -> list:
