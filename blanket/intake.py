@@ -202,28 +202,11 @@ class Intake:
     def submit(self, request: TaskRequest, now: float | None = None) -> Task:
         """Create one task; raise InvalidInput (nothing stored) when the request is wrong."""
         now = time.time() if now is None else now
-        task_type = self.types.current_type(request.type)
-        if task_type is None:
-            known = ", ".join(self.types.type_names()) or "none yet"
-            raise InvalidInput(f"unknown task type {request.type!r}; known types: {known}",
-                               code="unknown_type")
-        environment = clean_environment(task_type, request.environment)
-        check_priority(request.priority)  # schedules build requests without parse_task_request
         names = [check_file_name(u.name) for u in request.uploads]
         if len(set(names)) != len(names):
             raise InvalidInput("two uploaded files have the same name; rename one")
+        new = self._priced(request, now, tuple(names))
         staged = self._stage(request.uploads)
-        runnable = max(now, request.not_before or now)
-        new = NewTask(
-            type=task_type.name, environment=environment,
-            tags=tuple(sorted(set(task_type.tags) | set(request.tags))),
-            score=task_score(runnable, self._estimate(task_type, now), task_type.weight,
-                             request.priority, request.front),
-            added=now, not_before=request.not_before, schedule=request.schedule,
-            retries=task_type.retries, retry_delay=task_type.retry_delay,
-            timeout=task_type.timeout, priority=request.priority, inputs=tuple(names),
-            dedupe_key=request.dedupe_key,
-        )
         try:
             task = self.store.add_task(new)
         except BaseException:
@@ -235,6 +218,48 @@ class Intake:
             target.parent.mkdir(parents=True, exist_ok=True)
             staged.rename(target)
         return task
+
+    def submit_many(self, requests: list[TaskRequest],
+                    now: float | None = None) -> list[Task | InvalidInput]:
+        """Create many tasks without files in one transaction (the scheduler's due runs).
+        Each place in the answer is the task, or the error that refused its request; a
+        request whose dedupe key was used before gets the task that holds the key."""
+        now = time.time() if now is None else now
+        answers: list[Task | InvalidInput] = []
+        valid: list[tuple[int, NewTask]] = []
+        for request in requests:
+            try:
+                if request.uploads:
+                    raise InvalidInput("submit_many takes no files; use submit")
+                valid.append((len(answers), self._priced(request, now, ())))
+                answers.append(InvalidInput("not stored"))
+            except InvalidInput as refused:
+                answers.append(refused)
+        for (place, _), task in zip(valid, self.store.add_tasks([n for _, n in valid]),
+                                    strict=True):
+            answers[place] = task
+        return answers
+
+    def _priced(self, request: TaskRequest, now: float, inputs: tuple[str, ...]) -> NewTask:
+        """The validated, priced record of a request; InvalidInput says what is wrong."""
+        task_type = self.types.current_type(request.type)
+        if task_type is None:
+            known = ", ".join(self.types.type_names()) or "none yet"
+            raise InvalidInput(f"unknown task type {request.type!r}; known types: {known}",
+                               code="unknown_type")
+        environment = clean_environment(task_type, request.environment)
+        check_priority(request.priority)  # schedules build requests without parse_task_request
+        runnable = max(now, request.not_before or now)
+        return NewTask(
+            type=task_type.name, environment=environment,
+            tags=tuple(sorted(set(task_type.tags) | set(request.tags))),
+            score=task_score(runnable, self._estimate(task_type, now), task_type.weight,
+                             request.priority, request.front),
+            added=now, not_before=request.not_before, schedule=request.schedule,
+            retries=task_type.retries, retry_delay=task_type.retry_delay,
+            timeout=task_type.timeout, priority=request.priority, inputs=inputs,
+            dedupe_key=request.dedupe_key,
+        )
 
     def _stage(self, uploads: tuple[Upload, ...]) -> Path | None:
         """Write uploads to a private folder first, so a failed submission leaves nothing."""

@@ -113,6 +113,11 @@ class Store(ABC):
         """Queue a task durably and return it with its id; DuplicateTask if its key was used."""
 
     @abstractmethod
+    def add_tasks(self, news: list[NewTask]) -> list[Task]:
+        """Queue several tasks in one transaction, in order. Where a dedupe key was used
+        already, the answer holds the task that has it and nothing new is stored."""
+
+    @abstractmethod
     def task_for_key(self, key: str) -> int | None:
         """The id of the task submitted with this dedupe key, if any."""
 

@@ -213,19 +213,39 @@ class PostgresStore(Store):
         return task_from_row(row)
 
     def _insert_task(self, new: NewTask) -> Row:
-        params = {
-            "type": new.type, "environment": Jsonb(new.environment), "tags": tags_key(new.tags),
-            "score": new.score, "added": new.added, "not_before": new.not_before,
-            "schedule": new.schedule, "retries": new.retries, "retry_delay": new.retry_delay,
-            "timeout": new.timeout, "priority": new.priority, "inputs": Jsonb(list(new.inputs)),
-        }
         with self._tx() as cur:
-            row = cur.execute(Q["insert_task"], params).fetchone()
-            if new.dedupe_key is not None and not cur.execute(
-                    Q["insert_key"], {"key": new.dedupe_key, "task_id": row["id"]}).fetchone():
-                raise _KeyTaken()
+            row = _insert_row(cur, new)
             cur.execute(Q["notify"])
         return row
+
+    def add_tasks(self, news: list[NewTask]) -> list[Task]:
+        if not news:
+            return []
+        try:
+            with self._tx() as cur:
+                rows = [self._existing_row(cur, new) or _insert_row(cur, new) for new in news]
+                cur.execute(Q["notify"])
+        except _KeyTaken:  # another server took a key meanwhile: go one at a time
+            return [self._add_or_existing(new) for new in news]
+        self._callback()
+        return [task_from_row(row) for row in rows]
+
+    def _existing_row(self, cur: Any, new: NewTask) -> Row | None:
+        if new.dedupe_key is None:
+            return None
+        seen = cur.execute(Q["task_for_key"], {"key": new.dedupe_key}).fetchone()
+        if seen is None:
+            return None
+        return cur.execute(Q["get_task"], {"id": seen["task_id"]}).fetchone()
+
+    def _add_or_existing(self, new: NewTask) -> Task:
+        try:
+            return self.add_task(new)
+        except DuplicateTask as taken:
+            existing = self.get_task(taken.task_id)
+            if existing is None:
+                return self._add_or_existing(new)
+            return existing
 
     def task_for_key(self, key: str) -> int | None:
         row = self._one(Q["task_for_key"], {"key": key})
@@ -432,3 +452,18 @@ def _filter_sql(flt: TaskFilter) -> tuple[str, dict[str, Any]]:
         clauses.append("added < %(added_before)s")
         params["added_before"] = flt.added_before
     return ("WHERE " + " AND ".join(clauses) if clauses else ""), params
+
+
+def _insert_row(cur: Any, new: NewTask) -> Row:
+    """Insert `new` and its dedupe key; _KeyTaken when the key is used already."""
+    params = {
+        "type": new.type, "environment": Jsonb(new.environment), "tags": tags_key(new.tags),
+        "score": new.score, "added": new.added, "not_before": new.not_before,
+        "schedule": new.schedule, "retries": new.retries, "retry_delay": new.retry_delay,
+        "timeout": new.timeout, "priority": new.priority, "inputs": Jsonb(list(new.inputs)),
+    }
+    row = cur.execute(Q["insert_task"], params).fetchone()
+    if new.dedupe_key is not None and not cur.execute(
+            Q["insert_key"], {"key": new.dedupe_key, "task_id": row["id"]}).fetchone():
+        raise _KeyTaken()
+    return row

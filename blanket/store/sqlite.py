@@ -85,24 +85,19 @@ class SQLiteStore(Store):
 
     # tasks
     def add_task(self, new: NewTask) -> Task:
-        params = {
-            "type": new.type, "environment": json.dumps(new.environment),
-            "tags": tags_key(new.tags), "score": new.score, "added": new.added,
-            "not_before": new.not_before, "schedule": new.schedule, "retries": new.retries,
-            "retry_delay": new.retry_delay, "timeout": new.timeout, "priority": new.priority,
-            "inputs": json.dumps(list(new.inputs)),
-        }
         with self._tx() as db:
-            if new.dedupe_key is not None:
-                seen = db.execute(Q["task_for_key"], (new.dedupe_key,)).fetchone()
-                if seen:
-                    raise DuplicateTask(seen[0])
-            task_id = db.execute(Q["insert_task"], params).lastrowid
-            if new.dedupe_key is not None:
-                db.execute(Q["insert_key"], (new.dedupe_key, task_id))
-            row = db.execute(Q["get_task"], (task_id,)).fetchone()
+            row, added = _insert_task(db, new)
+        if not added:
+            raise DuplicateTask(row["id"])
         self.on_change()
         return task_from_row(row)
+
+    def add_tasks(self, news: list[NewTask]) -> list[Task]:
+        with self._tx() as db:
+            rows = [_insert_task(db, new)[0] for new in news]
+        if rows:
+            self.on_change()
+        return [task_from_row(row) for row in rows]
 
     def task_for_key(self, key: str) -> int | None:
         row = self._one(Q["task_for_key"], (key,))
@@ -278,6 +273,25 @@ class SQLiteStore(Store):
     def close(self) -> None:
         with self._lock:
             self._db.close()
+
+
+def _insert_task(db: sqlite3.Connection, new: NewTask) -> tuple[sqlite3.Row, bool]:
+    """Insert `new` unless its dedupe key is taken: (the row, whether it is new)."""
+    if new.dedupe_key is not None:
+        seen = db.execute(Q["task_for_key"], (new.dedupe_key,)).fetchone()
+        if seen:
+            return db.execute(Q["get_task"], (seen[0],)).fetchone(), False
+    params = {
+        "type": new.type, "environment": json.dumps(new.environment),
+        "tags": tags_key(new.tags), "score": new.score, "added": new.added,
+        "not_before": new.not_before, "schedule": new.schedule, "retries": new.retries,
+        "retry_delay": new.retry_delay, "timeout": new.timeout, "priority": new.priority,
+        "inputs": json.dumps(list(new.inputs)),
+    }
+    task_id = db.execute(Q["insert_task"], params).lastrowid
+    if new.dedupe_key is not None:
+        db.execute(Q["insert_key"], (new.dedupe_key, task_id))
+    return db.execute(Q["get_task"], (task_id,)).fetchone(), True
 
 
 def _lanes(db: sqlite3.Connection) -> Iterator[tuple[str, str]]:

@@ -811,3 +811,29 @@ def test_servers_starting_together_migrate_once(open_postgres: Opener) -> None:
         stores = list(pool.map(lambda _: open_postgres(), range(4)))
     task = stores[0].add_task(new_task())
     assert all(s.get_task(task.id) == task for s in stores)
+
+
+# several at once
+
+def test_add_tasks_stores_them_in_order_in_one_call(store: Store) -> None:
+    calls = counting(store)
+    tasks = store.add_tasks([new_task(score=3.0), new_task(score=1.0), new_task(score=2.0)])
+    assert [t.score for t in tasks] == [3.0, 1.0, 2.0]
+    assert [t.id for t in tasks] == sorted(t.id for t in tasks)
+    assert ids(store.list_tasks(TaskFilter(oldest_first=True))) == [t.id for t in tasks]
+    assert len(calls) == 1
+
+
+def test_add_tasks_gives_back_the_holder_of_a_used_key(store: Store) -> None:
+    first = store.add_task(new_task(dedupe_key="k1"))
+    tasks = store.add_tasks([new_task(dedupe_key="k1"), new_task(dedupe_key="k2"),
+                             new_task(dedupe_key="k2")])
+    assert tasks[0].id == first.id
+    assert tasks[1].id == tasks[2].id != first.id
+    assert store.count_tasks(TaskFilter()) == 2
+
+
+def test_add_tasks_with_nothing_stores_nothing(store: Store) -> None:
+    calls = counting(store)
+    assert store.add_tasks([]) == []
+    assert store.count_tasks(TaskFilter()) == 0 and not calls
