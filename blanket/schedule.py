@@ -363,7 +363,8 @@ def due_runs(schedule: Schedule, next_fire: float | None, now: float,
 
 
 def overlap_decision(schedule: Schedule, previous_running: bool) -> str:
-    """'run', 'skip' or 'queue' for a new run when the previous one may still be running."""
+    """'run', 'skip' or 'queue' for a new run when the previous one may still be running;
+    'queue' means the run waits until the previous one ends (the scheduler keeps it)."""
     if not previous_running or schedule.overlap == "allow":
         return "run"
     return "skip" if schedule.overlap == "skip" else "queue"

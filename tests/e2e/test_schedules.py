@@ -8,6 +8,7 @@ import subprocess
 import sys
 import time
 from datetime import UTC, datetime, timedelta, timezone
+from itertools import pairwise
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
@@ -64,9 +65,9 @@ def start_worker():
     `worker`, which the worker command does not accept yet.)"""
     started: list[subprocess.Popen] = []
 
-    def start(server: ServerProcess, tags: str = "unix") -> subprocess.Popen:
+    def start(server: ServerProcess, tags: str = "unix", processes: int = 1) -> subprocess.Popen:
         command = [sys.executable, "-m", "blanket", "--server", server.url, "worker",
-                   "-t", tags, "--data-dir", str(server.data_dir)]
+                   "-t", tags, "-n", str(processes), "--data-dir", str(server.data_dir)]
         with open(server.base / f"worker-{len(started)}.log", "ab") as log:
             started.append(subprocess.Popen(command, cwd=server.base, env=server.env,
                                             stdout=log, stderr=subprocess.STDOUT,
@@ -96,6 +97,21 @@ def test_a_command_schedule_runs_its_own_command_on_a_worker(server, start_worke
     ended = server.wait_for_task(task["id"])
     assert (ended["state"], ended["type"]) == ("SUCCESS", "schedule.hello")
     assert server.client.get(f"/task/{task['id']}/log/stdout").strip() == "scheduled hi"
+
+
+def test_overlap_queue_runs_one_at_a_time_each_as_soon_as_the_last_ends(server, start_worker):
+    write_schedule(server, "slow", 'command = "sleep 2.5"\nevery = "1s"\noverlap = "queue"\n'
+                                   'tags = ["unix"]\n')
+    start_worker(server, processes=2)  # room for two runs at once, had they been submitted
+    wait_until(lambda: len([t for t in runs(server, "slow") if t["finished"]]) >= 3, timeout=30)
+    started = sorted((t for t in runs(server, "slow") if t["started"]), key=lambda t: t["started"])
+    for before, after in pairwise(started):
+        assert before["finished"] is not None and after["started"] >= before["finished"]
+        # It fired while the one before ran (so it was not skipped), was submitted only once
+        # that one ended, and started at once.
+        assert seconds(after["environment"]["BLANKET_FIRE_TIME"]) < before["finished"]
+        assert after["added"] >= before["finished"]
+        assert after["started"] - before["finished"] < 1.0
 
 
 def test_across_a_restart_runs_are_neither_repeated_nor_dropped(server):
