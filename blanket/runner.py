@@ -84,6 +84,7 @@ class TaskRun:
         on_started: Callable[[int], None] = _noop,
         on_progress: Callable[[int, str | None], None] = _noop,
         grace: float = 5.0,
+        on_running: Callable[[], None] = _noop,
     ):
         self.task = task
         self.task_type = task_type
@@ -92,6 +93,7 @@ class TaskRun:
         self.server_url = server_url
         self.on_started = on_started
         self.on_progress = on_progress
+        self.on_running = on_running
         self.grace = grace
         self._stop = threading.Event()
         self._variables: dict[str, str] | None = None
@@ -197,8 +199,12 @@ class TaskRun:
         deadline = time.monotonic() + self._timeout if self._timeout else None
         progress = ProgressWatcher(self.work_dir / PROGRESS_FILE)
         exited = ExitWatch(proc)
+        running = False
         try:
             while not exited.within(POLL_INTERVAL):
+                if not running:  # still going after the first poll: not a short task
+                    running = True
+                    _call(self.on_running)
                 if self._stop.is_set():
                     return TaskState.STOPPED
                 if deadline is not None and time.monotonic() >= deadline:

@@ -39,8 +39,6 @@ MAX_BACKOFF = 2.0
 # A task this short ends before its first heartbeat: the claim and the started report
 # already show the worker is alive, and a stop is still noticed well within a second.
 FIRST_HEARTBEAT = 0.2
-# Likewise a task that ends this soon sends its start with its end: one round trip fewer.
-STARTED_DELAY = 0.05
 PARENT_ENV = "BLANKET_WORKER_PARENT"
 GRACE_ENV = "BLANKET_WORKER_GRACE"
 _HASH = re.compile(r"[0-9a-f]{16,64}")
@@ -146,6 +144,11 @@ class Attempt:
     def token(self) -> str:
         return self.task.token or ""
 
+    def started(self, pid: int, directory: Path) -> None:
+        """The process started: kept to send with the end report, unless the task runs long
+        enough to be reported on its own (ReportQueue.started)."""
+        self.unreported_start = {"pid": pid, "directory": str(directory), "at": time.time()}
+
     def stop(self, *, handback: bool = False) -> None:
         """End the run early; with `handback`, report it so the server queues it again."""
         if handback and not self.superseded:
@@ -170,16 +173,12 @@ class ReportQueue(threading.Thread):
         self.reporter = reporter
         self.items: queue.Queue[Callable[[], None]] = queue.Queue()
 
-    def started(self, attempt: Attempt, pid: int, directory: Path) -> None:
-        """Report the start, unless the task ends so soon that its end can carry it."""
-        start = {"pid": pid, "directory": str(directory), "at": time.time()}
-
-        def send() -> None:
-            if attempt.ended.wait(STARTED_DELAY):
-                attempt.unreported_start = start
-            else:
-                self.send(attempt, "started", start, REPORT_PATIENCE)
-        self.items.put(send)
+    def started(self, attempt: Attempt) -> None:
+        """Report the start of a task that did not end at once (a short task's start rides
+        on its end report: no hand-off between threads for it)."""
+        start, attempt.unreported_start = attempt.unreported_start, None
+        if start is not None:
+            self.put(attempt, "started", start, REPORT_PATIENCE)
 
     def put(self, attempt: Attempt, what: str, body: dict, patience: float) -> None:
         self.items.put(lambda: self.send(attempt, what, body, patience))
@@ -389,7 +388,8 @@ class Worker:
             return
         attempt.run = TaskRun(
             task, attempt.task_type, bundle, work_dir, server_url=self.options.server,
-            on_started=lambda pid: self.reports.started(attempt, pid, work_dir),
+            on_started=lambda pid: attempt.started(pid, work_dir),
+            on_running=lambda: self.reports.started(attempt),
             on_progress=lambda value, message: self.reports.put(
                 attempt, "progress", {"progress": value, "message": message}, 5.0))
         self._execute(attempt)
