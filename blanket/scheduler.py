@@ -113,7 +113,8 @@ class Scheduler:
             # Submit everything first and save states after: a run's lateness is then the
             # time to submit the runs before it, and the dedupe key covers a crash between.
             due = sorted((p for p in plans if p.fires), key=lambda p: p.fires[0])
-            done = {p.schedule.name: self._submit_runs(p) for p in due}
+            decided = [(p, self._submit_runs(p)) for p in due]
+            done = self._submit_together(decided)
             self._after = [self._save(p, done.get(p.schedule.name, _Submitted())) for p in plans]
         self._pending = {state.name for _, state in self._after if state.pending_fire is not None}
         upcoming = [p.upcoming for p in plans if p.upcoming is not None]
@@ -183,11 +184,32 @@ class Scheduler:
                                                            pending_fire=None))
             log.info("schedule removed", schedule=gone)
 
-    def _submit_runs(self, plan: _Plan) -> _Submitted:
-        """Submit a plan's fires (its waiting run first) as its overlap rule says."""
+    def _submit_together(self, decided: list[tuple[_Plan, _Submitted | tuple[float, ...]]]
+                         ) -> dict[str, _Submitted]:
+        """Submit every plan's plain runs in one transaction (one commit for all the
+        schedules firing this second), in fire order."""
+        runs = [(plan.schedule, fire) for plan, result in decided
+                if isinstance(result, tuple) for fire in result]
+        answers = self.intake.submit_many(
+            [scheduled_request(schedule, fire, dedupe_key(schedule.name, fire))
+             for schedule, fire in runs])
+        submitted: dict[str, list[tuple[float, Task]]] = {}
+        for (schedule, fire), answer in zip(runs, answers, strict=True):
+            if isinstance(answer, InvalidInput):
+                log.warning("schedule run refused", schedule=schedule.name,
+                            fire=fire_time_text(fire), reason=answer.message)
+            else:
+                submitted.setdefault(schedule.name, []).append((fire, answer))
+        return {plan.schedule.name: result if isinstance(result, _Submitted)
+                else _Submitted(tuple(submitted.get(plan.schedule.name, ())))
+                for plan, result in decided}
+
+    def _submit_runs(self, plan: _Plan) -> _Submitted | tuple[float, ...]:
+        """Decide a plan's fires (its waiting run first) as its overlap rule says: the fires
+        to submit as they are, or what was done with them."""
         schedule, fires = plan.schedule, plan.fires
         if schedule.overlap == "allow":
-            return _Submitted(self._submit_each(schedule, fires))
+            return fires
         previous = self._previous_run(schedule, fires)
         decision = overlap_decision(schedule, previous is not None)
         if decision == "skip":
@@ -202,7 +224,7 @@ class Scheduler:
             return _Submitted(pending=fires[-1])
         if schedule.overlap == "queue":
             return self._submit_first(schedule, fires)
-        return _Submitted(self._submit_each(schedule, fires))
+        return fires
 
     def _previous_run(self, schedule: Schedule, fires: tuple[float, ...]) -> int | None:
         """The id of a run of `schedule` that has not ended, other than these fires' own."""
@@ -214,11 +236,6 @@ class Scheduler:
         unfinished = self.store.list_tasks(TaskFilter(
             schedule=schedule.name, states=UNFINISHED, limit=len(fires) + 1))
         return next((t.id for t in unfinished if t.id not in done), None)
-
-    def _submit_each(self, schedule: Schedule,
-                     fires: tuple[float, ...]) -> tuple[tuple[float, Task], ...]:
-        submitted = ((fire, self._submit(schedule, fire)) for fire in fires)
-        return tuple((fire, task) for fire, task in submitted if task is not None)
 
     def _submit_first(self, schedule: Schedule, fires: tuple[float, ...]) -> _Submitted:
         """overlap = "queue" with no run going: submit the oldest fire; the later ones become

@@ -68,6 +68,7 @@ class ScheduleRoutes:
             "next_fire": _iso(state.next_fire),
             "next_fires": [fire_time_text(t) for t in self._upcoming(loaded, state)],
             "last_fire": _iso(state.last_fire),
+            "pending_fire": _iso(state.pending_fire),  # overlap = "queue": the run that waits
             "last_task": state.last_task,
         })
         if with_last:

@@ -103,6 +103,9 @@ def test_overlap_queue_runs_one_at_a_time_each_as_soon_as_the_last_ends(server, 
     write_schedule(server, "slow", 'command = "sleep 2.5"\nevery = "1s"\noverlap = "queue"\n'
                                    'tags = ["unix"]\n')
     start_worker(server, processes=2)  # room for two runs at once, had they been submitted
+    waiting = wait_until(lambda: (found := shown(server, "slow")) and found["pending_fire"],
+                         timeout=10)
+    assert seconds(waiting) > time.time() - 3
     wait_until(lambda: len([t for t in runs(server, "slow") if t["finished"]]) >= 3, timeout=30)
     started = sorted((t for t in runs(server, "slow") if t["started"]), key=lambda t: t["started"])
     for before, after in pairwise(started):
