@@ -389,7 +389,7 @@ class Worker:
         attempt.run = TaskRun(
             task, attempt.task_type, bundle, work_dir, server_url=self.options.server,
             on_started=lambda pid: attempt.started(pid, work_dir),
-            on_running=lambda: self.reports.started(attempt),
+            on_running=lambda: self._running(attempt),
             on_progress=lambda value, message: self.reports.put(
                 attempt, "progress", {"progress": value, "message": message}, 5.0))
         self._execute(attempt)
@@ -398,7 +398,8 @@ class Worker:
         assert attempt.run is not None and self.heartbeat is not None
         with self._lock:
             self.attempt = attempt
-        self.heartbeat.watch(attempt)
+        if attempt.task_type.checks or attempt.task_type.files:
+            self.heartbeat.watch(attempt)  # preparing it may take a while: beat meanwhile
         if self.hand_back_now.is_set():
             attempt.stop(handback=True)
         try:
@@ -409,6 +410,13 @@ class Worker:
                 self.attempt = None
         self.reports.flush()
         self._finish(attempt, result)
+
+    def _running(self, attempt: Attempt) -> None:
+        """The task outlived the runner's first poll: report its start and heartbeat it
+        (a shorter task needs neither: its end report says it all)."""
+        assert self.heartbeat is not None
+        self.reports.started(attempt)
+        self.heartbeat.watch(attempt)
 
     def _fetch_inputs(self, task: Task, work_dir: Path) -> None:
         """Download uploaded files a remote worker does not have (a local one shares them)."""
