@@ -135,28 +135,39 @@ class Server:
             self._stopped.wait(10)
 
     def stop(self) -> None:
+        """Stop everything, in order. A part that fails to stop is logged and the others
+        still stop: the server must never hang on its way out."""
         if getattr(self, "_stopping", False):
             return
         self._stopping = True
         log.info("blanket stopping")
         if self.workers is not None and self.workers.poll() is None:
             self.workers.terminate()
-        self.services.wakeups.close()
-        for loop in self.loops:
-            loop.stop()
-        self.scheduler.stop()
-        self.services.catalog.stop_watching()
-        if self.inbox is not None:
-            self.inbox.stop()
-        self.http.stop()
-        if self.workers is not None:
+        steps: list[tuple[str, Callable[[], object]]] = [
+            ("wake-ups", self.services.wakeups.close),
+            *((f"loop {loop.name}", loop.stop) for loop in self.loops),
+            ("scheduler", self.scheduler.stop),
+            ("config watcher", self.services.catalog.stop_watching),
+            ("inbox", self.inbox.stop if self.inbox is not None else lambda: None),
+            ("http", self.http.stop),
+            ("local workers", self._wait_for_workers),
+            ("store", self.services.store.close),
+        ]
+        for name, step in steps:
             try:
-                self.workers.wait(30)
-            except subprocess.TimeoutExpired:
-                self.workers.kill()
-        self.services.store.close()
+                step()
+            except Exception:
+                log.exception("could not stop cleanly", part=name)
         self._stopped.set()
         log.info("blanket stopped")
+
+    def _wait_for_workers(self) -> None:
+        if self.workers is None:
+            return
+        try:
+            self.workers.wait(30)
+        except subprocess.TimeoutExpired:
+            self.workers.kill()
 
 
 def run_server(settings: Settings) -> None:
