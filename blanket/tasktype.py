@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field, fields
 
 
 @dataclass(frozen=True)
@@ -48,9 +48,15 @@ class TaskType:
     combine_output: bool = False
 
     def to_json(self) -> dict:
-        data = asdict(self)
+        # Built by hand rather than with asdict: it is sent with every claimed task.
+        data = {f.name: getattr(self, f.name) for f in fields(self)}
+        data["defaults"] = dict(self.defaults)
         data["required"] = {r.name: {"description": r.description, "type": r.type}
                             for r in self.required}
+        data["files"] = [{"src": f.src, "dest": f.dest, "include": list(f.include),
+                          "exclude": list(f.exclude), "render": f.render} for f in self.files]
+        for key in ("tags", "results", "checks"):
+            data[key] = list(data[key])
         return data
 
     @classmethod
