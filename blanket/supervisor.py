@@ -47,6 +47,7 @@ class Supervisor:
         base = options.worker_id or f"{socket.gethostname()}-{os.getpid()}"
         self.children = [Child(f"{base}-{n}") for n in range(1, options.processes + 1)]
         self.stopping = threading.Event()
+        self.changed = threading.Event()  # a signal came: look at the children now
         self.signals = 0
 
     def run(self) -> None:
@@ -58,7 +59,9 @@ class Supervisor:
             now = time.monotonic()
             for child in self.children:
                 self._tend(child, now)
-            self.stopping.wait(0.1)
+            # Not stopping.wait: once it is set, that returns at once and the loop would spin.
+            self.changed.wait(0.1)
+            self.changed.clear()
         log.info("all workers stopped")
 
     def _tend(self, child: Child, now: float) -> None:
@@ -107,6 +110,7 @@ class Supervisor:
 
     def _on_signal(self, signum: int, _frame: object) -> None:
         self.stopping.set()
+        self.changed.set()
         for child in self.children:
             if child.proc is not None and child.proc.poll() is None:
                 child.proc.send_signal(signal.SIGTERM)

@@ -124,7 +124,10 @@ class Reporter:
             if time.monotonic() + delay > deadline or (giving_up and giving_up.is_set()):
                 raise GaveUp(problem)
             log.debug("server away, retrying", path=path, problem=problem, delay=delay)
-            time.sleep(delay)
+            if giving_up is not None:
+                giving_up.wait(delay)
+            else:
+                time.sleep(delay)
             delay = min(delay * 2, MAX_BACKOFF)
 
 
@@ -322,6 +325,8 @@ class Worker:
         try:
             interval = self._register()
         except (GaveUp, BlanketError) as e:
+            if self.stopping.is_set():  # told to stop while the server was away
+                return
             log.error("could not register with the server", server=self.options.server,
                       problem=str(e))
             raise SystemExit(1) from None
@@ -349,7 +354,8 @@ class Worker:
                 "pid": os.getpid()}
         if self.id:
             body["id"] = self.id
-        answer = self.reporter.post("/worker/", body, patience=REPORT_PATIENCE)
+        answer = self.reporter.post("/worker/", body, patience=REPORT_PATIENCE,
+                                    giving_up=self.stopping)
         self.id = answer["id"]
         log.info("worker registered", worker=self.id, tags=",".join(answer["tags"]),
                  server=self.options.server)
