@@ -7,7 +7,6 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +14,7 @@ import structlog
 
 from blanket.problems import ConfigInvalid, ConfigProblem
 from blanket.tasktype import TaskType
+from blanket.times import iso_utc
 from blanket.typefile import key_line, parse_type_file
 from blanket.versions import (
     RACY_WINDOW_NS,
@@ -34,12 +34,6 @@ ScheduleParser = Callable[[Path, str], object]
 Fingerprint = tuple[tuple[str, int, int], ...]
 
 
-def _iso(moment: float | None) -> str | None:
-    if moment is None:
-        return None
-    return datetime.fromtimestamp(moment, UTC).isoformat().replace("+00:00", "Z")
-
-
 @dataclass(frozen=True)
 class LoadedType:
     """A type as the catalog holds it: the last good definition plus any current problems."""
@@ -57,7 +51,7 @@ class LoadedType:
             "path": str(self.path),
             "definition": self.task_type.to_json() if self.task_type else None,
             "version": self.version,
-            "loaded_at": _iso(self.loaded_at),
+            "loaded_at": iso_utc(self.loaded_at),
             "problems": [p.to_json() for p in self.problems],
         }
 
@@ -77,7 +71,7 @@ class LoadedSchedule:
             "name": self.name,
             "path": str(self.path),
             "definition": None if self.schedule is None else self.schedule.to_json(),
-            "loaded_at": _iso(self.loaded_at),
+            "loaded_at": iso_utc(self.loaded_at),
             "problems": [p.to_json() for p in self.problems],
         }
 

@@ -18,7 +18,6 @@ import time
 import weakref
 from collections.abc import Callable
 from dataclasses import dataclass, replace
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -31,6 +30,7 @@ from blanket.models import Task, TaskState
 from blanket.schedule import Schedule, due_runs, next_fire, overlap_decision
 from blanket.store.base import DuplicateTask, ScheduleState, Store, TaskFilter
 from blanket.tasktype import TaskType
+from blanket.times import iso_utc
 from blanket.versions import write_bundle
 
 if TYPE_CHECKING:
@@ -52,8 +52,7 @@ _started: weakref.WeakSet[Scheduler] = weakref.WeakSet()
 
 def fire_time_text(fire: float) -> str:
     """A fire time as ISO 8601 UTC, as the task sees it in BLANKET_FIRE_TIME."""
-    return datetime.fromtimestamp(fire, UTC).isoformat(timespec="milliseconds") \
-        .replace("+00:00", "Z")
+    return iso_utc(fire) or ""
 
 
 def dedupe_key(name: str, fire: float) -> str:

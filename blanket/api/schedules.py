@@ -11,6 +11,7 @@ from blanket.errors import NotFound
 from blanket.schedule import next_fire
 from blanket.scheduler import find_schedule, fire_time_text, run_now, set_paused, task_type_of
 from blanket.store.base import ScheduleState
+from blanket.times import iso_utc
 
 NEXT_FIRES = 5
 
@@ -65,10 +66,10 @@ class ScheduleRoutes:
             "type": task_type_of(schedule) if schedule else None,
             "state": _status(loaded, state),
             "paused": state.paused,
-            "next_fire": _iso(state.next_fire),
+            "next_fire": iso_utc(state.next_fire),
             "next_fires": [fire_time_text(t) for t in self._upcoming(loaded, state)],
-            "last_fire": _iso(state.last_fire),
-            "pending_fire": _iso(state.pending_fire),  # overlap = "queue": the run that waits
+            "last_fire": iso_utc(state.last_fire),
+            "pending_fire": iso_utc(state.pending_fire),  # overlap = "queue": the run that waits
             "last_task": state.last_task,
         })
         if with_last:
@@ -96,7 +97,3 @@ def _status(loaded: LoadedSchedule, state: ScheduleState) -> str:
     if not loaded.schedule.enabled:
         return "disabled"
     return "active"
-
-
-def _iso(moment: float | None) -> str | None:
-    return None if moment is None else fire_time_text(moment)
