@@ -49,20 +49,26 @@ class Queue:
 
     def claim_once(self, worker: str, tags: frozenset[str]) -> tuple[Task, TaskType] | None:
         """Claim the next task this worker may run now, without waiting."""
-        while True:
-            task = self.store.claim_task(Claim(worker, tags, self.limits(), time.time(),
-                                               self.versions()))
-            if task is None:
-                return None
-            found = self.current(task.type)
-            if found is not None:
-                task_type, version = found
-                if task.version != version:  # a type outside the claim's version map
-                    task = self.store.bind_version(task.id, task.token or "", version)
-                return task, task_type
+        task = self.store.claim_task(self._claim(worker, tags))
+        return self._bound(task, worker, tags) if task is not None else None
+
+    def _claim(self, worker: str, tags: frozenset[str]) -> Claim:
+        return Claim(worker, tags, self.limits(), time.time(), self.versions())
+
+    def _bound(self, task: Task, worker: str,
+               tags: frozenset[str]) -> tuple[Task, TaskType] | None:
+        """A claimed task with its type; one whose type is gone fails, and the worker
+        claims again."""
+        found = self.current(task.type)
+        if found is None:
             self.store.finish_task(task.id, task.token or "", Outcome(
                 TaskState.FAILED, error=f"task type {task.type!r} no longer exists",
                 finished=time.time()))
+            return self.claim_once(worker, tags)
+        task_type, version = found
+        if task.version != version:  # a type outside the claim's version map
+            task = self.store.bind_version(task.id, task.token or "", version)
+        return task, task_type
 
     def report_started(self, task_id: int, token: str, pid: int | None,
                        directory: str | None, at: float | None = None) -> Task:
@@ -91,23 +97,39 @@ class Queue:
         """End an attempt as its worker reports it; the retry policy may queue it again.
         A handed-back task (its worker is going away) is queued again in its old place.
         `started` carries a start the worker had not reported (its started, pid, directory)."""
+        return self.finish_and_claim(task_id, token, state, exit_code, error, handback,
+                                     started)[0]
+
+    def finish_and_claim(self, task_id: int, token: str, state: TaskState,
+                         exit_code: int | None, error: str | None, handback: bool = False,
+                         started: Outcome | None = None, claim_next: bool = False
+                         ) -> tuple[Task, tuple[Task, TaskType] | None]:
+        """finish_attempt; with `claim_next`, also claim the next task of the attempt's
+        worker in the same transaction (one commit per task for a busy worker)."""
         if state not in REPORTABLE:
             raise Conflict(f"state {state.value} cannot be reported; use one of "
                            f"{', '.join(sorted(s.value for s in REPORTABLE))}")
         task = self.store.get_task(task_id)
         if task is None:
             raise NotFound(f"no task {task_id}")
+        worker = self.store.get_worker(task.worker) if claim_next and task.worker else None
+        tags = frozenset(worker.tags) if worker else frozenset()
+        takes_more = worker is not None and worker.state not in ("paused", "stopping")
+        claim = self._claim(worker.id, tags) if worker and takes_more else None
+        outcome = self._outcome(task, state, exit_code, error, started, handback, time.time())
+        ended, taken = self.store.finish_and_claim(task.id, token, outcome, claim)
+        log.info("attempt ended", task=task.id, type=task.type, state=state.value,
+                 attempt=task.attempt, retry_at=outcome.requeue_at)
+        return ended, self._bound(taken, taken.worker or "", tags) if taken else None
+
+    def _outcome(self, task: Task, state: TaskState, exit_code: int | None, error: str | None,
+                 started: Outcome | None, handback: bool, now: float) -> Outcome:
+        """How the attempt ends: final, queued again by the retry policy, or handed back."""
         start = started or Outcome(state)
         if handback and not task.stop_requested:
-            return self.store.finish_task(task.id, token, replace(
-                start, state=state, exit_code=exit_code,
-                error=error or "handed back by its worker", finished=time.time(),
-                requeue_at=time.time(), requeue_score=task.score))
-        return self._end(task, token, state, exit_code, error, start)
-
-    def _end(self, task: Task, token: str, state: TaskState, exit_code: int | None,
-             error: str | None, start: Outcome | None = None, now: float | None = None) -> Task:
-        now = time.time() if now is None else now
+            return replace(start, state=state, exit_code=exit_code,
+                           error=error or "handed back by its worker", finished=now,
+                           requeue_at=now, requeue_score=task.score)
         again = None if task.stop_requested else retry_at(task, state, now)
         score = None
         if again is not None:
@@ -115,11 +137,15 @@ class Queue:
             estimate = found[0].estimate if found else None
             weight = found[0].weight if found else 1
             score = task_score(again, estimate, weight, task.priority)
-        outcome = replace(start or Outcome(state), state=state, exit_code=exit_code, error=error,
-                          finished=now, requeue_at=again, requeue_score=score)
+        return replace(start, state=state, exit_code=exit_code, error=error, finished=now,
+                       requeue_at=again, requeue_score=score)
+
+    def _end(self, task: Task, token: str, state: TaskState, exit_code: int | None,
+             error: str | None, now: float) -> Task:
+        outcome = self._outcome(task, state, exit_code, error, None, False, now)
         ended = self.store.finish_task(task.id, token, outcome)
         log.info("attempt ended", task=task.id, type=task.type, state=state.value,
-                 attempt=task.attempt, retry_at=again)
+                 attempt=task.attempt, retry_at=outcome.requeue_at)
         return ended
 
     def stop_task(self, task_id: int) -> Task:
@@ -152,7 +178,7 @@ class Queue:
                         requeue_at=now, requeue_score=task.score)))
                 else:
                     ended.append(self._end(task, task.token or "", TaskState.LOST, None, error,
-                                           now=now))
+                                           now))
             except (Conflict, NotFound):
                 continue  # it ended meanwhile
         return ended

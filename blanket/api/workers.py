@@ -226,22 +226,17 @@ class WorkerRoutes:
             raise InvalidInput('"exit_code" must be an integer or null')
         handback = bool(data.get("handback"))
         started = data.get("started")
-        held = self.s.store.get_task(parse_id(task_id)) if data.get("claim_next") else None
-        task = self.s.queue.finish_attempt(
+        claim_next = bool(data.get("claim_next"))
+        task, taken = self.s.queue.finish_and_claim(
             parse_id(task_id), _text(data, "token") or "", state, exit_code, data.get("error"),
-            handback=handback, started=_late_start(started) if isinstance(started, dict) else None)
-        if held is None or not held.worker:
+            handback=handback, started=_late_start(started) if isinstance(started, dict) else None,
+            claim_next=claim_next)
+        if not claim_next:
             return json_response(task.to_json())
-        # The worker asks for its next task in the same round trip (no waiting here: when
+        # The worker asked for its next task in the same round trip (no waiting here: when
         # none is ready it long-polls the claim route as usual).
-        answer = self._claim_step(held.worker, frozenset(self._tags_of(held.worker)))
         return json_response({"task": task.to_json(),
-                              "next": _claimed_json(*answer) if isinstance(answer, tuple)
-                              else None})
-
-    def _tags_of(self, worker_id: str) -> tuple[str, ...]:
-        worker = self.s.store.get_worker(worker_id)
-        return worker.tags if worker else ()
+                              "next": _claimed_json(*taken) if taken else None})
 
     def bundle(self, name: str):
         digest = name.removesuffix(".tar.gz")

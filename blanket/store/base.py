@@ -162,6 +162,12 @@ class Store(ABC):
         """End the current attempt: a final state, or back to QUEUED for a retry."""
 
     @abstractmethod
+    def finish_and_claim(self, task_id: int, token: str, outcome: Outcome,
+                         claim: Claim | None) -> tuple[Task, Task | None]:
+        """finish_task, then (with `claim`) claim_task for the same worker, in one
+        transaction: a busy worker's end report takes its next task with one commit."""
+
+    @abstractmethod
     def request_stop(self, task_id: int) -> Task: ...
 
     @abstractmethod

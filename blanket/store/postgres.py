@@ -281,20 +281,7 @@ class PostgresStore(Store):
 
     def claim_task(self, claim: Claim) -> Task | None:
         with self._tx() as cur:
-            capped = sorted(claim.limits)
-            # Sorted, so two claimers taking several type locks never wait on each other in a cycle.
-            for type_name in capped:
-                cur.execute(Q["type_cap_lock"], {"namespace": LOCK_NAMESPACE, "type": type_name})
-            active = {r["type"]: r["active"]
-                      for r in cur.execute(Q["active_per_type"], {"types": capped}).fetchall()}
-            full = [t for t in capped if active.get(t, 0) >= claim.limits[t]]
-            row = cur.execute(Q["claim"], {
-                "worker": claim.worker, "token": uuid.uuid4().hex, "now": claim.now,
-                "tags": sorted(claim.tags), "full_types": full,
-                "versions": Jsonb(dict(claim.versions))}).fetchone()
-            if row is not None:
-                cur.execute(Q["worker_busy"], {"worker": claim.worker, "id": row["id"],
-                                               "now": claim.now})
+            row = _claim_in(cur, claim)
         return task_from_row(row) if row else None
 
     def _update_current(self, task_id: int, query: str, params: dict[str, Any]) -> Task:
@@ -325,24 +312,16 @@ class PostgresStore(Store):
                                     {"token": token, "value": value, "message": message})
 
     def finish_task(self, task_id: int, token: str, outcome: Outcome) -> Task:
+        return self.finish_and_claim(task_id, token, outcome, None)[0]
+
+    def finish_and_claim(self, task_id: int, token: str, outcome: Outcome,
+                         claim: Claim | None) -> tuple[Task, Task | None]:
         with self._tx() as cur:
-            row = cur.execute(Q["lock_current"], {"id": task_id, "token": token}).fetchone()
-            if row is None:
-                _raise_not_current(task_id, cur)
-            task = task_from_row(row)
-            history = [*task.attempts, attempt_record(task, outcome)]
-            params = {"id": task_id, "exit_code": outcome.exit_code, "error": outcome.error,
-                      "attempts": Jsonb(history), "started": outcome.started,
-                      "pid": outcome.pid, "directory": outcome.directory}
-            if outcome.requeue_at is not None:
-                row = cur.execute(Q["requeue"], {**params, "not_before": outcome.requeue_at,
-                                                 "score": outcome.requeue_score}).fetchone()
-            else:
-                row = cur.execute(Q["finish"], {**params, "state": outcome.state.value,
-                                                "finished": outcome.finished}).fetchone()
+            row = _finish_in(cur, task_id, token, outcome)
+            claimed = _claim_in(cur, claim) if claim is not None else None
             cur.execute(Q["notify"])
         self._callback()
-        return task_from_row(row)
+        return task_from_row(row), task_from_row(claimed) if claimed else None
 
     def request_stop(self, task_id: int) -> Task:
         with self._tx() as cur:
@@ -467,3 +446,39 @@ def _insert_row(cur: Any, new: NewTask) -> Row:
             Q["insert_key"], {"key": new.dedupe_key, "task_id": row["id"]}).fetchone():
         raise _KeyTaken()
     return row
+
+
+def _claim_in(cur: Any, claim: Claim) -> Row | None:
+    """The claim, inside the caller's transaction."""
+    capped = sorted(claim.limits)
+    # Sorted, so two claimers taking several type locks never wait on each other in a cycle.
+    for type_name in capped:
+        cur.execute(Q["type_cap_lock"], {"namespace": LOCK_NAMESPACE, "type": type_name})
+    active = {r["type"]: r["active"]
+              for r in cur.execute(Q["active_per_type"], {"types": capped}).fetchall()}
+    full = [t for t in capped if active.get(t, 0) >= claim.limits[t]]
+    row = cur.execute(Q["claim"], {
+        "worker": claim.worker, "token": uuid.uuid4().hex, "now": claim.now,
+        "tags": sorted(claim.tags), "full_types": full,
+        "versions": Jsonb(dict(claim.versions))}).fetchone()
+    if row is not None:
+        cur.execute(Q["worker_busy"], {"worker": claim.worker, "id": row["id"],
+                                       "now": claim.now})
+    return row
+
+
+def _finish_in(cur: Any, task_id: int, token: str, outcome: Outcome) -> Row:
+    """End the current attempt, inside the caller's transaction."""
+    row = cur.execute(Q["lock_current"], {"id": task_id, "token": token}).fetchone()
+    if row is None:
+        _raise_not_current(task_id, cur)
+    task = task_from_row(row)
+    history = [*task.attempts, attempt_record(task, outcome)]
+    params = {"id": task_id, "exit_code": outcome.exit_code, "error": outcome.error,
+              "attempts": Jsonb(history), "started": outcome.started,
+              "pid": outcome.pid, "directory": outcome.directory}
+    if outcome.requeue_at is not None:
+        return cur.execute(Q["requeue"], {**params, "not_before": outcome.requeue_at,
+                                          "score": outcome.requeue_score}).fetchone()
+    return cur.execute(Q["finish"], {**params, "state": outcome.state.value,
+                                     "finished": outcome.finished}).fetchone()

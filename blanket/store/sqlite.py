@@ -133,26 +133,8 @@ class SQLiteStore(Store):
 
     def claim_task(self, claim: Claim) -> Task | None:
         with self._tx() as db:
-            running = dict(db.execute(Q["running_per_type"]).fetchall())
-            best: tuple[float, int, str] | None = None
-            for type_name, tags in _lanes(db):
-                limit = claim.limits.get(type_name)
-                if limit is not None and running.get(type_name, 0) >= limit:
-                    continue
-                if tags and not set(tags.split(",")) <= claim.tags:
-                    continue
-                head = db.execute(Q["lane_head"], (type_name, tags, claim.now)).fetchone()
-                if head and (best is None or (head[1], head[0]) < best[:2]):
-                    best = (head[1], head[0], type_name)
-            if best is None:
-                return None
-            task_id, type_name = best[1], best[2]
-            params = {"id": task_id, "worker": claim.worker, "token": uuid.uuid4().hex,
-                      "now": claim.now, "version": claim.versions.get(type_name)}
-            db.execute(Q["claim"], params)
-            db.execute(Q["worker_busy"], params)
-            row = db.execute(Q["get_task"], (task_id,)).fetchone()
-        return task_from_row(row)
+            row = _claim_in(db, claim)
+        return task_from_row(row) if row else None
 
     def _update_current(self, task_id: int, token: str, query: str, params: Any) -> Task:
         with self._tx() as db:
@@ -187,24 +169,15 @@ class SQLiteStore(Store):
                                     (value, message, task_id, token))
 
     def finish_task(self, task_id: int, token: str, outcome: Outcome) -> Task:
+        return self.finish_and_claim(task_id, token, outcome, None)[0]
+
+    def finish_and_claim(self, task_id: int, token: str, outcome: Outcome,
+                         claim: Claim | None) -> tuple[Task, Task | None]:
         with self._tx() as db:
-            row = db.execute(Q["get_task"], (task_id,)).fetchone()
-            task = _current_or_raise(task_id, row, int(row is not None and row["token"] == token
-                                                       and row["state"] in ("CLAIMED", "RUNNING")))
-            history = [*task.attempts, attempt_record(task, outcome)]
-            params = {"id": task_id, "token": token, "exit_code": outcome.exit_code,
-                      "error": outcome.error, "attempts": json.dumps(history),
-                      "started": outcome.started, "pid": outcome.pid,
-                      "directory": outcome.directory}
-            if outcome.requeue_at is not None:
-                db.execute(Q["requeue"], {**params, "not_before": outcome.requeue_at,
-                                          "score": outcome.requeue_score})
-            else:
-                db.execute(Q["finish"], {**params, "state": outcome.state.value,
-                                         "finished": outcome.finished})
-            row = db.execute(Q["get_task"], (task_id,)).fetchone()
+            row = _finish_in(db, task_id, token, outcome)
+            claimed = _claim_in(db, claim) if claim is not None else None
         self.on_change()
-        return task_from_row(row)
+        return task_from_row(row), task_from_row(claimed) if claimed else None
 
     def request_stop(self, task_id: int) -> Task:
         with self._tx() as db:
@@ -292,6 +265,48 @@ def _insert_task(db: sqlite3.Connection, new: NewTask) -> tuple[sqlite3.Row, boo
     if new.dedupe_key is not None:
         db.execute(Q["insert_key"], (new.dedupe_key, task_id))
     return db.execute(Q["get_task"], (task_id,)).fetchone(), True
+
+
+def _claim_in(db: sqlite3.Connection, claim: Claim) -> sqlite3.Row | None:
+    """The claim, inside the caller's transaction."""
+    running = dict(db.execute(Q["running_per_type"]).fetchall())
+    best: tuple[float, int, str] | None = None
+    for type_name, tags in _lanes(db):
+        limit = claim.limits.get(type_name)
+        if limit is not None and running.get(type_name, 0) >= limit:
+            continue
+        if tags and not set(tags.split(",")) <= claim.tags:
+            continue
+        head = db.execute(Q["lane_head"], (type_name, tags, claim.now)).fetchone()
+        if head and (best is None or (head[1], head[0]) < best[:2]):
+            best = (head[1], head[0], type_name)
+    if best is None:
+        return None
+    task_id, type_name = best[1], best[2]
+    params = {"id": task_id, "worker": claim.worker, "token": uuid.uuid4().hex,
+              "now": claim.now, "version": claim.versions.get(type_name)}
+    db.execute(Q["claim"], params)
+    db.execute(Q["worker_busy"], params)
+    return db.execute(Q["get_task"], (task_id,)).fetchone()
+
+
+def _finish_in(db: sqlite3.Connection, task_id: int, token: str,
+               outcome: Outcome) -> sqlite3.Row:
+    """End the current attempt, inside the caller's transaction."""
+    row = db.execute(Q["get_task"], (task_id,)).fetchone()
+    task = _current_or_raise(task_id, row, int(row is not None and row["token"] == token
+                                               and row["state"] in ("CLAIMED", "RUNNING")))
+    history = [*task.attempts, attempt_record(task, outcome)]
+    params = {"id": task_id, "token": token, "exit_code": outcome.exit_code,
+              "error": outcome.error, "attempts": json.dumps(history),
+              "started": outcome.started, "pid": outcome.pid, "directory": outcome.directory}
+    if outcome.requeue_at is not None:
+        db.execute(Q["requeue"], {**params, "not_before": outcome.requeue_at,
+                                  "score": outcome.requeue_score})
+    else:
+        db.execute(Q["finish"], {**params, "state": outcome.state.value,
+                                 "finished": outcome.finished})
+    return db.execute(Q["get_task"], (task_id,)).fetchone()
 
 
 def _lanes(db: sqlite3.Connection) -> Iterator[tuple[str, str]]:

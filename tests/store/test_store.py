@@ -837,3 +837,38 @@ def test_add_tasks_with_nothing_stores_nothing(store: Store) -> None:
     calls = counting(store)
     assert store.add_tasks([]) == []
     assert store.count_tasks(TaskFilter()) == 0 and not calls
+
+
+# an end report that takes the next task
+
+def test_finish_and_claim_ends_one_task_and_claims_the_next(store: Store) -> None:
+    task = claimed(store)
+    following = store.add_task(new_task())
+    ended, taken = store.finish_and_claim(task.id, task.token or "", failed(),
+                                          Claim("w1", frozenset(), {}, NOW))
+    assert ended.state is TaskState.FAILED
+    assert taken is not None and taken.id == following.id and taken.state is TaskState.CLAIMED
+
+
+def test_finish_and_claim_with_an_empty_queue_claims_nothing(store: Store) -> None:
+    task = claimed(store)
+    ended, taken = store.finish_and_claim(task.id, task.token or "", failed(),
+                                          Claim("w1", frozenset(), {}, NOW))
+    assert ended.state is TaskState.FAILED and taken is None
+
+
+def test_finish_and_claim_uses_the_slot_it_frees(store: Store) -> None:
+    task = claimed(store, type="capped")
+    following = store.add_task(new_task(type="capped"))
+    _, taken = store.finish_and_claim(task.id, task.token or "", failed(),
+                                      Claim("w1", frozenset(), {"capped": 1}, NOW))
+    assert taken is not None and taken.id == following.id
+
+
+def test_a_refused_finish_claims_nothing(store: Store) -> None:
+    task = claimed(store)
+    waiting = store.add_task(new_task())
+    with pytest.raises(StaleAttempt):
+        store.finish_and_claim(task.id, "not-the-token", failed(),
+                               Claim("w1", frozenset(), {}, NOW))
+    assert store.get_task(waiting.id).state is TaskState.QUEUED  # type: ignore[union-attr]
