@@ -91,21 +91,15 @@ class Queue:
             return task or _gone(task_id)
         return None
 
-    def finish_attempt(self, task_id: int, token: str, state: TaskState,
-                       exit_code: int | None, error: str | None, handback: bool = False,
-                       started: Outcome | None = None) -> Task:
-        """End an attempt as its worker reports it; the retry policy may queue it again.
-        A handed-back task (its worker is going away) is queued again in its old place.
-        `started` carries a start the worker had not reported (its started, pid, directory)."""
-        return self.finish_and_claim(task_id, token, state, exit_code, error, handback,
-                                     started)[0]
-
     def finish_and_claim(self, task_id: int, token: str, state: TaskState,
                          exit_code: int | None, error: str | None, handback: bool = False,
                          started: Outcome | None = None, claim_next: bool = False
                          ) -> tuple[Task, tuple[Task, TaskType] | None]:
-        """finish_attempt; with `claim_next`, also claim the next task of the attempt's
-        worker in the same transaction (one commit per task for a busy worker)."""
+        """End an attempt as its worker reports it; the retry policy may queue it again. A
+        handed-back task (its worker is going away) is queued again in its old place.
+        `started` carries a start the worker had not reported (its started, pid, directory).
+        With `claim_next`, the attempt's worker also claims its next task in the same
+        transaction (one commit per task for a busy worker)."""
         if state not in REPORTABLE:
             raise Conflict(f"state {state.value} cannot be reported; use one of "
                            f"{', '.join(sorted(s.value for s in REPORTABLE))}")

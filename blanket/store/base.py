@@ -122,9 +122,6 @@ class Store(ABC):
         """The id of the task submitted with this dedupe key, if any."""
 
     @abstractmethod
-    def set_task_directory(self, task_id: int, directory: str) -> None: ...
-
-    @abstractmethod
     def get_task(self, task_id: int) -> Task | None: ...
 
     @abstractmethod
@@ -177,9 +174,6 @@ class Store(ABC):
     @abstractmethod
     def stale_tasks(self, heartbeat_before: float) -> list[Task]:
         """Claimed or running tasks whose last heartbeat is older than the bound."""
-
-    @abstractmethod
-    def active_tasks(self) -> list[Task]: ...
 
     @abstractmethod
     def next_not_before(self, now: float) -> float | None:

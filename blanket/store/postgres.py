@@ -251,10 +251,6 @@ class PostgresStore(Store):
         row = self._one(Q["task_for_key"], {"key": key})
         return row["task_id"] if row else None
 
-    def set_task_directory(self, task_id: int, directory: str) -> None:
-        with self._tx() as cur:
-            cur.execute(Q["set_directory"], {"directory": directory, "id": task_id})
-
     def get_task(self, task_id: int) -> Task | None:
         row = self._one(Q["get_task"], {"id": task_id})
         return task_from_row(row) if row else None
@@ -343,9 +339,6 @@ class PostgresStore(Store):
 
     def stale_tasks(self, heartbeat_before: float) -> list[Task]:
         return [task_from_row(r) for r in self._all(Q["stale_tasks"], {"before": heartbeat_before})]
-
-    def active_tasks(self) -> list[Task]:
-        return [task_from_row(r) for r in self._all(Q["active_tasks"])]
 
     def next_not_before(self, now: float) -> float | None:
         row = self._one(Q["next_not_before"], {"now": now})

@@ -103,10 +103,6 @@ class SQLiteStore(Store):
         row = self._one(Q["task_for_key"], (key,))
         return row[0] if row else None
 
-    def set_task_directory(self, task_id: int, directory: str) -> None:
-        with self._tx() as db:
-            db.execute(Q["set_directory"], (directory, task_id))
-
     def get_task(self, task_id: int) -> Task | None:
         row = self._one(Q["get_task"], (task_id,))
         return task_from_row(row) if row else None
@@ -198,9 +194,6 @@ class SQLiteStore(Store):
 
     def stale_tasks(self, heartbeat_before: float) -> list[Task]:
         return [task_from_row(r) for r in self._all(Q["stale_tasks"], (heartbeat_before,))]
-
-    def active_tasks(self) -> list[Task]:
-        return [task_from_row(r) for r in self._all(Q["active_tasks"])]
 
     def next_not_before(self, now: float) -> float | None:
         return self._one(Q["next_not_before"], (now,))[0]

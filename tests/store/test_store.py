@@ -99,9 +99,9 @@ def test_an_unknown_task_is_none(store: Store) -> None:
     assert store.get_task(999) is None
 
 
-def test_a_task_directory_is_stored(store: Store) -> None:
-    task = store.add_task(new_task())
-    store.set_task_directory(task.id, "/var/tasks/echo/1")
+def test_a_task_directory_is_stored_when_it_starts(store: Store) -> None:
+    task = claimed(store)
+    store.mark_started(task.id, task.token or "", 1, NOW, "/var/tasks/echo/1")
     assert store.get_task(task.id).directory == "/var/tasks/echo/1"
 
 
@@ -564,17 +564,6 @@ def test_stale_tasks_are_active_ones_with_an_old_heartbeat(store: Store) -> None
     store.mark_started(fresh.id, fresh.token, 1, NOW + 100)
     store.add_task(new_task())
     assert ids(store.stale_tasks(NOW + 50)) == [old.id]
-
-
-def test_active_tasks_are_the_claimed_and_running_ones(store: Store) -> None:
-    first = claimed(store)
-    second = store.add_task(new_task())
-    second = claim(store)
-    store.mark_started(second.id, second.token, 1, NOW)
-    store.add_task(new_task())
-    done = store.add_task(new_task())
-    store.stop_queued(done.id, NOW)
-    assert ids(store.active_tasks()) == [first.id, second.id]
 
 
 def test_next_not_before_is_the_earliest_future_start(store: Store) -> None:

@@ -70,8 +70,8 @@ def test_fresh_heartbeats_keep_a_task(queue: Queue):
 def test_a_handed_back_task_keeps_its_place_and_its_retries(queue: Queue):
     add(queue, retries=0)
     task, _ = queue.claim_once("w", frozenset())
-    back = queue.finish_attempt(task.id, task.token, TaskState.STOPPED, None, None,
-                                handback=True)
+    back, _ = queue.finish_and_claim(task.id, task.token, TaskState.STOPPED, None, None,
+                                     handback=True)
     assert back.state is TaskState.QUEUED and back.score == task.score
     assert back.attempts[-1]["error"] == "handed back by its worker"
 
@@ -81,9 +81,9 @@ def test_a_failure_with_retries_backs_off_exponentially(queue: Queue):
     gaps = []
     for _ in range(3):
         claimed = queue.store.claim_task(Claim("w", frozenset(), {}, 1e12))
-        ended = queue.finish_attempt(claimed.id, claimed.token, TaskState.FAILED, 1, "boom")
+        ended, _ = queue.finish_and_claim(claimed.id, claimed.token, TaskState.FAILED, 1, "boom")
         gaps.append(round(ended.not_before - ended.attempts[-1]["finished"]))
     assert gaps == [10, 20, 40]
     last = queue.store.claim_task(Claim("w", frozenset(), {}, 1e12))
-    final = queue.finish_attempt(last.id, last.token, TaskState.FAILED, 1, "boom")
+    final, _ = queue.finish_and_claim(last.id, last.token, TaskState.FAILED, 1, "boom")
     assert final.state is TaskState.FAILED and len(final.attempts) == 4

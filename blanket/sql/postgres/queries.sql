@@ -42,9 +42,6 @@ SELECT task_id FROM task_keys WHERE key = %(key)s;
 -- name: get_task
 SELECT * FROM tasks WHERE id = %(id)s;
 
--- name: set_directory
-UPDATE tasks SET directory = %(directory)s WHERE id = %(id)s;
-
 -- name: delete_task
 DELETE FROM tasks WHERE id = %(id)s RETURNING *;
 
@@ -153,9 +150,6 @@ RETURNING *;
 
 -- name: stale_tasks
 SELECT * FROM tasks WHERE state IN ('CLAIMED', 'RUNNING') AND heartbeat < %(before)s ORDER BY id;
-
--- name: active_tasks
-SELECT * FROM tasks WHERE state IN ('CLAIMED', 'RUNNING') ORDER BY id;
 
 -- name: next_not_before
 SELECT min(not_before) AS at FROM tasks WHERE state = 'QUEUED' AND not_before > %(now)s;

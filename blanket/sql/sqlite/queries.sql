@@ -15,9 +15,6 @@ SELECT task_id FROM task_keys WHERE key = ?;
 -- name: get_task
 SELECT * FROM tasks WHERE id = ?;
 
--- name: set_directory
-UPDATE tasks SET directory = ? WHERE id = ?;
-
 -- name: delete_task
 DELETE FROM tasks WHERE id = ?;
 
@@ -96,9 +93,6 @@ WHERE id = ? AND state = 'QUEUED';
 
 -- name: stale_tasks
 SELECT * FROM tasks WHERE state IN ('CLAIMED', 'RUNNING') AND heartbeat < ?;
-
--- name: active_tasks
-SELECT * FROM tasks WHERE state IN ('CLAIMED', 'RUNNING') ORDER BY id;
 
 -- name: next_not_before
 SELECT min(not_before) FROM tasks WHERE state = 'QUEUED' AND not_before > ?;
