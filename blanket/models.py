@@ -87,6 +87,11 @@ class Worker:
     stop_mode: str | None = None  # None, "finish" or "handback"
     extra: dict = field(default_factory=dict)
 
+    @property
+    def takes_tasks(self) -> bool:
+        """Whether a claim may give this worker a task (not paused, not going away)."""
+        return self.state not in ("paused", "stopping")
+
     def to_json(self) -> dict:
         data = asdict(self)
         data["tags"] = list(self.tags)

@@ -76,20 +76,9 @@ class Queue:
         return self.store.mark_started(task_id, token, pid, time.time() if at is None else at,
                                        directory)
 
-    def heartbeat(self, task_id: int, token: str, wait: float = 0.0) -> Task:
-        """Record that the attempt is alive; with `wait`, hold until a stop is requested."""
-        task = self.store.heartbeat_task(task_id, token, time.time())
-        if wait <= 0 or task.stop_requested:
-            return task
-        stopped = self.wakeups.wait_for(lambda: self._stop_requested(task_id), wait)
-        return stopped or task
-
-    def _stop_requested(self, task_id: int) -> Task | None:
-        task = self.store.get_task(task_id)
-        if task is None or task.stop_requested or task.state not in (
-                TaskState.CLAIMED, TaskState.RUNNING):
-            return task or _gone(task_id)
-        return None
+    def heartbeat(self, task_id: int, token: str) -> Task:
+        """Record that the attempt is alive."""
+        return self.store.heartbeat_task(task_id, token, time.time())
 
     def finish_and_claim(self, task_id: int, token: str, state: TaskState,
                          exit_code: int | None, error: str | None, handback: bool = False,
@@ -108,8 +97,7 @@ class Queue:
             raise NotFound(f"no task {task_id}")
         worker = self.store.get_worker(task.worker) if claim_next and task.worker else None
         tags = frozenset(worker.tags) if worker else frozenset()
-        takes_more = worker is not None and worker.state not in ("paused", "stopping")
-        claim = self._claim(worker.id, tags) if worker and takes_more else None
+        claim = self._claim(worker.id, tags) if worker and worker.takes_tasks else None
         outcome = self._outcome(task, state, exit_code, error, started, handback, time.time())
         ended, taken = self.store.finish_and_claim(task.id, token, outcome, claim)
         log.info("attempt ended", task=task.id, type=task.type, state=state.value,
@@ -177,6 +165,3 @@ class Queue:
                 continue  # it ended meanwhile
         return ended
 
-
-def _gone(task_id: int) -> Task:
-    raise NotFound(f"task {task_id} was removed")

@@ -160,7 +160,7 @@ class WorkerRoutes:
         worker = self.s.store.get_worker(worker_id)
         if worker is None or worker.state == "stopping":
             return _Leave(worker.stop_mode or "finish" if worker else "handback")
-        if worker.state == "paused":
+        if not worker.takes_tasks:  # paused
             return None
         return self.s.queue.claim_once(worker_id, tags)
 
