@@ -68,8 +68,18 @@ class Task:
             data.pop("token")
         return data
 
+    @classmethod
+    def from_json(cls, data: dict) -> Task:
+        """Inverse of `to_json` (workers receive tasks over HTTP); unknown keys are ignored."""
+        values = {key: value for key, value in data.items() if key in _TASK_FIELD_SET}
+        values["state"] = TaskState(values["state"])
+        for key in ("tags", "inputs", "attempts"):
+            values[key] = tuple(values.get(key) or ())
+        return cls(**values)
+
 
 _TASK_FIELDS = tuple(f.name for f in fields(Task))
+_TASK_FIELD_SET = frozenset(_TASK_FIELDS)
 
 
 @dataclass(frozen=True)

@@ -18,7 +18,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -79,16 +79,6 @@ def run_workers(options: WorkerOptions) -> None:
         Supervisor(options).run()
     else:
         Worker(options).run()
-
-
-def task_from_json(data: dict) -> Task:
-    """The Task record a claim answer carries."""
-    known = {f.name for f in fields(Task)}
-    values = {key: value for key, value in data.items() if key in known}
-    values["state"] = TaskState(values["state"])
-    for key in ("tags", "inputs", "attempts"):
-        values[key] = tuple(values.get(key) or ())
-    return Task(**values)
 
 
 class Superseded(Exception):
@@ -376,7 +366,7 @@ class Worker:
         return answer if status == 200 else None
 
     def _run_claimed(self, claim: dict) -> None:
-        attempt = Attempt(task_from_json(claim["task"]), TaskType.from_json(claim["type"]))
+        attempt = Attempt(Task.from_json(claim["task"]), TaskType.from_json(claim["type"]))
         task = attempt.task
         log.info("task claimed", task=task.id, type=task.type, attempt=task.attempt)
         if self.stopping.is_set():  # the claim crossed our stop: give it straight back
