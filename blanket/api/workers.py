@@ -187,17 +187,9 @@ class WorkerRoutes:
         data = read_json_body()
         wait = query_float("wait", 0.0, MAX_POLL) or 0.0
         token = _text(data, "token") or ""
-        task = self.s.queue.heartbeat(parse_id(task_id), token)
-        if task.worker:
-            self._beat(task.worker)
+        task = self.s.queue.heartbeat(parse_id(task_id), token)  # the worker's too
         orders = self.s.wakeups.wait_for(lambda: self._orders(task.id, token), wait)
         return json_response(orders or self._orders(task.id, token, final=True))
-
-    def _beat(self, worker_id: str) -> None:
-        with self.lock:
-            worker = self.s.store.get_worker(worker_id)
-            if worker is not None:
-                self.s.store.save_worker(replace(worker, heartbeat=time.time()))
 
     def _orders(self, task_id: int, token: str, final: bool = False) -> dict | None:
         """What the worker of an attempt must do; None while it should just carry on."""

@@ -148,7 +148,8 @@ class Store(ABC):
                      directory: str | None = None) -> Task: ...
 
     @abstractmethod
-    def heartbeat_task(self, task_id: int, token: str, now: float) -> Task: ...
+    def heartbeat_task(self, task_id: int, token: str, now: float) -> Task:
+        """Record that the attempt, and so its worker, is alive."""
 
     @abstractmethod
     def set_progress(self, task_id: int, token: str | None, value: int,

@@ -297,7 +297,13 @@ class PostgresStore(Store):
             "token": token, "pid": pid, "now": now, "directory": directory})
 
     def heartbeat_task(self, task_id: int, token: str, now: float) -> Task:
-        return self._update_current(task_id, Q["heartbeat"], {"token": token, "now": now})
+        with self._tx() as cur:
+            row = cur.execute(Q["heartbeat"], {"id": task_id, "token": token,
+                                               "now": now}).fetchone()
+            if row is None:
+                _raise_not_current(task_id, cur)
+            cur.execute(Q["worker_heartbeat"], {"now": now, "worker": row["worker"]})
+        return task_from_row(row)
 
     def set_progress(self, task_id: int, token: str | None, value: int,
                      message: str | None) -> Task:

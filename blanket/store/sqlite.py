@@ -147,7 +147,12 @@ class SQLiteStore(Store):
             "id": task_id, "token": token, "pid": pid, "now": now, "directory": directory})
 
     def heartbeat_task(self, task_id: int, token: str, now: float) -> Task:
-        return self._update_current(task_id, token, Q["heartbeat"], (now, task_id, token))
+        with self._tx() as db:
+            changed = db.execute(Q["heartbeat"], (now, task_id, token)).rowcount
+            row = db.execute(Q["get_task"], (task_id,)).fetchone()
+            if changed:
+                db.execute(Q["worker_heartbeat"], (now, row["worker"]))
+        return _current_or_raise(task_id, row, changed)
 
     def set_progress(self, task_id: int, token: str | None, value: int,
                      message: str | None) -> Task:

@@ -443,6 +443,14 @@ def test_a_heartbeat_records_its_time(store: Store) -> None:
     assert store.heartbeat_task(task.id, task.token, NOW + 9).heartbeat == NOW + 9
 
 
+def test_a_heartbeat_shows_its_worker_alive_too(store: Store) -> None:
+    store.save_worker(Worker(id="w1", tags=(), host="h", pid=1, state="idle",
+                             registered=1.0, heartbeat=1.0))
+    task = claimed(store)
+    store.heartbeat_task(task.id, task.token or "", NOW + 9)
+    assert store.get_worker("w1").heartbeat == NOW + 9  # type: ignore[union-attr]
+
+
 def test_progress_is_recorded_with_its_message(store: Store) -> None:
     task = claimed(store)
     updated = store.set_progress(task.id, task.token, 40, "pages")

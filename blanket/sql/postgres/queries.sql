@@ -105,6 +105,9 @@ UPDATE tasks SET state = 'RUNNING', started = %(now)s, heartbeat = %(now)s, pid 
 WHERE id = %(id)s AND token = %(token)s AND state IN ('CLAIMED', 'RUNNING')
 RETURNING *;
 
+-- name: worker_heartbeat
+UPDATE workers SET heartbeat = %(now)s WHERE id = %(worker)s;
+
 -- name: heartbeat
 UPDATE tasks SET heartbeat = %(now)s
 WHERE id = %(id)s AND token = %(token)s AND state IN ('CLAIMED', 'RUNNING')

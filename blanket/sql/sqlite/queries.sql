@@ -65,6 +65,9 @@ WHERE id = :id AND token = :token AND state IN ('CLAIMED', 'RUNNING');
 -- name: heartbeat
 UPDATE tasks SET heartbeat = ? WHERE id = ? AND token = ? AND state IN ('CLAIMED', 'RUNNING');
 
+-- name: worker_heartbeat
+UPDATE workers SET heartbeat = ? WHERE id = ?;
+
 -- name: progress_by_token
 UPDATE tasks SET progress = ?, progress_message = ?
 WHERE id = ? AND token = ? AND state IN ('CLAIMED', 'RUNNING');
