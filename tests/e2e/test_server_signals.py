@@ -1,0 +1,37 @@
+"""The server stops gracefully on SIGTERM and SIGINT, releasing requests that wait."""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+import time
+
+import pytest
+
+ECHO = 'command = "echo hi"\n'
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+def test_a_signal_stops_the_server_cleanly_and_releases_long_polls(make_server, sig):
+    server = make_server(types={"echo": ECHO})
+    worker = server.client.post("/worker/", {"id": "w", "tags": [], "host": "h",
+                                             "pid": os.getpid()})["id"]
+    answers: list[int] = []
+
+    def long_poll() -> None:
+        try:
+            answers.append(server.client.request("POST", f"/worker/{worker}/claim?wait=60",
+                                                 body={}, ok=(204,))[0])
+        except Exception:
+            answers.append(-1)
+
+    poller = threading.Thread(target=long_poll)
+    poller.start()
+    time.sleep(0.3)  # the claim is waiting in the server
+    began = time.monotonic()
+    assert server.stop(sig) == 0
+    assert time.monotonic() - began < 10
+    poller.join(10)
+    assert answers == [204]
+    assert "blanket stopped" in server.log_text()
