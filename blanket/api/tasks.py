@@ -7,6 +7,7 @@ import shutil
 import time
 from collections.abc import Iterator
 from contextlib import ExitStack
+from dataclasses import replace
 from pathlib import Path
 
 import bottle
@@ -70,7 +71,7 @@ class TaskRoutes:
         request = self.read_request(front=wait is not None)
         key = bottle.request.get_header("Idempotency-Key")
         if key:
-            request = _with_key(request, f"client:{key}")
+            request = replace(request, dedupe_key=f"client:{key}")
         try:
             task = self.s.intake.submit(request)
         except DuplicateTask as e:
@@ -96,10 +97,7 @@ class TaskRoutes:
             data = self.read_form_body()
         else:
             data = read_json_body()
-        request = parse_task_request(data, now)
-        return TaskRequest(type=request.type, environment=request.environment,
-                           tags=request.tags, not_before=request.not_before,
-                           priority=request.priority, front=front, uploads=tuple(uploads))
+        return replace(parse_task_request(data, now), front=front, uploads=tuple(uploads))
 
     def read_form_body(self):
         raw = read_body()
@@ -234,10 +232,6 @@ def _ended(task: Task | None) -> Task | None:
     if task is not None and (task.state in FINAL_STATES or task.state is TaskState.LOST):
         return task
     return None
-
-
-def _with_key(request: TaskRequest, key: str) -> TaskRequest:
-    return TaskRequest(**{**request.__dict__, "dedupe_key": key})
 
 
 def task_filter(query: bottle.FormsDict) -> TaskFilter:
