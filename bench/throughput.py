@@ -88,15 +88,17 @@ def drain_rate(client: Client, count: int) -> float:
 
 
 def start_delays(client: Client, data_dir: Path, samples: int) -> list[float]:
-    """Seconds from submission to the command's own first instruction, one task at a time."""
+    """Seconds from submission to the command's own first instruction, one task at a time.
+    The submission waits for the task's end (`?wait`) rather than polling for it, so the
+    measuring client sends nothing while the task is on its way to the worker."""
     delays = []
     for _ in range(samples):
         time.sleep(0.05)  # the workers are idle, waiting in their long poll
         submitted = time.time()
-        task_id = client.post("/task/", {"type": "stamp"})["id"]
-        stamp = data_dir / "tasks" / "stamp" / str(task_id) / "started.txt"
-        wait_until(lambda: client.get(f"/task/{task_id}")["state"] == "SUCCESS",  # noqa: B023
-                   interval=0.005)
+        task = client.post("/task/?wait=30", {"type": "stamp"})
+        if task["state"] != "SUCCESS":
+            raise SystemExit(f"start-delay task {task['id']} ended {task['state']}")
+        stamp = data_dir / "tasks" / "stamp" / str(task["id"]) / "started.txt"
         delays.append(float(stamp.read_text()) - submitted)
     return delays
 

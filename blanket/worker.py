@@ -308,6 +308,8 @@ class Worker:
         self.reports = ReportQueue(self.reporter)
         self.next_claim: dict | None = None  # handed over with the last task's end report
         self.heartbeat: Heartbeat | None = None
+        self.base_env = dict(os.environ)  # read once: every task's environment starts here
+        self._types: dict[tuple[str, str], TaskType] = {}  # parsed types by version hash
 
     def run(self) -> None:
         """Work until SIGTERM/SIGINT, `DELETE /worker/ID`, or the supervisor going away."""
@@ -366,8 +368,8 @@ class Worker:
         return answer if status == 200 else None
 
     def _run_claimed(self, claim: dict) -> None:
-        attempt = Attempt(Task.from_json(claim["task"]), TaskType.from_json(claim["type"]))
-        task = attempt.task
+        task = Task.from_json(claim["task"])
+        attempt = Attempt(task, self._task_type(task, claim["type"]))
         log.info("task claimed", task=task.id, type=task.type, attempt=task.attempt)
         if self.stopping.is_set():  # the claim crossed our stop: give it straight back
             attempt.handback = True
@@ -384,11 +386,25 @@ class Worker:
             return
         attempt.run = TaskRun(
             task, attempt.task_type, bundle, work_dir, server_url=self.options.server,
+            base_env=self.base_env,
             on_started=lambda pid: attempt.started(pid, work_dir),
             on_running=lambda: self._running(attempt),
             on_progress=lambda value, message: self.reports.put(
                 attempt, "progress", {"progress": value, "message": message}, 5.0))
         self._execute(attempt)
+
+    def _task_type(self, task: Task, data: dict) -> TaskType:
+        """The claimed task's type; a version hash names one definition, so each is parsed
+        once."""
+        if not task.version:
+            return TaskType.from_json(data)
+        key = (task.type, task.version)
+        found = self._types.get(key)
+        if found is None:
+            if len(self._types) >= 256:
+                self._types.clear()
+            found = self._types[key] = TaskType.from_json(data)
+        return found
 
     def _execute(self, attempt: Attempt) -> None:
         assert attempt.run is not None and self.heartbeat is not None

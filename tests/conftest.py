@@ -14,10 +14,17 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from hypothesis import settings
 
 from blanket.client import Client
 
 ROOT = Path(__file__).resolve().parent.parent
+
+# No per-example deadline: the suite runs on every core at once (pytest -n auto), where a
+# property's example can take longer than hypothesis' default 200 ms without anything being
+# wrong. Speed is measured by bench/, not asserted in tests.
+settings.register_profile("blanket", deadline=None)
+settings.load_profile("blanket")
 
 
 def free_port() -> int:

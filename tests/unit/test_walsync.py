@@ -1,0 +1,170 @@
+"""Group commit: a durable change waits for an fsync of the WAL that began after its commit;
+concurrent waiters share one; changes allowed to be lost in a power cut do not wait."""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+
+import pytest
+
+from blanket.store import walsync
+from blanket.store.base import Claim, NewTask
+from blanket.store.sqlite import SQLiteStore
+from blanket.store.walsync import WalSync
+
+
+class FsyncLog:
+    """Stands in for os.fsync: records, for each call, how many commits had been made."""
+
+    def __init__(self, wal: WalSync | None = None):
+        self.wal = wal
+        self.calls: list[int] = []
+        self.release = threading.Event()
+        self.release.set()
+        self.entered = threading.Event()
+
+    def __call__(self, fd: int) -> None:
+        self.calls.append(self.wal._written if self.wal else -1)
+        self.entered.set()
+        self.release.wait()
+
+
+@pytest.fixture
+def wal(tmp_path):
+    database = tmp_path / "db.sqlite"
+    (tmp_path / "db.sqlite-wal").write_bytes(b"")
+    wal = WalSync(str(database))
+    yield wal
+    wal.close()
+
+
+def test_a_sync_waits_for_an_fsync_that_covers_the_commit(wal, monkeypatch):
+    fsync = FsyncLog(wal)
+    monkeypatch.setattr(walsync.os, "fsync", fsync)
+    monkeypatch.setattr(walsync.os, "fdatasync", fsync)
+    first = wal.committed()
+    wal.sync(first)
+    assert wal.synced == first
+    # the WAL's fsync plus its directory's, once, when the file is first opened
+    assert len(fsync.calls) == 2
+    wal.sync(first)  # already on disk: nothing to do
+    assert len(fsync.calls) == 2
+    second = wal.committed()
+    wal.sync(second)
+    assert wal.synced == second and len(fsync.calls) == 3
+
+
+def test_concurrent_waiters_share_one_fsync(wal, monkeypatch):
+    fsync = FsyncLog(wal)
+    monkeypatch.setattr(walsync.os, "fsync", fsync)
+    monkeypatch.setattr(walsync.os, "fdatasync", fsync)
+    wal.sync(wal.committed())  # opens the file (and syncs its directory) up front
+    fsync.calls.clear()
+    seqs = [wal.committed() for _ in range(20)]
+    threads = [threading.Thread(target=wal.sync, args=(seq,)) for seq in seqs]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(10)
+    assert wal.synced == seqs[-1]
+    assert len(fsync.calls) == 1  # all 20 commits were in the file before it began
+
+
+def test_a_commit_made_during_an_fsync_waits_for_the_next_one(wal, monkeypatch):
+    fsync = FsyncLog(wal)
+    monkeypatch.setattr(walsync.os, "fsync", fsync)
+    monkeypatch.setattr(walsync.os, "fdatasync", fsync)
+    wal.sync(wal.committed())
+    fsync.calls.clear()
+    fsync.entered.clear()
+    fsync.release.clear()
+    early = wal.committed()
+    first = threading.Thread(target=wal.sync, args=(early,))
+    first.start()
+    assert fsync.entered.wait(10)  # an fsync is under way
+    late = wal.committed()  # committed after that fsync began: it does not cover this one
+    second = threading.Thread(target=wal.sync, args=(late,))
+    second.start()
+    fsync.release.set()
+    first.join(10)
+    second.join(10)
+    assert fsync.calls == [early, late]
+    assert wal.synced == late
+
+
+def test_a_replaced_wal_file_is_opened_again(wal, tmp_path, monkeypatch):
+    fsync = FsyncLog(wal)
+    monkeypatch.setattr(walsync.os, "fsync", fsync)
+    monkeypatch.setattr(walsync.os, "fdatasync", fsync)
+    wal.sync(wal.committed())
+    (tmp_path / "db.sqlite-wal").unlink()
+    (tmp_path / "db.sqlite-wal").write_bytes(b"new")
+    wal.sync(wal.committed())
+    assert wal._fd is not None
+    assert os.fstat(wal._fd).st_ino == (tmp_path / "db.sqlite-wal").stat().st_ino
+
+
+def _new_task(n: int) -> NewTask:
+    return NewTask(type="echo", environment={"N": str(n)}, tags=(), score=1.0,
+                   added=time.time())
+
+
+def test_the_store_syncs_submissions_but_not_claims(tmp_path, monkeypatch):
+    store = SQLiteStore(tmp_path / "blanket.db")
+    try:
+        fsync = FsyncLog()
+        monkeypatch.setattr(walsync.os, "fsync", fsync)
+        monkeypatch.setattr(walsync.os, "fdatasync", fsync)
+        store.add_task(_new_task(1))
+        assert fsync.calls, "a submission must reach the disk before it is acknowledged"
+        after_submit = len(fsync.calls)
+        claimed = store.claim_task(Claim("w1", frozenset(), {}, time.time(), {}))
+        assert claimed is not None
+        assert len(fsync.calls) == after_submit  # a claim does not wait for the disk
+        store.add_task(_new_task(2))  # the next durable change takes the claim along
+        assert len(fsync.calls) == after_submit + 1
+        assert store._wal is not None and store._wal.synced == store._wal._written
+    finally:
+        store.close()
+
+
+def test_a_durable_change_survives_reopening(tmp_path):
+    store = SQLiteStore(tmp_path / "blanket.db")
+    task = store.add_task(_new_task(1))
+    store.close()
+    again = SQLiteStore(tmp_path / "blanket.db")
+    try:
+        assert again.get_task(task.id) is not None
+    finally:
+        again.close()
+
+
+def test_a_claim_waits_until_the_task_it_hands_out_is_on_disk(tmp_path, monkeypatch):
+    store = SQLiteStore(tmp_path / "blanket.db")
+    try:
+        fsync = FsyncLog()
+        monkeypatch.setattr(walsync.os, "fsync", fsync)
+        monkeypatch.setattr(walsync.os, "fdatasync", fsync)
+        store.add_task(_new_task(0))  # the WAL file is open from here on
+        fsync.release.clear()
+        fsync.entered.clear()
+        woken = threading.Event()
+        store.on_change = woken.set
+        submit = threading.Thread(target=store.add_task, args=(_new_task(1),))
+        submit.start()
+        assert woken.wait(10)  # claims are woken at the commit, before the fsync ends
+        assert fsync.entered.wait(10)
+        claimed: list = []
+        claim = threading.Thread(target=lambda: claimed.append(store.claim_task(
+            Claim("w1", frozenset(), {}, time.time(), {}))))
+        claim.start()
+        claim.join(0.2)
+        assert claim.is_alive(), "the claim handed out a task before its submission was synced"
+        fsync.release.set()
+        claim.join(10)
+        submit.join(10)
+        assert claimed and claimed[0] is not None
+    finally:
+        store.close()
