@@ -287,7 +287,8 @@ def _insert_task(db: sqlite3.Connection, new: NewTask) -> tuple[sqlite3.Row, boo
 
 def _claim_in(db: sqlite3.Connection, claim: Claim) -> sqlite3.Row | None:
     """The claim, inside the caller's transaction."""
-    running = dict(db.execute(Q["running_per_type"]).fetchall())
+    # Only capped types need their running count.
+    running = dict(db.execute(Q["running_per_type"]).fetchall()) if claim.limits else {}
     best: tuple[float, int, str] | None = None
     for type_name, tags in _lanes(db):
         limit = claim.limits.get(type_name)
