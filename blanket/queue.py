@@ -98,10 +98,14 @@ class Queue:
         worker = self.store.get_worker(task.worker) if claim_next and task.worker else None
         tags = frozenset(worker.tags) if worker else frozenset()
         claim = self._claim(worker.id, tags) if worker and worker.takes_tasks else None
-        outcome = self._outcome(task, state, exit_code, error, started, handback, time.time())
-        ended, taken = self.store.finish_and_claim(task.id, token, outcome, claim)
-        log.info("attempt ended", task=task.id, type=task.type, state=state.value,
-                 attempt=task.attempt, retry_at=outcome.requeue_at)
+        now = time.time()
+
+        def decide(current: Task) -> Outcome:  # on the task as the transaction reads it
+            return self._outcome(current, state, exit_code, error, started, handback, now)
+
+        ended, taken = self.store.finish_and_claim(task.id, token, decide, claim)
+        log.info("attempt ended", task=ended.id, type=ended.type, state=state.value,
+                 attempt=ended.attempt, result=ended.state.value)
         return ended, self._bound(taken, taken.worker or "", tags) if taken else None
 
     def _outcome(self, task: Task, state: TaskState, exit_code: int | None, error: str | None,
@@ -124,10 +128,10 @@ class Queue:
 
     def _end(self, task: Task, token: str, state: TaskState, exit_code: int | None,
              error: str | None, now: float) -> Task:
-        outcome = self._outcome(task, state, exit_code, error, None, False, now)
-        ended = self.store.finish_task(task.id, token, outcome)
+        ended = self.store.finish_task(task.id, token, lambda current: self._outcome(
+            current, state, exit_code, error, None, False, now))
         log.info("attempt ended", task=task.id, type=task.type, state=state.value,
-                 attempt=task.attempt, retry_at=outcome.requeue_at)
+                 attempt=task.attempt, result=ended.state.value)
         return ended
 
     def stop_task(self, task_id: int) -> Task:

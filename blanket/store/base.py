@@ -83,6 +83,10 @@ class ScheduleState:
     pending_fire: float | None = None
 
 
+# How an attempt ends, decided from the task as read inside the finishing transaction.
+Decide = Callable[[Task], Outcome]
+
+
 @dataclass
 class Claim:
     """What a worker may take: its tags and the per-type concurrency caps."""
@@ -156,11 +160,13 @@ class Store(ABC):
                      message: str | None) -> Task: ...
 
     @abstractmethod
-    def finish_task(self, task_id: int, token: str, outcome: Outcome) -> Task:
-        """End the current attempt: a final state, or back to QUEUED for a retry."""
+    def finish_task(self, task_id: int, token: str, outcome: Outcome | Decide) -> Task:
+        """End the current attempt: a final state, or back to QUEUED for a retry. `outcome`
+        may be a function of the task as the transaction reads it (so a stop requested a
+        moment before is seen by the retry policy)."""
 
     @abstractmethod
-    def finish_and_claim(self, task_id: int, token: str, outcome: Outcome,
+    def finish_and_claim(self, task_id: int, token: str, outcome: Outcome | Decide,
                          claim: Claim | None) -> tuple[Task, Task | None]:
         """finish_task, then (with `claim`) claim_task for the same worker, in one
         transaction: a busy worker's end report takes its next task with one commit."""

@@ -23,6 +23,7 @@ from blanket.models import Task, Worker
 from blanket.sql import load_migrations, load_queries
 from blanket.store.base import (
     Claim,
+    Decide,
     DuplicateTask,
     NewTask,
     Outcome,
@@ -317,10 +318,10 @@ class PostgresStore(Store):
         return self._update_current(task_id, Q["progress_by_token"],
                                     {"token": token, "value": value, "message": message})
 
-    def finish_task(self, task_id: int, token: str, outcome: Outcome) -> Task:
+    def finish_task(self, task_id: int, token: str, outcome: Outcome | Decide) -> Task:
         return self.finish_and_claim(task_id, token, outcome, None)[0]
 
-    def finish_and_claim(self, task_id: int, token: str, outcome: Outcome,
+    def finish_and_claim(self, task_id: int, token: str, outcome: Outcome | Decide,
                          claim: Claim | None) -> tuple[Task, Task | None]:
         with self._tx() as cur:
             row = _finish_in(cur, task_id, token, outcome)
@@ -470,12 +471,14 @@ def _claim_in(cur: Any, claim: Claim) -> Row | None:
     return row
 
 
-def _finish_in(cur: Any, task_id: int, token: str, outcome: Outcome) -> Row:
+def _finish_in(cur: Any, task_id: int, token: str, outcome: Outcome | Decide) -> Row:
     """End the current attempt, inside the caller's transaction."""
     row = cur.execute(Q["lock_current"], {"id": task_id, "token": token}).fetchone()
     if row is None:
         _raise_not_current(task_id, cur)
     task = task_from_row(row)
+    if callable(outcome):
+        outcome = outcome(task)
     history = [*task.attempts, attempt_record(task, outcome)]
     params = {"id": task_id, "exit_code": outcome.exit_code, "error": outcome.error,
               "attempts": Jsonb(history), "started": outcome.started,

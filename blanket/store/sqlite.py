@@ -17,6 +17,7 @@ from blanket.models import Task, Worker
 from blanket.sql import load_migrations, load_queries
 from blanket.store.base import (
     Claim,
+    Decide,
     DuplicateTask,
     NewTask,
     Outcome,
@@ -188,10 +189,10 @@ class SQLiteStore(Store):
         return self._update_current(task_id, token, Q["progress_by_token"],
                                     (value, message, task_id, token))
 
-    def finish_task(self, task_id: int, token: str, outcome: Outcome) -> Task:
+    def finish_task(self, task_id: int, token: str, outcome: Outcome | Decide) -> Task:
         return self.finish_and_claim(task_id, token, outcome, None)[0]
 
-    def finish_and_claim(self, task_id: int, token: str, outcome: Outcome,
+    def finish_and_claim(self, task_id: int, token: str, outcome: Outcome | Decide,
                          claim: Claim | None) -> tuple[Task, Task | None]:
         with self._tx(notify=True) as db:
             row = _finish_in(db, task_id, token, outcome)
@@ -310,11 +311,13 @@ def _claim_in(db: sqlite3.Connection, claim: Claim) -> sqlite3.Row | None:
 
 
 def _finish_in(db: sqlite3.Connection, task_id: int, token: str,
-               outcome: Outcome) -> sqlite3.Row:
+               outcome: Outcome | Decide) -> sqlite3.Row:
     """End the current attempt, inside the caller's transaction."""
     row = db.execute(Q["get_task"], (task_id,)).fetchone()
     task = _current_or_raise(task_id, row, int(row is not None and row["token"] == token
                                                and row["state"] in ("CLAIMED", "RUNNING")))
+    if callable(outcome):
+        outcome = outcome(task)
     history = [*task.attempts, attempt_record(task, outcome)]
     params = {"id": task_id, "token": token, "exit_code": outcome.exit_code,
               "error": outcome.error, "attempts": json.dumps(history),

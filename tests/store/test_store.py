@@ -869,3 +869,27 @@ def test_a_refused_finish_claims_nothing(store: Store) -> None:
         store.finish_and_claim(task.id, "not-the-token", failed(),
                                Claim("w1", frozenset(), {}, NOW))
     assert store.get_task(waiting.id).state is TaskState.QUEUED  # type: ignore[union-attr]
+
+
+def test_an_outcome_function_sees_the_task_as_the_finish_reads_it(store: Store) -> None:
+    # The retry policy decides on the row inside the finishing transaction, so a stop asked
+    # for just before the end report is never answered by queueing the task again.
+    task = claimed(store)
+    store.request_stop(task.id)
+    seen: list[Task] = []
+
+    def decide(current: Task) -> Outcome:
+        seen.append(current)
+        return failed()
+
+    ended = store.finish_task(task.id, task.token or "", decide)
+    assert [t.stop_requested for t in seen] == [True]
+    assert ended.state is TaskState.FAILED
+
+
+def test_an_outcome_function_is_not_called_for_a_stale_report(store: Store) -> None:
+    task = claimed(store)
+    called: list[Task] = []
+    with pytest.raises(StaleAttempt):
+        store.finish_task(task.id, "not-the-token", lambda t: called.append(t) or failed())
+    assert not called
