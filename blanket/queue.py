@@ -15,7 +15,7 @@ from blanket.pricing import task_score
 from blanket.retry import retry_at
 from blanket.store.base import Claim, Outcome, Store
 from blanket.tasktype import TaskType
-from blanket.wakeups import Wakeups
+from blanket.wakeups import QUEUE, Wakeups, task_topic, worker_topic
 
 log = structlog.get_logger("blanket.queue")
 
@@ -41,6 +41,7 @@ class Queue:
         """The next task this worker may run, bound to its type's current version; waits up
         to `wait` seconds for one to be queued."""
         return self.wakeups.wait_for(lambda: self.claim_once(worker, tags), wait,
+                                     topics=(QUEUE, worker_topic(worker)),
                                      next_deadline=self.next_start)
 
     def next_start(self) -> float | None:
@@ -146,7 +147,7 @@ class Queue:
             if stopped is not None:
                 return stopped
         task = self.store.request_stop(task_id)
-        self.wakeups.notify()
+        self.store.announce(task_topic(task_id))  # its heartbeat, on whichever server
         return task
 
     def reap_lost_tasks(self, lost_after: float, now: float | None = None) -> list[Task]:

@@ -11,6 +11,10 @@ import bottle
 from blanket.errors import BlanketError, InvalidInput
 
 MAX_JSON = 1024 * 1024
+# A body somewhat over a limit is read and dropped before the 413 goes out: a client still
+# sending it would otherwise see its connection reset instead of the answer. Larger ones are
+# cut off.
+MAX_DRAIN = 16 * 1024 * 1024
 
 
 def json_response(data: Any, status: int = 200) -> bottle.HTTPResponse:
@@ -36,12 +40,27 @@ def read_json_body(required: bool = True) -> Any:
 def read_body(limit: int = MAX_JSON) -> bytes:
     length = bottle.request.content_length
     if length > limit:
+        _drain(length)
         raise BlanketError(f"the body is {length} bytes; the limit is {limit}", code="too_large",
                            status=413)
     body = bottle.request.body.read(limit + 1)
     if len(body) > limit:
+        _drain(MAX_DRAIN)
         raise BlanketError(f"the body is over {limit} bytes", code="too_large", status=413)
     return body
+
+
+def _drain(length: int) -> None:
+    """Read and drop what is left of the request body, up to MAX_DRAIN bytes."""
+    if length > MAX_DRAIN:
+        return
+    stream = bottle.request.environ["wsgi.input"]
+    left = length
+    while left > 0:
+        chunk = stream.read(min(left, 65536))
+        if not chunk:
+            return
+        left -= len(chunk)
 
 
 def parse_json(raw: bytes | str, what: str = "the body") -> Any:

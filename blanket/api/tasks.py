@@ -26,6 +26,7 @@ from blanket.errors import Conflict, InvalidInput, NotFound
 from blanket.intake import TaskRequest, Upload, parse_task_request, parse_time
 from blanket.models import ACTIVE_STATES, FINAL_STATES, Task, TaskState
 from blanket.store.base import DuplicateTask, TaskFilter
+from blanket.wakeups import task_topic
 
 LOG_FILES = {"stdout": "stdout.log", "stderr": "stderr.log", "output": "output.log"}
 MAX_WAIT = 24 * 3600.0
@@ -82,7 +83,8 @@ class TaskRoutes:
         return json_response(task.to_json(), 201)
 
     def wait_until_ended(self, task: Task, wait: float) -> Task:
-        ended = self.s.wakeups.wait_for(lambda: _ended(self.s.store.get_task(task.id)), wait)
+        ended = self.s.wakeups.wait_for(lambda: _ended(self.s.store.get_task(task.id)), wait,
+                                        topics=(task_topic(task.id),))
         return ended or self.s.store.get_task(task.id) or task
 
     def read_request(self, front: bool) -> TaskRequest:
@@ -138,7 +140,7 @@ class TaskRoutes:
                 raise Conflict(f"task {task.id} is {task.state.value}; stop it first, or "
                                "remove it with ?force (blanket rm -f)")
             self.s.store.request_stop(task.id)
-            self.s.wakeups.notify()
+            self.s.store.announce(task_topic(task.id))
         removed = self.s.store.delete_task(task.id)
         if removed is None:
             raise NotFound(f"no task {task.id}")
@@ -210,7 +212,7 @@ class TaskRoutes:
                 yield f"event: end\ndata: {task.state.value if task else 'REMOVED'}\n\n"
                 return
             if not chunk:
-                self.s.wakeups.wait_for(lambda: None, 0.25)
+                self.s.wakeups.wait_for(lambda: None, 0.25, topics=(task_topic(task_id),))
 
     def list_files(self, task_id: str):
         root = self.task_dir(self.task_or_404(task_id))

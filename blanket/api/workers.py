@@ -17,6 +17,7 @@ from blanket.errors import InvalidInput, NotFound, StaleAttempt
 from blanket.models import ACTIVE_STATES, Task, TaskState, Worker
 from blanket.store.base import Outcome
 from blanket.tasktype import TaskType
+from blanket.wakeups import QUEUE, task_topic, worker_topic
 
 MAX_POLL = 60.0
 _WORKER_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:@-]{0,127}")
@@ -106,7 +107,7 @@ class WorkerRoutes:
                 return json_response({**worker.to_json(), "state": "gone"})
             stopping = replace(worker, state="stopping", stop_mode=mode)
             self.s.store.save_worker(stopping)
-        self.s.wakeups.notify()
+        self.s.store.announce(worker_topic(worker.id))  # its claim, or its task's heartbeat
         return json_response(stopping.to_json(), 202)
 
     def _departed(self, worker: Worker) -> bool:
@@ -134,7 +135,7 @@ class WorkerRoutes:
                 state = "busy"
             updated = replace(worker, state=state)
             self.s.store.save_worker(updated)
-        self.s.wakeups.notify()
+        self.s.store.announce(worker_topic(worker_id))
         return json_response(updated.to_json())
 
     def claim(self, worker_id: str):
@@ -147,6 +148,7 @@ class WorkerRoutes:
         if answer is None:  # idle until a task comes: say so while waiting
             self._touch(worker.id, task=None)
             answer = self.s.wakeups.wait_for(lambda: self._claim_step(worker.id, tags), wait,
+                                             topics=(QUEUE, worker_topic(worker.id)),
                                              next_deadline=self.s.queue.next_start)
         if answer is None:
             return bottle.HTTPResponse(status=204)
@@ -188,7 +190,9 @@ class WorkerRoutes:
         wait = query_float("wait", 0.0, MAX_POLL) or 0.0
         token = _text(data, "token") or ""
         task = self.s.queue.heartbeat(parse_id(task_id), token)  # the worker's too
-        orders = self.s.wakeups.wait_for(lambda: self._orders(task.id, token), wait)
+        topics = [task_topic(task.id)] + ([worker_topic(task.worker)] if task.worker else [])
+        orders = self.s.wakeups.wait_for(lambda: self._orders(task.id, token), wait,
+                                         topics=topics)
         return json_response(orders or self._orders(task.id, token, final=True))
 
     def _orders(self, task_id: int, token: str, final: bool = False) -> dict | None:

@@ -101,7 +101,14 @@ class Claim:
 class Store(ABC):
     """Durable state. Every method is atomic; methods taking a token refuse stale attempts."""
 
-    on_change: Callable[[], None] = staticmethod(lambda: None)
+    # Called with the wake-up topics of each change (blanket.wakeups): QUEUE when something
+    # may have become claimable, task_topic(ID) when a task ended or was stopped.
+    on_change: Callable[..., None] = staticmethod(lambda *topics: None)
+
+    def announce(self, *topics: str) -> None:
+        """Wake the waiters of `topics` on every server sharing this store (a stop asked
+        for, a worker paused, resumed or told to stop)."""
+        self.on_change(*topics)
 
     # versions
     @abstractmethod

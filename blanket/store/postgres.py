@@ -38,6 +38,7 @@ from blanket.store.rows import (
     worker_from_row,
     worker_params,
 )
+from blanket.wakeups import QUEUE, task_topic
 
 Q = load_queries("postgres")
 
@@ -100,7 +101,7 @@ class PostgresStore(Store):
     def __init__(self, url: str, pool_size: int = 8):
         self.url = url
         self._pool = _Pool(url, pool_size)
-        self._callback: Callable[[], None] = lambda: None
+        self._callback: Callable[..., None] = lambda *topics: None
         self._listener: threading.Thread | None = None
         self._closing = threading.Event()
         self._scheduler_conn: psycopg.Connection | None = None
@@ -108,13 +109,18 @@ class PostgresStore(Store):
 
     # wake-ups
     @property
-    def on_change(self) -> Callable[[], None]:  # type: ignore[override]
+    def on_change(self) -> Callable[..., None]:  # type: ignore[override]
         return self._callback
 
     @on_change.setter
-    def on_change(self, callback: Callable[[], None]) -> None:
+    def on_change(self, callback: Callable[..., None]) -> None:
         self._callback = callback
         self.start_listening()
+
+    def announce(self, *topics: str) -> None:
+        with self._tx() as cur:
+            cur.execute(Q["notify"], {"topics": " ".join(topics)})
+        self._callback(*topics)
 
     def start_listening(self) -> None:
         """Call on_change for every change announced by any server on this database."""
@@ -142,7 +148,7 @@ class PostgresStore(Store):
             for note in conn.notifies(timeout=0.2):
                 # This server's own changes already called on_change when they committed.
                 if note.pid not in self._pool.backend_pids:
-                    self._callback()
+                    self._callback(*note.payload.split())  # no topics: everything
 
     def try_scheduler_lock(self) -> bool:
         """True while this store holds the one scheduler lock among all servers on this database."""
@@ -214,13 +220,13 @@ class PostgresStore(Store):
             if first is None:  # the first task was deleted meanwhile, freeing its key
                 return self.add_task(new)
             raise DuplicateTask(first) from None
-        self._callback()
+        self._callback(QUEUE)
         return task_from_row(row)
 
     def _insert_task(self, new: NewTask) -> Row:
         with self._tx() as cur:
             row = _insert_row(cur, new)
-            cur.execute(Q["notify"])
+            cur.execute(Q["notify"], {"topics": QUEUE})
         return row
 
     def add_tasks(self, news: list[NewTask]) -> list[Task]:
@@ -229,10 +235,10 @@ class PostgresStore(Store):
         try:
             with self._tx() as cur:
                 rows = [self._existing_row(cur, new) or _insert_row(cur, new) for new in news]
-                cur.execute(Q["notify"])
+                cur.execute(Q["notify"], {"topics": QUEUE})
         except _KeyTaken:  # another server took a key meanwhile: go one at a time
             return [self._add_or_existing(new) for new in news]
-        self._callback()
+        self._callback(QUEUE)
         return [task_from_row(row) for row in rows]
 
     def _existing_row(self, cur: Any, new: NewTask) -> Row | None:
@@ -326,8 +332,8 @@ class PostgresStore(Store):
         with self._tx() as cur:
             row = _finish_in(cur, task_id, token, outcome)
             claimed = _claim_in(cur, claim) if claim is not None else None
-            cur.execute(Q["notify"])
-        self._callback()
+            cur.execute(Q["notify"], {"topics": f"{QUEUE} {task_topic(task_id)}"})
+        self._callback(QUEUE, task_topic(task_id))
         return task_from_row(row), task_from_row(claimed) if claimed else None
 
     def request_stop(self, task_id: int) -> Task:
@@ -342,10 +348,10 @@ class PostgresStore(Store):
         with self._tx() as cur:
             row = cur.execute(Q["stop_queued"], {"id": task_id, "now": now}).fetchone()
             if row is not None:
-                cur.execute(Q["notify"])
+                cur.execute(Q["notify"], {"topics": task_topic(task_id)})
         if row is None:
             return None
-        self._callback()
+        self._callback(task_topic(task_id))
         return task_from_row(row)
 
     def stale_tasks(self, heartbeat_before: float) -> list[Task]:

@@ -33,6 +33,7 @@ from blanket.store.rows import (
     worker_params,
 )
 from blanket.store.walsync import WalSync
+from blanket.wakeups import QUEUE, task_topic
 
 Q = load_queries("sqlite")
 
@@ -63,11 +64,12 @@ class SQLiteStore(Store):
                     db.execute(f"PRAGMA user_version = {number}")
 
     @contextmanager
-    def _tx(self, durable: bool = True, notify: bool = False) -> Iterator[sqlite3.Connection]:
+    def _tx(self, durable: bool = True,
+            notify: tuple[str, ...] = ()) -> Iterator[sqlite3.Connection]:
         """One write transaction. `durable`: return only once it is on disk; a change whose
         loss in a power cut harms nothing (a claim, a heartbeat) need not wait. `notify`:
-        wake waiting claims as soon as it commits; they overlap its fsync, and wait for it
-        before they hand anything out (claim_task)."""
+        topics whose waiters to wake as soon as it commits; claims overlap its fsync, and
+        wait for it before they hand anything out (claim_task)."""
         with self._lock:
             self._db.execute("BEGIN IMMEDIATE")
             try:
@@ -80,7 +82,7 @@ class SQLiteStore(Store):
             if durable and self._wal:
                 self._wal.want(seq)
         if notify:
-            self.on_change()
+            self.on_change(*notify)
         if durable and self._wal:
             self._wal.sync(seq)
 
@@ -102,14 +104,14 @@ class SQLiteStore(Store):
 
     # tasks
     def add_task(self, new: NewTask) -> Task:
-        with self._tx(notify=True) as db:
+        with self._tx(notify=(QUEUE,)) as db:
             row, added = _insert_task(db, new)
         if not added:
             raise DuplicateTask(row["id"])
         return task_from_row(row)
 
     def add_tasks(self, news: list[NewTask]) -> list[Task]:
-        with self._tx(notify=bool(news)) as db:
+        with self._tx(notify=(QUEUE,) if news else ()) as db:
             rows = [_insert_task(db, new)[0] for new in news]
         return [task_from_row(row) for row in rows]
 
@@ -194,7 +196,7 @@ class SQLiteStore(Store):
 
     def finish_and_claim(self, task_id: int, token: str, outcome: Outcome | Decide,
                          claim: Claim | None) -> tuple[Task, Task | None]:
-        with self._tx(notify=True) as db:
+        with self._tx(notify=(QUEUE, task_topic(task_id))) as db:
             row = _finish_in(db, task_id, token, outcome)
             claimed = _claim_in(db, claim) if claim is not None else None
         return task_from_row(row), task_from_row(claimed) if claimed else None
@@ -212,7 +214,7 @@ class SQLiteStore(Store):
             changed = db.execute(Q["stop_queued"], (now, task_id)).rowcount
             row = db.execute(Q["get_task"], (task_id,)).fetchone()
         if changed:
-            self.on_change()
+            self.on_change(task_topic(task_id))
             return task_from_row(row)
         return None
 

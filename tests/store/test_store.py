@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+import queue
 import sqlite3
-import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import closing
@@ -27,6 +27,7 @@ from blanket.store.base import (
     Store,
     TaskFilter,
 )
+from blanket.wakeups import QUEUE, task_topic, worker_topic
 from tests.store.conftest import database_url, opener
 
 POSTGRES = load_queries("postgres")
@@ -709,30 +710,36 @@ def test_a_version_1_database_is_migrated_keeping_its_data(backend: str, tmp_pat
 
 # wake-ups
 
-def counting(store: Store) -> list[int]:
-    calls: list[int] = []
-    store.on_change = lambda: calls.append(1)
+def counting(store: Store) -> list[tuple[str, ...]]:
+    calls: list[tuple[str, ...]] = []
+    store.on_change = lambda *topics: calls.append(topics)
     return calls
 
 
-def test_adding_a_task_calls_on_change(store: Store) -> None:
+def test_adding_a_task_wakes_claims(store: Store) -> None:
     calls = counting(store)
     store.add_task(new_task())
-    assert calls
+    assert calls == [(QUEUE,)]
 
 
-def test_finishing_a_task_calls_on_change(store: Store) -> None:
+def test_finishing_a_task_wakes_claims_and_its_own_waiters(store: Store) -> None:
     task = claimed(store)
     calls = counting(store)
     store.finish_task(task.id, task.token, failed())
-    assert calls
+    assert calls == [(QUEUE, task_topic(task.id))]
 
 
-def test_stopping_a_queued_task_calls_on_change(store: Store) -> None:
+def test_stopping_a_queued_task_wakes_its_waiters(store: Store) -> None:
     task = store.add_task(new_task())
     calls = counting(store)
     store.stop_queued(task.id, NOW)
-    assert calls
+    assert calls == [(task_topic(task.id),)]
+
+
+def test_announce_wakes_the_topics_it_names(store: Store) -> None:
+    calls = counting(store)
+    store.announce(worker_topic("w1"))
+    assert calls == [(worker_topic("w1"),)]
 
 
 # opening
@@ -783,10 +790,14 @@ def test_the_claimed_task_is_the_lowest_score_then_id_among_eligible_ones(
 
 def test_a_change_on_one_server_wakes_another(open_postgres: Opener) -> None:
     here, there = open_postgres(), open_postgres()
-    woken = threading.Event()
-    there.on_change = woken.set
-    here.add_task(new_task())
-    assert woken.wait(10)
+    heard: queue.Queue[tuple[str, ...]] = queue.Queue()
+    there.on_change = lambda *topics: heard.put(topics)
+    task = here.add_task(new_task())
+    assert heard.get(timeout=10) == (QUEUE,)
+    here.stop_queued(task.id, NOW)
+    assert heard.get(timeout=10) == (task_topic(task.id),)
+    here.announce(worker_topic("w1"))  # a worker paused or stopped through another server
+    assert heard.get(timeout=10) == (worker_topic("w1"),)
 
 
 def test_only_one_server_holds_the_scheduler_lock(open_postgres: Opener) -> None:

@@ -151,7 +151,7 @@ def test_a_claim_waits_until_the_task_it_hands_out_is_on_disk(tmp_path, monkeypa
         fsync.release.clear()
         fsync.entered.clear()
         woken = threading.Event()
-        store.on_change = woken.set
+        store.on_change = lambda *topics: woken.set()
         submit = threading.Thread(target=store.add_task, args=(_new_task(1),))
         submit.start()
         assert woken.wait(10)  # claims are woken at the commit, before the fsync ends

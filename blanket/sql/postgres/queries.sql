@@ -22,7 +22,8 @@ INSERT INTO blanket_schema (version, applied) VALUES (%(version)s, extract(epoch
 SELECT pg_try_advisory_lock(%(namespace)s, 1) AS locked;
 
 -- name: notify
-SELECT pg_notify('blanket_queue', '');
+-- The payload names the wake-up topics of the change (blanket/wakeups.py), space-separated.
+SELECT pg_notify('blanket_queue', %(topics)s);
 
 -- name: insert_task
 INSERT INTO tasks (type, state, environment, tags, score, added, not_before, schedule,
