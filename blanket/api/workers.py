@@ -4,10 +4,9 @@ routes people use to list, pause, resume and stop workers."""
 from __future__ import annotations
 
 import re
-import threading
 import time
 import uuid
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 import bottle
 
@@ -56,9 +55,6 @@ class _Leave:
 class WorkerRoutes:
     def __init__(self, services: Services):
         self.s = services
-        # Worker records are read, changed and written back; one change at a time, so a
-        # claim's touch never undoes a pause or a stop made meanwhile.
-        self.lock = threading.Lock()
 
     def worker_or_404(self, worker_id: str) -> Worker:
         worker = self.s.store.get_worker(worker_id)
@@ -89,8 +85,7 @@ class WorkerRoutes:
         now = time.time()
         worker = Worker(id=worker_id, tags=tuple(sorted(set(tags))), host=host, pid=pid,
                         state="idle", registered=now, heartbeat=now)
-        with self.lock:
-            self.s.store.save_worker(worker)
+        self.s.store.save_worker(worker)
         body = worker.to_json()
         body["heartbeat_interval"] = self.s.settings.heartbeat_interval
         return json_response(body, 201)
@@ -100,13 +95,13 @@ class WorkerRoutes:
         if mode not in ("finish", "handback"):
             raise InvalidInput("?mode must be finish (let its task end) or handback "
                                "(stop the task and queue it again)")
-        with self.lock:
-            worker = self.worker_or_404(worker_id)
-            if self._departed(worker):
-                self.s.store.delete_worker(worker.id)
-                return json_response({**worker.to_json(), "state": "gone"})
-            stopping = replace(worker, state="stopping", stop_mode=mode)
-            self.s.store.save_worker(stopping)
+        worker = self.worker_or_404(worker_id)
+        if self._departed(worker):
+            self.s.store.delete_worker(worker.id)
+            return json_response({**worker.to_json(), "state": "gone"})
+        stopping = self.s.store.stop_worker(worker.id, mode)
+        if stopping is None:
+            raise NotFound(f"no worker {worker_id!r}")
         self.s.store.announce(worker_topic(worker.id))  # its claim, or its task's heartbeat
         return json_response(stopping.to_json(), 202)
 
@@ -127,14 +122,11 @@ class WorkerRoutes:
         return self._set_state(worker_id, "idle")
 
     def _set_state(self, worker_id: str, state: str):
-        with self.lock:
-            worker = self.worker_or_404(worker_id)
-            if worker.state == "stopping":
-                raise InvalidInput(f"worker {worker_id} is stopping")
-            if state == "idle" and worker.task is not None:
-                state = "busy"
-            updated = replace(worker, state=state)
-            self.s.store.save_worker(updated)
+        updated = self.s.store.set_worker_state(worker_id, state)
+        if updated is None:
+            raise NotFound(f"no worker {worker_id!r}; it has to register first (POST /worker/)")
+        if updated.state == "stopping":
+            raise InvalidInput(f"worker {worker_id} is stopping")
         self.s.store.announce(worker_topic(worker_id))
         return json_response(updated.to_json())
 
@@ -167,15 +159,7 @@ class WorkerRoutes:
         return self.s.queue.claim_once(worker_id, tags)
 
     def _touch(self, worker_id: str, task: int | None) -> None:
-        with self.lock:
-            worker = self.s.store.get_worker(worker_id)
-            if worker is None:
-                return
-            state = worker.state
-            if state in ("idle", "busy", "gone"):
-                state = "busy" if task is not None else "idle"
-            self.s.store.save_worker(replace(worker, heartbeat=time.time(), task=task,
-                                             state=state))
+        self.s.store.touch_worker(worker_id, task, time.time())
 
     def started(self, task_id: str):
         data = read_json_body()

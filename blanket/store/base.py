@@ -210,6 +210,23 @@ class Store(ABC):
     @abstractmethod
     def delete_worker(self, worker_id: str) -> bool: ...
 
+    # Targeted changes to one worker's record, each one statement: two servers (or a claim
+    # and a person) changing the same worker never undo each other's change.
+    @abstractmethod
+    def touch_worker(self, worker_id: str, task: int | None, now: float) -> None:
+        """The worker is alive and holds `task` (None: idle); its state follows unless it is
+        paused or stopping."""
+
+    @abstractmethod
+    def set_worker_state(self, worker_id: str, state: str) -> Worker | None:
+        """Pause ("paused") or resume ("idle", or "busy" while it holds a task) a worker that
+        is not stopping; the record after (unchanged if stopping), None if there is none."""
+
+    @abstractmethod
+    def stop_worker(self, worker_id: str, mode: str) -> Worker | None:
+        """Mark the worker stopping, its task to be finished or handed back (`mode`); the
+        record after, None if there is none."""
+
     # schedules
     @abstractmethod
     def get_schedule_state(self, name: str) -> ScheduleState | None: ...

@@ -381,6 +381,22 @@ class PostgresStore(Store):
         with self._tx() as cur:
             return cur.execute(Q["delete_worker"], {"id": worker_id}).rowcount == 1
 
+    def touch_worker(self, worker_id: str, task: int | None, now: float) -> None:
+        with self._tx(durable=False) as cur:
+            cur.execute(Q["touch_worker"], {"id": worker_id, "task": task, "now": now})
+
+    def set_worker_state(self, worker_id: str, state: str) -> Worker | None:
+        with self._tx() as cur:
+            row = cur.execute(Q["set_worker_state"], {"id": worker_id, "state": state}).fetchone()
+            if row is None:  # stopping (unchanged), or no such worker
+                row = cur.execute(Q["get_worker"], {"id": worker_id}).fetchone()
+        return worker_from_row(row) if row else None
+
+    def stop_worker(self, worker_id: str, mode: str) -> Worker | None:
+        with self._tx() as cur:
+            row = cur.execute(Q["stop_worker"], {"id": worker_id, "mode": mode}).fetchone()
+        return worker_from_row(row) if row else None
+
     # schedules
     def get_schedule_state(self, name: str) -> ScheduleState | None:
         row = self._one(Q["get_schedule_state"], {"name": name})

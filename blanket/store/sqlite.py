@@ -243,6 +243,22 @@ class SQLiteStore(Store):
         with self._tx() as db:
             return db.execute(Q["delete_worker"], (worker_id,)).rowcount == 1
 
+    def touch_worker(self, worker_id: str, task: int | None, now: float) -> None:
+        with self._tx(durable=False) as db:
+            db.execute(Q["touch_worker"], {"id": worker_id, "task": task, "now": now})
+
+    def set_worker_state(self, worker_id: str, state: str) -> Worker | None:
+        with self._tx() as db:
+            db.execute(Q["set_worker_state"], {"id": worker_id, "state": state})
+            row = db.execute(Q["get_worker"], (worker_id,)).fetchone()
+        return worker_from_row(row) if row else None
+
+    def stop_worker(self, worker_id: str, mode: str) -> Worker | None:
+        with self._tx() as db:
+            db.execute(Q["stop_worker"], {"id": worker_id, "mode": mode})
+            row = db.execute(Q["get_worker"], (worker_id,)).fetchone()
+        return worker_from_row(row) if row else None
+
     # schedules
     def get_schedule_state(self, name: str) -> ScheduleState | None:
         row = self._one(Q["get_schedule_state"], (name,))

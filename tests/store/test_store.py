@@ -642,6 +642,39 @@ def test_deleting_a_worker_says_whether_it_existed(store: Store) -> None:
     assert store.list_workers() == []
 
 
+@pytest.mark.parametrize(("before", "task", "after"), [
+    ("idle", 5, "busy"), ("busy", None, "idle"), ("gone", None, "idle"),
+    ("paused", 5, "paused"), ("stopping", None, "stopping"),
+])
+def test_touching_a_worker_records_its_task_and_keeps_a_pause_or_stop(
+        store: Store, before: str, task: int | None, after: str) -> None:
+    store.save_worker(worker(state=before))
+    store.touch_worker("w1", task, NOW + 9)
+    touched = store.get_worker("w1")
+    assert touched is not None
+    assert (touched.state, touched.task, touched.heartbeat) == (after, task, NOW + 9)
+    store.touch_worker("nobody", None, NOW)  # a worker removed meanwhile: nothing to do
+    assert store.get_worker("nobody") is None
+
+
+def test_pausing_and_resuming_a_worker(store: Store) -> None:
+    store.save_worker(worker())
+    assert store.set_worker_state("w1", "paused").state == "paused"  # type: ignore[union-attr]
+    store.touch_worker("w1", 5, NOW)  # a claim's touch does not undo the pause
+    assert store.get_worker("w1").state == "paused"  # type: ignore[union-attr]
+    resumed = store.set_worker_state("w1", "idle")
+    assert resumed is not None and (resumed.state, resumed.task) == ("busy", 5)
+    assert store.set_worker_state("nobody", "paused") is None
+
+
+def test_a_stopping_worker_can_be_neither_paused_nor_resumed(store: Store) -> None:
+    store.save_worker(worker())
+    stopping = store.stop_worker("w1", "handback")
+    assert stopping is not None and (stopping.state, stopping.stop_mode) == ("stopping", "handback")
+    assert store.set_worker_state("w1", "paused").state == "stopping"  # type: ignore[union-attr]
+    assert store.stop_worker("nobody", "finish") is None
+
+
 # schedules
 
 def test_schedule_state_round_trips(store: Store) -> None:

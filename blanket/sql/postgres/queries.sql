@@ -187,6 +187,22 @@ SELECT * FROM workers ORDER BY id;
 -- name: delete_worker
 DELETE FROM workers WHERE id = %(id)s;
 
+-- name: touch_worker
+UPDATE workers SET heartbeat = %(now)s, task = %(task)s,
+       state = CASE WHEN state IN ('idle', 'busy', 'gone')
+                    THEN CASE WHEN CAST(%(task)s AS BIGINT) IS NULL THEN 'idle' ELSE 'busy' END
+                    ELSE state END
+WHERE id = %(id)s;
+
+-- name: set_worker_state
+UPDATE workers SET state = CASE WHEN CAST(%(state)s AS TEXT) = 'idle' AND task IS NOT NULL THEN 'busy'
+                                ELSE %(state)s END
+WHERE id = %(id)s AND state != 'stopping'
+RETURNING *;
+
+-- name: stop_worker
+UPDATE workers SET state = 'stopping', stop_mode = %(mode)s WHERE id = %(id)s RETURNING *;
+
 -- name: get_schedule_state
 SELECT * FROM schedule_state WHERE name = %(name)s;
 

@@ -127,6 +127,21 @@ SELECT * FROM workers ORDER BY id;
 -- name: delete_worker
 DELETE FROM workers WHERE id = ?;
 
+-- name: touch_worker
+UPDATE workers SET heartbeat = :now, task = :task,
+       state = CASE WHEN state IN ('idle', 'busy', 'gone')
+                    THEN CASE WHEN :task IS NULL THEN 'idle' ELSE 'busy' END
+                    ELSE state END
+WHERE id = :id;
+
+-- name: set_worker_state
+UPDATE workers SET state = CASE WHEN :state = 'idle' AND task IS NOT NULL THEN 'busy'
+                                ELSE :state END
+WHERE id = :id AND state != 'stopping';
+
+-- name: stop_worker
+UPDATE workers SET state = 'stopping', stop_mode = :mode WHERE id = :id;
+
 -- name: get_schedule_state
 SELECT * FROM schedule_state WHERE name = ?;
 
