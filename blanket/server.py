@@ -52,6 +52,9 @@ def dechunked(app: Callable) -> Callable:
     return wrapped
 
 
+SPARE_THREADS = 8  # HTTP threads kept free for short requests while long polls wait
+SPARE_CHECK = 0.1  # seconds between looks at the pool
+
 class BackgroundLoop(threading.Thread):
     """Calls `step` every `interval` seconds until stopped; a failing step is logged."""
 
@@ -81,17 +84,20 @@ class Server:
         self.services.intake.clear_staging()
         self.app = make_app(self.services)
         self.http = wsgi.Server((settings.host, settings.port), dechunked(self.app),
-                                numthreads=settings.threads, server_name="blanket",
-                                shutdown_timeout=1)
+                                numthreads=settings.threads,
+                                max=max(settings.threads, settings.max_threads),
+                                server_name="blanket", shutdown_timeout=1)
         self.loops: list[BackgroundLoop] = []
         self.scheduler = Scheduler(self.services)
         self.workers: subprocess.Popen | None = None
         self.inbox: Inbox | None = None
         self._stopped = threading.Event()
+        self._warned_full = False
 
     def _start_background(self) -> None:
         s = self.services
         self.loops.append(BackgroundLoop("reaper", self._reap, self.settings.heartbeat_interval))
+        self.loops.append(BackgroundLoop("threads", self._keep_spare_threads, SPARE_CHECK))
         for loop in self.loops:
             loop.start()
         s.catalog.start_watching()
@@ -104,6 +110,24 @@ class Server:
         # tasks count as lost: their heartbeats could not reach a server that was down.
         if time.time() - self.services.started >= self.settings.lost_after:
             self.services.queue.reap_lost_tasks(self.settings.lost_after)
+
+    def _keep_spare_threads(self) -> None:
+        """Every idle worker's claim, every running task's heartbeat and every `?wait` holds
+        an HTTP thread for as long as it waits: grow the pool (up to max_threads) so that a
+        few threads stay free for everything else."""
+        pool = self.http.requests
+        if pool is None or pool.idle >= SPARE_THREADS:
+            return
+        before = len(pool._threads)
+        pool.grow(SPARE_THREADS)
+        after = len(pool._threads)
+        if after > before:
+            log.info("more HTTP threads for waiting requests", threads=after,
+                     max_threads=pool.max)
+        elif not self._warned_full:
+            self._warned_full = True
+            log.warning("every HTTP thread is taken and max_threads is reached: requests wait "
+                        "until a long poll ends; raise max_threads", max_threads=pool.max)
 
     def _start_workers(self) -> None:
         if self.settings.workers <= 0:

@@ -34,7 +34,8 @@ class Settings:
     inbox_dir: Path = Path("inbox")
     database: str = ""  # empty: SQLite at data_dir/blanket.db; or postgresql://...
     server_url: str = ""  # what clients and workers talk to; empty: http://host:port
-    threads: int = 64
+    threads: int = 64  # HTTP threads to start with; the pool grows while long polls hold them
+    max_threads: int = 1024
     workers: int = 0  # local worker processes the server supervises
     worker_tags: tuple[str, ...] = ()
     heartbeat_interval: float = 2.0
@@ -63,6 +64,7 @@ _ENV = {
     "database": "BLANKET_DATABASE",
     "server_url": "BLANKET_SERVER",
     "threads": "BLANKET_THREADS",
+    "max_threads": "BLANKET_MAX_THREADS",
     "workers": "BLANKET_WORKERS",
     "worker_tags": "BLANKET_WORKER_TAGS",
     "heartbeat_interval": "BLANKET_HEARTBEAT_INTERVAL",
@@ -114,7 +116,12 @@ def _build(values: dict[str, Any], origin: str) -> Settings:
 def _convert(key: str, value: Any) -> Any:
     if key in ("config_dir", "data_dir", "inbox_dir"):
         return Path(os.path.expanduser(str(value)))
-    if key in ("port", "threads", "workers", "max_missed"):
+    if key in ("threads", "max_threads"):
+        number = int(value)
+        if number < 1:
+            raise ValueError(f"{value!r} must be 1 or more")
+        return number
+    if key in ("port", "workers", "max_missed"):
         number = int(value)
         if number < 0:
             raise ValueError(f"{value!r} must be 0 or more")

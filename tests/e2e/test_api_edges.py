@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import http.client
 import json
+import threading
 
 import pytest
 
-from blanket.client import ClientError
+from blanket.client import Client, ClientError
 from blanket.errors import InvalidInput
 from blanket.intake import check_file_name
+from tests.conftest import wait_until
 
 HELLO = 'command = "cat note.txt"\n'
 
@@ -72,3 +74,23 @@ def test_uploads_left_staged_by_a_crash_are_cleared_at_start(make_server):
     (leftover / "half.bin").write_bytes(b"x" * 10)
     server.start()
     assert not leftover.exists()
+
+
+def test_long_polls_do_not_starve_other_requests(make_server):
+    # Each ?wait holds an HTTP thread while it waits; with more waiters than the server
+    # started threads, the pool grows and other requests are still answered at once.
+    server = make_server(types={"echo": 'command = "echo hi"\n'},
+                         env={"BLANKET_THREADS": "2", "BLANKET_MAX_THREADS": "64"})
+    waiters = []
+    for _ in range(6):  # nothing runs these tasks: each submission waits its full time
+        client = Client(server.url, timeout=60)
+        thread = threading.Thread(target=client.post, args=("/task/?wait=30", {"type": "echo"}),
+                                  daemon=True)
+        thread.start()
+        waiters.append(thread)
+    wait_until(lambda: server.client.get("/task/?count&state=QUEUED")["count"] == 6,
+               timeout=20)
+    quick = Client(server.url, timeout=5)
+    for _ in range(3):
+        assert quick.get("/health")["status"] in ("ok", "degraded")
+    assert all(thread.is_alive() for thread in waiters)  # still waiting, each on its thread

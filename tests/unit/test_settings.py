@@ -87,3 +87,11 @@ def test_a_bad_log_key_is_refused(tmp_path: Path):
 def test_a_server_url_names_what_clients_call(tmp_path: Path):
     settings = load_settings(tmp_path / "x.toml", environ={"BLANKET_SERVER": "http://h:1/"})
     assert settings.url == "http://h:1"
+
+
+@pytest.mark.parametrize("key", ["threads", "max_threads"])
+def test_a_server_needs_at_least_one_thread(key: str):
+    with pytest.raises(InvalidInput, match=f"setting {key}: 0 must be 1 or more"):
+        load_settings(Path("/nonexistent.toml"), environ={}, overrides={key: 0})
+    assert getattr(load_settings(Path("/nonexistent.toml"), environ={},
+                                 overrides={key: "3"}), key) == 3
