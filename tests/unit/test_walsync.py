@@ -31,6 +31,22 @@ class FsyncLog:
         self.release.wait()
 
 
+def fake_fsync(monkeypatch, wal: WalSync | None = None) -> FsyncLog:
+    """Stand in for fsync and fdatasync in walsync."""
+    fsync = FsyncLog(wal)
+    monkeypatch.setattr(walsync.os, "fsync", fsync)
+    monkeypatch.setattr(walsync.os, "fdatasync", fsync)
+    return fsync
+
+
+@pytest.fixture
+def logged_store(tmp_path, monkeypatch):
+    """An SQLite store whose syncs are recorded: (store, FsyncLog)."""
+    store = SQLiteStore(tmp_path / "blanket.db")
+    yield store, fake_fsync(monkeypatch)
+    store.close()
+
+
 @pytest.fixture
 def wal(tmp_path):
     database = tmp_path / "db.sqlite"
@@ -41,9 +57,7 @@ def wal(tmp_path):
 
 
 def test_a_sync_waits_for_an_fsync_that_covers_the_commit(wal, monkeypatch):
-    fsync = FsyncLog(wal)
-    monkeypatch.setattr(walsync.os, "fsync", fsync)
-    monkeypatch.setattr(walsync.os, "fdatasync", fsync)
+    fsync = fake_fsync(monkeypatch, wal)
     first = wal.committed()
     wal.sync(first)
     assert wal.synced == first
@@ -57,9 +71,7 @@ def test_a_sync_waits_for_an_fsync_that_covers_the_commit(wal, monkeypatch):
 
 
 def test_concurrent_waiters_share_one_fsync(wal, monkeypatch):
-    fsync = FsyncLog(wal)
-    monkeypatch.setattr(walsync.os, "fsync", fsync)
-    monkeypatch.setattr(walsync.os, "fdatasync", fsync)
+    fsync = fake_fsync(monkeypatch, wal)
     wal.sync(wal.committed())  # opens the file (and syncs its directory) up front
     fsync.calls.clear()
     seqs = [wal.committed() for _ in range(20)]
@@ -73,9 +85,7 @@ def test_concurrent_waiters_share_one_fsync(wal, monkeypatch):
 
 
 def test_a_commit_made_during_an_fsync_waits_for_the_next_one(wal, monkeypatch):
-    fsync = FsyncLog(wal)
-    monkeypatch.setattr(walsync.os, "fsync", fsync)
-    monkeypatch.setattr(walsync.os, "fdatasync", fsync)
+    fsync = fake_fsync(monkeypatch, wal)
     wal.sync(wal.committed())
     fsync.calls.clear()
     fsync.entered.clear()
@@ -95,9 +105,7 @@ def test_a_commit_made_during_an_fsync_waits_for_the_next_one(wal, monkeypatch):
 
 
 def test_a_replaced_wal_file_is_opened_again(wal, tmp_path, monkeypatch):
-    fsync = FsyncLog(wal)
-    monkeypatch.setattr(walsync.os, "fsync", fsync)
-    monkeypatch.setattr(walsync.os, "fdatasync", fsync)
+    fake_fsync(monkeypatch, wal)
     wal.sync(wal.committed())
     (tmp_path / "db.sqlite-wal").unlink()
     (tmp_path / "db.sqlite-wal").write_bytes(b"new")
@@ -111,23 +119,17 @@ def _new_task(n: int) -> NewTask:
                    added=time.time())
 
 
-def test_the_store_syncs_submissions_but_not_claims(tmp_path, monkeypatch):
-    store = SQLiteStore(tmp_path / "blanket.db")
-    try:
-        fsync = FsyncLog()
-        monkeypatch.setattr(walsync.os, "fsync", fsync)
-        monkeypatch.setattr(walsync.os, "fdatasync", fsync)
-        store.add_task(_new_task(1))
-        assert fsync.calls, "a submission must reach the disk before it is acknowledged"
-        after_submit = len(fsync.calls)
-        claimed = store.claim_task(Claim("w1", frozenset(), {}, time.time(), {}))
-        assert claimed is not None
-        assert len(fsync.calls) == after_submit  # a claim does not wait for the disk
-        store.add_task(_new_task(2))  # the next durable change takes the claim along
-        assert len(fsync.calls) == after_submit + 1
-        assert store._wal is not None and store._wal.synced == store._wal._written
-    finally:
-        store.close()
+def test_the_store_syncs_submissions_but_not_claims(logged_store):
+    store, fsync = logged_store
+    store.add_task(_new_task(1))
+    assert fsync.calls, "a submission must reach the disk before it is acknowledged"
+    after_submit = len(fsync.calls)
+    claimed = store.claim_task(Claim("w1", frozenset(), {}, time.time(), {}))
+    assert claimed is not None
+    assert len(fsync.calls) == after_submit  # a claim does not wait for the disk
+    store.add_task(_new_task(2))  # the next durable change takes the claim along
+    assert len(fsync.calls) == after_submit + 1
+    assert store._wal is not None and store._wal.synced == store._wal._written
 
 
 def test_a_durable_change_survives_reopening(tmp_path):
@@ -141,30 +143,24 @@ def test_a_durable_change_survives_reopening(tmp_path):
         again.close()
 
 
-def test_a_claim_waits_until_the_task_it_hands_out_is_on_disk(tmp_path, monkeypatch):
-    store = SQLiteStore(tmp_path / "blanket.db")
-    try:
-        fsync = FsyncLog()
-        monkeypatch.setattr(walsync.os, "fsync", fsync)
-        monkeypatch.setattr(walsync.os, "fdatasync", fsync)
-        store.add_task(_new_task(0))  # the WAL file is open from here on
-        fsync.release.clear()
-        fsync.entered.clear()
-        woken = threading.Event()
-        store.on_change = lambda *topics: woken.set()
-        submit = threading.Thread(target=store.add_task, args=(_new_task(1),))
-        submit.start()
-        assert woken.wait(10)  # claims are woken at the commit, before the fsync ends
-        assert fsync.entered.wait(10)
-        claimed: list = []
-        claim = threading.Thread(target=lambda: claimed.append(store.claim_task(
-            Claim("w1", frozenset(), {}, time.time(), {}))))
-        claim.start()
-        claim.join(0.2)
-        assert claim.is_alive(), "the claim handed out a task before its submission was synced"
-        fsync.release.set()
-        claim.join(10)
-        submit.join(10)
-        assert claimed and claimed[0] is not None
-    finally:
-        store.close()
+def test_a_claim_waits_until_the_task_it_hands_out_is_on_disk(logged_store):
+    store, fsync = logged_store
+    store.add_task(_new_task(0))  # the WAL file is open from here on
+    fsync.release.clear()
+    fsync.entered.clear()
+    woken = threading.Event()
+    store.on_change = lambda *topics: woken.set()
+    submit = threading.Thread(target=store.add_task, args=(_new_task(1),))
+    submit.start()
+    assert woken.wait(10)  # claims are woken at the commit, before the fsync ends
+    assert fsync.entered.wait(10)
+    claimed: list = []
+    claim = threading.Thread(target=lambda: claimed.append(store.claim_task(
+        Claim("w1", frozenset(), {}, time.time(), {}))))
+    claim.start()
+    claim.join(0.2)
+    assert claim.is_alive(), "the claim handed out a task before its submission was synced"
+    fsync.release.set()
+    claim.join(10)
+    submit.join(10)
+    assert claimed and claimed[0] is not None
