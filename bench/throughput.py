@@ -30,12 +30,6 @@ ECHO_TYPE = 'command = "echo hello $N"\n'
 STAMP_TYPE = 'command = "echo $EPOCHREALTIME > started.txt"\n'
 
 
-
-
-
-
-
-
 def direct_rate(count: int) -> float:
     """Tasks per second running the command straight from 2 threads."""
     def one(n: int) -> None:
@@ -101,8 +95,6 @@ def start_delays(client: Client, data_dir: Path, samples: int) -> list[float]:
         stamp = data_dir / "tasks" / "stamp" / str(task["id"]) / "started.txt"
         delays.append(float(stamp.read_text()) - submitted)
     return delays
-
-
 
 
 def main() -> None:
