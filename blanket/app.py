@@ -104,5 +104,5 @@ def build_services(settings: Settings, schedule_parser=None) -> Services:
     commands = CommandTypes(catalog, settings.data_dir / "versions", store.record_version)
     types = CatalogTypes(catalog, commands.get)
     intake = Intake(store, types, settings.data_dir)
-    queue = Queue(store, wakeups, types.current, types.limits, types.versions)
+    queue = Queue(store, types.current, types.limits, types.versions)
     return Services(settings, store, catalog, intake, queue, wakeups)

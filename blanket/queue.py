@@ -1,4 +1,4 @@
-"""The queue's behaviour over the store: claims with long polls, attempt reports, the retry
+"""The queue's behaviour over the store: claims, attempt reports, the retry
 policy, stops, and the reaper that notices workers that stopped answering."""
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from blanket.pricing import task_score
 from blanket.retry import retry_at
 from blanket.store.base import Claim, Outcome, Store
 from blanket.tasktype import TaskType
-from blanket.wakeups import QUEUE, Wakeups, task_topic, worker_topic
+from blanket.wakeups import task_topic
 
 log = structlog.get_logger("blanket.queue")
 
@@ -26,23 +26,14 @@ REPORTABLE = frozenset({TaskState.SUCCESS, TaskState.FAILED, TaskState.TIMEDOUT,
 class Queue:
     """Claims and attempt reports. `current` gives a type's definition and version hash."""
 
-    def __init__(self, store: Store, wakeups: Wakeups,
+    def __init__(self, store: Store,
                  current: Callable[[str], tuple[TaskType, str] | None],
                  limits: Callable[[], Mapping[str, int]],
                  versions: Callable[[], Mapping[str, str]] = dict):
         self.store = store
-        self.wakeups = wakeups
         self.current = current
         self.limits = limits
         self.versions = versions
-
-    def claim_next_task(self, worker: str, tags: frozenset[str],
-                        wait: float) -> tuple[Task, TaskType] | None:
-        """The next task this worker may run, bound to its type's current version; waits up
-        to `wait` seconds for one to be queued."""
-        return self.wakeups.wait_for(lambda: self.claim_once(worker, tags), wait,
-                                     topics=(QUEUE, worker_topic(worker)),
-                                     next_deadline=self.next_start)
 
     def next_start(self) -> float | None:
         """When the next task held back by its not_before may start (to wake claims then)."""

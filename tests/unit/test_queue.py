@@ -11,7 +11,6 @@ from blanket.queue import Queue
 from blanket.store.base import Claim, NewTask
 from blanket.store.sqlite import SQLiteStore
 from blanket.tasktype import TaskType
-from blanket.wakeups import Wakeups
 
 ECHO = TaskType(name="echo", command="echo hi")
 
@@ -19,7 +18,7 @@ ECHO = TaskType(name="echo", command="echo hi")
 @pytest.fixture
 def queue(tmp_path: Path) -> Queue:
     store = SQLiteStore(tmp_path / "b.db")
-    return Queue(store, Wakeups(), lambda name: (ECHO, "v" * 64) if name == "echo" else None,
+    return Queue(store, lambda name: (ECHO, "v" * 64) if name == "echo" else None,
                  dict, lambda: {"echo": "v" * 64})
 
 
