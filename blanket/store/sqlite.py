@@ -46,12 +46,15 @@ class SQLiteStore(Store):
         self._db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
         self._db.row_factory = sqlite3.Row
         self._lock = threading.RLock()
-        # NORMAL: a commit reaches the WAL file without an fsync; WalSync makes it durable
-        # outside the lock (what FULL would do under it).
-        for pragma in ("journal_mode = WAL", "synchronous = NORMAL", "foreign_keys = ON",
+        mode = self._db.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+        # In WAL mode, NORMAL: a commit reaches the WAL file without an fsync, and WalSync
+        # makes it durable outside the lock (what FULL would do under it). A file system
+        # without WAL support keeps its rollback journal, synced by SQLite at each commit.
+        grouped = mode == "wal" and self.path != ":memory:"
+        self._wal = WalSync(self.path) if grouped else None
+        for pragma in (f"synchronous = {'NORMAL' if grouped else 'FULL'}", "foreign_keys = ON",
                        "busy_timeout = 10000", "temp_store = MEMORY", "cache_size = -65536"):
             self._db.execute(f"PRAGMA {pragma}")
-        self._wal = WalSync(self.path) if self.path != ":memory:" else None
         self._migrate()
 
     def _migrate(self) -> None:

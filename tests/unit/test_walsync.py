@@ -4,11 +4,13 @@ concurrent waiters share one; changes allowed to be lost in a power cut do not w
 from __future__ import annotations
 
 import os
+import sqlite3
 import threading
 import time
 
 import pytest
 
+from blanket.store import sqlite as sqlite_store
 from blanket.store import walsync
 from blanket.store.base import Claim, NewTask
 from blanket.store.sqlite import SQLiteStore
@@ -121,6 +123,7 @@ def _new_task(n: int) -> NewTask:
 
 def test_the_store_syncs_submissions_but_not_claims(logged_store):
     store, fsync = logged_store
+    assert store._db.execute("PRAGMA synchronous").fetchone()[0] == 1  # NORMAL: WalSync syncs
     store.add_task(_new_task(1))
     assert fsync.calls, "a submission must reach the disk before it is acknowledged"
     after_submit = len(fsync.calls)
@@ -164,3 +167,38 @@ def test_a_claim_waits_until_the_task_it_hands_out_is_on_disk(logged_store):
     claim.join(10)
     submit.join(10)
     assert claimed and claimed[0] is not None
+
+
+def test_without_wal_mode_sqlite_syncs_each_commit_itself(tmp_path, monkeypatch):
+    # A file system where SQLite cannot use WAL (journal_mode stays "delete"): no group
+    # commit, and synchronous = FULL instead.
+    real_connect = sqlite3.connect
+
+    class NoWal:
+        def __init__(self, *args, **kwargs):
+            self.db = real_connect(*args, **kwargs)
+
+        def execute(self, sql, *args):
+            if sql == "PRAGMA journal_mode = WAL":
+                return self.db.execute("PRAGMA journal_mode = DELETE")
+            return self.db.execute(sql, *args)
+
+        def __getattr__(self, name):
+            return getattr(self.db, name)
+
+        def __setattr__(self, name, value):
+            if name == "db":
+                object.__setattr__(self, name, value)
+            else:
+                setattr(self.db, name, value)
+
+    monkeypatch.setattr(sqlite_store.sqlite3, "connect", NoWal)
+    store = SQLiteStore(tmp_path / "blanket.db")
+    try:
+        assert store._wal is None
+        assert store._db.execute("PRAGMA synchronous").fetchone()[0] == 2  # FULL
+        task = store.add_task(_new_task(1))
+        assert store.get_task(task.id) is not None
+        assert not (tmp_path / "blanket.db-wal").exists()
+    finally:
+        store.close()
