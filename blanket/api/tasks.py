@@ -22,7 +22,7 @@ from blanket.api.http import (
     read_json_body,
 )
 from blanket.app import Services
-from blanket.errors import Conflict, InvalidInput, NotFound
+from blanket.errors import BlanketError, Conflict, InvalidInput, NotFound
 from blanket.intake import TaskRequest, Upload, parse_task_request, parse_time
 from blanket.models import ACTIVE_STATES, FINAL_STATES, Task, TaskState
 from blanket.store.base import DuplicateTask, TaskFilter
@@ -83,9 +83,18 @@ class TaskRoutes:
         return json_response(task.to_json(), 201)
 
     def wait_until_ended(self, task: Task, wait: float) -> Task:
-        ended = self.s.wakeups.wait_for(lambda: _ended(self.s.store.get_task(task.id)), wait,
-                                        topics=(task_topic(task.id),))
-        return ended or self.s.store.get_task(task.id) or task
+        """The task once it ended, or as it is when `wait` runs out; 410 if it was removed
+        meanwhile."""
+        def ended() -> Task | bool | None:
+            current = self.s.store.get_task(task.id)
+            return False if current is None else _ended(current)
+
+        result = self.s.wakeups.wait_for(ended, wait, topics=(task_topic(task.id),))
+        current = self.s.store.get_task(task.id) if result is None else result
+        if not current:
+            raise BlanketError(f"task {task.id} was removed before it ended", code="gone",
+                               status=410)
+        return current
 
     def read_request(self, front: bool) -> TaskRequest:
         """A submission in any of the forms clients send: JSON (whatever the content type
@@ -144,6 +153,7 @@ class TaskRoutes:
         removed = self.s.store.delete_task(task.id)
         if removed is None:
             raise NotFound(f"no task {task.id}")
+        self.s.store.announce(task_topic(task.id))  # a submission waiting for its end
         shutil.rmtree(self.task_dir(task), ignore_errors=True)
         return json_response(removed.to_json())
 

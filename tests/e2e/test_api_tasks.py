@@ -442,6 +442,20 @@ def test_wait_returns_the_final_task_and_goes_ahead_of_the_queue(fresh):
     assert (status, task["id"], task["state"]) == (201, claimed["id"], "SUCCESS")
 
 
+def test_a_waiting_submission_whose_task_is_removed_gets_410_at_once(fresh):
+    answer: list = []
+    waiter = threading.Thread(target=lambda: answer.extend(
+        call(fresh, "POST", "/task/?wait=30", {"type": "echo"})))
+    began = time.monotonic()
+    waiter.start()
+    wait_until(lambda: count(fresh) == 1)
+    (task,) = fresh.client.get("/task/")
+    assert call(fresh, "DELETE", f"/task/{task['id']}")[0] == 200
+    waiter.join(20)
+    assert_error(tuple(answer), 410, "removed")  # type: ignore[arg-type]
+    assert time.monotonic() - began < 20  # not the full ?wait
+
+
 def test_delete_of_a_running_task_is_409(fresh):
     task = submit(fresh)
     worker = FakeWorker(fresh, ["unix"])
