@@ -7,8 +7,10 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 
+from blanket import outputs
 from blanket.catalog import Catalog, LoadedType
 from blanket.intake import Intake
 from blanket.queue import Queue
@@ -88,6 +90,11 @@ class Services:
     @property
     def versions_dir(self) -> Path:
         return self.settings.data_dir / "versions"
+
+    @cached_property
+    def server_id(self) -> str:
+        """The data directory's id (blanket.outputs): tells workers whether they share it."""
+        return outputs.server_id(self.settings.data_dir)
 
 
 def build_services(settings: Settings, schedule_parser=None) -> Services:

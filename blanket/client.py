@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import http.client
 import json
+import os
 import select
 import threading
 from typing import Any
@@ -74,6 +75,26 @@ class Client:
 
     def delete(self, path: str, **kw: Any) -> Any:
         return self.request("DELETE", path, **kw)[1]
+
+    def upload(self, path: str, source: str, headers: dict[str, str],
+               timeout: float = 300.0) -> Any:
+        """POST the file `source` as the raw body (streamed, with its length); the answer's
+        JSON, or ClientError/ServerUnreachable as for `request`."""
+        size = os.path.getsize(source)
+        try:
+            with open(source, "rb") as body:
+                response = self.pool.request(
+                    "POST", self.base_url + path, body=body,
+                    headers={**headers, "Content-Length": str(size),
+                             "Content-Type": "application/gzip"},
+                    timeout=urllib3.Timeout(connect=5.0, read=timeout))
+        except urllib3.exceptions.HTTPError as e:
+            raise ServerUnreachable(f"cannot reach {self.base_url}: {_reason(e)}") from None
+        data = _decode(response)
+        if response.status >= 400:
+            message = data["error"]["message"] if _is_error(data) else str(data)
+            raise ClientError(message, status=response.status)
+        return data
 
     def download(self, path: str, dest: str, timeout: float = 300.0) -> None:
         """Stream a file from the server to `dest`."""

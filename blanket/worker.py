@@ -28,6 +28,7 @@ from blanket.client import Client, ClientError, ServerUnreachable
 from blanket.errors import BlanketError
 from blanket.logs import configure_logging
 from blanket.models import Task, TaskState
+from blanket.outputs import TOKEN_HEADER, pack, shares_data_dir
 from blanket.runner import RunResult, TaskRun
 from blanket.settings import LogDestination
 from blanket.tasktype import TaskType
@@ -35,6 +36,7 @@ from blanket.versions import UnsafeBundle, extract_bundle
 
 CLAIM_WAIT = 30.0
 REPORT_PATIENCE = 300.0  # how long reports keep retrying while the server is away
+OUTPUT_PATIENCE = 30.0  # how long a task's outputs keep trying to reach the server
 MAX_BACKOFF = 2.0
 # A task this short ends before its first heartbeat: the claim and the started report
 # already show the worker is alive, and a stop is still noticed well within a second.
@@ -309,6 +311,7 @@ class Worker:
         self.next_claim: dict | None = None  # handed over with the last task's end report
         self.heartbeat: Heartbeat | None = None
         self.base_env = dict(os.environ)  # read once: every task's environment starts here
+        self.sends_outputs = False  # set at registration: True on another machine
         self._types: dict[tuple[str, str], TaskType] = {}  # parsed types by version hash
 
     def run(self) -> None:
@@ -349,8 +352,10 @@ class Worker:
         answer = self.reporter.post("/worker/", body, patience=REPORT_PATIENCE,
                                     giving_up=self.stopping)
         self.id = answer["id"]
+        server_id = answer.get("server_id")
+        self.sends_outputs = bool(server_id) and not shares_data_dir(self.data_dir, server_id)
         log.info("worker registered", worker=self.id, tags=",".join(answer["tags"]),
-                 server=self.options.server)
+                 server=self.options.server, sends_outputs=self.sends_outputs)
         return float(answer.get("heartbeat_interval") or 2.0)
 
     def _claim(self) -> dict | None:
@@ -421,7 +426,39 @@ class Worker:
             with self._lock:
                 self.attempt = None
         self.reports.flush()
+        if self.sends_outputs and not (attempt.handback or attempt.superseded):
+            self._send_outputs(attempt, attempt.run.work_dir)
         self._finish(attempt, result)
+
+    def _send_outputs(self, attempt: Attempt, work_dir: Path) -> None:
+        """Hand what the task printed and made to the server (it does not share our data
+        directory); a failure is logged and the files stay here."""
+        task = attempt.task
+        if not work_dir.is_dir():
+            return
+        spool = self.data_dir / "outputs"
+        spool.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=spool, prefix=f"{task.id}.", suffix=".tar.gz") as f:
+            pack(work_dir, task.inputs, f)
+            f.flush()
+            deadline = time.monotonic() + OUTPUT_PATIENCE
+            delay = 0.25
+            while True:
+                try:
+                    self.client.upload(f"/task/{task.id}/outputs", f.name,
+                                       {TOKEN_HEADER: attempt.token})
+                    return
+                except ServerUnreachable as e:
+                    if time.monotonic() + delay > deadline or self.hand_back_now.is_set():
+                        log.warning("outputs not sent; they stay on this machine",
+                                    task=task.id, path=str(work_dir), problem=e.message)
+                        return
+                except ClientError as e:
+                    log.warning("outputs refused; they stay on this machine", task=task.id,
+                                path=str(work_dir), problem=e.message)
+                    return
+                time.sleep(delay)
+                delay = min(delay * 2, MAX_BACKOFF)
 
     def _running(self, attempt: Attempt) -> None:
         """The task outlived the runner's first poll: report its start and heartbeat it

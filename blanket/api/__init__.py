@@ -5,7 +5,7 @@ from __future__ import annotations
 import bottle
 import structlog
 
-from blanket.api import catalog, openapi, schedules, tasks, web, workers
+from blanket.api import catalog, openapi, outputs, schedules, tasks, web, workers
 from blanket.api.http import JSONErrors, error_body
 from blanket.app import Services
 
@@ -20,6 +20,7 @@ def make_app(services: Services, extra_installers=()) -> bottle.Bottle:
     app.install(JSONErrors())
     tasks.install(app, services)
     workers.install(app, services)
+    outputs.install(app, services)
     catalog.install(app, services)
     schedules.install(app, services)
     web.install(app, services)

@@ -88,6 +88,7 @@ class WorkerRoutes:
         self.s.store.save_worker(worker)
         body = worker.to_json()
         body["heartbeat_interval"] = self.s.settings.heartbeat_interval
+        body["server_id"] = self.s.server_id  # the same id in its data dir: files are shared
         return json_response(body, 201)
 
     def remove(self, worker_id: str):

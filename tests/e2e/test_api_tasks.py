@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import http.client
+import io
 import json
+import tarfile
 import threading
 import time
 import urllib.parse
@@ -508,3 +510,47 @@ def test_worker_routes_answer_404_for_unknown_ids(fresh):
     assert_error(call(fresh, "POST", "/task/424242/started", {"token": "t"}), 404)
     assert_error(call(fresh, "POST", "/task/424242/finished",
                       {"token": "t", "state": "SUCCESS"}), 404)
+
+
+def _tar_gz(members: dict[str, bytes]) -> bytes:
+    raw = io.BytesIO()
+    with tarfile.open(fileobj=raw, mode="w:gz") as tar:
+        for name, data in members.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    return raw.getvalue()
+
+
+def test_outputs_are_taken_only_from_the_attempt_that_holds_the_task(fresh):
+    task = submit(fresh)
+    worker = FakeWorker(fresh, ["unix"])
+    claimed = worker.claim()
+    body = _tar_gz({"stdout.log": b"from afar\n"})
+    path = f"/task/{task['id']}/outputs"
+    headers = {"Content-Type": "application/gzip"}
+    assert_error(call(fresh, "POST", path, body, headers), 409, "refused")
+    assert_error(call(fresh, "POST", path, body, {**headers, "Blanket-Token": "stale"}),
+                 409, "refused")
+    assert_error(call(fresh, "POST", "/task/999999/outputs", body,
+                      {**headers, "Blanket-Token": claimed["token"]}), 404)
+    status, answer = call(fresh, "POST", path, body,
+                          {**headers, "Blanket-Token": claimed["token"]})
+    assert (status, answer) == (200, {"task": task["id"], "files": ["stdout.log"]})
+    assert fresh.client.get(f"/task/{task['id']}/log/stdout") == "from afar\n"
+    worker.finished(claimed)
+    assert_error(call(fresh, "POST", path, body, {**headers, "Blanket-Token": claimed["token"]}),
+                 409, "SUCCESS")
+
+
+def test_unsafe_or_broken_outputs_are_refused_and_nothing_is_written(fresh):
+    task = submit(fresh)
+    claimed = FakeWorker(fresh, ["unix"]).claim()
+    headers = {"Content-Type": "application/gzip", "Blanket-Token": claimed["token"]}
+    path = f"/task/{task['id']}/outputs"
+    assert_error(call(fresh, "POST", path, _tar_gz({"ok.txt": b"x", "../../escape": b"x"}),
+                      headers), 400, "outside")
+    assert_error(call(fresh, "POST", path, b"not a tar.gz at all", headers), 400, "tar.gz")
+    assert_error(call(fresh, "POST", path, b"", headers), 400, "Content-Length")
+    listing = fresh.client.get(f"/task/{task['id']}/files/")
+    assert listing == []

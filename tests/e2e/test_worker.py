@@ -278,3 +278,33 @@ def test_a_worker_with_its_own_data_dir_fetches_the_bundle_and_the_uploads(make_
     folder = elsewhere / "tasks" / "remote" / str(task["id"])
     assert (folder / "stdout.log").read_text() == "from the bundle\nuploaded\n"
     assert (elsewhere / "bundles" / done["version"]).is_dir()
+
+
+def test_a_worker_on_another_machine_hands_its_outputs_to_the_server(make_server):
+    server = make_server(types={"report": (
+        'command = "echo printed; echo warned >&2; mkdir -p made; cat input.txt > made/copy.txt"'
+        '\n')})
+    elsewhere = server.base / "other-machine"
+    make_server.worker(server, data_dir=elsewhere)
+    _, task = server.client.request("POST", "/task/", fields={
+        "data": json.dumps({"type": "report"}), "input.txt": ("input.txt", b"uploaded\n")})
+    done = server.wait_for_task(task["id"])
+    assert done["state"] == "SUCCESS"
+    # What ran on the other machine can be read on the server, as for a local worker.
+    assert server.client.get(f"/task/{task['id']}/log/stdout") == "printed\n"
+    assert server.client.get(f"/task/{task['id']}/log/stderr") == "warned\n"
+    files = {f["path"] for f in server.client.get(f"/task/{task['id']}/files/")}
+    assert {"stdout.log", "stderr.log", "task.json", "made/copy.txt", "input.txt"} <= files
+    assert server.client.get(f"/task/{task['id']}/files/made/copy.txt") == "uploaded\n"
+    record = json.loads((task_dir(server, task) / "task.json").read_text())
+    assert record["id"] == task["id"]
+    # and the worker still keeps its own copy
+    assert (elsewhere / "tasks" / "report" / str(task["id"]) / "made" / "copy.txt").exists()
+
+
+def test_a_worker_sharing_the_servers_data_dir_sends_no_outputs(make_server):
+    server = make_server(types={"echo": ECHO})
+    make_server.worker(server)
+    done = server.wait_for_task(submit(server, "echo")["id"])
+    assert done["state"] == "SUCCESS"
+    assert not (server.data_dir / "outputs").exists()  # nothing was packed to send

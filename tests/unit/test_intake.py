@@ -16,6 +16,7 @@ from blanket.intake import (
     clean_environment,
     parse_task_request,
 )
+from blanket.runner import RESERVED_NAMES
 from blanket.store.base import Claim, NewTask
 from blanket.store.sqlite import SQLiteStore
 from blanket.tasktype import RequiredVariable, TaskType
@@ -47,7 +48,8 @@ def test_plain_names_are_accepted_as_they_are(name):
 
 
 @given(st.text(st.characters(blacklist_categories=("Cc", "Cs"), blacklist_characters="/\\"),
-               min_size=1, max_size=40).filter(lambda n: not n.startswith("..") and n != "."))
+               min_size=1, max_size=40).filter(
+    lambda n: not n.startswith("..") and n != "." and n not in RESERVED_NAMES))
 def test_unicode_names_without_separators_are_accepted(name):
     assert check_file_name(name) == name
 

@@ -1,0 +1,121 @@
+"""What a task printed and made, carried from a worker on another machine to the server.
+
+A worker that shares the server's data directory writes its task directories where the
+server reads them. One on another machine packs the task directory (logs, task.json, files
+the command made; not the uploaded inputs, which the server has) into a tar.gz when the
+task ends and posts it before its end report; the server unpacks it into its own copy of
+the task directory, so `blanket logs`, `/task/ID/files` and the web page show remote runs
+too. Whether the two share a directory is told by a marker file holding the server's id.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tarfile
+import tempfile
+import uuid
+from collections.abc import Iterable
+from pathlib import Path, PurePosixPath
+from typing import BinaryIO
+
+SERVER_ID_FILE = "server-id"
+TOKEN_HEADER = "Blanket-Token"  # the attempt's token, beside the archive it sends
+MAX_PACKED = 1024 * 1024 * 1024  # bytes of tar.gz a server takes for one task
+MAX_UNPACKED = 4 * MAX_PACKED  # bytes of files it writes for one task
+
+
+class BadOutputs(Exception):
+    """An outputs archive the server will not unpack; the message says why."""
+
+
+def server_id(data_dir: Path) -> str:
+    """This data directory's id, made on first use: a worker finding the same id in its own
+    data directory shares the server's files."""
+    path = data_dir / SERVER_ID_FILE
+    try:
+        return path.read_text().strip()
+    except FileNotFoundError:
+        pass
+    data_dir.mkdir(parents=True, exist_ok=True)
+    fd, temp = tempfile.mkstemp(dir=data_dir, prefix=f".{SERVER_ID_FILE}.")
+    with os.fdopen(fd, "w") as out:
+        out.write(uuid.uuid4().hex + "\n")
+    try:
+        os.link(temp, path)  # the first server to start wins; others read its id
+    except FileExistsError:
+        pass
+    finally:
+        os.unlink(temp)
+    return path.read_text().strip()
+
+
+def shares_data_dir(data_dir: Path, id_of_server: str) -> bool:
+    try:
+        return (data_dir / SERVER_ID_FILE).read_text().strip() == id_of_server
+    except OSError:
+        return False
+
+
+def pack(work_dir: Path, skip: Iterable[str], out: BinaryIO) -> int:
+    """Write the task directory's regular files, but the names in `skip` (at its top), as a
+    tar.gz to `out`; links and special files stay behind. Returns how many files it packed."""
+    skipped = set(skip)
+    count = 0
+    with tarfile.open(fileobj=out, mode="w:gz", compresslevel=6) as tar:
+        for directory, dirnames, filenames in os.walk(work_dir):
+            dirnames.sort()
+            for name in sorted(filenames):
+                path = Path(directory, name)
+                relative = path.relative_to(work_dir).as_posix()
+                if relative in skipped or path.is_symlink() or not path.is_file():
+                    continue
+                tar.add(path, arcname=relative, recursive=False)
+                count += 1
+    return count
+
+
+def unpack(archive: Path, task_dir: Path, max_unpacked: int = MAX_UNPACKED) -> list[str]:
+    """Unpack an outputs archive into `task_dir`, replacing files of the same name; nothing
+    is written unless every member is a plain file inside it. Returns the paths written."""
+    staging = Path(tempfile.mkdtemp(dir=task_dir.parent, prefix=f".{task_dir.name}.outputs."))
+    try:
+        total = 0
+
+        def member_filter(member: tarfile.TarInfo, dest: str) -> tarfile.TarInfo | None:
+            nonlocal total
+            name = member.name
+            parts = PurePosixPath(name).parts
+            if name.startswith(("/", "\\")) or os.path.isabs(name) or ".." in parts:
+                raise BadOutputs(f"member {name!r} would be written outside the task directory")
+            if member.isdir():
+                return tarfile.data_filter(member, dest)
+            if not member.isfile():
+                raise BadOutputs(f"member {name!r} is not a plain file")
+            total += member.size
+            if total > max_unpacked:
+                raise BadOutputs(f"the files come to more than {max_unpacked} bytes")
+            return tarfile.data_filter(member, dest)
+
+        try:
+            with tarfile.open(archive, "r:gz") as tar:
+                tar.extractall(staging, filter=member_filter)
+        except (tarfile.TarError, EOFError, OSError) as e:
+            raise BadOutputs(f"not a readable tar.gz: {e}") from None
+        moves = [(source, task_dir / source.relative_to(staging))
+                 for source in sorted(staging.rglob("*")) if source.is_file()]
+        for _, target in moves:  # all checked before anything moves
+            for place in (target, *target.parents):
+                if place == task_dir:
+                    break
+                if place.is_symlink() or (place != target and place.is_file()):
+                    raise BadOutputs(f"{target.relative_to(task_dir).as_posix()!r} would "
+                                     "replace a link or go through a file")
+            if target.is_dir() and not target.is_symlink():
+                raise BadOutputs(f"{target.relative_to(task_dir).as_posix()!r} is a folder here")
+        for source, target in moves:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            os.replace(source, target)
+        return [target.relative_to(task_dir).as_posix() for _, target in moves]
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
