@@ -261,6 +261,18 @@ def test_the_readme_quick_start_runs_its_first_task_with_the_servers_own_workers
         "PANDAS=four Frogs=5 CATS=2\n")
 
 
+def run_elsewhere(make_server, server: ServerProcess, type_name: str) -> tuple[Path, dict, dict]:
+    """Run one task with an uploaded input.txt on a worker with a data dir of its own (as on
+    another machine): (that data dir, the task as submitted, the task once it succeeded)."""
+    elsewhere = server.base / "other-machine"
+    make_server.worker(server, data_dir=elsewhere)
+    _, task = server.client.request("POST", "/task/", fields={
+        "data": json.dumps({"type": type_name}), "input.txt": ("input.txt", b"uploaded\n")})
+    done = server.wait_for_task(task["id"])
+    assert done["state"] == "SUCCESS"
+    return elsewhere, task, done
+
+
 def test_a_worker_with_its_own_data_dir_fetches_the_bundle_and_the_uploads(make_server):
     server = make_server(start=False)
     assets = server.config_dir / "types" / "remote-assets"
@@ -269,12 +281,7 @@ def test_a_worker_with_its_own_data_dir_fetches_the_bundle_and_the_uploads(make_
     server.write_type("remote", 'command = "bash script.sh; cat input.txt"\n'
                                 '[[files]]\nsrc = "remote-assets/"\n')
     server.start()
-    elsewhere = server.base / "other-machine"
-    make_server.worker(server, data_dir=elsewhere)
-    _, task = server.client.request("POST", "/task/", fields={
-        "data": json.dumps({"type": "remote"}), "input.txt": ("input.txt", b"uploaded\n")})
-    done = server.wait_for_task(task["id"])
-    assert done["state"] == "SUCCESS"
+    elsewhere, task, done = run_elsewhere(make_server, server, "remote")
     folder = elsewhere / "tasks" / "remote" / str(task["id"])
     assert (folder / "stdout.log").read_text() == "from the bundle\nuploaded\n"
     assert (elsewhere / "bundles" / done["version"]).is_dir()
@@ -284,12 +291,7 @@ def test_a_worker_on_another_machine_hands_its_outputs_to_the_server(make_server
     server = make_server(types={"report": (
         'command = "echo printed; echo warned >&2; mkdir -p made; cat input.txt > made/copy.txt"'
         '\n')})
-    elsewhere = server.base / "other-machine"
-    make_server.worker(server, data_dir=elsewhere)
-    _, task = server.client.request("POST", "/task/", fields={
-        "data": json.dumps({"type": "report"}), "input.txt": ("input.txt", b"uploaded\n")})
-    done = server.wait_for_task(task["id"])
-    assert done["state"] == "SUCCESS"
+    elsewhere, task, _ = run_elsewhere(make_server, server, "report")
     # What ran on the other machine can be read on the server, as for a local worker.
     assert server.client.get(f"/task/{task['id']}/log/stdout") == "printed\n"
     assert server.client.get(f"/task/{task['id']}/log/stderr") == "warned\n"
