@@ -133,6 +133,7 @@ class Attempt:
         self.handback = False
         self.superseded: str | None = None
         self.ended = threading.Event()
+        self.ran = False  # the command has ended: its result stands, it is never handed back
         self.unreported_start: dict | None = None
 
     @property
@@ -146,7 +147,7 @@ class Attempt:
 
     def stop(self, *, handback: bool = False) -> None:
         """End the run early; with `handback`, report it so the server queues it again."""
-        if handback and not self.superseded:
+        if handback and not self.superseded and not self.ran:
             self.handback = True
         if self.run is not None:
             self.run.stop()
@@ -421,13 +422,17 @@ class Worker:
             attempt.stop(handback=True)
         try:
             result = attempt.run.run()
+            attempt.ran = True
+            if self.sends_outputs and not (attempt.handback or attempt.superseded):
+                # Heartbeats go on while they upload: large outputs on a slow link must not
+                # make the task look lost.
+                self.heartbeat.watch(attempt)
+                self._send_outputs(attempt, attempt.run.work_dir)
         finally:
             attempt.ended.set()
             with self._lock:
                 self.attempt = None
         self.reports.flush()
-        if self.sends_outputs and not (attempt.handback or attempt.superseded):
-            self._send_outputs(attempt, attempt.run.work_dir)
         self._finish(attempt, result)
 
     def _send_outputs(self, attempt: Attempt, work_dir: Path) -> None:

@@ -1,0 +1,37 @@
+"""An attempt as the worker holds it: once its command has ended, its result stands."""
+
+from __future__ import annotations
+
+import time
+
+from blanket.models import Task, TaskState
+from blanket.tasktype import TaskType
+from blanket.worker import Attempt
+
+
+def attempt() -> Attempt:
+    task = Task(id=1, type="echo", state=TaskState.RUNNING, environment={}, tags=(), score=1.0,
+                added=time.time(), token="t", attempt=1)
+    return Attempt(task, TaskType(name="echo", command="echo hi"))
+
+
+def test_a_running_attempt_can_be_handed_back():
+    running = attempt()
+    running.stop(handback=True)
+    assert running.handback
+
+
+def test_an_attempt_whose_command_ended_is_never_handed_back():
+    # Its outputs may still be on their way to the server when the worker is told to stop
+    # or to hand back: the task must end with its result, not run again.
+    ended = attempt()
+    ended.ran = True
+    ended.stop(handback=True)
+    assert not ended.handback
+
+
+def test_a_superseded_attempt_is_not_handed_back():
+    superseded = attempt()
+    superseded.supersede("the task moved on")
+    superseded.stop(handback=True)
+    assert not superseded.handback
