@@ -13,6 +13,7 @@ import re
 import shutil
 import signal
 import socket
+import tarfile
 import tempfile
 import threading
 import time
@@ -442,28 +443,37 @@ class Worker:
         if not work_dir.is_dir():
             return
         spool = self.data_dir / "outputs"
-        spool.mkdir(parents=True, exist_ok=True)
-        with tempfile.NamedTemporaryFile(dir=spool, prefix=f"{task.id}.", suffix=".tar.gz") as f:
-            pack(work_dir, task.inputs, f)
-            f.flush()
-            deadline = time.monotonic() + OUTPUT_PATIENCE
-            delay = 0.25
-            while True:
-                try:
-                    self.client.upload(f"/task/{task.id}/outputs", f.name,
-                                       {TOKEN_HEADER: attempt.token})
-                    return
-                except ServerUnreachable as e:
-                    if time.monotonic() + delay > deadline or self.hand_back_now.is_set():
-                        log.warning("outputs not sent; they stay on this machine",
-                                    task=task.id, path=str(work_dir), problem=e.message)
-                        return
-                except ClientError as e:
-                    log.warning("outputs refused; they stay on this machine", task=task.id,
+        try:
+            spool.mkdir(parents=True, exist_ok=True)
+            with tempfile.NamedTemporaryFile(dir=spool, prefix=f"{task.id}.",
+                                             suffix=".tar.gz") as f:
+                pack(work_dir, task.inputs, f)
+                f.flush()
+                self._upload_outputs(attempt, f.name, work_dir)
+        except (OSError, tarfile.TarError) as e:  # say, a file the task made unreadable
+            log.warning("outputs not packed; they stay on this machine", task=task.id,
+                        path=str(work_dir), problem=str(e))
+
+    def _upload_outputs(self, attempt: Attempt, archive: str, work_dir: Path) -> None:
+        task = attempt.task
+        deadline = time.monotonic() + OUTPUT_PATIENCE
+        delay = 0.25
+        while True:
+            try:
+                self.client.upload(f"/task/{task.id}/outputs", archive,
+                                   {TOKEN_HEADER: attempt.token})
+                return
+            except ServerUnreachable as e:
+                if time.monotonic() + delay > deadline or self.hand_back_now.is_set():
+                    log.warning("outputs not sent; they stay on this machine", task=task.id,
                                 path=str(work_dir), problem=e.message)
                     return
-                time.sleep(delay)
-                delay = min(delay * 2, MAX_BACKOFF)
+            except ClientError as e:
+                log.warning("outputs refused; they stay on this machine", task=task.id,
+                            path=str(work_dir), problem=e.message)
+                return
+            time.sleep(delay)
+            delay = min(delay * 2, MAX_BACKOFF)
 
     def _running(self, attempt: Attempt) -> None:
         """The task outlived the runner's first poll: report its start and heartbeat it

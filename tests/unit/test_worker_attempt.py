@@ -35,3 +35,19 @@ def test_a_superseded_attempt_is_not_handed_back():
     superseded.supersede("the task moved on")
     superseded.stop(handback=True)
     assert not superseded.handback
+
+
+def test_outputs_that_cannot_be_packed_are_logged_and_the_task_still_ends(tmp_path, monkeypatch):
+    # Say the task left a file the worker cannot read: its end must still be reported.
+    from blanket import worker as worker_module
+    from blanket.worker import Worker, WorkerOptions
+
+    def unreadable(*_args: object) -> int:
+        raise PermissionError(13, "Permission denied", "made/secret.txt")
+
+    monkeypatch.setattr(worker_module, "pack", unreadable)
+    work_dir = tmp_path / "tasks" / "echo" / "1"
+    work_dir.mkdir(parents=True)
+    w = Worker(WorkerOptions(server="http://127.0.0.1:9", data_dir=tmp_path))
+    w._send_outputs(attempt(), work_dir)  # no exception: the worker carries on
+    assert list((tmp_path / "outputs").iterdir()) == []  # and leaves no archive behind
