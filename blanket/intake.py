@@ -192,9 +192,14 @@ class Intake:
         self._estimates: dict[str, tuple[float, float | None]] = {}
         self._lock = threading.Lock()
 
+    @property
+    def staging_dir(self) -> Path:
+        """Where files wait before they move into a task directory (uploads, outputs)."""
+        return self.data_dir / "tmp"
+
     def clear_staging(self) -> None:
-        """Remove uploads staged by submissions a crash interrupted (at server start)."""
-        shutil.rmtree(self.data_dir / "tmp", ignore_errors=True)
+        """Remove what a crash left staged (at server start)."""
+        shutil.rmtree(self.staging_dir, ignore_errors=True)
 
     def task_dir(self, type_name: str, task_id: int) -> Path:
         return self.data_dir / "tasks" / type_name / str(task_id)
@@ -265,7 +270,7 @@ class Intake:
         """Write uploads to a private folder first, so a failed submission leaves nothing."""
         if not uploads:
             return None
-        staged = self.data_dir / "tmp" / uuid.uuid4().hex
+        staged = self.staging_dir / uuid.uuid4().hex
         staged.mkdir(parents=True)
         try:
             for upload in uploads:

@@ -75,10 +75,13 @@ def pack(work_dir: Path, skip: Iterable[str], out: BinaryIO) -> int:
     return count
 
 
-def unpack(archive: Path, task_dir: Path, max_unpacked: int = MAX_UNPACKED) -> list[str]:
+def unpack(archive: Path, task_dir: Path, staging_root: Path,
+           max_unpacked: int = MAX_UNPACKED) -> list[str]:
     """Unpack an outputs archive into `task_dir`, replacing files of the same name; nothing
-    is written unless every member is a plain file inside it. Returns the paths written."""
-    staging = Path(tempfile.mkdtemp(dir=task_dir.parent, prefix=f".{task_dir.name}.outputs."))
+    is written unless every member is a plain file inside it. Files are unpacked under
+    `staging_root` first (on the same file system). Returns the paths written."""
+    staging_root.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(dir=staging_root, prefix=f"outputs-{task_dir.name}-"))
     try:
         total = 0
 

@@ -42,12 +42,14 @@ class OutputRoutes:
                                code="too_large", status=413)
         task_dir = self.s.intake.task_dir(task.type, task.id)
         task_dir.mkdir(parents=True, exist_ok=True)
-        with tempfile.NamedTemporaryFile(dir=task_dir.parent, prefix=f".{task.id}.",
+        staging = self.s.intake.staging_dir  # cleared at start: a crash leaves nothing behind
+        staging.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=staging, prefix=f"outputs-{task.id}-",
                                          suffix=".tar.gz") as archive:
             _copy_body(bottle.request.environ["wsgi.input"], length, archive)
             archive.flush()
             try:
-                written = unpack(Path(archive.name), task_dir)
+                written = unpack(Path(archive.name), task_dir, staging)
             except BadOutputs as e:
                 raise InvalidInput(f"outputs of task {task.id} refused: {e}") from None
         return json_response({"task": task.id, "files": written})

@@ -45,16 +45,16 @@ def test_a_packed_directory_unpacks_the_same_without_the_skipped_files(tmp_path)
         assert pack(work, ["input.csv"], out) == 4
     server_dir = tmp_path / "server" / "7"
     server_dir.mkdir(parents=True)
-    written = unpack(packed, server_dir)
+    written = unpack(packed, server_dir, tmp_path / "staging")
     assert written == ["made/deep/result.txt", "stderr.log", "stdout.log", "task.json"]
     assert (server_dir / "made" / "deep" / "result.txt").read_bytes() == b"42\n"
     assert not (server_dir / "input.csv").exists() and not (server_dir / "link").exists()
-    assert [p.name for p in server_dir.parent.iterdir()] == ["7"]  # no staging left behind
+    assert list((tmp_path / "staging").iterdir()) == []  # no staging left behind
 
 
 def test_unpacking_replaces_files_of_the_same_name(tmp_path):
     task_dir = make_dir(tmp_path / "t" / "1", {"stdout.log": b"old\n", "keep.txt": b"k"})
-    unpack(archive_of(tmp_path, [("stdout.log", b"new\n")]), task_dir)
+    unpack(archive_of(tmp_path, [("stdout.log", b"new\n")]), task_dir, tmp_path / "staging")
     assert (task_dir / "stdout.log").read_bytes() == b"new\n"
     assert (task_dir / "keep.txt").read_bytes() == b"k"
 
@@ -84,11 +84,11 @@ def test_an_unsafe_member_is_refused_and_nothing_is_written(tmp_path, member, wo
     task_dir = make_dir(tmp_path / "t" / "1", {"stdout.log": b"old\n"})
     archive = archive_of(tmp_path, [("first.txt", b"fine"), member])
     with pytest.raises(BadOutputs, match=words):
-        unpack(archive, task_dir)
+        unpack(archive, task_dir, tmp_path / "staging")
     assert sorted(p.name for p in task_dir.iterdir()) == ["stdout.log"]
     assert (task_dir / "stdout.log").read_bytes() == b"old\n"
     assert not (tmp_path / "escape.txt").exists()
-    assert [p.name for p in task_dir.parent.iterdir()] == ["1"]
+    assert list((tmp_path / "staging").iterdir()) == []
 
 
 def test_more_than_the_size_limit_is_refused(tmp_path):
@@ -96,7 +96,7 @@ def test_more_than_the_size_limit_is_refused(tmp_path):
     task_dir.mkdir(parents=True)
     archive = archive_of(tmp_path, [("a.bin", b"x" * 600), ("b.bin", b"y" * 600)])
     with pytest.raises(BadOutputs, match="more than 1000 bytes"):
-        unpack(archive, task_dir, max_unpacked=1000)
+        unpack(archive, task_dir, tmp_path / "staging", max_unpacked=1000)
     assert list(task_dir.iterdir()) == []
 
 
@@ -105,7 +105,8 @@ def test_a_file_may_not_replace_a_link_or_a_folder_in_the_task_directory(tmp_pat
     os.symlink("/etc", task_dir / "etc")
     for name in ("etc/passwd", "made"):
         with pytest.raises(BadOutputs):
-            unpack(archive_of(tmp_path, [("ok.txt", b"ok"), (name, b"evil")]), task_dir)
+            unpack(archive_of(tmp_path, [("ok.txt", b"ok"), (name, b"evil")]), task_dir,
+                   tmp_path / "staging")
         assert not (task_dir / "ok.txt").exists()
 
 
@@ -115,7 +116,7 @@ def test_what_is_not_a_tar_gz_is_refused(tmp_path):
     junk = tmp_path / "junk.tar.gz"
     junk.write_bytes(b"this is not gzip")
     with pytest.raises(BadOutputs, match=r"not a readable tar\.gz"):
-        unpack(junk, task_dir)
+        unpack(junk, task_dir, tmp_path / "staging")
 
 
 def test_the_server_id_is_made_once_and_tells_a_shared_data_dir(tmp_path):
