@@ -16,8 +16,10 @@ import tarfile
 import tempfile
 import uuid
 from collections.abc import Iterable
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 from typing import BinaryIO
+
+from blanket.versions import escapes
 
 SERVER_ID_FILE = "server-id"
 TOKEN_HEADER = "Blanket-Token"  # the attempt's token, beside the archive it sends
@@ -88,8 +90,7 @@ def unpack(archive: Path, task_dir: Path, staging_root: Path,
         def member_filter(member: tarfile.TarInfo, dest: str) -> tarfile.TarInfo | None:
             nonlocal total
             name = member.name
-            parts = PurePosixPath(name).parts
-            if name.startswith(("/", "\\")) or os.path.isabs(name) or ".." in parts:
+            if escapes(name):
                 raise BadOutputs(f"member {name!r} would be written outside the task directory")
             if member.isdir():
                 return tarfile.data_filter(member, dest)

@@ -362,9 +362,14 @@ def extract_bundle(bundle: Path, dest: Path) -> None:
         tar.extractall(dest, filter=_strict_member)
 
 
+def escapes(name: str) -> bool:
+    """Whether an archive member's name would be written outside the folder it unpacks in."""
+    return name.startswith(("/", "\\")) or os.path.isabs(name) or ".." in PurePosixPath(name).parts
+
+
 def _strict_member(member: tarfile.TarInfo, dest: str) -> tarfile.TarInfo:
     name = member.name
-    if name.startswith(("/", "\\")) or os.path.isabs(name) or ".." in PurePosixPath(name).parts:
+    if escapes(name):
         raise UnsafeBundle(f"bundle member {name!r} would be written outside {dest}")
     if member.issym() or member.islnk():
         raise UnsafeBundle(f"bundle member {name!r} is a link; bundles hold plain files only")
