@@ -62,9 +62,7 @@ class Client:
                 "running? Start one with `make run` or `blanket server`, or point to another "
                 "with --server URL or BLANKET_SERVER") from None
         if status >= 400 and status not in ok:
-            message = data["error"]["message"] if _is_error(data) else str(data)
-            code = data["error"]["code"] if _is_error(data) else "error"
-            raise ClientError(message, code=code, status=status)
+            raise _refusal(status, data)
         return status, data
 
     def get(self, path: str, **kw: Any) -> Any:
@@ -92,8 +90,7 @@ class Client:
             raise ServerUnreachable(f"cannot reach {self.base_url}: {_reason(e)}") from None
         data = _decode(response)
         if response.status >= 400:
-            message = data["error"]["message"] if _is_error(data) else str(data)
-            raise ClientError(message, status=response.status)
+            raise _refusal(response.status, data)
         return data
 
     def download(self, path: str, dest: str, timeout: float = 300.0) -> None:
@@ -105,9 +102,8 @@ class Client:
             raise ServerUnreachable(f"cannot reach {self.base_url}: {_reason(e)}") from None
         try:
             if response.status != 200:
-                data = _decode_bytes(response.read(), response.headers)
-                message = data["error"]["message"] if _is_error(data) else str(data)
-                raise ClientError(message, status=response.status)
+                raise _refusal(response.status,
+                               _decode_bytes(response.read(), response.headers))
             with open(dest, "wb") as out:
                 for chunk in response.stream(1024 * 1024):
                     out.write(chunk)
@@ -208,5 +204,9 @@ def _decode_bytes(raw: bytes, headers: Any) -> Any:
     return raw.decode(errors="replace")
 
 
-def _is_error(data: Any) -> bool:
-    return isinstance(data, dict) and isinstance(data.get("error"), dict)
+def _refusal(status: int, data: Any) -> ClientError:
+    """The ClientError for an error answer: the server's message and code when it sent JSON."""
+    if isinstance(data, dict) and isinstance(data.get("error"), dict):
+        return ClientError(data["error"].get("message", str(data)),
+                           code=data["error"].get("code", "error"), status=status)
+    return ClientError(str(data), code="error", status=status)
