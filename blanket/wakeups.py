@@ -61,11 +61,6 @@ class Wakeups:
         self.closed = True
         self.notify()
 
-    def waiting(self, topic: str) -> int:
-        """How many waiters listen to `topic` (for tests and metrics)."""
-        with self._lock:
-            return len(self._waiters.get(topic, ()))
-
     def wait_for(self, check: Callable[[], T | None], timeout: float, *,
                  topics: Iterable[str],
                  next_deadline: Callable[[], float | None] = lambda: None) -> T | None:

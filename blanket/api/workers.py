@@ -139,7 +139,7 @@ class WorkerRoutes:
         tags = frozenset(worker.tags)
         answer = self._claim_step(worker.id, tags)
         if answer is None:  # idle until a task comes: say so while waiting
-            self._touch(worker.id, task=None)
+            self.s.store.touch_worker(worker.id, None, time.time())
             answer = self.s.wakeups.wait_for(lambda: self._claim_step(worker.id, tags), wait,
                                              topics=(QUEUE, worker_topic(worker.id)),
                                              next_deadline=self.s.queue.next_start)
@@ -158,9 +158,6 @@ class WorkerRoutes:
         if not worker.takes_tasks:  # paused
             return None
         return self.s.queue.claim_once(worker_id, tags)
-
-    def _touch(self, worker_id: str, task: int | None) -> None:
-        self.s.store.touch_worker(worker_id, task, time.time())
 
     def started(self, task_id: str):
         data = read_json_body()
