@@ -28,12 +28,6 @@ REPORT_TYPE = 'command = "echo {{ TARGET }}"\n\n[environment.required]\nTARGET =
 TASK = 'type = "report"\n[environment]\nTARGET = "region {number}"\n'
 
 
-
-
-
-
-
-
 def start_server(base: Path) -> tuple[subprocess.Popen, Client]:
     (base / "conf.d" / "types").mkdir(parents=True)
     (base / "conf.d" / "types" / "report.toml").write_text(REPORT_TYPE)

@@ -42,8 +42,6 @@ WORKER_TAGS = ["unix"]
 TASK = json.dumps({"type": "free", "environment": {"INPUT": "a.pdf", "LEVEL": 3}}).encode()
 
 
-
-
 class Server:
     """A `blanket server` subprocess on temp dirs and a free port."""
 

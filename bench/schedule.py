@@ -35,10 +35,6 @@ from blanket.client import Client
 SCHEDULE = 'type = "noop"\ncron = "* * * * * *"\noverlap = "allow"\nmissed = "skip"\n'
 
 
-
-
-
-
 def write_config(base: Path, count: int) -> None:
     """`count` schedules already in place, so all load at start-up."""
     conf = base / "conf.d"
@@ -83,8 +79,6 @@ def all_tasks(client: Client) -> list[dict]:
 def lateness_ms(task: dict) -> float:
     fired = datetime.fromisoformat(task["environment"]["BLANKET_FIRE_TIME"].replace("Z", "+00:00"))
     return (task["added"] - fired.timestamp()) * 1000
-
-
 
 
 def main() -> None:
