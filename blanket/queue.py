@@ -41,26 +41,35 @@ class Queue:
 
     def claim_once(self, worker: str, tags: frozenset[str]) -> tuple[Task, TaskType] | None:
         """Claim the next task this worker may run now, without waiting."""
-        task = self.store.claim_task(self._claim(worker, tags))
-        return self._bound(task, worker, tags) if task is not None else None
+        claim = self._claim(worker, tags)
+        task = self.store.claim_task(claim)
+        return self._bound(task, claim) if task is not None else None
 
-    def _claim(self, worker: str, tags: frozenset[str]) -> Claim:
-        return Claim(worker, tags, self.limits(), time.time(), self.versions())
+    def _claim(self, worker: str, tags: frozenset[str], *, reserve: bool = False,
+               running: int | None = None) -> Claim:
+        return Claim(worker, tags, self.limits(), time.time(), self.versions(),
+                     reserve=reserve, running=running)
 
-    def _bound(self, task: Task, worker: str,
-               tags: frozenset[str]) -> tuple[Task, TaskType] | None:
+    def _bound(self, task: Task, claim: Claim) -> tuple[Task, TaskType] | None:
         """A claimed task with its type; one whose type is gone fails, and the worker
-        claims again."""
+        claims again (the same kind of claim)."""
         found = self.current(task.type)
         if found is None:
             self.store.finish_task(task.id, task.token or "", Outcome(
                 TaskState.FAILED, error=f"task type {task.type!r} no longer exists",
                 finished=time.time()))
-            return self.claim_once(worker, tags)
+            again = self.store.claim_task(replace(claim, now=time.time()))
+            return self._bound(again, claim) if again is not None else None
         task_type, version = found
         if task.version != version:  # a type outside the claim's version map
             task = self.store.bind_version(task.id, task.token or "", version)
         return task, task_type
+
+    def release(self, task_id: int, token: str) -> Task:
+        """A worker gives back a reserve it will not run: queued again as it was."""
+        task = self.store.release_task(task_id, token)
+        log.info("reserve released", task=task.id, type=task.type)
+        return task
 
     def report_started(self, task_id: int, token: str, pid: int | None,
                        directory: str | None, at: float | None = None) -> Task:
@@ -74,13 +83,16 @@ class Queue:
 
     def finish_and_claim(self, task_id: int, token: str, state: TaskState,
                          exit_code: int | None, error: str | None, handback: bool = False,
-                         started: Outcome | None = None, claim_next: bool = False
-                         ) -> tuple[Task, tuple[Task, TaskType] | None]:
+                         started: Outcome | None = None, claim_next: int = 0,
+                         running: int | None = None
+                         ) -> tuple[Task, list[tuple[Task, TaskType]]]:
         """End an attempt as its worker reports it; the retry policy may queue it again. A
         handed-back task (its worker is going away) is queued again in its old place.
         `started` carries a start the worker had not reported (its started, pid, directory).
-        With `claim_next`, the attempt's worker also claims its next task in the same
-        transaction (one commit per task for a busy worker)."""
+        With `claim_next`, the attempt's worker also claims in the same transaction (one
+        commit per task for a busy worker): 1, its next task; 2, its next task and a
+        reserve to start the moment that one ends. A worker that already started its
+        reserve says which (`running`): what it claims then is its new reserve."""
         if state not in REPORTABLE:
             raise Conflict(f"state {state.value} cannot be reported; use one of "
                            f"{', '.join(sorted(s.value for s in REPORTABLE))}")
@@ -88,17 +100,26 @@ class Queue:
         if task is None:
             raise NotFound(f"no task {task_id}")
         worker = self.store.get_worker(task.worker) if claim_next and task.worker else None
-        tags = frozenset(worker.tags) if worker else frozenset()
-        claim = self._claim(worker.id, tags) if worker and worker.takes_tasks else None
+        claims: list[Claim] = []
+        if worker is not None and worker.takes_tasks:
+            tags = frozenset(worker.tags)
+            if running is not None:
+                claims = [self._claim(worker.id, tags, reserve=True, running=running)]
+            else:
+                claims = [self._claim(worker.id, tags)]
+                if claim_next > 1:
+                    claims.append(self._claim(worker.id, tags, reserve=True))
         now = time.time()
 
         def decide(current: Task) -> Outcome:  # on the task as the transaction reads it
             return self._outcome(current, state, exit_code, error, started, handback, now)
 
-        ended, taken = self.store.finish_and_claim(task.id, token, decide, claim)
+        ended, taken = self.store.finish_and_claim(task.id, token, decide, claims)
         log.info("attempt ended", task=ended.id, type=ended.type, state=state.value,
                  attempt=ended.attempt, result=ended.state.value)
-        return ended, self._bound(taken, taken.worker or "", tags) if taken else None
+        # What was taken answers the claims in order (the store stops at the first miss).
+        bound = [self._bound(found, claim) for found, claim in zip(taken, claims, strict=False)]
+        return ended, [b for b in bound if b is not None]
 
     def _outcome(self, task: Task, state: TaskState, exit_code: int | None, error: str | None,
                  started: Outcome | None, handback: bool, now: float) -> Outcome:

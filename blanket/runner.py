@@ -140,7 +140,7 @@ class TaskRun:
         script.write_text(render_command(self.task_type.command, variables) + "\n",
                           encoding="utf-8")
         (self.work_dir / PROGRESS_FILE).unlink(missing_ok=True)
-        return env, executor_argv(self.task_type.executor, script)
+        return env, executor_argv(self.task_type.executor, script, env.get("PATH"))
 
     def _run_check(self, command: str, env: Mapping[str, str]) -> None:
         proc = subprocess.Popen(
@@ -328,10 +328,36 @@ def write_task_file(work_dir: Path, task: Task, task_type: TaskType,
                                       encoding="utf-8")
 
 
-def executor_argv(executor: str, script: Path) -> list[str]:
-    """The argv that runs `script` with the type's executor."""
+def executor_argv(executor: str, script: Path, search_path: str | None = None) -> list[str]:
+    """The argv that runs `script` with the type's executor, found on the task's PATH."""
     program = {"bash": "bash", "sh": "/bin/sh", "python": sys.executable}.get(executor, executor)
-    return [program, str(script)]
+    return [find_program(program, search_path), str(script)]
+
+
+_found: dict[tuple[str, str | None], str] = {}
+
+
+def find_program(program: str, search_path: str | None) -> str:
+    """`program`'s path on `search_path` (os.defpath when None, as for exec), remembered:
+    the exec would otherwise try each directory of PATH in turn, on every task. A name
+    not found, or a PATH with a relative entry (which the exec reads from the task's own
+    directory), leaves the name bare: the exec searches as usual, and fails with the usual
+    message."""
+    if "/" in program:
+        return program
+    key = (program, search_path)
+    path = _found.get(key)
+    if path is None or not os.access(path, os.X_OK):  # moved or removed since: look again
+        search = os.defpath if search_path is None else search_path
+        if not all(os.path.isabs(entry) for entry in search.split(os.pathsep)):
+            return program
+        path = shutil.which(program, path=search)
+        if path is None:
+            return program
+        if len(_found) >= 64:
+            _found.clear()
+        _found[key] = path
+    return path
 
 
 _PROGRESS = re.compile(r"\s*(-?\d+(?:\.\d+)?)\s*%?\s*(.*)")

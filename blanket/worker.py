@@ -18,7 +18,9 @@ import tempfile
 import threading
 import time
 import uuid
+from collections import deque
 from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -180,6 +182,10 @@ class ReportQueue(threading.Thread):
     def put(self, attempt: Attempt, what: str, body: dict, patience: float) -> None:
         self.items.put(lambda: self.send(attempt, what, body, patience))
 
+    def call(self, send: Callable[[], None]) -> None:
+        """Run `send` in turn with the reports (it handles its own errors)."""
+        self.items.put(send)
+
     def send(self, attempt: Attempt, what: str, body: dict, patience: float) -> None:
         if attempt.superseded:
             return
@@ -310,7 +316,12 @@ class Worker:
         self.attempt: Attempt | None = None
         self._lock = threading.Lock()
         self.reports = ReportQueue(self.reporter)
-        self.next_claim: dict | None = None  # handed over with the last task's end report
+        # Claimed tasks in hand: the next one an end report brought, and a reserve to start
+        # the moment the current task ends (its end report then goes out meanwhile).
+        self.held: deque[dict] = deque()
+        self._long = False  # the current task outlived the runner's first poll
+        self._ender = ThreadPoolExecutor(1, thread_name_prefix="end-report")
+        self.ending: Future[None] | None = None  # the end report on its way
         self.heartbeat: Heartbeat | None = None
         self.base_env = dict(os.environ)  # read once: every task's environment starts here
         self.sends_outputs = False  # set at registration: True on another machine
@@ -334,7 +345,7 @@ class Worker:
         delay = 0.05
         while not self.stopping.is_set():
             try:
-                claim, self.next_claim = self.next_claim or self._claim(), None
+                claim = self._next_claim()
                 delay = 0.05
             except (BlanketError, GaveUp) as e:  # away, restarting, or failing for a moment
                 log.warning("cannot claim; retrying", problem=str(e), delay=delay)
@@ -343,8 +354,60 @@ class Worker:
                 continue
             if claim is not None:
                 self._run_claimed(claim)
+        self._await_ending()
+        self._release_held()
+        self.reports.flush()  # the releases go out before we leave
         self._leave()
         log.info("worker stopped", worker=self.id)
+
+    def _next_claim(self) -> dict | None:
+        """A task in hand, else one the end report on its way brings, else a long poll."""
+        with self._lock:
+            if self.held:
+                return self.held.popleft()
+        self._await_ending()
+        with self._lock:
+            if self.held:
+                return self.held.popleft()
+        return self._claim()
+
+    def _hold(self, claims: list[dict]) -> None:
+        """Keep claimed tasks for later; give them straight back while the current task
+        runs long (a reserve must not wait behind it while another worker could run it)
+        or when this worker is stopping."""
+        with self._lock:
+            if not (self._long or self.stopping.is_set()):
+                self.held.extend(claims)
+                return
+        for claim in claims:
+            self._release(claim)
+
+    def _release_held(self) -> None:
+        with self._lock:
+            claims, self.held = list(self.held), deque()
+        for claim in claims:
+            self._release(claim)
+
+    def _release(self, claim: dict) -> None:
+        task = claim["task"]
+
+        def send() -> None:
+            try:
+                self.reporter.post(f"/task/{task['id']}/release", {"token": task["token"]},
+                                   patience=OUTPUT_PATIENCE)
+                log.info("reserve given back", task=task["id"])
+            except Superseded as e:  # it was stopped or removed meanwhile
+                log.info("reserve already gone", task=task["id"], reason=str(e))
+            except (GaveUp, BlanketError) as e:  # the reaper queues it again in time
+                log.warning("reserve not given back", task=task["id"], problem=str(e))
+
+        self.reports.call(send)
+
+    def _await_ending(self) -> None:
+        """Wait for the end report on its way (and so for what it brings)."""
+        ending, self.ending = self.ending, None
+        if ending is not None:
+            ending.result()
 
     def _register(self) -> float:
         body = {"tags": list(self.options.tags), "host": socket.gethostname(),
@@ -417,6 +480,7 @@ class Worker:
         assert attempt.run is not None and self.heartbeat is not None
         with self._lock:
             self.attempt = attempt
+            self._long = False
         if attempt.task_type.checks or attempt.task_type.files:
             self.heartbeat.watch(attempt)  # preparing it may take a while: beat meanwhile
         if self.hand_back_now.is_set():
@@ -433,6 +497,7 @@ class Worker:
             attempt.ended.set()
             with self._lock:
                 self.attempt = None
+                self._long = False  # what the end report brings is for the next task
         self.reports.flush()
         self._finish(attempt, result)
 
@@ -481,6 +546,9 @@ class Worker:
         assert self.heartbeat is not None
         self.reports.started(attempt)
         self.heartbeat.watch(attempt)
+        with self._lock:
+            self._long = True
+        self._release_held()
 
     def _fetch_inputs(self, task: Task, work_dir: Path) -> None:
         """Download uploaded files a remote worker does not have (a local one shares them)."""
@@ -496,6 +564,9 @@ class Worker:
             os.replace(partial, target)
 
     def _finish(self, attempt: Attempt, result: RunResult) -> None:
+        """Report the end. With a reserve in hand the report goes out while the reserve runs
+        (it says so, and claims the next reserve); otherwise it waits for its answer, which
+        brings the next task and a reserve."""
         task = attempt.task
         if attempt.superseded:
             log.warning("result dropped", task=task.id, attempt=task.attempt,
@@ -506,14 +577,24 @@ class Worker:
                 "handback": attempt.handback}
         if attempt.unreported_start is not None:
             body["started"] = attempt.unreported_start
-        want_next = not (self.stopping.is_set() or attempt.handback)
-        if want_next:
-            body["claim_next"] = True
+        self._await_ending()  # the last report's answer may bring our reserve
+        if self.stopping.is_set() or attempt.handback:
+            self._release_held()
+            self._report_end(attempt, result, body)
+            return
+        with self._lock:
+            reserve = self.held[0]["task"]["id"] if self.held else None
+        if reserve is not None:
+            body.update(claim_next=1, running=reserve)
+            self.ending = self._ender.submit(self._report_end, attempt, result, body)
+        else:
+            body["claim_next"] = 2
+            self._report_end(attempt, result, body)
+
+    def _report_end(self, attempt: Attempt, result: RunResult, body: dict) -> None:
+        task = attempt.task
         try:
             ended = self.reporter.post(f"/task/{task.id}/finished", body)
-            if want_next and "next" in ended:
-                self.next_claim = ended["next"]
-                ended = ended["task"]
         except Superseded as e:
             log.warning("result refused; the attempt was superseded", task=task.id,
                         attempt=task.attempt, state=result.state.value, reason=str(e))
@@ -521,6 +602,9 @@ class Worker:
             log.error("result not delivered", task=task.id, state=result.state.value,
                       problem=str(e))
         else:
+            if body.get("claim_next"):
+                self._hold([c for c in (ended.get("next"), ended.get("reserve")) if c])
+                ended = ended["task"]
             log.info("task ended", task=task.id, state=ended["state"],
                      reported=result.state.value, handback=attempt.handback)
 

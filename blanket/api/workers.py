@@ -35,6 +35,7 @@ def install(app: bottle.Bottle, services: Services) -> None:
     app.route("/task/<task_id>/started", "POST", routes.started)
     app.route("/task/<task_id>/heartbeat", "POST", routes.heartbeat)
     app.route("/task/<task_id>/finished", "POST", routes.finished)
+    app.route("/task/<task_id>/release", "POST", routes.release)
     app.route("/version/<name>", "GET", routes.bundle)
 
 
@@ -204,17 +205,33 @@ class WorkerRoutes:
             raise InvalidInput('"exit_code" must be an integer or null')
         handback = bool(data.get("handback"))
         started = data.get("started")
-        claim_next = bool(data.get("claim_next"))
+        claim_next = data.get("claim_next", 0)
+        if claim_next not in (True, False, 0, 1, 2):
+            raise InvalidInput('"claim_next" must be 0, 1 or 2 (or true for 1)')
+        running = data.get("running")
+        if running is not None and (isinstance(running, bool) or not isinstance(running, int)):
+            raise InvalidInput('"running" must be the id of the task the worker runs now')
         task, taken = self.s.queue.finish_and_claim(
             parse_id(task_id), _text(data, "token") or "", state, exit_code, data.get("error"),
             handback=handback, started=_late_start(started) if isinstance(started, dict) else None,
-            claim_next=claim_next)
+            claim_next=int(claim_next), running=running)
         if not claim_next:
             return json_response(task.to_json())
-        # The worker asked for its next task in the same round trip (no waiting here: when
-        # none is ready it long-polls the claim route as usual).
+        # The worker asked for its next task (and maybe a reserve) in the same round trip (no
+        # waiting here: when none is ready it long-polls the claim route as usual).
+        claimed = [_claimed_json(*found) for found in taken]
+        if running is not None:  # it runs its reserve: what it took is its new reserve
+            claimed.insert(0, None)
         return json_response({"task": task.to_json(),
-                              "next": _claimed_json(*taken) if taken else None})
+                              "next": claimed[0] if claimed else None,
+                              "reserve": claimed[1] if len(claimed) > 1 else None})
+
+    def release(self, task_id: str):
+        """A reserve its worker will not run (its current task runs long, or it is
+        stopping) goes back to the queue, as if it had never been claimed."""
+        data = read_json_body()
+        task = self.s.queue.release(parse_id(task_id), _text(data, "token") or "")
+        return json_response(task.to_json())
 
     def bundle(self, name: str):
         digest = name.removesuffix(".tar.gz")

@@ -6,7 +6,7 @@ SQLite and PostgreSQL implement it and pass one shared test suite (tests/store/)
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from blanket.models import Task, TaskState, Worker
@@ -96,6 +96,16 @@ class Claim:
     limits: Mapping[str, int] = field(default_factory=dict)
     now: float = 0.0
     versions: Mapping[str, str] = field(default_factory=dict)  # bound in the same transaction
+    # A reserve: a task a busy worker holds for the moment its current one ends. It is taken
+    # only from lanes no idle worker could take from, and the worker's record keeps showing
+    # `running`, the task it runs meanwhile.
+    reserve: bool = False
+    running: int | None = None
+
+
+# An idle worker whose record was touched this recently is waiting in its long poll (which
+# lasts at most a minute): a reserve never takes a task such a worker could start at once.
+IDLE_FRESH = 120.0
 
 
 class Store(ABC):
@@ -174,9 +184,16 @@ class Store(ABC):
 
     @abstractmethod
     def finish_and_claim(self, task_id: int, token: str, outcome: Outcome | Decide,
-                         claim: Claim | None) -> tuple[Task, Task | None]:
-        """finish_task, then (with `claim`) claim_task for the same worker, in one
-        transaction: a busy worker's end report takes its next task with one commit."""
+                         claims: Sequence[Claim] = ()) -> tuple[Task, list[Task]]:
+        """finish_task, then claim_task for each of `claims` (the same worker's next task,
+        and maybe a reserve), in one transaction: a busy worker's end report takes its next
+        task with one commit. The list holds what was claimed, in order, up to the first
+        claim that found nothing."""
+
+    @abstractmethod
+    def release_task(self, task_id: int, token: str) -> Task:
+        """Put a claimed task that never started back in the queue as if it had not been
+        claimed (a worker's reserve it will not run); StaleAttempt once it started."""
 
     @abstractmethod
     def request_stop(self, task_id: int) -> Task: ...

@@ -10,7 +10,7 @@ from __future__ import annotations
 import queue
 import threading
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
@@ -22,6 +22,7 @@ from blanket.errors import NotFound, StaleAttempt
 from blanket.models import Task, Worker
 from blanket.sql import load_migrations, load_queries
 from blanket.store.base import (
+    IDLE_FRESH,
     Claim,
     Decide,
     DuplicateTask,
@@ -325,16 +326,30 @@ class PostgresStore(Store):
                                     {"token": token, "value": value, "message": message})
 
     def finish_task(self, task_id: int, token: str, outcome: Outcome | Decide) -> Task:
-        return self.finish_and_claim(task_id, token, outcome, None)[0]
+        return self.finish_and_claim(task_id, token, outcome)[0]
 
     def finish_and_claim(self, task_id: int, token: str, outcome: Outcome | Decide,
-                         claim: Claim | None) -> tuple[Task, Task | None]:
+                         claims: Sequence[Claim] = ()) -> tuple[Task, list[Task]]:
         with self._tx() as cur:
             row = _finish_in(cur, task_id, token, outcome)
-            claimed = _claim_in(cur, claim) if claim is not None else None
+            taken = []
+            for claim in claims:  # in order, up to the first that finds nothing
+                if (found := _claim_in(cur, claim)) is None:
+                    break
+                taken.append(found)
             cur.execute(Q["notify"], {"topics": f"{QUEUE} {task_topic(task_id)}"})
         self._callback(QUEUE, task_topic(task_id))
-        return task_from_row(row), task_from_row(claimed) if claimed else None
+        return task_from_row(row), [task_from_row(found) for found in taken]
+
+    def release_task(self, task_id: int, token: str) -> Task:
+        # Lost in a power cut, the task stays claimed until the reaper queues it again.
+        with self._tx(durable=False) as cur:
+            row = cur.execute(Q["release"], {"id": task_id, "token": token}).fetchone()
+            if row is None:
+                _raise_not_current(task_id, cur)
+            cur.execute(Q["notify"], {"topics": QUEUE})
+        self._callback(QUEUE)
+        return task_from_row(row)
 
     def request_stop(self, task_id: int) -> Task:
         with self._tx() as cur:
@@ -483,11 +498,17 @@ def _claim_in(cur: Any, claim: Claim) -> Row | None:
     active = {r["type"]: r["active"]
               for r in cur.execute(Q["active_per_type"], {"types": capped}).fetchall()}
     full = [t for t in capped if active.get(t, 0) >= claim.limits[t]]
+    if claim.running is not None:
+        cur.execute(Q["worker_busy"], {"worker": claim.worker, "id": claim.running,
+                                       "now": claim.now})
+    idle = [tags_key(r["tags"]) for r in cur.execute(Q["idle_worker_tags"], {
+        "worker": claim.worker, "since": claim.now - IDLE_FRESH}).fetchall()
+            ] if claim.reserve else []
     row = cur.execute(Q["claim"], {
         "worker": claim.worker, "token": uuid.uuid4().hex, "now": claim.now,
-        "tags": sorted(claim.tags), "full_types": full,
+        "tags": sorted(claim.tags), "full_types": full, "idle_tags": idle,
         "versions": Jsonb(dict(claim.versions))}).fetchone()
-    if row is not None:
+    if row is not None and not claim.reserve:
         cur.execute(Q["worker_busy"], {"worker": claim.worker, "id": row["id"],
                                        "now": claim.now})
     return row

@@ -7,7 +7,7 @@ import json
 import sqlite3
 import threading
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -16,6 +16,7 @@ from blanket.errors import NotFound, StaleAttempt
 from blanket.models import Task, Worker
 from blanket.sql import load_migrations, load_queries
 from blanket.store.base import (
+    IDLE_FRESH,
     Claim,
     Decide,
     DuplicateTask,
@@ -195,14 +196,25 @@ class SQLiteStore(Store):
                                     (value, message, task_id, token))
 
     def finish_task(self, task_id: int, token: str, outcome: Outcome | Decide) -> Task:
-        return self.finish_and_claim(task_id, token, outcome, None)[0]
+        return self.finish_and_claim(task_id, token, outcome)[0]
 
     def finish_and_claim(self, task_id: int, token: str, outcome: Outcome | Decide,
-                         claim: Claim | None) -> tuple[Task, Task | None]:
+                         claims: Sequence[Claim] = ()) -> tuple[Task, list[Task]]:
         with self._tx(notify=(QUEUE, task_topic(task_id))) as db:
             row = _finish_in(db, task_id, token, outcome)
-            claimed = _claim_in(db, claim) if claim is not None else None
-        return task_from_row(row), task_from_row(claimed) if claimed else None
+            taken = []
+            for claim in claims:  # in order, up to the first that finds nothing
+                if (found := _claim_in(db, claim)) is None:
+                    break
+                taken.append(found)
+        return task_from_row(row), [task_from_row(found) for found in taken]
+
+    def release_task(self, task_id: int, token: str) -> Task:
+        # Lost in a power cut, the task stays claimed until the reaper queues it again.
+        with self._tx(durable=False, notify=(QUEUE,)) as db:
+            changed = db.execute(Q["release"], (task_id, token)).rowcount
+            row = db.execute(Q["get_task"], (task_id,)).fetchone()
+        return _current_or_raise(task_id, row, changed)
 
     def request_stop(self, task_id: int) -> Task:
         with self._tx() as db:
@@ -309,14 +321,20 @@ def _insert_task(db: sqlite3.Connection, new: NewTask) -> tuple[sqlite3.Row, boo
 
 def _claim_in(db: sqlite3.Connection, claim: Claim) -> sqlite3.Row | None:
     """The claim, inside the caller's transaction."""
+    if claim.running is not None:
+        db.execute(Q["worker_busy"], {"worker": claim.worker, "id": claim.running,
+                                      "now": claim.now})
     # Only capped types need their running count.
     running = dict(db.execute(Q["running_per_type"]).fetchall()) if claim.limits else {}
+    idle = [frozenset(json.loads(tags)) for (tags,) in db.execute(
+        Q["idle_worker_tags"], (claim.worker, claim.now - IDLE_FRESH))] if claim.reserve else []
     best: tuple[float, int, str] | None = None
     for type_name, tags in _lanes(db):
         limit = claim.limits.get(type_name)
         if limit is not None and running.get(type_name, 0) >= limit:
             continue
-        if tags and not set(tags.split(",")) <= claim.tags:
+        lane = frozenset(tags.split(",")) if tags else frozenset()
+        if not lane <= claim.tags or any(lane <= other for other in idle):
             continue
         head = db.execute(Q["lane_head"], (type_name, tags, claim.now)).fetchone()
         if head and (best is None or (head[1], head[0]) < best[:2]):
@@ -327,7 +345,8 @@ def _claim_in(db: sqlite3.Connection, claim: Claim) -> sqlite3.Row | None:
     params = {"id": task_id, "worker": claim.worker, "token": uuid.uuid4().hex,
               "now": claim.now, "version": claim.versions.get(type_name)}
     db.execute(Q["claim"], params)
-    db.execute(Q["worker_busy"], params)
+    if not claim.reserve:
+        db.execute(Q["worker_busy"], params)
     return db.execute(Q["get_task"], (task_id,)).fetchone()
 
 

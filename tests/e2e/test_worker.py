@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import time
 from itertools import pairwise
@@ -163,6 +164,44 @@ def test_max_concurrent_holds_with_several_workers(make_server):
         spans.append((float((folder / "start").read_text()), float((folder / "end").read_text())))
     spans.sort()
     assert all(end <= next_start for (_, end), (next_start, _) in pairwise(spans))
+
+
+def test_a_reserve_held_behind_a_long_task_is_given_back_for_another_worker(make_server):
+    server = make_server(types={"echo": ECHO, "hold": HOLD})
+    submit(server, "echo")
+    long, after = submit(server, "hold"), submit(server, "echo")
+    first = make_server.worker(server, args=("--id", "first"))
+    # `first` runs the echo task, whose end report brings `long` and `after` as its reserve; once
+    # `long` outlives the runner's first poll, `after` goes back to the queue
+    wait_for_state(server, long["id"], "RUNNING")
+    given_back = re.compile(rf"reserve given back .*\btask={after['id']}\b")
+    wait_until(lambda: given_back.search(first.log.read_text()), timeout=10)
+    assert server.client.get(f"/task/{after['id']}")["state"] == "QUEUED"
+    make_server.worker(server, args=("--id", "second"))
+    done = server.wait_for_task(after["id"])
+    assert (done["state"], done["worker"], done["attempt"]) == ("SUCCESS", "second", 1)
+    assert len(done["attempts"]) == 1  # given back unstarted: no attempt recorded
+    assert server.client.get(f"/task/{long['id']}")["state"] == "RUNNING"
+    release(server, long)
+    assert server.wait_for_task(long["id"])["state"] == "SUCCESS"
+
+
+def test_a_worker_stopped_amid_short_tasks_leaves_none_claimed(make_server):
+    server = make_server(types={"echo": ECHO})
+    tasks = [submit(server, "echo") for _ in range(300)]
+    worker = make_server.worker(server)
+
+    def done() -> int:
+        return server.client.get("/task/?count&state=SUCCESS")["count"]
+
+    wait_until(lambda: done() >= 30, timeout=30)
+    worker.stop()  # SIGTERM: the task it runs ends, its reserve goes back
+    assert worker.proc.returncode == 0
+    states = {t["id"]: t for t in server.client.get("/task/?limit=1000")}
+    assert {states[t["id"]]["state"] for t in tasks} <= {"SUCCESS", "QUEUED"}
+    for task in states.values():
+        assert task["attempt"] == (1 if task["state"] == "SUCCESS" else 0)
+    assert 30 <= done() < 300
 
 
 def test_a_task_does_not_start_before_its_not_before(make_server):

@@ -49,3 +49,75 @@ def test_an_end_report_asking_for_more_on_an_empty_queue_gets_none(make_server):
     answer = server.client.post(f"/task/{task['id']}/finished", {
         "token": token, "state": "FAILED", "exit_code": 2, "claim_next": True})
     assert answer["task"]["state"] == "FAILED" and answer["next"] is None
+
+
+def claim_first(server, worker: str, count: int = 1) -> tuple[list[dict], dict]:
+    """Queue `count` echo tasks, claim the first by hand: (tasks, its claim)."""
+    tasks = [server.client.post("/task/", {"type": "echo"}) for _ in range(count)]
+    return tasks, server.client.post(f"/worker/{worker}/claim")
+
+
+def test_an_end_report_can_take_the_next_task_and_a_reserve(make_server):
+    server = make_server(types={"echo": ECHO})
+    worker = register(server)
+    (first, second, third, _), claim = claim_first(server, worker, 4)
+    answer = server.client.post(f"/task/{first['id']}/finished", {
+        "token": claim["task"]["token"], "state": "SUCCESS", "exit_code": 0, "claim_next": 2})
+    assert answer["next"]["task"]["id"] == second["id"]
+    assert answer["reserve"]["task"]["id"] == third["id"]
+    assert answer["reserve"]["task"]["token"] and answer["reserve"]["type"]["name"] == "echo"
+    # the worker shows the task it runs next, not the one it keeps in reserve
+    assert server.client.get(f"/worker/{worker}")["task"] == second["id"]
+
+
+def test_a_worker_running_its_reserve_says_so_and_takes_the_next_reserve(make_server):
+    server = make_server(types={"echo": ECHO})
+    worker = register(server)
+    (first, second, third), claim = claim_first(server, worker, 3)
+    answer = server.client.post(f"/task/{first['id']}/finished", {
+        "token": claim["task"]["token"], "state": "SUCCESS", "exit_code": 0,
+        "claim_next": 1, "running": 12345})
+    assert answer["next"] is None and answer["reserve"]["task"]["id"] == second["id"]
+    assert server.client.get(f"/worker/{worker}")["task"] == 12345
+    assert server.client.get(f"/task/{third['id']}")["state"] == "QUEUED"
+
+
+def test_no_reserve_is_taken_while_an_idle_worker_could_run_it(make_server):
+    server = make_server(types={"echo": ECHO})
+    busy = register(server, "busy")
+    idle = register(server, "idle")  # registered and not busy: waiting for work
+    (first, second, third), claim = claim_first(server, busy, 3)
+    answer = server.client.post(f"/task/{first['id']}/finished", {
+        "token": claim["task"]["token"], "state": "SUCCESS", "exit_code": 0, "claim_next": 2})
+    assert answer["next"]["task"]["id"] == second["id"] and answer["reserve"] is None
+    assert server.client.post(f"/worker/{idle}/claim")["task"]["id"] == third["id"]
+
+
+def test_a_released_reserve_is_queued_again_and_a_started_task_is_not(make_server):
+    server = make_server(types={"echo": ECHO})
+    worker = register(server)
+    (first, second), claim = claim_first(server, worker, 2)
+    answer = server.client.post(f"/task/{first['id']}/finished", {
+        "token": claim["task"]["token"], "state": "SUCCESS", "exit_code": 0, "claim_next": 2})
+    reserve = answer["next"]["task"]
+    back = server.client.post(f"/task/{reserve['id']}/release", {"token": reserve["token"]})
+    assert (back["state"], back["worker"], back["attempt"]) == ("QUEUED", None, 0)
+    again = server.client.post(f"/worker/{worker}/claim")["task"]
+    assert again["id"] == second["id"] and again["attempt"] == 1
+    server.client.post(f"/task/{again['id']}/started", {"token": again["token"], "pid": 1})
+    status, refused = server.client.request(
+        "POST", f"/task/{again['id']}/release", body={"token": again["token"]}, ok=(409,))
+    assert status == 409 and "RUNNING" in refused["error"]["message"]
+    assert server.client.get(f"/task/{again['id']}")["state"] == "RUNNING"
+
+
+def test_end_reports_with_a_bad_claim_or_running_are_refused(make_server):
+    server = make_server(types={"echo": ECHO})
+    worker = register(server)
+    (task,), claim = claim_first(server, worker)
+    for body, word in (({"claim_next": 3}, "claim_next"), ({"claim_next": "2"}, "claim_next"),
+                       ({"running": "7"}, "running"), ({"running": True}, "running")):
+        status, answer = server.client.request("POST", f"/task/{task['id']}/finished", body={
+            "token": claim["task"]["token"], "state": "SUCCESS", **body}, ok=(400,))
+        assert status == 400 and word in answer["error"]["message"]
+    assert server.client.get(f"/task/{task['id']}")["state"] == "CLAIMED"  # nothing changed

@@ -886,24 +886,24 @@ def test_finish_and_claim_ends_one_task_and_claims_the_next(store: Store) -> Non
     task = claimed(store)
     following = store.add_task(new_task())
     ended, taken = store.finish_and_claim(task.id, task.token or "", failed(),
-                                          Claim("w1", frozenset(), {}, NOW))
+                                          [Claim("w1", frozenset(), {}, NOW)])
     assert ended.state is TaskState.FAILED
-    assert taken is not None and taken.id == following.id and taken.state is TaskState.CLAIMED
+    assert [t.id for t in taken] == [following.id] and taken[0].state is TaskState.CLAIMED
 
 
 def test_finish_and_claim_with_an_empty_queue_claims_nothing(store: Store) -> None:
     task = claimed(store)
     ended, taken = store.finish_and_claim(task.id, task.token or "", failed(),
-                                          Claim("w1", frozenset(), {}, NOW))
-    assert ended.state is TaskState.FAILED and taken is None
+                                          [Claim("w1", frozenset(), {}, NOW)])
+    assert ended.state is TaskState.FAILED and taken == []
 
 
 def test_finish_and_claim_uses_the_slot_it_frees(store: Store) -> None:
     task = claimed(store, type="capped")
     following = store.add_task(new_task(type="capped"))
     _, taken = store.finish_and_claim(task.id, task.token or "", failed(),
-                                      Claim("w1", frozenset(), {"capped": 1}, NOW))
-    assert taken is not None and taken.id == following.id
+                                      [Claim("w1", frozenset(), {"capped": 1}, NOW)])
+    assert [t.id for t in taken] == [following.id]
 
 
 def test_a_refused_finish_claims_nothing(store: Store) -> None:
@@ -911,8 +911,74 @@ def test_a_refused_finish_claims_nothing(store: Store) -> None:
     waiting = store.add_task(new_task())
     with pytest.raises(StaleAttempt):
         store.finish_and_claim(task.id, "not-the-token", failed(),
-                               Claim("w1", frozenset(), {}, NOW))
+                               [Claim("w1", frozenset(), {}, NOW)])
     assert store.get_task(waiting.id).state is TaskState.QUEUED  # type: ignore[union-attr]
+
+
+# a busy worker's reserve
+
+def test_finish_and_claim_takes_the_next_task_and_a_reserve(store: Store) -> None:
+    store.save_worker(worker())
+    task = claimed(store)
+    second, third = store.add_task(new_task(score=1)), store.add_task(new_task(score=2))
+    _, taken = store.finish_and_claim(task.id, task.token or "", failed(), [
+        Claim("w1", frozenset(), {}, NOW), Claim("w1", frozenset(), {}, NOW, reserve=True)])
+    assert [t.id for t in taken] == [second.id, third.id]
+    assert all(t.state is TaskState.CLAIMED and t.worker == "w1" for t in taken)
+    # the worker's record shows the task it runs next, not its reserve
+    assert store.get_worker("w1").task == second.id  # type: ignore[union-attr]
+
+
+def test_a_reserve_is_not_taken_where_an_idle_worker_could_take_it(store: Store) -> None:
+    store.save_worker(worker("w1", state="busy"))
+    store.save_worker(Worker(id="idle-gpu", tags=("gpu",), host="box", pid=1, state="idle",
+                             registered=NOW, heartbeat=NOW - 5))
+    task = claimed(store)
+    for_gpu = store.add_task(new_task(tags=("gpu",), score=1))
+    for_unix = store.add_task(new_task(tags=("unix",), score=2))
+    _, taken = store.finish_and_claim(task.id, task.token or "", failed(), [
+        Claim("w1", frozenset({"unix", "gpu"}), {}, NOW, reserve=True, running=for_gpu.id)])
+    # the idle worker could start the gpu task (and any untagged one): only unix is reserved
+    assert [t.id for t in taken] == [for_unix.id]
+    assert store.get_worker("w1").task == for_gpu.id  # type: ignore[union-attr]
+
+
+def test_an_idle_worker_silent_for_long_does_not_hold_back_reserves(store: Store) -> None:
+    store.save_worker(worker("w1", state="busy"))
+    store.save_worker(Worker(id="gone-quiet", tags=(), host="box", pid=1, state="idle",
+                             registered=0.0, heartbeat=NOW - 10 * 60))
+    task = claimed(store)
+    waiting = store.add_task(new_task())
+    _, taken = store.finish_and_claim(task.id, task.token or "", failed(), [
+        Claim("w1", frozenset(), {}, NOW, reserve=True)])
+    assert [t.id for t in taken] == [waiting.id]
+
+
+def test_a_released_task_is_queued_again_as_if_never_claimed(store: Store) -> None:
+    store.save_worker(worker())
+    queued = store.add_task(new_task())
+    taken = claim(store)
+    assert taken is not None and taken.attempt == queued.attempt + 1
+    calls = counting(store)
+    back = store.release_task(taken.id, taken.token or "")
+    assert back.state is TaskState.QUEUED and back.worker is None and back.token is None
+    assert back.attempt == queued.attempt and back.attempts == ()
+    assert QUEUE in calls[-1]  # idle claims hear of it
+    again = claim(store, worker="w2")
+    assert again is not None and again.id == queued.id and again.attempt == queued.attempt + 1
+
+
+def test_a_started_or_superseded_task_is_not_released(store: Store) -> None:
+    task = claimed(store)
+    store.mark_started(task.id, task.token or "", 123, NOW, None)
+    with pytest.raises(StaleAttempt):
+        store.release_task(task.id, task.token or "")
+    other = claimed(store)
+    with pytest.raises(StaleAttempt):
+        store.release_task(other.id, "not-the-token")
+    with pytest.raises(NotFound):
+        store.release_task(99999, "whatever")
+    assert store.get_task(task.id).state is TaskState.RUNNING  # type: ignore[union-attr]
 
 
 def test_an_outcome_function_sees_the_task_as_the_finish_reads_it(store: Store) -> None:

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from blanket.models import Task, TaskState
-from blanket.runner import ProgressWatcher, RunResult, TaskRun, parse_progress
+from blanket.runner import ProgressWatcher, RunResult, TaskRun, find_program, parse_progress
 from blanket.tasktype import FileSection, TaskType
 
 pytestmark = pytest.mark.timeout(20)
@@ -113,6 +113,42 @@ def test_missing_executor_fails_the_task(tmp_path):
     result = run(tmp_path, "true", executor="/no/such/interpreter")
     assert result.state is TaskState.FAILED
     assert result.error.startswith("could not start executor '/no/such/interpreter'")
+
+
+def _program(folder: Path, name: str) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / name
+    path.write_text("#!/bin/sh\necho from " + str(folder) + "\n")
+    path.chmod(0o755)
+    return path
+
+
+def test_find_program_searches_the_given_path_and_looks_again_once_it_is_gone(tmp_path):
+    first = _program(tmp_path / "a", "tool-x")
+    second = _program(tmp_path / "b", "tool-x")
+    search = f"{tmp_path / 'a'}:{tmp_path / 'b'}"
+    assert find_program("tool-x", search) == str(first)
+    first.unlink()  # remembered, but checked: the next lookup finds the other one
+    assert find_program("tool-x", search) == str(second)
+    assert find_program("tool-x", str(tmp_path / "a")) == "tool-x"  # not found: left bare
+
+
+def test_find_program_leaves_names_with_a_slash_or_a_relative_path_entry_alone(tmp_path):
+    _program(tmp_path / "a", "tool-y")
+    assert find_program("./tool-y", str(tmp_path / "a")) == "./tool-y"
+    # "bin" means the task's directory/bin to the exec, not the worker's: no lookup here
+    assert find_program("tool-y", f"bin:{tmp_path / 'a'}") == "tool-y"
+
+
+def test_executor_is_found_on_the_tasks_own_path(tmp_path):
+    tools = tmp_path / "tools"
+    _program(tools, "myshell").write_text('#!/bin/sh\necho "ran by myshell: $1"\n')
+    work = tmp_path / "work"
+    task_type = make_type("true", executor="myshell")
+    task = make_task(environment={"PATH": f"{tools}:/usr/bin:/bin"})
+    result = TaskRun(task, task_type, tmp_path, work).run()
+    assert result.state is TaskState.SUCCESS
+    assert (work / "stdout.log").read_text().startswith("ran by myshell: ")
 
 
 def test_unexpected_preparation_error_fails_the_task(tmp_path):

@@ -81,6 +81,9 @@ WITH RECURSIVE lanes(type, tags) AS (
         FOR UPDATE SKIP LOCKED) head
     WHERE string_to_array(lanes.tags, ',') <@ %(tags)s::text[]
       AND NOT lanes.type = ANY(%(full_types)s::text[])
+      -- a reserve leaves alone the lanes an idle worker could take from
+      AND NOT EXISTS (SELECT 1 FROM unnest(%(idle_tags)s::text[]) AS idle(tags)
+                      WHERE string_to_array(lanes.tags, ',') <@ string_to_array(idle.tags, ','))
 )
 UPDATE tasks SET state = 'CLAIMED', worker = %(worker)s, token = %(token)s, claimed = %(now)s,
        version = %(versions)s::jsonb ->> type,
@@ -88,6 +91,16 @@ UPDATE tasks SET state = 'CLAIMED', worker = %(worker)s, token = %(token)s, clai
        exit_code = NULL, progress = NULL, progress_message = NULL, error = NULL,
        stop_requested = FALSE
 WHERE id = (SELECT id FROM heads ORDER BY score, id LIMIT 1)
+RETURNING *;
+
+-- name: idle_worker_tags
+SELECT tags FROM workers
+WHERE state = 'idle' AND id != %(worker)s AND heartbeat > %(since)s;
+
+-- name: release
+UPDATE tasks SET state = 'QUEUED', worker = NULL, token = NULL, claimed = NULL,
+       heartbeat = NULL, attempt = attempt - 1
+WHERE id = %(id)s AND token = %(token)s AND state = 'CLAIMED'
 RETURNING *;
 
 -- name: worker_busy

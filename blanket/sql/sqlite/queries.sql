@@ -49,6 +49,14 @@ UPDATE tasks SET state = 'CLAIMED', worker = :worker, token = :token, claimed = 
        stop_requested = 0
 WHERE id = :id AND state = 'QUEUED';
 
+-- name: idle_worker_tags
+SELECT tags FROM workers WHERE state = 'idle' AND id != ? AND heartbeat > ?;
+
+-- name: release
+UPDATE tasks SET state = 'QUEUED', worker = NULL, token = NULL, claimed = NULL,
+       heartbeat = NULL, attempt = attempt - 1
+WHERE id = ? AND token = ? AND state = 'CLAIMED';
+
 -- name: worker_busy
 UPDATE workers SET heartbeat = :now, task = :id,
        state = CASE WHEN state IN ('idle', 'gone') THEN 'busy' ELSE state END
