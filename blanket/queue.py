@@ -96,10 +96,8 @@ class Queue:
         if state not in REPORTABLE:
             raise Conflict(f"state {state.value} cannot be reported; use one of "
                            f"{', '.join(sorted(s.value for s in REPORTABLE))}")
-        task = self.store.get_task(task_id)
-        if task is None:
-            raise NotFound(f"no task {task_id}")
-        worker = self.store.get_worker(task.worker) if claim_next and task.worker else None
+        # (a stale token finds no worker here, and is refused by the finish below)
+        worker = self.store.attempt_worker(task_id, token) if claim_next else None
         claims: list[Claim] = []
         if worker is not None and worker.takes_tasks:
             tags = frozenset(worker.tags)
@@ -114,7 +112,7 @@ class Queue:
         def decide(current: Task) -> Outcome:  # on the task as the transaction reads it
             return self._outcome(current, state, exit_code, error, started, handback, now)
 
-        ended, taken = self.store.finish_and_claim(task.id, token, decide, claims)
+        ended, taken = self.store.finish_and_claim(task_id, token, decide, claims)
         log.info("attempt ended", task=ended.id, type=ended.type, state=state.value,
                  attempt=ended.attempt, result=ended.state.value)
         # What was taken answers the claims in order (the store stops at the first miss).

@@ -126,7 +126,14 @@ class TaskRun:
         return self._execute(env, argv)
 
     def _prepare(self) -> tuple[dict[str, str], list[str]]:
-        self.work_dir.mkdir(parents=True, exist_ok=True)
+        try:
+            self.work_dir.mkdir()
+            fresh = True
+        except FileExistsError:  # an earlier attempt's, or one holding the uploaded files
+            fresh = False
+        except FileNotFoundError:
+            self.work_dir.mkdir(parents=True, exist_ok=True)
+            fresh = True
         variables = task_variables(self.task, self.task_type, self.work_dir, self.server_url)
         for index, section in enumerate(self.task_type.files):
             dest = resolve_dest(section.dest, self.work_dir)
@@ -139,7 +146,8 @@ class TaskRun:
         script = self.work_dir / COMMAND_FILE
         script.write_text(render_command(self.task_type.command, variables) + "\n",
                           encoding="utf-8")
-        (self.work_dir / PROGRESS_FILE).unlink(missing_ok=True)
+        if not fresh:  # an earlier attempt's progress is not this one's
+            (self.work_dir / PROGRESS_FILE).unlink(missing_ok=True)
         return env, executor_argv(self.task_type.executor, script, env.get("PATH"))
 
     def _run_check(self, command: str, env: Mapping[str, str]) -> None:

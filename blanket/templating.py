@@ -54,6 +54,8 @@ def _compiled(env: jinja2.Environment, text: str) -> jinja2.Template:
 
 
 def _render(env: jinja2.Environment, text: str, variables: Mapping[str, str], where: str) -> str:
+    if "{" not in text and "\r" not in text:
+        return text  # no tag to fill, no line ending to normalise: Jinja2 would return it as is
     try:
         return _compiled(env, text).render(variables)
     except jinja2.UndefinedError as exc:

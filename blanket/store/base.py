@@ -222,6 +222,10 @@ class Store(ABC):
     def get_worker(self, worker_id: str) -> Worker | None: ...
 
     @abstractmethod
+    def attempt_worker(self, task_id: int, token: str) -> Worker | None:
+        """The worker holding the task's current attempt (None if the token is not it)."""
+
+    @abstractmethod
     def list_workers(self) -> list[Worker]: ...
 
     @abstractmethod

@@ -389,6 +389,10 @@ class PostgresStore(Store):
         row = self._one(Q["get_worker"], {"id": worker_id})
         return worker_from_row(row) if row else None
 
+    def attempt_worker(self, task_id: int, token: str) -> Worker | None:
+        row = self._one(Q["attempt_worker"], {"id": task_id, "token": token})
+        return worker_from_row(row) if row else None
+
     def list_workers(self) -> list[Worker]:
         return [worker_from_row(r) for r in self._all(Q["list_workers"])]
 

@@ -954,6 +954,15 @@ def test_an_idle_worker_silent_for_long_does_not_hold_back_reserves(store: Store
     assert [t.id for t in taken] == [waiting.id]
 
 
+def test_the_worker_of_an_attempt_is_found_by_its_token(store: Store) -> None:
+    store.save_worker(worker())
+    task = claimed(store)
+    found = store.attempt_worker(task.id, task.token or "")
+    assert found is not None and found.id == "w1" and set(found.tags) == {"gpu", "unix"}
+    assert store.attempt_worker(task.id, "not-the-token") is None
+    assert store.attempt_worker(99999, task.token or "") is None
+
+
 def test_a_released_task_is_queued_again_as_if_never_claimed(store: Store) -> None:
     store.save_worker(worker())
     queued = store.add_task(new_task())

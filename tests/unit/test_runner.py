@@ -425,6 +425,23 @@ def test_progress_file_is_reported_while_running_and_at_the_end(tmp_path):
     assert reports == [(10, "starting"), (100, "all done")]
 
 
+
+def test_an_earlier_attempts_progress_is_not_reported_again(tmp_path):
+    (tmp_path / "work").mkdir()
+    (tmp_path / "work" / ".progress").write_text("80 from the last attempt\n")
+    reports: list[tuple[int, str | None]] = []
+    task_run = runner(tmp_path, make_type("true"),
+                      on_progress=lambda value, message: reports.append((value, message)))
+    assert task_run.run().state is TaskState.SUCCESS
+    assert reports == [] and not (tmp_path / "work" / ".progress").exists()
+
+
+def test_a_missing_parent_folder_is_made(tmp_path):
+    task_run = TaskRun(make_task(), make_type("pwd"), tmp_path, tmp_path / "a" / "b" / "work")
+    assert task_run.run().state is TaskState.SUCCESS
+    assert (tmp_path / "a" / "b" / "work" / "stdout.log").read_text().strip().endswith("work")
+
+
 # Timeout and stop
 
 

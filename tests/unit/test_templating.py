@@ -6,8 +6,12 @@ import subprocess
 from pathlib import Path
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from blanket.templating import (
+    _COMMAND_ENV,
+    _TEXT_ENV,
     TemplateProblem,
     is_binary,
     load_templateignore,
@@ -118,3 +122,14 @@ def test_empty_file_is_text(tmp_path):
     path = tmp_path / "empty"
     path.touch()
     assert not is_binary(path)
+
+
+@given(st.text().filter(lambda t: "{" not in t and "\r" not in t))
+def test_text_without_tags_comes_back_as_jinja_would_give_it(text):
+    # Plain text skips Jinja2 (every task's command is rendered): the answer must not change.
+    for env, render in ((_COMMAND_ENV, render_command), (_TEXT_ENV, render_text)):
+        assert render(text, {}) == env.from_string(text).render() == text
+
+
+def test_line_endings_are_still_normalised_by_jinja():
+    assert render_text("a\r\nb", {}) == "a\nb"

@@ -194,6 +194,10 @@ ON CONFLICT (id) DO UPDATE SET tags = excluded.tags, host = excluded.host, pid =
 -- name: get_worker
 SELECT * FROM workers WHERE id = %(id)s;
 
+-- name: attempt_worker
+SELECT workers.* FROM tasks JOIN workers ON workers.id = tasks.worker
+WHERE tasks.id = %(id)s AND tasks.token = %(token)s;
+
 -- name: list_workers
 SELECT * FROM workers ORDER BY id;
 
