@@ -406,8 +406,8 @@ class Worker:
     def _await_ending(self) -> None:
         """Wait for the end report on its way (and so for what it brings)."""
         ending, self.ending = self.ending, None
-        if ending is not None:
-            ending.result()
+        if ending is not None and (problem := ending.exception()) is not None:
+            log.error("end report failed", exc_info=problem)
 
     def _register(self) -> float:
         body = {"tags": list(self.options.tags), "host": socket.gethostname(),
@@ -442,8 +442,7 @@ class Worker:
         attempt = Attempt(task, self._task_type(task, claim["type"]))
         log.info("task claimed", task=task.id, type=task.type, attempt=task.attempt)
         if self.stopping.is_set():  # the claim crossed our stop: give it straight back
-            attempt.handback = True
-            self._finish(attempt, RunResult(TaskState.STOPPED, None, "its worker is stopping"))
+            self._release(claim)
             return
         work_dir = self.data_dir / "tasks" / task.type / str(task.id)
         try:
