@@ -3,6 +3,7 @@ config, data and inbox directories, and workers pointed at it."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import signal
@@ -169,6 +170,22 @@ def make_server(tmp_path: Path) -> Iterator:
         w.stop(signal.SIGKILL)
     for s in servers:
         s.stop()
+    kill_tasks_left_in(tmp_path)
+
+
+def kill_tasks_left_in(folder: Path) -> None:
+    """SIGKILL task processes still running from `folder` (a test that fails before it lets
+    its task end, or one that kills the task's worker on purpose, leaves them behind: a task
+    runs in its own session, so killing its worker does not end it)."""
+    mine = str(folder)
+    for entry in Path("/proc").glob("[0-9]*"):
+        try:
+            running_in = os.readlink(entry / "cwd")
+        except OSError:  # gone meanwhile, or not ours to read
+            continue
+        if running_in == mine or running_in.startswith(mine + os.sep):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(int(entry.name), signal.SIGKILL)
 
 
 @pytest.fixture
