@@ -66,9 +66,10 @@ class Queue:
         return task, task_type
 
     def release(self, task_id: int, token: str) -> Task:
-        """A worker gives back a reserve it will not run: queued again as it was."""
+        """A worker gives back a claimed task it will not start (a reserve behind a long
+        task, or a claim that crossed its stop): queued again as it was."""
         task = self.store.release_task(task_id, token)
-        log.info("reserve released", task=task.id, type=task.type)
+        log.info("claimed task given back", task=task.id, type=task.type)
         return task
 
     def report_started(self, task_id: int, token: str, pid: int | None,
@@ -107,6 +108,8 @@ class Queue:
                 claims = [self._claim(worker.id, tags)]
                 if claim_next > 1:
                     claims.append(self._claim(worker.id, tags, reserve=True))
+        elif worker is not None and running is not None:  # paused: it still runs its reserve
+            self.store.touch_worker(worker.id, running, time.time())
         now = time.time()
 
         def decide(current: Task) -> Outcome:  # on the task as the transaction reads it

@@ -121,3 +121,17 @@ def test_end_reports_with_a_bad_claim_or_running_are_refused(make_server):
             "token": claim["task"]["token"], "state": "SUCCESS", **body}, ok=(400,))
         assert status == 400 and word in answer["error"]["message"]
     assert server.client.get(f"/task/{task['id']}")["state"] == "CLAIMED"  # nothing changed
+
+
+def test_a_paused_worker_running_its_reserve_is_shown_running_it(make_server):
+    server = make_server(types={"echo": ECHO})
+    worker = register(server)
+    (first, second), claim = claim_first(server, worker, 2)
+    server.client.post(f"/worker/{worker}/pause")
+    answer = server.client.post(f"/task/{first['id']}/finished", {
+        "token": claim["task"]["token"], "state": "SUCCESS", "exit_code": 0,
+        "claim_next": 1, "running": 777})
+    assert answer["next"] is None and answer["reserve"] is None  # paused: nothing new
+    shown = server.client.get(f"/worker/{worker}")
+    assert (shown["state"], shown["task"]) == ("paused", 777)
+    assert server.client.get(f"/task/{second['id']}")["state"] == "QUEUED"
