@@ -141,15 +141,23 @@ class WorkerRoutes:
         answer = self._claim_step(worker.id, tags)
         if answer is None:  # idle until a task comes: say so while waiting
             self.s.store.touch_worker(worker.id, None, time.time())
-            answer = self.s.wakeups.wait_for(lambda: self._claim_step(worker.id, tags), wait,
-                                             topics=(QUEUE, worker_topic(worker.id)),
-                                             next_deadline=self.s.queue.next_start)
+            answer = self.s.wakeups.wait_for(
+                lambda: self._claim_step(worker.id, tags), wait,
+                topics=(QUEUE, worker_topic(worker.id)), next_deadline=self.s.queue.next_start,
+                # a new task wakes one idle claim; one that could not take it passes it on
+                # when another worker might (this one is paused, or lacks a tag it needs)
+                passes_on=lambda: not self._takes_tasks(worker.id)
+                or self.s.store.passes_over(tags))
         if answer is None:
             return bottle.HTTPResponse(status=204)
         if isinstance(answer, _Leave):
             self.s.store.delete_worker(worker.id)
             return json_response({"stop": answer.mode}, 410)
         return json_response(_claimed_json(*answer))  # the claim marked the worker busy
+
+    def _takes_tasks(self, worker_id: str) -> bool:
+        worker = self.s.store.get_worker(worker_id)
+        return worker is not None and worker.takes_tasks
 
     def _claim_step(self, worker_id: str, tags: frozenset[str]):
         """Checked on every wake-up: leave when asked to stop, hold while paused, else claim."""

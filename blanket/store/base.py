@@ -191,6 +191,11 @@ class Store(ABC):
         claim that found nothing."""
 
     @abstractmethod
+    def passes_over(self, tags: frozenset[str]) -> bool:
+        """Whether tasks are queued that a worker with `tags` may not take (they need a tag
+        it lacks): an idle claim that found nothing then wakes another worker's."""
+
+    @abstractmethod
     def release_task(self, task_id: int, token: str) -> Task:
         """Put a claimed task that never started back in the queue as if it had not been
         claimed (a worker's reserve it will not run); StaleAttempt once it started."""

@@ -341,6 +341,10 @@ class PostgresStore(Store):
         self._callback(QUEUE, task_topic(task_id))
         return task_from_row(row), [task_from_row(found) for found in taken]
 
+    def passes_over(self, tags: frozenset[str]) -> bool:
+        row = self._one(Q["passes_over"], {"tags": sorted(tags)})
+        return bool(row and row["passes_over"])
+
     def release_task(self, task_id: int, token: str) -> Task:
         # Lost in a power cut, the task stays claimed until the reaper queues it again.
         with self._tx(durable=False) as cur:

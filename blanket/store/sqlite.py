@@ -209,6 +209,11 @@ class SQLiteStore(Store):
                 taken.append(found)
         return task_from_row(row), [task_from_row(found) for found in taken]
 
+    def passes_over(self, tags: frozenset[str]) -> bool:
+        with self._lock:
+            return any(lane and not set(lane.split(",")) <= tags
+                       for _, lane in _lanes(self._db))
+
     def release_task(self, task_id: int, token: str) -> Task:
         # Lost in a power cut, the task stays claimed until the reaper queues it again.
         with self._tx(durable=False, notify=(QUEUE,)) as db:

@@ -151,6 +151,21 @@ def test_a_worker_never_takes_a_task_needing_a_tag_it_lacks(make_server):
     assert (gpu["state"], gpu["worker"]) == ("SUCCESS", "both")
 
 
+def test_a_task_reaches_the_one_idle_worker_able_to_run_it(make_server):
+    # A new task wakes one idle claim at a time: those that cannot take it pass it on.
+    server = make_server(types={"gpu": 'tags = ["gpu"]\n' + ECHO})
+    make_server.worker(server, tags="cpu", processes=3)
+    wait_until(lambda: len(server.client.get("/worker/")) == 3)
+    make_server.worker(server, tags="gpu", args=("--id", "gpu-one"))
+    make_server.worker(server, tags="gpu", args=("--id", "gpu-napping"))
+    wait_until(lambda: len(server.client.get("/worker/")) == 5)
+    server.client.post("/worker/gpu-napping/pause")
+    for _ in range(3):
+        task = submit(server, "gpu")
+        done = server.wait_for_task(task["id"], timeout=10)  # well within a 30 s long poll
+        assert (done["state"], done["worker"]) == ("SUCCESS", "gpu-one")
+
+
 def test_max_concurrent_holds_with_several_workers(make_server):
     server = make_server(types={"one": 'max_concurrent = 1\ncommand = "echo $EPOCHREALTIME > '
                                        'start; sleep 0.2; echo $EPOCHREALTIME > end"\n'})

@@ -954,6 +954,16 @@ def test_an_idle_worker_silent_for_long_does_not_hold_back_reserves(store: Store
     assert [t.id for t in taken] == [waiting.id]
 
 
+def test_passes_over_tells_of_queued_tasks_needing_a_tag_the_worker_lacks(store: Store) -> None:
+    assert store.passes_over(frozenset()) is False  # nothing queued
+    store.add_task(new_task(tags=()))
+    store.add_task(new_task(tags=("unix",)))
+    assert store.passes_over(frozenset({"unix"})) is False
+    store.add_task(new_task(type="other", tags=("gpu", "unix")))
+    assert store.passes_over(frozenset({"unix"})) is True
+    assert store.passes_over(frozenset({"unix", "gpu", "extra"})) is False
+
+
 def test_the_worker_of_an_attempt_is_found_by_its_token(store: Store) -> None:
     store.save_worker(worker())
     task = claimed(store)

@@ -13,8 +13,9 @@ class Waiter(threading.Thread):
     """wait_for in a thread; `checks` counts the calls of its check."""
 
     def __init__(self, wakeups: Wakeups, topics: tuple[str, ...], timeout: float = 10.0,
-                 next_deadline=lambda: None):
+                 next_deadline=lambda: None, passes: bool = False):
         super().__init__(daemon=True)
+        self.passes = passes  # what it says when a relayed wake-up found nothing for it
         self.wakeups = wakeups
         self.topics = topics
         self.timeout = timeout
@@ -31,17 +32,42 @@ class Waiter(threading.Thread):
 
     def run(self) -> None:
         self.answer = self.wakeups.wait_for(self.check, self.timeout, topics=self.topics,
-                                            next_deadline=self.next_deadline)
+                                            next_deadline=self.next_deadline,
+                                            passes_on=lambda: self.passes)
 
     def event(self) -> threading.Event:
-        (event,) = self.wakeups._waiters[self.topics[0]]
-        return event
+        (waiter,) = self.wakeups._waiters[self.topics[0]]
+        return waiter.event
+
+    def armed(self) -> bool:
+        return any(w.armed for w in self.wakeups._waiters.get(self.topics[0], ())
+                   if w.event is self.event())
 
 
 def started(waiter: Waiter) -> Waiter:
     waiter.start()
     assert waiter.checked.wait(10)
     return waiter
+
+
+def idle_claims(wakeups: Wakeups, count: int, **options) -> list[Waiter]:
+    """`count` claims waiting on QUEUE, in order, each armed (checked once, now waiting)."""
+    waiters = []
+    for _ in range(count):
+        waiters.append(started(Waiter(wakeups, (QUEUE,), **options)))
+        wait_armed(wakeups, len(waiters))
+    return waiters
+
+
+def wait_armed(wakeups: Wakeups, count: int) -> None:
+    end = time.monotonic() + 10
+    while sum(w.armed for w in wakeups._waiters.get(QUEUE, ())) < count:
+        assert time.monotonic() < end, "the waiters never went back to waiting"
+        time.sleep(0.001)
+
+
+def checks(waiters: list[Waiter]) -> list[int]:
+    return [w.checks for w in waiters]
 
 
 def test_a_change_wakes_only_the_waiters_of_its_topics():
@@ -123,3 +149,71 @@ def test_listeners_hear_every_notification():
     wakeups.notify(QUEUE)
     wakeups.notify()
     assert len(heard) == 2
+
+
+# QUEUE is relayed: one idle claim at a time
+
+def test_a_new_task_wakes_one_idle_claim_not_all():
+    wakeups = Wakeups()
+    claims = idle_claims(wakeups, 5)
+    wakeups.notify(QUEUE)
+    wait_armed(wakeups, 5)  # the one woken checked and went back to waiting
+    assert sorted(checks(claims)) == [1, 1, 1, 1, 2]
+    wakeups.notify(QUEUE)  # the next change goes to another claim
+    wait_armed(wakeups, 5)
+    assert sorted(checks(claims)) == [1, 1, 1, 2, 2]
+
+
+def test_a_claim_that_took_a_task_passes_the_wake_up_on():
+    wakeups = Wakeups()
+    first, second, third = idle_claims(wakeups, 3)
+    first.ready = "task"
+    wakeups.notify(QUEUE)
+    first.join(10)
+    assert first.answer == "task"
+    wait_armed(wakeups, 2)
+    end = time.monotonic() + 10
+    while second.checks < 2:  # there may be more: the next claim looks too
+        assert time.monotonic() < end
+        time.sleep(0.001)
+    wait_armed(wakeups, 2)
+    assert (second.checks, third.checks) == (2, 1)  # it found nothing: the relay ended
+
+
+def test_a_claim_that_could_not_take_it_passes_it_on_to_one_that_can():
+    wakeups = Wakeups()
+    lacking = idle_claims(wakeups, 2, passes=True)  # say, without the tag the task needs
+    able = started(Waiter(wakeups, (QUEUE,)))
+    wait_armed(wakeups, 3)
+    able.ready = "task"
+    wakeups.notify(QUEUE)
+    able.join(10)
+    # both looked first (then, since a task was taken, one of them may look once more)
+    assert able.answer == "task" and min(checks(lacking)) >= 2
+
+
+def test_a_relay_ends_once_every_claim_tried():
+    wakeups = Wakeups()
+    claims = idle_claims(wakeups, 3, passes=True)
+    wakeups.notify(QUEUE)
+    end = time.monotonic() + 10
+    while checks(claims) != [2, 2, 2]:
+        assert time.monotonic() < end
+        time.sleep(0.001)
+    wait_armed(wakeups, 3)
+    time.sleep(0.05)  # nothing more happens: no claim is woken a second time
+    assert checks(claims) == [2, 2, 2]
+
+
+def test_a_relayed_wake_up_that_finds_every_claim_checking_waits_for_the_next():
+    wakeups = Wakeups()
+    calls = []
+
+    def check():
+        calls.append(1)
+        if len(calls) == 1:
+            wakeups.notify(QUEUE)  # nobody is waiting now: the wake-up is kept
+        return None if len(calls) < 2 else "seen"
+
+    assert wakeups.wait_for(check, 10, topics=(QUEUE,)) == "seen"
+    assert wakeups._pending == {}

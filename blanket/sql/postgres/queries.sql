@@ -93,6 +93,20 @@ UPDATE tasks SET state = 'CLAIMED', worker = %(worker)s, token = %(token)s, clai
 WHERE id = (SELECT id FROM heads ORDER BY score, id LIMIT 1)
 RETURNING *;
 
+-- name: passes_over
+-- Whether a lane (type, tags) of the queue needs a tag the worker lacks (a loose index scan:
+-- one probe per lane).
+WITH RECURSIVE lanes(type, tags) AS (
+    (SELECT type, tags FROM tasks WHERE state = 'QUEUED' ORDER BY type, tags LIMIT 1)
+    UNION ALL
+    SELECT after.type, after.tags FROM lanes CROSS JOIN LATERAL (
+        SELECT t.type, t.tags FROM tasks t
+        WHERE t.state = 'QUEUED' AND (t.type, t.tags) > (lanes.type, lanes.tags)
+        ORDER BY t.type, t.tags LIMIT 1) after
+)
+SELECT EXISTS (SELECT 1 FROM lanes
+               WHERE NOT string_to_array(lanes.tags, ',') <@ %(tags)s::text[]) AS passes_over;
+
 -- name: idle_worker_tags
 SELECT tags FROM workers
 WHERE state = 'idle' AND id != %(worker)s AND heartbeat > %(since)s;
