@@ -97,6 +97,7 @@ class Scheduler:
         self._prepared: dict[str, _Plan] = {}
         # Schedules with a run waiting for its previous run to end (read by store listeners).
         self._pending: set[str] = set()
+        self._swept = False  # stored plans of schedules deleted while we did not look: cleared
 
     # ---------------------------------------------------------------- one pass
 
@@ -104,6 +105,7 @@ class Scheduler:
         """Submit every run due at `now`; return the tasks created (oldest fire first)."""
         if not self._has_lock():
             self._pending = set()
+            self._swept = False  # whoever holds the lock next looks for deleted ones again
             return []
         current = {s.name: s.schedule for s in self.catalog.schedules() if s.schedule is not None}
         self._forget_deleted(set(current))
@@ -173,9 +175,16 @@ class Scheduler:
 
     def _forget_deleted(self, names: set[str]) -> None:
         """A schedule that disappeared stops; its stored next fire and waiting run are cleared
-        so that a file put back later starts afresh instead of catching up."""
-        for gone in set(self._basis) - names:
-            del self._basis[gone]
+        so that a file put back later starts afresh instead of catching up. The first time,
+        that includes schedules deleted while the server was down (a file that is there but
+        broken is not deleted: fixed, it catches up as its `missed` says)."""
+        deleted = set(self._basis) - names
+        if not self._swept:
+            there = {s.name for s in self.catalog.schedules()}
+            deleted |= {name for name in self.store.planned_schedules() if name not in there}
+            self._swept = True
+        for gone in deleted:
+            self._basis.pop(gone, None)
             with _state_lock:
                 state = self.store.get_schedule_state(gone)
                 if state is not None and (state.next_fire, state.pending_fire) != (None, None):

@@ -261,6 +261,10 @@ class Store(ABC):
     def save_schedule_state(self, state: ScheduleState) -> None: ...
 
     @abstractmethod
+    def planned_schedules(self) -> list[str]:
+        """Names of the schedules whose stored state holds a next fire or a waiting run."""
+
+    @abstractmethod
     def try_scheduler_lock(self) -> bool:
         """True while this server is the one that runs the scheduler."""
 

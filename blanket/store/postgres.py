@@ -429,6 +429,9 @@ class PostgresStore(Store):
                              last_fire=row["last_fire"], last_task=row["last_task"],
                              paused=row["paused"], pending_fire=row["pending_fire"])
 
+    def planned_schedules(self) -> list[str]:
+        return [r["name"] for r in self._all(Q["planned_schedules"])]
+
     def save_schedule_state(self, state: ScheduleState) -> None:
         with self._tx() as cur:
             cur.execute(Q["save_schedule_state"], {

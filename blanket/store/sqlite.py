@@ -292,6 +292,9 @@ class SQLiteStore(Store):
                              last_fire=row["last_fire"], last_task=row["last_task"],
                              paused=bool(row["paused"]), pending_fire=row["pending_fire"])
 
+    def planned_schedules(self) -> list[str]:
+        return [r[0] for r in self._all(Q["planned_schedules"])]
+
     def save_schedule_state(self, state: ScheduleState) -> None:
         with self._tx() as db:
             db.execute(Q["save_schedule_state"], {

@@ -685,6 +685,13 @@ def test_schedule_state_round_trips(store: Store) -> None:
     assert store.get_schedule_state("hourly") is None
 
 
+def test_planned_schedules_are_those_with_a_next_fire_or_a_waiting_run(store: Store) -> None:
+    store.save_schedule_state(ScheduleState(name="b-next", next_fire=1.0))
+    store.save_schedule_state(ScheduleState(name="a-waiting", pending_fire=2.0))
+    store.save_schedule_state(ScheduleState(name="c-stopped", last_fire=1.0))
+    assert store.planned_schedules() == ["a-waiting", "b-next"]
+
+
 def test_saving_schedule_state_again_replaces_it(store: Store) -> None:
     store.save_schedule_state(ScheduleState(name="nightly", next_fire=1.0, paused=True))
     store.save_schedule_state(ScheduleState(name="nightly", next_fire=2.0, last_fire=1.0))

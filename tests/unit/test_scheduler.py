@@ -350,6 +350,28 @@ def test_a_schedule_put_back_after_deletion_starts_afresh(setup):
     assert setup.state("tick").next_fire == T0 + 110
 
 
+def test_a_schedule_deleted_while_the_server_was_down_starts_afresh_when_put_back(setup):
+    started(setup, EVERY_10S + 'missed = "all"\n')
+    setup.restart()
+    setup.delete("tick")  # while the server is down
+    assert setup.scheduler().tick(T0 + 100) == []
+    assert setup.state("tick").next_fire is None
+    setup.write("tick", EVERY_10S + 'missed = "all"\n')
+    scheduler = setup.scheduler()
+    assert scheduler.tick(T0 + 200) == []  # no catching up on the runs since T0
+    assert setup.state("tick").next_fire == T0 + 210
+
+
+def test_a_schedule_broken_while_the_server_was_down_keeps_its_plan(setup):
+    started(setup, EVERY_10S + 'missed = "all"\n')
+    setup.write("tick", "type = \n")  # broken, not deleted
+    setup.restart()  # and read broken at start: there is no good version of it
+    assert setup.scheduler().tick(T0 + 100) == []
+    assert setup.state("tick").next_fire == T0  # fixed, it catches up as `missed` says
+    setup.write("tick", EVERY_10S + 'missed = "all"\n')
+    assert len(setup.scheduler().tick(T0 + 100)) == 11
+
+
 def test_a_disabled_schedule_does_not_fire(setup):
     scheduler = started(setup, EVERY_10S + "enabled = false\n")
     assert scheduler.tick(T0 + 10) == []

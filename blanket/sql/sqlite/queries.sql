@@ -157,6 +157,10 @@ UPDATE workers SET state = 'stopping', stop_mode = :mode WHERE id = :id;
 -- name: get_schedule_state
 SELECT * FROM schedule_state WHERE name = ?;
 
+-- name: planned_schedules
+SELECT name FROM schedule_state WHERE next_fire IS NOT NULL OR pending_fire IS NOT NULL
+ORDER BY name;
+
 -- name: save_schedule_state
 INSERT INTO schedule_state (name, next_fire, last_fire, last_task, paused, pending_fire)
 VALUES (:name, :next_fire, :last_fire, :last_task, :paused, :pending_fire)
