@@ -8,6 +8,7 @@ Multipart uploads, downloads and streams use urllib3.
 
 from __future__ import annotations
 
+import contextlib
 import http.client
 import json
 import os
@@ -74,17 +75,23 @@ class Client:
     def delete(self, path: str, **kw: Any) -> Any:
         return self.request("DELETE", path, **kw)[1]
 
-    def upload(self, path: str, source: str, headers: dict[str, str],
-               timeout: float = 300.0) -> Any:
-        """POST the file `source` as the raw body (streamed, with its length); the answer's
-        JSON, or ClientError/ServerUnreachable as for `request`."""
-        size = os.path.getsize(source)
+    def upload(self, path: str, source: str | bytes, headers: dict[str, str],
+               timeout: float = 300.0, content_type: str = "application/gzip") -> Any:
+        """POST the file named `source` (streamed, with its length), or the bytes `source`,
+        as the raw body; the answer's JSON, or ClientError/ServerUnreachable as for
+        `request`."""
         try:
-            with open(source, "rb") as body:
+            with contextlib.ExitStack() as files:
+                if isinstance(source, bytes):
+                    body: Any = source
+                    size = len(source)
+                else:
+                    body = files.enter_context(open(source, "rb"))
+                    size = os.path.getsize(source)
                 response = self.pool.request(
                     "POST", self.base_url + path, body=body,
                     headers={**headers, "Content-Length": str(size),
-                             "Content-Type": "application/gzip"},
+                             "Content-Type": content_type},
                     timeout=urllib3.Timeout(connect=5.0, read=timeout))
         except urllib3.exceptions.HTTPError as e:
             raise ServerUnreachable(f"cannot reach {self.base_url}: {_reason(e)}") from None

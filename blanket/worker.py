@@ -31,7 +31,7 @@ from blanket.client import Client, ClientError, ServerUnreachable
 from blanket.errors import BlanketError
 from blanket.logs import configure_logging
 from blanket.models import Task, TaskState
-from blanket.outputs import TOKEN_HEADER, pack, shares_data_dir
+from blanket.outputs import MAX_LOG_CHUNK, TOKEN_HEADER, pack, shares_data_dir
 from blanket.runner import RunResult, TaskRun
 from blanket.settings import LogDestination
 from blanket.tasktype import TaskType
@@ -40,6 +40,7 @@ from blanket.versions import UnsafeBundle, extract_bundle
 CLAIM_WAIT = 30.0
 REPORT_PATIENCE = 300.0  # how long reports keep retrying while the server is away
 OUTPUT_PATIENCE = 30.0  # how long a task's outputs keep trying to reach the server
+LOG_SHIP_INTERVAL = 0.5  # how often a remote worker sends what its running task printed
 MAX_BACKOFF = 2.0
 # A task this short ends before its first heartbeat: the claim and the started report
 # already show the worker is alive, and a stop is still noticed well within a second.
@@ -265,6 +266,67 @@ class Heartbeat(threading.Thread):
                 attempt.supersede(f"the server says the task is {answer.get('state')}")
 
 
+class LogShipper(threading.Thread):
+    """On a worker that does not share the server's data dir: sends what the running task
+    prints to the server as it grows, so its log can be read and followed there before the
+    task ends (the outputs sent at the end remain the whole record)."""
+
+    STREAMS = (("stdout", "stdout.log"), ("stderr", "stderr.log"), ("output", "output.log"))
+
+    def __init__(self, client: Client, interval: float = LOG_SHIP_INTERVAL):
+        super().__init__(name="log-shipper", daemon=True)
+        self.client = client
+        self.interval = interval
+        self._cond = threading.Condition()
+        self._current: tuple[Attempt, Path] | None = None
+
+    def watch(self, attempt: Attempt, work_dir: Path) -> None:
+        with self._cond:
+            self._current = (attempt, work_dir)
+            self._cond.notify_all()
+
+    def run(self) -> None:
+        while True:
+            with self._cond:
+                self._cond.wait_for(lambda: self._current is not None)
+                assert self._current is not None
+                attempt, work_dir = self._current
+                self._current = None
+            offsets = {name: 0 for name, _ in self.STREAMS}
+            while not attempt.ended.wait(self.interval) and not attempt.superseded:
+                if not self.ship(attempt, work_dir, offsets):
+                    break
+
+    def ship(self, attempt: Attempt, work_dir: Path, offsets: dict[str, int]) -> bool:
+        """Send each log's new bytes; False once the server will take no more of them."""
+        for stream, file_name in self.STREAMS:
+            try:
+                with open(work_dir / file_name, "rb") as log:
+                    log.seek(offsets[stream])
+                    chunk = log.read(MAX_LOG_CHUNK)
+            except FileNotFoundError:
+                continue
+            if not chunk:
+                continue
+            try:
+                answer = self.client.upload(
+                    f"/task/{attempt.task.id}/log/{stream}?offset={offsets[stream]}", chunk,
+                    {TOKEN_HEADER: attempt.token}, timeout=30.0,
+                    content_type="application/octet-stream")
+                offsets[stream] = int(answer["size"])
+            except ClientError as e:
+                if e.status != 409:  # superseded, or a server without this route
+                    log.info("live log not taken by the server", task=attempt.task.id,
+                             problem=e.message)
+                    return False
+                offsets[stream] = 0  # the server's copy is shorter: send it all again
+            except (ServerUnreachable, OSError, KeyError, ValueError) as e:
+                log.debug("live log not sent; trying again", task=attempt.task.id,
+                          problem=str(e))
+                return True
+        return True
+
+
 class BundleCache:
     """Type version bundles, fetched once per hash and extracted under `root/HASH/`."""
 
@@ -323,6 +385,7 @@ class Worker:
         self._ender = ThreadPoolExecutor(1, thread_name_prefix="end-report")
         self.ending: Future[None] | None = None  # the end report on its way
         self.heartbeat: Heartbeat | None = None
+        self.shipper: LogShipper | None = None  # started at registration if it is remote
         self.base_env = dict(os.environ)  # read once: every task's environment starts here
         self.sends_outputs = False  # set at registration: True on another machine
         self._types: dict[tuple[str, str], TaskType] = {}  # parsed types by version hash
@@ -340,6 +403,9 @@ class Worker:
             raise SystemExit(1) from None
         self.heartbeat = Heartbeat(self.client, interval)
         self.heartbeat.start()
+        if self.sends_outputs:
+            self.shipper = LogShipper(self.client)
+            self.shipper.start()
         self.reports.start()
         self._watch_parent()
         delay = 0.05
@@ -545,6 +611,8 @@ class Worker:
         assert self.heartbeat is not None
         self.reports.started(attempt)
         self.heartbeat.watch(attempt)
+        if self.shipper is not None and attempt.run is not None:
+            self.shipper.watch(attempt, attempt.run.work_dir)
         with self._lock:
             self._long = True
         self._release_held()

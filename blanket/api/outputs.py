@@ -1,39 +1,83 @@
-"""POST /task/ID/outputs: a worker on another machine hands over what its task printed and
-made (a tar.gz of the task directory), before its end report. See blanket/outputs.py."""
+"""What a worker on another machine sends of its task: POST /task/ID/log/STREAM, what the
+task printed so far, while it runs (so its log can be read and followed here); and POST
+/task/ID/outputs, what it printed and made (a tar.gz of the task directory), before its end
+report. See blanket/outputs.py."""
 
 from __future__ import annotations
 
+import io
 import tempfile
+import threading
 from pathlib import Path
 
 import bottle
 
 from blanket.api.http import json_response, parse_id
+from blanket.api.tasks import LOG_FILES
 from blanket.app import Services
 from blanket.errors import BlanketError, InvalidInput, NotFound, StaleAttempt
-from blanket.models import ACTIVE_STATES
-from blanket.outputs import MAX_PACKED, TOKEN_HEADER, BadOutputs, unpack
+from blanket.models import ACTIVE_STATES, Task
+from blanket.outputs import MAX_LOG_CHUNK, MAX_PACKED, TOKEN_HEADER, BadOutputs, unpack
+
+_appending = threading.Lock()  # one append at a time: the size check and the write go together
 
 
 def install(app: bottle.Bottle, services: Services) -> None:
     routes = OutputRoutes(services)
     app.route("/task/<task_id>/outputs", "POST", routes.receive)
+    app.route("/task/<task_id>/log/<stream>", "POST", routes.append_log)
 
 
 class OutputRoutes:
     def __init__(self, services: Services):
         self.s = services
 
-    def receive(self, task_id: str):
-        """Unpack the attempt's outputs into the server's copy of the task directory. Only
-        the current attempt may send them (its token in the Blanket-Token header)."""
+    def _sender(self, task_id: str, what: str) -> Task:
+        """The task, if the request comes from its current attempt (its token in the
+        Blanket-Token header)."""
         task = self.s.store.get_task(parse_id(task_id))
         if task is None:
             raise NotFound(f"no task {task_id}")
         token = bottle.request.get_header(TOKEN_HEADER) or ""
         if not token or token != task.token or task.state not in ACTIVE_STATES:
             raise StaleAttempt(f"task {task.id} is not held by this attempt (it is "
-                               f"{task.state.value}); its outputs were refused")
+                               f"{task.state.value}); its {what} was refused")
+        return task
+
+    def append_log(self, task_id: str, stream: str):
+        """Bytes the running task printed, from `?offset=N` of its log. Bytes the server
+        already has are skipped, so a resent chunk is harmless; a chunk beyond the end of
+        the server's copy is refused (409: send again from 0). Answers {"size": N}, the
+        length of the server's copy, where the next chunk starts."""
+        task = self._sender(task_id, "log")
+        name = LOG_FILES.get(stream)
+        if name is None:
+            raise NotFound(f"no log {stream!r}; use stdout, stderr or output")
+        offset = bottle.request.query.get("offset", "")
+        if not offset.isdigit() or len(offset) > 15:
+            raise InvalidInput("?offset must be where the chunk starts in the log (0 or more)")
+        length = bottle.request.content_length
+        if length <= 0 or length > MAX_LOG_CHUNK:
+            raise BlanketError(f"send 1 to {MAX_LOG_CHUNK} bytes of log with a Content-Length",
+                               code="bad_chunk", status=413 if length > 0 else 400)
+        data = _read_body(bottle.request.environ["wsgi.input"], length)
+        path = self.s.intake.task_dir(task.type, task.id) / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        start = int(offset)
+        with _appending, open(path, "ab") as log:
+            size = log.tell()
+            if start > size:
+                raise BlanketError(f"the server has {size} bytes of this log, not {start}; "
+                                   "send it again from offset 0", code="gap", status=409)
+            if start + len(data) > size:
+                log.write(data[size - start:])
+                size = start + len(data)
+        return json_response({"size": size})
+
+    def receive(self, task_id: str):
+        """Unpack the attempt's outputs into the server's copy of the task directory. Only
+        the current attempt may send them (its token in the Blanket-Token header)."""
+        task = self._sender(task_id, "outputs")
         length = bottle.request.content_length
         if length <= 0:
             raise InvalidInput("send the outputs as a tar.gz body with a Content-Length")
@@ -53,6 +97,12 @@ class OutputRoutes:
             except BadOutputs as e:
                 raise InvalidInput(f"outputs of task {task.id} refused: {e}") from None
         return json_response({"task": task.id, "files": written})
+
+
+def _read_body(stream, length: int) -> bytes:
+    out = io.BytesIO()
+    _copy_body(stream, length, out)
+    return out.getvalue()
 
 
 def _copy_body(stream, length: int, out) -> None:

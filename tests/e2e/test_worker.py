@@ -358,6 +358,29 @@ def test_a_worker_on_another_machine_hands_its_outputs_to_the_server(make_server
     assert (elsewhere / "tasks" / "report" / str(task["id"]) / "made" / "copy.txt").exists()
 
 
+def test_a_remote_tasks_log_can_be_read_and_followed_while_it_runs(make_server):
+    server = make_server(types={"chatty": (
+        'command = "echo first line; echo to stderr >&2; '
+        'while [ ! -e go ]; do sleep 0.02; done; echo last line"\n')})
+    elsewhere = server.base / "other-machine"
+    make_server.worker(server, data_dir=elsewhere)
+    task = submit(server, "chatty")
+    wait_for_state(server, task["id"], "RUNNING")
+
+    def shown(stream: str) -> str | None:
+        status, text = server.client.request("GET", f"/task/{task['id']}/log/{stream}",
+                                             ok=(404,))
+        return text if status == 200 else None
+
+    # printed on the other machine, readable here before the task ends
+    assert wait_until(lambda: shown("stdout") == "first line\n", timeout=10)
+    assert wait_until(lambda: shown("stderr") == "to stderr\n", timeout=10)
+    assert server.client.get(f"/task/{task['id']}")["state"] == "RUNNING"
+    (elsewhere / "tasks" / "chatty" / str(task["id"]) / "go").touch()
+    assert server.wait_for_task(task["id"])["state"] == "SUCCESS"
+    assert shown("stdout") == "first line\nlast line\n"
+
+
 def test_a_worker_sharing_the_servers_data_dir_sends_no_outputs(make_server):
     server = make_server(types={"echo": ECHO})
     make_server.worker(server)

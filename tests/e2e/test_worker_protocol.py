@@ -4,6 +4,10 @@ from __future__ import annotations
 
 import os
 
+import pytest
+
+from blanket.client import ClientError
+
 ECHO = 'command = "echo hi"\n'
 
 
@@ -135,3 +139,32 @@ def test_a_paused_worker_running_its_reserve_is_shown_running_it(make_server):
     shown = server.client.get(f"/worker/{worker}")
     assert (shown["state"], shown["task"]) == ("paused", 777)
     assert server.client.get(f"/task/{second['id']}")["state"] == "QUEUED"
+
+
+def test_a_running_tasks_log_is_appended_from_its_offset_and_resends_are_skipped(make_server):
+    server = make_server(types={"echo": ECHO})
+    worker = register(server)
+    (task,), claim = claim_first(server, worker)
+    token = {"Blanket-Token": claim["task"]["token"]}
+    path = f"/task/{task['id']}/log/stdout"
+
+    def send(offset: int, data: bytes) -> dict:
+        return server.client.upload(f"{path}?offset={offset}", data, token,
+                                    content_type="application/octet-stream")
+
+    assert send(0, b"one\n") == {"size": 4}
+    assert send(0, b"one\ntwo\n") == {"size": 8}  # what it had is skipped
+    assert send(8, b"three\n") == {"size": 14}
+    assert server.client.get(path) == "one\ntwo\nthree\n"
+    with pytest.raises(ClientError) as gap:  # beyond the end: send again from 0
+        send(20, b"lost\n")
+    assert gap.value.status == 409 and "from offset 0" in gap.value.message
+    for bad_path, headers, status in (
+            (f"{path}?offset=x", token, 400),
+            (f"/task/{task['id']}/log/secrets?offset=0", token, 404),
+            (f"{path}?offset=14", {"Blanket-Token": "not-the-token"}, 409)):
+        with pytest.raises(ClientError) as refused:
+            server.client.upload(bad_path, b"more\n", headers,
+                                 content_type="application/octet-stream")
+        assert refused.value.status == status
+    assert server.client.get(path) == "one\ntwo\nthree\n"  # nothing refused was written
