@@ -40,7 +40,9 @@ from blanket.templating import (
 COMMAND_FILE = ".blanket-command"
 PROGRESS_FILE = ".progress"
 TASK_FILE = "task.json"
-LOG_FILES = ("stdout.log", "stderr.log", "output.log")
+# Each log by the name the API and the CLI give it (`output` when the type combines them).
+LOG_STREAMS = {"stdout": "stdout.log", "stderr": "stderr.log", "output": "output.log"}
+LOG_FILES = tuple(LOG_STREAMS.values())
 # Names the runner writes in a task's directory: an upload may not take them.
 RESERVED_NAMES = frozenset({COMMAND_FILE, PROGRESS_FILE, TASK_FILE, *LOG_FILES})
 CHECK_TIMEOUT = 30.0

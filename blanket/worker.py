@@ -32,7 +32,7 @@ from blanket.errors import BlanketError
 from blanket.logs import configure_logging
 from blanket.models import Task, TaskState
 from blanket.outputs import MAX_LOG_CHUNK, TOKEN_HEADER, pack, shares_data_dir
-from blanket.runner import RunResult, TaskRun
+from blanket.runner import LOG_STREAMS, RunResult, TaskRun
 from blanket.settings import LogDestination
 from blanket.tasktype import TaskType
 from blanket.versions import UnsafeBundle, extract_bundle
@@ -271,8 +271,6 @@ class LogShipper(threading.Thread):
     prints to the server as it grows, so its log can be read and followed there before the
     task ends (the outputs sent at the end remain the whole record)."""
 
-    STREAMS = (("stdout", "stdout.log"), ("stderr", "stderr.log"), ("output", "output.log"))
-
     def __init__(self, client: Client, interval: float = LOG_SHIP_INTERVAL):
         super().__init__(name="log-shipper", daemon=True)
         self.client = client
@@ -292,14 +290,14 @@ class LogShipper(threading.Thread):
                 assert self._current is not None
                 attempt, work_dir = self._current
                 self._current = None
-            offsets = {name: 0 for name, _ in self.STREAMS}
+            offsets = dict.fromkeys(LOG_STREAMS, 0)
             while not attempt.ended.wait(self.interval) and not attempt.superseded:
                 if not self.ship(attempt, work_dir, offsets):
                     break
 
     def ship(self, attempt: Attempt, work_dir: Path, offsets: dict[str, int]) -> bool:
         """Send each log's new bytes; False once the server will take no more of them."""
-        for stream, file_name in self.STREAMS:
+        for stream, file_name in LOG_STREAMS.items():
             try:
                 with open(work_dir / file_name, "rb") as log:
                     log.seek(offsets[stream])

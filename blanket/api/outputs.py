@@ -13,11 +13,11 @@ from pathlib import Path
 import bottle
 
 from blanket.api.http import json_response, parse_id
-from blanket.api.tasks import LOG_FILES
 from blanket.app import Services
 from blanket.errors import BlanketError, InvalidInput, NotFound, StaleAttempt
 from blanket.models import ACTIVE_STATES, Task
 from blanket.outputs import MAX_LOG_CHUNK, MAX_PACKED, TOKEN_HEADER, BadOutputs, unpack
+from blanket.runner import LOG_STREAMS
 
 _appending = threading.Lock()  # one append at a time: the size check and the write go together
 
@@ -50,7 +50,7 @@ class OutputRoutes:
         the server's copy is refused (409: send again from 0). Answers {"size": N}, the
         length of the server's copy, where the next chunk starts."""
         task = self._sender(task_id, "log")
-        name = LOG_FILES.get(stream)
+        name = LOG_STREAMS.get(stream)
         if name is None:
             raise NotFound(f"no log {stream!r}; use stdout, stderr or output")
         offset = bottle.request.query.get("offset", "")

@@ -25,10 +25,10 @@ from blanket.app import Services
 from blanket.errors import BlanketError, Conflict, InvalidInput, NotFound
 from blanket.intake import TaskRequest, Upload, parse_task_request, parse_time
 from blanket.models import ACTIVE_STATES, FINAL_STATES, Task, TaskState
+from blanket.runner import LOG_STREAMS
 from blanket.store.base import DuplicateTask, TaskFilter
 from blanket.wakeups import task_topic
 
-LOG_FILES = {"stdout": "stdout.log", "stderr": "stderr.log", "output": "output.log"}
 MAX_WAIT = 24 * 3600.0
 _NUMBER = re.compile(r"\d{1,12}(\.\d{0,9})?")
 
@@ -187,9 +187,9 @@ class TaskRoutes:
 
     def log(self, task_id: str, stream: str):
         task = self.task_or_404(task_id)
-        if stream not in LOG_FILES:
+        if stream not in LOG_STREAMS:
             raise NotFound(f"no log {stream!r}; use stdout, stderr or output")
-        path = self.task_dir(task) / LOG_FILES[stream]
+        path = self.task_dir(task) / LOG_STREAMS[stream]
         follow = flag("follow") or "text/event-stream" in bottle.request.get_header(
             "Accept", "")
         if follow:

@@ -7,6 +7,7 @@ import threading
 import time
 
 from blanket.wakeups import QUEUE, Wakeups, task_topic, worker_topic
+from tests.conftest import wait_until
 
 
 class Waiter(threading.Thread):
@@ -39,10 +40,6 @@ class Waiter(threading.Thread):
         (waiter,) = self.wakeups._waiters[self.topics[0]]
         return waiter.event
 
-    def armed(self) -> bool:
-        return any(w.armed for w in self.wakeups._waiters.get(self.topics[0], ())
-                   if w.event is self.event())
-
 
 def started(waiter: Waiter) -> Waiter:
     waiter.start()
@@ -60,10 +57,8 @@ def idle_claims(wakeups: Wakeups, count: int, **options) -> list[Waiter]:
 
 
 def wait_armed(wakeups: Wakeups, count: int) -> None:
-    end = time.monotonic() + 10
-    while sum(w.armed for w in wakeups._waiters.get(QUEUE, ())) < count:
-        assert time.monotonic() < end, "the waiters never went back to waiting"
-        time.sleep(0.001)
+    wait_until(lambda: sum(w.armed for w in wakeups._waiters.get(QUEUE, ())) >= count,
+               interval=0.001)
 
 
 def checks(waiters: list[Waiter]) -> list[int]:
@@ -172,10 +167,7 @@ def test_a_claim_that_took_a_task_passes_the_wake_up_on():
     first.join(10)
     assert first.answer == "task"
     wait_armed(wakeups, 2)
-    end = time.monotonic() + 10
-    while second.checks < 2:  # there may be more: the next claim looks too
-        assert time.monotonic() < end
-        time.sleep(0.001)
+    wait_until(lambda: second.checks == 2, interval=0.001)  # there may be more: it looks too
     wait_armed(wakeups, 2)
     assert (second.checks, third.checks) == (2, 1)  # it found nothing: the relay ended
 
@@ -196,10 +188,7 @@ def test_a_relay_ends_once_every_claim_tried():
     wakeups = Wakeups()
     claims = idle_claims(wakeups, 3, passes=True)
     wakeups.notify(QUEUE)
-    end = time.monotonic() + 10
-    while checks(claims) != [2, 2, 2]:
-        assert time.monotonic() < end
-        time.sleep(0.001)
+    wait_until(lambda: checks(claims) == [2, 2, 2], interval=0.001)
     wait_armed(wakeups, 3)
     time.sleep(0.05)  # nothing more happens: no claim is woken a second time
     assert checks(claims) == [2, 2, 2]
