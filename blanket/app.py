@@ -11,6 +11,7 @@ from functools import cached_property
 from pathlib import Path
 
 from blanket import outputs
+from blanket.auth import Tokens
 from blanket.catalog import Catalog, LoadedType
 from blanket.intake import Intake
 from blanket.queue import Queue
@@ -85,6 +86,7 @@ class Services:
     intake: Intake
     queue: Queue
     wakeups: Wakeups
+    tokens: Tokens
     started: float = field(default_factory=time.time)
 
     @property
@@ -99,7 +101,8 @@ class Services:
 
 def build_services(settings: Settings, schedule_parser=None) -> Services:
     """Open the store, load the catalog, and connect the parts (no threads started)."""
-    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    # The data dir holds the store (with secret variables) and the admin token: owner only.
+    settings.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
     store = open_store(settings.database_url)
     wakeups = Wakeups()
     store.on_change = wakeups.notify
@@ -112,4 +115,4 @@ def build_services(settings: Settings, schedule_parser=None) -> Services:
     types = CatalogTypes(catalog, commands.get)
     intake = Intake(store, types, settings.data_dir)
     queue = Queue(store, types.current, types.limits, types.versions)
-    return Services(settings, store, catalog, intake, queue, wakeups)
+    return Services(settings, store, catalog, intake, queue, wakeups, Tokens(store))

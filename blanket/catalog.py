@@ -49,7 +49,7 @@ class LoadedType:
         return {
             "name": self.name,
             "path": str(self.path),
-            "definition": self.task_type.to_json() if self.task_type else None,
+            "definition": self.task_type.shown_json() if self.task_type else None,
             "version": self.version,
             "loaded_at": iso_utc(self.loaded_at),
             "problems": [p.to_json() for p in self.problems],

@@ -12,6 +12,7 @@ from typing import Any
 
 import click
 
+from blanket.auth import client_token
 from blanket.client import Client
 from blanket.errors import BlanketError
 from blanket.intake import REQUEST_KEYS
@@ -22,17 +23,23 @@ SERVER_HELP = "server URL (default: BLANKET_SERVER, else the settings, else http
 
 
 class Context:
-    def __init__(self, settings_path: Path | None, server: str | None, verbosity: int):
+    def __init__(self, settings_path: Path | None, server: str | None, verbosity: int,
+                 token: str | None = None):
         self.settings_path = settings_path
         self.server = server
         self.verbosity = verbosity
+        self.token = token
 
     def settings(self, **overrides: Any) -> Settings:
         return load_settings(self.settings_path, overrides)
 
+    def credentials(self, *data_dirs: Path) -> str | None:
+        """--token, else BLANKET_TOKEN, else a local server's admin token."""
+        return client_token(self.token, (*data_dirs, self.settings().data_dir))
+
     def client(self, server: str | None = None) -> Client:
         url = server or self.server or self.settings().url
-        return Client(url, timeout=24 * 3600)
+        return Client(url, timeout=24 * 3600, token=self.credentials())
 
 
 pass_ctx = click.make_pass_decorator(Context)
@@ -42,14 +49,17 @@ pass_ctx = click.make_pass_decorator(Context)
 @click.option("--settings", "settings_path", type=click.Path(path_type=Path),
               help="settings file (default: ./blanket.toml, or BLANKET_SETTINGS)")
 @click.option("--server", envvar="BLANKET_SERVER", help=SERVER_HELP)
+@click.option("--token", envvar="BLANKET_TOKEN",
+              help="API token (default: BLANKET_TOKEN, else the admin token of a server "
+                   "whose data dir is on this machine)")
 @click.option("-v", "--verbose", count=True, help="more log output (repeat for more)")
 @click.option("-q", "--quiet", count=True, help="less log output")
 @click.version_option(package_name="blanket")
 @click.pass_context
-def cli(ctx: click.Context, settings_path: Path | None, server: str | None, verbose: int,
-        quiet: int) -> None:
+def cli(ctx: click.Context, settings_path: Path | None, server: str | None,
+        token: str | None, verbose: int, quiet: int) -> None:
     """blanket: task types as TOML files, a durable priority queue, workers over HTTP."""
-    ctx.obj = Context(settings_path, server, verbose - quiet)
+    ctx.obj = Context(settings_path, server, verbose - quiet, token)
 
 
 @cli.command()
@@ -98,7 +108,8 @@ def worker(ctx: Context, tags: str, processes: int, worker_id: str | None, data_
     options = WorkerOptions(
         server=url, tags=tuple(t.strip() for t in tags.split(",") if t.strip()),
         processes=processes, worker_id=worker_id, data_dir=data_dir, daemon=daemon,
-        log_file=log_file, pid_file=pid_file, verbosity=ctx.verbosity, **extra)
+        log_file=log_file, pid_file=pid_file, verbosity=ctx.verbosity,
+        token=ctx.credentials(data_dir), **extra)
     run_workers(options)
 
 

@@ -34,12 +34,16 @@ class ClientError(BlanketError):
 class Client:
     """A client for one server URL; safe to share between threads."""
 
-    def __init__(self, base_url: str, timeout: float = 30.0, maxsize: int = 8):
+    def __init__(self, base_url: str, timeout: float = 30.0, maxsize: int = 8,
+                 token: str | None = None):
         self.base_url = base_url.rstrip("/")
         self.timeout = timeout
+        # Every request carries the token, if any (Authorization: Bearer).
+        self.headers = {"Authorization": f"Bearer {token}"} if token else {}
         self.pool = urllib3.PoolManager(maxsize=maxsize, block=False, retries=False,
-                                        timeout=urllib3.Timeout(connect=5.0, read=timeout))
-        self._connections = _Connections(self.base_url, maxsize)
+                                        timeout=urllib3.Timeout(connect=5.0, read=timeout),
+                                        headers=self.headers)
+        self._connections = _Connections(self.base_url, maxsize, self.headers)
 
     def request(self, method: str, path: str, *, body: Any = None,
                 fields: Any = None, timeout: float | None = None,
@@ -90,7 +94,7 @@ class Client:
                     size = os.path.getsize(source)
                 response = self.pool.request(
                     "POST", self.base_url + path, body=body,
-                    headers={**headers, "Content-Length": str(size),
+                    headers={**self.headers, **headers, "Content-Length": str(size),
                              "Content-Type": content_type},
                     timeout=urllib3.Timeout(connect=5.0, read=timeout))
         except urllib3.exceptions.HTTPError as e:
@@ -123,8 +127,9 @@ class _Connections:
 
     CONNECT_TIMEOUT = 5.0
 
-    def __init__(self, base_url: str, maxsize: int):
+    def __init__(self, base_url: str, maxsize: int, headers: dict[str, str] | None = None):
         parts = urlsplit(base_url)
+        self.headers = headers or {}
         if parts.scheme not in ("http", "https") or not parts.hostname:
             raise ValueError(f"server URL {base_url!r}: use http://HOST:PORT")
         self.https = parts.scheme == "https"
@@ -145,7 +150,9 @@ class _Connections:
                 connection.connect()
             assert connection.sock is not None
             connection.sock.settimeout(timeout)
-            headers = {"Content-Type": "application/json"} if payload is not None else {}
+            headers = dict(self.headers)
+            if payload is not None:
+                headers["Content-Type"] = "application/json"
             connection.request(method, self.prefix + path, body=payload, headers=headers)
             response = connection.getresponse()
             raw = response.read()

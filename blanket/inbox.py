@@ -333,7 +333,8 @@ class Inbox:
                 uploads = tuple(Upload(p.name, stack.enter_context(open(p, "rb")))
                                 for p in data)
                 try:
-                    return self.intake.submit(replace(request, uploads=uploads), now).id
+                    return self.intake.submit(
+                        replace(request, uploads=uploads, submitted_by="inbox"), now).id
                 except DuplicateTask as e:
                     known = e.task_id
         log.info("inbox entry submitted before", entry=path.name, task=known)

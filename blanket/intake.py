@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any, BinaryIO, Protocol
 
 from blanket.durations import parse_duration
+from blanket.envnames import ENV_NAME, loader_name, matches_any
 from blanket.errors import InvalidInput
 from blanket.models import Task
 from blanket.pricing import estimate_from_history, task_score
@@ -21,7 +22,6 @@ from blanket.runner import RESERVED_NAMES
 from blanket.store.base import NewTask, Store
 from blanket.tasktype import TaskType
 
-_ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _TAG = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:-]*")
 REQUEST_KEYS = ("type", "environment", "tags", "not_before", "priority")
 ESTIMATE_TTL = 30.0  # seconds a type's history-based estimate is reused
@@ -47,6 +47,10 @@ class TaskRequest:
     front: bool = False  # a caller waits on it: it goes ahead of the queue
     uploads: tuple[Upload, ...] = ()
     dedupe_key: str | None = None
+    submitted_by: str | None = None
+    # Set by config files (a schedule's environment) and reruns of accepted tasks: any name
+    # goes. A submission may set only the names its type declares or allows.
+    trusted_environment: bool = False
 
 
 class TypeLookup(Protocol):
@@ -137,13 +141,17 @@ def parse_task_request(data: Any, now: float) -> TaskRequest:
     )
 
 
-def clean_environment(task_type: TaskType, submitted: dict[str, Any]) -> dict[str, str]:
-    """Defaults, then submitted values, as strings; required names present and well typed."""
+def clean_environment(task_type: TaskType, submitted: dict[str, Any],
+                      trusted: bool = False) -> dict[str, str]:
+    """Defaults, then submitted values, as strings; required names present and well typed.
+    Unless `trusted`, only names the type declares or allows, and never a loader name."""
     values: dict[str, str] = dict(task_type.defaults)
     for name, value in submitted.items():
-        if not isinstance(name, str) or not _ENV_NAME.fullmatch(name):
+        if not isinstance(name, str) or not ENV_NAME.fullmatch(name):
             raise InvalidInput(f"environment name {name!r} is not valid; use letters, digits "
                                "and _, not starting with a digit")
+        if not trusted:
+            check_submitted_name(task_type, name)
         if isinstance(value, dict | list) or value is None:
             raise InvalidInput(f"environment {name}: give a string, number or boolean, "
                                f"not {type(value).__name__}")
@@ -159,6 +167,20 @@ def clean_environment(task_type: TaskType, submitted: dict[str, Any]) -> dict[st
     for required in task_type.required:
         _check_type(required.name, required.type, values[required.name])
     return values
+
+
+def check_submitted_name(task_type: TaskType, name: str) -> None:
+    """Refuse a name a submission may not set, saying why."""
+    if loader_name(name):
+        raise InvalidInput(f"environment {name}: a submission may not set {name}; shells, the "
+                           "loader or interpreters read it to find code. Set it in the type's "
+                           "file if the task needs it", code="forbidden_variable")
+    if name not in task_type.declared and not matches_any(name, task_type.extra_environment):
+        declared = ", ".join(sorted(task_type.declared)) or "none"
+        raise InvalidInput(f"environment {name}: task type {task_type.name!r} does not take "
+                           f"this variable (it takes: {declared}); declare it in the type's "
+                           "[environment] or allow it with allow_extra_environment",
+                           code="undeclared_variable")
 
 
 def _as_text(value: Any) -> str:
@@ -252,7 +274,8 @@ class Intake:
             known = ", ".join(self.types.type_names()) or "none yet"
             raise InvalidInput(f"unknown task type {request.type!r}; known types: {known}",
                                code="unknown_type")
-        environment = clean_environment(task_type, request.environment)
+        environment = clean_environment(task_type, request.environment,
+                                        request.trusted_environment)
         check_priority(request.priority)  # schedules build requests without parse_task_request
         runnable = max(now, request.not_before or now)
         return NewTask(
@@ -263,7 +286,8 @@ class Intake:
             added=now, not_before=request.not_before, schedule=request.schedule,
             retries=task_type.retries, retry_delay=task_type.retry_delay,
             timeout=task_type.timeout, priority=request.priority, inputs=inputs,
-            dedupe_key=request.dedupe_key,
+            dedupe_key=request.dedupe_key, submitted_by=request.submitted_by,
+            secrets=tuple(sorted(task_type.secrets & environment.keys())),
         )
 
     def _stage(self, uploads: tuple[Upload, ...]) -> Path | None:

@@ -17,6 +17,7 @@ class TaskState(StrEnum):
     LOST = "LOST"
 
 
+SECRET_MASK = "***"
 ACTIVE_STATES = frozenset({TaskState.CLAIMED, TaskState.RUNNING})
 FINAL_STATES = frozenset(
     {TaskState.SUCCESS, TaskState.FAILED, TaskState.TIMEDOUT, TaskState.STOPPED}
@@ -57,23 +58,36 @@ class Task:
     priority: int = 0
     inputs: tuple[str, ...] = ()
     attempts: tuple[dict, ...] = ()
+    submitted_by: str | None = None  # the token's name, or "anonymous", "schedule", "inbox"
+    stopped_by: str | None = None
+    secrets: tuple[str, ...] = ()  # environment names whose values are never shown
 
     def to_json(self, *, with_token: bool = False) -> dict:
+        """The task's JSON form. Only the worker running the attempt (`with_token`) sees the
+        attempt token and the values of secret variables; everyone else sees `***`."""
         data = {name: getattr(self, name) for name in _TASK_FIELDS}
-        data["environment"] = dict(self.environment)
+        data["environment"] = dict(self.environment) if with_token else self.shown_environment()
         data["tags"] = list(self.tags)
         data["attempts"] = list(self.attempts)
         data["inputs"] = list(self.inputs)
+        data["secrets"] = list(self.secrets)
         if not with_token:
             data.pop("token")
         return data
+
+    def shown_environment(self) -> dict[str, str]:
+        """The environment with every secret value replaced by `***`."""
+        if not self.secrets:
+            return dict(self.environment)
+        return {name: SECRET_MASK if name in self.secrets else value
+                for name, value in self.environment.items()}
 
     @classmethod
     def from_json(cls, data: dict) -> Task:
         """Inverse of `to_json` (workers receive tasks over HTTP); unknown keys are ignored."""
         values = {key: value for key, value in data.items() if key in _TASK_FIELD_SET}
         values["state"] = TaskState(values["state"])
-        for key in ("tags", "inputs", "attempts"):
+        for key in ("tags", "inputs", "attempts", "secrets"):
             values[key] = tuple(values.get(key) or ())
         return cls(**values)
 
@@ -95,6 +109,7 @@ class Worker:
     heartbeat: float
     task: int | None = None
     stop_mode: str | None = None  # None, "finish" or "handback"
+    owner: str | None = None  # the name of the token that registered it
     extra: dict = field(default_factory=dict)
 
     @property
@@ -105,4 +120,27 @@ class Worker:
     def to_json(self) -> dict:
         data = asdict(self)
         data["tags"] = list(self.tags)
+        return data
+
+
+@dataclass(frozen=True)
+class Token:
+    """An API token or a web session (`parent` names the token it was opened with). Only a
+    hash of the secret is kept."""
+
+    id: str
+    name: str
+    role: str
+    hash: str
+    created: float
+    types: tuple[str, ...] = ()  # globs of the types it may submit; empty: any
+    tags: tuple[str, ...] = ()  # globs of the tags a worker token may claim for; empty: any
+    expires: float | None = None
+    revoked: float | None = None
+    parent: str | None = None
+
+    def to_json(self) -> dict:
+        data = asdict(self)
+        del data["hash"]
+        data["types"], data["tags"] = list(self.types), list(self.tags)
         return data

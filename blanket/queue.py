@@ -148,18 +148,19 @@ class Queue:
                  attempt=task.attempt, result=ended.state.value)
         return ended
 
-    def stop_task(self, task_id: int) -> Task:
-        """Stop a queued task at once, or ask the worker of a running one to stop it."""
+    def stop_task(self, task_id: int, by: str | None = None) -> Task:
+        """Stop a queued task at once, or ask the worker of a running one to stop it; `by`
+        names who asked."""
         task = self.store.get_task(task_id)
         if task is None:
             raise NotFound(f"no task {task_id}")
         if task.state in FINAL_STATES or task.state is TaskState.LOST:
             raise Conflict(f"task {task_id} has already ended ({task.state.value})")
         if task.state is TaskState.QUEUED:
-            stopped = self.store.stop_queued(task_id, time.time())
+            stopped = self.store.stop_queued(task_id, time.time(), by)
             if stopped is not None:
                 return stopped
-        task = self.store.request_stop(task_id)
+        task = self.store.request_stop(task_id, by)
         self.store.announce(task_topic(task_id))  # its heartbeat, on whichever server
         return task
 

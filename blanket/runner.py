@@ -26,7 +26,7 @@ import pathspec
 import structlog
 
 from blanket.durations import format_duration
-from blanket.models import Task, TaskState
+from blanket.models import SECRET_MASK, Task, TaskState
 from blanket.tasktype import TaskType
 from blanket.templating import (
     TEMPLATEIGNORE,
@@ -274,6 +274,8 @@ def task_variables(task: Task, task_type: TaskType, work_dir: Path,
         "BLANKET_SERVER": server_url,
         "BLANKET_VERSION": task.version or "",
         "BLANKET_ATTEMPT": str(task.attempt),
+        # lets the task report its own progress (POST /task/ID/progress) with no API token
+        "BLANKET_TASK_TOKEN": task.token or "",
     }
     merged = {**task_type.defaults, **task.environment, **blanket}
     return {name: str(value) for name, value in merged.items()}
@@ -333,7 +335,9 @@ def write_task_file(work_dir: Path, task: Task, task_type: TaskType,
     """Write task.json: the task, its type and the variables it ran with. One line, by the C
     encoder (`indent` takes the pure-Python one, several times slower, on every task); `jq .`
     shows it indented."""
-    data = {**task.to_json(), "task_type": task_type.to_json(), "run_environment": dict(variables)}
+    hidden = {*task.secrets, *task_type.secrets, "BLANKET_TASK_TOKEN"}
+    shown = {name: SECRET_MASK if name in hidden else value for name, value in variables.items()}
+    data = {**task.to_json(), "task_type": task_type.shown_json(), "run_environment": shown}
     (work_dir / TASK_FILE).write_text(json.dumps(data, sort_keys=True, ensure_ascii=False) + "\n",
                                       encoding="utf-8")
 

@@ -366,7 +366,7 @@ def scheduled_request(schedule: Schedule, fire: float | None, key: str | None) -
         environment[FIRE_TIME_VARIABLE] = fire_time_text(fire)
     return TaskRequest(type=task_type_of(schedule), environment=environment,
                        tags=schedule.tags, priority=schedule.priority, schedule=schedule.name,
-                       dedupe_key=key)
+                       dedupe_key=key, submitted_by="schedule", trusted_environment=True)
 
 
 # ---------------------------------------------------------------- for the API

@@ -16,6 +16,7 @@ import structlog
 from cheroot import wsgi
 
 from blanket.api import make_app
+from blanket.api.browser import BrowserGuard, server_names
 from blanket.api.http import error_body
 from blanket.app import Services, build_services
 from blanket.inbox import Inbox
@@ -82,8 +83,10 @@ class Server:
         self.settings = settings
         self.services = services or build_services(settings)
         self.services.intake.clear_staging()
+        self.admin_token = self.services.tokens.ensure_admin_file(settings.data_dir)
         self.app = make_app(self.services)
-        self.http = wsgi.Server((settings.host, settings.port), dechunked(self.app),
+        guarded = BrowserGuard(self.app, server_names(settings), settings.allowed_origins)
+        self.http = wsgi.Server((settings.host, settings.port), dechunked(guarded),
                                 numthreads=settings.threads,
                                 max=max(settings.threads, settings.max_threads),
                                 server_name="blanket", shutdown_timeout=1)
@@ -148,7 +151,8 @@ class Server:
         log.info("blanket serving", url=self.settings.url,
                  config_dir=str(self.settings.config_dir.resolve()),
                  data_dir=str(self.settings.data_dir.resolve()),
-                 types=len(self.services.catalog.types()))
+                 types=len(self.services.catalog.types()),
+                 anonymous=self.settings.anonymous_role, admin_token=str(self.admin_token))
         for problem in self.services.catalog.problems():
             log.warning("config problem", problem=str(problem))
         self._start_workers()

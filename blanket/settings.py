@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import tomllib
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
+from blanket.auth import ANONYMOUS_ROLES
 from blanket.durations import parse_duration
 from blanket.errors import InvalidInput
 
@@ -41,11 +43,22 @@ class Settings:
     heartbeat_interval: float = 2.0
     lost_after: float = 15.0
     max_missed: int = 100
+    # The role of a request without credentials; empty: operator when bound to loopback,
+    # else none. Worker and admin actions always need a token.
+    anonymous: str = ""
+    allowed_origins: tuple[str, ...] = ()  # web origins besides the server's own that may write
+    server_names: tuple[str, ...] = ()  # Host headers accepted besides the defaults; "*": any
     log: tuple[LogDestination, ...] = field(default_factory=lambda: (LogDestination(),))
 
     @property
     def database_url(self) -> str:
         return self.database or f"sqlite:///{self.data_dir / 'blanket.db'}"
+
+    @property
+    def anonymous_role(self) -> str:
+        if self.anonymous:
+            return self.anonymous
+        return "operator" if is_loopback(self.host) else "none"
 
     @property
     def url(self) -> str:
@@ -69,7 +82,20 @@ _ENV = {
     "worker_tags": "BLANKET_WORKER_TAGS",
     "heartbeat_interval": "BLANKET_HEARTBEAT_INTERVAL",
     "lost_after": "BLANKET_LOST_AFTER",
+    "anonymous": "BLANKET_ANONYMOUS",
+    "allowed_origins": "BLANKET_ALLOWED_ORIGINS",
+    "server_names": "BLANKET_SERVER_NAMES",
 }
+
+
+def is_loopback(host: str) -> bool:
+    """Whether `host` (a bind address or name) is reachable from this machine only."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
 
 
 def load_settings(path: Path | None = None, overrides: dict[str, Any] | None = None,
@@ -128,8 +154,13 @@ def _convert(key: str, value: Any) -> Any:
         return number
     if key in ("heartbeat_interval", "lost_after"):
         return parse_duration(value)
-    if key == "worker_tags":
+    if key in ("worker_tags", "allowed_origins", "server_names"):
         return tuple(_split_tags(value))
+    if key == "anonymous":
+        if value not in ANONYMOUS_ROLES:
+            raise ValueError(f"{value!r}: use one of {', '.join(ANONYMOUS_ROLES)} (worker and "
+                             "admin actions always need a token)")
+        return value
     if key == "log":
         return tuple(_log_destination(item) for item in _as_list(value))
     if not isinstance(value, str):

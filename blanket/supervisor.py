@@ -91,6 +91,8 @@ class Supervisor:
     def _start(self, child: Child, now: float) -> None:
         env = {**os.environ, "BLANKET_WORKER_PARENT": str(os.getpid()),
                "BLANKET_WORKER_GRACE": str(self.options.grace)}
+        if self.options.token:  # in the environment, not on a command line others can read
+            env["BLANKET_TOKEN"] = self.options.token
         child.proc = subprocess.Popen(self.child_command(child.worker_id), env=env)
         child.started = now
         log.info("worker started", worker=child.worker_id, pid=child.proc.pid)

@@ -12,6 +12,7 @@ class RequiredVariable:
     name: str
     description: str = ""
     type: str = "string"  # string | integer | number | boolean
+    secret: bool = False  # its value is never shown by the API, task.json or the logs
 
 
 @dataclass(frozen=True)
@@ -46,16 +47,36 @@ class TaskType:
     results: tuple[str, ...] = ()
     checks: tuple[str, ...] = ()
     combine_output: bool = False
+    # Names a submission may set besides the declared ones (globs; ("*",) for any).
+    extra_environment: tuple[str, ...] = ()
+    secret_defaults: tuple[str, ...] = ()  # defaults marked secret = true
+
+    @property
+    def declared(self) -> frozenset[str]:
+        """The variable names the type declares (defaults and required)."""
+        return frozenset(self.defaults) | {r.name for r in self.required}
+
+    @property
+    def secrets(self) -> frozenset[str]:
+        """The names of its secret variables."""
+        return frozenset(self.secret_defaults) | {r.name for r in self.required if r.secret}
+
+    def shown_json(self) -> dict:
+        """`to_json` with the values of secret defaults replaced by `***`."""
+        data = self.to_json()
+        for name in self.secret_defaults:
+            data["defaults"][name] = "***"
+        return data
 
     def to_json(self) -> dict:
         # Built by hand rather than with asdict: it is sent with every claimed task.
         data = {f.name: getattr(self, f.name) for f in fields(self)}
         data["defaults"] = dict(self.defaults)
-        data["required"] = {r.name: {"description": r.description, "type": r.type}
-                            for r in self.required}
+        data["required"] = {r.name: {"description": r.description, "type": r.type,
+                                     "secret": r.secret} for r in self.required}
         data["files"] = [{"src": f.src, "dest": f.dest, "include": list(f.include),
                           "exclude": list(f.exclude), "render": f.render} for f in self.files]
-        for key in ("tags", "results", "checks"):
+        for key in ("tags", "results", "checks", "extra_environment", "secret_defaults"):
             data[key] = list(data[key])
         return data
 
@@ -64,7 +85,8 @@ class TaskType:
         """Inverse of `to_json` (used by workers, which receive types over HTTP)."""
         fields = dict(data)
         fields["required"] = tuple(
-            RequiredVariable(name, spec.get("description", ""), spec.get("type", "string"))
+            RequiredVariable(name, spec.get("description", ""), spec.get("type", "string"),
+                             bool(spec.get("secret", False)))
             for name, spec in data.get("required", {}).items()
         )
         fields["files"] = tuple(
@@ -72,6 +94,6 @@ class TaskType:
                         tuple(f.get("exclude", ())), f.get("render", True))
             for f in data.get("files", ())
         )
-        for key in ("tags", "results", "checks"):
+        for key in ("tags", "results", "checks", "extra_environment", "secret_defaults"):
             fields[key] = tuple(data.get(key, ()))
         return cls(**fields)

@@ -27,10 +27,11 @@ VARIABLE_TYPES = ("string", "integer", "number", "boolean")
 TOP_KEYS = (
     "description", "command", "executor", "tags", "timeout", "retries", "retry_delay",
     "max_concurrent", "estimate", "weight", "combine_output", "environment", "files",
-    "results", "checks",
+    "results", "checks", "allow_extra_environment",
 )
 ENVIRONMENT_KEYS = ("defaults", "required")
-REQUIRED_KEYS = ("description", "type")
+REQUIRED_KEYS = ("description", "type", "secret")
+DEFAULT_KEYS = ("value", "secret")
 FILES_KEYS = ("src", "dest", "include", "exclude", "render")
 
 _TOML_POSITION = re.compile(r"\(at line (\d+), column \d+\)")
@@ -111,6 +112,7 @@ class _Checker:
         self.path = path
         self.text = text
         self.problems: list[ConfigProblem] = []
+        self.secret_defaults: set[str] = set()
 
     def problem(self, line: int | None, message: str) -> None:
         self.problems.append(ConfigProblem(str(self.path), message, line))
@@ -124,6 +126,10 @@ class _Checker:
         fields.update(self._scalars(data))
         defaults, required = self._environment(data.get("environment", {}))
         fields["defaults"], fields["required"] = defaults, required
+        fields["secret_defaults"] = tuple(sorted(self.secret_defaults))
+        if "allow_extra_environment" in data:
+            fields["extra_environment"] = self._extra_environment(
+                data["allow_extra_environment"])
         fields["files"] = self._files(data.get("files", []))
         return TaskType(**fields)
 
@@ -255,6 +261,8 @@ class _Checker:
         for name, value in defaults.items():
             if not self._check_env_name("defaults", name):
                 continue
+            if isinstance(value, dict):
+                value = self._default_table(name, value)
             if isinstance(value, bool):
                 result[name] = "true" if value else "false"
             elif isinstance(value, str | int | float):
@@ -263,6 +271,31 @@ class _Checker:
                 self._wrong_type(f"environment.defaults.{name}", "a string, number or boolean",
                                  value, self._env_line("defaults", name))
         return result
+
+    def _default_table(self, name: str, spec: dict) -> object:
+        """`NAME = { value = "...", secret = true }`: the value, remembering the secret."""
+        line = self._env_line("defaults", name)
+        where = f"environment.defaults.{name}"
+        for key in spec:
+            if key not in DEFAULT_KEYS:
+                self.problem(line, _unknown_key_message(key, DEFAULT_KEYS, f" in {where}"))
+        if self._bool(f"{where}.secret", spec.get("secret", False), line):
+            self.secret_defaults.add(name)
+        if "value" not in spec:
+            self.problem(line, f'{where}: value is missing; write {{ value = "...", '
+                               "secret = true }")
+            return ""
+        value = spec["value"]
+        return None if isinstance(value, dict) else value
+
+    def _extra_environment(self, value: object) -> tuple[str, ...] | None:
+        """allow_extra_environment: true (any name) or a list of name globs."""
+        if value is True:
+            return ("*",)
+        if value is False:
+            return ()
+        line = self._at("allow_extra_environment")
+        return self._string_list("allow_extra_environment", value, line)
 
     def _required(self, required: object) -> tuple[RequiredVariable, ...]:
         if not isinstance(required, dict):
@@ -295,12 +328,13 @@ class _Checker:
         if not isinstance(description, str):
             self._wrong_type(f"{where}.description", "a string", description, line)
             ok = False
+        secret = self._bool(f"{where}.secret", spec.get("secret", False), line)
         kind = spec.get("type", "string")
         if kind not in VARIABLE_TYPES:
             self.problem(line, f"{where}.type: {kind!r} is not a variable type; use one of "
                                f"{', '.join(VARIABLE_TYPES)}")
             ok = False
-        return RequiredVariable(name, description, kind) if ok else None
+        return RequiredVariable(name, description, kind, bool(secret)) if ok else None
 
     def _files(self, sections: object) -> tuple[FileSection, ...]:
         if not isinstance(sections, list) or not all(isinstance(s, dict) for s in sections):

@@ -70,6 +70,7 @@ class WorkerOptions:
     pid_file: Path = Path("var/worker.pid")
     verbosity: int = 0
     grace: float = field(default_factory=_default_grace)
+    token: str | None = field(default=None, repr=False)
 
 
 def run_workers(options: WorkerOptions) -> None:
@@ -366,7 +367,7 @@ class Worker:
 
     def __init__(self, options: WorkerOptions, client: Client | None = None):
         self.options = options
-        self.client = client or Client(options.server, timeout=60)
+        self.client = client or Client(options.server, timeout=60, token=options.token)
         self.reporter = Reporter(self.client)
         self.data_dir = options.data_dir.absolute()
         self.bundles = BundleCache(self.client, self.data_dir / "bundles")
@@ -384,7 +385,9 @@ class Worker:
         self.ending: Future[None] | None = None  # the end report on its way
         self.heartbeat: Heartbeat | None = None
         self.shipper: LogShipper | None = None  # started at registration if it is remote
-        self.base_env = dict(os.environ)  # read once: every task's environment starts here
+        # Read once: every task's environment starts here. A task never sees the worker's
+        # own credential.
+        self.base_env = {k: v for k, v in os.environ.items() if k != "BLANKET_TOKEN"}
         self.sends_outputs = False  # set at registration: True on another machine
         self._types: dict[tuple[str, str], TaskType] = {}  # parsed types by version hash
 

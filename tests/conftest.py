@@ -84,7 +84,19 @@ class ServerProcess:
                                          stderr=subprocess.STDOUT)
         if wait:
             wait_until(self.healthy, timeout=20)
+            # From here on the fixture's client acts as the local admin, as the CLI on the
+            # server's machine does; tests of other roles make clients of their own.
+            self.client = Client(self.url, timeout=60, token=self.admin_token)
         return self
+
+    @property
+    def admin_token(self) -> str:
+        """The admin token the server keeps in its data dir (written at its first start)."""
+        return (self.data_dir / "admin.token").read_text().strip()
+
+    def token(self, name: str, role: str, **scopes) -> str:
+        """A new API token with `role` (and optional types/tags/expires scopes)."""
+        return self.client.post("/token/", {"name": name, "role": role, **scopes})["token"]
 
     def healthy(self) -> bool:
         if self.proc is not None and self.proc.poll() is not None:
@@ -124,15 +136,17 @@ class WorkerProcess:
     """A `blanket worker` subprocess talking to a server over HTTP only."""
 
     def __init__(self, server: ServerProcess, tags: str = "", processes: int = 1,
-                 args: tuple[str, ...] = (), data_dir: Path | None = None):
+                 args: tuple[str, ...] = (), data_dir: Path | None = None,
+                 token: str | None = None):
         self.server = server
         self.log = server.base / f"worker-{time.monotonic_ns()}.log"
         command = [sys.executable, "-m", "blanket", "worker", "--server", server.url,
                    "-n", str(processes), "--data-dir", str(data_dir or server.data_dir), *args]
         if tags:
             command += ["-t", tags]
+        env = {**server.env, "BLANKET_TOKEN": token or server.admin_token}
         with open(self.log, "ab") as log:
-            self.proc = subprocess.Popen(command, cwd=server.base, env=server.env, stdout=log,
+            self.proc = subprocess.Popen(command, cwd=server.base, env=env, stdout=log,
                                          stderr=subprocess.STDOUT, start_new_session=True)
 
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 20) -> None:

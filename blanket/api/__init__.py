@@ -5,7 +5,8 @@ from __future__ import annotations
 import bottle
 import structlog
 
-from blanket.api import catalog, openapi, outputs, schedules, tasks, web, workers
+from blanket.api import catalog, openapi, outputs, schedules, tasks, tokens, web, workers
+from blanket.api.access import Access, check_routes
 from blanket.api.http import JSONErrors, error_body
 from blanket.app import Services
 
@@ -18,15 +19,18 @@ def make_app(services: Services, extra_installers=()) -> bottle.Bottle:
     bottle.BaseRequest.MEMFILE_MAX = MAX_UPLOAD_MEMORY
     app = bottle.Bottle(autojson=True)
     app.install(JSONErrors())
+    app.install(Access(services.tokens, services.settings.anonymous_role))
     tasks.install(app, services)
     workers.install(app, services)
     outputs.install(app, services)
     catalog.install(app, services)
     schedules.install(app, services)
+    tokens.install(app, services)
     web.install(app, services)
     for install in extra_installers:
         install(app, services)
     openapi.install(app)
+    check_routes(app)
     app.default_error_handler = _error_handler
     return app
 

@@ -10,6 +10,7 @@ import bottle
 from blanket import __version__
 from blanket.api.http import json_response
 from blanket.app import Services
+from blanket.auth import PUBLIC, VIEWER
 from blanket.errors import NotFound
 from blanket.models import TaskState
 from blanket.store.base import TaskFilter
@@ -17,10 +18,10 @@ from blanket.store.base import TaskFilter
 
 def install(app: bottle.Bottle, services: Services) -> None:
     routes = CatalogRoutes(services)
-    app.route("/task_type/", "GET", routes.list_types)
-    app.route("/task_type/<name>", "GET", routes.show_type)
-    app.route("/health", "GET", routes.health)
-    app.route("/metrics", "GET", routes.metrics)
+    app.route("/task_type/", "GET", routes.list_types, role=VIEWER)
+    app.route("/task_type/<name>", "GET", routes.show_type, role=VIEWER)
+    app.route("/health", "GET", routes.health, role=PUBLIC)
+    app.route("/metrics", "GET", routes.metrics, role=VIEWER)
 
 
 class CatalogRoutes:

@@ -8,7 +8,9 @@ import bottle
 
 from blanket import __version__
 from blanket.api.http import json_response
+from blanket.auth import PUBLIC
 
+_SECURITY = [{"bearer": []}, {"basic": []}]
 _PARAM = re.compile(r"<(?:(\w+):)?(\w+)(?::[^>]*)?>")
 
 
@@ -25,6 +27,9 @@ def openapi_document(app: bottle.Bottle) -> dict:
             "operationId": f"{route.method.lower()}_{route.callback.__name__}"
                            f"_{len(paths)}",
             "parameters": params,
+            # The least role the route needs (blanket.auth); public routes need none.
+            "x-blanket-role": route.config.get("role"),
+            **({} if route.config.get("role") == PUBLIC else {"security": _SECURITY}),
             "responses": {"200": {"description": "success"},
                           "default": {"description": "error",
                                       "content": {"application/json": {"schema": {
@@ -34,7 +39,11 @@ def openapi_document(app: bottle.Bottle) -> dict:
         "openapi": "3.1.0",
         "info": {"title": "blanket", "version": __version__},
         "paths": paths,
-        "components": {"schemas": {"Error": {"type": "object", "properties": {"error": {
+        "components": {"securitySchemes": {
+            "bearer": {"type": "http", "scheme": "bearer"},
+            "basic": {"type": "http", "scheme": "basic",
+                      "description": "any user name, the token as the password"}},
+            "schemas": {"Error": {"type": "object", "properties": {"error": {
             "type": "object", "properties": {"code": {"type": "string"},
                                              "message": {"type": "string"}}}}}}},
     }
@@ -45,4 +54,4 @@ def install(app: bottle.Bottle) -> None:
         """This document."""
         return json_response(openapi_document(app))
 
-    app.route("/openapi.json", "GET", openapi)
+    app.route("/openapi.json", "GET", openapi, role=PUBLIC)

@@ -14,6 +14,7 @@ import bottle
 
 from blanket.api.http import json_response, parse_id
 from blanket.app import Services
+from blanket.auth import WORKER
 from blanket.errors import BlanketError, InvalidInput, NotFound, StaleAttempt
 from blanket.models import ACTIVE_STATES, Task
 from blanket.outputs import MAX_LOG_CHUNK, MAX_PACKED, TOKEN_HEADER, BadOutputs, unpack
@@ -24,8 +25,8 @@ _appending = threading.Lock()  # one append at a time: the size check and the wr
 
 def install(app: bottle.Bottle, services: Services) -> None:
     routes = OutputRoutes(services)
-    app.route("/task/<task_id>/outputs", "POST", routes.receive)
-    app.route("/task/<task_id>/log/<stream>", "POST", routes.append_log)
+    app.route("/task/<task_id>/outputs", "POST", routes.receive, role=WORKER)
+    app.route("/task/<task_id>/log/<stream>", "POST", routes.append_log, role=WORKER)
 
 
 class OutputRoutes:

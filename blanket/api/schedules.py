@@ -6,6 +6,7 @@ import bottle
 
 from blanket.api.http import json_response
 from blanket.app import Services
+from blanket.auth import OPERATOR, VIEWER
 from blanket.catalog import LoadedSchedule
 from blanket.errors import NotFound
 from blanket.schedule import next_fire
@@ -18,11 +19,11 @@ NEXT_FIRES = 5
 
 def install(app: bottle.Bottle, services: Services) -> None:
     routes = ScheduleRoutes(services)
-    app.route("/schedule/", "GET", routes.list_schedules)
-    app.route("/schedule/<name>", "GET", routes.show)
-    app.route("/schedule/<name>/run", "POST", routes.run)
-    app.route("/schedule/<name>/pause", "POST", routes.pause)
-    app.route("/schedule/<name>/resume", "POST", routes.resume)
+    app.route("/schedule/", "GET", routes.list_schedules, role=VIEWER)
+    app.route("/schedule/<name>", "GET", routes.show, role=VIEWER)
+    app.route("/schedule/<name>/run", "POST", routes.run, role=OPERATOR)
+    app.route("/schedule/<name>/pause", "POST", routes.pause, role=OPERATOR)
+    app.route("/schedule/<name>/resume", "POST", routes.resume, role=OPERATOR)
 
 
 class ScheduleRoutes:

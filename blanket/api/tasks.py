@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hmac
 import re
 import shutil
 import time
@@ -11,7 +12,9 @@ from dataclasses import replace
 from pathlib import Path
 
 import bottle
+import structlog
 
+from blanket.api.access import identity, refusal
 from blanket.api.http import (
     flag,
     json_response,
@@ -21,7 +24,9 @@ from blanket.api.http import (
     read_body,
     read_json_body,
 )
+from blanket.api.taskfiles import list_task_files, serve_task_file
 from blanket.app import Services
+from blanket.auth import OPERATOR, SUBMITTER, VIEWER, WORKER, Forbidden, Identity
 from blanket.errors import BlanketError, Conflict, InvalidInput, NotFound
 from blanket.intake import TaskRequest, Upload, parse_task_request, parse_time
 from blanket.models import ACTIVE_STATES, FINAL_STATES, Task, TaskState
@@ -29,22 +34,24 @@ from blanket.runner import LOG_STREAMS
 from blanket.store.base import DuplicateTask, TaskFilter
 from blanket.wakeups import task_topic
 
+log = structlog.get_logger("blanket.api")
 MAX_WAIT = 24 * 3600.0
 _NUMBER = re.compile(r"\d{1,12}(\.\d{0,9})?")
 
 
 def install(app: bottle.Bottle, services: Services) -> None:
     routes = TaskRoutes(services)
-    app.route("/task/", "GET", routes.list_tasks)
-    app.route("/task/", "POST", routes.submit)
-    app.route("/task/<task_id>", "GET", routes.show)
-    app.route("/task/<task_id>", "DELETE", routes.remove)
-    app.route("/task/<task_id>/stop", "POST", routes.stop)
-    app.route("/task/<task_id>/rerun", "POST", routes.rerun)
-    app.route("/task/<task_id>/progress", "POST", routes.progress)
-    app.route("/task/<task_id>/log/<stream>", "GET", routes.log)
-    app.route("/task/<task_id>/files/", "GET", routes.list_files)
-    app.route("/task/<task_id>/files/<path:path>", "GET", routes.file)
+    app.route("/task/", "GET", routes.list_tasks, role=VIEWER)
+    app.route("/task/", "POST", routes.submit, role=SUBMITTER)
+    app.route("/task/<task_id>", "GET", routes.show, role=VIEWER)
+    app.route("/task/<task_id>", "DELETE", routes.remove, role=SUBMITTER)
+    app.route("/task/<task_id>/stop", "POST", routes.stop, role=SUBMITTER)
+    app.route("/task/<task_id>/rerun", "POST", routes.rerun, role=SUBMITTER)
+    app.route("/task/<task_id>/progress", "POST", routes.progress, role=OPERATOR,
+              attempt_token=True)
+    app.route("/task/<task_id>/log/<stream>", "GET", routes.log, role=VIEWER)
+    app.route("/task/<task_id>/files/", "GET", routes.list_files, role=VIEWER)
+    app.route("/task/<task_id>/files/<path:path>", "GET", routes.file, role=(VIEWER, WORKER))
 
 
 class TaskRoutes:
@@ -62,14 +69,21 @@ class TaskRoutes:
         return self.s.intake.task_dir(task.type, task.id)
 
     def list_tasks(self):
+        """Tasks, newest first (?state, type, tags, added_after, added_before, limit...)."""
         flt = task_filter(bottle.request.query)
         if flag("count"):
             return json_response({"count": self.s.store.count_tasks(flt)})
         return json_response([t.to_json() for t in self.s.store.list_tasks(flt)])
 
     def submit(self):
+        """Submit a task (JSON, a form field `data`, or multipart with files)."""
         wait = query_float("wait", None, MAX_WAIT)
         request = self.read_request(front=wait is not None)
+        caller = identity()
+        if not caller.may_submit(request.type):
+            raise Forbidden(f"token {caller.name!r} may not submit tasks of type "
+                            f"{request.type!r}")
+        request = replace(request, submitted_by=caller.name)
         key = bottle.request.get_header("Idempotency-Key")
         if key:
             request = replace(request, dedupe_key=f"client:{key}")
@@ -140,41 +154,70 @@ class TaskRoutes:
         return data, uploads
 
     def show(self, task_id: str):
+        """One task's record (secret values shown as ***)."""
         return json_response(self.task_or_404(task_id).to_json())
 
+    def changeable_task(self, raw_id: str) -> Task:
+        """The task, if the caller may stop, rerun or remove it (403 otherwise)."""
+        task = self.task_or_404(raw_id)
+        caller = identity()
+        if not caller.may_change(task):
+            raise Forbidden(f"task {task.id} was submitted by {task.submitted_by or 'someone'}"
+                            f"; {caller.name!r} may change only its own tasks")
+        return task
+
     def remove(self, task_id: str):
-        task = self.task_or_404(task_id)
+        """Remove a task and its files (?force: a running one too)."""
+        task = self.changeable_task(task_id)
+        by = identity().name
         if task.state in ACTIVE_STATES:
             if not flag("force"):
                 raise Conflict(f"task {task.id} is {task.state.value}; stop it first, or "
                                "remove it with ?force (blanket rm -f)")
-            self.s.store.request_stop(task.id)
+            self.s.store.request_stop(task.id, by)
             self.s.store.announce(task_topic(task.id))
         removed = self.s.store.delete_task(task.id)
         if removed is None:
             raise NotFound(f"no task {task.id}")
+        log.info("task removed", task=task.id, type=task.type, by=by)
         self.s.store.announce(task_topic(task.id))  # a submission waiting for its end
         shutil.rmtree(self.task_dir(task), ignore_errors=True)
         return json_response(removed.to_json())
 
     def stop(self, task_id: str):
-        task = self.task_or_404(task_id)
-        return json_response(self.s.queue.stop_task(task.id).to_json())
+        """Stop a task: a queued one at once, a running one through its worker."""
+        task = self.changeable_task(task_id)
+        by = identity().name
+        stopped = self.s.queue.stop_task(task.id, by)
+        log.info("task stop asked", task=task.id, type=task.type, by=by)
+        return json_response(stopped.to_json())
 
     def rerun(self, task_id: str):
-        old = self.task_or_404(task_id)
+        """Submit a task again with the same type, environment (secrets too) and files."""
+        old = self.changeable_task(task_id)
+        caller = identity()
+        if not caller.may_submit(old.type):
+            raise Forbidden(f"token {caller.name!r} may not submit tasks of type {old.type!r}")
         folder = self.task_dir(old)
         with ExitStack() as stack:
             uploads = tuple(Upload(n, stack.enter_context(open(folder / n, "rb")))
                             for n in old.inputs if (folder / n).is_file())
             task = self.s.intake.submit(TaskRequest(
                 type=old.type, environment=dict(old.environment), tags=old.tags,
-                priority=old.priority, schedule=old.schedule, uploads=uploads))
+                priority=old.priority, schedule=old.schedule, uploads=uploads,
+                submitted_by=caller.name, trusted_environment=True))
         return json_response(task.to_json(), 201)
 
     def progress(self, task_id: str):
+        """A running task's progress (0-100, a message). Operators may set any task's; the
+        task itself sends its attempt token (BLANKET_TASK_TOKEN)."""
         task = self.task_or_404(task_id)
         data = read_json_body()
+        token = data.get("token") if isinstance(data, dict) else None
+        if not identity().at_least(OPERATOR) and not (
+                isinstance(token, str) and task.token is not None
+                and hmac.compare_digest(token.encode(), task.token.encode())):
+            raise refusal(identity(), OPERATOR)
         value = data.get("progress") if isinstance(data, dict) else None
         if isinstance(value, bool) or not isinstance(value, int | float):
             raise InvalidInput('send {"progress": 0-100, "message": "optional text"}')
@@ -225,19 +268,24 @@ class TaskRoutes:
                 self.s.wakeups.wait_for(lambda: None, 0.25, topics=(task_topic(task_id),))
 
     def list_files(self, task_id: str):
-        root = self.task_dir(self.task_or_404(task_id))
-        files = sorted(p for p in root.rglob("*") if p.is_file()) if root.is_dir() else []
-        return json_response([{"path": p.relative_to(root).as_posix(), "size": p.stat().st_size}
-                              for p in files])
+        """The files in the task's directory, with their sizes."""
+        return json_response(list_task_files(self.task_dir(self.task_or_404(task_id))))
 
     def file(self, task_id: str, path: str):
-        root = self.task_dir(self.task_or_404(task_id))
-        response = bottle.static_file(path, root=str(root))
-        if response.status_code == 404:
-            raise NotFound(f"task {task_id} has no file {path!r}")
-        if response.status_code == 403:
-            raise InvalidInput(f"{path!r} is outside the task directory")
-        return response
+        """One file of the task's directory; a worker reads only its own task's inputs."""
+        task = self.task_or_404(task_id)
+        caller = identity()
+        if not caller.at_least(VIEWER) and not self.held_by(caller, task):
+            raise Forbidden(f"worker token {caller.name!r} may read only the files of "
+                            "tasks its workers hold")
+        return serve_task_file(self.task_dir(task), path)
+
+    def held_by(self, caller: Identity, task: Task) -> bool:
+        """Whether a worker registered with the caller's token holds the task now."""
+        if task.worker is None or task.state not in ACTIVE_STATES:
+            return False
+        worker = self.s.store.get_worker(task.worker)
+        return worker is not None and worker.owner == caller.name
 
 
 def _ended(task: Task | None) -> Task | None:

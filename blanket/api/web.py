@@ -8,6 +8,7 @@ from pathlib import Path
 import bottle
 
 from blanket.app import Services
+from blanket.auth import PUBLIC
 from blanket.errors import NotFound
 
 WEB_DIR = Path(__file__).resolve().parent.parent / "web"
@@ -15,11 +16,21 @@ MIME_TYPES = {".html": "text/html", ".js": "text/javascript", ".css": "text/css"
 # One plain file name in the web folder: no slashes, no dots but the extension's, so no
 # spelling of a path (`..`, `%2e%2e`, absolute) can reach outside it.
 _NAME = re.compile(r"[A-Za-z0-9_-]+\.(html|js|css)")
+# The page runs only its own script and style sheet, talks only to this server, and is
+# never framed by another site.
+PAGE_HEADERS = {
+    "Content-Security-Policy": "default-src 'none'; script-src 'self'; style-src 'self'; "
+                               "img-src 'self' data:; connect-src 'self'; form-action 'self'; "
+                               "base-uri 'none'; frame-ancestors 'none'",
+    "X-Content-Type-Options": "nosniff",
+    "X-Frame-Options": "DENY",
+    "Referrer-Policy": "same-origin",
+}
 
 
 def install(app: bottle.Bottle, services: Services) -> None:
-    app.route("/", "GET", page)
-    app.route("/web/<name:path>", "GET", asset)
+    app.route("/", "GET", page, role=PUBLIC)
+    app.route("/web/<name:path>", "GET", asset, role=PUBLIC)
 
 
 def page():
@@ -41,4 +52,6 @@ def _serve(name: str) -> bottle.HTTPResponse:
                                   mimetype=MIME_TYPES[Path(name).suffix])
     # Revalidate each load so an upgraded server's page is never mixed with a stale script.
     response.set_header("Cache-Control", "no-cache")
+    for header, value in PAGE_HEADERS.items():
+        response.set_header(header, value)
     return response

@@ -10,8 +10,10 @@ from dataclasses import dataclass
 
 import bottle
 
+from blanket.api.access import identity
 from blanket.api.http import json_response, parse_id, query_float, read_json_body
 from blanket.app import Services
+from blanket.auth import ADMIN, OPERATOR, VIEWER, WORKER, Forbidden
 from blanket.errors import InvalidInput, NotFound, StaleAttempt
 from blanket.models import ACTIVE_STATES, Task, TaskState, Worker
 from blanket.store.base import Outcome
@@ -25,18 +27,18 @@ _HASH = re.compile(r"[0-9a-f]{16,64}")
 
 def install(app: bottle.Bottle, services: Services) -> None:
     routes = WorkerRoutes(services)
-    app.route("/worker/", "GET", routes.list_workers)
-    app.route("/worker/", "POST", routes.register)
-    app.route("/worker/<worker_id>", "GET", routes.show)
-    app.route("/worker/<worker_id>", "DELETE", routes.remove)
-    app.route("/worker/<worker_id>/pause", "POST", routes.pause)
-    app.route("/worker/<worker_id>/resume", "POST", routes.resume)
-    app.route("/worker/<worker_id>/claim", "POST", routes.claim)
-    app.route("/task/<task_id>/started", "POST", routes.started)
-    app.route("/task/<task_id>/heartbeat", "POST", routes.heartbeat)
-    app.route("/task/<task_id>/finished", "POST", routes.finished)
-    app.route("/task/<task_id>/release", "POST", routes.release)
-    app.route("/version/<name>", "GET", routes.bundle)
+    app.route("/worker/", "GET", routes.list_workers, role=VIEWER)
+    app.route("/worker/", "POST", routes.register, role=WORKER)
+    app.route("/worker/<worker_id>", "GET", routes.show, role=VIEWER)
+    app.route("/worker/<worker_id>", "DELETE", routes.remove, role=(OPERATOR, WORKER))
+    app.route("/worker/<worker_id>/pause", "POST", routes.pause, role=OPERATOR)
+    app.route("/worker/<worker_id>/resume", "POST", routes.resume, role=OPERATOR)
+    app.route("/worker/<worker_id>/claim", "POST", routes.claim, role=WORKER)
+    app.route("/task/<task_id>/started", "POST", routes.started, role=WORKER)
+    app.route("/task/<task_id>/heartbeat", "POST", routes.heartbeat, role=WORKER)
+    app.route("/task/<task_id>/finished", "POST", routes.finished, role=WORKER)
+    app.route("/task/<task_id>/release", "POST", routes.release, role=WORKER)
+    app.route("/version/<name>", "GET", routes.bundle, role=(OPERATOR, WORKER))
 
 
 def _text(data: dict, key: str, required: bool = True) -> str | None:
@@ -63,6 +65,14 @@ class WorkerRoutes:
             raise NotFound(f"no worker {worker_id!r}; it has to register first (POST /worker/)")
         return worker
 
+    def own_worker(self, worker_id: str) -> Worker:
+        """The worker, if the caller's token registered it (admins reach every worker)."""
+        worker = self.worker_or_404(worker_id)
+        caller = identity()
+        if caller.role != ADMIN and worker.owner != caller.name:
+            raise Forbidden(f"worker {worker_id!r} was registered with another token")
+        return worker
+
     def list_workers(self):
         return json_response([w.to_json() for w in self.s.store.list_workers()])
 
@@ -70,6 +80,7 @@ class WorkerRoutes:
         return json_response(self.worker_or_404(worker_id).to_json())
 
     def register(self):
+        """A worker joins with its tags, which its token must allow."""
         data = read_json_body()
         if not isinstance(data, dict):
             raise InvalidInput("send the worker as a JSON object")
@@ -83,9 +94,17 @@ class WorkerRoutes:
         worker_id = _text(data, "id", required=False) or f"{host}-{pid}-{uuid.uuid4().hex[:6]}"
         if not _WORKER_ID.fullmatch(worker_id):
             raise InvalidInput(f"worker id {worker_id!r}: use letters, digits and _.:@-")
+        caller = identity()
+        refused = [t for t in tags if not caller.may_claim(t)]
+        if refused:
+            raise Forbidden(f"token {caller.name!r} may not take tasks tagged "
+                            f"{', '.join(sorted(refused))}; allowed: {', '.join(caller.tags)}")
+        known = self.s.store.get_worker(worker_id)
+        if known is not None and known.owner != caller.name and caller.role != ADMIN:
+            raise Forbidden(f"worker id {worker_id!r} is taken by a worker of another token")
         now = time.time()
         worker = Worker(id=worker_id, tags=tuple(sorted(set(tags))), host=host, pid=pid,
-                        state="idle", registered=now, heartbeat=now)
+                        state="idle", registered=now, heartbeat=now, owner=caller.name)
         self.s.store.save_worker(worker)
         body = worker.to_json()
         body["heartbeat_interval"] = self.s.settings.heartbeat_interval
@@ -93,11 +112,14 @@ class WorkerRoutes:
         return json_response(body, 201)
 
     def remove(self, worker_id: str):
+        """Stop a worker (?mode=finish lets its task end, handback queues it again); a
+        worker token may remove only its own workers."""
         mode = bottle.request.query.get("mode", "finish")
         if mode not in ("finish", "handback"):
             raise InvalidInput("?mode must be finish (let its task end) or handback "
                                "(stop the task and queue it again)")
-        worker = self.worker_or_404(worker_id)
+        worker = (self.worker_or_404(worker_id) if identity().at_least(OPERATOR)
+                  else self.own_worker(worker_id))
         if self._departed(worker):
             self.s.store.delete_worker(worker.id)
             return json_response({**worker.to_json(), "state": "gone"})
@@ -135,7 +157,7 @@ class WorkerRoutes:
     def claim(self, worker_id: str):
         """Long poll: 200 with a task and its type, 204 when none came within ?wait, 410 when
         the worker was asked to stop (it then leaves the list)."""
-        worker = self.worker_or_404(worker_id)
+        worker = self.own_worker(worker_id)
         wait = query_float("wait", 0.0, MAX_POLL) or 0.0
         tags = frozenset(worker.tags)
         answer = self._claim_step(worker.id, tags)

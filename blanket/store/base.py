@@ -9,7 +9,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
-from blanket.models import Task, TaskState, Worker
+from blanket.models import Task, TaskState, Token, Worker
 
 
 @dataclass(frozen=True)
@@ -29,6 +29,8 @@ class NewTask:
     priority: int = 0
     inputs: tuple[str, ...] = ()
     dedupe_key: str | None = None  # a second task with the same key is refused (inbox, retries)
+    submitted_by: str | None = None
+    secrets: tuple[str, ...] = ()
 
 
 class DuplicateTask(Exception):
@@ -201,10 +203,11 @@ class Store(ABC):
         claimed (a worker's reserve it will not run); StaleAttempt once it started."""
 
     @abstractmethod
-    def request_stop(self, task_id: int) -> Task: ...
+    def request_stop(self, task_id: int, by: str | None = None) -> Task:
+        """Ask a claimed or running task to stop, recording who asked (`by`)."""
 
     @abstractmethod
-    def stop_queued(self, task_id: int, now: float) -> Task | None:
+    def stop_queued(self, task_id: int, now: float, by: str | None = None) -> Task | None:
         """A queued task that is asked to stop ends STOPPED at once; None if not queued."""
 
     @abstractmethod
@@ -252,6 +255,26 @@ class Store(ABC):
     def stop_worker(self, worker_id: str, mode: str) -> Worker | None:
         """Mark the worker stopping, its task to be finished or handed back (`mode`); the
         record after, None if there is none."""
+
+    # tokens
+    @abstractmethod
+    def add_token(self, token: Token) -> None:
+        """Store a new token; Conflict if a live token (not a session) has its name."""
+
+    @abstractmethod
+    def get_token(self, token_id: str) -> Token | None: ...
+
+    @abstractmethod
+    def list_tokens(self) -> list[Token]:
+        """Every token that is not a web session, revoked ones included, by name."""
+
+    @abstractmethod
+    def revoke_token(self, name: str, now: float) -> Token | None:
+        """Revoke the live token named `name` and the web sessions opened with it."""
+
+    @abstractmethod
+    def end_session(self, token_id: str, now: float) -> None:
+        """Revoke one web session (a logout)."""
 
     # schedules
     @abstractmethod

@@ -18,8 +18,8 @@ import psycopg
 from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 
-from blanket.errors import NotFound, StaleAttempt
-from blanket.models import Task, Worker
+from blanket.errors import Conflict, NotFound, StaleAttempt
+from blanket.models import Task, Token, Worker
 from blanket.sql import load_migrations, load_queries
 from blanket.store.base import (
     IDLE_FRESH,
@@ -36,6 +36,8 @@ from blanket.store.rows import (
     attempt_record,
     tags_key,
     task_from_row,
+    token_from_row,
+    token_params,
     worker_from_row,
     worker_params,
 )
@@ -355,17 +357,17 @@ class PostgresStore(Store):
         self._callback(QUEUE)
         return task_from_row(row)
 
-    def request_stop(self, task_id: int) -> Task:
+    def request_stop(self, task_id: int, by: str | None = None) -> Task:
         with self._tx() as cur:
-            cur.execute(Q["request_stop"], {"id": task_id})
+            cur.execute(Q["request_stop"], {"id": task_id, "by": by})
             row = cur.execute(Q["get_task"], {"id": task_id}).fetchone()
         if row is None:
             raise NotFound(f"no task {task_id}")
         return task_from_row(row)
 
-    def stop_queued(self, task_id: int, now: float) -> Task | None:
+    def stop_queued(self, task_id: int, now: float, by: str | None = None) -> Task | None:
         with self._tx() as cur:
-            row = cur.execute(Q["stop_queued"], {"id": task_id, "now": now}).fetchone()
+            row = cur.execute(Q["stop_queued"], {"id": task_id, "now": now, "by": by}).fetchone()
             if row is not None:
                 cur.execute(Q["notify"], {"topics": task_topic(task_id)})
         if row is None:
@@ -419,6 +421,35 @@ class PostgresStore(Store):
         with self._tx() as cur:
             row = cur.execute(Q["stop_worker"], {"id": worker_id, "mode": mode}).fetchone()
         return worker_from_row(row) if row else None
+
+    # tokens
+    def add_token(self, token: Token) -> None:
+        params = {**token_params(token), "types": Jsonb(list(token.types)),
+                  "tags": Jsonb(list(token.tags))}
+        try:
+            with self._tx() as cur:
+                cur.execute(Q["insert_token"], params)
+        except psycopg.errors.UniqueViolation:
+            raise Conflict(f"a token named {token.name!r} exists already; revoke it first or "
+                           "choose another name") from None
+
+    def get_token(self, token_id: str) -> Token | None:
+        row = self._one(Q["get_token"], {"id": token_id})
+        return token_from_row(row) if row else None
+
+    def list_tokens(self) -> list[Token]:
+        return [token_from_row(r) for r in self._all(Q["list_tokens"])]
+
+    def revoke_token(self, name: str, now: float) -> Token | None:
+        with self._tx() as cur:
+            row = cur.execute(Q["revoke_token"], {"name": name, "now": now}).fetchone()
+            if row is not None:
+                cur.execute(Q["revoke_sessions"], {"id": row["id"], "now": now})
+        return token_from_row(row) if row else None
+
+    def end_session(self, token_id: str, now: float) -> None:
+        with self._tx() as cur:
+            cur.execute(Q["end_session"], {"id": token_id, "now": now})
 
     # schedules
     def get_schedule_state(self, name: str) -> ScheduleState | None:
@@ -492,6 +523,7 @@ def _insert_row(cur: Any, new: NewTask) -> Row:
         "score": new.score, "added": new.added, "not_before": new.not_before,
         "schedule": new.schedule, "retries": new.retries, "retry_delay": new.retry_delay,
         "timeout": new.timeout, "priority": new.priority, "inputs": Jsonb(list(new.inputs)),
+        "submitted_by": new.submitted_by, "secrets": Jsonb(list(new.secrets)),
     }
     row = cur.execute(Q["insert_task"], params).fetchone()
     if new.dedupe_key is not None and not cur.execute(

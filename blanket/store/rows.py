@@ -6,7 +6,7 @@ import json
 from collections.abc import Mapping
 from typing import Any
 
-from blanket.models import Task, TaskState, Worker
+from blanket.models import Task, TaskState, Token, Worker
 from blanket.store.base import Outcome
 
 
@@ -29,6 +29,8 @@ def task_from_row(row: Mapping[str, Any]) -> Task:
         retries=row["retries"], retry_delay=row["retry_delay"], timeout=row["timeout"],
         stop_requested=bool(row["stop_requested"]), priority=row["priority"],
         inputs=tuple(_json(row["inputs"])), attempts=tuple(_json(row["attempts"])),
+        submitted_by=row["submitted_by"], stopped_by=row["stopped_by"],
+        secrets=tuple(_json(row["secrets"])),
     )
 
 
@@ -36,14 +38,15 @@ def worker_from_row(row: Mapping[str, Any]) -> Worker:
     return Worker(
         id=row["id"], tags=tuple(_json(row["tags"])), host=row["host"], pid=row["pid"],
         state=row["state"], registered=row["registered"], heartbeat=row["heartbeat"],
-        task=row["task"], stop_mode=row["stop_mode"],
+        task=row["task"], stop_mode=row["stop_mode"], owner=row["owner"],
     )
 
 
 def worker_params(worker: Worker) -> dict[str, Any]:
     return {"id": worker.id, "tags": json.dumps(list(worker.tags)), "host": worker.host,
             "pid": worker.pid, "state": worker.state, "registered": worker.registered,
-            "heartbeat": worker.heartbeat, "task": worker.task, "stop_mode": worker.stop_mode}
+            "heartbeat": worker.heartbeat, "task": worker.task, "stop_mode": worker.stop_mode,
+            "owner": worker.owner}
 
 
 def attempt_record(task: Task, outcome: Outcome) -> dict[str, Any]:
@@ -56,3 +59,17 @@ def attempt_record(task: Task, outcome: Outcome) -> dict[str, Any]:
 
 def _json(value: Any) -> Any:
     return json.loads(value) if isinstance(value, str | bytes) else value
+
+
+def token_from_row(row: Mapping[str, Any]) -> Token:
+    return Token(id=row["id"], name=row["name"], role=row["role"], hash=row["hash"],
+                 created=row["created"], types=tuple(_json(row["types"])),
+                 tags=tuple(_json(row["tags"])), expires=row["expires"],
+                 revoked=row["revoked"], parent=row["parent"])
+
+
+def token_params(token: Token) -> dict[str, Any]:
+    return {"id": token.id, "name": token.name, "role": token.role,
+            "types": json.dumps(list(token.types)), "tags": json.dumps(list(token.tags)),
+            "hash": token.hash, "created": token.created, "expires": token.expires,
+            "parent": token.parent}

@@ -12,8 +12,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from blanket.errors import NotFound, StaleAttempt
-from blanket.models import Task, Worker
+from blanket.errors import Conflict, NotFound, StaleAttempt
+from blanket.models import Task, Token, Worker
 from blanket.sql import load_migrations, load_queries
 from blanket.store.base import (
     IDLE_FRESH,
@@ -30,6 +30,8 @@ from blanket.store.rows import (
     attempt_record,
     tags_key,
     task_from_row,
+    token_from_row,
+    token_params,
     worker_from_row,
     worker_params,
 )
@@ -221,17 +223,17 @@ class SQLiteStore(Store):
             row = db.execute(Q["get_task"], (task_id,)).fetchone()
         return _current_or_raise(task_id, row, changed)
 
-    def request_stop(self, task_id: int) -> Task:
+    def request_stop(self, task_id: int, by: str | None = None) -> Task:
         with self._tx() as db:
-            db.execute(Q["request_stop"], (task_id,))
+            db.execute(Q["request_stop"], (by, task_id))
             row = db.execute(Q["get_task"], (task_id,)).fetchone()
         if row is None:
             raise NotFound(f"no task {task_id}")
         return task_from_row(row)
 
-    def stop_queued(self, task_id: int, now: float) -> Task | None:
+    def stop_queued(self, task_id: int, now: float, by: str | None = None) -> Task | None:
         with self._tx() as db:
-            changed = db.execute(Q["stop_queued"], (now, task_id)).rowcount
+            changed = db.execute(Q["stop_queued"], (now, by, task_id)).rowcount
             row = db.execute(Q["get_task"], (task_id,)).fetchone()
         if changed:
             self.on_change(task_topic(task_id))
@@ -283,6 +285,33 @@ class SQLiteStore(Store):
             row = db.execute(Q["get_worker"], (worker_id,)).fetchone()
         return worker_from_row(row) if row else None
 
+    # tokens
+    def add_token(self, token: Token) -> None:
+        try:
+            with self._tx() as db:
+                db.execute(Q["insert_token"], token_params(token))
+        except sqlite3.IntegrityError:
+            raise Conflict(f"a token named {token.name!r} exists already; revoke it first or "
+                           "choose another name") from None
+
+    def get_token(self, token_id: str) -> Token | None:
+        row = self._one(Q["get_token"], {"id": token_id})
+        return token_from_row(row) if row else None
+
+    def list_tokens(self) -> list[Token]:
+        return [token_from_row(r) for r in self._all(Q["list_tokens"])]
+
+    def revoke_token(self, name: str, now: float) -> Token | None:
+        with self._tx() as db:
+            row = db.execute(Q["revoke_token"], {"name": name, "now": now}).fetchone()
+            if row is not None:
+                db.execute(Q["revoke_sessions"], {"id": row["id"], "now": now})
+        return token_from_row(row) if row else None
+
+    def end_session(self, token_id: str, now: float) -> None:
+        with self._tx() as db:
+            db.execute(Q["end_session"], {"id": token_id, "now": now})
+
     # schedules
     def get_schedule_state(self, name: str) -> ScheduleState | None:
         row = self._one(Q["get_schedule_state"], (name,))
@@ -323,7 +352,8 @@ def _insert_task(db: sqlite3.Connection, new: NewTask) -> tuple[sqlite3.Row, boo
         "tags": tags_key(new.tags), "score": new.score, "added": new.added,
         "not_before": new.not_before, "schedule": new.schedule, "retries": new.retries,
         "retry_delay": new.retry_delay, "timeout": new.timeout, "priority": new.priority,
-        "inputs": json.dumps(list(new.inputs)),
+        "inputs": json.dumps(list(new.inputs)), "submitted_by": new.submitted_by,
+        "secrets": json.dumps(list(new.secrets)),
     }
     task_id = db.execute(Q["insert_task"], params).lastrowid
     if new.dedupe_key is not None:

@@ -6,7 +6,8 @@
 const ACTIVE = new Set(["QUEUED", "CLAIMED", "RUNNING"]);
 const REFRESH_MS = 2000;
 const TYPES_EVERY = 5; // refreshes between reloads of the task types
-const state = { types: [], chosen: null, logSources: [], timer: null, ticks: 0, offline: false };
+const state = { types: [], chosen: null, logSources: [], timer: null, ticks: 0, offline: false,
+  csrf: null, who: null };
 
 function $(id) { return document.getElementById(id); }
 
@@ -33,7 +34,9 @@ function replaceRows(tbody, rows, columns, empty) {
 
 // fetch wrapper: JSON (or text) on success; the server's error message as an Error otherwise.
 async function api(method, path, body, asText) {
-  const options = { method, headers: {} };
+  const options = { method, headers: {}, credentials: "same-origin" };
+  // A signed-in page proves each change comes from it, not from another site.
+  if (state.csrf && method !== "GET") options.headers["X-CSRF-Token"] = state.csrf;
   if (body instanceof FormData) options.body = body;
   else if (body !== undefined) {
     options.body = JSON.stringify(body);
@@ -48,6 +51,7 @@ async function api(method, path, body, asText) {
     } catch (e) { /* not JSON: keep the status line */ }
     const error = new Error(message);
     error.status = response.status;
+    if (response.status === 401) showLogin(message);
     throw error;
   }
   return asText ? response.text() : response.json();
@@ -99,12 +103,20 @@ function stateBadge(value) {
   return el("span", { class: `state state-${value}` }, value);
 }
 
+// The bar's width is set through the CSSOM: the page's Content-Security-Policy forbids
+// inline style attributes.
+function barOf(pct) {
+  const bar = el("div", { class: "bar" });
+  bar.style.width = `${pct}%`;
+  return bar;
+}
+
 function progressBar(task) {
   if (task.progress === null || task.progress === undefined) return "";
   const pct = Math.max(0, Math.min(100, Number(task.progress)));
   const label = `${pct}%${task.progress_message ? " " + task.progress_message : ""}`;
   return el("div", { class: "progress", title: label },
-    el("div", { class: "bar", style: `width: ${pct}%` }),
+    barOf(pct),
     el("span", { class: "label" }, label));
 }
 
@@ -366,6 +378,44 @@ async function loadHealth() {
   $("health").className = problems ? "problem" : "muted";
 }
 
+// ---- signing in
+
+function showWho(session) {
+  state.who = session;
+  state.csrf = session.csrf || null;
+  $("who").textContent = session.anonymous
+    ? (session.role === "none" ? "not signed in" : `anonymous (${session.role})`)
+    : `${session.name} (${session.role})`;
+  $("logout").hidden = !session.session;
+  $("show-login").hidden = Boolean(session.session);
+}
+
+function showLogin(message) {
+  $("login").hidden = false;
+  $("login-message").textContent = message || "";
+  $("login-token").focus();
+}
+
+async function login(event) {
+  event.preventDefault();
+  await act(async () => {
+    const session = await api("POST", "/login", { token: $("login-token").value });
+    $("login-token").value = "";
+    $("login").hidden = true;
+    showWho(session);
+    state.ticks = 0;
+    refresh();
+  });
+}
+
+async function logout() {
+  await act(async () => {
+    await api("POST", "/logout", {});
+    showWho(await api("GET", "/session"));
+    refresh();
+  });
+}
+
 // ---- refresh loop
 
 async function refresh() {
@@ -388,6 +438,11 @@ function start() {
   $("add-extra").addEventListener("click", addExtraRow);
   $("cancel-submit").addEventListener("click", () => { $("submit-section").hidden = true; });
   $("close-log").addEventListener("click", closeLogs);
+  $("login").addEventListener("submit", login);
+  $("logout").addEventListener("click", logout);
+  $("show-login").addEventListener("click", () => showLogin(""));
+  $("cancel-login").addEventListener("click", () => { $("login").hidden = true; });
+  api("GET", "/session").then(showWho).catch(() => {});
   document.addEventListener("visibilitychange", () => {
     if (document.visibilityState === "visible") {
       state.ticks = 0;

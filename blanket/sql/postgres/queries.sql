@@ -27,9 +27,11 @@ SELECT pg_notify('blanket_queue', %(topics)s);
 
 -- name: insert_task
 INSERT INTO tasks (type, state, environment, tags, score, added, not_before, schedule,
-                   retries, retry_delay, timeout, priority, inputs)
+                   retries, retry_delay, timeout, priority, inputs,
+                   submitted_by, secrets)
 VALUES (%(type)s, 'QUEUED', %(environment)s, %(tags)s, %(score)s, %(added)s, %(not_before)s,
-        %(schedule)s, %(retries)s, %(retry_delay)s, %(timeout)s, %(priority)s, %(inputs)s)
+        %(schedule)s, %(retries)s, %(retry_delay)s, %(timeout)s, %(priority)s, %(inputs)s,
+        %(submitted_by)s, %(secrets)s)
 RETURNING *;
 
 -- name: insert_key
@@ -172,10 +174,12 @@ WHERE id = %(id)s
 RETURNING *;
 
 -- name: request_stop
-UPDATE tasks SET stop_requested = TRUE WHERE id = %(id)s AND state IN ('CLAIMED', 'RUNNING');
+UPDATE tasks SET stop_requested = TRUE, stopped_by = %(by)s
+WHERE id = %(id)s AND state IN ('CLAIMED', 'RUNNING');
 
 -- name: stop_queued
-UPDATE tasks SET state = 'STOPPED', finished = %(now)s, error = 'stopped before it started'
+UPDATE tasks SET state = 'STOPPED', finished = %(now)s, error = 'stopped before it started',
+    stopped_by = %(by)s
 WHERE id = %(id)s AND state = 'QUEUED'
 RETURNING *;
 
@@ -198,12 +202,13 @@ ON CONFLICT (hash) DO NOTHING;
 SELECT 1 AS known FROM versions WHERE hash = %(hash)s;
 
 -- name: save_worker
-INSERT INTO workers (id, tags, host, pid, state, registered, heartbeat, task, stop_mode)
+INSERT INTO workers (id, tags, host, pid, state, registered, heartbeat, task, stop_mode,
+                     owner)
 VALUES (%(id)s, %(tags)s, %(host)s, %(pid)s, %(state)s, %(registered)s, %(heartbeat)s, %(task)s,
-        %(stop_mode)s)
+        %(stop_mode)s, %(owner)s)
 ON CONFLICT (id) DO UPDATE SET tags = excluded.tags, host = excluded.host, pid = excluded.pid,
     state = excluded.state, heartbeat = excluded.heartbeat, task = excluded.task,
-    stop_mode = excluded.stop_mode;
+    stop_mode = excluded.stop_mode, owner = excluded.owner;
 
 -- name: get_worker
 SELECT * FROM workers WHERE id = %(id)s;
@@ -247,3 +252,23 @@ VALUES (%(name)s, %(next_fire)s, %(last_fire)s, %(last_task)s, %(paused)s, %(pen
 ON CONFLICT (name) DO UPDATE SET next_fire = excluded.next_fire, last_fire = excluded.last_fire,
     last_task = excluded.last_task, paused = excluded.paused,
     pending_fire = excluded.pending_fire;
+
+-- name: insert_token
+INSERT INTO tokens (id, name, role, types, tags, hash, created, expires, parent)
+VALUES (%(id)s, %(name)s, %(role)s, %(types)s, %(tags)s, %(hash)s, %(created)s, %(expires)s, %(parent)s);
+
+-- name: get_token
+SELECT * FROM tokens WHERE id = %(id)s;
+
+-- name: list_tokens
+SELECT * FROM tokens WHERE parent IS NULL ORDER BY name, created;
+
+-- name: revoke_token
+UPDATE tokens SET revoked = %(now)s WHERE name = %(name)s AND parent IS NULL AND revoked IS NULL
+RETURNING *;
+
+-- name: revoke_sessions
+UPDATE tokens SET revoked = %(now)s WHERE parent = %(id)s AND revoked IS NULL;
+
+-- name: end_session
+UPDATE tokens SET revoked = %(now)s WHERE id = %(id)s AND parent IS NOT NULL AND revoked IS NULL;

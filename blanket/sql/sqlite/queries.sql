@@ -2,9 +2,10 @@
 
 -- name: insert_task
 INSERT INTO tasks (type, state, environment, tags, score, added, not_before, schedule,
-                   retries, retry_delay, timeout, priority, inputs)
+                   retries, retry_delay, timeout, priority, inputs,
+                   submitted_by, secrets)
 VALUES (:type, 'QUEUED', :environment, :tags, :score, :added, :not_before, :schedule,
-        :retries, :retry_delay, :timeout, :priority, :inputs);
+        :retries, :retry_delay, :timeout, :priority, :inputs, :submitted_by, :secrets);
 
 -- name: insert_key
 INSERT INTO task_keys (key, task_id) VALUES (?, ?);
@@ -96,10 +97,12 @@ UPDATE tasks SET state = 'QUEUED', exit_code = :exit_code, error = :error, finis
 WHERE id = :id AND token = :token AND state IN ('CLAIMED', 'RUNNING');
 
 -- name: request_stop
-UPDATE tasks SET stop_requested = 1 WHERE id = ? AND state IN ('CLAIMED', 'RUNNING');
+UPDATE tasks SET stop_requested = 1, stopped_by = ?
+WHERE id = ? AND state IN ('CLAIMED', 'RUNNING');
 
 -- name: stop_queued
-UPDATE tasks SET state = 'STOPPED', finished = ?, error = 'stopped before it started'
+UPDATE tasks SET state = 'STOPPED', finished = ?, error = 'stopped before it started',
+    stopped_by = ?
 WHERE id = ? AND state = 'QUEUED';
 
 -- name: stale_tasks
@@ -120,11 +123,12 @@ INSERT OR IGNORE INTO versions (hash, type_name, created) VALUES (?, ?, ?);
 SELECT 1 FROM versions WHERE hash = ?;
 
 -- name: save_worker
-INSERT INTO workers (id, tags, host, pid, state, registered, heartbeat, task, stop_mode)
-VALUES (:id, :tags, :host, :pid, :state, :registered, :heartbeat, :task, :stop_mode)
+INSERT INTO workers (id, tags, host, pid, state, registered, heartbeat, task, stop_mode,
+                     owner)
+VALUES (:id, :tags, :host, :pid, :state, :registered, :heartbeat, :task, :stop_mode, :owner)
 ON CONFLICT (id) DO UPDATE SET tags = excluded.tags, host = excluded.host, pid = excluded.pid,
     state = excluded.state, heartbeat = excluded.heartbeat, task = excluded.task,
-    stop_mode = excluded.stop_mode;
+    stop_mode = excluded.stop_mode, owner = excluded.owner;
 
 -- name: get_worker
 SELECT * FROM workers WHERE id = ?;
@@ -167,3 +171,23 @@ VALUES (:name, :next_fire, :last_fire, :last_task, :paused, :pending_fire)
 ON CONFLICT (name) DO UPDATE SET next_fire = excluded.next_fire, last_fire = excluded.last_fire,
     last_task = excluded.last_task, paused = excluded.paused,
     pending_fire = excluded.pending_fire;
+
+-- name: insert_token
+INSERT INTO tokens (id, name, role, types, tags, hash, created, expires, parent)
+VALUES (:id, :name, :role, :types, :tags, :hash, :created, :expires, :parent);
+
+-- name: get_token
+SELECT * FROM tokens WHERE id = :id;
+
+-- name: list_tokens
+SELECT * FROM tokens WHERE parent IS NULL ORDER BY name, created;
+
+-- name: revoke_token
+UPDATE tokens SET revoked = :now WHERE name = :name AND parent IS NULL AND revoked IS NULL
+RETURNING *;
+
+-- name: revoke_sessions
+UPDATE tokens SET revoked = :now WHERE parent = :id AND revoked IS NULL;
+
+-- name: end_session
+UPDATE tokens SET revoked = :now WHERE id = :id AND parent IS NOT NULL AND revoked IS NULL;

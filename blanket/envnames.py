@@ -1,0 +1,36 @@
+"""Rules for environment variable names: which are valid, and which a submission may never
+set because a shell, the dynamic loader or an interpreter reads them as code or as where to
+find code (a type's own file may still set them)."""
+
+from __future__ import annotations
+
+import fnmatch
+import re
+
+ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+
+# Exact names and globs, matched case-sensitively as the programs that read them do.
+LOADER_NAMES = (
+    # shells
+    "BASH_ENV", "ENV", "PATH", "IFS", "PS4", "SHELLOPTS", "BASHOPTS", "CDPATH", "GLOBIGNORE",
+    "PROMPT_COMMAND", "BASH_FUNC_*", "BASH_XTRACEFD", "HOME", "SHELL", "TMPDIR",
+    # the dynamic loader and libc
+    "LD_*", "GCONV_PATH", "GLIBC_TUNABLES", "LOCPATH", "NLSPATH", "MALLOC_*", "HOSTALIASES",
+    "RESOLV_*",
+    # interpreters and tools that load code or configuration from the environment
+    "PYTHON*", "PERL5*", "PERLLIB", "PERL_*", "RUBY*", "GEM_*", "BUNDLE_*", "NODE_OPTIONS",
+    "NODE_PATH", "JAVA_TOOL_OPTIONS", "_JAVA_OPTIONS", "JDK_JAVA_OPTIONS", "CLASSPATH",
+    "GIT_*", "SSH_*", "LUA_*", "TCLLIBPATH", "R_PROFILE*", "R_ENVIRON*", "PHPRC", "EDITOR",
+    "VISUAL", "PAGER", "BROWSER",
+    # blanket's own
+    "BLANKET_*",
+)
+
+
+def loader_name(name: str) -> bool:
+    """Whether `name` is read by a shell, the loader or an interpreter (never submitted)."""
+    return any(fnmatch.fnmatchcase(name, pattern) for pattern in LOADER_NAMES)
+
+
+def matches_any(name: str, globs: tuple[str, ...]) -> bool:
+    return any(fnmatch.fnmatchcase(name, pattern) for pattern in globs)
