@@ -9,6 +9,7 @@ import time
 from datetime import datetime
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import click
 
@@ -241,9 +242,63 @@ def ps(ctx: Context, show_all: bool, quiet: bool, state: tuple[str, ...],
         rows.append([str(t["id"]), t["type"], t["state"], _when(t["added"]),
                      start or _when(t.get("started")), _when(t.get("finished")),
                      str(t["exit_code"]) if t.get("exit_code") is not None else "",
-                     progress, t.get("worker") or ""])
+                     progress, t.get("worker") or "", t.get("submitted_by") or ""])
     print_table(["ID", "TYPE", "STATE", "ADDED", "STARTS/STARTED", "FINISHED", "EXIT",
-                 "PROGRESS", "WORKER"], rows)
+                 "PROGRESS", "WORKER", "BY"], rows)
+
+
+@cli.group()
+def token() -> None:
+    """API tokens: create, list, revoke (admins only)."""
+
+
+@token.command("create")
+@click.argument("name")
+@click.option("--role", required=True,
+              type=click.Choice(["viewer", "submitter", "operator", "admin", "worker"]),
+              help="viewer reads; submitter also submits and changes its own tasks; operator "
+                   "changes any task, schedules and workers; admin also tokens; worker runs "
+                   "tasks")
+@click.option("--types", help="task types it may submit (globs, comma separated; default all)")
+@click.option("--tags", help="for workers: tags it may take tasks for (globs; default all)")
+@click.option("--expires", help="lifetime, e.g. 30d or 12h (default: never)")
+@pass_ctx
+def token_create(ctx: Context, name: str, role: str, types: str | None, tags: str | None,
+                 expires: str | None) -> None:
+    """Create a token; its secret is printed once and kept nowhere."""
+    body: dict[str, Any] = {"name": name, "role": role}
+    for key, value in (("types", types), ("tags", tags)):
+        if value:
+            body[key] = [v.strip() for v in value.split(",") if v.strip()]
+    if expires:
+        body["expires"] = expires
+    created = ctx.client().post("/token/", body)
+    click.echo(created["token"])
+    click.echo(f"token {created['name']!r} ({created['role']}) created; the line above is its "
+               "secret, shown only now", err=True)
+
+
+@token.command("ls")
+@click.option("-a", "--all", "show_all", is_flag=True, help="include revoked tokens")
+@pass_ctx
+def token_ls(ctx: Context, show_all: bool) -> None:
+    """List tokens (never their secrets)."""
+    rows = [[t["name"], t["role"], ",".join(t["types"]) or "*", ",".join(t["tags"]) or "*",
+             _when(t["created"]), _when(t["expires"]) if t["expires"] else "never",
+             "revoked" if t["revoked"] else "live"]
+            for t in ctx.client().get("/token/") if show_all or not t["revoked"]]
+    print_table(["NAME", "ROLE", "TYPES", "TAGS", "CREATED", "EXPIRES", "STATE"], rows)
+
+
+@token.command("revoke")
+@click.argument("names", nargs=-1, required=True)
+@pass_ctx
+def token_revoke(ctx: Context, names: tuple[str, ...]) -> None:
+    """Revoke tokens by name; they stop working at once."""
+    client = ctx.client()
+    for name in names:
+        client.delete(f"/token/{quote(name, safe='')}")
+        click.echo(f"revoked {name}")
 
 
 @cli.command()

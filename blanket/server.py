@@ -199,5 +199,5 @@ class Server:
 
 
 def run_server(settings: Settings) -> None:
-    Path(settings.data_dir).mkdir(parents=True, exist_ok=True)
+    Path(settings.data_dir).mkdir(mode=0o700, parents=True, exist_ok=True)
     Server(settings).serve()

@@ -211,12 +211,14 @@ class TaskRoutes:
     def progress(self, task_id: str):
         """A running task's progress (0-100, a message). Operators may set any task's; the
         task itself sends its attempt token (BLANKET_TASK_TOKEN)."""
-        task = self.task_or_404(task_id)
         data = read_json_body()
         token = data.get("token") if isinstance(data, dict) else None
-        if not identity().at_least(OPERATOR) and not (
-                isinstance(token, str) and task.token is not None
-                and hmac.compare_digest(token.encode(), task.token.encode())):
+        trusted = identity().at_least(OPERATOR)
+        if not trusted and not isinstance(token, str):
+            raise refusal(identity(), OPERATOR)
+        task = self.task_or_404(task_id)
+        if not trusted and not (task.token is not None and hmac.compare_digest(
+                str(token).encode(), task.token.encode())):
             raise refusal(identity(), OPERATOR)
         value = data.get("progress") if isinstance(data, dict) else None
         if isinstance(value, bool) or not isinstance(value, int | float):

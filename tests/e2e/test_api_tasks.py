@@ -17,7 +17,7 @@ import pytest
 from tests.conftest import ServerProcess, wait_until
 
 TYPES = {
-    "echo": 'command = "echo hi"\ntags = ["unix"]\n',
+    "echo": 'command = "echo hi"\ntags = ["unix"]\nallow_extra_environment = true\n',
     "needs": ('command = "echo {{ COUNT }}"\ntags = ["unix"]\n'
               '[environment.required]\nCOUNT = { description = "how many", type = "integer" }\n'
               '[environment.defaults]\nCOLOR = "blue"\n'),
@@ -52,7 +52,9 @@ def call(server: ServerProcess, method: str, path: str, body: bytes | str | dict
         body = body.encode()
     connection = http.client.HTTPConnection("127.0.0.1", server.port, timeout=30)
     try:
-        connection.request(method, path, body=body, headers=headers or {})
+        # As the local admin, so worker routes answer too (test_access tests the roles).
+        sent = {"Authorization": f"Bearer {server.admin_token}", **(headers or {})}
+        connection.request(method, path, body=body, headers=sent)
         response = connection.getresponse()
         raw = response.read()
     finally:

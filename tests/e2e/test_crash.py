@@ -9,7 +9,7 @@ from collections import Counter
 
 from tests.conftest import wait_until
 
-ECHO = 'command = "echo {{ SEQ }}"\n'
+ECHO = 'command = "echo {{ SEQ }}"\nallow_extra_environment = ["SEQ"]\n'
 ROUNDS = 3
 
 

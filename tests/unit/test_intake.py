@@ -112,7 +112,7 @@ def test_a_required_value_of_the_wrong_type_is_refused(name, value):
 
 def test_a_nul_in_a_value_is_refused():
     with pytest.raises(InvalidInput, match="NUL"):
-        clean_environment(NEEDS, {"N": 1, "RATIO": 1, "ON": 1, "X": "a\x00b"})
+        clean_environment(NEEDS, {"N": 1, "RATIO": 1, "ON": 1, "COLOR": "a\x00b"})
 
 
 # --- eligibility: which task a claim takes --------------------------------------------------
