@@ -158,7 +158,7 @@ def test_every_role_against_every_route(closed_server):
 def test_an_expired_token_is_refused_and_says_so(closed_server):
     token = closed_server.token("short", "viewer", expires="1s")
     assert call(closed_server, "GET", "/task/", token)[0] == 200
-    status, body = wait_until(lambda: (r := call(closed_server, "GET", "/task/", token))[0] == 401
+    _, body = wait_until(lambda: (r := call(closed_server, "GET", "/task/", token))[0] == 401
                               and r, timeout=10)
     assert "expired" in body["error"]["message"]
 
