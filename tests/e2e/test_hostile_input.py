@@ -1,0 +1,356 @@
+"""What a hostile web page, a hostile submitter or a hostile task can try, through a real
+server: cross-site writes from a real browser, DNS rebinding, environment names that load
+code, active content and symlinks in task files, and secrets leaking anywhere."""
+
+from __future__ import annotations
+
+import hashlib
+import http.client
+import http.server
+import json
+import os
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from blanket.client import ClientError
+from tests.conftest import ServerProcess, wait_until
+from tests.e2e.test_web import CHROMIUM, Browser
+
+ECHO = 'command = "echo hi"\nallow_extra_environment = true\n'
+LOADER_NAMES = ["BASH_ENV", "ENV", "PYTHONPATH", "PYTHONSTARTUP", "LD_PRELOAD",
+                "LD_LIBRARY_PATH", "PATH", "IFS", "PS4", "SHELLOPTS", "BASHOPTS",
+                "PERL5OPT", "RUBYOPT", "NODE_OPTIONS", "BASH_FUNC_x%%", "GIT_SSH_COMMAND"]
+SECRET = "hunter2-c0rrect-h0rse"
+DEFAULT_SECRET = "d3fault-s3cret-value"
+# The task prints a digest of what it received, so its log proves it saw both secrets
+# without holding either.
+SEEN = hashlib.sha256(f"{SECRET}:{DEFAULT_SECRET}".encode()).hexdigest()
+SECRETS = f'''
+command = 'printf "%s:%s" "$DB_PASSWORD" "$API_KEY" | sha256sum | cut -d" " -f1'
+
+[environment.required]
+DB_PASSWORD = {{ description = "the database password", secret = true }}
+[environment.defaults]
+API_KEY = {{ value = "{DEFAULT_SECRET}", secret = true }}
+REGION = "eu"
+'''
+
+
+def request(server: ServerProcess, method: str, path: str, body: bytes | None = None,
+            headers: dict | None = None) -> tuple[int, dict[str, str], bytes]:
+    conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=30)
+    try:
+        conn.request(method, path, body=body, headers=headers or {})
+        response = conn.getresponse()
+        return response.status, dict(response.getheaders()), response.read()
+    finally:
+        conn.close()
+
+
+# ---- the browser
+
+
+HOSTILE_PAGE = """<!DOCTYPE html><html><body>
+<form id="f" method="POST" action="{url}/task/" target="sink">
+  <input name="data" value='{{"type": "echo"}}'>
+</form>
+<iframe name="sink" id="sink"></iframe>
+<script>
+window.finished = false;
+async function attack() {{
+  const sink = document.getElementById("sink");
+  const formDone = new Promise(resolve => {{ sink.onload = resolve; }});
+  document.getElementById("f").submit();
+  await formDone;
+  await fetch("{url}/task/", {{ method: "POST", mode: "no-cors",
+    headers: {{ "Content-Type": "text/plain" }}, body: '{{"type": "echo"}}' }}).catch(() => {{}});
+  const form = new FormData();
+  form.append("data", '{{"type": "echo"}}');
+  await fetch("{url}/task/", {{ method: "POST", mode: "no-cors", body: form }})
+    .catch(() => {{}});
+  window.finished = true;
+}}
+attack();
+</script></body></html>"""
+
+
+@pytest.fixture
+def hostile_site(tmp_path: Path) -> Iterator:
+    """Factory: a page attacking `url`, served from another origin; returns the page's URL."""
+    servers: list[http.server.ThreadingHTTPServer] = []
+
+    def serve(url: str) -> str:
+        page = HOSTILE_PAGE.format(url=url).encode()
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_GET(self):
+                self.send_response(200)
+                self.send_header("Content-Type", "text/html")
+                self.send_header("Content-Length", str(len(page)))
+                self.end_headers()
+                self.wfile.write(page)
+
+            def log_message(self, *args):
+                pass
+
+        httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        threading.Thread(target=httpd.serve_forever, daemon=True).start()
+        servers.append(httpd)
+        return f"http://127.0.0.1:{httpd.server_address[1]}/"
+
+    yield serve
+    for httpd in servers:
+        httpd.shutdown()
+
+
+def run_attack(page: str, profile: Path) -> None:
+    with Browser(profile) as browser:
+        browser.open(page)
+        browser.wait_for("window.finished === true", timeout=30)
+
+
+def require_chromium() -> None:
+    if not CHROMIUM.exists():
+        if os.environ.get("CI") == "true":
+            pytest.fail("Chromium is missing: make test installs it (apt-get install chromium)")
+        pytest.skip("needs /usr/bin/chromium")
+
+
+def test_a_page_on_another_site_creates_no_task(make_server, hostile_site, tmp_path):
+    require_chromium()
+    server = make_server(types={"echo": ECHO})
+    run_attack(hostile_site(server.url), tmp_path / "profile")
+    assert server.client.get("/task/?count")["count"] == 0
+
+
+def test_the_same_page_from_an_allowed_origin_does_create_tasks(make_server, hostile_site,
+                                                                tmp_path):
+    """The control for the test above: the attack's three requests really reach blanket."""
+    require_chromium()
+    server = make_server(types={"echo": ECHO}, start=False)
+    page = hostile_site(server.url)
+    server.env["BLANKET_ALLOWED_ORIGINS"] = page.rstrip("/")
+    server.start()
+    run_attack(page, tmp_path / "profile")
+    assert wait_until(lambda: server.client.get("/task/?count")["count"] == 3)
+
+
+@pytest.mark.parametrize("headers", [
+    {"Origin": "http://evil.example"},
+    {"Origin": "null"},
+    {"Sec-Fetch-Site": "cross-site"},
+])
+def test_cross_site_changes_are_refused_with_403(make_server, headers):
+    server = make_server(types={"echo": ECHO})
+    status, _, body = request(server, "POST", "/task/", b'{"type": "echo"}', headers)
+    assert status == 403 and json.loads(body)["error"]["code"] == "cross_origin"
+    assert server.client.get("/task/?count")["count"] == 0
+
+
+def test_the_servers_own_origin_may_write(make_server):
+    server = make_server(types={"echo": ECHO})
+    status, _, _ = request(server, "POST", "/task/", b'{"type": "echo"}',
+                           {"Origin": server.url, "Sec-Fetch-Site": "same-origin"})
+    assert status == 201
+
+
+@pytest.mark.parametrize("host", ["evil.example", "evil.example:8773", "127.0.0.1.nip.io"])
+def test_a_foreign_host_header_is_refused_against_dns_rebinding(make_server, host):
+    server = make_server(types={"echo": ECHO})
+    for method, path in (("GET", "/task/"), ("POST", "/task/")):
+        status, _, body = request(server, method, path, b'{"type": "echo"}', {"Host": host})
+        assert status == 421, (method, host)
+        assert "server_names" in json.loads(body)["error"]["message"]
+    assert server.client.get("/task/?count")["count"] == 0
+
+
+def test_the_page_forbids_inline_script_and_framing(make_server):
+    status, headers, _ = request(make_server(), "GET", "/")
+    policy = headers["Content-Security-Policy"]
+    assert status == 200
+    assert "script-src 'self'" in policy and "frame-ancestors 'none'" in policy
+    assert "unsafe-inline" not in policy
+
+
+# ---- signing in
+
+
+def login(server: ServerProcess, token: str) -> tuple[str, str]:
+    status, headers, body = request(server, "POST", "/login",
+                                    json.dumps({"token": token}).encode())
+    assert status == 200, body
+    cookie = headers["Set-Cookie"]
+    assert "httponly" in cookie.lower() and "samesite=strict" in cookie.lower()
+    return cookie.split(";", 1)[0], json.loads(body)["csrf"]
+
+
+def test_a_signed_in_page_needs_its_csrf_token_to_change_anything(make_server):
+    server = make_server(types={"echo": ECHO}, env={"BLANKET_ANONYMOUS": "none"})
+    cookie, csrf = login(server, server.token("web-user", "submitter"))
+    body = b'{"type": "echo"}'
+    assert request(server, "GET", "/task/", headers={"Cookie": cookie})[0] == 200
+    assert request(server, "POST", "/task/", body, {"Cookie": cookie})[0] == 403
+    assert request(server, "POST", "/task/", body,
+                   {"Cookie": cookie, "X-CSRF-Token": "0" * 40})[0] == 403
+    status, _, created = request(server, "POST", "/task/", body,
+                                 {"Cookie": cookie, "X-CSRF-Token": csrf})
+    assert status == 201 and json.loads(created)["submitted_by"] == "web-user"
+    assert request(server, "POST", "/logout", b"{}",
+                   {"Cookie": cookie, "X-CSRF-Token": csrf})[0] == 200
+    assert request(server, "GET", "/task/", headers={"Cookie": cookie})[0] == 401
+
+
+def test_revoking_a_token_ends_its_web_sessions(make_server):
+    server = make_server(env={"BLANKET_ANONYMOUS": "none"})
+    cookie, _ = login(server, server.token("soon-gone", "viewer"))
+    assert request(server, "GET", "/task/", headers={"Cookie": cookie})[0] == 200
+    server.client.delete("/token/soon-gone")
+    assert request(server, "GET", "/task/", headers={"Cookie": cookie})[0] == 401
+
+
+def test_a_session_cookie_is_not_taken_as_an_api_token(make_server):
+    server = make_server(env={"BLANKET_ANONYMOUS": "none"})
+    cookie, _ = login(server, server.token("web", "viewer"))
+    session = cookie.split("=", 1)[1]
+    status, _, _ = request(server, "GET", "/task/", headers={"Authorization": f"Bearer {session}"})
+    assert status == 401
+
+
+# ---- environment names
+
+
+@pytest.mark.parametrize("name", LOADER_NAMES)
+def test_a_submission_may_not_set_a_name_that_loads_code(make_server, name):
+    server = make_server(types={"echo": ECHO})
+    with pytest.raises(ClientError) as refused:
+        server.client.post("/task/", {"type": "echo", "environment": {name: "./evil"}})
+    assert refused.value.status == 400
+    if "%" not in name:
+        assert name in refused.value.message
+    assert server.client.get("/task/?count")["count"] == 0
+
+
+def test_bash_env_with_an_uploaded_script_cannot_run_it(make_server, tmp_path):
+    server = make_server(types={"echo": ECHO})
+    script = tmp_path / "evil.sh"
+    script.write_text("touch /tmp/blanket-pwned-$$\n")
+    status, _, body = request(server, "POST", "/task/",
+                              *_multipart({"data": '{"type": "echo", "environment": '
+                                                   '{"BASH_ENV": "./evil.sh"}}'},
+                                          {"evil.sh": script.read_bytes()}))
+    assert status == 400 and "BASH_ENV" in json.loads(body)["error"]["message"]
+
+
+def _multipart(fields: dict[str, str], files: dict[str, bytes]) -> tuple[bytes, dict]:
+    boundary = "blanket-test-boundary"
+    parts = []
+    for name, value in fields.items():
+        parts.append(f'--{boundary}\r\nContent-Disposition: form-data; name="{name}"\r\n\r\n'
+                     f"{value}\r\n".encode())
+    for name, data in files.items():
+        parts.append(f'--{boundary}\r\nContent-Disposition: form-data; name="{name}"; '
+                     f'filename="{name}"\r\nContent-Type: application/octet-stream\r\n\r\n'
+                     .encode() + data + b"\r\n")
+    body = b"".join(parts) + f"--{boundary}--\r\n".encode()
+    return body, {"Content-Type": f"multipart/form-data; boundary={boundary}"}
+
+
+def test_an_undeclared_name_is_refused_unless_the_type_allows_it(make_server):
+    server = make_server(types={
+        "strict": 'command = "echo $A"\n[environment.defaults]\nA = "1"\n',
+        "globbed": 'command = "echo $X_ONE"\nallow_extra_environment = ["X_*"]\n'})
+    with pytest.raises(ClientError) as refused:
+        server.client.post("/task/", {"type": "strict", "environment": {"B": "2"}})
+    assert "allow_extra_environment" in refused.value.message
+    server.client.post("/task/", {"type": "strict", "environment": {"A": "2"}})
+    server.client.post("/task/", {"type": "globbed", "environment": {"X_ONE": "2"}})
+    with pytest.raises(ClientError):
+        server.client.post("/task/", {"type": "globbed", "environment": {"Y": "2"}})
+
+
+def test_a_type_file_may_still_set_a_loader_name(make_server):
+    server = make_server(types={
+        "own-path": 'command = "echo $PATH"\n[environment.defaults]\nPATH = "/usr/bin:/bin"\n'})
+    make_server.worker(server)
+    task = server.client.post("/task/", {"type": "own-path"})
+    assert server.wait_for_task(task["id"])["state"] == "SUCCESS"
+    log = server.client.request("GET", f"/task/{task['id']}/log/stdout")[1]
+    assert log.strip() == "/usr/bin:/bin"
+
+
+# ---- task files
+
+
+def test_uploaded_active_content_is_served_as_a_download(make_server, tmp_path):
+    server = make_server(types={"echo": ECHO})
+    body, headers = _multipart({"data": '{"type": "echo"}'}, {
+        "x.html": b"<script>alert(document.cookie)</script>",
+        "x.svg": b"<svg xmlns='http://www.w3.org/2000/svg' onload='alert(1)'/>",
+        "notes.txt": b"plain", "pic.png": b"\x89PNG\r\n\x1a\n"})
+    status, _, created = request(server, "POST", "/task/", body, headers)
+    assert status == 201
+    task_id = json.loads(created)["id"]
+    for name in ("x.html", "x.svg"):
+        status, headers, data = request(server, "GET", f"/task/{task_id}/files/{name}")
+        assert status == 200 and data.startswith(b"<")
+        assert headers["Content-Disposition"].startswith("attachment")
+        assert headers["Content-Type"] == "application/octet-stream"
+        assert headers["X-Content-Type-Options"] == "nosniff"
+        assert "sandbox" in headers["Content-Security-Policy"]
+    status, headers, _ = request(server, "GET", f"/task/{task_id}/files/notes.txt")
+    assert headers["Content-Type"].startswith("text/plain")
+    assert "Content-Disposition" not in headers
+    status, headers, _ = request(server, "GET", f"/task/{task_id}/files/pic.png")
+    assert headers["Content-Type"] == "image/png"
+
+
+def test_a_symlink_made_by_a_task_is_not_followed_out_of_its_directory(make_server, tmp_path):
+    outside = tmp_path / "outside.txt"
+    outside.write_text("private data outside the task")
+    server = make_server(types={"links": f'command = "ln -s {outside} leak && '
+                                         f'ln -s {tmp_path} dirleak && echo ok > inside.txt"'})
+    make_server.worker(server)
+    task = server.client.post("/task/", {"type": "links"})
+    assert server.wait_for_task(task["id"])["state"] == "SUCCESS"
+    for path in ("leak", "dirleak/outside.txt"):
+        status, _, body = request(server, "GET", f"/task/{task['id']}/files/{path}")
+        assert status in (400, 404) and b"private data" not in body, path
+    listed = [f["path"] for f in server.client.get(f"/task/{task['id']}/files/")]
+    assert "inside.txt" in listed
+    assert not any(p.startswith(("leak", "dirleak")) for p in listed)
+
+
+# ---- secrets
+
+
+def test_a_secret_is_seen_by_the_task_and_shown_nowhere(make_server, tmp_path):
+    require_chromium()
+    server = make_server(types={"secrets": SECRETS})
+    make_server.worker(server)
+    task = server.client.post("/task/", {"type": "secrets",
+                                         "environment": {"DB_PASSWORD": SECRET}})
+    done = server.wait_for_task(task["id"])
+    assert done["state"] == "SUCCESS"
+    assert server.client.request("GET", f"/task/{task['id']}/log/stdout")[1].strip() == SEEN
+    rerun = server.client.post(f"/task/{task['id']}/rerun")
+    assert server.wait_for_task(rerun["id"])["state"] == "SUCCESS"  # it still has the secret
+
+    seen = {
+        "GET /task/": json.dumps(server.client.get("/task/?state=SUCCESS")),
+        "GET /task/ID": json.dumps(server.client.get(f"/task/{task['id']}")),
+        "task.json": request(server, "GET", f"/task/{task['id']}/files/task.json")[2].decode(),
+        "GET /task_type/NAME": json.dumps(server.client.get("/task_type/secrets")),
+        "server log": server.log_text(),
+        "worker logs": "".join(p.read_text() for p in server.base.glob("worker-*.log")),
+    }
+    with Browser(tmp_path / "profile") as browser:
+        browser.open(server.url + "/")
+        browser.wait_for("document.querySelector('#tasks tbody tr[id^=\"task-\"]') !== null")
+        seen["web page"] = browser.evaluate("document.documentElement.outerHTML")
+    for where, text in seen.items():
+        assert SECRET not in text and DEFAULT_SECRET not in text, where
+    assert done["environment"]["DB_PASSWORD"] == "***"
+    assert done["environment"]["REGION"] == "eu"
