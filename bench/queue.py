@@ -34,7 +34,7 @@ from blanket.store.base import Claim
 from blanket.store.sqlite import SQLiteStore
 
 TYPES = {
-    "free": 'command = "true"\ntags = ["unix"]\n',
+    "free": 'command = "true"\ntags = ["unix"]\nallow_extra_environment = true\n',
     "gpu": 'command = "true"\ntags = ["gpu"]\n',
     "capped": 'command = "true"\ntags = ["unix"]\nmax_concurrent = 2\n',
 }
@@ -63,6 +63,7 @@ class Server:
             cwd=base, env=env, stdout=self.log, stderr=subprocess.STDOUT)
         self.connection = http.client.HTTPConnection("127.0.0.1", self.port, timeout=60)
         self._wait_healthy()
+        self.admin = (base / "var" / "admin.token").read_text().strip()
 
     def _wait_healthy(self) -> None:
         end = time.monotonic() + 30
@@ -77,12 +78,20 @@ class Server:
                 time.sleep(0.05)
         raise SystemExit("server did not start")
 
-    def request(self, method: str, path: str, body: bytes | None = None) -> tuple[int, bytes]:
-        """One request on the kept-alive connection."""
-        self.connection.request(method, path, body=body,
-                                headers={"Content-Type": "application/json"})
+    def request(self, method: str, path: str, body: bytes | None = None,
+                token: str | None = None) -> tuple[int, bytes]:
+        """One request on the kept-alive connection (anonymous unless a token is given)."""
+        headers = {"Content-Type": "application/json"}
+        if token:
+            headers["Authorization"] = f"Bearer {token}"
+        self.connection.request(method, path, body=body, headers=headers)
         response = self.connection.getresponse()
         return response.status, response.read()
+
+    def cpu_seconds(self) -> float:
+        """User and system CPU the server process has used so far."""
+        fields = Path(f"/proc/{self.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
     def rss_kb(self) -> int:
         for line in Path(f"/proc/{self.proc.pid}/status").read_text().splitlines():
@@ -186,11 +195,13 @@ def bench_claims(base: Path, backlog: int, claims: int) -> None:
     server = Server(server_base)
     try:
         body = server.request("POST", "/worker/", json.dumps(
-            {"host": "bench", "pid": os.getpid(), "tags": WORKER_TAGS}).encode())[1]
+            {"host": "bench", "pid": os.getpid(), "tags": WORKER_TAGS}).encode(),
+            server.admin)[1]
         worker = json.loads(body)["id"]
 
         def claim_over_http() -> object | None:
-            status, body = server.request("POST", f"/worker/{worker}/claim")
+            status, body = server.request("POST", f"/worker/{worker}/claim", None,
+                                          server.admin)
             return json.loads(body)["task"] if status == 200 else None
 
         samples = timed(claim_over_http, claims)
@@ -198,6 +209,32 @@ def bench_claims(base: Path, backlog: int, claims: int) -> None:
         server.stop()
     print(f"claim, POST /worker/ID/claim over HTTP ({backlog:,} queued, half not eligible): "
           f"{percentiles(samples)}")
+
+
+def bench_auth(base: Path, count: int) -> None:
+    """Server CPU per request reading one task, anonymous and with a bearer token, in
+    alternating rounds so that both see the same machine."""
+    server = Server(base / "auth")
+    try:
+        task = json.loads(server.request("POST", "/task/", TASK)[1])["id"]
+        created = server.request("POST", "/token/", json.dumps(
+            {"name": "bench-viewer", "role": "viewer"}).encode(), server.admin)[1]
+        token = json.loads(created)["token"]
+        cpu = {"anonymous": 0.0, "token": 0.0}
+        for _ in range(10):
+            for kind, sent in (("anonymous", None), ("token", token)):
+                before = server.cpu_seconds()
+                for _ in range(count // 10):
+                    status, body = server.request("GET", f"/task/{task}", None, sent)
+                    if status != 200:
+                        raise SystemExit(f"read failed: {status} {body[:200]!r}")
+                cpu[kind] += server.cpu_seconds() - before
+    finally:
+        server.stop()
+    anonymous, with_token = (cpu[k] / count * 1000 for k in ("anonymous", "token"))
+    print(f"auth: server CPU per request (GET /task/ID, {count:,} each): anonymous "
+          f"{anonymous:.3f} ms, bearer token {with_token:.3f} ms, difference "
+          f"{with_token - anonymous:+.3f} ms (target <= 0.05 ms)")
 
 
 def bench_memory(base: Path, count: int) -> None:
@@ -219,12 +256,14 @@ def main() -> None:
     parser.add_argument("--backlog", type=int, default=100_000)
     parser.add_argument("--claims", type=int, default=2000)
     parser.add_argument("--memory-submissions", type=int, default=20_000)
+    parser.add_argument("--auth-requests", type=int, default=20_000)
     parser.add_argument("--dir", type=Path, default=None,
                         help="where temp dirs go (use a real disk: fsync is what is measured)")
     args = parser.parse_args()
     base = Path(tempfile.mkdtemp(prefix="blanket-bench-", dir=args.dir))
     try:
         bench_submissions(base, args.submissions)
+        bench_auth(base, args.auth_requests)
         bench_claims(base, args.backlog, args.claims)
         bench_memory(base, args.memory_submissions)
     finally:

@@ -25,7 +25,7 @@ from concurrent.futures import ThreadPoolExecutor
 from bench.harness import free_port, healthy, percentile, wait_until
 from blanket.client import Client
 
-ECHO_TYPE = 'command = "echo hello $N"\n'
+ECHO_TYPE = 'command = "echo hello $N"\n[environment.defaults]\nN = "0"\n'
 # bash's $EPOCHREALTIME is a builtin: the stamp costs no extra process.
 STAMP_TYPE = 'command = "echo $EPOCHREALTIME > started.txt"\n'
 

@@ -8,7 +8,6 @@ import hashlib
 import http.client
 import http.server
 import json
-import os
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -17,7 +16,7 @@ import pytest
 
 from blanket.client import ClientError
 from tests.conftest import ServerProcess, wait_until
-from tests.e2e.test_web import CHROMIUM, Browser
+from tests.e2e.test_web import Browser, require_chromium
 
 ECHO = 'command = "echo hi"\nallow_extra_environment = true\n'
 LOADER_NAMES = ["BASH_ENV", "ENV", "PYTHONPATH", "PYTHONSTARTUP", "LD_PRELOAD",
@@ -110,13 +109,6 @@ def run_attack(page: str, profile: Path) -> None:
     with Browser(profile) as browser:
         browser.open(page)
         browser.wait_for("window.finished === true", timeout=30)
-
-
-def require_chromium() -> None:
-    if not CHROMIUM.exists():
-        if os.environ.get("CI") == "true":
-            pytest.fail("Chromium is missing: make test installs it (apt-get install chromium)")
-        pytest.skip("needs /usr/bin/chromium")
 
 
 def test_a_page_on_another_site_creates_no_task(make_server, hostile_site, tmp_path):
