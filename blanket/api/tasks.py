@@ -243,7 +243,7 @@ class TaskRoutes:
             return self.follow_log(task.id, path)
         if not path.is_file():
             raise NotFound(f"task {task.id} has no {stream} log yet")
-        return bottle.static_file(path.name, root=str(path.parent), mimetype="text/plain")
+        return serve_task_file(path.parent, path.name)
 
     def follow_log(self, task_id: int, path: Path) -> Iterator[str]:
         """Server-sent events: each new line as a `data:` event, then `event: end`."""
@@ -252,7 +252,7 @@ class TaskRoutes:
         while True:
             task = self.s.store.get_task(task_id)
             chunk = b""
-            if path.is_file():
+            if path.is_file() and not path.is_symlink():  # a task may not point it elsewhere
                 with open(path, "rb") as f:
                     f.seek(offset)
                     chunk = f.read()
