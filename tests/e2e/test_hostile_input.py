@@ -159,6 +159,12 @@ def test_a_foreign_host_header_is_refused_against_dns_rebinding(make_server, hos
     assert server.client.get("/task/?count")["count"] == 0
 
 
+def test_no_answer_is_sniffed_into_another_type(make_server):
+    server = make_server()
+    for path in ("/task/", "/session", "/nowhere", "/health"):
+        assert request(server, "GET", path)[1]["X-Content-Type-Options"] == "nosniff", path
+
+
 def test_the_page_forbids_inline_script_and_framing(make_server):
     status, headers, _ = request(make_server(), "GET", "/")
     policy = headers["Content-Security-Policy"]
