@@ -14,8 +14,10 @@ from pathlib import Path
 import bottle
 import structlog
 
+from blanket.api import schemas as S
 from blanket.api.access import identity, refusal
 from blanket.api.http import (
+    check_body,
     flag,
     json_response,
     parse_id,
@@ -41,15 +43,16 @@ _NUMBER = re.compile(r"\d{1,12}(\.\d{0,9})?")
 
 def install(app: bottle.Bottle, services: Services) -> None:
     routes = TaskRoutes(services)
-    app.route("/task/", "GET", routes.list_tasks, role=VIEWER)
-    app.route("/task/", "POST", routes.submit, role=SUBMITTER)
+    app.route("/task/", "GET", routes.list_tasks, role=VIEWER, query=S.TASK_LIST)
+    app.route("/task/", "POST", routes.submit, role=SUBMITTER, body=S.SUBMISSION,
+              query=S.WAIT)
     app.route("/task/<task_id>", "GET", routes.show, role=VIEWER)
-    app.route("/task/<task_id>", "DELETE", routes.remove, role=SUBMITTER)
+    app.route("/task/<task_id>", "DELETE", routes.remove, role=SUBMITTER, query=S.FORCE)
     app.route("/task/<task_id>/stop", "POST", routes.stop, role=SUBMITTER)
     app.route("/task/<task_id>/rerun", "POST", routes.rerun, role=SUBMITTER)
     app.route("/task/<task_id>/progress", "POST", routes.progress, role=OPERATOR,
-              attempt_token=True)
-    app.route("/task/<task_id>/log/<stream>", "GET", routes.log, role=VIEWER)
+              attempt_token=True, body=S.PROGRESS)
+    app.route("/task/<task_id>/log/<stream>", "GET", routes.log, role=VIEWER, query=S.FOLLOW)
     app.route("/task/<task_id>/files/", "GET", routes.list_files, role=VIEWER)
     app.route("/task/<task_id>/files/<path:path>", "GET", routes.file, role=(VIEWER, WORKER))
 
@@ -122,7 +125,8 @@ class TaskRoutes:
             data = self.read_form_body()
         else:
             data = read_json_body()
-        return replace(parse_task_request(data, now), front=front, uploads=tuple(uploads))
+        return replace(parse_task_request(check_body(data, "the task"), now), front=front,
+                       uploads=tuple(uploads))
 
     def read_form_body(self):
         raw = read_body()

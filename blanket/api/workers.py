@@ -10,6 +10,7 @@ from dataclasses import dataclass
 
 import bottle
 
+from blanket.api import schemas as S
 from blanket.api.access import identity
 from blanket.api.http import json_response, parse_id, query_float, read_json_body
 from blanket.app import Services
@@ -28,16 +29,19 @@ _HASH = re.compile(r"[0-9a-f]{16,64}")
 def install(app: bottle.Bottle, services: Services) -> None:
     routes = WorkerRoutes(services)
     app.route("/worker/", "GET", routes.list_workers, role=VIEWER)
-    app.route("/worker/", "POST", routes.register, role=WORKER)
+    app.route("/worker/", "POST", routes.register, role=WORKER, body=S.REGISTER)
     app.route("/worker/<worker_id>", "GET", routes.show, role=VIEWER)
-    app.route("/worker/<worker_id>", "DELETE", routes.remove, role=(OPERATOR, WORKER))
+    app.route("/worker/<worker_id>", "DELETE", routes.remove, role=(OPERATOR, WORKER),
+              query=S.REMOVE_WORKER)
     app.route("/worker/<worker_id>/pause", "POST", routes.pause, role=OPERATOR)
     app.route("/worker/<worker_id>/resume", "POST", routes.resume, role=OPERATOR)
-    app.route("/worker/<worker_id>/claim", "POST", routes.claim, role=WORKER)
-    app.route("/task/<task_id>/started", "POST", routes.started, role=WORKER)
-    app.route("/task/<task_id>/heartbeat", "POST", routes.heartbeat, role=WORKER)
-    app.route("/task/<task_id>/finished", "POST", routes.finished, role=WORKER)
-    app.route("/task/<task_id>/release", "POST", routes.release, role=WORKER)
+    app.route("/worker/<worker_id>/claim", "POST", routes.claim, role=WORKER, query=S.POLL,
+              no_content="no task came within ?wait")
+    app.route("/task/<task_id>/started", "POST", routes.started, role=WORKER, body=S.STARTED)
+    app.route("/task/<task_id>/heartbeat", "POST", routes.heartbeat, role=WORKER,
+              body=S.ATTEMPT, query=S.POLL)
+    app.route("/task/<task_id>/finished", "POST", routes.finished, role=WORKER, body=S.FINISHED)
+    app.route("/task/<task_id>/release", "POST", routes.release, role=WORKER, body=S.ATTEMPT)
     app.route("/version/<name>", "GET", routes.bundle, role=(OPERATOR, WORKER))
 
 
