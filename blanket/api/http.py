@@ -29,15 +29,17 @@ def error_body(status: int, code: str, message: str) -> str:
     return json.dumps({"error": {"code": code, "message": message}})
 
 
-def read_json_body(required: bool = True) -> Any:
+def read_json_body(required: bool = True, checked: bool = True) -> Any:
     """The request body as JSON, whatever content type the client claimed, checked against
-    the route's `body` schema."""
+    the route's `body` schema (unless the handler checks it later: `checked=False`)."""
     raw = read_body()
     if not raw.strip():
         if required:
             raise InvalidInput("the request body is empty; send a JSON object")
-        return check_body({})
-    return check_body(parse_json(raw))
+        data = {}
+    else:
+        data = parse_json(raw)
+    return check_body(data) if checked else data
 
 
 def check_body(data: Any, what: str = "the body") -> Any:

@@ -69,6 +69,8 @@ STARTED = Body({
     "token": TOKEN,
     "pid": {"oneOf": [{"type": "integer", "minimum": 0, "maximum": INT32}, {"type": "null"}]},
     "directory": {"oneOf": [{"type": "string", "maxLength": 4096}, {"type": "null"}]},
+    "at": {"type": "number", "minimum": 0, "maximum": 253402300799,
+           "description": "when the process started (Unix seconds; the server's clock rules)"},
 }, ("token",))
 
 FINISHED = Body({

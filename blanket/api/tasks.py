@@ -215,11 +215,12 @@ class TaskRoutes:
     def progress(self, task_id: str):
         """A running task's progress (0-100, a message). Operators may set any task's; the
         task itself sends its attempt token (BLANKET_TASK_TOKEN)."""
-        data = read_json_body()
+        data = read_json_body(checked=False)  # who may send it is decided first
         token = data.get("token") if isinstance(data, dict) else None
         trusted = identity().at_least(OPERATOR)
         if not trusted and not isinstance(token, str):
             raise refusal(identity(), OPERATOR)
+        check_body(data)
         task = self.task_or_404(task_id)
         if not trusted and not (task.token is not None and hmac.compare_digest(
                 str(token).encode(), task.token.encode())):
