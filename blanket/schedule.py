@@ -99,6 +99,8 @@ def parse_schedule_text(text: str, name: str, file: str) -> Schedule:
     except tomllib.TOMLDecodeError as e:
         raise ConfigInvalid([ConfigProblem(file, f"invalid TOML: {e}", _syntax_line(e, text))]) \
             from e
+    except ValueError as e:  # tomllib lets int() refuse a number of over 4300 digits
+        raise ConfigInvalid([ConfigProblem(file, f"invalid TOML: {e}")]) from e
     checker = _Checker(text, file)
     schedule = checker.build(data, name)
     if checker.problems:

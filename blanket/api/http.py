@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from typing import Any
 
 import bottle
@@ -15,6 +16,11 @@ MAX_JSON = 1024 * 1024
 # sending it would otherwise see its connection reset instead of the answer. Larger ones are
 # cut off.
 MAX_DRAIN = 16 * 1024 * 1024
+# Multipart submissions carry files: the most a submission with its files may weigh.
+MAX_UPLOAD = 1024 * 1024 * 1024
+# Integers are stored in 64-bit columns; a larger one could only fail later, as a 500.
+INT_RANGE = range(-(2**63), 2**63)
+_SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")
 
 
 def json_response(data: Any, status: int = 200) -> bottle.HTTPResponse:
@@ -64,12 +70,88 @@ def _drain(length: int) -> None:
 
 
 def parse_json(raw: bytes | str, what: str = "the body") -> Any:
+    """JSON as RFC 8259 defines it: no NaN or Infinity, no number that overflows a double or
+    a 64-bit integer, no lone surrogate; anything else is a 400 saying what to fix."""
     try:
-        return json.loads(raw)
+        data = json.loads(raw, parse_constant=_refuse_constant, parse_float=_finite_float,
+                          parse_int=_int64)
+    except _Refused as e:
+        raise InvalidInput(f"{what}: {e}") from None
     except ValueError as e:  # UnicodeDecodeError is a ValueError too
         raise InvalidInput(f"{what} is not valid JSON: {e}") from None
     except RecursionError:
         raise InvalidInput(f"{what} nests too deeply; flatten the JSON") from None
+    if _may_hold_surrogates(raw) and not _valid_unicode(data):
+        raise InvalidInput(f"{what} holds a lone surrogate (such as \\ud800), which is not "
+                           "Unicode text; send valid UTF-8 strings")
+    return data
+
+
+class _Refused(ValueError):
+    """A JSON value that parses but cannot be used."""
+
+
+def _refuse_constant(name: str) -> Any:
+    raise _Refused(f"{name} is not a JSON number; send a finite number or null")
+
+
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise _Refused(f"the number {text[:40]} is too large; send a finite number")
+    return value
+
+
+def _int64(text: str) -> int:
+    if len(text) > 20:
+        raise _Refused(f"the integer {text[:40]}... does not fit in 64 bits; send large "
+                       "values as strings")
+    value = int(text)
+    if value not in INT_RANGE:
+        raise _Refused(f"the integer {text} does not fit in 64 bits; send large values as "
+                       "strings")
+    return value
+
+
+def _may_hold_surrogates(raw: bytes | str) -> bool:
+    if isinstance(raw, str):
+        raw = raw.encode("utf-8", "surrogatepass")
+    return _SURROGATE_ESCAPE.search(raw) is not None or b"\xed" in raw
+
+
+def _valid_unicode(data: Any) -> bool:
+    try:
+        json.dumps(data, ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def read_json_object(what: str = "the body") -> dict[str, Any]:
+    """The request body as a JSON object; a 400 for anything else."""
+    data = read_json_body()
+    if not isinstance(data, dict):
+        raise InvalidInput(f"{what} must be a JSON object, such as {{\"token\": \"...\"}}")
+    return data
+
+
+def body_field(data: dict[str, Any], key: str, kind: type | tuple[type, ...],
+               required: bool = False, what: str = "") -> Any:
+    """`data[key]` if it is of `kind` (booleans are not integers), None when absent and not
+    `required`; a 400 naming the field and the expected kind otherwise."""
+    value = data.get(key)
+    if value is None and not required:
+        return None
+    kinds = kind if isinstance(kind, tuple) else (kind,)
+    if isinstance(value, kinds) and not (isinstance(value, bool) and bool not in kinds):
+        return value
+    expected = what or " or ".join(_KIND_NAMES.get(k, k.__name__) for k in kinds)
+    raise InvalidInput(f'"{key}" must be {expected}' + ("" if required else " or null")
+                       + f", not {json.dumps(value)[:60]}")
+
+
+_KIND_NAMES = {str: "a string", int: "an integer", float: "a number", bool: "true or false",
+               dict: "an object", list: "a list"}
 
 
 def parse_id(text: str) -> int:

@@ -16,6 +16,7 @@ import structlog
 
 from blanket.api.access import identity, refusal
 from blanket.api.http import (
+    body_field,
     flag,
     json_response,
     parse_id,
@@ -23,6 +24,7 @@ from blanket.api.http import (
     query_float,
     read_body,
     read_json_body,
+    read_json_object,
 )
 from blanket.api.taskfiles import list_task_files, serve_task_file
 from blanket.app import Services
@@ -36,6 +38,8 @@ from blanket.wakeups import task_topic
 
 log = structlog.get_logger("blanket.api")
 MAX_WAIT = 24 * 3600.0
+MAX_MESSAGE = 4096  # characters of a progress message
+MAX_IDEMPOTENCY_KEY = 255
 _NUMBER = re.compile(r"\d{1,12}(\.\d{0,9})?")
 
 
@@ -85,6 +89,9 @@ class TaskRoutes:
                             f"{request.type!r}")
         request = replace(request, submitted_by=caller.name)
         key = bottle.request.get_header("Idempotency-Key")
+        if key and len(key) > MAX_IDEMPOTENCY_KEY:
+            raise InvalidInput(f"the Idempotency-Key header is over {MAX_IDEMPOTENCY_KEY} "
+                               "characters; send a shorter key, such as a UUID")
         if key:
             request = replace(request, dedupe_key=f"client:{key}")
         try:
@@ -211,8 +218,8 @@ class TaskRoutes:
     def progress(self, task_id: str):
         """A running task's progress (0-100, a message). Operators may set any task's; the
         task itself sends its attempt token (BLANKET_TASK_TOKEN)."""
-        data = read_json_body()
-        token = data.get("token") if isinstance(data, dict) else None
+        data = read_json_object()
+        token = body_field(data, "token", str)
         trusted = identity().at_least(OPERATOR)
         if not trusted and not isinstance(token, str):
             raise refusal(identity(), OPERATOR)
@@ -220,13 +227,14 @@ class TaskRoutes:
         if not trusted and not (task.token is not None and hmac.compare_digest(
                 str(token).encode(), task.token.encode())):
             raise refusal(identity(), OPERATOR)
-        value = data.get("progress") if isinstance(data, dict) else None
+        value = data.get("progress")
         if isinstance(value, bool) or not isinstance(value, int | float):
             raise InvalidInput('send {"progress": 0-100, "message": "optional text"}')
-        message = data.get("message")
-        if message is not None and not isinstance(message, str):
-            raise InvalidInput('"message" must be a string')
-        updated = self.s.store.set_progress(task.id, data.get("token"),
+        message = body_field(data, "message", str)
+        if message is not None and (len(message) > MAX_MESSAGE or "\x00" in message):
+            raise InvalidInput(f'"message" must be at most {MAX_MESSAGE} characters, '
+                               "without NUL")
+        updated = self.s.store.set_progress(task.id, token,
                                             max(0, min(100, int(value))), message)
         return json_response(updated.to_json())
 
@@ -332,6 +340,6 @@ def _int(query: bottle.FormsDict, name: str, default: int, maximum: int) -> int:
     raw = query.get(name)
     if raw is None:
         return default
-    if not (raw.isascii() and raw.isdigit()):
-        raise InvalidInput(f"?{name}={raw!r} must be a whole number")
+    if not (raw.isascii() and raw.isdigit()) or len(raw) > 18:
+        raise InvalidInput(f"?{name}={raw[:40]!r} must be a whole number (at most 18 digits)")
     return min(int(raw), maximum)

@@ -4,14 +4,24 @@ routes people use to list, pause, resume and stop workers."""
 from __future__ import annotations
 
 import re
+import threading
 import time
 import uuid
+from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import bottle
 
 from blanket.api.access import identity
-from blanket.api.http import json_response, parse_id, query_float, read_json_body
+from blanket.api.http import (
+    body_field,
+    json_response,
+    parse_id,
+    query_float,
+    read_json_object,
+)
 from blanket.app import Services
 from blanket.auth import ADMIN, OPERATOR, VIEWER, WORKER, Forbidden
 from blanket.errors import InvalidInput, NotFound, StaleAttempt
@@ -41,13 +51,25 @@ def install(app: bottle.Bottle, services: Services) -> None:
     app.route("/version/<name>", "GET", routes.bundle, role=(OPERATOR, WORKER))
 
 
-def _text(data: dict, key: str, required: bool = True) -> str | None:
+MAX_TEXT = 4096  # characters of a host name, token, directory or tag a worker sends
+MAX_ERROR = 64 * 1024  # characters of the error a worker reports with a task's end
+
+
+def _text(data: dict, key: str, required: bool = True, limit: int = MAX_TEXT) -> str | None:
     value = data.get(key)
     if value is None and not required:
         return None
-    if not isinstance(value, str) or not value:
-        raise InvalidInput(f'"{key}" must be a non-empty string')
+    if not isinstance(value, str) or not value or len(value) > limit or "\x00" in value:
+        raise InvalidInput(f'"{key}" must be a non-empty string of at most {limit} '
+                           "characters, without NUL")
     return value
+
+
+def _pid(data: dict, key: str = "pid", required: bool = False) -> int | None:
+    pid = body_field(data, key, int, required, "a process id (a whole number, 0 or more)")
+    if pid is not None and pid < 0:
+        raise InvalidInput(f'"{key}" must be a process id (a whole number, 0 or more)')
+    return pid
 
 
 @dataclass(frozen=True)
@@ -58,6 +80,29 @@ class _Leave:
 class WorkerRoutes:
     def __init__(self, services: Services):
         self.s = services
+        self._claiming: Counter[str] = Counter()  # workers whose claim this server holds
+        self._claiming_lock = threading.Lock()
+
+    @contextmanager
+    def _holding_claim(self, worker_id: str) -> Iterator[None]:
+        with self._claiming_lock:
+            self._claiming[worker_id] += 1
+        try:
+            yield
+        finally:
+            with self._claiming_lock:
+                self._claiming[worker_id] -= 1
+                if not self._claiming[worker_id]:
+                    del self._claiming[worker_id]
+
+    def shown(self, worker: Worker, now: float) -> dict:
+        """The worker's JSON form; its state is `lost` when it has been silent past
+        lost_after (a worker waiting in a claim here is not silent)."""
+        data = worker.to_json()
+        silent = now - worker.heartbeat > self.s.settings.lost_after
+        if silent and worker.state != "gone" and worker.id not in self._claiming:
+            data["state"] = "lost"
+        return data
 
     def worker_or_404(self, worker_id: str) -> Worker:
         worker = self.s.store.get_worker(worker_id)
@@ -74,23 +119,21 @@ class WorkerRoutes:
         return worker
 
     def list_workers(self):
-        return json_response([w.to_json() for w in self.s.store.list_workers()])
+        now = time.time()
+        return json_response([self.shown(w, now) for w in self.s.store.list_workers()])
 
     def show(self, worker_id: str):
-        return json_response(self.worker_or_404(worker_id).to_json())
+        return json_response(self.shown(self.worker_or_404(worker_id), time.time()))
 
     def register(self):
         """A worker joins with its tags, which its token must allow."""
-        data = read_json_body()
-        if not isinstance(data, dict):
-            raise InvalidInput("send the worker as a JSON object")
+        data = read_json_object("the worker")
         tags = data.get("tags", [])
-        if not isinstance(tags, list) or not all(isinstance(t, str) for t in tags):
-            raise InvalidInput('"tags" must be a list of strings')
+        if not isinstance(tags, list) or not all(isinstance(t, str) and 0 < len(t) <= 200
+                                                 and "\x00" not in t for t in tags):
+            raise InvalidInput('"tags" must be a list of words such as ["unix", "gpu"]')
         host = _text(data, "host") or ""
-        pid = data.get("pid")
-        if isinstance(pid, bool) or not isinstance(pid, int):
-            raise InvalidInput('"pid" must be an integer')
+        pid = _pid(data, required=True)
         worker_id = _text(data, "id", required=False) or f"{host}-{pid}-{uuid.uuid4().hex[:6]}"
         if not _WORKER_ID.fullmatch(worker_id):
             raise InvalidInput(f"worker id {worker_id!r}: use letters, digits and _.:@-")
@@ -163,13 +206,15 @@ class WorkerRoutes:
         answer = self._claim_step(worker.id, tags)
         if answer is None:  # idle until a task comes: say so while waiting
             self.s.store.touch_worker(worker.id, None, time.time())
-            answer = self.s.wakeups.wait_for(
-                lambda: self._claim_step(worker.id, tags), wait,
-                topics=(QUEUE, worker_topic(worker.id)), next_deadline=self.s.queue.next_start,
-                # a new task wakes one idle claim; one that could not take it passes it on
-                # when another worker might (this one is paused, or lacks a tag it needs)
-                passes_on=lambda: not self._takes_tasks(worker.id)
-                or self.s.store.passes_over(tags))
+            with self._holding_claim(worker.id):
+                answer = self.s.wakeups.wait_for(
+                    lambda: self._claim_step(worker.id, tags), wait,
+                    topics=(QUEUE, worker_topic(worker.id)),
+                    next_deadline=self.s.queue.next_start,
+                    # a new task wakes one idle claim; one that could not take it passes it
+                    # on when another worker might (this one is paused, or lacks a tag)
+                    passes_on=lambda: not self._takes_tasks(worker.id)
+                    or self.s.store.passes_over(tags))
         if answer is None:
             return bottle.HTTPResponse(status=204)
         if isinstance(answer, _Leave):
@@ -191,15 +236,15 @@ class WorkerRoutes:
         return self.s.queue.claim_once(worker_id, tags)
 
     def started(self, task_id: str):
-        data = read_json_body()
+        data = read_json_object()
         task = self.s.queue.report_started(parse_id(task_id), _text(data, "token") or "",
-                                           data.get("pid"), data.get("directory"))
+                                           _pid(data), _text(data, "directory", False))
         return json_response(task.to_json())
 
     def heartbeat(self, task_id: str):
         """Record that the attempt is alive; with ?wait, hold until it must stop (the task
         was stopped, or its worker must hand it back)."""
-        data = read_json_body()
+        data = read_json_object()
         wait = query_float("wait", 0.0, MAX_POLL) or 0.0
         token = _text(data, "token") or ""
         task = self.s.queue.heartbeat(parse_id(task_id), token)  # the worker's too
@@ -224,26 +269,24 @@ class WorkerRoutes:
                 "state": task.state.value}
 
     def finished(self, task_id: str):
-        data = read_json_body()
-        try:
-            state = TaskState(data.get("state"))
-        except ValueError:
-            raise InvalidInput('"state" must be SUCCESS, FAILED, TIMEDOUT or STOPPED') from None
-        exit_code = data.get("exit_code")
-        if exit_code is not None and (isinstance(exit_code, bool)
-                                      or not isinstance(exit_code, int)):
-            raise InvalidInput('"exit_code" must be an integer or null')
-        handback = bool(data.get("handback"))
-        started = data.get("started")
+        data = read_json_object()
+        state_name = data.get("state")
+        if not isinstance(state_name, str) or state_name not in TaskState.__members__:
+            raise InvalidInput('"state" must be SUCCESS, FAILED, TIMEDOUT or STOPPED')
+        state = TaskState(state_name)
+        exit_code = body_field(data, "exit_code", int)
+        error = body_field(data, "error", str)
+        if error is not None:
+            error = error[:MAX_ERROR]
+        handback = body_field(data, "handback", bool) or False
+        started = body_field(data, "started", dict)
         claim_next = data.get("claim_next", 0)
         if claim_next not in (True, False, 0, 1, 2):
             raise InvalidInput('"claim_next" must be 0, 1 or 2 (or true for 1)')
-        running = data.get("running")
-        if running is not None and (isinstance(running, bool) or not isinstance(running, int)):
-            raise InvalidInput('"running" must be the id of the task the worker runs now')
+        running = body_field(data, "running", int, what="the id of the task the worker runs now")
         task, taken = self.s.queue.finish_and_claim(
-            parse_id(task_id), _text(data, "token") or "", state, exit_code, data.get("error"),
-            handback=handback, started=_late_start(started) if isinstance(started, dict) else None,
+            parse_id(task_id), _text(data, "token") or "", state, exit_code, error,
+            handback=handback, started=_late_start(started) if started is not None else None,
             claim_next=int(claim_next), running=running)
         if not claim_next:
             return json_response(task.to_json())
@@ -259,7 +302,7 @@ class WorkerRoutes:
     def release(self, task_id: str):
         """A reserve its worker will not run (its current task runs long, or it is
         stopping) goes back to the queue, as if it had never been claimed."""
-        data = read_json_body()
+        data = read_json_object()
         task = self.s.queue.release(parse_id(task_id), _text(data, "token") or "")
         return json_response(task.to_json())
 
@@ -276,12 +319,11 @@ class WorkerRoutes:
 
 def _late_start(started: dict) -> Outcome:
     """A short task's start, sent with its end to save a round trip."""
-    at, pid, directory = started.get("at"), started.get("pid"), started.get("directory")
-    if isinstance(at, bool) or not isinstance(at, int | float):
-        at = time.time()
-    return Outcome(TaskState.RUNNING, started=min(float(at), time.time()),
-                   pid=pid if isinstance(pid, int) and not isinstance(pid, bool) else None,
-                   directory=directory if isinstance(directory, str) else None)
+    at = body_field(started, "at", (int, float), what="a time in Unix seconds")
+    now = time.time()
+    at = now if at is None or at < 0 else min(float(at), now)
+    return Outcome(TaskState.RUNNING, started=at, pid=_pid(started),
+                   directory=_text(started, "directory", False))
 
 
 def _claimed_json(task: Task, task_type: TaskType) -> dict:
