@@ -240,8 +240,10 @@ class Catalog:
         except ConfigInvalid as invalid:
             return _with_problems(name, path, previous, tuple(invalid.problems)), None, None
         except OSError as exc:
-            problem = ConfigProblem(str(path), f"cannot read a file this type uses: {exc}")
-            return _with_problems(name, path, previous, (problem,)), None, None
+            return _with_problems(name, path, previous, (unreadable(path, exc),)), None, None
+        except Exception as exc:  # a bug: one type must not stop the others from loading
+            log.exception("type_load_failed", path=str(path))
+            return _with_problems(name, path, previous, (_bug(path, exc),)), None, None
         fingerprint = _fingerprint([path, *selection.inputs, *(f.abspath for f in selection.files)])
         same = previous is not None and previous.version == version
         loaded_at = previous.loaded_at if same and previous else time.time()
@@ -277,6 +279,10 @@ class Catalog:
         except ConfigInvalid as invalid:
             entry.parse_problems = tuple(invalid.problems)
             return entry
+        except Exception as exc:  # a bug: one schedule must not stop the others from loading
+            log.exception("schedule_load_failed", path=str(path))
+            entry.parse_problems = (_bug(path, exc),)
+            return entry
         entry.loaded_at = time.time()
         entry.fingerprint = _fingerprint([path])
         return entry
@@ -284,6 +290,19 @@ class Catalog:
     def _with_type_check(self, name: str, entry: _ScheduleEntry) -> LoadedSchedule:
         problems = entry.parse_problems + _missing_type(entry, set(self._state.types))
         return LoadedSchedule(name, entry.path, entry.schedule, entry.loaded_at, problems)
+
+
+def unreadable(type_path: Path, exc: OSError) -> ConfigProblem:
+    """A file the type uses cannot be read (gone meanwhile, a link loop, no permission)."""
+    file = os.fsdecode(exc.filename) if exc.filename is not None else str(type_path)
+    return ConfigProblem(file, f"cannot read this file, which type {type_path.stem!r} uses: "
+                               f"{exc.strerror or exc}; fix or remove it, or exclude it in "
+                               ".blanketignore")
+
+
+def _bug(path: Path, exc: Exception) -> ConfigProblem:
+    return ConfigProblem(str(path), f"blanket failed on this file ({type(exc).__name__}: "
+                                    f"{exc}); this is a bug in blanket: please report it")
 
 
 def _version(loaded: LoadedType | None) -> str | None:
@@ -319,8 +338,11 @@ def _toml_files(folder: Path) -> dict[str, Path]:
         names = sorted(os.listdir(folder))
     except (FileNotFoundError, NotADirectoryError):
         return {}
+    # Anything but a folder is listed: a link that leads nowhere or loops is then reported
+    # as a file that cannot be read, not skipped in silence.
     return {name[:-5]: folder / name for name in names
-            if name.endswith(".toml") and not name.startswith(".") and (folder / name).is_file()}
+            if name.endswith(".toml") and not name.startswith(".")
+            and not (folder / name).is_dir()}
 
 
 def _fingerprint(paths: list[Path]) -> Fingerprint | None:
@@ -371,7 +393,9 @@ def validate_config_dir(
         except ConfigInvalid as invalid:
             problems.extend(invalid.problems)
         except OSError as exc:
-            problems.append(ConfigProblem(str(path), f"cannot read a file this type uses: {exc}"))
+            problems.append(unreadable(path, exc))
+        except Exception as exc:  # a bug: report it with the file, and check the rest
+            problems.append(_bug(path, exc))
     if schedule_parser is not None:
         for name, path in _toml_files(config_dir / "schedules").items():
             entry = _ScheduleEntry(path)
@@ -379,5 +403,7 @@ def validate_config_dir(
                 entry.schedule = schedule_parser(path, name)
             except ConfigInvalid as invalid:
                 problems.extend(invalid.problems)
+            except Exception as exc:
+                problems.append(_bug(path, exc))
             problems.extend(_missing_type(entry, type_names))
     return sorted(problems, key=lambda p: (p.file, p.line or 0))

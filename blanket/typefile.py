@@ -16,7 +16,7 @@ import jinja2
 import pathspec
 
 from blanket.durations import parse_duration
-from blanket.problems import ConfigInvalid, ConfigProblem
+from blanket.problems import ConfigInvalid, ConfigProblem, read_config_text
 from blanket.tasktype import FileSection, RequiredVariable, TaskType
 
 TYPE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
@@ -43,10 +43,7 @@ def parse_type_file(path: Path, name: str | None = None) -> TaskType:
     """Parse and validate `path`; raise ConfigInvalid listing every problem found."""
     path = Path(path)
     name = path.stem if name is None else name
-    try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigInvalid([ConfigProblem(str(path), f"cannot read the file: {exc}")]) from exc
+    text = read_config_text(path)
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
@@ -402,7 +399,7 @@ class _Checker:
             return ()
         try:
             compile_patterns(patterns)
-        except ValueError as exc:
+        except (ValueError, re.error) as exc:
             self.problem(line, f"{where}: {exc}; write gitignore-style patterns such as '*.bak'")
         return patterns
 
