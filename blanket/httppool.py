@@ -53,6 +53,8 @@ class PoolSizer:
         pool = self.pool()
         if pool is None:
             return
+        if pool._pending_shutdowns:
+            pool.shrink(0)  # takes the threads that have stopped off the pool's list
         idle, queued = pool.idle, pool.qsize
         if idle < self.spare or queued:
             self._quiet_since = None
