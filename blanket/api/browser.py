@@ -69,7 +69,7 @@ class BrowserGuard:
             refused = self._cross_site(environ, host)
             if refused:
                 return _refuse(start_response, "403 Forbidden", "cross_origin", refused)
-        return self.app(environ, start_response)
+        return self.app(environ, _never_sniffed(start_response))
 
     def _cross_site(self, environ: dict, host: str) -> str | None:
         origin = environ.get("HTTP_ORIGIN")
@@ -84,8 +84,20 @@ class BrowserGuard:
         return None
 
 
+def _never_sniffed(start_response: Callable) -> Callable:
+    """Every answer keeps the type it declares: no browser reads a JSON answer as a script
+    or a page."""
+    def start(status: str, headers: list, exc_info=None):
+        if not any(name.lower() == "x-content-type-options" for name, _ in headers):
+            headers.append(("X-Content-Type-Options", "nosniff"))
+        return start_response(status, headers, exc_info) if exc_info else start_response(
+            status, headers)
+    return start
+
+
 def _refuse(start_response: Callable, status: str, code: str, message: str) -> list[bytes]:
     body = json.dumps({"error": {"code": code, "message": message}}).encode()
     start_response(status, [("Content-Type", "application/json"),
-                            ("Content-Length", str(len(body)))])
+                            ("Content-Length", str(len(body))),
+                            ("X-Content-Type-Options", "nosniff")])
     return [body]

@@ -29,11 +29,17 @@ def _inside(path: str, root: str) -> bool:
     return path == root or path.startswith(root + os.sep)
 
 
+def _real_root(root: Path) -> str:
+    """Where the task directory really is. Its own name is not resolved: a task that swaps
+    its directory for a symlink to elsewhere does not move the root there."""
+    return os.path.join(os.path.realpath(root.parent), root.name)
+
+
 def list_task_files(root: Path) -> list[dict]:
     """The regular files below `root` (symlinks only where they stay inside it)."""
-    if not root.is_dir():
+    if root.is_symlink() or not root.is_dir():
         return []
-    real_root = os.path.realpath(root)
+    real_root = _real_root(root)
     found = []
     for folder, dirs, names in os.walk(root, followlinks=False):
         dirs.sort()
@@ -52,7 +58,7 @@ def serve_task_file(root: Path, relative: str) -> bottle.HTTPResponse:
     parts = Path(relative).parts
     if Path(relative).is_absolute() or ".." in parts or "\x00" in relative:
         raise InvalidInput(f"{relative!r} is outside the task directory")
-    real_root = os.path.realpath(root)
+    real_root = _real_root(root)
     try:
         fd = os.open(root / relative, os.O_RDONLY | os.O_NONBLOCK)
     except (FileNotFoundError, NotADirectoryError, IsADirectoryError):

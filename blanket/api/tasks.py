@@ -14,9 +14,10 @@ from pathlib import Path
 import bottle
 import structlog
 
+from blanket.api import schemas as S
 from blanket.api.access import identity, refusal
 from blanket.api.http import (
-    body_field,
+    check_body,
     flag,
     json_response,
     parse_id,
@@ -24,7 +25,6 @@ from blanket.api.http import (
     query_float,
     read_body,
     read_json_body,
-    read_json_object,
 )
 from blanket.api.taskfiles import list_task_files, serve_task_file
 from blanket.app import Services
@@ -38,22 +38,22 @@ from blanket.wakeups import task_topic
 
 log = structlog.get_logger("blanket.api")
 MAX_WAIT = 24 * 3600.0
-MAX_MESSAGE = 4096  # characters of a progress message
 MAX_IDEMPOTENCY_KEY = 255
 _NUMBER = re.compile(r"\d{1,12}(\.\d{0,9})?")
 
 
 def install(app: bottle.Bottle, services: Services) -> None:
     routes = TaskRoutes(services)
-    app.route("/task/", "GET", routes.list_tasks, role=VIEWER)
-    app.route("/task/", "POST", routes.submit, role=SUBMITTER)
+    app.route("/task/", "GET", routes.list_tasks, role=VIEWER, query=S.TASK_LIST)
+    app.route("/task/", "POST", routes.submit, role=SUBMITTER, body=S.SUBMISSION,
+              query=S.WAIT)
     app.route("/task/<task_id>", "GET", routes.show, role=VIEWER)
-    app.route("/task/<task_id>", "DELETE", routes.remove, role=SUBMITTER)
+    app.route("/task/<task_id>", "DELETE", routes.remove, role=SUBMITTER, query=S.FORCE)
     app.route("/task/<task_id>/stop", "POST", routes.stop, role=SUBMITTER)
     app.route("/task/<task_id>/rerun", "POST", routes.rerun, role=SUBMITTER)
     app.route("/task/<task_id>/progress", "POST", routes.progress, role=OPERATOR,
-              attempt_token=True)
-    app.route("/task/<task_id>/log/<stream>", "GET", routes.log, role=VIEWER)
+              attempt_token=True, body=S.PROGRESS)
+    app.route("/task/<task_id>/log/<stream>", "GET", routes.log, role=VIEWER, query=S.FOLLOW)
     app.route("/task/<task_id>/files/", "GET", routes.list_files, role=VIEWER)
     app.route("/task/<task_id>/files/<path:path>", "GET", routes.file, role=(VIEWER, WORKER))
 
@@ -129,7 +129,8 @@ class TaskRoutes:
             data = self.read_form_body()
         else:
             data = read_json_body()
-        return replace(parse_task_request(data, now), front=front, uploads=tuple(uploads))
+        return replace(parse_task_request(check_body(data, "the task"), now), front=front,
+                       uploads=tuple(uploads))
 
     def read_form_body(self):
         raw = read_body()
@@ -218,8 +219,8 @@ class TaskRoutes:
     def progress(self, task_id: str):
         """A running task's progress (0-100, a message). Operators may set any task's; the
         task itself sends its attempt token (BLANKET_TASK_TOKEN)."""
-        data = read_json_object()
-        token = body_field(data, "token", str)
+        data = read_json_body()
+        token = data.get("token") if isinstance(data, dict) else None
         trusted = identity().at_least(OPERATOR)
         if not trusted and not isinstance(token, str):
             raise refusal(identity(), OPERATOR)
@@ -227,14 +228,13 @@ class TaskRoutes:
         if not trusted and not (task.token is not None and hmac.compare_digest(
                 str(token).encode(), task.token.encode())):
             raise refusal(identity(), OPERATOR)
-        value = data.get("progress")
+        value = data.get("progress") if isinstance(data, dict) else None
         if isinstance(value, bool) or not isinstance(value, int | float):
             raise InvalidInput('send {"progress": 0-100, "message": "optional text"}')
-        message = body_field(data, "message", str)
-        if message is not None and (len(message) > MAX_MESSAGE or "\x00" in message):
-            raise InvalidInput(f'"message" must be at most {MAX_MESSAGE} characters, '
-                               "without NUL")
-        updated = self.s.store.set_progress(task.id, token,
+        message = data.get("message")
+        if message is not None and not isinstance(message, str):
+            raise InvalidInput('"message" must be a string')
+        updated = self.s.store.set_progress(task.id, data.get("token"),
                                             max(0, min(100, int(value))), message)
         return json_response(updated.to_json())
 
@@ -251,7 +251,7 @@ class TaskRoutes:
             return self.follow_log(task.id, path)
         if not path.is_file():
             raise NotFound(f"task {task.id} has no {stream} log yet")
-        return bottle.static_file(path.name, root=str(path.parent), mimetype="text/plain")
+        return serve_task_file(path.parent, path.name)
 
     def follow_log(self, task_id: int, path: Path) -> Iterator[str]:
         """Server-sent events: each new line as a `data:` event, then `event: end`."""
@@ -260,7 +260,7 @@ class TaskRoutes:
         while True:
             task = self.s.store.get_task(task_id)
             chunk = b""
-            if path.is_file():
+            if path.is_file() and not path.is_symlink():  # a task may not point it elsewhere
                 with open(path, "rb") as f:
                     f.seek(offset)
                     chunk = f.read()
@@ -340,6 +340,6 @@ def _int(query: bottle.FormsDict, name: str, default: int, maximum: int) -> int:
     raw = query.get(name)
     if raw is None:
         return default
-    if not (raw.isascii() and raw.isdigit()) or len(raw) > 18:
-        raise InvalidInput(f"?{name}={raw[:40]!r} must be a whole number (at most 18 digits)")
+    if not (raw.isascii() and raw.isdigit()):
+        raise InvalidInput(f"?{name}={raw!r} must be a whole number")
     return min(int(raw), maximum)

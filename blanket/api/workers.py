@@ -14,14 +14,9 @@ from dataclasses import dataclass
 
 import bottle
 
+from blanket.api import schemas as S
 from blanket.api.access import identity
-from blanket.api.http import (
-    body_field,
-    json_response,
-    parse_id,
-    query_float,
-    read_json_object,
-)
+from blanket.api.http import json_response, parse_id, query_float, read_json_body
 from blanket.app import Services
 from blanket.auth import ADMIN, OPERATOR, VIEWER, WORKER, Forbidden
 from blanket.errors import InvalidInput, NotFound, StaleAttempt
@@ -38,38 +33,29 @@ _HASH = re.compile(r"[0-9a-f]{16,64}")
 def install(app: bottle.Bottle, services: Services) -> None:
     routes = WorkerRoutes(services)
     app.route("/worker/", "GET", routes.list_workers, role=VIEWER)
-    app.route("/worker/", "POST", routes.register, role=WORKER)
+    app.route("/worker/", "POST", routes.register, role=WORKER, body=S.REGISTER)
     app.route("/worker/<worker_id>", "GET", routes.show, role=VIEWER)
-    app.route("/worker/<worker_id>", "DELETE", routes.remove, role=(OPERATOR, WORKER))
+    app.route("/worker/<worker_id>", "DELETE", routes.remove, role=(OPERATOR, WORKER),
+              query=S.REMOVE_WORKER)
     app.route("/worker/<worker_id>/pause", "POST", routes.pause, role=OPERATOR)
     app.route("/worker/<worker_id>/resume", "POST", routes.resume, role=OPERATOR)
-    app.route("/worker/<worker_id>/claim", "POST", routes.claim, role=WORKER)
-    app.route("/task/<task_id>/started", "POST", routes.started, role=WORKER)
-    app.route("/task/<task_id>/heartbeat", "POST", routes.heartbeat, role=WORKER)
-    app.route("/task/<task_id>/finished", "POST", routes.finished, role=WORKER)
-    app.route("/task/<task_id>/release", "POST", routes.release, role=WORKER)
+    app.route("/worker/<worker_id>/claim", "POST", routes.claim, role=WORKER, query=S.POLL,
+              no_content="no task came within ?wait")
+    app.route("/task/<task_id>/started", "POST", routes.started, role=WORKER, body=S.STARTED)
+    app.route("/task/<task_id>/heartbeat", "POST", routes.heartbeat, role=WORKER,
+              body=S.ATTEMPT, query=S.POLL)
+    app.route("/task/<task_id>/finished", "POST", routes.finished, role=WORKER, body=S.FINISHED)
+    app.route("/task/<task_id>/release", "POST", routes.release, role=WORKER, body=S.ATTEMPT)
     app.route("/version/<name>", "GET", routes.bundle, role=(OPERATOR, WORKER))
 
 
-MAX_TEXT = 4096  # characters of a host name, token, directory or tag a worker sends
-MAX_ERROR = 64 * 1024  # characters of the error a worker reports with a task's end
-
-
-def _text(data: dict, key: str, required: bool = True, limit: int = MAX_TEXT) -> str | None:
+def _text(data: dict, key: str, required: bool = True) -> str | None:
     value = data.get(key)
     if value is None and not required:
         return None
-    if not isinstance(value, str) or not value or len(value) > limit or "\x00" in value:
-        raise InvalidInput(f'"{key}" must be a non-empty string of at most {limit} '
-                           "characters, without NUL")
+    if not isinstance(value, str) or not value:
+        raise InvalidInput(f'"{key}" must be a non-empty string')
     return value
-
-
-def _pid(data: dict, key: str = "pid", required: bool = False) -> int | None:
-    pid = body_field(data, key, int, required, "a process id (a whole number, 0 or more)")
-    if pid is not None and pid < 0:
-        raise InvalidInput(f'"{key}" must be a process id (a whole number, 0 or more)')
-    return pid
 
 
 @dataclass(frozen=True)
@@ -127,13 +113,16 @@ class WorkerRoutes:
 
     def register(self):
         """A worker joins with its tags, which its token must allow."""
-        data = read_json_object("the worker")
+        data = read_json_body()
+        if not isinstance(data, dict):
+            raise InvalidInput("send the worker as a JSON object")
         tags = data.get("tags", [])
-        if not isinstance(tags, list) or not all(isinstance(t, str) and 0 < len(t) <= 200
-                                                 and "\x00" not in t for t in tags):
-            raise InvalidInput('"tags" must be a list of words such as ["unix", "gpu"]')
+        if not isinstance(tags, list) or not all(isinstance(t, str) for t in tags):
+            raise InvalidInput('"tags" must be a list of strings')
         host = _text(data, "host") or ""
-        pid = _pid(data, required=True)
+        pid = data.get("pid")
+        if isinstance(pid, bool) or not isinstance(pid, int):
+            raise InvalidInput('"pid" must be an integer')
         worker_id = _text(data, "id", required=False) or f"{host}-{pid}-{uuid.uuid4().hex[:6]}"
         if not _WORKER_ID.fullmatch(worker_id):
             raise InvalidInput(f"worker id {worker_id!r}: use letters, digits and _.:@-")
@@ -236,15 +225,15 @@ class WorkerRoutes:
         return self.s.queue.claim_once(worker_id, tags)
 
     def started(self, task_id: str):
-        data = read_json_object()
+        data = read_json_body()
         task = self.s.queue.report_started(parse_id(task_id), _text(data, "token") or "",
-                                           _pid(data), _text(data, "directory", False))
+                                           data.get("pid"), data.get("directory"))
         return json_response(task.to_json())
 
     def heartbeat(self, task_id: str):
         """Record that the attempt is alive; with ?wait, hold until it must stop (the task
         was stopped, or its worker must hand it back)."""
-        data = read_json_object()
+        data = read_json_body()
         wait = query_float("wait", 0.0, MAX_POLL) or 0.0
         token = _text(data, "token") or ""
         task = self.s.queue.heartbeat(parse_id(task_id), token)  # the worker's too
@@ -269,24 +258,26 @@ class WorkerRoutes:
                 "state": task.state.value}
 
     def finished(self, task_id: str):
-        data = read_json_object()
-        state_name = data.get("state")
-        if not isinstance(state_name, str) or state_name not in TaskState.__members__:
-            raise InvalidInput('"state" must be SUCCESS, FAILED, TIMEDOUT or STOPPED')
-        state = TaskState(state_name)
-        exit_code = body_field(data, "exit_code", int)
-        error = body_field(data, "error", str)
-        if error is not None:
-            error = error[:MAX_ERROR]
-        handback = body_field(data, "handback", bool) or False
-        started = body_field(data, "started", dict)
+        data = read_json_body()
+        try:
+            state = TaskState(data.get("state"))
+        except ValueError:
+            raise InvalidInput('"state" must be SUCCESS, FAILED, TIMEDOUT or STOPPED') from None
+        exit_code = data.get("exit_code")
+        if exit_code is not None and (isinstance(exit_code, bool)
+                                      or not isinstance(exit_code, int)):
+            raise InvalidInput('"exit_code" must be an integer or null')
+        handback = bool(data.get("handback"))
+        started = data.get("started")
         claim_next = data.get("claim_next", 0)
         if claim_next not in (True, False, 0, 1, 2):
             raise InvalidInput('"claim_next" must be 0, 1 or 2 (or true for 1)')
-        running = body_field(data, "running", int, what="the id of the task the worker runs now")
+        running = data.get("running")
+        if running is not None and (isinstance(running, bool) or not isinstance(running, int)):
+            raise InvalidInput('"running" must be the id of the task the worker runs now')
         task, taken = self.s.queue.finish_and_claim(
-            parse_id(task_id), _text(data, "token") or "", state, exit_code, error,
-            handback=handback, started=_late_start(started) if started is not None else None,
+            parse_id(task_id), _text(data, "token") or "", state, exit_code, data.get("error"),
+            handback=handback, started=_late_start(started) if isinstance(started, dict) else None,
             claim_next=int(claim_next), running=running)
         if not claim_next:
             return json_response(task.to_json())
@@ -302,7 +293,7 @@ class WorkerRoutes:
     def release(self, task_id: str):
         """A reserve its worker will not run (its current task runs long, or it is
         stopping) goes back to the queue, as if it had never been claimed."""
-        data = read_json_object()
+        data = read_json_body()
         task = self.s.queue.release(parse_id(task_id), _text(data, "token") or "")
         return json_response(task.to_json())
 
@@ -319,11 +310,12 @@ class WorkerRoutes:
 
 def _late_start(started: dict) -> Outcome:
     """A short task's start, sent with its end to save a round trip."""
-    at = body_field(started, "at", (int, float), what="a time in Unix seconds")
-    now = time.time()
-    at = now if at is None or at < 0 else min(float(at), now)
-    return Outcome(TaskState.RUNNING, started=at, pid=_pid(started),
-                   directory=_text(started, "directory", False))
+    at, pid, directory = started.get("at"), started.get("pid"), started.get("directory")
+    if isinstance(at, bool) or not isinstance(at, int | float):
+        at = time.time()
+    return Outcome(TaskState.RUNNING, started=min(float(at), time.time()),
+                   pid=pid if isinstance(pid, int) and not isinstance(pid, bool) else None,
+                   directory=directory if isinstance(directory, str) else None)
 
 
 def _claimed_json(task: Task, task_type: TaskType) -> dict:

@@ -233,7 +233,7 @@ async function submitTask(event) {
 
 async function loadTasks() {
   const tasks = await api("GET", "/task/?limit=50");
-  replaceRows($("tasks").tBodies[0], tasks.map(taskRow), 10, "No tasks yet.");
+  replaceRows($("tasks").tBodies[0], tasks.map(taskRow), 11, "No tasks yet.");
   $("tasks-updated").textContent = `updated ${new Date().toLocaleTimeString()}`;
 }
 
@@ -255,6 +255,8 @@ function taskRow(task) {
     el("td", { class: "mono" }, task.exit_code === null ? "" : task.exit_code),
     el("td", {}, progressBar(task)),
     el("td", { class: "mono small" }, task.worker || ""),
+    el("td", { class: "small", title: task.stopped_by ? `stopped by ${task.stopped_by}` : "" },
+      task.submitted_by || ""),
     el("td", { class: "buttons" }, ...buttons));
 }
 

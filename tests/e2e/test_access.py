@@ -140,13 +140,16 @@ def test_every_role_against_every_route(closed_server):
     tokens = {role: server.token(f"t-{role}", role) for role in (*RANKED, "worker")}
     revoked = server.token("t-revoked", "admin")
     server.client.delete("/token/t-revoked")
+    expired = server.token("t-expired", "admin", expires="1s")
+    wait_until(lambda: call(server, "GET", "/task/", expired)[0] == 401, timeout=10)
     failures = []
     for (method, rule), need in SPEC.items():
         path = concrete(rule)
-        for role, token in [*tokens.items(), ("none", None), ("revoked", revoked)]:
+        for role, token in [*tokens.items(), ("none", None), ("revoked", revoked),
+                            ("expired", expired)]:
             status, body = call(server, method, path, token)
             # A bad token is refused wherever it is presented, public routes too.
-            allowed = role != "revoked" and may(role, need)
+            allowed = role not in ("revoked", "expired") and may(role, need)
             expected = 403 if role in tokens else 401
             if allowed and status in (401, 403):
                 failures.append(f"{role} refused {status} on {method} {rule}: {body}")

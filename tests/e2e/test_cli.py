@@ -210,3 +210,37 @@ def test_no_server_is_a_clear_error_not_a_traceback(tmp_path):
     assert done.returncode == 1
     assert "cannot reach the blanket server" in done.stderr and "Traceback" not in done.stderr
 
+
+
+def test_tokens_are_made_listed_and_revoked_from_the_command_line(make_server, tmp_path):
+    server = make_server(types=TYPES, env={"BLANKET_ANONYMOUS": "none"})
+    admin = {"BLANKET_TOKEN": server.admin_token}
+    made = blanket("token", "create", "ci", "--role", "submitter", "--types", "ec*",
+                   "--expires", "30d", server=server, env=admin)
+    secret = made.stdout.strip()
+    assert secret.startswith("bkt_") and "shown only now" in made.stderr
+    listed = blanket("token", "ls", server=server, env=admin).stdout
+    assert "ci" in listed and "submitter" in listed and secret not in listed
+    as_ci = {"BLANKET_TOKEN": secret}
+    blanket("submit", "echo", server=server, env=as_ci)
+    refused = blanket("submit", "count", "-e", "N=2", server=server, env=as_ci, ok=False)
+    assert refused.returncode != 0 and "may not submit" in refused.stderr
+    assert " ci" in blanket("ps", server=server, env=as_ci).stdout
+    blanket("token", "revoke", "ci", server=server, env=admin)
+    after = blanket("ps", server=server, env=as_ci, ok=False)
+    assert after.returncode != 0 and "revoked" in after.stderr
+
+
+def test_without_a_token_a_closed_server_explains_what_to_send(make_server, tmp_path):
+    server = make_server(types=TYPES, env={"BLANKET_ANONYMOUS": "none"})
+    done = blanket("ps", server=server, cwd=tmp_path, ok=False)
+    assert done.returncode != 0 and "BLANKET_TOKEN" in done.stderr
+    assert "Traceback" not in done.stderr
+
+
+def test_the_cli_beside_a_server_uses_its_admin_token_by_itself(make_server):
+    server = make_server(types=TYPES, env={"BLANKET_ANONYMOUS": "none"})
+    # Run from the server's folder: the settings' data dir (var) holds the admin token.
+    listed = blanket("token", "ls", server=server, cwd=server.base,
+                     env={"BLANKET_DATA_DIR": str(server.data_dir)})
+    assert "local-admin" in listed.stdout

@@ -159,6 +159,12 @@ def test_a_foreign_host_header_is_refused_against_dns_rebinding(make_server, hos
     assert server.client.get("/task/?count")["count"] == 0
 
 
+def test_no_answer_is_sniffed_into_another_type(make_server):
+    server = make_server()
+    for path in ("/task/", "/session", "/nowhere", "/health"):
+        assert request(server, "GET", path)[1]["X-Content-Type-Options"] == "nosniff", path
+
+
 def test_the_page_forbids_inline_script_and_framing(make_server):
     status, headers, _ = request(make_server(), "GET", "/")
     policy = headers["Content-Security-Policy"]
@@ -346,3 +352,18 @@ def test_a_secret_is_seen_by_the_task_and_shown_nowhere(make_server, tmp_path):
         assert SECRET not in text and DEFAULT_SECRET not in text, where
     assert done["environment"]["DB_PASSWORD"] == "***"
     assert done["environment"]["REGION"] == "eu"
+
+
+def test_a_task_that_points_its_log_elsewhere_does_not_leak_that_file(make_server, tmp_path):
+    outside = tmp_path / "outside.txt"
+    outside.write_text("private data outside the task")
+    server = make_server(types={"swap": f'command = "rm -f stdout.log && ln -s {outside} '
+                                        f'stdout.log"'})
+    make_server.worker(server)
+    task = server.client.post("/task/", {"type": "swap"})
+    server.wait_for_task(task["id"])
+    status, _, body = request(server, "GET", f"/task/{task['id']}/log/stdout")
+    assert status in (400, 404) and b"private data" not in body
+    status, _, body = request(server, "GET", f"/task/{task['id']}/log/stdout?follow")
+    assert b"private data" not in body
+    assert outside.read_text() == "private data outside the task"  # nor wrote through it

@@ -171,3 +171,34 @@ class Browser:
 
     def wait_for(self, expression: str, timeout: float = 15) -> None:
         wait_until(lambda: self.evaluate(expression), timeout=timeout, interval=0.05)
+
+
+def test_the_page_signs_in_with_a_token_and_starts_a_task_with_its_csrf_token(make_server,
+                                                                             tmp_path):
+    require_chromium()
+    server = make_server(types={"hello": HELLO}, env={"BLANKET_ANONYMOUS": "none"})
+    token = server.token("web-user", "submitter")
+    with Browser(tmp_path / "chromium") as browser:
+        browser.open(server.url + "/")
+        browser.wait_for("document.getElementById('login') !== null "
+                         "&& !document.getElementById('login').hidden")
+        assert browser.evaluate("document.getElementById('who').textContent") == "not signed in"
+        browser.evaluate(f"""
+            document.getElementById('login-token').value = {json.dumps(token)};
+            document.getElementById('login').requestSubmit();
+        """)
+        browser.wait_for("document.getElementById('who').textContent === "
+                         "'web-user (submitter)'")
+        assert browser.evaluate("document.cookie") == ""  # HttpOnly: no script can read it
+        browser.wait_for("document.querySelector('#types tbody button') !== null")
+        browser.evaluate("""
+            document.querySelector('#types tbody button').click();
+            document.querySelector('input[name="var-NAME"]').value = 'signed in';
+            document.getElementById('submit-form').requestSubmit();
+        """)
+        browser.wait_for("document.querySelector('#tasks tbody tr[id^=\"task-\"]') !== null")
+        browser.evaluate("document.getElementById('logout').click()")
+        browser.wait_for("document.getElementById('who').textContent === 'not signed in'")
+    tasks = server.client.get("/task/")
+    assert [(t["environment"]["NAME"], t["submitted_by"]) for t in tasks] == [
+        ("signed in", "web-user")]

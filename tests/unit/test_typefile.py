@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from blanket.problems import ConfigInvalid, ConfigProblem
-from blanket.tasktype import FileSection, RequiredVariable
+from blanket.tasktype import FileSection, RequiredVariable, TaskType
 from blanket.typefile import parse_type_file
 
 
@@ -272,3 +272,30 @@ def test_files_written_as_a_single_table_asks_for_double_brackets(tmp_path):
     problem = only_problem(path)
     assert problem.line == 3
     assert "files: expected [[files]] sections" in problem.message
+
+
+def test_secret_variables_and_extra_environment_are_read(tmp_path):
+    path = tmp_path / "db.toml"
+    path.write_text('command = "true"\nallow_extra_environment = ["X_*"]\n'
+                    '[environment.required]\nPW = { description = "pw", secret = true }\n'
+                    '[environment.defaults]\nKEY = { value = "k", secret = true }\nR = "eu"\n')
+    task_type = parse_type_file(path)
+    assert task_type.secrets == {"PW", "KEY"}
+    assert task_type.defaults == {"KEY": "k", "R": "eu"}
+    assert task_type.extra_environment == ("X_*",)
+    assert task_type.shown_json()["defaults"] == {"KEY": "***", "R": "eu"}
+    assert TaskType.from_json(task_type.to_json()) == task_type
+
+
+@pytest.mark.parametrize(("text", "message"), [
+    ('[environment.defaults]\nK = { value = "v", secret = "yes" }\n', "secret"),
+    ('[environment.defaults]\nK = { secret = true }\n', "value is missing"),
+    ('[environment.defaults]\nK = { value = "v", hidden = true }\n', "unknown key 'hidden'"),
+    ('allow_extra_environment = "yes"\n', "allow_extra_environment"),
+])
+def test_bad_secret_or_extra_environment_settings_are_problems(tmp_path, text, message):
+    path = tmp_path / "bad.toml"
+    path.write_text('command = "true"\n' + text)
+    with pytest.raises(ConfigInvalid) as problems:
+        parse_type_file(path)
+    assert message in str(problems.value)
