@@ -100,6 +100,7 @@ class _State:
     fingerprints: dict[str, Fingerprint] = field(default_factory=dict)
     schedules: dict[str, _ScheduleEntry] = field(default_factory=dict)
     loaded_schedules: dict[str, LoadedSchedule] = field(default_factory=dict)
+    unlisted: list[ConfigProblem] = field(default_factory=list)  # folders that cannot be read
 
 
 class Catalog:
@@ -139,6 +140,7 @@ class Catalog:
         """Every current problem in types and schedules."""
         found = [p for t in self.types() for p in t.problems]
         found += [p for s in self.schedules() for p in s.problems]
+        found += self._state.unlisted
         return sorted(found, key=lambda p: (p.file, p.line or 0))
 
     def add_listener(self, listener: Callable[[], None]) -> None:
@@ -148,12 +150,24 @@ class Catalog:
     def scan(self) -> bool:
         """Reload what changed on disk; return whether any type or schedule changed."""
         with self._lock:
-            changed = self._scan_types()
+            unlisted = [problem for problem in map(_unlisted, self._folders()) if problem]
+            changed = unlisted != self._state.unlisted
+            self._state.unlisted = unlisted
+            if unlisted:  # keep what was loaded rather than drop every type it holds
+                log.warning("config_folder_unreadable", problems=[str(p) for p in unlisted])
+                return changed
+            changed = self._scan_types() or changed
             if self._schedule_parser is not None:
                 changed = self._scan_schedules() or changed
         if changed:
             self._notify()
         return changed
+
+    def _folders(self) -> list[Path]:
+        folders = [self.config_dir / "types"]
+        if self._schedule_parser is not None:
+            folders.append(self.config_dir / "schedules")
+        return folders
 
     def start_watching(self) -> None:
         """Rescan whenever something under the config directory changes."""
@@ -332,8 +346,19 @@ def _missing_type(entry: _ScheduleEntry, type_names: set[str]) -> tuple[ConfigPr
                                            f"types/{wanted}.toml or use one of: {known}", line),)
 
 
+def _unlisted(folder: Path) -> ConfigProblem | None:
+    """A problem when `folder` exists but cannot be listed (a missing one holds nothing)."""
+    try:
+        _toml_files(folder)
+    except OSError as exc:
+        return ConfigProblem(str(folder), f"cannot list this folder: {exc.strerror or exc}; "
+                                          "check its permissions")
+    return None
+
+
 def _toml_files(folder: Path) -> dict[str, Path]:
-    """NAME -> path for every `NAME.toml` file directly in `folder` (none if it is missing)."""
+    """NAME -> path for every `NAME.toml` file directly in `folder` (none if it is missing);
+    OSError when it exists but cannot be listed."""
     try:
         names = sorted(os.listdir(folder))
     except (FileNotFoundError, NotADirectoryError):
@@ -383,7 +408,10 @@ def validate_config_dir(
     if not config_dir.is_dir():
         return [ConfigProblem(str(config_dir), "config directory not found; create it with "
                                                "`blanket init` or pass the right path")]
-    problems: list[ConfigProblem] = []
+    folders = [config_dir / "types"] + ([config_dir / "schedules"] if schedule_parser else [])
+    problems = [problem for problem in map(_unlisted, folders) if problem]
+    if problems:
+        return problems
     type_names = set()
     for name, path in _toml_files(config_dir / "types").items():
         type_names.add(name)

@@ -168,3 +168,15 @@ def test_any_file_name_never_stops_the_scan(tmp_path: Path, name: bytes, suffix:
     no_bugs(catalog.problems())
     for problem in catalog.problems():
         str(problem).encode("utf-8")
+
+
+def test_a_types_folder_that_cannot_be_listed_is_a_problem_and_keeps_what_was_loaded(
+        tmp_path: Path):
+    config = fresh(tmp_path)
+    catalog = scanned(config)
+    shutil.move(config / "types", config / "moved")
+    os.symlink("types", config / "types")  # a link to itself: listing it fails (ELOOP)
+    catalog.scan()
+    assert [p.file for p in catalog.problems()] == [str(config / "types")]
+    assert catalog.get("good").version is not None
+    assert [p.file for p in validate_config_dir(config)] == [str(config / "types")]
