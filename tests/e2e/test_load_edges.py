@@ -94,7 +94,7 @@ def _states(server) -> dict[str, str]:
 
 
 def test_a_silent_worker_shows_as_lost_then_leaves_the_list(make_server):
-    server = make_server(env={"BLANKET_LOST_AFTER": "1", "BLANKET_FORGET_WORKERS_AFTER": "3"})
+    server = make_server(env={"BLANKET_LOST_AFTER": "1", "BLANKET_FORGET_WORKERS_AFTER": "8"})
     _register(server, "silent")
     assert _states(server)["silent"] == "idle"
     wait_until(lambda: _states(server).get("silent") == "lost", timeout=10)
@@ -103,7 +103,7 @@ def test_a_silent_worker_shows_as_lost_then_leaves_the_list(make_server):
                              "ls", "workers"], capture_output=True, text=True, env=server.env,
                             check=True).stdout
     assert "silent" in listed and "lost" in listed
-    wait_until(lambda: "silent" not in _states(server), timeout=15)
+    wait_until(lambda: "silent" not in _states(server), timeout=20)
 
 
 def test_a_worker_waiting_in_a_claim_is_not_lost(make_server):
