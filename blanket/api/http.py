@@ -17,6 +17,9 @@ MAX_JSON = 1024 * 1024
 # sending it would otherwise see its connection reset instead of the answer. Larger ones are
 # cut off.
 MAX_DRAIN = 16 * 1024 * 1024
+# Multipart submissions carry files: the most a submission with its files may weigh.
+MAX_UPLOAD = 1024 * 1024 * 1024
+_SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")
 
 
 def json_response(data: Any, status: int = 200) -> bottle.HTTPResponse:
@@ -105,13 +108,32 @@ def _finite(text: str) -> float:
 
 
 def parse_json(raw: bytes | str, what: str = "the body") -> Any:
-    """JSON as the standard says it: no NaN or Infinity, no number that overflows."""
+    """JSON as the standard says it: no NaN or Infinity, no number that overflows, no lone
+    surrogate (not Unicode text: it would fail wherever the string is stored or encoded)."""
     try:
-        return json.loads(raw, parse_constant=_no_constant, parse_float=_finite)
+        data = json.loads(raw, parse_constant=_no_constant, parse_float=_finite)
     except ValueError as e:  # UnicodeDecodeError is a ValueError too
         raise InvalidInput(f"{what} is not valid JSON: {e}") from None
     except RecursionError:
         raise InvalidInput(f"{what} nests too deeply; flatten the JSON") from None
+    if _may_hold_surrogates(raw) and not _valid_unicode(data):
+        raise InvalidInput(f"{what} holds a lone surrogate (such as \\ud800), which is not "
+                           "Unicode text; send valid UTF-8 strings")
+    return data
+
+
+def _may_hold_surrogates(raw: bytes | str) -> bool:
+    if isinstance(raw, str):
+        raw = raw.encode("utf-8", "surrogatepass")
+    return _SURROGATE_ESCAPE.search(raw) is not None or b"\xed" in raw
+
+
+def _valid_unicode(data: Any) -> bool:
+    try:
+        json.dumps(data, ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def parse_id(text: str) -> int:

@@ -38,6 +38,7 @@ from blanket.wakeups import task_topic
 
 log = structlog.get_logger("blanket.api")
 MAX_WAIT = 24 * 3600.0
+MAX_IDEMPOTENCY_KEY = 255
 _NUMBER = re.compile(r"\d{1,12}(\.\d{0,9})?")
 
 
@@ -88,6 +89,9 @@ class TaskRoutes:
                             f"{request.type!r}")
         request = replace(request, submitted_by=caller.name)
         key = bottle.request.get_header("Idempotency-Key")
+        if key and len(key) > MAX_IDEMPOTENCY_KEY:
+            raise InvalidInput(f"the Idempotency-Key header is over {MAX_IDEMPOTENCY_KEY} "
+                               "characters; send a shorter key, such as a UUID")
         if key:
             request = replace(request, dedupe_key=f"client:{key}")
         try:
