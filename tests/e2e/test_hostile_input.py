@@ -412,3 +412,38 @@ def post_json(server: ServerProcess, path: str, body: dict, token: str) -> tuple
     status, _, raw = request(server, "POST", path, json.dumps(body).encode(),
                              {"Authorization": f"Bearer {token}"})
     return status, json.loads(raw or b"{}")
+
+
+def test_a_task_that_prints_its_secrets_shows_them_masked(make_server):
+    server = make_server(types={"leaky": f'''
+command = """
+echo "pw=$DB_PASSWORD key={{{{ API_KEY }}}} token=$BLANKET_TASK_TOKEN"
+echo "$DB_PASSWORD" > out.txt
+"""
+[environment.required]
+DB_PASSWORD = {{ description = "pw", secret = true }}
+[environment.defaults]
+API_KEY = {{ value = "{DEFAULT_SECRET}", secret = true }}
+'''})
+    make_server.worker(server)
+    task = server.client.post("/task/", {"type": "leaky", "environment": {"DB_PASSWORD": SECRET}})
+    assert server.wait_for_task(task["id"])["state"] == "SUCCESS"
+    shown = {
+        "log": request(server, "GET", f"/task/{task['id']}/log/stdout")[2],
+        "followed log": request(server, "GET", f"/task/{task['id']}/log/stdout?follow")[2],
+        "text file": request(server, "GET", f"/task/{task['id']}/files/out.txt")[2],
+    }
+    for where, body in shown.items():
+        assert SECRET.encode() not in body and DEFAULT_SECRET.encode() not in body, where
+        assert b"***" in body, where
+    assert b"pw=*** key=*** token=" in shown["log"]
+    # The attempt's token is masked while it runs; printed and read after the attempt
+    # ended, it no longer opens anything.
+    old = shown["log"].split(b"token=")[1].split()[0].decode()
+    status, _, _ = request(server, "POST", f"/task/{task['id']}/progress",
+                           json.dumps({"progress": 5, "token": old}).encode())
+    assert status in (403, 409) or old == "***"
+    status, _, body = request(server, "GET", f"/task/{task['id']}/files/.blanket-command")
+    assert status == 404 and DEFAULT_SECRET.encode() not in body
+    listed = [f["path"] for f in server.client.get(f"/task/{task['id']}/files/")]
+    assert ".blanket-command" not in listed and "out.txt" in listed
