@@ -17,8 +17,10 @@ import re
 import secrets
 import threading
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from blanket.errors import BlanketError, InvalidInput, NotFound
 from blanket.models import Task, Token
@@ -37,6 +39,7 @@ TOKEN_PREFIX = "bkt_"
 _TOKEN = re.compile(r"bkt_([0-9a-f]{16})\.([A-Za-z0-9_-]{20,100})")
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.@:-]{0,63}")
 ADMIN_TOKEN_FILE = "admin.token"
+ADMIN_SERVERS_FILE = "admin.servers"
 SESSION_LIFETIME = 12 * 3600.0
 CACHE_SECONDS = 5.0  # a token revoked through another server stops working within this
 CACHE_MAX = 10_000
@@ -239,23 +242,43 @@ class Tokens:
             self.store.end_session(identity.token_id, time.time())
             self.forget()
 
-    def ensure_admin_file(self, data_dir: Path) -> Path:
+    def ensure_admin_file(self, data_dir: Path, urls: Iterable[str] = ()) -> Path:
         """The admin token that the CLI and local workers on this machine use: kept in
-        data_dir (mode 0600) and made anew when missing or no longer valid."""
+        data_dir (mode 0600) and made anew when missing or no longer valid. Beside it,
+        `admin.servers` lists the URLs of this server: a client sends the token only there."""
         path = data_dir / ADMIN_TOKEN_FILE
+        _write_private(data_dir / ADMIN_SERVERS_FILE,
+                       "".join(f"{server_key(u)}\n" for u in urls))
         with contextlib.suppress(OSError, UnicodeDecodeError):
             try:
                 if self.verify(path.read_text().strip()).role == ADMIN:
                     return path
             except Unauthorized:
                 pass
-        token, secret = self.create(f"local-admin-{secrets.token_hex(3)}", ADMIN)
-        partial = path.with_name(f".{path.name}.{token.id}")
-        fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "w") as out:
-            out.write(secret + "\n")
-        os.replace(partial, path)
+        _, secret = self.create(f"local-admin-{secrets.token_hex(3)}", ADMIN)
+        _write_private(path, secret + "\n")
         return path
+
+
+def _write_private(path: Path, text: str) -> None:
+    """Write `path` whole (mode 0600): readers see the old content or the new."""
+    partial = path.with_name(f".{path.name}.{secrets.token_hex(4)}")
+    fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as out:
+        out.write(text)
+    os.replace(partial, path)
+
+
+def server_key(url: str) -> str:
+    """A server URL compared for sameness: scheme, host and port, loopback names as one."""
+    parts = urlsplit(url.strip())
+    if parts.scheme == "unix" or not parts.netloc:
+        return url.strip().rstrip("/")
+    host = (parts.hostname or "").lower()
+    if host in ("localhost", "127.0.0.1", "::1"):
+        host = "loopback"
+    port = parts.port or (443 if parts.scheme == "https" else 80)
+    return f"{parts.scheme}://{host}:{port}"
 
 
 def read_token_file(path: Path) -> str | None:
@@ -267,14 +290,19 @@ def read_token_file(path: Path) -> str | None:
     return text if _TOKEN.fullmatch(text) else None
 
 
-
-def client_token(explicit: str | None, data_dirs: tuple[Path, ...]) -> str | None:
+def client_token(explicit: str | None, data_dirs: tuple[Path, ...],
+                 server_url: str) -> str | None:
     """The token a client on this machine sends: the one it was given (--token or
-    BLANKET_TOKEN), else the admin token a local server keeps in its data dir."""
+    BLANKET_TOKEN), else the admin token of a local server's data dir, but only to that
+    very server (its admin.servers), never to another one a URL or a settings file names."""
     if explicit:
         return explicit.strip()
     for data_dir in data_dirs:
+        try:
+            servers = (data_dir / ADMIN_SERVERS_FILE).read_text().split()
+        except (OSError, UnicodeDecodeError):
+            continue
         found = read_token_file(data_dir / ADMIN_TOKEN_FILE)
-        if found:
+        if found and server_key(server_url) in servers:
             return found
     return None

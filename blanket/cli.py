@@ -34,13 +34,13 @@ class Context:
     def settings(self, **overrides: Any) -> Settings:
         return load_settings(self.settings_path, overrides)
 
-    def credentials(self, *data_dirs: Path) -> str | None:
-        """--token, else BLANKET_TOKEN, else a local server's admin token."""
-        return client_token(self.token, (*data_dirs, self.settings().data_dir))
+    def credentials(self, url: str, *data_dirs: Path) -> str | None:
+        """--token, else BLANKET_TOKEN, else the admin token of the local server at `url`."""
+        return client_token(self.token, (*data_dirs, self.settings().data_dir), url)
 
     def client(self, server: str | None = None) -> Client:
         url = server or self.server or self.settings().url
-        return Client(url, timeout=24 * 3600, token=self.credentials())
+        return Client(url, timeout=24 * 3600, token=self.credentials(url))
 
 
 pass_ctx = click.make_pass_decorator(Context)
@@ -110,7 +110,7 @@ def worker(ctx: Context, tags: str, processes: int, worker_id: str | None, data_
         server=url, tags=tuple(t.strip() for t in tags.split(",") if t.strip()),
         processes=processes, worker_id=worker_id, data_dir=data_dir, daemon=daemon,
         log_file=log_file, pid_file=pid_file, verbosity=ctx.verbosity,
-        token=ctx.credentials(data_dir), **extra)
+        token=ctx.credentials(url, data_dir), **extra)
     run_workers(options)
 
 

@@ -55,7 +55,8 @@ class Server:
         self.settings = settings
         self.services = services or build_services(settings)
         self.services.intake.clear_staging()
-        self.admin_token = self.services.tokens.ensure_admin_file(settings.data_dir)
+        self.admin_token = self.services.tokens.ensure_admin_file(settings.data_dir,
+                                                                  [settings.url])
         self.app = make_app(self.services)
         guarded = BrowserGuard(self.app, server_names(settings), settings.allowed_origins)
         self.http = wsgi.Server((settings.host, settings.port), RequestFront(guarded),

@@ -244,3 +244,34 @@ def test_the_cli_beside_a_server_uses_its_admin_token_by_itself(make_server):
     listed = blanket("token", "ls", server=server, cwd=server.base,
                      env={"BLANKET_DATA_DIR": str(server.data_dir)})
     assert "local-admin" in listed.stdout
+
+
+def test_the_local_admin_token_is_never_sent_to_another_server(make_server, tmp_path):
+    import http.server
+
+    server = make_server(types=TYPES)
+    seen: list[str | None] = []
+
+    class Listener(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):
+            seen.append(self.headers.get("Authorization"))
+            body = b"[]"
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args):
+            pass
+
+    other = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Listener)
+    threading.Thread(target=other.serve_forever, daemon=True).start()
+    try:
+        # A settings file in a cloned repository names another server; the data dir is ours.
+        (tmp_path / "blanket.toml").write_text(
+            f'server_url = "http://127.0.0.1:{other.server_address[1]}"\n')
+        blanket("ps", cwd=tmp_path, env={"BLANKET_DATA_DIR": str(server.data_dir)})
+    finally:
+        other.shutdown()
+    assert seen == [None]

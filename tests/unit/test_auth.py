@@ -108,11 +108,21 @@ def test_a_session_is_its_tokens_child_and_has_its_own_csrf_token(tokens):
 
 
 def test_the_admin_file_is_reused_while_valid(tokens, tmp_path):
-    path = tokens.ensure_admin_file(tmp_path)
+    path = tokens.ensure_admin_file(tmp_path, ["http://127.0.0.1:8773"])
     first = path.read_text()
-    assert tokens.ensure_admin_file(tmp_path).read_text() == first
-    assert client_token(None, (tmp_path,)) == first.strip()
-    assert client_token("bkt_explicit", (tmp_path,)) == "bkt_explicit"
+    assert tokens.ensure_admin_file(tmp_path, ["http://127.0.0.1:8773"]).read_text() == first
+    assert client_token("bkt_explicit", (tmp_path,), "http://x:1") == "bkt_explicit"
+
+
+@pytest.mark.parametrize(("url", "sent"), [
+    ("http://127.0.0.1:8773", True), ("http://localhost:8773/", True),
+    ("http://[::1]:8773", True), ("http://127.0.0.1:8774", False),
+    ("https://127.0.0.1:8773", False), ("http://evil.example:8773", False),
+])
+def test_the_admin_token_goes_only_to_its_own_server(tokens, tmp_path, url, sent):
+    path = tokens.ensure_admin_file(tmp_path, ["http://127.0.0.1:8773"])
+    found = client_token(None, (tmp_path,), url)
+    assert found == (path.read_text().strip() if sent else None)
 
 
 @pytest.mark.parametrize("name", ["BASH_ENV", "LD_PRELOAD", "PYTHONPATH", "PATH", "IFS",
