@@ -173,5 +173,10 @@ class Server:
 
 
 def run_server(settings: Settings) -> None:
-    Path(settings.data_dir).mkdir(mode=0o700, parents=True, exist_ok=True)
+    data_dir = Path(settings.data_dir)
+    data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+    if data_dir.stat().st_mode & 0o077:
+        log.warning("the data dir can be read by other users, and it holds the store (with "
+                    "secret variables) and the admin token: chmod 700 it",
+                    data_dir=str(data_dir.resolve()))
     Server(settings).serve()

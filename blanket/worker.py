@@ -370,6 +370,8 @@ class Worker:
         self.client = client or Client(options.server, timeout=60, token=options.token)
         self.reporter = Reporter(self.client)
         self.data_dir = options.data_dir.absolute()
+        # Bundles (with secret defaults) and task folders below it: the owner's only.
+        self.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
         self.bundles = BundleCache(self.client, self.data_dir / "bundles")
         self.id = options.worker_id or ""
         self.stopping = threading.Event()

@@ -9,6 +9,7 @@ from blanket.app import Services
 from blanket.auth import OPERATOR, VIEWER
 from blanket.catalog import LoadedSchedule
 from blanket.errors import NotFound
+from blanket.models import SECRET_MASK
 from blanket.schedule import next_fire
 from blanket.scheduler import find_schedule, fire_time_text, run_now, set_paused, task_type_of
 from blanket.store.base import ScheduleState
@@ -63,6 +64,13 @@ class ScheduleRoutes:
         state = self.s.store.get_schedule_state(loaded.name) or ScheduleState(loaded.name)
         schedule = loaded.schedule
         data = loaded.to_json()
+        if schedule is not None and data.get("definition"):
+            # What the schedule passes to a variable its type calls secret is shown as ***.
+            target = self.s.catalog.get(task_type_of(schedule))
+            hidden = target.task_type.secrets if target and target.task_type else frozenset()
+            data["definition"]["environment"] = {
+                name: SECRET_MASK if name in hidden else value
+                for name, value in schedule.environment.items()}
         data.update({
             "type": task_type_of(schedule) if schedule else None,
             "state": _status(loaded, state),

@@ -447,3 +447,16 @@ API_KEY = {{ value = "{DEFAULT_SECRET}", secret = true }}
     assert status == 404 and DEFAULT_SECRET.encode() not in body
     listed = [f["path"] for f in server.client.get(f"/task/{task['id']}/files/")]
     assert ".blanket-command" not in listed and "out.txt" in listed
+
+
+def test_a_schedule_passing_a_secret_shows_it_masked(make_server):
+    server = make_server(types={"secrets": SECRETS})
+    (server.config_dir / "schedules" / "nightly.toml").write_text(
+        f'type = "secrets"\nevery = "1h"\n[environment]\nDB_PASSWORD = "{SECRET}"\n'
+        'NOTE = "shown"\n')
+    found = wait_until(lambda: next((s for s in server.client.get("/schedule/")
+                                     if s["name"] == "nightly"), None))
+    one = server.client.get("/schedule/nightly")
+    for shown in (found, one):
+        assert shown["definition"]["environment"] == {"DB_PASSWORD": "***", "NOTE": "shown"}
+    assert SECRET not in json.dumps(server.client.get("/schedule/"))
