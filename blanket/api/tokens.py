@@ -11,7 +11,7 @@ from blanket.api import schemas as S
 from blanket.api.access import SESSION_COOKIE, identity, presented_token
 from blanket.api.http import json_response, read_json_body
 from blanket.app import Services
-from blanket.auth import ADMIN, PUBLIC, check_globs, check_name, check_role, csrf_token
+from blanket.auth import ADMIN, PUBLIC, WORKER, check_globs, check_name, check_role, csrf_token
 from blanket.durations import parse_duration
 from blanket.errors import InvalidInput
 
@@ -46,6 +46,9 @@ class TokenRoutes:
                 expires = now + parse_duration(expires)
             except ValueError as e:
                 raise InvalidInput(f"expires: {e}") from None
+        if data.get("role") == WORKER and data.get("types"):
+            raise InvalidInput("types limit what a token may submit; a worker token is "
+                               "limited by tags (the tasks it may take)")
         token, secret = self.s.tokens.create(
             check_name(data.get("name")), check_role(data.get("role")),
             types=check_globs(data.get("types"), "types"),
