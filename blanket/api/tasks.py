@@ -30,7 +30,7 @@ from blanket.api.taskfiles import list_task_files, serve_task_file
 from blanket.app import Services
 from blanket.auth import OPERATOR, SUBMITTER, VIEWER, WORKER, Forbidden, Identity
 from blanket.errors import BlanketError, Conflict, InvalidInput, NotFound
-from blanket.intake import TaskRequest, Upload, parse_task_request, parse_time
+from blanket.intake import TaskRequest, Upload, open_regular, parse_task_request, parse_time
 from blanket.models import ACTIVE_STATES, FINAL_STATES, Task, TaskState
 from blanket.runner import LOG_STREAMS
 from blanket.store.base import DuplicateTask, TaskFilter
@@ -93,7 +93,8 @@ class TaskRoutes:
             raise InvalidInput(f"the Idempotency-Key header is over {MAX_IDEMPOTENCY_KEY} "
                                "characters; send a shorter key, such as a UUID")
         if key:
-            request = replace(request, dedupe_key=f"client:{key}")
+            # Per caller: another token's key names nothing of this one's.
+            request = replace(request, dedupe_key=f"client:{identity().name}:{key}")
         try:
             task = self.s.intake.submit(request)
         except DuplicateTask as e:
@@ -208,8 +209,9 @@ class TaskRoutes:
             raise Forbidden(f"token {caller.name!r} may not submit tasks of type {old.type!r}")
         folder = self.task_dir(old)
         with ExitStack() as stack:
-            uploads = tuple(Upload(n, stack.enter_context(open(folder / n, "rb")))
-                            for n in old.inputs if (folder / n).is_file())
+            uploads = tuple(Upload(n, stack.enter_context(open_regular(folder / n)))
+                            for n in old.inputs
+                            if (folder / n).is_file() and not (folder / n).is_symlink())
             task = self.s.intake.submit(TaskRequest(
                 type=old.type, environment=dict(old.environment), tags=old.tags,
                 priority=old.priority, schedule=old.schedule, uploads=uploads,
