@@ -74,13 +74,15 @@ class PoolSizer:
         self._surplus.append((now, surplus))
         while self._surplus[0][0] < now - self.shrink_after:
             self._surplus.popleft()
-        if now - self._quiet_since >= self.shrink_after:
-            # as many threads as stayed idle beyond the spare ones all along the last period
-            extra = min(count for _, count in self._surplus)
+        if now - self._quiet_since < self.shrink_after:
+            return
+        # as many threads as stayed idle beyond the spare ones all along the last period
+        extra = min(count for _, count in self._surplus)
+        if extra > 0:
             pool.shrink(extra + len(pool._pending_shutdowns))  # shrink() counts those too
-            log.info("fewer HTTP threads: the long polls are over",
-                     threads=len(pool._threads) - extra)
-            self._quiet_since = None
+            self._surplus = deque((when, count - extra) for when, count in self._surplus)
+            log.debug("fewer HTTP threads: the long polls are over",
+                      threads=len(pool._threads) - extra)
 
     def _grow(self, pool: ThreadPool, wanted: int) -> None:
         before = len(pool._threads)
