@@ -28,6 +28,7 @@ import time
 from dataclasses import dataclass, field
 
 from bench.harness import free_port, percentile
+from blanket.httppool import SHRINK_AFTER, SPARE_THREADS
 
 MAX_HELD = 5000
 # Nobody claims this type: `?wait` submissions of it are held until their wait runs out.
@@ -223,6 +224,11 @@ def main() -> None:
             result = hold_requests(port, token, ids, args.waits, args.hold)
             took = time.perf_counter() - started
             peak = threads_of(proc.pid)
+            quiet = time.monotonic()
+            while threads_of(proc.pid) > before + SPARE_THREADS and (
+                    time.monotonic() - quiet < SHRINK_AFTER + 30):
+                time.sleep(0.5)
+            shrunk, quiet_for = threads_of(proc.pid), time.monotonic() - quiet
         finally:
             proc.terminate()
             proc.wait(30)
@@ -236,7 +242,8 @@ def main() -> None:
           f"{result.short_failures} failed; p50 {percentile(latencies, 0.5) * 1000:.1f} ms, "
           f"p99 {percentile(latencies, 0.99) * 1000:.1f} ms, "
           f"max {max(latencies) * 1000:.1f} ms")
-    print(f"  server threads: {before} before, {peak} after the burst")
+    print(f"  server threads: {before} before, {peak} after the burst, {shrunk} after "
+          f"{quiet_for:.0f}s of quiet")
 
 
 if __name__ == "__main__":

@@ -12,6 +12,7 @@ from typing import Any
 
 import structlog
 
+from blanket.configtree import audit_tree, merged, needs_audit
 from blanket.problems import ConfigInvalid, ConfigProblem
 from blanket.tasktype import TaskType
 from blanket.times import iso_utc
@@ -101,6 +102,8 @@ class _State:
     schedules: dict[str, _ScheduleEntry] = field(default_factory=dict)
     loaded_schedules: dict[str, LoadedSchedule] = field(default_factory=dict)
     unlisted: list[ConfigProblem] = field(default_factory=list)  # folders that cannot be read
+    audited: list[ConfigProblem] = field(default_factory=list)  # what configtree found
+    audit_fingerprint: Fingerprint | None = None  # of the folders and files it read
 
 
 class Catalog:
@@ -137,31 +140,48 @@ class Catalog:
         return [loaded[n] for n in sorted(loaded)]
 
     def problems(self) -> list[ConfigProblem]:
-        """Every current problem in types and schedules."""
+        """Every current problem in types, schedules and the rest of the config directory."""
         found = [p for t in self.types() for p in t.problems]
         found += [p for s in self.schedules() for p in s.problems]
         found += self._state.unlisted
+        found = merged(found, self._state.audited)
         return sorted(found, key=lambda p: (p.file, p.line or 0))
 
     def add_listener(self, listener: Callable[[], None]) -> None:
         """Call `listener()` after every scan that changed something."""
         self._listeners.append(listener)
 
-    def scan(self) -> bool:
-        """Reload what changed on disk; return whether any type or schedule changed."""
+    def scan(self, paths: set[Path] | None = None) -> bool:
+        """Reload what changed on disk; return whether any type, schedule or problem changed.
+        `paths` (from the watcher) names the paths that changed, when known."""
         with self._lock:
+            different = self._audit(paths)
             unlisted = [problem for problem in map(_unlisted, self._folders()) if problem]
-            changed = unlisted != self._state.unlisted
+            different = unlisted != self._state.unlisted or different
             self._state.unlisted = unlisted
             if unlisted:  # keep what was loaded rather than drop every type it holds
                 log.warning("config_folder_unreadable", problems=[str(p) for p in unlisted])
-                return changed
-            changed = self._scan_types() or changed
-            if self._schedule_parser is not None:
-                changed = self._scan_schedules() or changed
-        if changed:
+            else:
+                different = self._scan_types() or different
+                if self._schedule_parser is not None:
+                    different = self._scan_schedules() or different
+        if different:
             self._notify()
-        return changed
+        return different
+
+    def _audit(self, paths: set[Path] | None) -> bool:
+        """Look over the whole directory again if `paths` could change what it finds;
+        return whether the findings changed."""
+        state = self._state
+        before = state.audited
+        if paths is None:
+            needed = state.audit_fingerprint is None or not _still(state.audit_fingerprint)
+        else:
+            needed = needs_audit(paths, {p.file for p in before})
+        if needed:
+            audit = audit_tree(self.config_dir)
+            state.audited, state.audit_fingerprint = audit.problems, _fingerprint(audit.inputs)
+        return before != state.audited
 
     def _folders(self) -> list[Path]:
         folders = [self.config_dir / "types"]
@@ -175,7 +195,7 @@ class Catalog:
             # A fresh setup may have no config directory yet: make it, so files saved
             # into it later are seen.
             self.config_dir.mkdir(parents=True, exist_ok=True)
-            self._watcher = DebouncedWatcher(self.config_dir, lambda _paths: self.scan())
+            self._watcher = DebouncedWatcher(self.config_dir, self.scan)
             self._watcher.start()
 
     def stop_watching(self) -> None:
@@ -434,4 +454,5 @@ def validate_config_dir(
             except Exception as exc:
                 problems.append(_bug(path, exc))
             problems.extend(_missing_type(entry, type_names))
+    problems = merged(problems, audit_tree(config_dir).problems)
     return sorted(problems, key=lambda p: (p.file, p.line or 0))

@@ -5,6 +5,7 @@ once the waiting is over."""
 from __future__ import annotations
 
 import time
+from collections import deque
 from collections.abc import Callable
 from pathlib import Path
 
@@ -36,7 +37,8 @@ def listen_backlog() -> int:
 class PoolSizer:
     """Called every few tenths of a second: grow the pool (up to its max) when fewer than
     `spare` threads are free or requests queue; once more than `spare` threads have stayed
-    free for `shrink_after` seconds, stop the extra ones (never below the pool's start size)."""
+    free for `shrink_after` seconds, stop the extra ones (never below the pool's start size
+    plus `spare`)."""
 
     def __init__(self, pool: Callable[[], ThreadPool | None], spare: int = SPARE_THREADS,
                  shrink_after: float = SHRINK_AFTER,
@@ -46,7 +48,7 @@ class PoolSizer:
         self.shrink_after = shrink_after
         self.clock = clock
         self._quiet_since: float | None = None
-        self._least_surplus = 0  # the fewest extra idle threads seen since _quiet_since
+        self._surplus: deque[tuple[float, int]] = deque()  # (when, extra idle threads)
         self._warned_full = False
 
     def step(self) -> None:
@@ -60,21 +62,27 @@ class PoolSizer:
             self._quiet_since = None
             self._grow(pool, self.spare + queued - idle)
             return
-        surplus = min(idle - self.spare, len(pool._threads) - pool.min)
+        # never below the start size plus the spare threads
+        surplus = min(idle - self.spare, len(pool._threads) - pool.min - self.spare)
         if surplus <= 0:
             self._quiet_since = None
             return
         now = self.clock()
         if self._quiet_since is None:
-            self._quiet_since, self._least_surplus = now, surplus
+            self._quiet_since = now
+            self._surplus.clear()
+        self._surplus.append((now, surplus))
+        while self._surplus[0][0] < now - self.shrink_after:
+            self._surplus.popleft()
+        if now - self._quiet_since < self.shrink_after:
             return
-        self._least_surplus = min(self._least_surplus, surplus)
-        if now - self._quiet_since >= self.shrink_after:
-            # shrink() counts the stops already asked for in its amount
-            pool.shrink(self._least_surplus + len(pool._pending_shutdowns))
-            log.info("fewer HTTP threads: the long polls are over",
-                     threads=len(pool._threads) - self._least_surplus)
-            self._quiet_since = None
+        # as many threads as stayed idle beyond the spare ones all along the last period
+        extra = min(count for _, count in self._surplus)
+        if extra > 0:
+            pool.shrink(extra + len(pool._pending_shutdowns))  # shrink() counts those too
+            self._surplus = deque((when, count - extra) for when, count in self._surplus)
+            log.debug("fewer HTTP threads: the long polls are over",
+                      threads=len(pool._threads) - extra)
 
     def _grow(self, pool: ThreadPool, wanted: int) -> None:
         before = len(pool._threads)

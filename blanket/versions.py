@@ -26,6 +26,7 @@ from blanket.templating import TEMPLATEIGNORE
 from blanket.typefile import compile_patterns, resolve_src
 
 IGNORE_FILE = ".blanketignore"
+NOT_UTF8_NAME = "the name is not UTF-8; rename it (or exclude it in .blanketignore)"
 # A file changed within this window of being read may change again within the same
 # filesystem clock tick without its (size, mtime) changing, so it is not trusted as cached.
 RACY_WINDOW_NS = 50_000_000
@@ -87,8 +88,7 @@ def _check_selection(task_type: TaskType, selection: Selection) -> None:
     problems: list[ConfigProblem] = []
     for item in selection.files:
         if not _is_utf8(item.relpath):
-            problems.append(ConfigProblem(str(item.abspath), "the file name is not UTF-8; "
-                                          "rename it (or exclude it in .blanketignore)"))
+            problems.append(ConfigProblem(str(item.abspath), NOT_UTF8_NAME))
         elif item.relpath == TEMPLATEIGNORE and task_type.files[item.section].render:
             try:
                 read_ignore_file(item.abspath)

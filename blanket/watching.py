@@ -15,7 +15,7 @@ from watchdog.observers import Observer
 
 log = structlog.get_logger()
 
-_NOISE_PATTERNS = (".#*", "*~", "*.swp", "*.swx", "*.tmp", "4913")
+NOISE_PATTERNS = (".#*", "*~", "*.swp", "*.swx", "*.tmp", "4913")
 _KEPT_HIDDEN = frozenset({".blanketignore", ".templateignore"})
 # Opening or reading a file is not a change; counting it would make every scan trigger another.
 _READ_EVENTS = frozenset({"opened", "closed_no_write"})
@@ -23,7 +23,7 @@ _READ_EVENTS = frozenset({"opened", "closed_no_write"})
 
 def is_editor_noise(path: Path, root: Path) -> bool:
     """True for editors' temporary and swap files, and for hidden paths under `root`."""
-    if any(fnmatch.fnmatchcase(path.name, pattern) for pattern in _NOISE_PATTERNS):
+    if any(fnmatch.fnmatchcase(path.name, pattern) for pattern in NOISE_PATTERNS):
         return True
     try:
         parts = path.relative_to(root).parts

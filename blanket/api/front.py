@@ -91,5 +91,6 @@ def _too_large(start_response: Callable, limit: int) -> list[bytes]:
 def _refuse(start_response: Callable, status: str, code: str, message: str) -> list[bytes]:
     body = json.dumps({"error": {"code": code, "message": message}}).encode()
     start_response(status, [("Content-Type", "application/json"),
-                            ("Content-Length", str(len(body)))])
+                            ("Content-Length", str(len(body))),
+                            ("X-Content-Type-Options", "nosniff")])
     return [body]

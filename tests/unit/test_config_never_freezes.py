@@ -12,6 +12,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from blanket.catalog import Catalog, validate_config_dir
+from blanket.configtree import audit_tree
 from blanket.schedule import parse_schedule_file
 
 GOOD = 'command = "echo good"\n'
@@ -180,3 +181,52 @@ def test_a_types_folder_that_cannot_be_listed_is_a_problem_and_keeps_what_was_lo
     assert [p.file for p in catalog.problems()] == [str(config / "types")]
     assert catalog.get("good").version is not None
     assert [p.file for p in validate_config_dir(config)] == [str(config / "types")]
+
+
+def test_problems_in_files_no_type_uses_are_reported_too(tmp_path: Path):
+    config = fresh(tmp_path)
+    stray = config / "unused" / ".blanketignore"
+    stray.parent.mkdir()
+    stray.write_text("ok\n[z-a]\n")
+    os.symlink("nowhere", config / "unused" / "dangling")
+    os.symlink(".#lock", config / "types" / ".#good.toml")  # an editor's lock: not a problem
+    catalog = scanned(config)
+    found = [(p.file, p.line) for p in catalog.problems()]
+    assert found == [(str(stray), 2), (str(config / "unused" / "dangling"), None)]
+    assert [(p.file, p.line) for p in validate_config_dir(config)] == found
+    stray.write_text("ok\n")
+    catalog.scan({stray})  # as the watcher reports the change
+    assert [p.file for p in catalog.problems()] == [str(config / "unused" / "dangling")]
+
+
+def test_a_change_that_cannot_add_a_problem_does_not_rescan_the_tree(tmp_path: Path,
+                                                                     monkeypatch):
+    config = fresh(tmp_path)
+    catalog = scanned(config)
+    audits = []
+    monkeypatch.setattr("blanket.catalog.audit_tree",
+                        lambda root: audits.append(root) or audit_tree(root))
+    (config / "types" / "good.toml").write_text(GOOD + "# edited\n")
+    catalog.scan({config / "types" / "good.toml"})
+    assert audits == []
+    catalog.scan({config / ".blanketignore"})
+    assert audits == [config]
+
+
+def test_a_rescan_looks_over_the_tree_again_only_when_a_folder_changed(tmp_path: Path,
+                                                                       monkeypatch):
+    config = fresh(tmp_path)
+    for folder, _dirs, names in os.walk(config):  # old enough to be trusted as unchanged
+        for path in [folder, *(os.path.join(folder, n) for n in names)]:
+            os.utime(path, ns=(10**18, 10**18))
+    catalog = Catalog(config, tmp_path / "versions")
+    catalog.scan()
+    audits = []
+    monkeypatch.setattr("blanket.catalog.audit_tree",
+                        lambda root: audits.append(root) or audit_tree(root))
+    catalog.scan()
+    assert audits == []
+    os.symlink("nowhere", config / "types" / "dangling")
+    catalog.scan()
+    assert audits == [config]
+    assert [p.file for p in catalog.problems()] == [str(config / "types" / "dangling")]

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from bench.longpoll import UNCLAIMED, HoldResult, hold_requests
-from blanket.httppool import SPARE_THREADS
+from blanket.httppool import SPARE_THREADS, PoolSizer
 from blanket.server import Server
 from blanket.settings import Settings
 from tests.conftest import free_port, wait_until
@@ -62,3 +62,50 @@ def _restore_signals() -> Iterator[None]:
     yield
     for sig, handler in saved.items():
         signal.signal(sig, handler)
+
+
+class FakePool:
+    """The parts of cheroot's ThreadPool the sizer uses; `busy` threads hold a request."""
+
+    def __init__(self, start: int, most: int = 100):
+        self.min, self.max = start, most
+        self._threads = list(range(start))
+        self._pending_shutdowns: list[None] = []
+        self.busy = 0
+        self.qsize = 0
+
+    @property
+    def idle(self) -> int:
+        return len(self._threads) - self.busy
+
+    def grow(self, amount: int) -> None:
+        self._threads += list(range(min(amount, self.max - len(self._threads))))
+
+    def shrink(self, amount: int) -> None:
+        del self._threads[:max(0, min(amount, len(self._threads) - self.min))]
+
+
+def test_the_sizer_grows_at_once_and_shrinks_only_what_stayed_idle_a_whole_period():
+    pool, now = FakePool(START), [0.0]
+    sizer = PoolSizer(lambda: pool, spare=SPARE_THREADS, shrink_after=30, clock=lambda: now[0])
+    pool.busy, pool.qsize = START, 30  # every thread taken, 30 requests waiting
+    sizer.step()
+    assert len(pool._threads) == START + SPARE_THREADS + 30
+    grown = len(pool._threads)
+    pool.busy, pool.qsize = 10, 0  # most of the long polls are over
+    for second in range(30):
+        now[0] = second
+        sizer.step()
+    assert len(pool._threads) == grown  # not yet: 29 s of quiet
+    pool.busy = 20  # some threads were needed again within the period
+    now[0] = 29.5
+    sizer.step()
+    pool.busy = 0
+    now[0] = 30
+    sizer.step()
+    # what stayed idle beyond the spare ones all along the last 30 s
+    assert len(pool._threads) == grown - (grown - 20 - SPARE_THREADS)
+    for second in range(31, 100):
+        now[0] = second
+        sizer.step()
+    assert len(pool._threads) == START + SPARE_THREADS  # the floor
