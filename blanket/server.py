@@ -19,7 +19,9 @@ from blanket.api import make_app
 from blanket.api.browser import BrowserGuard, server_names
 from blanket.api.http import error_body
 from blanket.app import Services, build_services
+from blanket.errors import InvalidInput
 from blanket.inbox import Inbox
+from blanket.listeners import announce_tls, describe, make_http_servers, refuse_plain_exposure
 from blanket.scheduler import Scheduler
 from blanket.settings import Settings
 
@@ -80,16 +82,17 @@ class Server:
     """Everything `blanket server` runs, started and stopped together."""
 
     def __init__(self, settings: Settings, services: Services | None = None):
+        refuse_plain_exposure(settings)  # before anything is opened
         self.settings = settings
         self.services = services or build_services(settings)
         self.services.intake.clear_staging()
         self.admin_token = self.services.tokens.ensure_admin_file(settings.data_dir)
         self.app = make_app(self.services)
         guarded = BrowserGuard(self.app, server_names(settings), settings.allowed_origins)
-        self.http = wsgi.Server((settings.host, settings.port), dechunked(guarded),
-                                numthreads=settings.threads,
-                                max=max(settings.threads, settings.max_threads),
-                                server_name="blanket", shutdown_timeout=1)
+        # TCP and/or a unix socket: the first is served on the calling thread, others beside.
+        self.https: list[wsgi.Server] = make_http_servers(settings, dechunked(guarded))
+        self.http = self.https[0]
+        self.fingerprint: str | None = None
         self.loops: list[BackgroundLoop] = []
         self.scheduler = Scheduler(self.services)
         self.workers: subprocess.Popen | None = None
@@ -118,7 +121,11 @@ class Server:
         """Every idle worker's claim, every running task's heartbeat and every `?wait` holds
         an HTTP thread for as long as it waits: grow the pool (up to max_threads) so that a
         few threads stay free for everything else."""
-        pool = self.http.requests
+        for http in self.https:
+            self._keep_spare_threads_in(http)
+
+    def _keep_spare_threads_in(self, http: wsgi.Server) -> None:
+        pool = http.requests
         if pool is None or pool.idle >= SPARE_THREADS:
             return
         before = len(pool._threads)
@@ -126,7 +133,7 @@ class Server:
         after = len(pool._threads)
         if after > before:
             log.info("more HTTP threads for waiting requests", threads=after,
-                     max_threads=pool.max)
+                     max_threads=pool.max, address=describe(http))
         elif not self._warned_full:
             self._warned_full = True
             log.warning("every HTTP thread is taken and max_threads is reached: requests wait "
@@ -135,8 +142,11 @@ class Server:
     def _start_workers(self) -> None:
         if self.settings.workers <= 0:
             return
+        url = self.settings.local_url
         command = [sys.executable, "-m", "blanket", "worker", "-n", str(self.settings.workers),
-                   "--server", self.settings.url, "--data-dir", str(self.settings.data_dir)]
+                   "--server", url, "--data-dir", str(self.settings.data_dir)]
+        if url.startswith("https:") and self.fingerprint:
+            command += ["--fingerprint", self.fingerprint]
         if self.settings.worker_tags:
             command += ["-t", ",".join(self.settings.worker_tags)]
         self.workers = subprocess.Popen(command)
@@ -146,9 +156,15 @@ class Server:
         """Run until SIGTERM/SIGINT or `stop()`."""
         for sig in (signal.SIGTERM, signal.SIGINT):
             signal.signal(sig, lambda *_: threading.Thread(target=self.stop).start())
-        self.http.prepare()
+        self._prepare_http()
+        self.fingerprint = announce_tls(self.settings)
         self._start_background()
+        for http in self.https[1:]:
+            threading.Thread(target=http.serve, name=f"http {describe(http)}",
+                             daemon=True).start()
         log.info("blanket serving", url=self.settings.url,
+                 listening=[describe(http) for http in self.https],
+                 tls_fingerprint=self.fingerprint,
                  config_dir=str(self.settings.config_dir.resolve()),
                  data_dir=str(self.settings.data_dir.resolve()),
                  types=len(self.services.catalog.types()),
@@ -161,6 +177,21 @@ class Server:
         finally:
             self.stop()
             self._stopped.wait(10)
+
+    def _prepare_http(self) -> None:
+        """Bind every address, or none: one that cannot be bound says why and what to do."""
+        for http in self.https:
+            try:
+                http.prepare()
+            except (OSError, InvalidInput) as e:
+                for prepared in self.https:
+                    if prepared.ready:
+                        prepared.stop()
+                if isinstance(e, InvalidInput):
+                    raise
+                raise InvalidInput(f"cannot listen on {describe(http)} ({e}): is another "
+                                   "server using it? Choose another address with --port or "
+                                   "--listen") from None
 
     def stop(self) -> None:
         """Stop everything, in order. A part that fails to stop is logged and the others
@@ -177,7 +208,7 @@ class Server:
             ("scheduler", self.scheduler.stop),
             ("config watcher", self.services.catalog.stop_watching),
             ("inbox", self.inbox.stop if self.inbox is not None else lambda: None),
-            ("http", self.http.stop),
+            *((f"http {describe(http)}", http.stop) for http in self.https),
             ("local workers", self._wait_for_workers),
             ("store", self.services.store.close),
         ]

@@ -71,6 +71,8 @@ class WorkerOptions:
     verbosity: int = 0
     grace: float = field(default_factory=_default_grace)
     token: str | None = field(default=None, repr=False)
+    ca: str | None = None  # how an https server's certificate is trusted
+    fingerprint: str | None = None
 
 
 def run_workers(options: WorkerOptions) -> None:
@@ -367,7 +369,8 @@ class Worker:
 
     def __init__(self, options: WorkerOptions, client: Client | None = None):
         self.options = options
-        self.client = client or Client(options.server, timeout=60, token=options.token)
+        self.client = client or Client(options.server, timeout=60, token=options.token,
+                                       ca=options.ca, fingerprint=options.fingerprint)
         self.reporter = Reporter(self.client)
         self.data_dir = options.data_dir.absolute()
         self.bundles = BundleCache(self.client, self.data_dir / "bundles")
