@@ -139,7 +139,7 @@ class Client:
         """The refusal to use, when `error` is a certificate that failed verification."""
         reason = str(error)
         if isinstance(error, ssl.CertificateError) or "CERTIFICATE_VERIFY_FAILED" in reason:
-            detail = getattr(error, "verify_message", None) or reason
+            detail = _verify_message(error) or reason
             return UntrustedServer(f"the server at {self.base_url} is not trusted ({detail}): "
                                    f"{TRUST_ADVICE}")
         return None
@@ -220,6 +220,22 @@ def _https_hint(target: Target, error: Exception) -> str:
                                                       http.client.RemoteDisconnected)):
         return f" (if it serves HTTPS, write https://{target.host}:{target.port})"
     return ""
+
+
+def _verify_message(error: BaseException) -> str | None:
+    """Why OpenSSL refused the certificate ("self-signed certificate"), wherever urllib3
+    wrapped it."""
+    seen: list[BaseException] = []
+    queue: list[object] = [error]
+    while queue:
+        item = queue.pop()
+        if not isinstance(item, BaseException) or item in seen:
+            continue
+        seen.append(item)
+        if isinstance(item, ssl.SSLCertVerificationError):
+            return item.verify_message
+        queue += [*item.args, item.__cause__, item.__context__]
+    return None
 
 
 def _reason(error: Exception) -> str:

@@ -136,8 +136,7 @@ def normalize_fingerprint(text: str) -> str:
     """A SHA-256 fingerprint as 64 lower-case hex digits; colons and spaces are allowed in
     `text` (as openssl prints it)."""
     cleaned = re.sub(r"[\s:]", "", text).lower()
-    if cleaned.startswith("sha256"):
-        cleaned = cleaned.removeprefix("sha256").lstrip("=")
+    cleaned = re.sub(r"^sha-?256(fingerprint)?=?", "", cleaned)
     if not _HEX.fullmatch(cleaned):
         raise InvalidInput(f"fingerprint {text!r}: give the certificate's SHA-256 fingerprint, "
                            "64 hex digits (colons allowed)")
