@@ -391,6 +391,11 @@ class Worker:
         # Read once: every task's environment starts here. A task never sees the worker's
         # own credential.
         self.base_env = {k: v for k, v in os.environ.items() if k != "BLANKET_TOKEN"}
+        # A task that talks back to an https server trusts it as its worker does.
+        if options.ca:
+            self.base_env["BLANKET_CA"] = str(Path(options.ca).absolute())
+        if options.fingerprint:
+            self.base_env["BLANKET_FINGERPRINT"] = options.fingerprint
         self.sends_outputs = False  # set at registration: True on another machine
         self._types: dict[tuple[str, str], TaskType] = {}  # parsed types by version hash
 

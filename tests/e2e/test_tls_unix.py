@@ -21,6 +21,8 @@ from tests.conftest import ServerProcess, free_port, wait_until
 
 ECHO = 'command = "echo hello {{ NAME }}; cat data.txt 2>/dev/null || true"\n' \
        '[environment.defaults]\nNAME = "world"\n'
+# What a task needs to talk back to its server.
+ENV = 'command = "echo $BLANKET_SERVER $BLANKET_FINGERPRINT"\n'
 pytestmark = pytest.mark.timeout(90)
 
 
@@ -46,7 +48,7 @@ def printed_fingerprint(server: ServerProcess) -> str | None:
 
 def start_tls(make_server, *args: str) -> tuple[ServerProcess, str]:
     """A server started with `--tls self-signed` (and `args`), and the fingerprint it printed."""
-    server = make_server(types={"echo": ECHO}, start=False,
+    server = make_server(types={"echo": ECHO, "env": ENV}, start=False,
                          extra_args=("--tls", "self-signed", *args))
     server.url = f"https://127.0.0.1:{server.port}"
     server.start(wait=False)
@@ -99,11 +101,13 @@ def test_a_worker_pinning_another_fingerprint_refuses_the_server_and_says_why(ma
     assert server.client.get("/worker/") == []
 
 
-def test_local_workers_reach_a_tls_server_by_its_fingerprint(make_server):
-    server, _ = start_tls(make_server, "--workers", "1")
-    task = server.client.post("/task/", {"type": "echo"})
+def test_local_workers_reach_a_tls_server_by_its_fingerprint_and_tell_their_tasks(
+        make_server):
+    server, fingerprint = start_tls(make_server, "--workers", "1")
+    task = server.client.post("/task/", {"type": "env"})
     assert server.wait_for_task(task["id"])["state"] == "SUCCESS"
-    assert server.client.get(f"/task/{task['id']}/log/stdout") == "hello world\n"
+    assert server.client.get(f"/task/{task['id']}/log/stdout") == \
+        f"{server.url} {fingerprint}\n"
 
 
 def test_plain_http_to_a_tls_server_is_told_to_use_https(make_server):
