@@ -114,7 +114,6 @@ class UnixSocketServer(wsgi.Server):
 def make_http_servers(settings: Settings, app: Callable) -> list[wsgi.Server]:
     """One cheroot server per address in the settings, TCP first. Each has its own pool of
     `threads` HTTP threads, growing to `max_threads`."""
-    refuse_plain_exposure(settings)
     options = {"numthreads": settings.threads,
                "max": max(settings.threads, settings.max_threads),
                "server_name": "blanket", "shutdown_timeout": 1}

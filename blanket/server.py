@@ -189,9 +189,9 @@ class Server:
                         prepared.stop()
                 if isinstance(e, InvalidInput):
                     raise
-                raise InvalidInput(f"cannot listen on {describe(http)} ({e}): is another "
-                                   "server using it? Choose another address with --port or "
-                                   "--listen") from None
+                hint = ("is another server using it? Choose another address with --port or "
+                        "--listen" if "in use" in str(e) else "check the address")
+                raise InvalidInput(f"cannot listen on {describe(http)} ({e}): {hint}") from None
 
     def stop(self) -> None:
         """Stop everything, in order. A part that fails to stop is logged and the others

@@ -146,12 +146,13 @@ def normalize_fingerprint(text: str) -> str:
 def server_context(cert: Path, key: Path) -> ssl.SSLContext:
     """Checks that the certificate and key load together, with a message saying which is
     wrong when they do not."""
+    for path in (cert, key):
+        if not Path(path).is_file():
+            raise InvalidInput(f"TLS: {path} does not exist; check tls_cert and tls_key, or "
+                               "use tls = \"self-signed\"")
     context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     try:
         context.load_cert_chain(str(cert), str(key))
-    except FileNotFoundError as e:
-        raise InvalidInput(f"TLS: {e.filename} does not exist; check tls_cert and tls_key, or "
-                           "use tls = \"self-signed\"") from None
     except (ssl.SSLError, OSError) as e:
         raise InvalidInput(f"TLS: cannot use the certificate {cert} with the key {key} ({e}); "
                            "tls_cert is the PEM certificate (chain), tls_key its PEM private "

@@ -103,7 +103,7 @@ def test_a_worker_pinning_another_fingerprint_refuses_the_server_and_says_why(ma
 
 def test_local_workers_reach_a_tls_server_by_its_fingerprint_and_tell_their_tasks(
         make_server):
-    server, fingerprint = start_tls(make_server, "--workers", "1")
+    server, fingerprint = start_tls(make_server, "--workers", "2")  # a supervisor and two
     task = server.client.post("/task/", {"type": "env"})
     assert server.wait_for_task(task["id"])["state"] == "SUCCESS"
     assert server.client.get(f"/task/{task['id']}/log/stdout") == \

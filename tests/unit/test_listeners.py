@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import socket
 import stat
 import tempfile
@@ -17,9 +18,16 @@ import pytest
 
 from blanket.client import Client
 from blanket.errors import InvalidInput
-from blanket.listeners import UnixSocketServer, claim_socket_path, refuse_plain_exposure
-from blanket.server import Server
+from blanket.listeners import (
+    UnixSocketServer,
+    claim_socket_path,
+    make_http_servers,
+    refuse_plain_exposure,
+)
+from blanket.server import SPARE_THREADS, Server
 from blanket.settings import Settings
+from blanket.tls import ensure_self_signed
+from tests.conftest import free_port, wait_until
 
 
 @pytest.fixture
@@ -135,3 +143,51 @@ def test_a_socket_replaced_meanwhile_is_not_removed(sock_dir: Path):
         other.bind(str(path))
         server.stop()
         assert path.exists()
+
+
+def test_a_missing_certificate_file_is_named(tmp_path: Path):
+    settings = Settings(port=free_port(), tls_cert=tmp_path / "cert.pem",
+                        tls_key=tmp_path / "key.pem")
+    with pytest.raises(InvalidInput, match=r"cert\.pem does not exist; check tls_cert"):
+        make_http_servers(settings, app)
+
+
+def test_a_key_that_is_not_the_certificates_is_refused(tmp_path: Path):
+    cert, _ = ensure_self_signed(tmp_path / "a", "127.0.0.1")
+    _, other_key = ensure_self_signed(tmp_path / "b", "127.0.0.1")
+    settings = Settings(port=free_port(), tls_cert=cert, tls_key=other_key)
+    with pytest.raises(InvalidInput, match=r"cannot use the certificate .* with the key"):
+        make_http_servers(settings, app)
+
+
+def test_spare_threads_are_kept_on_the_tcp_address_and_the_socket_alike(tmp_path: Path,
+                                                                        sock_dir: Path):
+    port = free_port()
+    settings = Settings(listen=(f"127.0.0.1:{port}", f"unix:{sock_dir / 'b.sock'}"),
+                        port=port, threads=1, config_dir=tmp_path / "conf.d",
+                        data_dir=tmp_path / "var", inbox_dir=tmp_path / "inbox")
+    server = Server(settings)
+    assert len(server.https) == 2
+    grown: list[bool] = []
+
+    def watch_then_stop() -> None:
+        try:
+            for http in server.https:  # each started with one thread
+                wait_until(lambda http=http: http.requests.idle >= SPARE_THREADS, timeout=10)
+                grown.append(True)
+        finally:
+            server.stop()
+
+    watcher = threading.Thread(target=watch_then_stop)
+    watcher.start()
+    server.serve()  # signal handlers are set on the main thread
+    watcher.join()
+    assert grown == [True, True]
+
+
+@pytest.fixture(autouse=True)
+def _restore_signals():
+    saved = {s: signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGINT)}
+    yield
+    for sig, handler in saved.items():
+        signal.signal(sig, handler)
