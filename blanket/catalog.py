@@ -100,6 +100,7 @@ class _State:
     fingerprints: dict[str, Fingerprint] = field(default_factory=dict)
     schedules: dict[str, _ScheduleEntry] = field(default_factory=dict)
     loaded_schedules: dict[str, LoadedSchedule] = field(default_factory=dict)
+    unlisted: list[ConfigProblem] = field(default_factory=list)  # folders that cannot be read
 
 
 class Catalog:
@@ -139,6 +140,7 @@ class Catalog:
         """Every current problem in types and schedules."""
         found = [p for t in self.types() for p in t.problems]
         found += [p for s in self.schedules() for p in s.problems]
+        found += self._state.unlisted
         return sorted(found, key=lambda p: (p.file, p.line or 0))
 
     def add_listener(self, listener: Callable[[], None]) -> None:
@@ -148,12 +150,24 @@ class Catalog:
     def scan(self) -> bool:
         """Reload what changed on disk; return whether any type or schedule changed."""
         with self._lock:
-            changed = self._scan_types()
+            unlisted = [problem for problem in map(_unlisted, self._folders()) if problem]
+            changed = unlisted != self._state.unlisted
+            self._state.unlisted = unlisted
+            if unlisted:  # keep what was loaded rather than drop every type it holds
+                log.warning("config_folder_unreadable", problems=[str(p) for p in unlisted])
+                return changed
+            changed = self._scan_types() or changed
             if self._schedule_parser is not None:
                 changed = self._scan_schedules() or changed
         if changed:
             self._notify()
         return changed
+
+    def _folders(self) -> list[Path]:
+        folders = [self.config_dir / "types"]
+        if self._schedule_parser is not None:
+            folders.append(self.config_dir / "schedules")
+        return folders
 
     def start_watching(self) -> None:
         """Rescan whenever something under the config directory changes."""
@@ -240,8 +254,10 @@ class Catalog:
         except ConfigInvalid as invalid:
             return _with_problems(name, path, previous, tuple(invalid.problems)), None, None
         except OSError as exc:
-            problem = ConfigProblem(str(path), f"cannot read a file this type uses: {exc}")
-            return _with_problems(name, path, previous, (problem,)), None, None
+            return _with_problems(name, path, previous, (unreadable(path, exc),)), None, None
+        except Exception as exc:  # a bug: one type must not stop the others from loading
+            log.exception("type_load_failed", path=str(path))
+            return _with_problems(name, path, previous, (_bug(path, exc),)), None, None
         fingerprint = _fingerprint([path, *selection.inputs, *(f.abspath for f in selection.files)])
         same = previous is not None and previous.version == version
         loaded_at = previous.loaded_at if same and previous else time.time()
@@ -277,6 +293,10 @@ class Catalog:
         except ConfigInvalid as invalid:
             entry.parse_problems = tuple(invalid.problems)
             return entry
+        except Exception as exc:  # a bug: one schedule must not stop the others from loading
+            log.exception("schedule_load_failed", path=str(path))
+            entry.parse_problems = (_bug(path, exc),)
+            return entry
         entry.loaded_at = time.time()
         entry.fingerprint = _fingerprint([path])
         return entry
@@ -284,6 +304,19 @@ class Catalog:
     def _with_type_check(self, name: str, entry: _ScheduleEntry) -> LoadedSchedule:
         problems = entry.parse_problems + _missing_type(entry, set(self._state.types))
         return LoadedSchedule(name, entry.path, entry.schedule, entry.loaded_at, problems)
+
+
+def unreadable(type_path: Path, exc: OSError) -> ConfigProblem:
+    """A file the type uses cannot be read (gone meanwhile, a link loop, no permission)."""
+    file = os.fsdecode(exc.filename) if exc.filename is not None else str(type_path)
+    return ConfigProblem(file, f"cannot read this file, which type {type_path.stem!r} uses: "
+                               f"{exc.strerror or exc}; fix or remove it, or exclude it in "
+                               ".blanketignore")
+
+
+def _bug(path: Path, exc: Exception) -> ConfigProblem:
+    return ConfigProblem(str(path), f"blanket failed on this file ({type(exc).__name__}: "
+                                    f"{exc}); this is a bug in blanket: please report it")
 
 
 def _version(loaded: LoadedType | None) -> str | None:
@@ -313,14 +346,28 @@ def _missing_type(entry: _ScheduleEntry, type_names: set[str]) -> tuple[ConfigPr
                                            f"types/{wanted}.toml or use one of: {known}", line),)
 
 
+def _unlisted(folder: Path) -> ConfigProblem | None:
+    """A problem when `folder` exists but cannot be listed (a missing one holds nothing)."""
+    try:
+        _toml_files(folder)
+    except OSError as exc:
+        return ConfigProblem(str(folder), f"cannot list this folder: {exc.strerror or exc}; "
+                                          "check its permissions")
+    return None
+
+
 def _toml_files(folder: Path) -> dict[str, Path]:
-    """NAME -> path for every `NAME.toml` file directly in `folder` (none if it is missing)."""
+    """NAME -> path for every `NAME.toml` file directly in `folder` (none if it is missing);
+    OSError when it exists but cannot be listed."""
     try:
         names = sorted(os.listdir(folder))
     except (FileNotFoundError, NotADirectoryError):
         return {}
+    # Anything but a folder is listed: a link that leads nowhere or loops is then reported
+    # as a file that cannot be read, not skipped in silence.
     return {name[:-5]: folder / name for name in names
-            if name.endswith(".toml") and not name.startswith(".") and (folder / name).is_file()}
+            if name.endswith(".toml") and not name.startswith(".")
+            and not (folder / name).is_dir()}
 
 
 def _fingerprint(paths: list[Path]) -> Fingerprint | None:
@@ -361,7 +408,10 @@ def validate_config_dir(
     if not config_dir.is_dir():
         return [ConfigProblem(str(config_dir), "config directory not found; create it with "
                                                "`blanket init` or pass the right path")]
-    problems: list[ConfigProblem] = []
+    folders = [config_dir / "types"] + ([config_dir / "schedules"] if schedule_parser else [])
+    problems = [problem for problem in map(_unlisted, folders) if problem]
+    if problems:
+        return problems
     type_names = set()
     for name, path in _toml_files(config_dir / "types").items():
         type_names.add(name)
@@ -371,7 +421,9 @@ def validate_config_dir(
         except ConfigInvalid as invalid:
             problems.extend(invalid.problems)
         except OSError as exc:
-            problems.append(ConfigProblem(str(path), f"cannot read a file this type uses: {exc}"))
+            problems.append(unreadable(path, exc))
+        except Exception as exc:  # a bug: report it with the file, and check the rest
+            problems.append(_bug(path, exc))
     if schedule_parser is not None:
         for name, path in _toml_files(config_dir / "schedules").items():
             entry = _ScheduleEntry(path)
@@ -379,5 +431,7 @@ def validate_config_dir(
                 entry.schedule = schedule_parser(path, name)
             except ConfigInvalid as invalid:
                 problems.extend(invalid.problems)
+            except Exception as exc:
+                problems.append(_bug(path, exc))
             problems.extend(_missing_type(entry, type_names))
     return sorted(problems, key=lambda p: (p.file, p.line or 0))

@@ -26,6 +26,7 @@ _TAG = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:-]*")
 REQUEST_KEYS = ("type", "environment", "tags", "not_before", "priority")
 ESTIMATE_TTL = 30.0  # seconds a type's history-based estimate is reused
 MAX_PRIORITY = 10_000  # minutes; bounded so that no priority outranks a waiting submission
+LATEST_TIME = 253_402_300_800.0  # 10000-01-01T00:00:00Z: later times cannot be shown as dates
 
 
 @dataclass(frozen=True)
@@ -91,12 +92,12 @@ def parse_time(value: Any, now: float, what: str = "not_before") -> float:
     if isinstance(value, bool):
         raise InvalidInput(f"{what}: {value!r} is not a time; use ISO 8601 or '+2h'")
     if isinstance(value, int | float):
-        return float(value)
+        return _in_time_range(float(value), what)
     if isinstance(value, str):
         text = value.strip()
         if text.startswith("+"):
             try:
-                return now + parse_duration(text[1:])
+                return _in_time_range(now + parse_duration(text[1:]), what)
             except ValueError as e:
                 raise InvalidInput(f"{what}: {e}") from None
         try:
@@ -107,9 +108,17 @@ def parse_time(value: Any, now: float, what: str = "not_before") -> float:
             if moment.tzinfo is None:
                 raise InvalidInput(f"{what}: {text!r} has no UTC offset; add one, "
                                    "e.g. 2026-12-01T08:00:00+01:00 or ...Z")
-            return moment.timestamp()
+            return _in_time_range(moment.timestamp(), what)
     raise InvalidInput(f"{what}: {value!r} is not a time; use ISO 8601 with an offset "
                        "(2026-12-01T08:00:00Z) or a relative time such as '+2h'")
+
+
+def _in_time_range(moment: float, what: str) -> float:
+    """`moment` if it is a finite time from 1970 to the year 9999 (what dates can show)."""
+    if not 0 <= moment < LATEST_TIME:  # NaN fails this too
+        raise InvalidInput(f"{what}: {moment!r} is not a time from 1970 to the year 9999; "
+                           "use ISO 8601 (2026-12-01T08:00:00Z) or a relative time ('+2h')")
+    return moment
 
 
 def parse_task_request(data: Any, now: float) -> TaskRequest:

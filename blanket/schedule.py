@@ -31,7 +31,7 @@ from zoneinfo import ZoneInfo, available_timezones
 from croniter import CroniterBadDateError, CroniterError, croniter
 
 from blanket.durations import parse_duration
-from blanket.problems import ConfigInvalid, ConfigProblem
+from blanket.problems import ConfigInvalid, ConfigProblem, read_config_text
 
 MISSED = ("skip", "once", "all")
 OVERLAP = ("skip", "queue", "allow")
@@ -85,11 +85,7 @@ class Schedule:
 
 def parse_schedule_file(path: Path, name: str) -> Schedule:
     """Read and validate one schedule file; raise ConfigInvalid listing every problem."""
-    try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as e:
-        raise ConfigInvalid([ConfigProblem(str(path), f"cannot read the file: {e}")]) from e
-    return parse_schedule_text(text, name, str(path))
+    return parse_schedule_text(read_config_text(path), name, str(path))
 
 
 def parse_schedule_text(text: str, name: str, file: str) -> Schedule:
@@ -99,6 +95,8 @@ def parse_schedule_text(text: str, name: str, file: str) -> Schedule:
     except tomllib.TOMLDecodeError as e:
         raise ConfigInvalid([ConfigProblem(file, f"invalid TOML: {e}", _syntax_line(e, text))]) \
             from e
+    except ValueError as e:  # tomllib lets int() refuse a number of over 4300 digits
+        raise ConfigInvalid([ConfigProblem(file, f"invalid TOML: {e}")]) from e
     checker = _Checker(text, file)
     schedule = checker.build(data, name)
     if checker.problems:

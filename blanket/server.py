@@ -6,7 +6,6 @@ from __future__ import annotations
 import signal
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 from collections.abc import Callable
@@ -17,9 +16,10 @@ from cheroot import wsgi
 
 from blanket.api import make_app
 from blanket.api.browser import BrowserGuard, server_names
-from blanket.api.http import error_body
+from blanket.api.front import RequestFront
 from blanket.app import Services, build_services
 from blanket.errors import InvalidInput
+from blanket.httppool import PoolSizer, listen_backlog
 from blanket.inbox import Inbox
 from blanket.listeners import announce_tls, describe, make_http_servers, refuse_plain_exposure
 from blanket.scheduler import Scheduler
@@ -28,34 +28,6 @@ from blanket.settings import Settings
 log = structlog.get_logger("blanket.server")
 
 
-MAX_CHUNKED_BODY = 1024 * 1024 * 1024
-
-
-def dechunked(app: Callable) -> Callable:
-    """cheroot decodes a chunked request body but leaves the Transfer-Encoding header, which
-    makes Bottle decode it again. Give Bottle the decoded body with its length instead."""
-    def wrapped(environ: dict, start_response: Callable):
-        if environ.get("HTTP_TRANSFER_ENCODING", "").lower() != "chunked":
-            return app(environ, start_response)
-        del environ["HTTP_TRANSFER_ENCODING"]
-        with tempfile.SpooledTemporaryFile(max_size=1024 * 1024) as body:
-            size = 0
-            while chunk := environ["wsgi.input"].read(64 * 1024):
-                size += len(chunk)
-                if size > MAX_CHUNKED_BODY:
-                    start_response("413 Payload Too Large",
-                                   [("Content-Type", "application/json")])
-                    return [error_body(413, "too_large", "the body is over 1 GiB").encode()]
-                body.write(chunk)
-            body.seek(0)
-            environ["wsgi.input"] = body
-            environ["CONTENT_LENGTH"] = str(size)
-            # Bottle reads the body while handling the request, before this file closes.
-            return app(environ, start_response)
-    return wrapped
-
-
-SPARE_THREADS = 8  # HTTP threads kept free for short requests while long polls wait
 SPARE_CHECK = 0.1  # seconds between looks at the pool
 
 class BackgroundLoop(threading.Thread):
@@ -90,20 +62,28 @@ class Server:
         self.app = make_app(self.services)
         guarded = BrowserGuard(self.app, server_names(settings), settings.allowed_origins)
         # TCP and/or a unix socket: the first is served on the calling thread, others beside.
-        self.https: list[wsgi.Server] = make_http_servers(settings, dechunked(guarded))
+        self.https: list[wsgi.Server] = make_http_servers(settings, RequestFront(guarded))
         self.http = self.https[0]
         self.fingerprint: str | None = None
+        # Hundreds of workers and waiting clients may connect at once: cheroot's default
+        # listen backlog of 5 would have the kernel reset most of them.
+        backlog = listen_backlog()
+        for http in self.https:
+            http.request_queue_size = backlog
         self.loops: list[BackgroundLoop] = []
         self.scheduler = Scheduler(self.services)
         self.workers: subprocess.Popen | None = None
         self.inbox: Inbox | None = None
         self._stopped = threading.Event()
-        self._warned_full = False
+        self.pool_sizers = [PoolSizer(lambda http=http: http.requests) for http in self.https]
+        self.pool_sizer = self.pool_sizers[0]
 
     def _start_background(self) -> None:
         s = self.services
         self.loops.append(BackgroundLoop("reaper", self._reap, self.settings.heartbeat_interval))
         self.loops.append(BackgroundLoop("threads", self._keep_spare_threads, SPARE_CHECK))
+        forget_check = min(60.0, max(0.05, self.settings.forget_workers_after / 4))
+        self.loops.append(BackgroundLoop("forget workers", self._forget_workers, forget_check))
         for loop in self.loops:
             loop.start()
         s.catalog.start_watching()
@@ -117,27 +97,21 @@ class Server:
         if time.time() - self.services.started >= self.settings.lost_after:
             self.services.queue.reap_lost_tasks(self.settings.lost_after)
 
+    def _forget_workers(self) -> None:
+        """Workers silent for forget_workers_after leave the list (they show as lost
+        before that)."""
+        cutoff = time.time() - self.settings.forget_workers_after
+        for worker in self.services.store.list_workers():
+            if worker.heartbeat < cutoff and self.services.store.delete_worker(worker.id):
+                log.info("worker forgotten", worker=worker.id, host=worker.host,
+                         silent_since=worker.heartbeat)
+
     def _keep_spare_threads(self) -> None:
         """Every idle worker's claim, every running task's heartbeat and every `?wait` holds
-        an HTTP thread for as long as it waits: grow the pool (up to max_threads) so that a
-        few threads stay free for everything else."""
-        for http in self.https:
-            self._keep_spare_threads_in(http)
-
-    def _keep_spare_threads_in(self, http: wsgi.Server) -> None:
-        pool = http.requests
-        if pool is None or pool.idle >= SPARE_THREADS:
-            return
-        before = len(pool._threads)
-        pool.grow(SPARE_THREADS)
-        after = len(pool._threads)
-        if after > before:
-            log.info("more HTTP threads for waiting requests", threads=after,
-                     max_threads=pool.max, address=describe(http))
-        elif not self._warned_full:
-            self._warned_full = True
-            log.warning("every HTTP thread is taken and max_threads is reached: requests wait "
-                        "until a long poll ends; raise max_threads", max_threads=pool.max)
+        an HTTP thread for as long as it waits: keep a few threads free for the rest, on
+        the TCP address and the unix socket alike."""
+        for sizer in self.pool_sizers:
+            sizer.step()
 
     def _start_workers(self) -> None:
         if self.settings.workers <= 0:

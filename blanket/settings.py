@@ -48,6 +48,7 @@ class Settings:
     worker_tags: tuple[str, ...] = ()
     heartbeat_interval: float = 2.0
     lost_after: float = 15.0
+    forget_workers_after: float = 86400.0  # a worker silent this long leaves the list
     max_missed: int = 100
     # The role of a request without credentials; empty: operator when bound to loopback,
     # else none. Worker and admin actions always need a token.
@@ -114,6 +115,7 @@ _ENV = {
     "worker_tags": "BLANKET_WORKER_TAGS",
     "heartbeat_interval": "BLANKET_HEARTBEAT_INTERVAL",
     "lost_after": "BLANKET_LOST_AFTER",
+    "forget_workers_after": "BLANKET_FORGET_WORKERS_AFTER",
     "anonymous": "BLANKET_ANONYMOUS",
     "allowed_origins": "BLANKET_ALLOWED_ORIGINS",
     "server_names": "BLANKET_SERVER_NAMES",
@@ -205,7 +207,7 @@ def _convert(key: str, value: Any) -> Any:
         if number < 0:
             raise ValueError(f"{value!r} must be 0 or more")
         return number
-    if key in ("heartbeat_interval", "lost_after"):
+    if key in ("heartbeat_interval", "lost_after", "forget_workers_after"):
         return parse_duration(value)
     if key in ("worker_tags", "allowed_origins", "server_names"):
         return tuple(_split_tags(value))

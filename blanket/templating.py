@@ -12,6 +12,8 @@ from pathlib import Path
 import jinja2
 import pathspec
 
+from blanket.ignorefile import tolerant_spec
+
 TEMPLATEIGNORE = ".templateignore"
 _SNIFF_SIZE = 8192
 _UNDEFINED_NAME = re.compile(r"^'([^']+)' is undefined$")
@@ -86,7 +88,7 @@ def load_templateignore(root: Path) -> pathspec.PathSpec | None:
     path = root / TEMPLATEIGNORE
     if not path.is_file():
         return None
-    return pathspec.GitIgnoreSpec.from_lines(path.read_text(encoding="utf-8").splitlines())
+    return tolerant_spec(path)
 
 
 def is_binary(path: Path) -> bool:

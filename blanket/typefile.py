@@ -16,13 +16,14 @@ import jinja2
 import pathspec
 
 from blanket.durations import parse_duration
-from blanket.problems import ConfigInvalid, ConfigProblem
+from blanket.problems import ConfigInvalid, ConfigProblem, read_config_text
 from blanket.tasktype import FileSection, RequiredVariable, TaskType
 
 TYPE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
 ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 BUILTIN_EXECUTORS = ("bash", "sh", "python")
 VARIABLE_TYPES = ("string", "integer", "number", "boolean")
+MAX_INT = 2**31 - 1  # retries, weight, max_concurrent: larger is a typo, and overflows columns
 
 TOP_KEYS = (
     "description", "command", "executor", "tags", "timeout", "retries", "retry_delay",
@@ -42,14 +43,13 @@ def parse_type_file(path: Path, name: str | None = None) -> TaskType:
     """Parse and validate `path`; raise ConfigInvalid listing every problem found."""
     path = Path(path)
     name = path.stem if name is None else name
-    try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigInvalid([ConfigProblem(str(path), f"cannot read the file: {exc}")]) from exc
+    text = read_config_text(path)
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise ConfigInvalid([toml_syntax_problem(str(path), exc, text)]) from exc
+    except ValueError as exc:  # tomllib lets int() refuse a number of over 4300 digits
+        raise ConfigInvalid([ConfigProblem(str(path), f"not valid TOML: {exc}")]) from exc
     checker = _Checker(path, text)
     if not TYPE_NAME.fullmatch(name):
         checker.problem(None, f"type name {name!r} is not allowed; name the file with letters, "
@@ -184,7 +184,10 @@ class _Checker:
     def _int_at_least(self, low: int) -> Callable[[str, object], int | None]:
         def check(key: str, value: object) -> int | None:
             if isinstance(value, int) and not isinstance(value, bool) and value >= low:
-                return value
+                if value <= MAX_INT:
+                    return value
+                self.problem(self._at(key), f"{key}: too large; the most is {MAX_INT}")
+                return None
             self._wrong_type(key, f"a whole number of {low} or more", value)
             return None
         return check
@@ -396,7 +399,7 @@ class _Checker:
             return ()
         try:
             compile_patterns(patterns)
-        except ValueError as exc:
+        except (ValueError, re.error) as exc:
             self.problem(line, f"{where}: {exc}; write gitignore-style patterns such as '*.bak'")
         return patterns
 

@@ -19,7 +19,10 @@ from typing import BinaryIO
 
 import pathspec
 
+from blanket.ignorefile import read_ignore_file
+from blanket.problems import ConfigInvalid, ConfigProblem
 from blanket.tasktype import FileSection, TaskType
+from blanket.templating import TEMPLATEIGNORE
 from blanket.typefile import compile_patterns, resolve_src
 
 IGNORE_FILE = ".blanketignore"
@@ -73,7 +76,34 @@ def select_files_with_inputs(
     for index, section in enumerate(task_type.files):
         files.extend(_select_section(index, section, base_dir, root, rules))
     inputs = tuple(Path(p) for p in sorted(rules.folders | rules.ignore_files))
-    return Selection(tuple(files), inputs)
+    selection = Selection(tuple(files), inputs)
+    _check_selection(task_type, selection)
+    return selection
+
+
+def _check_selection(task_type: TaskType, selection: Selection) -> None:
+    """Refuse names a bundle cannot carry, and `.templateignore` files that would fail the
+    worker, each as a problem of its own file."""
+    problems: list[ConfigProblem] = []
+    for item in selection.files:
+        if not _is_utf8(item.relpath):
+            problems.append(ConfigProblem(str(item.abspath), "the file name is not UTF-8; "
+                                          "rename it (or exclude it in .blanketignore)"))
+        elif item.relpath == TEMPLATEIGNORE and task_type.files[item.section].render:
+            try:
+                read_ignore_file(item.abspath)
+            except ConfigInvalid as invalid:
+                problems.extend(invalid.problems)
+    if problems:
+        raise ConfigInvalid(problems)
+
+
+def _is_utf8(name: str) -> bool:
+    try:
+        name.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def _select_section(
@@ -82,7 +112,12 @@ def _select_section(
     full = str(resolve_src(base_dir, section.src))
     if glob.has_magic(section.src):
         base = _glob_base(full)
-        rules.walk_folders(base, _top(base, root))
+        loops = rules.walk_folders(base, _top(base, root))
+        if loops and "**" in section.src:
+            raise ConfigInvalid([ConfigProblem(link, f"this link points to its own folder or "
+                                               f"one above: the glob {section.src!r} would "
+                                               "follow it without end; remove the link or "
+                                               "write the glob without **") for link in loops])
         found = _glob_matches(full, base, _top(base, root), rules)
     elif os.path.isdir(full):
         base = full.rstrip(os.sep)
@@ -157,12 +192,7 @@ class _IgnoreRules:
         if folder not in self._specs:
             path = os.path.join(folder, IGNORE_FILE)
             self.ignore_files.add(path)
-            try:
-                with open(path, encoding="utf-8") as handle:
-                    lines = handle.read().splitlines()
-                self._specs[folder] = pathspec.GitIgnoreSpec.from_lines(lines)
-            except FileNotFoundError:
-                self._specs[folder] = None
+            self._specs[folder] = read_ignore_file(Path(path))
         return self._specs[folder]
 
     def _chain(self, folder: str, top: str) -> list[str]:
@@ -226,12 +256,22 @@ class _IgnoreRules:
                     found[path[len(base) + 1:].replace(os.sep, "/")] = path
         return found
 
-    def walk_folders(self, base: str, top: str) -> None:
-        """Note every folder under `base`, so a new match under any of them is noticed."""
+    def walk_folders(self, base: str, top: str) -> list[str]:
+        """Note every folder under `base`, so a new match under any of them is noticed.
+        Returns the links to folders that hold them (which `**` would follow forever)."""
         self.note_chain(base, top)
-        for folder, _dirs, _names in os.walk(base):
+        loops = []
+        for folder, dirs, _names in os.walk(base):
             self.folders.add(folder)
             self._spec(folder)
+            real = os.path.realpath(folder)
+            for name in dirs:
+                link = os.path.join(folder, name)
+                if os.path.islink(link):
+                    target = os.path.realpath(link)
+                    if real == target or real.startswith(target.rstrip(os.sep) + os.sep):
+                        loops.append(link)
+        return loops
 
 
 class HashCache:

@@ -7,7 +7,7 @@ import structlog
 
 from blanket.api import catalog, openapi, outputs, schedules, tasks, tokens, web, workers
 from blanket.api.access import Access, check_routes
-from blanket.api.http import JSONErrors, error_body
+from blanket.api.http import JSONErrors, QueryCheck, error_body
 from blanket.app import Services
 
 log = structlog.get_logger("blanket.api")
@@ -20,6 +20,7 @@ def make_app(services: Services, extra_installers=()) -> bottle.Bottle:
     app = bottle.Bottle(autojson=True)
     app.install(JSONErrors())
     app.install(Access(services.tokens, services.settings.anonymous_role))
+    app.install(QueryCheck())
     tasks.install(app, services)
     workers.install(app, services)
     outputs.install(app, services)
@@ -29,7 +30,7 @@ def make_app(services: Services, extra_installers=()) -> bottle.Bottle:
     web.install(app, services)
     for install in extra_installers:
         install(app, services)
-    openapi.install(app)
+    openapi.install(app, services.settings.anonymous_role)
     check_routes(app)
     app.default_error_handler = _error_handler
     return app

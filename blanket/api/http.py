@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from typing import Any
 
 import bottle
+import fastjsonschema
 
 from blanket.errors import BlanketError, InvalidInput
 
@@ -15,6 +17,9 @@ MAX_JSON = 1024 * 1024
 # sending it would otherwise see its connection reset instead of the answer. Larger ones are
 # cut off.
 MAX_DRAIN = 16 * 1024 * 1024
+# Multipart submissions carry files: the most a submission with its files may weigh.
+MAX_UPLOAD = 1024 * 1024 * 1024
+_SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")
 
 
 def json_response(data: Any, status: int = 200) -> bottle.HTTPResponse:
@@ -27,14 +32,42 @@ def error_body(status: int, code: str, message: str) -> str:
     return json.dumps({"error": {"code": code, "message": message}})
 
 
-def read_json_body(required: bool = True) -> Any:
-    """The request body as JSON, whatever content type the client claimed."""
+def read_json_body(required: bool = True, checked: bool = True) -> Any:
+    """The request body as JSON, whatever content type the client claimed, checked against
+    the route's `body` schema (unless the handler checks it later: `checked=False`)."""
     raw = read_body()
     if not raw.strip():
         if required:
             raise InvalidInput("the request body is empty; send a JSON object")
-        return {}
-    return parse_json(raw)
+        data = {}
+    else:
+        data = parse_json(raw)
+    return check_body(data) if checked else data
+
+
+def check_body(data: Any, what: str = "the body") -> Any:
+    """`data` if it fits the route's `body` schema (blanket.api.schemas), else InvalidInput
+    naming the field and the rule it breaks."""
+    body = bottle.request.route.config.get("body")
+    if body is None:
+        return data
+    try:
+        body.validate(data)
+    except fastjsonschema.JsonSchemaValueException as e:
+        field = (e.name or "data").removeprefix("data").lstrip(".") or what
+        rule = e.message.removeprefix(e.name or "").strip()
+        if e.rule == "propertyNames" and isinstance(e.value, dict):
+            pattern = e.rule_definition.get("pattern", "") if isinstance(
+                e.rule_definition, dict) else ""
+            bad = [n for n in e.value if not re.search(pattern, n)] or list(e.value)
+            rule = (f"name {bad[0]!r} is not valid; use letters, digits and _, not starting "
+                    "with a digit")
+        elif e.rule == "additionalProperties" and isinstance(e.definition, dict):
+            known = sorted(e.definition.get("properties", {}))
+            unknown = sorted(set(e.value) - set(known)) if isinstance(e.value, dict) else []
+            rule = f"unknown field(s) {', '.join(unknown)}; it takes {', '.join(known)}"
+        raise InvalidInput(f"{field}: {rule}") from None
+    return data
 
 
 def read_body(limit: int = MAX_JSON) -> bytes:
@@ -63,13 +96,44 @@ def _drain(length: int) -> None:
         left -= len(chunk)
 
 
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a JSON number")
+
+
+def _finite(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise ValueError(f"{text} is out of range for a number")
+    return value
+
+
 def parse_json(raw: bytes | str, what: str = "the body") -> Any:
+    """JSON as the standard says it: no NaN or Infinity, no number that overflows, no lone
+    surrogate (not Unicode text: it would fail wherever the string is stored or encoded)."""
     try:
-        return json.loads(raw)
+        data = json.loads(raw, parse_constant=_no_constant, parse_float=_finite)
     except ValueError as e:  # UnicodeDecodeError is a ValueError too
         raise InvalidInput(f"{what} is not valid JSON: {e}") from None
     except RecursionError:
         raise InvalidInput(f"{what} nests too deeply; flatten the JSON") from None
+    if _may_hold_surrogates(raw) and not _valid_unicode(data):
+        raise InvalidInput(f"{what} holds a lone surrogate (such as \\ud800), which is not "
+                           "Unicode text; send valid UTF-8 strings")
+    return data
+
+
+def _may_hold_surrogates(raw: bytes | str) -> bool:
+    if isinstance(raw, str):
+        raw = raw.encode("utf-8", "surrogatepass")
+    return _SURROGATE_ESCAPE.search(raw) is not None or b"\xed" in raw
+
+
+def _valid_unicode(data: Any) -> bool:
+    try:
+        json.dumps(data, ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def parse_id(text: str) -> int:
@@ -113,4 +177,57 @@ class JSONErrors:
                 return bottle.HTTPResponse(error_body(e.status, e.code, e.message),
                                            status=e.status,
                                            headers={"Content-Type": "application/json"})
+        return wrapper
+
+
+_TRUTHS = frozenset({"", "true", "false", "1", "0", "yes", "no"})
+
+
+def _fits(raw: str, schema: dict) -> str | None:
+    """Why the query value `raw` does not fit `schema` (a small JSON Schema subset: oneOf,
+    type, enum, minimum, maximum, maxLength, pattern), or None when it fits."""
+    if "oneOf" in schema:
+        reasons = [_fits(raw, branch) for branch in schema["oneOf"]]
+        return None if None in reasons else " or ".join(r for r in reasons if r)
+    kind = schema.get("type", "string")
+    if kind == "boolean":
+        return None if raw.lower() in _TRUTHS else "must be true or false"
+    if "enum" in schema and raw not in schema["enum"]:
+        return f"must be one of {', '.join(map(repr, schema['enum']))}"
+    if kind in ("integer", "number"):
+        try:
+            value = int(raw) if kind == "integer" and raw.lstrip("-").isdigit() else float(raw)
+        except ValueError:
+            return f"must be a{'n integer' if kind == 'integer' else ' number'}"
+        if (kind == "integer" and not isinstance(value, int)) or not math.isfinite(value):
+            return f"must be a{'n integer' if kind == 'integer' else ' finite number'}"
+        if value < schema.get("minimum", -math.inf) or value > schema.get("maximum", math.inf):
+            return f"must be from {schema.get('minimum')} to {schema.get('maximum')}"
+        return None
+    if len(raw) > schema.get("maxLength", 100_000):
+        return f"must be at most {schema['maxLength']} characters"
+    if "pattern" in schema and not re.search(schema["pattern"], raw):
+        return "is not spelt as it should be"
+    return None
+
+
+class QueryCheck:
+    """Bottle plugin: the query parameters a route declares (`query=`, blanket.api.schemas)
+    are checked against their schemas before the handler runs; 400 names the parameter."""
+
+    name = "query_check"
+    api = 2
+
+    def apply(self, callback, route):
+        declared = {p["name"]: p["schema"] for p in route.config.get("query", ())}
+        if not declared:
+            return callback
+
+        def wrapper(*args, **kwargs):
+            for name, schema in declared.items():
+                for raw in bottle.request.query.getall(name):
+                    reason = _fits(raw, schema)
+                    if reason:
+                        raise InvalidInput(f"?{name}={raw[:50]!r}: {reason}")
+            return callback(*args, **kwargs)
         return wrapper

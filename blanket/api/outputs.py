@@ -12,6 +12,7 @@ from pathlib import Path
 
 import bottle
 
+from blanket.api import schemas as S
 from blanket.api.http import json_response, parse_id
 from blanket.app import Services
 from blanket.auth import WORKER
@@ -26,7 +27,8 @@ _appending = threading.Lock()  # one append at a time: the size check and the wr
 def install(app: bottle.Bottle, services: Services) -> None:
     routes = OutputRoutes(services)
     app.route("/task/<task_id>/outputs", "POST", routes.receive, role=WORKER)
-    app.route("/task/<task_id>/log/<stream>", "POST", routes.append_log, role=WORKER)
+    app.route("/task/<task_id>/log/<stream>", "POST", routes.append_log, role=WORKER,
+              query=S.OFFSET)
 
 
 class OutputRoutes:

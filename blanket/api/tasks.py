@@ -14,8 +14,10 @@ from pathlib import Path
 import bottle
 import structlog
 
+from blanket.api import schemas as S
 from blanket.api.access import identity, refusal
 from blanket.api.http import (
+    check_body,
     flag,
     json_response,
     parse_id,
@@ -36,20 +38,22 @@ from blanket.wakeups import task_topic
 
 log = structlog.get_logger("blanket.api")
 MAX_WAIT = 24 * 3600.0
+MAX_IDEMPOTENCY_KEY = 255
 _NUMBER = re.compile(r"\d{1,12}(\.\d{0,9})?")
 
 
 def install(app: bottle.Bottle, services: Services) -> None:
     routes = TaskRoutes(services)
-    app.route("/task/", "GET", routes.list_tasks, role=VIEWER)
-    app.route("/task/", "POST", routes.submit, role=SUBMITTER)
+    app.route("/task/", "GET", routes.list_tasks, role=VIEWER, query=S.TASK_LIST)
+    app.route("/task/", "POST", routes.submit, role=SUBMITTER, body=S.SUBMISSION,
+              query=S.WAIT)
     app.route("/task/<task_id>", "GET", routes.show, role=VIEWER)
-    app.route("/task/<task_id>", "DELETE", routes.remove, role=SUBMITTER)
+    app.route("/task/<task_id>", "DELETE", routes.remove, role=SUBMITTER, query=S.FORCE)
     app.route("/task/<task_id>/stop", "POST", routes.stop, role=SUBMITTER)
     app.route("/task/<task_id>/rerun", "POST", routes.rerun, role=SUBMITTER)
     app.route("/task/<task_id>/progress", "POST", routes.progress, role=OPERATOR,
-              attempt_token=True)
-    app.route("/task/<task_id>/log/<stream>", "GET", routes.log, role=VIEWER)
+              attempt_token=True, body=S.PROGRESS)
+    app.route("/task/<task_id>/log/<stream>", "GET", routes.log, role=VIEWER, query=S.FOLLOW)
     app.route("/task/<task_id>/files/", "GET", routes.list_files, role=VIEWER)
     app.route("/task/<task_id>/files/<path:path>", "GET", routes.file, role=(VIEWER, WORKER))
 
@@ -85,6 +89,9 @@ class TaskRoutes:
                             f"{request.type!r}")
         request = replace(request, submitted_by=caller.name)
         key = bottle.request.get_header("Idempotency-Key")
+        if key and len(key) > MAX_IDEMPOTENCY_KEY:
+            raise InvalidInput(f"the Idempotency-Key header is over {MAX_IDEMPOTENCY_KEY} "
+                               "characters; send a shorter key, such as a UUID")
         if key:
             request = replace(request, dedupe_key=f"client:{key}")
         try:
@@ -122,7 +129,8 @@ class TaskRoutes:
             data = self.read_form_body()
         else:
             data = read_json_body()
-        return replace(parse_task_request(data, now), front=front, uploads=tuple(uploads))
+        return replace(parse_task_request(check_body(data, "the task"), now), front=front,
+                       uploads=tuple(uploads))
 
     def read_form_body(self):
         raw = read_body()
@@ -211,11 +219,12 @@ class TaskRoutes:
     def progress(self, task_id: str):
         """A running task's progress (0-100, a message). Operators may set any task's; the
         task itself sends its attempt token (BLANKET_TASK_TOKEN)."""
-        data = read_json_body()
+        data = read_json_body(checked=False)  # who may send it is decided first
         token = data.get("token") if isinstance(data, dict) else None
         trusted = identity().at_least(OPERATOR)
         if not trusted and not isinstance(token, str):
             raise refusal(identity(), OPERATOR)
+        check_body(data)
         task = self.task_or_404(task_id)
         if not trusted and not (task.token is not None and hmac.compare_digest(
                 str(token).encode(), task.token.encode())):

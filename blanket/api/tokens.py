@@ -7,6 +7,7 @@ import time
 import bottle
 import structlog
 
+from blanket.api import schemas as S
 from blanket.api.access import SESSION_COOKIE, identity, presented_token
 from blanket.api.http import json_response, read_json_body
 from blanket.app import Services
@@ -21,10 +22,10 @@ TOKEN_KEYS = ("name", "role", "types", "tags", "expires")
 def install(app: bottle.Bottle, services: Services) -> None:
     routes = TokenRoutes(services)
     app.route("/token/", "GET", routes.list_tokens, role=ADMIN)
-    app.route("/token/", "POST", routes.create, role=ADMIN)
+    app.route("/token/", "POST", routes.create, role=ADMIN, body=S.NEW_TOKEN)
     app.route("/token/<name>", "DELETE", routes.revoke, role=ADMIN)
     app.route("/session", "GET", routes.session, role=PUBLIC)
-    app.route("/login", "POST", routes.login, role=PUBLIC)
+    app.route("/login", "POST", routes.login, role=PUBLIC, body=S.LOGIN)
     app.route("/logout", "POST", routes.logout, role=PUBLIC)
 
 

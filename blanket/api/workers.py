@@ -4,12 +4,17 @@ routes people use to list, pause, resume and stop workers."""
 from __future__ import annotations
 
 import re
+import threading
 import time
 import uuid
+from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import bottle
 
+from blanket.api import schemas as S
 from blanket.api.access import identity
 from blanket.api.http import json_response, parse_id, query_float, read_json_body
 from blanket.app import Services
@@ -28,16 +33,19 @@ _HASH = re.compile(r"[0-9a-f]{16,64}")
 def install(app: bottle.Bottle, services: Services) -> None:
     routes = WorkerRoutes(services)
     app.route("/worker/", "GET", routes.list_workers, role=VIEWER)
-    app.route("/worker/", "POST", routes.register, role=WORKER)
+    app.route("/worker/", "POST", routes.register, role=WORKER, body=S.REGISTER)
     app.route("/worker/<worker_id>", "GET", routes.show, role=VIEWER)
-    app.route("/worker/<worker_id>", "DELETE", routes.remove, role=(OPERATOR, WORKER))
+    app.route("/worker/<worker_id>", "DELETE", routes.remove, role=(OPERATOR, WORKER),
+              query=S.REMOVE_WORKER)
     app.route("/worker/<worker_id>/pause", "POST", routes.pause, role=OPERATOR)
     app.route("/worker/<worker_id>/resume", "POST", routes.resume, role=OPERATOR)
-    app.route("/worker/<worker_id>/claim", "POST", routes.claim, role=WORKER)
-    app.route("/task/<task_id>/started", "POST", routes.started, role=WORKER)
-    app.route("/task/<task_id>/heartbeat", "POST", routes.heartbeat, role=WORKER)
-    app.route("/task/<task_id>/finished", "POST", routes.finished, role=WORKER)
-    app.route("/task/<task_id>/release", "POST", routes.release, role=WORKER)
+    app.route("/worker/<worker_id>/claim", "POST", routes.claim, role=WORKER, query=S.POLL,
+              no_content="no task came within ?wait")
+    app.route("/task/<task_id>/started", "POST", routes.started, role=WORKER, body=S.STARTED)
+    app.route("/task/<task_id>/heartbeat", "POST", routes.heartbeat, role=WORKER,
+              body=S.ATTEMPT, query=S.POLL)
+    app.route("/task/<task_id>/finished", "POST", routes.finished, role=WORKER, body=S.FINISHED)
+    app.route("/task/<task_id>/release", "POST", routes.release, role=WORKER, body=S.ATTEMPT)
     app.route("/version/<name>", "GET", routes.bundle, role=(OPERATOR, WORKER))
 
 
@@ -58,6 +66,29 @@ class _Leave:
 class WorkerRoutes:
     def __init__(self, services: Services):
         self.s = services
+        self._claiming: Counter[str] = Counter()  # workers whose claim this server holds
+        self._claiming_lock = threading.Lock()
+
+    @contextmanager
+    def _holding_claim(self, worker_id: str) -> Iterator[None]:
+        with self._claiming_lock:
+            self._claiming[worker_id] += 1
+        try:
+            yield
+        finally:
+            with self._claiming_lock:
+                self._claiming[worker_id] -= 1
+                if not self._claiming[worker_id]:
+                    del self._claiming[worker_id]
+
+    def shown(self, worker: Worker, now: float) -> dict:
+        """The worker's JSON form; its state is `lost` when it has been silent past
+        lost_after (a worker waiting in a claim here is not silent)."""
+        data = worker.to_json()
+        silent = now - worker.heartbeat > self.s.settings.lost_after
+        if silent and worker.state != "gone" and worker.id not in self._claiming:
+            data["state"] = "lost"
+        return data
 
     def worker_or_404(self, worker_id: str) -> Worker:
         worker = self.s.store.get_worker(worker_id)
@@ -74,10 +105,11 @@ class WorkerRoutes:
         return worker
 
     def list_workers(self):
-        return json_response([w.to_json() for w in self.s.store.list_workers()])
+        now = time.time()
+        return json_response([self.shown(w, now) for w in self.s.store.list_workers()])
 
     def show(self, worker_id: str):
-        return json_response(self.worker_or_404(worker_id).to_json())
+        return json_response(self.shown(self.worker_or_404(worker_id), time.time()))
 
     def register(self):
         """A worker joins with its tags, which its token must allow."""
@@ -163,13 +195,15 @@ class WorkerRoutes:
         answer = self._claim_step(worker.id, tags)
         if answer is None:  # idle until a task comes: say so while waiting
             self.s.store.touch_worker(worker.id, None, time.time())
-            answer = self.s.wakeups.wait_for(
-                lambda: self._claim_step(worker.id, tags), wait,
-                topics=(QUEUE, worker_topic(worker.id)), next_deadline=self.s.queue.next_start,
-                # a new task wakes one idle claim; one that could not take it passes it on
-                # when another worker might (this one is paused, or lacks a tag it needs)
-                passes_on=lambda: not self._takes_tasks(worker.id)
-                or self.s.store.passes_over(tags))
+            with self._holding_claim(worker.id):
+                answer = self.s.wakeups.wait_for(
+                    lambda: self._claim_step(worker.id, tags), wait,
+                    topics=(QUEUE, worker_topic(worker.id)),
+                    next_deadline=self.s.queue.next_start,
+                    # a new task wakes one idle claim; one that could not take it passes it
+                    # on when another worker might (this one is paused, or lacks a tag)
+                    passes_on=lambda: not self._takes_tasks(worker.id)
+                    or self.s.store.passes_over(tags))
         if answer is None:
             return bottle.HTTPResponse(status=204)
         if isinstance(answer, _Leave):

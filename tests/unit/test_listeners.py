@@ -18,13 +18,14 @@ import pytest
 
 from blanket.client import Client
 from blanket.errors import InvalidInput
+from blanket.httppool import SPARE_THREADS
 from blanket.listeners import (
     UnixSocketServer,
     claim_socket_path,
     make_http_servers,
     refuse_plain_exposure,
 )
-from blanket.server import SPARE_THREADS, Server
+from blanket.server import Server
 from blanket.settings import Settings
 from blanket.tls import ensure_self_signed
 from tests.conftest import free_port, wait_until

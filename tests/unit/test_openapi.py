@@ -47,7 +47,8 @@ def test_the_issue_routes_are_all_there(app):
 def test_each_path_parameter_is_declared(app):
     for path, ops in openapi_document(app)["paths"].items():
         for op in ops.values():
-            assert {p["name"] for p in op["parameters"]} == set(re.findall(r"{(\w+)}", path))
+            declared = {p["name"] for p in op["parameters"] if p["in"] == "path"}
+            assert declared == set(re.findall(r"{(\w+)}", path))
 
 
 def test_operation_ids_are_unique(app):
@@ -61,3 +62,17 @@ def test_errors_are_documented_as_the_json_error_shape(app):
     error = document["components"]["schemas"]["Error"]["properties"]["error"]
     assert set(error["properties"]) == {"code", "message"}
     assert document["openapi"].startswith("3.")
+
+
+def test_every_route_that_reads_a_body_describes_it(app):
+    document = openapi_document(app)
+    bodies = {(m, p) for p, ops in document["paths"].items() for m, op in ops.items()
+              if "requestBody" in op}
+    assert bodies >= {("post", "/task/"), ("post", "/worker/"), ("post", "/task/{task_id}/started"),
+                      ("post", "/task/{task_id}/finished"), ("post", "/task/{task_id}/progress"),
+                      ("post", "/task/{task_id}/heartbeat"), ("post", "/task/{task_id}/release"),
+                      ("post", "/token/"), ("post", "/login")}
+    submit = document["paths"]["/task/"]["post"]["requestBody"]["content"]["application/json"]
+    assert submit["schema"]["required"] == ["type"]
+    assert submit["schema"]["properties"]["priority"]["maximum"] == 10_000
+

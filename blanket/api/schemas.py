@@ -1,0 +1,146 @@
+"""The request bodies and query parameters of the API, as JSON Schema: one definition that
+both validates requests (compiled once by fastjsonschema) and describes them in
+/openapi.json, so the two cannot drift. A route names its body with `body=` and its query
+parameters with `query=` in its `app.route`; handlers still check what a schema cannot
+(a type's own variables, the state of a task)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import fastjsonschema
+
+INT32 = 2**31 - 1
+INT64 = 2**63 - 1
+TEXT = {"type": "string", "maxLength": 65536}
+SHORT_TEXT = {"type": "string", "minLength": 1, "maxLength": 200}
+TOKEN = {"type": "string", "minLength": 1, "maxLength": 200}
+TAG = {"type": "string", "pattern": r"^[A-Za-z0-9][A-Za-z0-9_.:-]*$", "maxLength": 100}
+ENV_VALUE = {"type": ["string", "number", "boolean"], "maxLength": 1_000_000}
+TIME = {"oneOf": [{"type": "number", "minimum": 0, "maximum": 253402300799},
+                  {"type": "string", "maxLength": 100}, {"type": "null"}]}
+TASK_STATES = ["QUEUED", "CLAIMED", "RUNNING", "SUCCESS", "FAILED", "TIMEDOUT", "STOPPED", "LOST"]
+ROLE = {"type": "string", "enum": ["viewer", "submitter", "operator", "admin", "worker"]}
+GLOBS = {"type": "array", "maxItems": 100, "items": {"type": "string", "minLength": 1,
+                                                      "maxLength": 200}}
+
+
+def _object(properties: dict[str, Any], required: tuple[str, ...] = ()) -> dict[str, Any]:
+    return {"type": "object", "properties": properties, "required": list(required),
+            "additionalProperties": False}
+
+
+class Body:
+    """A route's request body: its JSON Schema and the validator compiled from it. (Not a
+    dict: Bottle flattens dicts given as route config.)"""
+
+    def __init__(self, properties: dict[str, Any], required: tuple[str, ...] = ()):
+        self.schema = _object(properties, required)
+        self.validate = fastjsonschema.compile(self.schema)
+
+
+SUBMISSION = Body({
+    "type": {**SHORT_TEXT, "description": "the task type to run"},
+    "environment": {"type": "object", "maxProperties": 1000,
+                    "propertyNames": {"pattern": r"^[A-Za-z_][A-Za-z0-9_]*$", "maxLength": 200},
+                    "additionalProperties": ENV_VALUE},
+    "tags": {"oneOf": [{"type": "array", "maxItems": 100, "items": TAG},
+                       {"type": "string", "maxLength": 10_000}]},
+    "not_before": {**TIME, "description": "Unix seconds, ISO 8601 with an offset, or +2h"},
+    "priority": {"type": "integer", "minimum": -10_000, "maximum": 10_000},
+}, ("type",))
+
+PROGRESS = Body({
+    "progress": {"type": "number", "minimum": 0, "maximum": 100},
+    "message": {"oneOf": [TEXT, {"type": "null"}]},
+    "token": {"oneOf": [TOKEN, {"type": "null"}]},
+}, ("progress",))
+
+REGISTER = Body({
+    "id": {"type": "string", "pattern": r"^[A-Za-z0-9][A-Za-z0-9_.:@-]{0,127}$"},
+    "host": SHORT_TEXT,
+    "pid": {"type": "integer", "minimum": 0, "maximum": INT32},
+    "tags": {"type": "array", "maxItems": 100, "items": TAG},
+}, ("host", "pid"))
+
+ATTEMPT = Body({"token": TOKEN}, ("token",))
+
+STARTED = Body({
+    "token": TOKEN,
+    "pid": {"oneOf": [{"type": "integer", "minimum": 0, "maximum": INT32}, {"type": "null"}]},
+    "directory": {"oneOf": [{"type": "string", "maxLength": 4096}, {"type": "null"}]},
+    "at": {"type": "number", "minimum": 0, "maximum": 253402300799,
+           "description": "when the process started (Unix seconds; the server's clock rules)"},
+}, ("token",))
+
+FINISHED = Body({
+    "token": TOKEN,
+    "state": {"type": "string", "enum": ["SUCCESS", "FAILED", "TIMEDOUT", "STOPPED"]},
+    "exit_code": {"oneOf": [{"type": "integer", "minimum": -INT32, "maximum": INT32},
+                            {"type": "null"}]},
+    "error": {"oneOf": [TEXT, {"type": "null"}]},
+    "handback": {"type": "boolean"},
+    "started": {"oneOf": [_object({
+        "at": {"type": "number", "minimum": 0, "maximum": 253402300799},
+        "pid": {"oneOf": [{"type": "integer", "minimum": 0, "maximum": INT32},
+                          {"type": "null"}]},
+        "directory": {"oneOf": [{"type": "string", "maxLength": 4096}, {"type": "null"}]},
+    }), {"type": "null"}]},
+    "claim_next": {"oneOf": [{"type": "boolean"}, {"type": "integer", "enum": [0, 1, 2]}]},
+    "running": {"oneOf": [{"type": "integer", "minimum": 1, "maximum": INT64},
+                          {"type": "null"}]},
+}, ("token", "state"))
+
+NEW_TOKEN = Body({
+    "name": {"type": "string", "pattern": r"^[A-Za-z0-9][A-Za-z0-9_.@:-]{0,63}$"},
+    "role": ROLE,
+    "types": GLOBS,
+    "tags": GLOBS,
+    "expires": {"oneOf": [{"type": "string", "maxLength": 50},
+                          {"type": "number", "exclusiveMinimum": 0, "maximum": 10**10}]},
+}, ("name", "role"))
+
+LOGIN = Body({"token": {"type": "string", "minLength": 1, "maxLength": 500}}, ("token",))
+
+
+def _param(name: str, schema: dict[str, Any], description: str) -> dict[str, Any]:
+    return {"name": name, "in": "query", "required": False, "schema": schema,
+            "description": description}
+
+
+def _seconds(most: int) -> dict[str, Any]:
+    """A wait in seconds; a bare `?wait` (or `?wait=true`) means the longest."""
+    return {"oneOf": [{"type": "number", "minimum": 0, "maximum": most},
+                      {"type": "string", "enum": ["", "true"]}]}
+
+
+WAIT = [_param("wait", _seconds(86400), "hold the answer until the task ends, at most this "
+                                        "many seconds")]
+POLL = [_param("wait", _seconds(60), "long poll up to this many seconds")]
+TASK_LIST = [
+    _param("state", {"type": "string", "maxLength": 200}, f"comma separated: {TASK_STATES}"),
+    _param("type", {"type": "string", "maxLength": 1000}, "comma separated type names"),
+    _param("tags", {"type": "string", "maxLength": 1000}, "tasks carrying all these tags"),
+    _param("schedule", {"type": "string", "maxLength": 200}, "tasks of this schedule"),
+    _param("added_after", {"type": "string", "maxLength": 100}, "Unix seconds, ISO, -2h"),
+    _param("added_before", {"type": "string", "maxLength": 100}, "Unix seconds, ISO, -2h"),
+    _param("limit", {"type": "integer", "minimum": 0},
+           "at most this many (100 by default; more than 10,000 is taken as 10,000)"),
+    _param("offset", {"type": "integer", "minimum": 0}, "skip this many"),
+    _param("order", {"type": "string", "enum": ["newest", "oldest"]}, "newest first by default"),
+    _param("count", {"type": "boolean"}, "answer {count: N} instead"),
+]
+FORCE = [_param("force", {"type": "boolean"}, "also remove a running task (it is stopped)")]
+FOLLOW = [_param("follow", {"type": "boolean"}, "stream as server-sent events until it ends")]
+OFFSET = [_param("offset", {"type": "integer", "minimum": 0, "maximum": 10**15},
+                 "where this chunk starts in the log")]
+REMOVE_WORKER = [_param("mode", {"type": "string", "enum": ["finish", "handback"]},
+                        "let its task finish, or hand it back")]
+
+# Path parameters: how each named part of a route is spelt.
+PATH_PARAMETERS = {
+    "task_id": {"type": "integer", "minimum": 0, "maximum": 10**18 - 1},
+    "stream": {"type": "string", "enum": ["stdout", "stderr", "output"]},
+    "worker_id": {"type": "string", "pattern": r"^[A-Za-z0-9][A-Za-z0-9_.:@-]{0,127}$"},
+}
+

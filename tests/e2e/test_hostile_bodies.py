@@ -1,0 +1,151 @@
+"""Input a client controls never makes a real server fail (5xx): bodies with NaN, Infinity
+or numbers out of range, fields of the wrong type, lone surrogates, non-ASCII headers; and
+random JSON to every worker route, to POST /task/ and to /task/ID/progress."""
+
+from __future__ import annotations
+
+import http.client
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from tests.conftest import ServerProcess
+
+ECHO = 'command = "echo hi"\n'
+
+
+@dataclass
+class Target:
+    """A server with a registered worker holding a claimed task (and its attempt token)."""
+
+    server: ServerProcess
+    worker: str
+    task: int
+    token: str
+
+    def send(self, method: str, path: str, body: bytes | str | None = None,
+             headers: dict[str, str] | None = None) -> tuple[int, bytes]:
+        conn = http.client.HTTPConnection("127.0.0.1", self.server.port, timeout=30)
+        try:
+            conn.putrequest(method, path, skip_accept_encoding=True)
+            raw = body.encode("utf-8", "surrogatepass") if isinstance(body, str) else body
+            sent = {"Authorization": f"Bearer {self.server.admin_token}",
+                    "Content-Type": "application/json", "Content-Length": str(len(raw or b"")),
+                    **(headers or {})}
+            for name, value in sent.items():
+                conn.putheader(name, value.encode("latin-1"))
+            conn.endheaders(raw)
+            response = conn.getresponse()
+            return response.status, response.read()
+        finally:
+            conn.close()
+
+
+@pytest.fixture
+def target(make_server) -> Iterator[Target]:
+    server = make_server(types={"echo": ECHO})
+    worker = server.client.post("/worker/", {"host": "fuzz", "pid": 1, "id": "fuzz"})["id"]
+    task = server.client.post("/task/", {"type": "echo"})["id"]
+    claim = server.client.post(f"/worker/{worker}/claim?wait=5")
+    yield Target(server, worker, task, claim["task"]["token"])
+
+
+def hostile_cases(t: Target) -> list[tuple[str, str, str, dict[str, str]]]:
+    """(method, path, body, headers) of each attack in issue 11, point 4, and its kin."""
+    task, token = f"/task/{t.task}", json.dumps(t.token)
+    big = "1" + "0" * 22
+    cases = [
+        ("POST", "/task/", '{"type": "echo", "not_before": Infinity}', {}),
+        ("POST", "/task/", '{"type": "echo", "not_before": -Infinity}', {}),
+        ("POST", "/task/", '{"type": "echo", "not_before": NaN}', {}),
+        ("POST", "/task/", '{"type": "echo", "not_before": 1e300}', {}),
+        ("POST", "/task/", '{"type": "echo", "not_before": "+99999999999999d"}', {}),
+        ("POST", "/task/", f'{{"type": "echo", "priority": {big}}}', {}),
+        ("POST", "/task/", '{"type": "echo"}', {"Idempotency-Key": "\xe9\xff"}),
+        ("POST", "/task/", '{"type": "echo"}', {"Idempotency-Key": "k" * 1000}),
+        ("POST", "/task/", '{"type": "echo"}', {"Authorization": "Basic \xe9\xe9"}),
+        ("GET", "/task/?limit=" + "9" * 5000, "", {}),
+        ("POST", "/worker/", f'{{"host": "h", "pid": {big}}}', {}),
+        ("POST", "/worker/", '{"host": "h", "pid": 1, "tags": [null]}', {}),
+        ("POST", "/worker/", '[]', {}),
+        ("POST", f"{task}/started", f'{{"token": {token}, "pid": [1]}}', {}),
+        ("POST", f"{task}/started", f'{{"token": {token}, "pid": {big}}}', {}),
+        ("POST", f"{task}/started", f'{{"token": {token}, "directory": [1]}}', {}),
+        ("POST", f"{task}/started", '[1, 2]', {}),
+        ("POST", f"{task}/heartbeat?wait=0", '{"token": {"a": 1}}', {}),
+        ("POST", f"{task}/heartbeat?wait=0", '42', {}),
+        ("POST", f"{task}/release", '{"token": "\\ud800"}', {}),
+        ("POST", f"{task}/release", '{"token": ["x"]}', {}),
+        ("POST", f"{task}/finished", f'{{"token": {token}, "state": ["SUCCESS"]}}', {}),
+        ("POST", f"{task}/finished", f'{{"token": {token}, "state": "FAILED", '
+                                     f'"exit_code": {big}}}', {}),
+        ("POST", f"{task}/finished", f'{{"token": {token}, "state": "FAILED", '
+                                     '"error": {"a": 1}}', {}),
+        ("POST", f"{task}/finished", f'{{"token": {token}, "state": "FAILED", '
+                                     '"started": {"at": "x", "pid": [1]}}', {}),
+        ("POST", f"{task}/finished", f'{{"token": {token}, "state": "FAILED", '
+                                     f'"running": {big}}}', {}),
+        ("POST", f"{task}/progress", '{"progress": NaN}', {}),
+        ("POST", f"{task}/progress", '{"progress": Infinity}', {}),
+        ("POST", f"{task}/progress", '{"progress": 1e400}', {}),
+        ("POST", f"{task}/progress", '{"progress": 5, "token": [1]}', {}),
+        ("POST", f"{task}/progress", '{"progress": 5, "message": ["m"]}', {}),
+        ("POST", f"{task}/progress", '"progress"', {}),
+    ]
+    return cases
+
+
+def test_each_hostile_body_and_header_is_refused_with_a_4xx(target: Target):
+    answers = [(case, *target.send(*case)) for case in hostile_cases(target)]
+    failed = [(case, status, body[:200]) for case, status, body in answers
+              if not 400 <= status < 500]
+    assert not failed
+    for _case, _status, body in answers:
+        assert json.loads(body)["error"]["message"]  # says what to fix
+
+
+def test_nan_not_before_creates_no_task(target: Target):
+    before = target.server.client.get("/task/?count")["count"]
+    status, _ = target.send("POST", "/task/", '{"type": "echo", "not_before": NaN}')
+    assert status == 400
+    assert target.server.client.get("/task/?count")["count"] == before
+
+
+def test_the_attempt_still_works_after_the_attacks(target: Target):
+    for case in hostile_cases(target):
+        target.send(*case)
+    token = json.dumps(target.token)
+    status, body = target.send("POST", f"/task/{target.task}/finished",
+                               f'{{"token": {token}, "state": "SUCCESS", "exit_code": 0}}')
+    assert status == 200, body
+    assert json.loads(body)["state"] == "SUCCESS"
+
+
+KEYS = ["token", "pid", "directory", "state", "exit_code", "error", "handback", "started",
+        "claim_next", "running", "progress", "message", "type", "environment", "tags",
+        "not_before", "priority", "host", "id", "at"]
+SURROGATES = st.text(st.characters(min_codepoint=0xD800, max_codepoint=0xDFFF), min_size=1,
+                     max_size=2)
+SCALARS = st.one_of(st.none(), st.booleans(), st.integers(-(2**80), 2**80),
+                    st.floats(allow_nan=True, allow_infinity=True), st.text(max_size=20),
+                    SURROGATES, st.sampled_from(["SUCCESS", "FAILED", "echo", "+2h", "fuzz"]))
+VALUES = st.recursive(SCALARS, lambda inner: st.one_of(
+    st.lists(inner, max_size=3), st.dictionaries(st.sampled_from(KEYS), inner, max_size=3)),
+    max_leaves=8)
+BODIES = st.one_of(VALUES, st.dictionaries(st.sampled_from(KEYS), VALUES, max_size=6))
+ROUTES = ["/worker/", "/worker/{worker}/claim?wait=0", "/task/{task}/started",
+          "/task/{task}/heartbeat?wait=0", "/task/{task}/finished", "/task/{task}/release",
+          "/task/", "/task/{task}/progress"]
+
+
+@settings(max_examples=150, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(route=st.sampled_from(ROUTES), body=BODIES)
+def test_random_json_to_worker_and_task_routes_never_fails_the_server(target: Target,
+                                                                      route: str, body):
+    path = route.format(worker=target.worker, task=target.task)
+    status, answer = target.send("POST", path, json.dumps(body, allow_nan=True))
+    assert status < 500, (path, body, answer[:300])

@@ -1,0 +1,64 @@
+"""The HTTP thread pool grows while long polls hold its threads and shrinks back to its
+start size (plus the spare threads) once they have been over for a quiet period."""
+
+from __future__ import annotations
+
+import signal
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from bench.longpoll import UNCLAIMED, HoldResult, hold_requests
+from blanket.httppool import SPARE_THREADS
+from blanket.server import Server
+from blanket.settings import Settings
+from tests.conftest import free_port, wait_until
+
+START = 4
+HELD = 40
+
+
+def test_the_pool_grows_for_held_requests_and_shrinks_after_a_quiet_period(tmp_path: Path):
+    (tmp_path / "conf.d" / "types").mkdir(parents=True)
+    (tmp_path / "conf.d" / "types" / "unclaimed.toml").write_text(UNCLAIMED)
+    settings = Settings(port=free_port(), config_dir=tmp_path / "conf.d",
+                        data_dir=tmp_path / "var", inbox_dir=tmp_path / "inbox",
+                        threads=START, max_threads=200)
+    server = Server(settings)
+    server.pool_sizer.shrink_after = 0.5
+    seen: dict[str, object] = {}
+
+    def load() -> None:
+        try:
+            wait_until(lambda: server.http.requests is not None and server.http.ready)
+            pool = server.http.requests
+            token = (settings.data_dir / "admin.token").read_text().strip()
+            holding: list[HoldResult] = []
+            holder = threading.Thread(target=lambda: holding.append(hold_requests(
+                settings.port, token, [], HELD, hold=4)))
+            holder.start()
+            seen["peak"] = wait_until(lambda: len(pool._threads) >= HELD and len(pool._threads))
+            holder.join()
+            seen["answers"] = holding[0].statuses
+            seen["after"] = wait_until(lambda: len(pool._threads) <= START + SPARE_THREADS
+                                       and len(pool._threads), timeout=15)
+        finally:
+            server.stop()
+
+    loader = threading.Thread(target=load)
+    loader.start()
+    server.serve()
+    loader.join()
+    assert seen["answers"] == {201: HELD}
+    assert seen["peak"] >= HELD
+    assert seen["after"] <= START + SPARE_THREADS
+
+
+@pytest.fixture(autouse=True)
+def _restore_signals() -> Iterator[None]:
+    saved = {s: signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGINT)}
+    yield
+    for sig, handler in saved.items():
+        signal.signal(sig, handler)
