@@ -189,7 +189,8 @@ def _convert(key: str, value: Any) -> Any:
         addresses = tuple(_split_tags(value))
         for address in addresses:
             _listen_address(address)
-        return addresses
+        return tuple(f"{UNIX_PREFIX}{os.path.expanduser(a[len(UNIX_PREFIX):])}"
+                     if a.startswith(UNIX_PREFIX) else a for a in addresses)
     if key == "tls":
         if value not in ("", *TLS_MODES):
             raise ValueError(f"{value!r}: the only mode is \"self-signed\" (or set tls_cert and "

@@ -24,6 +24,10 @@ def test_a_unix_socket_alone_is_what_clients_call():
     assert settings.anonymous_role == "operator"  # local, like loopback
 
 
+def test_a_socket_path_may_start_with_the_home_directory():
+    assert settings_with(listen=["unix:~/b.sock"]).unix_socket == Path.home() / "b.sock"
+
+
 def test_a_tcp_address_in_listen_becomes_host_and_port():
     settings = load_settings(NO_FILE, environ={"BLANKET_LISTEN": "unix:/tmp/b.sock, [::1]:9001"})
     assert settings.serves_tcp
