@@ -6,13 +6,15 @@ from __future__ import annotations
 import contextlib
 import os
 import socket
+import ssl
 import stat
 import sys
 from collections.abc import Callable
 from pathlib import Path
 
 import structlog
-from cheroot import wsgi
+from cheroot import errors, wsgi
+from cheroot.server import HTTPConnection
 from cheroot.ssl.builtin import BuiltinSSLAdapter
 
 from blanket.errors import InvalidInput
@@ -77,6 +79,37 @@ def claim_socket_path(path: Path) -> None:
                        "another path for listen = \"unix:...\"")
 
 
+class HandshakeLaterAdapter(BuiltinSSLAdapter):
+    """cheroot's adapter shakes hands on the one thread that accepts connections, so a client
+    that connects and stays silent stops every other from connecting for the whole socket
+    timeout. This one only wraps the socket there; HandshakeFirstConnection shakes hands on
+    the connection's own HTTP thread."""
+
+    def wrap(self, sock: socket.socket) -> tuple[ssl.SSLSocket, dict[str, str]]:
+        try:
+            tls = self.context.wrap_socket(sock, do_handshake_on_connect=False,
+                                           server_side=True)
+        except OSError as e:
+            raise errors.FatalSSLAlert(*e.args) from e
+        return tls, {"wsgi.url_scheme": "https", "HTTPS": "on"}
+
+
+class HandshakeFirstConnection(HTTPConnection):
+    """A TLS connection that completes its handshake before its first request is read."""
+
+    shaken = False
+
+    def communicate(self) -> bool:
+        if not self.shaken:
+            try:
+                self.socket.do_handshake()
+            except OSError as e:  # plain HTTP, a client that gave up, or one too slow
+                log.debug("TLS handshake failed", problem=str(e))
+                return False
+            self.shaken = True
+        return super().communicate()
+
+
 class UnixSocketServer(wsgi.Server):
     """A cheroot server on a unix socket of mode 0660 that it removes when it stops. cheroot's
     own binding would unlink whatever is at the path, even a live server's socket, and make
@@ -123,7 +156,8 @@ def make_http_servers(settings: Settings, app: Callable) -> list[wsgi.Server]:
         files = tls_files(settings)
         if files is not None:
             server_context(*files)  # a clear message when the pair does not load
-            tcp.ssl_adapter = BuiltinSSLAdapter(str(files[0]), str(files[1]))
+            tcp.ssl_adapter = HandshakeLaterAdapter(str(files[0]), str(files[1]))
+            tcp.ConnectionClass = HandshakeFirstConnection
         servers.append(tcp)
     if settings.unix_socket is not None:
         servers.append(UnixSocketServer(str(settings.unix_socket.absolute()), app, **options))

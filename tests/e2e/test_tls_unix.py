@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import re
 import shutil
+import socket
 import stat
 import subprocess
 import sys
@@ -108,6 +109,17 @@ def test_local_workers_reach_a_tls_server_by_its_fingerprint_and_tell_their_task
     assert server.wait_for_task(task["id"])["state"] == "SUCCESS"
     assert server.client.get(f"/task/{task['id']}/log/stdout") == \
         f"{server.url} {fingerprint}\n"
+
+
+def test_clients_that_connect_and_stay_silent_keep_no_one_else_out(make_server):
+    server, _ = start_tls(make_server)
+    silent = [socket.create_connection(("127.0.0.1", server.port)) for _ in range(3)]
+    try:  # each holds its own HTTP thread, not the one that accepts connections
+        fresh = Client(server.url, timeout=5, fingerprint=printed_fingerprint(server))
+        assert fresh.get("/health")["status"] == "ok"
+    finally:
+        for connection in silent:
+            connection.close()
 
 
 def test_plain_http_to_a_tls_server_is_told_to_use_https(make_server):
