@@ -83,10 +83,11 @@ def parse_target(url: str, ca: str | None = None, fingerprint: str | None = None
                   context=client_context(ca, pinned) if https else None, fingerprint=pinned)
 
 
-def _unix_socket(path: str, timeout: float | None) -> socket.socket:
+def _unix_socket(path: str, timeout: object) -> socket.socket:
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     try:
-        sock.settimeout(timeout)
+        # http.client and urllib3 mark "no timeout given" with sentinels of their own
+        sock.settimeout(timeout if isinstance(timeout, int | float) else None)
         sock.connect(path)
     except BaseException:
         sock.close()
