@@ -77,6 +77,21 @@ def test_a_remote_worker_pinning_the_fingerprint_runs_a_task_over_https(make_ser
     assert (tmp_path / "remote" / "tasks" / "echo" / task_id / "stdout.log").is_file()
 
 
+def test_the_command_beside_the_server_trusts_its_certificate_by_itself(make_server):
+    server = make_server(types={"echo": ECHO}, start=False)
+    (server.base / "blanket.toml").write_text(  # what both the server and the command read
+        f'port = {server.port}\ntls = "self-signed"\ndata_dir = "var"\n')
+    server.url = f"https://127.0.0.1:{server.port}"
+    server.start(wait=False)
+    fingerprint = wait_until(lambda: printed_fingerprint(server), timeout=20)
+    server.client = Client(server.url, timeout=60, fingerprint=fingerprint)
+    wait_until(server.healthy, timeout=20)
+    submitted = blanket(server, "submit", "echo")  # no --server, --ca or --fingerprint
+    assert submitted.returncode == 0, submitted.stderr
+    elsewhere = blanket(server, "--server", f"https://localhost:{server.port}", "ps")
+    assert elsewhere.returncode == 1 and "is not trusted" in elsewhere.stderr
+
+
 def test_a_worker_trusting_the_certificate_as_a_ca_runs_a_task_followed_live(make_server,
                                                                             tmp_path):
     server, _ = start_tls(make_server)
