@@ -176,6 +176,19 @@ def test_tcp_and_a_unix_socket_together_with_local_workers_on_the_socket(make_se
     assert Client(f"unix:{sock}").get(f"/task/{task['id']}/log/stdout") == "hello world\n"
 
 
+def test_a_killed_servers_socket_is_replaced_by_the_next_server(make_server, short_dir):
+    sock = short_dir / "b.sock"
+    url = f"unix:{sock}"
+    server = make_server(start=False, listen=(url,))
+    server.url, server.client = url, Client(url, timeout=60)
+    server.start()
+    server.kill()  # no chance to remove its socket
+    assert stat.S_ISSOCK(os.lstat(sock).st_mode)
+    server.start()
+    assert server.healthy()
+    assert "removing a stale unix socket" in server.log_text()
+
+
 def test_a_second_server_on_a_held_socket_exits_saying_so(make_server, short_dir):
     sock = short_dir / "b.sock"
     first = make_server(start=False, listen=(f"unix:{sock}",))
