@@ -115,6 +115,8 @@ class UnixSocketServer(wsgi.Server):
     own binding would unlink whatever is at the path, even a live server's socket, and make
     it world-writable (0777)."""
 
+    inode: int | None = None  # of the socket file it made
+
     def bind_unix_socket(self, bind_addr: str) -> socket.socket:
         claim_socket_path(Path(bind_addr))
         sock = self.prepare_socket(bind_addr, socket.AF_UNIX, socket.SOCK_STREAM, 0,
@@ -140,7 +142,7 @@ class UnixSocketServer(wsgi.Server):
         """Remove our socket file (not one another server has put there since)."""
         path = self.bind_addr
         with contextlib.suppress(OSError):
-            if os.stat(path).st_ino == getattr(self, "inode", None):
+            if os.stat(path).st_ino == self.inode:
                 os.unlink(path)
 
 
