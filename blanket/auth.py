@@ -114,10 +114,17 @@ def csrf_token(presented: str) -> str:
     return hmac.new(presented.encode(), b"blanket-csrf", hashlib.sha256).hexdigest()[:40]
 
 
+# Names blanket records as submitters itself: no token may pass for them.
+RESERVED_NAMES = frozenset({"anonymous", "inbox", "schedule", "blanket"})
+
+
 def check_name(name: str) -> str:
     if not isinstance(name, str) or not _NAME.fullmatch(name):
         raise InvalidInput(f"token name {name!r}: use 1-64 letters, digits and _.@:-, "
                            "starting with a letter or digit")
+    if name.lower() in RESERVED_NAMES:
+        raise InvalidInput(f"token name {name!r} is what blanket calls its own submissions; "
+                           "choose another")
     return name
 
 
@@ -146,6 +153,7 @@ class Tokens:
         self.store = store
         self._cache: dict[str, tuple[Identity, float]] = {}
         self._lock = threading.Lock()
+        self._generation = 0  # bumped by every revocation on this server
 
     def create(self, name: str, role: str, *, types: tuple[str, ...] = (),
                tags: tuple[str, ...] = (), expires: float | None = None,
@@ -170,11 +178,14 @@ class Tokens:
         if cached is not None and now - cached[1] < CACHE_SECONDS:
             identity = cached[0]
         else:
+            generation = self._generation
             identity = self._lookup(presented)
             with self._lock:
                 if len(self._cache) >= CACHE_MAX:
                     self._cache.clear()
-                self._cache[presented] = (identity, now)
+                # Not cached if a revocation on this server came while it was looked up.
+                if generation == self._generation:
+                    self._cache[presented] = (identity, now)
         if identity.expires is not None and identity.expires <= now:
             raise Unauthorized(f"token {identity.name!r} has expired; ask an admin for a new "
                                "one (blanket token create)")
@@ -196,6 +207,7 @@ class Tokens:
     def forget(self) -> None:
         """Drop cached verifications (after a revocation on this server)."""
         with self._lock:
+            self._generation += 1
             self._cache.clear()
 
     def list(self) -> list[Token]:

@@ -23,7 +23,7 @@ from typing import Any
 import structlog
 
 from blanket.errors import InvalidInput
-from blanket.intake import Intake, TaskRequest, Upload, parse_task_request
+from blanket.intake import Intake, TaskRequest, Upload, open_regular, parse_task_request
 from blanket.store.base import DuplicateTask, Store
 from blanket.typefile import toml_syntax_problem
 from blanket.watching import DebouncedWatcher, is_editor_noise
@@ -81,6 +81,8 @@ def read_task_file(path: Path, now: float) -> TaskRequest:
 
 def folder_files(folder: Path) -> tuple[Path, list[Path]]:
     """The task file and the data files of a dropped folder; InvalidInput if it is not one."""
+    if folder.is_symlink():
+        raise InvalidInput(f"{folder.name} is a symbolic link; drop the folder itself")
     task_files = [folder / n for n in FOLDER_TASK_FILES if (folder / n).is_file()]
     if not task_files:
         raise InvalidInput(f"folder {folder.name} holds no task.toml or task.json; add one "
@@ -105,7 +107,7 @@ def folder_key(folder: Path, files: Iterable[Path]) -> str:
     digest = hashlib.sha256(folder.name.encode() + b"\0")
     for path in sorted(files):
         digest.update(path.name.encode() + b"\0" + str(path.stat().st_size).encode() + b"\0")
-        with open(path, "rb") as stream:
+        with open_regular(path) as stream:
             for chunk in iter(lambda: stream.read(1024 * 1024), b""):
                 digest.update(chunk)
     return "inbox:" + digest.hexdigest()
@@ -113,7 +115,8 @@ def folder_key(folder: Path, files: Iterable[Path]) -> str:
 
 def _read(path: Path) -> bytes:
     try:
-        return path.read_bytes()
+        with open_regular(path) as stream:
+            return stream.read()
     except OSError as e:
         raise InvalidInput(f"cannot read {path.name}: {e.strerror}") from None
 
@@ -330,7 +333,7 @@ class Inbox:
             with ExitStack() as stack:
                 # Copies, not moves: the entry stays whole until it is in done/, so its key
                 # is the same if the server dies mid-way.
-                uploads = tuple(Upload(p.name, stack.enter_context(open(p, "rb")))
+                uploads = tuple(Upload(p.name, stack.enter_context(open_regular(p)))
                                 for p in data)
                 try:
                     return self.intake.submit(

@@ -3,8 +3,11 @@ all call `Intake.submit`."""
 
 from __future__ import annotations
 
+import errno
+import os
 import re
 import shutil
+import stat
 import threading
 import time
 import uuid
@@ -24,6 +27,7 @@ from blanket.tasktype import TaskType
 
 _TAG = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:-]*")
 REQUEST_KEYS = ("type", "environment", "tags", "not_before", "priority")
+SCHEDULE_PREFIX = "schedule."  # the type name of a command schedule's own command
 ESTIMATE_TTL = 30.0  # seconds a type's history-based estimate is reused
 MAX_PRIORITY = 10_000  # minutes; bounded so that no priority outranks a waiting submission
 LATEST_TIME = 253_402_300_800.0  # 10000-01-01T00:00:00Z: later times cannot be shown as dates
@@ -58,6 +62,20 @@ class TypeLookup(Protocol):
     def current_type(self, name: str) -> TaskType | None: ...
 
     def type_names(self) -> list[str]: ...
+
+
+def open_regular(path: Path) -> BinaryIO:
+    """`path` opened for reading if it is a regular file and not a symbolic link; files
+    handed to a task (inbox entries, a rerun's inputs) must never lead elsewhere."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+    except OSError as e:
+        reason = "is a symbolic link" if e.errno == errno.ELOOP else e.strerror
+        raise InvalidInput(f"{path.name} {reason}; give regular files only") from None
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise InvalidInput(f"{path.name} is not a regular file; give regular files only")
+    return os.fdopen(fd, "rb")
 
 
 def check_file_name(name: str) -> str:
@@ -278,6 +296,9 @@ class Intake:
 
     def _priced(self, request: TaskRequest, now: float, inputs: tuple[str, ...]) -> NewTask:
         """The validated, priced record of a request; InvalidInput says what is wrong."""
+        if request.type.startswith(SCHEDULE_PREFIX) and not request.trusted_environment:
+            raise InvalidInput(f"{request.type!r} is a schedule's own command; run it with "
+                               "POST /schedule/NAME/run (blanket schedule run NAME)")
         task_type = self.types.current_type(request.type)
         if task_type is None:
             known = ", ".join(self.types.type_names()) or "none yet"

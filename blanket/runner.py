@@ -45,6 +45,7 @@ LOG_STREAMS = {"stdout": "stdout.log", "stderr": "stderr.log", "output": "output
 LOG_FILES = tuple(LOG_STREAMS.values())
 # Names the runner writes in a task's directory: an upload may not take them.
 RESERVED_NAMES = frozenset({COMMAND_FILE, PROGRESS_FILE, TASK_FILE, *LOG_FILES})
+PRIVATE_NAMES = frozenset({COMMAND_FILE})  # kept on the worker: never served, never sent
 CHECK_TIMEOUT = 30.0
 POLL_INTERVAL = 0.1
 
@@ -146,8 +147,12 @@ class TaskRun:
         for check in self.task_type.checks:
             self._run_check(check, env)
         script = self.work_dir / COMMAND_FILE
-        script.write_text(render_command(self.task_type.command, variables) + "\n",
-                          encoding="utf-8")
+        # The rendered command may hold secret values: readable by the worker's user only,
+        # and never served or sent to the server (PRIVATE_NAMES).
+        fd = os.open(script, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
+        with os.fdopen(fd, "w", encoding="utf-8") as out:
+            os.fchmod(fd, 0o600)  # also when an earlier attempt left it
+            out.write(render_command(self.task_type.command, variables) + "\n")
         if not fresh:  # an earlier attempt's progress is not this one's
             (self.work_dir / PROGRESS_FILE).unlink(missing_ok=True)
         return env, executor_argv(self.task_type.executor, script, env.get("PATH"))

@@ -25,7 +25,7 @@ import structlog
 
 from blanket.catalog import Catalog, LoadedSchedule, LoadedType
 from blanket.errors import InvalidInput, NotFound
-from blanket.intake import TaskRequest
+from blanket.intake import SCHEDULE_PREFIX, TaskRequest
 from blanket.models import Task, TaskState
 from blanket.schedule import Schedule, due_runs, next_fire, overlap_decision
 from blanket.store.base import DuplicateTask, ScheduleState, Store, TaskFilter
@@ -38,7 +38,7 @@ if TYPE_CHECKING:
 
 log = structlog.get_logger("blanket.scheduler")
 
-COMMAND_TYPE_PREFIX = "schedule."
+COMMAND_TYPE_PREFIX = SCHEDULE_PREFIX  # one spelling, shared with intake
 FIRE_TIME_VARIABLE = "BLANKET_FIRE_TIME"
 UNFINISHED = (TaskState.QUEUED.value, TaskState.CLAIMED.value, TaskState.RUNNING.value)
 LOCK_RETRY = 5.0  # seconds between attempts to become the scheduling server

@@ -32,7 +32,7 @@ from blanket.errors import BlanketError
 from blanket.logs import configure_logging
 from blanket.models import Task, TaskState
 from blanket.outputs import MAX_LOG_CHUNK, TOKEN_HEADER, pack, shares_data_dir
-from blanket.runner import LOG_STREAMS, RunResult, TaskRun
+from blanket.runner import LOG_STREAMS, PRIVATE_NAMES, RunResult, TaskRun
 from blanket.settings import LogDestination
 from blanket.tasktype import TaskType
 from blanket.versions import UnsafeBundle, extract_bundle
@@ -586,7 +586,7 @@ class Worker:
             spool.mkdir(parents=True, exist_ok=True)
             with tempfile.NamedTemporaryFile(dir=spool, prefix=f"{task.id}.",
                                              suffix=".tar.gz") as f:
-                pack(work_dir, task.inputs, f)
+                pack(work_dir, (*task.inputs, *PRIVATE_NAMES), f)
                 f.flush()
                 self._upload_outputs(attempt, f.name, work_dir)
         except (OSError, tarfile.TarError) as e:  # say, a file the task made unreadable

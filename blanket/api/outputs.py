@@ -13,6 +13,7 @@ from pathlib import Path
 import bottle
 
 from blanket.api import schemas as S
+from blanket.api.access import check_holder
 from blanket.api.http import json_response, parse_id
 from blanket.app import Services
 from blanket.auth import WORKER
@@ -45,6 +46,7 @@ class OutputRoutes:
         if not token or token != task.token or task.state not in ACTIVE_STATES:
             raise StaleAttempt(f"task {task.id} is not held by this attempt (it is "
                                f"{task.state.value}); its {what} was refused")
+        check_holder(self.s.store, task.id, token)
         return task
 
     def append_log(self, task_id: str, stream: str):

@@ -10,19 +10,68 @@ from __future__ import annotations
 
 import mimetypes
 import os
+import re
 import stat
+from collections.abc import Iterable, Iterator
 from email.utils import formatdate
 from pathlib import Path
+from typing import BinaryIO
 from urllib.parse import quote
 
 import bottle
 
 from blanket.errors import InvalidInput, NotFound
+from blanket.models import Task
+from blanket.runner import PRIVATE_NAMES
 
+MASK = b"***"
+MIN_MASKED = 3  # shorter secret values are not hunted for in text: they would mask everything
+CHUNK = 1024 * 1024
 INLINE_IMAGES = frozenset({"image/png", "image/jpeg", "image/gif", "image/webp", "image/bmp"})
 TEXT_TYPES = frozenset({"text/plain", "text/csv", "text/markdown", "text/x-python",
                         "text/x-sh", "application/x-sh", "application/json", "application/toml",
                         "application/yaml", "text/yaml", "text/tab-separated-values"})
+
+
+class Masker:
+    """Replaces a task's secret values (and its attempt token) with *** in text served from
+    its directory, its logs above all: what a task prints is shown, its secrets are not."""
+
+    def __init__(self, values: Iterable[str]):
+        found = sorted({v.encode() for v in values if len(v.encode()) >= MIN_MASKED},
+                       key=len, reverse=True)
+        self.pattern = re.compile(b"|".join(map(re.escape, found))) if found else None
+        self.longest = len(found[0]) if found else 0
+
+    @classmethod
+    def of(cls, task: Task) -> Masker:
+        values = [task.environment[n] for n in task.secrets if n in task.environment]
+        return cls([*values, *([task.token] if task.token else [])])
+
+    def __bool__(self) -> bool:
+        return self.pattern is not None
+
+    def mask(self, data: bytes) -> bytes:
+        return self.pattern.sub(MASK, data) if self.pattern else data
+
+    def stream(self, source: BinaryIO) -> Iterator[bytes]:
+        """`source` read in chunks, masked; a value cut in two by a chunk's end is held back
+        until the next chunk completes it."""
+        assert self.pattern is not None
+        carry = b""
+        with source:
+            while chunk := source.read(CHUNK):
+                buffer = carry + chunk
+                out, position = [], 0
+                for found in self.pattern.finditer(buffer):
+                    out += [buffer[position:found.start()], MASK]
+                    position = found.end()
+                tail = buffer[position:]
+                cut = max(0, len(tail) - (self.longest - 1))
+                out.append(tail[:cut])
+                carry = tail[cut:]
+                yield b"".join(out)
+        yield self.mask(carry)
 
 
 def _inside(path: str, root: str) -> bool:
@@ -44,6 +93,8 @@ def list_task_files(root: Path) -> list[dict]:
     for folder, dirs, names in os.walk(root, followlinks=False):
         dirs.sort()
         for name in sorted(names):
+            if folder == str(root) and name in PRIVATE_NAMES:
+                continue
             path = os.path.join(folder, name)
             real = os.path.realpath(path)
             if not _inside(real, real_root) or not os.path.isfile(real):
@@ -53,11 +104,15 @@ def list_task_files(root: Path) -> list[dict]:
     return found
 
 
-def serve_task_file(root: Path, relative: str) -> bottle.HTTPResponse:
-    """One file of the task directory `root`, as a response that is safe to open."""
+def serve_task_file(root: Path, relative: str,
+                    masker: Masker | None = None) -> bottle.HTTPResponse:
+    """One file of the task directory `root`, as a response that is safe to open; text has
+    the task's secrets masked."""
     parts = Path(relative).parts
     if Path(relative).is_absolute() or ".." in parts or "\x00" in relative:
         raise InvalidInput(f"{relative!r} is outside the task directory")
+    if len(parts) == 1 and relative in PRIVATE_NAMES:
+        raise NotFound(f"{relative!r} stays with the worker (it may hold secret values)")
     real_root = _real_root(root)
     try:
         fd = os.open(root / relative, os.O_RDONLY | os.O_NONBLOCK)
@@ -76,11 +131,13 @@ def serve_task_file(root: Path, relative: str) -> bottle.HTTPResponse:
     except BaseException:
         os.close(fd)
         raise
-    headers = {"Content-Length": str(info.st_size),
-               "Last-Modified": formatdate(info.st_mtime, usegmt=True),
+    headers = {"Last-Modified": formatdate(info.st_mtime, usegmt=True),
                "X-Content-Type-Options": "nosniff",
-               "Content-Security-Policy": "sandbox; default-src 'none'"}
-    headers.update(_presentation(Path(relative).name))
+               "Content-Security-Policy": "sandbox; default-src 'none'",
+               **_presentation(Path(relative).name)}
+    if masker and headers["Content-Type"].startswith("text/"):
+        return bottle.HTTPResponse(masker.stream(body), status=200, headers=headers)
+    headers["Content-Length"] = str(info.st_size)
     return bottle.HTTPResponse(body, status=200, headers=headers)
 
 

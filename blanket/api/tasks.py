@@ -26,11 +26,11 @@ from blanket.api.http import (
     read_body,
     read_json_body,
 )
-from blanket.api.taskfiles import list_task_files, serve_task_file
+from blanket.api.taskfiles import Masker, list_task_files, serve_task_file
 from blanket.app import Services
 from blanket.auth import OPERATOR, SUBMITTER, VIEWER, WORKER, Forbidden, Identity
 from blanket.errors import BlanketError, Conflict, InvalidInput, NotFound
-from blanket.intake import TaskRequest, Upload, parse_task_request, parse_time
+from blanket.intake import TaskRequest, Upload, open_regular, parse_task_request, parse_time
 from blanket.models import ACTIVE_STATES, FINAL_STATES, Task, TaskState
 from blanket.runner import LOG_STREAMS
 from blanket.store.base import DuplicateTask, TaskFilter
@@ -93,7 +93,8 @@ class TaskRoutes:
             raise InvalidInput(f"the Idempotency-Key header is over {MAX_IDEMPOTENCY_KEY} "
                                "characters; send a shorter key, such as a UUID")
         if key:
-            request = replace(request, dedupe_key=f"client:{key}")
+            # Per caller: another token's key names nothing of this one's.
+            request = replace(request, dedupe_key=f"client:{identity().name}:{key}")
         try:
             task = self.s.intake.submit(request)
         except DuplicateTask as e:
@@ -208,8 +209,9 @@ class TaskRoutes:
             raise Forbidden(f"token {caller.name!r} may not submit tasks of type {old.type!r}")
         folder = self.task_dir(old)
         with ExitStack() as stack:
-            uploads = tuple(Upload(n, stack.enter_context(open(folder / n, "rb")))
-                            for n in old.inputs if (folder / n).is_file())
+            uploads = tuple(Upload(n, stack.enter_context(open_regular(folder / n)))
+                            for n in old.inputs
+                            if (folder / n).is_file() and not (folder / n).is_symlink())
             task = self.s.intake.submit(TaskRequest(
                 type=old.type, environment=dict(old.environment), tags=old.tags,
                 priority=old.priority, schedule=old.schedule, uploads=uploads,
@@ -249,12 +251,12 @@ class TaskRoutes:
         if follow:
             bottle.response.content_type = "text/event-stream"
             bottle.response.set_header("Cache-Control", "no-cache")
-            return self.follow_log(task.id, path)
+            return self.follow_log(task.id, path, Masker.of(task))
         if not path.is_file():
             raise NotFound(f"task {task.id} has no {stream} log yet")
-        return serve_task_file(path.parent, path.name)
+        return serve_task_file(path.parent, path.name, Masker.of(task))
 
-    def follow_log(self, task_id: int, path: Path) -> Iterator[str]:
+    def follow_log(self, task_id: int, path: Path, masker: Masker) -> Iterator[str]:
         """Server-sent events: each new line as a `data:` event, then `event: end`."""
         offset = 0
         partial = b""
@@ -269,10 +271,10 @@ class TaskRoutes:
             lines = (partial + chunk).split(b"\n")
             partial = lines.pop()
             for line in lines:
-                yield f"data: {line.decode(errors='replace')}\n\n"
+                yield f"data: {masker.mask(line).decode(errors='replace')}\n\n"
             if task is None or _ended(task):
                 if partial:
-                    yield f"data: {partial.decode(errors='replace')}\n\n"
+                    yield f"data: {masker.mask(partial).decode(errors='replace')}\n\n"
                 yield f"event: end\ndata: {task.state.value if task else 'REMOVED'}\n\n"
                 return
             if not chunk:
@@ -289,7 +291,7 @@ class TaskRoutes:
         if not caller.at_least(VIEWER) and not self.held_by(caller, task):
             raise Forbidden(f"worker token {caller.name!r} may read only the files of "
                             "tasks its workers hold")
-        return serve_task_file(self.task_dir(task), path)
+        return serve_task_file(self.task_dir(task), path, Masker.of(task))
 
     def held_by(self, caller: Identity, task: Task) -> bool:
         """Whether a worker registered with the caller's token holds the task now."""

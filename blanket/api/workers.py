@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import bottle
 
 from blanket.api import schemas as S
-from blanket.api.access import identity
+from blanket.api.access import check_holder, identity
 from blanket.api.http import json_response, parse_id, query_float, read_json_body
 from blanket.app import Services
 from blanket.auth import ADMIN, OPERATOR, VIEWER, WORKER, Forbidden
@@ -46,7 +46,7 @@ def install(app: bottle.Bottle, services: Services) -> None:
               body=S.ATTEMPT, query=S.POLL)
     app.route("/task/<task_id>/finished", "POST", routes.finished, role=WORKER, body=S.FINISHED)
     app.route("/task/<task_id>/release", "POST", routes.release, role=WORKER, body=S.ATTEMPT)
-    app.route("/version/<name>", "GET", routes.bundle, role=(OPERATOR, WORKER))
+    app.route("/version/<name>", "GET", routes.bundle, role=(ADMIN, WORKER))
 
 
 def _text(data: dict, key: str, required: bool = True) -> str | None:
@@ -224,10 +224,17 @@ class WorkerRoutes:
             return None
         return self.s.queue.claim_once(worker_id, tags)
 
+    def attempt(self, raw_id: str, data: dict) -> tuple[int, str]:
+        """(task id, attempt token) of a report, once its sender may make it."""
+        task_id, token = parse_id(raw_id), _text(data, "token") or ""
+        check_holder(self.s.store, task_id, token)
+        return task_id, token
+
     def started(self, task_id: str):
+        """The attempt's process started."""
         data = read_json_body()
-        task = self.s.queue.report_started(parse_id(task_id), _text(data, "token") or "",
-                                           data.get("pid"), data.get("directory"))
+        task = self.s.queue.report_started(*self.attempt(task_id, data), data.get("pid"),
+                                           data.get("directory"))
         return json_response(task.to_json())
 
     def heartbeat(self, task_id: str):
@@ -235,8 +242,8 @@ class WorkerRoutes:
         was stopped, or its worker must hand it back)."""
         data = read_json_body()
         wait = query_float("wait", 0.0, MAX_POLL) or 0.0
-        token = _text(data, "token") or ""
-        task = self.s.queue.heartbeat(parse_id(task_id), token)  # the worker's too
+        held, token = self.attempt(task_id, data)
+        task = self.s.queue.heartbeat(held, token)  # the worker's too
         topics = [task_topic(task.id)] + ([worker_topic(task.worker)] if task.worker else [])
         orders = self.s.wakeups.wait_for(lambda: self._orders(task.id, token), wait,
                                          topics=topics)
@@ -258,7 +265,9 @@ class WorkerRoutes:
                 "state": task.state.value}
 
     def finished(self, task_id: str):
+        """The attempt ended; the answer may bring the worker's next task and a reserve."""
         data = read_json_body()
+        held, token = self.attempt(task_id, data)
         try:
             state = TaskState(data.get("state"))
         except ValueError:
@@ -276,7 +285,7 @@ class WorkerRoutes:
         if running is not None and (isinstance(running, bool) or not isinstance(running, int)):
             raise InvalidInput('"running" must be the id of the task the worker runs now')
         task, taken = self.s.queue.finish_and_claim(
-            parse_id(task_id), _text(data, "token") or "", state, exit_code, data.get("error"),
+            held, token, state, exit_code, data.get("error"),
             handback=handback, started=_late_start(started) if isinstance(started, dict) else None,
             claim_next=int(claim_next), running=running)
         if not claim_next:
@@ -294,7 +303,7 @@ class WorkerRoutes:
         """A reserve its worker will not run (its current task runs long, or it is
         stopping) goes back to the queue, as if it had never been claimed."""
         data = read_json_body()
-        task = self.s.queue.release(parse_id(task_id), _text(data, "token") or "")
+        task = self.s.queue.release(*self.attempt(task_id, data))
         return json_response(task.to_json())
 
     def bundle(self, name: str):

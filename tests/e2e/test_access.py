@@ -51,7 +51,7 @@ SPEC = {
     ("POST", "/worker/<worker_id>/pause"): "operator",
     ("POST", "/worker/<worker_id>/resume"): "operator",
     ("DELETE", "/worker/<worker_id>"): "operator|worker",
-    ("GET", "/version/<name>"): "operator|worker",
+    ("GET", "/version/<name>"): "admin|worker",  # bundles hold secret defaults
     ("POST", "/worker/"): "worker",
     ("POST", "/worker/<worker_id>/claim"): "worker",
     ("POST", "/task/<task_id>/started"): "worker",
@@ -300,3 +300,31 @@ def test_a_token_with_a_taken_name_or_bad_role_is_refused(closed_server):
     with pytest.raises(ClientError) as bad:
         closed_server.token("x", "root")
     assert bad.value.status == 400 and "viewer" in bad.value.message
+
+
+def test_an_idempotency_key_belongs_to_its_caller(closed_server):
+    alice = closed_server.token("alice", "submitter")
+    bob = closed_server.token("bob", "submitter")
+    key = {"Idempotency-Key": "k1"}
+    first = call(closed_server, "POST", "/task/", alice, b'{"type": "echo"}', key)[1]
+    again = call(closed_server, "POST", "/task/", alice, b'{"type": "echo"}', key)[1]
+    other = call(closed_server, "POST", "/task/", bob, b'{"type": "echo"}', key)[1]
+    assert again["id"] == first["id"]
+    assert other["id"] != first["id"] and other["submitted_by"] == "bob"
+
+
+@pytest.mark.parametrize("name", ["anonymous", "inbox", "schedule", "Schedule"])
+def test_a_token_may_not_take_a_name_blanket_records_itself(closed_server, name):
+    with pytest.raises(ClientError) as refused:
+        closed_server.token(name, "submitter")
+    assert refused.value.status == 400
+
+
+def test_a_schedules_own_command_is_not_submitted_as_a_task(make_server):
+    server = make_server()
+    (server.config_dir / "schedules" / "cleanup.toml").write_text(
+        'command = "echo cleaning"\nevery = "1h"\n')
+    wait_until(lambda: any(s["name"] == "cleanup" for s in server.client.get("/schedule/")))
+    status, body = call(server, "POST", "/task/", None, b'{"type": "schedule.cleanup"}')
+    assert status == 400 and "schedule run" in body["error"]["message"]
+    assert call(server, "POST", "/schedule/cleanup/run")[0] == 201

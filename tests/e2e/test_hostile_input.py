@@ -367,3 +367,83 @@ def test_a_task_that_points_its_log_elsewhere_does_not_leak_that_file(make_serve
     status, _, body = request(server, "GET", f"/task/{task['id']}/log/stdout?follow")
     assert b"private data" not in body
     assert outside.read_text() == "private data outside the task"  # nor wrote through it
+
+
+def test_an_inbox_entry_cannot_smuggle_in_a_file_through_a_symlink(make_server, tmp_path):
+    secret = tmp_path / "server-only.txt"
+    secret.write_text("what only the server's user may read")
+    server = make_server(types={"echo": ECHO})
+    folder = tmp_path / "drop"
+    folder.mkdir()
+    (folder / "task.json").write_text('{"type": "echo"}')
+    (folder / "loot.txt").symlink_to(secret)
+    folder.rename(server.inbox_dir / "drop")
+    note = wait_until(lambda: next(iter((server.inbox_dir / "failed").glob("*.error")), None),
+                      timeout=20)
+    assert "symbolic link" in note.read_text()
+    assert server.client.get("/task/?count")["count"] == 0
+
+
+def test_a_worker_token_cannot_report_on_another_tokens_attempt(make_server):
+    server = make_server(types={"echo": ECHO}, env={"BLANKET_ANONYMOUS": "none"})
+    mine, other = server.token("w-mine", "worker"), server.token("w-other", "worker")
+    first, second = (server.client.post("/task/", {"type": "echo"}) for _ in range(2))
+    worker = post_json(server, "/worker/", {"id": "holder", "host": "h", "pid": 1}, mine)[1]
+    claimed = post_json(server, f"/worker/{worker['id']}/claim", {}, mine)[1]
+    token = claimed["task"]["token"]
+    task_id = claimed["task"]["id"]
+    for path, body in ((f"/task/{task_id}/started", {"token": token}),
+                       (f"/task/{task_id}/heartbeat", {"token": token}),
+                       (f"/task/{task_id}/finished", {"token": token, "state": "SUCCESS",
+                                                      "claim_next": 2}),
+                       (f"/task/{task_id}/release", {"token": token})):
+        status, answer = post_json(server, path, body, other)
+        assert status == 403, (path, answer)
+    status, _, _ = request(server, "POST", f"/task/{task_id}/log/stdout?offset=0", b"x",
+                           {"Authorization": f"Bearer {other}", "Blanket-Token": token})
+    assert status == 403
+    assert server.client.get(f"/task/{second['id']}")["state"] == "QUEUED"  # not taken
+    status, done = post_json(server, f"/task/{task_id}/finished",
+                             {"token": token, "state": "SUCCESS"}, mine)
+    assert status == 200 and done["state"] == "SUCCESS" and first["id"] == task_id
+
+
+def post_json(server: ServerProcess, path: str, body: dict, token: str) -> tuple[int, dict]:
+    status, _, raw = request(server, "POST", path, json.dumps(body).encode(),
+                             {"Authorization": f"Bearer {token}"})
+    return status, json.loads(raw or b"{}")
+
+
+def test_a_task_that_prints_its_secrets_shows_them_masked(make_server):
+    server = make_server(types={"leaky": f'''
+command = """
+echo "pw=$DB_PASSWORD key={{{{ API_KEY }}}} token=$BLANKET_TASK_TOKEN"
+echo "$DB_PASSWORD" > out.txt
+"""
+[environment.required]
+DB_PASSWORD = {{ description = "pw", secret = true }}
+[environment.defaults]
+API_KEY = {{ value = "{DEFAULT_SECRET}", secret = true }}
+'''})
+    make_server.worker(server)
+    task = server.client.post("/task/", {"type": "leaky", "environment": {"DB_PASSWORD": SECRET}})
+    assert server.wait_for_task(task["id"])["state"] == "SUCCESS"
+    shown = {
+        "log": request(server, "GET", f"/task/{task['id']}/log/stdout")[2],
+        "followed log": request(server, "GET", f"/task/{task['id']}/log/stdout?follow")[2],
+        "text file": request(server, "GET", f"/task/{task['id']}/files/out.txt")[2],
+    }
+    for where, body in shown.items():
+        assert SECRET.encode() not in body and DEFAULT_SECRET.encode() not in body, where
+        assert b"***" in body, where
+    assert b"pw=*** key=*** token=" in shown["log"]
+    # The attempt's token is masked while it runs; printed and read after the attempt
+    # ended, it no longer opens anything.
+    old = shown["log"].split(b"token=")[1].split()[0].decode()
+    status, _, _ = request(server, "POST", f"/task/{task['id']}/progress",
+                           json.dumps({"progress": 5, "token": old}).encode())
+    assert status in (403, 409) or old == "***"
+    status, _, body = request(server, "GET", f"/task/{task['id']}/files/.blanket-command")
+    assert status == 404 and DEFAULT_SECRET.encode() not in body
+    listed = [f["path"] for f in server.client.get(f"/task/{task['id']}/files/")]
+    assert ".blanket-command" not in listed and "out.txt" in listed

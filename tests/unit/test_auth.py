@@ -137,3 +137,19 @@ def test_anonymous_access_defaults_by_the_bound_address(host, role, tmp_path):
 def test_anonymous_cannot_be_set_to_worker_or_admin(tmp_path):
     with pytest.raises(Exception, match="worker and admin"):
         load_settings(tmp_path / "none.toml", {"anonymous": "admin"}, environ={})
+
+
+def test_a_revocation_during_a_lookup_is_not_undone_by_the_cache(tokens):
+    _, secret = tokens.create("racy", VIEWER)
+    real_lookup = tokens._lookup
+
+    def lookup_then_revoked(presented):
+        identity = real_lookup(presented)
+        tokens.revoke("racy")  # lands between the look-up and the caching
+        return identity
+
+    tokens._lookup = lookup_then_revoked
+    tokens.verify(secret)
+    tokens._lookup = real_lookup
+    with pytest.raises(Unauthorized, match="revoked"):
+        tokens.verify(secret)
