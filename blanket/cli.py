@@ -3,6 +3,7 @@ BLANKET_SERVER, else the settings (http://127.0.0.1:8773)."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sys
 import time
@@ -19,17 +20,25 @@ from blanket.errors import BlanketError
 from blanket.intake import REQUEST_KEYS
 from blanket.logs import configure_logging
 from blanket.settings import Settings, load_settings
+from blanket.tls import certificate_fingerprint, local_tls_files
 
-SERVER_HELP = "server URL (default: BLANKET_SERVER, else the settings, else http://127.0.0.1:8773)"
+SERVER_HELP = ("server URL: http(s)://HOST:PORT or unix:/PATH (default: BLANKET_SERVER, else the "
+               "settings, else http://127.0.0.1:8773)")
+CA_HELP = "PEM certificate(s) to trust an https server's certificate with (or BLANKET_CA)"
+FINGERPRINT_HELP = ("trust exactly the https server certificate with this SHA-256 fingerprint "
+                    "(or BLANKET_FINGERPRINT); `blanket server` prints it")
 
 
 class Context:
     def __init__(self, settings_path: Path | None, server: str | None, verbosity: int,
-                 token: str | None = None):
+                 token: str | None = None, ca: str | None = None,
+                 fingerprint: str | None = None):
         self.settings_path = settings_path
         self.server = server
         self.verbosity = verbosity
         self.token = token
+        self.ca = ca
+        self.fingerprint = fingerprint
 
     def settings(self, **overrides: Any) -> Settings:
         return load_settings(self.settings_path, overrides)
@@ -40,7 +49,20 @@ class Context:
 
     def client(self, server: str | None = None) -> Client:
         url = server or self.server or self.settings().url
-        return Client(url, timeout=24 * 3600, token=self.credentials(url))
+        return Client(url, timeout=24 * 3600, token=self.credentials(url), **self.trust(url))
+
+    def trust(self, url: str) -> dict[str, str | None]:
+        """--ca/--fingerprint; else, for the https server of this machine's settings, the
+        certificate it serves (as a local admin token is found in its data dir)."""
+        if self.ca or self.fingerprint:
+            return {"ca": self.ca, "fingerprint": self.fingerprint}
+        settings = self.settings()
+        if url.startswith("https:") and url == settings.url:
+            with contextlib.suppress(BlanketError):
+                files = local_tls_files(settings)
+                if files is not None:
+                    return {"fingerprint": certificate_fingerprint(files[0])}
+        return {}
 
 
 pass_ctx = click.make_pass_decorator(Context)
@@ -53,14 +75,17 @@ pass_ctx = click.make_pass_decorator(Context)
 @click.option("--token", envvar="BLANKET_TOKEN",
               help="API token (default: BLANKET_TOKEN, else the admin token of a server "
                    "whose data dir is on this machine)")
+@click.option("--ca", envvar="BLANKET_CA", help=CA_HELP)
+@click.option("--fingerprint", envvar="BLANKET_FINGERPRINT", help=FINGERPRINT_HELP)
 @click.option("-v", "--verbose", count=True, help="more log output (repeat for more)")
 @click.option("-q", "--quiet", count=True, help="less log output")
 @click.version_option(package_name="blanket")
 @click.pass_context
 def cli(ctx: click.Context, settings_path: Path | None, server: str | None,
-        token: str | None, verbose: int, quiet: int) -> None:
+        token: str | None, ca: str | None, fingerprint: str | None, verbose: int,
+        quiet: int) -> None:
     """blanket: task types as TOML files, a durable priority queue, workers over HTTP."""
-    ctx.obj = Context(settings_path, server, verbose - quiet, token)
+    ctx.obj = Context(settings_path, server, verbose - quiet, token, ca, fingerprint)
 
 
 @cli.command()
@@ -72,11 +97,23 @@ def cli(ctx: click.Context, settings_path: Path | None, server: str | None,
 @click.option("--database", help="sqlite:///PATH (default) or postgresql://...")
 @click.option("--workers", type=int, help="local worker processes to run and supervise")
 @click.option("--worker-tags", help="tags of the local workers, comma separated")
+@click.option("--listen", multiple=True,
+              help="HOST:PORT or unix:/PATH/blanket.sock instead of --host/--port; repeat for "
+                   "both")
+@click.option("--tls", type=click.Choice(["self-signed"]),
+              help="serve HTTPS with a certificate made in the data dir on first use")
+@click.option("--tls-cert", type=click.Path(path_type=Path),
+              help="serve HTTPS with this PEM certificate (chain)")
+@click.option("--tls-key", type=click.Path(path_type=Path), help="the PEM key of --tls-cert")
+@click.option("--insecure", is_flag=True,
+              help="allow plain HTTP on an address other than loopback")
 @pass_ctx
 def server(ctx: Context, **flags: Any) -> None:
     """Run the server (API, config watcher, scheduler, inbox, local workers)."""
     from blanket.server import run_server
 
+    flags["listen"] = flags["listen"] or None  # unset flags leave the settings as they are
+    flags["insecure"] = flags["insecure"] or None
     settings = ctx.settings(**flags)
     configure_logging(settings.log, ctx.verbosity, settings.data_dir)
     run_server(settings)
@@ -94,23 +131,26 @@ def server(ctx: Context, **flags: Any) -> None:
 @click.option("--pid-file", type=click.Path(path_type=Path), default=Path("var/worker.pid"),
               show_default=True)
 @click.option("--server", "server_url", envvar="BLANKET_SERVER", help=SERVER_HELP)
+@click.option("--ca", envvar="BLANKET_CA", help=CA_HELP)
+@click.option("--fingerprint", envvar="BLANKET_FINGERPRINT", help=FINGERPRINT_HELP)
 @click.option("--grace", type=float, default=None,
               help="seconds a running task may take to finish on SIGTERM before it is handed "
                    "back (default 30)")
 @pass_ctx
 def worker(ctx: Context, tags: str, processes: int, worker_id: str | None, data_dir: Path,
            daemon: bool, log_file: Path, pid_file: Path, server_url: str | None,
-           grace: float | None) -> None:
+           ca: str | None, fingerprint: str | None, grace: float | None) -> None:
     """Run worker processes that take tasks matching their tags."""
     from blanket.worker import WorkerOptions, run_workers
 
     url = server_url or ctx.server or ctx.settings().url
+    ctx.ca, ctx.fingerprint = ca or ctx.ca, fingerprint or ctx.fingerprint
     extra = {"grace": grace} if grace is not None else {}
     options = WorkerOptions(
         server=url, tags=tuple(t.strip() for t in tags.split(",") if t.strip()),
         processes=processes, worker_id=worker_id, data_dir=data_dir, daemon=daemon,
         log_file=log_file, pid_file=pid_file, verbosity=ctx.verbosity,
-        token=ctx.credentials(url, data_dir), **extra)
+        token=ctx.credentials(url, data_dir), **ctx.trust(url), **extra)
     run_workers(options)
 
 
@@ -366,8 +406,7 @@ def logs(ctx: Context, task_id: str, stream: str, follow: bool) -> None:
     if not follow:
         click.echo(client.get(f"/task/{task_id}/log/{stream}"), nl=False)
         return
-    response = client.pool.request("GET", f"{client.base_url}/task/{task_id}/log/{stream}"
-                                   "?follow", preload_content=False)
+    response = client.stream(f"/task/{task_id}/log/{stream}?follow")
     event = None
     for raw in response.stream(None):
         for line in raw.decode(errors="replace").splitlines():

@@ -3,7 +3,8 @@ into messages.
 
 JSON requests, which a busy worker makes once per task, go through the standard library's
 http.client on kept-alive connections: a third less CPU per request than urllib3's layers.
-Multipart uploads, downloads and streams use urllib3.
+Multipart uploads, downloads and streams use urllib3. Both reach the server over TCP, TLS or a
+unix socket as its URL says (blanket.transport).
 """
 
 from __future__ import annotations
@@ -13,13 +14,15 @@ import http.client
 import json
 import os
 import select
+import ssl
 import threading
 from typing import Any
-from urllib.parse import urlsplit
 
 import urllib3
 
 from blanket.errors import BlanketError
+from blanket.tls import TRUST_ADVICE, UntrustedServer
+from blanket.transport import Target, parse_target
 
 
 class ServerUnreachable(BlanketError):
@@ -35,15 +38,19 @@ class Client:
     """A client for one server URL; safe to share between threads."""
 
     def __init__(self, base_url: str, timeout: float = 30.0, maxsize: int = 8,
-                 token: str | None = None):
+                 token: str | None = None, ca: str | None = None,
+                 fingerprint: str | None = None):
+        """`ca` (a PEM file) or a pinned SHA-256 `fingerprint` is what an https server's
+        certificate is checked against (else the system's authorities)."""
         self.base_url = base_url.rstrip("/")
         self.timeout = timeout
         # Every request carries the token, if any (Authorization: Bearer).
         self.headers = {"Authorization": f"Bearer {token}"} if token else {}
-        self.pool = urllib3.PoolManager(maxsize=maxsize, block=False, retries=False,
-                                        timeout=urllib3.Timeout(connect=5.0, read=timeout),
-                                        headers=self.headers)
-        self._connections = _Connections(self.base_url, maxsize, self.headers)
+        self.target = parse_target(self.base_url, ca, fingerprint)
+        self.pool = self.target.pool(maxsize=maxsize, block=False, retries=False,
+                                     timeout=urllib3.Timeout(connect=5.0, read=timeout),
+                                     headers=self.headers)
+        self._connections = _Connections(self.target, maxsize, self.headers)
 
     def request(self, method: str, path: str, *, body: Any = None,
                 fields: Any = None, timeout: float | None = None,
@@ -53,7 +60,7 @@ class Client:
         try:
             if fields is not None:
                 response = self.pool.request(
-                    method, self.base_url + path, fields=fields,
+                    method, self.target.prefix + path, fields=fields,
                     timeout=urllib3.Timeout(connect=5.0, read=timeout or self.timeout))
                 status, data = response.status, _decode(response)
             else:
@@ -62,10 +69,10 @@ class Client:
                     method, path, payload, timeout or self.timeout)
                 data = _decode_bytes(raw, {"Content-Type": content_type})
         except (urllib3.exceptions.HTTPError, OSError, http.client.HTTPException) as e:
-            raise ServerUnreachable(
+            raise self._untrusted(e) or ServerUnreachable(
                 f"cannot reach the blanket server at {self.base_url} ({_reason(e)}); is it "
                 "running? Start one with `make run` or `blanket server`, or point to another "
-                "with --server URL or BLANKET_SERVER") from None
+                f"with --server URL or BLANKET_SERVER{_https_hint(self.target, e)}") from None
         if status >= 400 and status not in ok:
             raise _refusal(status, data)
         return status, data
@@ -93,12 +100,13 @@ class Client:
                     body = files.enter_context(open(source, "rb"))
                     size = os.path.getsize(source)
                 response = self.pool.request(
-                    "POST", self.base_url + path, body=body,
+                    "POST", self.target.prefix + path, body=body,
                     headers={**self.headers, **headers, "Content-Length": str(size),
                              "Content-Type": content_type},
                     timeout=urllib3.Timeout(connect=5.0, read=timeout))
         except urllib3.exceptions.HTTPError as e:
-            raise ServerUnreachable(f"cannot reach {self.base_url}: {_reason(e)}") from None
+            raise self._untrusted(e) or ServerUnreachable(
+                f"cannot reach {self.base_url}: {_reason(e)}") from None
         data = _decode(response)
         if response.status >= 400:
             raise _refusal(response.status, data)
@@ -106,11 +114,7 @@ class Client:
 
     def download(self, path: str, dest: str, timeout: float = 300.0) -> None:
         """Stream a file from the server to `dest`."""
-        try:
-            response = self.pool.request("GET", self.base_url + path, preload_content=False,
-                                         timeout=urllib3.Timeout(connect=5.0, read=timeout))
-        except urllib3.exceptions.HTTPError as e:
-            raise ServerUnreachable(f"cannot reach {self.base_url}: {_reason(e)}") from None
+        response = self.stream(path, timeout)
         try:
             if response.status != 200:
                 raise _refusal(response.status,
@@ -121,21 +125,35 @@ class Client:
         finally:
             response.release_conn()
 
+    def stream(self, path: str, timeout: float | None = None) -> urllib3.BaseHTTPResponse:
+        """GET `path` with its body left to read (`.stream()`, then `.release_conn()`)."""
+        try:
+            return self.pool.request("GET", self.target.prefix + path, preload_content=False,
+                                     timeout=urllib3.Timeout(connect=5.0,
+                                                             read=timeout or self.timeout))
+        except urllib3.exceptions.HTTPError as e:
+            raise self._untrusted(e) or ServerUnreachable(
+                f"cannot reach {self.base_url}: {_reason(e)}") from None
+
+    def _untrusted(self, error: Exception) -> UntrustedServer | None:
+        """The refusal to use, when `error` is a certificate that failed verification."""
+        reason = str(error)
+        if isinstance(error, ssl.CertificateError) or "CERTIFICATE_VERIFY_FAILED" in reason:
+            detail = _verify_message(error) or reason
+            return UntrustedServer(f"the server at {self.base_url} is not trusted ({detail}): "
+                                   f"{TRUST_ADVICE}")
+        return None
+
 
 class _Connections:
     """Kept-alive http.client connections to one server, one per caller at a time."""
 
     CONNECT_TIMEOUT = 5.0
 
-    def __init__(self, base_url: str, maxsize: int, headers: dict[str, str] | None = None):
-        parts = urlsplit(base_url)
+    def __init__(self, target: Target, maxsize: int, headers: dict[str, str] | None = None):
+        self.target = target
         self.headers = headers or {}
-        if parts.scheme not in ("http", "https") or not parts.hostname:
-            raise ValueError(f"server URL {base_url!r}: use http://HOST:PORT")
-        self.https = parts.scheme == "https"
-        self.host = parts.hostname
-        self.port = parts.port or (443 if self.https else 80)
-        self.prefix = parts.path.rstrip("/")
+        self.prefix = target.prefix
         self.maxsize = maxsize
         self._idle: list[http.client.HTTPConnection] = []
         self._lock = threading.Lock()
@@ -172,9 +190,7 @@ class _Connections:
                 if not _dropped(connection):
                     return connection
                 connection.close()
-        if self.https:
-            return http.client.HTTPSConnection(self.host, self.port)
-        return http.client.HTTPConnection(self.host, self.port)
+        return self.target.connection()
 
     def _give_back(self, connection: http.client.HTTPConnection) -> None:
         with self._lock:
@@ -196,6 +212,30 @@ def _dropped(connection: http.client.HTTPConnection) -> bool:
         return bool(poller.poll(0))
     except (OSError, ValueError):
         return True
+
+
+def _https_hint(target: Target, error: Exception) -> str:
+    """A server that serves HTTPS drops plain HTTP: say so when that may be what happened."""
+    if target.scheme == "http" and isinstance(error, (ConnectionResetError,
+                                                      http.client.RemoteDisconnected)):
+        return f" (if it serves HTTPS, write https://{target.host}:{target.port})"
+    return ""
+
+
+def _verify_message(error: BaseException) -> str | None:
+    """Why OpenSSL refused the certificate ("self-signed certificate"), wherever urllib3
+    wrapped it."""
+    seen: list[BaseException] = []
+    queue: list[object] = [error]
+    while queue:
+        item = queue.pop()
+        if not isinstance(item, BaseException) or item in seen:
+            continue
+        seen.append(item)
+        if isinstance(item, ssl.SSLCertVerificationError):
+            return item.verify_message
+        queue += [*item.args, item.__cause__, item.__context__]
+    return None
 
 
 def _reason(error: Exception) -> str:

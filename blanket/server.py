@@ -18,8 +18,10 @@ from blanket.api import make_app
 from blanket.api.browser import BrowserGuard, server_names
 from blanket.api.front import RequestFront
 from blanket.app import Services, build_services
+from blanket.errors import InvalidInput
 from blanket.httppool import PoolSizer, listen_backlog
 from blanket.inbox import Inbox
+from blanket.listeners import announce_tls, describe, make_http_servers, refuse_plain_exposure
 from blanket.scheduler import Scheduler
 from blanket.settings import Settings
 
@@ -52,6 +54,7 @@ class Server:
     """Everything `blanket server` runs, started and stopped together."""
 
     def __init__(self, settings: Settings, services: Services | None = None):
+        refuse_plain_exposure(settings)  # before anything is opened
         self.settings = settings
         self.services = services or build_services(settings)
         self.services.intake.clear_staging()
@@ -59,19 +62,22 @@ class Server:
                                                                   [settings.url])
         self.app = make_app(self.services)
         guarded = BrowserGuard(self.app, server_names(settings), settings.allowed_origins)
-        self.http = wsgi.Server((settings.host, settings.port), RequestFront(guarded),
-                                numthreads=settings.threads,
-                                max=max(settings.threads, settings.max_threads),
-                                server_name="blanket", shutdown_timeout=1)
+        # TCP and/or a unix socket: the first is served on the calling thread, others beside.
+        self.https: list[wsgi.Server] = make_http_servers(settings, RequestFront(guarded))
+        self.http = self.https[0]
+        self.fingerprint: str | None = None
         # Hundreds of workers and waiting clients may connect at once: cheroot's default
         # listen backlog of 5 would have the kernel reset most of them.
-        self.http.request_queue_size = listen_backlog()
+        backlog = listen_backlog()
+        for http in self.https:
+            http.request_queue_size = backlog
         self.loops: list[BackgroundLoop] = []
         self.scheduler = Scheduler(self.services)
         self.workers: subprocess.Popen | None = None
         self.inbox: Inbox | None = None
         self._stopped = threading.Event()
-        self.pool_sizer = PoolSizer(lambda: self.http.requests)
+        self.pool_sizers = [PoolSizer(lambda http=http: http.requests) for http in self.https]
+        self.pool_sizer = self.pool_sizers[0]
 
     def _start_background(self) -> None:
         s = self.services
@@ -103,14 +109,19 @@ class Server:
 
     def _keep_spare_threads(self) -> None:
         """Every idle worker's claim, every running task's heartbeat and every `?wait` holds
-        an HTTP thread for as long as it waits: keep a few threads free for the rest."""
-        self.pool_sizer.step()
+        an HTTP thread for as long as it waits: keep a few threads free for the rest, on
+        the TCP address and the unix socket alike."""
+        for sizer in self.pool_sizers:
+            sizer.step()
 
     def _start_workers(self) -> None:
         if self.settings.workers <= 0:
             return
+        url = self.settings.local_url
         command = [sys.executable, "-m", "blanket", "worker", "-n", str(self.settings.workers),
-                   "--server", self.settings.url, "--data-dir", str(self.settings.data_dir)]
+                   "--server", url, "--data-dir", str(self.settings.data_dir)]
+        if url.startswith("https:") and self.fingerprint:
+            command += ["--fingerprint", self.fingerprint]
         if self.settings.worker_tags:
             command += ["-t", ",".join(self.settings.worker_tags)]
         self.workers = subprocess.Popen(command)
@@ -120,9 +131,15 @@ class Server:
         """Run until SIGTERM/SIGINT or `stop()`."""
         for sig in (signal.SIGTERM, signal.SIGINT):
             signal.signal(sig, lambda *_: threading.Thread(target=self.stop).start())
-        self.http.prepare()
+        self._prepare_http()
+        self.fingerprint = announce_tls(self.settings)
         self._start_background()
+        for http in self.https[1:]:
+            threading.Thread(target=http.serve, name=f"http {describe(http)}",
+                             daemon=True).start()
         log.info("blanket serving", url=self.settings.url,
+                 listening=[describe(http) for http in self.https],
+                 tls_fingerprint=self.fingerprint,
                  config_dir=str(self.settings.config_dir.resolve()),
                  data_dir=str(self.settings.data_dir.resolve()),
                  types=len(self.services.catalog.types()),
@@ -135,6 +152,21 @@ class Server:
         finally:
             self.stop()
             self._stopped.wait(10)
+
+    def _prepare_http(self) -> None:
+        """Bind every address, or none: one that cannot be bound says why and what to do."""
+        for http in self.https:
+            try:
+                http.prepare()
+            except (OSError, InvalidInput) as e:
+                for prepared in self.https:
+                    if prepared.ready:
+                        prepared.stop()
+                if isinstance(e, InvalidInput):
+                    raise
+                hint = ("is another server using it? Choose another address with --port or "
+                        "--listen" if "in use" in str(e) else "check the address")
+                raise InvalidInput(f"cannot listen on {describe(http)} ({e}): {hint}") from None
 
     def stop(self) -> None:
         """Stop everything, in order. A part that fails to stop is logged and the others
@@ -151,7 +183,7 @@ class Server:
             ("scheduler", self.scheduler.stop),
             ("config watcher", self.services.catalog.stop_watching),
             ("inbox", self.inbox.stop if self.inbox is not None else lambda: None),
-            ("http", self.http.stop),
+            *((f"http {describe(http)}", http.stop) for http in self.https),
             ("local workers", self._wait_for_workers),
             ("store", self.services.store.close),
         ]

@@ -31,6 +31,12 @@ class LogDestination:
 class Settings:
     host: str = "127.0.0.1"
     port: int = 8773
+    # Where to serve instead of host:port: one "HOST:PORT" and/or one "unix:PATH".
+    listen: tuple[str, ...] = ()
+    tls: str = ""  # "self-signed": serve HTTPS with a certificate made in data_dir
+    tls_cert: Path | None = None  # or serve HTTPS with this certificate (PEM) ...
+    tls_key: Path | None = None  # ... and its private key
+    insecure: bool = False  # plain HTTP on an address other than loopback, on purpose
     config_dir: Path = Path("conf.d")
     data_dir: Path = Path("var")
     inbox_dir: Path = Path("inbox")
@@ -65,8 +71,34 @@ class Settings:
     def url(self) -> str:
         if self.server_url:
             return self.server_url.rstrip("/")
+        if not self.serves_tcp:
+            return f"{UNIX_PREFIX}{self.unix_socket}"
         host = "127.0.0.1" if self.host in ("0.0.0.0", "::", "") else self.host
-        return f"http://{host}:{self.port}"
+        host = f"[{host}]" if ":" in host else host
+        return f"{'https' if self.serves_tls else 'http'}://{host}:{self.port}"
+
+    @property
+    def local_url(self) -> str:
+        """What the server's own workers call: its unix socket if it has one, else `url`."""
+        if self.unix_socket is not None:
+            return f"{UNIX_PREFIX}{self.unix_socket.absolute()}"
+        return self.url
+
+    @property
+    def serves_tcp(self) -> bool:
+        return not self.listen or any(not a.startswith(UNIX_PREFIX) for a in self.listen)
+
+    @property
+    def unix_socket(self) -> Path | None:
+        for address in self.listen:
+            if address.startswith(UNIX_PREFIX):
+                return Path(address[len(UNIX_PREFIX):])
+        return None
+
+    @property
+    def serves_tls(self) -> bool:
+        """Whether TCP is served over TLS (a unix socket never is: its file mode guards it)."""
+        return bool(self.tls or self.tls_cert)
 
 
 _ENV = {
@@ -87,7 +119,14 @@ _ENV = {
     "anonymous": "BLANKET_ANONYMOUS",
     "allowed_origins": "BLANKET_ALLOWED_ORIGINS",
     "server_names": "BLANKET_SERVER_NAMES",
+    "listen": "BLANKET_LISTEN",
+    "tls": "BLANKET_TLS",
+    "tls_cert": "BLANKET_TLS_CERT",
+    "tls_key": "BLANKET_TLS_KEY",
+    "insecure": "BLANKET_INSECURE",
 }
+UNIX_PREFIX = "unix:"
+TLS_MODES = ("self-signed",)
 
 
 def is_loopback(host: str) -> bool:
@@ -135,6 +174,8 @@ def _build(values: dict[str, Any], origin: str) -> Settings:
             converted[key] = _convert(key, value)
         except (TypeError, ValueError) as e:
             raise InvalidInput(f"{origin}: setting {key}: {e}") from e
+    converted.update(_listen_host_port(converted, origin))
+    _check_tls(converted, origin)
     settings = Settings(**converted)
     if level:
         settings = replace(settings, log=tuple(replace(d, level=level) for d in settings.log))
@@ -142,8 +183,21 @@ def _build(values: dict[str, Any], origin: str) -> Settings:
 
 
 def _convert(key: str, value: Any) -> Any:
-    if key in ("config_dir", "data_dir", "inbox_dir"):
+    if key in ("config_dir", "data_dir", "inbox_dir", "tls_cert", "tls_key"):
         return Path(os.path.expanduser(str(value)))
+    if key == "listen":
+        addresses = tuple(_split_tags(value))
+        for address in addresses:
+            _listen_address(address)
+        return tuple(f"{UNIX_PREFIX}{os.path.expanduser(a[len(UNIX_PREFIX):])}"
+                     if a.startswith(UNIX_PREFIX) else a for a in addresses)
+    if key == "tls":
+        if value not in ("", *TLS_MODES):
+            raise ValueError(f"{value!r}: the only mode is \"self-signed\" (or set tls_cert and "
+                             "tls_key to serve your own certificate)")
+        return value
+    if key == "insecure":
+        return _boolean(value)
     if key in ("threads", "max_threads"):
         number = int(value)
         if number < 1:
@@ -168,6 +222,62 @@ def _convert(key: str, value: Any) -> Any:
     if not isinstance(value, str):
         raise ValueError(f"{value!r} should be a string")
     return value
+
+
+def _boolean(value: Any) -> bool:
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if text in ("1", "true", "yes", "on"):
+        return True
+    if text in ("0", "false", "no", "off", ""):
+        return False
+    raise ValueError(f"{value!r}: write true or false")
+
+
+def _listen_address(address: str) -> tuple[str, int] | Path:
+    """("HOST", PORT) for "HOST:PORT" or "[V6]:PORT"; the path for "unix:PATH"."""
+    if address.startswith(UNIX_PREFIX):
+        if not address[len(UNIX_PREFIX):]:
+            raise ValueError(f"{address!r}: write unix:/PATH/TO/blanket.sock")
+        return Path(os.path.expanduser(address[len(UNIX_PREFIX):]))
+    host, sep, port = address.rpartition(":")
+    host = host[1:-1] if host.startswith("[") and host.endswith("]") else host
+    if not sep or not host or not port.isdigit() or int(port) > 65535:
+        raise ValueError(f"{address!r}: write HOST:PORT (like 127.0.0.1:8773 or [::1]:8773) "
+                         "or unix:/PATH/TO/blanket.sock")
+    return host, int(port)
+
+
+def _listen_host_port(converted: dict[str, Any], origin: str) -> dict[str, Any]:
+    """`listen` replaces host and port: its TCP address, if any, becomes them."""
+    listen = converted.get("listen")
+    if not listen:
+        return {}
+    example = 'listen = ["127.0.0.1:8773", "unix:/run/blanket/blanket.sock"]'
+    clash = [key for key in ("host", "port") if key in converted]
+    if clash:
+        raise InvalidInput(f"{origin}: listen replaces host and port, and {' and '.join(clash)} "
+                           f"is set too: put the TCP address in listen ({example}), or use "
+                           "host and port alone")
+    tcp = [a for a in listen if not a.startswith(UNIX_PREFIX)]
+    if len(tcp) > 1 or len(listen) - len(tcp) > 1:
+        raise InvalidInput(f"{origin}: listen takes one TCP address and one unix socket at "
+                           f"most ({example})")
+    if not tcp:
+        return {}
+    host, port = _listen_address(tcp[0])
+    return {"host": host, "port": port}
+
+
+def _check_tls(converted: dict[str, Any], origin: str) -> None:
+    cert, key = converted.get("tls_cert"), converted.get("tls_key")
+    if (cert is None) != (key is None):
+        raise InvalidInput(f"{origin}: set both tls_cert (the certificate) and tls_key (its "
+                           "private key), or neither")
+    if cert is not None and converted.get("tls"):
+        raise InvalidInput(f"{origin}: tls = \"self-signed\" makes its own certificate; "
+                           "remove it to serve tls_cert and tls_key, or remove those")
 
 
 def _as_list(value: Any) -> list:

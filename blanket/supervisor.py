@@ -106,6 +106,10 @@ class Supervisor:
                    "--log-file", str(o.log_file.absolute())]
         if o.tags:
             command += ["-t", ",".join(o.tags)]
+        if o.ca:
+            command += ["--ca", str(Path(o.ca).absolute())]
+        if o.fingerprint:
+            command += ["--fingerprint", o.fingerprint]
         if o.daemon:
             command.append("--daemon")  # a supervised child does not detach; it logs to the file
         return command

@@ -71,6 +71,8 @@ class WorkerOptions:
     verbosity: int = 0
     grace: float = field(default_factory=_default_grace)
     token: str | None = field(default=None, repr=False)
+    ca: str | None = None  # how an https server's certificate is trusted
+    fingerprint: str | None = None
 
 
 def run_workers(options: WorkerOptions) -> None:
@@ -367,7 +369,8 @@ class Worker:
 
     def __init__(self, options: WorkerOptions, client: Client | None = None):
         self.options = options
-        self.client = client or Client(options.server, timeout=60, token=options.token)
+        self.client = client or Client(options.server, timeout=60, token=options.token,
+                                       ca=options.ca, fingerprint=options.fingerprint)
         self.reporter = Reporter(self.client)
         self.data_dir = options.data_dir.absolute()
         # Bundles (with secret defaults) and task folders below it: the owner's only.
@@ -390,6 +393,11 @@ class Worker:
         # Read once: every task's environment starts here. A task never sees the worker's
         # own credential.
         self.base_env = {k: v for k, v in os.environ.items() if k != "BLANKET_TOKEN"}
+        # A task that talks back to an https server trusts it as its worker does.
+        if options.ca:
+            self.base_env["BLANKET_CA"] = str(Path(options.ca).absolute())
+        if options.fingerprint:
+            self.base_env["BLANKET_FINGERPRINT"] = options.fingerprint
         self.sends_outputs = False  # set at registration: True on another machine
         self._types: dict[tuple[str, str], TaskType] = {}  # parsed types by version hash
 

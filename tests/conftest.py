@@ -50,7 +50,7 @@ class ServerProcess:
     """A `blanket server` subprocess in its own directory."""
 
     def __init__(self, base: Path, port: int | None = None, extra_args: tuple[str, ...] = (),
-                 env: dict[str, str] | None = None):
+                 env: dict[str, str] | None = None, listen: tuple[str, ...] = ()):
         self.base = base
         self.port = port or free_port()
         self.config_dir = base / "conf.d"
@@ -59,6 +59,7 @@ class ServerProcess:
         (self.config_dir / "types").mkdir(parents=True, exist_ok=True)
         (self.config_dir / "schedules").mkdir(parents=True, exist_ok=True)
         self.extra_args = extra_args
+        self.listen = listen  # --listen addresses instead of --port
         self.env = {**os.environ, "BLANKET_SETTINGS": str(base / "blanket.toml"),
                     "BLANKET_HEARTBEAT_INTERVAL": "0.5", "BLANKET_LOST_AFTER": "3",
                     **(env or {})}
@@ -76,7 +77,8 @@ class ServerProcess:
         return path
 
     def start(self, wait: bool = True) -> ServerProcess:
-        command = [sys.executable, "-m", "blanket", "server", "--port", str(self.port),
+        address = [f"--listen={a}" for a in self.listen] or ["--port", str(self.port)]
+        command = [sys.executable, "-m", "blanket", "server", *address,
                    "--config-dir", str(self.config_dir), "--data-dir", str(self.data_dir),
                    "--inbox-dir", str(self.inbox_dir), *self.extra_args]
         with open(self.log, "ab") as log:
