@@ -58,8 +58,8 @@ class Server:
         self.settings = settings
         self.services = services or build_services(settings)
         self.services.intake.clear_staging()
-        self.admin_token = self.services.tokens.ensure_admin_file(settings.data_dir,
-                                                                  [settings.url])
+        self.admin_token = self.services.tokens.ensure_admin_file(
+            settings.data_dir, {settings.url, settings.local_url})
         self.app = make_app(self.services)
         guarded = BrowserGuard(self.app, server_names(settings), settings.allowed_origins)
         # TCP and/or a unix socket: the first is served on the calling thread, others beside.
