@@ -3,6 +3,8 @@ processes carry a task from submission to its logs over each."""
 
 from __future__ import annotations
 
+import http.client
+import json
 import os
 import re
 import shutil
@@ -211,3 +213,27 @@ def test_a_server_bound_to_every_address_without_tls_exits_saying_what_to_set(ma
     assert "refusing to serve plain HTTP on 0.0.0.0" in text
     assert "--tls self-signed" in text and "insecure = true" in text
     assert "Traceback" not in text
+
+
+def test_the_sign_in_cookie_of_an_https_server_is_secure_and_its_origin_is_https(make_server):
+    import ssl
+
+    server, _ = start_tls(make_server)
+    token = server.client.post("/token/", {"name": "web", "role": "viewer"})["token"]
+    context = ssl.create_default_context()
+    context.check_hostname, context.verify_mode = False, ssl.CERT_NONE
+    conn = http.client.HTTPSConnection("127.0.0.1", server.port, context=context, timeout=30)
+    try:
+        conn.request("POST", "/login", body=json.dumps({"token": token}),
+                     headers={"Origin": server.url})
+        response = conn.getresponse()
+        response.read()
+        assert response.status == 200
+        assert "secure" in response.getheader("Set-Cookie").lower()
+        conn.request("POST", "/login", body=json.dumps({"token": token}),
+                     headers={"Origin": f"http://127.0.0.1:{server.port}"})
+        response = conn.getresponse()
+        response.read()
+        assert response.status == 403  # the plain-http origin is another origin
+    finally:
+        conn.close()
