@@ -58,7 +58,8 @@ class PoolSizer:
         idle, queued = pool.idle, pool.qsize
         if idle < self.spare or queued:
             self._quiet_since = None
-            self._grow(pool, self.spare + queued - idle)
+            if self.spare + queued > idle:  # a request just accepted may find an idle thread
+                self._grow(pool, self.spare + queued - idle)
             return
         surplus = min(idle - self.spare, len(pool._threads) - pool.min)
         if surplus <= 0:
