@@ -134,6 +134,7 @@ def soak(client: Client, server: int, supervisor: int, database: Path,
     began = time.monotonic()
     warm: dict[str, Sample] = {}
     last: dict[str, Sample] = {}
+    warm_db = 0.0
     done = 0
     while done < args.tasks:
         count = min(args.every, args.tasks - done)
@@ -146,10 +147,12 @@ def soak(client: Client, server: int, supervisor: int, database: Path,
         done += count
         rate = count / (time.monotonic() - block_began)
         last = {name: sample(pid) for name, pid in pids.items()}
+        warm_db = warm_db or database.stat().st_size / 2**20
         warm = warm or last
         print(f"{done:>7} {time.monotonic() - began:>8.0f} {rate:>8.0f}  " + "  ".join(
             f"{s.rss_mb:>13.1f} / {s.fds:>4}" for s in last.values())
             + f"  {database.stat().st_size / 2**20:>6.1f}", flush=True)
+    db_growth = database.stat().st_size / 2**20 - warm_db
     failed = client.get("/task/?count&state=FAILED,TIMEDOUT,STOPPED,LOST&type=echo")["count"]
     print(f"tasks that did not succeed: {failed}")
     ok = failed == 0
@@ -162,6 +165,8 @@ def soak(client: Client, server: int, supervisor: int, database: Path,
         ok = ok and holds
         print(f"  {name:<11} RSS {rss:+7.1f} MB  fds {fds:+4d}  "
               f"{'holds' if holds else 'MISSED'}")
+    print(f"meanwhile the database grew {db_growth:.1f} MB: the server's SQLite page cache "
+          "(up to 64 MiB, blanket/store/sqlite.py) grows with it, about as much")
     return ok
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import re
 from pathlib import Path
 from typing import Any
@@ -180,7 +181,8 @@ class JSONErrors:
                 if not is_disk_full(e):
                     raise
                 return _error_response(StorageFull.at(
-                    Path(e.filename).parent if e.filename else "the server's data dir"))
+                    Path(os.fsdecode(e.filename)).parent if e.filename
+                    else "the server's data dir"))
         return wrapper
 
 
