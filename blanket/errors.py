@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import errno
+from pathlib import Path
+
+SQLITE_FULL = 13  # sqlite3.Error.sqlite_errorcode of "database or disk is full"
 
 class BlanketError(Exception):
     """An error caused by input; `message` tells the user what to change."""
@@ -41,3 +45,30 @@ class StaleAttempt(Conflict):
 
     status = 409
     code = "stale_attempt"
+
+
+class StorageFull(BlanketError):
+    """The disk holding blanket's data has no room left: 507, saying where."""
+
+    status = 507
+    code = "disk_full"
+
+    @classmethod
+    def at(cls, where: Path | str, detail: str = "") -> StorageFull:
+        return cls(f"the disk holding {where} is full{detail}; nothing was stored. Free space "
+                   "there (remove finished tasks with `blanket rm`, or their folders under "
+                   "tasks/), then try again: blanket takes work again by itself")
+
+
+class StorageFailed(BlanketError):
+    """The disk would not confirm a write (fsync failed): 503, nothing acknowledged."""
+
+    status = 503
+    code = "storage_failed"
+
+
+def is_disk_full(error: BaseException) -> bool:
+    """Whether `error` is a full disk or quota: OSError ENOSPC/EDQUOT, or SQLITE_FULL."""
+    if isinstance(error, OSError):
+        return error.errno in (errno.ENOSPC, errno.EDQUOT)
+    return getattr(error, "sqlite_errorcode", None) == SQLITE_FULL

@@ -60,7 +60,8 @@ class PoolSizer:
         idle, queued = pool.idle, pool.qsize
         if idle < self.spare or queued:
             self._quiet_since = None
-            self._grow(pool, self.spare + queued - idle)
+            if self.spare + queued > idle:  # a request just accepted may find an idle thread
+                self._grow(pool, self.spare + queued - idle)
             return
         # never below the start size plus the spare threads
         surplus = min(idle - self.spare, len(pool._threads) - pool.min - self.spare)

@@ -22,7 +22,7 @@ from typing import Any
 
 import structlog
 
-from blanket.errors import InvalidInput
+from blanket.errors import InvalidInput, StorageFull
 from blanket.intake import Intake, TaskRequest, Upload, open_regular, parse_task_request
 from blanket.store.base import DuplicateTask, Store
 from blanket.typefile import toml_syntax_problem
@@ -291,6 +291,10 @@ class Inbox:
                 break
             try:
                 self.take(self.dir / name)
+            except StorageFull as e:  # taken once there is room again
+                log.warning("inbox entry waits for disk space", entry=name, problem=e.message)
+                self.settling.forget(name)
+                wait = min(wait or SETTLE_SECONDS, SETTLE_SECONDS)
             except Exception:
                 # Not the entry's fault (a locked database, a full disk): try it again later.
                 log.exception("inbox entry not taken", entry=name)

@@ -18,7 +18,7 @@ from typing import Any, BinaryIO, Protocol
 
 from blanket.durations import parse_duration
 from blanket.envnames import ENV_NAME, loader_name, matches_any
-from blanket.errors import InvalidInput
+from blanket.errors import InvalidInput, StorageFull, is_disk_full
 from blanket.models import Task
 from blanket.pricing import estimate_from_history, task_score
 from blanket.runner import RESERVED_NAMES
@@ -325,16 +325,19 @@ class Intake:
         if not uploads:
             return None
         staged = self.staging_dir / uuid.uuid4().hex
-        staged.mkdir(parents=True)
         try:
+            staged.mkdir(parents=True)
             for upload in uploads:
                 if isinstance(upload.source, Path):
                     shutil.move(upload.source, staged / upload.name)
                 else:
                     with open(staged / upload.name, "xb") as out:
                         shutil.copyfileobj(upload.source, out, 1024 * 1024)
-        except BaseException:
+        except BaseException as e:
             shutil.rmtree(staged, ignore_errors=True)
+            if is_disk_full(e):
+                raise StorageFull.at(self.staging_dir, " (no room for the uploaded files)"
+                                     ) from e
             raise
         return staged
 

@@ -19,6 +19,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import BinaryIO
 
+from blanket.errors import is_disk_full
 from blanket.versions import escapes
 
 SERVER_ID_FILE = "server-id"
@@ -106,6 +107,8 @@ def unpack(archive: Path, task_dir: Path, staging_root: Path,
             with tarfile.open(archive, "r:gz") as tar:
                 tar.extractall(staging, filter=member_filter)
         except (tarfile.TarError, EOFError, OSError) as e:
+            if is_disk_full(e):
+                raise  # not the archive's fault: the caller says the disk is full
             raise BadOutputs(f"not a readable tar.gz: {e}") from None
         moves = [(source, task_dir / source.relative_to(staging))
                  for source in sorted(staging.rglob("*")) if source.is_file()]

@@ -6,6 +6,7 @@ task, its type and the extracted version bundle, and reports what it returns.
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import posixpath
@@ -26,6 +27,7 @@ import pathspec
 import structlog
 
 from blanket.durations import format_duration
+from blanket.errors import is_disk_full
 from blanket.models import SECRET_MASK, Task, TaskState
 from blanket.tasktype import TaskType
 from blanket.templating import (
@@ -48,6 +50,7 @@ RESERVED_NAMES = frozenset({COMMAND_FILE, PROGRESS_FILE, TASK_FILE, *LOG_FILES})
 PRIVATE_NAMES = frozenset({COMMAND_FILE})  # kept on the worker: never served, never sent
 CHECK_TIMEOUT = 30.0
 POLL_INTERVAL = 0.1
+NEARLY_FULL = 64 * 1024  # free bytes below which a failed task's disk counts as full
 
 log = structlog.get_logger(__name__)
 
@@ -121,6 +124,13 @@ class TaskRun:
             return RunResult(TaskState.STOPPED, None, "stopped before it started")
         except (RunProblem, TemplateProblem) as exc:
             return self._fail_before_start(str(exc))
+        except OSError as exc:
+            if not is_disk_full(exc):
+                log.exception("task preparation failed", task=self.task.id)
+                return self._fail_before_start(f"preparing the task failed: {exc}")
+            return self._fail_before_start(
+                f"the disk holding {self.work_dir} is full ({exc.strerror}); free space "
+                "there, then run the task again")
         except Exception as exc:
             log.exception("task preparation failed", task=self.task.id)
             return self._fail_before_start(f"preparing the task failed: {exc}")
@@ -248,7 +258,17 @@ class TaskRun:
                              f"timed out after {format_duration(self._timeout or 0.0)}")
         if returncode == 0:
             return RunResult(TaskState.SUCCESS, 0, None)
-        return RunResult(TaskState.FAILED, exit_code, _describe_status(returncode))
+        return RunResult(TaskState.FAILED, exit_code,
+                         _describe_status(returncode) + self._disk_full_note())
+
+    def _disk_full_note(self) -> str:
+        """Why a failed task may have failed, when its disk is full: its command could not
+        write (what it says about it is in its log)."""
+        name = "output.log" if self.task_type.combine_output else "stderr.log"
+        if not (_nearly_full(self.work_dir) or _mentions_full_disk(self.work_dir / name)):
+            return ""
+        return (f"; the disk holding {self.work_dir} is full: free space there, then run "
+                "the task again")
 
     def _write_task_file(self) -> None:
         variables = self._variables or task_variables(self.task, self.task_type, self.work_dir,
@@ -493,6 +513,25 @@ def _is_live_member(stat: Path, pgid: int) -> bool:
     except (OSError, ValueError):
         return False
     return int(pgrp) == pgid and state not in ("Z", "X")
+
+
+def _nearly_full(folder: Path) -> bool:
+    try:
+        disk = os.statvfs(folder)
+    except OSError:
+        return False
+    return disk.f_bavail * disk.f_frsize < NEARLY_FULL
+
+
+def _mentions_full_disk(log_file: Path) -> bool:
+    """Whether the end of a log says a write found no space."""
+    try:
+        with open(log_file, "rb") as f:
+            f.seek(max(0, f.seek(0, os.SEEK_END) - 4096))
+            tail = f.read()
+    except OSError:
+        return False
+    return os.strerror(errno.ENOSPC).encode() in tail
 
 
 def _describe_status(returncode: int) -> str:

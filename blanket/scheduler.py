@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING
 import structlog
 
 from blanket.catalog import Catalog, LoadedSchedule, LoadedType
-from blanket.errors import InvalidInput, NotFound
+from blanket.errors import InvalidInput, NotFound, StorageFull
 from blanket.intake import SCHEDULE_PREFIX, TaskRequest
 from blanket.models import Task, TaskState
 from blanket.schedule import Schedule, due_runs, next_fire, overlap_decision
@@ -315,6 +315,8 @@ class Scheduler:
                 self.tick(self.clock())
                 if self.next_wake is not None and self._holds_lock:
                     self.prepare(self.next_wake)
+            except StorageFull as e:  # the runs are submitted once there is room again
+                log.warning("scheduler waits for disk space", problem=e.message)
             except Exception:
                 log.exception("scheduler tick failed")
             self._wake.wait(self._sleep_time())

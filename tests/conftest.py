@@ -204,6 +204,25 @@ def kill_tasks_left_in(folder: Path) -> None:
                 os.kill(int(entry.name), signal.SIGKILL)
 
 
+@contextlib.contextmanager
+def small_disk_at(mount_point: Path, size: str = "8m") -> Iterator[Path]:
+    """A tmpfs of `size` mounted at `mount_point`, to fill up; unmounted afterwards. Mounting
+    needs root (as CI runs): skipped where it is refused, but under CI=true that fails."""
+    mount_point.mkdir(parents=True, exist_ok=True)
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size},mode=0700", "tmpfs",
+                              str(mount_point)], capture_output=True, text=True)
+    if mounted.returncode != 0:
+        reason = f"cannot mount a tmpfs to fill (it needs root): {mounted.stderr.strip()}"
+        if os.environ.get("CI") == "true":
+            pytest.fail(reason)
+        pytest.skip(reason)
+    try:
+        yield mount_point
+    finally:
+        if subprocess.run(["umount", str(mount_point)]).returncode != 0:
+            subprocess.run(["umount", "-l", str(mount_point)], check=True)  # still busy
+
+
 @pytest.fixture
 def repo_copy(tmp_path: Path) -> Path:
     """A copy of the repository's example conf.d and blanket.toml in a temp dir."""

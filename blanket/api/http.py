@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import re
+from pathlib import Path
 from typing import Any
 
 import bottle
 import fastjsonschema
 
-from blanket.errors import BlanketError, InvalidInput
+from blanket.errors import BlanketError, InvalidInput, StorageFull, is_disk_full
 
 MAX_JSON = 1024 * 1024
 # A body somewhat over a limit is read and dropped before the 413 goes out: a client still
@@ -174,10 +176,19 @@ class JSONErrors:
             try:
                 return callback(*args, **kwargs)
             except BlanketError as e:
-                return bottle.HTTPResponse(error_body(e.status, e.code, e.message),
-                                           status=e.status,
-                                           headers={"Content-Type": "application/json"})
+                return _error_response(e)
+            except OSError as e:  # a full disk wherever a route writes (logs, outputs)
+                if not is_disk_full(e):
+                    raise
+                return _error_response(StorageFull.at(
+                    Path(os.fsdecode(e.filename)).parent if e.filename
+                    else "the server's data dir"))
         return wrapper
+
+
+def _error_response(e: BlanketError) -> bottle.HTTPResponse:
+    return bottle.HTTPResponse(error_body(e.status, e.code, e.message), status=e.status,
+                               headers={"Content-Type": "application/json"})
 
 
 _TRUTHS = frozenset({"", "true", "false", "1", "0", "yes", "no"})

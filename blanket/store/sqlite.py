@@ -3,7 +3,9 @@ walsync.py): a change is on disk before it is acknowledged, without an fsync und
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 import sqlite3
 import threading
 import uuid
@@ -12,7 +14,14 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from blanket.errors import Conflict, NotFound, StaleAttempt
+from blanket.errors import (
+    Conflict,
+    NotFound,
+    StaleAttempt,
+    StorageFailed,
+    StorageFull,
+    is_disk_full,
+)
 from blanket.models import Task, Token, Worker
 from blanket.sql import load_migrations, load_queries
 from blanket.store.base import (
@@ -26,6 +35,7 @@ from blanket.store.base import (
     Store,
     TaskFilter,
 )
+from blanket.store.reserve import SpaceReserve
 from blanket.store.rows import (
     attempt_record,
     tags_key,
@@ -54,7 +64,9 @@ class SQLiteStore(Store):
         # makes it durable outside the lock (what FULL would do under it). A file system
         # without WAL support keeps its rollback journal, synced by SQLite at each commit.
         grouped = mode == "wal" and self.path != ":memory:"
-        self._wal = WalSync(self.path) if grouped else None
+        self._wal = WalSync(self.path, self._checkpoint) if grouped else None
+        self.directory = os.path.dirname(os.path.abspath(self.path))
+        self._reserve = SpaceReserve(self.path + "-reserve") if self.path != ":memory:" else None
         for pragma in (f"synchronous = {'NORMAL' if grouped else 'FULL'}", "foreign_keys = ON",
                        "busy_timeout = 10000", "temp_store = MEMORY", "cache_size = -65536"):
             self._db.execute(f"PRAGMA {pragma}")
@@ -77,13 +89,16 @@ class SQLiteStore(Store):
         topics whose waiters to wake as soon as it commits; claims overlap its fsync, and
         wait for it before they hand anything out (claim_task)."""
         with self._lock:
-            self._db.execute("BEGIN IMMEDIATE")
             try:
+                self._db.execute("BEGIN IMMEDIATE")
                 yield self._db
-            except BaseException:
-                self._db.execute("ROLLBACK")
+                self._db.execute("COMMIT")
+            except BaseException as e:
+                if self._db.in_transaction:  # SQLITE_FULL may have rolled it back already
+                    self._db.execute("ROLLBACK")
+                if is_disk_full(e):
+                    raise self._disk_full() from e
                 raise
-            self._db.execute("COMMIT")
             seq = self._wal.committed() if self._wal else 0
             if durable and self._wal:
                 self._wal.want(seq)
@@ -91,6 +106,43 @@ class SQLiteStore(Store):
             self.on_change(*notify)
         if durable and self._wal:
             self._wal.sync(seq)
+
+    def _disk_full(self) -> StorageFull:
+        """SQLite found the disk full (under the lock): free the reserve, so that results,
+        stops and removals still get through, and checkpoint, so that the WAL is written
+        from its start again, in room it already has."""
+        if self._reserve is not None:
+            self._reserve.release()
+        with contextlib.suppress(sqlite3.Error):  # the next full disk tries again
+            self._db.execute("PRAGMA wal_checkpoint(PASSIVE)")
+        return StorageFull.at(self.directory)
+
+    def _room_for_new_tasks(self) -> None:
+        """Refuse new tasks while the disk is full: what room is left is kept for the
+        results of the tasks already taken."""
+        with self._lock:
+            if self._reserve is not None and not self._reserve.room_again():
+                raise StorageFull.at(self.directory)
+
+    def _checkpoint(self) -> int:
+        """Copy the whole WAL into the database file, which SQLite then syncs (and checks
+        that it did); the number of the last commit this covers. WalSync calls it after a
+        failed fsync."""
+        with self._lock:
+            try:
+                busy = self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()[0]
+            except sqlite3.Error as e:
+                if is_disk_full(e):
+                    raise self._disk_full() from e
+                raise StorageFailed(
+                    f"the disk holding {self.directory} still fails to write the database "
+                    f"({e}); nothing is confirmed until it works: look at the disk (dmesg)"
+                ) from e
+            if busy:
+                raise StorageFailed(f"the database in {self.directory} is busy and could not "
+                                    "be made durable; try again")
+            assert self._wal is not None
+            return self._wal.written
 
     def _one(self, query: str, params: Any = ()) -> sqlite3.Row | None:
         with self._lock:
@@ -110,6 +162,7 @@ class SQLiteStore(Store):
 
     # tasks
     def add_task(self, new: NewTask) -> Task:
+        self._room_for_new_tasks()
         with self._tx(notify=(QUEUE,)) as db:
             row, added = _insert_task(db, new)
         if not added:
@@ -117,6 +170,8 @@ class SQLiteStore(Store):
         return task_from_row(row)
 
     def add_tasks(self, news: list[NewTask]) -> list[Task]:
+        if news:
+            self._room_for_new_tasks()
         with self._tx(notify=(QUEUE,) if news else ()) as db:
             rows = [_insert_task(db, new)[0] for new in news]
         return [task_from_row(row) for row in rows]
@@ -337,8 +392,8 @@ class SQLiteStore(Store):
     def close(self) -> None:
         with self._lock:
             self._db.close()
-            if self._wal:
-                self._wal.close()
+        if self._wal:  # outside the lock: a sync may be waiting for it (in _checkpoint)
+            self._wal.close()
 
 
 def _insert_task(db: sqlite3.Connection, new: NewTask) -> tuple[sqlite3.Row, bool]:

@@ -9,6 +9,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import structlog.testing
 
 from bench.longpoll import UNCLAIMED, HoldResult, hold_requests
 from blanket.httppool import SPARE_THREADS, PoolSizer
@@ -109,3 +110,25 @@ def test_the_sizer_grows_at_once_and_shrinks_only_what_stayed_idle_a_whole_perio
         now[0] = second
         sizer.step()
     assert len(pool._threads) == START + SPARE_THREADS  # the floor
+
+
+class BusyPool:
+    """Stands in for cheroot's ThreadPool: `idle` free threads, `qsize` accepted requests."""
+
+    def __init__(self, idle: int, qsize: int, threads: int, most: int):
+        self.idle, self.qsize, self.min, self.max = idle, qsize, threads, most
+        self._threads = [object()] * threads
+        self._pending_shutdowns: list = []
+        self.grown: list[int] = []
+
+    def grow(self, amount: int) -> None:
+        self.grown.append(amount)
+
+
+def test_a_request_waiting_beside_enough_idle_threads_is_no_alarm():
+    pool = BusyPool(idle=SPARE_THREADS + 2, qsize=1, threads=SPARE_THREADS + 2, most=1024)
+    sizer = PoolSizer(lambda: pool)
+    with structlog.testing.capture_logs() as logged:
+        sizer.step()
+    assert pool.grown == []
+    assert not [entry for entry in logged if entry["log_level"] == "warning"], logged

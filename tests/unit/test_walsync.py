@@ -3,6 +3,7 @@ concurrent waiters share one; changes allowed to be lost in a power cut do not w
 
 from __future__ import annotations
 
+import errno
 import os
 import sqlite3
 import threading
@@ -10,6 +11,7 @@ import time
 
 import pytest
 
+from blanket.errors import StorageFailed, StorageFull
 from blanket.store import sqlite as sqlite_store
 from blanket.store import walsync
 from blanket.store.base import Claim, NewTask
@@ -49,13 +51,50 @@ def logged_store(tmp_path, monkeypatch):
     store.close()
 
 
+class Checkpoints:
+    """Stands in for the store's checkpoint: records each call; fails while `failing`."""
+
+    def __init__(self):
+        self.wal: WalSync | None = None
+        self.calls = 0
+        self.failing = False
+
+    def __call__(self) -> int:
+        self.calls += 1
+        if self.failing:
+            raise StorageFailed("the disk still fails")
+        assert self.wal is not None
+        return self.wal.written
+
+
 @pytest.fixture
-def wal(tmp_path):
+def checkpoints() -> Checkpoints:
+    return Checkpoints()
+
+
+@pytest.fixture
+def wal(tmp_path, checkpoints):
     database = tmp_path / "db.sqlite"
     (tmp_path / "db.sqlite-wal").write_bytes(b"")
-    wal = WalSync(str(database))
+    wal = WalSync(str(database), checkpoints)
+    checkpoints.wal = wal
     yield wal
     wal.close()
+
+
+def fail_next_fsync(monkeypatch, error: int = errno.EIO) -> None:
+    """The next fdatasync fails with `error`, as Linux reports a failed write-back: once
+    (later ones succeed, although the pages that failed never reached the disk)."""
+    real = walsync.os.fdatasync
+    failed: list[bool] = []
+
+    def fdatasync(fd: int) -> None:
+        if not failed:
+            failed.append(True)
+            raise OSError(error, os.strerror(error))
+        real(fd)
+
+    monkeypatch.setattr(walsync.os, "fdatasync", fdatasync)
 
 
 def test_a_sync_waits_for_an_fsync_that_covers_the_commit(wal, monkeypatch):
@@ -202,3 +241,57 @@ def test_without_wal_mode_sqlite_syncs_each_commit_itself(tmp_path, monkeypatch)
         assert not (tmp_path / "blanket.db-wal").exists()
     finally:
         store.close()
+
+
+def test_after_a_failed_fsync_no_commit_is_confirmed_until_a_checkpoint_covers_it(
+        wal, checkpoints, monkeypatch):
+    wal.sync(wal.committed())  # the file is open
+    first, second = wal.committed(), wal.committed()
+    fail_next_fsync(monkeypatch)
+    with pytest.raises(StorageFailed, match="not confirmed"):
+        wal.sync(first)
+    # Another waiter on the same fsync: the next fsync would succeed, but it proves nothing
+    # about frames whose write-back failed.
+    wal.sync(second)
+    assert checkpoints.calls == 1 and wal.synced == second
+
+
+def test_while_the_checkpoint_fails_nothing_is_confirmed(wal, checkpoints, monkeypatch):
+    wal.sync(wal.committed())
+    seq = wal.committed()
+    fail_next_fsync(monkeypatch)
+    with pytest.raises(StorageFailed):
+        wal.sync(seq)
+    checkpoints.failing = True
+    with pytest.raises(StorageFailed):
+        wal.sync(seq)
+    checkpoints.failing = False
+    later = wal.committed()
+    wal.sync(later)
+    assert checkpoints.calls == 2 and wal.synced == later
+
+
+def test_an_fsync_that_finds_the_disk_full_says_so(wal, monkeypatch, tmp_path):
+    wal.sync(wal.committed())
+    fail_next_fsync(monkeypatch, errno.ENOSPC)
+    with pytest.raises(StorageFull, match=f"the disk holding {tmp_path} is full"):
+        wal.sync(wal.committed())
+
+
+def test_the_store_recovers_from_a_failed_fsync_through_a_real_checkpoint(tmp_path,
+                                                                          monkeypatch):
+    store = SQLiteStore(tmp_path / "blanket.db")
+    try:
+        store.add_task(_new_task(0))
+        fail_next_fsync(monkeypatch)
+        with pytest.raises(StorageFailed):
+            store.add_task(_new_task(1))
+        third = store.add_task(_new_task(2))
+        assert store._wal is not None and store._wal.synced == store._wal.written
+    finally:
+        store.close()
+    again = SQLiteStore(tmp_path / "blanket.db")
+    try:
+        assert again.get_task(third.id) is not None
+    finally:
+        again.close()
