@@ -13,7 +13,6 @@ import re
 import shutil
 import signal
 import socket
-import tarfile
 import tempfile
 import threading
 import time
@@ -420,7 +419,10 @@ class Worker:
                 delay = min(delay * 2, MAX_BACKOFF)
                 continue
             if claim is not None:
-                self._run_claimed(claim)
+                try:
+                    self._run_claimed(claim)
+                except Exception:  # even its report failed: the reaper ends the task
+                    log.exception("task abandoned", task=claim.get("task", {}).get("id"))
         self._await_ending()
         self._release_held()
         self.reports.flush()  # the releases go out before we leave
@@ -505,8 +507,38 @@ class Worker:
         return answer if status == 200 else None
 
     def _run_claimed(self, claim: dict) -> None:
-        task = Task.from_json(claim["task"])
-        attempt = Attempt(task, self._task_type(task, claim["type"]))
+        """Run one claimed task. Nothing it does may end the worker: whatever fails while
+        preparing, running or reporting it ends the task FAILED saying why."""
+        try:
+            task = Task.from_json(claim["task"])
+            attempt = Attempt(task, self._task_type(task, claim["type"]))
+        except Exception as e:  # a claim this worker cannot read: refuse it, not die of it
+            log.exception("claimed task unreadable", task=claim.get("task", {}).get("id"))
+            self._refuse_claim(claim, f"the worker could not read the task: {_explain(e)}")
+            return
+        try:
+            self._run_attempt(attempt, claim)
+        except Exception as e:
+            log.exception("task failed in the worker", task=task.id)
+            attempt.ended.set()
+            with self._lock:
+                self.attempt = None
+                self._long = False
+            if not attempt.ran:
+                self._finish(attempt, RunResult(TaskState.FAILED, None,
+                                                f"the worker failed running it: {_explain(e)}"))
+
+    def _refuse_claim(self, claim: dict, reason: str) -> None:
+        try:
+            task = claim["task"]
+            self.reporter.post(f"/task/{task['id']}/finished",
+                               {"token": task["token"], "state": "FAILED", "exit_code": None,
+                                "error": reason}, patience=OUTPUT_PATIENCE)
+        except Exception as e:  # the reaper ends it, spending an attempt
+            log.error("could not refuse an unreadable task", problem=_explain(e))
+
+    def _run_attempt(self, attempt: Attempt, claim: dict) -> None:
+        task = attempt.task
         log.info("task claimed", task=task.id, type=task.type, attempt=task.attempt)
         if self.stopping.is_set():  # the claim crossed our stop: give it straight back
             self._release(claim)
@@ -515,10 +547,10 @@ class Worker:
         try:
             bundle = self.bundles.get(task.version or "", claim["bundle"])
             self._fetch_inputs(task, work_dir)
-        except (BlanketError, OSError, UnsafeBundle) as e:
+        except Exception as e:
             attempt.handback = isinstance(e, ServerUnreachable)
             self._finish(attempt, RunResult(TaskState.FAILED, None,
-                                            f"could not fetch the task's files: {e}"))
+                                            f"could not fetch the task's files: {_explain(e)}"))
             return
         attempt.run = TaskRun(
             task, attempt.task_type, bundle, work_dir, server_url=self.options.server,
@@ -581,7 +613,7 @@ class Worker:
                 pack(work_dir, task.inputs, f)
                 f.flush()
                 self._upload_outputs(attempt, f.name, work_dir)
-        except (OSError, tarfile.TarError) as e:  # say, a file the task made unreadable
+        except Exception as e:  # say, a file the task made unreadable
             log.warning("outputs not packed; they stay on this machine", task=task.id,
                         path=str(work_dir), problem=str(e))
 
@@ -641,7 +673,7 @@ class Worker:
                         state=result.state.value, reason=attempt.superseded)
             return
         body = {"token": attempt.token, "state": result.state.value,
-                "exit_code": result.exit_code, "error": result.error,
+                "exit_code": result.exit_code, "error": _as_utf8(result.error),
                 "handback": attempt.handback}
         if attempt.unreported_start is not None:
             body["started"] = attempt.unreported_start
@@ -734,3 +766,15 @@ class Worker:
             self.shutdown()
 
         threading.Thread(target=watch, name="parent-watch", daemon=True).start()
+
+
+def _as_utf8(text: str | None) -> str | None:
+    """`text` with anything UTF-8 cannot encode (lone surrogates) escaped, so a report
+    carrying it is never refused."""
+    return None if text is None else text.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
+def _explain(exc: BaseException) -> str:
+    message = str(exc) or type(exc).__name__
+    return _as_utf8(message if isinstance(exc, BlanketError | OSError | UnsafeBundle)
+                    else f"{type(exc).__name__}: {message}") or ""
