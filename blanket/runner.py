@@ -26,6 +26,7 @@ import pathspec
 import structlog
 
 from blanket.durations import format_duration
+from blanket.leftovers import Ledger
 from blanket.models import SECRET_MASK, Task, TaskState
 from blanket.tasktype import TaskType
 from blanket.templating import (
@@ -88,6 +89,7 @@ class TaskRun:
         grace: float = 5.0,
         on_running: Callable[[], None] = _noop,
         base_env: Mapping[str, str] | None = None,
+        ledger: Ledger | None = None,
     ):
         self.task = task
         self.task_type = task_type
@@ -103,13 +105,17 @@ class TaskRun:
         self.base_env = os.environ if base_env is None else base_env
         self._stop = threading.Event()
         self._variables: dict[str, str] | None = None
+        self.ledger = ledger  # records what runs, for when the worker dies meanwhile
 
     @property
     def _timeout(self) -> float | None:
         return self.task.timeout or self.task_type.timeout
 
-    def stop(self) -> None:
-        """Ask the run to end as STOPPED; safe to call from any thread, at any time."""
+    def stop(self, *, at_once: bool = False) -> None:
+        """Ask the run to end as STOPPED; safe to call from any thread, at any time. With
+        `at_once`, its processes are killed without their grace time."""
+        if at_once:
+            self.grace = 0.0
         self._stop.set()
 
     def run(self) -> RunResult:
@@ -162,6 +168,7 @@ class TaskRun:
             ["/bin/sh", "-c", command], cwd=self.work_dir, env=env, stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True,
         )
+        record = self.ledger.add(proc.pid) if self.ledger else None
         deadline = time.monotonic() + CHECK_TIMEOUT
         try:
             while True:
@@ -181,6 +188,8 @@ class TaskRun:
             _signal_group(proc.pid, signal.SIGKILL)  # a check must leave nothing running
             if proc.returncode is None:
                 proc.communicate()
+            if self.ledger:
+                self.ledger.remove(record)
         if proc.returncode != 0:
             status = (f"exit {proc.returncode}" if proc.returncode > 0
                       else _describe_status(proc.returncode))
@@ -195,6 +204,7 @@ class TaskRun:
         except (ValueError, TypeError) as exc:  # text exec cannot take (say, not UTF-8)
             return self._fail_before_start(f"could not start the task: {_explain(exc)}")
         problem: str | None = None
+        record = self.ledger.add(proc.pid) if self.ledger else None
         try:
             _call(self.on_started, proc.pid)
             # Written once the process runs: a task's start does not wait on it. A task
@@ -203,6 +213,8 @@ class TaskRun:
             ending = self._supervise(proc) if problem is None else TaskState.FAILED
         finally:
             end_process_group(proc, self.grace if problem is None else 0.0)
+            if self.ledger:
+                self.ledger.remove(record)
         if problem is not None:
             return RunResult(TaskState.FAILED, None, problem)
         return self._result(proc.returncode, ending)

@@ -28,6 +28,7 @@ import structlog
 
 from blanket.client import Client, ClientError, ServerUnreachable
 from blanket.errors import BlanketError
+from blanket.leftovers import Ledger, start_guardian, sweep
 from blanket.logs import configure_logging
 from blanket.models import Task, TaskState
 from blanket.outputs import MAX_LOG_CHUNK, TOKEN_HEADER, pack, shares_data_dir
@@ -149,20 +150,22 @@ class Attempt:
         enough to be reported on its own (ReportQueue.started)."""
         self.unreported_start = {"pid": pid, "directory": str(directory), "at": time.time()}
 
-    def stop(self, *, handback: bool = False) -> None:
-        """End the run early; with `handback`, report it so the server queues it again."""
+    def stop(self, *, handback: bool = False, at_once: bool = False) -> None:
+        """End the run early; with `handback`, report it so the server queues it again;
+        `at_once` kills its processes without their grace time."""
         if handback and not self.superseded and not self.ran:
             self.handback = True
         if self.run is not None:
-            self.run.stop()
+            self.run.stop(at_once=at_once)
 
     def supersede(self, reason: str) -> None:
         """The server moved on (the task was lost and retried, or removed): stop, report nothing."""
         if self.superseded is None:
             self.superseded = reason
-            log.warning("attempt superseded; stopping it and dropping its result",
+            log.warning("attempt superseded; killing it and dropping its result",
                         task=self.task.id, attempt=self.task.attempt, reason=reason)
-        self.stop()
+        # Another attempt may run already: this one's processes must not run beside it.
+        self.stop(at_once=True)
 
 
 class ReportQueue(threading.Thread):
@@ -388,10 +391,14 @@ class Worker:
         # own credential.
         self.base_env = {k: v for k, v in os.environ.items() if k != "BLANKET_TOKEN"}
         self.sends_outputs = False  # set at registration: True on another machine
+        self.ledger = Ledger(self.data_dir)
+        self._guardian: int | None = None  # the pipe end that keeps the guardian waiting
         self._types: dict[tuple[str, str], TaskType] = {}  # parsed types by version hash
 
     def run(self) -> None:
         """Work until SIGTERM/SIGINT, `DELETE /worker/ID`, or the supervisor going away."""
+        self._guardian = start_guardian(self.ledger)  # before any thread starts
+        sweep(self.data_dir)  # what a worker that died here (an earlier us) left running
         self._install_signal_handlers()
         try:
             interval = self._register()
@@ -554,7 +561,7 @@ class Worker:
             return
         attempt.run = TaskRun(
             task, attempt.task_type, bundle, work_dir, server_url=self.options.server,
-            base_env=self.base_env,
+            base_env=self.base_env, ledger=self.ledger,
             on_started=lambda pid: attempt.started(pid, work_dir),
             on_running=lambda: self._running(attempt),
             on_progress=lambda value, message: self.reports.put(
