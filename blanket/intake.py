@@ -60,19 +60,6 @@ class TypeLookup(Protocol):
     def type_names(self) -> list[str]: ...
 
 
-def check_text(text: str, field: str) -> str:
-    """Return `text` if UTF-8 can encode it, else raise InvalidInput naming `field`: a lone
-    surrogate (such as \\ud800) is not Unicode text, and no file, command or process
-    environment could hold it."""
-    if not text.isascii():
-        try:
-            text.encode("utf-8")
-        except UnicodeEncodeError:
-            raise InvalidInput(f"{field} holds a lone surrogate (such as \\ud800), which is not "
-                               "Unicode text; send valid UTF-8") from None
-    return text
-
-
 def check_file_name(name: str) -> str:
     """Return `name` if it is a plain file name, else raise InvalidInput saying why."""
     if not name:
@@ -213,6 +200,19 @@ def check_submitted_name(task_type: TaskType, name: str) -> None:
                            f"this variable (it takes: {declared}); declare it in the type's "
                            "[environment] or allow it with allow_extra_environment",
                            code="undeclared_variable")
+
+
+def check_text(text: str, field: str) -> str:
+    """Return `text` if UTF-8 can encode it, else raise InvalidInput naming `field`: a lone
+    surrogate (such as \\ud800) is not Unicode text, and no file, command or process
+    environment could hold it."""
+    if not text.isascii():
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError:
+            raise InvalidInput(f"{field} holds a lone surrogate (such as \\ud800), which is not "
+                               "Unicode text; send valid UTF-8") from None
+    return text
 
 
 def _as_text(value: Any) -> str:
