@@ -1,7 +1,8 @@
 """A task's processes never outlive the worker that started them.
 
 Each process a worker starts for a task (a check, the command) leads a session of its own;
-while it runs, the worker keeps a record of it in `DATA_DIR/running/`: an empty file whose
+while it runs, the worker keeps a record of it in `DATA_DIR/running/HOST/` (a data dir
+shared over the network holds other machines' pids): an empty file whose
 name holds the worker's pid and start time and the session's. A guardian process the
 worker forks when it starts waits on a pipe only the worker holds: the moment the worker
 dies, by any signal (SIGKILL too), the pipe ends and the guardian kills every session the
@@ -19,6 +20,7 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
+import socket
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -107,7 +109,8 @@ class Ledger:
     """The records of what one worker process is running, in `data_dir/running/`."""
 
     def __init__(self, data_dir: Path):
-        self.folder = data_dir / RECORDS
+        self.data_dir = data_dir
+        self.folder = records(data_dir)
         me = read_stat(os.getpid())
         # Without /proc (not Linux) nothing is recorded: there is no start time to check.
         self.owner = f"{os.getpid()}-{me.start}" if me is not None else None
@@ -132,10 +135,15 @@ class Ledger:
                 os.unlink(self.folder / name)
 
 
+def records(data_dir: Path) -> Path:
+    """Where the workers of this machine record what they run."""
+    return data_dir / RECORDS / socket.gethostname()
+
+
 def sweep(data_dir: Path, dead_owner: str | None = None) -> int:
-    """Kill the sessions recorded by `dead_owner`, or by every worker that is no longer
-    running; remove their records. How many processes were sent SIGKILL."""
-    folder = data_dir / RECORDS
+    """Kill the sessions recorded by `dead_owner`, or by every worker of this machine that
+    is no longer running; remove their records. How many processes were sent SIGKILL."""
+    folder = records(data_dir)
     try:
         names = os.listdir(folder)
     except FileNotFoundError:
@@ -167,7 +175,6 @@ def start_guardian(ledger: Ledger) -> int | None:
     pipe end to keep open for as long as the worker lives. Call before any thread starts."""
     if ledger.owner is None:
         return None
-    folder = ledger.folder.parent
     readable, writable = os.pipe()  # neither end reaches the tasks: not inheritable
     if os.fork() > 0:
         os.close(readable)
@@ -179,6 +186,6 @@ def start_guardian(ledger: Ledger) -> int | None:
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
         while os.read(readable, 1):
             pass
-        sweep(folder, dead_owner=ledger.owner)
+        sweep(ledger.data_dir, dead_owner=ledger.owner)
     finally:
         os._exit(0)

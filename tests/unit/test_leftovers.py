@@ -10,12 +10,12 @@ from pathlib import Path
 import pytest
 
 from blanket.leftovers import (
-    RECORDS,
     Ledger,
     ProcStat,
     is_running,
     parse_stat,
     read_stat,
+    records,
     session_members,
     sweep,
 )
@@ -77,9 +77,9 @@ def test_a_ledger_records_a_session_until_it_is_removed(tmp_path: Path):
     proc = session(tmp_path)
     try:
         name = ledger.add(proc.pid)
-        assert os.listdir(tmp_path / RECORDS) == [name]
+        assert os.listdir(records(tmp_path)) == [name]
         ledger.remove(name)
-        assert os.listdir(tmp_path / RECORDS) == []
+        assert os.listdir(records(tmp_path)) == []
     finally:
         proc.kill()
         proc.wait()
@@ -98,7 +98,7 @@ def test_a_sweep_kills_the_whole_session_of_a_dead_worker(tmp_path: Path):
     assert sweep(tmp_path) >= 2
     proc.wait(5)
     wait_until(lambda: read_stat(child) is None or not read_stat(child).alive)  # type: ignore[union-attr]
-    assert os.listdir(tmp_path / RECORDS) == []
+    assert os.listdir(records(tmp_path)) == []
 
 
 def test_a_sweep_leaves_the_sessions_of_a_running_worker(tmp_path: Path):
@@ -108,7 +108,7 @@ def test_a_sweep_leaves_the_sessions_of_a_running_worker(tmp_path: Path):
         name = ledger.add(proc.pid)
         assert sweep(tmp_path) == 0
         assert proc.poll() is None
-        assert os.listdir(tmp_path / RECORDS) == [name]
+        assert os.listdir(records(tmp_path)) == [name]
     finally:
         os.killpg(proc.pid, 9)
         proc.wait()
