@@ -15,15 +15,21 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 
 import argparse
+import ctypes
 import os
+import signal
 import statistics
 import subprocess
 import tempfile
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 
 from bench.harness import free_port, healthy, percentile, wait_until
 from blanket.client import Client
+from blanket.leftovers import Ledger
+
+PR_SET_PDEATHSIG = 1
 
 ECHO_TYPE = 'command = "echo hello $N"\n[environment.defaults]\nN = "0"\n'
 # bash's $EPOCHREALTIME is a builtin: the stamp costs no extra process.
@@ -39,6 +45,39 @@ def direct_rate(count: int) -> float:
     with ThreadPoolExecutor(2) as pool:
         list(pool.map(one, range(count)))
     return count / (time.perf_counter() - began)
+
+
+def spawn_costs(root: Path, count: int = 300) -> dict[str, float]:
+    """Seconds per spawn of a task-like process (own session, waited for): plain; with the
+    ledger record blanket keeps so a dead worker's tasks die with it (the chosen way); and
+    with PR_SET_PDEATHSIG set in the child (the way not taken: a preexec function makes
+    subprocess fork the whole interpreter instead of using vfork)."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    parent = os.getpid()
+
+    def parent_death_signal() -> None:
+        libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+        if os.getppid() != parent:  # the parent died before prctl: nothing would tell us
+            os._exit(1)
+
+    ledger = Ledger(root)
+
+    def spawn(preexec: Callable[[], None] | None = None, record: bool = False) -> None:
+        proc = subprocess.Popen(["/bin/true"], stdin=subprocess.DEVNULL,
+                                start_new_session=True, preexec_fn=preexec)
+        name = ledger.add(proc.pid) if record else None
+        proc.wait()
+        ledger.remove(name)
+
+    def cost(**how: object) -> float:
+        began = time.perf_counter()
+        for _ in range(count):
+            spawn(**how)  # type: ignore[arg-type]
+        return (time.perf_counter() - began) / count
+
+    cost()  # warm up: the first round pays for what the later ones find cached
+    return {"plain": cost(), "ledger": cost(record=True),
+            "pdeathsig": cost(preexec=parent_death_signal)}
 
 
 def folder_cost(root: Path, count: int = 200) -> float:
@@ -138,6 +177,7 @@ def main() -> None:
                                         "--data-dir", str(base / "var")], env=env, cwd=base)
             wait_until(lambda: len(client.get("/worker/")) == 2, timeout=30)
             folders = folder_cost(base / "folders")
+            spawns = spawn_costs(base / "spawns")
             floor = direct_rate(args.tasks)
             rate = blanket_rate(client, args.tasks)
             drained = drain_rate(client, args.tasks)
@@ -155,6 +195,9 @@ def main() -> None:
     print(f"start delay p50: {percentile(delays, 0.5) * 1000:.1f} ms (target < 5 ms)")
     print(f"start delay p95: {percentile(delays, 0.95) * 1000:.1f} ms")
     print(f"start delay mean: {statistics.fmean(delays) * 1000:.1f} ms ({len(delays)} samples)")
+    print(f"spawn: {spawns['plain'] * 1000:.2f} ms plain, {spawns['ledger'] * 1000:.2f} ms with "
+          f"the ledger record (chosen), {spawns['pdeathsig'] * 1000:.2f} ms with "
+          "PR_SET_PDEATHSIG in a preexec_fn")
     print(f"filesystem: a task folder with four files took {folders * 1000:.2f} ms of CPU "
           "(about 0.1 ms on a quiet ext4)")
 

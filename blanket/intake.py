@@ -82,6 +82,7 @@ def check_file_name(name: str) -> str:
     """Return `name` if it is a plain file name, else raise InvalidInput saying why."""
     if not name:
         raise InvalidInput("an uploaded file has no name; give each file a plain name")
+    check_text(name, "the name of an uploaded file")
     if "\x00" in name or any(ord(c) < 32 or ord(c) == 127 for c in name):
         raise InvalidInput(f"file name {name!r} contains a control character; rename the file")
     if "/" in name or "\\" in name:
@@ -151,12 +152,21 @@ def parse_task_request(data: Any, now: float) -> TaskRequest:
     type_name = data.get("type")
     if not isinstance(type_name, str) or not type_name:
         raise InvalidInput('"type" is missing: name the task type to run, e.g. "type": "backup"')
+    check_text(type_name, '"type"')
     environment = data.get("environment", {})
     if not isinstance(environment, dict):
         raise InvalidInput('"environment" must be an object of NAME: value pairs')
+    for name, value in environment.items():
+        check_text(str(name), 'a name in "environment"')
+        if isinstance(value, str):
+            check_text(value, f'"environment" {name}')
     tags = data.get("tags", [])
     if isinstance(tags, str):
+        check_text(tags, '"tags"')
         tags = [t.strip() for t in tags.split(",") if t.strip()]
+    for tag in tags if isinstance(tags, list) else ():
+        if isinstance(tag, str):
+            check_text(tag, '"tags"')
     if not isinstance(tags, list) or not all(isinstance(t, str) and _TAG.fullmatch(t)
                                              for t in tags):
         raise InvalidInput('"tags" must be a list of words such as ["unix", "gpu"]')
@@ -208,6 +218,19 @@ def check_submitted_name(task_type: TaskType, name: str) -> None:
                            f"this variable (it takes: {declared}); declare it in the type's "
                            "[environment] or allow it with allow_extra_environment",
                            code="undeclared_variable")
+
+
+def check_text(text: str, field: str) -> str:
+    """Return `text` if UTF-8 can encode it, else raise InvalidInput naming `field`: a lone
+    surrogate (such as \\ud800) is not Unicode text, and no file, command or process
+    environment could hold it."""
+    if not text.isascii():
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError:
+            raise InvalidInput(f"{field} holds a lone surrogate (such as \\ud800), which is not "
+                               "Unicode text; send valid UTF-8") from None
+    return text
 
 
 def _as_text(value: Any) -> str:

@@ -12,7 +12,7 @@ import structlog
 from blanket.errors import Conflict, NotFound
 from blanket.models import FINAL_STATES, Task, TaskState
 from blanket.pricing import task_score
-from blanket.retry import retry_at
+from blanket.retry import backoff, retry_at
 from blanket.store.base import Claim, Outcome, Store
 from blanket.tasktype import TaskType
 from blanket.wakeups import task_topic
@@ -131,22 +131,15 @@ class Queue:
                            error=error or "handed back by its worker", finished=now,
                            requeue_at=now, requeue_score=task.score)
         again = None if task.stop_requested else retry_at(task, state, now)
-        score = None
-        if again is not None:
-            found = self.current(task.type)
-            estimate = found[0].estimate if found else None
-            weight = found[0].weight if found else 1
-            score = task_score(again, estimate, weight, task.priority)
+        score = None if again is None else self._retry_score(task, again)
         return replace(start, state=state, exit_code=exit_code, error=error, finished=now,
                        requeue_at=again, requeue_score=score)
 
-    def _end(self, task: Task, token: str, state: TaskState, exit_code: int | None,
-             error: str | None, now: float) -> Task:
-        ended = self.store.finish_task(task.id, token, lambda current: self._outcome(
-            current, state, exit_code, error, None, False, now))
-        log.info("attempt ended", task=task.id, type=task.type, state=state.value,
-                 attempt=task.attempt, result=ended.state.value)
-        return ended
+    def _retry_score(self, task: Task, again: float) -> float:
+        found = self.current(task.type)
+        estimate = found[0].estimate if found else None
+        weight = found[0].weight if found else 1
+        return task_score(again, estimate, weight, task.priority)
 
     def stop_task(self, task_id: int, by: str | None = None) -> Task:
         """Stop a queued task at once, or ask the worker of a running one to stop it; `by`
@@ -165,22 +158,27 @@ class Queue:
         return task
 
     def reap_lost_tasks(self, lost_after: float, now: float | None = None) -> list[Task]:
-        """Attempts whose worker missed heartbeats for `lost_after` seconds end LOST; the
-        retry policy decides whether they run again. A task that was claimed but never
-        started has not run: it is queued again in its old place, whatever its retries."""
+        """Attempts whose worker missed heartbeats for `lost_after` seconds are lost: each
+        spends one of the task's attempts, started or not (a task that kills its workers
+        must not go round forever), and the store ends the task FAILED once none is left.
+        One that never started takes its old place again; one that ran waits its retry
+        delay."""
         now = time.time() if now is None else now
         ended = []
         for task in self.store.stale_tasks(now - lost_after):
             error = f"worker {task.worker} stopped answering"
+            if task.state is TaskState.CLAIMED:
+                error += " before the task started"
+                lost = Outcome(TaskState.LOST, None, error, now, requeue_at=now,
+                               requeue_score=task.score, lost=error)
+            else:
+                again = now + backoff(task)
+                lost = Outcome(TaskState.LOST, None, error, now, requeue_at=again,
+                               requeue_score=self._retry_score(task, again), lost=error)
             try:
-                if task.state is TaskState.CLAIMED:
-                    ended.append(self.store.finish_task(task.id, task.token or "", Outcome(
-                        TaskState.LOST, None, error + " before the task started", now,
-                        requeue_at=now, requeue_score=task.score)))
-                else:
-                    ended.append(self._end(task, task.token or "", TaskState.LOST, None, error,
-                                           now))
+                ended.append(self.store.lose_task(task.id, task.token or "", lost))
             except (Conflict, NotFound):
                 continue  # it ended meanwhile
+            log.info("attempt lost", task=task.id, type=task.type, attempt=task.attempt,
+                     result=ended[-1].state.value, error=ended[-1].error)
         return ended
-

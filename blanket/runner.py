@@ -28,6 +28,7 @@ import structlog
 
 from blanket.durations import format_duration
 from blanket.errors import is_disk_full
+from blanket.leftovers import Ledger
 from blanket.models import SECRET_MASK, Task, TaskState
 from blanket.tasktype import TaskType
 from blanket.templating import (
@@ -92,6 +93,7 @@ class TaskRun:
         grace: float = 5.0,
         on_running: Callable[[], None] = _noop,
         base_env: Mapping[str, str] | None = None,
+        ledger: Ledger | None = None,
     ):
         self.task = task
         self.task_type = task_type
@@ -107,17 +109,22 @@ class TaskRun:
         self.base_env = os.environ if base_env is None else base_env
         self._stop = threading.Event()
         self._variables: dict[str, str] | None = None
+        self.ledger = ledger  # records what runs, for when the worker dies meanwhile
 
     @property
     def _timeout(self) -> float | None:
         return self.task.timeout or self.task_type.timeout
 
-    def stop(self) -> None:
-        """Ask the run to end as STOPPED; safe to call from any thread, at any time."""
+    def stop(self, *, at_once: bool = False) -> None:
+        """Ask the run to end as STOPPED; safe to call from any thread, at any time. With
+        `at_once`, its processes are killed without their grace time."""
+        if at_once:
+            self.grace = 0.0
         self._stop.set()
 
     def run(self) -> RunResult:
-        """Prepare and run the task, blocking until it ends; never raises."""
+        """Prepare and run the task, blocking until it ends; never raises: whatever goes
+        wrong (the task's text, the disk, the executor) ends the run FAILED saying what."""
         try:
             env, argv = self._prepare()
         except _Stopped:
@@ -127,16 +134,20 @@ class TaskRun:
         except OSError as exc:
             if not is_disk_full(exc):
                 log.exception("task preparation failed", task=self.task.id)
-                return self._fail_before_start(f"preparing the task failed: {exc}")
+                return self._fail_before_start(f"preparing the task failed: {_explain(exc)}")
             return self._fail_before_start(
                 f"the disk holding {self.work_dir} is full ({exc.strerror}); free space "
                 "there, then run the task again")
         except Exception as exc:
             log.exception("task preparation failed", task=self.task.id)
-            return self._fail_before_start(f"preparing the task failed: {exc}")
+            return self._fail_before_start(f"preparing the task failed: {_explain(exc)}")
         if self._stop.is_set():
             return RunResult(TaskState.STOPPED, None, "stopped before it started")
-        return self._execute(env, argv)
+        try:
+            return self._execute(env, argv)
+        except Exception as exc:  # a bug of ours: the worker must still go on
+            log.exception("task run failed", task=self.task.id)
+            return RunResult(TaskState.FAILED, None, f"running the task failed: {_explain(exc)}")
 
     def _prepare(self) -> tuple[dict[str, str], list[str]]:
         try:
@@ -172,6 +183,7 @@ class TaskRun:
             ["/bin/sh", "-c", command], cwd=self.work_dir, env=env, stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True,
         )
+        record = self.ledger.add(proc.pid) if self.ledger else None
         deadline = time.monotonic() + CHECK_TIMEOUT
         try:
             while True:
@@ -191,6 +203,8 @@ class TaskRun:
             _signal_group(proc.pid, signal.SIGKILL)  # a check must leave nothing running
             if proc.returncode is None:
                 proc.communicate()
+            if self.ledger:
+                self.ledger.remove(record)
         if proc.returncode != 0:
             status = (f"exit {proc.returncode}" if proc.returncode > 0
                       else _describe_status(proc.returncode))
@@ -202,13 +216,22 @@ class TaskRun:
         except OSError as exc:
             return self._fail_before_start(
                 f"could not start executor {self.task_type.executor!r}: {exc.strerror or exc}")
+        except (ValueError, TypeError) as exc:  # text exec cannot take (say, not UTF-8)
+            return self._fail_before_start(f"could not start the task: {_explain(exc)}")
+        problem: str | None = None
+        record = self.ledger.add(proc.pid) if self.ledger else None
         try:
             _call(self.on_started, proc.pid)
-            # Written once the process runs: a task's start does not wait on it.
-            self._write_task_file()
-            ending = self._supervise(proc)
+            # Written once the process runs: a task's start does not wait on it. A task
+            # whose record cannot be written does not run on without one.
+            problem = self._write_task_file()
+            ending = self._supervise(proc) if problem is None else TaskState.FAILED
         finally:
-            end_process_group(proc, self.grace)
+            end_process_group(proc, self.grace if problem is None else 0.0)
+            if self.ledger:
+                self.ledger.remove(record)
+        if problem is not None:
+            return RunResult(TaskState.FAILED, None, problem)
         return self._result(proc.returncode, ending)
 
     def _start(self, env: dict[str, str], argv: list[str]) -> subprocess.Popen:
@@ -270,20 +293,25 @@ class TaskRun:
         return (f"; the disk holding {self.work_dir} is full: free space there, then run "
                 "the task again")
 
-    def _write_task_file(self) -> None:
-        variables = self._variables or task_variables(self.task, self.task_type, self.work_dir,
-                                                      self.server_url)
+    def _write_task_file(self) -> str | None:
+        """Write task.json; what went wrong, if it could not be written."""
         try:
+            variables = self._variables or task_variables(self.task, self.task_type,
+                                                          self.work_dir, self.server_url)
             write_task_file(self.work_dir, self.task, self.task_type, variables)
-        except OSError:
-            log.warning("could not write task.json", task=self.task.id, path=str(self.work_dir))
+        except (OSError, ValueError, TypeError) as exc:
+            log.warning("could not write task.json", task=self.task.id, path=str(self.work_dir),
+                        problem=_explain(exc))
+            return f"could not write {TASK_FILE}: {_explain(exc)}"
+        return None
 
     def _fail_before_start(self, message: str) -> RunResult:
         name = "output.log" if self.task_type.combine_output else "stderr.log"
         if self.work_dir.is_dir():
             self._write_task_file()
         try:
-            (self.work_dir / name).write_text(f"blanket: {message}\n", encoding="utf-8")
+            (self.work_dir / name).write_text(f"blanket: {message}\n", encoding="utf-8",
+                                              errors="backslashreplace")
         except OSError:
             log.warning("could not write the error log", task=self.task.id, path=str(self.work_dir))
         return RunResult(TaskState.FAILED, None, message)
@@ -363,8 +391,9 @@ def write_task_file(work_dir: Path, task: Task, task_type: TaskType,
     hidden = {*task.secrets, *task_type.secrets, "BLANKET_TASK_TOKEN"}
     shown = {name: SECRET_MASK if name in hidden else value for name, value in variables.items()}
     data = {**task.to_json(), "task_type": task_type.shown_json(), "run_environment": shown}
+    # A value that is not Unicode text (a lone surrogate) is kept as its JSON escape.
     (work_dir / TASK_FILE).write_text(json.dumps(data, sort_keys=True, ensure_ascii=False) + "\n",
-                                      encoding="utf-8")
+                                      encoding="utf-8", errors="backslashreplace")
 
 
 def executor_argv(executor: str, script: Path, search_path: str | None = None) -> list[str]:
@@ -532,6 +561,19 @@ def _mentions_full_disk(log_file: Path) -> bool:
     except OSError:
         return False
     return os.strerror(errno.ENOSPC).encode() in tail
+
+
+def _explain(exc: BaseException) -> str:
+    """An exception as one line of text that is always valid UTF-8."""
+    if isinstance(exc, UnicodeEncodeError):
+        bad = exc.object[exc.start:exc.end]
+        text = (f"{bad!r} cannot be encoded as UTF-8 ({exc.reason}); a value the task was "
+                "given is not Unicode text")
+    elif isinstance(exc, OSError) and exc.strerror:
+        text = f"{exc.strerror}: {exc.filename}" if exc.filename else exc.strerror
+    else:
+        text = f"{type(exc).__name__}: {exc}"
+    return text.encode("utf-8", "backslashreplace").decode("utf-8")
 
 
 def _describe_status(returncode: int) -> str:

@@ -17,6 +17,8 @@ from typing import TYPE_CHECKING
 
 import structlog
 
+from blanket.leftovers import sweep
+
 if TYPE_CHECKING:
     from blanket.worker import WorkerOptions
 
@@ -77,6 +79,8 @@ class Supervisor:
         if code is None:
             return
         child.proc = None
+        if code < 0:  # killed: its guardian should have ended its tasks; make sure
+            sweep(self.options.data_dir.absolute())
         if code == 0 or self.stopping.is_set():
             log.info("worker exited", worker=child.worker_id, code=code)
             child.done = True

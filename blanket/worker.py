@@ -13,7 +13,6 @@ import re
 import shutil
 import signal
 import socket
-import tarfile
 import tempfile
 import threading
 import time
@@ -29,6 +28,7 @@ import structlog
 
 from blanket.client import Client, ClientError, ServerUnreachable
 from blanket.errors import BlanketError
+from blanket.leftovers import Ledger, start_guardian, sweep
 from blanket.logs import configure_logging
 from blanket.models import Task, TaskState
 from blanket.outputs import MAX_LOG_CHUNK, TOKEN_HEADER, pack, shares_data_dir
@@ -152,20 +152,22 @@ class Attempt:
         enough to be reported on its own (ReportQueue.started)."""
         self.unreported_start = {"pid": pid, "directory": str(directory), "at": time.time()}
 
-    def stop(self, *, handback: bool = False) -> None:
-        """End the run early; with `handback`, report it so the server queues it again."""
+    def stop(self, *, handback: bool = False, at_once: bool = False) -> None:
+        """End the run early; with `handback`, report it so the server queues it again;
+        `at_once` kills its processes without their grace time."""
         if handback and not self.superseded and not self.ran:
             self.handback = True
         if self.run is not None:
-            self.run.stop()
+            self.run.stop(at_once=at_once)
 
     def supersede(self, reason: str) -> None:
         """The server moved on (the task was lost and retried, or removed): stop, report nothing."""
         if self.superseded is None:
             self.superseded = reason
-            log.warning("attempt superseded; stopping it and dropping its result",
+            log.warning("attempt superseded; killing it and dropping its result",
                         task=self.task.id, attempt=self.task.attempt, reason=reason)
-        self.stop()
+        # Another attempt may run already: this one's processes must not run beside it.
+        self.stop(at_once=True)
 
 
 class ReportQueue(threading.Thread):
@@ -399,10 +401,14 @@ class Worker:
         if options.fingerprint:
             self.base_env["BLANKET_FINGERPRINT"] = options.fingerprint
         self.sends_outputs = False  # set at registration: True on another machine
+        self.ledger = Ledger(self.data_dir)
+        self._guardian: int | None = None  # the pipe end that keeps the guardian waiting
         self._types: dict[tuple[str, str], TaskType] = {}  # parsed types by version hash
 
     def run(self) -> None:
         """Work until SIGTERM/SIGINT, `DELETE /worker/ID`, or the supervisor going away."""
+        self._guardian = start_guardian(self.ledger)  # before any thread starts
+        sweep(self.data_dir)  # what a worker that died here (an earlier us) left running
         self._install_signal_handlers()
         try:
             interval = self._register()
@@ -430,7 +436,10 @@ class Worker:
                 delay = min(delay * 2, MAX_BACKOFF)
                 continue
             if claim is not None:
-                self._run_claimed(claim)
+                try:
+                    self._run_claimed(claim)
+                except Exception:  # even its report failed: the reaper ends the task
+                    log.exception("task abandoned", task=claim.get("task", {}).get("id"))
         self._await_ending()
         self._release_held()
         self.reports.flush()  # the releases go out before we leave
@@ -515,8 +524,38 @@ class Worker:
         return answer if status == 200 else None
 
     def _run_claimed(self, claim: dict) -> None:
-        task = Task.from_json(claim["task"])
-        attempt = Attempt(task, self._task_type(task, claim["type"]))
+        """Run one claimed task. Nothing it does may end the worker: whatever fails while
+        preparing, running or reporting it ends the task FAILED saying why."""
+        try:
+            task = Task.from_json(claim["task"])
+            attempt = Attempt(task, self._task_type(task, claim["type"]))
+        except Exception as e:  # a claim this worker cannot read: refuse it, not die of it
+            log.exception("claimed task unreadable", task=claim.get("task", {}).get("id"))
+            self._refuse_claim(claim, f"the worker could not read the task: {_explain(e)}")
+            return
+        try:
+            self._run_attempt(attempt, claim)
+        except Exception as e:
+            log.exception("task failed in the worker", task=task.id)
+            attempt.ended.set()
+            with self._lock:
+                self.attempt = None
+                self._long = False
+            if not attempt.ran:
+                self._finish(attempt, RunResult(TaskState.FAILED, None,
+                                                f"the worker failed running it: {_explain(e)}"))
+
+    def _refuse_claim(self, claim: dict, reason: str) -> None:
+        try:
+            task = claim["task"]
+            self.reporter.post(f"/task/{task['id']}/finished",
+                               {"token": task["token"], "state": "FAILED", "exit_code": None,
+                                "error": reason}, patience=OUTPUT_PATIENCE)
+        except Exception as e:  # the reaper ends it, spending an attempt
+            log.error("could not refuse an unreadable task", problem=_explain(e))
+
+    def _run_attempt(self, attempt: Attempt, claim: dict) -> None:
+        task = attempt.task
         log.info("task claimed", task=task.id, type=task.type, attempt=task.attempt)
         if self.stopping.is_set():  # the claim crossed our stop: give it straight back
             self._release(claim)
@@ -525,14 +564,14 @@ class Worker:
         try:
             bundle = self.bundles.get(task.version or "", claim["bundle"])
             self._fetch_inputs(task, work_dir)
-        except (BlanketError, OSError, UnsafeBundle) as e:
+        except Exception as e:
             attempt.handback = isinstance(e, ServerUnreachable)
             self._finish(attempt, RunResult(TaskState.FAILED, None,
-                                            f"could not fetch the task's files: {e}"))
+                                            f"could not fetch the task's files: {_explain(e)}"))
             return
         attempt.run = TaskRun(
             task, attempt.task_type, bundle, work_dir, server_url=self.options.server,
-            base_env=self.base_env,
+            base_env=self.base_env, ledger=self.ledger,
             on_started=lambda pid: attempt.started(pid, work_dir),
             on_running=lambda: self._running(attempt),
             on_progress=lambda value, message: self.reports.put(
@@ -591,7 +630,7 @@ class Worker:
                 pack(work_dir, (*task.inputs, *PRIVATE_NAMES), f)
                 f.flush()
                 self._upload_outputs(attempt, f.name, work_dir)
-        except (OSError, tarfile.TarError) as e:  # say, a file the task made unreadable
+        except Exception as e:  # say, a file the task made unreadable
             log.warning("outputs not packed; they stay on this machine", task=task.id,
                         path=str(work_dir), problem=str(e))
 
@@ -651,7 +690,7 @@ class Worker:
                         state=result.state.value, reason=attempt.superseded)
             return
         body = {"token": attempt.token, "state": result.state.value,
-                "exit_code": result.exit_code, "error": result.error,
+                "exit_code": result.exit_code, "error": _as_utf8(result.error),
                 "handback": attempt.handback}
         if attempt.unreported_start is not None:
             body["started"] = attempt.unreported_start
@@ -744,3 +783,15 @@ class Worker:
             self.shutdown()
 
         threading.Thread(target=watch, name="parent-watch", daemon=True).start()
+
+
+def _as_utf8(text: str | None) -> str | None:
+    """`text` with anything UTF-8 cannot encode (lone surrogates) escaped, so a report
+    carrying it is never refused."""
+    return None if text is None else text.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
+def _explain(exc: BaseException) -> str:
+    message = str(exc) or type(exc).__name__
+    return _as_utf8(message if isinstance(exc, BlanketError | OSError | UnsafeBundle)
+                    else f"{type(exc).__name__}: {message}") or ""

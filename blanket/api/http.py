@@ -118,9 +118,13 @@ def parse_json(raw: bytes | str, what: str = "the body") -> Any:
         raise InvalidInput(f"{what} is not valid JSON: {e}") from None
     except RecursionError:
         raise InvalidInput(f"{what} nests too deeply; flatten the JSON") from None
-    if _may_hold_surrogates(raw) and not _valid_unicode(data):
-        raise InvalidInput(f"{what} holds a lone surrogate (such as \\ud800), which is not "
-                           "Unicode text; send valid UTF-8 strings")
+    try:
+        where = _not_unicode_at(data) if _may_hold_surrogates(raw) else None
+    except RecursionError:
+        where = "a deeply nested value"
+    if where is not None:
+        raise InvalidInput(f"{what} holds a lone surrogate (such as \\ud800) in {where}, which "
+                           "is not Unicode text; send valid UTF-8 strings")
     return data
 
 
@@ -130,9 +134,30 @@ def _may_hold_surrogates(raw: bytes | str) -> bool:
     return _SURROGATE_ESCAPE.search(raw) is not None or b"\xed" in raw
 
 
-def _valid_unicode(data: Any) -> bool:
+def _not_unicode_at(data: Any, where: str = "") -> str | None:
+    """Where in `data` a string (or an object's key) is not Unicode text, e.g.
+    `environment.MSG`; None when every string is."""
+    if isinstance(data, str):
+        return None if _encodes(data) else (where or "the value")
+    if isinstance(data, dict):
+        for key, value in data.items():
+            inner = f"{where}.{key}" if where else str(key)
+            if not _encodes(key):
+                return f"the name of a field in {where or 'the object'}"
+            found = _not_unicode_at(value, inner)
+            if found is not None:
+                return found
+    elif isinstance(data, list):
+        for index, value in enumerate(data):
+            found = _not_unicode_at(value, f"{where}[{index}]")
+            if found is not None:
+                return found
+    return None
+
+
+def _encodes(text: str) -> bool:
     try:
-        json.dumps(data, ensure_ascii=False).encode("utf-8")
+        text.encode("utf-8")
     except UnicodeEncodeError:
         return False
     return True

@@ -4,6 +4,8 @@ routes people use to list, pause, resume and stop workers."""
 from __future__ import annotations
 
 import re
+import select
+import socket
 import threading
 import time
 import uuid
@@ -61,6 +63,28 @@ def _text(data: dict, key: str, required: bool = True) -> str | None:
 @dataclass(frozen=True)
 class _Leave:
     mode: str
+
+
+_HUNG_UP = object()  # the claim's client closed its connection while it waited
+_HANG_UP = getattr(select, "POLLRDHUP", 0) | select.POLLHUP | select.POLLERR
+
+
+def hung_up(environ: dict) -> bool:
+    """Whether the client of this request closed its connection (a worker that died while
+    it waited for a task): cheroot's socket polled for the peer's hang-up (Linux). False
+    when it cannot tell."""
+    stream = environ.get("wsgi.input")
+    for _ in range(4):
+        sock = getattr(getattr(stream, "raw", None), "_sock", None)
+        if isinstance(sock, socket.socket):
+            poll = select.poll()
+            poll.register(sock, _HANG_UP)
+            try:
+                return any(events & _HANG_UP for _, events in poll.poll(0))
+            except OSError:
+                return False
+        stream = getattr(stream, "rfile", None)
+    return False
 
 
 class WorkerRoutes:
@@ -195,16 +219,20 @@ class WorkerRoutes:
         answer = self._claim_step(worker.id, tags)
         if answer is None:  # idle until a task comes: say so while waiting
             self.s.store.touch_worker(worker.id, None, time.time())
+            caller = bottle.request.environ
             with self._holding_claim(worker.id):
+                # A worker that died while it waited must not be handed a task: it would
+                # sit claimed until it counts as lost, spending one of the task's attempts.
                 answer = self.s.wakeups.wait_for(
-                    lambda: self._claim_step(worker.id, tags), wait,
+                    lambda: _HUNG_UP if hung_up(caller) else self._claim_step(worker.id, tags),
+                    wait,
                     topics=(QUEUE, worker_topic(worker.id)),
                     next_deadline=self.s.queue.next_start,
                     # a new task wakes one idle claim; one that could not take it passes it
                     # on when another worker might (this one is paused, or lacks a tag)
                     passes_on=lambda: not self._takes_tasks(worker.id)
                     or self.s.store.passes_over(tags))
-        if answer is None:
+        if answer is None or answer is _HUNG_UP:
             return bottle.HTTPResponse(status=204)
         if isinstance(answer, _Leave):
             self.s.store.delete_worker(worker.id)

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from blanket.models import Task, TaskState, Token, Worker
 
@@ -70,6 +70,26 @@ class Outcome:
     started: float | None = None
     pid: int | None = None
     directory: str | None = None
+    # Set when the attempt's worker died (why, as the attempt history records it): the
+    # attempt shows LOST there whatever the task's own state becomes.
+    lost: str | None = None
+
+
+def lost_outcome(task: Task, lost: Outcome) -> Outcome:
+    """How an attempt whose worker died ends: queued again as `lost` says while the task
+    has attempts left (a crash spends one, started or not, so a task that kills every worker
+    that takes it is not queued forever), else FAILED with how many workers it cost."""
+    reason = lost.lost or lost.error
+    if task.stop_requested:
+        return replace(lost, state=TaskState.STOPPED, error=reason, lost=reason,
+                       requeue_at=None, requeue_score=None)
+    if lost.requeue_at is not None and task.attempt <= task.retries:
+        return replace(lost, state=TaskState.LOST, error=reason, lost=reason)
+    deaths = 1 + sum(1 for past in task.attempts if past.get("state") == TaskState.LOST.value)
+    times = "time" if deaths == 1 else "times"
+    return replace(lost, state=TaskState.FAILED, exit_code=None, lost=reason,
+                   error=f"its worker died {deaths} {times} (last: {reason})",
+                   requeue_at=None, requeue_score=None)
 
 
 @dataclass(frozen=True)
@@ -183,6 +203,11 @@ class Store(ABC):
         """End the current attempt: a final state, or back to QUEUED for a retry. `outcome`
         may be a function of the task as the transaction reads it (so a stop requested a
         moment before is seen by the retry policy)."""
+
+    def lose_task(self, task_id: int, token: str, lost: Outcome) -> Task:
+        """End an attempt whose worker died (stopped answering): see `lost_outcome`. The
+        attempt history records it LOST; StaleAttempt if it is not the current one."""
+        return self.finish_task(task_id, token, lambda task: lost_outcome(task, lost))
 
     @abstractmethod
     def finish_and_claim(self, task_id: int, token: str, outcome: Outcome | Decide,

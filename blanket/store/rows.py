@@ -51,10 +51,11 @@ def worker_params(worker: Worker) -> dict[str, Any]:
 
 def attempt_record(task: Task, outcome: Outcome) -> dict[str, Any]:
     """One entry of a task's attempt history."""
-    return {"attempt": task.attempt, "worker": task.worker, "state": outcome.state.value,
+    state = TaskState.LOST.value if outcome.lost else outcome.state.value
+    return {"attempt": task.attempt, "worker": task.worker, "state": state,
             "claimed": task.claimed, "started": task.started or outcome.started,
             "finished": outcome.finished, "exit_code": outcome.exit_code,
-            "error": outcome.error, "version": task.version}
+            "error": outcome.lost or outcome.error, "version": task.version}
 
 
 def _json(value: Any) -> Any:

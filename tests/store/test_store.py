@@ -1029,3 +1029,63 @@ def test_an_outcome_function_is_not_called_for_a_stale_report(store: Store) -> N
     with pytest.raises(StaleAttempt):
         store.finish_task(task.id, "not-the-token", lambda t: called.append(t) or failed())
     assert not called
+
+
+# attempts whose worker died
+
+def lost(at: float = NOW + 5, again: float | None = NOW + 5) -> Outcome:
+    return Outcome(state=TaskState.LOST, error="worker w1 stopped answering", finished=at,
+                   requeue_at=again, requeue_score=50.0, lost="worker w1 stopped answering")
+
+
+def test_a_lost_attempt_with_attempts_left_is_queued_again_and_recorded_lost(
+        store: Store) -> None:
+    task = claimed(store, retries=1)
+    again = store.lose_task(task.id, task.token or "", lost())
+    assert (again.state, again.not_before, again.score) == (TaskState.QUEUED, NOW + 5, 50.0)
+    assert [(a["state"], a["error"]) for a in again.attempts] == [
+        ("LOST", "worker w1 stopped answering")]
+
+
+def test_a_lost_attempt_that_never_started_spends_an_attempt(store: Store) -> None:
+    task = claimed(store, retries=0)
+    ended = store.lose_task(task.id, task.token or "", lost())
+    assert ended.state is TaskState.FAILED
+    assert ended.error == "its worker died 1 time (last: worker w1 stopped answering)"
+    assert claim(store, now=NOW + 10) is None
+
+
+def test_a_task_whose_workers_keep_dying_fails_after_its_retries_counting_them(
+        store: Store) -> None:
+    task = store.add_task(new_task(retries=2))
+    for n in range(3):
+        taken = claim(store, now=NOW + 10 * n)
+        assert taken is not None and taken.id == task.id
+        ended = store.lose_task(task.id, taken.token or "", lost(again=NOW + 10 * n))
+    assert ended.state is TaskState.FAILED and ended.finished == NOW + 5
+    assert ended.error == "its worker died 3 times (last: worker w1 stopped answering)"
+    assert [a["state"] for a in ended.attempts] == ["LOST", "LOST", "LOST"]
+
+
+def test_only_deaths_are_counted_as_deaths(store: Store) -> None:
+    task = claimed(store, retries=1)
+    store.finish_task(task.id, task.token or "", failed(requeue_at=NOW, requeue_score=1.0))
+    again = claim(store, now=NOW + 1)
+    assert again is not None
+    ended = store.lose_task(task.id, again.token or "", lost())
+    assert ended.error == "its worker died 1 time (last: worker w1 stopped answering)"
+    assert [a["state"] for a in ended.attempts] == ["FAILED", "LOST"]
+
+
+def test_a_lost_attempt_of_a_task_asked_to_stop_ends_it_stopped(store: Store) -> None:
+    task = claimed(store, retries=3)
+    store.request_stop(task.id, "ann")
+    ended = store.lose_task(task.id, task.token or "", lost())
+    assert (ended.state, ended.error) == (TaskState.STOPPED, "worker w1 stopped answering")
+
+
+def test_losing_a_superseded_attempt_is_refused(store: Store) -> None:
+    task = claimed(store, retries=1)
+    store.lose_task(task.id, task.token or "", lost(again=NOW))
+    with pytest.raises(StaleAttempt):
+        store.lose_task(task.id, task.token or "", lost())

@@ -115,6 +115,24 @@ def test_a_nul_in_a_value_is_refused():
         clean_environment(NEEDS, {"N": 1, "RATIO": 1, "ON": 1, "COLOR": "a\x00b"})
 
 
+@pytest.mark.parametrize(("request_data", "field"), [
+    ({"type": "a\ud800b"}, '"type"'),
+    ({"type": "t", "environment": {"MSG": "a\ud800b"}}, '"environment" MSG'),
+    ({"type": "t", "environment": {"M\udfffSG": "x"}}, 'a name in "environment"'),
+    ({"type": "t", "tags": ["unix", "g\ud800pu"]}, '"tags"'),
+    ({"type": "t", "tags": "unix,\ud800"}, '"tags"'),
+])
+def test_text_that_is_not_unicode_is_refused_naming_its_field(request_data, field):
+    with pytest.raises(InvalidInput, match="lone surrogate") as refused:
+        parse_task_request(request_data, NOW)
+    assert refused.value.message.startswith(field)
+
+
+def test_an_uploaded_file_name_that_is_not_unicode_is_refused():
+    with pytest.raises(InvalidInput, match="the name of an uploaded file holds a lone surrogate"):
+        check_file_name("scan\udcff.pdf")
+
+
 # --- eligibility: which task a claim takes --------------------------------------------------
 
 TAGS = ["a", "b", "c"]

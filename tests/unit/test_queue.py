@@ -34,13 +34,15 @@ def test_a_claim_binds_the_current_version(queue: Queue):
     assert task.version == "v" * 64 and task_type is ECHO
 
 
-def test_a_running_task_whose_worker_went_silent_ends_lost(queue: Queue):
+def test_a_running_task_whose_worker_went_silent_with_no_retry_left_fails(queue: Queue):
     add(queue)
     task, _ = queue.claim_once("w", frozenset())
     queue.store.mark_started(task.id, task.token, 1, task.claimed)
     [lost] = queue.reap_lost_tasks(5.0, now=task.claimed + 6)
-    assert lost.state is TaskState.LOST
-    assert lost.attempts[-1]["error"] == "worker w stopped answering"
+    assert lost.state is TaskState.FAILED
+    assert lost.error == "its worker died 1 time (last: worker w stopped answering)"
+    assert (lost.attempts[-1]["state"], lost.attempts[-1]["error"]) == (
+        "LOST", "worker w stopped answering")
 
 
 def test_a_lost_task_with_retries_left_is_queued_again(queue: Queue):
@@ -52,12 +54,25 @@ def test_a_lost_task_with_retries_left_is_queued_again(queue: Queue):
     assert again.not_before == task.claimed + 6 + 10
 
 
-def test_a_claimed_task_that_never_started_is_queued_again_whatever_its_retries(queue: Queue):
-    add(queue, retries=0)
+def test_a_claimed_task_that_never_started_is_queued_again_in_its_old_place(queue: Queue):
+    add(queue, retries=1, retry_delay=10)
     task, _ = queue.claim_once("w", frozenset())
     [again] = queue.reap_lost_tasks(5.0, now=task.claimed + 6)
     assert again.state is TaskState.QUEUED and again.score == task.score
+    assert again.not_before == task.claimed + 6
     assert [a["state"] for a in again.attempts] == ["LOST"]
+
+
+def test_a_task_whose_workers_keep_dying_before_it_starts_fails_after_its_retries(
+        queue: Queue):
+    add(queue, retries=1)
+    for _ in range(2):
+        task, _ = queue.claim_once("w", frozenset())
+        [ended] = queue.reap_lost_tasks(0.0, now=task.claimed + 0.001)  # queued again at once
+    assert ended.state is TaskState.FAILED
+    assert ended.error == ("its worker died 2 times (last: worker w stopped answering "
+                           "before the task started)")
+    assert queue.claim_once("w", frozenset()) is None
 
 
 def test_fresh_heartbeats_keep_a_task(queue: Queue):

@@ -7,6 +7,7 @@ import time
 from blanket.models import Task, TaskState
 from blanket.tasktype import TaskType
 from blanket.worker import Attempt
+from tests.conftest import wait_until
 
 
 def attempt() -> Attempt:
@@ -51,3 +52,26 @@ def test_outputs_that_cannot_be_packed_are_logged_and_the_task_still_ends(tmp_pa
     w = Worker(WorkerOptions(server="http://127.0.0.1:9", data_dir=tmp_path))
     w._send_outputs(attempt(), work_dir)  # no exception: the worker carries on
     assert list((tmp_path / "outputs").iterdir()) == []  # and leaves no archive behind
+
+
+def test_a_superseded_attempt_is_killed_without_its_grace_time(tmp_path):
+    # Another attempt of the task may already run: this one must not run beside it while a
+    # command that ignores SIGTERM sits out its grace.
+    import threading
+
+    from blanket.runner import TaskRun
+    from blanket.tasktype import TaskType
+
+    superseded = attempt()
+    task_type = TaskType(name="echo", command="trap '' TERM; echo up > up; sleep 30")
+    superseded.run = TaskRun(superseded.task, task_type, tmp_path / "bundle", tmp_path / "w",
+                             grace=30.0)
+    results = []
+    runner = threading.Thread(target=lambda: results.append(superseded.run.run()))
+    runner.start()
+    wait_until(lambda: (tmp_path / "w" / "up").exists())
+    began = time.monotonic()
+    superseded.supersede("heartbeat refused: stale attempt")
+    runner.join(10)
+    assert time.monotonic() - began < 5
+    assert results[0].state is TaskState.STOPPED
