@@ -32,9 +32,13 @@ LOADER_NAMES = (
 )
 
 
+# One expression for the whole list: checked for every submitted name, on the hot path.
+_LOADER = re.compile("|".join(fnmatch.translate(pattern) for pattern in LOADER_NAMES))
+
+
 def loader_name(name: str) -> bool:
     """Whether `name` is read by a shell, the loader or an interpreter (never submitted)."""
-    return any(fnmatch.fnmatchcase(name, pattern) for pattern in LOADER_NAMES)
+    return _LOADER.match(name) is not None
 
 
 def matches_any(name: str, globs: tuple[str, ...]) -> bool:
