@@ -166,7 +166,7 @@ def soak(client: Client, server: int, supervisor: int, database: Path,
         print(f"  {name:<11} RSS {rss:+7.1f} MB  fds {fds:+4d}  "
               f"{'holds' if holds else 'MISSED'}")
     print(f"meanwhile the database grew {db_growth:.1f} MB: the server's SQLite page cache "
-          "(up to 64 MiB, blanket/store/sqlite.py) grows with it, about as much")
+          "(up to 8 MiB, blanket/store/sqlite.py) grows with it until full")
     return ok
 
 

@@ -10,11 +10,11 @@
 from __future__ import annotations
 
 import contextlib
-import json
 import socket
 from collections.abc import Callable, Iterable
 from urllib.parse import urlsplit
 
+from blanket.api.http import refuse
 from blanket.settings import Settings
 
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
@@ -62,13 +62,13 @@ class BrowserGuard:
     def __call__(self, environ: dict, start_response: Callable):
         host = environ.get("HTTP_HOST") or environ.get("SERVER_NAME", "")
         if self.names is not None and _hostname(host) not in self.names:
-            return _refuse(start_response, "421 Misdirected Request", "misdirected",
+            return refuse(start_response, "421 Misdirected Request", "misdirected",
                            f"this server does not answer to the name {host!r}; add it to "
                            "the server_names setting if it is really this server's")
         if environ.get("REQUEST_METHOD", "GET") not in SAFE_METHODS:
             refused = self._cross_site(environ, host)
             if refused:
-                return _refuse(start_response, "403 Forbidden", "cross_origin", refused)
+                return refuse(start_response, "403 Forbidden", "cross_origin", refused)
         return self.app(environ, _never_sniffed(start_response))
 
     def _cross_site(self, environ: dict, host: str) -> str | None:
@@ -94,10 +94,3 @@ def _never_sniffed(start_response: Callable) -> Callable:
             status, headers)
     return start
 
-
-def _refuse(start_response: Callable, status: str, code: str, message: str) -> list[bytes]:
-    body = json.dumps({"error": {"code": code, "message": message}}).encode()
-    start_response(status, [("Content-Type", "application/json"),
-                            ("Content-Length", str(len(body))),
-                            ("X-Content-Type-Options", "nosniff")])
-    return [body]

@@ -3,12 +3,11 @@ be ASCII, and a body is counted while it is read and refused past its route's li
 
 from __future__ import annotations
 
-import json
 import re
 import tempfile
 from collections.abc import Callable, Iterable
 
-from blanket.api.http import MAX_DRAIN, MAX_JSON, MAX_UPLOAD
+from blanket.api.http import MAX_DRAIN, MAX_JSON, MAX_UPLOAD, refuse
 from blanket.outputs import MAX_LOG_CHUNK, MAX_PACKED
 
 _OUTPUTS = re.compile(r"/task/[^/]+/outputs")
@@ -40,7 +39,7 @@ class RequestFront:
         for key, value in environ.items():
             if (key.startswith("HTTP_") or key == "CONTENT_TYPE") and not value.isascii():
                 name = key.removeprefix("HTTP_").replace("_", "-").title()
-                return _refuse(start_response, "400 Bad Request", "bad_header",
+                return refuse(start_response, "400 Bad Request", "bad_header",
                                f"the {name} header holds bytes that are not ASCII; send "
                                "header values in ASCII (percent-encode anything else)")
         limit = body_limit(environ)
@@ -84,13 +83,6 @@ def _drain(stream, most: int) -> None:
 
 
 def _too_large(start_response: Callable, limit: int) -> list[bytes]:
-    return _refuse(start_response, "413 Payload Too Large", "too_large",
+    return refuse(start_response, "413 Payload Too Large", "too_large",
                    f"the body is over {limit} bytes, the most this route takes; send less")
 
-
-def _refuse(start_response: Callable, status: str, code: str, message: str) -> list[bytes]:
-    body = json.dumps({"error": {"code": code, "message": message}}).encode()
-    start_response(status, [("Content-Type", "application/json"),
-                            ("Content-Length", str(len(body))),
-                            ("X-Content-Type-Options", "nosniff")])
-    return [body]

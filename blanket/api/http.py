@@ -6,6 +6,7 @@ import json
 import math
 import os
 import re
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +33,15 @@ def json_response(data: Any, status: int = 200) -> bottle.HTTPResponse:
 
 def error_body(status: int, code: str, message: str) -> str:
     return json.dumps({"error": {"code": code, "message": message}})
+
+
+def refuse(start_response: Callable, status: str, code: str, message: str) -> list[bytes]:
+    """A JSON error answered before any route (by a WSGI middleware)."""
+    body = error_body(0, code, message).encode()
+    start_response(status, [("Content-Type", "application/json"),
+                            ("Content-Length", str(len(body))),
+                            ("X-Content-Type-Options", "nosniff")])
+    return [body]
 
 
 def read_json_body(required: bool = True, checked: bool = True) -> Any:

@@ -67,8 +67,11 @@ class SQLiteStore(Store):
         self._wal = WalSync(self.path, self._checkpoint) if grouped else None
         self.directory = os.path.dirname(os.path.abspath(self.path))
         self._reserve = SpaceReserve(self.path + "-reserve") if self.path != ":memory:" else None
+        # An 8 MiB page cache: claims with 100,000 queued are as fast as with 64 MiB (the
+        # operating system caches the file too), and the server's memory stays flat as the
+        # store grows (bench/soak.py).
         for pragma in (f"synchronous = {'NORMAL' if grouped else 'FULL'}", "foreign_keys = ON",
-                       "busy_timeout = 10000", "temp_store = MEMORY", "cache_size = -65536"):
+                       "busy_timeout = 10000", "temp_store = MEMORY", "cache_size = -8192"):
             self._db.execute(f"PRAGMA {pragma}")
         self._migrate()
 
