@@ -13,7 +13,7 @@ from pathlib import Path
 from blanket.ignorefile import read_ignore_file
 from blanket.problems import ConfigInvalid, ConfigProblem
 from blanket.templating import TEMPLATEIGNORE
-from blanket.versions import IGNORE_FILE, NOT_UTF8_NAME
+from blanket.versions import IGNORE_FILE, NOT_UTF8_NAME, is_utf8
 from blanket.watching import NOISE_PATTERNS
 
 IGNORE_FILES = frozenset({IGNORE_FILE, TEMPLATEIGNORE})
@@ -51,7 +51,7 @@ def _audit_folder(folder: str, audit: Audit) -> None:
         name = entry.name
         if (name.startswith(".") and name not in IGNORE_FILES) or _NOISE.match(name):
             continue
-        if not name.isascii() and not _is_utf8(name):
+        if not name.isascii() and not is_utf8(name):
             problems.append(ConfigProblem(entry.path, NOT_UTF8_NAME))
         if entry.is_symlink():
             try:
@@ -69,13 +69,6 @@ def _audit_folder(folder: str, audit: Audit) -> None:
                 problems.extend(invalid.problems)
 
 
-def _is_utf8(name: str) -> bool:
-    try:
-        name.encode("utf-8")
-    except UnicodeEncodeError:
-        return False
-    return True
-
 
 def needs_audit(changed: set[Path], reported: set[str]) -> bool:
     """Whether a change among `changed` paths could add or clear a problem `audit_tree`
@@ -84,7 +77,7 @@ def needs_audit(changed: set[Path], reported: set[str]) -> bool:
         text = str(path)
         if path.name in IGNORE_FILES or text in reported or path.is_symlink():
             return True
-        if not _is_utf8(text):
+        if not is_utf8(text):
             return True
     return False
 

@@ -87,7 +87,7 @@ def _check_selection(task_type: TaskType, selection: Selection) -> None:
     worker, each as a problem of its own file."""
     problems: list[ConfigProblem] = []
     for item in selection.files:
-        if not _is_utf8(item.relpath):
+        if not is_utf8(item.relpath):
             problems.append(ConfigProblem(str(item.abspath), NOT_UTF8_NAME))
         elif item.relpath == TEMPLATEIGNORE and task_type.files[item.section].render:
             try:
@@ -98,7 +98,8 @@ def _check_selection(task_type: TaskType, selection: Selection) -> None:
         raise ConfigInvalid(problems)
 
 
-def _is_utf8(name: str) -> bool:
+def is_utf8(name: str) -> bool:
+    """Whether a file name (decoded with surrogateescape) is UTF-8 text."""
     try:
         name.encode("utf-8")
     except UnicodeEncodeError:
