@@ -31,6 +31,7 @@ from zoneinfo import ZoneInfo, available_timezones
 from croniter import CroniterBadDateError, CroniterError, croniter
 
 from blanket.durations import parse_duration
+from blanket.envnames import ENV_NAME
 from blanket.problems import ConfigInvalid, ConfigProblem, read_config_text
 
 MISSED = ("skip", "once", "all")
@@ -46,7 +47,6 @@ CRON_EXAMPLE = (
     "or six with seconds first such as '0 30 2 * * *'"
 )
 ALIASES = ("@yearly", "@annually", "@monthly", "@weekly", "@daily", "@midnight", "@hourly")
-_ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _ONE_MICROSECOND = timedelta(microseconds=1)
 
 
@@ -280,7 +280,7 @@ class _Checker:
             return {}
         env = {}
         for name, item in value.items():
-            if not _ENV_NAME.fullmatch(name):
+            if not ENV_NAME.fullmatch(name):
                 self.add(name, f"environment name {name!r} is not a valid variable name; "
                                "use letters, digits and underscores, not starting with a digit")
             elif isinstance(item, bool):

@@ -16,11 +16,11 @@ import jinja2
 import pathspec
 
 from blanket.durations import parse_duration
+from blanket.envnames import ENV_NAME
 from blanket.problems import ConfigInvalid, ConfigProblem, read_config_text
 from blanket.tasktype import FileSection, RequiredVariable, TaskType
 
 TYPE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
-ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 BUILTIN_EXECUTORS = ("bash", "sh", "python")
 VARIABLE_TYPES = ("string", "integer", "number", "boolean")
 MAX_INT = 2**31 - 1  # retries, weight, max_concurrent: larger is a typo, and overflows columns
