@@ -5,9 +5,16 @@ comes first on sys.path and bench/queue.py shadows the standard library's queue 
 
 from __future__ import annotations
 
+import contextlib
+import os
 import socket
+import subprocess
+import sys
+import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
 from typing import TypeVar
 
 from blanket.client import Client
@@ -42,3 +49,47 @@ def percentile(values: list[float], fraction: float) -> float:
     """The value below which `fraction` of `values` fall (nearest rank)."""
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, round(fraction * (len(ordered) - 1)))]
+
+
+@dataclass
+class Running:
+    """A server and `blanket worker -n 2` on temp dirs: their folder, client and processes."""
+
+    base: Path
+    client: Client
+    server: subprocess.Popen
+    workers: subprocess.Popen
+
+
+@contextlib.contextmanager
+def server_with_workers(types: dict[str, str], prefix: str) -> Iterator[Running]:
+    """A `blanket server` on a free loopback port with `types`, and two local workers
+    sharing its data dir; both stopped on the way out."""
+    with tempfile.TemporaryDirectory(prefix=prefix) as tmp:
+        base = Path(tmp)
+        folder = base / "conf.d" / "types"
+        folder.mkdir(parents=True)
+        for name, text in types.items():
+            (folder / f"{name}.toml").write_text(text)
+        port = free_port()
+        url = f"http://127.0.0.1:{port}"
+        env = {**os.environ, "BLANKET_SETTINGS": str(base / "none.toml"),
+               "BLANKET_LOG_LEVEL": "warning"}
+        env.pop("BLANKET_SERVER", None)
+        blanket = [sys.executable, "-m", "blanket"]
+        server = subprocess.Popen([*blanket, "server", "--port", str(port), "--config-dir",
+                                   str(base / "conf.d"), "--data-dir", str(base / "var"),
+                                   "--inbox-dir", str(base / "inbox")], env=env, cwd=base)
+        workers = None
+        try:
+            client = Client(url, timeout=60)
+            wait_until(lambda: healthy(client), timeout=30)
+            workers = subprocess.Popen([*blanket, "-q", "--server", url, "worker", "-n", "2",
+                                        "--data-dir", str(base / "var")], env=env, cwd=base)
+            wait_until(lambda: len(client.get("/worker/")) == 2, timeout=30)
+            yield Running(base, client, server, workers)
+        finally:
+            for proc in (workers, server):
+                if proc is not None:
+                    proc.terminate()
+                    proc.wait(60)

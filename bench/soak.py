@@ -19,13 +19,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import argparse
 import os
-import subprocess
-import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
-from bench.harness import free_port, healthy, wait_until
+from bench.harness import server_with_workers, wait_until
 from blanket.client import Client
 
 ECHO_TYPE = 'command = "echo hello $N"\n[environment.defaults]\nN = "0"\n'
@@ -88,35 +86,9 @@ def main() -> None:
     if args.tasks < 2 * args.every:
         raise SystemExit("--tasks must be at least twice --every (the first block warms up)")
     deadline = time.monotonic() + args.max_minutes * 60
-    with tempfile.TemporaryDirectory(prefix="blanket-soak-") as tmp:
-        base = Path(tmp)
-        types = base / "conf.d" / "types"
-        types.mkdir(parents=True)
-        (types / "echo.toml").write_text(ECHO_TYPE)
-        port = free_port()
-        url = f"http://127.0.0.1:{port}"
-        env = {**os.environ, "BLANKET_SETTINGS": str(base / "none.toml"),
-               "BLANKET_LOG_LEVEL": "warning"}
-        env.pop("BLANKET_SERVER", None)
-        blanket = [sys.executable, "-m", "blanket"]
-        server = subprocess.Popen([*blanket, "server", "--host", "127.0.0.1", "--port",
-                                   str(port), "--config-dir", str(base / "conf.d"),
-                                   "--data-dir", str(base / "var"), "--inbox-dir",
-                                   str(base / "inbox")], env=env, cwd=base)
-        workers = None
-        try:
-            client = Client(url, timeout=60)
-            wait_until(lambda: healthy(client), timeout=30)
-            workers = subprocess.Popen([*blanket, "-q", "--server", url, "worker", "-n", "2",
-                                        "--data-dir", str(base / "var")], env=env, cwd=base)
-            wait_until(lambda: len(client.get("/worker/")) == 2, timeout=30)
-            ok = soak(client, server.pid, workers.pid, base / "var" / "blanket.db", args,
-                      deadline)
-        finally:
-            for proc in (workers, server):
-                if proc is not None:
-                    proc.terminate()
-                    proc.wait(60)
+    with server_with_workers({"echo": ECHO_TYPE}, "blanket-soak-") as running:
+        ok = soak(running.client, running.server.pid, running.workers.pid,
+                  running.base / "var" / "blanket.db", args, deadline)
     raise SystemExit(0 if ok else 1)
 
 

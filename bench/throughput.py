@@ -20,12 +20,11 @@ import os
 import signal
 import statistics
 import subprocess
-import tempfile
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 
-from bench.harness import free_port, healthy, percentile, wait_until
+from bench.harness import percentile, server_with_workers, wait_until
 from blanket.client import Client
 from blanket.leftovers import Ledger
 
@@ -154,39 +153,15 @@ def main() -> None:
     parser.add_argument("-n", "--tasks", type=int, default=500)
     parser.add_argument("--samples", type=int, default=50)
     args = parser.parse_args()
-    with tempfile.TemporaryDirectory(prefix="blanket-bench-") as tmp:
-        base = Path(tmp)
-        types = base / "conf.d" / "types"
-        types.mkdir(parents=True)
-        (types / "echo.toml").write_text(ECHO_TYPE)
-        (types / "stamp.toml").write_text(STAMP_TYPE)
-        port = free_port()
-        url = f"http://127.0.0.1:{port}"
-        env = {**os.environ, "BLANKET_SETTINGS": str(base / "none.toml"),
-               "BLANKET_LOG_LEVEL": "warning"}
-        env.pop("BLANKET_SERVER", None)
-        blanket = [sys.executable, "-m", "blanket"]
-        server = subprocess.Popen([*blanket, "server", "--port", str(port), "--config-dir",
-                                   str(base / "conf.d"), "--data-dir", str(base / "var"),
-                                   "--inbox-dir", str(base / "inbox")], env=env, cwd=base)
-        workers = None
-        try:
-            client = Client(url, timeout=60)
-            wait_until(lambda: healthy(client), timeout=30)
-            workers = subprocess.Popen([*blanket, "-q", "--server", url, "worker", "-n", "2",
-                                        "--data-dir", str(base / "var")], env=env, cwd=base)
-            wait_until(lambda: len(client.get("/worker/")) == 2, timeout=30)
-            folders = folder_cost(base / "folders")
-            spawns = spawn_costs(base / "spawns")
-            floor = direct_rate(args.tasks)
-            rate = blanket_rate(client, args.tasks)
-            drained = drain_rate(client, args.tasks)
-            delays = start_delays(client, base / "var", args.samples)
-        finally:
-            for proc in (workers, server):
-                if proc is not None:
-                    proc.terminate()
-                    proc.wait(60)
+    with server_with_workers({"echo": ECHO_TYPE, "stamp": STAMP_TYPE},
+                             "blanket-bench-") as running:
+        base, client = running.base, running.client
+        folders = folder_cost(base / "folders")
+        spawns = spawn_costs(base / "spawns")
+        floor = direct_rate(args.tasks)
+        rate = blanket_rate(client, args.tasks)
+        drained = drain_rate(client, args.tasks)
+        delays = start_delays(client, base / "var", args.samples)
     print(f"direct, 2 threads of subprocess: {floor:.0f} tasks/s")
     print(f"end to end, blanket worker -n 2: {rate:.0f} tasks/s ({args.tasks} tasks)")
     print(f"ratio end to end / direct: {rate / floor:.2f} (target >= 0.6)")
