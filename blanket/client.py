@@ -24,6 +24,8 @@ from blanket.errors import BlanketError
 from blanket.tls import TRUST_ADVICE, UntrustedServer
 from blanket.transport import Target, parse_target
 
+_UNREACHABLE = (urllib3.exceptions.HTTPError, OSError, http.client.HTTPException)
+
 
 class ServerUnreachable(BlanketError):
     code = "unreachable"
@@ -57,25 +59,44 @@ class Client:
                 ok: tuple[int, ...] = ()) -> tuple[int, Any]:
         """(status, decoded JSON or text). Error statuses raise ClientError unless listed
         in `ok`."""
+        if fields is None:
+            payload = json.dumps(body).encode() if body is not None else None
+            status, content_type, raw = self._exchange(method, path, payload, timeout, ok)
+            return status, _decode_bytes(raw, {"Content-Type": content_type})
         try:
-            if fields is not None:
-                response = self.pool.request(
-                    method, self.target.prefix + path, fields=fields,
-                    timeout=urllib3.Timeout(connect=5.0, read=timeout or self.timeout))
-                status, data = response.status, _decode(response)
-            else:
-                payload = json.dumps(body).encode() if body is not None else None
-                status, content_type, raw = self._connections.request(
-                    method, path, payload, timeout or self.timeout)
-                data = _decode_bytes(raw, {"Content-Type": content_type})
-        except (urllib3.exceptions.HTTPError, OSError, http.client.HTTPException) as e:
-            raise self._untrusted(e) or ServerUnreachable(
-                f"cannot reach the blanket server at {self.base_url} ({_reason(e)}); is it "
-                "running? Start one with `make run` or `blanket server`, or point to another "
-                f"with --server URL or BLANKET_SERVER{_https_hint(self.target, e)}") from None
+            response = self.pool.request(
+                method, self.target.prefix + path, fields=fields,
+                timeout=urllib3.Timeout(connect=5.0, read=timeout or self.timeout))
+        except _UNREACHABLE as e:
+            raise self._unreachable(e) from None
+        data = _decode(response)
+        if response.status >= 400 and response.status not in ok:
+            raise _refusal(response.status, data)
+        return response.status, data
+
+    def send(self, method: str, path: str, payload: bytes | None = None, *,
+             timeout: float | None = None, ok: tuple[int, ...] = ()) -> tuple[int, bytes]:
+        """(status, raw answer) of a request whose JSON body is already encoded (a protocol
+        message); errors as for `request`."""
+        status, _, raw = self._exchange(method, path, payload, timeout, ok)
+        return status, raw
+
+    def _exchange(self, method: str, path: str, payload: bytes | None, timeout: float | None,
+                  ok: tuple[int, ...]) -> tuple[int, str, bytes]:
+        try:
+            status, content_type, raw = self._connections.request(
+                method, path, payload, timeout or self.timeout)
+        except _UNREACHABLE as e:
+            raise self._unreachable(e) from None
         if status >= 400 and status not in ok:
-            raise _refusal(status, data)
-        return status, data
+            raise _refusal(status, _decode_bytes(raw, {"Content-Type": content_type}))
+        return status, content_type, raw
+
+    def _unreachable(self, error: Exception) -> BlanketError:
+        return self._untrusted(error) or ServerUnreachable(
+            f"cannot reach the blanket server at {self.base_url} ({_reason(error)}); is it "
+            "running? Start one with `make run` or `blanket server`, or point to another "
+            f"with --server URL or BLANKET_SERVER{_https_hint(self.target, error)}")
 
     def get(self, path: str, **kw: Any) -> Any:
         return self.request("GET", path, **kw)[1]
@@ -91,6 +112,15 @@ class Client:
         """POST the file named `source` (streamed, with its length), or the bytes `source`,
         as the raw body; the answer's JSON, or ClientError/ServerUnreachable as for
         `request`."""
+        return _decode(self._upload(path, source, headers, timeout, content_type))
+
+    def upload_raw(self, path: str, source: str | bytes, headers: dict[str, str],
+                   timeout: float = 300.0, content_type: str = "application/gzip") -> bytes:
+        """As `upload`, answering the raw body (a protocol message to decode)."""
+        return self._upload(path, source, headers, timeout, content_type).data
+
+    def _upload(self, path: str, source: str | bytes, headers: dict[str, str],
+                timeout: float, content_type: str) -> urllib3.BaseHTTPResponse:
         try:
             with contextlib.ExitStack() as files:
                 if isinstance(source, bytes):
@@ -107,10 +137,9 @@ class Client:
         except urllib3.exceptions.HTTPError as e:
             raise self._untrusted(e) or ServerUnreachable(
                 f"cannot reach {self.base_url}: {_reason(e)}") from None
-        data = _decode(response)
         if response.status >= 400:
-            raise _refusal(response.status, data)
-        return data
+            raise _refusal(response.status, _decode(response))
+        return response
 
     def download(self, path: str, dest: str, timeout: float = 300.0) -> None:
         """Stream a file from the server to `dest`."""

@@ -23,9 +23,7 @@ from blanket.errors import is_disk_full
 from blanket.versions import escapes
 
 SERVER_ID_FILE = "server-id"
-TOKEN_HEADER = "Blanket-Token"  # the attempt's token, beside the archive it sends
 MAX_PACKED = 1024 * 1024 * 1024  # bytes of tar.gz a server takes for one task
-MAX_LOG_CHUNK = 1024 * 1024  # bytes of a running task's log per request
 MAX_UNPACKED = 4 * MAX_PACKED  # bytes of files it writes for one task
 
 

@@ -8,7 +8,8 @@ import tempfile
 from collections.abc import Callable, Iterable
 
 from blanket.api.http import MAX_DRAIN, MAX_JSON, MAX_UPLOAD, refuse
-from blanket.outputs import MAX_LOG_CHUNK, MAX_PACKED
+from blanket.outputs import MAX_PACKED
+from blanket.protocol import MAX_LOG_CHUNK
 
 _OUTPUTS = re.compile(r"/task/[^/]+/outputs")
 _LOG_CHUNK = re.compile(r"/task/[^/]+/log/[^/]+")

@@ -8,13 +8,15 @@ import os
 import re
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import bottle
 import fastjsonschema
 
+from blanket import protocol
 from blanket.errors import BlanketError, InvalidInput, StorageFull, is_disk_full
 
+M = TypeVar("M", bound=protocol.Request)
 MAX_JSON = 1024 * 1024
 # A body somewhat over a limit is read and dropped before the 413 goes out: a client still
 # sending it would otherwise see its connection reset instead of the answer. Larger ones are
@@ -28,6 +30,12 @@ _SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")
 def json_response(data: Any, status: int = 200) -> bottle.HTTPResponse:
     body = json.dumps(data, default=str)
     return bottle.HTTPResponse(body, status=status,
+                               headers={"Content-Type": "application/json"})
+
+
+def message_response(message: protocol.Answer, status: int = 200) -> bottle.HTTPResponse:
+    """A protocol message as the answer, in its one JSON form."""
+    return bottle.HTTPResponse(message.to_json(), status=status,
                                headers={"Content-Type": "application/json"})
 
 
@@ -55,6 +63,20 @@ def read_json_body(required: bool = True, checked: bool = True) -> Any:
     else:
         data = parse_json(raw)
     return check_body(data) if checked else data
+
+
+def read_message(kind: type[M]) -> M:
+    """The request body as the protocol message `kind`; InvalidInput naming the field, or
+    saying why the body is not JSON (as `parse_json` words it), when it is not."""
+    raw = read_body()
+    if not raw.strip():
+        raise InvalidInput("the request body is empty; send a JSON object")
+    try:
+        return kind.from_json(raw)
+    except protocol.BadMessage as e:
+        if e.malformed:
+            parse_json(raw)  # says what is wrong in the words every route uses
+        raise InvalidInput(str(e)) from None
 
 
 def check_body(data: Any, what: str = "the body") -> Any:

@@ -12,14 +12,16 @@ from pathlib import Path
 
 import bottle
 
+from blanket import protocol as P
 from blanket.api import schemas as S
 from blanket.api.access import check_holder
-from blanket.api.http import json_response, parse_id
+from blanket.api.http import message_response, parse_id
 from blanket.app import Services
 from blanket.auth import WORKER
 from blanket.errors import BlanketError, InvalidInput, NotFound, StaleAttempt
 from blanket.models import ACTIVE_STATES, Task
-from blanket.outputs import MAX_LOG_CHUNK, MAX_PACKED, TOKEN_HEADER, BadOutputs, unpack
+from blanket.outputs import MAX_PACKED, BadOutputs, unpack
+from blanket.protocol import MAX_LOG_CHUNK, TOKEN_HEADER
 from blanket.runner import LOG_STREAMS
 
 _appending = threading.Lock()  # one append at a time: the size check and the write go together
@@ -27,8 +29,8 @@ _appending = threading.Lock()  # one append at a time: the size check and the wr
 
 def install(app: bottle.Bottle, services: Services) -> None:
     routes = OutputRoutes(services)
-    app.route("/task/<task_id>/outputs", "POST", routes.receive, role=WORKER)
-    app.route("/task/<task_id>/log/<stream>", "POST", routes.append_log, role=WORKER,
+    app.route(P.OUTPUTS.rule, "POST", routes.receive, role=WORKER)
+    app.route(P.LOG.rule, "POST", routes.append_log, role=WORKER,
               query=S.OFFSET)
 
 
@@ -77,7 +79,7 @@ class OutputRoutes:
             if start + len(data) > size:
                 log.write(data[size - start:])
                 size = start + len(data)
-        return json_response({"size": size})
+        return message_response(P.LogTaken(size=size))
 
     def receive(self, task_id: str):
         """Unpack the attempt's outputs into the server's copy of the task directory. Only
@@ -101,7 +103,7 @@ class OutputRoutes:
                 written = unpack(Path(archive.name), task_dir, staging)
             except BadOutputs as e:
                 raise InvalidInput(f"outputs of task {task.id} refused: {e}") from None
-        return json_response({"task": task.id, "files": written})
+        return message_response(P.OutputsTaken(task=task.id, files=written))
 
 
 def _read_body(stream, length: int) -> bytes:

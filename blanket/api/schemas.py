@@ -2,19 +2,19 @@
 both validates requests (compiled once by fastjsonschema) and describes them in
 /openapi.json, so the two cannot drift. A route names its body with `body=` and its query
 parameters with `query=` in its `app.route`; handlers still check what a schema cannot
-(a type's own variables, the state of a task)."""
+(a type's own variables, the state of a task). The worker protocol's bodies are its messages'
+schemas (blanket/protocol.py)."""
 
 from __future__ import annotations
 
 from typing import Any
 
 import fastjsonschema
+import msgspec
 
-INT32 = 2**31 - 1
-INT64 = 2**63 - 1
-TEXT = {"type": "string", "maxLength": 65536}
+from blanket import protocol
+
 SHORT_TEXT = {"type": "string", "minLength": 1, "maxLength": 200}
-TOKEN = {"type": "string", "minLength": 1, "maxLength": 200}
 TAG = {"type": "string", "pattern": r"^[A-Za-z0-9][A-Za-z0-9_.:-]*$", "maxLength": 100}
 ENV_VALUE = {"type": ["string", "number", "boolean"], "maxLength": 1_000_000}
 TIME = {"oneOf": [{"type": "number", "minimum": 0, "maximum": 253402300799},
@@ -39,6 +39,33 @@ class Body:
         self.validate = fastjsonschema.compile(self.schema)
 
 
+class MessageBody(Body):
+    """The body of a worker protocol route: a message of blanket/protocol.py, whose handler
+    decodes it (`message.from_json`); its schema is the message's own."""
+
+    def __init__(self, message: type[protocol.Request]):
+        self.schema = _inlined(msgspec.json.schema(message))
+        self.validate = fastjsonschema.compile(self.schema)
+
+
+def _inlined(schema: dict[str, Any]) -> dict[str, Any]:
+    """msgspec's schema with each `$ref` to its `$defs` replaced by the definition, so the
+    schema stands alone inside the OpenAPI document."""
+    definitions = schema.pop("$defs", {})
+
+    def resolve(node: Any) -> Any:
+        if isinstance(node, dict):
+            ref = node.get("$ref", "")
+            if ref.startswith("#/$defs/"):
+                return resolve(definitions[ref.removeprefix("#/$defs/")])
+            return {key: resolve(value) for key, value in node.items()}
+        if isinstance(node, list):
+            return [resolve(item) for item in node]
+        return node
+
+    return resolve(schema)
+
+
 SUBMISSION = Body({
     "type": {**SHORT_TEXT, "description": "the task type to run"},
     "environment": {"type": "object", "maxProperties": 1000,
@@ -50,46 +77,11 @@ SUBMISSION = Body({
     "priority": {"type": "integer", "minimum": -10_000, "maximum": 10_000},
 }, ("type",))
 
-PROGRESS = Body({
-    "progress": {"type": "number", "minimum": 0, "maximum": 100},
-    "message": {"oneOf": [TEXT, {"type": "null"}]},
-    "token": {"oneOf": [TOKEN, {"type": "null"}]},
-}, ("progress",))
-
-REGISTER = Body({
-    "id": {"type": "string", "pattern": r"^[A-Za-z0-9][A-Za-z0-9_.:@-]{0,127}$"},
-    "host": SHORT_TEXT,
-    "pid": {"type": "integer", "minimum": 0, "maximum": INT32},
-    "tags": {"type": "array", "maxItems": 100, "items": TAG},
-}, ("host", "pid"))
-
-ATTEMPT = Body({"token": TOKEN}, ("token",))
-
-STARTED = Body({
-    "token": TOKEN,
-    "pid": {"oneOf": [{"type": "integer", "minimum": 0, "maximum": INT32}, {"type": "null"}]},
-    "directory": {"oneOf": [{"type": "string", "maxLength": 4096}, {"type": "null"}]},
-    "at": {"type": "number", "minimum": 0, "maximum": 253402300799,
-           "description": "when the process started (Unix seconds; the server's clock rules)"},
-}, ("token",))
-
-FINISHED = Body({
-    "token": TOKEN,
-    "state": {"type": "string", "enum": ["SUCCESS", "FAILED", "TIMEDOUT", "STOPPED"]},
-    "exit_code": {"oneOf": [{"type": "integer", "minimum": -INT32, "maximum": INT32},
-                            {"type": "null"}]},
-    "error": {"oneOf": [TEXT, {"type": "null"}]},
-    "handback": {"type": "boolean"},
-    "started": {"oneOf": [_object({
-        "at": {"type": "number", "minimum": 0, "maximum": 253402300799},
-        "pid": {"oneOf": [{"type": "integer", "minimum": 0, "maximum": INT32},
-                          {"type": "null"}]},
-        "directory": {"oneOf": [{"type": "string", "maxLength": 4096}, {"type": "null"}]},
-    }), {"type": "null"}]},
-    "claim_next": {"oneOf": [{"type": "boolean"}, {"type": "integer", "enum": [0, 1, 2]}]},
-    "running": {"oneOf": [{"type": "integer", "minimum": 1, "maximum": INT64},
-                          {"type": "null"}]},
-}, ("token", "state"))
+PROGRESS = MessageBody(protocol.Progress)
+REGISTER = MessageBody(protocol.Register)
+ATTEMPT = MessageBody(protocol.AttemptReport)
+STARTED = MessageBody(protocol.Started)
+FINISHED = MessageBody(protocol.Finished)
 
 NEW_TOKEN = Body({
     "name": {"type": "string", "pattern": r"^[A-Za-z0-9][A-Za-z0-9_.@:-]{0,63}$"},
@@ -141,6 +133,6 @@ REMOVE_WORKER = [_param("mode", {"type": "string", "enum": ["finish", "handback"
 PATH_PARAMETERS = {
     "task_id": {"type": "integer", "minimum": 0, "maximum": 10**18 - 1},
     "stream": {"type": "string", "enum": ["stdout", "stderr", "output"]},
-    "worker_id": {"type": "string", "pattern": r"^[A-Za-z0-9][A-Za-z0-9_.:@-]{0,127}$"},
+    "worker_id": {"type": "string", "pattern": protocol.WORKER_ID_PATTERN},
 }
 

@@ -12,57 +12,42 @@ import uuid
 from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
 
 import bottle
 
+from blanket import protocol as P
 from blanket.api import schemas as S
 from blanket.api.access import check_holder, identity
-from blanket.api.http import json_response, parse_id, query_float, read_json_body
+from blanket.api.http import json_response, message_response, parse_id, query_float, read_message
 from blanket.app import Services
 from blanket.auth import ADMIN, OPERATOR, VIEWER, WORKER, Forbidden
 from blanket.errors import InvalidInput, NotFound, StaleAttempt
-from blanket.models import ACTIVE_STATES, Task, TaskState, Worker
+from blanket.models import ACTIVE_STATES, TaskState, Worker
 from blanket.store.base import Outcome
-from blanket.tasktype import TaskType
 from blanket.wakeups import QUEUE, task_topic, worker_topic
 
 MAX_POLL = 60.0
-_WORKER_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:@-]{0,127}")
+_WORKER_ID = re.compile(P.WORKER_ID_PATTERN)
 _HASH = re.compile(r"[0-9a-f]{16,64}")
 
 
 def install(app: bottle.Bottle, services: Services) -> None:
     routes = WorkerRoutes(services)
     app.route("/worker/", "GET", routes.list_workers, role=VIEWER)
-    app.route("/worker/", "POST", routes.register, role=WORKER, body=S.REGISTER)
+    app.route(P.REGISTER.rule, "POST", routes.register, role=WORKER, body=S.REGISTER)
     app.route("/worker/<worker_id>", "GET", routes.show, role=VIEWER)
-    app.route("/worker/<worker_id>", "DELETE", routes.remove, role=(OPERATOR, WORKER),
+    app.route(P.LEAVE.rule, "DELETE", routes.remove, role=(OPERATOR, WORKER),
               query=S.REMOVE_WORKER)
     app.route("/worker/<worker_id>/pause", "POST", routes.pause, role=OPERATOR)
     app.route("/worker/<worker_id>/resume", "POST", routes.resume, role=OPERATOR)
-    app.route("/worker/<worker_id>/claim", "POST", routes.claim, role=WORKER, query=S.POLL,
+    app.route(P.CLAIM.rule, "POST", routes.claim, role=WORKER, query=S.POLL,
               no_content="no task came within ?wait")
-    app.route("/task/<task_id>/started", "POST", routes.started, role=WORKER, body=S.STARTED)
-    app.route("/task/<task_id>/heartbeat", "POST", routes.heartbeat, role=WORKER,
-              body=S.ATTEMPT, query=S.POLL)
-    app.route("/task/<task_id>/finished", "POST", routes.finished, role=WORKER, body=S.FINISHED)
-    app.route("/task/<task_id>/release", "POST", routes.release, role=WORKER, body=S.ATTEMPT)
-    app.route("/version/<name>", "GET", routes.bundle, role=(ADMIN, WORKER))
-
-
-def _text(data: dict, key: str, required: bool = True) -> str | None:
-    value = data.get(key)
-    if value is None and not required:
-        return None
-    if not isinstance(value, str) or not value:
-        raise InvalidInput(f'"{key}" must be a non-empty string')
-    return value
-
-
-@dataclass(frozen=True)
-class _Leave:
-    mode: str
+    app.route(P.STARTED.rule, "POST", routes.started, role=WORKER, body=S.STARTED)
+    app.route(P.HEARTBEAT.rule, "POST", routes.heartbeat, role=WORKER, body=S.ATTEMPT,
+              query=S.POLL)
+    app.route(P.FINISHED.rule, "POST", routes.finished, role=WORKER, body=S.FINISHED)
+    app.route(P.RELEASE.rule, "POST", routes.release, role=WORKER, body=S.ATTEMPT)
+    app.route(P.BUNDLE.rule, "GET", routes.bundle, role=(ADMIN, WORKER))
 
 
 _HUNG_UP = object()  # the claim's client closed its connection while it waited
@@ -137,17 +122,9 @@ class WorkerRoutes:
 
     def register(self):
         """A worker joins with its tags, which its token must allow."""
-        data = read_json_body()
-        if not isinstance(data, dict):
-            raise InvalidInput("send the worker as a JSON object")
-        tags = data.get("tags", [])
-        if not isinstance(tags, list) or not all(isinstance(t, str) for t in tags):
-            raise InvalidInput('"tags" must be a list of strings')
-        host = _text(data, "host") or ""
-        pid = data.get("pid")
-        if isinstance(pid, bool) or not isinstance(pid, int):
-            raise InvalidInput('"pid" must be an integer')
-        worker_id = _text(data, "id", required=False) or f"{host}-{pid}-{uuid.uuid4().hex[:6]}"
+        request = read_message(P.Register)
+        tags, host, pid = request.tags, request.host, request.pid
+        worker_id = request.id or f"{host}-{pid}-{uuid.uuid4().hex[:6]}"
         if not _WORKER_ID.fullmatch(worker_id):
             raise InvalidInput(f"worker id {worker_id!r}: use letters, digits and _.:@-")
         caller = identity()
@@ -162,10 +139,9 @@ class WorkerRoutes:
         worker = Worker(id=worker_id, tags=tuple(sorted(set(tags))), host=host, pid=pid,
                         state="idle", registered=now, heartbeat=now, owner=caller.name)
         self.s.store.save_worker(worker)
-        body = worker.to_json()
-        body["heartbeat_interval"] = self.s.settings.heartbeat_interval
-        body["server_id"] = self.s.server_id  # the same id in its data dir: files are shared
-        return json_response(body, 201)
+        # The same server id in the worker's data dir: the two share their files.
+        return message_response(P.Registered.of(worker, self.s.settings.heartbeat_interval,
+                                                self.s.server_id), 201)
 
     def remove(self, worker_id: str):
         """Stop a worker (?mode=finish lets its task end, handback queues it again); a
@@ -234,10 +210,10 @@ class WorkerRoutes:
                     or self.s.store.passes_over(tags))
         if answer is None or answer is _HUNG_UP:
             return bottle.HTTPResponse(status=204)
-        if isinstance(answer, _Leave):
+        if isinstance(answer, P.Leave):
             self.s.store.delete_worker(worker.id)
-            return json_response({"stop": answer.mode}, 410)
-        return json_response(_claimed_json(*answer))  # the claim marked the worker busy
+            return message_response(answer, 410)
+        return message_response(P.Claimed.of(*answer))  # the claim marked the worker busy
 
     def _takes_tasks(self, worker_id: str) -> bool:
         worker = self.s.store.get_worker(worker_id)
@@ -247,37 +223,37 @@ class WorkerRoutes:
         """Checked on every wake-up: leave when asked to stop, hold while paused, else claim."""
         worker = self.s.store.get_worker(worker_id)
         if worker is None or worker.state == "stopping":
-            return _Leave(worker.stop_mode or "finish" if worker else "handback")
+            return P.Leave(stop=worker.stop_mode or "finish" if worker else "handback")
         if not worker.takes_tasks:  # paused
             return None
         return self.s.queue.claim_once(worker_id, tags)
 
-    def attempt(self, raw_id: str, data: dict) -> tuple[int, str]:
+    def attempt(self, raw_id: str, token: str) -> tuple[int, str]:
         """(task id, attempt token) of a report, once its sender may make it."""
-        task_id, token = parse_id(raw_id), _text(data, "token") or ""
+        task_id = parse_id(raw_id)
         check_holder(self.s.store, task_id, token)
         return task_id, token
 
     def started(self, task_id: str):
         """The attempt's process started."""
-        data = read_json_body()
-        task = self.s.queue.report_started(*self.attempt(task_id, data), data.get("pid"),
-                                           data.get("directory"))
+        report = read_message(P.Started)
+        task = self.s.queue.report_started(*self.attempt(task_id, report.token), report.pid,
+                                           report.directory)
         return json_response(task.to_json())
 
     def heartbeat(self, task_id: str):
         """Record that the attempt is alive; with ?wait, hold until it must stop (the task
         was stopped, or its worker must hand it back)."""
-        data = read_json_body()
+        report = read_message(P.AttemptReport)
         wait = query_float("wait", 0.0, MAX_POLL) or 0.0
-        held, token = self.attempt(task_id, data)
+        held, token = self.attempt(task_id, report.token)
         task = self.s.queue.heartbeat(held, token)  # the worker's too
         topics = [task_topic(task.id)] + ([worker_topic(task.worker)] if task.worker else [])
         orders = self.s.wakeups.wait_for(lambda: self._orders(task.id, token), wait,
                                          topics=topics)
-        return json_response(orders or self._orders(task.id, token, final=True))
+        return message_response(orders or self._orders(task.id, token, final=True))
 
-    def _orders(self, task_id: int, token: str, final: bool = False) -> dict | None:
+    def _orders(self, task_id: int, token: str, final: bool = False) -> P.Orders | None:
         """What the worker of an attempt must do; None while it should just carry on."""
         task = self.s.store.get_task(task_id)
         if task is None:
@@ -288,50 +264,34 @@ class WorkerRoutes:
         handback = worker is not None and worker.stop_mode == "handback"
         if not (final or task.stop_requested or handback or task.state not in ACTIVE_STATES):
             return None
-        return {"stop": task.stop_requested or handback,
-                "handback": handback and not task.stop_requested,
-                "state": task.state.value}
+        return P.Orders(stop=task.stop_requested or handback,
+                        handback=handback and not task.stop_requested, state=task.state.value)
 
     def finished(self, task_id: str):
         """The attempt ended; the answer may bring the worker's next task and a reserve."""
-        data = read_json_body()
-        held, token = self.attempt(task_id, data)
-        try:
-            state = TaskState(data.get("state"))
-        except ValueError:
-            raise InvalidInput('"state" must be SUCCESS, FAILED, TIMEDOUT or STOPPED') from None
-        exit_code = data.get("exit_code")
-        if exit_code is not None and (isinstance(exit_code, bool)
-                                      or not isinstance(exit_code, int)):
-            raise InvalidInput('"exit_code" must be an integer or null')
-        handback = bool(data.get("handback"))
-        started = data.get("started")
-        claim_next = data.get("claim_next", 0)
-        if claim_next not in (True, False, 0, 1, 2):
-            raise InvalidInput('"claim_next" must be 0, 1 or 2 (or true for 1)')
-        running = data.get("running")
-        if running is not None and (isinstance(running, bool) or not isinstance(running, int)):
-            raise InvalidInput('"running" must be the id of the task the worker runs now')
+        report = read_message(P.Finished)
+        held, token = self.attempt(task_id, report.token)
         task, taken = self.s.queue.finish_and_claim(
-            held, token, state, exit_code, data.get("error"),
-            handback=handback, started=_late_start(started) if isinstance(started, dict) else None,
-            claim_next=int(claim_next), running=running)
-        if not claim_next:
+            held, token, TaskState(report.state), report.exit_code, report.error,
+            handback=report.handback,
+            started=_late_start(report.started) if report.started else None,
+            claim_next=report.wants, running=report.running)
+        if not report.wants:
             return json_response(task.to_json())
         # The worker asked for its next task (and maybe a reserve) in the same round trip (no
         # waiting here: when none is ready it long-polls the claim route as usual).
-        claimed = [_claimed_json(*found) for found in taken]
-        if running is not None:  # it runs its reserve: what it took is its new reserve
+        claimed: list[P.Claimed | None] = [P.Claimed.of(*found) for found in taken]
+        if report.running is not None:  # it runs its reserve: what it took is its new reserve
             claimed.insert(0, None)
-        return json_response({"task": task.to_json(),
-                              "next": claimed[0] if claimed else None,
-                              "reserve": claimed[1] if len(claimed) > 1 else None})
+        return message_response(P.Ended(task=task.to_json(),
+                                        next=claimed[0] if claimed else None,
+                                        reserve=claimed[1] if len(claimed) > 1 else None))
 
     def release(self, task_id: str):
         """A reserve its worker will not run (its current task runs long, or it is
         stopping) goes back to the queue, as if it had never been claimed."""
-        data = read_json_body()
-        task = self.s.queue.release(*self.attempt(task_id, data))
+        report = read_message(P.AttemptReport)
+        task = self.s.queue.release(*self.attempt(task_id, report.token))
         return json_response(task.to_json())
 
     def bundle(self, name: str):
@@ -345,18 +305,8 @@ class WorkerRoutes:
                                   mimetype="application/gzip")
 
 
-def _late_start(started: dict) -> Outcome:
+def _late_start(started: P.LateStart) -> Outcome:
     """A short task's start, sent with its end to save a round trip."""
-    at, pid, directory = started.get("at"), started.get("pid"), started.get("directory")
-    if isinstance(at, bool) or not isinstance(at, int | float):
-        at = time.time()
-    return Outcome(TaskState.RUNNING, started=min(float(at), time.time()),
-                   pid=pid if isinstance(pid, int) and not isinstance(pid, bool) else None,
-                   directory=directory if isinstance(directory, str) else None)
-
-
-def _claimed_json(task: Task, task_type: TaskType) -> dict:
-    """What a worker receives for a claimed task: the task with its token, its type, and
-    where to fetch the type version's bundle."""
-    return {"task": task.to_json(with_token=True), "type": task_type.to_json(),
-            "bundle": f"/version/{task.version}.tar.gz"}
+    now = time.time()
+    return Outcome(TaskState.RUNNING, started=now if started.at is None else min(started.at, now),
+                   pid=started.pid, directory=started.directory)

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import time
 
+from blanket.attempt import Attempt
 from blanket.models import Task, TaskState
 from blanket.tasktype import TaskType
-from blanket.worker import Attempt
 from tests.conftest import wait_until
 
 
@@ -40,17 +40,21 @@ def test_a_superseded_attempt_is_not_handed_back():
 
 def test_outputs_that_cannot_be_packed_are_logged_and_the_task_still_ends(tmp_path, monkeypatch):
     # Say the task left a file the worker cannot read: its end must still be reported.
-    from blanket import worker as worker_module
-    from blanket.worker import Worker, WorkerOptions
+    import threading
+
+    from blanket import shipping
+    from blanket.client import Client
+    from blanket.workerclient import WorkerClient
 
     def unreadable(*_args: object) -> int:
         raise PermissionError(13, "Permission denied", "made/secret.txt")
 
-    monkeypatch.setattr(worker_module, "pack", unreadable)
+    monkeypatch.setattr(shipping, "pack", unreadable)
     work_dir = tmp_path / "tasks" / "echo" / "1"
     work_dir.mkdir(parents=True)
-    w = Worker(WorkerOptions(server="http://127.0.0.1:9", data_dir=tmp_path))
-    w._send_outputs(attempt(), work_dir)  # no exception: the worker carries on
+    server = WorkerClient(Client("http://127.0.0.1:9"))
+    # no exception: the worker carries on
+    shipping.send_outputs(server, attempt(), work_dir, tmp_path / "outputs", threading.Event())
     assert list((tmp_path / "outputs").iterdir()) == []  # and leaves no archive behind
 
 
