@@ -264,7 +264,7 @@ class Route:
 REGISTER = Route("POST", "/worker/", "Register", "Registered (201)")
 CLAIM = Route("POST", "/worker/<worker_id>/claim", "?wait=S",
               "Claimed; 204 none came; Leave (410) when told to stop")
-LEAVE = Route("DELETE", "/worker/<worker_id>", "?mode=finish|handback",
+LEAVE = Route("DELETE", "/worker/<worker_id>", "?mode=finish or handback",
               "the worker record (202 stopping)", ("operator", "worker"))
 STARTED = Route("POST", "/task/<task_id>/started", "Started", "the task")
 HEARTBEAT = Route("POST", "/task/<task_id>/heartbeat", "AttemptReport, ?wait=S", "Orders")

@@ -33,6 +33,12 @@ def json_response(data: Any, status: int = 200) -> bottle.HTTPResponse:
                                headers={"Content-Type": "application/json"})
 
 
+def serve(app: bottle.Bottle, route: protocol.Route, callback: Callable, **config: Any) -> None:
+    """Install the handler of a worker protocol route, as blanket/protocol.py declares it
+    (path, method, who may call)."""
+    app.route(route.rule, route.method, callback, role=route.callers, **config)
+
+
 def message_response(message: protocol.Answer, status: int = 200) -> bottle.HTTPResponse:
     """A protocol message as the answer, in its one JSON form."""
     return bottle.HTTPResponse(message.to_json(), status=status,

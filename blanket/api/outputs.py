@@ -15,9 +15,8 @@ import bottle
 from blanket import protocol as P
 from blanket.api import schemas as S
 from blanket.api.access import check_holder
-from blanket.api.http import message_response, parse_id
+from blanket.api.http import message_response, parse_id, serve
 from blanket.app import Services
-from blanket.auth import WORKER
 from blanket.errors import BlanketError, InvalidInput, NotFound, StaleAttempt
 from blanket.models import ACTIVE_STATES, Task
 from blanket.outputs import MAX_PACKED, BadOutputs, unpack
@@ -29,9 +28,8 @@ _appending = threading.Lock()  # one append at a time: the size check and the wr
 
 def install(app: bottle.Bottle, services: Services) -> None:
     routes = OutputRoutes(services)
-    app.route(P.OUTPUTS.rule, "POST", routes.receive, role=WORKER)
-    app.route(P.LOG.rule, "POST", routes.append_log, role=WORKER,
-              query=S.OFFSET)
+    serve(app, P.OUTPUTS, routes.receive)
+    serve(app, P.LOG, routes.append_log, query=S.OFFSET)
 
 
 class OutputRoutes:

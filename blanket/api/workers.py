@@ -18,9 +18,16 @@ import bottle
 from blanket import protocol as P
 from blanket.api import schemas as S
 from blanket.api.access import check_holder, identity
-from blanket.api.http import json_response, message_response, parse_id, query_float, read_message
+from blanket.api.http import (
+    json_response,
+    message_response,
+    parse_id,
+    query_float,
+    read_message,
+    serve,
+)
 from blanket.app import Services
-from blanket.auth import ADMIN, OPERATOR, VIEWER, WORKER, Forbidden
+from blanket.auth import ADMIN, OPERATOR, VIEWER, Forbidden
 from blanket.errors import InvalidInput, NotFound, StaleAttempt
 from blanket.models import ACTIVE_STATES, TaskState, Worker
 from blanket.store.base import Outcome
@@ -34,20 +41,17 @@ _HASH = re.compile(r"[0-9a-f]{16,64}")
 def install(app: bottle.Bottle, services: Services) -> None:
     routes = WorkerRoutes(services)
     app.route("/worker/", "GET", routes.list_workers, role=VIEWER)
-    app.route(P.REGISTER.rule, "POST", routes.register, role=WORKER, body=S.REGISTER)
+    serve(app, P.REGISTER, routes.register, body=S.REGISTER)
     app.route("/worker/<worker_id>", "GET", routes.show, role=VIEWER)
-    app.route(P.LEAVE.rule, "DELETE", routes.remove, role=(OPERATOR, WORKER),
-              query=S.REMOVE_WORKER)
+    serve(app, P.LEAVE, routes.remove, query=S.REMOVE_WORKER)
     app.route("/worker/<worker_id>/pause", "POST", routes.pause, role=OPERATOR)
     app.route("/worker/<worker_id>/resume", "POST", routes.resume, role=OPERATOR)
-    app.route(P.CLAIM.rule, "POST", routes.claim, role=WORKER, query=S.POLL,
-              no_content="no task came within ?wait")
-    app.route(P.STARTED.rule, "POST", routes.started, role=WORKER, body=S.STARTED)
-    app.route(P.HEARTBEAT.rule, "POST", routes.heartbeat, role=WORKER, body=S.ATTEMPT,
-              query=S.POLL)
-    app.route(P.FINISHED.rule, "POST", routes.finished, role=WORKER, body=S.FINISHED)
-    app.route(P.RELEASE.rule, "POST", routes.release, role=WORKER, body=S.ATTEMPT)
-    app.route(P.BUNDLE.rule, "GET", routes.bundle, role=(ADMIN, WORKER))
+    serve(app, P.CLAIM, routes.claim, query=S.POLL, no_content="no task came within ?wait")
+    serve(app, P.STARTED, routes.started, body=S.STARTED)
+    serve(app, P.HEARTBEAT, routes.heartbeat, body=S.ATTEMPT, query=S.POLL)
+    serve(app, P.FINISHED, routes.finished, body=S.FINISHED)
+    serve(app, P.RELEASE, routes.release, body=S.ATTEMPT)
+    serve(app, P.BUNDLE, routes.bundle)
 
 
 _HUNG_UP = object()  # the claim's client closed its connection while it waited
