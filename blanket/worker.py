@@ -20,10 +20,10 @@ import structlog
 from blanket import protocol as P
 from blanket.attempt import Attempt, explain
 from blanket.backoff import Backoff
-from blanket.bundles import BundleCache, fetch_inputs
 from blanket.claims import Claims
 from blanket.client import Client, ServerUnreachable
 from blanket.errors import BlanketError
+from blanket.fetching import BundleCache, fetch_inputs
 from blanket.heartbeat import Heartbeat
 from blanket.leftovers import Ledger, start_guardian, sweep
 from blanket.logs import configure_logging
