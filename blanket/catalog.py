@@ -12,19 +12,14 @@ from typing import Any
 
 import structlog
 
+from blanket.bundles import write_bundle
 from blanket.configtree import audit_tree, merged, needs_audit
+from blanket.fileselect import Selection, select_files_with_inputs
 from blanket.problems import ConfigInvalid, ConfigProblem
 from blanket.tasktype import TaskType
 from blanket.times import iso_utc
 from blanket.typefile import key_line, parse_type_file
-from blanket.versions import (
-    RACY_WINDOW_NS,
-    HashCache,
-    Selection,
-    select_files_with_inputs,
-    version_hash,
-    write_bundle,
-)
+from blanket.versions import RACY_WINDOW_NS, HashCache, version_hash
 from blanket.watching import DebouncedWatcher
 
 log = structlog.get_logger()

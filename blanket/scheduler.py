@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING
 
 import structlog
 
+from blanket.bundles import write_bundle
 from blanket.catalog import Catalog, LoadedSchedule, LoadedType
 from blanket.errors import InvalidInput, NotFound, StorageFull
 from blanket.intake import SCHEDULE_PREFIX, TaskRequest
@@ -31,7 +32,6 @@ from blanket.schedule import Schedule, due_runs, next_fire, overlap_decision
 from blanket.store.base import DuplicateTask, ScheduleState, Store, TaskFilter
 from blanket.tasktype import TaskType
 from blanket.times import iso_utc
-from blanket.versions import write_bundle
 
 if TYPE_CHECKING:
     from blanket.app import Services

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from blanket.app import Services, build_services
+from blanket.bundles import bundle_path
 from blanket.errors import NotFound
 from blanket.intake import TaskRequest
 from blanket.models import TaskState
@@ -20,7 +21,6 @@ from blanket.scheduler import (
 )
 from blanket.settings import Settings
 from blanket.store.base import Claim, ScheduleState, TaskFilter
-from blanket.versions import bundle_path
 from tests.conftest import wait_until
 
 T0 = 1_800_000_000.0  # a multiple of 10, so `every = "10s"` fires at T0, T0 + 10, ...
