@@ -274,8 +274,7 @@ class Scheduler:
             return None
 
     def _has_lock(self) -> bool:
-        try_lock = getattr(self.store, "try_scheduler_lock", None)
-        holds = True if try_lock is None else bool(try_lock())
+        holds = self.store.try_scheduler_lock()
         if holds != self._holds_lock:
             log.info("scheduler lock " + ("taken" if holds else "held by another server"))
             self._holds_lock = holds

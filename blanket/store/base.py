@@ -147,8 +147,6 @@ class Store(ABC):
     def record_version(self, hash: str, type_name: str, created: float) -> bool:
         """Record a type version once; True when it was new."""
 
-    @abstractmethod
-    def version_known(self, hash: str) -> bool: ...
 
     # tasks
     @abstractmethod

@@ -211,8 +211,6 @@ class PostgresStore(Store):
             params = {"hash": hash, "type": type_name, "created": created}
             return cur.execute(Q["record_version"], params).rowcount == 1
 
-    def version_known(self, hash: str) -> bool:
-        return self._one(Q["version_known"], {"hash": hash}) is not None
 
     # tasks
     def add_task(self, new: NewTask) -> Task:

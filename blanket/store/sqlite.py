@@ -160,8 +160,6 @@ class SQLiteStore(Store):
         with self._tx() as db:
             return db.execute(Q["record_version"], (hash, type_name, created)).rowcount == 1
 
-    def version_known(self, hash: str) -> bool:
-        return self._one(Q["version_known"], (hash,)) is not None
 
     # tasks
     def add_task(self, new: NewTask) -> Task:

@@ -415,7 +415,7 @@ def test_a_command_schedule_runs_as_its_own_versioned_type(setup):
     assert (task.type, task_type.command, task_type.tags) == ("schedule.tick", "echo hi",
                                                               ("unix",))
     assert bundle_path(setup.services.versions_dir, version).is_file()
-    assert setup.services.store.version_known(version)
+    assert setup.services.store.record_version(version, task.type, T0) is False  # recorded
 
 
 def test_editing_a_command_schedule_gives_its_type_a_new_version(setup):
