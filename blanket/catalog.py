@@ -134,6 +134,10 @@ class Catalog:
         loaded = self._state.loaded_schedules
         return [loaded[n] for n in sorted(loaded)]
 
+    def schedule(self, name: str) -> LoadedSchedule | None:
+        """The loaded schedule called `name`, or None."""
+        return self._state.loaded_schedules.get(name)
+
     def problems(self) -> list[ConfigProblem]:
         """Every current problem in types, schedules and the rest of the config directory."""
         found = [p for t in self.types() for p in t.problems]
