@@ -10,12 +10,12 @@ from functools import cached_property
 from pathlib import Path
 
 from blanket import outputs
-from blanket.auth import Tokens
 from blanket.catalog import Catalog
 from blanket.currenttypes import CatalogTypes, CommandTypes
 from blanket.intake import Intake
 from blanket.queue import Queue
 from blanket.schedule import parse_schedule_file
+from blanket.servertokens import Tokens
 from blanket.settings import Settings
 from blanket.store import open_store
 from blanket.store.base import Store
