@@ -10,11 +10,11 @@ from pathlib import Path
 import structlog
 
 from blanket import protocol as P
+from blanket.bundles import UnsafeBundle
 from blanket.errors import BlanketError
 from blanket.models import Task
 from blanket.runner import TaskRun
 from blanket.tasktype import TaskType
-from blanket.versions import UnsafeBundle
 
 log = structlog.get_logger("blanket.worker")
 

@@ -10,8 +10,8 @@ import tempfile
 import uuid
 from pathlib import Path
 
+from blanket.bundles import UnsafeBundle, extract_bundle
 from blanket.models import Task
-from blanket.versions import UnsafeBundle, extract_bundle
 from blanket.workerclient import WorkerClient
 
 _HASH = re.compile(r"[0-9a-f]{16,64}")

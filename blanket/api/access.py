@@ -19,12 +19,12 @@ from blanket.auth import (
     NONE,
     Forbidden,
     Identity,
-    Tokens,
     Unauthorized,
     allows,
     anonymous,
     csrf_token,
 )
+from blanket.servertokens import Tokens
 from blanket.store.base import Store
 
 SESSION_COOKIE = "blanket_session"

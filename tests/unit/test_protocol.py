@@ -68,7 +68,8 @@ def test_a_tag_out_of_pattern_is_refused_naming_it():
         P.Register.from_json(b'{"host": "h", "pid": 1, "tags": ["a b"]}')
 
 
-@pytest.mark.parametrize("raw", [b'{"token": NaN}', b'{"token": "\\ud800"}', b"{", b'{"token": "t"} x'])
+@pytest.mark.parametrize("raw", [b'{"token": NaN}', b'{"token": "\\ud800"}', b"{",
+                                 b'{"token": "t"} x'])
 def test_a_body_that_is_not_json_is_flagged_malformed(raw: bytes):
     with pytest.raises(P.BadMessage) as refused:
         P.AttemptReport.from_json(raw)
