@@ -4,6 +4,8 @@ form the routes have always had, and a bad one is refused naming the field."""
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -142,3 +144,10 @@ def test_a_backoff_gives_up_when_its_patience_ends_or_its_event_is_set():
     began = time.monotonic()
     backoff.pause()  # cut short by the event
     assert time.monotonic() - began < 5 and not backoff.pause()
+
+
+def test_the_worker_imports_nothing_of_the_servers_routes_or_store():
+    loaded = subprocess.run(
+        [sys.executable, "-c", "import sys, blanket.worker; print(*sorted(sys.modules))"],
+        capture_output=True, text=True, check=True).stdout.split()
+    assert [m for m in loaded if m.startswith(("blanket.api", "blanket.store"))] == []
