@@ -11,6 +11,7 @@ ignore fields they do not know, so a newer server may add some.
 from __future__ import annotations
 
 import functools
+import json
 import re
 from dataclasses import dataclass
 from typing import Annotated, Any, Literal, TypeVar
@@ -39,6 +40,7 @@ WorkerId = Annotated[str, Meta(pattern=WORKER_ID_PATTERN)]
 EndState = Literal["SUCCESS", "FAILED", "TIMEDOUT", "STOPPED"]
 
 M = TypeVar("M", bound="Message")
+A = TypeVar("A", bound="Answer")
 
 
 class BadMessage(ValueError):
@@ -72,7 +74,27 @@ class Request(Message, frozen=True, forbid_unknown_fields=True):
 
 
 class Answer(Message, frozen=True, omit_defaults=False):
-    """A message the server answers with, every field written out."""
+    """A message the server answers with, every field written out. A task stored before
+    intake refused text that is not Unicode (a lone surrogate) still travels, escaped as
+    JSON writes it, so its worker can fail it saying why."""
+
+    def to_json(self) -> bytes:
+        try:
+            return super().to_json()
+        except UnicodeEncodeError:
+            return json.dumps(msgspec.to_builtins(self)).encode()
+
+    @classmethod
+    def from_json(cls: type[A], raw: bytes) -> A:
+        try:
+            return super().from_json(raw)
+        except BadMessage as e:
+            if not e.malformed:
+                raise
+            try:
+                return msgspec.convert(json.loads(raw), cls)
+            except (ValueError, msgspec.ValidationError):
+                raise e from None
 
 
 _ENCODER = msgspec.json.Encoder()

@@ -151,3 +151,10 @@ def test_the_worker_imports_nothing_of_the_servers_routes_or_store():
         [sys.executable, "-c", "import sys, blanket.worker; print(*sorted(sys.modules))"],
         capture_output=True, text=True, check=True).stdout.split()
     assert [m for m in loaded if m.startswith(("blanket.api", "blanket.store"))] == []
+
+
+def test_a_claim_of_text_that_is_not_unicode_still_reaches_its_worker():
+    # Intake refuses lone surrogates now; a task stored before still runs, and fails saying so.
+    poison = task(environment={"MSG": "a\ud800b"})
+    claimed = P.Claimed.from_json(P.Claimed.of(poison, TaskType("echo", "true")).to_json())
+    assert claimed.task == poison
