@@ -1,4 +1,5 @@
-"""The server's parts wired together: settings, store, catalog, intake, queue, wake-ups.
+"""The server's parts wired together: settings, store, catalog, intake, queue, worker
+registry, wake-ups.
 
 Everything here can be rebuilt from the config directory and the store."""
 
@@ -15,11 +16,14 @@ from blanket.auth import Tokens
 from blanket.catalog import Catalog, LoadedType
 from blanket.intake import Intake
 from blanket.queue import Queue
+from blanket.registry import WorkerRegistry
 from blanket.schedule import parse_schedule_file
 from blanket.scheduler import CommandTypes
 from blanket.settings import Settings
 from blanket.store import open_store
 from blanket.store.base import Store
+from blanket.tasklogs import TaskLogs
+from blanket.tasks_view import TasksView
 from blanket.tasktype import TaskType
 from blanket.wakeups import Wakeups
 
@@ -80,6 +84,8 @@ class CatalogTypes:
 
 @dataclass
 class Services:
+    """The server's parts; the API's routes call these, never the store."""
+
     settings: Settings
     store: Store
     catalog: Catalog
@@ -87,6 +93,9 @@ class Services:
     queue: Queue
     wakeups: Wakeups
     tokens: Tokens
+    registry: WorkerRegistry
+    tasks: TasksView
+    logs: TaskLogs
     started: float = field(default_factory=time.time)
 
     @property
@@ -114,5 +123,7 @@ def build_services(settings: Settings, schedule_parser=None) -> Services:
     commands = CommandTypes(catalog, settings.data_dir / "versions", store.record_version)
     types = CatalogTypes(catalog, commands.get)
     intake = Intake(store, types, settings.data_dir)
-    queue = Queue(store, types.current, types.limits, types.versions)
-    return Services(settings, store, catalog, intake, queue, wakeups, Tokens(store))
+    queue = Queue(store, types.current, types.limits, types.versions, task_dir=intake.task_dir)
+    registry = WorkerRegistry(store, queue, wakeups, settings.lost_after)
+    return Services(settings, store, catalog, intake, queue, wakeups, Tokens(store), registry,
+                    TasksView(store), TaskLogs(intake.task_dir))

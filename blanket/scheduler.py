@@ -24,11 +24,11 @@ from typing import TYPE_CHECKING
 import structlog
 
 from blanket.catalog import Catalog, LoadedSchedule, LoadedType
-from blanket.errors import InvalidInput, NotFound, StorageFull
+from blanket.errors import DuplicateTask, InvalidInput, NotFound, StorageFull
 from blanket.intake import SCHEDULE_PREFIX, TaskRequest
-from blanket.models import Task, TaskState
+from blanket.models import ScheduleState, Task, TaskFilter, TaskState
 from blanket.schedule import Schedule, due_runs, next_fire, overlap_decision
-from blanket.store.base import DuplicateTask, ScheduleState, Store, TaskFilter
+from blanket.store.base import Store
 from blanket.tasktype import TaskType
 from blanket.times import iso_utc
 from blanket.versions import write_bundle
@@ -374,12 +374,17 @@ def scheduled_request(schedule: Schedule, fire: float | None, key: str | None) -
 # ---------------------------------------------------------------- for the API
 
 
+def schedule_state(services: Services, name: str) -> ScheduleState:
+    """Schedule `name`'s saved progress (a fresh one for a schedule never planned)."""
+    return services.store.get_schedule_state(name) or ScheduleState(name)
+
+
 def run_now(services: Services, name: str) -> Task:
     """Submit one run of schedule `name` at once (overlap does not apply to a manual run)."""
     schedule = _schedule_or_404(services.catalog, name)
     task = services.intake.submit(scheduled_request(schedule, None, None))
     with _state_lock:
-        state = services.store.get_schedule_state(name) or ScheduleState(name)
+        state = schedule_state(services, name)
         services.store.save_schedule_state(replace(state, last_task=task.id))
     return task
 
@@ -390,7 +395,7 @@ def set_paused(services: Services, name: str, paused: bool) -> ScheduleState:
     for the previous one to end (overlap = "queue") is dropped."""
     _schedule_or_404(services.catalog, name)
     with _state_lock:
-        state = services.store.get_schedule_state(name) or ScheduleState(name)
+        state = schedule_state(services, name)
         new = ScheduleState(name, None, state.last_fire, state.last_task, paused)
         services.store.save_schedule_state(new)
     for scheduler in list(_started):

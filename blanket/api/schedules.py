@@ -9,10 +9,16 @@ from blanket.app import Services
 from blanket.auth import OPERATOR, VIEWER
 from blanket.catalog import LoadedSchedule
 from blanket.errors import NotFound
-from blanket.models import SECRET_MASK
+from blanket.models import SECRET_MASK, ScheduleState
 from blanket.schedule import next_fire
-from blanket.scheduler import find_schedule, fire_time_text, run_now, set_paused, task_type_of
-from blanket.store.base import ScheduleState
+from blanket.scheduler import (
+    find_schedule,
+    fire_time_text,
+    run_now,
+    schedule_state,
+    set_paused,
+    task_type_of,
+)
 from blanket.times import iso_utc
 
 NEXT_FIRES = 5
@@ -61,7 +67,7 @@ class ScheduleRoutes:
         return loaded
 
     def describe(self, loaded: LoadedSchedule, with_last: bool) -> dict:
-        state = self.s.store.get_schedule_state(loaded.name) or ScheduleState(loaded.name)
+        state = schedule_state(self.s, loaded.name)
         schedule = loaded.schedule
         data = loaded.to_json()
         if schedule is not None and data.get("definition"):
@@ -82,7 +88,7 @@ class ScheduleRoutes:
             "last_task": state.last_task,
         })
         if with_last:
-            task = self.s.store.get_task(state.last_task) if state.last_task else None
+            task = self.s.tasks.find(state.last_task) if state.last_task else None
             data["last_run"] = task.to_json() if task else None
         return data
 

@@ -10,7 +10,7 @@ import pytest
 from blanket.app import Services, build_services
 from blanket.errors import NotFound
 from blanket.intake import TaskRequest
-from blanket.models import TaskState
+from blanket.models import ScheduleState, TaskFilter, TaskState
 from blanket.scheduler import (
     FIRE_TIME_VARIABLE,
     Scheduler,
@@ -19,7 +19,7 @@ from blanket.scheduler import (
     set_paused,
 )
 from blanket.settings import Settings
-from blanket.store.base import Claim, ScheduleState, TaskFilter
+from blanket.store.base import Claim
 from blanket.versions import bundle_path
 from tests.conftest import wait_until
 
