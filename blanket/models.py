@@ -120,7 +120,7 @@ class Worker:
     tags: tuple[str, ...]
     host: str
     pid: int
-    state: str  # idle | busy | paused | stopping | gone
+    state: str  # idle | busy | paused | stopping | gone (shown as lost when silent)
     registered: float
     heartbeat: float
     task: int | None = None
