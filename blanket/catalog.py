@@ -12,19 +12,14 @@ from typing import Any
 
 import structlog
 
+from blanket.bundles import write_bundle
 from blanket.configtree import audit_tree, merged, needs_audit
+from blanket.fileselect import Selection, select_files_with_inputs
 from blanket.problems import ConfigInvalid, ConfigProblem
 from blanket.tasktype import TaskType
 from blanket.times import iso_utc
 from blanket.typefile import key_line, parse_type_file
-from blanket.versions import (
-    RACY_WINDOW_NS,
-    HashCache,
-    Selection,
-    select_files_with_inputs,
-    version_hash,
-    write_bundle,
-)
+from blanket.versions import RACY_WINDOW_NS, HashCache, version_hash
 from blanket.watching import DebouncedWatcher
 
 log = structlog.get_logger()
@@ -138,6 +133,10 @@ class Catalog:
         """Every schedule, sorted by name."""
         loaded = self._state.loaded_schedules
         return [loaded[n] for n in sorted(loaded)]
+
+    def schedule(self, name: str) -> LoadedSchedule | None:
+        """The loaded schedule called `name`, or None."""
+        return self._state.loaded_schedules.get(name)
 
     def problems(self) -> list[ConfigProblem]:
         """Every current problem in types, schedules and the rest of the config directory."""

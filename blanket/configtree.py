@@ -10,10 +10,10 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from blanket.fileselect import IGNORE_FILE, NOT_UTF8_NAME, is_utf8
 from blanket.ignorefile import read_ignore_file
 from blanket.problems import ConfigInvalid, ConfigProblem
 from blanket.templating import TEMPLATEIGNORE
-from blanket.versions import IGNORE_FILE, NOT_UTF8_NAME, is_utf8
 from blanket.watching import NOISE_PATTERNS
 
 IGNORE_FILES = frozenset({IGNORE_FILE, TEMPLATEIGNORE})

@@ -19,8 +19,8 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import BinaryIO
 
+from blanket.bundles import escapes
 from blanket.errors import is_disk_full
-from blanket.versions import escapes
 
 SERVER_ID_FILE = "server-id"
 TOKEN_HEADER = "Blanket-Token"  # the attempt's token, beside the archive it sends

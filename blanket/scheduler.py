@@ -12,33 +12,29 @@ change (a task ends) wakes the loop, so that tick comes at once rather than at t
 
 from __future__ import annotations
 
-import hashlib
 import threading
 import time
 import weakref
 from collections.abc import Callable
 from dataclasses import dataclass, replace
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 import structlog
 
-from blanket.catalog import Catalog, LoadedSchedule, LoadedType
+from blanket.catalog import Catalog
+from blanket.currenttypes import task_type_of
 from blanket.errors import DuplicateTask, InvalidInput, NotFound, StorageFull
-from blanket.intake import SCHEDULE_PREFIX, TaskRequest
+from blanket.intake import TaskRequest
 from blanket.models import ScheduleState, Task, TaskFilter, TaskState
 from blanket.schedule import Schedule, due_runs, next_fire, overlap_decision
 from blanket.store.base import Store
-from blanket.tasktype import TaskType
 from blanket.times import iso_utc
-from blanket.versions import write_bundle
 
 if TYPE_CHECKING:
     from blanket.app import Services
 
 log = structlog.get_logger("blanket.scheduler")
 
-COMMAND_TYPE_PREFIX = SCHEDULE_PREFIX  # one spelling, shared with intake
 FIRE_TIME_VARIABLE = "BLANKET_FIRE_TIME"
 UNFINISHED = (TaskState.QUEUED.value, TaskState.CLAIMED.value, TaskState.RUNNING.value)
 LOCK_RETRY = 5.0  # seconds between attempts to become the scheduling server
@@ -60,20 +56,10 @@ def dedupe_key(name: str, fire: float) -> str:
     return f"schedule:{name}:{fire:.3f}"
 
 
-def task_type_of(schedule: Schedule) -> str:
-    """The type a schedule's runs have: its `type`, or its synthetic `schedule.NAME`."""
-    return schedule.type or f"{COMMAND_TYPE_PREFIX}{schedule.name}"
-
-
 def is_fire_time(schedule: Schedule, moment: float) -> bool:
     """Whether `moment` is one of the schedule's fire times (so a stored next fire still fits)."""
     found = next_fire(schedule, moment - 1e-3)
     return found is not None and abs(found - moment) < 1e-6
-
-
-def find_schedule(catalog: Catalog, name: str) -> LoadedSchedule | None:
-    """The loaded schedule called `name`, or None."""
-    return next((s for s in catalog.schedules() if s.name == name), None)
 
 
 class Scheduler:
@@ -274,8 +260,7 @@ class Scheduler:
             return None
 
     def _has_lock(self) -> bool:
-        try_lock = getattr(self.store, "try_scheduler_lock", None)
-        holds = True if try_lock is None else bool(try_lock())
+        holds = self.store.try_scheduler_lock()
         if holds != self._holds_lock:
             log.info("scheduler lock " + ("taken" if holds else "held by another server"))
             self._holds_lock = holds
@@ -404,7 +389,7 @@ def set_paused(services: Services, name: str, paused: bool) -> ScheduleState:
 
 
 def _schedule_or_404(catalog: Catalog, name: str) -> Schedule:
-    loaded = find_schedule(catalog, name)
+    loaded = catalog.schedule(name)
     if loaded is None:
         known = ", ".join(s.name for s in catalog.schedules()) or "none yet"
         raise NotFound(f"no schedule {name!r}; known schedules: {known}")
@@ -412,50 +397,3 @@ def _schedule_or_404(catalog: Catalog, name: str) -> Schedule:
         problem = loaded.problems[0].message if loaded.problems else "it did not load"
         raise InvalidInput(f"schedule {name!r} cannot run: {problem}", code="invalid_schedule")
     return loaded.schedule
-
-
-# ---------------------------------------------------------------- command schedules
-
-
-class CommandTypes:
-    """Synthetic task types `schedule.NAME` for schedules that carry their own `command`.
-
-    Each is versioned by a hash of its TOML file and bundled like any type, so its runs are
-    traced to the exact definition."""
-
-    def __init__(self, catalog: Catalog, versions_dir: Path,
-                 record_version: Callable[[str, str, float], bool] | None = None):
-        self.catalog = catalog
-        self.versions_dir = Path(versions_dir)
-        self.record_version = record_version
-        self._built: dict[str, tuple[Schedule, LoadedType]] = {}
-        self._lock = threading.Lock()
-
-    def get(self, type_name: str) -> LoadedType | None:
-        """The synthetic type called `type_name`, or None."""
-        if not type_name.startswith(COMMAND_TYPE_PREFIX):
-            return None
-        loaded = find_schedule(self.catalog, type_name.removeprefix(COMMAND_TYPE_PREFIX))
-        if loaded is None or loaded.schedule is None or loaded.schedule.command is None:
-            return None
-        with self._lock:
-            built = self._built.get(loaded.name)
-            if built is None or built[0] != loaded.schedule:
-                built = (loaded.schedule, self._build(loaded.schedule, loaded.path))
-                self._built[loaded.name] = built
-        return built[1]
-
-    def _build(self, schedule: Schedule, path: Path) -> LoadedType:
-        assert schedule.command is not None
-        name = task_type_of(schedule)
-        task_type = TaskType(name=name, command=schedule.command,
-                             executor=schedule.executor or "bash", tags=schedule.tags,
-                             description=schedule.description)
-        digest = hashlib.sha256(f"blanket-schedule-version 1\0{name}\0".encode())
-        digest.update(path.read_bytes())
-        version = digest.hexdigest()
-        write_bundle(self.versions_dir, version, path, [])
-        now = time.time()
-        if self.record_version is not None:
-            self.record_version(version, name, now)
-        return LoadedType(name, path, task_type, version, now)

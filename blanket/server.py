@@ -14,7 +14,7 @@ from pathlib import Path
 import structlog
 from cheroot import wsgi
 
-from blanket.api import make_app
+from blanket.api.app import make_app
 from blanket.api.browser import BrowserGuard, server_names
 from blanket.api.front import RequestFront
 from blanket.app import Services, build_services

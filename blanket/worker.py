@@ -26,6 +26,7 @@ from typing import Any
 
 import structlog
 
+from blanket.bundles import UnsafeBundle, extract_bundle
 from blanket.client import Client, ClientError, ServerUnreachable
 from blanket.errors import BlanketError
 from blanket.leftovers import Ledger, start_guardian, sweep
@@ -35,7 +36,6 @@ from blanket.outputs import MAX_LOG_CHUNK, TOKEN_HEADER, pack, shares_data_dir
 from blanket.runner import LOG_STREAMS, PRIVATE_NAMES, RunResult, TaskRun
 from blanket.settings import LogDestination
 from blanket.tasktype import TaskType
-from blanket.versions import UnsafeBundle, extract_bundle
 
 CLAIM_WAIT = 30.0
 REPORT_PATIENCE = 300.0  # how long reports keep retrying while the server is away

@@ -18,12 +18,12 @@ from blanket.auth import (
     NONE,
     Forbidden,
     Identity,
-    Tokens,
     Unauthorized,
     allows,
     anonymous,
     csrf_token,
 )
+from blanket.servertokens import Tokens
 
 SESSION_COOKIE = "blanket_session"
 CSRF_HEADER = "X-CSRF-Token"

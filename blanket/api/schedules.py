@@ -8,17 +8,11 @@ from blanket.api.http import json_response
 from blanket.app import Services
 from blanket.auth import OPERATOR, VIEWER
 from blanket.catalog import LoadedSchedule
+from blanket.currenttypes import task_type_of
 from blanket.errors import NotFound
 from blanket.models import SECRET_MASK, ScheduleState
 from blanket.schedule import next_fire
-from blanket.scheduler import (
-    find_schedule,
-    fire_time_text,
-    run_now,
-    schedule_state,
-    set_paused,
-    task_type_of,
-)
+from blanket.scheduler import fire_time_text, run_now, schedule_state, set_paused
 from blanket.times import iso_utc
 
 NEXT_FIRES = 5
@@ -61,7 +55,7 @@ class ScheduleRoutes:
         return json_response(self.describe(self.loaded_or_404(name), with_last=True))
 
     def loaded_or_404(self, name: str) -> LoadedSchedule:
-        loaded = find_schedule(self.s.catalog, name)
+        loaded = self.s.catalog.schedule(name)
         if loaded is None:
             raise NotFound(f"no schedule {name!r}; see GET /schedule/ for the list")
         return loaded

@@ -111,8 +111,6 @@ class Store(ABC):
     def record_version(self, hash: str, type_name: str, created: float) -> bool:
         """Record a type version once; True when it was new."""
 
-    @abstractmethod
-    def version_known(self, hash: str) -> bool: ...
 
     # tasks
     @abstractmethod
@@ -162,11 +160,11 @@ class Store(ABC):
     def set_progress(self, task_id: int, token: str | None, value: int,
                      message: str | None) -> Task: ...
 
-    @abstractmethod
     def finish_task(self, task_id: int, token: str, outcome: Outcome | Decide) -> Task:
         """End the current attempt: a final state, or back to QUEUED for a retry. `outcome`
         may be a function of the task as the transaction reads it (so a stop requested a
         moment before is seen by the retry policy)."""
+        return self.finish_and_claim(task_id, token, outcome)[0]
 
     def lose_task(self, task_id: int, token: str, lost: Outcome) -> Task:
         """End an attempt whose worker died (stopped answering): see `lost_outcome`. The

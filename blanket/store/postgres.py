@@ -27,17 +27,15 @@ from blanket.store.base import (
     Decide,
     NewTask,
     Outcome,
-    Store,
 )
 from blanket.store.rows import (
     attempt_record,
     tags_key,
     task_from_row,
-    token_from_row,
     token_params,
     worker_from_row,
-    worker_params,
 )
+from blanket.store.sqlverbs import SqlVerbs
 from blanket.wakeups import QUEUE, task_topic
 
 Q = load_queries("postgres")
@@ -97,7 +95,9 @@ class _Pool:
             conn.close()
 
 
-class PostgresStore(Store):
+class PostgresStore(SqlVerbs):
+    queries = Q
+
     def __init__(self, url: str, pool_size: int = 8):
         self.url = url
         self._pool = _Pool(url, pool_size)
@@ -208,8 +208,6 @@ class PostgresStore(Store):
             params = {"hash": hash, "type": type_name, "created": created}
             return cur.execute(Q["record_version"], params).rowcount == 1
 
-    def version_known(self, hash: str) -> bool:
-        return self._one(Q["version_known"], {"hash": hash}) is not None
 
     # tasks
     def add_task(self, new: NewTask) -> Task:
@@ -324,9 +322,6 @@ class PostgresStore(Store):
         return self._update_current(task_id, Q["progress_by_token"],
                                     {"token": token, "value": value, "message": message})
 
-    def finish_task(self, task_id: int, token: str, outcome: Outcome | Decide) -> Task:
-        return self.finish_and_claim(task_id, token, outcome)[0]
-
     def finish_and_claim(self, task_id: int, token: str, outcome: Outcome | Decide,
                          claims: Sequence[Claim] = ()) -> tuple[Task, list[Task]]:
         with self._tx() as cur:
@@ -384,10 +379,6 @@ class PostgresStore(Store):
         return [r["duration"] for r in rows]
 
     # workers
-    def save_worker(self, worker: Worker) -> None:
-        with self._tx() as cur:
-            cur.execute(Q["save_worker"], worker_params(worker))
-
     def get_worker(self, worker_id: str) -> Worker | None:
         row = self._one(Q["get_worker"], {"id": worker_id})
         return worker_from_row(row) if row else None
@@ -396,16 +387,9 @@ class PostgresStore(Store):
         row = self._one(Q["attempt_worker"], {"id": task_id, "token": token})
         return worker_from_row(row) if row else None
 
-    def list_workers(self) -> list[Worker]:
-        return [worker_from_row(r) for r in self._all(Q["list_workers"])]
-
     def delete_worker(self, worker_id: str) -> bool:
         with self._tx() as cur:
             return cur.execute(Q["delete_worker"], {"id": worker_id}).rowcount == 1
-
-    def touch_worker(self, worker_id: str, task: int | None, now: float) -> None:
-        with self._tx(durable=False) as cur:
-            cur.execute(Q["touch_worker"], {"id": worker_id, "task": task, "now": now})
 
     def set_worker_state(self, worker_id: str, state: str) -> Worker | None:
         with self._tx() as cur:
@@ -429,24 +413,6 @@ class PostgresStore(Store):
         except psycopg.errors.UniqueViolation:
             raise Conflict(f"a token named {token.name!r} exists already; revoke it first or "
                            "choose another name") from None
-
-    def get_token(self, token_id: str) -> Token | None:
-        row = self._one(Q["get_token"], {"id": token_id})
-        return token_from_row(row) if row else None
-
-    def list_tokens(self) -> list[Token]:
-        return [token_from_row(r) for r in self._all(Q["list_tokens"])]
-
-    def revoke_token(self, name: str, now: float) -> Token | None:
-        with self._tx() as cur:
-            row = cur.execute(Q["revoke_token"], {"name": name, "now": now}).fetchone()
-            if row is not None:
-                cur.execute(Q["revoke_sessions"], {"id": row["id"], "now": now})
-        return token_from_row(row) if row else None
-
-    def end_session(self, token_id: str, now: float) -> None:
-        with self._tx() as cur:
-            cur.execute(Q["end_session"], {"id": token_id, "now": now})
 
     # schedules
     def get_schedule_state(self, name: str) -> ScheduleState | None:

@@ -31,25 +31,25 @@ from blanket.store.base import (
     Decide,
     NewTask,
     Outcome,
-    Store,
 )
 from blanket.store.reserve import SpaceReserve
 from blanket.store.rows import (
     attempt_record,
     tags_key,
     task_from_row,
-    token_from_row,
     token_params,
     worker_from_row,
-    worker_params,
 )
+from blanket.store.sqlverbs import SqlVerbs
 from blanket.store.walsync import WalSync
 from blanket.wakeups import QUEUE, task_topic
 
 Q = load_queries("sqlite")
 
 
-class SQLiteStore(Store):
+class SQLiteStore(SqlVerbs):
+    queries = Q
+
     def __init__(self, path: Path | str):
         self.path = str(path)
         if self.path != ":memory:":
@@ -158,8 +158,6 @@ class SQLiteStore(Store):
         with self._tx() as db:
             return db.execute(Q["record_version"], (hash, type_name, created)).rowcount == 1
 
-    def version_known(self, hash: str) -> bool:
-        return self._one(Q["version_known"], (hash,)) is not None
 
     # tasks
     def add_task(self, new: NewTask) -> Task:
@@ -253,9 +251,6 @@ class SQLiteStore(Store):
         return self._update_current(task_id, token, Q["progress_by_token"],
                                     (value, message, task_id, token))
 
-    def finish_task(self, task_id: int, token: str, outcome: Outcome | Decide) -> Task:
-        return self.finish_and_claim(task_id, token, outcome)[0]
-
     def finish_and_claim(self, task_id: int, token: str, outcome: Outcome | Decide,
                          claims: Sequence[Claim] = ()) -> tuple[Task, list[Task]]:
         with self._tx(notify=(QUEUE, task_topic(task_id))) as db:
@@ -306,10 +301,6 @@ class SQLiteStore(Store):
         return [r[0] for r in self._all(Q["recent_durations"], (type_name, limit))]
 
     # workers
-    def save_worker(self, worker: Worker) -> None:
-        with self._tx() as db:
-            db.execute(Q["save_worker"], worker_params(worker))
-
     def get_worker(self, worker_id: str) -> Worker | None:
         row = self._one(Q["get_worker"], (worker_id,))
         return worker_from_row(row) if row else None
@@ -318,16 +309,9 @@ class SQLiteStore(Store):
         row = self._one(Q["attempt_worker"], (task_id, token))
         return worker_from_row(row) if row else None
 
-    def list_workers(self) -> list[Worker]:
-        return [worker_from_row(r) for r in self._all(Q["list_workers"])]
-
     def delete_worker(self, worker_id: str) -> bool:
         with self._tx() as db:
             return db.execute(Q["delete_worker"], (worker_id,)).rowcount == 1
-
-    def touch_worker(self, worker_id: str, task: int | None, now: float) -> None:
-        with self._tx(durable=False) as db:
-            db.execute(Q["touch_worker"], {"id": worker_id, "task": task, "now": now})
 
     def set_worker_state(self, worker_id: str, state: str) -> Worker | None:
         with self._tx() as db:
@@ -349,24 +333,6 @@ class SQLiteStore(Store):
         except sqlite3.IntegrityError:
             raise Conflict(f"a token named {token.name!r} exists already; revoke it first or "
                            "choose another name") from None
-
-    def get_token(self, token_id: str) -> Token | None:
-        row = self._one(Q["get_token"], {"id": token_id})
-        return token_from_row(row) if row else None
-
-    def list_tokens(self) -> list[Token]:
-        return [token_from_row(r) for r in self._all(Q["list_tokens"])]
-
-    def revoke_token(self, name: str, now: float) -> Token | None:
-        with self._tx() as db:
-            row = db.execute(Q["revoke_token"], {"name": name, "now": now}).fetchone()
-            if row is not None:
-                db.execute(Q["revoke_sessions"], {"id": row["id"], "now": now})
-        return token_from_row(row) if row else None
-
-    def end_session(self, token_id: str, now: float) -> None:
-        with self._tx() as db:
-            db.execute(Q["end_session"], {"id": token_id, "now": now})
 
     # schedules
     def get_schedule_state(self, name: str) -> ScheduleState | None:

@@ -65,12 +65,6 @@ def test_a_version_is_new_only_the_first_time(store: Store) -> None:
     assert store.record_version("abc", "echo", 2.0) is False
 
 
-def test_a_recorded_version_is_known(store: Store) -> None:
-    store.record_version("abc", "echo", 1.0)
-    assert store.version_known("abc")
-    assert not store.version_known("def")
-
-
 # adding and reading tasks
 
 def test_an_added_task_is_queued_with_what_was_given(store: Store) -> None:

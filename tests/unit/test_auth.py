@@ -11,7 +11,6 @@ from blanket.auth import (
     VIEWER,
     WORKER,
     Identity,
-    Tokens,
     Unauthorized,
     allows,
     anonymous,
@@ -20,6 +19,7 @@ from blanket.auth import (
 )
 from blanket.envnames import loader_name
 from blanket.models import Task, TaskState
+from blanket.servertokens import Tokens
 from blanket.settings import load_settings
 from blanket.store.sqlite import SQLiteStore
 

@@ -6,7 +6,7 @@ import re
 
 import pytest
 
-from blanket.api import make_app
+from blanket.api.app import make_app
 from blanket.api.openapi import openapi_document
 from blanket.app import build_services
 from blanket.settings import Settings

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from blanket.app import Services, build_services
+from blanket.bundles import bundle_path
 from blanket.errors import NotFound
 from blanket.intake import TaskRequest
 from blanket.models import ScheduleState, TaskFilter, TaskState
@@ -20,7 +21,6 @@ from blanket.scheduler import (
 )
 from blanket.settings import Settings
 from blanket.store.base import Claim
-from blanket.versions import bundle_path
 from tests.conftest import wait_until
 
 T0 = 1_800_000_000.0  # a multiple of 10, so `every = "10s"` fires at T0, T0 + 10, ...
@@ -415,7 +415,7 @@ def test_a_command_schedule_runs_as_its_own_versioned_type(setup):
     assert (task.type, task_type.command, task_type.tags) == ("schedule.tick", "echo hi",
                                                               ("unix",))
     assert bundle_path(setup.services.versions_dir, version).is_file()
-    assert setup.services.store.version_known(version)
+    assert setup.services.store.record_version(version, task.type, T0) is False  # recorded
 
 
 def test_editing_a_command_schedule_gives_its_type_a_new_version(setup):

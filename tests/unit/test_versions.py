@@ -9,16 +9,10 @@ from pathlib import Path
 
 import pytest
 
+from blanket.bundles import UnsafeBundle, extract_bundle, tar_header, write_bundle
+from blanket.fileselect import select_files
 from blanket.tasktype import FileSection, TaskType
-from blanket.versions import (
-    HashCache,
-    UnsafeBundle,
-    extract_bundle,
-    select_files,
-    tar_header,
-    version_hash,
-    write_bundle,
-)
+from blanket.versions import HashCache, version_hash
 
 
 def make_files(root: Path, files: dict[str, str]) -> None:

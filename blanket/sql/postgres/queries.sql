@@ -198,9 +198,6 @@ ORDER BY finished DESC LIMIT %(limit)s;
 INSERT INTO versions (hash, type_name, created) VALUES (%(hash)s, %(type)s, %(created)s)
 ON CONFLICT (hash) DO NOTHING;
 
--- name: version_known
-SELECT 1 AS known FROM versions WHERE hash = %(hash)s;
-
 -- name: save_worker
 INSERT INTO workers (id, tags, host, pid, state, registered, heartbeat, task, stop_mode,
                      owner)

@@ -119,9 +119,6 @@ ORDER BY finished DESC LIMIT ?;
 -- name: record_version
 INSERT OR IGNORE INTO versions (hash, type_name, created) VALUES (?, ?, ?);
 
--- name: version_known
-SELECT 1 FROM versions WHERE hash = ?;
-
 -- name: save_worker
 INSERT INTO workers (id, tags, host, pid, state, registered, heartbeat, task, stop_mode,
                      owner)

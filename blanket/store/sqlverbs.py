@@ -1,0 +1,58 @@
+"""Verbs whose SQL and row handling are the same in both stores: each store supplies its
+named queries and its `_tx`, `_one` and `_all`; the SQL text itself stays per dialect in
+blanket/sql/."""
+
+from __future__ import annotations
+
+from abc import abstractmethod
+from contextlib import AbstractContextManager
+from typing import Any
+
+from blanket.models import Token, Worker
+from blanket.store.base import Store
+from blanket.store.rows import token_from_row, worker_from_row, worker_params
+
+
+class SqlVerbs(Store):
+    queries: dict[str, str]  # this dialect's named queries (blanket/sql/DIALECT/queries.sql)
+
+    @abstractmethod
+    def _tx(self, durable: bool = True) -> AbstractContextManager[Any]:
+        """One transaction; yields something with `execute(query, params)`."""
+
+    @abstractmethod
+    def _one(self, query: str, params: Any = None) -> Any: ...
+
+    @abstractmethod
+    def _all(self, query: str, params: Any = None) -> list[Any]: ...
+
+    # workers
+    def save_worker(self, worker: Worker) -> None:
+        with self._tx() as db:
+            db.execute(self.queries["save_worker"], worker_params(worker))
+
+    def list_workers(self) -> list[Worker]:
+        return [worker_from_row(r) for r in self._all(self.queries["list_workers"])]
+
+    def touch_worker(self, worker_id: str, task: int | None, now: float) -> None:
+        with self._tx(durable=False) as db:
+            db.execute(self.queries["touch_worker"], {"id": worker_id, "task": task, "now": now})
+
+    # tokens
+    def get_token(self, token_id: str) -> Token | None:
+        row = self._one(self.queries["get_token"], {"id": token_id})
+        return token_from_row(row) if row else None
+
+    def list_tokens(self) -> list[Token]:
+        return [token_from_row(r) for r in self._all(self.queries["list_tokens"])]
+
+    def revoke_token(self, name: str, now: float) -> Token | None:
+        with self._tx() as db:
+            row = db.execute(self.queries["revoke_token"], {"name": name, "now": now}).fetchone()
+            if row is not None:
+                db.execute(self.queries["revoke_sessions"], {"id": row["id"], "now": now})
+        return token_from_row(row) if row else None
+
+    def end_session(self, token_id: str, now: float) -> None:
+        with self._tx() as db:
+            db.execute(self.queries["end_session"], {"id": token_id, "now": now})
