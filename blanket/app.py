@@ -17,6 +17,7 @@ from blanket.intake import Intake
 from blanket.queue import Queue
 from blanket.registry import WorkerRegistry
 from blanket.schedule import parse_schedule_file
+from blanket.schedulebook import ScheduleBook
 from blanket.servertokens import Tokens
 from blanket.settings import Settings
 from blanket.store import open_store
@@ -40,6 +41,7 @@ class Services:
     registry: WorkerRegistry
     tasks: TasksView
     logs: TaskLogs
+    schedules: ScheduleBook
     started: float = field(default_factory=time.time)
 
     @property
@@ -70,4 +72,5 @@ def build_services(settings: Settings, schedule_parser=None) -> Services:
     queue = Queue(store, types.current, types.limits, types.versions, task_dir=intake.task_dir)
     registry = WorkerRegistry(store, queue, wakeups, settings.lost_after)
     return Services(settings, store, catalog, intake, queue, wakeups, Tokens(store), registry,
-                    TasksView(store), TaskLogs(intake.task_dir))
+                    TasksView(store), TaskLogs(intake.task_dir),
+                    ScheduleBook(store, catalog, intake))
