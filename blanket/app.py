@@ -1,4 +1,5 @@
-"""The server's parts wired together: settings, store, catalog, intake, queue, wake-ups.
+"""The server's parts wired together: settings, store, catalog, intake, queue, worker
+registry, wake-ups.
 
 Everything here can be rebuilt from the config directory and the store."""
 
@@ -14,16 +15,22 @@ from blanket.catalog import Catalog
 from blanket.currenttypes import CatalogTypes, CommandTypes
 from blanket.intake import Intake
 from blanket.queue import Queue
+from blanket.registry import WorkerRegistry
 from blanket.schedule import parse_schedule_file
+from blanket.schedulebook import ScheduleBook
 from blanket.servertokens import Tokens
 from blanket.settings import Settings
 from blanket.store import open_store
 from blanket.store.base import Store
+from blanket.tasklogs import TaskLogs
+from blanket.tasks_view import TasksView
 from blanket.wakeups import Wakeups
 
 
 @dataclass
 class Services:
+    """The server's parts; the API's routes call these, never the store."""
+
     settings: Settings
     store: Store
     catalog: Catalog
@@ -31,6 +38,10 @@ class Services:
     queue: Queue
     wakeups: Wakeups
     tokens: Tokens
+    registry: WorkerRegistry
+    tasks: TasksView
+    logs: TaskLogs
+    schedules: ScheduleBook
     started: float = field(default_factory=time.time)
 
     @property
@@ -58,5 +69,8 @@ def build_services(settings: Settings, schedule_parser=None) -> Services:
     commands = CommandTypes(catalog, settings.data_dir / "versions", store.record_version)
     types = CatalogTypes(catalog, commands.get)
     intake = Intake(store, types, settings.data_dir)
-    queue = Queue(store, types.current, types.limits, types.versions)
-    return Services(settings, store, catalog, intake, queue, wakeups, Tokens(store))
+    queue = Queue(store, types.current, types.limits, types.versions, task_dir=intake.task_dir)
+    registry = WorkerRegistry(store, queue, wakeups, settings.lost_after)
+    return Services(settings, store, catalog, intake, queue, wakeups, Tokens(store), registry,
+                    TasksView(store), TaskLogs(intake.task_dir),
+                    ScheduleBook(store, catalog, intake))

@@ -72,3 +72,12 @@ def is_disk_full(error: BaseException) -> bool:
     if isinstance(error, OSError):
         return error.errno in (errno.ENOSPC, errno.EDQUOT)
     return getattr(error, "sqlite_errorcode", None) == SQLITE_FULL
+
+
+class DuplicateTask(Exception):
+    """A task with this dedupe key exists already (not a user's mistake: the caller answers
+    with the task that holds the key)."""
+
+    def __init__(self, task_id: int):
+        super().__init__(f"already submitted as task {task_id}")
+        self.task_id = task_id

@@ -22,9 +22,9 @@ from typing import Any
 
 import structlog
 
-from blanket.errors import InvalidInput, StorageFull
+from blanket.errors import DuplicateTask, InvalidInput, StorageFull
 from blanket.intake import Intake, TaskRequest, Upload, open_regular, parse_task_request
-from blanket.store.base import DuplicateTask, Store
+from blanket.store.base import Store
 from blanket.typefile import toml_syntax_problem
 from blanket.watching import DebouncedWatcher, is_editor_noise
 

@@ -1,4 +1,5 @@
-"""Records that cross boundaries (store, API, worker): tasks and workers, with their JSON forms."""
+"""Records that cross boundaries (store, API, worker): tasks and workers, with their JSON
+forms; which tasks a listing asks for; a schedule's saved progress."""
 
 from __future__ import annotations
 
@@ -97,6 +98,21 @@ _TASK_FIELD_SET = frozenset(_TASK_FIELDS)
 
 
 @dataclass(frozen=True)
+class TaskFilter:
+    """Which tasks a listing returns; newest first unless `oldest_first`."""
+
+    states: tuple[str, ...] = ()
+    types: tuple[str, ...] = ()
+    tags: tuple[str, ...] = ()  # tasks carrying all of these
+    schedule: str | None = None
+    added_after: float | None = None
+    added_before: float | None = None
+    limit: int = 100
+    offset: int = 0
+    oldest_first: bool = False
+
+
+@dataclass(frozen=True)
 class Worker:
     """A registered worker process."""
 
@@ -104,7 +120,7 @@ class Worker:
     tags: tuple[str, ...]
     host: str
     pid: int
-    state: str  # idle | busy | paused | stopping | gone
+    state: str  # idle | busy | paused | stopping | gone (shown as lost when silent)
     registered: float
     heartbeat: float
     task: int | None = None
@@ -144,3 +160,16 @@ class Token:
         del data["hash"]
         data["types"], data["tags"] = list(self.types), list(self.tags)
         return data
+
+
+@dataclass(frozen=True)
+class ScheduleState:
+    """A schedule's saved progress; `pending_fire` is the fire of a run that waits for the
+    previous run to end (overlap = "queue")."""
+
+    name: str
+    next_fire: float | None = None
+    last_fire: float | None = None
+    last_task: int | None = None
+    paused: bool = False
+    pending_fire: float | None = None

@@ -1,16 +1,19 @@
-"""The queue's behaviour over the store: claims, attempt reports, the retry
-policy, stops, and the reaper that notices workers that stopped answering."""
+"""The queue's behaviour over the store: claims, attempt reports, progress, the retry
+policy, stops and removals, and the reaper that notices workers that stopped answering."""
 
 from __future__ import annotations
 
+import shutil
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import replace
+from pathlib import Path
+from typing import Any
 
 import structlog
 
 from blanket.errors import Conflict, NotFound
-from blanket.models import FINAL_STATES, Task, TaskState
+from blanket.models import ACTIVE_STATES, FINAL_STATES, Task, TaskState
 from blanket.pricing import task_score
 from blanket.retry import backoff, retry_at
 from blanket.store.base import Claim, Outcome, Store
@@ -24,16 +27,19 @@ REPORTABLE = frozenset({TaskState.SUCCESS, TaskState.FAILED, TaskState.TIMEDOUT,
 
 
 class Queue:
-    """Claims and attempt reports. `current` gives a type's definition and version hash."""
+    """Claims and attempt reports. `current` gives a type's definition and version hash;
+    `task_dir` the folder of a task (type name, id)."""
 
     def __init__(self, store: Store,
                  current: Callable[[str], tuple[TaskType, str] | None],
                  limits: Callable[[], Mapping[str, int]],
-                 versions: Callable[[], Mapping[str, str]] = dict):
+                 versions: Callable[[], Mapping[str, str]] = dict, *,
+                 task_dir: Callable[[str, int], Path]):
         self.store = store
         self.current = current
         self.limits = limits
         self.versions = versions
+        self.task_dir = task_dir
 
     def next_start(self) -> float | None:
         """When the next task held back by its not_before may start (to wake claims then)."""
@@ -82,14 +88,19 @@ class Queue:
         """Record that the attempt is alive."""
         return self.store.heartbeat_task(task_id, token, time.time())
 
+    def set_progress(self, task_id: int, token: str | None, value: int | float,
+                     message: str | None) -> Task:
+        """A running task's progress, kept within 0-100, and what it says it is doing."""
+        return self.store.set_progress(task_id, token, max(0, min(100, int(value))), message)
+
     def finish_and_claim(self, task_id: int, token: str, state: TaskState,
                          exit_code: int | None, error: str | None, handback: bool = False,
-                         started: Outcome | None = None, claim_next: int = 0,
+                         started: Mapping[str, Any] | None = None, claim_next: int = 0,
                          running: int | None = None
                          ) -> tuple[Task, list[tuple[Task, TaskType]]]:
         """End an attempt as its worker reports it; the retry policy may queue it again. A
         handed-back task (its worker is going away) is queued again in its old place.
-        `started` carries a start the worker had not reported (its started, pid, directory).
+        `started` carries a start the worker had not reported ({"at", "pid", "directory"}).
         With `claim_next`, the attempt's worker also claims in the same transaction (one
         commit per task for a busy worker): 1, its next task; 2, its next task and a
         reserve to start the moment that one ends. A worker that already started its
@@ -111,9 +122,10 @@ class Queue:
         elif worker is not None and running is not None:  # paused: it still runs its reserve
             self.store.touch_worker(worker.id, running, time.time())
         now = time.time()
+        start = _late_start(started, now) if started is not None else None
 
         def decide(current: Task) -> Outcome:  # on the task as the transaction reads it
-            return self._outcome(current, state, exit_code, error, started, handback, now)
+            return self._outcome(current, state, exit_code, error, start, handback, now)
 
         ended, taken = self.store.finish_and_claim(task_id, token, decide, claims)
         log.info("attempt ended", task=ended.id, type=ended.type, state=state.value,
@@ -149,6 +161,7 @@ class Queue:
             raise NotFound(f"no task {task_id}")
         if task.state in FINAL_STATES or task.state is TaskState.LOST:
             raise Conflict(f"task {task_id} has already ended ({task.state.value})")
+        log.info("task stop asked", task=task.id, type=task.type, by=by)
         if task.state is TaskState.QUEUED:
             stopped = self.store.stop_queued(task_id, time.time(), by)
             if stopped is not None:
@@ -156,6 +169,23 @@ class Queue:
         task = self.store.request_stop(task_id, by)
         self.store.announce(task_topic(task_id))  # its heartbeat, on whichever server
         return task
+
+    def remove(self, task: Task, by: str | None, force: bool = False) -> Task:
+        """Remove a task's record and its folder; an active one only with `force` (its
+        worker is asked to stop it first)."""
+        if task.state in ACTIVE_STATES:
+            if not force:
+                raise Conflict(f"task {task.id} is {task.state.value}; stop it first, or "
+                               "remove it with ?force (blanket rm -f)")
+            self.store.request_stop(task.id, by)
+            self.store.announce(task_topic(task.id))
+        removed = self.store.delete_task(task.id)
+        if removed is None:
+            raise NotFound(f"no task {task.id}")
+        log.info("task removed", task=task.id, type=task.type, by=by)
+        self.store.announce(task_topic(task.id))  # a submission waiting for its end
+        shutil.rmtree(self.task_dir(task.type, task.id), ignore_errors=True)
+        return removed
 
     def reap_lost_tasks(self, lost_after: float, now: float | None = None) -> list[Task]:
         """Attempts whose worker missed heartbeats for `lost_after` seconds are lost: each
@@ -182,3 +212,14 @@ class Queue:
             log.info("attempt lost", task=task.id, type=task.type, attempt=task.attempt,
                      result=ended[-1].state.value, error=ended[-1].error)
         return ended
+
+
+def _late_start(started: Mapping[str, Any], now: float) -> Outcome:
+    """A short task's start, sent with its end to save a round trip (what is not well
+    formed is left out; a start in the future is taken as now)."""
+    at, pid, directory = started.get("at"), started.get("pid"), started.get("directory")
+    if isinstance(at, bool) or not isinstance(at, int | float):
+        at = now
+    return Outcome(TaskState.RUNNING, started=min(float(at), now),
+                   pid=pid if isinstance(pid, int) and not isinstance(pid, bool) else None,
+                   directory=directory if isinstance(directory, str) else None)

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import threading
 import time
-import weakref
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
@@ -22,33 +21,21 @@ from typing import TYPE_CHECKING
 import structlog
 
 from blanket.catalog import Catalog
-from blanket.currenttypes import task_type_of
-from blanket.errors import InvalidInput, NotFound, StorageFull
-from blanket.intake import TaskRequest
-from blanket.models import Task, TaskState
+from blanket.errors import DuplicateTask, InvalidInput, StorageFull
+from blanket.models import ScheduleState, Task, TaskFilter, TaskState
 from blanket.schedule import Schedule, due_runs, next_fire, overlap_decision
-from blanket.store.base import DuplicateTask, ScheduleState, Store, TaskFilter
-from blanket.times import iso_utc
+from blanket.schedulebook import FIRE_TIME_VARIABLE, fire_time_text, scheduled_request
+from blanket.store.base import Store
 
 if TYPE_CHECKING:
     from blanket.app import Services
 
 log = structlog.get_logger("blanket.scheduler")
 
-FIRE_TIME_VARIABLE = "BLANKET_FIRE_TIME"
 UNFINISHED = (TaskState.QUEUED.value, TaskState.CLAIMED.value, TaskState.RUNNING.value)
 LOCK_RETRY = 5.0  # seconds between attempts to become the scheduling server
 MAX_SLEEP = 300.0  # Event.wait runs on the monotonic clock; re-read the wall clock this often
 
-# tick() and the API's pause/resume/run read-modify-write the same schedule_state row.
-_state_lock = threading.RLock()
-# The running schedulers of this process, for the API to wake after a resume.
-_started: weakref.WeakSet[Scheduler] = weakref.WeakSet()
-
-
-def fire_time_text(fire: float) -> str:
-    """A fire time as ISO 8601 UTC, as the task sees it in BLANKET_FIRE_TIME."""
-    return iso_utc(fire) or ""
 
 
 def dedupe_key(name: str, fire: float) -> str:
@@ -70,6 +57,7 @@ class Scheduler:
         self.catalog: Catalog = services.catalog
         self.intake = services.intake
         self.wakeups = services.wakeups
+        self.book = services.schedules
         self.max_missed = services.settings.max_missed
         self.clock = clock
         self.next_wake: float | None = None
@@ -95,7 +83,7 @@ class Scheduler:
             return []
         current = {s.name: s.schedule for s in self.catalog.schedules() if s.schedule is not None}
         self._forget_deleted(set(current))
-        with _state_lock:
+        with self.book.editing():
             plans = [p for p in (self._plan(s, now) for s in current.values()) if p is not None]
             # Submit everything first and save states after: a run's lateness is then the
             # time to submit the runs before it, and the dedupe key covers a crash between.
@@ -171,7 +159,7 @@ class Scheduler:
             self._swept = True
         for gone in deleted:
             self._basis.pop(gone, None)
-            with _state_lock:
+            with self.book.editing():
                 state = self.store.get_schedule_state(gone)
                 if state is not None and (state.next_fire, state.pending_fire) != (None, None):
                     self.store.save_schedule_state(replace(state, next_fire=None,
@@ -273,7 +261,7 @@ class Scheduler:
         (or, while a run waits for its previous run, any store change)."""
         self.catalog.add_listener(self.wake)
         self.wakeups.add_listener(self._store_changed)
-        _started.add(self)
+        self.book.on_resume(self.wake)
         self._thread = threading.Thread(target=self._run, name="scheduler", daemon=True)
         self._thread.start()
 
@@ -287,7 +275,7 @@ class Scheduler:
             self._wake.set()
 
     def stop(self) -> None:
-        _started.discard(self)
+        self.book.forget_listener(self.wake)
         self._stopping.set()
         self._wake.set()
         if self._thread is not None:
@@ -344,51 +332,3 @@ class _Submitted:
 
     tasks: tuple[tuple[float, Task], ...] = ()
     pending: float | None = None
-
-
-def scheduled_request(schedule: Schedule, fire: float | None, key: str | None) -> TaskRequest:
-    """The submission for one run of `schedule` (fired at `fire`, or None when run by hand)."""
-    environment: dict[str, str] = dict(schedule.environment)
-    if fire is not None:
-        environment[FIRE_TIME_VARIABLE] = fire_time_text(fire)
-    return TaskRequest(type=task_type_of(schedule), environment=environment,
-                       tags=schedule.tags, priority=schedule.priority, schedule=schedule.name,
-                       dedupe_key=key, submitted_by="schedule", trusted_environment=True)
-
-
-# ---------------------------------------------------------------- for the API
-
-
-def run_now(services: Services, name: str) -> Task:
-    """Submit one run of schedule `name` at once (overlap does not apply to a manual run)."""
-    schedule = _schedule_or_404(services.catalog, name)
-    task = services.intake.submit(scheduled_request(schedule, None, None))
-    with _state_lock:
-        state = services.store.get_schedule_state(name) or ScheduleState(name)
-        services.store.save_schedule_state(replace(state, last_task=task.id))
-    return task
-
-
-def set_paused(services: Services, name: str, paused: bool) -> ScheduleState:
-    """Pause or resume schedule `name`. A resumed schedule starts afresh from its next fire
-    time: runs that fell while it was paused are not caught up, and a run that was waiting
-    for the previous one to end (overlap = "queue") is dropped."""
-    _schedule_or_404(services.catalog, name)
-    with _state_lock:
-        state = services.store.get_schedule_state(name) or ScheduleState(name)
-        new = ScheduleState(name, None, state.last_fire, state.last_task, paused)
-        services.store.save_schedule_state(new)
-    for scheduler in list(_started):
-        scheduler.wake()
-    return new
-
-
-def _schedule_or_404(catalog: Catalog, name: str) -> Schedule:
-    loaded = catalog.schedule(name)
-    if loaded is None:
-        known = ", ".join(s.name for s in catalog.schedules()) or "none yet"
-        raise NotFound(f"no schedule {name!r}; known schedules: {known}")
-    if loaded.schedule is None:
-        problem = loaded.problems[0].message if loaded.problems else "it did not load"
-        raise InvalidInput(f"schedule {name!r} cannot run: {problem}", code="invalid_schedule")
-    return loaded.schedule

@@ -101,11 +101,7 @@ class Server:
     def _forget_workers(self) -> None:
         """Workers silent for forget_workers_after leave the list (they show as lost
         before that)."""
-        cutoff = time.time() - self.settings.forget_workers_after
-        for worker in self.services.store.list_workers():
-            if worker.heartbeat < cutoff and self.services.store.delete_worker(worker.id):
-                log.info("worker forgotten", worker=worker.id, host=worker.host,
-                         silent_since=worker.heartbeat)
+        self.services.registry.forget_silent(time.time() - self.settings.forget_workers_after)
 
     def _keep_spare_threads(self) -> None:
         """Every idle worker's claim, every running task's heartbeat and every `?wait` holds

@@ -15,7 +15,6 @@ import hmac
 import bottle
 
 from blanket.auth import (
-    ADMIN,
     NONE,
     Forbidden,
     Identity,
@@ -25,7 +24,6 @@ from blanket.auth import (
     csrf_token,
 )
 from blanket.servertokens import Tokens
-from blanket.store.base import Store
 
 SESSION_COOKIE = "blanket_session"
 CSRF_HEADER = "X-CSRF-Token"
@@ -91,18 +89,6 @@ class Access:
                 raise Forbidden(f"a signed-in page must send its {CSRF_HEADER} header with "
                                 "every change; reload the page")
         return caller
-
-
-def check_holder(store: Store, task_id: int, token: str) -> None:
-    """Refuse an attempt report unless the worker holding the attempt was registered with
-    the caller's token: the attempt token alone must not let another worker's token end,
-    feed or take over a task (admins, as the local workers are, may)."""
-    caller = identity()
-    if caller.role == ADMIN:
-        return
-    holder = store.attempt_worker(task_id, token)
-    if holder is not None and holder.owner != caller.name:
-        raise Forbidden(f"task {task_id} is held by a worker of another token")
 
 
 def refusal(caller: Identity, need: str | tuple[str, ...]) -> Unauthorized | Forbidden:

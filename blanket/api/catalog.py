@@ -12,8 +12,7 @@ from blanket.api.http import json_response
 from blanket.app import Services
 from blanket.auth import PUBLIC, VIEWER
 from blanket.errors import NotFound
-from blanket.models import TaskState
-from blanket.store.base import TaskFilter
+from blanket.models import TaskFilter
 
 
 def install(app: bottle.Bottle, services: Services) -> None:
@@ -42,7 +41,7 @@ class CatalogRoutes:
     def health(self):
         """Whether the server and its store answer, with its version and config problems."""
         try:
-            self.s.store.count_tasks(TaskFilter(states=("RUNNING",)))
+            self.s.tasks.count(TaskFilter(states=("RUNNING",)))
         except Exception as e:  # the store is down: say so rather than fail the probe
             return json_response({"status": "error", "store": str(e)}, 503)
         return json_response({
@@ -56,15 +55,12 @@ class CatalogRoutes:
         """Prometheus text format."""
         lines = ["# HELP blanket_tasks Tasks in the store by state.",
                  "# TYPE blanket_tasks gauge"]
-        for state in TaskState:
-            count = self.s.store.count_tasks(TaskFilter(states=(state.value,)))
+        for state, count in self.s.tasks.count_by_state().items():
             lines.append(f'blanket_tasks{{state="{state.value}"}} {count}')
-        workers = self.s.store.list_workers()
         lines += ["# HELP blanket_workers Registered workers by state.",
                   "# TYPE blanket_workers gauge"]
-        for state in sorted({w.state for w in workers}):
-            lines.append(f'blanket_workers{{state="{state}"}} '
-                         f"{sum(w.state == state for w in workers)}")
+        for worker_state, count in sorted(self.s.registry.count_by_state().items()):
+            lines.append(f'blanket_workers{{state="{worker_state}"}} {count}')
         lines += ["# HELP blanket_config_problems Problems in the config directory.",
                   "# TYPE blanket_config_problems gauge",
                   f"blanket_config_problems {len(self.s.catalog.problems())}"]

@@ -7,23 +7,19 @@ from __future__ import annotations
 
 import io
 import tempfile
-import threading
 from pathlib import Path
 
 import bottle
 
 from blanket import protocol as P
 from blanket.api import schemas as S
-from blanket.api.access import check_holder
+from blanket.api.access import identity
 from blanket.api.http import message_response, parse_id, serve
 from blanket.app import Services
-from blanket.errors import BlanketError, InvalidInput, NotFound, StaleAttempt
-from blanket.models import ACTIVE_STATES, Task
+from blanket.errors import BlanketError, InvalidInput
+from blanket.models import Task
 from blanket.outputs import MAX_PACKED, BadOutputs, unpack
 from blanket.protocol import MAX_LOG_CHUNK, TOKEN_HEADER
-from blanket.runner import LOG_STREAMS
-
-_appending = threading.Lock()  # one append at a time: the size check and the write go together
 
 
 def install(app: bottle.Bottle, services: Services) -> None:
@@ -39,15 +35,8 @@ class OutputRoutes:
     def _sender(self, task_id: str, what: str) -> Task:
         """The task, if the request comes from its current attempt (its token in the
         Blanket-Token header)."""
-        task = self.s.store.get_task(parse_id(task_id))
-        if task is None:
-            raise NotFound(f"no task {task_id}")
         token = bottle.request.get_header(TOKEN_HEADER) or ""
-        if not token or token != task.token or task.state not in ACTIVE_STATES:
-            raise StaleAttempt(f"task {task.id} is not held by this attempt (it is "
-                               f"{task.state.value}); its {what} was refused")
-        check_holder(self.s.store, task.id, token)
-        return task
+        return self.s.registry.sender(identity(), parse_id(task_id), token, what)
 
     def append_log(self, task_id: str, stream: str):
         """Bytes the running task printed, from `?offset=N` of its log. Bytes the server
@@ -55,9 +44,7 @@ class OutputRoutes:
         the server's copy is refused (409: send again from 0). Answers {"size": N}, the
         length of the server's copy, where the next chunk starts."""
         task = self._sender(task_id, "log")
-        name = LOG_STREAMS.get(stream)
-        if name is None:
-            raise NotFound(f"no log {stream!r}; use stdout, stderr or output")
+        path = self.s.logs.path(task, stream)
         offset = bottle.request.query.get("offset", "")
         if not offset.isdigit() or len(offset) > 15:
             raise InvalidInput("?offset must be where the chunk starts in the log (0 or more)")
@@ -66,18 +53,7 @@ class OutputRoutes:
             raise BlanketError(f"send 1 to {MAX_LOG_CHUNK} bytes of log with a Content-Length",
                                code="bad_chunk", status=413 if length > 0 else 400)
         data = _read_body(bottle.request.environ["wsgi.input"], length)
-        path = self.s.intake.task_dir(task.type, task.id) / name
-        path.parent.mkdir(parents=True, exist_ok=True)
-        start = int(offset)
-        with _appending, open(path, "ab") as log:
-            size = log.tell()
-            if start > size:
-                raise BlanketError(f"the server has {size} bytes of this log, not {start}; "
-                                   "send it again from offset 0", code="gap", status=409)
-            if start + len(data) > size:
-                log.write(data[size - start:])
-                size = start + len(data)
-        return message_response(P.LogTaken(size=size))
+        return message_response(P.LogTaken(size=self.s.logs.append(path, int(offset), data)))
 
     def receive(self, task_id: str):
         """Unpack the attempt's outputs into the server's copy of the task directory. Only

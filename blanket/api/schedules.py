@@ -10,10 +10,9 @@ from blanket.auth import OPERATOR, VIEWER
 from blanket.catalog import LoadedSchedule
 from blanket.currenttypes import task_type_of
 from blanket.errors import NotFound
-from blanket.models import SECRET_MASK
+from blanket.models import SECRET_MASK, ScheduleState
 from blanket.schedule import next_fire
-from blanket.scheduler import fire_time_text, run_now, set_paused
-from blanket.store.base import ScheduleState
+from blanket.schedulebook import fire_time_text
 from blanket.times import iso_utc
 
 NEXT_FIRES = 5
@@ -43,16 +42,16 @@ class ScheduleRoutes:
 
     def run(self, name: str):
         """Run the schedule now, whatever its timing and overlap policy; 201 with the task."""
-        return json_response(run_now(self.s, name).to_json(), 201)
+        return json_response(self.s.schedules.run_now(name).to_json(), 201)
 
     def pause(self, name: str):
         """Stop firing until resumed."""
-        set_paused(self.s, name, True)
+        self.s.schedules.set_paused(name, True)
         return json_response(self.describe(self.loaded_or_404(name), with_last=True))
 
     def resume(self, name: str):
         """Fire again from the next fire time; runs that fell while paused are not caught up."""
-        set_paused(self.s, name, False)
+        self.s.schedules.set_paused(name, False)
         return json_response(self.describe(self.loaded_or_404(name), with_last=True))
 
     def loaded_or_404(self, name: str) -> LoadedSchedule:
@@ -62,7 +61,7 @@ class ScheduleRoutes:
         return loaded
 
     def describe(self, loaded: LoadedSchedule, with_last: bool) -> dict:
-        state = self.s.store.get_schedule_state(loaded.name) or ScheduleState(loaded.name)
+        state = self.s.schedules.state(loaded.name)
         schedule = loaded.schedule
         data = loaded.to_json()
         if schedule is not None and data.get("definition"):
@@ -83,7 +82,7 @@ class ScheduleRoutes:
             "last_task": state.last_task,
         })
         if with_last:
-            task = self.s.store.get_task(state.last_task) if state.last_task else None
+            task = self.s.tasks.find(state.last_task) if state.last_task else None
             data["last_run"] = task.to_json() if task else None
         return data
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import hmac
 import re
-import shutil
 import time
 from collections.abc import Iterator
 from contextlib import ExitStack
@@ -12,7 +11,6 @@ from dataclasses import replace
 from pathlib import Path
 
 import bottle
-import structlog
 
 from blanket.api import schemas as S
 from blanket.api.access import identity, refusal
@@ -28,15 +26,12 @@ from blanket.api.http import (
 )
 from blanket.api.taskfiles import Masker, list_task_files, serve_task_file
 from blanket.app import Services
-from blanket.auth import OPERATOR, SUBMITTER, VIEWER, WORKER, Forbidden, Identity
-from blanket.errors import BlanketError, Conflict, InvalidInput, NotFound
+from blanket.auth import OPERATOR, SUBMITTER, VIEWER, WORKER, Forbidden
+from blanket.errors import BlanketError, DuplicateTask, InvalidInput, NotFound
 from blanket.intake import TaskRequest, Upload, open_regular, parse_task_request, parse_time
-from blanket.models import ACTIVE_STATES, FINAL_STATES, Task, TaskState
-from blanket.runner import LOG_STREAMS
-from blanket.store.base import DuplicateTask, TaskFilter
+from blanket.models import FINAL_STATES, Task, TaskFilter, TaskState
 from blanket.wakeups import task_topic
 
-log = structlog.get_logger("blanket.api")
 MAX_WAIT = 24 * 3600.0
 MAX_IDEMPOTENCY_KEY = 255
 _NUMBER = re.compile(r"\d{1,12}(\.\d{0,9})?")
@@ -63,11 +58,7 @@ class TaskRoutes:
         self.s = services
 
     def task_or_404(self, raw_id: str) -> Task:
-        task_id = parse_id(raw_id)
-        task = self.s.store.get_task(task_id)
-        if task is None:
-            raise NotFound(f"no task {task_id}")
-        return task
+        return self.s.tasks.get(parse_id(raw_id))
 
     def task_dir(self, task: Task) -> Path:
         return self.s.intake.task_dir(task.type, task.id)
@@ -76,8 +67,8 @@ class TaskRoutes:
         """Tasks, newest first (?state, type, tags, added_after, added_before, limit...)."""
         flt = task_filter(bottle.request.query)
         if flag("count"):
-            return json_response({"count": self.s.store.count_tasks(flt)})
-        return json_response([t.to_json() for t in self.s.store.list_tasks(flt)])
+            return json_response({"count": self.s.tasks.count(flt)})
+        return json_response([t.to_json() for t in self.s.tasks.list(flt)])
 
     def submit(self):
         """Submit a task (JSON, a form field `data`, or multipart with files)."""
@@ -98,7 +89,7 @@ class TaskRoutes:
         try:
             task = self.s.intake.submit(request)
         except DuplicateTask as e:
-            existing = self.s.store.get_task(e.task_id)
+            existing = self.s.tasks.find(e.task_id)
             return json_response(existing.to_json() if existing else {"id": e.task_id}, 200)
         if wait is not None:
             task = self.wait_until_ended(task, wait)
@@ -108,11 +99,11 @@ class TaskRoutes:
         """The task once it ended, or as it is when `wait` runs out; 410 if it was removed
         meanwhile."""
         def ended() -> Task | bool | None:
-            current = self.s.store.get_task(task.id)
+            current = self.s.tasks.find(task.id)
             return False if current is None else _ended(current)
 
         result = self.s.wakeups.wait_for(ended, wait, topics=(task_topic(task.id),))
-        current = self.s.store.get_task(task.id) if result is None else result
+        current = self.s.tasks.find(task.id) if result is None else result
         if not current:
             raise BlanketError(f"task {task.id} was removed before it ended", code="gone",
                                status=410)
@@ -179,28 +170,13 @@ class TaskRoutes:
     def remove(self, task_id: str):
         """Remove a task and its files (?force: a running one too)."""
         task = self.changeable_task(task_id)
-        by = identity().name
-        if task.state in ACTIVE_STATES:
-            if not flag("force"):
-                raise Conflict(f"task {task.id} is {task.state.value}; stop it first, or "
-                               "remove it with ?force (blanket rm -f)")
-            self.s.store.request_stop(task.id, by)
-            self.s.store.announce(task_topic(task.id))
-        removed = self.s.store.delete_task(task.id)
-        if removed is None:
-            raise NotFound(f"no task {task.id}")
-        log.info("task removed", task=task.id, type=task.type, by=by)
-        self.s.store.announce(task_topic(task.id))  # a submission waiting for its end
-        shutil.rmtree(self.task_dir(task), ignore_errors=True)
+        removed = self.s.queue.remove(task, identity().name, force=flag("force"))
         return json_response(removed.to_json())
 
     def stop(self, task_id: str):
         """Stop a task: a queued one at once, a running one through its worker."""
         task = self.changeable_task(task_id)
-        by = identity().name
-        stopped = self.s.queue.stop_task(task.id, by)
-        log.info("task stop asked", task=task.id, type=task.type, by=by)
-        return json_response(stopped.to_json())
+        return json_response(self.s.queue.stop_task(task.id, identity().name).to_json())
 
     def rerun(self, task_id: str):
         """Submit a task again with the same type, environment (secrets too) and files."""
@@ -238,15 +214,12 @@ class TaskRoutes:
         message = data.get("message")
         if message is not None and not isinstance(message, str):
             raise InvalidInput('"message" must be a string')
-        updated = self.s.store.set_progress(task.id, data.get("token"),
-                                            max(0, min(100, int(value))), message)
+        updated = self.s.queue.set_progress(task.id, data.get("token"), value, message)
         return json_response(updated.to_json())
 
     def log(self, task_id: str, stream: str):
         task = self.task_or_404(task_id)
-        if stream not in LOG_STREAMS:
-            raise NotFound(f"no log {stream!r}; use stdout, stderr or output")
-        path = self.task_dir(task) / LOG_STREAMS[stream]
+        path = self.s.logs.path(task, stream)
         follow = flag("follow") or "text/event-stream" in bottle.request.get_header(
             "Accept", "")
         if follow:
@@ -262,7 +235,7 @@ class TaskRoutes:
         offset = 0
         partial = b""
         while True:
-            task = self.s.store.get_task(task_id)
+            task = self.s.tasks.find(task_id)
             chunk = b""
             if path.is_file() and not path.is_symlink():  # a task may not point it elsewhere
                 with open(path, "rb") as f:
@@ -289,17 +262,10 @@ class TaskRoutes:
         """One file of the task's directory; a worker reads only its own task's inputs."""
         task = self.task_or_404(task_id)
         caller = identity()
-        if not caller.at_least(VIEWER) and not self.held_by(caller, task):
+        if not caller.at_least(VIEWER) and not self.s.registry.holds(caller, task):
             raise Forbidden(f"worker token {caller.name!r} may read only the files of "
                             "tasks its workers hold")
         return serve_task_file(self.task_dir(task), path, Masker.of(task))
-
-    def held_by(self, caller: Identity, task: Task) -> bool:
-        """Whether a worker registered with the caller's token holds the task now."""
-        if task.worker is None or task.state not in ACTIVE_STATES:
-            return False
-        worker = self.s.store.get_worker(task.worker)
-        return worker is not None and worker.owner == caller.name
 
 
 def _ended(task: Task | None) -> Task | None:

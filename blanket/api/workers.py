@@ -1,23 +1,19 @@
 """Worker-facing routes: register, claim (long poll), attempt reports, bundles; and the
-routes people use to list, pause, resume and stop workers."""
+routes people use to list, pause, resume and stop workers. The rules are the worker
+registry's (blanket/registry.py) and the queue's; these parse and answer."""
 
 from __future__ import annotations
 
 import re
 import select
 import socket
-import threading
-import time
-import uuid
-from collections import Counter
-from collections.abc import Iterator
-from contextlib import contextmanager
 
 import bottle
+import msgspec
 
 from blanket import protocol as P
 from blanket.api import schemas as S
-from blanket.api.access import check_holder, identity
+from blanket.api.access import identity
 from blanket.api.http import (
     json_response,
     message_response,
@@ -27,14 +23,11 @@ from blanket.api.http import (
     serve,
 )
 from blanket.app import Services
-from blanket.auth import ADMIN, OPERATOR, VIEWER, Forbidden
-from blanket.errors import InvalidInput, NotFound, StaleAttempt
-from blanket.models import ACTIVE_STATES, TaskState, Worker
-from blanket.store.base import Outcome
-from blanket.wakeups import QUEUE, task_topic, worker_topic
+from blanket.auth import OPERATOR, VIEWER
+from blanket.errors import InvalidInput, NotFound
+from blanket.models import TaskState
 
 MAX_POLL = 60.0
-_WORKER_ID = re.compile(P.WORKER_ID_PATTERN)
 _HASH = re.compile(r"[0-9a-f]{16,64}")
 
 
@@ -54,7 +47,6 @@ def install(app: bottle.Bottle, services: Services) -> None:
     serve(app, P.BUNDLE, routes.bundle)
 
 
-_HUNG_UP = object()  # the claim's client closed its connection while it waited
 _HANG_UP = getattr(select, "POLLRDHUP", 0) | select.POLLHUP | select.POLLERR
 
 
@@ -79,70 +71,19 @@ def hung_up(environ: dict) -> bool:
 class WorkerRoutes:
     def __init__(self, services: Services):
         self.s = services
-        self._claiming: Counter[str] = Counter()  # workers whose claim this server holds
-        self._claiming_lock = threading.Lock()
-
-    @contextmanager
-    def _holding_claim(self, worker_id: str) -> Iterator[None]:
-        with self._claiming_lock:
-            self._claiming[worker_id] += 1
-        try:
-            yield
-        finally:
-            with self._claiming_lock:
-                self._claiming[worker_id] -= 1
-                if not self._claiming[worker_id]:
-                    del self._claiming[worker_id]
-
-    def shown(self, worker: Worker, now: float) -> dict:
-        """The worker's JSON form; its state is `lost` when it has been silent past
-        lost_after (a worker waiting in a claim here is not silent)."""
-        data = worker.to_json()
-        silent = now - worker.heartbeat > self.s.settings.lost_after
-        if silent and worker.state != "gone" and worker.id not in self._claiming:
-            data["state"] = "lost"
-        return data
-
-    def worker_or_404(self, worker_id: str) -> Worker:
-        worker = self.s.store.get_worker(worker_id)
-        if worker is None:
-            raise NotFound(f"no worker {worker_id!r}; it has to register first (POST /worker/)")
-        return worker
-
-    def own_worker(self, worker_id: str) -> Worker:
-        """The worker, if the caller's token registered it (admins reach every worker)."""
-        worker = self.worker_or_404(worker_id)
-        caller = identity()
-        if caller.role != ADMIN and worker.owner != caller.name:
-            raise Forbidden(f"worker {worker_id!r} was registered with another token")
-        return worker
+        self.registry = services.registry
 
     def list_workers(self):
-        now = time.time()
-        return json_response([self.shown(w, now) for w in self.s.store.list_workers()])
+        return json_response([w.to_json() for w in self.registry.listed()])
 
     def show(self, worker_id: str):
-        return json_response(self.shown(self.worker_or_404(worker_id), time.time()))
+        return json_response(self.registry.shown(self.registry.get(worker_id)).to_json())
 
     def register(self):
         """A worker joins with its tags, which its token must allow."""
         request = read_message(P.Register)
-        tags, host, pid = request.tags, request.host, request.pid
-        worker_id = request.id or f"{host}-{pid}-{uuid.uuid4().hex[:6]}"
-        if not _WORKER_ID.fullmatch(worker_id):
-            raise InvalidInput(f"worker id {worker_id!r}: use letters, digits and _.:@-")
-        caller = identity()
-        refused = [t for t in tags if not caller.may_claim(t)]
-        if refused:
-            raise Forbidden(f"token {caller.name!r} may not take tasks tagged "
-                            f"{', '.join(sorted(refused))}; allowed: {', '.join(caller.tags)}")
-        known = self.s.store.get_worker(worker_id)
-        if known is not None and known.owner != caller.name and caller.role != ADMIN:
-            raise Forbidden(f"worker id {worker_id!r} is taken by a worker of another token")
-        now = time.time()
-        worker = Worker(id=worker_id, tags=tuple(sorted(set(tags))), host=host, pid=pid,
-                        state="idle", registered=now, heartbeat=now, owner=caller.name)
-        self.s.store.save_worker(worker)
+        worker = self.registry.register(identity(), list(request.tags), request.host,
+                                        request.pid, request.id)
         # The same server id in the worker's data dir: the two share their files.
         return message_response(P.Registered.of(worker, self.s.settings.heartbeat_interval,
                                                 self.s.server_id), 201)
@@ -150,92 +91,33 @@ class WorkerRoutes:
     def remove(self, worker_id: str):
         """Stop a worker (?mode=finish lets its task end, handback queues it again); a
         worker token may remove only its own workers."""
-        mode = bottle.request.query.get("mode", "finish")
-        if mode not in ("finish", "handback"):
-            raise InvalidInput("?mode must be finish (let its task end) or handback "
-                               "(stop the task and queue it again)")
-        worker = (self.worker_or_404(worker_id) if identity().at_least(OPERATOR)
-                  else self.own_worker(worker_id))
-        if self._departed(worker):
-            self.s.store.delete_worker(worker.id)
-            return json_response({**worker.to_json(), "state": "gone"})
-        stopping = self.s.store.stop_worker(worker.id, mode)
-        if stopping is None:
-            raise NotFound(f"no worker {worker_id!r}")
-        self.s.store.announce(worker_topic(worker.id))  # its claim, or its task's heartbeat
-        return json_response(stopping.to_json(), 202)
-
-    def _departed(self, worker: Worker) -> bool:
-        """Gone, silent for too long, or stopping with nothing left to run (a worker that
-        says goodbye after its SIGTERM)."""
-        if worker.state == "gone" or time.time() - worker.heartbeat > self.s.settings.lost_after:
-            return True
-        if worker.state != "stopping":
-            return False
-        task = self.s.store.get_task(worker.task) if worker.task is not None else None
-        return task is None or task.state not in ACTIVE_STATES or task.worker != worker.id
+        worker, forgotten = self.registry.stop(
+            worker_id, bottle.request.query.get("mode", "finish"), identity())
+        return json_response(worker.to_json(), 200 if forgotten else 202)
 
     def pause(self, worker_id: str):
-        return self._set_state(worker_id, "paused")
+        return json_response(self.registry.pause(worker_id).to_json())
 
     def resume(self, worker_id: str):
-        return self._set_state(worker_id, "idle")
-
-    def _set_state(self, worker_id: str, state: str):
-        updated = self.s.store.set_worker_state(worker_id, state)
-        if updated is None:
-            raise NotFound(f"no worker {worker_id!r}; it has to register first (POST /worker/)")
-        if updated.state == "stopping":
-            raise InvalidInput(f"worker {worker_id} is stopping")
-        self.s.store.announce(worker_topic(worker_id))
-        return json_response(updated.to_json())
+        return json_response(self.registry.resume(worker_id).to_json())
 
     def claim(self, worker_id: str):
         """Long poll: 200 with a task and its type, 204 when none came within ?wait, 410 when
         the worker was asked to stop (it then leaves the list)."""
-        worker = self.own_worker(worker_id)
+        worker = self.registry.owned(worker_id, identity())
         wait = query_float("wait", 0.0, MAX_POLL) or 0.0
-        tags = frozenset(worker.tags)
-        answer = self._claim_step(worker.id, tags)
-        if answer is None:  # idle until a task comes: say so while waiting
-            self.s.store.touch_worker(worker.id, None, time.time())
-            caller = bottle.request.environ
-            with self._holding_claim(worker.id):
-                # A worker that died while it waited must not be handed a task: it would
-                # sit claimed until it counts as lost, spending one of the task's attempts.
-                answer = self.s.wakeups.wait_for(
-                    lambda: _HUNG_UP if hung_up(caller) else self._claim_step(worker.id, tags),
-                    wait,
-                    topics=(QUEUE, worker_topic(worker.id)),
-                    next_deadline=self.s.queue.next_start,
-                    # a new task wakes one idle claim; one that could not take it passes it
-                    # on when another worker might (this one is paused, or lacks a tag)
-                    passes_on=lambda: not self._takes_tasks(worker.id)
-                    or self.s.store.passes_over(tags))
-        if answer is None or answer is _HUNG_UP:
+        caller = bottle.request.environ
+        answer = self.registry.claim(worker, wait, lambda: hung_up(caller))
+        if answer is None:
             return bottle.HTTPResponse(status=204)
         if isinstance(answer, P.Leave):
-            self.s.store.delete_worker(worker.id)
             return message_response(answer, 410)
-        return message_response(P.Claimed.of(*answer))  # the claim marked the worker busy
-
-    def _takes_tasks(self, worker_id: str) -> bool:
-        worker = self.s.store.get_worker(worker_id)
-        return worker is not None and worker.takes_tasks
-
-    def _claim_step(self, worker_id: str, tags: frozenset[str]):
-        """Checked on every wake-up: leave when asked to stop, hold while paused, else claim."""
-        worker = self.s.store.get_worker(worker_id)
-        if worker is None or worker.state == "stopping":
-            return P.Leave(stop=worker.stop_mode or "finish" if worker else "handback")
-        if not worker.takes_tasks:  # paused
-            return None
-        return self.s.queue.claim_once(worker_id, tags)
+        return message_response(P.Claimed.of(*answer))
 
     def attempt(self, raw_id: str, token: str) -> tuple[int, str]:
         """(task id, attempt token) of a report, once its sender may make it."""
         task_id = parse_id(raw_id)
-        check_holder(self.s.store, task_id, token)
+        self.registry.check_holder(identity(), task_id, token)
         return task_id, token
 
     def started(self, task_id: str):
@@ -250,26 +132,8 @@ class WorkerRoutes:
         was stopped, or its worker must hand it back)."""
         report = read_message(P.AttemptReport)
         wait = query_float("wait", 0.0, MAX_POLL) or 0.0
-        held, token = self.attempt(task_id, report.token)
-        task = self.s.queue.heartbeat(held, token)  # the worker's too
-        topics = [task_topic(task.id)] + ([worker_topic(task.worker)] if task.worker else [])
-        orders = self.s.wakeups.wait_for(lambda: self._orders(task.id, token), wait,
-                                         topics=topics)
-        return message_response(orders or self._orders(task.id, token, final=True))
-
-    def _orders(self, task_id: int, token: str, final: bool = False) -> P.Orders | None:
-        """What the worker of an attempt must do; None while it should just carry on."""
-        task = self.s.store.get_task(task_id)
-        if task is None:
-            raise NotFound(f"task {task_id} was removed")
-        if task.token != token:
-            raise StaleAttempt(f"task {task_id} has moved on to attempt {task.attempt}")
-        worker = self.s.store.get_worker(task.worker) if task.worker else None
-        handback = worker is not None and worker.stop_mode == "handback"
-        if not (final or task.stop_requested or handback or task.state not in ACTIVE_STATES):
-            return None
-        return P.Orders(stop=task.stop_requested or handback,
-                        handback=handback and not task.stop_requested, state=task.state.value)
+        return message_response(self.registry.heartbeat(*self.attempt(task_id, report.token),
+                                                        wait))
 
     def finished(self, task_id: str):
         """The attempt ended; the answer may bring the worker's next task and a reserve."""
@@ -278,7 +142,7 @@ class WorkerRoutes:
         task, taken = self.s.queue.finish_and_claim(
             held, token, TaskState(report.state), report.exit_code, report.error,
             handback=report.handback,
-            started=_late_start(report.started) if report.started else None,
+            started=msgspec.structs.asdict(report.started) if report.started else None,
             claim_next=report.wants, running=report.running)
         if not report.wants:
             return json_response(task.to_json())
@@ -308,9 +172,3 @@ class WorkerRoutes:
         return bottle.static_file(name, root=str(self.s.versions_dir),
                                   mimetype="application/gzip")
 
-
-def _late_start(started: P.LateStart) -> Outcome:
-    """A short task's start, sent with its end to save a round trip."""
-    now = time.time()
-    return Outcome(TaskState.RUNNING, started=now if started.at is None else min(started.at, now),
-                   pid=started.pid, directory=started.directory)

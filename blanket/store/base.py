@@ -9,7 +9,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 
-from blanket.models import Task, TaskState, Token, Worker
+from blanket.models import ScheduleState, Task, TaskFilter, TaskState, Token, Worker
 
 
 @dataclass(frozen=True)
@@ -31,29 +31,6 @@ class NewTask:
     dedupe_key: str | None = None  # a second task with the same key is refused (inbox, retries)
     submitted_by: str | None = None
     secrets: tuple[str, ...] = ()
-
-
-class DuplicateTask(Exception):
-    """A task with this dedupe key exists already."""
-
-    def __init__(self, task_id: int):
-        super().__init__(f"already submitted as task {task_id}")
-        self.task_id = task_id
-
-
-@dataclass(frozen=True)
-class TaskFilter:
-    """Which tasks a listing returns; newest first unless `oldest_first`."""
-
-    states: tuple[str, ...] = ()
-    types: tuple[str, ...] = ()
-    tags: tuple[str, ...] = ()  # tasks carrying all of these
-    schedule: str | None = None
-    added_after: float | None = None
-    added_before: float | None = None
-    limit: int = 100
-    offset: int = 0
-    oldest_first: bool = False
 
 
 @dataclass(frozen=True)
@@ -90,19 +67,6 @@ def lost_outcome(task: Task, lost: Outcome) -> Outcome:
     return replace(lost, state=TaskState.FAILED, exit_code=None, lost=reason,
                    error=f"its worker died {deaths} {times} (last: {reason})",
                    requeue_at=None, requeue_score=None)
-
-
-@dataclass(frozen=True)
-class ScheduleState:
-    """A schedule's saved progress; `pending_fire` is the fire of a run that waits for the
-    previous run to end (overlap = "queue")."""
-
-    name: str
-    next_fire: float | None = None
-    last_fire: float | None = None
-    last_task: int | None = None
-    paused: bool = False
-    pending_fire: float | None = None
 
 
 # How an attempt ends, decided from the task as read inside the finishing transaction.

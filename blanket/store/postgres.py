@@ -18,18 +18,15 @@ import psycopg
 from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 
-from blanket.errors import Conflict, NotFound, StaleAttempt
-from blanket.models import Task, Token, Worker
+from blanket.errors import Conflict, DuplicateTask, NotFound, StaleAttempt
+from blanket.models import ScheduleState, Task, TaskFilter, Token, Worker
 from blanket.sql import load_migrations, load_queries
 from blanket.store.base import (
     IDLE_FRESH,
     Claim,
     Decide,
-    DuplicateTask,
     NewTask,
     Outcome,
-    ScheduleState,
-    TaskFilter,
 )
 from blanket.store.rows import (
     attempt_record,

@@ -16,23 +16,21 @@ from typing import Any
 
 from blanket.errors import (
     Conflict,
+    DuplicateTask,
     NotFound,
     StaleAttempt,
     StorageFailed,
     StorageFull,
     is_disk_full,
 )
-from blanket.models import Task, Token, Worker
+from blanket.models import ScheduleState, Task, TaskFilter, Token, Worker
 from blanket.sql import load_migrations, load_queries
 from blanket.store.base import (
     IDLE_FRESH,
     Claim,
     Decide,
-    DuplicateTask,
     NewTask,
     Outcome,
-    ScheduleState,
-    TaskFilter,
 )
 from blanket.store.reserve import SpaceReserve
 from blanket.store.rows import (

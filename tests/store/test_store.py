@@ -15,17 +15,14 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from blanket.errors import NotFound, StaleAttempt
-from blanket.models import Task, TaskState, Worker
+from blanket.errors import DuplicateTask, NotFound, StaleAttempt
+from blanket.models import ScheduleState, Task, TaskFilter, TaskState, Worker
 from blanket.sql import load_migrations, load_queries
 from blanket.store.base import (
     Claim,
-    DuplicateTask,
     NewTask,
     Outcome,
-    ScheduleState,
     Store,
-    TaskFilter,
 )
 from blanket.wakeups import QUEUE, task_topic, worker_topic
 from tests.store.conftest import database_url, opener

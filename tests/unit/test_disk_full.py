@@ -14,10 +14,10 @@ import pytest
 
 from blanket.errors import StorageFull, is_disk_full
 from blanket.intake import Intake, TaskRequest, Upload
-from blanket.models import Task, TaskState
+from blanket.models import Task, TaskFilter, TaskState
 from blanket.outputs import unpack
 from blanket.runner import TaskRun
-from blanket.store.base import Claim, NewTask, Outcome, TaskFilter
+from blanket.store.base import Claim, NewTask, Outcome
 from blanket.store.reserve import RESERVE_BYTES
 from blanket.store.sqlite import SQLiteStore
 from blanket.tasktype import TaskType

@@ -23,7 +23,7 @@ from blanket.inbox import (
     read_task_file,
 )
 from blanket.intake import Intake
-from blanket.store.base import TaskFilter
+from blanket.models import TaskFilter
 from blanket.store.sqlite import SQLiteStore
 from blanket.tasktype import RequiredVariable, TaskType
 

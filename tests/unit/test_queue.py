@@ -19,7 +19,8 @@ ECHO = TaskType(name="echo", command="echo hi")
 def queue(tmp_path: Path) -> Queue:
     store = SQLiteStore(tmp_path / "b.db")
     return Queue(store, lambda name: (ECHO, "v" * 64) if name == "echo" else None,
-                 dict, lambda: {"echo": "v" * 64})
+                 dict, lambda: {"echo": "v" * 64},
+                 task_dir=lambda type_name, task_id: tmp_path / "tasks" / type_name / str(task_id))
 
 
 def add(queue: Queue, retries: int = 0, retry_delay: float = 0.0) -> int:

@@ -11,16 +11,11 @@ from blanket.app import Services, build_services
 from blanket.bundles import bundle_path
 from blanket.errors import NotFound
 from blanket.intake import TaskRequest
-from blanket.models import TaskState
-from blanket.scheduler import (
-    FIRE_TIME_VARIABLE,
-    Scheduler,
-    dedupe_key,
-    run_now,
-    set_paused,
-)
+from blanket.models import ScheduleState, TaskFilter, TaskState
+from blanket.schedulebook import FIRE_TIME_VARIABLE
+from blanket.scheduler import Scheduler, dedupe_key
 from blanket.settings import Settings
-from blanket.store.base import Claim, ScheduleState, TaskFilter
+from blanket.store.base import Claim
 from tests.conftest import wait_until
 
 T0 = 1_800_000_000.0  # a multiple of 10, so `every = "10s"` fires at T0, T0 + 10, ...
@@ -218,11 +213,11 @@ def test_pausing_drops_the_waiting_run(setup):
     scheduler = started(setup, QUEUE)
     [first] = scheduler.tick(T0)
     scheduler.tick(T0 + 10)
-    set_paused(setup.services, "tick", True)
+    setup.services.schedules.set_paused("tick", True)
     setup.end(first.id)
     assert scheduler.tick(T0 + 11) == []
     assert setup.state("tick").pending_fire is None
-    set_paused(setup.services, "tick", False)
+    setup.services.schedules.set_paused("tick", False)
     assert scheduler.tick(T0 + 12) == []
 
 
@@ -380,16 +375,16 @@ def test_a_disabled_schedule_does_not_fire(setup):
 
 def test_a_paused_schedule_does_not_fire(setup):
     scheduler = started(setup)
-    set_paused(setup.services, "tick", True)
+    setup.services.schedules.set_paused("tick", True)
     assert scheduler.tick(T0 + 10) == []
     assert setup.state("tick").paused
 
 
 def test_a_resumed_schedule_does_not_catch_up_on_runs_missed_while_paused(setup):
     scheduler = started(setup, EVERY_10S + 'missed = "all"\n')
-    set_paused(setup.services, "tick", True)
+    setup.services.schedules.set_paused("tick", True)
     scheduler.tick(T0 + 50)
-    set_paused(setup.services, "tick", False)
+    setup.services.schedules.set_paused("tick", False)
     assert scheduler.tick(T0 + 55) == []
     assert len(scheduler.tick(T0 + 60)) == 1
 
@@ -429,14 +424,14 @@ def test_editing_a_command_schedule_gives_its_type_a_new_version(setup):
 
 def test_run_now_submits_a_run_and_records_it_as_the_last_task(setup):
     started(setup)
-    task = run_now(setup.services, "tick")
+    task = setup.services.schedules.run_now("tick")
     assert (task.schedule, FIRE_TIME_VARIABLE in task.environment) == ("tick", False)
     assert setup.state("tick").last_task == task.id
 
 
 def test_run_now_of_an_unknown_schedule_is_not_found(setup):
     with pytest.raises(NotFound, match="no schedule 'nope'"):
-        run_now(setup.services, "nope")
+        setup.services.schedules.run_now("nope")
 
 
 def test_a_server_without_the_scheduler_lock_fires_nothing(setup):
@@ -464,5 +459,5 @@ def test_runs_worked_out_ahead_of_time_are_dropped_when_the_file_changes(setup):
 def test_runs_worked_out_ahead_of_time_are_dropped_when_the_schedule_is_paused(setup):
     scheduler = started(setup)
     scheduler.prepare(T0)
-    set_paused(setup.services, "tick", True)
+    setup.services.schedules.set_paused("tick", True)
     assert scheduler.tick(T0) == []

@@ -1,0 +1,42 @@
+"""The logs a task writes in its folder (stdout, stderr, output), and the server's copy of a
+remote worker's: appended chunk by chunk, each from the offset the worker says."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from pathlib import Path
+
+from blanket.errors import BlanketError, NotFound
+from blanket.models import Task
+from blanket.runner import LOG_STREAMS
+
+
+class TaskLogs:
+    """Where each task's logs are. `task_dir` gives a task's folder (type name, id)."""
+
+    def __init__(self, task_dir: Callable[[str, int], Path]):
+        self.task_dir = task_dir
+        self._appending = threading.Lock()  # one append at a time: size check and write go together
+
+    def path(self, task: Task, stream: str) -> Path:
+        """The file of one of the task's logs; NotFound for a stream that is no log."""
+        name = LOG_STREAMS.get(stream)
+        if name is None:
+            raise NotFound(f"no log {stream!r}; use stdout, stderr or output")
+        return self.task_dir(task.type, task.id) / name
+
+    def append(self, path: Path, start: int, data: bytes) -> int:
+        """Add the bytes of `data` (which starts at `start` of the log) that the copy at
+        `path` lacks: a resent chunk is harmless, a chunk beyond the end is refused (409:
+        send again from 0). Gives the copy's length, where the next chunk starts."""
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with self._appending, open(path, "ab") as log:
+            size = log.tell()
+            if start > size:
+                raise BlanketError(f"the server has {size} bytes of this log, not {start}; "
+                                   "send it again from offset 0", code="gap", status=409)
+            if start + len(data) > size:
+                log.write(data[size - start:])
+                size = start + len(data)
+        return size

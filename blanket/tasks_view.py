@@ -1,0 +1,36 @@
+"""The read side of tasks: one task, a filtered listing, counts. What the API shows and the
+dashboards count, without a route reaching into the store."""
+
+from __future__ import annotations
+
+from blanket.errors import NotFound
+from blanket.models import Task, TaskFilter, TaskState
+from blanket.store.base import Store
+
+
+class TasksView:
+    """Tasks as they are recorded now."""
+
+    def __init__(self, store: Store):
+        self.store = store
+
+    def find(self, task_id: int) -> Task | None:
+        """The task, or None if there is no such task (any more)."""
+        return self.store.get_task(task_id)
+
+    def get(self, task_id: int) -> Task:
+        """The task; NotFound if there is none."""
+        task = self.store.get_task(task_id)
+        if task is None:
+            raise NotFound(f"no task {task_id}")
+        return task
+
+    def list(self, flt: TaskFilter) -> list[Task]:
+        return self.store.list_tasks(flt)
+
+    def count(self, flt: TaskFilter) -> int:
+        return self.store.count_tasks(flt)
+
+    def count_by_state(self) -> dict[TaskState, int]:
+        """How many tasks are in each state (every state, zeros included)."""
+        return {state: self.count(TaskFilter(states=(state.value,))) for state in TaskState}
