@@ -22,6 +22,7 @@ from blanket.servertokens import Tokens
 from blanket.settings import Settings
 from blanket.store import open_store
 from blanket.store.base import Store
+from blanket.taskdir import DataDir
 from blanket.tasklogs import TaskLogs
 from blanket.tasks_view import TasksView
 from blanket.wakeups import Wakeups
@@ -46,7 +47,7 @@ class Services:
 
     @property
     def versions_dir(self) -> Path:
-        return self.settings.data_dir / "versions"
+        return DataDir(self.settings.data_dir).versions
 
     @cached_property
     def server_id(self) -> str:
@@ -61,12 +62,12 @@ def build_services(settings: Settings, schedule_parser=None) -> Services:
     store = open_store(settings.database_url)
     wakeups = Wakeups()
     store.on_change = wakeups.notify
-    catalog = Catalog(settings.config_dir, settings.data_dir / "versions",
+    catalog = Catalog(settings.config_dir, DataDir(settings.data_dir).versions,
                       record_version=store.record_version,
                       schedule_parser=schedule_parser or parse_schedule_file)
     catalog.scan()
     catalog.add_listener(wakeups.notify)
-    commands = CommandTypes(catalog, settings.data_dir / "versions", store.record_version)
+    commands = CommandTypes(catalog, DataDir(settings.data_dir).versions, store.record_version)
     types = CatalogTypes(catalog, commands.get)
     intake = Intake(store, types, settings.data_dir)
     queue = Queue(store, types.current, types.limits, types.versions, task_dir=intake.task_dir)

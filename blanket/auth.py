@@ -19,6 +19,7 @@ from urllib.parse import urlsplit
 
 from blanket.errors import BlanketError, InvalidInput
 from blanket.models import Task
+from blanket.taskdir import DataDir
 
 # Roles in rising order: each can do what the ones before it can.
 VIEWER, SUBMITTER, OPERATOR, ADMIN = "viewer", "submitter", "operator", "admin"
@@ -32,8 +33,6 @@ ANONYMOUS_ROLES = (NONE, VIEWER, SUBMITTER, OPERATOR)  # worker and admin need a
 TOKEN_PREFIX = "bkt_"
 TOKEN_PATTERN = re.compile(r"bkt_([0-9a-f]{16})\.([A-Za-z0-9_-]{20,100})")
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.@:-]{0,63}")
-ADMIN_TOKEN_FILE = "admin.token"
-ADMIN_SERVERS_FILE = "admin.servers"
 
 
 class Unauthorized(BlanketError):
@@ -170,10 +169,10 @@ def client_token(explicit: str | None, data_dirs: tuple[Path, ...],
         return explicit.strip()
     for data_dir in data_dirs:
         try:
-            servers = (data_dir / ADMIN_SERVERS_FILE).read_text().split()
+            servers = DataDir(data_dir).admin_servers.read_text().split()
         except (OSError, UnicodeDecodeError):
             continue
-        found = read_token_file(data_dir / ADMIN_TOKEN_FILE)
+        found = read_token_file(DataDir(data_dir).admin_token)
         if found and server_key(server_url) in servers:
             return found
     return None

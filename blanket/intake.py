@@ -21,8 +21,8 @@ from blanket.envnames import ENV_NAME, loader_name, matches_any
 from blanket.errors import InvalidInput, StorageFull, is_disk_full
 from blanket.models import Task
 from blanket.pricing import estimate_from_history, task_score
-from blanket.runner import RESERVED_NAMES
 from blanket.store.base import NewTask, Store
+from blanket.taskdir import RESERVED_NAMES, DataDir
 from blanket.tasktype import TaskType
 
 _TAG = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:-]*")
@@ -267,14 +267,14 @@ class Intake:
     @property
     def staging_dir(self) -> Path:
         """Where files wait before they move into a task directory (uploads, outputs)."""
-        return self.data_dir / "tmp"
+        return DataDir(self.data_dir).staging
 
     def clear_staging(self) -> None:
         """Remove what a crash left staged (at server start)."""
         shutil.rmtree(self.staging_dir, ignore_errors=True)
 
     def task_dir(self, type_name: str, task_id: int) -> Path:
-        return self.data_dir / "tasks" / type_name / str(task_id)
+        return DataDir(self.data_dir).task(type_name, task_id)
 
     def submit(self, request: TaskRequest, now: float | None = None) -> Task:
         """Create one task; raise InvalidInput (nothing stored) when the request is wrong."""

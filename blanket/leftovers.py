@@ -27,7 +27,8 @@ from pathlib import Path
 
 import structlog
 
-RECORDS = "running"
+from blanket.taskdir import DataDir
+
 PROC = Path("/proc")
 KILL_ROUNDS = 5  # a session that forks while it is being killed needs another look
 
@@ -137,7 +138,7 @@ class Ledger:
 
 def records(data_dir: Path) -> Path:
     """Where the workers of this machine record what they run."""
-    return data_dir / RECORDS / socket.gethostname()
+    return DataDir(data_dir).running / socket.gethostname()
 
 
 def sweep(data_dir: Path, dead_owner: str | None = None) -> int:

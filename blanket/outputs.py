@@ -21,8 +21,8 @@ from typing import BinaryIO
 
 from blanket.bundles import escapes
 from blanket.errors import is_disk_full
+from blanket.taskdir import SERVER_ID_FILE, DataDir
 
-SERVER_ID_FILE = "server-id"
 MAX_PACKED = 1024 * 1024 * 1024  # bytes of tar.gz a server takes for one task
 MAX_UNPACKED = 4 * MAX_PACKED  # bytes of files it writes for one task
 
@@ -34,7 +34,7 @@ class BadOutputs(Exception):
 def server_id(data_dir: Path) -> str:
     """This data directory's id, made on first use: a worker finding the same id in its own
     data directory shares the server's files."""
-    path = data_dir / SERVER_ID_FILE
+    path = DataDir(data_dir).server_id
     try:
         return path.read_text().strip()
     except FileNotFoundError:
@@ -54,7 +54,7 @@ def server_id(data_dir: Path) -> str:
 
 def shares_data_dir(data_dir: Path, id_of_server: str) -> bool:
     try:
-        return (data_dir / SERVER_ID_FILE).read_text().strip() == id_of_server
+        return DataDir(data_dir).server_id.read_text().strip() == id_of_server
     except OSError:
         return False
 

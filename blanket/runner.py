@@ -30,6 +30,7 @@ from blanket.durations import format_duration
 from blanket.errors import is_disk_full
 from blanket.leftovers import Ledger
 from blanket.models import SECRET_MASK, Task, TaskState
+from blanket.taskdir import COMMAND_FILE, LOG_STREAMS, PROGRESS_FILE, TASK_FILE, error_log
 from blanket.tasktype import TaskType
 from blanket.templating import (
     TEMPLATEIGNORE,
@@ -40,15 +41,6 @@ from blanket.templating import (
     render_text,
 )
 
-COMMAND_FILE = ".blanket-command"
-PROGRESS_FILE = ".progress"
-TASK_FILE = "task.json"
-# Each log by the name the API and the CLI give it (`output` when the type combines them).
-LOG_STREAMS = {"stdout": "stdout.log", "stderr": "stderr.log", "output": "output.log"}
-LOG_FILES = tuple(LOG_STREAMS.values())
-# Names the runner writes in a task's directory: an upload may not take them.
-RESERVED_NAMES = frozenset({COMMAND_FILE, PROGRESS_FILE, TASK_FILE, *LOG_FILES})
-PRIVATE_NAMES = frozenset({COMMAND_FILE})  # kept on the worker: never served, never sent
 CHECK_TIMEOUT = 30.0
 POLL_INTERVAL = 0.1
 NEARLY_FULL = 64 * 1024  # free bytes below which a failed task's disk counts as full
@@ -237,11 +229,11 @@ class TaskRun:
     def _start(self, env: dict[str, str], argv: list[str]) -> subprocess.Popen:
         with ExitStack() as files:
             if self.task_type.combine_output:
-                stdout = files.enter_context(open(self.work_dir / "output.log", "wb"))
+                stdout = files.enter_context(open(self.work_dir / LOG_STREAMS["output"], "wb"))
                 stderr: object = subprocess.STDOUT
             else:
-                stdout = files.enter_context(open(self.work_dir / "stdout.log", "wb"))
-                stderr = files.enter_context(open(self.work_dir / "stderr.log", "wb"))
+                stdout = files.enter_context(open(self.work_dir / LOG_STREAMS["stdout"], "wb"))
+                stderr = files.enter_context(open(self.work_dir / LOG_STREAMS["stderr"], "wb"))
             # The child gets its own descriptors, so output lands in the files unbuffered by us.
             return subprocess.Popen(argv, cwd=self.work_dir, env=env, stdin=subprocess.DEVNULL,
                                     stdout=stdout, stderr=stderr, start_new_session=True)
@@ -287,7 +279,7 @@ class TaskRun:
     def _disk_full_note(self) -> str:
         """Why a failed task may have failed, when its disk is full: its command could not
         write (what it says about it is in its log)."""
-        name = "output.log" if self.task_type.combine_output else "stderr.log"
+        name = error_log(self.task_type.combine_output)
         if not (_nearly_full(self.work_dir) or _mentions_full_disk(self.work_dir / name)):
             return ""
         return (f"; the disk holding {self.work_dir} is full: free space there, then run "
@@ -306,7 +298,7 @@ class TaskRun:
         return None
 
     def _fail_before_start(self, message: str) -> RunResult:
-        name = "output.log" if self.task_type.combine_output else "stderr.log"
+        name = error_log(self.task_type.combine_output)
         if self.work_dir.is_dir():
             self._write_task_file()
         try:

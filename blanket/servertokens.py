@@ -14,8 +14,6 @@ from pathlib import Path
 
 from blanket.auth import (
     ADMIN,
-    ADMIN_SERVERS_FILE,
-    ADMIN_TOKEN_FILE,
     TOKEN_PATTERN,
     TOKEN_PREFIX,
     Identity,
@@ -28,6 +26,7 @@ from blanket.auth import (
 from blanket.errors import InvalidInput, NotFound
 from blanket.models import Token
 from blanket.store.base import Store
+from blanket.taskdir import DataDir
 
 SESSION_LIFETIME = 12 * 3600.0
 CACHE_SECONDS = 5.0  # a token revoked through another server stops working within this
@@ -131,8 +130,8 @@ class Tokens:
         """The admin token that the CLI and local workers on this machine use: kept in
         data_dir (mode 0600) and made anew when missing or no longer valid. Beside it,
         `admin.servers` lists the URLs of this server: a client sends the token only there."""
-        path = data_dir / ADMIN_TOKEN_FILE
-        _write_private(data_dir / ADMIN_SERVERS_FILE,
+        path = DataDir(data_dir).admin_token
+        _write_private(DataDir(data_dir).admin_servers,
                        "".join(f"{server_key(u)}\n" for u in urls))
         with contextlib.suppress(OSError, UnicodeDecodeError):
             try:

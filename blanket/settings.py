@@ -12,6 +12,7 @@ from typing import Any
 from blanket.auth import ANONYMOUS_ROLES
 from blanket.durations import parse_duration
 from blanket.errors import InvalidInput
+from blanket.taskdir import DataDir
 
 SETTINGS_FILE = "blanket.toml"
 
@@ -59,7 +60,7 @@ class Settings:
 
     @property
     def database_url(self) -> str:
-        return self.database or f"sqlite:///{self.data_dir / 'blanket.db'}"
+        return self.database or f"sqlite:///{DataDir(self.data_dir).store}"
 
     @property
     def anonymous_role(self) -> str:

@@ -13,7 +13,7 @@ from blanket.attempt import Attempt
 from blanket.client import ClientError, ServerUnreachable
 from blanket.outputs import pack
 from blanket.protocol import MAX_LOG_CHUNK, BadMessage
-from blanket.runner import LOG_STREAMS, PRIVATE_NAMES
+from blanket.taskdir import LOG_STREAMS, PRIVATE_NAMES
 from blanket.workerclient import GaveUp, Superseded, WorkerClient
 
 LOG_SHIP_INTERVAL = 0.5  # how often a remote worker sends what its running task printed

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from blanket.errors import BlanketError, NotFound
 from blanket.models import Task
-from blanket.runner import LOG_STREAMS
+from blanket.taskdir import log_file
 
 
 class TaskLogs:
@@ -21,7 +21,7 @@ class TaskLogs:
 
     def path(self, task: Task, stream: str) -> Path:
         """The file of one of the task's logs; NotFound for a stream that is no log."""
-        name = LOG_STREAMS.get(stream)
+        name = log_file(stream)
         if name is None:
             raise NotFound(f"no log {stream!r}; use stdout, stderr or output")
         return self.task_dir(task.type, task.id) / name

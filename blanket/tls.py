@@ -15,11 +15,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from blanket.errors import BlanketError, InvalidInput
+from blanket.taskdir import DataDir
 
 if TYPE_CHECKING:
     from blanket.settings import Settings
 
-SELF_SIGNED_DIR = "tls"  # inside data_dir
 SELF_SIGNED_DAYS = 3650
 TRUST_ADVICE = ("give the certificate that signed it with --ca FILE (or BLANKET_CA), or pin "
                 "the server's with --fingerprint SHA256HEX (or BLANKET_FINGERPRINT); "
@@ -36,7 +36,7 @@ class UntrustedServer(BlanketError):
 
 def self_signed_paths(data_dir: Path) -> tuple[Path, Path]:
     """Where `--tls self-signed` keeps its certificate and private key."""
-    folder = Path(data_dir) / SELF_SIGNED_DIR
+    folder = DataDir(Path(data_dir)).tls
     return folder / "cert.pem", folder / "key.pem"
 
 

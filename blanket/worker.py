@@ -33,6 +33,7 @@ from blanket.reports import ReportQueue
 from blanket.runner import RunResult, TaskRun
 from blanket.settings import LogDestination
 from blanket.shipping import OUTPUT_PATIENCE, LogShipper, send_outputs
+from blanket.taskdir import DataDir
 from blanket.tasktype import TaskType
 from blanket.workerclient import Forgotten, GaveUp, WorkerClient
 
@@ -91,7 +92,7 @@ class Worker:
         self.data_dir = options.data_dir.absolute()
         # Bundles (with secret defaults) and task folders below it: the owner's only.
         self.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
-        self.bundles = BundleCache(self.server, self.data_dir / "bundles")
+        self.bundles = BundleCache(self.server, DataDir(self.data_dir).bundles)
         self.id = options.worker_id or ""
         self.stopping = threading.Event()
         self.hand_back_now = threading.Event()
@@ -215,7 +216,7 @@ class Worker:
         if self.stopping.is_set():  # the claim crossed our stop: give it straight back
             self.claims.release(claim)
             return
-        work_dir = self.data_dir / "tasks" / task.type / str(task.id)
+        work_dir = DataDir(self.data_dir).task(task.type, task.id)
         try:
             bundle = self.bundles.get(task.version or "", claim.bundle)
             fetch_inputs(self.server, task, work_dir)
@@ -267,7 +268,7 @@ class Worker:
                 # make the task look lost.
                 self.heartbeat.watch(attempt)
                 send_outputs(self.server, attempt, attempt.run.work_dir,
-                             self.data_dir / "outputs", self.hand_back_now)
+                             DataDir(self.data_dir).outputs, self.hand_back_now)
         finally:
             attempt.ended.set()
             self._current(None)

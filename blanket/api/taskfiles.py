@@ -22,7 +22,7 @@ import bottle
 
 from blanket.errors import InvalidInput, NotFound
 from blanket.models import Task
-from blanket.runner import PRIVATE_NAMES
+from blanket.taskdir import PRIVATE_NAMES
 
 MASK = b"***"
 MIN_MASKED = 3  # shorter secret values are not hunted for in text: they would mask everything

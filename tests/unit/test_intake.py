@@ -16,9 +16,9 @@ from blanket.intake import (
     clean_environment,
     parse_task_request,
 )
-from blanket.runner import RESERVED_NAMES
 from blanket.store.base import Claim, NewTask
 from blanket.store.sqlite import SQLiteStore
+from blanket.taskdir import RESERVED_NAMES
 from blanket.tasktype import RequiredVariable, TaskType
 
 NOW = 1_800_000_000.0

@@ -36,6 +36,11 @@ RULES = (
          files=("blanket/worker.py", "blanket/runner.py", "blanket/supervisor.py",
                 "blanket/leftovers.py"),
          imports=("blanket.store",)),
+    Rule("the server's side and the CLI take the task directory's names from blanket.taskdir, "
+         "not from the worker's process runner",
+         files=("blanket/api/**/*.py", "blanket/intake.py", "blanket/tasklogs.py",
+                "blanket/cli.py", "blanket/app.py"),
+         imports=("blanket.runner",)),
     Rule("SQL lives in blanket/store/ and blanket/sql/: no database driver elsewhere",
          files=("blanket/**/*.py",), unless=("blanket/store/**/*.py",),
          imports=("sqlite3", "psycopg", "psycopg2", "psycopg_pool")),
