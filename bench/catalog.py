@@ -16,7 +16,7 @@ from pathlib import Path
 
 import structlog
 
-from blanket.catalog import Catalog
+from blanket.server.catalog import Catalog
 
 TYPE_TOML = """\
 description = "benchmark type {index}"

@@ -28,7 +28,7 @@ import time
 from dataclasses import dataclass, field
 
 from bench.harness import free_port, percentile
-from blanket.httppool import SHRINK_AFTER, SPARE_THREADS
+from blanket.server.httppool import SHRINK_AFTER, SPARE_THREADS
 
 MAX_HELD = 5000
 # Nobody claims this type: `?wait` submissions of it are held until their wait runs out.

@@ -29,7 +29,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from bench.harness import free_port
-from blanket.pricing import task_score
+from blanket.server.pricing import task_score
 from blanket.store.base import Claim
 from blanket.store.sqlite import SQLiteStore
 

@@ -26,7 +26,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 from bench.harness import percentile, server_with_workers, wait_until
 from blanket.client import Client
-from blanket.leftovers import Ledger
+from blanket.worker.leftovers import Ledger
 
 PR_SET_PDEATHSIG = 1
 

@@ -1,6 +1,6 @@
 """Who may do what: roles, identities, the form of API tokens and names, and which token a
 client on this machine sends where. The server keeps and checks tokens in
-blanket/servertokens.py.
+blanket/server/tokens.py.
 
 A token reads `bkt_ID.SECRET`: the ID finds its record, the SECRET is checked against the
 stored SHA-256 in constant time. Tokens are random (256 bits), so a fast hash is enough; the

@@ -16,10 +16,10 @@ import click
 
 from blanket.auth import client_token
 from blanket.client import Client
+from blanket.config.settings import Settings, load_settings
 from blanket.errors import BlanketError
-from blanket.intake import REQUEST_KEYS
 from blanket.logs import configure_logging
-from blanket.settings import Settings, load_settings
+from blanket.server.intake import REQUEST_KEYS
 from blanket.tls import certificate_fingerprint, local_tls_files
 
 SERVER_HELP = ("server URL: http(s)://HOST:PORT or unix:/PATH (default: BLANKET_SERVER, else the "
@@ -110,7 +110,7 @@ def cli(ctx: click.Context, settings_path: Path | None, server: str | None,
 @pass_ctx
 def server(ctx: Context, **flags: Any) -> None:
     """Run the server (API, config watcher, scheduler, inbox, local workers)."""
-    from blanket.server import run_server
+    from blanket.server.serve import run_server
 
     flags["listen"] = flags["listen"] or None  # unset flags leave the settings as they are
     flags["insecure"] = flags["insecure"] or None
@@ -141,7 +141,7 @@ def worker(ctx: Context, tags: str, processes: int, worker_id: str | None, data_
            daemon: bool, log_file: Path, pid_file: Path, server_url: str | None,
            ca: str | None, fingerprint: str | None, grace: float | None) -> None:
     """Run worker processes that take tasks matching their tags."""
-    from blanket.worker import WorkerOptions, run_workers
+    from blanket.worker.loop import WorkerOptions, run_workers
 
     url = server_url or ctx.server or ctx.settings().url
     ctx.ca, ctx.fingerprint = ca or ctx.ca, fingerprint or ctx.fingerprint
@@ -159,8 +159,8 @@ def worker(ctx: Context, tags: str, processes: int, worker_id: str | None, data_
 @pass_ctx
 def validate(ctx: Context, directory: Path | None) -> None:
     """Check a config directory without a server; exit 1 listing every problem."""
-    from blanket.catalog import validate_config_dir
-    from blanket.schedule import parse_schedule_file
+    from blanket.config.schedule import parse_schedule_file
+    from blanket.server.catalog import validate_config_dir
 
     directory = directory or ctx.settings().config_dir
     problems = validate_config_dir(directory, schedule_parser=parse_schedule_file)

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import structlog
 
-from blanket.settings import LogDestination
+from blanket.config.settings import LogDestination
 
 _LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARNING,
            "error": logging.ERROR, "critical": logging.CRITICAL}

@@ -19,7 +19,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import BinaryIO
 
-from blanket.bundles import escapes
+from blanket.config.bundles import escapes
 from blanket.errors import is_disk_full
 from blanket.taskdir import SERVER_ID_FILE, DataDir
 

@@ -1,10 +1,10 @@
 """The worker protocol: the routes a worker calls and the messages they carry, shared by the
-server's routes (blanket/api/workers.py, outputs.py) and the worker's client
-(blanket/workerclient.py).
+server's routes (blanket/server/api/workers.py, outputs.py) and the worker's client
+(blanket/worker/client.py).
 
 Each message is a frozen msgspec Struct with one way in (`from_json`) and one way out
 (`to_json`); requests refuse unknown fields and values out of range, naming the field, and
-/openapi.json describes them from the same definitions (blanket/api/schemas.py). Answers
+/openapi.json describes them from the same definitions (blanket/server/api/schemas.py). Answers
 ignore fields they do not know, so a newer server may add some.
 """
 
@@ -20,8 +20,8 @@ from urllib.parse import quote
 import msgspec
 from msgspec import Meta
 
+from blanket.config.tasktype import TaskType
 from blanket.models import Task, Worker
-from blanket.tasktype import TaskType
 
 TOKEN_HEADER = "Blanket-Token"  # the attempt's token, beside a log chunk or outputs archive
 MAX_LOG_CHUNK = 1024 * 1024  # bytes of a running task's log per request

@@ -18,7 +18,7 @@ from blanket.errors import BlanketError, InvalidInput
 from blanket.taskdir import DataDir
 
 if TYPE_CHECKING:
-    from blanket.settings import Settings
+    from blanket.config.settings import Settings
 
 SELF_SIGNED_DAYS = 3650
 TRUST_ADVICE = ("give the certificate that signed it with --ca FILE (or BLANKET_CA), or pin "

@@ -20,7 +20,6 @@ from psycopg.types.json import Jsonb
 
 from blanket.errors import Conflict, DuplicateTask, NotFound, StaleAttempt
 from blanket.models import ScheduleState, Task, TaskFilter, Token, Worker
-from blanket.sql import load_migrations, load_queries
 from blanket.store.base import (
     IDLE_FRESH,
     Claim,
@@ -35,6 +34,7 @@ from blanket.store.rows import (
     token_params,
     worker_from_row,
 )
+from blanket.store.sql import load_migrations, load_queries
 from blanket.store.sqlverbs import SqlVerbs
 from blanket.wakeups import QUEUE, task_topic
 

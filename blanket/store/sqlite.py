@@ -24,7 +24,6 @@ from blanket.errors import (
     is_disk_full,
 )
 from blanket.models import ScheduleState, Task, TaskFilter, Token, Worker
-from blanket.sql import load_migrations, load_queries
 from blanket.store.base import (
     IDLE_FRESH,
     Claim,
@@ -40,6 +39,7 @@ from blanket.store.rows import (
     token_params,
     worker_from_row,
 )
+from blanket.store.sql import load_migrations, load_queries
 from blanket.store.sqlverbs import SqlVerbs
 from blanket.store.walsync import WalSync
 from blanket.wakeups import QUEUE, task_topic

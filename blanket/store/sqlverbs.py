@@ -1,6 +1,6 @@
 """Verbs whose SQL and row handling are the same in both stores: each store supplies its
 named queries and its `_tx`, `_one` and `_all`; the SQL text itself stays per dialect in
-blanket/sql/."""
+blanket/store/sql/."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from blanket.store.rows import token_from_row, worker_from_row, worker_params
 
 
 class SqlVerbs(Store):
-    queries: dict[str, str]  # this dialect's named queries (blanket/sql/DIALECT/queries.sql)
+    queries: dict[str, str]  # this dialect's named queries (blanket/store/sql/DIALECT/queries.sql)
 
     @abstractmethod
     def _tx(self, durable: bool = True) -> AbstractContextManager[Any]:

@@ -11,8 +11,8 @@ import stat
 import bottle
 import pytest
 
-from blanket.api.access import check_routes
 from blanket.client import Client, ClientError
+from blanket.server.api.access import check_routes
 from tests.conftest import ServerProcess, wait_until
 
 ECHO = 'command = "echo hi"\n[environment.defaults]\nMSG = "x"\n'

@@ -10,7 +10,7 @@ import pytest
 
 from blanket.client import Client, ClientError
 from blanket.errors import InvalidInput
-from blanket.intake import check_file_name
+from blanket.server.intake import check_file_name
 from tests.conftest import wait_until
 
 HELLO = 'command = "cat note.txt"\n'

@@ -13,7 +13,7 @@ import threading
 import time
 
 from bench.longpoll import UNCLAIMED, hold_requests, register_workers
-from blanket.api.http import MAX_DRAIN, MAX_JSON
+from blanket.server.api.http import MAX_DRAIN, MAX_JSON
 from tests.conftest import wait_until
 
 

@@ -17,13 +17,13 @@ from hypothesis import strategies as st
 
 from blanket.errors import DuplicateTask, NotFound, StaleAttempt
 from blanket.models import ScheduleState, Task, TaskFilter, TaskState, Worker
-from blanket.sql import load_migrations, load_queries
 from blanket.store.base import (
     Claim,
     NewTask,
     Outcome,
     Store,
 )
+from blanket.store.sql import load_migrations, load_queries
 from blanket.wakeups import QUEUE, task_topic, worker_topic
 from tests.store.conftest import database_url, opener
 

@@ -17,10 +17,10 @@ from blanket.auth import (
     client_token,
     csrf_token,
 )
+from blanket.config.settings import load_settings
 from blanket.envnames import loader_name
 from blanket.models import Task, TaskState
-from blanket.servertokens import Tokens
-from blanket.settings import load_settings
+from blanket.server.tokens import Tokens
 from blanket.store.sqlite import SQLiteStore
 
 ROLES = (VIEWER, SUBMITTER, OPERATOR, ADMIN, WORKER)

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from blanket.catalog import Catalog, LoadedType, validate_config_dir
-from blanket.problems import ConfigInvalid, ConfigProblem
+from blanket.config.problems import ConfigInvalid, ConfigProblem
+from blanket.server.catalog import Catalog, LoadedType, validate_config_dir
 
 
 @dataclass(frozen=True)
@@ -102,7 +102,8 @@ def test_rescan_skips_unchanged_types_without_reading_them(config, catalog, monk
     write(config, "types/assets/a.txt", "A")
     age(config)
     catalog.scan()
-    monkeypatch.setattr("blanket.catalog.parse_type_file", lambda *a: pytest.fail("re-parsed"))
+    monkeypatch.setattr("blanket.server.catalog.parse_type_file",
+                        lambda *a: pytest.fail("re-parsed"))
     assert catalog.scan() is False
 
 

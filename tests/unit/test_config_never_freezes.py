@@ -11,9 +11,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from blanket.catalog import Catalog, validate_config_dir
-from blanket.configtree import audit_tree
-from blanket.schedule import parse_schedule_file
+from blanket.config.schedule import parse_schedule_file
+from blanket.config.tree import audit_tree
+from blanket.server.catalog import Catalog, validate_config_dir
 
 GOOD = 'command = "echo good"\n'
 WITH_ASSETS = 'command = "echo assets"\n[[files]]\nsrc = "assets/"\n'
@@ -204,7 +204,7 @@ def test_a_change_that_cannot_add_a_problem_does_not_rescan_the_tree(tmp_path: P
     config = fresh(tmp_path)
     catalog = scanned(config)
     audits = []
-    monkeypatch.setattr("blanket.catalog.audit_tree",
+    monkeypatch.setattr("blanket.server.catalog.audit_tree",
                         lambda root: audits.append(root) or audit_tree(root))
     (config / "types" / "good.toml").write_text(GOOD + "# edited\n")
     catalog.scan({config / "types" / "good.toml"})
@@ -222,7 +222,7 @@ def test_a_rescan_looks_over_the_tree_again_only_when_a_folder_changed(tmp_path:
     catalog = Catalog(config, tmp_path / "versions")
     catalog.scan()
     audits = []
-    monkeypatch.setattr("blanket.catalog.audit_tree",
+    monkeypatch.setattr("blanket.server.catalog.audit_tree",
                         lambda root: audits.append(root) or audit_tree(root))
     catalog.scan()
     assert audits == []

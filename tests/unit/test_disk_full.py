@@ -12,15 +12,15 @@ from pathlib import Path
 
 import pytest
 
+from blanket.config.tasktype import TaskType
 from blanket.errors import StorageFull, is_disk_full
-from blanket.intake import Intake, TaskRequest, Upload
 from blanket.models import Task, TaskFilter, TaskState
 from blanket.outputs import unpack
-from blanket.runner import TaskRun
+from blanket.server.intake import Intake, TaskRequest, Upload
 from blanket.store.base import Claim, NewTask, Outcome
 from blanket.store.reserve import RESERVE_BYTES
 from blanket.store.sqlite import SQLiteStore
-from blanket.tasktype import TaskType
+from blanket.worker.runner import TaskRun
 from tests.conftest import small_disk_at
 
 pytestmark = pytest.mark.timeout(60)

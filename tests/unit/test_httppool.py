@@ -12,9 +12,9 @@ import pytest
 import structlog.testing
 
 from bench.longpoll import UNCLAIMED, HoldResult, hold_requests
-from blanket.httppool import SPARE_THREADS, PoolSizer
-from blanket.server import Server
-from blanket.settings import Settings
+from blanket.config.settings import Settings
+from blanket.server.httppool import SPARE_THREADS, PoolSizer
+from blanket.server.serve import Server
 from tests.conftest import free_port, wait_until
 
 START = 4

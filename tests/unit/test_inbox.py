@@ -10,8 +10,10 @@ from pathlib import Path
 
 import pytest
 
+from blanket.config.tasktype import RequiredVariable, TaskType
 from blanket.errors import InvalidInput
-from blanket.inbox import (
+from blanket.models import TaskFilter
+from blanket.server.inbox import (
     Inbox,
     Settling,
     done_name,
@@ -22,10 +24,8 @@ from blanket.inbox import (
     parse_task_text,
     read_task_file,
 )
-from blanket.intake import Intake
-from blanket.models import TaskFilter
+from blanket.server.intake import Intake
 from blanket.store.sqlite import SQLiteStore
-from blanket.tasktype import RequiredVariable, TaskType
 
 NOW = 1_800_000_000.0
 REPORT = TaskType(name="report", command="make-report {{ TARGET }}",

@@ -9,8 +9,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from blanket.config.tasktype import RequiredVariable, TaskType
 from blanket.errors import InvalidInput
-from blanket.intake import (
+from blanket.server.intake import (
     MAX_PRIORITY,
     check_file_name,
     clean_environment,
@@ -19,7 +20,6 @@ from blanket.intake import (
 from blanket.store.base import Claim, NewTask
 from blanket.store.sqlite import SQLiteStore
 from blanket.taskdir import RESERVED_NAMES
-from blanket.tasktype import RequiredVariable, TaskType
 
 NOW = 1_800_000_000.0
 

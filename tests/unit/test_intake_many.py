@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from blanket.config.tasktype import RequiredVariable, TaskType
 from blanket.errors import InvalidInput
-from blanket.intake import Intake, TaskRequest
+from blanket.server.intake import Intake, TaskRequest
 from blanket.store.sqlite import SQLiteStore
-from blanket.tasktype import RequiredVariable, TaskType
 
 REPORT = TaskType(name="report", command="echo {{ TARGET }}",
                   required=(RequiredVariable("TARGET"),))

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from blanket.leftovers import (
+from blanket.worker.leftovers import (
     Ledger,
     ProcStat,
     is_running,

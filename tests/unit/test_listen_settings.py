@@ -5,8 +5,8 @@ from pathlib import Path
 
 import pytest
 
+from blanket.config.settings import load_settings
 from blanket.errors import InvalidInput
-from blanket.settings import load_settings
 
 NO_FILE = Path("/nonexistent.toml")
 

@@ -17,16 +17,16 @@ from pathlib import Path
 import pytest
 
 from blanket.client import Client
+from blanket.config.settings import Settings
 from blanket.errors import InvalidInput
-from blanket.httppool import SPARE_THREADS
-from blanket.listeners import (
+from blanket.server.httppool import SPARE_THREADS
+from blanket.server.listeners import (
     UnixSocketServer,
     claim_socket_path,
     make_http_servers,
     refuse_plain_exposure,
 )
-from blanket.server import Server
-from blanket.settings import Settings
+from blanket.server.serve import Server
 from blanket.tls import ensure_self_signed
 from tests.conftest import free_port, wait_until
 

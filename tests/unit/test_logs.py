@@ -5,8 +5,8 @@ from pathlib import Path
 import pytest
 import structlog
 
+from blanket.config.settings import LogDestination
 from blanket.logs import configure_logging
-from blanket.settings import LogDestination
 
 
 @pytest.fixture(autouse=True)

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import json
 
+from blanket.config.tasktype import FileSection, RequiredVariable, TaskType
 from blanket.models import Task, TaskState, Worker
-from blanket.tasktype import FileSection, RequiredVariable, TaskType
 
 
 def test_a_task_survives_its_json_form_with_its_token():

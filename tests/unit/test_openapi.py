@@ -6,10 +6,10 @@ import re
 
 import pytest
 
-from blanket.api.app import make_app
-from blanket.api.openapi import openapi_document
-from blanket.app import build_services
-from blanket.settings import Settings
+from blanket.config.settings import Settings
+from blanket.server.api.app import make_app
+from blanket.server.api.openapi import openapi_document
+from blanket.server.services import build_services
 
 ISSUE_ROUTES = {
     ("get", "/task/"), ("post", "/task/"), ("get", "/task/{task_id}"),

@@ -130,7 +130,7 @@ def test_the_server_id_is_made_once_and_tells_a_shared_data_dir(tmp_path):
 def test_a_secret_cut_by_a_chunk_boundary_is_still_masked(monkeypatch):
     import io
 
-    from blanket.api import taskfiles
+    from blanket.server.api import taskfiles
     monkeypatch.setattr(taskfiles, "CHUNK", 7)
     masker = taskfiles.Masker(["s3cr3t-value", "ab"])  # too short to hunt for: kept
     text = b"x" * 5 + b"s3cr3t-value" + b"-ab-" + b"s3cr3t-value" * 2 + b"end"

@@ -5,7 +5,7 @@ from __future__ import annotations
 from hypothesis import given
 from hypothesis import strategies as st
 
-from blanket.pricing import FRONT, estimate_from_history, task_score
+from blanket.server.pricing import FRONT, estimate_from_history, task_score
 
 TEN_YEARS = 10 * 365 * 86400.0
 NOW = 1_800_000_000.0

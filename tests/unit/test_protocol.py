@@ -13,9 +13,9 @@ from pathlib import Path
 import pytest
 
 from blanket import protocol as P
-from blanket.backoff import Backoff
+from blanket.config.tasktype import TaskType
 from blanket.models import Task, TaskState, Worker
-from blanket.tasktype import TaskType
+from blanket.worker.backoff import Backoff
 
 REQUESTS = [
     P.Register(host="here", pid=12, tags=("gpu", "linux"), id="w-1"),
@@ -148,9 +148,9 @@ def test_a_backoff_gives_up_when_its_patience_ends_or_its_event_is_set():
 
 def test_the_worker_imports_nothing_of_the_servers_routes_or_store():
     loaded = subprocess.run(
-        [sys.executable, "-c", "import sys, blanket.worker; print(*sorted(sys.modules))"],
+        [sys.executable, "-c", "import sys, blanket.worker.loop; print(*sorted(sys.modules))"],
         capture_output=True, text=True, check=True).stdout.split()
-    assert [m for m in loaded if m.startswith(("blanket.api", "blanket.store"))] == []
+    assert [m for m in loaded if m.startswith(("blanket.server.api", "blanket.store"))] == []
 
 
 def test_a_claim_of_text_that_is_not_unicode_still_reaches_its_worker():

@@ -6,11 +6,11 @@ from pathlib import Path
 
 import pytest
 
+from blanket.config.tasktype import TaskType
 from blanket.models import TaskState
-from blanket.queue import Queue
+from blanket.server.queue import Queue
 from blanket.store.base import Claim, NewTask
 from blanket.store.sqlite import SQLiteStore
-from blanket.tasktype import TaskType
 
 ECHO = TaskType(name="echo", command="echo hi")
 

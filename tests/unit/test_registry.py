@@ -11,14 +11,14 @@ from pathlib import Path
 import pytest
 
 from blanket.auth import ADMIN, OPERATOR, WORKER, Forbidden, Identity
+from blanket.config.tasktype import TaskType
 from blanket.errors import InvalidInput
 from blanket.models import Task, TaskState
 from blanket.protocol import Leave, Orders
-from blanket.queue import Queue
-from blanket.registry import WorkerRegistry
+from blanket.server.queue import Queue
+from blanket.server.registry import WorkerRegistry
 from blanket.store.base import NewTask
 from blanket.store.sqlite import SQLiteStore
-from blanket.tasktype import TaskType
 from blanket.wakeups import Wakeups
 
 ECHO = TaskType(name="echo", command="echo hi")

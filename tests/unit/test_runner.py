@@ -13,9 +13,9 @@ from pathlib import Path
 
 import pytest
 
+from blanket.config.tasktype import FileSection, TaskType
 from blanket.models import Task, TaskState
-from blanket.runner import ProgressWatcher, RunResult, TaskRun, find_program, parse_progress
-from blanket.tasktype import FileSection, TaskType
+from blanket.worker.runner import ProgressWatcher, RunResult, TaskRun, find_program, parse_progress
 
 pytestmark = pytest.mark.timeout(20)
 

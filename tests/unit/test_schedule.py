@@ -11,8 +11,8 @@ from croniter import croniter
 from hypothesis import given
 from hypothesis import strategies as st
 
-from blanket.problems import ConfigInvalid, ConfigProblem
-from blanket.schedule import (
+from blanket.config.problems import ConfigInvalid, ConfigProblem
+from blanket.config.schedule import (
     Schedule,
     due_runs,
     fire_times,

@@ -7,14 +7,14 @@ from pathlib import Path
 
 import pytest
 
-from blanket.app import Services, build_services
-from blanket.bundles import bundle_path
+from blanket.config.bundles import bundle_path
+from blanket.config.settings import Settings
 from blanket.errors import NotFound
-from blanket.intake import TaskRequest
 from blanket.models import ScheduleState, TaskFilter, TaskState
-from blanket.schedulebook import FIRE_TIME_VARIABLE
-from blanket.scheduler import Scheduler, dedupe_key
-from blanket.settings import Settings
+from blanket.server.intake import TaskRequest
+from blanket.server.schedulebook import FIRE_TIME_VARIABLE
+from blanket.server.scheduler import Scheduler, dedupe_key
+from blanket.server.services import Services, build_services
 from blanket.store.base import Claim
 from tests.conftest import wait_until
 

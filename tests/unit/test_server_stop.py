@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 
 from blanket.client import Client
-from blanket.server import Server
-from blanket.settings import Settings
+from blanket.config.settings import Settings
+from blanket.server.serve import Server
 from tests.conftest import free_port, wait_until
 
 

@@ -2,8 +2,8 @@ from pathlib import Path
 
 import pytest
 
+from blanket.config.settings import LogDestination, load_settings
 from blanket.errors import InvalidInput
-from blanket.settings import LogDestination, load_settings
 
 
 def test_a_missing_settings_file_means_defaults(tmp_path: Path):

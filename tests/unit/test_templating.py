@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from blanket.templating import (
+from blanket.config.templating import (
     _COMMAND_ENV,
     _TEXT_ENV,
     TemplateProblem,

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from blanket.problems import ConfigInvalid, ConfigProblem
-from blanket.tasktype import FileSection, RequiredVariable, TaskType
-from blanket.typefile import parse_type_file
+from blanket.config.problems import ConfigInvalid, ConfigProblem
+from blanket.config.tasktype import FileSection, RequiredVariable, TaskType
+from blanket.config.typefile import parse_type_file
 
 
 def write_type(folder: Path, text: str, name: str = "ocr") -> Path:

@@ -9,10 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from blanket.bundles import UnsafeBundle, extract_bundle, tar_header, write_bundle
-from blanket.fileselect import select_files
-from blanket.tasktype import FileSection, TaskType
-from blanket.versions import HashCache, version_hash
+from blanket.config.bundles import UnsafeBundle, extract_bundle, tar_header, write_bundle
+from blanket.config.selection import select_files
+from blanket.config.tasktype import FileSection, TaskType
+from blanket.config.versions import HashCache, version_hash
 
 
 def make_files(root: Path, files: dict[str, str]) -> None:
@@ -146,7 +146,7 @@ def test_hash_cache_does_not_reread_an_unchanged_file(tmp_path, monkeypatch):
     os.utime(path, ns=(old, old))
     cache = HashCache()
     first = cache.sha256(path)
-    monkeypatch.setattr("blanket.versions._file_sha256", lambda p: pytest.fail("re-read"))
+    monkeypatch.setattr("blanket.config.versions._file_sha256", lambda p: pytest.fail("re-read"))
     assert cache.sha256(path) == first
 
 

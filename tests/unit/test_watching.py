@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from blanket.watching import DebouncedWatcher, is_editor_noise
+from blanket.config.watching import DebouncedWatcher, is_editor_noise
 
 
 class Batches:

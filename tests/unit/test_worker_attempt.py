@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import time
 
-from blanket.attempt import Attempt
+from blanket.config.tasktype import TaskType
 from blanket.models import Task, TaskState
-from blanket.tasktype import TaskType
+from blanket.worker.attempt import Attempt
 from tests.conftest import wait_until
 
 
@@ -42,9 +42,9 @@ def test_outputs_that_cannot_be_packed_are_logged_and_the_task_still_ends(tmp_pa
     # Say the task left a file the worker cannot read: its end must still be reported.
     import threading
 
-    from blanket import shipping
     from blanket.client import Client
-    from blanket.workerclient import WorkerClient
+    from blanket.worker import shipping
+    from blanket.worker.client import WorkerClient
 
     def unreadable(*_args: object) -> int:
         raise PermissionError(13, "Permission denied", "made/secret.txt")
@@ -63,8 +63,8 @@ def test_a_superseded_attempt_is_killed_without_its_grace_time(tmp_path):
     # command that ignores SIGTERM sits out its grace.
     import threading
 
-    from blanket.runner import TaskRun
-    from blanket.tasktype import TaskType
+    from blanket.config.tasktype import TaskType
+    from blanket.worker.runner import TaskRun
 
     superseded = attempt()
     task_type = TaskType(name="echo", command="trap '' TERM; echo up > up; sleep 30")

@@ -1,0 +1,59 @@
+"""A type's version: the sha256 of its name, its TOML bytes and every file it selects."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import threading
+import time
+from pathlib import Path
+
+from blanket.config.selection import SelectedFile
+from blanket.config.tasktype import TaskType
+
+# filesystem clock tick without its (size, mtime) changing, so it is not trusted as cached.
+RACY_WINDOW_NS = 50_000_000
+
+
+
+class HashCache:
+    """sha256 of files, remembered by (size, mtime_ns) so unchanged files are not re-read."""
+
+    def __init__(self) -> None:
+        self._entries: dict[Path, tuple[int, int, str]] = {}
+        self._lock = threading.Lock()
+
+    def sha256(self, path: Path) -> str:
+        """The hex sha256 of `path`'s content."""
+        before = os.stat(path)
+        with self._lock:
+            entry = self._entries.get(path)
+        if entry and entry[:2] == (before.st_size, before.st_mtime_ns):
+            return entry[2]
+        digest = _file_sha256(path)
+        if before.st_mtime_ns < time.time_ns() - RACY_WINDOW_NS:
+            with self._lock:
+                self._entries[path] = (before.st_size, before.st_mtime_ns, digest)
+        return digest
+
+
+def _file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while chunk := handle.read(1 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def version_hash(
+    type_path: Path, task_type: TaskType, selected: list[SelectedFile] | tuple[SelectedFile, ...],
+    cache: HashCache,
+) -> str:
+    """The version of a type: sha256 over its name, TOML bytes and every selected file."""
+    digest = hashlib.sha256()
+    digest.update(f"blanket-version 1\0{task_type.name}\0".encode())
+    digest.update(Path(type_path).read_bytes())
+    for item in sorted(selected, key=lambda f: (f.section, f.relpath)):
+        digest.update(f"\0{item.section}\0{item.relpath}\0{cache.sha256(item.abspath)}".encode())
+    return digest.hexdigest()
+

@@ -1,0 +1,69 @@
+"""Routes for what the config directory defines, and for the server itself: types, health,
+metrics."""
+
+from __future__ import annotations
+
+import time
+
+import bottle
+
+from blanket import __version__
+from blanket.auth import PUBLIC, VIEWER
+from blanket.errors import NotFound
+from blanket.models import TaskFilter
+from blanket.server.api.http import json_response
+from blanket.server.services import Services
+
+
+def install(app: bottle.Bottle, services: Services) -> None:
+    routes = CatalogRoutes(services)
+    app.route("/task_type/", "GET", routes.list_types, role=VIEWER)
+    app.route("/task_type/<name>", "GET", routes.show_type, role=VIEWER)
+    app.route("/health", "GET", routes.health, role=PUBLIC)
+    app.route("/metrics", "GET", routes.metrics, role=VIEWER)
+
+
+class CatalogRoutes:
+    def __init__(self, services: Services):
+        self.s = services
+
+    def list_types(self):
+        """Every task type: definition, current version, when loaded, and any load error."""
+        return json_response([t.to_json() for t in self.s.catalog.types()])
+
+    def show_type(self, name: str):
+        """One task type."""
+        loaded = self.s.catalog.get(name)
+        if loaded is None:
+            raise NotFound(f"no task type {name!r}; see GET /task_type/ for the list")
+        return json_response(loaded.to_json())
+
+    def health(self):
+        """Whether the server and its store answer, with its version and config problems."""
+        try:
+            self.s.tasks.count(TaskFilter(states=("RUNNING",)))
+        except Exception as e:  # the store is down: say so rather than fail the probe
+            return json_response({"status": "error", "store": str(e)}, 503)
+        return json_response({
+            "status": "ok", "version": __version__,
+            "uptime": round(time.time() - self.s.started, 3),
+            "types": len(self.s.catalog.types()),
+            "config_problems": [p.to_json() for p in self.s.catalog.problems()],
+        })
+
+    def metrics(self):
+        """Prometheus text format."""
+        lines = ["# HELP blanket_tasks Tasks in the store by state.",
+                 "# TYPE blanket_tasks gauge"]
+        for state, count in self.s.tasks.count_by_state().items():
+            lines.append(f'blanket_tasks{{state="{state.value}"}} {count}')
+        lines += ["# HELP blanket_workers Registered workers by state.",
+                  "# TYPE blanket_workers gauge"]
+        for worker_state, count in sorted(self.s.registry.count_by_state().items()):
+            lines.append(f'blanket_workers{{state="{worker_state}"}} {count}')
+        lines += ["# HELP blanket_config_problems Problems in the config directory.",
+                  "# TYPE blanket_config_problems gauge",
+                  f"blanket_config_problems {len(self.s.catalog.problems())}"]
+        bottle.response.content_type = "text/plain; version=0.0.4"
+        return "\n".join(lines) + "\n"
+

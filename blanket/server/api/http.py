@@ -1,0 +1,307 @@
+"""HTTP helpers shared by the route modules: JSON in, JSON out, JSON errors."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import re
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import bottle
+import fastjsonschema
+
+from blanket import protocol
+from blanket.errors import BlanketError, InvalidInput, StorageFull, is_disk_full
+
+M = TypeVar("M", bound=protocol.Request)
+MAX_JSON = 1024 * 1024
+# A body somewhat over a limit is read and dropped before the 413 goes out: a client still
+# sending it would otherwise see its connection reset instead of the answer. Larger ones are
+# cut off.
+MAX_DRAIN = 16 * 1024 * 1024
+# Multipart submissions carry files: the most a submission with its files may weigh.
+MAX_UPLOAD = 1024 * 1024 * 1024
+_SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")
+
+
+def json_response(data: Any, status: int = 200) -> bottle.HTTPResponse:
+    body = json.dumps(data, default=str)
+    return bottle.HTTPResponse(body, status=status,
+                               headers={"Content-Type": "application/json"})
+
+
+def serve(app: bottle.Bottle, route: protocol.Route, callback: Callable, **config: Any) -> None:
+    """Install the handler of a worker protocol route, as blanket/protocol.py declares it
+    (path, method, who may call)."""
+    app.route(route.rule, route.method, callback, role=route.callers, **config)
+
+
+def message_response(message: protocol.Answer, status: int = 200) -> bottle.HTTPResponse:
+    """A protocol message as the answer, in its one JSON form."""
+    return bottle.HTTPResponse(message.to_json(), status=status,
+                               headers={"Content-Type": "application/json"})
+
+
+def error_body(status: int, code: str, message: str) -> str:
+    return json.dumps({"error": {"code": code, "message": message}})
+
+
+def refuse(start_response: Callable, status: str, code: str, message: str) -> list[bytes]:
+    """A JSON error answered before any route (by a WSGI middleware)."""
+    body = error_body(0, code, message).encode()
+    start_response(status, [("Content-Type", "application/json"),
+                            ("Content-Length", str(len(body))),
+                            ("X-Content-Type-Options", "nosniff")])
+    return [body]
+
+
+def read_json_body(required: bool = True, checked: bool = True) -> Any:
+    """The request body as JSON, whatever content type the client claimed, checked against
+    the route's `body` schema (unless the handler checks it later: `checked=False`)."""
+    raw = read_body()
+    if not raw.strip():
+        if required:
+            raise InvalidInput("the request body is empty; send a JSON object")
+        data = {}
+    else:
+        data = parse_json(raw)
+    return check_body(data) if checked else data
+
+
+def read_message(kind: type[M]) -> M:
+    """The request body as the protocol message `kind`; InvalidInput naming the field, or
+    saying why the body is not JSON (as `parse_json` words it), when it is not."""
+    raw = read_body()
+    if not raw.strip():
+        raise InvalidInput("the request body is empty; send a JSON object")
+    try:
+        return kind.from_json(raw)
+    except protocol.BadMessage as e:
+        if e.malformed:
+            parse_json(raw)  # says what is wrong in the words every route uses
+        raise InvalidInput(str(e)) from None
+
+
+def check_body(data: Any, what: str = "the body") -> Any:
+    """`data` if it fits the route's `body` schema (blanket.server.api.schemas), else InvalidInput
+    naming the field and the rule it breaks."""
+    body = bottle.request.route.config.get("body")
+    if body is None:
+        return data
+    try:
+        body.validate(data)
+    except fastjsonschema.JsonSchemaValueException as e:
+        field = (e.name or "data").removeprefix("data").lstrip(".") or what
+        rule = e.message.removeprefix(e.name or "").strip()
+        if e.rule == "propertyNames" and isinstance(e.value, dict):
+            pattern = e.rule_definition.get("pattern", "") if isinstance(
+                e.rule_definition, dict) else ""
+            bad = [n for n in e.value if not re.search(pattern, n)] or list(e.value)
+            rule = (f"name {bad[0]!r} is not valid; use letters, digits and _, not starting "
+                    "with a digit")
+        elif e.rule == "additionalProperties" and isinstance(e.definition, dict):
+            known = sorted(e.definition.get("properties", {}))
+            unknown = sorted(set(e.value) - set(known)) if isinstance(e.value, dict) else []
+            rule = f"unknown field(s) {', '.join(unknown)}; it takes {', '.join(known)}"
+        raise InvalidInput(f"{field}: {rule}") from None
+    return data
+
+
+def read_body(limit: int = MAX_JSON) -> bytes:
+    length = bottle.request.content_length
+    if length > limit:
+        _drain(length)
+        raise BlanketError(f"the body is {length} bytes; the limit is {limit}", code="too_large",
+                           status=413)
+    body = bottle.request.body.read(limit + 1)
+    if len(body) > limit:
+        _drain(MAX_DRAIN)
+        raise BlanketError(f"the body is over {limit} bytes", code="too_large", status=413)
+    return body
+
+
+def _drain(length: int) -> None:
+    """Read and drop what is left of the request body, up to MAX_DRAIN bytes."""
+    if length > MAX_DRAIN:
+        return
+    stream = bottle.request.environ["wsgi.input"]
+    left = length
+    while left > 0:
+        chunk = stream.read(min(left, 65536))
+        if not chunk:
+            return
+        left -= len(chunk)
+
+
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a JSON number")
+
+
+def _finite(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise ValueError(f"{text} is out of range for a number")
+    return value
+
+
+def parse_json(raw: bytes | str, what: str = "the body") -> Any:
+    """JSON as the standard says it: no NaN or Infinity, no number that overflows, no lone
+    surrogate (not Unicode text: it would fail wherever the string is stored or encoded)."""
+    try:
+        data = json.loads(raw, parse_constant=_no_constant, parse_float=_finite)
+    except ValueError as e:  # UnicodeDecodeError is a ValueError too
+        raise InvalidInput(f"{what} is not valid JSON: {e}") from None
+    except RecursionError:
+        raise InvalidInput(f"{what} nests too deeply; flatten the JSON") from None
+    try:
+        where = _not_unicode_at(data) if _may_hold_surrogates(raw) else None
+    except RecursionError:
+        where = "a deeply nested value"
+    if where is not None:
+        raise InvalidInput(f"{what} holds a lone surrogate (such as \\ud800) in {where}, which "
+                           "is not Unicode text; send valid UTF-8 strings")
+    return data
+
+
+def _may_hold_surrogates(raw: bytes | str) -> bool:
+    if isinstance(raw, str):
+        raw = raw.encode("utf-8", "surrogatepass")
+    return _SURROGATE_ESCAPE.search(raw) is not None or b"\xed" in raw
+
+
+def _not_unicode_at(data: Any, where: str = "") -> str | None:
+    """Where in `data` a string (or an object's key) is not Unicode text, e.g.
+    `environment.MSG`; None when every string is."""
+    if isinstance(data, str):
+        return None if _encodes(data) else (where or "the value")
+    if isinstance(data, dict):
+        for key, value in data.items():
+            inner = f"{where}.{key}" if where else str(key)
+            if not _encodes(key):
+                return f"the name of a field in {where or 'the object'}"
+            found = _not_unicode_at(value, inner)
+            if found is not None:
+                return found
+    elif isinstance(data, list):
+        for index, value in enumerate(data):
+            found = _not_unicode_at(value, f"{where}[{index}]")
+            if found is not None:
+                return found
+    return None
+
+
+def _encodes(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def parse_id(text: str) -> int:
+    if not (text.isascii() and text.isdigit()) or len(text) > 18:
+        raise InvalidInput(f"{text!r} is not a task id; ids are whole numbers such as 42")
+    return int(text)
+
+
+def query_float(name: str, default: float | None = None, maximum: float | None = None
+                ) -> float | None:
+    raw = bottle.request.query.get(name)
+    if raw is None:
+        return default
+    if raw in ("", "true"):
+        return maximum if maximum is not None else default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise InvalidInput(f"?{name}={raw!r} is not a number of seconds") from None
+    if not math.isfinite(value) or value < 0:
+        raise InvalidInput(f"?{name} must be a number of seconds, 0 or more")
+    return min(value, maximum) if maximum is not None else value
+
+
+def flag(name: str) -> bool:
+    raw = bottle.request.query.get(name)
+    return raw is not None and raw.lower() not in ("0", "false", "no")
+
+
+class JSONErrors:
+    """Bottle plugin: user errors become JSON with their status; bugs become a JSON 500."""
+
+    name = "json_errors"
+    api = 2
+
+    def apply(self, callback, route):
+        def wrapper(*args, **kwargs):
+            try:
+                return callback(*args, **kwargs)
+            except BlanketError as e:
+                return _error_response(e)
+            except OSError as e:  # a full disk wherever a route writes (logs, outputs)
+                if not is_disk_full(e):
+                    raise
+                return _error_response(StorageFull.at(
+                    Path(os.fsdecode(e.filename)).parent if e.filename
+                    else "the server's data dir"))
+        return wrapper
+
+
+def _error_response(e: BlanketError) -> bottle.HTTPResponse:
+    return bottle.HTTPResponse(error_body(e.status, e.code, e.message), status=e.status,
+                               headers={"Content-Type": "application/json"})
+
+
+_TRUTHS = frozenset({"", "true", "false", "1", "0", "yes", "no"})
+
+
+def _fits(raw: str, schema: dict) -> str | None:
+    """Why the query value `raw` does not fit `schema` (a small JSON Schema subset: oneOf,
+    type, enum, minimum, maximum, maxLength, pattern), or None when it fits."""
+    if "oneOf" in schema:
+        reasons = [_fits(raw, branch) for branch in schema["oneOf"]]
+        return None if None in reasons else " or ".join(r for r in reasons if r)
+    kind = schema.get("type", "string")
+    if kind == "boolean":
+        return None if raw.lower() in _TRUTHS else "must be true or false"
+    if "enum" in schema and raw not in schema["enum"]:
+        return f"must be one of {', '.join(map(repr, schema['enum']))}"
+    if kind in ("integer", "number"):
+        try:
+            value = int(raw) if kind == "integer" and raw.lstrip("-").isdigit() else float(raw)
+        except ValueError:
+            return f"must be a{'n integer' if kind == 'integer' else ' number'}"
+        if (kind == "integer" and not isinstance(value, int)) or not math.isfinite(value):
+            return f"must be a{'n integer' if kind == 'integer' else ' finite number'}"
+        if value < schema.get("minimum", -math.inf) or value > schema.get("maximum", math.inf):
+            return f"must be from {schema.get('minimum')} to {schema.get('maximum')}"
+        return None
+    if len(raw) > schema.get("maxLength", 100_000):
+        return f"must be at most {schema['maxLength']} characters"
+    if "pattern" in schema and not re.search(schema["pattern"], raw):
+        return "is not spelt as it should be"
+    return None
+
+
+class QueryCheck:
+    """Bottle plugin: the query parameters a route declares (`query=`, blanket.server.api.schemas)
+    are checked against their schemas before the handler runs; 400 names the parameter."""
+
+    name = "query_check"
+    api = 2
+
+    def apply(self, callback, route):
+        declared = {p["name"]: p["schema"] for p in route.config.get("query", ())}
+        if not declared:
+            return callback
+
+        def wrapper(*args, **kwargs):
+            for name, schema in declared.items():
+                for raw in bottle.request.query.getall(name):
+                    reason = _fits(raw, schema)
+                    if reason:
+                        raise InvalidInput(f"?{name}={raw[:50]!r}: {reason}")
+            return callback(*args, **kwargs)
+        return wrapper

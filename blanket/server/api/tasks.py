@@ -1,0 +1,315 @@
+"""Routes for tasks: submit, list, show, remove, stop, rerun, logs, files, progress."""
+
+from __future__ import annotations
+
+import hmac
+import re
+import time
+from collections.abc import Iterator
+from contextlib import ExitStack
+from dataclasses import replace
+from pathlib import Path
+
+import bottle
+
+from blanket.auth import OPERATOR, SUBMITTER, VIEWER, WORKER, Forbidden
+from blanket.errors import BlanketError, DuplicateTask, InvalidInput, NotFound
+from blanket.models import FINAL_STATES, Task, TaskFilter, TaskState
+from blanket.server.api import schemas as S
+from blanket.server.api.access import identity, refusal
+from blanket.server.api.http import (
+    check_body,
+    flag,
+    json_response,
+    parse_id,
+    parse_json,
+    query_float,
+    read_body,
+    read_json_body,
+)
+from blanket.server.api.taskfiles import Masker, list_task_files, serve_task_file
+from blanket.server.intake import TaskRequest, Upload, open_regular, parse_task_request, parse_time
+from blanket.server.services import Services
+from blanket.wakeups import task_topic
+
+MAX_WAIT = 24 * 3600.0
+MAX_IDEMPOTENCY_KEY = 255
+_NUMBER = re.compile(r"\d{1,12}(\.\d{0,9})?")
+
+
+def install(app: bottle.Bottle, services: Services) -> None:
+    routes = TaskRoutes(services)
+    app.route("/task/", "GET", routes.list_tasks, role=VIEWER, query=S.TASK_LIST)
+    app.route("/task/", "POST", routes.submit, role=SUBMITTER, body=S.SUBMISSION,
+              query=S.WAIT)
+    app.route("/task/<task_id>", "GET", routes.show, role=VIEWER)
+    app.route("/task/<task_id>", "DELETE", routes.remove, role=SUBMITTER, query=S.FORCE)
+    app.route("/task/<task_id>/stop", "POST", routes.stop, role=SUBMITTER)
+    app.route("/task/<task_id>/rerun", "POST", routes.rerun, role=SUBMITTER)
+    app.route("/task/<task_id>/progress", "POST", routes.progress, role=OPERATOR,
+              attempt_token=True, body=S.PROGRESS)
+    app.route("/task/<task_id>/log/<stream>", "GET", routes.log, role=VIEWER, query=S.FOLLOW)
+    app.route("/task/<task_id>/files/", "GET", routes.list_files, role=VIEWER)
+    app.route("/task/<task_id>/files/<path:path>", "GET", routes.file, role=(VIEWER, WORKER))
+
+
+class TaskRoutes:
+    def __init__(self, services: Services):
+        self.s = services
+
+    def task_or_404(self, raw_id: str) -> Task:
+        return self.s.tasks.get(parse_id(raw_id))
+
+    def task_dir(self, task: Task) -> Path:
+        return self.s.intake.task_dir(task.type, task.id)
+
+    def list_tasks(self):
+        """Tasks, newest first (?state, type, tags, added_after, added_before, limit...)."""
+        flt = task_filter(bottle.request.query)
+        if flag("count"):
+            return json_response({"count": self.s.tasks.count(flt)})
+        return json_response([t.to_json() for t in self.s.tasks.list(flt)])
+
+    def submit(self):
+        """Submit a task (JSON, a form field `data`, or multipart with files)."""
+        wait = query_float("wait", None, MAX_WAIT)
+        request = self.read_request(front=wait is not None)
+        caller = identity()
+        if not caller.may_submit(request.type):
+            raise Forbidden(f"token {caller.name!r} may not submit tasks of type "
+                            f"{request.type!r}")
+        request = replace(request, submitted_by=caller.name)
+        key = bottle.request.get_header("Idempotency-Key")
+        if key and len(key) > MAX_IDEMPOTENCY_KEY:
+            raise InvalidInput(f"the Idempotency-Key header is over {MAX_IDEMPOTENCY_KEY} "
+                               "characters; send a shorter key, such as a UUID")
+        if key:
+            # Per caller: another token's key names nothing of this one's.
+            request = replace(request, dedupe_key=f"client:{identity().name}:{key}")
+        try:
+            task = self.s.intake.submit(request)
+        except DuplicateTask as e:
+            existing = self.s.tasks.find(e.task_id)
+            return json_response(existing.to_json() if existing else {"id": e.task_id}, 200)
+        if wait is not None:
+            task = self.wait_until_ended(task, wait)
+        return json_response(task.to_json(), 201)
+
+    def wait_until_ended(self, task: Task, wait: float) -> Task:
+        """The task once it ended, or as it is when `wait` runs out; 410 if it was removed
+        meanwhile."""
+        def ended() -> Task | bool | None:
+            current = self.s.tasks.find(task.id)
+            return False if current is None else _ended(current)
+
+        result = self.s.wakeups.wait_for(ended, wait, topics=(task_topic(task.id),))
+        current = self.s.tasks.find(task.id) if result is None else result
+        if not current:
+            raise BlanketError(f"task {task.id} was removed before it ended", code="gone",
+                               status=410)
+        return current
+
+    def read_request(self, front: bool) -> TaskRequest:
+        """A submission in any of the forms clients send: JSON (whatever the content type
+        says), a form field `data`, or multipart with a `data` field or file plus files."""
+        now = time.time()
+        content_type = bottle.request.content_type.split(";")[0].strip().lower()
+        uploads: list[Upload] = []
+        if content_type == "multipart/form-data":
+            data, uploads = self.read_multipart()
+        elif content_type == "application/x-www-form-urlencoded":
+            data = self.read_form_body()
+        else:
+            data = read_json_body(checked=False)
+        # Checked once, whichever form it came in.
+        return replace(parse_task_request(check_body(data, "the task"), now), front=front,
+                       uploads=tuple(uploads))
+
+    def read_form_body(self):
+        raw = read_body()
+        stripped = raw.lstrip()
+        if stripped.startswith(b"{") or not stripped:
+            return parse_json(raw) if stripped else read_json_body()
+        data = bottle.request.forms.getunicode("data")
+        if data is None and "data" in bottle.request.forms:
+            raise InvalidInput("the data field is not UTF-8 text; send the task JSON in UTF-8")
+        if data is None:
+            raise InvalidInput("send the task as JSON, or as a form field named data")
+        return parse_json(data, "the data field")
+
+    def read_multipart(self):
+        try:
+            files = bottle.request.files
+            forms = bottle.request.forms
+        except ValueError as e:  # bottle refuses e.g. a NUL in a part's header
+            raise InvalidInput(f"the multipart body is malformed: {e}") from None
+        if "data" in files:
+            data = parse_json(files["data"].file.read(), "the data file")
+        elif forms.getunicode("data") is not None:
+            data = parse_json(forms.getunicode("data"), "the data field")
+        else:
+            raise InvalidInput("multipart submissions need a field or file named data holding "
+                               'the task JSON, e.g. -F data=\'{"type": "NAME"}\'')
+        uploads = [Upload(f.raw_filename or name, f.file)
+                   for name, f in files.allitems() if name != "data"]
+        return data, uploads
+
+    def show(self, task_id: str):
+        """One task's record (secret values shown as ***)."""
+        return json_response(self.task_or_404(task_id).to_json())
+
+    def changeable_task(self, raw_id: str) -> Task:
+        """The task, if the caller may stop, rerun or remove it (403 otherwise)."""
+        task = self.task_or_404(raw_id)
+        caller = identity()
+        if not caller.may_change(task):
+            raise Forbidden(f"task {task.id} was submitted by {task.submitted_by or 'someone'}"
+                            f"; {caller.name!r} may change only its own tasks")
+        return task
+
+    def remove(self, task_id: str):
+        """Remove a task and its files (?force: a running one too)."""
+        task = self.changeable_task(task_id)
+        removed = self.s.queue.remove(task, identity().name, force=flag("force"))
+        return json_response(removed.to_json())
+
+    def stop(self, task_id: str):
+        """Stop a task: a queued one at once, a running one through its worker."""
+        task = self.changeable_task(task_id)
+        return json_response(self.s.queue.stop_task(task.id, identity().name).to_json())
+
+    def rerun(self, task_id: str):
+        """Submit a task again with the same type, environment (secrets too) and files."""
+        old = self.changeable_task(task_id)
+        caller = identity()
+        if not caller.may_submit(old.type):
+            raise Forbidden(f"token {caller.name!r} may not submit tasks of type {old.type!r}")
+        folder = self.task_dir(old)
+        with ExitStack() as stack:
+            uploads = tuple(Upload(n, stack.enter_context(open_regular(folder / n)))
+                            for n in old.inputs
+                            if (folder / n).is_file() and not (folder / n).is_symlink())
+            task = self.s.intake.submit(TaskRequest(
+                type=old.type, environment=dict(old.environment), tags=old.tags,
+                priority=old.priority, schedule=old.schedule, uploads=uploads,
+                submitted_by=caller.name, trusted_environment=True))
+        return json_response(task.to_json(), 201)
+
+    def progress(self, task_id: str):
+        """A running task's progress (0-100, a message). Operators may set any task's; the
+        task itself sends its attempt token (BLANKET_TASK_TOKEN)."""
+        data = read_json_body(checked=False)  # who may send it is decided first
+        token = data.get("token") if isinstance(data, dict) else None
+        trusted = identity().at_least(OPERATOR)
+        if not trusted and not isinstance(token, str):
+            raise refusal(identity(), OPERATOR)
+        check_body(data)
+        task = self.task_or_404(task_id)
+        if not trusted and not (task.token is not None and hmac.compare_digest(
+                str(token).encode(), task.token.encode())):
+            raise refusal(identity(), OPERATOR)
+        value = data.get("progress") if isinstance(data, dict) else None
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise InvalidInput('send {"progress": 0-100, "message": "optional text"}')
+        message = data.get("message")
+        if message is not None and not isinstance(message, str):
+            raise InvalidInput('"message" must be a string')
+        updated = self.s.queue.set_progress(task.id, data.get("token"), value, message)
+        return json_response(updated.to_json())
+
+    def log(self, task_id: str, stream: str):
+        task = self.task_or_404(task_id)
+        path = self.s.logs.path(task, stream)
+        follow = flag("follow") or "text/event-stream" in bottle.request.get_header(
+            "Accept", "")
+        if follow:
+            bottle.response.content_type = "text/event-stream"
+            bottle.response.set_header("Cache-Control", "no-cache")
+            return self.follow_log(task.id, path, Masker.of(task))
+        if not path.is_file():
+            raise NotFound(f"task {task.id} has no {stream} log yet")
+        return serve_task_file(path.parent, path.name, Masker.of(task))
+
+    def follow_log(self, task_id: int, path: Path, masker: Masker) -> Iterator[str]:
+        """Server-sent events: each new line as a `data:` event, then `event: end`."""
+        offset = 0
+        partial = b""
+        while True:
+            task = self.s.tasks.find(task_id)
+            chunk = b""
+            if path.is_file() and not path.is_symlink():  # a task may not point it elsewhere
+                with open(path, "rb") as f:
+                    f.seek(offset)
+                    chunk = f.read()
+                offset += len(chunk)
+            lines = (partial + chunk).split(b"\n")
+            partial = lines.pop()
+            for line in lines:
+                yield f"data: {masker.mask(line).decode(errors='replace')}\n\n"
+            if task is None or _ended(task):
+                if partial:
+                    yield f"data: {masker.mask(partial).decode(errors='replace')}\n\n"
+                yield f"event: end\ndata: {task.state.value if task else 'REMOVED'}\n\n"
+                return
+            if not chunk:
+                self.s.wakeups.wait_for(lambda: None, 0.25, topics=(task_topic(task_id),))
+
+    def list_files(self, task_id: str):
+        """The files in the task's directory, with their sizes."""
+        return json_response(list_task_files(self.task_dir(self.task_or_404(task_id))))
+
+    def file(self, task_id: str, path: str):
+        """One file of the task's directory; a worker reads only its own task's inputs."""
+        task = self.task_or_404(task_id)
+        caller = identity()
+        if not caller.at_least(VIEWER) and not self.s.registry.holds(caller, task):
+            raise Forbidden(f"worker token {caller.name!r} may read only the files of "
+                            "tasks its workers hold")
+        return serve_task_file(self.task_dir(task), path, Masker.of(task))
+
+
+def _ended(task: Task | None) -> Task | None:
+    if task is not None and (task.state in FINAL_STATES or task.state is TaskState.LOST):
+        return task
+    return None
+
+
+def task_filter(query: bottle.FormsDict) -> TaskFilter:
+    """A TaskFilter from ?state=&type=&tags=&added_after=&added_before=&limit=&offset=&order="""
+    def words(name: str) -> tuple[str, ...]:
+        return tuple(w.strip() for v in query.getall(name) for w in v.split(",") if w.strip())
+
+    states = tuple(s.upper() for s in words("state"))
+    bad = [s for s in states if s not in TaskState.__members__]
+    if bad:
+        raise InvalidInput(f"unknown state(s) {', '.join(bad)}; use "
+                           f"{', '.join(TaskState.__members__)}")
+    order = query.get("order", "newest")
+    if order not in ("newest", "oldest"):
+        raise InvalidInput(f"?order={order!r}: use newest or oldest")
+    return TaskFilter(
+        states=states, types=words("type"), tags=words("tags"),
+        schedule=query.get("schedule") or None,
+        added_after=_time(query, "added_after"), added_before=_time(query, "added_before"),
+        limit=_int(query, "limit", 100, 10_000), offset=_int(query, "offset", 0, 10**12),
+        oldest_first=order == "oldest",
+    )
+
+
+def _time(query: bottle.FormsDict, name: str) -> float | None:
+    """Unix seconds, ISO 8601 with an offset, or a relative time, from the query string."""
+    raw = query.get(name)
+    if not raw:
+        return None
+    if _NUMBER.fullmatch(raw):
+        return float(raw)
+    return parse_time(raw, time.time(), name)
+
+
+def _int(query: bottle.FormsDict, name: str, default: int, maximum: int) -> int:
+    raw = query.get(name)
+    if raw is None:
+        return default
+    if not (raw.isascii() and raw.isdigit()):
+        raise InvalidInput(f"?{name}={raw!r} must be a whole number")
+    return min(int(raw), maximum)

@@ -1,0 +1,122 @@
+"""The current version of every type a task may have, as intake and the queue see it: the
+catalog's types, and the synthetic `schedule.NAME` types of schedules that carry their own
+`command`."""
+
+from __future__ import annotations
+
+import hashlib
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from blanket.config.bundles import write_bundle
+from blanket.config.schedule import Schedule
+from blanket.config.tasktype import TaskType
+from blanket.server.catalog import Catalog, LoadedType
+from blanket.server.intake import SCHEDULE_PREFIX
+
+COMMAND_TYPE_PREFIX = SCHEDULE_PREFIX  # one spelling, shared with intake
+
+
+def task_type_of(schedule: Schedule) -> str:
+    """The type a schedule's runs have: its `type`, or its synthetic `schedule.NAME`."""
+    return schedule.type or f"{COMMAND_TYPE_PREFIX}{schedule.name}"
+
+
+class CatalogTypes:
+    """Intake's and the queue's view of the catalog: the current good version of each type.
+    `extra` finds types the catalog does not hold (command schedules' `schedule.NAME`)."""
+
+    def __init__(self, catalog: Catalog,
+                 extra: Callable[[str], LoadedType | None] = lambda _name: None):
+        self.catalog = catalog
+        self.extra = extra
+        self._rules: tuple[dict[str, int], dict[str, str]] | None = None
+        self._generation = 0
+        catalog.add_listener(self.forget)
+
+    def forget(self) -> None:
+        """The catalog changed: claim rules are worked out again on the next claim."""
+        self._generation += 1
+        self._rules = None
+
+    def _claim_rules(self) -> tuple[dict[str, int], dict[str, str]]:
+        rules = self._rules
+        if rules is None:
+            generation = self._generation
+            loaded = [t for t in self.catalog.types() if t.task_type is not None]
+            rules = ({t.name: t.task_type.max_concurrent for t in loaded
+                      if t.task_type.max_concurrent is not None},
+                     {t.name: t.version for t in loaded if t.version is not None})
+            if generation == self._generation:  # not computed from a catalog that changed since
+                self._rules = rules
+        return rules
+
+    def limits(self) -> dict[str, int]:
+        """max_concurrent of each capped type (cached until the catalog changes)."""
+        return self._claim_rules()[0]
+
+    def versions(self) -> dict[str, str]:
+        """The current version of each type (cached until the catalog changes)."""
+        return self._claim_rules()[1]
+
+    def _loaded(self, name: str) -> LoadedType | None:
+        return self.catalog.get(name) or self.extra(name)
+
+    def current_type(self, name: str) -> TaskType | None:
+        loaded = self._loaded(name)
+        return loaded.task_type if loaded else None
+
+    def current(self, name: str) -> tuple[TaskType, str] | None:
+        loaded = self._loaded(name)
+        if loaded is None or loaded.task_type is None or loaded.version is None:
+            return None
+        return loaded.task_type, loaded.version
+
+    def type_names(self) -> list[str]:
+        return [t.name for t in self.catalog.types() if t.task_type is not None]
+
+
+class CommandTypes:
+    """Synthetic task types `schedule.NAME` for schedules that carry their own `command`.
+
+    Each is versioned by a hash of its TOML file and bundled like any type, so its runs are
+    traced to the exact definition."""
+
+    def __init__(self, catalog: Catalog, versions_dir: Path,
+                 record_version: Callable[[str, str, float], bool] | None = None):
+        self.catalog = catalog
+        self.versions_dir = Path(versions_dir)
+        self.record_version = record_version
+        self._built: dict[str, tuple[Schedule, LoadedType]] = {}
+        self._lock = threading.Lock()
+
+    def get(self, type_name: str) -> LoadedType | None:
+        """The synthetic type called `type_name`, or None."""
+        if not type_name.startswith(COMMAND_TYPE_PREFIX):
+            return None
+        loaded = self.catalog.schedule(type_name.removeprefix(COMMAND_TYPE_PREFIX))
+        if loaded is None or loaded.schedule is None or loaded.schedule.command is None:
+            return None
+        with self._lock:
+            built = self._built.get(loaded.name)
+            if built is None or built[0] != loaded.schedule:
+                built = (loaded.schedule, self._build(loaded.schedule, loaded.path))
+                self._built[loaded.name] = built
+        return built[1]
+
+    def _build(self, schedule: Schedule, path: Path) -> LoadedType:
+        assert schedule.command is not None
+        name = task_type_of(schedule)
+        task_type = TaskType(name=name, command=schedule.command,
+                             executor=schedule.executor or "bash", tags=schedule.tags,
+                             description=schedule.description)
+        digest = hashlib.sha256(f"blanket-schedule-version 1\0{name}\0".encode())
+        digest.update(path.read_bytes())
+        version = digest.hexdigest()
+        write_bundle(self.versions_dir, version, path, [])
+        now = time.time()
+        if self.record_version is not None:
+            self.record_version(version, name, now)
+        return LoadedType(name, path, task_type, version, now)

@@ -1,0 +1,377 @@
+"""The one path by which tasks are created: the API, the CLI, the inbox and the scheduler
+all call `Intake.submit`."""
+
+from __future__ import annotations
+
+import errno
+import os
+import re
+import shutil
+import stat
+import threading
+import time
+import uuid
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any, BinaryIO, Protocol
+
+from blanket.config.tasktype import TaskType
+from blanket.durations import parse_duration
+from blanket.envnames import ENV_NAME, loader_name, matches_any
+from blanket.errors import InvalidInput, StorageFull, is_disk_full
+from blanket.models import Task
+from blanket.server.pricing import estimate_from_history, task_score
+from blanket.store.base import NewTask, Store
+from blanket.taskdir import RESERVED_NAMES, DataDir
+
+_TAG = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:-]*")
+REQUEST_KEYS = ("type", "environment", "tags", "not_before", "priority")
+SCHEDULE_PREFIX = "schedule."  # the type name of a command schedule's own command
+ESTIMATE_TTL = 30.0  # seconds a type's history-based estimate is reused
+MAX_PRIORITY = 10_000  # minutes; bounded so that no priority outranks a waiting submission
+LATEST_TIME = 253_402_300_800.0  # 10000-01-01T00:00:00Z: later times cannot be shown as dates
+
+
+@dataclass(frozen=True)
+class Upload:
+    """A file that lands at the root of the task's directory."""
+
+    name: str
+    source: BinaryIO | Path  # an open stream, or a file to move in
+
+
+@dataclass(frozen=True)
+class TaskRequest:
+    type: str
+    environment: dict[str, Any]
+    tags: tuple[str, ...] = ()
+    not_before: float | None = None
+    priority: int = 0
+    schedule: str | None = None
+    front: bool = False  # a caller waits on it: it goes ahead of the queue
+    uploads: tuple[Upload, ...] = ()
+    dedupe_key: str | None = None
+    submitted_by: str | None = None
+    # Set by config files (a schedule's environment) and reruns of accepted tasks: any name
+    # goes. A submission may set only the names its type declares or allows.
+    trusted_environment: bool = False
+
+
+class TypeLookup(Protocol):
+    def current_type(self, name: str) -> TaskType | None: ...
+
+    def type_names(self) -> list[str]: ...
+
+
+def open_regular(path: Path) -> BinaryIO:
+    """`path` opened for reading if it is a regular file and not a symbolic link; files
+    handed to a task (inbox entries, a rerun's inputs) must never lead elsewhere."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+    except OSError as e:
+        reason = "is a symbolic link" if e.errno == errno.ELOOP else e.strerror
+        raise InvalidInput(f"{path.name} {reason}; give regular files only") from None
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise InvalidInput(f"{path.name} is not a regular file; give regular files only")
+    return os.fdopen(fd, "rb")
+
+
+def check_file_name(name: str) -> str:
+    """Return `name` if it is a plain file name, else raise InvalidInput saying why."""
+    if not name:
+        raise InvalidInput("an uploaded file has no name; give each file a plain name")
+    check_text(name, "the name of an uploaded file")
+    if "\x00" in name or any(ord(c) < 32 or ord(c) == 127 for c in name):
+        raise InvalidInput(f"file name {name!r} contains a control character; rename the file")
+    if "/" in name or "\\" in name:
+        raise InvalidInput(f"file name {name!r} contains a path separator; send a plain name")
+    if name in (".", "..") or name.startswith(".."):
+        raise InvalidInput(f"file name {name!r} could leave the task directory; rename it")
+    if name in RESERVED_NAMES:
+        raise InvalidInput(f"file name {name!r} is reserved for what blanket writes in the "
+                           "task directory; rename the file")
+    if len(name.encode()) > 255:
+        raise InvalidInput(f"file name {name[:40]!r}... is longer than 255 bytes")
+    return name
+
+
+def check_priority(priority: Any) -> int:
+    """Return `priority` if it is an integer within +-MAX_PRIORITY, else raise InvalidInput."""
+    if (isinstance(priority, bool) or not isinstance(priority, int)
+            or abs(priority) > MAX_PRIORITY):
+        raise InvalidInput(f'"priority" must be an integer from -{MAX_PRIORITY} to '
+                           f'{MAX_PRIORITY} (minutes ahead; higher runs earlier)')
+    return priority
+
+
+def parse_time(value: Any, now: float, what: str = "not_before") -> float:
+    """Unix seconds from a number, an ISO 8601 date with offset, or a relative "+2h"."""
+    if isinstance(value, bool):
+        raise InvalidInput(f"{what}: {value!r} is not a time; use ISO 8601 or '+2h'")
+    if isinstance(value, int | float):
+        return _in_time_range(float(value), what)
+    if isinstance(value, str):
+        text = value.strip()
+        if text.startswith("+"):
+            try:
+                return _in_time_range(now + parse_duration(text[1:]), what)
+            except ValueError as e:
+                raise InvalidInput(f"{what}: {e}") from None
+        try:
+            moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
+        except ValueError:
+            moment = None
+        if moment is not None:
+            if moment.tzinfo is None:
+                raise InvalidInput(f"{what}: {text!r} has no UTC offset; add one, "
+                                   "e.g. 2026-12-01T08:00:00+01:00 or ...Z")
+            return _in_time_range(moment.timestamp(), what)
+    raise InvalidInput(f"{what}: {value!r} is not a time; use ISO 8601 with an offset "
+                       "(2026-12-01T08:00:00Z) or a relative time such as '+2h'")
+
+
+def _in_time_range(moment: float, what: str) -> float:
+    """`moment` if it is a finite time from 1970 to the year 9999 (what dates can show)."""
+    if not 0 <= moment < LATEST_TIME:  # NaN fails this too
+        raise InvalidInput(f"{what}: {moment!r} is not a time from 1970 to the year 9999; "
+                           "use ISO 8601 (2026-12-01T08:00:00Z) or a relative time ('+2h')")
+    return moment
+
+
+def parse_task_request(data: Any, now: float) -> TaskRequest:
+    """Validate the JSON form of a submission (POST /task/, inbox files)."""
+    if not isinstance(data, dict):
+        raise InvalidInput("the task must be a JSON object such as "
+                           '{"type": "NAME", "environment": {"KEY": "value"}}')
+    unknown = sorted(set(data) - set(REQUEST_KEYS))
+    if unknown:
+        raise InvalidInput(f"unknown field(s) {', '.join(unknown)}; "
+                           f"a task has {', '.join(REQUEST_KEYS)}")
+    type_name = data.get("type")
+    if not isinstance(type_name, str) or not type_name:
+        raise InvalidInput('"type" is missing: name the task type to run, e.g. "type": "backup"')
+    check_text(type_name, '"type"')
+    environment = data.get("environment", {})
+    if not isinstance(environment, dict):
+        raise InvalidInput('"environment" must be an object of NAME: value pairs')
+    for name, value in environment.items():
+        check_text(str(name), 'a name in "environment"')
+        if isinstance(value, str):
+            check_text(value, f'"environment" {name}')
+    tags = data.get("tags", [])
+    if isinstance(tags, str):
+        check_text(tags, '"tags"')
+        tags = [t.strip() for t in tags.split(",") if t.strip()]
+    for tag in tags if isinstance(tags, list) else ():
+        if isinstance(tag, str):
+            check_text(tag, '"tags"')
+    if not isinstance(tags, list) or not all(isinstance(t, str) and _TAG.fullmatch(t)
+                                             for t in tags):
+        raise InvalidInput('"tags" must be a list of words such as ["unix", "gpu"]')
+    priority = check_priority(data.get("priority", 0))
+    not_before = data.get("not_before")
+    return TaskRequest(
+        type=type_name, environment=environment, tags=tuple(tags), priority=priority,
+        not_before=None if not_before in (None, "") else parse_time(not_before, now),
+    )
+
+
+def clean_environment(task_type: TaskType, submitted: dict[str, Any],
+                      trusted: bool = False) -> dict[str, str]:
+    """Defaults, then submitted values, as strings; required names present and well typed.
+    Unless `trusted`, only names the type declares or allows, and never a loader name."""
+    values: dict[str, str] = dict(task_type.defaults)
+    for name, value in submitted.items():
+        if not isinstance(name, str) or not ENV_NAME.fullmatch(name):
+            raise InvalidInput(f"environment name {name!r} is not valid; use letters, digits "
+                               "and _, not starting with a digit")
+        if not trusted:
+            check_submitted_name(task_type, name)
+        if isinstance(value, dict | list) or value is None:
+            raise InvalidInput(f"environment {name}: give a string, number or boolean, "
+                               f"not {type(value).__name__}")
+        text = _as_text(value)
+        if "\x00" in text:
+            raise InvalidInput(f"environment {name}: a NUL byte cannot be passed to a process")
+        values[name] = text
+    missing = [r for r in task_type.required if r.name not in values]
+    if missing:
+        listed = "; ".join(f"{r.name} ({r.description or r.type})" for r in missing)
+        raise InvalidInput(f"task type {task_type.name!r} needs {listed}: add "
+                           f"{'it' if len(missing) == 1 else 'them'} to \"environment\"")
+    for required in task_type.required:
+        _check_type(required.name, required.type, values[required.name])
+    return values
+
+
+def check_submitted_name(task_type: TaskType, name: str) -> None:
+    """Refuse a name a submission may not set, saying why."""
+    if loader_name(name):
+        raise InvalidInput(f"environment {name}: a submission may not set {name}; shells, the "
+                           "loader or interpreters read it to find code. Set it in the type's "
+                           "file if the task needs it", code="forbidden_variable")
+    if name not in task_type.declared and not matches_any(name, task_type.extra_environment):
+        declared = ", ".join(sorted(task_type.declared)) or "none"
+        raise InvalidInput(f"environment {name}: task type {task_type.name!r} does not take "
+                           f"this variable (it takes: {declared}); declare it in the type's "
+                           "[environment] or allow it with allow_extra_environment",
+                           code="undeclared_variable")
+
+
+def check_text(text: str, field: str) -> str:
+    """Return `text` if UTF-8 can encode it, else raise InvalidInput naming `field`: a lone
+    surrogate (such as \\ud800) is not Unicode text, and no file, command or process
+    environment could hold it."""
+    if not text.isascii():
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError:
+            raise InvalidInput(f"{field} holds a lone surrogate (such as \\ud800), which is not "
+                               "Unicode text; send valid UTF-8") from None
+    return text
+
+
+def _as_text(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value)
+
+
+def _check_type(name: str, kind: str, text: str) -> None:
+    ok = True
+    if kind == "integer":
+        ok = re.fullmatch(r"[+-]?\d+", text) is not None
+    elif kind == "number":
+        try:
+            float(text)
+        except ValueError:
+            ok = False
+    elif kind == "boolean":
+        ok = text.lower() in ("true", "false", "1", "0", "yes", "no")
+    if not ok:
+        raise InvalidInput(f"environment {name}: {text!r} is not a valid {kind}")
+
+
+class Intake:
+    """Validates, prices and stores tasks; saves their uploaded files."""
+
+    def __init__(self, store: Store, types: TypeLookup, data_dir: Path):
+        self.store = store
+        self.types = types
+        self.data_dir = data_dir
+        self._estimates: dict[str, tuple[float, float | None]] = {}
+        self._lock = threading.Lock()
+
+    @property
+    def staging_dir(self) -> Path:
+        """Where files wait before they move into a task directory (uploads, outputs)."""
+        return DataDir(self.data_dir).staging
+
+    def clear_staging(self) -> None:
+        """Remove what a crash left staged (at server start)."""
+        shutil.rmtree(self.staging_dir, ignore_errors=True)
+
+    def task_dir(self, type_name: str, task_id: int) -> Path:
+        return DataDir(self.data_dir).task(type_name, task_id)
+
+    def submit(self, request: TaskRequest, now: float | None = None) -> Task:
+        """Create one task; raise InvalidInput (nothing stored) when the request is wrong."""
+        now = time.time() if now is None else now
+        names = [check_file_name(u.name) for u in request.uploads]
+        if len(set(names)) != len(names):
+            raise InvalidInput("two uploaded files have the same name; rename one")
+        new = self._priced(request, now, tuple(names))
+        staged = self._stage(request.uploads)
+        try:
+            task = self.store.add_task(new)
+        except BaseException:
+            if staged:
+                shutil.rmtree(staged, ignore_errors=True)
+            raise
+        if staged:
+            target = self.task_dir(task.type, task.id)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            staged.rename(target)
+        return task
+
+    def submit_many(self, requests: list[TaskRequest],
+                    now: float | None = None) -> list[Task | InvalidInput]:
+        """Create many tasks without files in one transaction (the scheduler's due runs).
+        Each place in the answer is the task, or the error that refused its request; a
+        request whose dedupe key was used before gets the task that holds the key."""
+        now = time.time() if now is None else now
+        answers: list[Task | InvalidInput] = []
+        valid: list[tuple[int, NewTask]] = []
+        for request in requests:
+            try:
+                if request.uploads:
+                    raise InvalidInput("submit_many takes no files; use submit")
+                valid.append((len(answers), self._priced(request, now, ())))
+                answers.append(InvalidInput("not stored"))
+            except InvalidInput as refused:
+                answers.append(refused)
+        for (place, _), task in zip(valid, self.store.add_tasks([n for _, n in valid]),
+                                    strict=True):
+            answers[place] = task
+        return answers
+
+    def _priced(self, request: TaskRequest, now: float, inputs: tuple[str, ...]) -> NewTask:
+        """The validated, priced record of a request; InvalidInput says what is wrong."""
+        if request.type.startswith(SCHEDULE_PREFIX) and not request.trusted_environment:
+            raise InvalidInput(f"{request.type!r} is a schedule's own command; run it with "
+                               "POST /schedule/NAME/run (blanket schedule run NAME)")
+        task_type = self.types.current_type(request.type)
+        if task_type is None:
+            known = ", ".join(self.types.type_names()) or "none yet"
+            raise InvalidInput(f"unknown task type {request.type!r}; known types: {known}",
+                               code="unknown_type")
+        environment = clean_environment(task_type, request.environment,
+                                        request.trusted_environment)
+        check_priority(request.priority)  # schedules build requests without parse_task_request
+        runnable = max(now, request.not_before or now)
+        return NewTask(
+            type=task_type.name, environment=environment,
+            tags=tuple(sorted(set(task_type.tags) | set(request.tags))),
+            score=task_score(runnable, self._estimate(task_type, now), task_type.weight,
+                             request.priority, request.front),
+            added=now, not_before=request.not_before, schedule=request.schedule,
+            retries=task_type.retries, retry_delay=task_type.retry_delay,
+            timeout=task_type.timeout, priority=request.priority, inputs=inputs,
+            dedupe_key=request.dedupe_key, submitted_by=request.submitted_by,
+            secrets=tuple(sorted(task_type.secrets & environment.keys())),
+        )
+
+    def _stage(self, uploads: tuple[Upload, ...]) -> Path | None:
+        """Write uploads to a private folder first, so a failed submission leaves nothing."""
+        if not uploads:
+            return None
+        staged = self.staging_dir / uuid.uuid4().hex
+        try:
+            staged.mkdir(parents=True)
+            for upload in uploads:
+                if isinstance(upload.source, Path):
+                    shutil.move(upload.source, staged / upload.name)
+                else:
+                    with open(staged / upload.name, "xb") as out:
+                        shutil.copyfileobj(upload.source, out, 1024 * 1024)
+        except BaseException as e:
+            shutil.rmtree(staged, ignore_errors=True)
+            if is_disk_full(e):
+                raise StorageFull.at(self.staging_dir, " (no room for the uploaded files)"
+                                     ) from e
+            raise
+        return staged
+
+    def _estimate(self, task_type: TaskType, now: float) -> float | None:
+        if task_type.estimate is not None:
+            return task_type.estimate
+        with self._lock:
+            cached = self._estimates.get(task_type.name)
+        if cached and now - cached[0] < ESTIMATE_TTL:
+            return cached[1]
+        estimate = estimate_from_history(self.store.recent_durations(task_type.name))
+        with self._lock:
+            self._estimates[task_type.name] = (now, estimate)
+        return estimate

@@ -1,0 +1,225 @@
+"""The queue's behaviour over the store: claims, attempt reports, progress, the retry
+policy, stops and removals, and the reaper that notices workers that stopped answering."""
+
+from __future__ import annotations
+
+import shutil
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import structlog
+
+from blanket.config.tasktype import TaskType
+from blanket.errors import Conflict, NotFound
+from blanket.models import ACTIVE_STATES, FINAL_STATES, Task, TaskState
+from blanket.server.pricing import task_score
+from blanket.server.retry import backoff, retry_at
+from blanket.store.base import Claim, Outcome, Store
+from blanket.wakeups import task_topic
+
+log = structlog.get_logger("blanket.queue")
+
+REPORTABLE = frozenset({TaskState.SUCCESS, TaskState.FAILED, TaskState.TIMEDOUT,
+                        TaskState.STOPPED})
+
+
+class Queue:
+    """Claims and attempt reports. `current` gives a type's definition and version hash;
+    `task_dir` the folder of a task (type name, id)."""
+
+    def __init__(self, store: Store,
+                 current: Callable[[str], tuple[TaskType, str] | None],
+                 limits: Callable[[], Mapping[str, int]],
+                 versions: Callable[[], Mapping[str, str]] = dict, *,
+                 task_dir: Callable[[str, int], Path]):
+        self.store = store
+        self.current = current
+        self.limits = limits
+        self.versions = versions
+        self.task_dir = task_dir
+
+    def next_start(self) -> float | None:
+        """When the next task held back by its not_before may start (to wake claims then)."""
+        return self.store.next_not_before(time.time())
+
+    def claim_once(self, worker: str, tags: frozenset[str]) -> tuple[Task, TaskType] | None:
+        """Claim the next task this worker may run now, without waiting."""
+        claim = self._claim(worker, tags)
+        task = self.store.claim_task(claim)
+        return self._bound(task, claim) if task is not None else None
+
+    def _claim(self, worker: str, tags: frozenset[str], *, reserve: bool = False,
+               running: int | None = None) -> Claim:
+        return Claim(worker, tags, self.limits(), time.time(), self.versions(),
+                     reserve=reserve, running=running)
+
+    def _bound(self, task: Task, claim: Claim) -> tuple[Task, TaskType] | None:
+        """A claimed task with its type; one whose type is gone fails, and the worker
+        claims again (the same kind of claim)."""
+        found = self.current(task.type)
+        if found is None:
+            self.store.finish_task(task.id, task.token or "", Outcome(
+                TaskState.FAILED, error=f"task type {task.type!r} no longer exists",
+                finished=time.time()))
+            again = self.store.claim_task(replace(claim, now=time.time()))
+            return self._bound(again, claim) if again is not None else None
+        task_type, version = found
+        if task.version != version:  # a type outside the claim's version map
+            task = self.store.bind_version(task.id, task.token or "", version)
+        return task, task_type
+
+    def release(self, task_id: int, token: str) -> Task:
+        """A worker gives back a claimed task it will not start (a reserve behind a long
+        task, or a claim that crossed its stop): queued again as it was."""
+        task = self.store.release_task(task_id, token)
+        log.info("claimed task given back", task=task.id, type=task.type)
+        return task
+
+    def report_started(self, task_id: int, token: str, pid: int | None,
+                       directory: str | None, at: float | None = None) -> Task:
+        """The attempt's process started (`at`, when the worker says, else now)."""
+        return self.store.mark_started(task_id, token, pid, time.time() if at is None else at,
+                                       directory)
+
+    def heartbeat(self, task_id: int, token: str) -> Task:
+        """Record that the attempt is alive."""
+        return self.store.heartbeat_task(task_id, token, time.time())
+
+    def set_progress(self, task_id: int, token: str | None, value: int | float,
+                     message: str | None) -> Task:
+        """A running task's progress, kept within 0-100, and what it says it is doing."""
+        return self.store.set_progress(task_id, token, max(0, min(100, int(value))), message)
+
+    def finish_and_claim(self, task_id: int, token: str, state: TaskState,
+                         exit_code: int | None, error: str | None, handback: bool = False,
+                         started: Mapping[str, Any] | None = None, claim_next: int = 0,
+                         running: int | None = None
+                         ) -> tuple[Task, list[tuple[Task, TaskType]]]:
+        """End an attempt as its worker reports it; the retry policy may queue it again. A
+        handed-back task (its worker is going away) is queued again in its old place.
+        `started` carries a start the worker had not reported ({"at", "pid", "directory"}).
+        With `claim_next`, the attempt's worker also claims in the same transaction (one
+        commit per task for a busy worker): 1, its next task; 2, its next task and a
+        reserve to start the moment that one ends. A worker that already started its
+        reserve says which (`running`): what it claims then is its new reserve."""
+        if state not in REPORTABLE:
+            raise Conflict(f"state {state.value} cannot be reported; use one of "
+                           f"{', '.join(sorted(s.value for s in REPORTABLE))}")
+        # (a stale token finds no worker here, and is refused by the finish below)
+        worker = self.store.attempt_worker(task_id, token) if claim_next else None
+        claims: list[Claim] = []
+        if worker is not None and worker.takes_tasks:
+            tags = frozenset(worker.tags)
+            if running is not None:
+                claims = [self._claim(worker.id, tags, reserve=True, running=running)]
+            else:
+                claims = [self._claim(worker.id, tags)]
+                if claim_next > 1:
+                    claims.append(self._claim(worker.id, tags, reserve=True))
+        elif worker is not None and running is not None:  # paused: it still runs its reserve
+            self.store.touch_worker(worker.id, running, time.time())
+        now = time.time()
+        start = _late_start(started, now) if started is not None else None
+
+        def decide(current: Task) -> Outcome:  # on the task as the transaction reads it
+            return self._outcome(current, state, exit_code, error, start, handback, now)
+
+        ended, taken = self.store.finish_and_claim(task_id, token, decide, claims)
+        log.info("attempt ended", task=ended.id, type=ended.type, state=state.value,
+                 attempt=ended.attempt, result=ended.state.value)
+        # What was taken answers the claims in order (the store stops at the first miss).
+        bound = [self._bound(found, claim) for found, claim in zip(taken, claims, strict=False)]
+        return ended, [b for b in bound if b is not None]
+
+    def _outcome(self, task: Task, state: TaskState, exit_code: int | None, error: str | None,
+                 started: Outcome | None, handback: bool, now: float) -> Outcome:
+        """How the attempt ends: final, queued again by the retry policy, or handed back."""
+        start = started or Outcome(state)
+        if handback and not task.stop_requested:
+            return replace(start, state=state, exit_code=exit_code,
+                           error=error or "handed back by its worker", finished=now,
+                           requeue_at=now, requeue_score=task.score)
+        again = None if task.stop_requested else retry_at(task, state, now)
+        score = None if again is None else self._retry_score(task, again)
+        return replace(start, state=state, exit_code=exit_code, error=error, finished=now,
+                       requeue_at=again, requeue_score=score)
+
+    def _retry_score(self, task: Task, again: float) -> float:
+        found = self.current(task.type)
+        estimate = found[0].estimate if found else None
+        weight = found[0].weight if found else 1
+        return task_score(again, estimate, weight, task.priority)
+
+    def stop_task(self, task_id: int, by: str | None = None) -> Task:
+        """Stop a queued task at once, or ask the worker of a running one to stop it; `by`
+        names who asked."""
+        task = self.store.get_task(task_id)
+        if task is None:
+            raise NotFound(f"no task {task_id}")
+        if task.state in FINAL_STATES or task.state is TaskState.LOST:
+            raise Conflict(f"task {task_id} has already ended ({task.state.value})")
+        log.info("task stop asked", task=task.id, type=task.type, by=by)
+        if task.state is TaskState.QUEUED:
+            stopped = self.store.stop_queued(task_id, time.time(), by)
+            if stopped is not None:
+                return stopped
+        task = self.store.request_stop(task_id, by)
+        self.store.announce(task_topic(task_id))  # its heartbeat, on whichever server
+        return task
+
+    def remove(self, task: Task, by: str | None, force: bool = False) -> Task:
+        """Remove a task's record and its folder; an active one only with `force` (its
+        worker is asked to stop it first)."""
+        if task.state in ACTIVE_STATES:
+            if not force:
+                raise Conflict(f"task {task.id} is {task.state.value}; stop it first, or "
+                               "remove it with ?force (blanket rm -f)")
+            self.store.request_stop(task.id, by)
+            self.store.announce(task_topic(task.id))
+        removed = self.store.delete_task(task.id)
+        if removed is None:
+            raise NotFound(f"no task {task.id}")
+        log.info("task removed", task=task.id, type=task.type, by=by)
+        self.store.announce(task_topic(task.id))  # a submission waiting for its end
+        shutil.rmtree(self.task_dir(task.type, task.id), ignore_errors=True)
+        return removed
+
+    def reap_lost_tasks(self, lost_after: float, now: float | None = None) -> list[Task]:
+        """Attempts whose worker missed heartbeats for `lost_after` seconds are lost: each
+        spends one of the task's attempts, started or not (a task that kills its workers
+        must not go round forever), and the store ends the task FAILED once none is left.
+        One that never started takes its old place again; one that ran waits its retry
+        delay."""
+        now = time.time() if now is None else now
+        ended = []
+        for task in self.store.stale_tasks(now - lost_after):
+            error = f"worker {task.worker} stopped answering"
+            if task.state is TaskState.CLAIMED:
+                error += " before the task started"
+                lost = Outcome(TaskState.LOST, None, error, now, requeue_at=now,
+                               requeue_score=task.score, lost=error)
+            else:
+                again = now + backoff(task)
+                lost = Outcome(TaskState.LOST, None, error, now, requeue_at=again,
+                               requeue_score=self._retry_score(task, again), lost=error)
+            try:
+                ended.append(self.store.lose_task(task.id, task.token or "", lost))
+            except (Conflict, NotFound):
+                continue  # it ended meanwhile
+            log.info("attempt lost", task=task.id, type=task.type, attempt=task.attempt,
+                     result=ended[-1].state.value, error=ended[-1].error)
+        return ended
+
+
+def _late_start(started: Mapping[str, Any], now: float) -> Outcome:
+    """A short task's start, sent with its end to save a round trip (what is not well
+    formed is left out; a start in the future is taken as now)."""
+    at, pid, directory = started.get("at"), started.get("pid"), started.get("directory")
+    if isinstance(at, bool) or not isinstance(at, int | float):
+        at = now
+    return Outcome(TaskState.RUNNING, started=min(float(at), now),
+                   pid=pid if isinstance(pid, int) and not isinstance(pid, bool) else None,
+                   directory=directory if isinstance(directory, str) else None)

@@ -1,0 +1,334 @@
+"""The scheduler: turns the catalog's schedules into tasks, on time, through the one intake.
+
+The rules of when a schedule fires live in blanket/config/schedule.py; this module keeps each
+schedule's next fire time in the store, submits due runs, and sleeps until the earliest next
+fire (woken early when the catalog changes). One server at a time runs it.
+
+overlap = "queue": a fire that comes while the schedule's previous run has not ended is kept
+as the schedule's one waiting run (`pending_fire` in the store; later fires coalesce into it)
+and submitted on the first tick after the previous run ends. While a run waits, every store
+change (a task ends) wakes the loop, so that tick comes at once rather than at the next fire.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING
+
+import structlog
+
+from blanket.config.schedule import Schedule, due_runs, next_fire, overlap_decision
+from blanket.errors import DuplicateTask, InvalidInput, StorageFull
+from blanket.models import ScheduleState, Task, TaskFilter, TaskState
+from blanket.server.catalog import Catalog
+from blanket.server.schedulebook import FIRE_TIME_VARIABLE, fire_time_text, scheduled_request
+from blanket.store.base import Store
+
+if TYPE_CHECKING:
+    from blanket.server.services import Services
+
+log = structlog.get_logger("blanket.scheduler")
+
+UNFINISHED = (TaskState.QUEUED.value, TaskState.CLAIMED.value, TaskState.RUNNING.value)
+LOCK_RETRY = 5.0  # seconds between attempts to become the scheduling server
+MAX_SLEEP = 300.0  # Event.wait runs on the monotonic clock; re-read the wall clock this often
+
+
+
+def dedupe_key(name: str, fire: float) -> str:
+    """The key that makes one fire of one schedule one task, even across a crash."""
+    return f"schedule:{name}:{fire:.3f}"
+
+
+def is_fire_time(schedule: Schedule, moment: float) -> bool:
+    """Whether `moment` is one of the schedule's fire times (so a stored next fire still fits)."""
+    found = next_fire(schedule, moment - 1e-3)
+    return found is not None and abs(found - moment) < 1e-6
+
+
+class Scheduler:
+    """Submits each schedule's due runs; `tick(now)` does one pass, `start()` runs the loop."""
+
+    def __init__(self, services: Services, clock: Callable[[], float] = time.time):
+        self.store: Store = services.store
+        self.catalog: Catalog = services.catalog
+        self.intake = services.intake
+        self.wakeups = services.wakeups
+        self.book = services.schedules
+        self.max_missed = services.settings.max_missed
+        self.clock = clock
+        self.next_wake: float | None = None
+        # The definition each stored next fire was last checked against, by schedule name.
+        self._basis: dict[str, Schedule] = {}
+        self._wake = threading.Event()
+        self._stopping = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._holds_lock = False
+        self._after: list[tuple[Schedule, ScheduleState]] = []  # as the last tick left them
+        self._prepared: dict[str, _Plan] = {}
+        # Schedules with a run waiting for its previous run to end (read by store listeners).
+        self._pending: set[str] = set()
+        self._swept = False  # stored plans of schedules deleted while we did not look: cleared
+
+    # ---------------------------------------------------------------- one pass
+
+    def tick(self, now: float) -> list[Task]:
+        """Submit every run due at `now`; return the tasks created (oldest fire first)."""
+        if not self._has_lock():
+            self._pending = set()
+            self._swept = False  # whoever holds the lock next looks for deleted ones again
+            return []
+        current = {s.name: s.schedule for s in self.catalog.schedules() if s.schedule is not None}
+        self._forget_deleted(set(current))
+        with self.book.editing():
+            plans = [p for p in (self._plan(s, now) for s in current.values()) if p is not None]
+            # Submit everything first and save states after: a run's lateness is then the
+            # time to submit the runs before it, and the dedupe key covers a crash between.
+            due = sorted((p for p in plans if p.fires), key=lambda p: p.fires[0])
+            decided = [(p, self._submit_runs(p)) for p in due]
+            done = self._submit_together(decided)
+            self._after = [self._save(p, done.get(p.schedule.name, _Submitted())) for p in plans]
+        self._pending = {state.name for _, state in self._after if state.pending_fire is not None}
+        upcoming = [p.upcoming for p in plans if p.upcoming is not None]
+        self.next_wake = min(upcoming, default=None)
+        return sorted((task for result in done.values() for _, task in result.tasks),
+                      key=lambda t: (t.environment.get(FIRE_TIME_VARIABLE, ""), t.id))
+
+    def prepare(self, moment: float) -> None:
+        """Work out ahead of time the runs due at `moment` (the next wake), so that the tick
+        then only submits them. A plan is used only if nothing it depends on changed."""
+        self._prepared = {}
+        for schedule, state in self._after:
+            if state.next_fire == moment and self._basis.get(schedule.name) == schedule:
+                self._prepared[schedule.name] = self._compute(schedule, state, state.next_fire,
+                                                              moment)
+
+    def _plan(self, schedule: Schedule, now: float) -> _Plan | None:
+        state = self.store.get_schedule_state(schedule.name) or ScheduleState(schedule.name)
+        if state.paused:
+            return None
+        ready = self._prepared.get(schedule.name)
+        if ready is not None and ready.still_valid(schedule, state, now):
+            return ready
+        stored = self._checked_next_fire(schedule, state.next_fire, now)
+        if stored is not None and stored > now:
+            return _Plan(schedule, state, (), stored, now)  # what due_runs says, cheaply
+        return self._compute(schedule, state, stored, now)
+
+    def _compute(self, schedule: Schedule, state: ScheduleState, stored: float | None,
+                 now: float) -> _Plan:
+        limit = min(self.max_missed, schedule.max_missed) if self.max_missed else None
+        runs, upcoming = due_runs(schedule, stored, now, max_missed=limit)
+        return _Plan(schedule, state, tuple(runs), upcoming, now)
+
+    def _save(self, plan: _Plan, done: _Submitted) -> tuple[Schedule, ScheduleState]:
+        old = plan.state
+        last_fire, last_task = done.tasks[-1] if done.tasks else (old.last_fire, None)
+        new = ScheduleState(
+            old.name, next_fire=plan.upcoming, last_fire=last_fire,
+            last_task=last_task.id if last_task else old.last_task, paused=False,
+            pending_fire=done.pending)
+        if new != old:
+            self.store.save_schedule_state(new)
+        return plan.schedule, new
+
+    def _checked_next_fire(self, schedule: Schedule, stored: float | None,
+                           now: float) -> float | None:
+        """The stored next fire, or None (start afresh from `now`) when the definition it was
+        computed for changed: a future one may be later than the new definition's next fire,
+        and a past one (missed while the server was down) counts only if it still fits."""
+        if self._basis.get(schedule.name) == schedule:
+            return stored
+        self._basis[schedule.name] = schedule
+        if stored is None or stored > now or not is_fire_time(schedule, stored):
+            return None
+        return stored
+
+    def _forget_deleted(self, names: set[str]) -> None:
+        """A schedule that disappeared stops; its stored next fire and waiting run are cleared
+        so that a file put back later starts afresh instead of catching up. The first time,
+        that includes schedules deleted while the server was down (a file that is there but
+        broken is not deleted: fixed, it catches up as its `missed` says)."""
+        deleted = set(self._basis) - names
+        if not self._swept:
+            there = {s.name for s in self.catalog.schedules()}
+            deleted |= {name for name in self.store.planned_schedules() if name not in there}
+            self._swept = True
+        for gone in deleted:
+            self._basis.pop(gone, None)
+            with self.book.editing():
+                state = self.store.get_schedule_state(gone)
+                if state is not None and (state.next_fire, state.pending_fire) != (None, None):
+                    self.store.save_schedule_state(replace(state, next_fire=None,
+                                                           pending_fire=None))
+            log.info("schedule removed", schedule=gone)
+
+    def _submit_together(self, decided: list[tuple[_Plan, _Submitted | tuple[float, ...]]]
+                         ) -> dict[str, _Submitted]:
+        """Submit every plan's plain runs in one transaction (one commit for all the
+        schedules firing this second), in fire order."""
+        runs = [(plan.schedule, fire) for plan, result in decided
+                if isinstance(result, tuple) for fire in result]
+        answers = self.intake.submit_many(
+            [scheduled_request(schedule, fire, dedupe_key(schedule.name, fire))
+             for schedule, fire in runs])
+        submitted: dict[str, list[tuple[float, Task]]] = {}
+        for (schedule, fire), answer in zip(runs, answers, strict=True):
+            if isinstance(answer, InvalidInput):
+                log.warning("schedule run refused", schedule=schedule.name,
+                            fire=fire_time_text(fire), reason=answer.message)
+            else:
+                submitted.setdefault(schedule.name, []).append((fire, answer))
+        return {plan.schedule.name: result if isinstance(result, _Submitted)
+                else _Submitted(tuple(submitted.get(plan.schedule.name, ())))
+                for plan, result in decided}
+
+    def _submit_runs(self, plan: _Plan) -> _Submitted | tuple[float, ...]:
+        """Decide a plan's fires (its waiting run first) as its overlap rule says: the fires
+        to submit as they are, or what was done with them."""
+        schedule, fires = plan.schedule, plan.fires
+        if schedule.overlap == "allow":
+            return fires
+        previous = self._previous_run(schedule, fires)
+        decision = overlap_decision(schedule, previous is not None)
+        if decision == "skip":
+            log.info("schedule run skipped: the previous run has not ended",
+                     schedule=schedule.name, previous=previous, fires=len(fires))
+            return _Submitted()
+        if decision == "queue":
+            self._coalesce(schedule, fires[:-1])
+            if fires[-1] != plan.state.pending_fire:
+                log.info("schedule run waits for the previous run to end", schedule=schedule.name,
+                         previous=previous, fire=fire_time_text(fires[-1]))
+            return _Submitted(pending=fires[-1])
+        if schedule.overlap == "queue":
+            return self._submit_first(schedule, fires)
+        return fires
+
+    def _previous_run(self, schedule: Schedule, fires: tuple[float, ...]) -> int | None:
+        """The id of a run of `schedule` that has not ended, other than these fires' own."""
+        if schedule.overlap == "queue":
+            # Before the query: a run that ends after it must still wake the loop.
+            self._pending.add(schedule.name)
+        # Runs submitted before a crash that lost the saved state are not "previous" runs.
+        done = {self.store.task_for_key(dedupe_key(schedule.name, fire)) for fire in fires}
+        unfinished = self.store.list_tasks(TaskFilter(
+            schedule=schedule.name, states=UNFINISHED, limit=len(fires) + 1))
+        return next((t.id for t in unfinished if t.id not in done), None)
+
+    def _submit_first(self, schedule: Schedule, fires: tuple[float, ...]) -> _Submitted:
+        """overlap = "queue" with no run going: submit the oldest fire; the later ones become
+        one waiting run, for the latest fire."""
+        for index, fire in enumerate(fires):
+            task = self._submit(schedule, fire)
+            if task is not None:
+                later = fires[index + 1:]
+                self._coalesce(schedule, later[:-1])
+                return _Submitted(((fire, task),), later[-1] if later else None)
+        return _Submitted()
+
+    def _coalesce(self, schedule: Schedule, dropped: tuple[float, ...]) -> None:
+        if dropped:
+            log.info("schedule runs coalesced into the later waiting run", schedule=schedule.name,
+                     fires=[fire_time_text(f) for f in dropped])
+
+    def _submit(self, schedule: Schedule, fire: float) -> Task | None:
+        key = dedupe_key(schedule.name, fire)
+        try:
+            return self.intake.submit(scheduled_request(schedule, fire, key))
+        except DuplicateTask as duplicate:
+            # Submitted before a crash that lost the saved state: that task is this run.
+            return self.store.get_task(duplicate.task_id)
+        except InvalidInput as refused:
+            log.warning("schedule run refused", schedule=schedule.name, fire=fire_time_text(fire),
+                        reason=refused.message)
+            return None
+
+    def _has_lock(self) -> bool:
+        holds = self.store.try_scheduler_lock()
+        if holds != self._holds_lock:
+            log.info("scheduler lock " + ("taken" if holds else "held by another server"))
+            self._holds_lock = holds
+        return holds
+
+    # ---------------------------------------------------------------- the loop
+
+    def start(self) -> None:
+        """Run ticks in a thread, sleeping until the earliest next fire or a catalog change
+        (or, while a run waits for its previous run, any store change)."""
+        self.catalog.add_listener(self.wake)
+        self.wakeups.add_listener(self._store_changed)
+        self.book.on_resume(self.wake)
+        self._thread = threading.Thread(target=self._run, name="scheduler", daemon=True)
+        self._thread.start()
+
+    def wake(self) -> None:
+        """Tick now (the catalog changed, or a schedule was resumed)."""
+        self._wake.set()
+
+    def _store_changed(self) -> None:
+        # Called on every submission and finish: only a waiting run makes it worth a tick.
+        if self._pending:
+            self._wake.set()
+
+    def stop(self) -> None:
+        self.book.forget_listener(self.wake)
+        self._stopping.set()
+        self._wake.set()
+        if self._thread is not None:
+            self._thread.join(10)
+
+    def _run(self) -> None:
+        while not self._stopping.is_set():
+            self._wake.clear()
+            try:
+                self.tick(self.clock())
+                if self.next_wake is not None and self._holds_lock:
+                    self.prepare(self.next_wake)
+            except StorageFull as e:  # the runs are submitted once there is room again
+                log.warning("scheduler waits for disk space", problem=e.message)
+            except Exception:
+                log.exception("scheduler tick failed")
+            self._wake.wait(self._sleep_time())
+
+    def _sleep_time(self) -> float:
+        if not self._holds_lock:
+            return LOCK_RETRY
+        if self.next_wake is None:
+            return MAX_SLEEP
+        return min(MAX_SLEEP, max(0.0, self.next_wake - self.clock()))
+
+
+@dataclass(frozen=True)
+class _Plan:
+    """What one tick does for one schedule: the runs to submit and the next fire to store."""
+
+    schedule: Schedule
+    state: ScheduleState
+    runs: tuple[float, ...]
+    upcoming: float | None
+    at: float
+
+    @property
+    def fires(self) -> tuple[float, ...]:
+        """The fires to submit now: the run left waiting (if still enabled), then the due runs."""
+        waiting = self.state.pending_fire
+        if waiting is None or not self.schedule.enabled:
+            return self.runs
+        return (waiting, *self.runs)
+
+    def still_valid(self, schedule: Schedule, state: ScheduleState, now: float) -> bool:
+        """Whether due_runs at `now` would give the same answer (a plan made ahead of time)."""
+        return (schedule == self.schedule and state == self.state and self.at <= now < self.at + 1
+                and (self.upcoming is None or now < self.upcoming))
+
+
+@dataclass(frozen=True)
+class _Submitted:
+    """What one tick made of a schedule's fires: (fire, task) submitted, and the waiting run."""
+
+    tasks: tuple[tuple[float, Task], ...] = ()
+    pending: float | None = None

@@ -1,0 +1,215 @@
+"""`blanket server`: the API on a threaded WSGI server, the config watcher, the reaper, and
+optionally local workers, stopped gracefully on SIGTERM or SIGINT."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import structlog
+from cheroot import wsgi
+
+from blanket.config.settings import Settings
+from blanket.errors import InvalidInput
+from blanket.server.api.app import make_app
+from blanket.server.api.browser import BrowserGuard, server_names
+from blanket.server.api.front import RequestFront
+from blanket.server.httppool import PoolSizer, listen_backlog
+from blanket.server.inbox import Inbox
+from blanket.server.listeners import (
+    announce_tls,
+    describe,
+    make_http_servers,
+    refuse_plain_exposure,
+)
+from blanket.server.scheduler import Scheduler
+from blanket.server.services import Services, build_services
+
+log = structlog.get_logger("blanket.server")
+
+
+SPARE_CHECK = 0.1  # seconds between looks at the pool
+
+class BackgroundLoop(threading.Thread):
+    """Calls `step` every `interval` seconds until stopped; a failing step is logged."""
+
+    def __init__(self, name: str, step: Callable[[], object], interval: float):
+        super().__init__(name=name, daemon=True)
+        self.step = step
+        self.interval = interval
+        self.stopping = threading.Event()
+
+    def run(self) -> None:
+        while not self.stopping.wait(self.interval):
+            try:
+                self.step()
+            except Exception:
+                log.exception("background step failed", loop=self.name)
+
+    def stop(self) -> None:
+        self.stopping.set()
+
+
+class Server:
+    """Everything `blanket server` runs, started and stopped together."""
+
+    def __init__(self, settings: Settings, services: Services | None = None):
+        refuse_plain_exposure(settings)  # before anything is opened
+        self.settings = settings
+        self.services = services or build_services(settings)
+        self.services.intake.clear_staging()
+        self.admin_token = self.services.tokens.ensure_admin_file(
+            settings.data_dir, {settings.url, settings.local_url})
+        self.app = make_app(self.services)
+        guarded = BrowserGuard(self.app, server_names(settings), settings.allowed_origins)
+        # TCP and/or a unix socket: the first is served on the calling thread, others beside.
+        self.https: list[wsgi.Server] = make_http_servers(settings, RequestFront(guarded))
+        self.http = self.https[0]
+        self.fingerprint: str | None = None
+        # Hundreds of workers and waiting clients may connect at once: cheroot's default
+        # listen backlog of 5 would have the kernel reset most of them.
+        backlog = listen_backlog()
+        for http in self.https:
+            http.request_queue_size = backlog
+        self.loops: list[BackgroundLoop] = []
+        self.scheduler = Scheduler(self.services)
+        self.workers: subprocess.Popen | None = None
+        self.inbox: Inbox | None = None
+        self._stopped = threading.Event()
+        self.pool_sizers = [PoolSizer(lambda http=http: http.requests) for http in self.https]
+        self.pool_sizer = self.pool_sizers[0]
+
+    def _start_background(self) -> None:
+        s = self.services
+        self.loops.append(BackgroundLoop("reaper", self._reap, self.settings.heartbeat_interval))
+        self.loops.append(BackgroundLoop("threads", self._keep_spare_threads, SPARE_CHECK))
+        forget_check = min(60.0, max(0.05, self.settings.forget_workers_after / 4))
+        self.loops.append(BackgroundLoop("forget workers", self._forget_workers, forget_check))
+        for loop in self.loops:
+            loop.start()
+        s.catalog.start_watching()
+        self.inbox = Inbox(self.settings.inbox_dir, s.intake, s.store)
+        self.inbox.start()
+        self.scheduler.start()
+
+    def _reap(self) -> None:
+        # Just after a (re)start, workers get a full period to reconnect before their
+        # tasks count as lost: their heartbeats could not reach a server that was down.
+        if time.time() - self.services.started >= self.settings.lost_after:
+            self.services.queue.reap_lost_tasks(self.settings.lost_after)
+
+    def _forget_workers(self) -> None:
+        """Workers silent for forget_workers_after leave the list (they show as lost
+        before that)."""
+        self.services.registry.forget_silent(time.time() - self.settings.forget_workers_after)
+
+    def _keep_spare_threads(self) -> None:
+        """Every idle worker's claim, every running task's heartbeat and every `?wait` holds
+        an HTTP thread for as long as it waits: keep a few threads free for the rest, on
+        the TCP address and the unix socket alike."""
+        for sizer in self.pool_sizers:
+            sizer.step()
+
+    def _start_workers(self) -> None:
+        if self.settings.workers <= 0:
+            return
+        url = self.settings.local_url
+        command = [sys.executable, "-m", "blanket", "worker", "-n", str(self.settings.workers),
+                   "--server", url, "--data-dir", str(self.settings.data_dir)]
+        if url.startswith("https:") and self.fingerprint:
+            command += ["--fingerprint", self.fingerprint]
+        if self.settings.worker_tags:
+            command += ["-t", ",".join(self.settings.worker_tags)]
+        self.workers = subprocess.Popen(command)
+        log.info("local workers started", count=self.settings.workers, pid=self.workers.pid)
+
+    def serve(self) -> None:
+        """Run until SIGTERM/SIGINT or `stop()`."""
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, lambda *_: threading.Thread(target=self.stop).start())
+        self._prepare_http()
+        self.fingerprint = announce_tls(self.settings)
+        self._start_background()
+        for http in self.https[1:]:
+            threading.Thread(target=http.serve, name=f"http {describe(http)}",
+                             daemon=True).start()
+        log.info("blanket serving", url=self.settings.url,
+                 listening=[describe(http) for http in self.https],
+                 tls_fingerprint=self.fingerprint,
+                 config_dir=str(self.settings.config_dir.resolve()),
+                 data_dir=str(self.settings.data_dir.resolve()),
+                 types=len(self.services.catalog.types()),
+                 anonymous=self.settings.anonymous_role, admin_token=str(self.admin_token))
+        for problem in self.services.catalog.problems():
+            log.warning("config problem", problem=str(problem))
+        self._start_workers()
+        try:
+            self.http.serve()
+        finally:
+            self.stop()
+            self._stopped.wait(10)
+
+    def _prepare_http(self) -> None:
+        """Bind every address, or none: one that cannot be bound says why and what to do."""
+        for http in self.https:
+            try:
+                http.prepare()
+            except (OSError, InvalidInput) as e:
+                for prepared in self.https:
+                    if prepared.ready:
+                        prepared.stop()
+                if isinstance(e, InvalidInput):
+                    raise
+                hint = ("is another server using it? Choose another address with --port or "
+                        "--listen" if "in use" in str(e) else "check the address")
+                raise InvalidInput(f"cannot listen on {describe(http)} ({e}): {hint}") from None
+
+    def stop(self) -> None:
+        """Stop everything, in order. A part that fails to stop is logged and the others
+        still stop: the server must never hang on its way out."""
+        if getattr(self, "_stopping", False):
+            return
+        self._stopping = True
+        log.info("blanket stopping")
+        if self.workers is not None and self.workers.poll() is None:
+            self.workers.terminate()
+        steps: list[tuple[str, Callable[[], object]]] = [
+            ("wake-ups", self.services.wakeups.close),
+            *((f"loop {loop.name}", loop.stop) for loop in self.loops),
+            ("scheduler", self.scheduler.stop),
+            ("config watcher", self.services.catalog.stop_watching),
+            ("inbox", self.inbox.stop if self.inbox is not None else lambda: None),
+            *((f"http {describe(http)}", http.stop) for http in self.https),
+            ("local workers", self._wait_for_workers),
+            ("store", self.services.store.close),
+        ]
+        for name, step in steps:
+            try:
+                step()
+            except Exception:
+                log.exception("could not stop cleanly", part=name)
+        self._stopped.set()
+        log.info("blanket stopped")
+
+    def _wait_for_workers(self) -> None:
+        if self.workers is None:
+            return
+        try:
+            self.workers.wait(30)
+        except subprocess.TimeoutExpired:
+            self.workers.kill()
+
+
+def run_server(settings: Settings) -> None:
+    data_dir = Path(settings.data_dir)
+    data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+    if data_dir.stat().st_mode & 0o077:
+        log.warning("the data dir can be read by other users, and it holds the store (with "
+                    "secret variables) and the admin token: chmod 700 it",
+                    data_dir=str(data_dir.resolve()))
+    Server(settings).serve()

@@ -1,0 +1,77 @@
+"""The server's parts wired together: settings, store, catalog, intake, queue, worker
+registry, wake-ups.
+
+Everything here can be rebuilt from the config directory and the store."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from functools import cached_property
+from pathlib import Path
+
+from blanket import outputs
+from blanket.config.schedule import parse_schedule_file
+from blanket.config.settings import Settings
+from blanket.server.catalog import Catalog
+from blanket.server.currenttypes import CatalogTypes, CommandTypes
+from blanket.server.intake import Intake
+from blanket.server.queue import Queue
+from blanket.server.registry import WorkerRegistry
+from blanket.server.schedulebook import ScheduleBook
+from blanket.server.tasklogs import TaskLogs
+from blanket.server.tasksview import TasksView
+from blanket.server.tokens import Tokens
+from blanket.store import open_store
+from blanket.store.base import Store
+from blanket.taskdir import DataDir
+from blanket.wakeups import Wakeups
+
+
+@dataclass
+class Services:
+    """The server's parts; the API's routes call these, never the store."""
+
+    settings: Settings
+    store: Store
+    catalog: Catalog
+    intake: Intake
+    queue: Queue
+    wakeups: Wakeups
+    tokens: Tokens
+    registry: WorkerRegistry
+    tasks: TasksView
+    logs: TaskLogs
+    schedules: ScheduleBook
+    started: float = field(default_factory=time.time)
+
+    @property
+    def versions_dir(self) -> Path:
+        return DataDir(self.settings.data_dir).versions
+
+    @cached_property
+    def server_id(self) -> str:
+        """The data directory's id (blanket.outputs): tells workers whether they share it."""
+        return outputs.server_id(self.settings.data_dir)
+
+
+def build_services(settings: Settings, schedule_parser=None) -> Services:
+    """Open the store, load the catalog, and connect the parts (no threads started)."""
+    # The data dir holds the store (with secret variables) and the admin token: owner only.
+    settings.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+    store = open_store(settings.database_url)
+    wakeups = Wakeups()
+    store.on_change = wakeups.notify
+    catalog = Catalog(settings.config_dir, DataDir(settings.data_dir).versions,
+                      record_version=store.record_version,
+                      schedule_parser=schedule_parser or parse_schedule_file)
+    catalog.scan()
+    catalog.add_listener(wakeups.notify)
+    commands = CommandTypes(catalog, DataDir(settings.data_dir).versions, store.record_version)
+    types = CatalogTypes(catalog, commands.get)
+    intake = Intake(store, types, settings.data_dir)
+    queue = Queue(store, types.current, types.limits, types.versions, task_dir=intake.task_dir)
+    registry = WorkerRegistry(store, queue, wakeups, settings.lost_after)
+    return Services(settings, store, catalog, intake, queue, wakeups, Tokens(store), registry,
+                    TasksView(store), TaskLogs(intake.task_dir),
+                    ScheduleBook(store, catalog, intake))

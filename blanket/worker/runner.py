@@ -1,0 +1,587 @@
+"""Runs one task in its scratch directory: files, environment, checks, the process, logs, progress.
+
+The runner knows nothing of HTTP, the store or the config directory; the worker feeds it a
+task, its type and the extracted version bundle, and reports what it returns.
+"""
+
+from __future__ import annotations
+
+import errno
+import json
+import os
+import posixpath
+import re
+import select
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import ExitStack
+from dataclasses import dataclass
+from pathlib import Path
+
+import pathspec
+import structlog
+
+from blanket.config.tasktype import TaskType
+from blanket.config.templating import (
+    TEMPLATEIGNORE,
+    TemplateProblem,
+    is_binary,
+    load_templateignore,
+    render_command,
+    render_text,
+)
+from blanket.durations import format_duration
+from blanket.errors import is_disk_full
+from blanket.models import SECRET_MASK, Task, TaskState
+from blanket.taskdir import COMMAND_FILE, LOG_STREAMS, PROGRESS_FILE, TASK_FILE, error_log
+from blanket.worker.leftovers import Ledger
+
+CHECK_TIMEOUT = 30.0
+POLL_INTERVAL = 0.1
+NEARLY_FULL = 64 * 1024  # free bytes below which a failed task's disk counts as full
+
+log = structlog.get_logger(__name__)
+
+
+@dataclass(frozen=True)
+class RunResult:
+    """How a run ended. `exit_code` is None when the process never started or died by a signal."""
+
+    state: TaskState
+    exit_code: int | None
+    error: str | None
+
+
+class RunProblem(Exception):
+    """Something in the task or its type that keeps it from running; the message says what."""
+
+
+class _Stopped(Exception):
+    """stop() was called before the task's command started."""
+
+
+def _noop(*_args: object) -> None:
+    return None
+
+
+class TaskRun:
+    """One attempt of one task: prepare `work_dir`, run the command, supervise it to the end."""
+
+    def __init__(
+        self,
+        task: Task,
+        task_type: TaskType,
+        bundle_dir: Path,
+        work_dir: Path,
+        *,
+        server_url: str = "",
+        on_started: Callable[[int], None] = _noop,
+        on_progress: Callable[[int, str | None], None] = _noop,
+        grace: float = 5.0,
+        on_running: Callable[[], None] = _noop,
+        base_env: Mapping[str, str] | None = None,
+        ledger: Ledger | None = None,
+    ):
+        self.task = task
+        self.task_type = task_type
+        self.bundle_dir = Path(bundle_dir)
+        self.work_dir = Path(work_dir).absolute()
+        self.server_url = server_url
+        self.on_started = on_started
+        self.on_progress = on_progress
+        self.on_running = on_running
+        self.grace = grace
+        # The environment the task's own variables are laid over: the worker passes a copy
+        # taken once (reading os.environ costs a decode per variable, per task).
+        self.base_env = os.environ if base_env is None else base_env
+        self._stop = threading.Event()
+        self._variables: dict[str, str] | None = None
+        self.ledger = ledger  # records what runs, for when the worker dies meanwhile
+
+    @property
+    def _timeout(self) -> float | None:
+        return self.task.timeout or self.task_type.timeout
+
+    def stop(self, *, at_once: bool = False) -> None:
+        """Ask the run to end as STOPPED; safe to call from any thread, at any time. With
+        `at_once`, its processes are killed without their grace time."""
+        if at_once:
+            self.grace = 0.0
+        self._stop.set()
+
+    def run(self) -> RunResult:
+        """Prepare and run the task, blocking until it ends; never raises: whatever goes
+        wrong (the task's text, the disk, the executor) ends the run FAILED saying what."""
+        try:
+            env, argv = self._prepare()
+        except _Stopped:
+            return RunResult(TaskState.STOPPED, None, "stopped before it started")
+        except (RunProblem, TemplateProblem) as exc:
+            return self._fail_before_start(str(exc))
+        except OSError as exc:
+            if not is_disk_full(exc):
+                log.exception("task preparation failed", task=self.task.id)
+                return self._fail_before_start(f"preparing the task failed: {_explain(exc)}")
+            return self._fail_before_start(
+                f"the disk holding {self.work_dir} is full ({exc.strerror}); free space "
+                "there, then run the task again")
+        except Exception as exc:
+            log.exception("task preparation failed", task=self.task.id)
+            return self._fail_before_start(f"preparing the task failed: {_explain(exc)}")
+        if self._stop.is_set():
+            return RunResult(TaskState.STOPPED, None, "stopped before it started")
+        try:
+            return self._execute(env, argv)
+        except Exception as exc:  # a bug of ours: the worker must still go on
+            log.exception("task run failed", task=self.task.id)
+            return RunResult(TaskState.FAILED, None, f"running the task failed: {_explain(exc)}")
+
+    def _prepare(self) -> tuple[dict[str, str], list[str]]:
+        try:
+            self.work_dir.mkdir()
+            fresh = True
+        except FileExistsError:  # an earlier attempt's, or one holding the uploaded files
+            fresh = False
+        except FileNotFoundError:
+            self.work_dir.mkdir(parents=True, exist_ok=True)
+            fresh = True
+        variables = task_variables(self.task, self.task_type, self.work_dir, self.server_url)
+        for index, section in enumerate(self.task_type.files):
+            dest = resolve_dest(section.dest, self.work_dir)
+            copy_section(self.bundle_dir / "files" / str(index), dest,
+                         render=section.render, variables=variables)
+        self._variables = variables
+        env = {**self.base_env, **variables}
+        for check in self.task_type.checks:
+            self._run_check(check, env)
+        script = self.work_dir / COMMAND_FILE
+        # The rendered command may hold secret values: readable by the worker's user only,
+        # and never served or sent to the server (PRIVATE_NAMES).
+        fd = os.open(script, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
+        with os.fdopen(fd, "w", encoding="utf-8") as out:
+            os.fchmod(fd, 0o600)  # also when an earlier attempt left it
+            out.write(render_command(self.task_type.command, variables) + "\n")
+        if not fresh:  # an earlier attempt's progress is not this one's
+            (self.work_dir / PROGRESS_FILE).unlink(missing_ok=True)
+        return env, executor_argv(self.task_type.executor, script, env.get("PATH"))
+
+    def _run_check(self, command: str, env: Mapping[str, str]) -> None:
+        proc = subprocess.Popen(
+            ["/bin/sh", "-c", command], cwd=self.work_dir, env=env, stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True,
+        )
+        record = self.ledger.add(proc.pid) if self.ledger else None
+        deadline = time.monotonic() + CHECK_TIMEOUT
+        try:
+            while True:
+                try:
+                    _, stderr = proc.communicate(timeout=POLL_INTERVAL)
+                    break
+                except subprocess.TimeoutExpired:
+                    if proc.poll() is not None:  # a background child still holds stderr open
+                        _signal_group(proc.pid, signal.SIGKILL)
+                        continue
+                    if self._stop.is_set():
+                        raise _Stopped() from None
+                    if time.monotonic() >= deadline:
+                        raise RunProblem(f"check failed: {command} (no answer after "
+                                         f"{format_duration(CHECK_TIMEOUT)})") from None
+        finally:
+            _signal_group(proc.pid, signal.SIGKILL)  # a check must leave nothing running
+            if proc.returncode is None:
+                proc.communicate()
+            if self.ledger:
+                self.ledger.remove(record)
+        if proc.returncode != 0:
+            status = (f"exit {proc.returncode}" if proc.returncode > 0
+                      else _describe_status(proc.returncode))
+            raise RunProblem(f"check failed: {command} ({status})" + _last_line(stderr))
+
+    def _execute(self, env: dict[str, str], argv: list[str]) -> RunResult:
+        try:
+            proc = self._start(env, argv)
+        except OSError as exc:
+            return self._fail_before_start(
+                f"could not start executor {self.task_type.executor!r}: {exc.strerror or exc}")
+        except (ValueError, TypeError) as exc:  # text exec cannot take (say, not UTF-8)
+            return self._fail_before_start(f"could not start the task: {_explain(exc)}")
+        problem: str | None = None
+        record = self.ledger.add(proc.pid) if self.ledger else None
+        try:
+            _call(self.on_started, proc.pid)
+            # Written once the process runs: a task's start does not wait on it. A task
+            # whose record cannot be written does not run on without one.
+            problem = self._write_task_file()
+            ending = self._supervise(proc) if problem is None else TaskState.FAILED
+        finally:
+            end_process_group(proc, self.grace if problem is None else 0.0)
+            if self.ledger:
+                self.ledger.remove(record)
+        if problem is not None:
+            return RunResult(TaskState.FAILED, None, problem)
+        return self._result(proc.returncode, ending)
+
+    def _start(self, env: dict[str, str], argv: list[str]) -> subprocess.Popen:
+        with ExitStack() as files:
+            if self.task_type.combine_output:
+                stdout = files.enter_context(open(self.work_dir / LOG_STREAMS["output"], "wb"))
+                stderr: object = subprocess.STDOUT
+            else:
+                stdout = files.enter_context(open(self.work_dir / LOG_STREAMS["stdout"], "wb"))
+                stderr = files.enter_context(open(self.work_dir / LOG_STREAMS["stderr"], "wb"))
+            # The child gets its own descriptors, so output lands in the files unbuffered by us.
+            return subprocess.Popen(argv, cwd=self.work_dir, env=env, stdin=subprocess.DEVNULL,
+                                    stdout=stdout, stderr=stderr, start_new_session=True)
+
+    def _supervise(self, proc: subprocess.Popen) -> TaskState | None:
+        """Wait for the process; return STOPPED or TIMEDOUT when we must end it, else None."""
+        deadline = time.monotonic() + self._timeout if self._timeout else None
+        progress = ProgressWatcher(self.work_dir / PROGRESS_FILE)
+        exited = ExitWatch(proc)
+        running = False
+        try:
+            while not exited.within(POLL_INTERVAL):
+                if not running:  # still going after the first poll: not a short task
+                    running = True
+                    _call(self.on_running)
+                if self._stop.is_set():
+                    return TaskState.STOPPED
+                if deadline is not None and time.monotonic() >= deadline:
+                    return TaskState.TIMEDOUT
+                self._report_progress(progress)
+            return None
+        finally:
+            exited.close()
+            self._report_progress(progress)
+
+    def _report_progress(self, progress: ProgressWatcher) -> None:
+        change = progress.poll()
+        if change is not None:
+            _call(self.on_progress, *change)
+
+    def _result(self, returncode: int, ending: TaskState | None) -> RunResult:
+        exit_code = returncode if returncode >= 0 else None
+        if ending is TaskState.STOPPED:
+            return RunResult(TaskState.STOPPED, exit_code, "stopped")
+        if ending is TaskState.TIMEDOUT:
+            return RunResult(TaskState.TIMEDOUT, exit_code,
+                             f"timed out after {format_duration(self._timeout or 0.0)}")
+        if returncode == 0:
+            return RunResult(TaskState.SUCCESS, 0, None)
+        return RunResult(TaskState.FAILED, exit_code,
+                         _describe_status(returncode) + self._disk_full_note())
+
+    def _disk_full_note(self) -> str:
+        """Why a failed task may have failed, when its disk is full: its command could not
+        write (what it says about it is in its log)."""
+        name = error_log(self.task_type.combine_output)
+        if not (_nearly_full(self.work_dir) or _mentions_full_disk(self.work_dir / name)):
+            return ""
+        return (f"; the disk holding {self.work_dir} is full: free space there, then run "
+                "the task again")
+
+    def _write_task_file(self) -> str | None:
+        """Write task.json; what went wrong, if it could not be written."""
+        try:
+            variables = self._variables or task_variables(self.task, self.task_type,
+                                                          self.work_dir, self.server_url)
+            write_task_file(self.work_dir, self.task, self.task_type, variables)
+        except (OSError, ValueError, TypeError) as exc:
+            log.warning("could not write task.json", task=self.task.id, path=str(self.work_dir),
+                        problem=_explain(exc))
+            return f"could not write {TASK_FILE}: {_explain(exc)}"
+        return None
+
+    def _fail_before_start(self, message: str) -> RunResult:
+        name = error_log(self.task_type.combine_output)
+        if self.work_dir.is_dir():
+            self._write_task_file()
+        try:
+            (self.work_dir / name).write_text(f"blanket: {message}\n", encoding="utf-8",
+                                              errors="backslashreplace")
+        except OSError:
+            log.warning("could not write the error log", task=self.task.id, path=str(self.work_dir))
+        return RunResult(TaskState.FAILED, None, message)
+
+
+def task_variables(task: Task, task_type: TaskType, work_dir: Path,
+                   server_url: str = "") -> dict[str, str]:
+    """Type defaults, then the submitted environment, then the BLANKET_* variables."""
+    blanket = {
+        "BLANKET_TASK_ID": str(task.id),
+        "BLANKET_TASK_TYPE": task.type,
+        "BLANKET_WORKING_DIR": str(work_dir),
+        "BLANKET_SERVER": server_url,
+        "BLANKET_VERSION": task.version or "",
+        "BLANKET_ATTEMPT": str(task.attempt),
+        # lets the task report its own progress (POST /task/ID/progress) with no API token
+        "BLANKET_TASK_TOKEN": task.token or "",
+    }
+    merged = {**task_type.defaults, **task.environment, **blanket}
+    return {name: str(value) for name, value in merged.items()}
+
+
+def resolve_dest(dest: str, work_dir: Path) -> Path:
+    """Where a files section lands: inside `work_dir`, or in the home directory for `~/...`."""
+    if dest == "~" or dest.startswith("~/"):
+        base, rest, place = Path.home(), dest[2:], "the home directory"
+    else:
+        base, rest, place = work_dir, dest, "the task directory"
+    normal = posixpath.normpath(rest or ".")
+    if posixpath.isabs(normal) or normal == ".." or normal.startswith("../"):
+        raise RunProblem(f"files dest {dest!r} points outside {place}; use a relative path "
+                         "inside the task directory or one starting with '~/'")
+    return base / normal
+
+
+def copy_section(source: Path, dest: Path, *, render: bool, variables: Mapping[str, str]) -> None:
+    """Copy one bundle section to `dest`, rendering text files unless ignored or binary."""
+    if not source.is_dir():
+        return
+    ignore = load_templateignore(source) if render else None
+    for path in _walk(source):
+        relative = path.relative_to(source).as_posix()
+        if relative == TEMPLATEIGNORE:
+            continue
+        target = dest / relative
+        if path.is_dir() and not path.is_symlink():
+            target.mkdir(parents=True, exist_ok=True)
+            continue
+        target.parent.mkdir(parents=True, exist_ok=True)
+        if target.is_symlink():
+            target.unlink()  # never write through a link left by an earlier attempt
+        if render and _renders(path, relative, ignore):
+            text = render_text(path.read_text(encoding="utf-8"), variables, where=relative)
+            target.write_text(text, encoding="utf-8")
+            shutil.copymode(path, target)
+        else:
+            shutil.copy2(path, target, follow_symlinks=False)
+
+
+def _walk(root: Path) -> Iterator[Path]:
+    for directory, dirnames, filenames in os.walk(root):
+        for name in sorted(dirnames + filenames):
+            yield Path(directory, name)
+
+
+def _renders(path: Path, relative: str, ignore: pathspec.PathSpec | None) -> bool:
+    if path.is_symlink() or (ignore is not None and ignore.match_file(relative)):
+        return False
+    return not is_binary(path)
+
+
+def write_task_file(work_dir: Path, task: Task, task_type: TaskType,
+                    variables: Mapping[str, str]) -> None:
+    """Write task.json: the task, its type and the variables it ran with. One line, by the C
+    encoder (`indent` takes the pure-Python one, several times slower, on every task); `jq .`
+    shows it indented."""
+    hidden = {*task.secrets, *task_type.secrets, "BLANKET_TASK_TOKEN"}
+    shown = {name: SECRET_MASK if name in hidden else value for name, value in variables.items()}
+    data = {**task.to_json(), "task_type": task_type.shown_json(), "run_environment": shown}
+    # A value that is not Unicode text (a lone surrogate) is kept as its JSON escape.
+    (work_dir / TASK_FILE).write_text(json.dumps(data, sort_keys=True, ensure_ascii=False) + "\n",
+                                      encoding="utf-8", errors="backslashreplace")
+
+
+def executor_argv(executor: str, script: Path, search_path: str | None = None) -> list[str]:
+    """The argv that runs `script` with the type's executor, found on the task's PATH."""
+    program = {"bash": "bash", "sh": "/bin/sh", "python": sys.executable}.get(executor, executor)
+    return [find_program(program, search_path), str(script)]
+
+
+_found: dict[tuple[str, str | None], str] = {}
+
+
+def find_program(program: str, search_path: str | None) -> str:
+    """`program`'s path on `search_path` (os.defpath when None, as for exec), remembered:
+    the exec would otherwise try each directory of PATH in turn, on every task. A name
+    not found, or a PATH with a relative entry (which the exec reads from the task's own
+    directory), leaves the name bare: the exec searches as usual, and fails with the usual
+    message."""
+    if "/" in program:
+        return program
+    key = (program, search_path)
+    path = _found.get(key)
+    if path is None or not os.access(path, os.X_OK):  # moved or removed since: look again
+        search = os.defpath if search_path is None else search_path
+        if not all(os.path.isabs(entry) for entry in search.split(os.pathsep)):
+            return program
+        path = shutil.which(program, path=search)
+        if path is None:
+            return program
+        if len(_found) >= 64:
+            _found.clear()
+        _found[key] = path
+    return path
+
+
+_PROGRESS = re.compile(r"\s*(-?\d+(?:\.\d+)?)\s*%?\s*(.*)")
+
+
+def parse_progress(text: str) -> tuple[int, str | None] | None:
+    """(percent clamped to 0-100, message or None) from a .progress file, or None if unreadable."""
+    lines = text.splitlines()
+    match = _PROGRESS.fullmatch(lines[0]) if lines else None
+    if match is None:
+        return None
+    value = max(0, min(100, int(float(match[1]))))
+    message = match[2].strip() or (lines[1].strip() if len(lines) > 1 else "")
+    return value, message or None
+
+
+class ProgressWatcher:
+    """Notices changes to a task's `.progress` file by its inode, mtime and size."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        self._stamp: tuple[int, int, int] | None = None
+        self._last: tuple[int, str | None] | None = None
+
+    def poll(self) -> tuple[int, str | None] | None:
+        """The progress if it changed since the last poll, else None."""
+        try:
+            stat = self.path.stat()
+            stamp = (stat.st_ino, stat.st_mtime_ns, stat.st_size)
+            if stamp == self._stamp:
+                return None
+            self._stamp = stamp
+            progress = parse_progress(self.path.read_text(encoding="utf-8", errors="replace"))
+        except OSError:
+            return None
+        if progress is None or progress == self._last:
+            return None
+        self._last = progress
+        return progress
+
+
+def end_process_group(proc: subprocess.Popen, grace: float) -> None:
+    """TERM whatever is left of the process's group, KILL it after `grace`; reap the leader."""
+    pgid = proc.pid
+    proc.poll()
+    if not _signal_group(pgid, signal.SIGTERM):
+        proc.wait()
+        return
+    deadline = time.monotonic() + grace
+    while time.monotonic() < deadline:
+        if proc.poll() is not None and not _group_alive(pgid):
+            return
+        time.sleep(0.02)
+    _signal_group(pgid, signal.SIGKILL)
+    proc.wait()
+
+
+def _signal_group(pgid: int, signum: int) -> bool:
+    """Send `signum` to the group; False when no process is left in it."""
+    try:
+        os.killpg(pgid, signum)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+class ExitWatch:
+    """Notices a process's exit the moment it happens: a pidfd polled with a timeout, where
+    Popen.wait(timeout) would sleep in growing steps and see the exit late."""
+
+    def __init__(self, proc: subprocess.Popen):
+        self.proc = proc
+        self.poll: select.poll | None = None
+        self.pidfd: int | None = None
+        try:
+            self.pidfd = os.pidfd_open(proc.pid)
+        except (AttributeError, OSError):  # not Linux 5.3+: fall back to Popen.wait
+            return
+        self.poll = select.poll()
+        self.poll.register(self.pidfd, select.POLLIN)
+
+    def within(self, seconds: float) -> bool:
+        """True once the process has exited (and was reaped), waiting up to `seconds`."""
+        if self.poll is not None:
+            if not self.poll.poll(seconds * 1000):
+                return False
+            self.proc.wait()
+            return True
+        try:
+            self.proc.wait(timeout=seconds)
+        except subprocess.TimeoutExpired:
+            return False
+        return True
+
+    def close(self) -> None:
+        if self.pidfd is not None:
+            os.close(self.pidfd)
+            self.pidfd = None
+
+
+def _group_alive(pgid: int) -> bool:
+    """True while the group has a member that is not a zombie (zombies only await a reaper)."""
+    if not _signal_group(pgid, 0):
+        return False
+    proc = Path("/proc")
+    if not proc.is_dir():
+        return True
+    return any(_is_live_member(stat, pgid) for stat in proc.glob("[0-9]*/stat"))
+
+
+def _is_live_member(stat: Path, pgid: int) -> bool:
+    try:
+        state, _ppid, pgrp = stat.read_text().rpartition(")")[2].split()[:3]
+    except (OSError, ValueError):
+        return False
+    return int(pgrp) == pgid and state not in ("Z", "X")
+
+
+def _nearly_full(folder: Path) -> bool:
+    try:
+        disk = os.statvfs(folder)
+    except OSError:
+        return False
+    return disk.f_bavail * disk.f_frsize < NEARLY_FULL
+
+
+def _mentions_full_disk(log_file: Path) -> bool:
+    """Whether the end of a log says a write found no space."""
+    try:
+        with open(log_file, "rb") as f:
+            f.seek(max(0, f.seek(0, os.SEEK_END) - 4096))
+            tail = f.read()
+    except OSError:
+        return False
+    return os.strerror(errno.ENOSPC).encode() in tail
+
+
+def _explain(exc: BaseException) -> str:
+    """An exception as one line of text that is always valid UTF-8."""
+    if isinstance(exc, UnicodeEncodeError):
+        bad = exc.object[exc.start:exc.end]
+        text = (f"{bad!r} cannot be encoded as UTF-8 ({exc.reason}); a value the task was "
+                "given is not Unicode text")
+    elif isinstance(exc, OSError) and exc.strerror:
+        text = f"{exc.strerror}: {exc.filename}" if exc.filename else exc.strerror
+    else:
+        text = f"{type(exc).__name__}: {exc}"
+    return text.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
+def _describe_status(returncode: int) -> str:
+    if returncode < 0:
+        return f"killed by signal {signal.Signals(-returncode).name}"
+    return f"exited with status {returncode}"
+
+
+def _last_line(stderr: bytes) -> str:
+    lines = stderr.decode("utf-8", errors="replace").strip().splitlines()
+    return f": {lines[-1].strip()}" if lines else ""
+
+
+def _call(callback: Callable[..., None], *args: object) -> None:
+    # A failing report (say, the server is briefly away) must not orphan the running task.
+    try:
+        callback(*args)
+    except Exception:
+        log.exception("runner callback failed", callback=getattr(callback, "__name__", "?"))
