@@ -18,7 +18,7 @@ import pytest
 from tests.conftest import ServerProcess, wait_until
 
 CHROMIUM = Path("/usr/bin/chromium")
-WEB_DIR = Path(__file__).resolve().parents[2] / "blanket" / "web"
+WEB_DIR = Path(__file__).resolve().parents[2] / "blanket" / "server" / "web"
 HELLO = '''
 description = "Greets <b id='injected'>someone</b>"
 command = "echo hello {{ NAME }}"
