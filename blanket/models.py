@@ -19,6 +19,7 @@ class TaskState(StrEnum):
 
 
 SECRET_MASK = "***"
+MAX_PRIORITY = 10_000  # minutes; bounded so that no priority outranks a waiting submission
 ACTIVE_STATES = frozenset({TaskState.CLAIMED, TaskState.RUNNING})
 FINAL_STATES = frozenset(
     {TaskState.SUCCESS, TaskState.FAILED, TaskState.TIMEDOUT, TaskState.STOPPED}

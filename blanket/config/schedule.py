@@ -18,21 +18,20 @@ from __future__ import annotations
 
 import difflib
 import math
-import re
-import tomllib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from datetime import date, datetime, time, timedelta
 from functools import lru_cache
 from itertools import islice, takewhile
 from pathlib import Path
+from typing import Any
 from zoneinfo import ZoneInfo, available_timezones
 
 from croniter import CroniterBadDateError, CroniterError, croniter
 
-from blanket.config.problems import ConfigInvalid, ConfigProblem, read_config_text
-from blanket.durations import parse_duration
-from blanket.envnames import ENV_NAME
+from blanket.config.checker import Checker, header_line, key_line, parse_toml
+from blanket.config.problems import read_config_text
+from blanket.models import MAX_PRIORITY
 
 MISSED = ("skip", "once", "all")
 OVERLAP = ("skip", "queue", "allow")
@@ -90,50 +89,22 @@ def parse_schedule_file(path: Path, name: str) -> Schedule:
 
 def parse_schedule_text(text: str, name: str, file: str) -> Schedule:
     """Validate schedule TOML `text` (from `file`, for messages); raise ConfigInvalid."""
-    try:
-        data = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as e:
-        raise ConfigInvalid([ConfigProblem(file, f"invalid TOML: {e}", _syntax_line(e, text))]) \
-            from e
-    except ValueError as e:  # tomllib lets int() refuse a number of over 4300 digits
-        raise ConfigInvalid([ConfigProblem(file, f"invalid TOML: {e}")]) from e
-    checker = _Checker(text, file)
-    schedule = checker.build(data, name)
-    if checker.problems:
-        raise ConfigInvalid(checker.problems)
-    assert schedule is not None
-    return schedule
+    checker = _ScheduleChecker(file, text)
+    return checker.finish(checker.build(parse_toml(text, file), name))
 
 
-def _syntax_line(error: tomllib.TOMLDecodeError, text: str) -> int | None:
-    found = re.search(r"\(at line (\d+)", str(error))
-    if found:
-        return int(found.group(1))
-    if "end of document" in str(error):
-        return max(1, len(text.splitlines()))
-    return None
-
-
-class _Checker:
-    """Collects every problem in one file, each with the line of the key it concerns."""
-
-    def __init__(self, text: str, file: str):
-        self.text = text
-        self.file = file
-        self.problems: list[ConfigProblem] = []
-
-    def add(self, key: str, message: str) -> None:
-        self.problems.append(ConfigProblem(self.file, message, self.line_of(key)))
+class _ScheduleChecker(Checker):
+    """Converts a schedule file's TOML data into a Schedule, collecting problems."""
 
     def line_of(self, key: str) -> int | None:
-        pattern = rf'^[ \t]*["\']?{re.escape(key)}["\']?\s*='
-        found = re.search(pattern, self.text, re.MULTILINE)
-        if not found and key == "environment":
-            found = re.search(r"^[ \t]*\[\s*environment\s*\]", self.text, re.MULTILINE)
-        return self.text.count("\n", 0, found.start()) + 1 if found else None
+        return self.top_line(key)
+
+    def env_line(self, name: str) -> int | None:
+        return key_line(self.text, name, header_line(self.text, "environment") or 0) \
+            or self.top_line("environment")
 
     def build(self, data: dict, name: str) -> Schedule | None:
-        self.check_unknown(data)
+        self.unknown_keys(data, KEYS)
         self.check_exactly_one(data, "type", "command", "what to run")
         self.check_exactly_one(data, "cron", "every", "when to run")
         zone = self.zone(data.get("timezone", "UTC"))
@@ -143,43 +114,40 @@ class _Checker:
             "cron": self.cron(data.get("cron")),
             "every": self.every(data.get("every")),
             "timezone": data.get("timezone", "UTC") if zone else "UTC",
-            "missed": self.choice(data, "missed", MISSED),
-            "max_missed": self.integer(data, "max_missed", 100, minimum=1),
-            "overlap": self.choice(data, "overlap", OVERLAP),
+            "missed": self.setting(data, "missed", self.choice, MISSED),
+            "max_missed": self.setting(data, "max_missed", self.integer, 1),
+            "overlap": self.setting(data, "overlap", self.choice, OVERLAP),
             "start": self.moment(data, "start", zone or ZoneInfo("UTC")),
             "end": self.moment(data, "end", zone or ZoneInfo("UTC")),
-            "enabled": self.boolean(data, "enabled", True),
-            "priority": self.integer(data, "priority", 0),
-            "tags": self.tags(data.get("tags", [])),
+            "enabled": self.setting(data, "enabled", self.boolean),
+            "priority": self.setting(data, "priority", self.integer, -MAX_PRIORITY,
+                                     MAX_PRIORITY),
+            "tags": self.setting(data, "tags", self.string_list),
             "executor": self.executor(data),
             "description": self.text_value(data, "description") or "",
             "environment": self.environment(data.get("environment", {})),
         }
         self.check_window(fields["start"], fields["end"])
+        fields = {key: value for key, value in fields.items() if value is not None}
         return None if self.problems else Schedule(name=name, **fields)
 
-    def check_unknown(self, data: dict) -> None:
-        for key in data:
-            if key not in KEYS:
-                close = difflib.get_close_matches(key, KEYS, n=1)
-                hint = f"did you mean '{close[0]}'? " if close else ""
-                self.add(key, f"unknown key '{key}'; {hint}valid keys are: {', '.join(KEYS)}")
+    def setting(self, data: dict, key: str, check: Callable[..., object], *rule: object) -> Any:
+        """`check`ed value of an optional `key`, None when absent (the default applies)."""
+        if key not in data:
+            return None
+        return check(key, data[key], self.line_of(key), *rule)
 
     def check_exactly_one(self, data: dict, a: str, b: str, what: str) -> None:
         if a in data and b in data:
-            self.add(b, f"both '{a}' and '{b}' are set; keep exactly one to say {what}")
+            self.problem(self.line_of(b),
+                         f"both '{a}' and '{b}' are set; keep exactly one to say {what}")
         elif a not in data and b not in data:
-            self.problems.append(ConfigProblem(
-                self.file, f"neither '{a}' nor '{b}' is set; add exactly one to say {what}"))
+            self.problem(None, f"neither '{a}' nor '{b}' is set; add exactly one to say {what}")
 
     def text_value(self, data: dict, key: str) -> str | None:
-        value = data.get(key)
-        if value is None:
+        if key not in data:
             return None
-        if not isinstance(value, str) or not value.strip():
-            self.add(key, f"'{key}' must be a non-empty string, not {value!r}")
-            return None
-        return value
+        return self.string(key, data[key], self.line_of(key), nonempty=True)
 
     def zone(self, value: object) -> ZoneInfo | None:
         if isinstance(value, str):
@@ -189,58 +157,28 @@ class _Checker:
                 pass
         close = difflib.get_close_matches(str(value), sorted(available_timezones()), n=1)
         hint = f"did you mean '{close[0]}'? " if close else ""
-        self.add("timezone", f"unknown time zone {value!r}; {hint}"
-                             "use an IANA name such as 'Europe/Paris' or 'UTC'")
+        self.problem(self.line_of("timezone"), f"timezone: unknown time zone {value!r}; {hint}"
+                                               "use an IANA name such as 'Europe/Paris' or 'UTC'")
         return None
 
     def cron(self, value: object) -> str | None:
         if value is None:
             return None
-        if not isinstance(value, str):
-            self.add("cron", f"'cron' must be a string, not {value!r}; {CRON_EXAMPLE}")
+        line = self.line_of("cron")
+        if self.string("cron", value, line) is None:
             return None
+        assert isinstance(value, str)
         reason = cron_problem(value)
         if reason:
-            self.add("cron", f"invalid cron expression '{value}': {reason}; {CRON_EXAMPLE}")
+            self.problem(line, f"cron: {value!r} is not a cron expression: {reason}; "
+                               f"{CRON_EXAMPLE}")
             return None
         return value
 
     def every(self, value: object) -> float | None:
         if value is None:
             return None
-        try:
-            seconds = parse_duration(value)
-        except ValueError as e:
-            self.add("every", f"'every': {e}")
-            return None
-        if seconds < MIN_EVERY:
-            self.add("every", f"'every' is {value!r}; it must be at least 1s, such as '15m'")
-            return None
-        return seconds
-
-    def choice(self, data: dict, key: str, allowed: tuple[str, ...]) -> str:
-        value = data.get(key, allowed[0])
-        if value not in allowed:
-            self.add(key, f"'{key}' is {value!r}; use one of: {', '.join(allowed)}")
-            return allowed[0]
-        return value
-
-    def integer(self, data: dict, key: str, default: int, minimum: int | None = None) -> int:
-        value = data.get(key, default)
-        if isinstance(value, bool) or not isinstance(value, int):
-            self.add(key, f"'{key}' must be an integer, not {value!r}")
-            return default
-        if minimum is not None and value < minimum:
-            self.add(key, f"'{key}' is {value}; it must be at least {minimum}")
-            return default
-        return value
-
-    def boolean(self, data: dict, key: str, default: bool) -> bool:
-        value = data.get(key, default)
-        if not isinstance(value, bool):
-            self.add(key, f"'{key}' must be true or false, not {value!r}")
-            return default
-        return value
+        return self.duration("every", value, self.line_of("every"), least=MIN_EVERY)
 
     def moment(self, data: dict, key: str, zone: ZoneInfo) -> datetime | None:
         value = data.get(key)
@@ -248,47 +186,39 @@ class _Checker:
             return None
         moment = _as_datetime(value)
         if moment is None:
-            self.add(key, f"'{key}' is {value!r}; write a date or date-time such as "
-                          "2026-01-01 or 2026-01-01T00:00:00Z (without an offset: in 'timezone')")
+            self.problem(self.line_of(key),
+                         f"{key}: {value!r} is not a date; write a date or date-time such as "
+                         "2026-01-01 or 2026-01-01T00:00:00Z (without an offset: in 'timezone')")
             return None
         return moment if moment.tzinfo else moment.replace(tzinfo=zone)
 
     def check_window(self, start: datetime | None, end: datetime | None) -> None:
         if start and end and end <= start:
-            self.add("end", f"'end' ({end.isoformat()}) is not after 'start' "
-                            f"({start.isoformat()}); move 'end' later or remove it")
-
-    def tags(self, value: object) -> tuple[str, ...]:
-        if not isinstance(value, list) or not all(isinstance(t, str) and t for t in value):
-            self.add("tags", f"'tags' must be a list of non-empty strings such as ['unix'], "
-                             f"not {value!r}")
-            return ()
-        return tuple(value)
+            self.problem(self.line_of("end"),
+                         f"end: {end.isoformat()} is not after start ({start.isoformat()}); "
+                         "move 'end' later or remove it")
 
     def executor(self, data: dict) -> str | None:
         value = self.text_value(data, "executor")
         if value is not None and "type" in data:
-            self.add("executor", "'executor' only applies with 'command'; a type names its own "
-                                 "executor, so remove 'executor' or use 'command'")
+            self.problem(self.line_of("executor"),
+                         "executor: only applies with 'command'; a type names its own "
+                         "executor, so remove 'executor' or use 'command'")
             return None
         return value or ("bash" if "command" in data else None)
 
-    def environment(self, value: object) -> dict[str, str]:
+    def environment(self, value: object) -> dict[str, str] | None:
         if not isinstance(value, dict):
-            self.add("environment", "'environment' must be a table such as "
-                                    "[environment] followed by NAME = \"value\" lines")
-            return {}
+            self.wrong_type("environment", "a table: [environment] followed by NAME = \"value\" "
+                                           "lines", value, self.line_of("environment"))
+            return None
         env = {}
         for name, item in value.items():
-            if not ENV_NAME.fullmatch(name):
-                self.add(name, f"environment name {name!r} is not a valid variable name; "
-                               "use letters, digits and underscores, not starting with a digit")
-            elif isinstance(item, bool):
-                env[name] = "true" if item else "false"
-            elif isinstance(item, str | int | float):
-                env[name] = str(item)
-            else:
-                self.add(name, f"environment value {name} = {item!r} must be a string or number")
+            line = self.env_line(name)
+            if self.environment_name("environment", name, line):
+                text = self.environment_value(f"environment.{name}", item, line)
+                if text is not None:
+                    env[name] = text
         return env
 
 

@@ -13,11 +13,12 @@ from typing import Any
 import structlog
 
 from blanket.config.bundles import write_bundle
+from blanket.config.checker import key_line
 from blanket.config.problems import ConfigInvalid, ConfigProblem
 from blanket.config.selection import Selection, select_files_with_inputs
 from blanket.config.tasktype import TaskType
 from blanket.config.tree import audit_tree, merged, needs_audit
-from blanket.config.typefile import key_line, parse_type_file
+from blanket.config.typefile import parse_type_file
 from blanket.config.versions import RACY_WINDOW_NS, HashCache, version_hash
 from blanket.config.watching import DebouncedWatcher
 from blanket.times import iso_utc

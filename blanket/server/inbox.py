@@ -22,7 +22,7 @@ from typing import Any
 
 import structlog
 
-from blanket.config.typefile import toml_syntax_problem
+from blanket.config.checker import toml_syntax_problem
 from blanket.config.watching import DebouncedWatcher, is_editor_noise
 from blanket.errors import DuplicateTask, InvalidInput, StorageFull
 from blanket.server.intake import Intake, TaskRequest, Upload, open_regular, parse_task_request

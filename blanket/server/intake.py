@@ -20,7 +20,7 @@ from blanket.config.tasktype import TaskType
 from blanket.durations import parse_duration
 from blanket.envnames import ENV_NAME, loader_name, matches_any
 from blanket.errors import InvalidInput, StorageFull, is_disk_full
-from blanket.models import Task
+from blanket.models import MAX_PRIORITY, Task
 from blanket.server.pricing import estimate_from_history, task_score
 from blanket.store.base import NewTask, Store
 from blanket.taskdir import RESERVED_NAMES, DataDir
@@ -29,7 +29,6 @@ _TAG = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:-]*")
 REQUEST_KEYS = ("type", "environment", "tags", "not_before", "priority")
 SCHEDULE_PREFIX = "schedule."  # the type name of a command schedule's own command
 ESTIMATE_TTL = 30.0  # seconds a type's history-based estimate is reused
-MAX_PRIORITY = 10_000  # minutes; bounded so that no priority outranks a waiting submission
 LATEST_TIME = 253_402_300_800.0  # 10000-01-01T00:00:00Z: later times cannot be shown as dates
 
 

@@ -11,8 +11,8 @@ from hypothesis import strategies as st
 
 from blanket.config.tasktype import RequiredVariable, TaskType
 from blanket.errors import InvalidInput
+from blanket.models import MAX_PRIORITY
 from blanket.server.intake import (
-    MAX_PRIORITY,
     check_file_name,
     clean_environment,
     parse_task_request,

@@ -69,7 +69,9 @@ def test_a_task_whose_workers_keep_dying_before_it_starts_fails_after_its_retrie
     add(queue, retries=1)
     for _ in range(2):
         task, _ = queue.claim_once("w", frozenset())
-        [ended] = queue.reap_lost_tasks(0.0, now=task.claimed + 0.001)  # queued again at once
+        # Reaped as of its claim time (a negative bound: already silent), so that it is
+        # queued again at a time the next claim, on the real clock, has already reached.
+        [ended] = queue.reap_lost_tasks(-0.001, now=task.claimed)
     assert ended.state is TaskState.FAILED
     assert ended.error == ("its worker died 2 times (last: worker w stopped answering "
                            "before the task started)")

@@ -126,12 +126,12 @@ def test_bad_duration_says_how_to_write_one(tmp_path):
 def test_negative_retries_asks_for_zero_or_more(tmp_path):
     problem = only_problem(write_type(tmp_path, 'command = "true"\nretries = -1\n'))
     assert problem.line == 2
-    assert "retries: expected a whole number of 0 or more" in problem.message
+    assert "retries: -1 is too small; the least is 0" in problem.message
 
 
 def test_zero_max_concurrent_asks_for_one_or_more(tmp_path):
     problem = only_problem(write_type(tmp_path, 'command = "true"\nmax_concurrent = 0\n'))
-    assert "max_concurrent: expected a whole number of 1 or more" in problem.message
+    assert "max_concurrent: 0 is too small; the least is 1" in problem.message
 
 
 def test_weight_given_as_text_names_the_expected_type(tmp_path):
@@ -142,7 +142,8 @@ def test_weight_given_as_text_names_the_expected_type(tmp_path):
 def test_tags_must_be_a_list_of_strings(tmp_path):
     problem = only_problem(write_type(tmp_path, 'command = "true"\ntags = "ocr"\n'))
     assert problem.line == 2
-    assert 'tags: expected a list of strings, like ["a", "b"], got a string' in problem.message
+    assert problem.message.startswith(
+        'tags: expected a list of non-empty strings, like ["a", "b"], got a string')
 
 
 def test_combine_output_must_be_a_boolean(tmp_path):
@@ -185,7 +186,7 @@ def test_required_variable_type_must_be_known(tmp_path):
                                 'N = { description = "count", type = "int" }\n')
     problem = only_problem(path)
     assert problem.line == 3
-    assert "'int' is not a variable type; use one of string, integer, number, boolean" in (
+    assert "type: 'int' is not allowed; use one of: string, integer, number, boolean" in (
         problem.message)
 
 

@@ -13,6 +13,8 @@ import fastjsonschema
 import msgspec
 
 from blanket import protocol
+from blanket.envnames import ENV_NAME
+from blanket.models import MAX_PRIORITY
 
 SHORT_TEXT = {"type": "string", "minLength": 1, "maxLength": 200}
 TAG = {"type": "string", "pattern": r"^[A-Za-z0-9][A-Za-z0-9_.:-]*$", "maxLength": 100}
@@ -69,12 +71,12 @@ def _inlined(schema: dict[str, Any]) -> dict[str, Any]:
 SUBMISSION = Body({
     "type": {**SHORT_TEXT, "description": "the task type to run"},
     "environment": {"type": "object", "maxProperties": 1000,
-                    "propertyNames": {"pattern": r"^[A-Za-z_][A-Za-z0-9_]*$", "maxLength": 200},
+                    "propertyNames": {"pattern": f"^{ENV_NAME.pattern}$", "maxLength": 200},
                     "additionalProperties": ENV_VALUE},
     "tags": {"oneOf": [{"type": "array", "maxItems": 100, "items": TAG},
                        {"type": "string", "maxLength": 10_000}]},
     "not_before": {**TIME, "description": "Unix seconds, ISO 8601 with an offset, or +2h"},
-    "priority": {"type": "integer", "minimum": -10_000, "maximum": 10_000},
+    "priority": {"type": "integer", "minimum": -MAX_PRIORITY, "maximum": MAX_PRIORITY},
 }, ("type",))
 
 PROGRESS = MessageBody(protocol.Progress)
