@@ -283,17 +283,26 @@ class Intake:
             raise InvalidInput("two uploaded files have the same name; rename one")
         new = self._priced(request, now, tuple(names))
         staged = self._stage(request.uploads)
-        try:
-            task = self.store.add_task(new)
-        except BaseException:
-            if staged:
-                shutil.rmtree(staged, ignore_errors=True)
-            raise
-        if staged:
-            target = self.task_dir(task.type, task.id)
+        if staged is None:
+            return self.store.add_task(new)
+        placed: list[Path] = []
+
+        def place(task_id: int) -> None:
+            """The staged files become the task's folder inside the store's transaction:
+            a worker that claims the task the moment it commits finds them there."""
+            target = self.task_dir(new.type, task_id)
             target.parent.mkdir(parents=True, exist_ok=True)
+            if target.exists():  # debris of a transaction that never committed: ids that
+                shutil.rmtree(target)  # were committed once are never handed out again
             staged.rename(target)
-        return task
+            placed.append(target)
+
+        try:
+            return self.store.add_task(new, place)
+        except BaseException:
+            for folder in (staged, *placed):
+                shutil.rmtree(folder, ignore_errors=True)
+            raise
 
     def submit_many(self, requests: list[TaskRequest],
                     now: float | None = None) -> list[Task | InvalidInput]:

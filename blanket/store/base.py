@@ -114,8 +114,11 @@ class Store(ABC):
 
     # tasks
     @abstractmethod
-    def add_task(self, new: NewTask) -> Task:
-        """Queue a task durably and return it with its id; DuplicateTask if its key was used."""
+    def add_task(self, new: NewTask, place: Callable[[int], None] | None = None) -> Task:
+        """Queue a task durably and return it with its id; DuplicateTask if its key was used.
+        `place(id)` runs inside the transaction once the id is known, before the commit, so
+        that a task's files are in place before any worker can claim it; when it raises,
+        nothing is stored."""
 
     @abstractmethod
     def add_tasks(self, news: list[NewTask]) -> list[Task]:

@@ -210,20 +210,22 @@ class PostgresStore(SqlVerbs):
 
 
     # tasks
-    def add_task(self, new: NewTask) -> Task:
+    def add_task(self, new: NewTask, place: Callable[[int], None] | None = None) -> Task:
         try:
-            row = self._insert_task(new)
+            row = self._insert_task(new, place)
         except _KeyTaken:
             first = self.task_for_key(new.dedupe_key or "")
             if first is None:  # the first task was deleted meanwhile, freeing its key
-                return self.add_task(new)
+                return self.add_task(new, place)
             raise DuplicateTask(first) from None
         self._callback(QUEUE)
         return task_from_row(row)
 
-    def _insert_task(self, new: NewTask) -> Row:
+    def _insert_task(self, new: NewTask, place: Callable[[int], None] | None) -> Row:
         with self._tx() as cur:
             row = _insert_row(cur, new)
+            if place is not None:
+                place(row["id"])
             cur.execute(Q["notify"], {"topics": QUEUE})
         return row
 

@@ -9,7 +9,7 @@ import os
 import sqlite3
 import threading
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -160,10 +160,12 @@ class SQLiteStore(SqlVerbs):
 
 
     # tasks
-    def add_task(self, new: NewTask) -> Task:
+    def add_task(self, new: NewTask, place: Callable[[int], None] | None = None) -> Task:
         self._room_for_new_tasks()
         with self._tx(notify=(QUEUE,)) as db:
             row, added = _insert_task(db, new)
+            if added and place is not None:
+                place(row["id"])
         if not added:
             raise DuplicateTask(row["id"])
         return task_from_row(row)

@@ -86,7 +86,8 @@ def test_a_full_data_dir_refuses_cleanly_loses_nothing_and_recovers(small_disk, 
     (server.data_dir / "tasks" / "fill" / str(filler) / "big.bin").unlink()
     status, answer = submit(server, upload=True)
     assert status == 201, answer
-    assert server.wait_for_task(answer["id"], timeout=60)["state"] == "SUCCESS"
+    again = server.wait_for_task(answer["id"], timeout=60)
+    assert again["state"] == "SUCCESS", (again["error"], again.get("attempts"))
     acknowledged.append(answer["id"])
     assert set(acknowledged) <= listed_ids(server)
     assert worker.proc.poll() is None

@@ -854,6 +854,39 @@ def test_servers_starting_together_migrate_once(open_postgres: Opener) -> None:
 
 # several at once
 
+def test_a_task_is_placed_before_anyone_can_see_or_claim_it(open_another) -> None:
+    store, other = open_another(), open_another()
+    calls = counting(store)
+    seen: list[tuple[int, Task | None, list]] = []
+
+    def place(task_id: int) -> None:
+        seen.append((task_id, other.get_task(task_id), list(calls)))
+
+    task = store.add_task(new_task(), place)
+    assert seen == [(task.id, None, [])]  # not yet committed, nobody woken
+    assert other.get_task(task.id) is not None and calls == [(QUEUE,)]
+
+
+def test_a_placement_that_fails_stores_nothing(store: Store) -> None:
+    def place(task_id: int) -> None:
+        raise PermissionError(13, "Permission denied")
+
+    calls = counting(store)
+    with pytest.raises(PermissionError):
+        store.add_task(new_task(dedupe_key="k"), place)
+    assert store.count_tasks(TaskFilter()) == 0 and store.task_for_key("k") is None
+    assert not calls
+    assert store.add_task(new_task(dedupe_key="k")).id  # the key is free again
+
+
+def test_a_duplicate_is_not_placed(store: Store) -> None:
+    store.add_task(new_task(dedupe_key="k"))
+    placed: list[int] = []
+    with pytest.raises(DuplicateTask):
+        store.add_task(new_task(dedupe_key="k"), placed.append)
+    assert placed == []
+
+
 def test_add_tasks_stores_them_in_order_in_one_call(store: Store) -> None:
     calls = counting(store)
     tasks = store.add_tasks([new_task(score=3.0), new_task(score=1.0), new_task(score=2.0)])

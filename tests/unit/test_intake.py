@@ -3,16 +3,21 @@ a worker may claim (against a real SQLite store)."""
 
 from __future__ import annotations
 
+import io
 import string
+import time
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from blanket.config.tasktype import RequiredVariable, TaskType
-from blanket.errors import InvalidInput
+from blanket.errors import DuplicateTask, InvalidInput
 from blanket.models import MAX_PRIORITY
 from blanket.server.intake import (
+    Intake,
+    TaskRequest,
+    Upload,
     check_file_name,
     clean_environment,
     parse_task_request,
@@ -178,3 +183,44 @@ def test_a_claimed_task_is_not_claimed_again():
     task_id = add(store, "free")
     assert store.claim_task(Claim("w1", frozenset(), {}, NOW)).id == task_id
     assert store.claim_task(Claim("w2", frozenset(), {}, NOW)) is None
+
+
+class OneType:
+    """The intake's view of a catalog holding one type, demo."""
+
+    def current_type(self, name: str) -> TaskType | None:
+        return TaskType(name="demo", command="true") if name == "demo" else None
+
+    def type_names(self) -> list[str]:
+        return ["demo"]
+
+
+def test_a_task_s_uploads_are_in_its_folder_before_a_worker_can_claim_it(tmp_path):
+    store = SQLiteStore(tmp_path / "b.db")
+    intake = Intake(store, OneType(), tmp_path)
+    found: list[bool] = []
+
+    def woken(*topics: str) -> None:  # what a waiting worker does the moment it is woken
+        claimed = store.claim_task(Claim("w", frozenset(), {}, time.time() + 1))
+        found.append((intake.task_dir("demo", claimed.id) / "in.txt").read_bytes() == b"hi")
+
+    store.on_change = woken
+    intake.submit(TaskRequest(type="demo", environment={},
+                              uploads=(Upload("in.txt", io.BytesIO(b"hi")),)))
+    assert found == [True]
+    store.close()
+
+
+def test_uploads_whose_task_is_refused_leave_nothing_behind(tmp_path):
+    store = SQLiteStore(tmp_path / "b.db")
+    intake = Intake(store, OneType(), tmp_path)
+    request = TaskRequest(type="demo", environment={}, dedupe_key="k",
+                          uploads=(Upload("in.txt", io.BytesIO(b"hi")),))
+    first = intake.submit(request)
+    again = TaskRequest(type="demo", environment={}, dedupe_key="k",
+                        uploads=(Upload("in.txt", io.BytesIO(b"other")),))
+    with pytest.raises(DuplicateTask):
+        intake.submit(again)
+    assert not any(intake.staging_dir.iterdir())
+    assert (intake.task_dir("demo", first.id) / "in.txt").read_bytes() == b"hi"
+    store.close()
