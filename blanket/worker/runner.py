@@ -7,39 +7,43 @@ task, its type and the extracted version bundle, and reports what it returns.
 from __future__ import annotations
 
 import errno
-import json
 import os
-import posixpath
-import re
-import select
-import shutil
 import signal
 import subprocess
-import sys
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Mapping
 from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
 
-import pathspec
 import structlog
 
 from blanket.config.tasktype import TaskType
 from blanket.config.templating import (
-    TEMPLATEIGNORE,
     TemplateProblem,
-    is_binary,
-    load_templateignore,
     render_command,
-    render_text,
 )
 from blanket.durations import format_duration
 from blanket.errors import is_disk_full
-from blanket.models import SECRET_MASK, Task, TaskState
+from blanket.models import Task, TaskState
 from blanket.taskdir import COMMAND_FILE, LOG_STREAMS, PROGRESS_FILE, TASK_FILE, error_log
 from blanket.worker.leftovers import Ledger
+from blanket.worker.processes import (
+    ExitWatch,
+    describe_status,
+    end_process_group,
+    executor_argv,
+    signal_group,
+)
+from blanket.worker.progress import ProgressWatcher
+from blanket.worker.workdir import (
+    RunProblem,
+    copy_section,
+    resolve_dest,
+    task_variables,
+    write_task_file,
+)
 
 CHECK_TIMEOUT = 30.0
 POLL_INTERVAL = 0.1
@@ -55,10 +59,6 @@ class RunResult:
     state: TaskState
     exit_code: int | None
     error: str | None
-
-
-class RunProblem(Exception):
-    """Something in the task or its type that keeps it from running; the message says what."""
 
 
 class _Stopped(Exception):
@@ -184,7 +184,7 @@ class TaskRun:
                     break
                 except subprocess.TimeoutExpired:
                     if proc.poll() is not None:  # a background child still holds stderr open
-                        _signal_group(proc.pid, signal.SIGKILL)
+                        signal_group(proc.pid, signal.SIGKILL)
                         continue
                     if self._stop.is_set():
                         raise _Stopped() from None
@@ -192,14 +192,14 @@ class TaskRun:
                         raise RunProblem(f"check failed: {command} (no answer after "
                                          f"{format_duration(CHECK_TIMEOUT)})") from None
         finally:
-            _signal_group(proc.pid, signal.SIGKILL)  # a check must leave nothing running
+            signal_group(proc.pid, signal.SIGKILL)  # a check must leave nothing running
             if proc.returncode is None:
                 proc.communicate()
             if self.ledger:
                 self.ledger.remove(record)
         if proc.returncode != 0:
             status = (f"exit {proc.returncode}" if proc.returncode > 0
-                      else _describe_status(proc.returncode))
+                      else describe_status(proc.returncode))
             raise RunProblem(f"check failed: {command} ({status})" + _last_line(stderr))
 
     def _execute(self, env: dict[str, str], argv: list[str]) -> RunResult:
@@ -274,7 +274,7 @@ class TaskRun:
         if returncode == 0:
             return RunResult(TaskState.SUCCESS, 0, None)
         return RunResult(TaskState.FAILED, exit_code,
-                         _describe_status(returncode) + self._disk_full_note())
+                         describe_status(returncode) + self._disk_full_note())
 
     def _disk_full_note(self) -> str:
         """Why a failed task may have failed, when its disk is full: its command could not
@@ -309,233 +309,6 @@ class TaskRun:
         return RunResult(TaskState.FAILED, None, message)
 
 
-def task_variables(task: Task, task_type: TaskType, work_dir: Path,
-                   server_url: str = "") -> dict[str, str]:
-    """Type defaults, then the submitted environment, then the BLANKET_* variables."""
-    blanket = {
-        "BLANKET_TASK_ID": str(task.id),
-        "BLANKET_TASK_TYPE": task.type,
-        "BLANKET_WORKING_DIR": str(work_dir),
-        "BLANKET_SERVER": server_url,
-        "BLANKET_VERSION": task.version or "",
-        "BLANKET_ATTEMPT": str(task.attempt),
-        # lets the task report its own progress (POST /task/ID/progress) with no API token
-        "BLANKET_TASK_TOKEN": task.token or "",
-    }
-    merged = {**task_type.defaults, **task.environment, **blanket}
-    return {name: str(value) for name, value in merged.items()}
-
-
-def resolve_dest(dest: str, work_dir: Path) -> Path:
-    """Where a files section lands: inside `work_dir`, or in the home directory for `~/...`."""
-    if dest == "~" or dest.startswith("~/"):
-        base, rest, place = Path.home(), dest[2:], "the home directory"
-    else:
-        base, rest, place = work_dir, dest, "the task directory"
-    normal = posixpath.normpath(rest or ".")
-    if posixpath.isabs(normal) or normal == ".." or normal.startswith("../"):
-        raise RunProblem(f"files dest {dest!r} points outside {place}; use a relative path "
-                         "inside the task directory or one starting with '~/'")
-    return base / normal
-
-
-def copy_section(source: Path, dest: Path, *, render: bool, variables: Mapping[str, str]) -> None:
-    """Copy one bundle section to `dest`, rendering text files unless ignored or binary."""
-    if not source.is_dir():
-        return
-    ignore = load_templateignore(source) if render else None
-    for path in _walk(source):
-        relative = path.relative_to(source).as_posix()
-        if relative == TEMPLATEIGNORE:
-            continue
-        target = dest / relative
-        if path.is_dir() and not path.is_symlink():
-            target.mkdir(parents=True, exist_ok=True)
-            continue
-        target.parent.mkdir(parents=True, exist_ok=True)
-        if target.is_symlink():
-            target.unlink()  # never write through a link left by an earlier attempt
-        if render and _renders(path, relative, ignore):
-            text = render_text(path.read_text(encoding="utf-8"), variables, where=relative)
-            target.write_text(text, encoding="utf-8")
-            shutil.copymode(path, target)
-        else:
-            shutil.copy2(path, target, follow_symlinks=False)
-
-
-def _walk(root: Path) -> Iterator[Path]:
-    for directory, dirnames, filenames in os.walk(root):
-        for name in sorted(dirnames + filenames):
-            yield Path(directory, name)
-
-
-def _renders(path: Path, relative: str, ignore: pathspec.PathSpec | None) -> bool:
-    if path.is_symlink() or (ignore is not None and ignore.match_file(relative)):
-        return False
-    return not is_binary(path)
-
-
-def write_task_file(work_dir: Path, task: Task, task_type: TaskType,
-                    variables: Mapping[str, str]) -> None:
-    """Write task.json: the task, its type and the variables it ran with. One line, by the C
-    encoder (`indent` takes the pure-Python one, several times slower, on every task); `jq .`
-    shows it indented."""
-    hidden = {*task.secrets, *task_type.secrets, "BLANKET_TASK_TOKEN"}
-    shown = {name: SECRET_MASK if name in hidden else value for name, value in variables.items()}
-    data = {**task.to_json(), "task_type": task_type.shown_json(), "run_environment": shown}
-    # A value that is not Unicode text (a lone surrogate) is kept as its JSON escape.
-    (work_dir / TASK_FILE).write_text(json.dumps(data, sort_keys=True, ensure_ascii=False) + "\n",
-                                      encoding="utf-8", errors="backslashreplace")
-
-
-def executor_argv(executor: str, script: Path, search_path: str | None = None) -> list[str]:
-    """The argv that runs `script` with the type's executor, found on the task's PATH."""
-    program = {"bash": "bash", "sh": "/bin/sh", "python": sys.executable}.get(executor, executor)
-    return [find_program(program, search_path), str(script)]
-
-
-_found: dict[tuple[str, str | None], str] = {}
-
-
-def find_program(program: str, search_path: str | None) -> str:
-    """`program`'s path on `search_path` (os.defpath when None, as for exec), remembered:
-    the exec would otherwise try each directory of PATH in turn, on every task. A name
-    not found, or a PATH with a relative entry (which the exec reads from the task's own
-    directory), leaves the name bare: the exec searches as usual, and fails with the usual
-    message."""
-    if "/" in program:
-        return program
-    key = (program, search_path)
-    path = _found.get(key)
-    if path is None or not os.access(path, os.X_OK):  # moved or removed since: look again
-        search = os.defpath if search_path is None else search_path
-        if not all(os.path.isabs(entry) for entry in search.split(os.pathsep)):
-            return program
-        path = shutil.which(program, path=search)
-        if path is None:
-            return program
-        if len(_found) >= 64:
-            _found.clear()
-        _found[key] = path
-    return path
-
-
-_PROGRESS = re.compile(r"\s*(-?\d+(?:\.\d+)?)\s*%?\s*(.*)")
-
-
-def parse_progress(text: str) -> tuple[int, str | None] | None:
-    """(percent clamped to 0-100, message or None) from a .progress file, or None if unreadable."""
-    lines = text.splitlines()
-    match = _PROGRESS.fullmatch(lines[0]) if lines else None
-    if match is None:
-        return None
-    value = max(0, min(100, int(float(match[1]))))
-    message = match[2].strip() or (lines[1].strip() if len(lines) > 1 else "")
-    return value, message or None
-
-
-class ProgressWatcher:
-    """Notices changes to a task's `.progress` file by its inode, mtime and size."""
-
-    def __init__(self, path: Path):
-        self.path = path
-        self._stamp: tuple[int, int, int] | None = None
-        self._last: tuple[int, str | None] | None = None
-
-    def poll(self) -> tuple[int, str | None] | None:
-        """The progress if it changed since the last poll, else None."""
-        try:
-            stat = self.path.stat()
-            stamp = (stat.st_ino, stat.st_mtime_ns, stat.st_size)
-            if stamp == self._stamp:
-                return None
-            self._stamp = stamp
-            progress = parse_progress(self.path.read_text(encoding="utf-8", errors="replace"))
-        except OSError:
-            return None
-        if progress is None or progress == self._last:
-            return None
-        self._last = progress
-        return progress
-
-
-def end_process_group(proc: subprocess.Popen, grace: float) -> None:
-    """TERM whatever is left of the process's group, KILL it after `grace`; reap the leader."""
-    pgid = proc.pid
-    proc.poll()
-    if not _signal_group(pgid, signal.SIGTERM):
-        proc.wait()
-        return
-    deadline = time.monotonic() + grace
-    while time.monotonic() < deadline:
-        if proc.poll() is not None and not _group_alive(pgid):
-            return
-        time.sleep(0.02)
-    _signal_group(pgid, signal.SIGKILL)
-    proc.wait()
-
-
-def _signal_group(pgid: int, signum: int) -> bool:
-    """Send `signum` to the group; False when no process is left in it."""
-    try:
-        os.killpg(pgid, signum)
-    except ProcessLookupError:
-        return False
-    return True
-
-
-class ExitWatch:
-    """Notices a process's exit the moment it happens: a pidfd polled with a timeout, where
-    Popen.wait(timeout) would sleep in growing steps and see the exit late."""
-
-    def __init__(self, proc: subprocess.Popen):
-        self.proc = proc
-        self.poll: select.poll | None = None
-        self.pidfd: int | None = None
-        try:
-            self.pidfd = os.pidfd_open(proc.pid)
-        except (AttributeError, OSError):  # not Linux 5.3+: fall back to Popen.wait
-            return
-        self.poll = select.poll()
-        self.poll.register(self.pidfd, select.POLLIN)
-
-    def within(self, seconds: float) -> bool:
-        """True once the process has exited (and was reaped), waiting up to `seconds`."""
-        if self.poll is not None:
-            if not self.poll.poll(seconds * 1000):
-                return False
-            self.proc.wait()
-            return True
-        try:
-            self.proc.wait(timeout=seconds)
-        except subprocess.TimeoutExpired:
-            return False
-        return True
-
-    def close(self) -> None:
-        if self.pidfd is not None:
-            os.close(self.pidfd)
-            self.pidfd = None
-
-
-def _group_alive(pgid: int) -> bool:
-    """True while the group has a member that is not a zombie (zombies only await a reaper)."""
-    if not _signal_group(pgid, 0):
-        return False
-    proc = Path("/proc")
-    if not proc.is_dir():
-        return True
-    return any(_is_live_member(stat, pgid) for stat in proc.glob("[0-9]*/stat"))
-
-
-def _is_live_member(stat: Path, pgid: int) -> bool:
-    try:
-        state, _ppid, pgrp = stat.read_text().rpartition(")")[2].split()[:3]
-    except (OSError, ValueError):
-        return False
-    return int(pgrp) == pgid and state not in ("Z", "X")
-
-
 def _nearly_full(folder: Path) -> bool:
     try:
         disk = os.statvfs(folder)
@@ -566,12 +339,6 @@ def _explain(exc: BaseException) -> str:
     else:
         text = f"{type(exc).__name__}: {exc}"
     return text.encode("utf-8", "backslashreplace").decode("utf-8")
-
-
-def _describe_status(returncode: int) -> str:
-    if returncode < 0:
-        return f"killed by signal {signal.Signals(-returncode).name}"
-    return f"exited with status {returncode}"
 
 
 def _last_line(stderr: bytes) -> str:

@@ -15,7 +15,9 @@ import pytest
 
 from blanket.config.tasktype import FileSection, TaskType
 from blanket.models import Task, TaskState
-from blanket.worker.runner import ProgressWatcher, RunResult, TaskRun, find_program, parse_progress
+from blanket.worker.processes import find_program
+from blanket.worker.progress import ProgressWatcher, parse_progress
+from blanket.worker.runner import RunResult, TaskRun
 
 pytestmark = pytest.mark.timeout(20)
 
