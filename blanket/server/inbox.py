@@ -12,7 +12,6 @@ import json
 import os
 import threading
 import time
-import tomllib
 from collections.abc import Callable, Iterable
 from contextlib import ExitStack
 from dataclasses import dataclass, replace
@@ -22,7 +21,8 @@ from typing import Any
 
 import structlog
 
-from blanket.config.checker import toml_syntax_problem
+from blanket.config.checker import parse_toml
+from blanket.config.problems import ConfigInvalid
 from blanket.config.watching import DebouncedWatcher, is_editor_noise
 from blanket.errors import DuplicateTask, InvalidInput, StorageFull
 from blanket.server.intake import Intake, TaskRequest, Upload, open_regular, parse_task_request
@@ -58,9 +58,9 @@ def parse_task_text(name: str, raw: bytes, now: float) -> TaskRequest:
             raise InvalidInput(f"{name} is not valid JSON: {e}") from None
     else:
         try:
-            data = tomllib.loads(text)
-        except tomllib.TOMLDecodeError as e:
-            raise InvalidInput(str(toml_syntax_problem(name, e, text))) from None
+            data = parse_toml(text, name)
+        except ConfigInvalid as e:
+            raise InvalidInput(str(e)) from None
     return parse_task_request(_toml_times_as_text(data), now)
 
 

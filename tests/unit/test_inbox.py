@@ -89,6 +89,11 @@ def test_bad_toml_names_the_file_and_line() -> None:
         parse_task_text("r.toml", b'type = "report"\nenvironment = {\n', NOW)
 
 
+def test_a_number_too_long_for_python_is_refused_as_bad_toml() -> None:
+    with pytest.raises(InvalidInput, match=r"^r\.toml: not valid TOML: Exceeds the limit"):
+        parse_task_text("r.toml", b'type = "report"\nn = ' + b"9" * 5000, NOW)
+
+
 def test_bad_json_says_so() -> None:
     with pytest.raises(InvalidInput, match=r"^r\.json is not valid JSON: .*line 1"):
         parse_task_text("r.json", b'{"type": ', NOW)
