@@ -28,12 +28,12 @@ def parse_toml(text: str, file: str) -> dict[str, Any]:
     try:
         return tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
-        raise ConfigInvalid([toml_syntax_problem(file, exc, text)]) from exc
+        raise ConfigInvalid([_syntax_problem(file, exc, text)]) from exc
     except ValueError as exc:  # tomllib lets int() refuse a number of over 4300 digits
         raise ConfigInvalid([ConfigProblem(file, f"not valid TOML: {exc}")]) from exc
 
 
-def toml_syntax_problem(file: str, exc: tomllib.TOMLDecodeError, text: str) -> ConfigProblem:
+def _syntax_problem(file: str, exc: tomllib.TOMLDecodeError, text: str) -> ConfigProblem:
     """A ConfigProblem for a TOML syntax error, with tomllib's line moved into `line`."""
     message = str(exc)
     found = _TOML_POSITION.search(message)
@@ -71,7 +71,7 @@ def type_name(value: object) -> str:
     return _TYPE_NAMES.get(type(value), type(value).__name__)
 
 
-def unknown_key_message(key: str, valid: Iterable[str], where: str = "") -> str:
+def _unknown_key_message(key: str, valid: Iterable[str], where: str = "") -> str:
     valid = tuple(valid)
     close = difflib.get_close_matches(key, valid, n=1)
     hint = f"did you mean {close[0]!r}? " if close else ""
@@ -98,14 +98,13 @@ class Checker:
         return key_line(top, key) or header_line(self.text, key)
 
     def unknown_keys(self, data: dict, valid: tuple[str, ...], where: str = "",
-                     line: Callable[[str], Line] | None = None) -> bool:
+                     line: Callable[[str], Line] | None = None) -> None:
         """Report each key of `data` not in `valid` (`where` says which table, such as
-        " in [environment]"); True when there was none."""
+        " in [environment]"), at the line `line(key)` finds (a top-level key's by default)."""
         locate = line or self.top_line
-        unknown = [key for key in data if key not in valid]
-        for key in unknown:
-            self.problem(locate(key), unknown_key_message(key, valid, where))
-        return not unknown
+        for key in data:
+            if key not in valid:
+                self.problem(locate(key), _unknown_key_message(key, valid, where))
 
     def wrong_type(self, key: str, expected: str, value: object, line: Line) -> None:
         self.problem(line, f"{key}: expected {expected}, got {type_name(value)} ({value!r})")

@@ -96,9 +96,6 @@ def parse_schedule_text(text: str, name: str, file: str) -> Schedule:
 class _ScheduleChecker(Checker):
     """Converts a schedule file's TOML data into a Schedule, collecting problems."""
 
-    def line_of(self, key: str) -> int | None:
-        return self.top_line(key)
-
     def env_line(self, name: str) -> int | None:
         return key_line(self.text, name, header_line(self.text, "environment") or 0) \
             or self.top_line("environment")
@@ -135,11 +132,11 @@ class _ScheduleChecker(Checker):
         """`check`ed value of an optional `key`, None when absent (the default applies)."""
         if key not in data:
             return None
-        return check(key, data[key], self.line_of(key), *rule)
+        return check(key, data[key], self.top_line(key), *rule)
 
     def check_exactly_one(self, data: dict, a: str, b: str, what: str) -> None:
         if a in data and b in data:
-            self.problem(self.line_of(b),
+            self.problem(self.top_line(b),
                          f"both '{a}' and '{b}' are set; keep exactly one to say {what}")
         elif a not in data and b not in data:
             self.problem(None, f"neither '{a}' nor '{b}' is set; add exactly one to say {what}")
@@ -147,7 +144,7 @@ class _ScheduleChecker(Checker):
     def text_value(self, data: dict, key: str) -> str | None:
         if key not in data:
             return None
-        return self.string(key, data[key], self.line_of(key), nonempty=True)
+        return self.string(key, data[key], self.top_line(key), nonempty=True)
 
     def zone(self, value: object) -> ZoneInfo | None:
         if isinstance(value, str):
@@ -157,14 +154,14 @@ class _ScheduleChecker(Checker):
                 pass
         close = difflib.get_close_matches(str(value), sorted(available_timezones()), n=1)
         hint = f"did you mean '{close[0]}'? " if close else ""
-        self.problem(self.line_of("timezone"), f"timezone: unknown time zone {value!r}; {hint}"
+        self.problem(self.top_line("timezone"), f"timezone: unknown time zone {value!r}; {hint}"
                                                "use an IANA name such as 'Europe/Paris' or 'UTC'")
         return None
 
     def cron(self, value: object) -> str | None:
         if value is None:
             return None
-        line = self.line_of("cron")
+        line = self.top_line("cron")
         if self.string("cron", value, line) is None:
             return None
         assert isinstance(value, str)
@@ -178,7 +175,7 @@ class _ScheduleChecker(Checker):
     def every(self, value: object) -> float | None:
         if value is None:
             return None
-        return self.duration("every", value, self.line_of("every"), least=MIN_EVERY)
+        return self.duration("every", value, self.top_line("every"), least=MIN_EVERY)
 
     def moment(self, data: dict, key: str, zone: ZoneInfo) -> datetime | None:
         value = data.get(key)
@@ -186,7 +183,7 @@ class _ScheduleChecker(Checker):
             return None
         moment = _as_datetime(value)
         if moment is None:
-            self.problem(self.line_of(key),
+            self.problem(self.top_line(key),
                          f"{key}: {value!r} is not a date; write a date or date-time such as "
                          "2026-01-01 or 2026-01-01T00:00:00Z (without an offset: in 'timezone')")
             return None
@@ -194,14 +191,14 @@ class _ScheduleChecker(Checker):
 
     def check_window(self, start: datetime | None, end: datetime | None) -> None:
         if start and end and end <= start:
-            self.problem(self.line_of("end"),
+            self.problem(self.top_line("end"),
                          f"end: {end.isoformat()} is not after start ({start.isoformat()}); "
                          "move 'end' later or remove it")
 
     def executor(self, data: dict) -> str | None:
         value = self.text_value(data, "executor")
         if value is not None and "type" in data:
-            self.problem(self.line_of("executor"),
+            self.problem(self.top_line("executor"),
                          "executor: only applies with 'command'; a type names its own "
                          "executor, so remove 'executor' or use 'command'")
             return None
@@ -210,7 +207,7 @@ class _ScheduleChecker(Checker):
     def environment(self, value: object) -> dict[str, str] | None:
         if not isinstance(value, dict):
             self.wrong_type("environment", "a table: [environment] followed by NAME = \"value\" "
-                                           "lines", value, self.line_of("environment"))
+                                           "lines", value, self.top_line("environment"))
             return None
         env = {}
         for name, item in value.items():
