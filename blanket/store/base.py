@@ -9,6 +9,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 
+from blanket.errors import BlanketError
 from blanket.models import ScheduleState, Task, TaskFilter, TaskState, Token, Worker
 
 
@@ -87,6 +88,16 @@ class Claim:
     # `running`, the task it runs meanwhile.
     reserve: bool = False
     running: int | None = None
+
+
+@dataclass(frozen=True)
+class End:
+    """One attempt's end, as `Store.exchange` takes it: the task, the attempt's token and
+    its outcome (or a function of the task as the transaction reads it)."""
+
+    task_id: int
+    token: str
+    outcome: Outcome | Decide
 
 
 # An idle worker whose record was touched this recently is waiting in its long poll (which
@@ -169,18 +180,31 @@ class Store(ABC):
         moment before is seen by the retry policy)."""
         return self.finish_and_claim(task_id, token, outcome)[0]
 
+    def finish_and_claim(self, task_id: int, token: str, outcome: Outcome | Decide,
+                         claims: Sequence[Claim] = ()) -> tuple[Task, list[Task]]:
+        """finish_task, then claim_task for each of `claims` (the same worker's next task,
+        and maybe a reserve), in one transaction: a busy worker's end report takes its next
+        task with one commit. The list holds what was claimed, in order, up to the first
+        claim that found nothing. A refused end refuses the claims too."""
+        ended, taken = self.exchange([End(task_id, token, outcome)], claims, all_or_none=True)
+        found = ended[0]
+        if isinstance(found, Exception):
+            raise found
+        return found, taken
+
     def lose_task(self, task_id: int, token: str, lost: Outcome) -> Task:
         """End an attempt whose worker died (stopped answering): see `lost_outcome`. The
         attempt history records it LOST; StaleAttempt if it is not the current one."""
         return self.finish_task(task_id, token, lambda task: lost_outcome(task, lost))
 
     @abstractmethod
-    def finish_and_claim(self, task_id: int, token: str, outcome: Outcome | Decide,
-                         claims: Sequence[Claim] = ()) -> tuple[Task, list[Task]]:
-        """finish_task, then claim_task for each of `claims` (the same worker's next task,
-        and maybe a reserve), in one transaction: a busy worker's end report takes its next
-        task with one commit. The list holds what was claimed, in order, up to the first
-        claim that found nothing."""
+    def exchange(self, ends: Sequence[End], claims: Sequence[Claim] = (), *,
+                 all_or_none: bool = False) -> tuple[list[Task | BlanketError], list[Task]]:
+        """End attempts, then claim, in one durable transaction (one commit for a worker's
+        whole batch). Each end answers alone: the task as it now is, or the StaleAttempt or
+        NotFound that refused it (the others still end), unless `all_or_none`, when a
+        refused end refuses everything. Claims are taken in order, up to the first that
+        finds nothing."""
 
     @abstractmethod
     def passes_over(self, tags: frozenset[str]) -> bool:

@@ -18,12 +18,13 @@ import psycopg
 from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 
-from blanket.errors import Conflict, DuplicateTask, NotFound, StaleAttempt
+from blanket.errors import BlanketError, Conflict, DuplicateTask, NotFound, StaleAttempt
 from blanket.models import ScheduleState, Task, TaskFilter, Token, Worker
 from blanket.store.base import (
     IDLE_FRESH,
     Claim,
     Decide,
+    End,
     NewTask,
     Outcome,
 )
@@ -324,18 +325,31 @@ class PostgresStore(SqlVerbs):
         return self._update_current(task_id, Q["progress_by_token"],
                                     {"token": token, "value": value, "message": message})
 
-    def finish_and_claim(self, task_id: int, token: str, outcome: Outcome | Decide,
-                         claims: Sequence[Claim] = ()) -> tuple[Task, list[Task]]:
-        with self._tx() as cur:
-            row = _finish_in(cur, task_id, token, outcome)
+    def exchange(self, ends: Sequence[End], claims: Sequence[Claim] = (), *,
+                 all_or_none: bool = False) -> tuple[list[Task | BlanketError], list[Task]]:
+        ended: list[Task | BlanketError] = []
+        topics: list[str] = []
+        with self._tx(durable=bool(ends)) as cur:
+            for end in ends:
+                try:  # a refusal runs no failing statement: the transaction goes on
+                    ended.append(task_from_row(_finish_in(cur, end.task_id, end.token,
+                                                          end.outcome)))
+                    topics.append(task_topic(end.task_id))
+                except (StaleAttempt, NotFound) as e:
+                    if all_or_none:
+                        raise
+                    ended.append(e)
             taken = []
             for claim in claims:  # in order, up to the first that finds nothing
                 if (found := _claim_in(cur, claim)) is None:
                     break
                 taken.append(found)
-            cur.execute(Q["notify"], {"topics": f"{QUEUE} {task_topic(task_id)}"})
-        self._callback(QUEUE, task_topic(task_id))
-        return task_from_row(row), [task_from_row(found) for found in taken]
+            if topics:  # an end may free a slot of a capped type, or queue a retry
+                topics.insert(0, QUEUE)
+                cur.execute(Q["notify"], {"topics": " ".join(topics)})
+        if topics:
+            self._callback(*topics)
+        return ended, [task_from_row(found) for found in taken]
 
     def passes_over(self, tags: frozenset[str]) -> bool:
         row = self._one(Q["passes_over"], {"tags": sorted(tags)})

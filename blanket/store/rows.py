@@ -6,6 +6,8 @@ import json
 from collections.abc import Mapping
 from typing import Any
 
+import msgspec
+
 from blanket.models import Task, TaskState, Token, Worker
 from blanket.store.base import Outcome
 
@@ -58,8 +60,16 @@ def attempt_record(task: Task, outcome: Outcome) -> dict[str, Any]:
             "error": outcome.lost or outcome.error, "version": task.version}
 
 
+_decode = msgspec.json.decode
+
+
 def _json(value: Any) -> Any:
-    return json.loads(value) if isinstance(value, str | bytes) else value
+    """A JSON column (SQLite keeps text, PostgreSQL's driver decodes it already)."""
+    if isinstance(value, str | bytes):
+        if value == "[]":  # most tasks have no inputs, secrets or attempts yet
+            return ()
+        return _decode(value)
+    return value
 
 
 def token_from_row(row: Mapping[str, Any]) -> Token:

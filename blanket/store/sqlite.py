@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from blanket.errors import (
+    BlanketError,
     Conflict,
     DuplicateTask,
     NotFound,
@@ -28,6 +29,7 @@ from blanket.store.base import (
     IDLE_FRESH,
     Claim,
     Decide,
+    End,
     NewTask,
     Outcome,
 )
@@ -84,11 +86,12 @@ class SQLiteStore(SqlVerbs):
 
     @contextmanager
     def _tx(self, durable: bool = True,
-            notify: tuple[str, ...] = ()) -> Iterator[sqlite3.Connection]:
+            notify: Sequence[str] = ()) -> Iterator[sqlite3.Connection]:
         """One write transaction. `durable`: return only once it is on disk; a change whose
         loss in a power cut harms nothing (a claim, a heartbeat) need not wait. `notify`:
-        topics whose waiters to wake as soon as it commits; claims overlap its fsync, and
-        wait for it before they hand anything out (claim_task)."""
+        topics whose waiters to wake as soon as it commits (a list the transaction may still
+        fill); claims overlap its fsync, and wait for it before they hand anything out
+        (claim_task)."""
         with self._lock:
             try:
                 self._db.execute("BEGIN IMMEDIATE")
@@ -253,16 +256,28 @@ class SQLiteStore(SqlVerbs):
         return self._update_current(task_id, token, Q["progress_by_token"],
                                     (value, message, task_id, token))
 
-    def finish_and_claim(self, task_id: int, token: str, outcome: Outcome | Decide,
-                         claims: Sequence[Claim] = ()) -> tuple[Task, list[Task]]:
-        with self._tx(notify=(QUEUE, task_topic(task_id))) as db:
-            row = _finish_in(db, task_id, token, outcome)
+    def exchange(self, ends: Sequence[End], claims: Sequence[Claim] = (), *,
+                 all_or_none: bool = False) -> tuple[list[Task | BlanketError], list[Task]]:
+        ended: list[Task | BlanketError] = []
+        topics: list[str] = []  # read by _tx once it commits
+        with self._tx(durable=bool(ends), notify=topics) as db:
+            for end in ends:
+                try:
+                    ended.append(task_from_row(_finish_in(db, end.task_id, end.token,
+                                                          end.outcome)))
+                    topics.append(task_topic(end.task_id))
+                except (StaleAttempt, NotFound) as e:
+                    if all_or_none:
+                        raise
+                    ended.append(e)
             taken = []
             for claim in claims:  # in order, up to the first that finds nothing
                 if (found := _claim_in(db, claim)) is None:
                     break
                 taken.append(found)
-        return task_from_row(row), [task_from_row(found) for found in taken]
+            if topics:  # an end may free a slot of a capped type, or queue a retry
+                topics.insert(0, QUEUE)
+        return ended, [task_from_row(found) for found in taken]
 
     def passes_over(self, tags: frozenset[str]) -> bool:
         with self._lock:
@@ -410,10 +425,10 @@ def _claim_in(db: sqlite3.Connection, claim: Claim) -> sqlite3.Row | None:
     task_id, type_name = best[1], best[2]
     params = {"id": task_id, "worker": claim.worker, "token": uuid.uuid4().hex,
               "now": claim.now, "version": claim.versions.get(type_name)}
-    db.execute(Q["claim"], params)
+    row = db.execute(Q["claim"], params).fetchall()[0]
     if not claim.reserve:
         db.execute(Q["worker_busy"], params)
-    return db.execute(Q["get_task"], (task_id,)).fetchone()
+    return row
 
 
 def _finish_in(db: sqlite3.Connection, task_id: int, token: str,
@@ -429,12 +444,10 @@ def _finish_in(db: sqlite3.Connection, task_id: int, token: str,
               "error": outcome.error, "attempts": json.dumps(history),
               "started": outcome.started, "pid": outcome.pid, "directory": outcome.directory}
     if outcome.requeue_at is not None:
-        db.execute(Q["requeue"], {**params, "not_before": outcome.requeue_at,
-                                  "score": outcome.requeue_score})
-    else:
-        db.execute(Q["finish"], {**params, "state": outcome.state.value,
-                                 "finished": outcome.finished})
-    return db.execute(Q["get_task"], (task_id,)).fetchone()
+        return db.execute(Q["requeue"], {**params, "not_before": outcome.requeue_at,
+                                         "score": outcome.requeue_score}).fetchall()[0]
+    return db.execute(Q["finish"], {**params, "state": outcome.state.value,
+                                    "finished": outcome.finished}).fetchall()[0]
 
 
 def _lanes(db: sqlite3.Connection) -> Iterator[tuple[str, str]]:

@@ -48,7 +48,8 @@ UPDATE tasks SET state = 'CLAIMED', worker = :worker, token = :token, claimed = 
        heartbeat = :now, attempt = attempt + 1, started = NULL, finished = NULL, pid = NULL,
        exit_code = NULL, progress = NULL, progress_message = NULL, error = NULL,
        stop_requested = 0
-WHERE id = :id AND state = 'QUEUED';
+WHERE id = :id AND state = 'QUEUED'
+RETURNING *;
 
 -- name: idle_worker_tags
 SELECT tags FROM workers WHERE state = 'idle' AND id != ? AND heartbeat > ?;
@@ -88,13 +89,15 @@ UPDATE tasks SET progress = ?, progress_message = ? WHERE id = ? AND state IN ('
 UPDATE tasks SET state = :state, exit_code = :exit_code, error = :error, finished = :finished,
        token = NULL, attempts = :attempts, started = COALESCE(started, :started),
        pid = COALESCE(pid, :pid), directory = COALESCE(:directory, directory)
-WHERE id = :id AND token = :token AND state IN ('CLAIMED', 'RUNNING');
+WHERE id = :id AND token = :token AND state IN ('CLAIMED', 'RUNNING')
+RETURNING *;
 
 -- name: requeue
 UPDATE tasks SET state = 'QUEUED', exit_code = :exit_code, error = :error, finished = NULL,
        token = NULL, worker = NULL, attempts = :attempts, not_before = :not_before,
        score = :score, pid = NULL, directory = COALESCE(:directory, directory)
-WHERE id = :id AND token = :token AND state IN ('CLAIMED', 'RUNNING');
+WHERE id = :id AND token = :token AND state IN ('CLAIMED', 'RUNNING')
+RETURNING *;
 
 -- name: request_stop
 UPDATE tasks SET stop_requested = 1, stopped_by = ?
