@@ -95,7 +95,8 @@ def cli(ctx: click.Context, settings_path: Path | None, server: str | None,
 @click.option("--data-dir", type=click.Path(path_type=Path), help="data directory")
 @click.option("--inbox-dir", type=click.Path(path_type=Path), help="inbox directory")
 @click.option("--database", help="sqlite:///PATH (default) or postgresql://...")
-@click.option("--workers", type=int, help="local worker processes to run and supervise")
+@click.option("--workers", type=int,
+              help="tasks the server's own worker process runs at once (its slots)")
 @click.option("--worker-tags", help="tags of the local workers, comma separated")
 @click.option("--listen", multiple=True,
               help="HOST:PORT or unix:/PATH/blanket.sock instead of --host/--port; repeat for "
@@ -121,7 +122,14 @@ def server(ctx: Context, **flags: Any) -> None:
 
 @cli.command()
 @click.option("-t", "--tags", default="", help="capabilities, comma separated")
-@click.option("-n", "--processes", default=1, show_default=True, help="worker processes")
+@click.option("-n", "--slots", type=click.IntRange(1, 256), default=1, show_default=True,
+              help="tasks run at once, by one process (each slot shows as a worker: ID-1...)")
+@click.option("--processes", type=click.IntRange(1, 256), default=1, show_default=True,
+              help="worker processes, each with its slots, supervised and restarted if they "
+                   "crash")
+@click.option("--restart", is_flag=True,
+              help="restart the worker process if it crashes (a supervisor runs it; implied by "
+                   "--processes above 1)")
 @click.option("--id", "worker_id", help="worker id (default: HOST-PID-random)")
 @click.option("--data-dir", type=click.Path(path_type=Path), default=Path("var"),
               show_default=True, help="where task directories and the bundle cache go")
@@ -137,8 +145,9 @@ def server(ctx: Context, **flags: Any) -> None:
               help="seconds a running task may take to finish on SIGTERM before it is handed "
                    "back (default 30)")
 @pass_ctx
-def worker(ctx: Context, tags: str, processes: int, worker_id: str | None, data_dir: Path,
-           daemon: bool, log_file: Path, pid_file: Path, server_url: str | None,
+def worker(ctx: Context, tags: str, slots: int, processes: int, restart: bool,
+           worker_id: str | None,
+           data_dir: Path, daemon: bool, log_file: Path, pid_file: Path, server_url: str | None,
            ca: str | None, fingerprint: str | None, grace: float | None) -> None:
     """Run worker processes that take tasks matching their tags."""
     from blanket.worker.loop import WorkerOptions, run_workers
@@ -148,8 +157,9 @@ def worker(ctx: Context, tags: str, processes: int, worker_id: str | None, data_
     extra = {"grace": grace} if grace is not None else {}
     options = WorkerOptions(
         server=url, tags=tuple(t.strip() for t in tags.split(",") if t.strip()),
-        processes=processes, worker_id=worker_id, data_dir=data_dir, daemon=daemon,
-        log_file=log_file, pid_file=pid_file, verbosity=ctx.verbosity,
+        processes=processes, slots=slots, restart=restart, worker_id=worker_id,
+        data_dir=data_dir,
+        daemon=daemon, log_file=log_file, pid_file=pid_file, verbosity=ctx.verbosity,
         token=ctx.credentials(url, data_dir), **ctx.trust(url), **extra)
     run_workers(options)
 

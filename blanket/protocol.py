@@ -171,6 +171,24 @@ class Finished(Request, frozen=True):
         return int(self.claim_next)
 
 
+class SlotReport(Finished, frozen=True, kw_only=True):
+    """One attempt's end in an exchange: a Finished report with the task it is about and the
+    worker (one slot of a worker process) whose next claims its answer brings."""
+
+    task: Annotated[int, Meta(ge=1, le=INT64)]
+    worker: WorkerId
+
+
+MAX_EXCHANGE = 64  # end reports in one exchange
+
+
+class Exchange(Request, frozen=True):
+    """The end reports of a worker process's slots that were ready together, in one request
+    and one transaction; each may ask for its slot's next task and reserve."""
+
+    reports: Annotated[tuple[SlotReport, ...], Meta(min_length=1, max_length=MAX_EXCHANGE)]
+
+
 class Progress(Request, frozen=True):
     """A running task's progress; the task itself sends its attempt token."""
 
@@ -249,6 +267,25 @@ class Ended(Answer, frozen=True):
         return str(self.task.get("state"))
 
 
+class SlotEnded(Answer, frozen=True):
+    """An exchange's answer to one report: the task's state now (QUEUED when the retry
+    policy queued it again) and the claims it brought, or why it was refused (the attempt
+    was superseded, or the caller may not report it): the other reports still count."""
+
+    task: int
+    state: str | None = None
+    next: Claimed | None = None
+    reserve: Claimed | None = None
+    refused: str | None = None
+    status: int = 200  # the refusal's HTTP status, as the single report's route would answer
+
+
+class Exchanged(Answer, frozen=True):
+    """An exchange's answers, in the order of its reports."""
+
+    ended: list[SlotEnded]
+
+
 class LogTaken(Answer, frozen=True):
     """How much of the log the server has: where the next chunk starts."""
 
@@ -293,6 +330,7 @@ HEARTBEAT = Route("POST", "/task/<task_id>/heartbeat", "AttemptReport, ?wait=S",
 FINISHED = Route("POST", "/task/<task_id>/finished", "Finished",
                  "the task; Ended when it asked for claims")
 RELEASE = Route("POST", "/task/<task_id>/release", "AttemptReport", "the task")
+EXCHANGE = Route("POST", "/exchange", "Exchange", "Exchanged")
 PROGRESS = Route("POST", "/task/<task_id>/progress",
                  "Progress (a task sends its attempt token instead of a role)", "the task",
                  "operator")
@@ -303,7 +341,7 @@ INPUT = Route("GET", "/task/<task_id>/files/<name:path>", "", "the file",
               ("viewer", "worker"))
 BUNDLE = Route("GET", "/version/<name>", "", "the version's tar.gz", ("admin", "worker"))
 ROUTES = (REGISTER, CLAIM, LEAVE, BUNDLE, INPUT, STARTED, HEARTBEAT, PROGRESS, LOG, OUTPUTS,
-          FINISHED, RELEASE)
+          FINISHED, EXCHANGE, RELEASE)
 
 
 def bundle_path(version: str) -> str:

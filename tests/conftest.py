@@ -139,11 +139,12 @@ class WorkerProcess:
 
     def __init__(self, server: ServerProcess, tags: str = "", processes: int = 1,
                  args: tuple[str, ...] = (), data_dir: Path | None = None,
-                 token: str | None = None):
+                 token: str | None = None, slots: int = 1):
         self.server = server
         self.log = server.base / f"worker-{time.monotonic_ns()}.log"
         command = [sys.executable, "-m", "blanket", "worker", "--server", server.url,
-                   "-n", str(processes), "--data-dir", str(data_dir or server.data_dir), *args]
+                   "--processes", str(processes), "-n", str(slots),
+                   "--data-dir", str(data_dir or server.data_dir), *args]
         if tags:
             command += ["-t", tags]
         env = {**server.env, "BLANKET_TOKEN": token or server.admin_token}

@@ -45,7 +45,7 @@ class Settings:
     server_url: str = ""  # what clients and workers talk to; empty: http://host:port
     threads: int = 64  # HTTP threads to start with; the pool grows while long polls hold them
     max_threads: int = 1024
-    workers: int = 0  # local worker processes the server supervises
+    workers: int = 0  # tasks the server's own worker process runs at once (its slots)
     worker_tags: tuple[str, ...] = ()
     heartbeat_interval: float = 2.0
     lost_after: float = 15.0

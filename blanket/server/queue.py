@@ -5,25 +5,47 @@ from __future__ import annotations
 
 import shutil
 import time
-from collections.abc import Callable, Mapping
-from dataclasses import replace
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 import structlog
 
 from blanket.config.tasktype import TaskType
-from blanket.errors import Conflict, NotFound
-from blanket.models import ACTIVE_STATES, FINAL_STATES, Task, TaskState
+from blanket.errors import BlanketError, Conflict, NotFound
+from blanket.models import ACTIVE_STATES, FINAL_STATES, Task, TaskState, Worker
 from blanket.server.pricing import task_score
 from blanket.server.retry import backoff, retry_at
 from blanket.store.base import Claim, Outcome, Store
+from blanket.store.base import End as StoreEnd
 from blanket.wakeups import task_topic
 
 log = structlog.get_logger("blanket.queue")
 
 REPORTABLE = frozenset({TaskState.SUCCESS, TaskState.FAILED, TaskState.TIMEDOUT,
                         TaskState.STOPPED})
+
+
+@dataclass(frozen=True)
+class AttemptEnd:
+    """An attempt's end as its worker reports it. `started` carries a start the worker had
+    not reported ({"at", "pid", "directory"}). With `claim_next` the report also claims
+    for `worker` (by default the attempt's holder) in the same transaction: 1, its next
+    task; 2, its next task and a reserve to start the moment that one ends. A worker that
+    already started its reserve says which (`running`): what it claims then is its new
+    reserve."""
+
+    task_id: int
+    token: str
+    state: TaskState
+    exit_code: int | None = None
+    error: str | None = None
+    handback: bool = False
+    started: Mapping[str, Any] | None = None
+    claim_next: int = 0
+    running: int | None = None
+    worker: Worker | None = None
 
 
 class Queue:
@@ -98,41 +120,80 @@ class Queue:
                          started: Mapping[str, Any] | None = None, claim_next: int = 0,
                          running: int | None = None
                          ) -> tuple[Task, list[tuple[Task, TaskType]]]:
-        """End an attempt as its worker reports it; the retry policy may queue it again. A
-        handed-back task (its worker is going away) is queued again in its old place.
-        `started` carries a start the worker had not reported ({"at", "pid", "directory"}).
-        With `claim_next`, the attempt's worker also claims in the same transaction (one
-        commit per task for a busy worker): 1, its next task; 2, its next task and a
-        reserve to start the moment that one ends. A worker that already started its
-        reserve says which (`running`): what it claims then is its new reserve."""
-        if state not in REPORTABLE:
-            raise Conflict(f"state {state.value} cannot be reported; use one of "
-                           f"{', '.join(sorted(s.value for s in REPORTABLE))}")
-        # (a stale token finds no worker here, and is refused by the finish below)
-        worker = self.store.attempt_worker(task_id, token) if claim_next else None
-        claims: list[Claim] = []
-        if worker is not None and worker.takes_tasks:
-            tags = frozenset(worker.tags)
-            if running is not None:
-                claims = [self._claim(worker.id, tags, reserve=True, running=running)]
-            else:
-                claims = [self._claim(worker.id, tags)]
-                if claim_next > 1:
-                    claims.append(self._claim(worker.id, tags, reserve=True))
-        elif worker is not None and running is not None:  # paused: it still runs its reserve
-            self.store.touch_worker(worker.id, running, time.time())
+        """End one attempt as its worker reports it (see AttemptEnd); StaleAttempt or
+        NotFound when the report is refused."""
+        end = AttemptEnd(task_id, token, state, exit_code, error, handback, started,
+                         claim_next, running)
+        ended, taken = self.end_attempts([end], all_or_none=True)[0]
+        assert isinstance(ended, Task)
+        return ended, taken
+
+    def end_attempts(self, ends: Sequence[AttemptEnd], *, all_or_none: bool = False
+                     ) -> list[tuple[Task | BlanketError, list[tuple[Task, TaskType]]]]:
+        """End attempts as their workers report them, with the claims they ask for, in one
+        transaction (one commit for a worker process's whole batch). Each answer is the
+        task as it now is (or the error that refused its report: the others still end,
+        unless `all_or_none`) and what its claims took. The retry policy may queue a task
+        again; a handed-back task (its worker is going away) is queued again in its old
+        place."""
+        for end in ends:
+            if end.state not in REPORTABLE:
+                raise Conflict(f"state {end.state.value} cannot be reported; use one of "
+                               f"{', '.join(sorted(s.value for s in REPORTABLE))}")
         now = time.time()
-        start = _late_start(started, now) if started is not None else None
+        claims: list[Claim] = []
+        owners: list[int] = []  # the index of the end each claim answers
+        for index, end in enumerate(ends):
+            for claim in self._claims_of(end, now):
+                claims.append(claim)
+                owners.append(index)
+        ended, taken = self.store.exchange(
+            [StoreEnd(end.task_id, end.token, self._decider(end, now)) for end in ends],
+            claims, all_or_none=all_or_none)
+        answers: list[tuple[Task | BlanketError, list[tuple[Task, TaskType]]]] = [
+            (task, []) for task in ended]
+        # What was taken answers the claims in order (the store stops at the first miss).
+        for found, claim, owner in zip(taken, claims, owners, strict=False):
+            bound = self._bound(found, claim)
+            if bound is not None:
+                answers[owner][1].append(bound)
+        for end, (task, _) in zip(ends, answers, strict=True):
+            if isinstance(task, Task):
+                log.debug("attempt ended", task=task.id, type=task.type,
+                          state=end.state.value, attempt=task.attempt,
+                          result=task.state.value)
+        return answers
+
+    def _claims_of(self, end: AttemptEnd, now: float) -> list[Claim]:
+        """What an end report claims for its worker: with `claim_next` 1 its next task, 2
+        its next task and a reserve; a worker already running its reserve (`running`)
+        claims a new reserve. None for a paused or stopping worker."""
+        if not end.claim_next:
+            return []
+        # (a stale token finds no worker here, and is refused by the finish)
+        worker = end.worker or self.store.attempt_worker(end.task_id, end.token)
+        if worker is None:
+            return []
+        if not worker.takes_tasks:
+            if end.running is not None:  # paused: it still runs its reserve
+                self.store.touch_worker(worker.id, end.running, now)
+            return []
+        tags = frozenset(worker.tags)
+        if end.running is not None:
+            return [self._claim(worker.id, tags, reserve=True, running=end.running)]
+        claims = [self._claim(worker.id, tags)]
+        if end.claim_next > 1:
+            claims.append(self._claim(worker.id, tags, reserve=True))
+        return claims
+
+    def _decider(self, end: AttemptEnd, now: float) -> Callable[[Task], Outcome]:
+        start = _late_start(end.started, now) if end.started is not None else None
 
         def decide(current: Task) -> Outcome:  # on the task as the transaction reads it
-            return self._outcome(current, state, exit_code, error, start, handback, now)
+            return self._outcome(current, end.state, end.exit_code, end.error, start,
+                                 end.handback, now)
 
-        ended, taken = self.store.finish_and_claim(task_id, token, decide, claims)
-        log.info("attempt ended", task=ended.id, type=ended.type, state=state.value,
-                 attempt=ended.attempt, result=ended.state.value)
-        # What was taken answers the claims in order (the store stops at the first miss).
-        bound = [self._bound(found, claim) for found, claim in zip(taken, claims, strict=False)]
-        return ended, [b for b in bound if b is not None]
+        return decide
 
     def _outcome(self, task: Task, state: TaskState, exit_code: int | None, error: str | None,
                  started: Outcome | None, handback: bool, now: float) -> Outcome:

@@ -119,8 +119,9 @@ class Server:
         if self.settings.workers <= 0:
             return
         url = self.settings.local_url
+        # One process with a slot per task run at once, restarted by a supervisor if it dies.
         command = [sys.executable, "-m", "blanket", "worker", "-n", str(self.settings.workers),
-                   "--server", url, "--data-dir", str(self.settings.data_dir)]
+                   "--restart", "--server", url, "--data-dir", str(self.settings.data_dir)]
         if url.startswith("https:") and self.fingerprint:
             command += ["--fingerprint", self.fingerprint]
         if self.settings.worker_tags:

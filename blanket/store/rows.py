@@ -68,7 +68,10 @@ def _json(value: Any) -> Any:
     if isinstance(value, str | bytes):
         if value == "[]":  # most tasks have no inputs, secrets or attempts yet
             return ()
-        return _decode(value)
+        try:
+            return _decode(value)
+        except msgspec.DecodeError:  # a lone surrogate (stored before intake refused it)
+            return json.loads(value)
     return value
 
 

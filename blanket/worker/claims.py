@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import threading
 from collections import deque
+from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 
 import msgspec
@@ -16,6 +17,7 @@ from blanket import protocol as P
 from blanket.errors import BlanketError
 from blanket.worker.attempt import Attempt, as_utf8
 from blanket.worker.client import GaveUp, Superseded, WorkerClient
+from blanket.worker.exchanger import Exchanger
 from blanket.worker.reports import ReportQueue
 from blanket.worker.runner import RunResult
 from blanket.worker.shipping import OUTPUT_PATIENCE
@@ -27,8 +29,11 @@ class Claims:
     """Claimed tasks in hand (the next one an end report brought, a reserve to start the
     moment the current task ends) and the end report on its way."""
 
-    def __init__(self, server: WorkerClient, reports: ReportQueue, stopping: threading.Event):
+    def __init__(self, server: WorkerClient, reports: ReportQueue, stopping: threading.Event,
+                 exchanger: Exchanger, worker_id: Callable[[], str]):
         self.server = server
+        self.exchanger = exchanger
+        self.worker_id = worker_id  # the slot's id, known once it registered
         self.reports = reports
         self.stopping = stopping
         self._held: deque[P.Claimed] = deque()
@@ -117,7 +122,7 @@ class Claims:
     def _report_end(self, attempt: Attempt, result: RunResult, report: P.Finished) -> None:
         task = attempt.task
         try:
-            ended = self.server.finish(task.id, report)
+            ended = self.exchanger.finish(self.worker_id(), task.id, report)
         except Superseded as e:
             log.warning("result refused; the attempt was superseded", task=task.id,
                         attempt=task.attempt, state=result.state.value, reason=str(e))

@@ -97,6 +97,11 @@ class WorkerClient:
                            patience)
         return P.Ended.from_json(raw) if report.wants else P.Ended(task=msgspec.json.decode(raw))
 
+    def exchange(self, request: P.Exchange, patience: float = REPORT_PATIENCE) -> P.Exchanged:
+        """Several slots' end reports in one request; each is answered alone."""
+        return P.Exchanged.from_json(self.persist(
+            lambda: self._post(P.EXCHANGE.path(), request), patience))
+
     def release(self, task_id: int, token: str, patience: float) -> None:
         """Give a claimed task that has not started back to the queue."""
         self.persist(lambda: self._post(P.RELEASE.path(task_id=task_id),

@@ -1,5 +1,8 @@
-"""A worker process: registers with the server, long-polls for tasks its tags allow, runs each
-with the runner, heartbeats while it runs and reports the end.
+"""A worker process: N slots, each a worker as the server sees it (registered, claiming the
+tasks its tags allow, running one at a time with the runner, heartbeating while it runs and
+reporting the end). The slots share the process's connection to the server, its bundle
+cache and its ledger, and their end reports leave together when they are ready together
+(blanket/worker/exchanger.py).
 
 A worker knows the server only by its URL: it never opens the database or the config
 directory, so one on another machine works exactly like a local one. What it says to the
@@ -30,6 +33,7 @@ from blanket.worker.attempt import Attempt, explain
 from blanket.worker.backoff import Backoff
 from blanket.worker.claims import Claims
 from blanket.worker.client import Forgotten, GaveUp, WorkerClient
+from blanket.worker.exchanger import Exchanger
 from blanket.worker.fetching import BundleCache, fetch_inputs
 from blanket.worker.heartbeat import Heartbeat
 from blanket.worker.leftovers import Ledger, start_guardian, sweep
@@ -53,7 +57,9 @@ class WorkerOptions:
 
     server: str
     tags: tuple[str, ...] = ()
-    processes: int = 1
+    processes: int = 1  # supervised worker processes (blanket/worker/supervisor.py)
+    slots: int = 1  # tasks each process runs at once
+    restart: bool = False  # a supervisor restarts the process if it crashes
     worker_id: str | None = None
     data_dir: Path = Path("var")
     daemon: bool = False
@@ -67,7 +73,7 @@ class WorkerOptions:
 
 
 def run_workers(options: WorkerOptions) -> None:
-    """Run one worker in this process, or a supervisor of `processes` child workers."""
+    """Run one worker process here, or a supervisor of `processes` child processes."""
     from blanket.worker.supervisor import Supervisor, daemonize
 
     supervised = PARENT_ENV in os.environ
@@ -75,33 +81,36 @@ def run_workers(options: WorkerOptions) -> None:
         daemonize(options.pid_file)
     destination = str(options.log_file.absolute()) if options.daemon else "stderr"
     configure_logging((LogDestination(destination=destination),), options.verbosity)
-    if options.processes > 1:
+    if (options.processes > 1 or options.restart) and not supervised:
         Supervisor(options).run()
     else:
         Worker(options).run()
 
 
+def slot_ids(options: WorkerOptions) -> list[str]:
+    """The ids of a process's slots: its --id (or none: the server makes one) for a single
+    slot; ID-1 ... ID-N for several, ID defaulting to HOST-PID."""
+    if options.slots <= 1:
+        return [options.worker_id or ""]
+    base = options.worker_id or f"{socket.gethostname()}-{os.getpid()}"
+    return [f"{base}-{n}" for n in range(1, options.slots + 1)]
+
+
 class Worker:
-    """One worker process: register, then claim and run tasks until told to stop."""
+    """One worker process: its slots, and what they share (the connection to the server,
+    the bundle cache, the ledger of running tasks, the process's signals)."""
 
     def __init__(self, options: WorkerOptions, client: Client | None = None):
         self.options = options
         self.server = WorkerClient(client or Client(
             options.server, timeout=60, token=options.token, ca=options.ca,
-            fingerprint=options.fingerprint))
+            fingerprint=options.fingerprint, maxsize=max(8, 3 * options.slots + 2)))
         self.data_dir = options.data_dir.absolute()
         # Bundles (with secret defaults) and task folders below it: the owner's only.
         self.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
         self.bundles = BundleCache(self.server, DataDir(self.data_dir).bundles)
-        self.id = options.worker_id or ""
-        self.stopping = threading.Event()
-        self.hand_back_now = threading.Event()
-        self.attempt: Attempt | None = None
-        self._lock = threading.Lock()
-        self.reports = ReportQueue(self.server)
-        self.claims = Claims(self.server, self.reports, self.stopping)
-        self.heartbeat: Heartbeat | None = None
-        self.shipper: LogShipper | None = None  # started at registration if it is remote
+        self.stopping = threading.Event()  # the whole process stops
+        self.done = threading.Event()  # every slot has left
         # Read once: every task's environment starts here. A task never sees the worker's
         # own credential.
         self.base_env = {k: v for k, v in os.environ.items() if k != "BLANKET_TOKEN"}
@@ -110,16 +119,109 @@ class Worker:
             self.base_env["BLANKET_CA"] = str(Path(options.ca).absolute())
         if options.fingerprint:
             self.base_env["BLANKET_FINGERPRINT"] = options.fingerprint
-        self.sends_outputs = False  # set at registration: True on another machine
         self.ledger = Ledger(self.data_dir)
+        self.exchanger = Exchanger(self.server)
         self._guardian: int | None = None  # the pipe end that keeps the guardian waiting
-        self._types: dict[tuple[str, str], TaskType] = {}  # parsed types by version hash
+        self.slots = [Slot(self, slot_id) for slot_id in slot_ids(options)]
+
+    @property
+    def slot(self) -> Slot:
+        """The first slot (the only one of a one-slot worker)."""
+        return self.slots[0]
 
     def run(self) -> None:
-        """Work until SIGTERM/SIGINT, `DELETE /worker/ID`, or the supervisor going away."""
+        """Work until SIGTERM/SIGINT, `DELETE /worker/ID` for every slot, or the supervisor
+        going away."""
         self._guardian = start_guardian(self.ledger)  # before any thread starts
         sweep(self.data_dir)  # what a worker that died here (an earlier us) left running
         self._install_signal_handlers()
+        self._watch_parent()
+        threads = [threading.Thread(target=slot.run, name=f"slot {n}", daemon=True)
+                   for n, slot in enumerate(self.slots[1:], start=2)]
+        for thread in threads:
+            thread.start()
+        try:
+            self.slot.run()
+            for thread in threads:
+                thread.join()
+        finally:
+            self.done.set()
+        if any(slot.failed for slot in self.slots):
+            raise SystemExit(1)
+
+    def shutdown(self) -> None:
+        """Stop claiming; let the running tasks finish for the grace time, then hand them
+        back. A second call hands them back at once."""
+        if self.stopping.is_set():
+            self._hand_back()
+            return
+        self.stopping.set()
+        log.info("worker stopping", workers=",".join(s.id for s in self.slots),
+                 grace=self.options.grace)
+        for slot in self.slots:
+            slot.stop_claiming()
+        if not self.done.wait(self.options.grace):
+            self._hand_back()
+
+    def _hand_back(self) -> None:
+        for slot in self.slots:
+            slot.hand_back()
+
+    def _install_signal_handlers(self) -> None:
+        def on_signal(signum: int, _frame: object) -> None:
+            # Talking to the server must not happen inside a signal handler.
+            threading.Thread(target=self.shutdown, name="shutdown", daemon=True).start()
+
+        signal.signal(signal.SIGTERM, on_signal)
+        # A supervised worker hears of Ctrl-C through its supervisor's SIGTERM.
+        signal.signal(signal.SIGINT,
+                      signal.SIG_IGN if PARENT_ENV in os.environ else on_signal)
+
+    def _watch_parent(self) -> None:
+        """A supervised worker stops when its supervisor dies, instead of running orphaned."""
+        parent = os.environ.get(PARENT_ENV)
+        if not parent:
+            return
+
+        def watch() -> None:
+            while os.getppid() == int(parent):
+                if self.done.wait(1.0):
+                    return
+            log.warning("supervisor gone; stopping")
+            self.shutdown()
+
+        threading.Thread(target=watch, name="parent-watch", daemon=True).start()
+
+
+class Slot:
+    """One slot of a worker process: registered as a worker of its own, it claims and runs
+    one task at a time."""
+
+    def __init__(self, process: Worker, worker_id: str):
+        self.process = process
+        self.options = process.options
+        self.server = process.server
+        self.data_dir = process.data_dir
+        self.bundles = process.bundles
+        self.base_env = process.base_env
+        self.ledger = process.ledger
+        self.exchanger = process.exchanger
+        self.id = worker_id
+        self.stopping = threading.Event()  # this slot stops claiming
+        self.hand_back_now = threading.Event()
+        self.failed = False  # could not register
+        self.attempt: Attempt | None = None
+        self._lock = threading.Lock()
+        self.reports = ReportQueue(self.server)
+        self.claims = Claims(self.server, self.reports, self.stopping, self.exchanger,
+                             lambda: self.id)
+        self.heartbeat: Heartbeat | None = None
+        self.shipper: LogShipper | None = None  # started at registration if it is remote
+        self.sends_outputs = False  # set at registration: True on another machine
+        self._types: dict[tuple[str, str], TaskType] = {}  # parsed types by version hash
+
+    def run(self) -> None:
+        """Register, then work until the slot is told to stop."""
         try:
             interval = self._register()
         except (GaveUp, BlanketError, ValueError) as e:
@@ -127,20 +229,36 @@ class Worker:
                 return
             log.error("could not register with the server", server=self.options.server,
                       problem=str(e))
-            raise SystemExit(1) from None
+            self.failed = True
+            # the other slots stop too, and the process exits 1
+            threading.Thread(target=self.process.shutdown, daemon=True).start()
+            return
         self.heartbeat = Heartbeat(self.server, interval)
         self.heartbeat.start()
         if self.sends_outputs:
             self.shipper = LogShipper(self.server)
             self.shipper.start()
         self.reports.start()
-        self._watch_parent()
         self._work()
         self.claims.await_ending()
         self.claims.release_all()
         self.reports.flush()  # the releases go out before we leave
         self._leave()
         log.info("worker stopped", worker=self.id)
+
+    def stop_claiming(self) -> None:
+        """Stop claiming (the running task goes on), and tell the server."""
+        self.stopping.set()
+        self._tell_server("finish")
+
+    def hand_back(self) -> None:
+        """Stop the running task and hand it back to the queue."""
+        self.hand_back_now.set()
+        with self._lock:
+            attempt = self.attempt
+        if attempt is not None:
+            log.info("handing the task back", task=attempt.task.id)
+            attempt.stop(handback=True)
 
     def _work(self) -> None:
         """Claim and run tasks until told to stop."""
@@ -285,26 +403,6 @@ class Worker:
             self.shipper.watch(attempt, attempt.run.work_dir)
         self.claims.running_long(True)
 
-    def shutdown(self) -> None:
-        """Stop claiming; let the running task finish for the grace time, then hand it back.
-        A second call hands it back at once."""
-        if self.stopping.is_set():
-            self._hand_back()
-            return
-        self.stopping.set()
-        log.info("worker stopping", worker=self.id, grace=self.options.grace)
-        self._tell_server("finish")
-        if not self.hand_back_now.wait(self.options.grace):
-            self._hand_back()
-
-    def _hand_back(self) -> None:
-        self.hand_back_now.set()
-        with self._lock:
-            attempt = self.attempt
-        if attempt is not None:
-            log.info("handing the task back", task=attempt.task.id)
-            attempt.stop(handback=True)
-
     def _tell_server(self, mode: str) -> None:
         """Mark this worker stopping, which also ends a pending claim at once."""
         if not self.id:
@@ -315,31 +413,5 @@ class Worker:
             log.debug("could not tell the server this worker is stopping", problem=str(e))
 
     def _leave(self) -> None:
-        if not self.hand_back_now.is_set():
-            self.hand_back_now.set()  # releases the grace timer
         self._tell_server("finish")
 
-    def _install_signal_handlers(self) -> None:
-        def on_signal(signum: int, _frame: object) -> None:
-            # Talking to the server must not happen inside a signal handler.
-            threading.Thread(target=self.shutdown, name="shutdown", daemon=True).start()
-
-        signal.signal(signal.SIGTERM, on_signal)
-        # A supervised worker hears of Ctrl-C through its supervisor's SIGTERM.
-        signal.signal(signal.SIGINT,
-                      signal.SIG_IGN if PARENT_ENV in os.environ else on_signal)
-
-    def _watch_parent(self) -> None:
-        """A supervised worker stops when its supervisor dies, instead of running orphaned."""
-        parent = os.environ.get(PARENT_ENV)
-        if not parent:
-            return
-
-        def watch() -> None:
-            while os.getppid() == int(parent):
-                if self.stopping.wait(1.0):
-                    return
-            log.warning("supervisor gone; stopping", worker=self.id)
-            self.shutdown()
-
-        threading.Thread(target=watch, name="parent-watch", daemon=True).start()

@@ -1,4 +1,5 @@
-"""`blanket worker -n N`: a supervisor that runs N worker processes, restarts any that crash,
+"""`blanket worker --processes P`: a supervisor that runs P worker processes (each with its
+`-n` slots), restarts any that crash,
 and passes SIGTERM/SIGINT on to them; and detaching for --daemon."""
 
 from __future__ import annotations
@@ -47,7 +48,9 @@ class Supervisor:
     def __init__(self, options: WorkerOptions):
         self.options = options
         base = options.worker_id or f"{socket.gethostname()}-{os.getpid()}"
-        self.children = [Child(f"{base}-{n}") for n in range(1, options.processes + 1)]
+        # One process keeps the base id (its slots are ID-1...); several are ID-1, ID-2...
+        self.children = [Child(base)] if options.processes == 1 else [
+            Child(f"{base}-{n}") for n in range(1, options.processes + 1)]
         self.stopping = threading.Event()
         self.changed = threading.Event()  # a signal came: look at the children now
         self.signals = 0
@@ -106,7 +109,8 @@ class Supervisor:
         o = self.options
         verbosity = ["-v"] * o.verbosity if o.verbosity > 0 else ["-q"] * -o.verbosity
         command = [sys.executable, "-m", "blanket", *verbosity, "--server", o.server, "worker",
-                   "-n", "1", "--id", worker_id, "--data-dir", str(o.data_dir.absolute()),
+                   "--processes", "1", "-n", str(o.slots), "--id", worker_id,
+                   "--data-dir", str(o.data_dir.absolute()),
                    "--log-file", str(o.log_file.absolute())]
         if o.tags:
             command += ["-t", ",".join(o.tags)]

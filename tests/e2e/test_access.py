@@ -57,6 +57,7 @@ SPEC = {
     ("POST", "/task/<task_id>/started"): "worker",
     ("POST", "/task/<task_id>/heartbeat"): "worker",
     ("POST", "/task/<task_id>/finished"): "worker",
+    ("POST", "/exchange"): "worker",
     ("POST", "/task/<task_id>/release"): "worker",
     ("POST", "/task/<task_id>/outputs"): "worker",
     ("POST", "/task/<task_id>/log/<stream>"): "worker",

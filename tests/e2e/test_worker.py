@@ -387,3 +387,63 @@ def test_a_worker_sharing_the_servers_data_dir_sends_no_outputs(make_server):
     done = server.wait_for_task(submit(server, "echo")["id"])
     assert done["state"] == "SUCCESS"
     assert not (server.data_dir / "outputs").exists()  # nothing was packed to send
+
+
+# one process, several slots
+
+def test_one_worker_process_runs_its_slots_tasks_at_once(make_server):
+    server = make_server(types={"hold": HOLD})
+    make_server.worker(server, slots=3, args=("--id", "box"))
+    workers = wait_until(lambda: len(w := server.client.get("/worker/")) == 3 and w)
+    assert sorted(w["id"] for w in workers) == ["box-1", "box-2", "box-3"]
+    assert len({w["pid"] for w in workers}) == 1  # one process
+    tasks = [submit(server, "hold") for _ in range(3)]
+    running = [wait_for_state(server, t["id"], "RUNNING") for t in tasks]  # all three at once
+    assert sorted(t["worker"] for t in running) == ["box-1", "box-2", "box-3"]
+    for task in tasks:
+        release(server, task)
+    assert all(server.wait_for_task(t["id"])["state"] == "SUCCESS" for t in tasks)
+
+
+def test_slots_run_a_burst_of_short_tasks_each_once(make_server):
+    server = make_server(types={"echo": ECHO})
+    make_server.worker(server, slots=2, args=("--id", "pair"))
+    wait_until(lambda: len(server.client.get("/worker/")) == 2)
+    tasks = [submit(server, "echo", environment={"NAME": str(n)}) for n in range(60)]
+    done = [server.wait_for_task(t["id"]) for t in tasks]
+    assert all(d["state"] == "SUCCESS" and d["attempt"] == 1 for d in done)
+    assert {d["worker"] for d in done} <= {"pair-1", "pair-2"}
+    for n, task in enumerate(tasks):
+        assert (task_dir(server, task) / "stdout.log").read_text() == f"hello {n}\n"
+
+
+def test_stopping_one_slot_leaves_the_others_working(make_server):
+    server = make_server(types={"echo": ECHO, "hold": HOLD})
+    worker = make_server.worker(server, slots=2, args=("--id", "duo"))
+    wait_until(lambda: len(server.client.get("/worker/")) == 2)
+    held = submit(server, "hold")
+    running = wait_for_state(server, held["id"], "RUNNING")
+    idle = "duo-2" if running["worker"] == "duo-1" else "duo-1"
+    server.client.delete(f"/worker/{idle}")
+    wait_until(lambda: [w["id"] for w in server.client.get("/worker/")] == [running["worker"]])
+    release(server, held)
+    assert server.wait_for_task(held["id"])["state"] == "SUCCESS"
+    after = submit(server, "echo")
+    assert server.wait_for_task(after["id"])["worker"] == running["worker"]
+    assert worker.proc.poll() is None  # the process goes on with its other slot
+
+
+def test_sigterm_lets_every_slots_task_finish_then_the_process_exits(make_server):
+    server = make_server(types={"hold": HOLD})
+    worker = make_server.worker(server, slots=2)
+    wait_until(lambda: len(server.client.get("/worker/")) == 2)
+    tasks = [submit(server, "hold") for _ in range(2)]
+    for task in tasks:
+        wait_for_state(server, task["id"], "RUNNING")
+    worker.proc.send_signal(signal.SIGTERM)
+    wait_until(lambda: all(w["state"] == "stopping" for w in server.client.get("/worker/")))
+    for task in tasks:
+        release(server, task)
+    assert all(server.wait_for_task(t["id"])["state"] == "SUCCESS" for t in tasks)
+    assert worker.proc.wait(20) == 0
+    assert wait_until(lambda: server.client.get("/worker/") == [])

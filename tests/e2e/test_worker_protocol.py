@@ -168,3 +168,81 @@ def test_a_running_tasks_log_is_appended_from_its_offset_and_resends_are_skipped
                                  content_type="application/octet-stream")
         assert refused.value.status == status
     assert server.client.get(path) == "one\ntwo\nthree\n"  # nothing refused was written
+
+
+# a worker process's slots: their end reports in one exchange
+
+def test_an_exchange_ends_each_slots_task_and_brings_each_its_next(make_server):
+    server = make_server(types={"echo": ECHO})
+    slots = [register(server, f"proc-{n}") for n in (1, 2)]
+    first, second, third, fourth = (server.client.post("/task/", {"type": "echo"})
+                                    for _ in range(4))
+    claims = [server.client.post(f"/worker/{slot}/claim")["task"] for slot in slots]
+    assert [c["id"] for c in claims] == [first["id"], second["id"]]
+    answer = server.client.post("/exchange", {"reports": [
+        {"task": claims[0]["id"], "token": claims[0]["token"], "state": "SUCCESS",
+         "exit_code": 0, "claim_next": 1, "worker": slots[0]},
+        {"task": claims[1]["id"], "token": claims[1]["token"], "state": "FAILED",
+         "exit_code": 3, "error": "boom", "claim_next": 1, "worker": slots[1],
+         "started": {"pid": 42, "at": claims[1]["claimed"]}},
+    ]})
+    ended = answer["ended"]
+    assert [(e["task"], e["state"], e["refused"]) for e in ended] == [
+        (first["id"], "SUCCESS", None), (second["id"], "FAILED", None)]
+    assert [e["next"]["task"]["id"] for e in ended] == [third["id"], fourth["id"]]
+    assert [e["next"]["task"]["worker"] for e in ended] == slots
+    failed = server.client.get(f"/task/{second['id']}")
+    assert (failed["exit_code"], failed["error"], failed["pid"]) == (3, "boom", 42)
+
+
+def test_a_refused_report_in_an_exchange_leaves_the_others_to_end(make_server):
+    server = make_server(types={"echo": ECHO})
+    slots = [register(server, f"proc-{n}") for n in (1, 2)]
+    tasks = [server.client.post("/task/", {"type": "echo"}) for _ in range(2)]
+    claims = [server.client.post(f"/worker/{slot}/claim")["task"] for slot in slots]
+    answer = server.client.post("/exchange", {"reports": [
+        {"task": claims[0]["id"], "token": "an-old-attempt", "state": "SUCCESS",
+         "worker": slots[0]},
+        {"task": claims[1]["id"], "token": claims[1]["token"], "state": "SUCCESS",
+         "worker": slots[1]},
+    ]})
+    refused, ended = answer["ended"]
+    assert refused["status"] == 409 and "no longer held" in refused["refused"]
+    assert refused["state"] is None and ended["state"] == "SUCCESS"
+    assert server.client.get(f"/task/{tasks[0]['id']}")["state"] == "CLAIMED"
+
+
+def test_an_exchange_may_not_end_or_claim_for_another_tokens_workers(make_server):
+    server = make_server(types={"echo": ECHO})
+    mine = server.client.__class__(server.url, token=server.token("w-mine", "worker"))
+    theirs = server.client.__class__(server.url, token=server.token("w-theirs", "worker"))
+    for client, name in ((mine, "mine"), (theirs, "theirs")):
+        client.post("/worker/", {"id": name, "tags": [], "host": "h", "pid": 1})
+    server.client.post("/task/", {"type": "echo"})
+    server.client.post("/task/", {"type": "echo"})
+    held = theirs.post("/worker/theirs/claim")["task"]
+    own = mine.post("/worker/mine/claim")["task"]
+    answer = mine.post("/exchange", {"reports": [
+        {"task": held["id"], "token": held["token"], "state": "SUCCESS", "worker": "mine"},
+        {"task": own["id"], "token": own["token"], "state": "SUCCESS", "claim_next": 1,
+         "worker": "theirs"},
+    ]})
+    assert [(e["status"], e["state"]) for e in answer["ended"]] == [(403, None), (403, None)]
+    assert "another token" in answer["ended"][0]["refused"]
+    assert server.client.get(f"/task/{held['id']}")["state"] == "CLAIMED"
+    assert server.client.get(f"/task/{own['id']}")["state"] == "CLAIMED"
+
+
+@pytest.mark.parametrize(("body", "word"), [
+    ({"reports": []}, "reports"),
+    ({"reports": [{"task": 1, "token": "t", "state": "SUCCESS", "worker": "w"}] * 65},
+     "reports"),
+    ({"reports": [{"task": 1, "token": "t", "state": "QUEUED", "worker": "w"}]}, "state"),
+    ({"reports": [{"task": 1, "token": "t", "state": "SUCCESS", "worker": "../w"}]},
+     "worker"),
+    ({"reports": [{"task": 0, "token": "t", "state": "SUCCESS", "worker": "w"}]}, "task"),
+])
+def test_an_exchange_outside_its_limits_is_refused_naming_the_field(make_server, body, word):
+    server = make_server(types={"echo": ECHO})
+    status, answer = server.client.request("POST", "/exchange", body=body, ok=(400,))
+    assert status == 400 and word in answer["error"]["message"]

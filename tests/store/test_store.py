@@ -19,6 +19,7 @@ from blanket.errors import DuplicateTask, NotFound, StaleAttempt
 from blanket.models import ScheduleState, Task, TaskFilter, TaskState, Worker
 from blanket.store.base import (
     Claim,
+    End,
     NewTask,
     Outcome,
     Store,
@@ -944,6 +945,49 @@ def test_a_refused_finish_claims_nothing(store: Store) -> None:
         store.finish_and_claim(task.id, "not-the-token", failed(),
                                [Claim("w1", frozenset(), {}, NOW)])
     assert store.get_task(waiting.id).state is TaskState.QUEUED  # type: ignore[union-attr]
+
+
+# a worker process's end reports, together
+
+def test_an_exchange_ends_several_attempts_and_refuses_a_stale_one_alone(store: Store) -> None:
+    first, second = claimed(store), claimed(store)
+    waiting = store.add_task(new_task())
+    ended, taken = store.exchange([
+        End(first.id, first.token or "", failed()),
+        End(second.id, "not-the-token", failed()),
+        End(999999, "nothing", failed()),
+    ], [Claim("w2", frozenset(), {}, NOW)])
+    assert isinstance(ended[0], Task) and ended[0].state is TaskState.FAILED
+    assert isinstance(ended[1], StaleAttempt) and isinstance(ended[2], NotFound)
+    assert store.get_task(second.id).state is TaskState.CLAIMED  # type: ignore[union-attr]
+    assert [t.id for t in taken] == [waiting.id] and taken[0].worker == "w2"
+
+
+def test_an_exchange_claims_for_each_slot_until_the_queue_is_empty(store: Store) -> None:
+    one, two = claimed(store), claimed(store)
+    queued = [store.add_task(new_task(score=n)) for n in (1, 2)]
+    ended, taken = store.exchange(
+        [End(one.id, one.token or "", failed()), End(two.id, two.token or "", failed())],
+        [Claim(slot, frozenset(), {}, NOW) for slot in ("w1", "w2", "w3")])
+    assert all(isinstance(task, Task) for task in ended)
+    assert [(t.id, t.worker) for t in taken] == [(queued[0].id, "w1"), (queued[1].id, "w2")]
+
+
+def test_an_all_or_none_exchange_with_a_stale_end_changes_nothing(store: Store) -> None:
+    first, second = claimed(store), claimed(store)
+    with pytest.raises(StaleAttempt):
+        store.exchange([End(first.id, first.token or "", failed()),
+                        End(second.id, "not-the-token", failed())], all_or_none=True)
+    assert store.get_task(first.id).state is TaskState.CLAIMED  # type: ignore[union-attr]
+
+
+def test_an_exchange_wakes_the_ended_tasks_waiters(store: Store) -> None:
+    first, second = claimed(store), claimed(store)
+    calls = counting(store)
+    store.exchange([End(first.id, first.token or "", failed()),
+                    End(second.id, second.token or "", failed())])
+    woken = {topic for topics in calls for topic in topics}
+    assert {QUEUE, task_topic(first.id), task_topic(second.id)} <= woken
 
 
 # a busy worker's reserve

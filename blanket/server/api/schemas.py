@@ -84,6 +84,7 @@ REGISTER = MessageBody(protocol.Register)
 ATTEMPT = MessageBody(protocol.AttemptReport)
 STARTED = MessageBody(protocol.Started)
 FINISHED = MessageBody(protocol.Finished)
+EXCHANGE = MessageBody(protocol.Exchange)
 
 NEW_TOKEN = Body({
     "name": {"type": "string", "pattern": r"^[A-Za-z0-9][A-Za-z0-9_.@:-]{0,63}$"},

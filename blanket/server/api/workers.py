@@ -12,9 +12,9 @@ import bottle
 import msgspec
 
 from blanket import protocol as P
-from blanket.auth import OPERATOR, VIEWER
-from blanket.errors import InvalidInput, NotFound
-from blanket.models import TaskState
+from blanket.auth import OPERATOR, VIEWER, Identity
+from blanket.errors import BlanketError, InvalidInput, NotFound
+from blanket.models import TaskState, Worker
 from blanket.server.api import schemas as S
 from blanket.server.api.access import identity
 from blanket.server.api.http import (
@@ -25,10 +25,15 @@ from blanket.server.api.http import (
     read_message,
     serve,
 )
+from blanket.server.queue import AttemptEnd
 from blanket.server.services import Services
 
 MAX_POLL = 60.0
 _HASH = re.compile(r"[0-9a-f]{16,64}")
+
+
+def _refused(task_id: int, error: BlanketError) -> P.SlotEnded:
+    return P.SlotEnded(task=task_id, refused=error.message, status=error.status)
 
 
 def install(app: bottle.Bottle, services: Services) -> None:
@@ -43,6 +48,7 @@ def install(app: bottle.Bottle, services: Services) -> None:
     serve(app, P.STARTED, routes.started, body=S.STARTED)
     serve(app, P.HEARTBEAT, routes.heartbeat, body=S.ATTEMPT, query=S.POLL)
     serve(app, P.FINISHED, routes.finished, body=S.FINISHED)
+    serve(app, P.EXCHANGE, routes.exchange, body=S.EXCHANGE)
     serve(app, P.RELEASE, routes.release, body=S.ATTEMPT)
     serve(app, P.BUNDLE, routes.bundle)
 
@@ -154,6 +160,56 @@ class WorkerRoutes:
         return message_response(P.Ended(task=task.to_json(),
                                         next=claimed[0] if claimed else None,
                                         reserve=claimed[1] if len(claimed) > 1 else None))
+
+    def exchange(self):
+        """The end reports of a worker process's slots, ready together: one transaction for
+        all, each answered alone (a refused one does not refuse the others), each bringing
+        the claims it asked for its slot."""
+        request = read_message(P.Exchange)
+        caller = identity()
+        ends: list[AttemptEnd] = []
+        refusals: dict[int, BlanketError] = {}
+        slots: dict[str, Worker | None] = {}
+        for index, report in enumerate(request.reports):
+            try:
+                self.registry.check_holder(caller, report.task, report.token)
+                worker = self._slot(report.worker, caller, slots) if report.wants else None
+            except BlanketError as e:
+                refusals[index] = e
+                continue
+            ends.append(AttemptEnd(
+                report.task, report.token, TaskState(report.state), report.exit_code,
+                report.error, report.handback,
+                msgspec.structs.asdict(report.started) if report.started else None,
+                # a slot the server forgot (a new database) claims nothing: it registers again
+                report.wants if worker is not None else 0, report.running, worker))
+        answers = iter(self.s.queue.end_attempts(ends))
+        ended = []
+        for index, report in enumerate(request.reports):
+            if index in refusals:
+                ended.append(_refused(report.task, refusals[index]))
+                continue
+            task, taken = next(answers)
+            if isinstance(task, BlanketError):
+                ended.append(_refused(report.task, task))
+                continue
+            claimed: list[P.Claimed | None] = [P.Claimed.of(*found) for found in taken]
+            if report.running is not None:  # its reserve runs: what it took is the new one
+                claimed.insert(0, None)
+            ended.append(P.SlotEnded(task=task.id, state=task.state.value,
+                                     next=claimed[0] if claimed else None,
+                                     reserve=claimed[1] if len(claimed) > 1 else None))
+        return message_response(P.Exchanged(ended=ended))
+
+    def _slot(self, worker_id: str, caller: Identity,
+              known: dict[str, Worker | None]) -> Worker | None:
+        """The caller's worker `worker_id` (None if the server does not know it)."""
+        if worker_id not in known:
+            try:
+                known[worker_id] = self.registry.owned(worker_id, caller)
+            except NotFound:
+                known[worker_id] = None
+        return known[worker_id]
 
     def release(self, task_id: str):
         """A reserve its worker will not run (its current task runs long, or it is

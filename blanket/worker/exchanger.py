@@ -1,0 +1,106 @@
+"""A worker process's end reports, sent together: a report never waits for a timer, and one
+that becomes ready while another exchange is on its way leaves with the next one, together
+with every other report ready by then (a group commit: one request and one transaction for
+what several slots finished at about the same time)."""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass, field
+
+import msgspec
+import structlog
+
+from blanket import protocol as P
+from blanket.client import ClientError
+from blanket.worker.client import REPORT_PATIENCE, Superseded, WorkerClient
+
+log = structlog.get_logger("blanket.worker")
+
+
+@dataclass(eq=False)
+class _Report:
+    message: P.SlotReport
+    patience: float
+    ready: threading.Event = field(default_factory=threading.Event)
+    lead: bool = False  # woken to send the next exchange, not with its answer
+    answer: P.SlotEnded | None = None
+    error: BaseException | None = None
+
+
+class Exchanger:
+    """Sends the slots' end reports (POST /exchange). The slot whose report finds no exchange
+    on its way sends it at once, on its own thread; reports that come meanwhile wait, and
+    when that exchange is answered the first of them sends them all."""
+
+    def __init__(self, server: WorkerClient):
+        self.server = server
+        self._lock = threading.Lock()
+        self._waiting: list[_Report] = []
+        self._busy = False  # an exchange is on its way
+        self.sent = 0  # exchanges sent, and the reports they carried (for tests and figures)
+        self.carried = 0
+
+    def finish(self, worker_id: str, task_id: int, report: P.Finished,
+               patience: float = REPORT_PATIENCE) -> P.Ended:
+        """Report an attempt's end for slot `worker_id`; the answer brings the claims the
+        report asked for. Superseded when the server refused it (404, 409, 410), ClientError
+        for another refusal, GaveUp when the server stayed away past `patience`."""
+        fields = msgspec.structs.asdict(report)
+        item = _Report(P.SlotReport(**fields, task=task_id, worker=worker_id), patience)
+        with self._lock:
+            self._waiting.append(item)
+            lead = not self._busy
+            self._busy = True
+        if not lead:
+            item.ready.wait()
+            if item.lead:
+                self._send()
+                item.ready.wait()
+        else:
+            self._send()
+        if item.error is not None:
+            raise item.error
+        assert item.answer is not None
+        return _ended(item.answer)
+
+    def _send(self) -> None:
+        """Send every report waiting, answer each, and hand the next exchange to the first
+        report that came meanwhile (or mark none on its way)."""
+        with self._lock:
+            batch, self._waiting = self._waiting, []
+            for item in batch:
+                item.lead = False
+                item.ready.clear()
+        try:
+            answered = self.server.exchange(
+                P.Exchange(reports=tuple(item.message for item in batch)),
+                patience=max(item.patience for item in batch))
+            if len(answered.ended) != len(batch):
+                raise ValueError(f"the server answered {len(answered.ended)} of "
+                                 f"{len(batch)} reports")
+            for item, answer in zip(batch, answered.ended, strict=True):
+                item.answer = answer
+        except BaseException as e:  # every report of the batch shares its fate
+            for item in batch:
+                item.error = e
+        with self._lock:
+            self.sent += 1
+            self.carried += len(batch)
+            if self._waiting:
+                self._waiting[0].lead = True
+                self._waiting[0].ready.set()
+            else:
+                self._busy = False
+        for item in batch:
+            item.ready.set()
+
+
+def _ended(answer: P.SlotEnded) -> P.Ended:
+    """One report's answer, as the single end report's route would give it."""
+    if answer.refused is not None:
+        if answer.status in (404, 409, 410):
+            raise Superseded(answer.refused)
+        raise ClientError(answer.refused, code="refused", status=answer.status)
+    return P.Ended(task={"id": answer.task, "state": answer.state}, next=answer.next,
+                   reserve=answer.reserve)

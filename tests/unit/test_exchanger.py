@@ -1,0 +1,100 @@
+"""The slots' end reports: sent at once when nothing is on its way, else together with
+every report that became ready meanwhile (a group commit)."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import pytest
+
+from blanket import protocol as P
+from blanket.client import ClientError, ServerUnreachable
+from blanket.worker.client import Superseded
+from blanket.worker.exchanger import Exchanger
+
+
+class Server:
+    """Answers each exchange once the test lets it; records what each carried."""
+
+    def __init__(self, hold_first: bool = False):
+        self.batches: list[list[int]] = []
+        self.arrived = threading.Semaphore(0)
+        self.release = threading.Event()
+        self.hold_first = hold_first
+        self.refuse: dict[int, tuple[int, str]] = {}
+        self.fail: BaseException | None = None
+
+    def exchange(self, request: P.Exchange, patience: float) -> P.Exchanged:
+        self.batches.append([r.task for r in request.reports])
+        self.arrived.release()
+        if self.hold_first and len(self.batches) == 1:
+            assert self.release.wait(10)
+        if self.fail is not None:
+            raise self.fail
+        ended = []
+        for report in request.reports:
+            if report.task in self.refuse:
+                status, why = self.refuse[report.task]
+                ended.append(P.SlotEnded(task=report.task, refused=why, status=status))
+            else:
+                ended.append(P.SlotEnded(task=report.task, state=report.state))
+        return P.Exchanged(ended=ended)
+
+
+def report(state: str = "SUCCESS") -> P.Finished:
+    return P.Finished(token="t", state=state)  # type: ignore[arg-type]
+
+
+def test_a_report_with_nothing_on_its_way_goes_at_once_alone():
+    server = Server()
+    ended = Exchanger(server).finish("w-1", 7, report())  # type: ignore[arg-type]
+    assert server.batches == [[7]] and ended.state == "SUCCESS"
+
+
+def test_reports_ready_while_an_exchange_is_on_its_way_leave_together_in_the_next():
+    server = Server(hold_first=True)
+    exchanger = Exchanger(server)  # type: ignore[arg-type]
+    answers: dict[int, str] = {}
+
+    def finish(task: int) -> None:
+        answers[task] = exchanger.finish(f"w-{task}", task, report()).state
+
+    first = threading.Thread(target=finish, args=(1,))
+    first.start()
+    assert server.arrived.acquire(timeout=10)  # the first exchange is on its way
+    others = [threading.Thread(target=finish, args=(n,)) for n in (2, 3, 4)]
+    for thread in others:
+        thread.start()
+    # the three wait for the first exchange's answer (they cannot be sent before it)
+    deadline = time.monotonic() + 10
+    while len(exchanger._waiting) < 3 and time.monotonic() < deadline:
+        time.sleep(0.001)
+    assert len(server.batches) == 1
+    server.release.set()
+    for thread in (first, *others):
+        thread.join(10)
+    assert server.batches[0] == [1] and sorted(server.batches[1]) == [2, 3, 4]
+    assert len(server.batches) == 2 and answers == {n: "SUCCESS" for n in (1, 2, 3, 4)}
+    assert (exchanger.sent, exchanger.carried) == (2, 4)
+
+
+def test_a_refused_report_raises_for_its_slot_alone():
+    server = Server()
+    server.refuse = {5: (409, "no longer held"), 6: (403, "another token")}
+    exchanger = Exchanger(server)  # type: ignore[arg-type]
+    with pytest.raises(Superseded, match="no longer held"):
+        exchanger.finish("w-1", 5, report())
+    with pytest.raises(ClientError, match="another token") as refused:
+        exchanger.finish("w-1", 6, report())
+    assert refused.value.status == 403
+
+
+def test_a_failed_exchange_fails_every_report_it_carried_and_the_next_goes_on():
+    server = Server()
+    server.fail = ServerUnreachable("away")
+    exchanger = Exchanger(server)  # type: ignore[arg-type]
+    with pytest.raises(ServerUnreachable):
+        exchanger.finish("w-1", 1, report())
+    server.fail = None
+    assert exchanger.finish("w-1", 2, report()).state == "SUCCESS"
