@@ -9,7 +9,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 # In a task's directory, besides its inputs and the files of its type:
-COMMAND_FILE = ".blanket-command"  # the rendered command, for executors that read a script
+# The rendered command, when it cannot be an argument (`bash -c`): another executor, too long,
+# or it holds a secret value (a process's arguments are visible to other users).
+COMMAND_FILE = ".blanket-command"
 PROGRESS_FILE = ".progress"  # what the task writes to report its progress
 TASK_FILE = "task.json"  # the task's record, written when it ends
 # Each log by the name the API and the CLI give it (`output` when the type combines them).

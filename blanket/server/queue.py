@@ -97,7 +97,7 @@ class Queue:
         """A worker gives back a claimed task it will not start (a reserve behind a long
         task, or a claim that crossed its stop): queued again as it was."""
         task = self.store.release_task(task_id, token)
-        log.info("claimed task given back", task=task.id, type=task.type)
+        log.debug("claimed task given back", task=task.id, type=task.type)
         return task
 
     def report_started(self, task_id: int, token: str, pid: int | None,

@@ -1,14 +1,14 @@
-"""The claims a worker holds beside the task it runs, and the end reports that bring them:
-with a reserve in hand, a task's end report goes out while the reserve already runs, and
-asks for the next reserve; without one, it waits for its answer, which brings the next task
-and a reserve."""
+"""The claims a worker slot holds beside the task it runs, and the end reports that bring
+them: with a reserve in hand, a task's end report waits until the reserve's process has
+started, then goes out on the slot's own thread while the reserve runs, and asks for the
+next reserve; without one, it goes at once and its answer brings the next task and a
+reserve. No thread is handed anything per task."""
 
 from __future__ import annotations
 
 import threading
 from collections import deque
 from collections.abc import Callable
-from concurrent.futures import Future, ThreadPoolExecutor
 
 import msgspec
 import structlog
@@ -39,15 +39,15 @@ class Claims:
         self._held: deque[P.Claimed] = deque()
         self._lock = threading.Lock()
         self._long = False  # the current task outlived the runner's first poll
-        self._ender = ThreadPoolExecutor(1, thread_name_prefix="end-report")
-        self._ending: Future[None] | None = None
+        # An end report held until the reserve it names has started.
+        self._pending: tuple[Attempt, RunResult, P.Finished] | None = None
 
     def take(self) -> P.Claimed | None:
         """A task in hand, else one the end report on its way brings."""
         with self._lock:
             if self._held:
                 return self._held.popleft()
-        self.await_ending()
+        self.send_pending()
         with self._lock:
             return self._held.popleft() if self._held else None
 
@@ -82,7 +82,7 @@ class Claims:
         def send() -> None:
             try:
                 self.server.release(task.id, task.token or "", OUTPUT_PATIENCE)
-                log.info("reserve given back", task=task.id)
+                log.debug("reserve given back", task=task.id)
             except Superseded as e:  # it was stopped or removed meanwhile
                 log.info("reserve already gone", task=task.id, reason=str(e))
             except (GaveUp, BlanketError) as e:  # the reaper queues it again in time
@@ -90,15 +90,21 @@ class Claims:
 
         self.reports.call(send)
 
-    def await_ending(self) -> None:
-        """Wait for the end report on its way (and so for what it brings)."""
-        ending, self._ending = self._ending, None
-        if ending is not None and (problem := ending.exception()) is not None:
-            log.error("end report failed", exc_info=problem)
+    def send_pending(self) -> None:
+        """Send the end report held for the moment the reserve started (now, or it will not
+        start: the answer then brings what is next)."""
+        pending, self._pending = self._pending, None
+        if pending is None:
+            return
+        attempt, result, report = pending
+        if self.stopping.is_set():  # the reserve will not run: ask for nothing
+            report = msgspec.structs.replace(report, claim_next=0, running=None)
+        self._report_end(attempt, result, report)
 
     def finish(self, attempt: Attempt, result: RunResult) -> None:
         """Report the end; see the module's docstring."""
         task = attempt.task
+        self.send_pending()  # an earlier report first: its answer may bring our reserve
         if attempt.superseded:
             log.warning("result dropped", task=task.id, attempt=task.attempt,
                         state=result.state.value, reason=attempt.superseded)
@@ -106,16 +112,15 @@ class Claims:
         report = P.Finished(token=attempt.token, state=result.state.value,
                             exit_code=result.exit_code, error=as_utf8(result.error),
                             handback=attempt.handback, started=attempt.unreported_start)
-        self.await_ending()  # the last report's answer may bring our reserve
         if self.stopping.is_set() or attempt.handback:
             self.release_all()
             self._report_end(attempt, result, report)
             return
         with self._lock:
             reserve = self._held[0].task.id if self._held else None
-        if reserve is not None:
-            report = msgspec.structs.replace(report, claim_next=1, running=reserve)
-            self._ending = self._ender.submit(self._report_end, attempt, result, report)
+        if reserve is not None:  # sent by send_pending once the reserve runs
+            self._pending = (attempt, result,
+                             msgspec.structs.replace(report, claim_next=1, running=reserve))
         else:
             self._report_end(attempt, result, msgspec.structs.replace(report, claim_next=2))
 
@@ -131,5 +136,5 @@ class Claims:
                       problem=str(e))
         else:
             self.hold([claim for claim in (ended.next, ended.reserve) if claim])
-            log.info("task ended", task=task.id, state=ended.state,
+            log.debug("task ended", task=task.id, state=ended.state,
                      reported=result.state.value, handback=attempt.handback)

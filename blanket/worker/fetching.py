@@ -24,6 +24,10 @@ class BundleCache:
         self.server = server
         self.root = root
 
+    def cached(self, version: str) -> bool:
+        """Whether the bundle of `version` is here already (no download)."""
+        return bool(_HASH.fullmatch(version)) and (self.root / version).is_dir()
+
     def get(self, version: str, url_path: str) -> Path:
         """The extracted bundle of `version`, fetching and unpacking it if needed."""
         if not _HASH.fullmatch(version):

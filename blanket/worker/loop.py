@@ -240,7 +240,7 @@ class Slot:
             self.shipper.start()
         self.reports.start()
         self._work()
-        self.claims.await_ending()
+        self.claims.send_pending()
         self.claims.release_all()
         self.reports.flush()  # the releases go out before we leave
         self._leave()
@@ -330,11 +330,13 @@ class Slot:
 
     def _run_attempt(self, attempt: Attempt, claim: P.Claimed) -> None:
         task = attempt.task
-        log.info("task claimed", task=task.id, type=task.type, attempt=task.attempt)
+        log.debug("task claimed", task=task.id, type=task.type, attempt=task.attempt)
         if self.stopping.is_set():  # the claim crossed our stop: give it straight back
             self.claims.release(claim)
             return
         work_dir = DataDir(self.data_dir).task(task.type, task.id)
+        if task.inputs or not self.bundles.cached(task.version or ""):
+            self.claims.send_pending()  # the previous task's end need not wait for downloads
         try:
             bundle = self.bundles.get(task.version or "", claim.bundle)
             fetch_inputs(self.server, task, work_dir)
@@ -379,7 +381,12 @@ class Slot:
         if self.hand_back_now.is_set():
             attempt.stop(handback=True)
         try:
-            result = attempt.run.run()
+            if attempt.task_type.checks or attempt.task_type.files:
+                self.claims.send_pending()  # its preparation may take a while
+            result = attempt.run.start()
+            # The previous task's end report goes out now that this one runs.
+            self.claims.send_pending()
+            result = result or attempt.run.wait()
             attempt.ran = True
             if self.sends_outputs and not (attempt.handback or attempt.superseded):
                 # Heartbeats go on while they upload: large outputs on a slow link must not

@@ -13,11 +13,30 @@ import sys
 import time
 from pathlib import Path
 
+SHELLS = frozenset({"bash", "sh"})  # executors that take the command itself (-c)
+MAX_INLINE_COMMAND = 64 * 1024  # longer commands go in a file (an argument may hold 128 KiB)
+
 
 def executor_argv(executor: str, script: Path, search_path: str | None = None) -> list[str]:
     """The argv that runs `script` with the type's executor, found on the task's PATH."""
+    return [_program(executor, search_path), str(script)]
+
+
+def inline_argv(executor: str, command: str, search_path: str | None = None) -> list[str] | None:
+    """The argv that runs `command` given on the command line (`bash -c COMMAND`), saving
+    the command's file; None when the executor needs a file or the command is too long for
+    an argument or holds a NUL. Other users of the machine can read a process's arguments
+    (/proc/PID/cmdline): the caller passes no command that holds a secret value."""
+    if executor not in SHELLS or "\0" in command:
+        return None
+    if len(command.encode("utf-8", "surrogatepass")) > MAX_INLINE_COMMAND:
+        return None
+    return [_program(executor, search_path), "-c", command]
+
+
+def _program(executor: str, search_path: str | None) -> str:
     program = {"bash": "bash", "sh": "/bin/sh", "python": sys.executable}.get(executor, executor)
-    return [find_program(program, search_path), str(script)]
+    return find_program(program, search_path)
 
 
 _found: dict[tuple[str, str | None], str] = {}

@@ -34,6 +34,7 @@ from blanket.worker.processes import (
     describe_status,
     end_process_group,
     executor_argv,
+    inline_argv,
     signal_group,
 )
 from blanket.worker.progress import ProgressWatcher
@@ -41,6 +42,7 @@ from blanket.worker.workdir import (
     RunProblem,
     copy_section,
     resolve_dest,
+    secret_values,
     task_variables,
     write_task_file,
 )
@@ -101,6 +103,9 @@ class TaskRun:
         self.base_env = os.environ if base_env is None else base_env
         self._stop = threading.Event()
         self._variables: dict[str, str] | None = None
+        self._proc: subprocess.Popen | None = None
+        self._record: str | None = None  # the ledger's record of the running process
+        self._started_at: float | None = None
         self.ledger = ledger  # records what runs, for when the worker dies meanwhile
 
     @property
@@ -117,10 +122,15 @@ class TaskRun:
     def run(self) -> RunResult:
         """Prepare and run the task, blocking until it ends; never raises: whatever goes
         wrong (the task's text, the disk, the executor) ends the run FAILED saying what."""
+        return self.start() or self.wait()
+
+    def start(self) -> RunResult | None:
+        """Prepare the task and start its process; None once it runs (then `wait` for its
+        end), or how it ended when it could not start. Never raises."""
         try:
             env, argv = self._prepare()
         except _Stopped:
-            return RunResult(TaskState.STOPPED, None, "stopped before it started")
+            return self._ended(RunResult(TaskState.STOPPED, None, "stopped before it started"))
         except (RunProblem, TemplateProblem) as exc:
             return self._fail_before_start(str(exc))
         except OSError as exc:
@@ -134,12 +144,36 @@ class TaskRun:
             log.exception("task preparation failed", task=self.task.id)
             return self._fail_before_start(f"preparing the task failed: {_explain(exc)}")
         if self._stop.is_set():
-            return RunResult(TaskState.STOPPED, None, "stopped before it started")
+            return self._ended(RunResult(TaskState.STOPPED, None, "stopped before it started"))
         try:
-            return self._execute(env, argv)
+            self._proc = self._start(env, argv)
+        except OSError as exc:
+            return self._fail_before_start(
+                f"could not start executor {self.task_type.executor!r}: {exc.strerror or exc}")
+        except (ValueError, TypeError) as exc:  # text exec cannot take (say, not UTF-8)
+            return self._fail_before_start(f"could not start the task: {_explain(exc)}")
+        self._started_at = time.time()
+        self._record = self.ledger.add(self._proc.pid) if self.ledger else None
+        _call(self.on_started, self._proc.pid)
+        return None
+
+    def wait(self) -> RunResult:
+        """Supervise the started process to its end (timeout, stop, progress), end what is
+        left of its group, write task.json; how it ended. Never raises."""
+        proc = self._proc
+        assert proc is not None, "wait() follows a start() that started the process"
+        try:
+            try:
+                ending = self._supervise(proc)
+            finally:
+                end_process_group(proc, self.grace)
+                if self.ledger:
+                    self.ledger.remove(self._record)
+            result = self._result(proc.returncode, ending)
         except Exception as exc:  # a bug of ours: the worker must still go on
             log.exception("task run failed", task=self.task.id)
-            return RunResult(TaskState.FAILED, None, f"running the task failed: {_explain(exc)}")
+            result = RunResult(TaskState.FAILED, None, f"running the task failed: {_explain(exc)}")
+        return self._ended(result)
 
     def _prepare(self) -> tuple[dict[str, str], list[str]]:
         try:
@@ -159,15 +193,23 @@ class TaskRun:
         env = {**self.base_env, **variables}
         for check in self.task_type.checks:
             self._run_check(check, env)
+        command = render_command(self.task_type.command, variables)
+        if not fresh:  # an earlier attempt's progress is not this one's
+            (self.work_dir / PROGRESS_FILE).unlink(missing_ok=True)
+        # A command that holds no secret value is passed as an argument (`bash -c`), saving
+        # a file per task; others cannot see a secret in the arguments that way.
+        if not any(secret in command for secret in secret_values(
+                self.task, self.task_type, variables)):
+            argv = inline_argv(self.task_type.executor, command, env.get("PATH"))
+            if argv is not None:
+                return env, argv
         script = self.work_dir / COMMAND_FILE
         # The rendered command may hold secret values: readable by the worker's user only,
         # and never served or sent to the server (PRIVATE_NAMES).
         fd = os.open(script, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
         with os.fdopen(fd, "w", encoding="utf-8") as out:
             os.fchmod(fd, 0o600)  # also when an earlier attempt left it
-            out.write(render_command(self.task_type.command, variables) + "\n")
-        if not fresh:  # an earlier attempt's progress is not this one's
-            (self.work_dir / PROGRESS_FILE).unlink(missing_ok=True)
+            out.write(command + "\n")
         return env, executor_argv(self.task_type.executor, script, env.get("PATH"))
 
     def _run_check(self, command: str, env: Mapping[str, str]) -> None:
@@ -201,30 +243,6 @@ class TaskRun:
             status = (f"exit {proc.returncode}" if proc.returncode > 0
                       else describe_status(proc.returncode))
             raise RunProblem(f"check failed: {command} ({status})" + _last_line(stderr))
-
-    def _execute(self, env: dict[str, str], argv: list[str]) -> RunResult:
-        try:
-            proc = self._start(env, argv)
-        except OSError as exc:
-            return self._fail_before_start(
-                f"could not start executor {self.task_type.executor!r}: {exc.strerror or exc}")
-        except (ValueError, TypeError) as exc:  # text exec cannot take (say, not UTF-8)
-            return self._fail_before_start(f"could not start the task: {_explain(exc)}")
-        problem: str | None = None
-        record = self.ledger.add(proc.pid) if self.ledger else None
-        try:
-            _call(self.on_started, proc.pid)
-            # Written once the process runs: a task's start does not wait on it. A task
-            # whose record cannot be written does not run on without one.
-            problem = self._write_task_file()
-            ending = self._supervise(proc) if problem is None else TaskState.FAILED
-        finally:
-            end_process_group(proc, self.grace if problem is None else 0.0)
-            if self.ledger:
-                self.ledger.remove(record)
-        if problem is not None:
-            return RunResult(TaskState.FAILED, None, problem)
-        return self._result(proc.returncode, ending)
 
     def _start(self, env: dict[str, str], argv: list[str]) -> subprocess.Popen:
         with ExitStack() as files:
@@ -285,28 +303,35 @@ class TaskRun:
         return (f"; the disk holding {self.work_dir} is full: free space there, then run "
                 "the task again")
 
-    def _write_task_file(self) -> str | None:
-        """Write task.json; what went wrong, if it could not be written."""
+    def _ended(self, result: RunResult) -> RunResult:
+        """Write task.json with how the run ended; a task whose record cannot be written
+        ends FAILED saying so."""
+        if not self.work_dir.is_dir():
+            return result
+        ended = {"state": result.state.value, "exit_code": result.exit_code,
+                 "error": result.error, "started": self._started_at, "finished": time.time()}
         try:
             variables = self._variables or task_variables(self.task, self.task_type,
                                                           self.work_dir, self.server_url)
-            write_task_file(self.work_dir, self.task, self.task_type, variables)
+            write_task_file(self.work_dir, self.task, self.task_type, variables, ended)
         except (OSError, ValueError, TypeError) as exc:
             log.warning("could not write task.json", task=self.task.id, path=str(self.work_dir),
                         problem=_explain(exc))
-            return f"could not write {TASK_FILE}: {_explain(exc)}"
-        return None
+            problem = f"could not write {TASK_FILE}: {_explain(exc)}"
+            if result.state is TaskState.SUCCESS:
+                return RunResult(TaskState.FAILED, result.exit_code, problem)
+            return RunResult(result.state, result.exit_code,
+                             f"{result.error}; {problem}" if result.error else problem)
+        return result
 
     def _fail_before_start(self, message: str) -> RunResult:
         name = error_log(self.task_type.combine_output)
-        if self.work_dir.is_dir():
-            self._write_task_file()
         try:
             (self.work_dir / name).write_text(f"blanket: {message}\n", encoding="utf-8",
                                               errors="backslashreplace")
         except OSError:
             log.warning("could not write the error log", task=self.task.id, path=str(self.work_dir))
-        return RunResult(TaskState.FAILED, None, message)
+        return self._ended(RunResult(TaskState.FAILED, None, message))
 
 
 def _nearly_full(folder: Path) -> bool:

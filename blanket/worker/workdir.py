@@ -9,6 +9,7 @@ import posixpath
 import shutil
 from collections.abc import Iterator, Mapping
 from pathlib import Path
+from typing import Any
 
 import pathspec
 
@@ -89,13 +90,29 @@ def _renders(path: Path, relative: str, ignore: pathspec.PathSpec | None) -> boo
 
 
 def write_task_file(work_dir: Path, task: Task, task_type: TaskType,
-                    variables: Mapping[str, str]) -> None:
-    """Write task.json: the task, its type and the variables it ran with. One line, by the C
-    encoder (`indent` takes the pure-Python one, several times slower, on every task); `jq .`
-    shows it indented."""
-    hidden = {*task.secrets, *task_type.secrets, "BLANKET_TASK_TOKEN"}
-    shown = {name: SECRET_MASK if name in hidden else value for name, value in variables.items()}
-    data = {**task.to_json(), "task_type": task_type.shown_json(), "run_environment": shown}
+                    variables: Mapping[str, str], ended: Mapping[str, Any] | None = None) -> None:
+    """Write task.json, once, when the run ends: the task, its type, the variables it ran
+    with and how it ended (`ended`: state, exit_code, error, started, finished). One line, by
+    the C encoder (`indent` takes the pure-Python one, several times slower, on every task);
+    `jq .` shows it indented."""
+    data = {**task.to_json(), **(ended or {}), "task_type": task_type.shown_json(),
+            "run_environment": shown_variables(task, task_type, variables)}
     # A value that is not Unicode text (a lone surrogate) is kept as its JSON escape.
     (work_dir / TASK_FILE).write_text(json.dumps(data, sort_keys=True, ensure_ascii=False) + "\n",
                                       encoding="utf-8", errors="backslashreplace")
+
+
+def secret_values(task: Task, task_type: TaskType, variables: Mapping[str, str]) -> list[str]:
+    """The values of the variables a task must not show (its secrets and its attempt
+    token), as they were given to it."""
+    return [value for name in _hidden(task, task_type) if (value := variables.get(name))]
+
+
+def shown_variables(task: Task, task_type: TaskType,
+                    variables: Mapping[str, str]) -> dict[str, str]:
+    hidden = _hidden(task, task_type)
+    return {name: SECRET_MASK if name in hidden else value for name, value in variables.items()}
+
+
+def _hidden(task: Task, task_type: TaskType) -> set[str]:
+    return {*task.secrets, *task_type.secrets, "BLANKET_TASK_TOKEN"}

@@ -111,7 +111,7 @@ def test_tasks_that_break_their_worker_fail_with_the_reason_and_the_worker_goes_
     server = make_server(types={
         "echo": 'command = "echo {{ MSG }}"\n[environment.defaults]\nMSG = "hi"\n',
         "no_executor": f'command = "true"\nexecutor = "{interpreter}"\n',
-        "no_record": f'command = "sleep 30"\n[[files]]\nsrc = "{tmp_path / "assets"}/"\n'
+        "no_record": f'command = "echo ran"\n[[files]]\nsrc = "{tmp_path / "assets"}/"\n'
                      'dest = "."\n',
     })
     interpreter.unlink()

@@ -509,3 +509,69 @@ def test_checks_run_in_the_work_dir_with_the_task_environment(tmp_path):
     result = run(tmp_path, "true", checks=('test "$BLANKET_TASK_ID" = 7 && test "$(pwd -P)" = '
                                         '"$(cd "$BLANKET_WORKING_DIR" && pwd -P)"',))
     assert result.state is TaskState.SUCCESS
+
+
+# The command: an argument where that keeps no secret, else a private file
+
+
+def test_a_shell_command_is_passed_as_an_argument_without_a_file(tmp_path):
+    result = run(tmp_path, "tr '\\0' ' ' < /proc/$$/cmdline > cmdline.txt; echo {{ WHO }}",
+                 task=make_task(environment={"WHO": "you"}))
+    assert result.state is TaskState.SUCCESS and work(tmp_path, "stdout.log") == "you\n"
+    assert " -c " in work(tmp_path, "cmdline.txt")
+    assert not (tmp_path / "work" / ".blanket-command").exists()
+
+
+def test_a_command_holding_a_secret_value_goes_in_a_private_file(tmp_path):
+    task = make_task(environment={"PW": "hunter2-secret"}, secrets=("PW",))
+    result = run(tmp_path, "tr '\\0' ' ' < /proc/$$/cmdline > cmdline.txt; echo {{ PW }}",
+                 task=task)
+    assert result.state is TaskState.SUCCESS and work(tmp_path, "stdout.log") == "hunter2-secret\n"
+    assert "hunter2-secret" not in work(tmp_path, "cmdline.txt")
+    script = tmp_path / "work" / ".blanket-command"
+    assert "hunter2-secret" in script.read_text()
+    assert stat.S_IMODE(script.stat().st_mode) == 0o600
+
+
+def test_a_command_holding_the_attempt_token_goes_in_a_private_file(tmp_path):
+    run(tmp_path, "echo {{ BLANKET_TASK_TOKEN }}", task=make_task(token="tok-123"))
+    assert work(tmp_path, "stdout.log") == "tok-123\n"
+    assert "tok-123" in work(tmp_path, ".blanket-command")
+
+
+def test_a_command_too_long_for_an_argument_goes_in_a_file(tmp_path):
+    long_line = "#" + "x" * (70 * 1024) + "\necho done"
+    result = run(tmp_path, long_line)
+    assert result.state is TaskState.SUCCESS and work(tmp_path, "stdout.log") == "done\n"
+    assert (tmp_path / "work" / ".blanket-command").exists()
+
+
+# task.json: written once, when the run ends
+
+
+def test_task_json_is_written_once_at_the_end_with_how_the_run_ended(tmp_path):
+    seen_at_start = []
+    task_run = runner(tmp_path, make_type("echo out; exit 3"), on_started=lambda pid:
+                      seen_at_start.append((tmp_path / "work" / "task.json").exists()))
+    result = task_run.run()
+    assert result == RunResult(TaskState.FAILED, 3, "exited with status 3")
+    assert seen_at_start == [False]
+    record = json.loads(work(tmp_path, "task.json"))
+    assert (record["state"], record["exit_code"], record["error"]) == (
+        "FAILED", 3, "exited with status 3")
+    assert record["started"] <= record["finished"]
+
+
+def test_a_task_whose_record_cannot_be_written_ends_failed_saying_so(tmp_path):
+    (tmp_path / "work" / "task.json").mkdir(parents=True)  # in the way of the record
+    result = run(tmp_path, "echo ran")
+    assert result.state is TaskState.FAILED and "could not write task.json" in result.error
+    assert work(tmp_path, "stdout.log") == "ran\n"
+
+
+def test_start_then_wait_is_run_in_two_steps(tmp_path):
+    started = []
+    task_run = runner(tmp_path, make_type("echo two steps"), on_started=started.append)
+    assert task_run.start() is None and len(started) == 1
+    assert task_run.wait() == RunResult(TaskState.SUCCESS, 0, None)
+    assert work(tmp_path, "stdout.log") == "two steps\n"
