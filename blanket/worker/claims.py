@@ -82,7 +82,7 @@ class Claims:
         def send() -> None:
             try:
                 self.server.release(task.id, task.token or "", OUTPUT_PATIENCE)
-                log.debug("reserve given back", task=task.id)
+                log.info("reserve given back", task=task.id)
             except Superseded as e:  # it was stopped or removed meanwhile
                 log.info("reserve already gone", task=task.id, reason=str(e))
             except (GaveUp, BlanketError) as e:  # the reaper queues it again in time
