@@ -33,9 +33,10 @@ lint: $(STAMP)
 
 # -P: bench/queue.py must not shadow the standard library's queue module.
 bench: $(STAMP)
+	$(BIN)/pip install --quiet -e '.[bench]'
 	$(BIN)/python -P bench/catalog.py
 	$(BIN)/python -P bench/queue.py
-	$(BIN)/python -P bench/throughput.py
+	$(BIN)/python -P bench/throughput.py --rounds 3
 	$(BIN)/python -P bench/schedule.py
 	$(BIN)/python -P bench/inbox.py
 

@@ -62,10 +62,12 @@ class Running:
 
 
 @contextlib.contextmanager
-def server_with_workers(types: dict[str, str], prefix: str) -> Iterator[Running]:
-    """A `blanket server` on a free loopback port with `types`, and two local workers
-    sharing its data dir; both stopped on the way out."""
-    with tempfile.TemporaryDirectory(prefix=prefix) as tmp:
+def server_with_workers(types: dict[str, str], prefix: str,
+                        root: Path | None = None) -> Iterator[Running]:
+    """A `blanket server` on a free loopback port with `types`, and a worker process with
+    two slots sharing its data dir, in a new folder under `root` (default: the system's
+    temporary folder); both stopped on the way out."""
+    with tempfile.TemporaryDirectory(prefix=prefix, dir=root) as tmp:
         base = Path(tmp)
         folder = base / "conf.d" / "types"
         folder.mkdir(parents=True)
