@@ -124,7 +124,27 @@ def bench_submissions(base: Path, count: int) -> None:
     finally:
         server.stop()
     print(f"submissions over HTTP (keep-alive, durable): {count / seconds:,.0f}/s "
-          f"({count} in {seconds:.2f}s)")
+          f"({count} in {seconds:.2f}s; target >= 2,000)")
+
+
+def bench_bulk(base: Path, count: int, batch: int) -> None:
+    """Tasks per second stored by bulk submissions of `batch` tasks (JSON arrays) on one
+    keep-alive connection."""
+    server = Server(base / "bulk")
+    body = json.dumps([json.loads(TASK)] * batch).encode()
+    try:
+        server.request("POST", "/task/", body)  # warm-up
+        start = time.perf_counter()
+        for _ in range(count // batch):
+            status, answer = server.request("POST", "/task/", body)
+            if status != 201:
+                raise SystemExit(f"bulk submission failed: {status} {answer[:200]!r}")
+        seconds = time.perf_counter() - start
+    finally:
+        server.stop()
+    stored = count // batch * batch
+    print(f"bulk submissions over HTTP ({batch:,} tasks a request, durable): "
+          f"{stored / seconds:,.0f} tasks/s ({stored:,} in {seconds:.2f}s; target >= 20,000)")
 
 
 def build_backlog(path: Path, total: int, now: float) -> None:
@@ -253,6 +273,8 @@ def bench_memory(base: Path, count: int) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--submissions", type=int, default=5000)
+    parser.add_argument("--bulk", type=int, default=20_000, help="tasks sent in bulk")
+    parser.add_argument("--batch", type=int, default=1000, help="tasks a bulk request")
     parser.add_argument("--backlog", type=int, default=100_000)
     parser.add_argument("--claims", type=int, default=2000)
     parser.add_argument("--memory-submissions", type=int, default=20_000)
@@ -263,6 +285,7 @@ def main() -> None:
     base = Path(tempfile.mkdtemp(prefix="blanket-bench-", dir=args.dir))
     try:
         bench_submissions(base, args.submissions)
+        bench_bulk(base, args.bulk, args.batch)
         bench_auth(base, args.auth_requests)
         bench_claims(base, args.backlog, args.claims)
         bench_memory(base, args.memory_submissions)

@@ -9,13 +9,13 @@ import sys
 import time
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 from urllib.parse import quote
 
 import click
 
 from blanket.auth import client_token
-from blanket.client import Client
+from blanket.client import Client, ClientError
 from blanket.config.settings import Settings, load_settings
 from blanket.errors import BlanketError
 from blanket.logs import configure_logging
@@ -196,7 +196,10 @@ def _read_data(data: str | None) -> dict:
 
 
 @cli.command()
-@click.argument("type_name", metavar="TYPE")
+@click.argument("type_name", metavar="TYPE", required=False)
+@click.option("--from", "from_file", type=click.File("rb"),
+              help="many tasks at once: a JSON array or NDJSON (one task object a line), "
+                   "- for standard input; stored together or not at all")
 @click.option("-d", "--data", help="JSON (or @FILE) with environment, tags, not_before, ...")
 @click.option("-e", "--env", "env", multiple=True, help="NAME=VALUE (repeatable)")
 @click.option("-f", "--file", "files", multiple=True, type=click.Path(exists=True,
@@ -205,9 +208,18 @@ def _read_data(data: str | None) -> dict:
 @click.option("--wait", is_flag=True, help="wait until the task ends; exit with its status")
 @click.option("--json", "as_json", is_flag=True, help="print the task as JSON")
 @pass_ctx
-def submit(ctx: Context, type_name: str, data: str | None, env: tuple[str, ...],
-           files: tuple[Path, ...], not_before: str | None, wait: bool, as_json: bool) -> None:
-    """Queue a task of TYPE."""
+def submit(ctx: Context, type_name: str | None, from_file: BinaryIO | None, data: str | None,
+           env: tuple[str, ...], files: tuple[Path, ...], not_before: str | None, wait: bool,
+           as_json: bool) -> None:
+    """Queue a task of TYPE, or the tasks of a file (--from)."""
+    if from_file is not None:
+        if type_name or data or env or files or not_before or wait:
+            raise click.UsageError("--from takes its tasks from the file alone: give no TYPE, "
+                                   "-d, -e, -f, --not-before or --wait with it")
+        _submit_file(ctx, from_file, as_json)
+        return
+    if not type_name:
+        raise click.UsageError("name the TYPE of task to submit (or give --from FILE)")
     payload = _read_data(data)
     if payload and not set(payload) & set(REQUEST_KEYS):  # -d '{"N": 3}': just the environment
         payload = {"environment": payload}
@@ -239,6 +251,25 @@ def submit(ctx: Context, type_name: str, data: str | None, env: tuple[str, ...],
         click.echo(task["id"])
     if wait and task["state"] != "SUCCESS":
         sys.exit(1)
+
+
+def _submit_file(ctx: Context, source: BinaryIO, as_json: bool) -> None:
+    """POST the file's tasks in one request; print their ids, one a line."""
+    raw = source.read()
+    head = raw.lstrip(b" \t\r\n\xef\xbb\xbf")[:1]
+    kind = "application/json" if head == b"[" else "application/x-ndjson"
+    client = ctx.client()
+    try:
+        _, answer_raw = client.send("POST", "/task/", raw, content_type=kind)
+    except ClientError as e:
+        for item in e.items:
+            click.echo(f"task {item.get('index')}: {item.get('message')}", err=True)
+        raise
+    answer = json.loads(answer_raw)
+    if as_json:
+        click.echo(json.dumps(answer, indent=2))
+    else:
+        click.echo("\n".join(str(task["id"]) for task in answer["tasks"]))
 
 
 @cli.group()

@@ -33,7 +33,10 @@ class ServerUnreachable(BlanketError):
 
 
 class ClientError(BlanketError):
-    """The server answered with an error; `status` and `message` are the server's."""
+    """The server answered with an error; `status` and `message` are the server's, `items`
+    the wrong items of a request of many (index and message each), if it named them."""
+
+    items: list[dict] = []
 
 
 class Client:
@@ -75,17 +78,19 @@ class Client:
         return response.status, data
 
     def send(self, method: str, path: str, payload: bytes | None = None, *,
-             timeout: float | None = None, ok: tuple[int, ...] = ()) -> tuple[int, bytes]:
-        """(status, raw answer) of a request whose JSON body is already encoded (a protocol
-        message); errors as for `request`."""
-        status, _, raw = self._exchange(method, path, payload, timeout, ok)
+             timeout: float | None = None, ok: tuple[int, ...] = (),
+             content_type: str = "application/json") -> tuple[int, bytes]:
+        """(status, raw answer) of a request whose body is already encoded (a protocol
+        message, NDJSON); errors as for `request`."""
+        status, _, raw = self._exchange(method, path, payload, timeout, ok, content_type)
         return status, raw
 
     def _exchange(self, method: str, path: str, payload: bytes | None, timeout: float | None,
-                  ok: tuple[int, ...]) -> tuple[int, str, bytes]:
+                  ok: tuple[int, ...], sent_type: str = "application/json"
+                  ) -> tuple[int, str, bytes]:
         try:
             status, content_type, raw = self._connections.request(
-                method, path, payload, timeout or self.timeout)
+                method, path, payload, timeout or self.timeout, sent_type)
         except _UNREACHABLE as e:
             raise self._unreachable(e) from None
         if status >= 400 and status not in ok:
@@ -188,7 +193,8 @@ class _Connections:
         self._lock = threading.Lock()
 
     def request(self, method: str, path: str, payload: bytes | None,
-                timeout: float) -> tuple[int, str, bytes]:
+                timeout: float, content_type: str = "application/json"
+                ) -> tuple[int, str, bytes]:
         """(status, content type, body) of one request on a kept-alive connection."""
         connection = self._take()
         try:
@@ -199,7 +205,7 @@ class _Connections:
             connection.sock.settimeout(timeout)
             headers = dict(self.headers)
             if payload is not None:
-                headers["Content-Type"] = "application/json"
+                headers["Content-Type"] = content_type
             connection.request(method, self.prefix + path, body=payload, headers=headers)
             response = connection.getresponse()
             raw = response.read()
@@ -290,6 +296,10 @@ def _decode_bytes(raw: bytes, headers: Any) -> Any:
 def _refusal(status: int, data: Any) -> ClientError:
     """The ClientError for an error answer: the server's message and code when it sent JSON."""
     if isinstance(data, dict) and isinstance(data.get("error"), dict):
-        return ClientError(data["error"].get("message", str(data)),
-                           code=data["error"].get("code", "error"), status=status)
+        error = ClientError(data["error"].get("message", str(data)),
+                            code=data["error"].get("code", "error"), status=status)
+        items = data["error"].get("items")
+        if isinstance(items, list):
+            error.items = [item for item in items if isinstance(item, dict)]
+        return error
     return ClientError(str(data), code="error", status=status)

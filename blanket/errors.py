@@ -35,6 +35,27 @@ class NotFound(BlanketError):
     code = "not_found"
 
 
+class ItemsRefused(InvalidInput):
+    """A request of many items refused whole: `problems` holds (index, what to fix) for every
+    item that is wrong (the first MAX_LISTED of them)."""
+
+    MAX_LISTED = 100
+
+    def __init__(self, problems: list[tuple[int, str]], what: str = "task"):
+        listed = problems[:self.MAX_LISTED]
+        first = listed[0]
+        more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
+        super().__init__(f"nothing was stored: {what} {first[0]}: {first[1]}{more}")
+        self.problems = listed
+        self.count = len(problems)
+
+    def to_json(self) -> dict:
+        data = super().to_json()
+        data["error"]["items"] = [{"index": i, "message": m} for i, m in self.problems]
+        data["error"]["refused"] = self.count
+        return data
+
+
 class Conflict(BlanketError):
     status = 409
     code = "conflict"

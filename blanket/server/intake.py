@@ -19,7 +19,7 @@ from typing import Any, BinaryIO, Protocol
 from blanket.config.tasktype import TaskType
 from blanket.durations import parse_duration
 from blanket.envnames import ENV_NAME, loader_name, matches_any
-from blanket.errors import InvalidInput, StorageFull, is_disk_full
+from blanket.errors import InvalidInput, ItemsRefused, StorageFull, is_disk_full
 from blanket.models import MAX_PRIORITY, Task
 from blanket.server.pricing import estimate_from_history, task_score
 from blanket.store.base import NewTask, Store
@@ -303,6 +303,26 @@ class Intake:
             for folder in (staged, *placed):
                 shutil.rmtree(folder, ignore_errors=True)
             raise
+
+    def submit_all(self, requests: list[TaskRequest | InvalidInput],
+                   now: float | None = None) -> list[Task]:
+        """Create the tasks (without files) in one durable transaction, all or none:
+        ItemsRefused names every request that is wrong (a place holding an InvalidInput
+        was refused before it came here), and nothing is stored. A request whose dedupe key
+        was used before gets the task that holds the key."""
+        now = time.time() if now is None else now
+        news: list[NewTask] = []
+        problems: list[tuple[int, str]] = []
+        for index, request in enumerate(requests):
+            try:
+                if isinstance(request, InvalidInput):
+                    raise request
+                news.append(self._priced(request, now, ()))
+            except InvalidInput as refused:
+                problems.append((index, refused.message))
+        if problems:
+            raise ItemsRefused(problems)
+        return self.store.add_tasks(news)
 
     def submit_many(self, requests: list[TaskRequest],
                     now: float | None = None) -> list[Task | InvalidInput]:

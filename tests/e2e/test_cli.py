@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -275,3 +276,32 @@ def test_the_local_admin_token_is_never_sent_to_another_server(make_server, tmp_
     finally:
         other.shutdown()
     assert seen == [None]
+
+
+def test_submit_from_a_file_stores_its_tasks_together_and_prints_their_ids(make_server,
+                                                                             tmp_path: Path):
+    server = make_server(types={"count": 'command = "echo {{ N }}"\n[environment.defaults]\n'
+                                         'N = "0"\n'})
+    (tmp_path / "tasks.json").write_text(json.dumps(
+        [{"type": "count", "environment": {"N": n}} for n in range(3)]))
+    ids = blanket("submit", "--from", "tasks.json", server=server, cwd=tmp_path).stdout.split()
+    assert [server.client.get(f"/task/{i}")["environment"]["N"] for i in ids] == ["0", "1", "2"]
+    ndjson = '{"type": "count"}\n{"type": "count", "environment": {"N": 9}}\n'
+    done = subprocess.run([BLANKET, "--server", server.url, "submit", "--from", "-"],
+                          input=ndjson, capture_output=True, text=True, timeout=60, cwd=tmp_path)
+    assert done.returncode == 0 and len(done.stdout.split()) == 2
+
+
+def test_submit_from_a_file_with_wrong_tasks_names_each_and_stores_none(make_server,
+                                                                          tmp_path: Path):
+    server = make_server(types={"count": 'command = "echo hi"\n'})
+    (tmp_path / "tasks.ndjson").write_text(
+        '{"type": "count"}\n{"type": "nope"}\n{"type": "count", "priority": "high"}\n')
+    done = blanket("submit", "--from", "tasks.ndjson", server=server, cwd=tmp_path, ok=False)
+    assert done.returncode == 1
+    assert "task 1: unknown task type 'nope'" in done.stderr
+    assert "task 2: priority" in done.stderr
+    assert server.client.get("/task/?count")["count"] == 0
+    mixed = blanket("submit", "count", "--from", "tasks.ndjson", server=server, cwd=tmp_path,
+                    ok=False)
+    assert mixed.returncode == 2 and "--from takes its tasks from the file alone" in mixed.stderr

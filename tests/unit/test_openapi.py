@@ -72,7 +72,9 @@ def test_every_route_that_reads_a_body_describes_it(app):
                       ("post", "/task/{task_id}/finished"), ("post", "/task/{task_id}/progress"),
                       ("post", "/task/{task_id}/heartbeat"), ("post", "/task/{task_id}/release"),
                       ("post", "/token/"), ("post", "/login")}
-    submit = document["paths"]["/task/"]["post"]["requestBody"]["content"]["application/json"]
-    assert submit["schema"]["required"] == ["type"]
-    assert submit["schema"]["properties"]["priority"]["maximum"] == 10_000
+    content = document["paths"]["/task/"]["post"]["requestBody"]["content"]
+    one, many = content["application/json"]["schema"]["oneOf"]
+    assert one["required"] == ["type"] and one["properties"]["priority"]["maximum"] == 10_000
+    assert many["items"] is one and many["maxItems"] == 10_000  # a bulk submission
+    assert "application/x-ndjson" in content
 

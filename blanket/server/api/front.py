@@ -9,7 +9,7 @@ from collections.abc import Callable, Iterable
 
 from blanket.outputs import MAX_PACKED
 from blanket.protocol import MAX_LOG_CHUNK
-from blanket.server.api.http import MAX_DRAIN, MAX_JSON, MAX_UPLOAD, refuse
+from blanket.server.api.http import MAX_BULK_BODY, MAX_DRAIN, MAX_JSON, MAX_UPLOAD, refuse
 
 _OUTPUTS = re.compile(r"/task/[^/]+/outputs")
 _LOG_CHUNK = re.compile(r"/task/[^/]+/log/[^/]+")
@@ -25,6 +25,8 @@ def body_limit(environ: dict) -> int:
         return MAX_LOG_CHUNK
     if environ.get("CONTENT_TYPE", "").lower().startswith("multipart/"):
         return MAX_UPLOAD
+    if path == "/task/" and environ.get("REQUEST_METHOD") == "POST":
+        return MAX_BULK_BODY  # a list of tasks; one task is held to MAX_JSON by its route
     return MAX_JSON
 
 

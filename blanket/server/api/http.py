@@ -18,6 +18,7 @@ from blanket.errors import BlanketError, InvalidInput, StorageFull, is_disk_full
 
 M = TypeVar("M", bound=protocol.Request)
 MAX_JSON = 1024 * 1024
+MAX_BULK_BODY = 8 * 1024 * 1024  # a bulk submission (POST /task/ with a list of tasks)
 # A body somewhat over a limit is read and dropped before the 413 goes out: a client still
 # sending it would otherwise see its connection reset instead of the answer. Larger ones are
 # cut off.
@@ -250,7 +251,7 @@ class JSONErrors:
 
 
 def _error_response(e: BlanketError) -> bottle.HTTPResponse:
-    return bottle.HTTPResponse(error_body(e.status, e.code, e.message), status=e.status,
+    return bottle.HTTPResponse(json.dumps(e.to_json()), status=e.status,
                                headers={"Content-Type": "application/json"})
 
 

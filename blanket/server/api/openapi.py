@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import re
+from typing import Any
 
 import bottle
 
@@ -15,6 +16,20 @@ from blanket.server.api.schemas import PATH_PARAMETERS
 
 _SECURITY = [{"bearer": []}, {"basic": []}]
 _PARAM = re.compile(r"<(?:(\w+):)?(\w+)(?::[^>]*)?>")
+
+
+def _request_body(config: Any) -> dict:
+    """The route's body; a route taking many items (`bulk`: at most how many) takes one, a
+    JSON array of them, or NDJSON (one a line)."""
+    schema = config["body"].schema
+    bulk = config.get("bulk")
+    if not bulk:
+        return {"required": True, "content": {"application/json": {"schema": schema}}}
+    many = {"type": "array", "items": schema, "minItems": 1, "maxItems": bulk}
+    return {"required": True, "content": {
+        "application/json": {"schema": {"oneOf": [schema, many]}},
+        "application/x-ndjson": {"schema": {
+            "type": "string", "description": f"one JSON object a line, at most {bulk}"}}}}
 
 
 def openapi_document(app: bottle.Bottle, anonymous: str = "none") -> dict:
@@ -34,8 +49,7 @@ def openapi_document(app: bottle.Bottle, anonymous: str = "none") -> dict:
             "operationId": f"{route.method.lower()}_{route.callback.__name__}"
                            f"_{len(paths)}",
             "parameters": params,
-            **({"requestBody": {"required": True, "content": {"application/json": {
-                "schema": route.config["body"].schema}}}} if "body" in route.config else {}),
+            **({"requestBody": _request_body(route.config)} if "body" in route.config else {}),
             # The least role the route needs (blanket.auth); public routes need none.
             "x-blanket-role": route.config.get("role"),
             **_security(route.config.get("role"), guest),

@@ -9,6 +9,7 @@ from collections.abc import Iterator
 from contextlib import ExitStack
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import bottle
 
@@ -18,6 +19,7 @@ from blanket.models import FINAL_STATES, Task, TaskFilter, TaskState
 from blanket.server.api import schemas as S
 from blanket.server.api.access import identity, refusal
 from blanket.server.api.http import (
+    MAX_BULK_BODY,
     check_body,
     flag,
     json_response,
@@ -33,15 +35,21 @@ from blanket.server.services import Services
 from blanket.wakeups import task_topic
 
 MAX_WAIT = 24 * 3600.0
+MAX_BULK = 10_000  # tasks in one bulk submission
+NDJSON_TYPES = ("application/x-ndjson", "application/jsonl", "application/json-lines")
 MAX_IDEMPOTENCY_KEY = 255
 _NUMBER = re.compile(r"\d{1,12}(\.\d{0,9})?")
+
+
+def _starts_array(head: bytes) -> bool:
+    return head.lstrip(b" \t\r\n\xef\xbb\xbf").startswith(b"[")
 
 
 def install(app: bottle.Bottle, services: Services) -> None:
     routes = TaskRoutes(services)
     app.route("/task/", "GET", routes.list_tasks, role=VIEWER, query=S.TASK_LIST)
     app.route("/task/", "POST", routes.submit, role=SUBMITTER, body=S.SUBMISSION,
-              query=S.WAIT)
+              query=S.WAIT, bulk=MAX_BULK)
     app.route("/task/<task_id>", "GET", routes.show, role=VIEWER)
     app.route("/task/<task_id>", "DELETE", routes.remove, role=SUBMITTER, query=S.FORCE)
     app.route("/task/<task_id>/stop", "POST", routes.stop, role=SUBMITTER)
@@ -71,18 +79,22 @@ class TaskRoutes:
         return json_response([t.to_json() for t in self.s.tasks.list(flt)])
 
     def submit(self):
-        """Submit a task (JSON, a form field `data`, or multipart with files)."""
+        """Submit a task (JSON, a form field `data`, or multipart with files), or many at
+        once (a JSON array, or NDJSON: one task object a line)."""
         wait = query_float("wait", None, MAX_WAIT)
+        items = self.read_many()
+        if items is not None:
+            if wait is not None:
+                raise InvalidInput("?wait waits for one task; submit the tasks, then wait for "
+                                   "each (GET /task/ID?wait... or blanket wait ID...)")
+            return self.submit_all(items)
         request = self.read_request(front=wait is not None)
         caller = identity()
         if not caller.may_submit(request.type):
             raise Forbidden(f"token {caller.name!r} may not submit tasks of type "
                             f"{request.type!r}")
         request = replace(request, submitted_by=caller.name)
-        key = bottle.request.get_header("Idempotency-Key")
-        if key and len(key) > MAX_IDEMPOTENCY_KEY:
-            raise InvalidInput(f"the Idempotency-Key header is over {MAX_IDEMPOTENCY_KEY} "
-                               "characters; send a shorter key, such as a UUID")
+        key = self.idempotency_key()
         if key:
             # Per caller: another token's key names nothing of this one's.
             request = replace(request, dedupe_key=f"client:{identity().name}:{key}")
@@ -94,6 +106,65 @@ class TaskRoutes:
         if wait is not None:
             task = self.wait_until_ended(task, wait)
         return json_response(task.to_json(), 201)
+
+    def read_many(self) -> list[Any] | None:
+        """The items of a bulk submission: a JSON array, or NDJSON (one JSON object a line,
+        blank lines skipped); None for a single task."""
+        content_type = bottle.request.content_type.split(";")[0].strip().lower()
+        if content_type in NDJSON_TYPES:
+            raw = read_body(MAX_BULK_BODY)
+            items = []
+            for number, line in enumerate(raw.split(b"\n"), start=1):
+                if line.strip():
+                    items.append(parse_json(line, f"line {number}"))
+        elif content_type in ("", "application/json") and _starts_array(self.peek()):
+            items = parse_json(read_body(MAX_BULK_BODY))
+        else:
+            return None
+        if not items:
+            raise InvalidInput("the list of tasks is empty; send at least one task")
+        if len(items) > MAX_BULK:
+            raise InvalidInput(f"{len(items)} tasks in one request; the limit is {MAX_BULK}: "
+                               "send them in several requests")
+        return items
+
+    def peek(self) -> bytes:
+        """The first bytes of the body, left to be read again."""
+        body = bottle.request.body  # bottle keeps it, seekable, once read
+        head = body.read(64)
+        body.seek(0)
+        return head
+
+    def submit_all(self, items: list[Any]):
+        """Store every task of a bulk submission in one transaction, or none: 400 listing
+        each item that is wrong (its index and what to fix)."""
+        caller = identity()
+        key = self.idempotency_key()
+        now = time.time()
+        requests: list[TaskRequest | InvalidInput] = []
+        for index, item in enumerate(items):
+            try:
+                request = parse_task_request(check_body(item, "the task"), now)
+                if not caller.may_submit(request.type):
+                    raise InvalidInput(f"token {caller.name!r} may not submit tasks of type "
+                                       f"{request.type!r}")
+            except InvalidInput as e:
+                requests.append(e)  # named with the others the intake refuses
+                continue
+            requests.append(replace(
+                request, submitted_by=caller.name,
+                # per caller and per place in the list: the same list sent again is found
+                dedupe_key=f"client:{caller.name}:{key}:{index}" if key else None))
+        tasks = self.s.intake.submit_all(requests, now)
+        return json_response({"count": len(tasks), "tasks": [
+            {"id": t.id, "type": t.type, "state": t.state.value} for t in tasks]}, 201)
+
+    def idempotency_key(self) -> str | None:
+        key = bottle.request.get_header("Idempotency-Key")
+        if key and len(key) > MAX_IDEMPOTENCY_KEY:
+            raise InvalidInput(f"the Idempotency-Key header is over {MAX_IDEMPOTENCY_KEY} "
+                               "characters; send a shorter key, such as a UUID")
+        return key or None
 
     def wait_until_ended(self, task: Task, wait: float) -> Task:
         """The task once it ended, or as it is when `wait` runs out; 410 if it was removed
