@@ -391,13 +391,17 @@ def _insert_task(db: sqlite3.Connection, new: NewTask) -> tuple[sqlite3.Row, boo
         "tags": tags_key(new.tags), "score": new.score, "added": new.added,
         "not_before": new.not_before, "schedule": new.schedule, "retries": new.retries,
         "retry_delay": new.retry_delay, "timeout": new.timeout, "priority": new.priority,
-        "inputs": json.dumps(list(new.inputs)), "submitted_by": new.submitted_by,
-        "secrets": json.dumps(list(new.secrets)),
+        "inputs": _json_list(new.inputs), "submitted_by": new.submitted_by,
+        "secrets": _json_list(new.secrets),
     }
-    task_id = db.execute(Q["insert_task"], params).lastrowid
+    row = db.execute(Q["insert_task"], params).fetchall()[0]
     if new.dedupe_key is not None:
-        db.execute(Q["insert_key"], (new.dedupe_key, task_id))
-    return db.execute(Q["get_task"], (task_id,)).fetchone(), True
+        db.execute(Q["insert_key"], (new.dedupe_key, row["id"]))
+    return row, True
+
+
+def _json_list(values: tuple[str, ...]) -> str:
+    return json.dumps(list(values)) if values else "[]"
 
 
 def _claim_in(db: sqlite3.Connection, claim: Claim) -> sqlite3.Row | None:

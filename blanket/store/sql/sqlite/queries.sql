@@ -5,7 +5,8 @@ INSERT INTO tasks (type, state, environment, tags, score, added, not_before, sch
                    retries, retry_delay, timeout, priority, inputs,
                    submitted_by, secrets)
 VALUES (:type, 'QUEUED', :environment, :tags, :score, :added, :not_before, :schedule,
-        :retries, :retry_delay, :timeout, :priority, :inputs, :submitted_by, :secrets);
+        :retries, :retry_delay, :timeout, :priority, :inputs, :submitted_by, :secrets)
+RETURNING *;
 
 -- name: insert_key
 INSERT INTO task_keys (key, task_id) VALUES (?, ?);
