@@ -13,7 +13,6 @@ import contextlib
 import http.client
 import json
 import os
-import select
 import ssl
 import threading
 from typing import Any
@@ -21,6 +20,7 @@ from typing import Any
 import urllib3
 
 from blanket.errors import BlanketError
+from blanket.httpwire import Wire
 from blanket.tls import TRUST_ADVICE, UntrustedServer
 from blanket.transport import Target, parse_target
 
@@ -180,7 +180,7 @@ class Client:
 
 
 class _Connections:
-    """Kept-alive http.client connections to one server, one per caller at a time."""
+    """Kept-alive connections to one server (blanket.httpwire), one per caller at a time."""
 
     CONNECT_TIMEOUT = 5.0
 
@@ -189,64 +189,66 @@ class _Connections:
         self.headers = headers or {}
         self.prefix = target.prefix
         self.maxsize = maxsize
-        self._idle: list[http.client.HTTPConnection] = []
+        self._idle: list[Wire] = []
         self._lock = threading.Lock()
 
     def request(self, method: str, path: str, payload: bytes | None,
                 timeout: float, content_type: str = "application/json"
                 ) -> tuple[int, str, bytes]:
-        """(status, content type, body) of one request on a kept-alive connection."""
-        connection = self._take()
+        """(status, content type, body) of one request on a kept-alive connection. A read
+        (GET, HEAD) that finds its kept connection closed by the server just before it went
+        out is sent once more on a new one; nothing else is sent twice."""
+        headers = dict(self.headers)
+        if payload is not None:
+            headers["Content-Type"] = content_type
+        wire, reused = self._take(timeout)
         try:
-            if connection.sock is None:
-                connection.timeout = min(self.CONNECT_TIMEOUT, timeout)
-                connection.connect()
-            assert connection.sock is not None
-            connection.sock.settimeout(timeout)
-            headers = dict(self.headers)
-            if payload is not None:
-                headers["Content-Type"] = content_type
-            connection.request(method, self.prefix + path, body=payload, headers=headers)
-            response = connection.getresponse()
-            raw = response.read()
+            wire.set_timeout(timeout)
+            answer = wire.exchange(method, self.prefix + path, headers, payload)
+        except (http.client.RemoteDisconnected, ConnectionResetError, BrokenPipeError):
+            wire.close()
+            if not reused or method not in ("GET", "HEAD"):
+                raise
+            wire = self._connect(timeout)
+            try:
+                wire.set_timeout(timeout)
+                answer = wire.exchange(method, self.prefix + path, headers, payload)
+            except BaseException:
+                wire.close()
+                raise
         except BaseException:
-            connection.close()
+            wire.close()
             raise
-        if response.will_close:
-            connection.close()
+        if answer.keep:
+            self._give_back(wire)
         else:
-            self._give_back(connection)
-        return response.status, response.getheader("Content-Type") or "", raw
+            wire.close()
+        return answer.status, answer.headers.get("content-type", ""), answer.body
 
-    def _take(self) -> http.client.HTTPConnection:
+    def _take(self, timeout: float) -> tuple[Wire, bool]:
+        """A kept connection that still looks open (and True), else a new one (False)."""
         with self._lock:
             while self._idle:
-                connection = self._idle.pop()
-                if not _dropped(connection):
-                    return connection
-                connection.close()
-        return self.target.connection()
+                wire = self._idle.pop()
+                if not wire.dropped():
+                    return wire, True
+                wire.close()
+        return self._connect(timeout), False
 
-    def _give_back(self, connection: http.client.HTTPConnection) -> None:
+    def _connect(self, timeout: float) -> Wire:
+        connection = self.target.connection()  # connects and verifies, as http.client does
+        connection.timeout = min(self.CONNECT_TIMEOUT, timeout)
+        connection.connect()
+        sock, connection.sock = connection.sock, None
+        assert sock is not None
+        return Wire(sock, self.target.host_header)
+
+    def _give_back(self, wire: Wire) -> None:
         with self._lock:
             if len(self._idle) < self.maxsize:
-                self._idle.append(connection)
+                self._idle.append(wire)
                 return
-        connection.close()
-
-
-def _dropped(connection: http.client.HTTPConnection) -> bool:
-    """A kept-alive connection the server has closed (or sent stray bytes on) meanwhile:
-    readable before we asked anything. Such a one is not reused."""
-    sock = connection.sock
-    if sock is None:
-        return False
-    poller = select.poll()  # not select.select: it fails on descriptors above 1023
-    try:
-        poller.register(sock, select.POLLIN)
-        return bool(poller.poll(0))
-    except (OSError, ValueError):
-        return True
+        wire.close()
 
 
 def _https_hint(target: Target, error: Exception) -> str:

@@ -40,6 +40,17 @@ class Target:
     context: ssl.SSLContext | None = None
     fingerprint: str | None = None
 
+    @property
+    def host_header(self) -> str:
+        """The Host header http.client would send: the host, and the port unless it is the
+        scheme's own."""
+        if self.scheme == "unix":
+            return UNIX_HOST
+        host = self.host if self.host.isascii() else self.host.encode("idna").decode()
+        host = f"[{host}]" if ":" in host else host
+        default = 443 if self.scheme == "https" else 80
+        return host if self.port == default else f"{host}:{self.port}"
+
     def connection(self) -> http.client.HTTPConnection:
         """A new (unconnected) http.client connection to the server."""
         if self.scheme == "unix":
