@@ -447,3 +447,16 @@ def test_sigterm_lets_every_slots_task_finish_then_the_process_exits(make_server
     assert all(server.wait_for_task(t["id"])["state"] == "SUCCESS" for t in tasks)
     assert worker.proc.wait(20) == 0
     assert wait_until(lambda: server.client.get("/worker/") == [])
+
+
+def test_restart_runs_one_process_of_slots_again_when_it_crashes(make_server):
+    server = make_server()
+    make_server.worker(server, slots=2, args=("--restart", "--id", "solo"))
+    workers = wait_until(lambda: len(w := server.client.get("/worker/")) == 2 and w)
+    assert sorted(w["id"] for w in workers) == ["solo-1", "solo-2"]
+    pid = workers[0]["pid"]
+    os.kill(pid, signal.SIGKILL)
+    again = wait_until(lambda: len(w := [x for x in server.client.get("/worker/")
+                                         if x["pid"] != pid]) == 2 and w, timeout=20)
+    assert sorted(w["id"] for w in again) == ["solo-1", "solo-2"]
+    assert len({w["pid"] for w in again}) == 1
