@@ -130,7 +130,8 @@ def server(ctx: Context, **flags: Any) -> None:
 @click.option("--restart", is_flag=True,
               help="restart the worker process if it crashes (a supervisor runs it; implied by "
                    "--processes above 1)")
-@click.option("--id", "worker_id", help="worker id (default: HOST-PID-random)")
+@click.option("--id", "worker_id", help="worker id; with several slots each is ID-1 ... ID-N "
+              "(default: HOST-PID-random; HOST-PID-N for slots)")
 @click.option("--data-dir", type=click.Path(path_type=Path), default=Path("var"),
               show_default=True, help="where task directories and the bundle cache go")
 @click.option("--daemon", is_flag=True, help="detach; log to --log-file, pid to --pid-file")
