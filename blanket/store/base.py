@@ -8,8 +8,9 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
+from typing import Any
 
-from blanket.errors import BlanketError
+from blanket.errors import BlanketError, NotFound, StaleAttempt
 from blanket.models import ScheduleState, Task, TaskFilter, TaskState, Token, Worker
 
 
@@ -98,6 +99,31 @@ class End:
     task_id: int
     token: str
     outcome: Outcome | Decide
+
+
+def exchange_in(ends: Sequence[End], claims: Sequence[Claim], all_or_none: bool,
+                finish: Callable[[End], Any], claim: Callable[[Claim], Any],
+                ) -> tuple[list[Any], list[Any], list[int]]:
+    """`Store.exchange` inside a backend's transaction, with its own `finish` and `claim`
+    (each returning a row): (the rows ended, or the StaleAttempt or NotFound that refused
+    each; the rows claimed, up to the first claim that found nothing; the ids ended). A
+    refusal runs no failing statement, so the transaction goes on."""
+    ended: list[Any] = []
+    ids: list[int] = []
+    for end in ends:
+        try:
+            ended.append(finish(end))
+            ids.append(end.task_id)
+        except (StaleAttempt, NotFound) as e:
+            if all_or_none:
+                raise
+            ended.append(e)
+    taken = []
+    for one in claims:
+        if (found := claim(one)) is None:
+            break
+        taken.append(found)
+    return ended, taken, ids
 
 
 # An idle worker whose record was touched this recently is waiting in its long poll (which

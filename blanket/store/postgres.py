@@ -27,6 +27,7 @@ from blanket.store.base import (
     End,
     NewTask,
     Outcome,
+    exchange_in,
 )
 from blanket.store.rows import (
     attempt_record,
@@ -327,29 +328,19 @@ class PostgresStore(SqlVerbs):
 
     def exchange(self, ends: Sequence[End], claims: Sequence[Claim] = (), *,
                  all_or_none: bool = False) -> tuple[list[Task | BlanketError], list[Task]]:
-        ended: list[Task | BlanketError] = []
         topics: list[str] = []
         with self._tx(durable=bool(ends)) as cur:
-            for end in ends:
-                try:  # a refusal runs no failing statement: the transaction goes on
-                    ended.append(task_from_row(_finish_in(cur, end.task_id, end.token,
-                                                          end.outcome)))
-                    topics.append(task_topic(end.task_id))
-                except (StaleAttempt, NotFound) as e:
-                    if all_or_none:
-                        raise
-                    ended.append(e)
-            taken = []
-            for claim in claims:  # in order, up to the first that finds nothing
-                if (found := _claim_in(cur, claim)) is None:
-                    break
-                taken.append(found)
-            if topics:  # an end may free a slot of a capped type, or queue a retry
-                topics.insert(0, QUEUE)
+            ended, taken, ids = exchange_in(
+                ends, claims, all_or_none,
+                lambda end: _finish_in(cur, end.task_id, end.token, end.outcome),
+                lambda claim: _claim_in(cur, claim))
+            if ids:  # an end may free a slot of a capped type, or queue a retry
+                topics = [QUEUE, *map(task_topic, ids)]
                 cur.execute(Q["notify"], {"topics": " ".join(topics)})
         if topics:
             self._callback(*topics)
-        return ended, [task_from_row(found) for found in taken]
+        return ([row if isinstance(row, BlanketError) else task_from_row(row) for row in ended],
+                [task_from_row(row) for row in taken])
 
     def passes_over(self, tags: frozenset[str]) -> bool:
         row = self._one(Q["passes_over"], {"tags": sorted(tags)})

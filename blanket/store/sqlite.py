@@ -32,6 +32,7 @@ from blanket.store.base import (
     End,
     NewTask,
     Outcome,
+    exchange_in,
 )
 from blanket.store.reserve import SpaceReserve
 from blanket.store.rows import (
@@ -258,26 +259,16 @@ class SQLiteStore(SqlVerbs):
 
     def exchange(self, ends: Sequence[End], claims: Sequence[Claim] = (), *,
                  all_or_none: bool = False) -> tuple[list[Task | BlanketError], list[Task]]:
-        ended: list[Task | BlanketError] = []
         topics: list[str] = []  # read by _tx once it commits
         with self._tx(durable=bool(ends), notify=topics) as db:
-            for end in ends:
-                try:
-                    ended.append(task_from_row(_finish_in(db, end.task_id, end.token,
-                                                          end.outcome)))
-                    topics.append(task_topic(end.task_id))
-                except (StaleAttempt, NotFound) as e:
-                    if all_or_none:
-                        raise
-                    ended.append(e)
-            taken = []
-            for claim in claims:  # in order, up to the first that finds nothing
-                if (found := _claim_in(db, claim)) is None:
-                    break
-                taken.append(found)
-            if topics:  # an end may free a slot of a capped type, or queue a retry
-                topics.insert(0, QUEUE)
-        return ended, [task_from_row(found) for found in taken]
+            ended, taken, ids = exchange_in(
+                ends, claims, all_or_none,
+                lambda end: _finish_in(db, end.task_id, end.token, end.outcome),
+                lambda claim: _claim_in(db, claim))
+            if ids:  # an end may free a slot of a capped type, or queue a retry
+                topics.extend([QUEUE, *map(task_topic, ids)])
+        return ([row if isinstance(row, BlanketError) else task_from_row(row) for row in ended],
+                [task_from_row(row) for row in taken])
 
     def passes_over(self, tags: frozenset[str]) -> bool:
         with self._lock:
