@@ -9,7 +9,7 @@ from typing import Any
 import msgspec
 
 from blanket.models import Task, TaskState, Token, Worker
-from blanket.store.base import Outcome
+from blanket.store.base import NewTask, Outcome
 
 
 def tags_key(tags: tuple[str, ...] | list[str]) -> str:
@@ -34,6 +34,17 @@ def task_from_row(row: Mapping[str, Any]) -> Task:
         submitted_by=row["submitted_by"], stopped_by=row["stopped_by"],
         secrets=tuple(_json(row["secrets"])),
     )
+
+
+def new_task_record(task_id: int, new: NewTask) -> Task:
+    """The task as the store holds it right after inserting `new` under `task_id`, without
+    reading it back (what task_from_row would make of the inserted row)."""
+    return Task(id=task_id, type=new.type, state=TaskState.QUEUED,
+                environment=dict(new.environment), tags=tuple(sorted(set(new.tags))),
+                score=new.score, added=new.added, not_before=new.not_before,
+                schedule=new.schedule, retries=new.retries, retry_delay=new.retry_delay,
+                timeout=new.timeout, priority=new.priority, inputs=tuple(new.inputs),
+                submitted_by=new.submitted_by, secrets=tuple(new.secrets))
 
 
 def worker_from_row(row: Mapping[str, Any]) -> Worker:

@@ -37,6 +37,7 @@ from blanket.store.base import (
 from blanket.store.reserve import SpaceReserve
 from blanket.store.rows import (
     attempt_record,
+    new_task_record,
     tags_key,
     task_from_row,
     token_params,
@@ -48,6 +49,7 @@ from blanket.store.walsync import WalSync
 from blanket.wakeups import QUEUE, task_topic
 
 Q = load_queries("sqlite")
+_INSERT_MANY = Q["insert_task"].replace("RETURNING *", "")  # executemany returns no rows
 
 
 class SQLiteStore(SqlVerbs):
@@ -177,9 +179,16 @@ class SQLiteStore(SqlVerbs):
     def add_tasks(self, news: list[NewTask]) -> list[Task]:
         if news:
             self._room_for_new_tasks()
+        if any(new.dedupe_key is not None for new in news):
+            with self._tx(notify=(QUEUE,)) as db:
+                rows = [_insert_task(db, new)[0] for new in news]
+            return [task_from_row(row) for row in rows]
         with self._tx(notify=(QUEUE,) if news else ()) as db:
-            rows = [_insert_task(db, new)[0] for new in news]
-        return [task_from_row(row) for row in rows]
+            # One statement for all: under the write lock their ids are consecutive.
+            db.executemany(_INSERT_MANY, [_insert_params(new) for new in news])
+            last = db.execute("SELECT last_insert_rowid()").fetchone()[0]
+        first = last - len(news) + 1
+        return [new_task_record(first + n, new) for n, new in enumerate(news)]
 
     def task_for_key(self, key: str) -> int | None:
         row = self._one(Q["task_for_key"], (key,))
@@ -377,7 +386,14 @@ def _insert_task(db: sqlite3.Connection, new: NewTask) -> tuple[sqlite3.Row, boo
         seen = db.execute(Q["task_for_key"], (new.dedupe_key,)).fetchone()
         if seen:
             return db.execute(Q["get_task"], (seen[0],)).fetchone(), False
-    params = {
+    row = db.execute(Q["insert_task"], _insert_params(new)).fetchall()[0]
+    if new.dedupe_key is not None:
+        db.execute(Q["insert_key"], (new.dedupe_key, row["id"]))
+    return row, True
+
+
+def _insert_params(new: NewTask) -> dict[str, Any]:
+    return {
         "type": new.type, "environment": json.dumps(new.environment),
         "tags": tags_key(new.tags), "score": new.score, "added": new.added,
         "not_before": new.not_before, "schedule": new.schedule, "retries": new.retries,
@@ -385,10 +401,6 @@ def _insert_task(db: sqlite3.Connection, new: NewTask) -> tuple[sqlite3.Row, boo
         "inputs": _json_list(new.inputs), "submitted_by": new.submitted_by,
         "secrets": _json_list(new.secrets),
     }
-    row = db.execute(Q["insert_task"], params).fetchall()[0]
-    if new.dedupe_key is not None:
-        db.execute(Q["insert_key"], (new.dedupe_key, row["id"]))
-    return row, True
 
 
 def _json_list(values: tuple[str, ...]) -> str:

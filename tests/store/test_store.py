@@ -897,6 +897,17 @@ def test_add_tasks_stores_them_in_order_in_one_call(store: Store) -> None:
     assert len(calls) == 1
 
 
+def test_add_tasks_gives_back_each_task_as_the_store_holds_it(store: Store) -> None:
+    store.add_task(new_task())  # ids already taken before the batch
+    news = [new_task(tags=("b", "a", "b"), not_before=2_000.0, schedule="nightly", retries=2,
+                     retry_delay=1.5, timeout=60.0, priority=-3, inputs=("in.txt",),
+                     submitted_by="alice", secrets=("A",)),
+            new_task(type="other", score=5.0)]
+    given = store.add_tasks(news)
+    assert given == [store.get_task(task.id) for task in given]
+    assert [task.id for task in given] == [given[0].id, given[0].id + 1]
+
+
 def test_add_tasks_gives_back_the_holder_of_a_used_key(store: Store) -> None:
     first = store.add_task(new_task(dedupe_key="k1"))
     tasks = store.add_tasks([new_task(dedupe_key="k1"), new_task(dedupe_key="k2"),
