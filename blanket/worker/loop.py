@@ -336,7 +336,7 @@ class Slot:
             return
         work_dir = DataDir(self.data_dir).task(task.type, task.id)
         if task.inputs or not self.bundles.cached(task.version or ""):
-            self.claims.send_pending()  # the previous task's end need not wait for downloads
+            self._send_pending()  # the previous task's end need not wait for downloads
         try:
             bundle = self.bundles.get(task.version or "", claim.bundle)
             fetch_inputs(self.server, task, work_dir)
@@ -382,10 +382,10 @@ class Slot:
             attempt.stop(handback=True)
         try:
             if attempt.task_type.checks or attempt.task_type.files:
-                self.claims.send_pending()  # its preparation may take a while
+                self._send_pending()  # its preparation may take a while
             result = attempt.run.start()
             # The previous task's end report goes out now that this one runs.
-            self.claims.send_pending()
+            self._send_pending()
             result = result or attempt.run.wait()
             attempt.ran = True
             if self.sends_outputs and not (attempt.handback or attempt.superseded):
@@ -399,6 +399,14 @@ class Slot:
             self._current(None)
         self.reports.flush()
         self.claims.finish(attempt, result)
+
+    def _send_pending(self) -> None:
+        """The previous task's end report; whatever goes wrong with it must not leave the
+        task that runs now unwatched."""
+        try:
+            self.claims.send_pending()
+        except Exception:
+            log.exception("end report failed", worker=self.id)
 
     def _running(self, attempt: Attempt) -> None:
         """The task outlived the runner's first poll: report its start and heartbeat it

@@ -41,8 +41,8 @@ from blanket.worker.progress import ProgressWatcher
 from blanket.worker.workdir import (
     RunProblem,
     copy_section,
+    may_show,
     resolve_dest,
-    secret_values,
     task_variables,
     write_task_file,
 )
@@ -198,8 +198,7 @@ class TaskRun:
             (self.work_dir / PROGRESS_FILE).unlink(missing_ok=True)
         # A command that holds no secret value is passed as an argument (`bash -c`), saving
         # a file per task; others cannot see a secret in the arguments that way.
-        if not any(secret in command for secret in secret_values(
-                self.task, self.task_type, variables)):
+        if may_show(command, self.task, self.task_type, variables):
             argv = inline_argv(self.task_type.executor, command, env.get("PATH"))
             if argv is not None:
                 return env, argv

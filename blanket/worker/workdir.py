@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import posixpath
+import shlex
 import shutil
 from collections.abc import Iterator, Mapping
 from pathlib import Path
@@ -102,10 +103,17 @@ def write_task_file(work_dir: Path, task: Task, task_type: TaskType,
                                       encoding="utf-8", errors="backslashreplace")
 
 
-def secret_values(task: Task, task_type: TaskType, variables: Mapping[str, str]) -> list[str]:
-    """The values of the variables a task must not show (its secrets and its attempt
-    token), as they were given to it."""
-    return [value for name in _hidden(task, task_type) if (value := variables.get(name))]
+def may_show(command: str, task: Task, task_type: TaskType,
+             variables: Mapping[str, str]) -> bool:
+    """Whether the rendered `command` may be seen by others (as a process argument): its
+    template names none of the variables a task must not show (its secrets, its attempt
+    token), and no value of theirs is in it, as given or shell-quoted."""
+    template = task_type.command
+    for name in _hidden(task, task_type):
+        value = variables.get(name)
+        if name in template or (value and (value in command or shlex.quote(value) in command)):
+            return False
+    return True
 
 
 def shown_variables(task: Task, task_type: TaskType,

@@ -575,3 +575,21 @@ def test_start_then_wait_is_run_in_two_steps(tmp_path):
     assert task_run.start() is None and len(started) == 1
     assert task_run.wait() == RunResult(TaskState.SUCCESS, 0, None)
     assert work(tmp_path, "stdout.log") == "two steps\n"
+
+
+def test_a_command_naming_a_secret_or_holding_it_quoted_goes_in_a_file(tmp_path):
+    # named in the template, even when the value is not visible in the text
+    task = make_task(environment={"PW": "x"}, secrets=("PW",))
+    run(tmp_path, "echo {{ PW }} > /dev/null; echo done", task=task)
+    assert (tmp_path / "work" / ".blanket-command").exists()
+
+
+def test_a_secret_value_changed_by_shell_quoting_is_still_kept_out_of_the_arguments(tmp_path):
+    tricky = "zq'xv"
+    task = make_task(environment={"OTHER": tricky}, secrets=("PW",))
+    task_type = make_type("tr '\\0' ' ' < /proc/$$/cmdline > cmdline.txt; echo {{ OTHER }}",
+                          defaults={"PW": tricky})
+    result = runner(tmp_path, task_type, task).run()
+    assert result.state is TaskState.SUCCESS
+    assert "zq" not in work(tmp_path, "cmdline.txt")
+    assert (tmp_path / "work" / ".blanket-command").exists()
