@@ -18,10 +18,14 @@ from blanket.worker.client import REPORT_PATIENCE, Superseded, WorkerClient
 log = structlog.get_logger("blanket.worker")
 
 
+MAX_BATCH_BYTES = 512 * 1024  # of reports in one exchange: well under the server's body limit
+
+
 @dataclass(eq=False)
 class _Report:
     message: P.SlotReport
     patience: float
+    size: int = 0  # bytes of its JSON
     ready: threading.Event = field(default_factory=threading.Event)
     lead: bool = False  # woken to send the next exchange, not with its answer
     answer: P.SlotEnded | None = None
@@ -31,7 +35,8 @@ class _Report:
 class Exchanger:
     """Sends the slots' end reports (POST /exchange). The slot whose report finds no exchange
     on its way sends it at once, on its own thread; reports that come meanwhile wait, and
-    when that exchange is answered the first of them sends them all."""
+    when that exchange is answered the first of them sends them all (up to MAX_EXCHANGE
+    reports and MAX_BATCH_BYTES; the rest in the next)."""
 
     def __init__(self, server: WorkerClient):
         self.server = server
@@ -47,7 +52,8 @@ class Exchanger:
         report asked for. Superseded when the server refused it (404, 409, 410), ClientError
         for another refusal, GaveUp when the server stayed away past `patience`."""
         fields = msgspec.structs.asdict(report)
-        item = _Report(P.SlotReport(**fields, task=task_id, worker=worker_id), patience)
+        message = P.SlotReport(**fields, task=task_id, worker=worker_id)
+        item = _Report(message, patience, len(message.to_json()))
         with self._lock:
             self._waiting.append(item)
             lead = not self._busy
@@ -68,7 +74,12 @@ class Exchanger:
         """Send every report waiting, answer each, and hand the next exchange to the first
         report that came meanwhile (or mark none on its way)."""
         with self._lock:
-            batch, self._waiting = self._waiting, []
+            count, size = 0, 0
+            for item in self._waiting[:P.MAX_EXCHANGE]:
+                if count and size + item.size > MAX_BATCH_BYTES:
+                    break  # the rest go in the next exchange
+                count, size = count + 1, size + item.size
+            batch, self._waiting = self._waiting[:count], self._waiting[count:]
             for item in batch:
                 item.lead = False
                 item.ready.clear()

@@ -98,3 +98,28 @@ def test_a_failed_exchange_fails_every_report_it_carried_and_the_next_goes_on():
         exchanger.finish("w-1", 1, report())
     server.fail = None
     assert exchanger.finish("w-1", 2, report()).state == "SUCCESS"
+
+
+def test_reports_beyond_the_size_of_one_exchange_go_in_the_next():
+    server = Server(hold_first=True)
+    exchanger = Exchanger(server)  # type: ignore[arg-type]
+    long_error = "x" * 60_000  # ten of these are over MAX_BATCH_BYTES
+
+    def finish(task: int) -> None:
+        exchanger.finish(f"w-{task}", task, P.Finished(token="t", state="FAILED",
+                                                       error=long_error))
+
+    first = threading.Thread(target=finish, args=(0,))
+    first.start()
+    assert server.arrived.acquire(timeout=10)
+    others = [threading.Thread(target=finish, args=(n,)) for n in range(1, 13)]
+    for thread in others:
+        thread.start()
+    deadline = time.monotonic() + 10
+    while len(exchanger._waiting) < 12 and time.monotonic() < deadline:
+        time.sleep(0.001)
+    server.release.set()
+    for thread in (first, *others):
+        thread.join(10)
+    sizes = [len(batch) for batch in server.batches]
+    assert sizes[0] == 1 and sum(sizes) == 13 and max(sizes[1:]) <= 8 and len(sizes) >= 3
