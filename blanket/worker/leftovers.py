@@ -2,8 +2,11 @@
 
 Each process a worker starts for a task (a check, the command) leads a session of its own;
 while it runs, the worker keeps a record of it in `DATA_DIR/running/HOST/` (a data dir
-shared over the network holds other machines' pids): an empty file whose
-name holds the worker's pid and start time and the session's. A guardian process the
+shared over the network holds other machines' pids): a file whose name holds the worker's
+pid and start time and, for each slot of a worker process, `slotN`, holding the session
+it runs now (`PID-START`, overwritten in place for every task, blank between tasks: no
+file is made or removed per task); or an empty file named for the session too
+(`Ledger.add`). A guardian process the
 worker forks when it starts waits on a pipe only the worker holds: the moment the worker
 dies, by any signal (SIGKILL too), the pipe ends and the guardian kills every session the
 worker recorded, before the server can have given the task to anyone else. A worker that
@@ -122,18 +125,61 @@ class Ledger:
         if self.owner is None or stat is None:
             return None
         name = f"{self.owner}.{pid}-{stat.start}"
-        try:
-            os.close(os.open(self.folder / name, os.O_CREAT | os.O_WRONLY, 0o600))
-        except FileNotFoundError:
-            self.folder.mkdir(parents=True, exist_ok=True)
-            os.close(os.open(self.folder / name, os.O_CREAT | os.O_WRONLY, 0o600))
+        os.close(_open_record(self.folder / name))
         return name
+
+    def slot(self, index: int) -> SlotRecord:
+        """The record of slot `index` of this worker process."""
+        return SlotRecord(self.folder, self.owner, index)
 
     def remove(self, name: str | None) -> None:
         """The recorded session has ended (its worker ended it)."""
         if name is not None:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(self.folder / name)
+
+
+SLOT_RECORD = 48  # bytes of a slot's record, written whole each time
+
+
+class SlotRecord:
+    """One slot's record of the session it runs, kept in one file written in place."""
+
+    def __init__(self, folder: Path, owner: str | None, index: int):
+        self.owner = owner
+        self.path = folder / f"{owner}.slot{index}"
+        self._fd: int | None = None
+
+    def add(self, pid: int) -> str | None:
+        """Record the session leader the slot just started; a name for `remove`."""
+        stat = read_stat(pid)
+        if self.owner is None or stat is None:
+            return None
+        if self._fd is None:
+            self._fd = _open_record(self.path)
+        os.pwrite(self._fd, f"{pid}-{stat.start}".encode().ljust(SLOT_RECORD), 0)
+        return self.path.name
+
+    def remove(self, name: str | None) -> None:
+        """The recorded session has ended: the record is blank again."""
+        if name is not None and self._fd is not None:
+            os.pwrite(self._fd, b" " * SLOT_RECORD, 0)
+
+    def close(self) -> None:
+        """The slot is done: its record goes."""
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(self.path)
+
+
+def _open_record(path: Path) -> int:
+    try:
+        return os.open(path, os.O_CREAT | os.O_WRONLY, 0o600)
+    except FileNotFoundError:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        return os.open(path, os.O_CREAT | os.O_WRONLY, 0o600)
 
 
 def records(data_dir: Path) -> Path:
@@ -156,12 +202,15 @@ def sweep(data_dir: Path, dead_owner: str | None = None) -> int:
             continue
         try:
             owner_pid, owner_start = (int(part) for part in owner.split("-"))
-            leader, leader_start = (int(part) for part in session.split("-"))
-        except ValueError:
+            if session.startswith("slot"):  # the session is what the record holds
+                session = (folder / name).read_text().strip()
+            leader, leader_start = (int(part) for part in session.split("-")) if session \
+                else (0, 0)
+        except (ValueError, OSError):
             continue  # not ours
         if dead_owner is None and is_running(owner_pid, owner_start):
             continue
-        found = kill_session(leader, leader_start)
+        found = kill_session(leader, leader_start) if leader else 0
         if found:
             log.warning("killed what a dead worker left running", worker_pid=owner_pid,
                         session=leader, processes=found)

@@ -122,7 +122,8 @@ class Worker:
         self.ledger = Ledger(self.data_dir)
         self.exchanger = Exchanger(self.server)
         self._guardian: int | None = None  # the pipe end that keeps the guardian waiting
-        self.slots = [Slot(self, slot_id) for slot_id in slot_ids(options)]
+        self.slots = [Slot(self, slot_id, index)
+                      for index, slot_id in enumerate(slot_ids(options), start=1)]
 
     @property
     def slot(self) -> Slot:
@@ -197,14 +198,15 @@ class Slot:
     """One slot of a worker process: registered as a worker of its own, it claims and runs
     one task at a time."""
 
-    def __init__(self, process: Worker, worker_id: str):
+    def __init__(self, process: Worker, worker_id: str, index: int = 1):
         self.process = process
         self.options = process.options
         self.server = process.server
         self.data_dir = process.data_dir
         self.bundles = process.bundles
         self.base_env = process.base_env
-        self.ledger = process.ledger
+        # What this slot runs, recorded in place for the guardian (no file made per task).
+        self.ledger = process.ledger.slot(index)
         self.exchanger = process.exchanger
         self.id = worker_id
         self.stopping = threading.Event()  # this slot stops claiming
@@ -244,6 +246,7 @@ class Slot:
         self.claims.release_all()
         self.reports.flush()  # the releases go out before we leave
         self._leave()
+        self.ledger.close()
         log.info("worker stopped", worker=self.id)
 
     def stop_claiming(self) -> None:

@@ -28,7 +28,7 @@ from blanket.durations import format_duration
 from blanket.errors import is_disk_full
 from blanket.models import Task, TaskState
 from blanket.taskdir import COMMAND_FILE, LOG_STREAMS, PROGRESS_FILE, TASK_FILE, error_log
-from blanket.worker.leftovers import Ledger
+from blanket.worker.leftovers import Ledger, SlotRecord
 from blanket.worker.processes import (
     ExitWatch,
     describe_status,
@@ -87,7 +87,7 @@ class TaskRun:
         grace: float = 5.0,
         on_running: Callable[[], None] = _noop,
         base_env: Mapping[str, str] | None = None,
-        ledger: Ledger | None = None,
+        ledger: Ledger | SlotRecord | None = None,
     ):
         self.task = task
         self.task_type = task_type

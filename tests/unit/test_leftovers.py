@@ -112,3 +112,42 @@ def test_a_sweep_leaves_the_sessions_of_a_running_worker(tmp_path: Path):
     finally:
         os.killpg(proc.pid, 9)
         proc.wait()
+
+
+def test_a_slot_record_is_written_in_place_for_each_session(tmp_path: Path):
+    slot = Ledger(tmp_path).slot(2)
+    first, second = session(tmp_path), session(tmp_path)
+    try:
+        name = slot.add(first.pid)
+        path = records(tmp_path) / name
+        assert name.endswith(".slot2") and path.read_text().split()[0].startswith(
+            f"{first.pid}-")
+        slot.remove(name)
+        assert path.read_text().strip() == ""
+        inode = path.stat().st_ino
+        slot.add(second.pid)
+        assert path.stat().st_ino == inode  # the same file: none made per task
+        assert path.read_text().split()[0].startswith(f"{second.pid}-")
+        slot.close()
+        assert os.listdir(records(tmp_path)) == []
+    finally:
+        for proc in (first, second):
+            os.killpg(proc.pid, 9)
+            proc.wait()
+
+
+def test_a_sweep_kills_the_session_a_dead_workers_slot_recorded(tmp_path: Path):
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                          capture_output=True, text=True, check=True)
+    ledger = Ledger(tmp_path)
+    ledger.owner = f"{int(dead.stdout)}-1"  # recorded by a worker that is gone
+    idle = ledger.slot(1)  # a slot between tasks: a blank record
+    idle.remove(idle.add(os.getpid()))
+    proc = session(tmp_path)
+    child = int(wait_until(lambda: (tmp_path / "child").is_file()
+                           and (tmp_path / "child").read_text().strip()))
+    ledger.slot(2).add(proc.pid)
+    assert sweep(tmp_path) >= 2
+    proc.wait(5)
+    wait_until(lambda: read_stat(child) is None or not read_stat(child).alive)  # type: ignore[union-attr]
+    assert os.listdir(records(tmp_path)) == []
