@@ -170,14 +170,18 @@ class WorkerRegistry:
         answer = self._claim_step(worker.id, tags)
         if answer is None:  # idle until a task comes: say so while waiting
             self.store.touch_worker(worker.id, None, time.time())
+            # A paused worker waits for its own news only (resume, stop): new tasks must
+            # not wake every paused worker's claim to look up that it is paused.
+            paused = not worker.takes_tasks
             with self._holding_claim(worker.id):
                 # A worker that died while it waited must not be handed a task: it would
                 # sit claimed until it counts as lost, spending one of the task's attempts.
                 answer = self.wakeups.wait_for(
                     lambda: _HUNG_UP if hung_up() else self._claim_step(worker.id, tags),
                     wait,
-                    topics=(QUEUE, worker_topic(worker.id)),
-                    next_deadline=self.queue.next_start,
+                    topics=(worker_topic(worker.id),) if paused
+                    else (QUEUE, worker_topic(worker.id)),
+                    next_deadline=(lambda: None) if paused else self.queue.next_start,
                     # a new task wakes one idle claim; one that could not take it passes it
                     # on when another worker might (this one is paused, or lacks a tag)
                     passes_on=lambda: not self._takes_tasks(worker.id)

@@ -19,7 +19,7 @@ from blanket.server.queue import Queue
 from blanket.server.registry import WorkerRegistry
 from blanket.store.base import NewTask
 from blanket.store.sqlite import SQLiteStore
-from blanket.wakeups import Wakeups
+from blanket.wakeups import QUEUE, Wakeups, worker_topic
 
 ECHO = TaskType(name="echo", command="echo hi")
 LOST_AFTER = 30.0
@@ -154,6 +154,27 @@ def test_a_paused_worker_is_given_no_task(registry: WorkerRegistry):
     assert registry.claim(registry.get("w1"), 0.0) is None
     registry.resume("w1")
     assert registry.claim(registry.get("w1"), 0.0)[0].worker == "w1"
+
+
+def test_a_paused_workers_claim_waits_for_its_own_news_not_for_new_tasks(
+        registry: WorkerRegistry):
+    registry.store.on_change = registry.wakeups.notify  # as the server wires them
+    register(registry)
+    registry.pause("w1")
+    answers: list = []
+    waiting = threading.Thread(
+        target=lambda: answers.append(registry.claim(registry.get("w1"), 30.0)))
+    waiting.start()
+    deadline = time.monotonic() + 10
+    while not registry.wakeups._waiters.get(worker_topic("w1")):
+        assert time.monotonic() < deadline, "the claim never started waiting"
+        time.sleep(0.005)
+    assert not registry.wakeups._waiters.get(QUEUE)  # a new task does not wake it
+    registry.store.add_task(NewTask(type="echo", environment={}, tags=(), score=1.0,
+                                    added=1.0))
+    registry.resume("w1")  # its own news: it wakes and takes the task
+    waiting.join(10)
+    assert answers and answers[0][0].worker == "w1"
 
 
 def test_a_stopping_worker_leaves_with_its_mode_on_its_next_claim(registry: WorkerRegistry):
