@@ -310,40 +310,42 @@ class Intake:
         ItemsRefused names every request that is wrong (a place holding an InvalidInput
         was refused before it came here), and nothing is stored. A request whose dedupe key
         was used before gets the task that holds the key."""
-        now = time.time() if now is None else now
-        news: list[NewTask] = []
-        problems: list[tuple[int, str]] = []
-        for index, request in enumerate(requests):
-            try:
-                if isinstance(request, InvalidInput):
-                    raise request
-                news.append(self._priced(request, now, ()))
-            except InvalidInput as refused:
-                problems.append((index, refused.message))
+        priced = self._price_all(requests, time.time() if now is None else now)
+        problems = [(index, p.message) for index, p in enumerate(priced)
+                    if isinstance(p, InvalidInput)]
         if problems:
             raise ItemsRefused(problems)
-        return self.store.add_tasks(news)
+        return self.store.add_tasks(priced)  # type: ignore[arg-type]
 
     def submit_many(self, requests: list[TaskRequest],
                     now: float | None = None) -> list[Task | InvalidInput]:
         """Create many tasks without files in one transaction (the scheduler's due runs).
         Each place in the answer is the task, or the error that refused its request; a
         request whose dedupe key was used before gets the task that holds the key."""
-        now = time.time() if now is None else now
-        answers: list[Task | InvalidInput] = []
-        valid: list[tuple[int, NewTask]] = []
+        answers: list[Task | InvalidInput | NewTask] = list(
+            self._price_all(requests, time.time() if now is None else now))
+        valid = [place for place, p in enumerate(answers) if isinstance(p, NewTask)]
+        stored = self.store.add_tasks([answers[place] for place in valid])  # type: ignore[misc]
+        for place, task in zip(valid, stored, strict=True):
+            answers[place] = task
+        return answers  # type: ignore[return-value]
+
+    def _price_all(self, requests: list[TaskRequest] | list[TaskRequest | InvalidInput],
+                   now: float) -> list[NewTask | InvalidInput]:
+        """Each request priced, or the error that refuses it (one given already stays);
+        none may carry files."""
+        priced: list[NewTask | InvalidInput] = []
         for request in requests:
             try:
+                if isinstance(request, InvalidInput):
+                    raise request
                 if request.uploads:
-                    raise InvalidInput("submit_many takes no files; use submit")
-                valid.append((len(answers), self._priced(request, now, ())))
-                answers.append(InvalidInput("not stored"))
+                    raise InvalidInput("tasks submitted together take no files; submit each "
+                                       "with its files alone")
+                priced.append(self._priced(request, now, ()))
             except InvalidInput as refused:
-                answers.append(refused)
-        for (place, _), task in zip(valid, self.store.add_tasks([n for _, n in valid]),
-                                    strict=True):
-            answers[place] = task
-        return answers
+                priced.append(refused)
+        return priced
 
     def _priced(self, request: TaskRequest, now: float, inputs: tuple[str, ...]) -> NewTask:
         """The validated, priced record of a request; InvalidInput says what is wrong."""

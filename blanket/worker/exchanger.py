@@ -9,14 +9,10 @@ import threading
 from dataclasses import dataclass, field
 
 import msgspec
-import structlog
 
 from blanket import protocol as P
 from blanket.client import ClientError
 from blanket.worker.client import REPORT_PATIENCE, Superseded, WorkerClient
-
-log = structlog.get_logger("blanket.worker")
-
 
 MAX_BATCH_BYTES = 512 * 1024  # of reports in one exchange: well under the server's body limit
 
