@@ -1,5 +1,5 @@
-"""The slots' end reports: sent at once when nothing is on its way, else together with
-every report that became ready meanwhile (a group commit)."""
+"""The slots' end reports: sent at once while fewer exchanges than allowed are on their way,
+else together with every report that became ready meanwhile (a group commit)."""
 
 from __future__ import annotations
 
@@ -17,18 +17,22 @@ from blanket.worker.exchanger import Exchanger
 class Server:
     """Answers each exchange once the test lets it; records what each carried."""
 
-    def __init__(self, hold_first: bool = False):
+    def __init__(self, hold_first: bool = False, hold: int = 1):
         self.batches: list[list[int]] = []
         self.arrived = threading.Semaphore(0)
         self.release = threading.Event()
         self.hold_first = hold_first
+        self.hold = hold  # how many of the first exchanges wait for release
+        self._count = threading.Lock()
         self.refuse: dict[int, tuple[int, str]] = {}
         self.fail: BaseException | None = None
 
     def exchange(self, request: P.Exchange, patience: float) -> P.Exchanged:
-        self.batches.append([r.task for r in request.reports])
+        with self._count:
+            self.batches.append([r.task for r in request.reports])
+            number = len(self.batches)
         self.arrived.release()
-        if self.hold_first and len(self.batches) == 1:
+        if self.hold_first and number <= self.hold:
             assert self.release.wait(10)
         if self.fail is not None:
             raise self.fail
@@ -54,7 +58,7 @@ def test_a_report_with_nothing_on_its_way_goes_at_once_alone():
 
 def test_reports_ready_while_an_exchange_is_on_its_way_leave_together_in_the_next():
     server = Server(hold_first=True)
-    exchanger = Exchanger(server)  # type: ignore[arg-type]
+    exchanger = Exchanger(server, in_flight=1)  # type: ignore[arg-type]
     answers: dict[int, str] = {}
 
     def finish(task: int) -> None:
@@ -102,7 +106,7 @@ def test_a_failed_exchange_fails_every_report_it_carried_and_the_next_goes_on():
 
 def test_reports_beyond_the_size_of_one_exchange_go_in_the_next():
     server = Server(hold_first=True)
-    exchanger = Exchanger(server)  # type: ignore[arg-type]
+    exchanger = Exchanger(server, in_flight=1)  # type: ignore[arg-type]
     long_error = "x" * 60_000  # ten of these are over MAX_BATCH_BYTES
 
     def finish(task: int) -> None:
@@ -123,3 +127,52 @@ def test_reports_beyond_the_size_of_one_exchange_go_in_the_next():
         thread.join(10)
     sizes = [len(batch) for batch in server.batches]
     assert sizes[0] == 1 and sum(sizes) == 13 and max(sizes[1:]) <= 8 and len(sizes) >= 3
+
+
+def test_two_reports_go_at_once_and_the_third_waits_for_either():
+    server = Server(hold_first=True, hold=2)
+    exchanger = Exchanger(server, in_flight=2)  # type: ignore[arg-type]
+    answers: dict[int, str] = {}
+
+    def finish(task: int) -> None:
+        answers[task] = exchanger.finish(f"w-{task}", task, report()).state
+
+    first_two = [threading.Thread(target=finish, args=(n,)) for n in (1, 2)]
+    for thread in first_two:
+        thread.start()
+    for _ in first_two:  # both on their way at once, neither waiting for the other
+        assert server.arrived.acquire(timeout=10)
+    others = [threading.Thread(target=finish, args=(n,)) for n in (3, 4)]
+    for thread in others:
+        thread.start()
+    deadline = time.monotonic() + 10
+    while len(exchanger._waiting) < 2 and time.monotonic() < deadline:
+        time.sleep(0.001)
+    assert len(server.batches) == 2
+    server.release.set()
+    for thread in (*first_two, *others):
+        thread.join(10)
+    assert sorted(map(sorted, server.batches)) == [[1], [2], [3, 4]]
+    assert answers == {n: "SUCCESS" for n in (1, 2, 3, 4)}
+
+
+@pytest.mark.parametrize("in_flight", [1, 2, 3])
+def test_many_slots_reporting_at_once_are_all_answered_and_nothing_stays_counted(
+        in_flight: int):
+    server = Server()
+    exchanger = Exchanger(server, in_flight=in_flight)  # type: ignore[arg-type]
+    answered: list[int] = []
+
+    def slot(index: int) -> None:
+        for n in range(50):
+            task = index * 1000 + n
+            assert exchanger.finish(f"w-{index}", task, report()).task["id"] == task
+            answered.append(task)
+
+    threads = [threading.Thread(target=slot, args=(i,)) for i in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(30)
+    assert len(answered) == 400 and exchanger.carried == 400
+    assert exchanger._flying == 0 and exchanger._waiting == []
