@@ -187,7 +187,8 @@ RETURNING *;
 SELECT * FROM tasks WHERE state IN ('CLAIMED', 'RUNNING') AND heartbeat < %(before)s ORDER BY id;
 
 -- name: next_not_before
-SELECT min(not_before) AS at FROM tasks WHERE state = 'QUEUED' AND not_before > %(now)s;
+SELECT min(not_before) AS at FROM tasks
+WHERE state = 'QUEUED' AND not_before IS NOT NULL AND not_before > %(now)s;
 
 -- name: recent_durations
 SELECT finished - started AS duration FROM tasks

@@ -113,7 +113,9 @@ WHERE id = ? AND state = 'QUEUED';
 SELECT * FROM tasks WHERE state IN ('CLAIMED', 'RUNNING') AND heartbeat < ?;
 
 -- name: next_not_before
-SELECT min(not_before) FROM tasks WHERE state = 'QUEUED' AND not_before > ?;
+-- By the partial index of held-back tasks: without INDEXED BY, SQLite walks every queued task.
+SELECT min(not_before) FROM tasks INDEXED BY tasks_waiting
+WHERE state = 'QUEUED' AND not_before IS NOT NULL AND not_before > ?;
 
 -- name: recent_durations
 SELECT finished - started FROM tasks INDEXED BY tasks_by_type_finished

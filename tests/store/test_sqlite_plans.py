@@ -1,0 +1,29 @@
+"""SQLite's query plans for what runs on every request or wake-up: each reads an index range,
+never every queued task (a rule: a long backlog must not slow each claim's wake-up)."""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+import pytest
+
+from blanket.store.sqlite import Q, SQLiteStore
+
+
+@pytest.fixture
+def db(tmp_path: Path):
+    store = SQLiteStore(tmp_path / "blanket.db")
+    connection = sqlite3.connect(tmp_path / "blanket.db")
+    yield connection
+    connection.close()
+    store.close()
+
+
+def plan(db: sqlite3.Connection, query: str, params: tuple) -> str:
+    return " | ".join(row[-1] for row in db.execute("EXPLAIN QUERY PLAN " + query, params))
+
+
+def test_the_next_held_back_start_reads_the_index_of_held_back_tasks(db: sqlite3.Connection):
+    found = plan(db, Q["next_not_before"], (1.0,))
+    assert "USING INDEX tasks_waiting (not_before>?)" in found, found
