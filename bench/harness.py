@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -62,13 +63,16 @@ class Running:
 
 
 @contextlib.contextmanager
-def server_with_workers(types: dict[str, str], prefix: str,
-                        root: Path | None = None) -> Iterator[Running]:
+def server_with_workers(types: dict[str, str], prefix: str, root: Path | None = None,
+                        keep: bool = False) -> Iterator[Running]:
     """A `blanket server` on a free loopback port with `types`, and a worker process with
     two slots sharing its data dir, in a new folder under `root` (default: the system's
-    temporary folder); both stopped on the way out."""
-    with tempfile.TemporaryDirectory(prefix=prefix, dir=root) as tmp:
-        base = Path(tmp)
+    temporary folder); both stopped on the way out, and the folder removed unless `keep`
+    (a benchmark that measures something else next leaves the mass delete for the end)."""
+    with contextlib.ExitStack() as cleanup:
+        base = Path(tempfile.mkdtemp(prefix=prefix, dir=root))
+        if not keep:
+            cleanup.callback(shutil.rmtree, base, ignore_errors=True)
         folder = base / "conf.d" / "types"
         folder.mkdir(parents=True)
         for name, text in types.items():

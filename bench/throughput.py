@@ -205,7 +205,7 @@ def blanket_rate(client: Client, count: int, offset: int = 0) -> float:
     began = time.perf_counter()
     with ThreadPoolExecutor(2) as pool:
         ids = list(pool.map(submit, range(count)))
-    wait_until(done, timeout=600, interval=0.01)
+    wait_until(done, timeout=600, interval=0.02)
     elapsed = time.perf_counter() - began
     failed = client.get("/task/?count&state=FAILED,TIMEDOUT,STOPPED,LOST&type=echo")["count"]
     if failed or len(ids) != count:
@@ -251,7 +251,8 @@ def start_delays(client: Client, data_dir: Path, samples: int) -> list[float]:
 
 def blanket_round(root: Path, count: int) -> float:
     root.mkdir()
-    with server_with_workers({"echo": ECHO_TYPE}, "blanket-", root) as running:
+    # The folder stays until the end: its mass delete would slow the next system's files.
+    with server_with_workers({"echo": ECHO_TYPE}, "blanket-", root, keep=True) as running:
         running.client.post("/task/?wait=30", {"type": "echo"})  # warm: the bundle is fetched
         return blanket_rate(running.client, count, offset=1)
 
