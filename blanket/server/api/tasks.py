@@ -50,7 +50,7 @@ def install(app: bottle.Bottle, services: Services) -> None:
     app.route("/task/", "GET", routes.list_tasks, role=VIEWER, query=S.TASK_LIST)
     app.route("/task/", "POST", routes.submit, role=SUBMITTER, body=S.SUBMISSION,
               query=S.WAIT, bulk=MAX_BULK)
-    app.route("/task/<task_id>", "GET", routes.show, role=VIEWER)
+    app.route("/task/<task_id>", "GET", routes.show, role=VIEWER, query=S.WAIT)
     app.route("/task/<task_id>", "DELETE", routes.remove, role=SUBMITTER, query=S.FORCE)
     app.route("/task/<task_id>/stop", "POST", routes.stop, role=SUBMITTER)
     app.route("/task/<task_id>/rerun", "POST", routes.rerun, role=SUBMITTER)
@@ -226,8 +226,14 @@ class TaskRoutes:
         return data, uploads
 
     def show(self, task_id: str):
-        """One task's record (secret values shown as ***)."""
-        return json_response(self.task_or_404(task_id).to_json())
+        """One task's record (secret values shown as ***); with ?wait=S, once it ended or S
+        seconds passed, whichever comes first (a client polls with short waits to show
+        progress meanwhile)."""
+        task = self.task_or_404(task_id)
+        wait = query_float("wait", None, MAX_WAIT)
+        if wait is not None and not _ended(task):
+            task = self.wait_until_ended(task, wait)
+        return json_response(task.to_json())
 
     def changeable_task(self, raw_id: str) -> Task:
         """The task, if the caller may stop, rerun or remove it (403 otherwise)."""
