@@ -112,7 +112,8 @@ class LingeringConnection(HTTPConnection):
     milliseconds: those are answered by a thread already awake. Nothing lingers while
     connections wait in the pool's queue for a thread, or while the server stops."""
 
-    linger = LINGER
+    # (not `linger`: cheroot's own attribute of that name leaves the socket open on close)
+    next_request_wait = LINGER
 
     def communicate(self) -> bool:
         while True:
@@ -132,7 +133,7 @@ class LingeringConnection(HTTPConnection):
         poll = select.poll()
         try:
             poll.register(self.socket, _READABLE)
-            deadline = time.monotonic() + self.linger
+            deadline = time.monotonic() + self.next_request_wait
             while server.ready and not server.requests.qsize:
                 if poll.poll(LINGER_SLICE * 1000):
                     return True

@@ -6,6 +6,7 @@ connection waiting for a thread."""
 from __future__ import annotations
 
 import http.client
+import socket
 import threading
 import time
 from collections.abc import Iterator
@@ -84,7 +85,7 @@ def test_a_connection_silent_past_the_linger_is_still_answered(lingering: Counti
 
 
 class LongLinger(LingeringConnection):
-    linger = 30.0
+    next_request_wait = 30.0
 
 
 def test_a_lingering_thread_gives_way_to_a_waiting_connection():
@@ -101,3 +102,14 @@ def test_a_lingering_thread_gives_way_to_a_waiting_connection():
         get(first)  # handed back meanwhile, answered all the same
         first.close()
         second.close()
+
+
+def test_a_connection_the_client_closes_is_closed_by_the_server(lingering: CountingServer):
+    # cheroot's own `linger` attribute leaves a socket open on close: ours must not set it.
+    sock = socket.create_connection(lingering.bind_addr[:2], timeout=5)
+    sock.sendall(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+    answer = b""
+    while data := sock.recv(65536):  # a socket left open times out here
+        answer += data
+    assert answer.startswith(b"HTTP/1.1 200")
+    sock.close()
