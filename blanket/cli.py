@@ -20,6 +20,15 @@ from blanket.config.settings import Settings, load_settings
 from blanket.errors import BlanketError
 from blanket.logs import configure_logging
 from blanket.server.intake import REQUEST_KEYS
+from blanket.taskwait import (
+    ENDED,
+    Progress,
+    WaitOption,
+    show_failure,
+    wait_for,
+    wait_limit,
+)
+from blanket.terminal import exit_code_of, print_table, state_text
 from blanket.tls import certificate_fingerprint, local_tls_files
 
 SERVER_HELP = ("server URL: http(s)://HOST:PORT or unix:/PATH (default: BLANKET_SERVER, else the "
@@ -196,7 +205,7 @@ def _read_data(data: str | None) -> dict:
     return value
 
 
-@cli.command()
+@cli.command(cls=WaitOption)
 @click.argument("type_name", metavar="TYPE", required=False)
 @click.option("--from", "from_file", type=click.File("rb"),
               help="many tasks at once: a JSON array or NDJSON (one task object a line), "
@@ -206,12 +215,14 @@ def _read_data(data: str | None) -> dict:
 @click.option("-f", "--file", "files", multiple=True, type=click.Path(exists=True,
               dir_okay=False, path_type=Path), help="a file for the task's directory")
 @click.option("--not-before", help="earliest start: ISO 8601 with offset, or +2h")
-@click.option("--wait", is_flag=True, help="wait until the task ends; exit with its status")
+@click.option("--wait", metavar="[SECONDS]",
+              help="wait until the task ends (at most SECONDS: --wait=30, --wait 5m), showing "
+                   "its progress; exit with its exit code (124 timed out, 125 still running)")
 @click.option("--json", "as_json", is_flag=True, help="print the task as JSON")
 @pass_ctx
 def submit(ctx: Context, type_name: str | None, from_file: BinaryIO | None, data: str | None,
-           env: tuple[str, ...], files: tuple[Path, ...], not_before: str | None, wait: bool,
-           as_json: bool) -> None:
+           env: tuple[str, ...], files: tuple[Path, ...], not_before: str | None,
+           wait: str | None, as_json: bool) -> None:
     """Queue a task of TYPE, or the tasks of a file (--from)."""
     if from_file is not None:
         if type_name or data or env or files or not_before or wait:
@@ -235,23 +246,36 @@ def submit(ctx: Context, type_name: str | None, from_file: BinaryIO | None, data
         payload["environment"] = environment
     if not_before:
         payload["not_before"] = not_before
+    limit = wait_limit(wait)
     client = ctx.client()
-    path = "/task/?wait" if wait else "/task/"
     if files:
         fields: dict[str, Any] = {"data": json.dumps(payload)}
         for f in files:
             fields[f.name] = (f.name, f.read_bytes())
-        task = client.request("POST", path, fields=fields)[1]
+        task = client.request("POST", "/task/", fields=fields)[1]
     else:
-        task = client.post(path, payload)
+        task = client.post("/task/", payload)
+    _show_and_wait(ctx, client, task, wait is not None, limit, as_json)
+
+
+def _show_and_wait(ctx: Context, client: Client, task: dict, wait: bool, limit: float | None,
+                   as_json: bool) -> None:
+    """Print a new task's id (or, with --json, the task once waited for); with `wait`, follow
+    it to its end and exit with its exit code."""
+    if not as_json:
+        click.echo(task["id"])
+        sys.stdout.flush()
+    if not wait:
+        if as_json:
+            click.echo(json.dumps(task, indent=2))
+        return
+    progress = Progress(quiet=ctx.verbosity < 0)
+    task = wait_for(client, task, limit, progress)
+    progress.done(task)
     if as_json:
         click.echo(json.dumps(task, indent=2))
-    elif wait:
-        click.echo(f"{task['id']} {task['state']}")
-    else:
-        click.echo(task["id"])
-    if wait and task["state"] != "SUCCESS":
-        sys.exit(1)
+    show_failure(client, task)
+    sys.exit(exit_code_of(task))
 
 
 def _submit_file(ctx: Context, source: BinaryIO, as_json: bool) -> None:
@@ -290,21 +314,16 @@ def _when(ts: float | None) -> str:
     return moment.strftime("%Y-%m-%d %H:%M")
 
 
-def print_table(headers: list[str], rows: list[list[str]]) -> None:
-    widths = [max([len(h)] + [len(r[i]) for r in rows]) for i, h in enumerate(headers)]
-    for row in [headers, *rows]:
-        click.echo("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip())
-
-
 @cli.command()
 @click.option("-a", "--all", "show_all", is_flag=True, help="include ended tasks")
 @click.option("-q", "--quiet", is_flag=True, help="ids only")
 @click.option("-s", "--state", multiple=True, help="only these states")
 @click.option("-t", "--type", "types", multiple=True, help="only these types")
 @click.option("-n", "--limit", default=100, show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="print the tasks as JSON")
 @pass_ctx
 def ps(ctx: Context, show_all: bool, quiet: bool, state: tuple[str, ...],
-       types: tuple[str, ...], limit: int) -> None:
+       types: tuple[str, ...], limit: int, as_json: bool) -> None:
     """List tasks, newest first (queued and running unless -a)."""
     states = list(state) or ([] if show_all else ["QUEUED", "CLAIMED", "RUNNING"])
     query = f"?limit={limit}"
@@ -313,6 +332,9 @@ def ps(ctx: Context, show_all: bool, quiet: bool, state: tuple[str, ...],
     if types:
         query += "&type=" + ",".join(types)
     tasks = ctx.client().get("/task/" + query)
+    if as_json:
+        click.echo(json.dumps(tasks, indent=2))
+        return
     if quiet:
         for t in tasks:
             click.echo(t["id"])
@@ -325,8 +347,10 @@ def ps(ctx: Context, show_all: bool, quiet: bool, state: tuple[str, ...],
                      start or _when(t.get("started")), _when(t.get("finished")),
                      str(t["exit_code"]) if t.get("exit_code") is not None else "",
                      progress, t.get("worker") or "", t.get("submitted_by") or ""])
-    print_table(["ID", "TYPE", "STATE", "ADDED", "STARTS/STARTED", "FINISHED", "EXIT",
-                 "PROGRESS", "WORKER", "BY"], rows)
+    # START: when a queued task may start (its not_before), else when it started.
+    print_table(["ID", "TYPE", "STATE", "ADDED", "START", "FINISHED", "EXIT", "PROGRESS",
+                 "WORKER", "BY"], rows, flexible=(1, 8, 9), state_column=2,
+                droppable=(9, 3, 7, 8, 5))
 
 
 @cli.group()
@@ -438,17 +462,29 @@ def resume(ctx: Context, worker_ids: tuple[str, ...]) -> None:
 
 @cli.command()
 @click.argument("task_id")
+@click.option("--stdout", "stream", flag_value="stdout", help="show stdout")
 @click.option("--stderr", "stream", flag_value="stderr", help="show stderr")
-@click.option("--stdout", "stream", flag_value="stdout", default=True, help="show stdout")
+@click.option("--output", "stream", flag_value="output",
+              help="show the combined log (types with combine_output)")
 @click.option("-f", "--follow", is_flag=True, help="keep printing until the task ends")
 @pass_ctx
-def logs(ctx: Context, task_id: str, stream: str, follow: bool) -> None:
-    """Print a task's output."""
+def logs(ctx: Context, task_id: str, stream: str | None, follow: bool) -> None:
+    """Print a task's output: its combined log for a type that keeps one, else its stdout
+    (or the stream asked for)."""
     client = ctx.client()
+    task = client.get(f"/task/{quote(task_id, safe='')}")
+    if follow and task["state"] in ("QUEUED", "CLAIMED"):
+        why = f" until {_when(task['not_before'])}" if task.get("not_before") else ""
+        click.echo(f"task {task['id']} is {task['state'].lower()}{why}: waiting for it to "
+                   "start...", err=True)
+        while task["state"] in ("QUEUED", "CLAIMED"):
+            time.sleep(0.5)
+            task = client.get(f"/task/{task['id']}")
+    stream = stream or _default_stream(client, task)
     if not follow:
-        click.echo(client.get(f"/task/{task_id}/log/{stream}"), nl=False)
+        click.echo(client.get(f"/task/{task['id']}/log/{stream}") or "", nl=False)
         return
-    response = client.stream(f"/task/{task_id}/log/{stream}?follow")
+    response = client.stream(f"/task/{task['id']}/log/{stream}?follow")
     event = None
     for raw in response.stream(None):
         for line in raw.decode(errors="replace").splitlines():
@@ -459,25 +495,125 @@ def logs(ctx: Context, task_id: str, stream: str, follow: bool) -> None:
     response.release_conn()
 
 
+def _default_stream(client: Client, task: dict) -> str:
+    """`output` when the task's directory holds the combined log, else `stdout`."""
+    if task["state"] in ("QUEUED", "CLAIMED"):
+        return "stdout"
+    try:
+        names = {f.get("path") or f.get("name") for f in client.get(
+            f"/task/{task['id']}/files/")}
+    except ClientError:
+        return "stdout"
+    return "output" if "output.log" in names else "stdout"
+
+
+@cli.command()
+@click.argument("task_ids", nargs=-1, required=True)
+@click.option("--json", "as_json", is_flag=True, help="print the records as JSON")
+@pass_ctx
+def inspect(ctx: Context, task_ids: tuple[str, ...], as_json: bool) -> None:
+    """Print every field of tasks' records (secret values shown as ***)."""
+    client = ctx.client()
+    tasks = [client.get(f"/task/{quote(task_id, safe='')}") for task_id in task_ids]
+    if as_json:
+        click.echo(json.dumps(tasks[0] if len(tasks) == 1 else tasks, indent=2))
+        return
+    for n, task in enumerate(tasks):
+        if n:
+            click.echo()
+        _print_record(task)
+
+
+def _print_record(task: dict) -> None:
+    width = max(len(key) for key in task)
+    for key, value in task.items():
+        if key == "state":
+            shown = state_text(str(value))
+        elif key in ("added", "not_before", "claimed", "started", "finished",
+                     "heartbeat") and isinstance(value, int | float):
+            shown = f"{datetime.fromtimestamp(value).isoformat(sep=' ', timespec='seconds')}"
+        elif isinstance(value, dict | list):
+            shown = json.dumps(value, ensure_ascii=False) if value else "-"
+        else:
+            shown = "-" if value is None else str(value)
+        click.echo(f"{key.ljust(width)}  {shown}")
+
+
+@cli.command(cls=WaitOption)
+@click.argument("task_id")
+@click.option("--wait", metavar="[SECONDS]",
+              help="wait until the new task ends (at most SECONDS), as submit --wait")
+@click.option("--json", "as_json", is_flag=True, help="print the new task as JSON")
+@pass_ctx
+def rerun(ctx: Context, task_id: str, wait: str | None, as_json: bool) -> None:
+    """Submit a task again with the same type, environment, files and tags; print the new
+    task's id."""
+    limit = wait_limit(wait)
+    client = ctx.client()
+    task = client.post(f"/task/{quote(task_id, safe='')}/rerun")
+    _show_and_wait(ctx, client, task, wait is not None, limit, as_json)
+
+
+@cli.command(name="wait")
+@click.argument("task_ids", nargs=-1, required=True)
+@click.option("--timeout", "limit", metavar="SECONDS",
+              help="give up after this long (90, 5m); exit 125 then")
+@click.option("--json", "as_json", is_flag=True, help="print the tasks as JSON at the end")
+@pass_ctx
+def wait_command(ctx: Context, task_ids: tuple[str, ...], limit: str | None,
+                 as_json: bool) -> None:
+    """Wait until tasks end; exit with the first unsuccessful one's exit code (0 when all
+    succeeded; 124 timed out, 125 still running at --timeout)."""
+    seconds = wait_limit(limit) if limit is not None else None
+    deadline = None if seconds is None else time.monotonic() + seconds
+    client = ctx.client()
+    ended = []
+    for task_id in task_ids:
+        task = client.get(f"/task/{quote(task_id, safe='')}")
+        left = None if deadline is None else max(0.0, deadline - time.monotonic())
+        progress = Progress(quiet=ctx.verbosity < 0 or as_json)
+        task = wait_for(client, task, left, progress)
+        progress.done(task)
+        ended.append(task)
+    if as_json:
+        click.echo(json.dumps(ended[0] if len(ended) == 1 else ended, indent=2))
+    failed = next((t for t in ended if t["state"] != "SUCCESS"), None)
+    if failed is not None:
+        if failed["state"] in ENDED:
+            show_failure(client, failed)
+        sys.exit(exit_code_of(failed))
+
+
 @cli.command(name="ls")
 @click.argument("what", type=click.Choice(["types", "workers", "schedules"]))
+@click.option("-q", "--quiet", is_flag=True, help="names (worker ids) only")
+@click.option("--json", "as_json", is_flag=True, help="print them as JSON")
 @pass_ctx
-def ls(ctx: Context, what: str) -> None:
+def ls(ctx: Context, what: str, quiet: bool, as_json: bool) -> None:
     """List types, workers or schedules."""
-    client = ctx.client()
+    path = {"types": "/task_type/", "workers": "/worker/", "schedules": "/schedule/"}[what]
+    entries = ctx.client().get(path)
+    if as_json:
+        click.echo(json.dumps(entries, indent=2))
+        return
+    if quiet:
+        for entry in entries:
+            click.echo(entry["id"] if what == "workers" else entry["name"])
+        return
     if what == "types":
         rows = [[t["name"], (t.get("version") or "-")[:12], _problem_mark(t),
-                 ((t.get("definition") or {}).get("description") or "")[:50]]
-                for t in client.get("/task_type/")]
-        print_table(["NAME", "VERSION", "STATUS", "DESCRIPTION"], rows)
+                 (t.get("definition") or {}).get("description") or ""] for t in entries]
+        print_table(["NAME", "VERSION", "STATUS", "DESCRIPTION"], rows, flexible=(0, 2, 3))
     elif what == "workers":
         rows = [[w["id"], w["state"], ",".join(w["tags"]), w["host"], str(w["pid"]),
-                 str(w["task"] or ""), _when(w["heartbeat"])] for w in client.get("/worker/")]
-        print_table(["ID", "STATE", "TAGS", "HOST", "PID", "TASK", "HEARTBEAT"], rows)
+                 str(w["task"] or ""), _when(w["heartbeat"])] for w in entries]
+        print_table(["ID", "STATE", "TAGS", "HOST", "PID", "TASK", "HEARTBEAT"], rows,
+                    flexible=(0, 2, 3), state_column=1)
     else:
         rows = [[s["name"], _cadence(s.get("definition") or {}), _iso_short(s.get("next_fire")),
-                 s.get("state", ""), _problem_mark(s)] for s in client.get("/schedule/")]
-        print_table(["NAME", "WHEN", "NEXT", "STATE", "STATUS"], rows)
+                 s.get("state", ""), _problem_mark(s)] for s in entries]
+        print_table(["NAME", "WHEN", "NEXT", "STATE", "STATUS"], rows, flexible=(0, 1, 4),
+                    state_column=3)
 
 
 def _cadence(definition: dict) -> str:
@@ -535,7 +671,7 @@ def schedule_resume(ctx: Context, names: tuple[str, ...]) -> None:
 
 def _problem_mark(entry: dict) -> str:
     problems = entry.get("problems") or []
-    return f"error: {problems[0]['message'][:60]}" if problems else "ok"
+    return f"error: {problems[0]['message']}" if problems else "ok"
 
 
 @cli.command()

@@ -89,19 +89,21 @@ def test_task_run_is_submit(server):
     assert task(server, out)["type"] == "count"
 
 
-def test_submit_wait_prints_the_final_state(server):
+def test_submit_wait_prints_the_id_then_the_end(server):
     worker = simulate_worker(server)
     done = blanket("submit", "echo", "--wait", server=server)
     worker.join(10)
-    task_id, state = done.stdout.split()
-    assert state == "SUCCESS" and task(server, task_id)["state"] == "SUCCESS"
+    task_id = done.stdout.strip()
+    assert task(server, task_id)["state"] == "SUCCESS"
+    assert f"task {task_id} SUCCESS" in done.stderr  # not a terminal: plain lines
 
 
-def test_submit_wait_exits_non_zero_when_the_task_fails(server):
-    worker = simulate_worker(server, state="FAILED")
+def test_submit_wait_exits_with_the_tasks_exit_code_and_shows_its_log(server):
+    worker = simulate_worker(server, state="FAILED")  # reports exit code 3
     done = blanket("submit", "echo", "--wait", server=server, ok=False)
     worker.join(10)
-    assert done.returncode == 1 and done.stdout.split()[1] == "FAILED"
+    assert done.returncode == 3 and task(server, done.stdout.strip())["state"] == "FAILED"
+    assert "FAILED (exit code 3)" in done.stderr
 
 
 def test_submit_refused_prints_the_reason_without_a_traceback(server):

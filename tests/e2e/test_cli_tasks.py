@@ -1,0 +1,229 @@
+"""The commands an operator follows tasks with, against a real server and worker: submit
+--wait (id first, progress, the task's own exit code), wait, rerun, inspect, logs of a
+combined log and of a queued task, --json listings, and tables that fit the terminal, in
+colour only where that is asked for, through a pseudo-terminal."""
+
+from __future__ import annotations
+
+import json
+import os
+import pty
+import re
+import select
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.e2e.test_cli import BLANKET, blanket, task
+
+TYPES = {
+    "echo": 'command = "echo {{ WORD }}"\ntags = ["unix"]\n[environment.defaults]\nWORD = "hi"\n',
+    "fail": 'command = "echo broken >&2; exit 7"\ntags = ["unix"]\n',
+    "slow": 'command = "sleep 30"\ntags = ["unix"]\ntimeout = "1s"\n',
+    "both": ('command = "echo out; echo err >&2"\ntags = ["unix"]\ncombine_output = true\n'),
+    "steps": ('command = "for i in 1 2 3; do echo $((i*30)) step $i > .progress; sleep 1.2; done"\n'
+              'tags = ["unix"]\n'),
+    "gpu": 'command = "true"\ntags = ["gpu"]\n',
+}
+
+
+@pytest.fixture
+def server(make_server):
+    running = make_server(types=TYPES)
+    make_server.worker(running, tags="unix")
+    return running
+
+
+def in_terminal(*args: str, server, columns: int = 80, env: dict[str, str] | None = None,
+                timeout: float = 60) -> tuple[int, str]:
+    """Run `blanket --server URL ARGS` on a pseudo-terminal `columns` wide: (exit code,
+    everything it wrote)."""
+    leader, follower = pty.openpty()
+    os.set_blocking(leader, False)
+    import fcntl
+    import struct
+    import termios
+    fcntl.ioctl(follower, termios.TIOCSWINSZ, struct.pack("HHHH", 40, columns, 0, 0))
+    environ = {k: v for k, v in os.environ.items()
+               if k not in ("BLANKET_SERVER", "BLANKET_SETTINGS", "NO_COLOR", "COLUMNS")}
+    environ.update({"TERM": "xterm", **(env or {})})
+    proc = subprocess.Popen([BLANKET, "--server", server.url, *args], stdin=follower,
+                            stdout=follower, stderr=follower, env=environ, close_fds=True)
+    os.close(follower)
+    output = b""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        ready, _, _ = select.select([leader], [], [], 0.2)
+        if ready:
+            try:
+                chunk = os.read(leader, 65536)
+            except OSError:  # the terminal closed with the process
+                chunk = b""
+            if not chunk and proc.poll() is not None:
+                break
+            output += chunk
+        elif proc.poll() is not None:
+            break
+    os.close(leader)
+    return proc.wait(10), output.decode(errors="replace")
+
+
+def visible(line: str) -> str:
+    """A line as the terminal shows it: without colour codes and carriage returns."""
+    return re.sub(r"\x1b\[[0-9;]*m", "", line).replace("\r", "")
+
+
+# --- waiting -------------------------------------------------------------------------------
+
+def test_submit_wait_exits_with_the_commands_own_exit_code_and_its_log_tail(server):
+    done = blanket("submit", "fail", "--wait", server=server, ok=False)
+    assert done.returncode == 7
+    task_id = done.stdout.strip()
+    assert task(server, task_id)["exit_code"] == 7
+    assert f"task {task_id}'s stderr log" in done.stderr and "broken" in done.stderr
+
+
+def test_a_timed_out_task_exits_124_as_timeout_does(server):
+    done = blanket("submit", "slow", "--wait", server=server, ok=False)
+    assert done.returncode == 124 and "TIMEDOUT" in done.stderr
+
+
+def test_wait_with_a_limit_gives_up_with_125_and_the_type_is_not_taken_as_its_value(server):
+    # "gpu" has no worker: it stays queued. --wait 1 is a limit; the type comes after.
+    began = time.monotonic()
+    done = blanket("submit", "--wait", "1", "gpu", server=server, ok=False)
+    assert done.returncode == 125 and time.monotonic() - began < 20
+    assert task(server, done.stdout.strip())["state"] == "QUEUED"
+    done = blanket("submit", "--wait=0.5", "gpu", server=server, ok=False)
+    assert done.returncode == 125
+    done = blanket("submit", "--wait", "echo", server=server)  # bare --wait, then the type
+    assert task(server, done.stdout.strip())["state"] == "SUCCESS"
+
+
+def test_a_wrong_wait_value_is_a_usage_error(server):
+    done = blanket("submit", "echo", "--wait=soon", server=server, ok=False)
+    assert done.returncode == 2 and "--wait" in done.stderr and "duration" in done.stderr
+
+
+def test_submit_wait_on_a_terminal_prints_the_id_at_once_then_live_progress(server):
+    code, output = in_terminal("submit", "steps", "--wait", server=server)
+    assert code == 0, output
+    first_line = output.splitlines()[0].strip()
+    assert first_line.isdigit()  # the id, before anything else
+    assert "step 2" in output  # the task's own message
+    assert re.search(r"\[#+\.*\] \d+%", output)  # and a bar
+    assert "\r\x1b[2K" in output  # redrawn in place
+    assert f"task {first_line} " in output and "SUCCESS" in output
+
+
+def test_wait_follows_several_tasks_and_exits_with_the_first_failure(server):
+    ok = blanket("submit", "echo", server=server).stdout.strip()
+    bad = blanket("submit", "fail", server=server).stdout.strip()
+    done = blanket("wait", ok, bad, server=server, ok=False)
+    assert done.returncode == 7
+    assert task(server, ok)["state"] == "SUCCESS"
+    done = blanket("wait", ok, "--json", server=server)
+    assert json.loads(done.stdout)["state"] == "SUCCESS"
+    done = blanket("wait", blanket("submit", "gpu", server=server).stdout.strip(),
+                   "--timeout", "0.3", server=server, ok=False)
+    assert done.returncode == 125
+
+
+def test_the_server_answers_a_task_once_it_ended_with_wait(server):
+    task_id = server.client.post("/task/", {"type": "gpu"})["id"]
+    began = time.monotonic()
+    shown = server.client.get(f"/task/{task_id}?wait=0.5")
+    assert shown["state"] == "QUEUED" and 0.4 < time.monotonic() - began < 10
+    task_id = server.client.post("/task/", {"type": "echo"})["id"]
+    assert server.client.get(f"/task/{task_id}?wait=30")["state"] == "SUCCESS"
+
+
+# --- rerun, inspect, logs ------------------------------------------------------------------
+
+def test_rerun_submits_the_same_task_again_and_can_wait_for_it(server):
+    first = blanket("submit", "echo", "-e", "WORD=again", "--wait", server=server)
+    first_id = first.stdout.strip()
+    again = blanket("rerun", first_id, "--wait", server=server)
+    again_id = again.stdout.strip()
+    assert again_id != first_id
+    record = task(server, again_id)
+    assert record["state"] == "SUCCESS" and record["environment"]["WORD"] == "again"
+
+
+def test_inspect_prints_every_field_and_json_on_request(server):
+    task_id = blanket("submit", "echo", "--wait", server=server).stdout.strip()
+    shown = blanket("inspect", task_id, server=server).stdout
+    record = task(server, task_id)
+    for key in record:
+        assert any(line.startswith(key + " ") for line in shown.splitlines()), key
+    assert json.loads(blanket("inspect", task_id, "--json", server=server).stdout) == record
+    both = json.loads(blanket("inspect", task_id, task_id, "--json", server=server).stdout)
+    assert [t["id"] for t in both] == [record["id"]] * 2
+
+
+def test_logs_shows_the_combined_log_of_a_type_that_keeps_one(server):
+    task_id = blanket("submit", "both", "--wait", server=server).stdout.strip()
+    out = blanket("logs", task_id, server=server).stdout
+    assert "out" in out and "err" in out
+    assert blanket("logs", task_id, "--output", server=server).stdout == out
+
+
+def test_logs_follow_of_a_queued_task_says_it_waits(server, make_server):
+    task_id = blanket("submit", "gpu", server=server).stdout.strip()
+    proc = subprocess.Popen([BLANKET, "--server", server.url, "logs", "-f", task_id],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        line = proc.stderr.readline()
+        assert f"task {task_id} is queued" in line and "waiting for it to start" in line
+        make_server.worker(server, tags="gpu")
+        proc.communicate(timeout=60)
+        assert proc.returncode == 0
+    finally:
+        proc.kill()
+
+
+# --- listings ------------------------------------------------------------------------------
+
+def test_listings_print_json_and_names(server):
+    blanket("submit", "gpu", server=server)
+    tasks = json.loads(blanket("ps", "--json", server=server).stdout)
+    assert tasks and all("state" in t for t in tasks)
+    types = json.loads(blanket("ls", "types", "--json", server=server).stdout)
+    assert {t["name"] for t in types} == set(TYPES)
+    names = blanket("ls", "types", "-q", server=server).stdout.split()
+    assert sorted(names) == sorted(TYPES)
+    workers = json.loads(blanket("ls", "workers", "--json", server=server).stdout)
+    assert blanket("ls", "workers", "-q", server=server).stdout.split() == [
+        w["id"] for w in workers]
+
+
+def test_tables_fit_the_terminal_with_an_ellipsis_and_colour_states(server):
+    long_word = "x" * 200
+    server.client.post("/task/", {"type": "gpu", "tags": [long_word[:60]]})
+    blanket("submit", "echo", "-e", f"WORD={long_word}", "--wait", server=server)
+    code, output = in_terminal("ls", "types", server=server, columns=60)
+    assert code == 0
+    assert all(len(visible(line)) <= 60 for line in output.splitlines()), output
+    code, output = in_terminal("ps", "-a", server=server, columns=70)
+    assert code == 0 and "\x1b[32mSUCCESS" in output  # green on a terminal
+    assert all(len(visible(line)) <= 70 for line in output.splitlines()), output
+    assert "ID" in output and "STATE" in output and "BY" not in output  # BY left out first
+    code, output = in_terminal("ps", "-a", server=server, env={"NO_COLOR": "1"})
+    assert code == 0 and "\x1b[" not in output
+    piped = blanket("ps", "-a", server=server).stdout
+    assert "\x1b[" not in piped and "…" not in piped
+
+
+def test_a_long_description_is_cut_only_on_a_terminal(make_server):
+    description = "a description far longer than fifty characters, kept whole in a pipe"
+    running = make_server(types={"long": f'description = "{description}"\ncommand = "true"\n'})
+    assert description in blanket("ls", "types", server=running).stdout
+    code, output = in_terminal("ls", "types", server=running, columns=50)
+    assert code == 0 and "…" in output and description not in output
+
+
+def test_the_cli_module_runs_under_this_python():
+    assert Path(BLANKET).exists() and sys.executable
