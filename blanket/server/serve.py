@@ -3,6 +3,8 @@ optionally local workers, stopped gracefully on SIGTERM or SIGINT."""
 
 from __future__ import annotations
 
+import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -53,6 +55,19 @@ class BackgroundLoop(threading.Thread):
 
     def stop(self) -> None:
         self.stopping.set()
+
+
+def default_worker_tags() -> list[str]:
+    """What the server's own workers can run when worker_tags does not say: `unix` on a
+    POSIX system, and each built-in executor found here (bash, sh, python), so that the
+    example types run with nothing configured."""
+    tags = ["unix"] if os.name == "posix" else []
+    if shutil.which("bash"):
+        tags.append("bash")
+    if shutil.which("sh"):
+        tags.append("sh")
+    tags.append("python")  # the interpreter running blanket runs the python executor
+    return tags
 
 
 class Server:
@@ -124,10 +139,13 @@ class Server:
                    "--restart", "--server", url, "--data-dir", str(self.settings.data_dir)]
         if url.startswith("https:") and self.fingerprint:
             command += ["--fingerprint", self.fingerprint]
-        if self.settings.worker_tags:
-            command += ["-t", ",".join(self.settings.worker_tags)]
+        tags = list(self.settings.worker_tags) or default_worker_tags()
+        if tags:
+            command += ["-t", ",".join(tags)]
         self.workers = subprocess.Popen(command)
-        log.info("local workers started", count=self.settings.workers, pid=self.workers.pid)
+        log.info("local workers started", count=self.settings.workers, pid=self.workers.pid,
+                 tags=tags, tags_from="worker_tags" if self.settings.worker_tags else
+                 "this machine (set worker_tags to choose)")
 
     def serve(self) -> None:
         """Run until SIGTERM/SIGINT or `stop()`."""
