@@ -16,13 +16,18 @@ $(STAMP): pyproject.toml
 run: $(STAMP)
 	$(BIN)/blanket server --config-dir conf.d --workers 2
 
-# The browser tests drive a real headless Chromium: install Debian's package when missing
-# (as root, as CI runs); elsewhere they are skipped, and under CI=true they fail.
+# The browser tests drive a real headless Chromium, and the completion tests load their
+# scripts in zsh and fish: install Debian's packages when missing (as root, as CI runs);
+# elsewhere those tests are skipped, and under CI=true they fail.
+SYSTEM_PACKAGES := chromium zsh fish
 browser:
-	@test -x $(CHROMIUM) || { if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
-		echo "installing chromium for the browser tests"; \
-		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; \
-	else echo "chromium is missing: the browser tests will be skipped (apt-get install chromium)"; fi; }
+	@missing=""; for p in $(SYSTEM_PACKAGES); do command -v $$p >/dev/null || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then \
+		if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+			echo "installing$$missing for the tests"; \
+			apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
+		else echo "missing$$missing: the tests that need them will be skipped (apt-get install$$missing)"; fi; \
+	fi
 
 test: $(STAMP) browser
 	$(BIN)/ruff check blanket tests bench

@@ -14,6 +14,7 @@ from urllib.parse import quote
 
 import click
 
+from blanket import completion
 from blanket.auth import client_token
 from blanket.client import Client, ClientError
 from blanket.config.settings import Settings, load_settings
@@ -206,7 +207,8 @@ def _read_data(data: str | None) -> dict:
 
 
 @cli.command(cls=WaitOption)
-@click.argument("type_name", metavar="TYPE", required=False)
+@click.argument("type_name", metavar="TYPE", required=False,
+                shell_complete=completion.type_names)
 @click.option("--from", "from_file", type=click.File("rb"),
               help="many tasks at once: a JSON array or NDJSON (one task object a line), "
                    "- for standard input; stored together or not at all")
@@ -408,7 +410,7 @@ def token_revoke(ctx: Context, names: tuple[str, ...]) -> None:
 
 
 @cli.command()
-@click.argument("ids", nargs=-1, required=True)
+@click.argument("ids", nargs=-1, required=True, shell_complete=completion.task_ids)
 @click.option("-f", "--force", is_flag=True, help="also remove running tasks (stops them)")
 @pass_ctx
 def rm(ctx: Context, ids: tuple[str, ...], force: bool) -> None:
@@ -432,7 +434,7 @@ def rm(ctx: Context, ids: tuple[str, ...], force: bool) -> None:
 
 
 @cli.command()
-@click.argument("ids", nargs=-1, required=True)
+@click.argument("ids", nargs=-1, required=True, shell_complete=completion.task_ids)
 @pass_ctx
 def stop(ctx: Context, ids: tuple[str, ...]) -> None:
     """Stop tasks: a queued one at once, a running one within a second."""
@@ -443,7 +445,8 @@ def stop(ctx: Context, ids: tuple[str, ...]) -> None:
 
 
 @cli.command()
-@click.argument("worker_ids", nargs=-1, required=True)
+@click.argument("worker_ids", nargs=-1, required=True,
+                shell_complete=completion.worker_ids)
 @pass_ctx
 def pause(ctx: Context, worker_ids: tuple[str, ...]) -> None:
     """Pause workers: they finish their task and take no new one until resumed."""
@@ -452,7 +455,8 @@ def pause(ctx: Context, worker_ids: tuple[str, ...]) -> None:
 
 
 @cli.command()
-@click.argument("worker_ids", nargs=-1, required=True)
+@click.argument("worker_ids", nargs=-1, required=True,
+                shell_complete=completion.worker_ids)
 @pass_ctx
 def resume(ctx: Context, worker_ids: tuple[str, ...]) -> None:
     """Resume paused workers."""
@@ -461,7 +465,7 @@ def resume(ctx: Context, worker_ids: tuple[str, ...]) -> None:
 
 
 @cli.command()
-@click.argument("task_id")
+@click.argument("task_id", shell_complete=completion.task_ids)
 @click.option("--stdout", "stream", flag_value="stdout", help="show stdout")
 @click.option("--stderr", "stream", flag_value="stderr", help="show stderr")
 @click.option("--output", "stream", flag_value="output",
@@ -508,7 +512,7 @@ def _default_stream(client: Client, task: dict) -> str:
 
 
 @cli.command()
-@click.argument("task_ids", nargs=-1, required=True)
+@click.argument("task_ids", nargs=-1, required=True, shell_complete=completion.task_ids)
 @click.option("--json", "as_json", is_flag=True, help="print the records as JSON")
 @pass_ctx
 def inspect(ctx: Context, task_ids: tuple[str, ...], as_json: bool) -> None:
@@ -540,7 +544,7 @@ def _print_record(task: dict) -> None:
 
 
 @cli.command(cls=WaitOption)
-@click.argument("task_id")
+@click.argument("task_id", shell_complete=completion.task_ids)
 @click.option("--wait", metavar="[SECONDS]",
               help="wait until the new task ends (at most SECONDS), as submit --wait")
 @click.option("--json", "as_json", is_flag=True, help="print the new task as JSON")
@@ -555,7 +559,7 @@ def rerun(ctx: Context, task_id: str, wait: str | None, as_json: bool) -> None:
 
 
 @cli.command(name="wait")
-@click.argument("task_ids", nargs=-1, required=True)
+@click.argument("task_ids", nargs=-1, required=True, shell_complete=completion.task_ids)
 @click.option("--timeout", "limit", metavar="SECONDS",
               help="give up after this long (90, 5m); exit 125 then")
 @click.option("--json", "as_json", is_flag=True, help="print the tasks as JSON at the end")
@@ -640,7 +644,7 @@ def schedule() -> None:
 
 
 @schedule.command(name="run")
-@click.argument("name")
+@click.argument("name", shell_complete=completion.schedule_names)
 @click.option("--json", "as_json", is_flag=True, help="print the task as JSON")
 @pass_ctx
 def schedule_run(ctx: Context, name: str, as_json: bool) -> None:
@@ -650,7 +654,8 @@ def schedule_run(ctx: Context, name: str, as_json: bool) -> None:
 
 
 @schedule.command(name="pause")
-@click.argument("names", nargs=-1, required=True)
+@click.argument("names", nargs=-1, required=True,
+                shell_complete=completion.schedule_names)
 @pass_ctx
 def schedule_pause(ctx: Context, names: tuple[str, ...]) -> None:
     """Stop schedules firing until resumed."""
@@ -660,7 +665,8 @@ def schedule_pause(ctx: Context, names: tuple[str, ...]) -> None:
 
 
 @schedule.command(name="resume")
-@click.argument("names", nargs=-1, required=True)
+@click.argument("names", nargs=-1, required=True,
+                shell_complete=completion.schedule_names)
 @pass_ctx
 def schedule_resume(ctx: Context, names: tuple[str, ...]) -> None:
     """Fire paused schedules again (runs missed while paused are not caught up)."""
@@ -690,6 +696,16 @@ def init(directory: Path) -> None:
         settings.write_text('# Every key is optional; see the README.\n'
                             '# port = 8773\n# config_dir = "conf.d"\n# data_dir = "var"\n')
     click.echo(f"created {example} and {settings}; start with: blanket server --workers 2")
+
+
+@cli.command(name="completion")
+@click.argument("shell", type=click.Choice(completion.SHELLS))
+def completion_command(shell: str) -> None:
+    """Print the shell completion script for SHELL; it completes commands and options, and
+    type names, schedule names, task ids and worker ids from the server. Load it with:
+    bash: eval "$(blanket completion bash)" in ~/.bashrc; zsh: eval "$(blanket completion
+    zsh)" in ~/.zshrc; fish: blanket completion fish > ~/.config/fish/completions/blanket.fish"""
+    click.echo(completion.script(shell, cli))
 
 
 def main() -> None:
