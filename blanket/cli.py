@@ -348,11 +348,22 @@ def ps(ctx: Context, show_all: bool, quiet: bool, state: tuple[str, ...],
         rows.append([str(t["id"]), t["type"], t["state"], _when(t["added"]),
                      start or _when(t.get("started")), _when(t.get("finished")),
                      str(t["exit_code"]) if t.get("exit_code") is not None else "",
-                     progress, t.get("worker") or "", t.get("submitted_by") or ""])
-    # START: when a queued task may start (its not_before), else when it started.
+                     progress, t.get("worker") or "", t.get("submitted_by") or "",
+                     _waiting(t)])
+    # START: when a queued task may start (its not_before), else when it started. NOTE: why
+    # a queued task waits, when it is not just for a free worker.
     print_table(["ID", "TYPE", "STATE", "ADDED", "START", "FINISHED", "EXIT", "PROGRESS",
-                 "WORKER", "BY"], rows, flexible=(1, 8, 9), state_column=2,
+                 "WORKER", "BY", "NOTE"], rows, flexible=(1, 8, 9, 10), state_column=2,
                 droppable=(9, 3, 7, 8, 5))
+
+
+def _waiting(task: dict) -> str:
+    waiting = task.get("waiting") or {}
+    code = waiting.get("code")
+    if code == "no_worker":
+        return "no worker has tags " + (",".join(task.get("tags") or []) or "(none)")
+    return {"paused": "its workers are paused", "max_concurrent": "type at max_concurrent",
+            "not_before": "not before its start"}.get(code or "", "")
 
 
 @cli.group()

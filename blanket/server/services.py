@@ -22,6 +22,7 @@ from blanket.server.schedulebook import ScheduleBook
 from blanket.server.tasklogs import TaskLogs
 from blanket.server.tasksview import TasksView
 from blanket.server.tokens import Tokens
+from blanket.server.waiting import WaitReasons, running_count
 from blanket.store import open_store
 from blanket.store.base import Store
 from blanket.taskdir import DataDir
@@ -43,6 +44,7 @@ class Services:
     tasks: TasksView
     logs: TaskLogs
     schedules: ScheduleBook
+    waiting: WaitReasons
     started: float = field(default_factory=time.time)
 
     @property
@@ -72,6 +74,8 @@ def build_services(settings: Settings, schedule_parser=None) -> Services:
     intake = Intake(store, types, settings.data_dir)
     queue = Queue(store, types.current, types.limits, types.versions, task_dir=intake.task_dir)
     registry = WorkerRegistry(store, queue, wakeups, settings.lost_after)
+    tasks = TasksView(store)
+    waiting = WaitReasons(registry.listed, types.limits, running_count(tasks.count))
     return Services(settings, store, catalog, intake, queue, wakeups, Tokens(store), registry,
-                    TasksView(store), TaskLogs(intake.task_dir),
-                    ScheduleBook(store, catalog, intake))
+                    tasks, TaskLogs(intake.task_dir), ScheduleBook(store, catalog, intake),
+                    waiting)

@@ -227,3 +227,17 @@ def test_a_long_description_is_cut_only_on_a_terminal(make_server):
 
 def test_the_cli_module_runs_under_this_python():
     assert Path(BLANKET).exists() and sys.executable
+
+
+# --- why a queued task waits ---------------------------------------------------------------
+
+def test_a_task_no_worker_can_take_says_so_in_the_api_and_in_ps(server, make_server):
+    task_id = blanket("submit", "gpu", server=server).stdout.strip()
+    waiting = task(server, task_id)["waiting"]
+    assert waiting["code"] == "no_worker" and "gpu" in waiting["message"]
+    listed = server.client.get("/task/?state=QUEUED")
+    assert [t["waiting"]["code"] for t in listed] == ["no_worker"]
+    assert "no worker has tags gpu" in blanket("ps", server=server).stdout
+    make_server.worker(server, tags="gpu")
+    assert server.wait_for_task(int(task_id))["state"] == "SUCCESS"
+    assert "waiting" not in task(server, task_id)

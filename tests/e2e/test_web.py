@@ -202,3 +202,15 @@ def test_the_page_signs_in_with_a_token_and_starts_a_task_with_its_csrf_token(ma
     tasks = server.client.get("/task/")
     assert [(t["environment"]["NAME"], t["submitted_by"]) for t in tasks] == [
         ("signed in", "web-user")]
+
+
+def test_the_page_warns_of_a_task_no_worker_can_take(make_server, tmp_path):
+    require_chromium()
+    server = make_server(types={"gpu": 'command = "true"\ntags = ["gpu"]\n'})
+    task = server.client.post("/task/", {"type": "gpu"})
+    with Browser(tmp_path / "chromium") as browser:
+        browser.open(server.url + "/")
+        badge = f"document.querySelector('#task-{task['id']} .waiting-warn')"
+        browser.wait_for(f"{badge} !== null")
+        assert browser.evaluate(f"{badge}.textContent") == "no worker"
+        assert "gpu" in browser.evaluate(f"{badge}.title")

@@ -76,7 +76,7 @@ class TaskRoutes:
         flt = task_filter(bottle.request.query)
         if flag("count"):
             return json_response({"count": self.s.tasks.count(flt)})
-        return json_response([t.to_json() for t in self.s.tasks.list(flt)])
+        return json_response(self.shown(self.s.tasks.list(flt)))
 
     def submit(self):
         """Submit a task (JSON, a form field `data`, or multipart with files), or many at
@@ -233,7 +233,14 @@ class TaskRoutes:
         wait = query_float("wait", None, MAX_WAIT)
         if wait is not None and not _ended(task):
             task = self.wait_until_ended(task, wait)
-        return json_response(task.to_json())
+        return json_response(self.shown([task])[0])
+
+    def shown(self, tasks: list[Task]) -> list[dict]:
+        """Tasks as the API shows them: a queued one with why it waits (`waiting`: code and
+        message; `no_worker` when no worker that is up could ever take it)."""
+        reasons = self.s.waiting.explain(tasks)
+        return [{**t.to_json(), "waiting": reasons[t.id].to_json()} if t.id in reasons
+                else t.to_json() for t in tasks]
 
     def changeable_task(self, raw_id: str) -> Task:
         """The task, if the caller may stop, rerun or remove it (403 otherwise)."""

@@ -111,6 +111,16 @@ function barOf(pct) {
   return bar;
 }
 
+// A queued task that waits for something other than a free worker says so: a warning for
+// one no worker that is up can take (it would wait for ever), a note for the rest.
+function waitingBadge(task) {
+  if (!task.waiting || task.waiting.code === "busy") return "";
+  const label = { no_worker: "no worker", paused: "workers paused",
+    max_concurrent: "at max_concurrent", not_before: "scheduled" }[task.waiting.code] || "waits";
+  const kind = task.waiting.code === "no_worker" ? "waiting-warn" : "waiting-note";
+  return el("span", { class: `waiting ${kind}`, title: task.waiting.message }, label);
+}
+
 function progressBar(task) {
   if (task.progress === null || task.progress === undefined) return "";
   const pct = Math.max(0, Math.min(100, Number(task.progress)));
@@ -248,7 +258,8 @@ function taskRow(task) {
   return el("tr", { id: `task-${task.id}` },
     el("td", { class: "mono" }, task.id),
     el("td", {}, task.type),
-    el("td", { title: task.error || "" }, stateBadge(task.state)),
+    el("td", { title: task.error || (task.waiting ? task.waiting.message : "") },
+      stateBadge(task.state), waitingBadge(task)),
     timeCell(task.added),
     timeCell(task.started),
     timeCell(task.finished),

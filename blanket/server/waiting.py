@@ -1,0 +1,82 @@
+"""Why a queued task waits, in words an operator can act on: its start date is still to
+come, no worker that is up has its tags (the task would wait for ever: start one, or fix
+the tags), the workers that have them are paused, its type is at its max_concurrent, or it
+is next in line for a worker that is busy."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from blanket.models import Task, TaskFilter, TaskState, Worker
+
+AWAY = frozenset({"lost", "gone", "stopping"})  # workers that will take nothing
+
+
+@dataclass(frozen=True)
+class Waiting:
+    code: str  # not_before | no_worker | paused | max_concurrent | busy
+    message: str
+
+    def to_json(self) -> dict[str, str]:
+        return {"code": self.code, "message": self.message}
+
+
+class WaitReasons:
+    """Explains queued tasks, reading the workers and the running counts once per call."""
+
+    def __init__(self, workers: Callable[[], list[Worker]], limits: Callable[[], dict[str, int]],
+                 running: Callable[[str], int], clock: Callable[[], float] = time.time):
+        self.workers = workers  # every registered worker, as shown (lost when silent)
+        self.limits = limits  # max_concurrent of each capped type
+        self.running = running  # tasks of a type claimed or running now
+        self.clock = clock
+
+    def explain(self, tasks: Sequence[Task]) -> dict[int, Waiting]:
+        """Why each queued task of `tasks` waits, by id (others are left out)."""
+        queued = [t for t in tasks if t.state == TaskState.QUEUED]
+        if not queued:
+            return {}
+        now = self.clock()
+        up = [w for w in self.workers() if w.state not in AWAY]
+        limits = self.limits()
+        running: dict[str, int] = {}
+        reasons = {}
+        for task in queued:
+            reasons[task.id] = self._why(task, now, up, limits, running)
+        return reasons
+
+    def _why(self, task: Task, now: float, up: list[Worker], limits: dict[str, int],
+             running: dict[str, int]) -> Waiting:
+        if task.not_before is not None and task.not_before > now:
+            when = datetime.fromtimestamp(task.not_before, UTC)
+            return Waiting("not_before", f"starts no earlier than {when.isoformat()}")
+        needed = set(task.tags)
+        able = [w for w in up if needed <= set(w.tags)]
+        if not able:
+            wanted = ", ".join(sorted(needed)) if needed else "none"
+            return Waiting("no_worker", f"no worker that is up has the tags it needs "
+                                        f"({wanted}): start one with "
+                                        f"blanket worker -t {','.join(sorted(needed)) or '...'}"
+                                        ", or change the task's tags")
+        if all(w.state == "paused" for w in able):
+            return Waiting("paused", f"every worker with its tags is paused "
+                                     f"({', '.join(sorted(w.id for w in able))})")
+        cap = limits.get(task.type)
+        if cap is not None:
+            if task.type not in running:
+                running[task.type] = self.running(task.type)
+            if running[task.type] >= cap:
+                return Waiting("max_concurrent", f"its type runs {running[task.type]} tasks, "
+                                                 f"its max_concurrent ({cap})")
+        return Waiting("busy", "waits for a worker with its tags to be free")
+
+
+def running_count(tasks_count: Callable[[TaskFilter], int]) -> Callable[[str], int]:
+    """How many tasks of a type are claimed or running, from a counting function."""
+    def count(type_name: str) -> int:
+        return tasks_count(TaskFilter(states=(TaskState.CLAIMED.value,
+                                              TaskState.RUNNING.value), types=(type_name,)))
+    return count
