@@ -709,6 +709,20 @@ def init(directory: Path) -> None:
     click.echo(f"created {example} and {settings}; start with: blanket server --workers 2")
 
 
+@cli.command()
+@click.option("-n", "--interval", type=click.FloatRange(0.1, 3600), default=1.0,
+              show_default=True, help="seconds between refreshes")
+@click.option("--once", is_flag=True, help="print one view and exit (also when not on a "
+                                           "terminal)")
+@pass_ctx
+def top(ctx: Context, interval: float, once: bool) -> None:
+    """A live view of tasks by state, ends per second, workers, running and queued tasks."""
+    from blanket.top import run
+
+    client = ctx.client()
+    run(client, client.base_url, interval, once)
+
+
 @cli.command(name="completion")
 @click.argument("shell", type=click.Choice(completion.SHELLS))
 def completion_command(shell: str) -> None:

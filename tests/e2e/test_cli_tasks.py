@@ -5,13 +5,17 @@ colour only where that is asked for, through a pseudo-terminal."""
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import pty
 import re
 import select
+import signal
+import struct
 import subprocess
 import sys
+import termios
 import time
 from pathlib import Path
 
@@ -43,9 +47,6 @@ def in_terminal(*args: str, server, columns: int = 80, env: dict[str, str] | Non
     everything it wrote)."""
     leader, follower = pty.openpty()
     os.set_blocking(leader, False)
-    import fcntl
-    import struct
-    import termios
     fcntl.ioctl(follower, termios.TIOCSWINSZ, struct.pack("HHHH", 40, columns, 0, 0))
     environ = {k: v for k, v in os.environ.items()
                if k not in ("BLANKET_SERVER", "BLANKET_SETTINGS", "NO_COLOR", "COLUMNS")}
@@ -241,3 +242,50 @@ def test_a_task_no_worker_can_take_says_so_in_the_api_and_in_ps(server, make_ser
     make_server.worker(server, tags="gpu")
     assert server.wait_for_task(int(task_id))["state"] == "SUCCESS"
     assert "waiting" not in task(server, task_id)
+
+
+# --- top -----------------------------------------------------------------------------------
+
+def test_top_once_prints_counts_workers_and_queued_tasks(server):
+    blanket("submit", "echo", "--wait", server=server)
+    blanket("submit", "gpu", server=server)
+    out = blanket("top", "--once", server=server).stdout
+    assert "queued 1" in out and "success 1" in out
+    workers = server.client.get("/worker/")
+    assert workers[0]["id"] in out
+    assert "1 queued task(s) no worker can take" in out and "gpu" in out
+
+
+def test_top_on_a_terminal_redraws_until_ctrl_c(server):
+    task_id = server.client.post("/task/", {"type": "slow"})["id"]  # runs for its 1 s timeout
+    leader, follower = pty.openpty()
+    fcntl.ioctl(follower, termios.TIOCSWINSZ, struct.pack("HHHH", 40, 120, 0, 0))
+    environ = {k: v for k, v in os.environ.items() if k not in ("BLANKET_SERVER",)}
+    proc = subprocess.Popen([BLANKET, "--server", server.url, "top", "-n", "0.2"],
+                            stdin=follower, stdout=follower, stderr=follower,
+                            env={**environ, "TERM": "xterm"}, start_new_session=True)
+    os.close(follower)
+    output = b""
+    deadline = time.monotonic() + 30
+    try:
+        while time.monotonic() < deadline and f"{task_id} ".encode() not in output:
+            if select.select([leader], [], [], 0.2)[0]:
+                output += os.read(leader, 65536)
+        assert f"{task_id} ".encode() in output and b"running" in output
+        redraws = output.count(b"blanket top")
+        time.sleep(1)
+        while select.select([leader], [], [], 0.2)[0]:
+            output += os.read(leader, 65536)
+        assert output.count(b"blanket top") > redraws  # it keeps refreshing
+        os.killpg(proc.pid, signal.SIGINT)
+        assert proc.wait(10) == 0
+        while select.select([leader], [], [], 0.2)[0]:
+            try:
+                output += os.read(leader, 65536)
+            except OSError:
+                break
+        assert b"Traceback" not in output
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        os.close(leader)

@@ -1,0 +1,132 @@
+"""`blanket top`: a live view of the queue, drawn with rich: tasks by state and how many end
+a second, the workers with their current task and heartbeat age, the tasks running with
+their progress, and the oldest queued tasks with why they wait. Read from the server
+over HTTP every `interval` seconds; Ctrl-C leaves it."""
+
+from __future__ import annotations
+
+import time
+from collections import deque
+from dataclasses import dataclass, field
+
+from rich import box
+from rich.console import Console, Group
+from rich.live import Live
+from rich.table import Table
+from rich.text import Text
+
+from blanket.client import Client
+
+STATES = ("QUEUED", "CLAIMED", "RUNNING", "SUCCESS", "FAILED", "TIMEDOUT", "STOPPED", "LOST")
+ENDED = ("SUCCESS", "FAILED", "TIMEDOUT", "STOPPED", "LOST")
+COLOURS = {"QUEUED": "cyan", "CLAIMED": "cyan", "RUNNING": "blue", "SUCCESS": "green",
+           "FAILED": "red", "TIMEDOUT": "red", "STOPPED": "yellow", "LOST": "magenta",
+           "idle": "green", "busy": "blue", "paused": "yellow", "lost": "magenta",
+           "stopping": "yellow"}
+RATE_WINDOW = 10.0  # seconds the ended-per-second figure is measured over
+SHOWN = 15  # rows of each table
+
+
+@dataclass
+class Snapshot:
+    """What one refresh read from the server."""
+
+    at: float
+    counts: dict[str, int]
+    workers: list[dict]
+    running: list[dict]
+    queued: list[dict]
+
+
+@dataclass
+class Rates:
+    """Tasks ended a second, over the last RATE_WINDOW seconds of snapshots."""
+
+    seen: deque[tuple[float, int]] = field(default_factory=deque)
+
+    def add(self, at: float, ended: int) -> float | None:
+        self.seen.append((at, ended))
+        while len(self.seen) > 2 and at - self.seen[1][0] >= RATE_WINDOW:
+            self.seen.popleft()
+        first_at, first = self.seen[0]
+        if at - first_at <= 0:
+            return None
+        return max(0, ended - first) / (at - first_at)
+
+
+def read(client: Client) -> Snapshot:
+    counts = {state: client.get(f"/task/?count&state={state}")["count"] for state in STATES}
+    return Snapshot(
+        at=time.monotonic(), counts=counts, workers=client.get("/worker/"),
+        running=client.get(f"/task/?state=CLAIMED,RUNNING&limit={SHOWN}"),
+        queued=client.get(f"/task/?state=QUEUED&limit={SHOWN}&order=oldest"))
+
+
+def render(snapshot: Snapshot, rate: float | None, server: str) -> Group:
+    header = Text()
+    header.append(f"blanket top  {server}  {time.strftime('%H:%M:%S')}\n", style="bold")
+    for state in STATES:
+        header.append(f"{state.lower()} ", style="dim")
+        header.append(f"{snapshot.counts[state]}  ", style=COLOURS[state])
+    header.append("\nended/s ", style="dim")
+    header.append("-" if rate is None else f"{rate:.1f}")
+    waiting = sum(1 for t in snapshot.queued if (t.get("waiting") or {}).get("code")
+                  == "no_worker")
+    if waiting:
+        header.append(f"  {waiting} queued task(s) no worker can take", style="bold yellow")
+
+    workers = Table(title="workers", box=box.SIMPLE, title_justify="left", expand=True)
+    for name in ("ID", "STATE", "TAGS", "HOST", "TASK", "HEARTBEAT"):
+        workers.add_column(name, overflow="ellipsis", no_wrap=True)
+    now = time.time()
+    for w in snapshot.workers[:SHOWN]:
+        age = f"{max(0.0, now - w['heartbeat']):.0f}s ago" if w.get("heartbeat") else "-"
+        workers.add_row(w["id"], Text(w["state"], style=COLOURS.get(w["state"], "")),
+                        ",".join(w.get("tags") or []), w.get("host") or "",
+                        str(w.get("task") or ""), age)
+
+    running = Table(title="running", box=box.SIMPLE, title_justify="left", expand=True)
+    for name in ("ID", "TYPE", "STATE", "WORKER", "FOR", "PROGRESS"):
+        running.add_column(name, overflow="ellipsis", no_wrap=True)
+    for t in snapshot.running:
+        since = t.get("started") or t.get("claimed")
+        took = f"{max(0.0, now - since):.0f}s" if since else "-"
+        progress = ""
+        if t.get("progress") is not None:
+            progress = f"{t['progress']}% {t.get('progress_message') or ''}".strip()
+        running.add_row(str(t["id"]), t["type"], Text(t["state"], style=COLOURS[t["state"]]),
+                        t.get("worker") or "", took, progress)
+
+    queued = Table(title="queued, oldest first", box=box.SIMPLE, title_justify="left", expand=True)
+    for name in ("ID", "TYPE", "PRIORITY", "WAITS FOR", "WHY"):
+        queued.add_column(name, overflow="ellipsis", no_wrap=True)
+    for t in snapshot.queued:
+        why = t.get("waiting") or {}
+        queued.add_row(str(t["id"]), t["type"], str(t.get("priority", 0)),
+                       f"{max(0.0, now - t['added']):.0f}s",
+                       Text(why.get("message", ""),
+                            style="yellow" if why.get("code") == "no_worker" else ""))
+    footer = Text("Ctrl-C to quit", style="dim")
+    return Group(header, workers, running, queued, footer)
+
+
+def run(client: Client, server: str, interval: float, once: bool,
+        console: Console | None = None) -> None:
+    console = console or Console()
+    rates = Rates()
+
+    def frame() -> Group:
+        snapshot = read(client)
+        ended = sum(snapshot.counts[state] for state in ENDED)
+        return render(snapshot, rates.add(snapshot.at, ended), server)
+
+    if once or not console.is_terminal:
+        console.print(frame())
+        return
+    with Live(frame(), console=console, screen=True, auto_refresh=False) as live:
+        try:
+            while True:
+                time.sleep(interval)
+                live.update(frame(), refresh=True)
+        except KeyboardInterrupt:
+            pass
