@@ -214,3 +214,99 @@ def test_the_page_warns_of_a_task_no_worker_can_take(make_server, tmp_path):
         browser.wait_for(f"{badge} !== null")
         assert browser.evaluate(f"{badge}.textContent") == "no worker"
         assert "gpu" in browser.evaluate(f"{badge}.title")
+
+
+WRITER = ('command = "echo line from {{ WHO }}; echo to-err >&2; echo data > made.txt"\n'
+          'tags = ["unix"]\n[environment.defaults]\nWHO = "the task"\n')
+PARKED = 'command = "true"\ntags = ["gpu"]\n[environment.defaults]\nLONG = ""\n'
+
+
+def test_a_task_has_a_page_of_its_own_with_its_fields_log_and_files(make_server, tmp_path):
+    require_chromium()
+    server = make_server(types={"writer": WRITER})
+    make_server.worker(server, tags="unix")
+    task = server.client.post("/task/?wait=30", {"type": "writer",
+                                                 "environment": {"WHO": "<b>me</b>"}})
+    assert task["state"] == "SUCCESS"
+    with Browser(tmp_path / "chromium") as browser:
+        browser.open(f"{server.url}/#/task/{task['id']}")
+        browser.wait_for("document.querySelector('#t-fields tbody tr') != null")
+        fields = browser.evaluate("document.querySelector('#t-fields').textContent")
+        assert "WHO=<b>me</b>" in fields and "exit_code" in fields  # as text, not markup
+        assert browser.evaluate("document.querySelector('#t-fields b') === null")
+        browser.wait_for("document.getElementById('t-log')?.textContent.includes('line from')")
+        browser.evaluate("document.getElementById('t-stream-stderr').click()")
+        browser.wait_for("document.getElementById('t-log')?.textContent.includes('to-err')")
+        browser.wait_for("document.querySelector('#t-files a') !== null")
+        links = browser.evaluate(
+            "[...document.querySelectorAll('#t-files a')].map(a => a.getAttribute('href'))")
+        assert f"/task/{task['id']}/files/made.txt" in links
+        attempts = browser.evaluate("document.querySelector('#t-attempts tbody').textContent")
+        assert "SUCCESS" in attempts
+        # a link from the dashboard's list leads here, and back returns
+        browser.evaluate("location.hash = '#/'")
+        browser.wait_for(f"document.querySelector('#task-{task['id']} a') !== null")
+        browser.evaluate(f"document.querySelector('#task-{task['id']} a').click()")
+        browser.wait_for(f"location.hash === '#/task/{task['id']}'")
+        browser.evaluate("history.back()")
+        browser.wait_for("location.hash === '#/' && !document.getElementById('view-home').hidden")
+
+
+def test_the_tasks_page_filters_and_pages_from_its_url(make_server, tmp_path):
+    require_chromium()
+    server = make_server(types={"parked": PARKED, "other": PARKED})
+    server.client.post("/task/", [{"type": "parked"}] * 55)
+    server.client.post("/task/", {"type": "other"})
+    with Browser(tmp_path / "chromium") as browser:
+        browser.open(f"{server.url}/#/tasks?type=other")
+        browser.wait_for("document.getElementById('browse-count')?.textContent === '1 task'")
+        assert browser.evaluate("document.querySelectorAll('#browse tbody tr').length") == 1
+        assert browser.evaluate("document.getElementById('f-type').value") == "other"
+        browser.evaluate("location.hash = '#/tasks?type=parked'")
+        browser.wait_for("document.getElementById('page-of')?.textContent === 'page 1 of 2'")
+        assert browser.evaluate("document.querySelectorAll('#browse tbody tr').length") == 50
+        browser.evaluate("document.getElementById('next-page').click()")
+        browser.wait_for("document.getElementById('page-of')?.textContent === 'page 2 of 2'")
+        assert "page=2" in browser.evaluate("location.hash")
+        assert browser.evaluate("document.querySelectorAll('#browse tbody tr').length") == 5
+        assert browser.evaluate("document.getElementById('next-page').disabled")
+        # the filter form writes the URL
+        browser.evaluate("""document.getElementById('f-state').value = 'SUCCESS';
+            document.getElementById('filters').requestSubmit();""")
+        browser.wait_for("location.hash.includes('state=SUCCESS')")
+        browser.wait_for("document.getElementById('browse-count')?.textContent === '0 tasks'")
+        browser.evaluate("history.back()")
+        browser.wait_for("document.getElementById('page-of')?.textContent === 'page 2 of 2'")
+
+
+def test_the_page_has_a_dark_theme_and_fits_a_phone(make_server, tmp_path):
+    require_chromium()
+    server = make_server(types={"parked": PARKED})
+    server.client.post("/task/", {"type": "parked", "environment": {"LONG": "x" * 300}})
+    background = "getComputedStyle(document.body).backgroundColor"
+    with Browser(tmp_path / "chromium") as browser:
+        browser.open(server.url + "/")
+        browser.wait_for("document.querySelector('#tasks tbody tr[id^=\"task-\"]') !== null")
+        light = browser.evaluate(background)
+        browser.send("Emulation.setEmulatedMedia", {
+            "features": [{"name": "prefers-color-scheme", "value": "dark"}]})
+        dark = browser.evaluate(background)
+        assert light != dark and _darkness(dark) > _darkness(light)
+        browser.evaluate("document.getElementById('theme').click()")  # choose light anyway
+        assert browser.evaluate(background) == light
+        assert browser.evaluate("localStorage.getItem('blanket-theme')") == "light"
+        browser.send("Emulation.setDeviceMetricsOverride", {
+            "width": 390, "height": 800, "deviceScaleFactor": 1, "mobile": True})
+        browser.evaluate("location.reload()")
+        browser.wait_for("document.querySelector('#tasks tbody tr[id^=\"task-\"]') !== null")
+        # no sideways scrolling of the page: wide tables scroll inside their section
+        assert browser.evaluate("document.documentElement.scrollWidth") <= 390
+        assert browser.evaluate(
+            "document.querySelector('#tasks tbody button').getBoundingClientRect().right"
+            " <= document.getElementById('tasks-section').getBoundingClientRect().right"
+            " || document.getElementById('tasks-section').scrollWidth > 390")
+
+
+def _darkness(css_colour: str) -> float:
+    red, green, blue = (int(n) for n in re.findall(r"\d+", css_colour)[:3])
+    return 765 - (red + green + blue)

@@ -7,7 +7,7 @@ const ACTIVE = new Set(["QUEUED", "CLAIMED", "RUNNING"]);
 const REFRESH_MS = 2000;
 const TYPES_EVERY = 5; // refreshes between reloads of the task types
 const state = { types: [], chosen: null, logSources: [], timer: null, ticks: 0, offline: false,
-  csrf: null, who: null };
+  csrf: null, who: null, taskLog: null, taskLogFor: null, taskFiles: null, wantedType: "" };
 
 function $(id) { return document.getElementById(id); }
 
@@ -256,7 +256,7 @@ function taskRow(task) {
     el("button", { type: "button", onclick: () => showLogs(task.id) }, "Logs"),
   ];
   return el("tr", { id: `task-${task.id}` },
-    el("td", { class: "mono" }, task.id),
+    el("td", { class: "mono" }, el("a", { href: `#/task/${task.id}` }, task.id)),
     el("td", {}, task.type),
     el("td", { title: task.error || (task.waiting ? task.waiting.message : "") },
       stateBadge(task.state), waitingBadge(task)),
@@ -273,13 +273,14 @@ function taskRow(task) {
 
 async function stopTask(task) {
   await api("POST", `/task/${task.id}/stop`);
-  await loadTasks();
+  await refresh();
 }
 
 async function rerunTask(task) {
   const again = await api("POST", `/task/${task.id}/rerun`);
   flash(`Task #${again.id} reruns #${task.id}.`, "ok");
-  await loadTasks();
+  if (route().view === "task") location.hash = `#/task/${again.id}`;
+  else await refresh();
 }
 
 async function removeTask(task) {
@@ -289,7 +290,8 @@ async function removeTask(task) {
     : `Remove task #${task.id} and its files?`;
   if (!window.confirm(question)) return;
   await api("DELETE", `/task/${task.id}${active ? "?force" : ""}`);
-  await loadTasks();
+  if (route().view === "task") location.hash = "#/tasks";
+  else await refresh();
 }
 
 // ---- logs
@@ -434,8 +436,17 @@ async function logout() {
 async function refresh() {
   clearTimeout(state.timer);
   try {
-    const loads = [loadTasks(), loadWorkers(), loadSchedules(), loadHealth()];
-    if (state.ticks++ % TYPES_EVERY === 0) loads.push(loadTypes());
+    const loads = [loadHealth()];
+    const view = route().view;
+    if (view === "home") {
+      loads.push(loadTasks(), loadWorkers(), loadSchedules());
+      if (state.ticks++ % TYPES_EVERY === 0) loads.push(loadTypes());
+    } else if (view === "tasks") {
+      // the type filter lists the types: load them first the first time
+      loads.push((state.types.length ? Promise.resolve() : loadTypes()).then(loadBrowse));
+    } else if (view === "task") {
+      loads.push(loadTaskPage());
+    }
     await Promise.all(loads);
     if (state.offline) flash("");
     state.offline = false;
@@ -446,7 +457,229 @@ async function refresh() {
   if (document.visibilityState === "visible") state.timer = setTimeout(refresh, REFRESH_MS);
 }
 
+// ---- pages: #/ (dashboard), #/tasks?state=&type=&tags=&order=&page= and #/task/ID.
+// The route lives in the URL's hash, so every view can be shared, and back and forward work.
+
+const PAGE_SIZE = 50;
+
+function route() {
+  const hash = location.hash.replace(/^#/, "") || "/";
+  const [path, query] = hash.split("?");
+  const params = new URLSearchParams(query || "");
+  const task = path.match(/^\/task\/(\d+)$/);
+  if (task) return { view: "task", id: Number(task[1]), params };
+  if (path === "/tasks") return { view: "tasks", params };
+  return { view: "home", params };
+}
+
+function showView() {
+  const { view } = route();
+  for (const name of ["home", "tasks", "task"]) $(`view-${name}`).hidden = name !== view;
+  $("nav-home").classList.toggle("current", view === "home");
+  $("nav-tasks").classList.toggle("current", view !== "home");
+  if (view !== "task") closeTaskLog();
+  if (view === "tasks") fillFilters();
+  if (view === "task") state.taskLogFor = null;
+  state.ticks = 0;
+  refresh();
+}
+
+function fillFilters() {
+  const { params } = route();
+  $("f-state").value = params.get("state") || "";
+  $("f-tags").value = params.get("tags") || "";
+  $("f-order").value = params.get("order") || "newest";
+  state.wantedType = params.get("type") || "";
+  $("f-type").value = state.wantedType;
+}
+
+function goFilter(event) {
+  event.preventDefault();
+  const params = new URLSearchParams();
+  for (const [key, id] of [["state", "f-state"], ["type", "f-type"], ["tags", "f-tags"]]) {
+    const value = $(id).value.trim();
+    if (value) params.set(key, value);
+  }
+  if ($("f-order").value !== "newest") params.set("order", $("f-order").value);
+  location.hash = `#/tasks${params.toString() ? "?" + params : ""}`;
+}
+
+function goPage(step) {
+  const params = new URLSearchParams(route().params);
+  const page = Math.max(1, Number(params.get("page") || 1) + step);
+  if (page > 1) params.set("page", page); else params.delete("page");
+  location.hash = `#/tasks${params.toString() ? "?" + params : ""}`;
+}
+
+async function loadBrowse() {
+  const { params } = route();
+  const page = Math.max(1, Number(params.get("page") || 1));
+  const query = new URLSearchParams();
+  for (const key of ["state", "type", "tags", "order"]) {
+    if (params.get(key)) query.set(key, params.get(key));
+  }
+  const select = $("f-type");
+  const names = state.types.map((t) => t.name);
+  if (select.options.length - 1 !== names.length) {
+    select.replaceChildren(el("option", { value: "" }, "any"),
+      ...names.map((name) => el("option", { value: name }, name)));
+    select.value = state.wantedType || "";
+  }
+  const counted = await api("GET", `/task/?count&${query}`);
+  query.set("limit", PAGE_SIZE);
+  query.set("offset", (page - 1) * PAGE_SIZE);
+  const tasks = await api("GET", `/task/?${query}`);
+  replaceRows($("browse").tBodies[0], tasks.map(taskRow), 11, "No task matches.");
+  const pages = Math.max(1, Math.ceil(counted.count / PAGE_SIZE));
+  $("browse-count").textContent = `${counted.count} task${counted.count === 1 ? "" : "s"}`;
+  $("page-of").textContent = `page ${page} of ${pages}`;
+  $("prev-page").disabled = page <= 1;
+  $("next-page").disabled = page >= pages;
+}
+
+// ---- one task's page
+
+const SHOWN_FIELDS = ["id", "type", "state", "environment", "tags", "priority", "score",
+  "version", "not_before", "added", "claimed", "started", "finished", "worker", "attempt",
+  "exit_code", "error", "progress", "progress_message", "timeout", "retries", "retry_delay",
+  "schedule", "submitted_by", "stopped_by", "inputs", "directory"];
+const TIMES = new Set(["not_before", "added", "claimed", "started", "finished", "heartbeat"]);
+
+function fieldValue(key, value) {
+  if (value === null || value === undefined || value === "") return el("span", { class: "muted" }, "-");
+  if (TIMES.has(key)) {
+    const date = asDate(value);
+    return el("span", { title: date.toISOString() }, date.toLocaleString());
+  }
+  if (key === "state") return stateBadge(value);
+  if (Array.isArray(value)) return value.length ? value.join(", ") : el("span", { class: "muted" }, "-");
+  if (typeof value === "object") {
+    const rows = Object.entries(value).map(([k, v]) =>
+      el("div", { class: "mono small" }, `${k}=${v}`));
+    return rows.length ? el("div", {}, ...rows) : el("span", { class: "muted" }, "-");
+  }
+  return String(value);
+}
+
+async function loadTaskPage() {
+  const { id } = route();
+  let task;
+  try {
+    task = await api("GET", `/task/${id}`);
+  } catch (e) {
+    $("t-id").textContent = `#${id}`;
+    $("t-state").replaceChildren(el("span", { class: "problem" }, e.message));
+    $("t-fields").tBodies[0].replaceChildren();
+    return;
+  }
+  $("t-id").textContent = `#${task.id}`;
+  $("t-state").replaceChildren(stateBadge(task.state), waitingBadge(task));
+  const waiting = $("t-waiting");
+  waiting.hidden = !task.waiting;
+  waiting.textContent = task.waiting ? `Waits: ${task.waiting.message}` : "";
+  waiting.className = `waiting-line ${task.waiting && task.waiting.code === "no_worker" ? "waiting-warn" : ""}`;
+  const keys = [...SHOWN_FIELDS.filter((k) => k in task),
+    ...Object.keys(task).filter((k) => !SHOWN_FIELDS.includes(k) && k !== "attempts" && k !== "waiting")];
+  $("t-fields").tBodies[0].replaceChildren(...keys.map((key) =>
+    el("tr", {}, el("th", {}, key), el("td", {}, fieldValue(key, task[key])))));
+  if (task.not_before || task.added) {
+    const queuedFor = ((task.claimed || Date.now() / 1000) - task.added) / 60;
+    $("t-fields").tBodies[0].append(el("tr", {}, el("th", {}, "minutes queued"),
+      el("td", {}, queuedFor.toFixed(1))));
+  }
+  const active = ACTIVE.has(task.state);
+  $("t-buttons").replaceChildren(
+    active ? el("button", { type: "button", onclick: () => act(() => stopTask(task)) }, "Stop")
+      : el("button", { type: "button", onclick: () => act(() => rerunTask(task)) }, "Rerun"),
+    el("button", { type: "button", onclick: () => act(() => removeTask(task)) }, "Remove"));
+  replaceRows($("t-attempts").tBodies[0], (task.attempts || []).map((a) => el("tr", {},
+    el("td", {}, a.attempt), el("td", { class: "mono small" }, a.worker || ""),
+    el("td", {}, stateBadge(a.state)), el("td", { class: "mono" }, a.exit_code === null ? "" : a.exit_code),
+    timeCell(a.started), timeCell(a.finished), el("td", { class: "small" }, a.error || ""))),
+  7, "No attempt has ended yet.");
+  await loadTaskFiles(task);
+  if (state.taskLogFor !== task.id) {
+    state.taskLogFor = task.id;
+    showTaskStreams(task);
+  }
+}
+
+async function loadTaskFiles(task) {
+  let files = [];
+  try {
+    files = await api("GET", `/task/${task.id}/files/`);
+  } catch (e) { /* no folder yet */ }
+  replaceRows($("t-files").tBodies[0], files.map((f) => el("tr", {},
+    el("td", { class: "mono small" }, el("a", {
+      href: `/task/${task.id}/files/${f.path.split("/").map(encodeURIComponent).join("/")}`,
+      download: f.path.split("/").pop() }, f.path)),
+    el("td", {}, `${f.size} B`))), 2, "No files yet.");
+  state.taskFiles = new Set(files.map((f) => f.path));
+}
+
+function showTaskStreams(task) {
+  const streams = ["stdout", "stderr", "output"];
+  const preferred = state.taskFiles && state.taskFiles.has("output.log") ? "output" : "stdout";
+  $("t-streams").replaceChildren(...streams.map((stream) => el("button", {
+    type: "button", class: "tab", id: `t-stream-${stream}`,
+    onclick: () => openTaskLog(task.id, stream, ACTIVE.has(task.state)) }, stream)));
+  openTaskLog(task.id, preferred, ACTIVE.has(task.state));
+}
+
+function closeTaskLog() {
+  if (state.taskLog) state.taskLog.close();
+  state.taskLog = null;
+}
+
+async function openTaskLog(id, stream, follow) {
+  closeTaskLog();
+  for (const button of $("t-streams").querySelectorAll("button")) {
+    button.classList.toggle("current", button.id === `t-stream-${stream}`);
+  }
+  const pre = $("t-log");
+  pre.textContent = "";
+  $("t-log-state").textContent = stream;
+  if (!follow) {
+    await readLog(id, stream, pre);
+    return;
+  }
+  const source = new EventSource(`/task/${id}/log/${stream}?follow`);
+  state.taskLog = source;
+  source.onmessage = (event) => {
+    const atBottom = pre.scrollTop + pre.clientHeight >= pre.scrollHeight - 4;
+    pre.append(event.data + "\n");
+    if (atBottom) pre.scrollTop = pre.scrollHeight;
+  };
+  source.addEventListener("end", (event) => {
+    source.close();
+    $("t-log-state").textContent = `${stream} · ${event.data}`;
+  });
+  source.onerror = () => source.close();
+}
+
+// ---- theme: the system's unless chosen; the choice is kept in this browser
+
+function applyTheme() {
+  const chosen = localStorage.getItem("blanket-theme");
+  if (chosen) document.documentElement.dataset.theme = chosen;
+  else delete document.documentElement.dataset.theme;
+}
+
+function toggleTheme() {
+  const dark = document.documentElement.dataset.theme
+    ? document.documentElement.dataset.theme === "dark"
+    : window.matchMedia("(prefers-color-scheme: dark)").matches;
+  localStorage.setItem("blanket-theme", dark ? "light" : "dark");
+  applyTheme();
+}
+
 function start() {
+  applyTheme();
+  $("theme").addEventListener("click", toggleTheme);
+  $("filters").addEventListener("submit", goFilter);
+  $("prev-page").addEventListener("click", () => goPage(-1));
+  $("next-page").addEventListener("click", () => goPage(1));
+  window.addEventListener("hashchange", showView);
   $("submit-form").addEventListener("submit", submitTask);
   $("add-extra").addEventListener("click", addExtraRow);
   $("cancel-submit").addEventListener("click", () => { $("submit-section").hidden = true; });
@@ -464,7 +697,7 @@ function start() {
       clearTimeout(state.timer);
     }
   });
-  refresh();
+  showView();
 }
 
 document.addEventListener("DOMContentLoaded", start);
