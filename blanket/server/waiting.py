@@ -13,6 +13,7 @@ from datetime import UTC, datetime
 from blanket.models import Task, TaskFilter, TaskState, Worker
 
 AWAY = frozenset({"lost", "gone", "stopping"})  # workers that will take nothing
+WORKERS_FRESH = 1.0  # seconds the list of workers is reused: every submission explains its task
 
 
 @dataclass(frozen=True)
@@ -33,6 +34,15 @@ class WaitReasons:
         self.limits = limits  # max_concurrent of each capped type
         self.running = running  # tasks of a type claimed or running now
         self.clock = clock
+        self._workers: tuple[float, list[Worker]] | None = None  # (read at, the list)
+
+    def _up(self, now: float) -> list[Worker]:
+        """The workers that may take tasks, read at most every WORKERS_FRESH seconds."""
+        cached = self._workers
+        if cached is None or not 0 <= now - cached[0] < WORKERS_FRESH:
+            cached = (now, [w for w in self.workers() if w.state not in AWAY])
+            self._workers = cached
+        return cached[1]
 
     def explain(self, tasks: Sequence[Task]) -> dict[int, Waiting]:
         """Why each queued task of `tasks` waits, by id (others are left out)."""
@@ -40,7 +50,7 @@ class WaitReasons:
         if not queued:
             return {}
         now = self.clock()
-        up = [w for w in self.workers() if w.state not in AWAY]
+        up = self._up(now)
         limits = self.limits()
         running: dict[str, int] = {}
         reasons = {}

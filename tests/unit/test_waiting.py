@@ -64,3 +64,19 @@ def test_nothing_is_asked_when_no_task_is_queued():
 
     found = WaitReasons(fail, dict, lambda _: 0, clock=lambda: NOW)
     assert found.explain([replace(task(1), state=TaskState.SUCCESS)]) == {}
+
+
+def test_the_workers_are_read_at_most_once_a_second():
+    reads = []
+    now = [NOW]
+
+    def workers() -> list[Worker]:
+        reads.append(now[0])
+        return [worker("a", ())]
+
+    found = WaitReasons(workers, dict, lambda _: 0, clock=lambda: now[0])
+    for _ in range(5):
+        found.explain([task(1)])
+    now[0] += 1.5
+    found.explain([task(1)])
+    assert reads == [NOW, NOW + 1.5]

@@ -102,10 +102,10 @@ class TaskRoutes:
             task = self.s.intake.submit(request)
         except DuplicateTask as e:
             existing = self.s.tasks.find(e.task_id)
-            return json_response(existing.to_json() if existing else {"id": e.task_id}, 200)
+            return json_response(self.shown([existing])[0] if existing else {"id": e.task_id}, 200)
         if wait is not None:
             task = self.wait_until_ended(task, wait)
-        return json_response(task.to_json(), 201)
+        return json_response(self.shown([task])[0], 201)
 
     def read_many(self) -> list[Any] | None:
         """The items of a bulk submission: a JSON array, or NDJSON (one JSON object a line,
@@ -277,7 +277,7 @@ class TaskRoutes:
                 type=old.type, environment=dict(old.environment), tags=old.tags,
                 priority=old.priority, schedule=old.schedule, uploads=uploads,
                 submitted_by=caller.name, trusted_environment=True))
-        return json_response(task.to_json(), 201)
+        return json_response(self.shown([task])[0], 201)
 
     def progress(self, task_id: str):
         """A running task's progress (0-100, a message). Operators may set any task's; the
