@@ -108,6 +108,11 @@ class TaskFilter:
     schedule: str | None = None
     added_after: float | None = None
     added_before: float | None = None
+    worker: str | None = None  # tasks this worker ran or runs
+    submitted_by: str | None = None
+    # Text found in the id (exactly), the type, or an environment value that is not a
+    # secret (a search must never tell what a secret value is).
+    search: str | None = None
     limit: int = 100
     offset: int = 0
     oldest_first: bool = False

@@ -483,6 +483,21 @@ def _filter_sql(flt: TaskFilter) -> tuple[str, dict[str, Any]]:
     if flt.added_before is not None:
         clauses.append("added < %(added_before)s")
         params["added_before"] = flt.added_before
+    if flt.worker is not None:
+        clauses.append("worker = %(worker)s")
+        params["worker"] = flt.worker
+    if flt.submitted_by is not None:
+        clauses.append("submitted_by = %(submitted_by)s")
+        params["submitted_by"] = flt.submitted_by
+    if flt.search:
+        escaped = flt.search.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+        params["search_like"] = f"%{escaped}%"
+        params["search_id"] = (int(flt.search) if flt.search.isdigit() and len(flt.search) < 19
+                               else None)
+        clauses.append(
+            "(id = %(search_id)s OR type ILIKE %(search_like)s OR EXISTS (SELECT 1 FROM "
+            "jsonb_each_text(environment) e WHERE e.value ILIKE %(search_like)s "
+            "AND NOT secrets ? e.key))")
     return ("WHERE " + " AND ".join(clauses) if clauses else ""), params
 
 

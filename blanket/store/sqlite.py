@@ -500,7 +500,26 @@ def _filter_sql(flt: TaskFilter) -> tuple[str, list[Any]]:
     if flt.added_before is not None:
         clauses.append("added < ?")
         params.append(flt.added_before)
+    if flt.worker is not None:
+        clauses.append("worker = ?")
+        params.append(flt.worker)
+    if flt.submitted_by is not None:
+        clauses.append("submitted_by = ?")
+        params.append(flt.submitted_by)
+    if flt.search:
+        pattern = "%" + _like_escaped(flt.search) + "%"
+        exact = int(flt.search) if flt.search.isdigit() and len(flt.search) < 19 else None
+        clauses.append(
+            "(id = ? OR type LIKE ? ESCAPE '\\' OR EXISTS (SELECT 1 FROM json_each(environment) e "
+            "WHERE e.value LIKE ? ESCAPE '\\' AND e.key NOT IN "
+            "(SELECT value FROM json_each(secrets))))")
+        params.extend([exact, pattern, pattern])
     return ("WHERE " + " AND ".join(clauses) if clauses else ""), params
+
+
+def _like_escaped(text: str) -> str:
+    """`text` matched literally by LIKE ... ESCAPE '\\'."""
+    return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
 
 
 def _statements(sql: str) -> list[str]:

@@ -558,3 +558,19 @@ def test_unsafe_or_broken_outputs_are_refused_and_nothing_is_written(fresh):
     assert_error(call(fresh, "POST", path, b"", headers), 400, "Content-Length")
     listing = fresh.client.get(f"/task/{task['id']}/files/")
     assert listing == []
+
+
+def test_tasks_are_searched_by_text_but_never_by_a_secret_value(make_server):
+    server = make_server(types={"login": 'command = "true"\ntags = ["nowhere"]\n'
+                                         '[environment.required]\n'
+                                         'USER = { description = "who" }\n'
+                                         'PASS = { description = "its password", '
+                                         'secret = true }\n'})
+    shown = server.client.post("/task/", {"type": "login", "environment": {
+        "USER": "ops-robot", "PASS": "s3cret-ops"}})
+    assert [t["id"] for t in server.client.get("/task/?q=OPS-rob")] == [shown["id"]]
+    assert server.client.get("/task/?q=s3cret") == []  # no oracle for secret values
+    assert server.client.get("/task/?count&q=ops")["count"] == 1
+    assert [t["id"] for t in server.client.get(f"/task/?by={shown['submitted_by']}")] == [
+        shown["id"]]
+    assert server.client.get("/task/?by=someone-else") == []

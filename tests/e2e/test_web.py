@@ -277,6 +277,9 @@ def test_the_tasks_page_filters_and_pages_from_its_url(make_server, tmp_path):
         browser.wait_for("document.getElementById('browse-count')?.textContent === '0 tasks'")
         browser.evaluate("history.back()")
         browser.wait_for("document.getElementById('page-of')?.textContent === 'page 2 of 2'")
+        browser.evaluate("location.hash = '#/tasks?q=OTHER'")  # a text search, in the URL
+        browser.wait_for("document.getElementById('browse-count')?.textContent === '1 task'")
+        assert browser.evaluate("document.getElementById('f-q').value") == "OTHER"
 
 
 def test_the_page_has_a_dark_theme_and_fits_a_phone(make_server, tmp_path):

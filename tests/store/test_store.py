@@ -161,6 +161,39 @@ def test_listing_added_after_is_inclusive_and_added_before_exclusive(store: Stor
     assert ids(found) == [at_25.id, at_20.id]
 
 
+def test_listing_filters_by_submitter_and_worker(store: Store) -> None:
+    ran = claimed(store)  # by worker w1
+    alice = store.add_task(new_task(submitted_by="alice"))
+    store.add_task(new_task(submitted_by="bob"))
+    assert ids(store.list_tasks(TaskFilter(submitted_by="alice"))) == [alice.id]
+    assert ids(store.list_tasks(TaskFilter(worker="w1"))) == [ran.id]
+    assert store.count_tasks(TaskFilter(worker="nobody")) == 0
+
+
+def test_search_finds_the_id_the_type_and_environment_values_but_never_a_secret(
+        store: Store) -> None:
+    def add(type: str, environment: dict[str, str], secrets: tuple[str, ...] = ()) -> Task:
+        return store.add_task(NewTask(type=type, environment=environment, tags=(),
+                                      score=1.0, added=1.0, secrets=secrets))
+
+    report = add("monthly_report", {"MONTH": "march"})
+    backup = add("backup", {"HOST": "db-01.example", "PASSWORD": "hunter2-march"},
+                 secrets=("PASSWORD",))
+    odd = add("echo", {"WORD": "100%_sure"})
+
+    def found(text: str) -> list[int]:
+        return sorted(ids(store.list_tasks(TaskFilter(search=text))))
+
+    assert found("REPORT") == [report.id]  # the type, either case
+    assert found("db-01") == [backup.id]  # an environment value
+    assert found("march") == [report.id]  # not the backup: march is only in its secret
+    assert found("hunter2") == []
+    assert found(str(odd.id)) == [odd.id]
+    assert found("0%_") == [odd.id]  # % and _ are matched as themselves
+    assert found("%") == [odd.id]
+    assert store.count_tasks(TaskFilter(search="march")) == 1
+
+
 def test_listing_pages_with_limit_and_offset(store: Store) -> None:
     tasks = [store.add_task(new_task()) for _ in range(5)]
     page = store.list_tasks(TaskFilter(limit=2, offset=1, oldest_first=True))

@@ -35,6 +35,7 @@ from blanket.server.services import Services
 from blanket.wakeups import task_topic
 
 MAX_WAIT = 24 * 3600.0
+MAX_SEARCH = 200  # characters of a ?q= text search
 MAX_BULK = 10_000  # tasks in one bulk submission
 NDJSON_TYPES = ("application/x-ndjson", "application/jsonl", "application/json-lines")
 MAX_IDEMPOTENCY_KEY = 255
@@ -359,7 +360,8 @@ def _ended(task: Task | None) -> Task | None:
 
 
 def task_filter(query: bottle.FormsDict) -> TaskFilter:
-    """A TaskFilter from ?state=&type=&tags=&added_after=&added_before=&limit=&offset=&order="""
+    """A TaskFilter from ?state=&type=&tags=&schedule=&worker=&by=&q=&added_after=
+    &added_before=&limit=&offset=&order="""
     def words(name: str) -> tuple[str, ...]:
         return tuple(w.strip() for v in query.getall(name) for w in v.split(",") if w.strip())
 
@@ -375,6 +377,8 @@ def task_filter(query: bottle.FormsDict) -> TaskFilter:
         states=states, types=words("type"), tags=words("tags"),
         schedule=query.get("schedule") or None,
         added_after=_time(query, "added_after"), added_before=_time(query, "added_before"),
+        worker=query.get("worker") or None, submitted_by=query.get("by") or None,
+        search=(query.get("q") or "").strip()[:MAX_SEARCH] or None,
         limit=_int(query, "limit", 100, 10_000), offset=_int(query, "offset", 0, 10**12),
         oldest_first=order == "oldest",
     )

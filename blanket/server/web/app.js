@@ -352,7 +352,8 @@ function followLog(id, stream, pre) {
 async function loadWorkers() {
   const workers = await api("GET", "/worker/");
   replaceRows($("workers").tBodies[0], workers.map((w) => el("tr", {},
-    el("td", { class: "mono small" }, w.id),
+    el("td", { class: "mono small" },
+      el("a", { href: `#/tasks?worker=${encodeURIComponent(w.id)}` }, w.id)),
     el("td", {}, w.host),
     el("td", {}, w.tags.join(", ")),
     el("td", {}, el("span", { class: `worker-${w.state}` }, w.state)),
@@ -369,7 +370,8 @@ async function loadSchedules() {
     const problems = (s.problems || []).map((p) =>
       el("div", { class: "problem" }, `${p.file}${p.line ? ":" + p.line : ""}: ${p.message}`));
     return el("tr", {},
-      el("td", {}, el("strong", {}, s.name), ...problems),
+      el("td", {}, el("a", { href: `#/tasks?schedule=${encodeURIComponent(s.name)}`,
+        title: "its runs" }, el("strong", {}, s.name)), ...problems),
       el("td", {}, s.type || def.type || ""),
       el("td", { class: "mono small" }, timing),
       el("td", {}, s.paused ? "paused" : s.state || ""),
@@ -461,6 +463,7 @@ async function refresh() {
 // The route lives in the URL's hash, so every view can be shared, and back and forward work.
 
 const PAGE_SIZE = 50;
+const TEXT_FILTERS = ["q", "tags", "worker", "by", "schedule", "added_after"];
 
 function route() {
   const hash = location.hash.replace(/^#/, "") || "/";
@@ -487,7 +490,7 @@ function showView() {
 function fillFilters() {
   const { params } = route();
   $("f-state").value = params.get("state") || "";
-  $("f-tags").value = params.get("tags") || "";
+  for (const key of TEXT_FILTERS) $(`f-${key}`).value = params.get(key) || "";
   $("f-order").value = params.get("order") || "newest";
   state.wantedType = params.get("type") || "";
   $("f-type").value = state.wantedType;
@@ -496,8 +499,8 @@ function fillFilters() {
 function goFilter(event) {
   event.preventDefault();
   const params = new URLSearchParams();
-  for (const [key, id] of [["state", "f-state"], ["type", "f-type"], ["tags", "f-tags"]]) {
-    const value = $(id).value.trim();
+  for (const key of ["state", "type", ...TEXT_FILTERS]) {
+    const value = $(`f-${key}`).value.trim();
     if (value) params.set(key, value);
   }
   if ($("f-order").value !== "newest") params.set("order", $("f-order").value);
@@ -515,7 +518,7 @@ async function loadBrowse() {
   const { params } = route();
   const page = Math.max(1, Number(params.get("page") || 1));
   const query = new URLSearchParams();
-  for (const key of ["state", "type", "tags", "order"]) {
+  for (const key of ["state", "type", "order", ...TEXT_FILTERS]) {
     if (params.get(key)) query.set(key, params.get(key));
   }
   const select = $("f-type");
