@@ -303,7 +303,10 @@ def test_the_page_has_a_dark_theme_and_fits_a_phone(make_server, tmp_path):
         browser.evaluate("location.reload()")
         browser.wait_for("document.querySelector('#tasks tbody tr[id^=\"task-\"]') !== null")
         # no sideways scrolling of the page: wide tables scroll inside their section
-        assert browser.evaluate("document.documentElement.scrollWidth") <= 390
+        wide = browser.evaluate("""[...document.querySelectorAll('body *')]
+            .filter(e => e.getBoundingClientRect().right > 391 && !e.closest('section'))
+            .map(e => e.tagName + '#' + e.id + '.' + e.className).slice(0, 8)""")
+        assert browser.evaluate("document.documentElement.scrollWidth") <= 390, wide
         assert browser.evaluate(
             "document.querySelector('#tasks tbody button').getBoundingClientRect().right"
             " <= document.getElementById('tasks-section').getBoundingClientRect().right"
