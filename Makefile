@@ -44,6 +44,7 @@ bench: $(STAMP)
 	$(BIN)/python -P bench/throughput.py --rounds 3
 	$(BIN)/python -P bench/schedule.py
 	$(BIN)/python -P bench/inbox.py
+	$(BIN)/python -P bench/taskpage.py
 
 clean:
 	rm -rf $(VENV) var

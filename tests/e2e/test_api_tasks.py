@@ -574,3 +574,12 @@ def test_tasks_are_searched_by_text_but_never_by_a_secret_value(make_server):
     assert [t["id"] for t in server.client.get(f"/task/?by={shown['submitted_by']}")] == [
         shown["id"]]
     assert server.client.get("/task/?by=someone-else") == []
+
+
+def test_a_listing_takes_a_time_in_the_past_as_minus_a_duration(shared):
+    task = submit(shared)
+    recent = [t["id"] for t in shared.client.get("/task/?added_after=-1h&limit=1000")]
+    assert task["id"] in recent
+    assert shared.client.get("/task/?count&added_before=-1h")["count"] == 0
+    status, body = call(shared, "GET", "/task/?added_after=-soon")
+    assert status == 400 and "added_after" in body["error"]["message"]

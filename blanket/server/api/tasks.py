@@ -14,6 +14,7 @@ from typing import Any
 import bottle
 
 from blanket.auth import OPERATOR, SUBMITTER, VIEWER, WORKER, Forbidden
+from blanket.durations import parse_duration
 from blanket.errors import BlanketError, DuplicateTask, InvalidInput, NotFound
 from blanket.models import FINAL_STATES, Task, TaskFilter, TaskState
 from blanket.server.api import schemas as S
@@ -391,6 +392,11 @@ def _time(query: bottle.FormsDict, name: str) -> float | None:
         return None
     if _NUMBER.fullmatch(raw):
         return float(raw)
+    if raw.startswith("-"):  # "-2h": that long ago, as the parameter's description says
+        try:
+            return max(0.0, time.time() - parse_duration(raw[1:]))
+        except ValueError as e:
+            raise InvalidInput(f"{name}: {e}") from None
     return parse_time(raw, time.time(), name)
 
 
