@@ -316,3 +316,69 @@ def test_the_page_has_a_dark_theme_and_fits_a_phone(make_server, tmp_path):
 def _darkness(css_colour: str) -> float:
     red, green, blue = (int(n) for n in re.findall(r"\d+", css_colour)[:3])
     return 765 - (red + green + blue)
+
+
+TYPED = '''
+command = "echo {{ COUNT }} {{ LOUD }}"
+tags = ["unix"]
+[environment.required]
+COUNT = { description = "how many", type = "integer" }
+LOUD = { description = "shout", type = "boolean" }
+TOKEN = { description = "a key", secret = true }
+'''
+
+
+def test_the_start_form_has_the_right_input_for_each_type(make_server, tmp_path):
+    require_chromium()
+    server = make_server(types={"typed": TYPED})
+    with Browser(tmp_path / "chromium") as browser:
+        browser.open(server.url + "/")
+        browser.wait_for("document.querySelector('#types tbody button') !== null")
+        browser.evaluate("document.querySelector('#types tbody button').click()")
+        kinds = browser.evaluate("""Object.fromEntries([...document.querySelectorAll(
+            '#variables input')].map(i => [i.name, i.type]))""")
+        assert kinds == {"var-COUNT": "number", "var-LOUD": "checkbox", "var-TOKEN": "password"}
+        # a wrong number is caught by the browser before anything is sent
+        assert not browser.evaluate("""(() => { const i = document.querySelector(
+            'input[name="var-COUNT"]'); i.value = '2.5'; return i.checkValidity(); })()""")
+        browser.evaluate("""
+            document.querySelector('input[name="var-COUNT"]').value = '3';
+            document.querySelector('input[name="var-LOUD"]').checked = true;
+            document.querySelector('input[name="var-TOKEN"]').value = 'k';
+            document.getElementById('submit-form').requestSubmit();""")
+        browser.wait_for("document.querySelector('#tasks tbody tr[id^=\"task-\"]') !== null")
+    task = server.client.get("/task/?type=typed")[0]
+    assert task["environment"]["COUNT"] == "3" and task["environment"]["LOUD"] == "true"
+
+
+def test_workers_and_schedules_are_paused_and_resumed_from_the_page(make_server, tmp_path):
+    require_chromium()
+    server = make_server(types={"parked": PARKED}, start=False)
+    schedules = server.config_dir / "schedules"
+    schedules.mkdir(parents=True, exist_ok=True)
+    (schedules / "hourly.toml").write_text('type = "parked"\nevery = "1h"\n')
+    server.start()
+    make_server.worker(server, args=("--id", "w9"))
+    wait_until(lambda: server.client.get("/worker/"))
+    with Browser(tmp_path / "chromium") as browser:
+        browser.open(server.url + "/")
+        pause = ("[...document.querySelectorAll('#workers button')]"
+                 ".find(b => b.textContent === '{}')")
+        browser.wait_for(f"{pause.format('Pause')} !== undefined")
+        browser.evaluate(f"{pause.format('Pause')}.click()")
+        wait_until(lambda: server.client.get("/worker/w9")["state"] == "paused")
+        browser.wait_for("document.querySelector('.toast') !== null")
+        browser.wait_for(f"{pause.format('Resume')} !== undefined")
+        browser.evaluate(f"{pause.format('Resume')}.click()")
+        wait_until(lambda: server.client.get("/worker/w9")["state"] != "paused")
+        button = ("[...document.querySelectorAll('#schedules button')]"
+                  ".find(b => b.textContent === '{}')")
+        browser.wait_for(f"{button.format('Pause')} !== undefined")
+        browser.evaluate(f"{button.format('Pause')}.click()")
+        wait_until(lambda: server.client.get("/schedule/hourly")["state"] == "paused")
+        browser.evaluate("window.confirm = () => true")  # the removal asks first
+        browser.wait_for(f"{pause.format('Remove')} !== undefined")
+        browser.evaluate(f"{pause.format('Remove')}.click()")
+        # an idle worker told to stop leaves the list at once
+        wait_until(lambda: all(w["id"] != "w9" or w["state"] in ("stopping", "gone")
+                               for w in server.client.get("/worker/")), timeout=20)

@@ -57,6 +57,13 @@ async function api(method, path, body, asText) {
   return asText ? response.text() : response.json();
 }
 
+// A short note that goes by itself (the outcome of an action); errors stay in the flash.
+function toast(message) {
+  const note = el("div", { class: "toast", role: "status" }, message);
+  $("toasts").append(note);
+  setTimeout(() => note.remove(), 4000);
+}
+
 function flash(message, kind) {
   const box = $("flash");
   box.textContent = message;
@@ -158,7 +165,7 @@ function chooseType(name) {
   $("submit-type").textContent = name;
   const fields = [];
   for (const [key, spec] of Object.entries(def.required || {})) {
-    fields.push(variableField(key, "", true, spec.description, spec.type));
+    fields.push(variableField(key, "", true, spec.description, spec.type, spec.secret));
   }
   for (const [key, value] of Object.entries(def.defaults || {})) {
     if (!(key in (def.required || {}))) fields.push(variableField(key, value, false, "default"));
@@ -174,11 +181,29 @@ function chooseType(name) {
   $("submit-section").scrollIntoView({ block: "nearest" });
 }
 
-function variableField(key, value, required, description, type) {
-  const hint = [type, description].filter(Boolean).join(" — ");
+// The input for a variable's declared type: a number box (whole numbers for integer), a
+// checkbox for boolean, text otherwise; the browser checks them before anything is sent.
+function variableInput(key, value, required, type, secret) {
+  const name = `var-${key}`;
+  if (secret) {
+    return el("input", { type: "password", name, value: String(value), required,
+      autocomplete: "off" });
+  }
+  if (type === "boolean") {
+    return el("input", { type: "checkbox", name, checked: /^(true|1|yes)$/i.test(String(value)) });
+  }
+  if (type === "integer" || type === "number") {
+    return el("input", { type: "number", name, value: String(value), required,
+      step: type === "integer" ? "1" : "any" });
+  }
+  return el("input", { type: "text", value: String(value), required, name });
+}
+
+function variableField(key, value, required, description, type, secret) {
+  const hint = [type, secret ? "secret" : "", description].filter(Boolean).join(" — ");
   return el("label", { class: "field" },
     el("span", { class: "name mono" }, key, required ? el("span", { class: "required" }, " *") : null),
-    el("input", { type: "text", value: String(value), required, name: `var-${key}` }),
+    variableInput(key, value, required, type, secret),
     el("span", { class: "hint" }, hint));
 }
 
@@ -204,7 +229,8 @@ function notBefore(text) {
 function submission() {
   const environment = {};
   for (const input of $("variables").querySelectorAll("input")) {
-    environment[input.name.slice(4)] = input.value;
+    environment[input.name.slice(4)] = input.type === "checkbox" ? String(input.checked)
+      : input.value;
   }
   for (const row of $("extra-rows").querySelectorAll(".extra")) {
     const key = row.querySelector(".extra-key").value.trim();
@@ -278,7 +304,7 @@ async function stopTask(task) {
 
 async function rerunTask(task) {
   const again = await api("POST", `/task/${task.id}/rerun`);
-  flash(`Task #${again.id} reruns #${task.id}.`, "ok");
+  toast(`Task #${again.id} reruns #${task.id}.`);
   if (route().view === "task") location.hash = `#/task/${again.id}`;
   else await refresh();
 }
@@ -357,9 +383,34 @@ async function loadWorkers() {
     el("td", {}, w.host),
     el("td", {}, w.tags.join(", ")),
     el("td", {}, el("span", { class: `worker-${w.state}` }, w.state)),
-    el("td", { class: "mono" }, w.task === null ? "" : `#${w.task}`),
-    el("td", {}, w.heartbeat ? ago(w.heartbeat) : ""))),
-  6, "No workers: start one with blanket worker.");
+    el("td", { class: "mono" }, w.task === null ? "" : el("a", { href: `#/task/${w.task}` }, `#${w.task}`)),
+    el("td", {}, w.heartbeat ? ago(w.heartbeat) : ""),
+    el("td", { class: "buttons" }, ...workerButtons(w)))),
+  7, "No workers: start one with blanket worker.");
+}
+
+function workerButtons(w) {
+  if (w.state === "gone") return [];
+  const pause = w.state === "paused"
+    ? el("button", { type: "button", onclick: () => act(() => workerAction(w, "resume")) }, "Resume")
+    : el("button", { type: "button", onclick: () => act(() => workerAction(w, "pause")) }, "Pause");
+  return [pause, el("button", { type: "button", onclick: () => act(() => removeWorker(w)) }, "Remove")];
+}
+
+async function workerAction(w, verb) {
+  await api("POST", `/worker/${encodeURIComponent(w.id)}/${verb}`, {});
+  toast(`Worker ${w.id}: ${verb === "pause" ? "paused" : "resumed"}.`);
+  await refresh();
+}
+
+async function removeWorker(w) {
+  const question = w.task === null
+    ? `Remove worker ${w.id}? It stops.`
+    : `Remove worker ${w.id}? It stops once its task #${w.task} ends.`;
+  if (!window.confirm(question)) return;
+  await api("DELETE", `/worker/${encodeURIComponent(w.id)}?mode=finish`);
+  toast(`Worker ${w.id} is stopping.`);
+  await refresh();
 }
 
 async function loadSchedules() {
@@ -376,14 +427,24 @@ async function loadSchedules() {
       el("td", { class: "mono small" }, timing),
       el("td", {}, s.paused ? "paused" : s.state || ""),
       timeCell(s.next_fire),
-      el("td", {}, s.definition ? el("button", { type: "button",
-        onclick: () => act(() => runSchedule(s.name)) }, "Run now") : null));
+      el("td", { class: "buttons" }, ...(s.definition ? [
+        el("button", { type: "button", onclick: () => act(() => runSchedule(s.name)) }, "Run now"),
+        s.paused || s.state === "paused"
+          ? el("button", { type: "button", onclick: () => act(() => scheduleAction(s.name, "resume")) }, "Resume")
+          : el("button", { type: "button", onclick: () => act(() => scheduleAction(s.name, "pause")) }, "Pause"),
+      ] : [])));
   }), 6, "No schedules.");
+}
+
+async function scheduleAction(name, verb) {
+  await api("POST", `/schedule/${encodeURIComponent(name)}/${verb}`, {});
+  toast(`Schedule ${name}: ${verb === "pause" ? "paused" : "resumed"}.`);
+  await refresh();
 }
 
 async function runSchedule(name) {
   const task = await api("POST", `/schedule/${encodeURIComponent(name)}/run`);
-  flash(`Schedule ${name} started task #${task.id}.`, "ok");
+  toast(`Schedule ${name} started task #${task.id}.`);
   await loadTasks();
 }
 
