@@ -31,6 +31,10 @@ class TasksView:
     def count(self, flt: TaskFilter) -> int:
         return self.store.count_tasks(flt)
 
+    def ended_since(self, since: float) -> list[tuple[str, str, int, int]]:
+        """Tasks ended at or after `since`: (type, state, minute, count)."""
+        return self.store.ended_since(since)
+
     def count_by_state(self) -> dict[TaskState, int]:
         """How many tasks are in each state (every state, zeros included)."""
         return {state: self.count(TaskFilter(states=(state.value,))) for state in TaskState}

@@ -176,6 +176,11 @@ class Store(ABC):
     def count_tasks(self, flt: TaskFilter) -> int: ...
 
     @abstractmethod
+    def ended_since(self, since: float) -> list[tuple[str, str, int, int]]:
+        """Tasks that ended at or after `since`: (type, state, minute, count) rows, the
+        minute being int(finished // 60)."""
+
+    @abstractmethod
     def delete_task(self, task_id: int) -> Task | None:
         """Remove a task record; the caller removes its files."""
 

@@ -281,6 +281,13 @@ class PostgresStore(SqlVerbs):
         row = self._one(f"SELECT count(*) AS n FROM tasks {where}", params)
         return row["n"] if row else 0
 
+    def ended_since(self, since: float) -> list[tuple[str, str, int, int]]:
+        rows = self._all(
+            "SELECT type, state, floor(finished / 60)::bigint AS minute, count(*) AS n "
+            "FROM tasks WHERE finished IS NOT NULL AND finished >= %(since)s "
+            "GROUP BY type, state, minute", {"since": since})
+        return [(r["type"], r["state"], int(r["minute"]), int(r["n"])) for r in rows]
+
     def delete_task(self, task_id: int) -> Task | None:
         with self._tx() as cur:
             row = cur.execute(Q["delete_task"], {"id": task_id}).fetchone()

@@ -209,6 +209,13 @@ class SQLiteStore(SqlVerbs):
         where, params = _filter_sql(flt)
         return self._one(f"SELECT count(*) FROM tasks {where}", params)[0]
 
+    def ended_since(self, since: float) -> list[tuple[str, str, int, int]]:
+        rows = self._all(
+            "SELECT type, state, CAST(finished / 60 AS INTEGER) AS minute, count(*) FROM tasks "
+            "INDEXED BY tasks_by_finished WHERE finished IS NOT NULL AND finished >= ? "
+            "GROUP BY type, state, minute", (since,))
+        return [(r[0], r[1], int(r[2]), int(r[3])) for r in rows]
+
     def delete_task(self, task_id: int) -> Task | None:
         with self._tx() as db:
             row = db.execute(Q["get_task"], (task_id,)).fetchone()

@@ -29,6 +29,7 @@ SPEC = {
     ("POST", "/login"): "public",
     ("POST", "/logout"): "public",
     ("GET", "/metrics"): "viewer",
+    ("GET", "/stats"): "viewer",
     ("GET", "/task/"): "viewer",
     ("GET", "/task/<task_id>"): "viewer",
     ("GET", "/task/<task_id>/log/<stream>"): "viewer",

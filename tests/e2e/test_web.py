@@ -382,3 +382,38 @@ def test_workers_and_schedules_are_paused_and_resumed_from_the_page(make_server,
         # an idle worker told to stop leaves the list at once
         wait_until(lambda: all(w["id"] != "w9" or w["state"] in ("stopping", "gone")
                                for w in server.client.get("/worker/")), timeout=20)
+
+
+FAILING = 'command = "exit 3"\ntags = ["unix"]\n'
+
+
+def test_the_dashboard_counts_charts_and_lists_failures(make_server, tmp_path):
+    require_chromium()
+    server = make_server(types={"writer": WRITER, "failing": FAILING, "parked": PARKED})
+    make_server.worker(server, tags="unix")
+    for _ in range(2):
+        assert server.client.post("/task/?wait=30", {"type": "writer"})["state"] == "SUCCESS"
+    failed = server.client.post("/task/?wait=30", {"type": "failing"})
+    server.client.post("/task/", {"type": "parked"})  # tagged gpu: no worker can take it
+    stats = server.client.get("/stats")
+    assert stats["states"]["SUCCESS"] == 2 and stats["states"]["FAILED"] == 1
+    assert stats["ended_by_type"] == {"failing": {"FAILED": 1}, "writer": {"SUCCESS": 2}}
+    assert sum(count for _, count in stats["ended_per_minute"]) == 3
+    assert stats["queued_no_worker"] == 1 and sum(stats["workers"].values()) == 1
+    with Browser(tmp_path / "chromium") as browser:
+        browser.open(server.url + "/")
+        browser.wait_for("document.querySelectorAll('#type-bars rect').length === 2")
+        assert browser.evaluate("document.querySelector('#type-bars svg').textContent"
+                                ".includes('writer')")
+        assert browser.evaluate("document.querySelectorAll('#per-minute rect').length") == 60
+        browser.wait_for(f"document.querySelector('#failures a[href=\"#/task/{failed['id']}\"]')"
+                         " !== null")
+        assert not browser.evaluate("document.getElementById('stuck').hidden")
+        assert "1 queued task" in browser.evaluate("document.getElementById('stuck').textContent")
+        browser.evaluate("document.querySelector('#state-counts a[href=\"#/tasks?state=FAILED\"]')"
+                         ".click()")
+        browser.wait_for("document.getElementById('browse-count')?.textContent === '1 task'")
+        browser.evaluate("history.back()")
+        browser.wait_for("!document.getElementById('view-home').hidden")
+        browser.evaluate("document.getElementById('window-day').click()")
+        browser.wait_for("document.getElementById('window-day').classList.contains('current')")

@@ -1201,3 +1201,17 @@ def test_losing_a_superseded_attempt_is_refused(store: Store) -> None:
     store.lose_task(task.id, task.token or "", lost(again=NOW))
     with pytest.raises(StaleAttempt):
         store.lose_task(task.id, task.token or "", lost())
+
+
+def test_ended_since_counts_by_type_state_and_minute(store: Store) -> None:
+    for at, state in ((NOW + 5, TaskState.FAILED), (NOW + 6, TaskState.FAILED),
+                      (NOW + 70, TaskState.SUCCESS)):
+        task = claimed(store)
+        outcome = failed(at=at) if state == TaskState.FAILED else Outcome(
+            state=TaskState.SUCCESS, exit_code=0, finished=at)
+        store.finish_task(task.id, task.token or "", outcome)
+    store.add_task(new_task())  # queued: not ended
+    rows = sorted(store.ended_since(NOW))
+    assert rows == sorted([("echo", "FAILED", int((NOW + 5) // 60), 2),
+                           ("echo", "SUCCESS", int((NOW + 70) // 60), 1)])
+    assert store.ended_since(NOW + 60) == [("echo", "SUCCESS", int((NOW + 70) // 60), 1)]

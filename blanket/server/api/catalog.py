@@ -9,9 +9,11 @@ import bottle
 
 from blanket import __version__
 from blanket.auth import PUBLIC, VIEWER
-from blanket.errors import NotFound
+from blanket.errors import InvalidInput, NotFound
 from blanket.models import TaskFilter
+from blanket.server.api import schemas as S
 from blanket.server.api.http import json_response
+from blanket.server.dashboard import WINDOWS, summary
 from blanket.server.services import Services
 
 
@@ -21,6 +23,7 @@ def install(app: bottle.Bottle, services: Services) -> None:
     app.route("/task_type/<name>", "GET", routes.show_type, role=VIEWER)
     app.route("/health", "GET", routes.health, role=PUBLIC)
     app.route("/metrics", "GET", routes.metrics, role=VIEWER)
+    app.route("/stats", "GET", routes.stats, role=VIEWER, query=S.STATS)
 
 
 class CatalogRoutes:
@@ -50,6 +53,14 @@ class CatalogRoutes:
             "types": len(self.s.catalog.types()),
             "config_problems": [p.to_json() for p in self.s.catalog.problems()],
         })
+
+    def stats(self):
+        """The dashboard's figures (?window=hour or day)."""
+        window = bottle.request.query.get("window", "hour")
+        if window not in WINDOWS:
+            raise InvalidInput(f"?window={window!r}: use hour or day")
+        return json_response(summary(self.s.tasks, self.s.registry.listed, self.s.waiting,
+                                     window))
 
     def metrics(self):
         """Prometheus text format."""

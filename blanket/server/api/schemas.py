@@ -129,6 +129,8 @@ TASK_LIST = [
     _param("order", {"type": "string", "enum": ["newest", "oldest"]}, "newest first by default"),
     _param("count", {"type": "boolean"}, "answer {count: N} instead"),
 ]
+STATS = [_param("window", {"type": "string", "enum": ["hour", "day"]},
+                "what the per-type counts cover (the last hour by default)")]
 FORCE = [_param("force", {"type": "boolean"}, "also remove a running task (it is stopped)")]
 FOLLOW = [_param("follow", {"type": "boolean"}, "stream as server-sent events until it ends")]
 OFFSET = [_param("offset", {"type": "integer", "minimum": 0, "maximum": 10**15},

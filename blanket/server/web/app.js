@@ -7,7 +7,8 @@ const ACTIVE = new Set(["QUEUED", "CLAIMED", "RUNNING"]);
 const REFRESH_MS = 2000;
 const TYPES_EVERY = 5; // refreshes between reloads of the task types
 const state = { types: [], chosen: null, logSources: [], timer: null, ticks: 0, offline: false,
-  csrf: null, who: null, taskLog: null, taskLogFor: null, taskFiles: null, wantedType: "" };
+  csrf: null, who: null, taskLog: null, taskLogFor: null, taskFiles: null, wantedType: "",
+  window: "hour" };
 
 function $(id) { return document.getElementById(id); }
 
@@ -502,7 +503,7 @@ async function refresh() {
     const loads = [loadHealth()];
     const view = route().view;
     if (view === "home") {
-      loads.push(loadTasks(), loadWorkers(), loadSchedules());
+      loads.push(loadOverview(), loadTasks(), loadWorkers(), loadSchedules());
       if (state.ticks++ % TYPES_EVERY === 0) loads.push(loadTypes());
     } else if (view === "tasks") {
       // the type filter lists the types: load them first the first time
@@ -518,6 +519,98 @@ async function refresh() {
     flash(`Cannot load from the server: ${e.message}`);
   }
   if (document.visibilityState === "visible") state.timer = setTimeout(refresh, REFRESH_MS);
+}
+
+// ---- the dashboard's overview: counts, bars per type, ends per minute, recent failures
+
+const SVG = "http://www.w3.org/2000/svg";
+const FAILED_STATES = ["FAILED", "TIMEDOUT", "LOST"];
+
+function svg(tag, attributes, ...children) {
+  const node = document.createElementNS(SVG, tag);
+  for (const [key, value] of Object.entries(attributes)) node.setAttribute(key, value);
+  for (const child of children) node.append(child);
+  return node;
+}
+
+function titled(node, text) {
+  node.append(svg("title", {}, text));
+  return node;
+}
+
+async function loadOverview() {
+  const stats = await api("GET", `/stats?window=${state.window}`);
+  const total = Object.values(stats.states).reduce((a, b) => a + b, 0);
+  $("state-counts").replaceChildren(...Object.entries(stats.states).map(([name, count]) =>
+    el("a", { class: "count", href: `#/tasks?state=${name}` }, stateBadge(name), ` ${count}`)),
+  el("span", { class: "muted" }, `${total} in all`));
+  const stuck = $("stuck");
+  stuck.hidden = !stats.queued_no_worker;
+  stuck.replaceChildren(stats.queued_no_worker ? el("a", { href: "#/tasks?state=QUEUED" },
+    `${stats.queued_no_worker} queued task${stats.queued_no_worker > 1 ? "s" : ""} no worker ` +
+    "that is up can take: start a worker with their tags") : "");
+  drawTypeBars(stats);
+  drawPerMinute(stats.ended_per_minute);
+  const workers = Object.entries(stats.workers).map(([s2, n]) => `${n} ${s2}`).join(", ");
+  $("worker-counts").textContent = `Workers: ${workers || "none"}`;
+  const failures = await api("GET", `/task/?state=${FAILED_STATES.join(",")}&limit=5`);
+  $("failures").replaceChildren(...(failures.length ? failures.map((t) => el("li", {},
+    el("a", { href: `#/task/${t.id}` }, `#${t.id}`), " ", t.type, " ", stateBadge(t.state), " ",
+    el("span", { class: "muted" }, `${when(t.finished)} ${t.error || ""}`)))
+    : [el("li", { class: "muted" }, "None.")]));
+}
+
+function drawTypeBars(stats) {
+  const names = [...new Set([...Object.keys(stats.ended_by_type),
+    ...Object.keys(stats.running_by_type)])].sort();
+  if (!names.length) {
+    $("type-bars").replaceChildren(el("p", { class: "muted" }, "Nothing ran in this period."));
+    return;
+  }
+  const rows = names.map((name) => {
+    const ended = stats.ended_by_type[name] || {};
+    const failed = FAILED_STATES.reduce((sum, s2) => sum + (ended[s2] || 0), 0);
+    return { name, ok: ended.SUCCESS || 0, failed, running: stats.running_by_type[name] || 0 };
+  });
+  const most = Math.max(1, ...rows.map((r) => r.ok + r.failed + r.running));
+  const width = 300, barHeight = 16, gap = 6, label = 110;
+  const chart = svg("svg", { viewBox: `0 0 ${label + width + 50} ${rows.length * (barHeight + gap)}`,
+    class: "chart", role: "img", "aria-label": "tasks ended per type" });
+  rows.forEach((r, i) => {
+    const y = i * (barHeight + gap);
+    chart.append(svg("text", { x: 0, y: y + barHeight - 4, class: "chart-label" }, r.name));
+    let x = label;
+    for (const [kind, value] of [["ok", r.ok], ["bad", r.failed], ["run", r.running]]) {
+      if (!value) continue;
+      const w = (value / most) * width;
+      chart.append(titled(svg("rect", { x, y, width: Math.max(w, 1), height: barHeight,
+        class: `bar-${kind}` }), `${r.name}: ${value} ${{ ok: "succeeded", bad: "failed", run: "running" }[kind]}`));
+      x += w;
+    }
+    chart.append(svg("text", { x: x + 4, y: y + barHeight - 4, class: "chart-label" },
+      String(r.ok + r.failed + r.running)));
+  });
+  $("type-bars").replaceChildren(chart);
+}
+
+function drawPerMinute(points) {
+  const most = Math.max(1, ...points.map((p) => p[1]));
+  const chart = svg("svg", { viewBox: "0 0 360 80", class: "chart", role: "img",
+    "aria-label": "tasks ended per minute over the last hour" });
+  points.forEach(([at, count], i) => {
+    const h = (count / most) * 70;
+    chart.append(titled(svg("rect", { x: i * 6, y: 75 - h, width: 5, height: Math.max(h, 0.5),
+      class: "bar-ok" }), `${new Date(at * 1000).toLocaleTimeString()}: ${count}`));
+  });
+  chart.append(svg("text", { x: 0, y: 8, class: "chart-label" }, `max ${most}/min`));
+  $("per-minute").replaceChildren(chart);
+}
+
+function chooseWindow(window) {
+  state.window = window;
+  $("window-hour").classList.toggle("current", window === "hour");
+  $("window-day").classList.toggle("current", window === "day");
+  refresh();
 }
 
 // ---- pages: #/ (dashboard), #/tasks?state=&type=&tags=&order=&page= and #/task/ID.
@@ -740,6 +833,8 @@ function toggleTheme() {
 function start() {
   applyTheme();
   $("theme").addEventListener("click", toggleTheme);
+  $("window-hour").addEventListener("click", () => chooseWindow("hour"));
+  $("window-day").addEventListener("click", () => chooseWindow("day"));
   $("filters").addEventListener("submit", goFilter);
   $("prev-page").addEventListener("click", () => goPage(-1));
   $("next-page").addEventListener("click", () => goPage(1));
