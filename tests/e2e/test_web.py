@@ -417,3 +417,29 @@ def test_the_dashboard_counts_charts_and_lists_failures(make_server, tmp_path):
         browser.wait_for("!document.getElementById('view-home').hidden")
         browser.evaluate("document.getElementById('window-day').click()")
         browser.wait_for("document.getElementById('window-day').classList.contains('current')")
+
+
+def test_tasks_are_chosen_together_and_stopped_rerun_or_removed(make_server, tmp_path):
+    require_chromium()
+    server = make_server(types={"parked": PARKED})
+    ids = [t["id"] for t in server.client.post("/task/", [{"type": "parked"}] * 3)["tasks"]]
+    with Browser(tmp_path / "chromium") as browser:
+        browser.open(f"{server.url}/#/tasks?type=parked")
+        browser.wait_for("document.querySelectorAll('#browse input.pick').length === 3")
+        browser.evaluate("window.confirm = () => true")
+        browser.evaluate("document.getElementById('select-all').click()")
+        assert browser.evaluate("document.getElementById('selected-count').textContent") == \
+            "3 selected"
+        browser.evaluate("document.getElementById('bulk-stop').click()")
+        wait_until(lambda: all(server.client.get(f"/task/{i}")["state"] == "STOPPED"
+                               for i in ids))
+        browser.wait_for("document.querySelector('.toast')?.textContent === 'Stopped 3 tasks.'")
+        browser.wait_for("document.querySelectorAll('#browse input.pick:checked').length === 0")
+        browser.evaluate(f"document.querySelector('#browse-{ids[0]} input.pick').click()")
+        browser.evaluate("document.getElementById('bulk-rerun').click()")
+        wait_until(lambda: server.client.get("/task/?count&type=parked")["count"] == 4)
+        browser.wait_for("document.querySelectorAll('#browse input.pick').length === 4")
+        for task_id in ids[1:]:
+            browser.evaluate(f"document.querySelector('#browse-{task_id} input.pick').click()")
+        browser.evaluate("document.getElementById('bulk-remove').click()")
+        wait_until(lambda: server.client.get("/task/?count&type=parked")["count"] == 2)

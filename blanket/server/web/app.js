@@ -8,7 +8,7 @@ const REFRESH_MS = 2000;
 const TYPES_EVERY = 5; // refreshes between reloads of the task types
 const state = { types: [], chosen: null, logSources: [], timer: null, ticks: 0, offline: false,
   csrf: null, who: null, taskLog: null, taskLogFor: null, taskFiles: null, wantedType: "",
-  window: "hour" };
+  window: "hour", keepSelection: new Set() };
 
 function $(id) { return document.getElementById(id); }
 
@@ -270,11 +270,54 @@ async function submitTask(event) {
 
 async function loadTasks() {
   const tasks = await api("GET", "/task/?limit=50");
-  replaceRows($("tasks").tBodies[0], tasks.map(taskRow), 11, "No tasks yet.");
+  replaceRows($("tasks").tBodies[0], tasks.map((t) => taskRow(t, false)), 11, "No tasks yet.");
   $("tasks-updated").textContent = `updated ${new Date().toLocaleTimeString()}`;
 }
 
-function taskRow(task) {
+// ---- choosing several tasks on the Tasks page, and acting on them together
+
+function selectedTasks() {
+  return [...$("browse").querySelectorAll("tbody input.pick:checked")].map((box) => box.task);
+}
+
+function showSelection() {
+  const chosen = selectedTasks();
+  $("selected-count").textContent = chosen.length ? `${chosen.length} selected` : "none selected";
+  for (const id of ["bulk-stop", "bulk-rerun", "bulk-remove"]) $(id).disabled = !chosen.length;
+  const boxes = $("browse").querySelectorAll("tbody input.pick");
+  $("select-all").checked = boxes.length > 0 && chosen.length === boxes.length;
+}
+
+async function bulk(verb) {
+  const chosen = selectedTasks();
+  if (!chosen.length) return;
+  const active = chosen.filter((t) => ACTIVE.has(t.state));
+  const questions = {
+    stop: `Stop ${chosen.length} task${chosen.length > 1 ? "s" : ""}?`,
+    rerun: `Run ${chosen.length} task${chosen.length > 1 ? "s" : ""} again?`,
+    remove: `Remove ${chosen.length} task${chosen.length > 1 ? "s" : ""} and their files` +
+      (active.length ? ` (${active.length} still queued or running: stopped first)?` : "?"),
+  };
+  if (!window.confirm(questions[verb])) return;
+  const failures = [];
+  for (const task of chosen) {
+    try {
+      if (verb === "stop") await api("POST", `/task/${task.id}/stop`);
+      else if (verb === "rerun") await api("POST", `/task/${task.id}/rerun`);
+      else await api("DELETE", `/task/${task.id}${ACTIVE.has(task.state) ? "?force" : ""}`);
+    } catch (e) {
+      failures.push(`#${task.id}: ${e.message}`);
+    }
+  }
+  const done = chosen.length - failures.length;
+  if (done) toast(`${verb === "rerun" ? "Reran" : verb === "stop" ? "Stopped" : "Removed"} ${done} task${done > 1 ? "s" : ""}.`);
+  if (failures.length) flash(failures.join("\n"));
+  $("select-all").checked = false;
+  state.keepSelection = new Set();
+  await refresh();
+}
+
+function taskRow(task, selectable) {
   const active = ACTIVE.has(task.state);
   const buttons = [
     active ? el("button", { type: "button", onclick: () => act(() => stopTask(task)) }, "Stop")
@@ -282,7 +325,15 @@ function taskRow(task) {
     el("button", { type: "button", onclick: () => act(() => removeTask(task)) }, "Remove"),
     el("button", { type: "button", onclick: () => showLogs(task.id) }, "Logs"),
   ];
-  return el("tr", { id: `task-${task.id}` },
+  const pick = selectable ? el("td", {}, el("input", { type: "checkbox", class: "pick",
+    "aria-label": `select task ${task.id}`, checked: state.keepSelection.has(task.id),
+    onchange: (event) => {
+      if (event.target.checked) state.keepSelection.add(task.id);
+      else state.keepSelection.delete(task.id);
+      showSelection();
+    } })) : null;
+  if (pick) pick.firstChild.task = task;
+  return el("tr", { id: `${selectable ? "browse" : "task"}-${task.id}` }, pick,
     el("td", { class: "mono" }, el("a", { href: `#/task/${task.id}` }, task.id)),
     el("td", {}, task.type),
     el("td", { title: task.error || (task.waiting ? task.waiting.message : "") },
@@ -686,7 +737,8 @@ async function loadBrowse() {
   query.set("limit", PAGE_SIZE);
   query.set("offset", (page - 1) * PAGE_SIZE);
   const tasks = await api("GET", `/task/?${query}`);
-  replaceRows($("browse").tBodies[0], tasks.map(taskRow), 11, "No task matches.");
+  replaceRows($("browse").tBodies[0], tasks.map((t) => taskRow(t, true)), 12, "No task matches.");
+  showSelection();
   const pages = Math.max(1, Math.ceil(counted.count / PAGE_SIZE));
   $("browse-count").textContent = `${counted.count} task${counted.count === 1 ? "" : "s"}`;
   $("page-of").textContent = `page ${page} of ${pages}`;
@@ -834,6 +886,17 @@ function start() {
   applyTheme();
   $("theme").addEventListener("click", toggleTheme);
   $("window-hour").addEventListener("click", () => chooseWindow("hour"));
+  $("select-all").addEventListener("change", (event) => {
+    for (const box of $("browse").querySelectorAll("tbody input.pick")) {
+      box.checked = event.target.checked;
+      if (box.checked) state.keepSelection.add(box.task.id);
+      else state.keepSelection.delete(box.task.id);
+    }
+    showSelection();
+  });
+  for (const verb of ["stop", "rerun", "remove"]) {
+    $(`bulk-${verb}`).addEventListener("click", () => act(() => bulk(verb)));
+  }
   $("window-day").addEventListener("click", () => chooseWindow("day"));
   $("filters").addEventListener("submit", goFilter);
   $("prev-page").addEventListener("click", () => goPage(-1));
