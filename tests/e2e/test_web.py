@@ -443,3 +443,27 @@ def test_tasks_are_chosen_together_and_stopped_rerun_or_removed(make_server, tmp
             browser.evaluate(f"document.querySelector('#browse-{task_id} input.pick').click()")
         browser.evaluate("document.getElementById('bulk-remove').click()")
         wait_until(lambda: server.client.get("/task/?count&type=parked")["count"] == 2)
+
+
+def test_a_schedule_has_a_page_with_its_next_fires_and_runs(make_server, tmp_path):
+    require_chromium()
+    server = make_server(types={"writer": WRITER}, start=False)
+    schedules = server.config_dir / "schedules"
+    schedules.mkdir(parents=True, exist_ok=True)
+    (schedules / "hourly.toml").write_text('type = "writer"\nevery = "1h"\n')
+    server.start()
+    make_server.worker(server, tags="unix")
+    with Browser(tmp_path / "chromium") as browser:
+        browser.open(server.url + "/")
+        link = "document.querySelector('#schedules a[href=\"#/schedule/hourly\"]')"
+        browser.wait_for(f"{link} !== null")
+        browser.evaluate(f"{link}.click()")
+        browser.wait_for("document.getElementById('s-name')?.textContent === 'hourly'")
+        browser.wait_for("document.getElementById('s-fields').textContent.includes('next fires')")
+        run = ("[...document.querySelectorAll('#s-buttons button')]"
+               ".find(b => b.textContent === '{}')")
+        browser.wait_for(f"{run.format('Run now')} !== undefined")
+        browser.evaluate(f"{run.format('Run now')}.click()")
+        browser.wait_for("document.querySelector('#s-runs .state-SUCCESS') !== null", timeout=30)
+        browser.evaluate(f"{run.format('Pause')}.click()")
+        wait_until(lambda: server.client.get("/schedule/hourly")["paused"])

@@ -473,8 +473,8 @@ async function loadSchedules() {
     const problems = (s.problems || []).map((p) =>
       el("div", { class: "problem" }, `${p.file}${p.line ? ":" + p.line : ""}: ${p.message}`));
     return el("tr", {},
-      el("td", {}, el("a", { href: `#/tasks?schedule=${encodeURIComponent(s.name)}`,
-        title: "its runs" }, el("strong", {}, s.name)), ...problems),
+      el("td", {}, el("a", { href: `#/schedule/${encodeURIComponent(s.name)}`,
+        title: "its definition and runs" }, el("strong", {}, s.name)), ...problems),
       el("td", {}, s.type || def.type || ""),
       el("td", { class: "mono small" }, timing),
       el("td", {}, s.paused ? "paused" : s.state || ""),
@@ -486,6 +486,51 @@ async function loadSchedules() {
           : el("button", { type: "button", onclick: () => act(() => scheduleAction(s.name, "pause")) }, "Pause"),
       ] : [])));
   }), 6, "No schedules.");
+}
+
+// ---- one schedule's page: its definition, next fires and runs
+
+const RUNS_SHOWN = 25;
+
+function took(task) {
+  if (!task.started || !task.finished) return "";
+  const seconds = task.finished - task.started;
+  return seconds < 60 ? `${seconds.toFixed(1)}s` : `${(seconds / 60).toFixed(1)}m`;
+}
+
+async function loadSchedulePage() {
+  const { name } = route();
+  let schedule;
+  try {
+    schedule = await api("GET", `/schedule/${encodeURIComponent(name)}`);
+  } catch (e) {
+    $("s-name").textContent = name;
+    $("s-state").replaceChildren(el("span", { class: "problem" }, e.message));
+    return;
+  }
+  $("s-name").textContent = schedule.name;
+  $("s-state").textContent = schedule.paused ? "paused" : schedule.state || "";
+  const def = schedule.definition || {};
+  const rows = [
+    ["type", schedule.type], ["when", def.cron ? `cron ${def.cron}` : def.every ? `every ${def.every}s` : ""],
+    ["environment", def.environment], ["next fires", (schedule.next_fires || []).join(", ")],
+    ["last fire", schedule.last_fire], ["problems", (schedule.problems || []).map((p) => p.message)],
+  ];
+  $("s-fields").tBodies[0].replaceChildren(...rows.map(([key, value]) =>
+    el("tr", {}, el("th", {}, key), el("td", {}, fieldValue(key, value)))));
+  $("s-buttons").replaceChildren(...(schedule.definition ? [
+    el("button", { type: "button", onclick: () => act(() => runSchedule(schedule.name)) }, "Run now"),
+    schedule.paused
+      ? el("button", { type: "button", onclick: () => act(() => scheduleAction(schedule.name, "resume")) }, "Resume")
+      : el("button", { type: "button", onclick: () => act(() => scheduleAction(schedule.name, "pause")) }, "Pause"),
+  ] : []));
+  $("s-all-runs").href = `#/tasks?schedule=${encodeURIComponent(schedule.name)}`;
+  const runs = await api("GET", `/task/?schedule=${encodeURIComponent(schedule.name)}&limit=${RUNS_SHOWN}`);
+  replaceRows($("s-runs").tBodies[0], runs.map((t) => el("tr", {},
+    el("td", { class: "mono" }, el("a", { href: `#/task/${t.id}` }, t.id)),
+    el("td", {}, stateBadge(t.state)), timeCell(t.added), timeCell(t.started),
+    el("td", {}, took(t)), el("td", { class: "mono" }, t.exit_code === null ? "" : t.exit_code))),
+  6, "It has not run yet.");
 }
 
 async function scheduleAction(name, verb) {
@@ -561,6 +606,8 @@ async function refresh() {
       loads.push((state.types.length ? Promise.resolve() : loadTypes()).then(loadBrowse));
     } else if (view === "task") {
       loads.push(loadTaskPage());
+    } else if (view === "schedule") {
+      loads.push(loadSchedulePage());
     }
     await Promise.all(loads);
     if (state.offline) flash("");
@@ -677,12 +724,16 @@ function route() {
   const task = path.match(/^\/task\/(\d+)$/);
   if (task) return { view: "task", id: Number(task[1]), params };
   if (path === "/tasks") return { view: "tasks", params };
+  const schedule = path.match(/^\/schedule\/(.+)$/);
+  if (schedule) return { view: "schedule", name: decodeURIComponent(schedule[1]), params };
   return { view: "home", params };
 }
 
 function showView() {
   const { view } = route();
-  for (const name of ["home", "tasks", "task"]) $(`view-${name}`).hidden = name !== view;
+  for (const name of ["home", "tasks", "task", "schedule"]) {
+    $(`view-${name}`).hidden = name !== view;
+  }
   $("nav-home").classList.toggle("current", view === "home");
   $("nav-tasks").classList.toggle("current", view !== "home");
   if (view !== "task") closeTaskLog();
