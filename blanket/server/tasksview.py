@@ -31,6 +31,11 @@ class TasksView:
     def count(self, flt: TaskFilter) -> int:
         return self.store.count_tasks(flt)
 
+    def versions_run(self, type_name: str, limit: int = 20) -> list[dict]:
+        """The versions a type's tasks ran with, latest first, with when and how many."""
+        return [{"version": version, "first_added": first, "last_added": last, "tasks": count}
+                for version, first, last, count in self.store.versions_run(type_name, limit)]
+
     def ended_since(self, since: float) -> list[tuple[str, str, int, int]]:
         """Tasks ended at or after `since`: (type, state, minute, count)."""
         return self.store.ended_since(since)

@@ -176,6 +176,12 @@ class Store(ABC):
     def count_tasks(self, flt: TaskFilter) -> int: ...
 
     @abstractmethod
+    def versions_run(self, type_name: str,
+                     limit: int) -> list[tuple[str, float, float, int]]:
+        """The versions tasks of a type ran with (bound when claimed), latest used first:
+        (version, first added, last added, tasks)."""
+
+    @abstractmethod
     def ended_since(self, since: float) -> list[tuple[str, str, int, int]]:
         """Tasks that ended at or after `since`: (type, state, minute, count) rows, the
         minute being int(finished // 60)."""

@@ -281,6 +281,15 @@ class PostgresStore(SqlVerbs):
         row = self._one(f"SELECT count(*) AS n FROM tasks {where}", params)
         return row["n"] if row else 0
 
+    def versions_run(self, type_name: str,
+                     limit: int) -> list[tuple[str, float, float, int]]:
+        rows = self._all(
+            "SELECT version, min(added) AS first, max(added) AS last, count(*) AS n FROM tasks "
+            "WHERE type = %(type)s AND version IS NOT NULL GROUP BY version "
+            "ORDER BY max(added) DESC LIMIT %(limit)s",
+            {"type": type_name, "limit": limit})
+        return [(r["version"], float(r["first"]), float(r["last"]), int(r["n"])) for r in rows]
+
     def ended_since(self, since: float) -> list[tuple[str, str, int, int]]:
         rows = self._all(
             "SELECT type, state, floor(finished / 60)::bigint AS minute, count(*) AS n "

@@ -209,6 +209,15 @@ class SQLiteStore(SqlVerbs):
         where, params = _filter_sql(flt)
         return self._one(f"SELECT count(*) FROM tasks {where}", params)[0]
 
+    def versions_run(self, type_name: str,
+                     limit: int) -> list[tuple[str, float, float, int]]:
+        rows = self._all(
+            "SELECT version, min(added), max(added), count(*) FROM tasks INDEXED BY "
+            "tasks_by_type WHERE type = ? AND version IS NOT NULL GROUP BY version "
+            "ORDER BY max(added) DESC LIMIT ?",
+            (type_name, limit))
+        return [(r[0], float(r[1]), float(r[2]), int(r[3])) for r in rows]
+
     def ended_since(self, since: float) -> list[tuple[str, str, int, int]]:
         rows = self._all(
             "SELECT type, state, CAST(finished / 60 AS INTEGER) AS minute, count(*) FROM tasks "

@@ -37,6 +37,7 @@ SPEC = {
     ("GET", "/task/<task_id>/files/<path:path>"): "viewer|worker",
     ("GET", "/task_type/"): "viewer",
     ("GET", "/task_type/<name>"): "viewer",
+    ("GET", "/task_type/<name>/versions"): "viewer",
     ("GET", "/schedule/"): "viewer",
     ("GET", "/schedule/<name>"): "viewer",
     ("GET", "/worker/"): "viewer",

@@ -467,3 +467,28 @@ def test_a_schedule_has_a_page_with_its_next_fires_and_runs(make_server, tmp_pat
         browser.wait_for("document.querySelector('#s-runs .state-SUCCESS') !== null", timeout=30)
         browser.evaluate(f"{run.format('Pause')}.click()")
         wait_until(lambda: server.client.get("/schedule/hourly")["paused"])
+
+
+SECRET_DEFAULT = ('command = "echo {{ WORD }}"\ntags = ["unix"]\n[environment.defaults]\n'
+                  'WORD = "hi"\nAPI_KEY = { value = "sk-do-not-show", secret = true }\n')
+
+
+def test_a_type_has_a_page_with_its_definition_and_the_versions_that_ran(make_server,
+                                                                        tmp_path):
+    require_chromium()
+    server = make_server(types={"speaker": SECRET_DEFAULT})
+    make_server.worker(server, tags="unix")
+    first = server.client.post("/task/?wait=30", {"type": "speaker"})
+    versions = server.client.get("/task_type/speaker/versions")
+    assert [(v["version"], v["tasks"]) for v in versions] == [(first["version"], 1)]
+    with Browser(tmp_path / "chromium") as browser:
+        browser.open(server.url + "/")
+        link = "document.querySelector('#types a[href=\"#/type/speaker\"]')"
+        browser.wait_for(f"{link} !== null")
+        browser.evaluate(f"{link}.click()")
+        browser.wait_for("document.getElementById('y-fields')?.textContent.includes('echo')")
+        shown = browser.evaluate("document.getElementById('view-type').textContent")
+        assert "sk-do-not-show" not in shown and "API_KEY=***" in shown
+        browser.wait_for("document.querySelectorAll('#y-versions tbody tr td').length > 1")
+        assert "(current)" in browser.evaluate(
+            "document.getElementById('y-versions').textContent")

@@ -1215,3 +1215,20 @@ def test_ended_since_counts_by_type_state_and_minute(store: Store) -> None:
     assert rows == sorted([("echo", "FAILED", int((NOW + 5) // 60), 2),
                            ("echo", "SUCCESS", int((NOW + 70) // 60), 1)])
     assert store.ended_since(NOW + 60) == [("echo", "SUCCESS", int((NOW + 70) // 60), 1)]
+
+
+def test_versions_run_lists_each_version_latest_used_first(store: Store) -> None:
+    def ran(added: float, version: str, type: str = "echo") -> None:
+        task = store.add_task(new_task(type=type, added=added))
+        taken = store.claim_task(Claim(worker="w1", tags=frozenset(), limits={}, now=NOW,
+                                       versions={type: version}))
+        assert taken is not None and taken.id == task.id and taken.version == version
+
+    ran(10.0, "v1")
+    ran(20.0, "v1")
+    ran(30.0, "v2")
+    ran(40.0, "v9", type="other")
+    store.add_task(new_task(added=50.0))  # queued: no version yet, so not counted
+    assert store.versions_run("echo", 10) == [("v2", 30.0, 30.0, 1), ("v1", 10.0, 20.0, 2)]
+    assert store.versions_run("echo", 1) == [("v2", 30.0, 30.0, 1)]
+    assert store.versions_run("nothing", 10) == []

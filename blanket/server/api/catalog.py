@@ -21,6 +21,7 @@ def install(app: bottle.Bottle, services: Services) -> None:
     routes = CatalogRoutes(services)
     app.route("/task_type/", "GET", routes.list_types, role=VIEWER)
     app.route("/task_type/<name>", "GET", routes.show_type, role=VIEWER)
+    app.route("/task_type/<name>/versions", "GET", routes.type_versions, role=VIEWER)
     app.route("/health", "GET", routes.health, role=PUBLIC)
     app.route("/metrics", "GET", routes.metrics, role=VIEWER)
     app.route("/stats", "GET", routes.stats, role=VIEWER, query=S.STATS)
@@ -40,6 +41,12 @@ class CatalogRoutes:
         if loaded is None:
             raise NotFound(f"no task type {name!r}; see GET /task_type/ for the list")
         return json_response(loaded.to_json())
+
+    def type_versions(self, name: str):
+        """The versions this type's tasks were submitted with, latest used first (with the
+        first and last time each was used and how many tasks): a type removed since still
+        shows what ran."""
+        return json_response(self.s.tasks.versions_run(name))
 
     def health(self):
         """Whether the server and its store answer, with its version and config problems."""

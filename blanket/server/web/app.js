@@ -149,7 +149,8 @@ async function loadTypes() {
     const start = def ? el("button", { type: "button", onclick: () => chooseType(t.name) }, "Start")
       : null;
     return el("tr", { class: problems.length ? "has-problem" : "" },
-      el("td", {}, el("strong", {}, t.name)),
+      el("td", {}, el("a", { href: `#/type/${encodeURIComponent(t.name)}` },
+        el("strong", {}, t.name))),
       el("td", {}, def ? def.description : "", ...problems),
       el("td", { class: "mono", title: t.version || "" }, (t.version || "").slice(0, 12)),
       el("td", {}, def ? def.tags.join(", ") : ""),
@@ -488,6 +489,46 @@ async function loadSchedules() {
   }), 6, "No schedules.");
 }
 
+// ---- one type's page: its definition (secret defaults masked), versions that ran, start
+
+const TYPE_FIELDS = ["description", "command", "executor", "tags", "timeout", "retries",
+  "retry_delay", "max_concurrent", "combine_output", "required", "defaults", "files",
+  "results", "checks"];
+
+async function loadTypePage() {
+  const { name } = route();
+  let loaded;
+  try {
+    loaded = await api("GET", `/task_type/${encodeURIComponent(name)}`);
+  } catch (e) {
+    $("y-name").textContent = name;
+    $("y-problems").replaceChildren(el("p", { class: "problem" }, e.message));
+    return;
+  }
+  $("y-name").textContent = loaded.name;
+  $("y-problems").replaceChildren(...loaded.problems.map((p) =>
+    el("p", { class: "problem" }, `${p.file}${p.line ? ":" + p.line : ""}: ${p.message}`)));
+  const def = loaded.definition || {};
+  const rows = [["file", loaded.path], ["version", loaded.version], ["loaded", loaded.loaded_at],
+    ...TYPE_FIELDS.filter((key) => key in def).map((key) => [key, key === "required"
+      ? Object.fromEntries(Object.entries(def.required).map(([k, v]) =>
+        [k, [v.type, v.secret ? "secret" : "", v.description].filter(Boolean).join(", ")]))
+      : def[key]])];
+  $("y-fields").tBodies[0].replaceChildren(...rows.map(([key, value]) =>
+    el("tr", {}, el("th", {}, key), el("td", { class: key === "command" ? "mono pre" : "" },
+      fieldValue(key, value)))));
+  $("y-buttons").replaceChildren(loaded.definition ? el("button", { type: "button",
+    onclick: () => { location.hash = "#/"; setTimeout(() => chooseType(loaded.name), 300); } },
+  "Start") : "");
+  $("y-all-tasks").href = `#/tasks?type=${encodeURIComponent(loaded.name)}`;
+  const versions = await api("GET", `/task_type/${encodeURIComponent(name)}/versions`);
+  replaceRows($("y-versions").tBodies[0], versions.map((v) => el("tr", {},
+    el("td", { class: "mono", title: v.version }, v.version.slice(0, 12),
+      v.version === loaded.version ? el("span", { class: "muted" }, " (current)") : ""),
+    el("td", {}, v.tasks), timeCell(v.first_added), timeCell(v.last_added))),
+  4, "No task of this type has run yet.");
+}
+
 // ---- one schedule's page: its definition, next fires and runs
 
 const RUNS_SHOWN = 25;
@@ -608,6 +649,9 @@ async function refresh() {
       loads.push(loadTaskPage());
     } else if (view === "schedule") {
       loads.push(loadSchedulePage());
+    } else if (view === "type") {
+      loads.push(loadTypePage());
+      if (!state.types.length) loads.push(loadTypes());
     }
     await Promise.all(loads);
     if (state.offline) flash("");
@@ -724,6 +768,8 @@ function route() {
   const task = path.match(/^\/task\/(\d+)$/);
   if (task) return { view: "task", id: Number(task[1]), params };
   if (path === "/tasks") return { view: "tasks", params };
+  const type = path.match(/^\/type\/(.+)$/);
+  if (type) return { view: "type", name: decodeURIComponent(type[1]), params };
   const schedule = path.match(/^\/schedule\/(.+)$/);
   if (schedule) return { view: "schedule", name: decodeURIComponent(schedule[1]), params };
   return { view: "home", params };
@@ -731,7 +777,7 @@ function route() {
 
 function showView() {
   const { view } = route();
-  for (const name of ["home", "tasks", "task", "schedule"]) {
+  for (const name of ["home", "tasks", "task", "schedule", "type"]) {
     $(`view-${name}`).hidden = name !== view;
   }
   $("nav-home").classList.toggle("current", view === "home");
