@@ -3,6 +3,7 @@ Chromium is installed) a real browser starting a task through the page's form.""
 
 from __future__ import annotations
 
+import base64
 import fcntl
 import http.client
 import json
@@ -102,6 +103,7 @@ class Browser:
     test needs no WebSocket client."""
 
     def __init__(self, profile: Path):
+        self.profile = profile
         self.commands_r, self.commands_w = os.pipe()
         self.replies_r, self.replies_w = os.pipe()
         self.proc = subprocess.Popen(
@@ -125,7 +127,9 @@ class Browser:
     def __enter__(self) -> Browser:
         return self
 
-    def __exit__(self, *exc) -> None:
+    def __exit__(self, exc_type, *exc) -> None:
+        if exc_type is not None and self.session:
+            self.screenshot()
         self.proc.kill()
         self.proc.wait()
         os.close(self.commands_w)
@@ -156,6 +160,21 @@ class Browser:
             self.buffer += chunk
         message, self.buffer = self.buffer.split(b"\0", 1)
         return json.loads(message)
+
+    def screenshot(self) -> Path | None:
+        """The page as it looked when a test failed, in screenshots/ beside the profile;
+        its path is printed (pytest shows it with the failure)."""
+        folder = self.profile.parent / "screenshots"
+        try:
+            data = self.send("Page.captureScreenshot", {"format": "png"}, timeout=10)["data"]
+        except (AssertionError, OSError, KeyError) as e:
+            print(f"no screenshot: {e}")
+            return None
+        folder.mkdir(parents=True, exist_ok=True)
+        path = folder / f"failure-{int(time.time() * 1000)}.png"
+        path.write_bytes(base64.b64decode(data))
+        print(f"screenshot of the page at the failure: {path}")
+        return path
 
     def open(self, url: str) -> None:
         target = self.send("Target.createTarget", {"url": url})["targetId"]
@@ -492,3 +511,18 @@ def test_a_type_has_a_page_with_its_definition_and_the_versions_that_ran(make_se
         browser.wait_for("document.querySelectorAll('#y-versions tbody tr td').length > 1")
         assert "(current)" in browser.evaluate(
             "document.getElementById('y-versions').textContent")
+
+
+def test_a_failing_browser_test_leaves_a_screenshot(make_server, tmp_path, capsys):
+    require_chromium()
+    server = make_server()
+    try:
+        with Browser(tmp_path / "chromium") as browser:
+            browser.open(server.url + "/")
+            browser.wait_for("document.querySelector('#types') !== null")
+            raise RuntimeError("a test's failure")
+    except RuntimeError:
+        pass
+    shots = list((tmp_path / "screenshots").glob("failure-*.png"))
+    assert len(shots) == 1 and shots[0].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert str(shots[0]) in capsys.readouterr().out
