@@ -526,3 +526,23 @@ def test_a_failing_browser_test_leaves_a_screenshot(make_server, tmp_path, capsy
     shots = list((tmp_path / "screenshots").glob("failure-*.png"))
     assert len(shots) == 1 and shots[0].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert str(shots[0]) in capsys.readouterr().out
+
+
+def test_an_extra_variable_lines_up_with_the_declared_ones_and_is_sent(make_server, tmp_path):
+    require_chromium()
+    server = make_server(types={"hello": "allow_extra_environment = true\n" + HELLO})
+    with Browser(tmp_path / "chromium") as browser:
+        browser.open(server.url + "/")
+        browser.wait_for("document.querySelector('#types tbody button') !== null")
+        browser.evaluate("document.querySelector('#types tbody button').click()")
+        browser.evaluate("document.getElementById('add-extra').click()")
+        left = browser.evaluate("""[document.querySelector('input[name="var-NAME"]'),
+            document.querySelector('.extra-value')].map(i => i.getBoundingClientRect().left)""")
+        assert abs(left[0] - left[1]) < 2, left  # the value under the declared value
+        browser.evaluate("""
+            document.querySelector('input[name="var-NAME"]').value = 'x';
+            document.querySelector('.extra-key').value = 'COLOUR';
+            document.querySelector('.extra-value').value = 'blue';
+            document.getElementById('submit-form').requestSubmit();""")
+        browser.wait_for("document.querySelector('#tasks tbody tr[id^=\"task-\"]') !== null")
+    assert server.client.get("/task/?type=hello")[0]["environment"]["COLOUR"] == "blue"

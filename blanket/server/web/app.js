@@ -210,11 +210,14 @@ function variableField(key, value, required, description, type, secret) {
 }
 
 function addExtraRow() {
+  // The same columns as the variables above: name, then value, then the remove button.
   const row = el("div", { class: "extra" },
-    el("input", { type: "text", placeholder: "KEY", class: "extra-key mono" }),
-    el("span", {}, "="),
-    el("input", { type: "text", placeholder: "value", class: "extra-value" }),
-    el("button", { type: "button", onclick: () => row.remove() }, "×"));
+    el("input", { type: "text", placeholder: "NAME", class: "extra-key mono",
+      "aria-label": "variable name" }),
+    el("input", { type: "text", placeholder: "value", class: "extra-value",
+      "aria-label": "its value" }),
+    el("button", { type: "button", "aria-label": "remove this variable",
+      onclick: () => row.remove() }, "×"));
   $("extra-rows").append(row);
   row.querySelector("input").focus();
 }
