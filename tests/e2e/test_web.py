@@ -262,6 +262,12 @@ def test_a_task_has_a_page_of_its_own_with_its_fields_log_and_files(make_server,
         assert f"/task/{task['id']}/files/made.txt" in links
         attempts = browser.evaluate("document.querySelector('#t-attempts tbody').textContent")
         assert "SUCCESS" in attempts
+        # a text file is shown as text, in the page
+        browser.evaluate("""[...document.querySelectorAll('#t-files tr')]
+            .find(r => r.textContent.includes('made.txt')).querySelector('button').click()""")
+        browser.wait_for("document.getElementById('t-file-view').textContent === 'data\\n'")
+        assert browser.evaluate("document.getElementById('t-log-download').getAttribute('href')"
+                                ) == f"/task/{task['id']}/log/stderr"
         # a link from the dashboard's list leads here, and back returns
         browser.evaluate("location.hash = '#/'")
         browser.wait_for(f"document.querySelector('#task-{task['id']} a') !== null")
@@ -546,3 +552,42 @@ def test_an_extra_variable_lines_up_with_the_declared_ones_and_is_sent(make_serv
             document.getElementById('submit-form').requestSubmit();""")
         browser.wait_for("document.querySelector('#tasks tbody tr[id^=\"task-\"]') !== null")
     assert server.client.get("/task/?type=hello")[0]["environment"]["COLOUR"] == "blue"
+
+
+def test_types_schedules_and_workers_each_have_a_url(make_server, tmp_path):
+    require_chromium()
+    server = make_server(types={"parked": PARKED})
+    with Browser(tmp_path / "chromium") as browser:
+        for part, section in (("workers", "workers-section"), ("types", "types-section"),
+                              ("schedules", "schedules-section")):
+            browser.open(f"{server.url}/#/{part}")
+            browser.wait_for(f"document.getElementById('{section}') !== null")
+            shown = browser.evaluate("""[...document.querySelectorAll('#view-home section')]
+                .filter(s => !s.hidden && s.id !== 'submit-section' && s.id !== 'log-section')
+                .map(s => s.id)""")
+            assert shown == [section], (part, shown)
+            assert browser.evaluate(f"document.getElementById('nav-{part}')"
+                                    ".classList.contains('current')")
+
+
+def test_a_running_tasks_log_is_followed_and_can_be_paused(make_server, tmp_path):
+    require_chromium()
+    ticking = ('command = "for i in $(seq 1 40); do echo tick $i; sleep 0.25; done"\n'
+               'tags = ["unix"]\n')
+    server = make_server(types={"ticking": ticking})
+    make_server.worker(server, tags="unix")
+    task = server.client.post("/task/", {"type": "ticking"})
+    wait_until(lambda: server.client.get(f"/task/{task['id']}")["state"] == "RUNNING")
+    with Browser(tmp_path / "chromium") as browser:
+        browser.open(f"{server.url}/#/task/{task['id']}")
+        browser.wait_for("document.getElementById('t-log')?.textContent.includes('tick 2')")
+        assert not browser.evaluate("document.getElementById('t-log-pause').hidden")
+        browser.evaluate("document.getElementById('t-log-pause').click()")
+        paused = browser.evaluate("document.getElementById('t-log').textContent")
+        time.sleep(1)
+        assert browser.evaluate("document.getElementById('t-log').textContent") == paused
+        assert browser.evaluate("document.getElementById('t-log-pause').textContent") == "Follow"
+        browser.evaluate("document.getElementById('t-log-pause').click()")
+        browser.wait_for("document.getElementById('t-log').textContent.length > "
+                         f"{len(paused)}", timeout=20)
+    server.client.post(f"/task/{task['id']}/stop")

@@ -771,6 +771,9 @@ function route() {
   const task = path.match(/^\/task\/(\d+)$/);
   if (task) return { view: "task", id: Number(task[1]), params };
   if (path === "/tasks") return { view: "tasks", params };
+  // The dashboard's own sections, alone: each list has a URL of its own.
+  const part = { "/types": "types", "/schedules": "schedules", "/workers": "workers" }[path];
+  if (part) return { view: "home", part, params };
   const type = path.match(/^\/type\/(.+)$/);
   if (type) return { view: "type", name: decodeURIComponent(type[1]), params };
   const schedule = path.match(/^\/schedule\/(.+)$/);
@@ -778,13 +781,23 @@ function route() {
   return { view: "home", params };
 }
 
+const HOME_PARTS = { overview: null, "types-section": "types", "tasks-section": null,
+  "workers-section": "workers", "schedules-section": "schedules" };
+
 function showView() {
-  const { view } = route();
+  const { view, part } = route();
   for (const name of ["home", "tasks", "task", "schedule", "type"]) {
     $(`view-${name}`).hidden = name !== view;
   }
-  $("nav-home").classList.toggle("current", view === "home");
-  $("nav-tasks").classList.toggle("current", view !== "home");
+  for (const [id, owner] of Object.entries(HOME_PARTS)) {
+    $(id).hidden = Boolean(part) && owner !== part;
+  }
+  $("view-home").classList.toggle("alone", Boolean(part));
+  const current = part || { home: "home", tasks: "tasks", task: "tasks", schedule: "schedules",
+    type: "types" }[view];
+  for (const name of ["home", "tasks", "types", "schedules", "workers"]) {
+    $(`nav-${name}`).classList.toggle("current", name === current);
+  }
   if (view !== "task") closeTaskLog();
   if (view === "tasks") fillFilters();
   if (view === "task") state.taskLogFor = null;
@@ -918,12 +931,38 @@ async function loadTaskFiles(task) {
   try {
     files = await api("GET", `/task/${task.id}/files/`);
   } catch (e) { /* no folder yet */ }
-  replaceRows($("t-files").tBodies[0], files.map((f) => el("tr", {},
-    el("td", { class: "mono small" }, el("a", {
-      href: `/task/${task.id}/files/${f.path.split("/").map(encodeURIComponent).join("/")}`,
-      download: f.path.split("/").pop() }, f.path)),
-    el("td", {}, `${f.size} B`))), 2, "No files yet.");
+  replaceRows($("t-files").tBodies[0], files.map((f) => {
+    const href = `/task/${task.id}/files/${f.path.split("/").map(encodeURIComponent).join("/")}`;
+    return el("tr", {},
+      el("td", { class: "mono small" }, el("a", { href, download: f.path.split("/").pop() },
+        f.path)),
+      el("td", {}, sizeText(f.size)),
+      el("td", {}, f.size <= VIEW_LIMIT ? el("button", { type: "button",
+        onclick: () => act(() => viewFile(href, f.path)) }, "View") : ""));
+  }), 3, "No files yet.");
   state.taskFiles = new Set(files.map((f) => f.path));
+}
+
+const VIEW_LIMIT = 1024 * 1024; // bytes of a file shown in the page; larger ones download
+
+function sizeText(bytes) {
+  if (bytes < 1024) return `${bytes} B`;
+  if (bytes < 1024 * 1024) return `${(bytes / 1024).toFixed(1)} KiB`;
+  return `${(bytes / 1024 / 1024).toFixed(1)} MiB`;
+}
+
+// A text file shown as text (never as markup); anything else is for downloading.
+async function viewFile(href, path) {
+  const response = await fetch(href, { credentials: "same-origin" });
+  if (!response.ok) throw new Error(`${path}: HTTP ${response.status}`);
+  const type = response.headers.get("Content-Type") || "";
+  const view = $("t-file-view");
+  $("t-file-name").hidden = false;
+  $("t-file-name").textContent = path;
+  view.hidden = false;
+  view.textContent = /^text\/|json|xml|yaml|toml|x-sh/.test(type)
+    ? await response.text() : `${path} is not text (${type || "unknown type"}): download it.`;
+  view.scrollIntoView({ block: "nearest" });
 }
 
 function showTaskStreams(task) {
@@ -948,6 +987,20 @@ async function openTaskLog(id, stream, follow) {
   const pre = $("t-log");
   pre.textContent = "";
   $("t-log-state").textContent = stream;
+  $("t-log-download").href = `/task/${id}/log/${stream}`;
+  $("t-log-download").setAttribute("download", `task-${id}-${stream}.log`);
+  const pause = $("t-log-pause");
+  pause.hidden = !follow;
+  pause.textContent = "Pause";
+  pause.onclick = () => {
+    if (state.taskLog) {  // pause: the text stays, nothing more comes
+      closeTaskLog();
+      pause.textContent = "Follow";
+      $("t-log-state").textContent = `${stream} · paused`;
+    } else {
+      openTaskLog(id, stream, true);
+    }
+  };
   if (!follow) {
     await readLog(id, stream, pre);
     return;
@@ -961,6 +1014,7 @@ async function openTaskLog(id, stream, follow) {
   };
   source.addEventListener("end", (event) => {
     source.close();
+    $("t-log-pause").hidden = true;
     $("t-log-state").textContent = `${stream} · ${event.data}`;
   });
   source.onerror = () => source.close();
