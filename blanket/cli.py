@@ -399,14 +399,24 @@ def token_create(ctx: Context, name: str, role: str, types: str | None, tags: st
 
 @token.command("ls")
 @click.option("-a", "--all", "show_all", is_flag=True, help="include revoked tokens")
+@click.option("-q", "--quiet", is_flag=True, help="names only")
+@click.option("--json", "as_json", is_flag=True, help="print them as JSON")
 @pass_ctx
-def token_ls(ctx: Context, show_all: bool) -> None:
+def token_ls(ctx: Context, show_all: bool, quiet: bool, as_json: bool) -> None:
     """List tokens (never their secrets)."""
+    tokens = [t for t in ctx.client().get("/token/") if show_all or not t["revoked"]]
+    if as_json:
+        click.echo(json.dumps(tokens, indent=2))
+        return
+    if quiet:
+        for t in tokens:
+            click.echo(t["name"])
+        return
     rows = [[t["name"], t["role"], ",".join(t["types"]) or "*", ",".join(t["tags"]) or "*",
              _when(t["created"]), _when(t["expires"]) if t["expires"] else "never",
-             "revoked" if t["revoked"] else "live"]
-            for t in ctx.client().get("/token/") if show_all or not t["revoked"]]
-    print_table(["NAME", "ROLE", "TYPES", "TAGS", "CREATED", "EXPIRES", "STATE"], rows)
+             "revoked" if t["revoked"] else "live"] for t in tokens]
+    print_table(["NAME", "ROLE", "TYPES", "TAGS", "CREATED", "EXPIRES", "STATE"], rows,
+                flexible=(0, 2, 3))
 
 
 @token.command("revoke")

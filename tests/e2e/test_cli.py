@@ -224,6 +224,9 @@ def test_tokens_are_made_listed_and_revoked_from_the_command_line(make_server, t
     assert secret.startswith("bkt_") and "shown only now" in made.stderr
     listed = blanket("token", "ls", server=server, env=admin).stdout
     assert "ci" in listed and "submitter" in listed and secret not in listed
+    as_json = json.loads(blanket("token", "ls", "--json", server=server, env=admin).stdout)
+    assert "ci" in [t["name"] for t in as_json] and secret not in json.dumps(as_json)
+    assert "ci" in blanket("token", "ls", "-q", server=server, env=admin).stdout.split()
     as_ci = {"BLANKET_TOKEN": secret}
     blanket("submit", "echo", server=server, env=as_ci)
     refused = blanket("submit", "count", "-e", "N=2", server=server, env=as_ci, ok=False)
