@@ -1,5 +1,6 @@
 """What the web page's dashboard shows, in one answer: tasks by state, the tasks that ended
-in the last hour or day by type and by state, how many ended each minute of the last hour,
+in the last hour or day by type and by state, how many ended each minute of the last hour
+and how long those had waited queued,
 the tasks running by type, workers by state, and how many queued tasks no worker that is
 up can take."""
 
@@ -26,12 +27,17 @@ def summary(tasks: TasksView, workers: Callable[[], list[Worker]], waiting: Wait
     since = now - span
     by_type: dict[str, Counter[str]] = defaultdict(Counter)
     per_minute: Counter[int] = Counter()
+    waited: Counter[int] = Counter()  # seconds queued, summed, of tasks that started
+    started: Counter[int] = Counter()
     hour_ago = int((now - 3600) // 60)
-    for type_name, state, minute, count in tasks.ended_since(min(since, now - 3600)):
+    for type_name, state, minute, count, wait, ran in tasks.ended_since(
+            min(since, now - 3600)):
         if minute * 60 >= since - 60:
             by_type[type_name][state] += count
         if minute > hour_ago:
             per_minute[minute] += count
+            waited[minute] += wait
+            started[minute] += ran
     first = hour_ago + 1
     queued = tasks.list(TaskFilter(states=(TaskState.QUEUED.value,), limit=QUEUED_EXPLAINED,
                                    oldest_first=True))
@@ -45,6 +51,10 @@ def summary(tasks: TasksView, workers: Callable[[], list[Worker]], waiting: Wait
         "running_by_type": dict(sorted(running.items())),
         "ended_per_minute": [[(first + i) * 60, per_minute.get(first + i, 0)]
                              for i in range(60)],
+        # the mean time queued of the tasks that ended in each minute (None: none started)
+        "queue_wait_per_minute": [
+            [(first + i) * 60, round(waited[first + i] / started[first + i], 3)
+             if started.get(first + i) else None] for i in range(60)],
         "workers": dict(Counter(w.state for w in workers())),
         "queued_no_worker": stuck,
     }

@@ -36,8 +36,8 @@ class TasksView:
         return [{"version": version, "first_added": first, "last_added": last, "tasks": count}
                 for version, first, last, count in self.store.versions_run(type_name, limit)]
 
-    def ended_since(self, since: float) -> list[tuple[str, str, int, int]]:
-        """Tasks ended at or after `since`: (type, state, minute, count)."""
+    def ended_since(self, since: float) -> list[tuple[str, str, int, int, float, int]]:
+        """Tasks ended at or after `since`: (type, state, minute, count, waited, started)."""
         return self.store.ended_since(since)
 
     def count_by_state(self) -> dict[TaskState, int]:

@@ -182,9 +182,10 @@ class Store(ABC):
         (version, first added, last added, tasks)."""
 
     @abstractmethod
-    def ended_since(self, since: float) -> list[tuple[str, str, int, int]]:
-        """Tasks that ended at or after `since`: (type, state, minute, count) rows, the
-        minute being int(finished // 60)."""
+    def ended_since(self, since: float) -> list[tuple[str, str, int, int, float, int]]:
+        """Tasks that ended at or after `since`: (type, state, minute, count, seconds they
+        waited queued in all, how many of them started) rows, the minute being
+        int(finished // 60) and a wait `started - added`."""
 
     @abstractmethod
     def delete_task(self, task_id: int) -> Task | None:

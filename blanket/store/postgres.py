@@ -290,12 +290,14 @@ class PostgresStore(SqlVerbs):
             {"type": type_name, "limit": limit})
         return [(r["version"], float(r["first"]), float(r["last"]), int(r["n"])) for r in rows]
 
-    def ended_since(self, since: float) -> list[tuple[str, str, int, int]]:
+    def ended_since(self, since: float) -> list[tuple[str, str, int, int, float, int]]:
         rows = self._all(
-            "SELECT type, state, floor(finished / 60)::bigint AS minute, count(*) AS n "
+            "SELECT type, state, floor(finished / 60)::bigint AS minute, count(*) AS n, "
+            "coalesce(sum(started - added), 0) AS waited, count(started) AS started_n "
             "FROM tasks WHERE finished IS NOT NULL AND finished >= %(since)s "
             "GROUP BY type, state, minute", {"since": since})
-        return [(r["type"], r["state"], int(r["minute"]), int(r["n"])) for r in rows]
+        return [(r["type"], r["state"], int(r["minute"]), int(r["n"]), float(r["waited"]),
+                 int(r["started_n"])) for r in rows]
 
     def delete_task(self, task_id: int) -> Task | None:
         with self._tx() as cur:

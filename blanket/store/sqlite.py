@@ -218,12 +218,13 @@ class SQLiteStore(SqlVerbs):
             (type_name, limit))
         return [(r[0], float(r[1]), float(r[2]), int(r[3])) for r in rows]
 
-    def ended_since(self, since: float) -> list[tuple[str, str, int, int]]:
+    def ended_since(self, since: float) -> list[tuple[str, str, int, int, float, int]]:
         rows = self._all(
-            "SELECT type, state, CAST(finished / 60 AS INTEGER) AS minute, count(*) FROM tasks "
+            "SELECT type, state, CAST(finished / 60 AS INTEGER) AS minute, count(*), "
+            "total(started - added), count(started) FROM tasks "
             "INDEXED BY tasks_by_finished WHERE finished IS NOT NULL AND finished >= ? "
             "GROUP BY type, state, minute", (since,))
-        return [(r[0], r[1], int(r[2]), int(r[3])) for r in rows]
+        return [(r[0], r[1], int(r[2]), int(r[3]), float(r[4]), int(r[5])) for r in rows]
 
     def delete_task(self, task_id: int) -> Task | None:
         with self._tx() as db:

@@ -424,6 +424,7 @@ def test_the_dashboard_counts_charts_and_lists_failures(make_server, tmp_path):
     assert stats["states"]["SUCCESS"] == 2 and stats["states"]["FAILED"] == 1
     assert stats["ended_by_type"] == {"failing": {"FAILED": 1}, "writer": {"SUCCESS": 2}}
     assert sum(count for _, count in stats["ended_per_minute"]) == 3
+    assert [w for _, w in stats["queue_wait_per_minute"] if w is not None]  # they started
     assert stats["queued_no_worker"] == 1 and sum(stats["workers"].values()) == 1
     with Browser(tmp_path / "chromium") as browser:
         browser.open(server.url + "/")
@@ -431,6 +432,7 @@ def test_the_dashboard_counts_charts_and_lists_failures(make_server, tmp_path):
         assert browser.evaluate("document.querySelector('#type-bars svg').textContent"
                                 ".includes('writer')")
         assert browser.evaluate("document.querySelectorAll('#per-minute rect').length") == 60
+        assert browser.evaluate("document.querySelectorAll('#queue-wait rect').length") >= 1
         browser.wait_for(f"document.querySelector('#failures a[href=\"#/task/{failed['id']}\"]')"
                          " !== null")
         assert not browser.evaluate("document.getElementById('stuck').hidden")

@@ -696,6 +696,7 @@ async function loadOverview() {
     "that is up can take: start a worker with their tags") : "");
   drawTypeBars(stats);
   drawPerMinute(stats.ended_per_minute);
+  drawQueueWait(stats.queue_wait_per_minute);
   const workers = Object.entries(stats.workers).map(([s2, n]) => `${n} ${s2}`).join(", ");
   $("worker-counts").textContent = `Workers: ${workers || "none"}`;
   const failures = await api("GET", `/task/?state=${FAILED_STATES.join(",")}&limit=5`);
@@ -749,6 +750,31 @@ function drawPerMinute(points) {
   });
   chart.append(svg("text", { x: 0, y: 8, class: "chart-label" }, `max ${most}/min`));
   $("per-minute").replaceChildren(chart);
+}
+
+function seconds(value) {
+  if (value < 1) return `${Math.round(value * 1000)} ms`;
+  if (value < 120) return `${value.toFixed(1)} s`;
+  return `${(value / 60).toFixed(1)} min`;
+}
+
+function drawQueueWait(points) {
+  const known = points.filter((p) => p[1] !== null);
+  if (!known.length) {
+    $("queue-wait").replaceChildren(el("p", { class: "muted" }, "No task started in the last hour."));
+    return;
+  }
+  const most = Math.max(0.001, ...known.map((p) => p[1]));
+  const chart = svg("svg", { viewBox: "0 0 360 80", class: "chart", role: "img",
+    "aria-label": "mean time queued per minute over the last hour" });
+  points.forEach(([at, wait], i) => {
+    if (wait === null) return;
+    const h = (wait / most) * 70;
+    chart.append(titled(svg("rect", { x: i * 6, y: 75 - h, width: 5, height: Math.max(h, 0.5),
+      class: "bar-run" }), `${new Date(at * 1000).toLocaleTimeString()}: ${seconds(wait)}`));
+  });
+  chart.append(svg("text", { x: 0, y: 8, class: "chart-label" }, `max ${seconds(most)}`));
+  $("queue-wait").replaceChildren(chart);
 }
 
 function chooseWindow(window) {
