@@ -31,6 +31,10 @@ class TasksView:
     def count(self, flt: TaskFilter) -> int:
         return self.store.count_tasks(flt)
 
+    def queued_ahead(self, task: Task) -> int:
+        """Queued tasks before this one in line (any type)."""
+        return self.store.queued_ahead(task)
+
     def versions_run(self, type_name: str, limit: int = 20) -> list[dict]:
         """The versions a type's tasks ran with, latest first, with when and how many."""
         return [{"version": version, "first_added": first, "last_added": last, "tasks": count}

@@ -176,6 +176,11 @@ class Store(ABC):
     def count_tasks(self, flt: TaskFilter) -> int: ...
 
     @abstractmethod
+    def queued_ahead(self, task: Task) -> int:
+        """How many queued tasks come before `task` (a lower score, or the same score and an
+        earlier id), of any type: a rough place in line."""
+
+    @abstractmethod
     def versions_run(self, type_name: str,
                      limit: int) -> list[tuple[str, float, float, int]]:
         """The versions tasks of a type ran with (bound when claimed), latest used first:

@@ -299,6 +299,12 @@ class PostgresStore(SqlVerbs):
         return [(r["type"], r["state"], int(r["minute"]), int(r["n"]), float(r["waited"]),
                  int(r["started_n"])) for r in rows]
 
+    def queued_ahead(self, task: Task) -> int:
+        row = self._one("SELECT count(*) AS n FROM tasks WHERE state = 'QUEUED' AND "
+                        "(score < %(score)s OR (score = %(score)s AND id < %(id)s))",
+                        {"score": task.score, "id": task.id})
+        return row["n"] if row else 0
+
     def delete_task(self, task_id: int) -> Task | None:
         with self._tx() as cur:
             row = cur.execute(Q["delete_task"], {"id": task_id}).fetchone()

@@ -226,6 +226,11 @@ class SQLiteStore(SqlVerbs):
             "GROUP BY type, state, minute", (since,))
         return [(r[0], r[1], int(r[2]), int(r[3]), float(r[4]), int(r[5])) for r in rows]
 
+    def queued_ahead(self, task: Task) -> int:
+        return self._one("SELECT count(*) FROM tasks WHERE state = 'QUEUED' AND "
+                         "(score < ? OR (score = ? AND id < ?))",
+                         (task.score, task.score, task.id))[0]
+
     def delete_task(self, task_id: int) -> Task | None:
         with self._tx() as db:
             row = db.execute(Q["get_task"], (task_id,)).fetchone()

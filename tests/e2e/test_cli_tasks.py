@@ -289,3 +289,12 @@ def test_top_on_a_terminal_redraws_until_ctrl_c(server):
         if proc.poll() is None:
             proc.kill()
         os.close(leader)
+
+
+def test_a_queued_task_says_how_many_are_ahead_of_it(make_server):
+    server = make_server(types={"echo": TYPES["echo"]})
+    server.client.post("/worker/", {"host": "t", "pid": 1, "tags": ["unix"]})  # up, never claims
+    ids = [server.client.post("/task/", {"type": "echo"})["id"] for _ in range(3)]
+    waiting = task(server, ids[2])["waiting"]
+    assert waiting["code"] == "busy" and waiting["ahead"] == 2 and "behind 2" in \
+        waiting["message"]

@@ -1234,3 +1234,11 @@ def test_versions_run_lists_each_version_latest_used_first(store: Store) -> None
     assert store.versions_run("echo", 10) == [("v2", 30.0, 30.0, 1), ("v1", 10.0, 20.0, 2)]
     assert store.versions_run("echo", 1) == [("v2", 30.0, 30.0, 1)]
     assert store.versions_run("nothing", 10) == []
+
+
+def test_queued_ahead_counts_the_tasks_before_one_in_line(store: Store) -> None:
+    first = store.add_task(new_task(score=10.0))
+    same = store.add_task(new_task(score=20.0))
+    later_same = store.add_task(new_task(score=20.0, type="other"))
+    store.add_task(new_task(score=30.0))
+    assert [store.queued_ahead(t) for t in (first, same, later_same)] == [0, 1, 2]

@@ -235,7 +235,13 @@ class TaskRoutes:
         wait = query_float("wait", None, MAX_WAIT)
         if wait is not None and not _ended(task):
             task = self.wait_until_ended(task, wait)
-        return json_response(self.shown([task])[0])
+        shown = self.shown([task])[0]
+        if shown.get("waiting", {}).get("code") == "busy":  # one task: say its place in line
+            ahead = self.s.tasks.queued_ahead(task)
+            shown["waiting"] = {"code": "busy", "ahead": ahead, "message":
+                                f"waits for a worker with its tags to be free, behind {ahead} "
+                                f"queued task{'s' if ahead != 1 else ''}"}
+        return json_response(shown)
 
     def shown(self, tasks: list[Task]) -> list[dict]:
         """Tasks as the API shows them: a queued one with why it waits (`waiting`: code and

@@ -928,8 +928,12 @@ async function loadTaskPage() {
   waiting.className = `waiting-line ${task.waiting && task.waiting.code === "no_worker" ? "waiting-warn" : ""}`;
   const keys = [...SHOWN_FIELDS.filter((k) => k in task),
     ...Object.keys(task).filter((k) => !SHOWN_FIELDS.includes(k) && k !== "attempts" && k !== "waiting")];
+  const typeLink = (text) => el("a", { href: `#/type/${encodeURIComponent(task.type)}`,
+    title: "the type's page: its versions that ran" }, text);
   $("t-fields").tBodies[0].replaceChildren(...keys.map((key) =>
-    el("tr", {}, el("th", {}, key), el("td", {}, fieldValue(key, task[key])))));
+    el("tr", {}, el("th", {}, key), el("td", {},
+      (key === "type" || key === "version") && task[key] ? typeLink(task[key])
+        : fieldValue(key, task[key])))));
   if (task.not_before || task.added) {
     const queuedFor = ((task.claimed || Date.now() / 1000) - task.added) / 60;
     $("t-fields").tBodies[0].append(el("tr", {}, el("th", {}, "minutes queued"),
