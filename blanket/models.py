@@ -115,7 +115,13 @@ class TaskFilter:
     search: str | None = None
     limit: int = 100
     offset: int = 0
-    oldest_first: bool = False
+    oldest_first: bool = False  # ascending (by `sort`; by id: oldest first)
+    sort: str = "id"  # one of SORT_COLUMNS
+
+
+# What a listing may be sorted by (ties, and tasks without the value, by id).
+SORT_COLUMNS = ("id", "added", "started", "finished", "type", "state", "priority", "exit_code",
+                "worker")
 
 
 @dataclass(frozen=True)

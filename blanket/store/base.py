@@ -11,7 +11,15 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from blanket.errors import BlanketError, NotFound, StaleAttempt
-from blanket.models import ScheduleState, Task, TaskFilter, TaskState, Token, Worker
+from blanket.models import (
+    SORT_COLUMNS,
+    ScheduleState,
+    Task,
+    TaskFilter,
+    TaskState,
+    Token,
+    Worker,
+)
 
 
 @dataclass(frozen=True)
@@ -124,6 +132,17 @@ def exchange_in(ends: Sequence[End], claims: Sequence[Claim], all_or_none: bool,
             break
         taken.append(found)
     return ended, taken, ids
+
+
+def order_sql(flt: TaskFilter) -> str:
+    """The ORDER BY of a listing: its sort column (from a fixed list, never from the
+    request's text), missing values last, then the id."""
+    if flt.sort not in SORT_COLUMNS:
+        raise ValueError(f"cannot sort by {flt.sort!r}")
+    direction = "ASC" if flt.oldest_first else "DESC"
+    if flt.sort == "id":
+        return f"id {direction}"
+    return f"{flt.sort} IS NULL, {flt.sort} {direction}, id {direction}"
 
 
 # An idle worker whose record was touched this recently is waiting in its long poll (which

@@ -28,6 +28,7 @@ from blanket.store.base import (
     NewTask,
     Outcome,
     exchange_in,
+    order_sql,
 )
 from blanket.store.rows import (
     attempt_record,
@@ -270,8 +271,7 @@ class PostgresStore(SqlVerbs):
 
     def list_tasks(self, flt: TaskFilter) -> list[Task]:
         where, params = _filter_sql(flt)
-        order = "ASC" if flt.oldest_first else "DESC"
-        rows = self._all(f"SELECT * FROM tasks {where} ORDER BY id {order} "
+        rows = self._all(f"SELECT * FROM tasks {where} ORDER BY {order_sql(flt)} "
                          "LIMIT %(limit)s OFFSET %(offset)s",
                          {**params, "limit": flt.limit, "offset": flt.offset})
         return [task_from_row(r) for r in rows]

@@ -33,6 +33,7 @@ from blanket.store.base import (
     NewTask,
     Outcome,
     exchange_in,
+    order_sql,
 )
 from blanket.store.reserve import SpaceReserve
 from blanket.store.rows import (
@@ -200,8 +201,7 @@ class SQLiteStore(SqlVerbs):
 
     def list_tasks(self, flt: TaskFilter) -> list[Task]:
         where, params = _filter_sql(flt)
-        order = "ASC" if flt.oldest_first else "DESC"
-        rows = self._all(f"SELECT * FROM tasks {where} ORDER BY id {order} LIMIT ? OFFSET ?",
+        rows = self._all(f"SELECT * FROM tasks {where} ORDER BY {order_sql(flt)} LIMIT ? OFFSET ?",
                          [*params, flt.limit, flt.offset])
         return [task_from_row(r) for r in rows]
 

@@ -302,6 +302,19 @@ def test_the_tasks_page_filters_and_pages_from_its_url(make_server, tmp_path):
         browser.wait_for("document.getElementById('browse-count')?.textContent === '0 tasks'")
         browser.evaluate("history.back()")
         browser.wait_for("document.getElementById('page-of')?.textContent === 'page 2 of 2'")
+        # a column header sorts, and a second click turns the order round
+        browser.evaluate("location.hash = '#/tasks'")
+        browser.wait_for("document.getElementById('browse-count')?.textContent === '56 tasks'")
+        browser.evaluate("document.querySelector('th[data-sort=\"type\"] button').click()")
+        browser.wait_for("location.hash.includes('sort=type')")
+        browser.wait_for("document.querySelector('#browse tbody tr td:nth-child(3)')"
+                         "?.textContent === 'parked'")
+        browser.evaluate("document.querySelector('th[data-sort=\"type\"] button').click()")
+        browser.wait_for("location.hash.includes('order=asc')")
+        browser.wait_for("document.querySelector('#browse tbody tr td:nth-child(3)')"
+                         "?.textContent === 'other'")
+        assert browser.evaluate("document.querySelector('th[data-sort=\"type\"]')"
+                                ".getAttribute('aria-sort')") == "ascending"
         browser.evaluate("location.hash = '#/tasks?q=OTHER'")  # a text search, in the URL
         browser.wait_for("document.getElementById('browse-count')?.textContent === '1 task'")
         assert browser.evaluate("document.getElementById('f-q').value") == "OTHER"

@@ -1242,3 +1242,15 @@ def test_queued_ahead_counts_the_tasks_before_one_in_line(store: Store) -> None:
     later_same = store.add_task(new_task(score=20.0, type="other"))
     store.add_task(new_task(score=30.0))
     assert [store.queued_ahead(t) for t in (first, same, later_same)] == [0, 1, 2]
+
+
+def test_listing_sorts_by_a_column_with_missing_values_last(store: Store) -> None:
+    a = store.add_task(new_task(type="b_type", priority=5))
+    b = store.add_task(new_task(type="a_type", priority=-1))
+    c = store.add_task(new_task(type="c_type", priority=5))
+    assert ids(store.list_tasks(TaskFilter(sort="type", oldest_first=True))) == [b.id, a.id,
+                                                                                 c.id]
+    assert ids(store.list_tasks(TaskFilter(sort="priority"))) == [c.id, a.id, b.id]
+    assert ids(store.list_tasks(TaskFilter(sort="finished"))) == [c.id, b.id, a.id]
+    with pytest.raises(ValueError):
+        store.list_tasks(TaskFilter(sort="environment; DROP TABLE tasks"))

@@ -14,7 +14,7 @@ import msgspec
 
 from blanket import protocol
 from blanket.envnames import ENV_NAME
-from blanket.models import MAX_PRIORITY
+from blanket.models import MAX_PRIORITY, SORT_COLUMNS
 
 SHORT_TEXT = {"type": "string", "minLength": 1, "maxLength": 200}
 TAG = {"type": "string", "pattern": r"^[A-Za-z0-9][A-Za-z0-9_.:-]*$", "maxLength": 100}
@@ -126,7 +126,10 @@ TASK_LIST = [
     _param("limit", {"type": "integer", "minimum": 0},
            "at most this many (100 by default; more than 10,000 is taken as 10,000)"),
     _param("offset", {"type": "integer", "minimum": 0}, "skip this many"),
-    _param("order", {"type": "string", "enum": ["newest", "oldest"]}, "newest first by default"),
+    _param("order", {"type": "string", "enum": ["newest", "oldest", "asc", "desc"]},
+           "newest (desc) first by default"),
+    _param("sort", {"type": "string", "enum": list(SORT_COLUMNS)},
+           "the column to sort by (id by default; missing values last)"),
     _param("count", {"type": "boolean"}, "answer {count: N} instead"),
 ]
 STATS = [_param("window", {"type": "string", "enum": ["hour", "day"]},

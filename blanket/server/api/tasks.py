@@ -16,7 +16,7 @@ import bottle
 from blanket.auth import OPERATOR, SUBMITTER, VIEWER, WORKER, Forbidden
 from blanket.durations import parse_duration
 from blanket.errors import BlanketError, DuplicateTask, InvalidInput, NotFound
-from blanket.models import FINAL_STATES, Task, TaskFilter, TaskState
+from blanket.models import FINAL_STATES, SORT_COLUMNS, Task, TaskFilter, TaskState
 from blanket.server.api import schemas as S
 from blanket.server.api.access import identity, refusal
 from blanket.server.api.http import (
@@ -378,8 +378,11 @@ def task_filter(query: bottle.FormsDict) -> TaskFilter:
         raise InvalidInput(f"unknown state(s) {', '.join(bad)}; use "
                            f"{', '.join(TaskState.__members__)}")
     order = query.get("order", "newest")
-    if order not in ("newest", "oldest"):
-        raise InvalidInput(f"?order={order!r}: use newest or oldest")
+    if order not in ("newest", "oldest", "asc", "desc"):
+        raise InvalidInput(f"?order={order!r}: use newest or oldest (asc or desc)")
+    sort = query.get("sort", "id")
+    if sort not in SORT_COLUMNS:
+        raise InvalidInput(f"?sort={sort!r}: sort by {', '.join(SORT_COLUMNS)}")
     return TaskFilter(
         states=states, types=words("type"), tags=words("tags"),
         schedule=query.get("schedule") or None,
@@ -387,7 +390,7 @@ def task_filter(query: bottle.FormsDict) -> TaskFilter:
         worker=query.get("worker") or None, submitted_by=query.get("by") or None,
         search=(query.get("q") or "").strip()[:MAX_SEARCH] or None,
         limit=_int(query, "limit", 100, 10_000), offset=_int(query, "offset", 0, 10**12),
-        oldest_first=order == "oldest",
+        oldest_first=order in ("oldest", "asc"), sort=sort,
     )
 
 

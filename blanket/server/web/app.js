@@ -848,7 +848,37 @@ function goFilter(event) {
     if (value) params.set(key, value);
   }
   if ($("f-order").value !== "newest") params.set("order", $("f-order").value);
+  const sort = route().params.get("sort");
+  if (sort) params.set("sort", sort);
   location.hash = `#/tasks${params.toString() ? "?" + params : ""}`;
+}
+
+// Column headers sort the list: a click sorts by that column (newest or largest first), a
+// second click turns the order round; both live in the URL.
+function sortHeaders() {
+  for (const th of $("browse").querySelectorAll("th[data-sort]")) {
+    const label = th.textContent;
+    th.replaceChildren(el("button", { type: "button", class: "sort", onclick: () => {
+      const params = new URLSearchParams(route().params);
+      const same = (params.get("sort") || "id") === th.dataset.sort;
+      const ascending = params.get("order") === "asc" || params.get("order") === "oldest";
+      params.set("sort", th.dataset.sort);
+      if (same && !ascending) params.set("order", "asc"); else params.delete("order");
+      params.delete("page");
+      location.hash = `#/tasks?${params}`;
+    } }, label, el("span", { class: "arrow" }, "")));
+  }
+}
+
+function showSortHeaders(params) {
+  const sort = params.get("sort") || "id";
+  const ascending = params.get("order") === "asc" || params.get("order") === "oldest";
+  for (const th of $("browse").querySelectorAll("th[data-sort]")) {
+    const current = th.dataset.sort === sort;
+    th.setAttribute("aria-sort", current ? (ascending ? "ascending" : "descending") : "none");
+    const arrow = th.querySelector(".arrow");
+    if (arrow) arrow.textContent = current ? (ascending ? " ▲" : " ▼") : "";
+  }
 }
 
 function goPage(step) {
@@ -862,9 +892,10 @@ async function loadBrowse() {
   const { params } = route();
   const page = Math.max(1, Number(params.get("page") || 1));
   const query = new URLSearchParams();
-  for (const key of ["state", "type", "order", ...TEXT_FILTERS]) {
+  for (const key of ["state", "type", "order", "sort", ...TEXT_FILTERS]) {
     if (params.get(key)) query.set(key, params.get(key));
   }
+  showSortHeaders(params);
   const select = $("f-type");
   const names = state.types.map((t) => t.name);
   if (select.options.length - 1 !== names.length) {
@@ -1083,6 +1114,7 @@ function start() {
   }
   $("window-day").addEventListener("click", () => chooseWindow("day"));
   $("filters").addEventListener("submit", goFilter);
+  sortHeaders();
   $("prev-page").addEventListener("click", () => goPage(-1));
   $("next-page").addEventListener("click", () => goPage(1));
   window.addEventListener("hashchange", showView);
