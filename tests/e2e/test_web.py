@@ -576,13 +576,13 @@ def test_types_schedules_and_workers_each_have_a_url(make_server, tmp_path):
         for part, section in (("workers", "workers-section"), ("types", "types-section"),
                               ("schedules", "schedules-section")):
             browser.open(f"{server.url}/#/{part}")
-            browser.wait_for(f"document.getElementById('{section}') !== null")
+            # the script has applied the route once the header marks it
+            browser.wait_for(f"document.getElementById('nav-{part}')?.classList"
+                             ".contains('current')")
             shown = browser.evaluate("""[...document.querySelectorAll('#view-home section')]
                 .filter(s => !s.hidden && s.id !== 'submit-section' && s.id !== 'log-section')
                 .map(s => s.id)""")
             assert shown == [section], (part, shown)
-            assert browser.evaluate(f"document.getElementById('nav-{part}')"
-                                    ".classList.contains('current')")
 
 
 def test_a_running_tasks_log_is_followed_and_can_be_paused(make_server, tmp_path):

@@ -107,6 +107,24 @@ function ago(seconds) {
   return `${Math.round(s / 3600)}h ago`;
 }
 
+// A config problem as `file:line: message`.
+function problemLine(p) {
+  return `${p.file}${p.line ? ":" + p.line : ""}: ${p.message}`;
+}
+
+// A two-column table of a record: [key, value] rows, each value shown by fieldValue.
+function fillFields(table, rows, cellClass) {
+  table.tBodies[0].replaceChildren(...rows.map(([key, value]) => el("tr", {},
+    el("th", {}, key), el("td", { class: cellClass ? cellClass(key) : "" },
+      value instanceof Node ? value : fieldValue(key, value)))));
+}
+
+// A page's record that could not be loaded: its name and why, in place of the record.
+function showLoadFailure(nameId, name, placeId, error) {
+  $(nameId).textContent = name;
+  $(placeId).replaceChildren(el("span", { class: "problem" }, error.message));
+}
+
 function stateBadge(value) {
   return el("span", { class: `state state-${value}` }, value);
 }
@@ -145,7 +163,7 @@ async function loadTypes() {
   const rows = state.types.map((t) => {
     const def = t.definition;
     const problems = t.problems.map((p) =>
-      el("div", { class: "problem" }, `${p.file}${p.line ? ":" + p.line : ""}: ${p.message}`));
+      el("div", { class: "problem" }, problemLine(p)));
     const start = def ? el("button", { type: "button", onclick: () => chooseType(t.name) }, "Start")
       : null;
     return el("tr", { class: problems.length ? "has-problem" : "" },
@@ -475,7 +493,7 @@ async function loadSchedules() {
     const def = s.definition || {};
     const timing = def.cron ? `cron ${def.cron}` : def.every ? `every ${def.every}s` : "";
     const problems = (s.problems || []).map((p) =>
-      el("div", { class: "problem" }, `${p.file}${p.line ? ":" + p.line : ""}: ${p.message}`));
+      el("div", { class: "problem" }, problemLine(p)));
     return el("tr", {},
       el("td", {}, el("a", { href: `#/schedule/${encodeURIComponent(s.name)}`,
         title: "its definition and runs" }, el("strong", {}, s.name)), ...problems),
@@ -504,22 +522,19 @@ async function loadTypePage() {
   try {
     loaded = await api("GET", `/task_type/${encodeURIComponent(name)}`);
   } catch (e) {
-    $("y-name").textContent = name;
-    $("y-problems").replaceChildren(el("p", { class: "problem" }, e.message));
+    showLoadFailure("y-name", name, "y-problems", e);
     return;
   }
   $("y-name").textContent = loaded.name;
   $("y-problems").replaceChildren(...loaded.problems.map((p) =>
-    el("p", { class: "problem" }, `${p.file}${p.line ? ":" + p.line : ""}: ${p.message}`)));
+    el("p", { class: "problem" }, problemLine(p))));
   const def = loaded.definition || {};
   const rows = [["file", loaded.path], ["version", loaded.version], ["loaded", loaded.loaded_at],
     ...TYPE_FIELDS.filter((key) => key in def).map((key) => [key, key === "required"
       ? Object.fromEntries(Object.entries(def.required).map(([k, v]) =>
         [k, [v.type, v.secret ? "secret" : "", v.description].filter(Boolean).join(", ")]))
       : def[key]])];
-  $("y-fields").tBodies[0].replaceChildren(...rows.map(([key, value]) =>
-    el("tr", {}, el("th", {}, key), el("td", { class: key === "command" ? "mono pre" : "" },
-      fieldValue(key, value)))));
+  fillFields($("y-fields"), rows, (key) => (key === "command" ? "mono pre" : ""));
   $("y-buttons").replaceChildren(loaded.definition ? el("button", { type: "button",
     onclick: () => { location.hash = "#/"; setTimeout(() => chooseType(loaded.name), 300); } },
   "Start") : "");
@@ -548,8 +563,7 @@ async function loadSchedulePage() {
   try {
     schedule = await api("GET", `/schedule/${encodeURIComponent(name)}`);
   } catch (e) {
-    $("s-name").textContent = name;
-    $("s-state").replaceChildren(el("span", { class: "problem" }, e.message));
+    showLoadFailure("s-name", name, "s-state", e);
     return;
   }
   $("s-name").textContent = schedule.name;
@@ -560,8 +574,7 @@ async function loadSchedulePage() {
     ["environment", def.environment], ["next fires", (schedule.next_fires || []).join(", ")],
     ["last fire", schedule.last_fire], ["problems", (schedule.problems || []).map((p) => p.message)],
   ];
-  $("s-fields").tBodies[0].replaceChildren(...rows.map(([key, value]) =>
-    el("tr", {}, el("th", {}, key), el("td", {}, fieldValue(key, value)))));
+  fillFields($("s-fields"), rows);
   $("s-buttons").replaceChildren(...(schedule.definition ? [
     el("button", { type: "button", onclick: () => act(() => runSchedule(schedule.name)) }, "Run now"),
     schedule.paused
@@ -946,8 +959,7 @@ async function loadTaskPage() {
   try {
     task = await api("GET", `/task/${id}`);
   } catch (e) {
-    $("t-id").textContent = `#${id}`;
-    $("t-state").replaceChildren(el("span", { class: "problem" }, e.message));
+    showLoadFailure("t-id", `#${id}`, "t-state", e);
     $("t-fields").tBodies[0].replaceChildren();
     return;
   }
@@ -961,10 +973,8 @@ async function loadTaskPage() {
     ...Object.keys(task).filter((k) => !SHOWN_FIELDS.includes(k) && k !== "attempts" && k !== "waiting")];
   const typeLink = (text) => el("a", { href: `#/type/${encodeURIComponent(task.type)}`,
     title: "the type's page: its versions that ran" }, text);
-  $("t-fields").tBodies[0].replaceChildren(...keys.map((key) =>
-    el("tr", {}, el("th", {}, key), el("td", {},
-      (key === "type" || key === "version") && task[key] ? typeLink(task[key])
-        : fieldValue(key, task[key])))));
+  fillFields($("t-fields"), keys.map((key) => [key,
+    (key === "type" || key === "version") && task[key] ? typeLink(task[key]) : task[key]]));
   if (task.not_before || task.added) {
     const queuedFor = ((task.claimed || Date.now() / 1000) - task.added) / 60;
     $("t-fields").tBodies[0].append(el("tr", {}, el("th", {}, "minutes queued"),
