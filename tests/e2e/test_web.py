@@ -318,6 +318,9 @@ def test_the_tasks_page_filters_and_pages_from_its_url(make_server, tmp_path):
         browser.evaluate("location.hash = '#/tasks?q=OTHER'")  # a text search, in the URL
         browser.wait_for("document.getElementById('browse-count')?.textContent === '1 task'")
         assert browser.evaluate("document.getElementById('f-q').value") == "OTHER"
+        browser.evaluate("location.hash = '#/tasks?added_before=-1h'")  # a time range
+        browser.wait_for("document.getElementById('browse-count')?.textContent === '0 tasks'")
+        assert browser.evaluate("document.getElementById('f-added_before').value") == "-1h"
 
 
 def test_the_page_has_a_dark_theme_and_fits_a_phone(make_server, tmp_path):

@@ -801,7 +801,7 @@ function chooseWindow(window) {
 // The route lives in the URL's hash, so every view can be shared, and back and forward work.
 
 const PAGE_SIZE = 50;
-const TEXT_FILTERS = ["q", "tags", "worker", "by", "schedule", "added_after"];
+const TEXT_FILTERS = ["q", "tags", "worker", "by", "schedule", "added_after", "added_before"];
 
 function route() {
   const hash = location.hash.replace(/^#/, "") || "/";
