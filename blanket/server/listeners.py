@@ -5,12 +5,10 @@ from __future__ import annotations
 
 import contextlib
 import os
-import select
 import socket
 import ssl
 import stat
 import sys
-import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -96,55 +94,7 @@ class HandshakeLaterAdapter(BuiltinSSLAdapter):
         return tls, {"wsgi.url_scheme": "https", "HTTPS": "on"}
 
 
-LINGER = 0.05  # seconds a kept-alive connection stays on its thread for its next request
-LINGER_SLICE = 0.005  # how often a lingering thread looks for connections waiting for one
-_READABLE = select.POLLIN | select.POLLPRI | select.POLLRDHUP
-
-
-class LingeringConnection(HTTPConnection):
-    """A connection that, once a request is answered and the connection kept alive, stays on
-    its HTTP thread for up to LINGER seconds, and answers its next request there.
-
-    cheroot otherwise hands the connection back to its selector thread after each request,
-    which wakes to see the next one come and queues the connection for a pool thread: two
-    thread wake-ups and GIL hand-offs per request. A worker's end report and next claim, or
-    a script submitting one task after another, send their next request within
-    milliseconds: those are answered by a thread already awake. Nothing lingers while
-    connections wait in the pool's queue for a thread, or while the server stops."""
-
-    # (not `linger`: cheroot's own attribute of that name leaves the socket open on close)
-    next_request_wait = LINGER
-
-    def communicate(self) -> bool:
-        while True:
-            keep = super().communicate()
-            if not keep or not self._next_request_comes():
-                return keep
-
-    def _next_request_comes(self) -> bool:
-        """Whether the next request is here, or comes within `linger`, with no other
-        connection waiting for a thread meanwhile."""
-        if self.rfile.has_data():
-            return True
-        pending = getattr(self.socket, "pending", None)  # TLS: bytes already decrypted
-        if pending is not None and pending():
-            return True
-        server = self.server
-        poll = select.poll()
-        try:
-            poll.register(self.socket, _READABLE)
-            deadline = time.monotonic() + self.next_request_wait
-            while server.ready and not server.requests.qsize:
-                if poll.poll(LINGER_SLICE * 1000):
-                    return True
-                if time.monotonic() >= deadline:
-                    break
-        except (OSError, ValueError):  # closed meanwhile: the selector will see it
-            pass
-        return False
-
-
-class HandshakeFirstConnection(LingeringConnection):
+class HandshakeFirstConnection(HTTPConnection):
     """A TLS connection that completes its handshake before its first request is read."""
 
     shaken = False
@@ -210,13 +160,9 @@ def make_http_servers(settings: Settings, app: Callable) -> list[wsgi.Server]:
             server_context(*files)  # a clear message when the pair does not load
             tcp.ssl_adapter = HandshakeLaterAdapter(str(files[0]), str(files[1]))
             tcp.ConnectionClass = HandshakeFirstConnection
-        else:
-            tcp.ConnectionClass = LingeringConnection
         servers.append(tcp)
     if settings.unix_socket is not None:
-        unix = UnixSocketServer(str(settings.unix_socket.absolute()), app, **options)
-        unix.ConnectionClass = LingeringConnection
-        servers.append(unix)
+        servers.append(UnixSocketServer(str(settings.unix_socket.absolute()), app, **options))
     return servers
 
 
