@@ -217,6 +217,11 @@ def _read_data(data: str | None) -> dict:
 @click.option("-f", "--file", "files", multiple=True, type=click.Path(exists=True,
               dir_okay=False, path_type=Path), help="a file for the task's directory")
 @click.option("--not-before", help="earliest start: ISO 8601 with offset, or +2h")
+@click.option("--timeout", "task_timeout", metavar="DURATION",
+              help="this task's timeout (90s, 5m, 2h), within its type's max_timeout")
+@click.option("--retries", type=click.IntRange(0, 1000),
+              help="this task's retries, within its type's max_retries")
+@click.option("--retry-delay", metavar="DURATION", help="time between this task's attempts")
 @click.option("--wait", metavar="[SECONDS]",
               help="wait until the task ends (at most SECONDS: --wait=30, --wait 5m), showing "
                    "its progress; exit with its exit code (124 timed out, 125 still running)")
@@ -224,12 +229,15 @@ def _read_data(data: str | None) -> dict:
 @pass_ctx
 def submit(ctx: Context, type_name: str | None, from_file: BinaryIO | None, data: str | None,
            env: tuple[str, ...], files: tuple[Path, ...], not_before: str | None,
+           task_timeout: str | None, retries: int | None, retry_delay: str | None,
            wait: str | None, as_json: bool) -> None:
     """Queue a task of TYPE, or the tasks of a file (--from)."""
     if from_file is not None:
-        if type_name or data or env or files or not_before or wait:
+        if type_name or data or env or files or not_before or wait or task_timeout or \
+                retries is not None or retry_delay:
             raise click.UsageError("--from takes its tasks from the file alone: give no TYPE, "
-                                   "-d, -e, -f, --not-before or --wait with it")
+                                   "-d, -e, -f, --not-before, --timeout, --retries, "
+                                   "--retry-delay or --wait with it")
         _submit_file(ctx, from_file, as_json)
         return
     if not type_name:
@@ -248,6 +256,10 @@ def submit(ctx: Context, type_name: str | None, from_file: BinaryIO | None, data
         payload["environment"] = environment
     if not_before:
         payload["not_before"] = not_before
+    for key, value in (("timeout", task_timeout), ("retries", retries),
+                       ("retry_delay", retry_delay)):
+        if value is not None:
+            payload[key] = value
     limit = wait_limit(wait)
     client = ctx.client()
     if files:

@@ -38,6 +38,10 @@ class TaskType:
     timeout: float | None = None
     retries: int = 0
     retry_delay: float = 0.0
+    # How far a submission may raise its own task's timeout and retries (None: it may only
+    # lower them).
+    max_timeout: float | None = None
+    max_retries: int | None = None
     max_concurrent: int | None = None
     estimate: float | None = None
     weight: int = 1

@@ -23,7 +23,8 @@ VARIABLE_TYPES = ("string", "integer", "number", "boolean")
 
 TOP_KEYS = (
     "description", "command", "executor", "tags", "timeout", "retries", "retry_delay",
-    "max_concurrent", "estimate", "weight", "combine_output", "environment", "files",
+    "max_timeout", "max_retries", "max_concurrent", "estimate", "weight", "combine_output",
+    "environment", "files",
     "results", "checks", "allow_extra_environment",
 )
 ENVIRONMENT_KEYS = ("defaults", "required")
@@ -75,6 +76,7 @@ class _TypeChecker(Checker):
             "tags": self.string_list, "results": self.string_list, "checks": self.string_list,
             "timeout": self.duration, "retry_delay": self.duration, "estimate": self.duration,
             "retries": self._at_least(0), "max_concurrent": self._at_least(1),
+            "max_timeout": self.duration, "max_retries": self._at_least(0),
             "weight": self._at_least(1), "combine_output": self.boolean,
         }
         for key, check in checks.items():

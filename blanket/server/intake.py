@@ -26,7 +26,10 @@ from blanket.store.base import NewTask, Store
 from blanket.taskdir import RESERVED_NAMES, DataDir
 
 _TAG = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:-]*")
-REQUEST_KEYS = ("type", "environment", "tags", "not_before", "priority")
+REQUEST_KEYS = ("type", "environment", "tags", "not_before", "priority", "timeout", "retries",
+                "retry_delay")
+MAX_TASK_RETRIES = 1000  # retries one submission may ask for, whatever its type allows
+MAX_RETRY_DELAY = 7 * 86400.0  # seconds between a task's attempts at most
 SCHEDULE_PREFIX = "schedule."  # the type name of a command schedule's own command
 ESTIMATE_TTL = 30.0  # seconds a type's history-based estimate is reused
 LATEST_TIME = 253_402_300_800.0  # 10000-01-01T00:00:00Z: later times cannot be shown as dates
@@ -55,6 +58,10 @@ class TaskRequest:
     # Set by config files (a schedule's environment) and reruns of accepted tasks: any name
     # goes. A submission may set only the names its type declares or allows.
     trusted_environment: bool = False
+    # This task's own limits, within what its type allows (None: the type's).
+    timeout: float | None = None
+    retries: int | None = None
+    retry_delay: float | None = None
 
 
 class TypeLookup(Protocol):
@@ -174,7 +181,65 @@ def parse_task_request(data: Any, now: float) -> TaskRequest:
     return TaskRequest(
         type=type_name, environment=environment, tags=tuple(tags), priority=priority,
         not_before=None if not_before in (None, "") else parse_time(not_before, now),
+        timeout=_duration_field(data, "timeout", least=0.001),
+        retries=_retries_field(data),
+        retry_delay=_duration_field(data, "retry_delay", most=MAX_RETRY_DELAY),
     )
+
+
+def _duration_field(data: dict, key: str, least: float = 0.0,
+                    most: float | None = None) -> float | None:
+    """A task's own duration setting: seconds or "90s", "5m", "2h"; None when absent."""
+    value = data.get(key)
+    if value is None:
+        return None
+    try:
+        seconds = parse_duration(value)
+    except ValueError as e:
+        raise InvalidInput(f'"{key}": {e}') from None
+    if seconds < least:
+        raise InvalidInput(f'"{key}" must be more than 0 seconds')
+    if most is not None and seconds > most:
+        raise InvalidInput(f'"{key}" is at most {most:g} seconds')
+    return seconds
+
+
+def _retries_field(data: dict) -> int | None:
+    value = data.get("retries")
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or \
+            not 0 <= value <= MAX_TASK_RETRIES:
+        raise InvalidInput(f'"retries" must be a whole number from 0 to {MAX_TASK_RETRIES}')
+    return value
+
+
+def own_limits(task_type: TaskType, request: TaskRequest) -> tuple[float | None, int, float]:
+    """The timeout, retries and retry delay of a task: its type's, or the submission's own
+    within the type's max_timeout and max_retries (without them, a task may only lower its
+    type's values)."""
+    timeout = task_type.timeout
+    if request.timeout is not None:
+        bound = task_type.max_timeout if task_type.max_timeout is not None else task_type.timeout
+        if bound is not None and request.timeout > bound:
+            which = "max_timeout" if task_type.max_timeout is not None else "timeout"
+            raise InvalidInput(
+                f'"timeout" {request.timeout:g}s is more than type {task_type.name!r} allows '
+                f"({bound:g}s, its {which}); ask for less, or raise max_timeout in its file")
+        timeout = request.timeout
+    retries = task_type.retries
+    if request.retries is not None:
+        bound_retries = (task_type.max_retries if task_type.max_retries is not None
+                         else task_type.retries)
+        if request.retries > bound_retries:
+            which = "max_retries" if task_type.max_retries is not None else "retries"
+            raise InvalidInput(
+                f'"retries" {request.retries} is more than type {task_type.name!r} allows '
+                f"({bound_retries}, its {which}); ask for fewer, or raise max_retries in its "
+                "file")
+        retries = request.retries
+    delay = task_type.retry_delay if request.retry_delay is None else request.retry_delay
+    return timeout, retries, delay
 
 
 def clean_environment(task_type: TaskType, submitted: dict[str, Any],
@@ -360,6 +425,7 @@ class Intake:
         environment = clean_environment(task_type, request.environment,
                                         request.trusted_environment)
         check_priority(request.priority)  # schedules build requests without parse_task_request
+        timeout, retries, retry_delay = own_limits(task_type, request)
         runnable = max(now, request.not_before or now)
         return NewTask(
             type=task_type.name, environment=environment,
@@ -367,8 +433,8 @@ class Intake:
             score=task_score(runnable, self._estimate(task_type, now), task_type.weight,
                              request.priority, request.front),
             added=now, not_before=request.not_before, schedule=request.schedule,
-            retries=task_type.retries, retry_delay=task_type.retry_delay,
-            timeout=task_type.timeout, priority=request.priority, inputs=inputs,
+            retries=retries, retry_delay=retry_delay,
+            timeout=timeout, priority=request.priority, inputs=inputs,
             dedupe_key=request.dedupe_key, submitted_by=request.submitted_by,
             secrets=tuple(sorted(task_type.secrets & environment.keys())),
         )

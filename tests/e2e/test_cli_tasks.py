@@ -298,3 +298,23 @@ def test_a_queued_task_says_how_many_are_ahead_of_it(make_server):
     waiting = task(server, ids[2])["waiting"]
     assert waiting["code"] == "busy" and waiting["ahead"] == 2 and "behind 2" in \
         waiting["message"]
+
+
+# --- a task's own limits -------------------------------------------------------------------
+
+def test_a_submission_sets_its_own_timeout_and_retries_within_its_types_bounds(make_server):
+    bounded = ('command = "sleep 30"\ntags = ["unix"]\ntimeout = "1m"\nmax_timeout = "2m"\n'
+               'max_retries = 2\n')
+    server = make_server(types={"bounded": bounded})
+    make_server.worker(server, tags="unix")
+    done = blanket("submit", "bounded", "--timeout", "1s", "--retries", "0", "--wait",
+                   server=server, ok=False)
+    assert done.returncode == 124  # its own 1 s timeout, not the type's minute
+    record = task(server, done.stdout.strip())
+    assert (record["timeout"], record["retries"]) == (1.0, 0)
+    refused = blanket("submit", "bounded", "--timeout", "3m", server=server, ok=False)
+    assert refused.returncode == 1 and "max_timeout" in refused.stderr
+    status = server.client.request("POST", "/task/", body={"type": "bounded", "retries": 3},
+                                   ok=(400,))[0]
+    assert status == 400
+    assert server.client.get("/task/?count")["count"] == 1  # nothing stored for refusals

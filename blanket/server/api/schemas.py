@@ -68,6 +68,8 @@ def _inlined(schema: dict[str, Any]) -> dict[str, Any]:
     return resolve(schema)
 
 
+DURATION = {"oneOf": [{"type": "number", "minimum": 0, "maximum": 10**9},
+                      {"type": "string", "maxLength": 50}]}
 SUBMISSION = Body({
     "type": {**SHORT_TEXT, "description": "the task type to run"},
     "environment": {"type": "object", "maxProperties": 1000,
@@ -77,6 +79,11 @@ SUBMISSION = Body({
                        {"type": "string", "maxLength": 10_000}]},
     "not_before": {**TIME, "description": "Unix seconds, ISO 8601 with an offset, or +2h"},
     "priority": {"type": "integer", "minimum": -MAX_PRIORITY, "maximum": MAX_PRIORITY},
+    "timeout": {**DURATION, "description": "this task's timeout (seconds or 90s, 5m, 2h), "
+                "within its type's max_timeout"},
+    "retries": {"type": "integer", "minimum": 0, "maximum": 1000,
+                "description": "this task's retries, within its type's max_retries"},
+    "retry_delay": {**DURATION, "description": "seconds (or 30s, 5m) between its attempts"},
 }, ("type",))
 
 PROGRESS = MessageBody(protocol.Progress)
