@@ -319,6 +319,26 @@ def task() -> None:
 task.add_command(submit, "run")
 
 
+@task.command(name="stop")
+@click.argument("words", nargs=-1, required=True, metavar="[TYPE] ID...")
+@pass_ctx
+def task_stop(ctx: Context, words: tuple[str, ...]) -> None:
+    """Stop tasks (the seed's spelling, `task stop TYPE ID`: the type, if given, is checked)."""
+    type_name = words[0] if not words[0].isdigit() else None
+    ids = words[1:] if type_name else words
+    if not ids:
+        raise click.UsageError("name the task: blanket task stop [TYPE] ID")
+    client = ctx.client()
+    for task_id in ids:
+        if type_name is not None:
+            found = client.get(f"/task/{quote(task_id, safe='')}")
+            if found["type"] != type_name:
+                raise click.UsageError(f"task {task_id} is of type {found['type']!r}, "
+                                       f"not {type_name!r}")
+        stopped = client.post(f"/task/{quote(task_id, safe='')}/stop")
+        click.echo(f"{stopped['id']} {stopped['state']}")
+
+
 def _when(ts: float | None) -> str:
     if ts is None:
         return "-"
@@ -449,6 +469,10 @@ def token_revoke(ctx: Context, names: tuple[str, ...]) -> None:
 def rm(ctx: Context, ids: tuple[str, ...], force: bool) -> None:
     """Remove tasks and their files (`rm worker ID` stops a worker)."""
     client = ctx.client()
+    if ids[0] == "task":  # the seed's spelling: rm task ID
+        ids = ids[1:]
+        if not ids:
+            raise click.UsageError("name the task: blanket rm task ID")
     if ids[0] == "worker":
         for worker_id in ids[1:]:
             client.delete(f"/worker/{worker_id}" + ("?mode=handback" if force else ""))
@@ -622,12 +646,21 @@ def wait_command(ctx: Context, task_ids: tuple[str, ...], limit: str | None,
 
 
 @cli.command(name="ls")
-@click.argument("what", type=click.Choice(["types", "workers", "schedules"]))
+@click.argument("what", type=click.Choice(["types", "workers", "schedules", "tasks",
+                                           "tasktypes"]))
 @click.option("-q", "--quiet", is_flag=True, help="names (worker ids) only")
 @click.option("--json", "as_json", is_flag=True, help="print them as JSON")
 @pass_ctx
-def ls(ctx: Context, what: str, quiet: bool, as_json: bool) -> None:
-    """List types, workers or schedules."""
+@click.pass_context
+def ls(click_ctx: click.Context, ctx: Context, what: str, quiet: bool, as_json: bool) -> None:
+    """List types, workers or schedules (`ls tasks` is `ps -a`; `ls tasktypes` is `ls types`,
+    as the seed spells them)."""
+    if what == "tasks":
+        click_ctx.invoke(ps, show_all=True, quiet=quiet, state=(), types=(), limit=100,
+                         as_json=as_json)
+        return
+    if what == "tasktypes":
+        what = "types"
     path = {"types": "/task_type/", "workers": "/worker/", "schedules": "/schedule/"}[what]
     entries = ctx.client().get(path)
     if as_json:

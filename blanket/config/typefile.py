@@ -57,6 +57,12 @@ class _TypeChecker(Checker):
         self.secret_defaults: set[str] = set()
 
     def task_type(self, name: str, data: dict) -> TaskType:
+        if "max_concurrent_tasks" in data:  # the seed's spelling
+            if "max_concurrent" in data:
+                self.problem(self.top_line("max_concurrent_tasks"),
+                             "max_concurrent_tasks and max_concurrent say the same: keep one")
+            data = {("max_concurrent" if k == "max_concurrent_tasks" else k): v
+                    for k, v in data.items()}
         self.unknown_keys(data, TOP_KEYS)
         fields: dict = {"name": name, "command": self._command(data)}
         fields.update(self._scalars(data))

@@ -32,6 +32,7 @@ SPEC = {
     ("GET", "/stats"): "viewer",
     ("GET", "/task/"): "viewer",
     ("GET", "/task/<task_id>"): "viewer",
+    ("POST", "/tasks/<type_name>/"): "submitter",
     ("GET", "/task/<task_id>/log/<stream>"): "viewer",
     ("GET", "/task/<task_id>/files/"): "viewer",
     ("GET", "/task/<task_id>/files/<path:path>"): "viewer|worker",

@@ -36,8 +36,15 @@ class Body:
     """A route's request body: its JSON Schema and the validator compiled from it. (Not a
     dict: Bottle flattens dicts given as route config.)"""
 
-    def __init__(self, properties: dict[str, Any], required: tuple[str, ...] = ()):
+    def __init__(self, properties: dict[str, Any], required: tuple[str, ...] = (),
+                 extra: dict[str, Any] | None = None):
+        """`extra`: the schema of any other property (none allowed without it)."""
         self.schema = _object(properties, required)
+        if extra is not None:
+            self.schema["additionalProperties"] = extra
+            self.schema["maxProperties"] = 1000
+            self.schema["propertyNames"] = {"pattern": f"^{ENV_NAME.pattern}$",
+                                            "maxLength": 200}
         self.validate = fastjsonschema.compile(self.schema)
 
 
@@ -86,6 +93,9 @@ SUBMISSION = Body({
     "retry_delay": {**DURATION, "description": "seconds (or 30s, 5m) between its attempts"},
 }, ("type",))
 
+# POST /tasks/TYPE/ (the seed's spelling): the body is the environment alone.
+ENVIRONMENT_ONLY = Body({}, (), extra=ENV_VALUE)
+
 PROGRESS = MessageBody(protocol.Progress)
 REGISTER = MessageBody(protocol.Register)
 ATTEMPT = MessageBody(protocol.AttemptReport)
@@ -117,7 +127,8 @@ def _seconds(most: int) -> dict[str, Any]:
 
 
 WAIT = [_param("wait", _seconds(86400), "hold the answer until the task ends, at most this "
-                                        "many seconds")]
+                                        "many seconds"),
+        _param("sync", _seconds(86400), "the same as wait (the seed's spelling)")]
 POLL = [_param("wait", _seconds(60), "long poll up to this many seconds")]
 TASK_LIST = [
     _param("state", {"type": "string", "maxLength": 200}, f"comma separated: {TASK_STATES}"),

@@ -52,6 +52,8 @@ def install(app: bottle.Bottle, services: Services) -> None:
     app.route("/task/", "GET", routes.list_tasks, role=VIEWER, query=S.TASK_LIST)
     app.route("/task/", "POST", routes.submit, role=SUBMITTER, body=S.SUBMISSION,
               query=S.WAIT, bulk=MAX_BULK)
+    app.route("/tasks/<type_name>/", "POST", routes.submit_environment, role=SUBMITTER,
+              body=S.ENVIRONMENT_ONLY, query=S.WAIT)
     app.route("/task/<task_id>", "GET", routes.show, role=VIEWER, query=S.WAIT)
     app.route("/task/<task_id>", "DELETE", routes.remove, role=SUBMITTER, query=S.FORCE)
     app.route("/task/<task_id>/stop", "POST", routes.stop, role=SUBMITTER)
@@ -84,13 +86,19 @@ class TaskRoutes:
         """Submit a task (JSON, a form field `data`, or multipart with files), or many at
         once (a JSON array, or NDJSON: one task object a line)."""
         wait = query_float("wait", None, MAX_WAIT)
+        if wait is None:  # ?sync: the seed's spelling of ?wait
+            wait = query_float("sync", None, MAX_WAIT)
         items = self.read_many()
         if items is not None:
             if wait is not None:
                 raise InvalidInput("?wait waits for one task; submit the tasks, then wait for "
                                    "each (GET /task/ID?wait... or blanket wait ID...)")
             return self.submit_all(items)
-        request = self.read_request(front=wait is not None)
+        return self.submit_one(self.read_request(front=wait is not None), wait)
+
+    def submit_one(self, request: TaskRequest, wait: float | None):
+        """Store one submission the caller may make (Idempotency-Key honoured); with
+        `wait`, answer once it ended."""
         caller = identity()
         if not caller.may_submit(request.type):
             raise Forbidden(f"token {caller.name!r} may not submit tasks of type "
@@ -108,6 +116,17 @@ class TaskRoutes:
         if wait is not None:
             task = self.wait_until_ended(task, wait)
         return json_response(self.shown([task])[0], 201)
+
+    def submit_environment(self, type_name: str):
+        """The seed's spelling, `POST /tasks/TYPE/` with the environment as the body: the
+        same as POST /task/ with {"type": TYPE, "environment": body}."""
+        body = read_json_body(required=False)  # checked: an object of NAME: value
+        wait = query_float("wait", None, MAX_WAIT)
+        if wait is None:
+            wait = query_float("sync", None, MAX_WAIT)
+        request = replace(parse_task_request({"type": type_name, "environment": body},
+                                             time.time()), front=wait is not None)
+        return self.submit_one(request, wait)
 
     def read_many(self) -> list[Any] | None:
         """The items of a bulk submission: a JSON array, or NDJSON (one JSON object a line,
