@@ -17,7 +17,7 @@ import click
 from blanket import completion
 from blanket.auth import client_token
 from blanket.client import Client, ClientError
-from blanket.config.settings import Settings, load_settings
+from blanket.config.settings import LogDestination, Settings, load_settings
 from blanket.errors import BlanketError
 from blanket.logs import configure_logging
 from blanket.server.intake import REQUEST_KEYS
@@ -126,8 +126,21 @@ def server(ctx: Context, **flags: Any) -> None:
     flags["listen"] = flags["listen"] or None  # unset flags leave the settings as they are
     flags["insecure"] = flags["insecure"] or None
     settings = ctx.settings(**flags)
-    configure_logging(settings.log, ctx.verbosity, settings.data_dir)
+    configure_logging(with_log_file(settings.log), ctx.verbosity, settings.data_dir)
     run_server(settings)
+
+
+SERVER_LOG = "log/blanket.log"  # in the data dir
+
+
+def with_log_file(destinations: tuple[LogDestination, ...]) -> tuple[LogDestination, ...]:
+    """The server's log destinations: as configured, plus JSON lines in the data dir's
+    log/blanket.log (rotated) when none of them is a file, so the log outlives the
+    terminal. Its level is the console's."""
+    if any(d.destination not in ("stderr", "stdout") for d in destinations):
+        return destinations
+    level = destinations[0].level if destinations else "info"
+    return (*destinations, LogDestination(destination=SERVER_LOG, level=level, format="json"))
 
 
 @cli.command()

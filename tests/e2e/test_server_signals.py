@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import threading
 import time
 
 import pytest
+
+from tests.conftest import wait_until
 
 ECHO = 'command = "echo hi"\n'
 
@@ -35,3 +38,12 @@ def test_a_signal_stops_the_server_cleanly_and_releases_long_polls(make_server, 
     poller.join(10)
     assert answers == [204]
     assert "blanket stopped" in server.log_text()
+
+
+def test_the_server_logs_to_a_file_in_its_data_dir_by_default(make_server):
+    server = make_server()
+    log = server.data_dir / "log" / "blanket.log"
+    wait_until(lambda: log.exists() and "blanket serving" in log.read_text(), timeout=20)
+    lines = [json.loads(line) for line in log.read_text().splitlines() if line.strip()]
+    serving = next(line for line in lines if line["event"] == "blanket serving")
+    assert serving["level"] == "info" and "timestamp" in serving
