@@ -126,7 +126,13 @@ def server(ctx: Context, **flags: Any) -> None:
     flags["listen"] = flags["listen"] or None  # unset flags leave the settings as they are
     flags["insecure"] = flags["insecure"] or None
     settings = ctx.settings(**flags)
-    configure_logging(with_log_file(settings.log), ctx.verbosity, settings.data_dir)
+    destinations = with_log_file(settings.log)
+    # Before a log file's folder is made in it: a data dir made on the way would be
+    # readable by others (it holds the store and the admin token).
+    settings.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+    if destinations != settings.log:
+        (settings.data_dir / SERVER_LOG).parent.mkdir(mode=0o700, exist_ok=True)
+    configure_logging(destinations, ctx.verbosity, settings.data_dir)
     run_server(settings)
 
 

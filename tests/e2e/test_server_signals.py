@@ -47,3 +47,7 @@ def test_the_server_logs_to_a_file_in_its_data_dir_by_default(make_server):
     lines = [json.loads(line) for line in log.read_text().splitlines() if line.strip()]
     serving = next(line for line in lines if line["event"] == "blanket serving")
     assert serving["level"] == "info" and "timestamp" in serving
+    # made owner-only, like the data dir (which the log's folder must not make first)
+    assert log.parent.stat().st_mode & 0o777 == 0o700
+    assert server.data_dir.stat().st_mode & 0o777 == 0o700
+    assert "can be read by other users" not in server.log_text()
