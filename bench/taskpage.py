@@ -1,7 +1,7 @@
 """Server time of the Tasks page's two requests (the count, and the first page of 50) with
 100,000 tasks in the store, for each filter the page offers: none, state, type, tag,
-worker, submitter, schedule, a start time, a text search, and sorted by a column. Target: under 300 ms for
-the page (both requests) with any filter.
+worker, submitter, schedule, a start time, a text search, and sorted by a column. Target:
+under 300 ms for the page (both requests) with any filter.
 
     python -P bench/taskpage.py [--tasks 100000] [--repeat 5] [--dir DIR]
 
