@@ -513,8 +513,8 @@ async function loadSchedules() {
 // ---- one type's page: its definition (secret defaults masked), versions that ran, start
 
 const TYPE_FIELDS = ["description", "command", "executor", "tags", "timeout", "retries",
-  "retry_delay", "max_concurrent", "combine_output", "required", "defaults", "files",
-  "results", "checks"];
+  "retry_delay", "max_timeout", "max_retries", "max_concurrent", "combine_output", "required",
+  "defaults", "files", "results", "checks"];
 
 async function loadTypePage() {
   const { name } = route();
