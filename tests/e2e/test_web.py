@@ -341,8 +341,10 @@ def test_the_page_has_a_dark_theme_and_fits_a_phone(make_server, tmp_path):
         assert browser.evaluate("localStorage.getItem('blanket-theme')") == "light"
         browser.send("Emulation.setDeviceMetricsOverride", {
             "width": 390, "height": 800, "deviceScaleFactor": 1, "mobile": True})
-        browser.evaluate("location.reload()")
-        browser.wait_for("document.querySelector('#tasks tbody tr[id^=\"task-\"]') !== null")
+        browser.evaluate("window.beforeReload = true; location.reload()")
+        # the new page, not the old one still showing while it loads
+        browser.wait_for("window.beforeReload === undefined && "
+                         "document.querySelector('#tasks tbody button') !== null")
         # no sideways scrolling of the page: wide tables scroll inside their section
         wide = browser.evaluate("""[...document.querySelectorAll('body *')]
             .filter(e => e.getBoundingClientRect().right > 391 && !e.closest('section'))
