@@ -184,7 +184,8 @@ class Server:
                         prepared.stop()
                 if isinstance(e, InvalidInput):
                     raise
-                hint = ("is another server using it? Choose another address with --port or "
+                hint = ("is another server using it? Choose another port with --port (or "
+                        "BLANKET_PORT, or port in blanket.toml), or another address with "
                         "--listen" if "in use" in str(e) else "check the address")
                 raise InvalidInput(f"cannot listen on {describe(http)} ({e}): {hint}") from None
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import subprocess
 import sys
 import threading
@@ -310,3 +311,18 @@ def test_submit_from_a_file_with_wrong_tasks_names_each_and_stores_none(make_ser
     mixed = blanket("submit", "count", "--from", "tasks.ndjson", server=server, cwd=tmp_path,
                     ok=False)
     assert mixed.returncode == 2 and "--from takes its tasks from the file alone" in mixed.stderr
+
+
+def test_a_port_in_use_names_the_flag_and_the_variable(tmp_path):
+    taken = socket.socket()
+    taken.bind(("127.0.0.1", 0))
+    taken.listen(1)
+    port = taken.getsockname()[1]
+    try:
+        done = blanket("server", "--port", str(port), "--data-dir", str(tmp_path / "var"),
+                       "--config-dir", str(tmp_path / "conf.d"), "--inbox-dir",
+                       str(tmp_path / "inbox"), cwd=tmp_path, ok=False)
+    finally:
+        taken.close()
+    assert done.returncode == 1 and "Traceback" not in done.stderr
+    assert "--port" in done.stderr and "BLANKET_PORT" in done.stderr
