@@ -358,6 +358,17 @@ def task_stop(ctx: Context, words: tuple[str, ...]) -> None:
         click.echo(f"{stopped['id']} {stopped['state']}")
 
 
+def printed_plainly(entries: list[dict], as_json: bool, quiet: bool, key: str) -> bool:
+    """Print a listing as JSON (--json) or one `key` a line (-q); False when neither was
+    asked for and the caller prints its table."""
+    if as_json:
+        click.echo(json.dumps(entries, indent=2))
+    elif quiet:
+        for entry in entries:
+            click.echo(entry[key])
+    return as_json or quiet
+
+
 def _when(ts: float | None) -> str:
     if ts is None:
         return "-"
@@ -385,12 +396,7 @@ def ps(ctx: Context, show_all: bool, quiet: bool, state: tuple[str, ...],
     if types:
         query += "&type=" + ",".join(types)
     tasks = ctx.client().get("/task/" + query)
-    if as_json:
-        click.echo(json.dumps(tasks, indent=2))
-        return
-    if quiet:
-        for t in tasks:
-            click.echo(t["id"])
+    if printed_plainly(tasks, as_json, quiet, "id"):
         return
     rows = []
     for t in tasks:
@@ -456,12 +462,7 @@ def token_create(ctx: Context, name: str, role: str, types: str | None, tags: st
 def token_ls(ctx: Context, show_all: bool, quiet: bool, as_json: bool) -> None:
     """List tokens (never their secrets)."""
     tokens = [t for t in ctx.client().get("/token/") if show_all or not t["revoked"]]
-    if as_json:
-        click.echo(json.dumps(tokens, indent=2))
-        return
-    if quiet:
-        for t in tokens:
-            click.echo(t["name"])
+    if printed_plainly(tokens, as_json, quiet, "name"):
         return
     rows = [[t["name"], t["role"], ",".join(t["types"]) or "*", ",".join(t["tags"]) or "*",
              _when(t["created"]), _when(t["expires"]) if t["expires"] else "never",
@@ -682,12 +683,7 @@ def ls(click_ctx: click.Context, ctx: Context, what: str, quiet: bool, as_json: 
         what = "types"
     path = {"types": "/task_type/", "workers": "/worker/", "schedules": "/schedule/"}[what]
     entries = ctx.client().get(path)
-    if as_json:
-        click.echo(json.dumps(entries, indent=2))
-        return
-    if quiet:
-        for entry in entries:
-            click.echo(entry["id"] if what == "workers" else entry["name"])
+    if printed_plainly(entries, as_json, quiet, "id" if what == "workers" else "name"):
         return
     if what == "types":
         rows = [[t["name"], (t.get("version") or "-")[:12], _problem_mark(t),

@@ -75,7 +75,8 @@ def build_services(settings: Settings, schedule_parser=None) -> Services:
     queue = Queue(store, types.current, types.limits, types.versions, task_dir=intake.task_dir)
     registry = WorkerRegistry(store, queue, wakeups, settings.lost_after)
     tasks = TasksView(store)
-    waiting = WaitReasons(registry.listed, types.limits, running_count(tasks.count))
+    waiting = WaitReasons(registry.listed, types.limits, running_count(tasks.count),
+                          ahead=tasks.queued_ahead)
     return Services(settings, store, catalog, intake, queue, wakeups, Tokens(store), registry,
                     tasks, TaskLogs(intake.task_dir), ScheduleBook(store, catalog, intake),
                     waiting)

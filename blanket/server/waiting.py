@@ -20,20 +20,26 @@ WORKERS_FRESH = 1.0  # seconds the list of workers is reused: every submission e
 class Waiting:
     code: str  # not_before | no_worker | paused | max_concurrent | busy
     message: str
+    ahead: int | None = None  # queued tasks before it, when asked for
 
-    def to_json(self) -> dict[str, str]:
-        return {"code": self.code, "message": self.message}
+    def to_json(self) -> dict[str, object]:
+        shown: dict[str, object] = {"code": self.code, "message": self.message}
+        if self.ahead is not None:
+            shown["ahead"] = self.ahead
+        return shown
 
 
 class WaitReasons:
     """Explains queued tasks, reading the workers and the running counts once per call."""
 
     def __init__(self, workers: Callable[[], list[Worker]], limits: Callable[[], dict[str, int]],
-                 running: Callable[[str], int], clock: Callable[[], float] = time.time):
+                 running: Callable[[str], int], clock: Callable[[], float] = time.time,
+                 ahead: Callable[[Task], int] | None = None):
         self.workers = workers  # every registered worker, as shown (lost when silent)
         self.limits = limits  # max_concurrent of each capped type
         self.running = running  # tasks of a type claimed or running now
         self.clock = clock
+        self.ahead = ahead  # queued tasks before this one in line (a count query)
         self._workers: tuple[float, list[Worker]] | None = None  # (read at, the list)
 
     def _up(self, now: float) -> list[Worker]:
@@ -44,8 +50,11 @@ class WaitReasons:
             self._workers = cached
         return cached[1]
 
-    def explain(self, tasks: Sequence[Task]) -> dict[int, Waiting]:
-        """Why each queued task of `tasks` waits, by id (others are left out)."""
+    def explain(self, tasks: Sequence[Task], place_in_line: bool = False
+                ) -> dict[int, Waiting]:
+        """Why each queued task of `tasks` waits, by id (others are left out); with
+        `place_in_line`, one waiting for a free worker also says how many are ahead of it
+        (a query each: for one task's answer, not for lists)."""
         queued = [t for t in tasks if t.state == TaskState.QUEUED]
         if not queued:
             return {}
@@ -55,7 +64,12 @@ class WaitReasons:
         running: dict[str, int] = {}
         reasons = {}
         for task in queued:
-            reasons[task.id] = self._why(task, now, up, limits, running)
+            reason = self._why(task, now, up, limits, running)
+            if place_in_line and reason.code == "busy" and self.ahead is not None:
+                count = self.ahead(task)
+                reason = Waiting("busy", f"{reason.message}, behind {count} queued "
+                                         f"task{'s' if count != 1 else ''}", ahead=count)
+            reasons[task.id] = reason
         return reasons
 
     def _why(self, task: Task, now: float, up: list[Worker], limits: dict[str, int],

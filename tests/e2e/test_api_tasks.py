@@ -583,3 +583,23 @@ def test_a_listing_takes_a_time_in_the_past_as_minus_a_duration(shared):
     assert shared.client.get("/task/?count&added_before=-1h")["count"] == 0
     status, body = call(shared, "GET", "/task/?added_after=-soon")
     assert status == 400 and "added_after" in body["error"]["message"]
+
+
+@pytest.mark.parametrize(("path", "words"), [
+    ("/task/?sort=environment", "sort"),
+    ("/task/?sort=id;DROP%20TABLE%20tasks", "sort"),
+    ("/task/?q=" + "x" * 201, "?q="),
+    ("/task/?order=sideways", "order"),
+    ("/stats?window=week", "window"),
+])
+def test_listing_and_stats_parameters_outside_their_limits_are_400(shared, path, words):
+    status, body = call(shared, "GET", path)
+    assert status == 400 and words in body["error"]["message"], body
+
+
+def test_the_seeds_post_tasks_type_refuses_what_is_not_an_environment(shared):
+    for body in ("[1]", '"x"', '{"not a name": "v"}', json.dumps({f"V{i}": "x" for i in
+                                                                  range(1001)})):
+        status, answer = call(shared, "POST", "/tasks/echo/", body)
+        assert status == 400, (body[:40], answer)
+    assert call(shared, "POST", "/tasks/no_such_type/", "{}")[0] == 400

@@ -80,3 +80,19 @@ def test_the_workers_are_read_at_most_once_a_second():
     now[0] += 1.5
     found.explain([task(1)])
     assert reads == [NOW, NOW + 1.5]
+
+
+def test_one_task_waiting_for_a_free_worker_says_how_many_are_ahead():
+    asked = []
+
+    def ahead(task: Task) -> int:
+        asked.append(task.id)
+        return 3
+
+    found = WaitReasons(lambda: [worker("a", ())], dict, lambda _: 0, clock=lambda: NOW,
+                        ahead=ahead)
+    assert found.explain([task(1)])[1].to_json() == {
+        "code": "busy", "message": "waits for a worker with its tags to be free"}
+    one = found.explain([task(1)], place_in_line=True)[1]
+    assert one.ahead == 3 and one.message.endswith("behind 3 queued tasks")
+    assert asked == [1]  # only when asked for: lists never pay a count per task

@@ -36,7 +36,6 @@ from blanket.server.services import Services
 from blanket.wakeups import task_topic
 
 MAX_WAIT = 24 * 3600.0
-MAX_SEARCH = 200  # characters of a ?q= text search
 MAX_BULK = 10_000  # tasks in one bulk submission
 NDJSON_TYPES = ("application/x-ndjson", "application/jsonl", "application/json-lines")
 MAX_IDEMPOTENCY_KEY = 255
@@ -85,9 +84,7 @@ class TaskRoutes:
     def submit(self):
         """Submit a task (JSON, a form field `data`, or multipart with files), or many at
         once (a JSON array, or NDJSON: one task object a line)."""
-        wait = query_float("wait", None, MAX_WAIT)
-        if wait is None:  # ?sync: the seed's spelling of ?wait
-            wait = query_float("sync", None, MAX_WAIT)
+        wait = _wait_asked()
         items = self.read_many()
         if items is not None:
             if wait is not None:
@@ -121,9 +118,7 @@ class TaskRoutes:
         """The seed's spelling, `POST /tasks/TYPE/` with the environment as the body: the
         same as POST /task/ with {"type": TYPE, "environment": body}."""
         body = read_json_body(required=False)  # checked: an object of NAME: value
-        wait = query_float("wait", None, MAX_WAIT)
-        if wait is None:
-            wait = query_float("sync", None, MAX_WAIT)
+        wait = _wait_asked()
         request = replace(parse_task_request({"type": type_name, "environment": body},
                                              time.time()), front=wait is not None)
         return self.submit_one(request, wait)
@@ -254,18 +249,13 @@ class TaskRoutes:
         wait = query_float("wait", None, MAX_WAIT)
         if wait is not None and not _ended(task):
             task = self.wait_until_ended(task, wait)
-        shown = self.shown([task])[0]
-        if shown.get("waiting", {}).get("code") == "busy":  # one task: say its place in line
-            ahead = self.s.tasks.queued_ahead(task)
-            shown["waiting"] = {"code": "busy", "ahead": ahead, "message":
-                                f"waits for a worker with its tags to be free, behind {ahead} "
-                                f"queued task{'s' if ahead != 1 else ''}"}
-        return json_response(shown)
+        return json_response(self.shown([task], one=True)[0])
 
-    def shown(self, tasks: list[Task]) -> list[dict]:
+    def shown(self, tasks: list[Task], one: bool = False) -> list[dict]:
         """Tasks as the API shows them: a queued one with why it waits (`waiting`: code and
-        message; `no_worker` when no worker that is up could ever take it)."""
-        reasons = self.s.waiting.explain(tasks)
+        message; `no_worker` when no worker that is up could ever take it; for `one` task,
+        its place in line too)."""
+        reasons = self.s.waiting.explain(tasks, place_in_line=one)
         return [{**t.to_json(), "waiting": reasons[t.id].to_json()} if t.id in reasons
                 else t.to_json() for t in tasks]
 
@@ -385,6 +375,12 @@ def _ended(task: Task | None) -> Task | None:
     return None
 
 
+def _wait_asked() -> float | None:
+    """A submission's ?wait=S, or ?sync=S (the seed's spelling); None when neither."""
+    wait = query_float("wait", None, MAX_WAIT)
+    return query_float("sync", None, MAX_WAIT) if wait is None else wait
+
+
 def task_filter(query: bottle.FormsDict) -> TaskFilter:
     """A TaskFilter from ?state=&type=&tags=&schedule=&worker=&by=&q=&added_after=
     &added_before=&limit=&offset=&order="""
@@ -407,7 +403,7 @@ def task_filter(query: bottle.FormsDict) -> TaskFilter:
         schedule=query.get("schedule") or None,
         added_after=_time(query, "added_after"), added_before=_time(query, "added_before"),
         worker=query.get("worker") or None, submitted_by=query.get("by") or None,
-        search=(query.get("q") or "").strip()[:MAX_SEARCH] or None,
+        search=(query.get("q") or "").strip() or None,  # at most 200: its query schema
         limit=_int(query, "limit", 100, 10_000), offset=_int(query, "offset", 0, 10**12),
         oldest_first=order in ("oldest", "asc"), sort=sort,
     )
