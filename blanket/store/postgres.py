@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import queue
 import threading
+import time
 import uuid
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -19,7 +20,8 @@ from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 
 from blanket.errors import BlanketError, Conflict, DuplicateTask, NotFound, StaleAttempt
-from blanket.models import ScheduleState, Task, TaskFilter, Token, Worker
+from blanket.models import ScheduleState, Task, TaskFilter, TaskState, Token, Worker
+from blanket.store import dependencies
 from blanket.store.base import (
     IDLE_FRESH,
     Claim,
@@ -306,10 +308,19 @@ class PostgresStore(SqlVerbs):
         return row["n"] if row else 0
 
     def delete_task(self, task_id: int) -> Task | None:
+        woken: list[str] = []
         with self._tx() as cur:
             row = cur.execute(Q["delete_task"], {"id": task_id}).fetchone()
             if row is not None:
                 cur.execute(Q["delete_keys"], {"id": task_id})
+                cur.execute(Q["forget_waits"], {"id": task_id})
+                if row["state"] not in dependencies.FINAL:  # its dependents were not told
+                    woken = _woken(dependencies.ended(Q, cur, task_id, dependencies.REMOVED,
+                                                      time.time()))
+                if woken:
+                    cur.execute(Q["notify"], {"topics": " ".join(woken)})
+        if woken:
+            self._callback(*woken)
         return task_from_row(row) if row else None
 
     def claim_task(self, claim: Claim) -> Task | None:
@@ -353,13 +364,14 @@ class PostgresStore(SqlVerbs):
     def exchange(self, ends: Sequence[End], claims: Sequence[Claim] = (), *,
                  all_or_none: bool = False) -> tuple[list[Task | BlanketError], list[Task]]:
         topics: list[str] = []
+        woken: list[int] = []  # dependents released or skipped by these ends
         with self._tx(durable=bool(ends)) as cur:
             ended, taken, ids = exchange_in(
                 ends, claims, all_or_none,
-                lambda end: _finish_in(cur, end.task_id, end.token, end.outcome),
+                lambda end: _finish_in(cur, end.task_id, end.token, end.outcome, woken),
                 lambda claim: _claim_in(cur, claim))
             if ids:  # an end may free a slot of a capped type, or queue a retry
-                topics = [QUEUE, *map(task_topic, ids)]
+                topics = [QUEUE, *map(task_topic, ids), *map(task_topic, woken)]
                 cur.execute(Q["notify"], {"topics": " ".join(topics)})
         if topics:
             self._callback(*topics)
@@ -389,13 +401,16 @@ class PostgresStore(SqlVerbs):
         return task_from_row(row)
 
     def stop_queued(self, task_id: int, now: float, by: str | None = None) -> Task | None:
+        topics: list[str] = []
         with self._tx() as cur:
             row = cur.execute(Q["stop_queued"], {"id": task_id, "now": now, "by": by}).fetchone()
             if row is not None:
-                cur.execute(Q["notify"], {"topics": task_topic(task_id)})
+                topics = [task_topic(task_id), *_woken(dependencies.ended(
+                    Q, cur, task_id, TaskState.STOPPED.value, now))]
+                cur.execute(Q["notify"], {"topics": " ".join(topics)})
         if row is None:
             return None
-        self._callback(task_topic(task_id))
+        self._callback(*topics)
         return task_from_row(row)
 
     def stale_tasks(self, heartbeat_before: float) -> list[Task]:
@@ -538,6 +553,8 @@ def _insert_row(cur: Any, new: NewTask) -> Row:
     if new.dedupe_key is not None and not cur.execute(
             Q["insert_key"], {"key": new.dedupe_key, "task_id": row["id"]}).fetchone():
         raise _KeyTaken()
+    if new.after:
+        row = dependencies.wait_for(Q, cur, row["id"], new.after, new.after_policy, time.time())
     return row
 
 
@@ -566,7 +583,8 @@ def _claim_in(cur: Any, claim: Claim) -> Row | None:
     return row
 
 
-def _finish_in(cur: Any, task_id: int, token: str, outcome: Outcome | Decide) -> Row:
+def _finish_in(cur: Any, task_id: int, token: str, outcome: Outcome | Decide,
+               woken: list[int]) -> Row:
     """End the current attempt, inside the caller's transaction."""
     row = cur.execute(Q["lock_current"], {"id": task_id, "token": token}).fetchone()
     if row is None:
@@ -581,5 +599,12 @@ def _finish_in(cur: Any, task_id: int, token: str, outcome: Outcome | Decide) ->
     if outcome.requeue_at is not None:
         return cur.execute(Q["requeue"], {**params, "not_before": outcome.requeue_at,
                                           "score": outcome.requeue_score}).fetchone()
-    return cur.execute(Q["finish"], {**params, "state": outcome.state.value,
-                                     "finished": outcome.finished}).fetchone()
+    row = cur.execute(Q["finish"], {**params, "state": outcome.state.value,
+                                    "finished": outcome.finished}).fetchone()
+    woken.extend(dependencies.ended(Q, cur, task_id, outcome.state.value, outcome.finished))
+    return row
+
+
+def _woken(ids: list[int]) -> list[str]:
+    """The wake-up topics of dependents released or skipped: the queue when one was."""
+    return [QUEUE, *map(task_topic, ids)] if ids else []

@@ -8,6 +8,7 @@ import json
 import os
 import sqlite3
 import threading
+import time
 import uuid
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -24,7 +25,8 @@ from blanket.errors import (
     StorageFull,
     is_disk_full,
 )
-from blanket.models import ScheduleState, Task, TaskFilter, Token, Worker
+from blanket.models import ScheduleState, Task, TaskFilter, TaskState, Token, Worker
+from blanket.store import dependencies
 from blanket.store.base import (
     IDLE_FRESH,
     Claim,
@@ -170,7 +172,7 @@ class SQLiteStore(SqlVerbs):
     def add_task(self, new: NewTask, place: Callable[[int], None] | None = None) -> Task:
         self._room_for_new_tasks()
         with self._tx(notify=(QUEUE,)) as db:
-            row, added = _insert_task(db, new)
+            row, added = _insert_task(db, new, time.time())
             if added and place is not None:
                 place(row["id"])
         if not added:
@@ -180,9 +182,10 @@ class SQLiteStore(SqlVerbs):
     def add_tasks(self, news: list[NewTask]) -> list[Task]:
         if news:
             self._room_for_new_tasks()
-        if any(new.dedupe_key is not None for new in news):
+        if any(new.dedupe_key is not None or new.after for new in news):
             with self._tx(notify=(QUEUE,)) as db:
-                rows = [_insert_task(db, new)[0] for new in news]
+                now = time.time()
+                rows = [_insert_task(db, new, now)[0] for new in news]
             return [task_from_row(row) for row in rows]
         with self._tx(notify=(QUEUE,) if news else ()) as db:
             # One statement for all: under the write lock their ids are consecutive.
@@ -232,12 +235,17 @@ class SQLiteStore(SqlVerbs):
                          (task.score, task.score, task.id))[0]
 
     def delete_task(self, task_id: int) -> Task | None:
-        with self._tx() as db:
+        topics: list[str] = []
+        with self._tx(notify=topics) as db:
             row = db.execute(Q["get_task"], (task_id,)).fetchone()
             if row is None:
                 return None
             db.execute(Q["delete_keys"], (task_id,))
             db.execute(Q["delete_task"], (task_id,))
+            db.execute(Q["forget_waits"], {"id": task_id})
+            if row["state"] not in dependencies.FINAL:  # its dependents were not told yet
+                topics.extend(_woken(dependencies.ended(
+                    Q, db, task_id, dependencies.REMOVED, time.time())))
         return task_from_row(row)
 
     def claim_task(self, claim: Claim) -> Task | None:
@@ -291,13 +299,14 @@ class SQLiteStore(SqlVerbs):
     def exchange(self, ends: Sequence[End], claims: Sequence[Claim] = (), *,
                  all_or_none: bool = False) -> tuple[list[Task | BlanketError], list[Task]]:
         topics: list[str] = []  # read by _tx once it commits
+        woken: list[int] = []  # dependents released or skipped by these ends
         with self._tx(durable=bool(ends), notify=topics) as db:
             ended, taken, ids = exchange_in(
                 ends, claims, all_or_none,
-                lambda end: _finish_in(db, end.task_id, end.token, end.outcome),
+                lambda end: _finish_in(db, end.task_id, end.token, end.outcome, woken),
                 lambda claim: _claim_in(db, claim))
             if ids:  # an end may free a slot of a capped type, or queue a retry
-                topics.extend([QUEUE, *map(task_topic, ids)])
+                topics.extend([QUEUE, *map(task_topic, ids), *map(task_topic, woken)])
         return ([row if isinstance(row, BlanketError) else task_from_row(row) for row in ended],
                 [task_from_row(row) for row in taken])
 
@@ -322,13 +331,14 @@ class SQLiteStore(SqlVerbs):
         return task_from_row(row)
 
     def stop_queued(self, task_id: int, now: float, by: str | None = None) -> Task | None:
-        with self._tx() as db:
+        topics: list[str] = []
+        with self._tx(notify=topics) as db:
             changed = db.execute(Q["stop_queued"], (now, by, task_id)).rowcount
             row = db.execute(Q["get_task"], (task_id,)).fetchone()
-        if changed:
-            self.on_change(task_topic(task_id))
-            return task_from_row(row)
-        return None
+            if changed:
+                topics.extend([task_topic(task_id), *_woken(dependencies.ended(
+                    Q, db, task_id, TaskState.STOPPED.value, now))])
+        return task_from_row(row) if changed else None
 
     def stale_tasks(self, heartbeat_before: float) -> list[Task]:
         return [task_from_row(r) for r in self._all(Q["stale_tasks"], (heartbeat_before,))]
@@ -402,7 +412,8 @@ class SQLiteStore(SqlVerbs):
             self._wal.close()
 
 
-def _insert_task(db: sqlite3.Connection, new: NewTask) -> tuple[sqlite3.Row, bool]:
+def _insert_task(db: sqlite3.Connection, new: NewTask,
+                 now: float) -> tuple[sqlite3.Row, bool]:
     """Insert `new` unless its dedupe key is taken: (the row, whether it is new)."""
     if new.dedupe_key is not None:
         seen = db.execute(Q["task_for_key"], (new.dedupe_key,)).fetchone()
@@ -411,6 +422,8 @@ def _insert_task(db: sqlite3.Connection, new: NewTask) -> tuple[sqlite3.Row, boo
     row = db.execute(Q["insert_task"], _insert_params(new)).fetchall()[0]
     if new.dedupe_key is not None:
         db.execute(Q["insert_key"], (new.dedupe_key, row["id"]))
+    if new.after:
+        row = dependencies.wait_for(Q, db, row["id"], new.after, new.after_policy, now)
     return row, True
 
 
@@ -461,7 +474,7 @@ def _claim_in(db: sqlite3.Connection, claim: Claim) -> sqlite3.Row | None:
 
 
 def _finish_in(db: sqlite3.Connection, task_id: int, token: str,
-               outcome: Outcome | Decide) -> sqlite3.Row:
+               outcome: Outcome | Decide, woken: list[int]) -> sqlite3.Row:
     """End the current attempt, inside the caller's transaction."""
     row = db.execute(Q["get_task"], (task_id,)).fetchone()
     task = _current_or_raise(task_id, row, int(row is not None and row["token"] == token
@@ -475,8 +488,15 @@ def _finish_in(db: sqlite3.Connection, task_id: int, token: str,
     if outcome.requeue_at is not None:
         return db.execute(Q["requeue"], {**params, "not_before": outcome.requeue_at,
                                          "score": outcome.requeue_score}).fetchall()[0]
-    return db.execute(Q["finish"], {**params, "state": outcome.state.value,
-                                    "finished": outcome.finished}).fetchall()[0]
+    row = db.execute(Q["finish"], {**params, "state": outcome.state.value,
+                                   "finished": outcome.finished}).fetchall()[0]
+    woken.extend(dependencies.ended(Q, db, task_id, outcome.state.value, outcome.finished))
+    return row
+
+
+def _woken(ids: list[int]) -> list[str]:
+    """The wake-up topics of dependents released or skipped: the queue when one was."""
+    return [QUEUE, *map(task_topic, ids)] if ids else []
 
 
 def _lanes(db: sqlite3.Connection) -> Iterator[tuple[str, str]]:

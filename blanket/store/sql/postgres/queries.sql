@@ -180,7 +180,7 @@ WHERE id = %(id)s AND state IN ('CLAIMED', 'RUNNING');
 -- name: stop_queued
 UPDATE tasks SET state = 'STOPPED', finished = %(now)s, error = 'stopped before it started',
     stopped_by = %(by)s
-WHERE id = %(id)s AND state = 'QUEUED'
+WHERE id = %(id)s AND state IN ('QUEUED', 'WAITING')
 RETURNING *;
 
 -- name: stale_tasks
@@ -270,3 +270,43 @@ UPDATE tokens SET revoked = %(now)s WHERE parent = %(id)s AND revoked IS NULL;
 
 -- name: end_session
 UPDATE tokens SET revoked = %(now)s WHERE id = %(id)s AND parent IS NOT NULL AND revoked IS NULL;
+
+-- name: after_state
+-- Tasks that wait for other tasks (store/dependencies.py): the state of one waited for.
+-- FOR SHARE: an end of that task committing meanwhile is waited for, so its transaction
+-- sees this one's edge (or this one sees it ended); never neither.
+SELECT state FROM tasks WHERE id = %(id)s FOR SHARE;
+
+-- name: insert_dep
+INSERT INTO task_deps (after_id, task_id) VALUES (%(after_id)s, %(task_id)s)
+ON CONFLICT DO NOTHING;
+
+-- name: set_after
+UPDATE tasks SET after_ids = %(after)s::jsonb, after_policy = %(policy)s,
+       waiting_for = %(waiting_for)s, state = %(state)s, finished = %(finished)s,
+       error = %(error)s
+WHERE id = %(id)s
+RETURNING *;
+
+-- name: dependents
+SELECT task_id FROM task_deps WHERE after_id = %(id)s;
+
+-- name: count_down
+UPDATE tasks SET waiting_for = waiting_for - 1 WHERE id = %(id)s AND state = 'WAITING'
+RETURNING waiting_for, after_policy;
+
+-- name: skip
+UPDATE tasks SET state = 'SKIPPED', finished = %(now)s, error = %(error)s, waiting_for = 0
+WHERE id = %(id)s AND state = 'WAITING';
+
+-- name: release_waiting
+UPDATE tasks SET state = 'QUEUED', waiting_for = 0,
+       score = score + (GREATEST(%(now)s, coalesce(not_before, 0))
+                        - GREATEST(added, coalesce(not_before, 0))) / 60.0
+WHERE id = %(id)s AND state = 'WAITING';
+
+-- name: forget_after
+DELETE FROM task_deps WHERE after_id = %(id)s;
+
+-- name: forget_waits
+DELETE FROM task_deps WHERE task_id = %(id)s;

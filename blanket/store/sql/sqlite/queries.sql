@@ -107,7 +107,7 @@ WHERE id = ? AND state IN ('CLAIMED', 'RUNNING');
 -- name: stop_queued
 UPDATE tasks SET state = 'STOPPED', finished = ?, error = 'stopped before it started',
     stopped_by = ?
-WHERE id = ? AND state = 'QUEUED';
+WHERE id = ? AND state IN ('QUEUED', 'WAITING');
 
 -- name: stale_tasks
 SELECT * FROM tasks WHERE state IN ('CLAIMED', 'RUNNING') AND heartbeat < ?;
@@ -194,3 +194,39 @@ UPDATE tokens SET revoked = :now WHERE parent = :id AND revoked IS NULL;
 
 -- name: end_session
 UPDATE tokens SET revoked = :now WHERE id = :id AND parent IS NOT NULL AND revoked IS NULL;
+
+-- name: after_state
+-- Tasks that wait for other tasks (store/dependencies.py): the state of one waited for.
+SELECT state FROM tasks WHERE id = :id;
+
+-- name: insert_dep
+INSERT OR IGNORE INTO task_deps (after_id, task_id) VALUES (:after_id, :task_id);
+
+-- name: set_after
+UPDATE tasks SET after_ids = :after, after_policy = :policy, waiting_for = :waiting_for,
+       state = :state, finished = :finished, error = :error
+WHERE id = :id
+RETURNING *;
+
+-- name: dependents
+SELECT task_id FROM task_deps WHERE after_id = :id;
+
+-- name: count_down
+UPDATE tasks SET waiting_for = waiting_for - 1 WHERE id = :id AND state = 'WAITING'
+RETURNING waiting_for, after_policy;
+
+-- name: skip
+UPDATE tasks SET state = 'SKIPPED', finished = :now, error = :error, waiting_for = 0
+WHERE id = :id AND state = 'WAITING';
+
+-- name: release_waiting
+-- Into the queue as if submitted now: its score moves on by the minutes it waited.
+UPDATE tasks SET state = 'QUEUED', waiting_for = 0,
+       score = score + (max(:now, coalesce(not_before, 0)) - max(added, coalesce(not_before, 0))) / 60.0
+WHERE id = :id AND state = 'WAITING';
+
+-- name: forget_after
+DELETE FROM task_deps WHERE after_id = :id;
+
+-- name: forget_waits
+DELETE FROM task_deps WHERE task_id = :id;
