@@ -3,7 +3,7 @@
 // descriptions are written by whoever submits a task or edits a type.
 "use strict";
 
-const ACTIVE = new Set(["QUEUED", "CLAIMED", "RUNNING"]);
+const ACTIVE = new Set(["WAITING", "QUEUED", "CLAIMED", "RUNNING"]);
 const REFRESH_MS = 2000;
 const TYPES_EVERY = 5; // refreshes between reloads of the task types
 const state = { types: [], chosen: null, logSources: [], timer: null, ticks: 0, offline: false,
