@@ -833,11 +833,20 @@ def backup(ctx: Context, file: Path, with_tasks: bool, data_dir: Path | None,
 @pass_ctx
 def restore(ctx: Context, file: Path, data_dir: Path | None) -> None:
     """Unpack the backup FILE as a new data dir (refused into one that holds anything)."""
+    from blanket.backup.create import sqlite_path
     from blanket.backup.restore import restore_backup
+    from blanket.store import without_password
+    from blanket.taskdir import DataDir
 
-    target = data_dir or ctx.settings().data_dir
+    settings = ctx.settings(data_dir=data_dir)
+    target = settings.data_dir
     done = restore_backup(file, target)
     m = done.manifest
+    if m.database_included and settings.database and \
+            sqlite_path(settings.database) != DataDir(target).store:
+        click.echo(f"note: the store is restored as {DataDir(target).store}, but the settings "
+                   f"name the database {without_password(settings.database)}: point them at "
+                   "it", err=True)
     click.echo(f"restored {file} ({m.created}, blanket {m.blanket}) into {done.data_dir}: "
                f"{sum(m.tasks.values())} tasks, {m.versions} versions, {m.task_dirs} task "
                f"folders; start the server with --data-dir {target}")
@@ -869,11 +878,15 @@ def export(ctx: Context, since: str | None, until: str | None, types: tuple[str,
         if path is not None and (path.exists() or path.is_symlink()):
             raise click.BadParameter(f"{path} exists: name a new file")
     tasks = exported_tasks(client, since, until, types, tuple(s.upper() for s in states))
-    if output is None:
-        written = write_lines(tasks, sys.stdout)
-    else:
-        with private_text_file(output) as out:
-            written = write_lines(tasks, out)
+    try:
+        if output is None:
+            written = write_lines(tasks, sys.stdout)
+        else:
+            with private_text_file(output) as out:
+                written = write_lines(tasks, out)
+    except ClientError as e:  # the API's names for the options
+        raise ClientError(e.message.replace("added_after:", "--since:").replace(
+            "added_before:", "--until:"), status=e.status) from None
     if files_to is not None:
         count = write_files(client, written, files_to)
         click.echo(f"{files_to}: {count} files of {len(written)} tasks", err=True)

@@ -58,7 +58,11 @@ def restore_backup(source: Path, data_dir: Path) -> Restored:
         manifest, files = _unpack(source, staging)
         check_target(data_dir)  # still empty: nothing arrived meanwhile
         # rename() replaces an empty folder at once; the data dir appears whole.
-        os.rename(staging, data_dir)
+        try:
+            os.rename(staging, data_dir)
+        except OSError as e:
+            raise BadBackup(f"cannot put the restored data dir at {data_dir} ({e.strerror}): "
+                            "did something write there meanwhile?") from None
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
