@@ -16,6 +16,7 @@ to copy; the backup then holds the files only.
 
 from __future__ import annotations
 
+import os
 import shutil
 import tempfile
 import time
@@ -84,10 +85,7 @@ def make_backup(data_dir: Path, database_url: str, dest: Path,
             raise BadBackup(str(e)) from None
         versions = sorted(p for p in layout.versions.glob("*.tar.gz")
                           if not p.name.startswith(".")) if layout.versions.is_dir() else []
-        folders = [(f"tasks/{kind}/{task_id}", layout.task(kind, task_id))
-                   for kind, task_id in facts.folders]
-        folders = [(name, path) for name, path in folders
-                   if path.is_dir() and not path.is_symlink()]
+        folders = task_folders(layout.tasks, set(facts.folders))
         manifest = _manifest(facts, database is not None, with_tasks, len(versions),
                              len(folders))
         writer = ArchiveWriter(dest)
@@ -109,6 +107,27 @@ def make_backup(data_dir: Path, database_url: str, dest: Path,
         shutil.rmtree(work, ignore_errors=True)
     files = verify_backup(dest)
     return Made(dest, manifest, files, dest.stat().st_size, time.monotonic() - started)
+
+
+def task_folders(tasks: Path, wanted: set[tuple[str, int]]) -> list[tuple[str, Path]]:
+    """(name in the backup, path) of the folders under tasks/TYPE/ID of the `wanted` tasks
+    that are there (real folders, not links): one look at each folder that exists, rather
+    than one per task the store holds."""
+    found = []
+    for kind in _folders_in(tasks):
+        for entry in _folders_in(Path(kind.path)):
+            if entry.name.isdigit() and (kind.name, int(entry.name)) in wanted:
+                found.append((int(entry.name), f"tasks/{kind.name}/{entry.name}",
+                              Path(entry.path)))
+    return [(name, path) for _, name, path in sorted(found)]
+
+
+def _folders_in(path: Path) -> list[os.DirEntry]:
+    try:
+        with os.scandir(path) as entries:
+            return [e for e in entries if e.is_dir(follow_symlinks=False)]
+    except (FileNotFoundError, NotADirectoryError):
+        return []
 
 
 def _manifest(facts: StoreFacts, with_database: bool, with_tasks: bool, versions: int,

@@ -11,6 +11,8 @@ with mode 0600 in folders of mode 0700 that the restore itself made.
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import os
 import shutil
 import tempfile
@@ -63,6 +65,7 @@ def restore_backup(source: Path, data_dir: Path) -> Restored:
         except OSError as e:
             raise BadBackup(f"cannot put the restored data dir at {data_dir} ({e.strerror}): "
                             "did something write there meanwhile?") from None
+        _sync_folder(data_dir.parent)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
@@ -87,8 +90,6 @@ def _unpack(source: Path, staging: Path) -> tuple[Manifest, int]:
             fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
             with os.fdopen(fd, "wb") as out:
                 copy_member(tar, member, out)
-                out.flush()
-                os.fsync(out.fileno())
             files += 1
     if manifest.database_included:
         store = staging / STORE_MEMBER
@@ -100,7 +101,9 @@ def _unpack(source: Path, staging: Path) -> tuple[Manifest, int]:
             raise BadBackup(f"{source}: the store in it fails its check ({e})") from None
         if facts.schema != manifest.schema or facts.tasks != manifest.tasks:
             raise BadBackup(f"{source}: the store in it does not match its {MANIFEST}")
-    _sync_tree(staging)
+    # Everything on disk before the rename makes it live: one sync of the file system costs
+    # less than a sync per file (a backup with every task's folder holds many).
+    _sync_file_system(staging)
     return manifest, files
 
 
@@ -118,11 +121,21 @@ def _folders(staging: Path, folder: Path) -> None:
                                 "the backup: refused") from None
 
 
-def _sync_tree(root: Path) -> None:
-    """fsync every folder, so the names are on disk before the rename makes them live."""
-    for folder, _, _ in os.walk(root):
-        fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+def _sync_folder(folder: Path) -> None:
+    fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _sync_file_system(path: Path) -> None:
+    """syncfs(2) of the file system holding `path` (Linux); else sync(2) of all of them."""
+    libc = ctypes.CDLL(ctypes.util.find_library("c") or None, use_errno=True)
+    syncfs = getattr(libc, "syncfs", None)
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        if syncfs is None or syncfs(fd) != 0:
+            os.sync()
+    finally:
+        os.close(fd)
