@@ -9,6 +9,7 @@ folders, at names inside the allowed top-level entries, are ever written."""
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
 import stat
@@ -114,8 +115,12 @@ class ArchiveWriter:
         the size it had when opened; one that shrinks is padded with NULs."""
         try:
             fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
-        except (FileNotFoundError, OSError):
+        except FileNotFoundError:
             return False
+        except OSError as e:
+            if e.errno == errno.ELOOP:  # a link: links stay behind
+                return False
+            raise
         with os.fdopen(fd, "rb") as f:
             st = os.fstat(f.fileno())
             if not stat.S_ISREG(st.st_mode):

@@ -91,8 +91,9 @@ def make_backup(data_dir: Path, database_url: str, dest: Path,
         writer = ArchiveWriter(dest)
         try:
             writer.begin(manifest)
-            if database is not None:
-                writer.add_file(work / STORE_MEMBER, STORE_MEMBER)
+            if database is not None and not writer.add_file(work / STORE_MEMBER, STORE_MEMBER):
+                raise BadBackup(f"the store's copy in {work} vanished while the backup was "
+                                "written")
             for bundle in versions:
                 writer.add_file(bundle, f"versions/{bundle.name}")
             for name, path in folders:
@@ -100,8 +101,12 @@ def make_backup(data_dir: Path, database_url: str, dest: Path,
             if layout.tls.is_dir() and not layout.tls.is_symlink():
                 writer.add_tree(layout.tls, "tls")
             writer.commit()
-        except BaseException:
+        except BaseException as e:
             writer.abort()
+            if isinstance(e, OSError):  # a full disk, a folder it may not read...
+                raise BadBackup(f"the backup failed, and nothing is left at {dest}: "
+                                f"{e.strerror or e}"
+                                + (f" ({e.filename})" if e.filename else "")) from None
             raise
     finally:
         shutil.rmtree(work, ignore_errors=True)

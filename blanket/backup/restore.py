@@ -82,6 +82,9 @@ def _unpack(source: Path, staging: Path) -> tuple[Manifest, int]:
                                 f"{manifest.blanket} or newer")
         files = 0
         for member, name in members(tar, source):
+            if name == STORE_MEMBER and not manifest.database_included:
+                raise BadBackup(f"{source} holds a store its {MANIFEST} does not mention: "
+                                "refused")
             target = staging / name
             if member.isdir():
                 _folders(staging, target)
