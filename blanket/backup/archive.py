@@ -15,7 +15,7 @@ import os
 import stat
 import tarfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import IO, Any
@@ -144,12 +144,15 @@ class ArchiveWriter:
                 added += self.add_file(Path(folder, name), f"{prefix}/{relative}")
         return added
 
-    def commit(self) -> None:
-        """End the archive, sync it and give it its final name."""
+    def commit(self, check: Callable[[Path], object] | None = None) -> None:
+        """End the archive, sync it, let `check` read it back (it raises if it is wrong), and
+        only then give it its final name."""
         self.tar.close()
         self._raw.flush()
         os.fsync(self._raw.fileno())
         self._raw.close()
+        if check is not None:
+            check(self.partial)
         os.rename(self.partial, self.path)
         _sync_folder(self.path.parent)
         self._done = True

@@ -89,6 +89,7 @@ def make_backup(data_dir: Path, database_url: str, dest: Path,
         manifest = _manifest(facts, database is not None, with_tasks, len(versions),
                              len(folders))
         writer = ArchiveWriter(dest)
+        checked: list[int] = []  # the files the backup holds, as read back before its rename
         try:
             writer.begin(manifest)
             if database is not None and not writer.add_file(work / STORE_MEMBER, STORE_MEMBER):
@@ -100,7 +101,7 @@ def make_backup(data_dir: Path, database_url: str, dest: Path,
                 writer.add_tree(path, name, skip=PRIVATE_NAMES)
             if layout.tls.is_dir() and not layout.tls.is_symlink():
                 writer.add_tree(layout.tls, "tls")
-            writer.commit()
+            writer.commit(check=lambda partial: checked.append(verify_backup(partial)))
         except BaseException as e:
             writer.abort()
             if isinstance(e, OSError):  # a full disk, a folder it may not read...
@@ -110,8 +111,7 @@ def make_backup(data_dir: Path, database_url: str, dest: Path,
             raise
     finally:
         shutil.rmtree(work, ignore_errors=True)
-    files = verify_backup(dest)
-    return Made(dest, manifest, files, dest.stat().st_size, time.monotonic() - started)
+    return Made(dest, manifest, checked[0], dest.stat().st_size, time.monotonic() - started)
 
 
 def task_folders(tasks: Path, wanted: set[tuple[str, int]]) -> list[tuple[str, Path]]:

@@ -34,6 +34,11 @@ def schema_level(dialect: str) -> int:
     return max(number for number, _ in load_migrations(dialect))
 
 
+def _read_only(path: Path) -> str:
+    """The URI that opens `path` read-only (any character in its name escaped)."""
+    return Path(path).resolve().as_uri() + "?mode=ro"
+
+
 def copy_sqlite(source: Path, dest: Path, every_task: bool = False) -> StoreFacts:
     """Copy the SQLite store at `source` to `dest` (a new file) with SQLite's online backup
     API in one step: one read transaction on a WAL database, so the copy is the store as of
@@ -41,7 +46,7 @@ def copy_sqlite(source: Path, dest: Path, every_task: bool = False) -> StoreFact
     if not source.is_file():
         raise BadStoreCopy(f"no SQLite store at {source}: is this the data dir of a server "
                            "that has started (or does it use PostgreSQL)?")
-    src = sqlite3.connect(f"file:{source}?mode=ro", uri=True, timeout=30)
+    src = sqlite3.connect(_read_only(source), uri=True, timeout=30)
     try:
         dst = sqlite3.connect(dest)
         try:
@@ -58,7 +63,7 @@ def copy_sqlite(source: Path, dest: Path, every_task: bool = False) -> StoreFact
 def check_sqlite(path: Path, every_task: bool = False) -> StoreFacts:
     """`PRAGMA integrity_check` of the SQLite file at `path` (which must pass), and its facts."""
     try:
-        db = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+        db = sqlite3.connect(_read_only(path), uri=True)
     except sqlite3.Error as e:
         raise BadStoreCopy(f"{path} is not a SQLite database: {e}") from None
     try:

@@ -17,7 +17,7 @@ from urllib.parse import parse_qs, urlsplit
 
 import pytest
 
-from blanket.backup import archive
+from blanket.backup import archive, create
 from blanket.backup.archive import MANIFEST, BadBackup, Manifest, safe_name
 from blanket.backup.create import make_backup
 from blanket.backup.export import exported_tasks
@@ -341,3 +341,21 @@ def test_export_asks_for_the_filters():
     asked = recorder.asked[0]
     assert asked["added_after"] == ["-2h"] and asked["added_before"] == ["2026-01-01T00:00:00Z"]
     assert asked["type"] == ["a,b"] and asked["state"] == ["SUCCESS"]
+
+
+def test_a_backup_that_fails_its_read_back_never_gets_its_name(data_dir, tmp_path,
+                                                               monkeypatch):
+    def damaged(path):
+        raise BadBackup(f"{path} is damaged")
+
+    monkeypatch.setattr(create, "verify_backup", damaged)
+    with pytest.raises(BadBackup, match=r"b\.tgz\.partial is damaged"):
+        make_backup(data_dir, sqlite_url(data_dir), tmp_path / "b.tgz")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["var"]
+
+
+def test_a_data_dir_whose_path_has_uri_characters(data_dir, tmp_path):
+    odd = tmp_path / "a?b#c%20d"
+    data_dir.rename(odd)
+    made = make_backup(odd, sqlite_url(odd), tmp_path / "b.tgz")
+    assert made.manifest.tasks == {"QUEUED": 2, "SUCCESS": 1}
