@@ -512,7 +512,7 @@ async function loadSchedules() {
 
 // ---- one type's page: its definition (secret defaults masked), versions that ran, start
 
-const TYPE_FIELDS = ["description", "command", "executor", "tags", "timeout", "retries",
+const TYPE_FIELDS = ["description", "bases", "command", "executor", "tags", "timeout", "retries",
   "retry_delay", "max_timeout", "max_retries", "max_concurrent", "combine_output", "required",
   "defaults", "files", "results", "checks"];
 
@@ -530,7 +530,8 @@ async function loadTypePage() {
     el("p", { class: "problem" }, problemLine(p))));
   const def = loaded.definition || {};
   const rows = [["file", loaded.path], ["version", loaded.version], ["loaded", loaded.loaded_at],
-    ...TYPE_FIELDS.filter((key) => key in def).map((key) => [key, key === "required"
+    ...TYPE_FIELDS.filter((key) => key in def && !(key === "bases" && !def.bases.length))
+      .map((key) => [key === "bases" ? "extends" : key, key === "required"
       ? Object.fromEntries(Object.entries(def.required).map(([k, v]) =>
         [k, [v.type, v.secret ? "secret" : "", v.description].filter(Boolean).join(", ")]))
       : def[key]])];
