@@ -23,6 +23,7 @@ from urllib.parse import quote, urlencode
 
 from blanket.backup.archive import ArchiveWriter, BadBackup
 from blanket.client import Client, ClientError
+from blanket.config.tasktype import TYPE_NAME
 
 PAGE = 1000
 
@@ -56,7 +57,7 @@ def write_lines(tasks: Iterator[dict], out: IO[str]) -> list[dict]:
     """Write each task as one JSON line; the tasks written (their ids and types)."""
     written = []
     for task in tasks:
-        out.write(json.dumps(task, ensure_ascii=False, separators=(",", ":")) + "\n")
+        out.write(json.dumps(task, separators=(",", ":")) + "\n")
         written.append({"id": task["id"], "type": task["type"]})
     return written
 
@@ -77,19 +78,31 @@ def write_files(client: Client, tasks: list[dict], dest: Path) -> int:
                         continue
                     raise
                 for entry in listed:
+                    name = _member_name(task, entry["path"])
                     try:
                         client.download(base + quote(entry["path"]), str(temp))
                     except ClientError as e:
                         if e.status == 404:
                             continue
                         raise
-                    writer.add_file(temp, f"{task['type']}/{task['id']}/{entry['path']}")
+                    writer.add_file(temp, name)
                     os.unlink(temp)
         writer.commit()
     except BaseException:
         writer.abort()
         raise
     return writer.count
+
+
+def _member_name(task: dict, path: str) -> str:
+    """TYPE/ID/PATH in the files archive; a name that would unpack outside its task's folder
+    (from a server that should never list one) is refused."""
+    parts = path.split("/")
+    if not TYPE_NAME.fullmatch(str(task["type"])) or path.startswith("/") or \
+            any(p in ("", ".", "..") for p in parts) or "\0" in path:
+        raise BadBackup(f"the server listed {task['type']!r}/{path!r} for task {task['id']}, "
+                        "which would unpack outside the task's folder: refused")
+    return f"{task['type']}/{int(task['id'])}/{path}"
 
 
 @contextlib.contextmanager

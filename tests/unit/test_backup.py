@@ -20,7 +20,7 @@ import pytest
 from blanket.backup import archive, create
 from blanket.backup.archive import MANIFEST, BadBackup, Manifest, safe_name
 from blanket.backup.create import make_backup
-from blanket.backup.export import exported_tasks
+from blanket.backup.export import exported_tasks, write_files
 from blanket.backup.restore import restore_backup
 from blanket.models import TaskFilter
 from blanket.store.base import NewTask
@@ -359,3 +359,15 @@ def test_a_data_dir_whose_path_has_uri_characters(data_dir, tmp_path):
     data_dir.rename(odd)
     made = make_backup(odd, sqlite_url(odd), tmp_path / "b.tgz")
     assert made.manifest.tasks == {"QUEUED": 2, "SUCCESS": 1}
+
+
+@pytest.mark.parametrize("kind, path", [("t", "../../escaped"), ("t", "/etc/passwd"),
+                                        ("../t", "x"), ("t", "a//b"), ("t", "./x")])
+def test_export_refuses_file_names_a_server_should_never_list(tmp_path, kind, path):
+    class Hostile:
+        def get(self, asked):
+            return [{"path": path, "size": 1}]
+
+    with pytest.raises(BadBackup, match="outside the task's folder"):
+        write_files(Hostile(), [{"id": 1, "type": kind}], tmp_path / "f.tgz")  # type: ignore
+    assert list(tmp_path.iterdir()) == []
