@@ -32,6 +32,7 @@ from blanket.taskwait import (
 )
 from blanket.terminal import exit_code_of, print_table, state_text
 from blanket.tls import certificate_fingerprint, local_tls_files
+from blanket.undumpable import keep_private
 
 SERVER_HELP = ("server URL: http(s)://HOST:PORT or unix:/PATH (default: BLANKET_SERVER, else the "
                "settings, else http://127.0.0.1:8773)")
@@ -124,6 +125,8 @@ def server(ctx: Context, **flags: Any) -> None:
     """Run the server (API, config watcher, scheduler, inbox, local workers)."""
     from blanket.server.serve import run_server
 
+    keep_private()  # its environment (a database password) is no task's to read
+
     flags["listen"] = flags["listen"] or None  # unset flags leave the settings as they are
     flags["insecure"] = flags["insecure"] or None
     settings = ctx.settings(**flags)
@@ -182,6 +185,8 @@ def worker(ctx: Context, tags: str, slots: int, processes: int, restart: bool,
            ca: str | None, fingerprint: str | None, grace: float | None) -> None:
     """Run worker processes that take tasks matching their tags."""
     from blanket.worker.loop import WorkerOptions, run_workers
+
+    keep_private()  # its token (in its environment) is no task's to read
 
     url = server_url or ctx.server or ctx.settings().url
     ctx.ca, ctx.fingerprint = ca or ctx.ca, fingerprint or ctx.fingerprint
