@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from blanket.config.checker import Line, parse_toml
-from blanket.config.problems import ConfigInvalid, read_config_text
+from blanket.config.problems import ConfigInvalid, ConfigProblem, read_config_text
 from blanket.config.tasktype import TYPE_NAME
 
 NOT_INHERITED = ("extends", "abstract")  # what a file says of itself alone
@@ -40,16 +40,22 @@ def merge(base: dict[str, Any], child: dict[str, Any]) -> dict[str, Any]:
 
 def resolve(path: Path, data: dict[str, Any], problem: Callable[[Line, str], None],
             line: Line, rename: Callable[[dict[str, Any]], dict[str, Any]] = dict,
+            check: Callable[[Path], list[ConfigProblem]] = lambda _: [],
             ) -> Inherited:
     """Follow `extends` from the file at `path` (its TOML `data`) through its bases, each
     a `NAME.toml` beside it; `problem(line, message)` reports, at the child's `extends`
-    line, a base that is missing, unreadable or a cycle (the chain is then cut there).
-    `rename` normalises each base's keys (the seed's spellings) before they are merged."""
+    line, a base that is missing, unreadable, a cycle, or (`check`) has problems of its own
+    (the chain is then cut there). `rename` normalises each base's keys (the seed's
+    spellings) before they are merged."""
     layers = [data]
     bases: list[Path] = []
     current = data
     while "extends" in current:
         name = current["extends"]
+        if isinstance(name, str) and name.endswith(".toml"):
+            problem(line, f"extends: name the type, not its file: extends = "
+                          f"\"{name.removesuffix('.toml')}\"")
+            break
         if not isinstance(name, str) or not TYPE_NAME.fullmatch(name):
             problem(line, f"extends: expected the name of a type file beside this one, "
                           f"like \"base\" for {path.parent}/base.toml; got {name!r}")
@@ -77,6 +83,17 @@ def resolve(path: Path, data: dict[str, Any], problem: Callable[[Line, str], Non
             break
         bases.append(base)
         layers.append(current)
+    else:  # the whole chain read, no cycle: the nearest base checked as a type (its own
+        # check covers the bases it extends in turn)
+        found = check(bases[0]) if bases else []
+        if found:
+            first = found[0]
+            where = f"{Path(first.file).name}:{first.line}" if first.line else \
+                Path(first.file).name
+            more = f" (and {len(found) - 1} more)" if len(found) > 1 else ""
+            problem(line, f"extends: base {bases[0].stem!r} has a problem: {where}: "
+                          f"{first.message}{more}; fix that file")
+            return Inherited(data, ())
     merged: dict[str, Any] = {}
     for layer in reversed(layers[1:]):
         merged = merge(merged, {k: v for k, v in layer.items() if k not in NOT_INHERITED})

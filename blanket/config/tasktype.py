@@ -6,6 +6,7 @@ import re
 from dataclasses import dataclass, field, fields
 
 TYPE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")  # a type's name, its file's stem
+LATER_FIELDS = ("bases", "abstract")  # sent only when set (see TaskType.to_json)
 
 
 @dataclass(frozen=True)
@@ -87,6 +88,11 @@ class TaskType:
                           "exclude": list(f.exclude), "render": f.render} for f in self.files]
         for key in ("tags", "results", "checks", "extra_environment", "secret_defaults", "bases"):
             data[key] = list(data[key])
+        # Left out at their defaults: a worker of an older version refuses fields it does not
+        # know, and a type without a base is what every older worker runs.
+        for key in LATER_FIELDS:
+            if not data[key]:
+                del data[key]
         return data
 
     @classmethod

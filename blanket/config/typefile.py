@@ -15,7 +15,7 @@ import pathspec
 
 from blanket.config import inheritance
 from blanket.config.checker import Checker, Line, header_line, key_line, parse_toml
-from blanket.config.problems import read_config_text
+from blanket.config.problems import ConfigInvalid, ConfigProblem, read_config_text
 from blanket.config.tasktype import TYPE_NAME, FileSection, RequiredVariable, TaskType
 
 BUILTIN_EXECUTORS = ("bash", "sh", "python")
@@ -45,7 +45,19 @@ def parse_type_file(path: Path, name: str | None = None) -> TaskType:
     if not TYPE_NAME.fullmatch(name):
         checker.problem(None, f"type name {name!r} is not allowed; name the file with letters, "
                               "digits, '_', '.' or '-', starting with a letter or digit")
-    return checker.finish(checker.task_type(name, data))
+    task_type = checker.task_type(name, data)
+    if checker.base_failed:  # what the base would have given is not missing: say the base
+        checker.problems = [p for p in checker.problems if p.line is not None]
+    return checker.finish(task_type)
+
+
+def _base_problems(path: Path) -> list[ConfigProblem]:
+    """The problems of a base file as a type of its own (none when it is a good one)."""
+    try:
+        parse_type_file(path)
+    except ConfigInvalid as invalid:
+        return list(invalid.problems)
+    return []
 
 
 def _seed_spellings(data: dict) -> dict:
@@ -60,6 +72,7 @@ class _TypeChecker(Checker):
         super().__init__(str(path), text)
         self.path = path
         self.secret_defaults: set[str] = set()
+        self.base_failed = False  # its extends chain has a problem: the child's data alone
 
     def task_type(self, name: str, data: dict) -> TaskType:
         if "max_concurrent_tasks" in data and "max_concurrent" in data:  # the seed's spelling
@@ -70,8 +83,9 @@ class _TypeChecker(Checker):
                                      self.top_line("abstract")))
         bases: tuple[Path, ...] = ()
         if "extends" in data:
-            inherited = inheritance.resolve(self.path, data, self.problem,
-                                            self.top_line("extends"), _seed_spellings)
+            inherited = inheritance.resolve(self.path, data, self._base_problem,
+                                            self.top_line("extends"), _seed_spellings,
+                                            _base_problems)
             data, bases = inherited.data, inherited.bases
         self.unknown_keys(data, TOP_KEYS)
         fields: dict = {"name": name, "abstract": abstract,
@@ -86,6 +100,10 @@ class _TypeChecker(Checker):
                 data["allow_extra_environment"])
         fields["files"] = self._files(data.get("files", []))
         return TaskType(**fields)
+
+    def _base_problem(self, line: Line, message: str) -> None:
+        self.base_failed = True
+        self.problem(line, message)
 
     def _scalars(self, data: dict) -> dict:
         fields: dict = {}

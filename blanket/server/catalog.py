@@ -135,6 +135,10 @@ class Catalog:
         """The names of the abstract types (only bases others extend), sorted."""
         return sorted(self._state.bases)
 
+    def base(self, name: str) -> LoadedType | None:
+        """The abstract type called `name` (to be shown, never run), or None."""
+        return self._state.bases.get(name)
+
     def schedules(self) -> list[LoadedSchedule]:
         """Every schedule, sorted by name."""
         loaded = self._state.loaded_schedules
@@ -339,7 +343,8 @@ class Catalog:
         return entry
 
     def _with_type_check(self, name: str, entry: _ScheduleEntry) -> LoadedSchedule:
-        problems = entry.parse_problems + _missing_type(entry, set(self._state.types))
+        problems = entry.parse_problems + _missing_type(entry, set(self._state.types),
+                                                        set(self._state.bases))
         return LoadedSchedule(name, entry.path, entry.schedule, entry.loaded_at, problems)
 
 
@@ -370,7 +375,8 @@ def _with_problems(
                       problems)
 
 
-def _missing_type(entry: _ScheduleEntry, type_names: set[str]) -> tuple[ConfigProblem, ...]:
+def _missing_type(entry: _ScheduleEntry, type_names: set[str],
+                  abstract: set[str] | frozenset[str] = frozenset()) -> tuple[ConfigProblem, ...]:
     wanted = getattr(entry.schedule, "type", None)
     if entry.schedule is None or wanted is None or wanted in type_names:
         return ()
@@ -379,6 +385,10 @@ def _missing_type(entry: _ScheduleEntry, type_names: set[str]) -> tuple[ConfigPr
     except OSError:
         line = None
     known = ", ".join(sorted(type_names)) or "none yet"
+    if wanted in abstract:
+        return (ConfigProblem(str(entry.path), f"type: {wanted!r} is abstract, only a base "
+                                               f"other types extend; name one of: {known}",
+                              line),)
     return (ConfigProblem(str(entry.path), f"type: no task type named {wanted!r}; add "
                                            f"types/{wanted}.toml or use one of: {known}", line),)
 
@@ -449,13 +459,14 @@ def validate_config_dir(
     problems = [problem for problem in map(_unlisted, folders) if problem]
     if problems:
         return problems
-    type_names = set()
+    type_names, abstract = set(), set()
     for name, path in _toml_files(config_dir / "types").items():
         type_names.add(name)
         try:
             task_type = parse_type_file(path, name)
             if task_type.abstract:
                 type_names.discard(name)  # a base alone: no schedule can run it
+                abstract.add(name)
             select_files_with_inputs(path, task_type, config_dir)
         except ConfigInvalid as invalid:
             problems.extend(invalid.problems)
@@ -472,6 +483,6 @@ def validate_config_dir(
                 problems.extend(invalid.problems)
             except Exception as exc:
                 problems.append(_bug(path, exc))
-            problems.extend(_missing_type(entry, type_names))
+            problems.extend(_missing_type(entry, type_names, abstract))
     problems = merged(problems, audit_tree(config_dir).problems)
     return sorted(problems, key=lambda p: (p.file, p.line or 0))

@@ -62,17 +62,17 @@ def test_an_agent_lists_submits_waits_reads_and_stops(served):
         types = structured(await client.call_tool("list_types", {}))["types"]
         done = structured(await client.call_tool(
             "submit_task", {"type": "hello", "environment": {"WHO": "agent"},
-                            "wait_seconds": 60}))
+                            "wait_seconds": 50}))
         logs = structured(await client.call_tool("task_logs", {"id": done["id"]}))
         errors = structured(await client.call_tool(
             "task_logs", {"id": done["id"], "stream": "stderr"}))
         leaky = structured(await client.call_tool(
-            "submit_task", {"type": "leaky", "wait_seconds": 60}))
+            "submit_task", {"type": "leaky", "wait_seconds": 50}))
         leaked = structured(await client.call_tool("task_logs", {"id": leaky["id"]}))
         slow = structured(await client.call_tool("submit_task", {"type": "slow"}))
         stopped = structured(await client.call_tool("stop_task", {"id": slow["id"]}))
         ended = structured(await client.call_tool(
-            "wait_task", {"id": slow["id"], "timeout_seconds": 60}))
+            "wait_task", {"id": slow["id"], "timeout_seconds": 50}))
         listed = structured(await client.call_tool("list_tasks", {"type": "hello"}))
         return tools, types, done, logs, errors, leaked, stopped, ended, listed
 
@@ -168,8 +168,8 @@ def test_the_transport_edges(served):
     server = served
     status, answer = raw(server, b"{not json")
     assert status == 400 and answer["error"]["code"] == -32700
-    status, answer = raw(server, [{"jsonrpc": "2.0", "id": 1, "method": "ping"}])
-    assert status == 400 and "batches" in answer["error"]["message"]
+    status, answer = raw(server, [])
+    assert status == 400 and "batch" in answer["error"]["message"]
     status, answer = raw(server, {"jsonrpc": "2.0", "method": "notifications/initialized"})
     assert (status, answer) == (202, None)
     status, answer = raw(server, {"jsonrpc": "2.0", "id": 7, "method": "resources/list"})
@@ -198,3 +198,51 @@ def test_a_page_of_another_origin_cannot_reach_it(served):
          f"{served.url}/mcp"], capture_output=True, text=True, timeout=30)
     assert done.stdout == "403"
     assert served.client.get("/task/") == []
+
+
+COMBINED = 'command = "echo out; echo err >&2"\ncombine_output = true\n'
+
+
+def test_the_reviewed_edges(make_server, tmp_path):
+    """NaN waits are refused (they would spin), batches are answered, a retried submission
+    with its idempotency key makes one task, a combined log is the default stream, and a log
+    link out of the task's folder is refused."""
+    server = make_server(types={"hello": HELLO, "combined": COMBINED, "slow": SLOW})
+    make_server.worker(server)
+    status, answer = raw(server, b'{"jsonrpc": "2.0", "id": 1, "method": "tools/call", '
+                                 b'"params": {"name": "wait_task", "arguments": '
+                                 b'{"id": 1, "timeout_seconds": NaN}}}')
+    assert status == 400 and answer["error"]["code"] == -32700
+    status, answer = raw(server, [{"jsonrpc": "2.0", "id": 1, "method": "ping"},
+                                  {"jsonrpc": "2.0", "method": "notifications/initialized"},
+                                  {"jsonrpc": "2.0", "id": 2, "method": "nope"}])
+    assert status == 200 and [a["id"] for a in answer] == [1, 2]
+    assert answer[1]["error"]["code"] == -32601
+
+    async def steps(client):
+        args = {"type": "slow", "idempotency_key": "retry-1"}
+        first = structured(await client.call_tool("submit_task", args))
+        again = structured(await client.call_tool("submit_task", args))
+        combined = structured(await client.call_tool(
+            "submit_task", {"type": "combined", "wait_seconds": 50}))
+        logs = structured(await client.call_tool("task_logs", {"id": combined["id"]}))
+        await client.call_tool("stop_task", {"id": first["id"]})
+        return first, again, logs
+
+    first, again, logs = call(server.url, server.admin_token, steps)
+    assert again["id"] == first["id"]
+    assert len(server.client.get("/task/?type=slow")) == 1
+    assert logs["stream"] == "output" and logs["text"] == "out\nerr"
+
+    # A task's log swapped for a link to a file outside its folder is not read.
+    folder = server.data_dir / "tasks" / "combined" / str(logs["id"])
+    secret = tmp_path / "outside.txt"
+    secret.write_text("not for you\n")
+    (folder / "output.log").unlink()
+    (folder / "output.log").symlink_to(secret)
+
+    async def read(client):
+        return await client.call_tool("task_logs", {"id": logs["id"]})
+
+    refused = call(server.url, server.admin_token, read)
+    assert refused.is_error and "outside the task directory" in refused.content[0].text

@@ -164,7 +164,41 @@ def test_the_bundle_carries_the_bases(tmp_path: Path):
         assert member is not None and member.read() == paths["base"].read_bytes()
 
 
-def test_a_workers_older_code_reads_a_newer_servers_type():
+def test_a_type_without_a_base_is_sent_as_older_workers_know_it():
+    """Workers of the version before inheritance build a TaskType from every key they get
+    (a key they do not know fails the task): a type without a base must not carry the new
+    keys. These were TaskType's fields then."""
+    before = {"name", "command", "description", "executor", "tags", "timeout", "retries",
+              "retry_delay", "max_timeout", "max_retries", "max_concurrent", "estimate",
+              "weight", "defaults", "required", "files", "results", "checks",
+              "combine_output", "extra_environment", "secret_defaults"}
+    assert set(TaskType("t", "true").to_json()) == before
+    assert {"bases", "abstract"} <= set(TaskType("t", "true", bases=("b",),
+                                                 abstract=True).to_json())
+
+
+def test_a_worker_reads_a_newer_servers_type():
     data = TaskType("t", "true", bases=("b",)).to_json()
     data["a_field_from_the_future"] = 1
     assert TaskType.from_json(data).bases == ("b",)
+
+
+def test_a_broken_chain_is_one_problem_not_what_the_base_would_have_given(tmp_path: Path):
+    paths = write(tmp_path / "types", {"child": 'extends = "nowhere"\ntimeout = "1m"\n'})
+    assert [p.message.split(":")[0] for p in problems_of(paths["child"])] == ["extends"]
+
+
+def test_a_base_with_a_problem_is_named_with_its_file_and_line(tmp_path: Path):
+    paths = write(tmp_path / "types", {
+        "base": 'abstract = true\ncommand = "x"\ntimeout = "banana"\n',
+        "child": 'extends = "base"\n'})
+    [problem] = problems_of(paths["child"])
+    assert problem.line == 1 and "base 'base' has a problem: base.toml:3" in problem.message
+    assert "timeout" in problem.message and "fix that file" in problem.message
+
+
+def test_naming_the_file_instead_of_the_type_says_so(tmp_path: Path):
+    paths = write(tmp_path / "types", {"base": 'abstract = true\n',
+                                       "child": 'extends = "base.toml"\ncommand = "x"\n'})
+    [problem] = problems_of(paths["child"])
+    assert 'name the type, not its file: extends = "base"' in problem.message

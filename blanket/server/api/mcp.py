@@ -3,8 +3,9 @@
 wait for them, read their logs and stop them, under the same tokens and roles as the rest
 of the API (the tools are `mcptools.py`'s).
 
-Stateless: each POST carries one JSON-RPC message and a request gets its answer as
-`application/json` in the same response; notifications and responses get 202. No session id
+Stateless: each POST carries one JSON-RPC message (or a batch, which revision 2025-03-26
+allows) and a request gets its answer as `application/json` in the same response;
+notifications and responses get 202. No session id
 is issued and no server-sent event stream is offered (GET and DELETE answer 405, as the
 transport allows). A browser page of another origin cannot reach it: BrowserGuard refuses
 foreign Host headers and cross-origin writes before any route, as the transport asks.
@@ -20,8 +21,8 @@ import structlog
 
 from blanket import __version__
 from blanket.auth import VIEWER
-from blanket.errors import BlanketError
-from blanket.server.api.http import MAX_JSON, read_body
+from blanket.errors import BlanketError, InvalidInput
+from blanket.server.api.http import MAX_JSON, parse_json, read_body
 from blanket.server.api.mcptools import ToolError, Tools
 from blanket.server.services import Services
 
@@ -31,6 +32,7 @@ log = structlog.get_logger()
 # does not know is answered with the newest, as the protocol's negotiation says).
 PROTOCOL_VERSIONS = ("2025-11-25", "2025-06-18", "2025-03-26")
 VERSION_HEADER = "MCP-Protocol-Version"
+MAX_BATCH = 50
 
 PARSE_ERROR = -32700
 INVALID_REQUEST = -32600
@@ -70,45 +72,53 @@ class McpRoutes:
                        {"Allow": "POST"})
 
     def post(self):
-        """One JSON-RPC 2.0 message: a request is answered, a notification or a response
-        is taken with 202."""
+        """One JSON-RPC 2.0 message (or, as revision 2025-03-26 allows, a batch of them):
+        requests are answered, notifications and responses taken with 202."""
         version = bottle.request.get_header(VERSION_HEADER)
         if version is not None and version not in PROTOCOL_VERSIONS:
             return _answer(400, _error(None, INVALID_REQUEST, f"{VERSION_HEADER} {version!r} "
                                        f"is not one this server speaks: "
                                        f"{', '.join(PROTOCOL_VERSIONS)}"))
-        try:
-            message = json.loads(read_body(MAX_JSON))
-        except (ValueError, UnicodeDecodeError):
-            return _answer(400, _error(None, PARSE_ERROR, "the body is not JSON; send one "
-                                       "JSON-RPC 2.0 message"))
+        try:  # as every route reads JSON: no NaN or Infinity, no lone surrogate, not too deep
+            message = parse_json(read_body(MAX_JSON))
+        except InvalidInput as e:
+            return _answer(400, _error(None, PARSE_ERROR, str(e)))
         if isinstance(message, list):
-            return _answer(400, _error(None, INVALID_REQUEST, "send one JSON-RPC message a "
-                                       "request; batches are not taken"))
+            if not message or len(message) > MAX_BATCH:
+                return _answer(400, _error(None, INVALID_REQUEST, f"a batch holds 1 to "
+                                           f"{MAX_BATCH} messages"))
+            answers = [a for a in map(self.one, message) if a is not None]
+            return _answer(200, answers) if answers else bottle.HTTPResponse(status=202)
+        answer = self.one(message)
+        if answer is None:
+            return bottle.HTTPResponse(status=202)
+        return _answer(400 if "error" in answer and answer["id"] is None else 200, answer)
+
+    def one(self, message: Any) -> dict[str, Any] | None:
+        """The answer to one message; None for a notification or a response."""
         if not isinstance(message, dict) or message.get("jsonrpc") != "2.0":
-            return _answer(400, _error(None, INVALID_REQUEST, 'not a JSON-RPC 2.0 message: '
-                                       'send an object with "jsonrpc": "2.0"'))
+            return _error(None, INVALID_REQUEST, 'not a JSON-RPC 2.0 message: send an object '
+                                                 'with "jsonrpc": "2.0"')
         method = message.get("method")
         if method is None or "id" not in message:
-            # A response (this server asks clients nothing) or a notification.
-            return bottle.HTTPResponse(status=202)
+            return None  # a response (this server asks clients nothing) or a notification
         request_id = message["id"]
         if isinstance(request_id, bool) or not isinstance(request_id, str | int):
-            return _answer(400, _error(None, INVALID_REQUEST, "a request's id must be a "
-                                       "string or an integer"))
+            return _error(None, INVALID_REQUEST, "a request's id must be a string or an "
+                                                 "integer")
         params = message.get("params", {})
         if not isinstance(method, str) or not isinstance(params, dict):
-            return _answer(200, _error(request_id, INVALID_REQUEST, "method must be a string "
-                                       "and params an object"))
+            return _error(request_id, INVALID_REQUEST, "method must be a string and params "
+                                                       "an object")
         try:
             result = self.call(method, params)
         except RpcError as e:
-            return _answer(200, _error(request_id, e.code, e.message))
+            return _error(request_id, e.code, e.message)
         except Exception:
             log.exception("mcp_request_failed", method=method)
-            return _answer(200, _error(request_id, INTERNAL_ERROR, "the server failed on this "
-                                       "request; its log says why"))
-        return _answer(200, {"jsonrpc": "2.0", "id": request_id, "result": result})
+            return _error(request_id, INTERNAL_ERROR, "the server failed on this request; "
+                                                      "its log says why")
+        return {"jsonrpc": "2.0", "id": request_id, "result": result}
 
     def call(self, method: str, params: dict[str, Any]) -> dict[str, Any]:
         if method == "initialize":
@@ -152,7 +162,7 @@ def _error(request_id: Any, code: int, message: str) -> dict[str, Any]:
     return {"jsonrpc": "2.0", "id": request_id, "error": {"code": code, "message": message}}
 
 
-def _answer(status: int, body: dict[str, Any], headers: dict[str, str] | None = None,
+def _answer(status: int, body: Any, headers: dict[str, str] | None = None,
             ) -> bottle.HTTPResponse:
     return bottle.HTTPResponse(json.dumps(body, default=str), status=status,
                                headers={"Content-Type": "application/json", **(headers or {})})

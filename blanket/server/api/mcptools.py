@@ -13,14 +13,17 @@ from typing import Any
 import fastjsonschema
 
 from blanket.auth import SUBMITTER, VIEWER, Forbidden, allows
-from blanket.models import TaskFilter, TaskState
+from blanket.errors import DuplicateTask, NotFound
+from blanket.models import Task, TaskFilter, TaskState
 from blanket.server.api.access import identity, refusal
-from blanket.server.api.taskfiles import Masker
+from blanket.server.api.taskfiles import Masker, read_tail
 from blanket.server.api.tasks import MAX_WAIT, TaskRoutes, has_ended
 from blanket.server.intake import parse_task_request
 from blanket.server.services import Services
 
-MAX_TOOL_WAIT = 300.0  # one call holds a server thread at most this long
+# One call holds a server thread at most this long: less than the minute after which
+# clients and proxies commonly give up on a request (an agent polls wait_task for longer).
+MAX_TOOL_WAIT = 50.0
 MAX_LOG_LINES = 2000
 MAX_LOG_BYTES = 256 * 1024
 TASK_ID = {"type": "integer", "minimum": 1, "maximum": 2**53, "description": "the task's id"}
@@ -66,12 +69,19 @@ TOOLS = (
              "priority": {"type": "integer", "minimum": -1000, "maximum": 1000},
              "not_before": {"type": "string", "maxLength": 64,
                             "description": "start no earlier: ISO 8601 time, or +10m"},
-             "wait_seconds": {"type": "number", "minimum": 0, "maximum": MAX_TOOL_WAIT},
+             "wait_seconds": {"type": "number", "minimum": 0, "maximum": MAX_TOOL_WAIT,
+                              "description": "wait for its end this long at most; call "
+                                             "wait_task again to wait longer"},
+             "idempotency_key": {"type": "string", "minLength": 1, "maxLength": 255,
+                                 "description": "the same key again (say, on a retry after "
+                                                "a timeout) answers the task it made, and "
+                                                "makes no second one"},
          }, ("type",)), read_only=False),
     Tool("get_task", "One task's record: state, exit code, times, worker, why it waits.",
          VIEWER, _object({"id": TASK_ID}, ("id",))),
     Tool("wait_task", "Wait for a task to end (SUCCESS, FAILED, TIMEDOUT, STOPPED) or for "
-         "timeout_seconds to pass; answers its record either way.", VIEWER, _object({
+         "timeout_seconds (at most 50) to pass; answers its record either way: call it again "
+         "while its state is not an end.", VIEWER, _object({
              "id": TASK_ID,
              "timeout_seconds": {"type": "number", "minimum": 0, "maximum": MAX_TOOL_WAIT},
          }, ("id",))),
@@ -137,18 +147,25 @@ class Tools:
 
     def _submit_task(self, arguments: dict[str, Any]) -> dict[str, Any]:
         caller = identity()
-        data = {k: v for k, v in arguments.items() if k != "wait_seconds"}
+        data = {k: v for k, v in arguments.items() if k not in ("wait_seconds",
+                                                               "idempotency_key")}
         data["environment"] = {k: v if isinstance(v, str) else _plain(v)
                                for k, v in arguments.get("environment", {}).items()}
         request = parse_task_request(data, time.time())
         if not caller.may_submit(request.type):
             raise Forbidden(f"token {caller.name!r} may not submit tasks of type "
                             f"{request.type!r}")
-        wait = arguments.get("wait_seconds")
-        request = replace(request, submitted_by=caller.name, front=wait is not None)
-        task = self.s.intake.submit(request)
-        if wait:
-            task = self.tasks.wait_until_ended(task, min(float(wait), MAX_WAIT))
+        wait = float(arguments.get("wait_seconds") or 0)
+        key = arguments.get("idempotency_key")
+        request = replace(request, submitted_by=caller.name, front=wait > 0,
+                          # per caller, as the REST route's Idempotency-Key
+                          dedupe_key=f"client:{caller.name}:{key}" if key else None)
+        try:
+            task = self.s.intake.submit(request)
+        except DuplicateTask as taken:
+            task = self.s.tasks.get(taken.task_id)
+        if wait > 0:
+            task = self.tasks.wait_until_ended(task, min(wait, MAX_WAIT))
         return self.tasks.shown([task], one=True)[0]
 
     def _get_task(self, arguments: dict[str, Any]) -> dict[str, Any]:
@@ -163,19 +180,23 @@ class Tools:
 
     def _task_logs(self, arguments: dict[str, Any]) -> dict[str, Any]:
         task = self.s.tasks.get(arguments["id"])
-        stream = arguments.get("stream") or "stdout"
+        stream = arguments.get("stream") or self._default_stream(task)
         path = self.s.logs.path(task, stream)
-        if not path.is_file() or path.is_symlink():  # a task may not point it elsewhere
+        try:  # as the REST route opens it: never through a link out of the task's folder
+            data, size = read_tail(path.parent, path.name, Masker.of(task), MAX_LOG_BYTES)
+        except NotFound:
+            later = "" if has_ended(task) else " yet"
             return {"id": task.id, "state": task.state.value, "stream": stream, "text": "",
-                    "note": f"task {task.id} has no {stream} log (yet)"}
-        with open(path, "rb") as f:
-            size = f.seek(0, 2)
-            f.seek(max(0, size - MAX_LOG_BYTES))
-            data = f.read()
-        lines = Masker.of(task).mask(data).decode(errors="replace").splitlines()
+                    "note": f"task {task.id} has no {stream} log{later}"}
+        lines = data.decode(errors="replace").splitlines()
         wanted = arguments.get("lines", 200)
         return {"id": task.id, "state": task.state.value, "stream": stream,
                 "text": "\n".join(lines[-wanted:]), "bytes": size}
+
+    def _default_stream(self, task: Task) -> str:
+        """stdout, or output for a type that combines its streams there."""
+        combined = self.s.logs.path(task, "output")
+        return "output" if combined.is_file() else "stdout"
 
     def _list_tasks(self, arguments: dict[str, Any]) -> dict[str, Any]:
         found = self.s.tasks.list(TaskFilter(

@@ -185,6 +185,8 @@ class TaskRoutes:
     def wait_until_ended(self, task: Task, wait: float) -> Task:
         """The task once it ended, or as it is when `wait` runs out; 410 if it was removed
         meanwhile."""
+        if not 0 <= wait <= MAX_WAIT:  # NaN too: it would never run out
+            raise InvalidInput(f"a wait is 0 to {MAX_WAIT:g} seconds, not {wait!r}")
         def ended() -> Task | bool | None:
             current = self.s.tasks.find(task.id)
             return False if current is None else has_ended(current)

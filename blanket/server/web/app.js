@@ -512,7 +512,7 @@ async function loadSchedules() {
 
 // ---- one type's page: its definition (secret defaults masked), versions that ran, start
 
-const TYPE_FIELDS = ["description", "bases", "command", "executor", "tags", "timeout", "retries",
+const TYPE_FIELDS = ["description", "abstract", "bases", "command", "executor", "tags", "timeout", "retries",
   "retry_delay", "max_timeout", "max_retries", "max_concurrent", "combine_output", "required",
   "defaults", "files", "results", "checks"];
 
@@ -536,7 +536,7 @@ async function loadTypePage() {
         [k, [v.type, v.secret ? "secret" : "", v.description].filter(Boolean).join(", ")]))
       : def[key]])];
   fillFields($("y-fields"), rows, (key) => (key === "command" ? "mono pre" : ""));
-  $("y-buttons").replaceChildren(loaded.definition ? el("button", { type: "button",
+  $("y-buttons").replaceChildren(loaded.definition && !def.abstract ? el("button", { type: "button",
     onclick: () => { location.hash = "#/"; setTimeout(() => chooseType(loaded.name), 300); } },
   "Start") : "");
   $("y-all-tasks").href = `#/tasks?type=${encodeURIComponent(loaded.name)}`;
