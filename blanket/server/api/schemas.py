@@ -91,10 +91,13 @@ SUBMISSION = Body({
     "retries": {"type": "integer", "minimum": 0, "maximum": 1000,
                 "description": "this task's retries, within its type's max_retries"},
     "retry_delay": {**DURATION, "description": "seconds (or 30s, 5m) between its attempts"},
-    "after": {"oneOf": [{"type": "array", "maxItems": MAX_AFTER,
-                         "items": {"type": "integer", "minimum": 1, "maximum": 2**63 - 1}},
-                        {"type": "string", "maxLength": 20 * MAX_AFTER}],
-              "description": "ids of tasks it waits for: it is WAITING until they end"},
+    # One schema for both forms (a list, or "12,13"): oneOf would only say that neither
+    # matched; the intake words what is wrong with either.
+    "after": {"type": ["array", "string"], "maxItems": MAX_AFTER,
+              "maxLength": 20 * MAX_AFTER,
+              "items": {"type": "integer", "minimum": 1, "maximum": 2**63 - 1},
+              "description": "ids of tasks it waits for (a list, or \"12,13\"): it is "
+                             "WAITING until they end"},
     "after_policy": {"enum": list(AFTER_POLICIES),
                      "description": "success (default): SKIPPED if one of them did not "
                                     "succeed; always: runs once they all ended"},
