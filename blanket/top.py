@@ -20,7 +20,8 @@ from blanket.client import Client
 STATES = ("WAITING", "QUEUED", "CLAIMED", "RUNNING", "SUCCESS", "FAILED", "TIMEDOUT", "STOPPED",
           "SKIPPED", "LOST")
 ENDED = ("SUCCESS", "FAILED", "TIMEDOUT", "STOPPED", "SKIPPED", "LOST")
-COLOURS = {"WAITING": "cyan", "SKIPPED": "yellow", "QUEUED": "cyan", "CLAIMED": "cyan", "RUNNING": "blue", "SUCCESS": "green",
+COLOURS = {"WAITING": "cyan", "SKIPPED": "yellow", "QUEUED": "cyan", "CLAIMED": "cyan",
+           "RUNNING": "blue", "SUCCESS": "green",
            "FAILED": "red", "TIMEDOUT": "red", "STOPPED": "yellow", "LOST": "magenta",
            "idle": "green", "busy": "blue", "paused": "yellow", "lost": "magenta",
            "stopping": "yellow"}
