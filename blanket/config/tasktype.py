@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field, fields
 
+from blanket.config.notify import NotifyTarget
+
 
 @dataclass(frozen=True)
 class RequiredVariable:
@@ -54,6 +56,8 @@ class TaskType:
     # Names a submission may set besides the declared ones (globs; ("*",) for any).
     extra_environment: tuple[str, ...] = ()
     secret_defaults: tuple[str, ...] = ()  # defaults marked secret = true
+    # [[notify]] blocks: the server's alone (never sent to workers; see config/notify.py).
+    notify: tuple[NotifyTarget, ...] = ()
 
     @property
     def declared(self) -> frozenset[str]:
@@ -70,11 +74,12 @@ class TaskType:
         data = self.to_json()
         for name in self.secret_defaults:
             data["defaults"][name] = "***"
+        data["notify"] = [{"on": list(t.on), "target": t.label} for t in self.notify]
         return data
 
     def to_json(self) -> dict:
         # Built by hand rather than with asdict: it is sent with every claimed task.
-        data = {f.name: getattr(self, f.name) for f in fields(self)}
+        data = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "notify"}
         data["defaults"] = dict(self.defaults)
         data["required"] = {r.name: {"description": r.description, "type": r.type,
                                      "secret": r.secret} for r in self.required}
