@@ -128,9 +128,9 @@ def _block(checker: Checker, index: int, block: dict,
                                 f'server runs)')
     if url is not None:
         _url(checker, f"{where}.url", url, line("url"))
-    if run is not None and checker.string(f"{where}.run", run, line("run"), nonempty=True):
-        if len(run) > MAX_RUN:
-            checker.problem(line("run"), f"{where}.run: {len(run)} characters is too long; "
+    if (run is not None and checker.string(f"{where}.run", run, line("run"), nonempty=True)
+            and len(run) > MAX_RUN):
+        checker.problem(line("run"), f"{where}.run: {len(run)} characters is too long; "
                                          f"the most is {MAX_RUN}")
     fmt = checker.choice(f"{where}.format", block.get("format", "json"), line("format"),
                          FORMATS)
@@ -138,11 +138,11 @@ def _block(checker: Checker, index: int, block: dict,
         checker.problem(line("format"), f'{where}.format: "slack" is for a webhook url; '
                                         "a command gets the JSON on its standard input")
     secret_env = block.get("secret_env")
-    if secret_env is not None and checker.string(f"{where}.secret_env", secret_env,
-                                                 line("secret_env"), nonempty=True):
-        if not ENV_NAME.fullmatch(secret_env):
-            checker.problem(line("secret_env"), f"{where}.secret_env: {secret_env!r} is not a "
-                                                "valid variable name")
+    if (secret_env is not None and checker.string(f"{where}.secret_env", secret_env,
+                                                  line("secret_env"), nonempty=True)
+            and not ENV_NAME.fullmatch(secret_env)):
+        checker.problem(line("secret_env"), f"{where}.secret_env: {secret_env!r} is not a "
+                                            "valid variable name")
     secret = block.get("secret")
     if secret is not None:
         if not allow_secret:
