@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import wait_until
+from tests.e2e.test_web import Browser, require_chromium
 
 SECRET = "s3cret-for-the-test"
 
@@ -201,3 +202,22 @@ def test_a_server_killed_before_delivering_delivers_after_restart(make_server, r
     accepted = hook.accepted()
     assert [r["headers"]["Blanket-Delivery"] for r in accepted] == [str(shown[0]["id"])]
     assert json.loads(accepted[0]["body"])["task"]["id"] == task_id
+
+
+def test_the_task_page_lists_its_notifications_as_text(make_server, tmp_path: Path):
+    require_chromium()
+    server = make_server(start=False)
+    (server.base / "blanket.toml").write_text(
+        '[[notify]]\non = ["success"]\nrun = "echo \'<b id=injected>hi</b>\'"\n')
+    server.write_type("fine", 'command = "echo fine"\n')
+    server.start()
+    make_server.worker(server, tags="bash")
+    task_id = server.client.post("/task/", {"type": "fine"})["id"]
+    wait_until(lambda: all_delivered(server, task_id, 1), timeout=30)
+    with Browser(tmp_path / "chromium") as browser:
+        browser.open(f"{server.url}/#/task/{task_id}")
+        browser.wait_for("document.querySelector('#t-notifications tbody')"
+                         "?.textContent.includes('delivered')")
+        row = browser.evaluate("document.querySelector('#t-notifications tbody').textContent")
+        assert "success" in row and "exit 0: <b id=injected>hi</b>" in row
+        assert browser.evaluate("document.getElementById('injected') === null")

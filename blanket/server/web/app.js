@@ -990,11 +990,25 @@ async function loadTaskPage() {
     el("td", {}, stateBadge(a.state)), el("td", { class: "mono" }, a.exit_code === null ? "" : a.exit_code),
     timeCell(a.started), timeCell(a.finished), el("td", { class: "small" }, a.error || ""))),
   7, "No attempt has ended yet.");
+  await loadTaskNotifications(task);
   await loadTaskFiles(task);
   if (state.taskLogFor !== task.id) {
     state.taskLogFor = task.id;
     showTaskStreams(task);
   }
+}
+
+// What the task's end made for its [[notify]] targets; every value inserted as text.
+async function loadTaskNotifications(task) {
+  let found = [];
+  try {
+    found = (await api("GET", `/task/${task.id}/notifications`)).notifications;
+  } catch (e) { /* shown as none */ }
+  replaceRows($("t-notifications").tBodies[0], found.map((n) => el("tr", {},
+    el("td", {}, n.event), el("td", { class: "mono small", title: n.origin || "" }, n.target || n.kind),
+    el("td", {}, n.state), el("td", { class: "mono" }, n.attempts),
+    n.next_at ? timeCell(n.next_at) : el("td", {}, ""), el("td", { class: "small" }, n.result || ""))),
+  6, "No notifications.");
 }
 
 async function loadTaskFiles(task) {
