@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import wait_until
+from tests.e2e.test_cli import blanket
 from tests.e2e.test_web import Browser, require_chromium
 
 SECRET = "s3cret-for-the-test"
@@ -181,6 +182,9 @@ def test_a_command_target_runs_on_the_server_with_the_record_on_stdin(make_serve
     assert shown[0]["kind"] == "command" and shown[0]["result"] == "exit 0: kept"
     body = json.loads((out / f"{task_id}-success.json").read_text())
     assert body["event"] == "success" and body["task"]["state"] == "SUCCESS"
+    shown = blanket("inspect", str(task_id), server=server).stdout
+    assert ('notification  success -> run: cat > "$NOTIFY_OUT/$BLANKET_TASK_ID-$BLANKET_EVENT'
+            '.json"; echo kept: delivered (attempts 1, last: exit 0: kept)') in shown
 
 
 def test_a_server_killed_before_delivering_delivers_after_restart(make_server, receiver):
