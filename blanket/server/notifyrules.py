@@ -6,22 +6,20 @@ in). Answered from memory, as the store asks inside the transaction that ends th
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
 
 from blanket.config.notify import NotifyTarget
-from blanket.config.tasktype import TaskType
 from blanket.server.catalog import Catalog
 from blanket.store.base import DeliveryTarget
 
 
 class NotifyRules:
     """`targets(type, schedule, event)` for the store's `notify_targets`; cached until the
-    catalog changes."""
+    catalog changes. Only the catalog's own records are read (never a command schedule's
+    synthetic type, which is built, bundled and recorded on first use: not a thing to do
+    inside a store's transaction; its blocks are its schedule's)."""
 
-    def __init__(self, catalog: Catalog, current_type: Callable[[str], TaskType | None],
-                 settings_blocks: tuple[NotifyTarget, ...] = ()):
+    def __init__(self, catalog: Catalog, settings_blocks: tuple[NotifyTarget, ...] = ()):
         self.catalog = catalog
-        self.current_type = current_type
         self.settings_blocks = settings_blocks
         self._secrets = {t.key: t.secret for t in settings_blocks if t.secret is not None}
         self._cache: dict[tuple[str, str | None, str], tuple[DeliveryTarget, ...]] = {}
@@ -34,12 +32,12 @@ class NotifyRules:
 
     def blocks(self, type_name: str, schedule: str | None) -> list[NotifyTarget]:
         """Every block that applies to a task of `type_name` made by `schedule`."""
-        task_type = self.current_type(type_name)
-        found = list(task_type.notify) if task_type is not None else []
+        loaded = self.catalog.get(type_name)
+        found = list(loaded.task_type.notify) if loaded and loaded.task_type else []
         if schedule is not None:
-            loaded = self.catalog.schedule(schedule)
-            if loaded is not None and loaded.schedule is not None:
-                found += loaded.schedule.notify
+            made_by = self.catalog.schedule(schedule)
+            if made_by is not None and made_by.schedule is not None:
+                found += made_by.schedule.notify
         return found + list(self.settings_blocks)
 
     def targets(self, type_name: str, schedule: str | None,

@@ -80,7 +80,7 @@ def build_services(settings: Settings, schedule_parser=None) -> Services:
     tasks = TasksView(store)
     waiting = WaitReasons(registry.listed, types.limits, running_count(tasks.count),
                           ahead=tasks.queued_ahead)
-    rules = NotifyRules(catalog, types.current_type, settings.notify)
+    rules = NotifyRules(catalog, settings.notify)
     store.notify_targets = rules.targets
     deliveries = Deliveries(store, wakeups, rules, intake.task_dir, _task_link(settings))
     return Services(settings, store, catalog, intake, queue, wakeups, Tokens(store), registry,

@@ -146,9 +146,13 @@ def test_a_target_is_known_by_where_and_how_it_sends_not_by_its_events() -> None
 # which blocks apply
 
 class FakeCatalog:
-    def __init__(self, schedules: dict) -> None:
+    def __init__(self, schedules: dict, types: dict | None = None) -> None:
         self.schedules = schedules
+        self.types = {} if types is None else types
         self.listeners: list = []
+
+    def get(self, name: str):
+        return self.types.get(name)
 
     def schedule(self, name: str):
         return self.schedules.get(name)
@@ -158,8 +162,9 @@ class FakeCatalog:
 
 
 class Loaded:
-    def __init__(self, schedule) -> None:
+    def __init__(self, schedule=None, task_type=None) -> None:
         self.schedule = schedule
+        self.task_type = task_type
 
 
 def test_an_end_goes_to_its_types_its_schedules_and_the_global_targets_each_once() -> None:
@@ -168,9 +173,9 @@ def test_an_end_goes_to_its_types_its_schedules_and_the_global_targets_each_once
     nightly = NotifyTarget(on=("failed",), url="https://nightly/x")
     job = TaskType(name="job", command="true", notify=(mine, shared))
     schedule = parse_schedule_text('type = "job"\nevery = "1h"\n', "nightly", "n.toml")
-    catalog = FakeCatalog({"nightly": Loaded(replace(schedule, notify=(nightly,)))})
-    types = {"job": job}
-    rules = NotifyRules(catalog, types.get, settings_blocks=(  # type: ignore[arg-type]
+    types = {"job": Loaded(task_type=job)}
+    catalog = FakeCatalog({"nightly": Loaded(replace(schedule, notify=(nightly,)))}, types)
+    rules = NotifyRules(catalog, settings_blocks=(  # type: ignore[arg-type]
         NotifyTarget(on=("failed",), url="https://all/x", origin="blanket.toml:3"),))
     keys = [t.key for t in rules.targets("job", "nightly", "failed")]
     assert keys == [mine.key, shared.key, nightly.key]  # the global one is `shared` again
@@ -178,8 +183,11 @@ def test_an_end_goes_to_its_types_its_schedules_and_the_global_targets_each_once
     assert [t.key for t in rules.targets("job", None, "lost")] == [mine.key, shared.key]
     assert len(rules.targets("job", None, "failed")) == 2
     assert rules.targets("other", None, "success") == ()
+    # a command schedule's runs (type schedule.NAME, never built here) hear its blocks
+    assert [t.key for t in rules.targets("schedule.nightly", "nightly", "failed")] == [
+        nightly.key, shared.key]
     assert json.loads(rules.targets("job", None, "success")[0].target)["url"] == "https://all/x"
-    types["job"] = TaskType(name="job", command="true")
+    types["job"] = Loaded(task_type=TaskType(name="job", command="true"))
     assert len(rules.targets("job", None, "failed")) == 2  # cached until the catalog changes
     for listener in catalog.listeners:
         listener()
@@ -241,7 +249,7 @@ def ended_with_target(tmp_path: Path, target: dict, finished: float) -> tuple:
     task = store.add_task(NewTask(type="job", environment={}, tags=(), score=0.0, added=0.0))
     taken = store.claim_task(Claim(worker="w", tags=frozenset(), now=finished))
     store.finish_task(task.id, taken.token, Outcome(TaskState.FAILED, 1, "x", finished))
-    loop = Deliveries(store, Wakeups(), NotifyRules(FakeCatalog({}), {}.get),  # type: ignore[arg-type]
+    loop = Deliveries(store, Wakeups(), NotifyRules(FakeCatalog({})),  # type: ignore[arg-type]
                       lambda *_: tmp_path, lambda _id: None, environ={})
     return store, loop, task
 
