@@ -49,6 +49,7 @@ BATCH = 16  # rows taken at once
 PARALLEL = 4  # sent at once
 LEASE = 60.0  # seconds past a target's timeout a taken row stays this server's
 IDLE_CHECK = 60.0  # look again this often even without a wake-up (another server's retry)
+MIN_PAUSE = 0.05  # seconds between looks for due rows that a wake-up did not announce
 
 
 class Deliveries:
@@ -84,7 +85,7 @@ class Deliveries:
         while not self.stopping.is_set() and not self.wakeups.closed:
             try:
                 taken = self.wakeups.wait_for(self._take, IDLE_CHECK, topics=(DELIVERIES,),
-                                              next_deadline=self.store.next_delivery_at)
+                                              next_deadline=self._next_due)
                 if taken:
                     list(self._pool.map(self.send, taken))
             except Exception:
@@ -96,6 +97,12 @@ class Deliveries:
             return []
         now = time.time()
         return self.store.claim_deliveries(now, now + LEASE + MAX_TIMEOUT, BATCH) or None
+
+    def _next_due(self) -> float | None:
+        """When to look again without a wake-up: the earliest due row, but not at once (a
+        row due now that another server is taking is skipped, and would spin the loop)."""
+        due = self.store.next_delivery_at()
+        return None if due is None else max(due, time.time() + MIN_PAUSE)
 
     def run_due(self) -> int:
         """Send what is due now, in this thread (tests, and a step by hand); how many."""
