@@ -158,7 +158,7 @@ class Deliveries:
             return
         if state == "delivered":
             log.info("notification delivered", delivery=delivery.id, task=delivery.task_id,
-                     event=delivery.event, target=delivery.target.get("label"))
+                     on=delivery.event, target=delivery.target.get("label"))
         else:
             log.warning("notification not delivered", delivery=delivery.id,
                         task=delivery.task_id, result=sent.result, attempts=delivery.attempts,

@@ -164,6 +164,8 @@ def test_each_notification_arrives_once_signed_after_the_receiver_failed(make_se
     listed = {n["target"] for n in shown["breaks"]}
     assert listed == {"http://127.0.0.1/…"}  # the path (a Slack credential) is never shown
     assert all(n["result"] == "HTTP 200" for ns in shown.values() for n in ns)
+    log = server.log_text()
+    assert "notification delivered" in log and "Traceback" not in log
 
 
 def test_a_command_target_runs_on_the_server_with_the_record_on_stdin(make_server,
@@ -205,6 +207,7 @@ def test_a_server_killed_before_delivering_delivers_after_restart(make_server, r
     shown = wait_until(lambda: all_delivered(server, task_id, 1), timeout=30)
     accepted = hook.accepted()
     assert [r["headers"]["Blanket-Delivery"] for r in accepted] == [str(shown[0]["id"])]
+    assert "Traceback" not in server.log_text()
     assert json.loads(accepted[0]["body"])["task"]["id"] == task_id
 
 

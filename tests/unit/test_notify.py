@@ -278,3 +278,12 @@ def test_a_command_that_runs_too_long_is_killed_and_retried(tmp_path: Path) -> N
     assert loop.run_due() == 1
     (shown,) = store.task_deliveries(task.id)
     assert shown.state == "pending" and shown.result == "timed out after 0.5s: started"
+
+
+def test_a_delivered_notification_is_settled_and_logged(tmp_path: Path) -> None:
+    target = {"kind": "command", "run": "cat > /dev/null; echo ok", "timeout": 5.0}
+    store, loop, task = ended_with_target(tmp_path, target, time.time())
+    assert loop.run_due() == 1
+    (shown,) = store.task_deliveries(task.id)
+    assert (shown.state, shown.attempts, shown.result) == ("delivered", 1, "exit 0: ok")
+    assert loop.run_due() == 0
