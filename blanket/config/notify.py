@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -45,7 +45,7 @@ class NotifyTarget:
     run: str | None = None
     format: str = "json"
     secret_env: str | None = None
-    secret: str | None = None  # blanket.toml only
+    secret: str | None = field(default=None, repr=False)  # blanket.toml only
     timeout: float = DEFAULT_TIMEOUT
     origin: str = ""
 
@@ -88,11 +88,13 @@ class NotifyTarget:
     @property
     def label(self) -> str:
         """How the API and the page show the target: a URL's path may hold its credential
-        (Slack's does), so only its scheme and host are shown; a command as written."""
+        (Slack's does), so only its scheme and host are shown; of a command, its first word
+        (its arguments may hold one too)."""
         if self.url is not None:
             parts = urlsplit(self.url)
             return f"{parts.scheme}://{parts.hostname or ''}{'/…' if parts.path.strip('/') else ''}"
-        return f"run: {self.run}"
+        words = (self.run or "").split(maxsplit=1)
+        return f"run: {words[0] if words else ''}{' …' if len(words) > 1 else ''}"
 
 
 def parse_notify_blocks(checker: Checker, data: dict, *,

@@ -167,14 +167,17 @@ class Deliveries:
     def _tail(self, task: Task) -> str:
         """The end of the task's error log (its secret values masked); empty if none."""
         directory = self.task_dir(task.type, task.id)
+        masker = Masker.of(task)
         for name in (error_log(False), error_log(True)):
             try:
                 with open(directory / name, "rb") as file:
                     file.seek(0, os.SEEK_END)
-                    file.seek(max(0, file.tell() - TAIL_BYTES - len(task.token or "") - 64))
-                    data = file.read()
+                    # A secret cut by the start of what is read is not matched, and so ends
+                    # where the tail is cut off anyway: read the longest one's length more.
+                    file.seek(max(0, file.tell() - TAIL_BYTES - masker.longest))
+                    data = file.read(TAIL_BYTES + masker.longest)
             except OSError:
                 continue
-            return stderr_tail(Masker.of(task).mask(data))
+            return stderr_tail(masker.mask(data))
         return ""
 

@@ -185,8 +185,8 @@ def test_a_command_target_runs_on_the_server_with_the_record_on_stdin(make_serve
     body = json.loads((out / f"{task_id}-success.json").read_text())
     assert body["event"] == "success" and body["task"]["state"] == "SUCCESS"
     shown = blanket("inspect", str(task_id), server=server).stdout
-    assert ('notification  success -> run: cat > "$NOTIFY_OUT/$BLANKET_TASK_ID-$BLANKET_EVENT'
-            '.json"; echo kept: delivered (attempts 1, last: exit 0: kept)') in shown
+    assert ("notification  success -> run: cat …: delivered (attempts 1, last: exit 0: kept)"
+            in shown)
 
 
 def test_a_server_killed_before_delivering_delivers_after_restart(make_server, receiver):

@@ -141,6 +141,9 @@ def test_a_target_is_known_by_where_and_how_it_sends_not_by_its_events() -> None
     assert NotifyTarget(on=("failed",), url="https://h/x", secret="a").key != \
         NotifyTarget(on=("failed",), url="https://h/x", secret="b").key
     assert one.wants("lost") and not NotifyTarget(on=("success",), url="https://h").wants("lost")
+    command = NotifyTarget(on=("failed",), run="curl -H 'Authorization: x' https://h")
+    assert command.label == "run: curl …"  # its arguments may hold a credential
+    assert "shh" not in repr(NotifyTarget(on=("failed",), url="https://h", secret="shh"))
 
 
 # which blocks apply
@@ -287,3 +290,16 @@ def test_a_delivered_notification_is_settled_and_logged(tmp_path: Path) -> None:
     (shown,) = store.task_deliveries(task.id)
     assert (shown.state, shown.attempts, shown.result) == ("delivered", 1, "exit 0: ok")
     assert loop.run_due() == 0
+
+
+def test_the_tail_never_shows_part_of_a_secret_cut_by_where_it_is_read(tmp_path: Path) -> None:
+    secret = "S" * 90 + "\n" + "T" * 10  # a key of several lines
+    task = Task(id=3, type="job", state=TaskState.FAILED, environment={"K": secret},
+                tags=(), score=0.0, added=0.0, secrets=("K",))
+    for cut in range(0, 101, 5):  # the secret's place against the 4 KiB bound
+        data = b"x" * 100 + secret.encode() + b"\n" + b"y" * (4096 - 1 - cut) + b"\nend"
+        (tmp_path / "stderr.log").write_bytes(data)
+        loop = Deliveries(SQLiteStore(":memory:"), Wakeups(), NotifyRules(FakeCatalog({})),  # type: ignore[arg-type]
+                          lambda *_: tmp_path, lambda _id: None, environ={})
+        tail = loop._tail(task)
+        assert "TTTTT" not in tail and "SSSSS" not in tail and tail.endswith("end"), cut
