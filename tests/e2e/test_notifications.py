@@ -17,6 +17,7 @@ import pytest
 from tests.conftest import wait_until
 from tests.e2e.test_cli import blanket
 from tests.e2e.test_web import Browser, require_chromium
+from tests.store.conftest import fresh_postgres_database
 
 SECRET = "s3cret-for-the-test"
 
@@ -228,3 +229,29 @@ def test_the_task_page_lists_its_notifications_as_text(make_server, tmp_path: Pa
         row = browser.evaluate("document.querySelector('#t-notifications tbody').textContent")
         assert "success" in row and "exit 0: <b id=injected>hi</b>" in row
         assert browser.evaluate("document.getElementById('injected') === null")
+
+
+def test_two_servers_on_one_postgresql_send_each_notification_once(make_server, receiver,
+                                                                    tmp_path: Path):
+    hook = receiver(failures=6)
+    with fresh_postgres_database() as url:
+        env = {"BLANKET_DATABASE": url, "HOOK_SECRET": SECRET}
+        block = (f'[[notify]]\non = ["failed", "success"]\nurl = "{hook.url}/hook"\n'
+                 'secret_env = "HOOK_SECRET"\n')
+        types = {"fine": 'command = "echo fine"\n' + block,
+                 "breaks": 'command = "exit 2"\n' + block}
+        one = make_server(types=types, base=tmp_path / "one", env=env)
+        two = make_server(types=types, base=tmp_path / "two", env=env)
+        make_server.worker(one, tags="bash")
+        make_server.worker(two, tags="bash")
+        ids = [server.client.post("/task/", {"type": kind})["id"]
+               for server in (one, two) for kind in ("fine", "breaks") for _ in range(5)]
+        for task_id in ids:
+            wait_until(lambda t=task_id: all_delivered(one, t, 1), timeout=60)
+        accepted = [r["headers"]["Blanket-Delivery"] for r in hook.accepted()]
+        assert len(accepted) == len(ids) == len(set(accepted))  # each once, through either
+        for request in hook.accepted():
+            verify(request)
+        for server in (one, two):
+            assert "Traceback" not in server.log_text()
+            server.stop()
