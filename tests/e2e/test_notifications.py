@@ -217,12 +217,17 @@ def test_the_task_page_lists_its_notifications_as_text(make_server, tmp_path: Pa
     server = make_server(start=False)
     (server.base / "blanket.toml").write_text(
         '[[notify]]\non = ["success"]\nrun = "echo \'<b id=injected>hi</b>\'"\n')
-    server.write_type("fine", 'command = "echo fine"\n')
+    server.write_type("fine", 'command = "echo fine"\n[[notify]]\non = ["failed"]\n'
+                              'url = "http://127.0.0.1:9/the/secret/path"\n')
     server.start()
     make_server.worker(server, tags="bash")
     task_id = server.client.post("/task/", {"type": "fine"})["id"]
     wait_until(lambda: all_delivered(server, task_id, 1), timeout=30)
     with Browser(tmp_path / "chromium") as browser:
+        browser.open(f"{server.url}/#/type/fine")
+        browser.wait_for("document.querySelector('#y-fields')?.textContent.includes('notify')")
+        fields = browser.evaluate("document.querySelector('#y-fields').textContent")
+        assert "failed → http://127.0.0.1/…" in fields and "secret" not in fields
         browser.open(f"{server.url}/#/task/{task_id}")
         browser.wait_for("document.querySelector('#t-notifications tbody')"
                          "?.textContent.includes('delivered')")

@@ -514,7 +514,7 @@ async function loadSchedules() {
 
 const TYPE_FIELDS = ["description", "command", "executor", "tags", "timeout", "retries",
   "retry_delay", "max_timeout", "max_retries", "max_concurrent", "combine_output", "required",
-  "defaults", "files", "results", "checks"];
+  "defaults", "files", "results", "checks", "notify"];
 
 async function loadTypePage() {
   const { name } = route();
@@ -573,6 +573,7 @@ async function loadSchedulePage() {
     ["type", schedule.type], ["when", def.cron ? `cron ${def.cron}` : def.every ? `every ${def.every}s` : ""],
     ["environment", def.environment], ["next fires", (schedule.next_fires || []).join(", ")],
     ["last fire", schedule.last_fire], ["problems", (schedule.problems || []).map((p) => p.message)],
+    ["notify", def.notify || []],
   ];
   fillFields($("s-fields"), rows);
   $("s-buttons").replaceChildren(...(schedule.definition ? [
@@ -944,6 +945,11 @@ function fieldValue(key, value) {
     return el("span", { title: date.toISOString() }, date.toLocaleString());
   }
   if (key === "state") return stateBadge(value);
+  if (key === "notify" && Array.isArray(value)) {  // [[notify]] blocks: events and target
+    return value.length ? el("div", {}, ...value.map((n) =>
+      el("div", { class: "mono small" }, `${n.on.join(", ")} → ${n.target}`)))
+      : el("span", { class: "muted" }, "-");
+  }
   if (Array.isArray(value)) return value.length ? value.join(", ") : el("span", { class: "muted" }, "-");
   if (typeof value === "object") {
     const rows = Object.entries(value).map(([k, v]) =>
