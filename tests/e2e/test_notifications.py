@@ -8,6 +8,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+import signal
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -260,3 +261,19 @@ def test_two_servers_on_one_postgresql_send_each_notification_once(make_server, 
         for server in (one, two):
             assert "Traceback" not in server.log_text()
             server.stop()
+
+
+def test_a_task_whose_worker_died_is_notified_as_lost(make_server, receiver):
+    hook = receiver()
+    server = make_server(types={"hangs": f'command = "sleep 60"\n[[notify]]\non = ["lost"]\n'
+                                         f'url = "{hook.url}/hook"\n'})
+    worker = make_server.worker(server, tags="bash")
+    task_id = server.client.post("/task/", {"type": "hangs"})["id"]
+    server.wait_for_task(task_id, states=("RUNNING",))
+    worker.stop(signal.SIGKILL)  # its heartbeats stop: the reaper ends the task
+    shown = wait_until(lambda: all_delivered(server, task_id, 1), timeout=30)
+    assert shown[0]["event"] == "lost"
+    (request,) = hook.accepted()
+    body = json.loads(request["body"])
+    assert body["event"] == "lost" and body["task"]["state"] == "FAILED"
+    assert "its worker died 1 time" in body["task"]["error"]
