@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field, fields
 
 from blanket.config.notify import NotifyTarget
+
+TYPE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")  # a type's name, its file's stem
+LATER_FIELDS = ("bases", "abstract")  # sent only when set (see TaskType.to_json)
 
 
 @dataclass(frozen=True)
@@ -56,6 +60,8 @@ class TaskType:
     # Names a submission may set besides the declared ones (globs; ("*",) for any).
     extra_environment: tuple[str, ...] = ()
     secret_defaults: tuple[str, ...] = ()  # defaults marked secret = true
+    bases: tuple[str, ...] = ()  # the types it extends, nearest first (their keys merged in)
+    abstract: bool = False  # only a base for others: no task can be submitted of it
     # [[notify]] blocks: the server's alone (never sent to workers; see config/notify.py).
     notify: tuple[NotifyTarget, ...] = ()
 
@@ -85,24 +91,30 @@ class TaskType:
                                      "secret": r.secret} for r in self.required}
         data["files"] = [{"src": f.src, "dest": f.dest, "include": list(f.include),
                           "exclude": list(f.exclude), "render": f.render} for f in self.files]
-        for key in ("tags", "results", "checks", "extra_environment", "secret_defaults"):
+        for key in ("tags", "results", "checks", "extra_environment", "secret_defaults", "bases"):
             data[key] = list(data[key])
+        # Left out at their defaults: a worker of an older version refuses fields it does not
+        # know, and a type without a base is what every older worker runs.
+        for key in LATER_FIELDS:
+            if not data[key]:
+                del data[key]
         return data
 
     @classmethod
     def from_json(cls, data: dict) -> TaskType:
         """Inverse of `to_json` (used by workers, which receive types over HTTP)."""
-        fields = dict(data)
-        fields["required"] = tuple(
+        known = {f.name for f in fields(cls)}
+        values = {k: v for k, v in data.items() if k in known}  # a newer server's extras
+        values["required"] = tuple(
             RequiredVariable(name, spec.get("description", ""), spec.get("type", "string"),
                              bool(spec.get("secret", False)))
             for name, spec in data.get("required", {}).items()
         )
-        fields["files"] = tuple(
+        values["files"] = tuple(
             FileSection(f["src"], f.get("dest", "."), tuple(f.get("include", ())),
                         tuple(f.get("exclude", ())), f.get("render", True))
             for f in data.get("files", ())
         )
-        for key in ("tags", "results", "checks", "extra_environment", "secret_defaults"):
-            fields[key] = tuple(data.get(key, ()))
-        return cls(**fields)
+        for key in ("tags", "results", "checks", "extra_environment", "secret_defaults", "bases"):
+            values[key] = tuple(data.get(key, ()))
+        return cls(**values)

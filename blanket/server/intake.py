@@ -67,6 +67,8 @@ class TaskRequest:
 class TypeLookup(Protocol):
     def current_type(self, name: str) -> TaskType | None: ...
 
+    def base_names(self) -> list[str]: ...
+
     def type_names(self) -> list[str]: ...
 
 
@@ -420,6 +422,10 @@ class Intake:
         task_type = self.types.current_type(request.type)
         if task_type is None:
             known = ", ".join(self.types.type_names()) or "none yet"
+            if request.type in self.types.base_names():
+                raise InvalidInput(f"task type {request.type!r} is abstract: only a base other "
+                                   f"types extend; submit one of them (known types: {known})",
+                                   code="unknown_type")
             raise InvalidInput(f"unknown task type {request.type!r}; known types: {known}",
                                code="unknown_type")
         environment = clean_environment(task_type, request.environment,

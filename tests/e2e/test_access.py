@@ -30,6 +30,10 @@ SPEC = {
     ("POST", "/logout"): "public",
     ("GET", "/metrics"): "viewer",
     ("GET", "/stats"): "viewer",
+    # MCP: the route lets viewers in; each tool checks its own role (test_mcp.py).
+    ("POST", "/mcp"): "viewer",
+    ("GET", "/mcp"): "viewer",
+    ("DELETE", "/mcp"): "viewer",
     ("GET", "/task/"): "viewer",
     ("GET", "/task/<task_id>"): "viewer",
     ("POST", "/tasks/<type_name>/"): "submitter",

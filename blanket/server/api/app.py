@@ -6,7 +6,17 @@ from __future__ import annotations
 import bottle
 import structlog
 
-from blanket.server.api import catalog, openapi, outputs, schedules, tasks, tokens, web, workers
+from blanket.server.api import (
+    catalog,
+    mcp,
+    openapi,
+    outputs,
+    schedules,
+    tasks,
+    tokens,
+    web,
+    workers,
+)
 from blanket.server.api.access import Access, check_routes
 from blanket.server.api.http import JSONErrors, QueryCheck, error_body
 from blanket.server.services import Services
@@ -29,6 +39,7 @@ def make_app(services: Services, extra_installers=()) -> bottle.Bottle:
     schedules.install(app, services)
     tokens.install(app, services)
     web.install(app, services)
+    mcp.install(app, services)
     for install in extra_installers:
         install(app, services)
     openapi.install(app, services.settings.anonymous_role)

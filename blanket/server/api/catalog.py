@@ -36,8 +36,8 @@ class CatalogRoutes:
         return json_response([t.to_json() for t in self.s.catalog.types()])
 
     def show_type(self, name: str):
-        """One task type."""
-        loaded = self.s.catalog.get(name)
+        """One task type (an abstract one too: its definition shows, though none runs)."""
+        loaded = self.s.catalog.get(name) or self.s.catalog.base(name)
         if loaded is None:
             raise NotFound(f"no task type {name!r}; see GET /task_type/ for the list")
         return json_response(loaded.to_json())

@@ -512,7 +512,7 @@ async function loadSchedules() {
 
 // ---- one type's page: its definition (secret defaults masked), versions that ran, start
 
-const TYPE_FIELDS = ["description", "command", "executor", "tags", "timeout", "retries",
+const TYPE_FIELDS = ["description", "abstract", "bases", "command", "executor", "tags", "timeout", "retries",
   "retry_delay", "max_timeout", "max_retries", "max_concurrent", "combine_output", "required",
   "defaults", "files", "results", "checks", "notify"];
 
@@ -530,12 +530,13 @@ async function loadTypePage() {
     el("p", { class: "problem" }, problemLine(p))));
   const def = loaded.definition || {};
   const rows = [["file", loaded.path], ["version", loaded.version], ["loaded", loaded.loaded_at],
-    ...TYPE_FIELDS.filter((key) => key in def).map((key) => [key, key === "required"
+    ...TYPE_FIELDS.filter((key) => key in def && !(key === "bases" && !def.bases.length))
+      .map((key) => [key === "bases" ? "extends" : key, key === "required"
       ? Object.fromEntries(Object.entries(def.required).map(([k, v]) =>
         [k, [v.type, v.secret ? "secret" : "", v.description].filter(Boolean).join(", ")]))
       : def[key]])];
   fillFields($("y-fields"), rows, (key) => (key === "command" ? "mono pre" : ""));
-  $("y-buttons").replaceChildren(loaded.definition ? el("button", { type: "button",
+  $("y-buttons").replaceChildren(loaded.definition && !def.abstract ? el("button", { type: "button",
     onclick: () => { location.hash = "#/"; setTimeout(() => chooseType(loaded.name), 300); } },
   "Start") : "");
   $("y-all-tasks").href = `#/tasks?type=${encodeURIComponent(loaded.name)}`;
