@@ -303,3 +303,15 @@ def test_the_tail_never_shows_part_of_a_secret_cut_by_where_it_is_read(tmp_path:
                           lambda *_: tmp_path, lambda _id: None, environ={})
         tail = loop._tail(task)
         assert "TTTTT" not in tail and "SSSSS" not in tail and tail.endswith("end"), cut
+
+
+def test_a_type_takes_its_bases_notify_blocks_unless_it_writes_its_own(tmp_path: Path) -> None:
+    folder = tmp_path / "types"
+    folder.mkdir()
+    (folder / "base.toml").write_text(f'abstract = true\ncommand = "true"\n[[notify]]\n'
+                                      f'on = ["failed"]\n{HOOK}\n')
+    (folder / "child.toml").write_text('extends = "base"\n')
+    (folder / "own.toml").write_text('extends = "base"\n[[notify]]\non = ["success"]\n'
+                                     'run = "true"\n')
+    assert [t.on for t in parse_type_file(folder / "child.toml").notify] == [("failed",)]
+    assert [t.kind for t in parse_type_file(folder / "own.toml").notify] == ["command"]
