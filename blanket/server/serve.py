@@ -108,6 +108,7 @@ class Server:
         for loop in self.loops:
             loop.start()
         s.catalog.start_watching()
+        s.deliveries.start()
         self.inbox = Inbox(self.settings.inbox_dir, s.intake, s.store)
         self.inbox.start()
         self.scheduler.start()
@@ -199,6 +200,7 @@ class Server:
         if self.workers is not None and self.workers.poll() is None:
             self.workers.terminate()
         steps: list[tuple[str, Callable[[], object]]] = [
+            ("deliveries", self.services.deliveries.stop),
             ("wake-ups", self.services.wakeups.close),
             *((f"loop {loop.name}", loop.stop) for loop in self.loops),
             ("scheduler", self.scheduler.stop),

@@ -15,7 +15,9 @@ from blanket.config.schedule import parse_schedule_file
 from blanket.config.settings import Settings
 from blanket.server.catalog import Catalog
 from blanket.server.currenttypes import CatalogTypes, CommandTypes
+from blanket.server.deliveries import Deliveries
 from blanket.server.intake import Intake
+from blanket.server.notifyrules import NotifyRules
 from blanket.server.queue import Queue
 from blanket.server.registry import WorkerRegistry
 from blanket.server.schedulebook import ScheduleBook
@@ -45,6 +47,7 @@ class Services:
     logs: TaskLogs
     schedules: ScheduleBook
     waiting: WaitReasons
+    deliveries: Deliveries
     started: float = field(default_factory=time.time)
 
     @property
@@ -77,6 +80,17 @@ def build_services(settings: Settings, schedule_parser=None) -> Services:
     tasks = TasksView(store)
     waiting = WaitReasons(registry.listed, types.limits, running_count(tasks.count),
                           ahead=tasks.queued_ahead)
+    rules = NotifyRules(catalog, settings.notify)
+    store.notify_targets = rules.targets
+    deliveries = Deliveries(store, wakeups, rules, intake.task_dir, _task_link(settings))
     return Services(settings, store, catalog, intake, queue, wakeups, Tokens(store), registry,
                     tasks, TaskLogs(intake.task_dir), ScheduleBook(store, catalog, intake),
-                    waiting)
+                    waiting, deliveries)
+
+
+def _task_link(settings: Settings):
+    """A task's page on the server's URL (None when that is a unix socket)."""
+    base = settings.url
+    if not base.startswith(("http://", "https://")):
+        return lambda task_id: None
+    return lambda task_id: f"{base}/#/task/{task_id}"

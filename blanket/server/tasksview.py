@@ -4,7 +4,7 @@ dashboards count, without a route reaching into the store."""
 from __future__ import annotations
 
 from blanket.errors import NotFound
-from blanket.models import Task, TaskFilter, TaskState
+from blanket.models import Delivery, Task, TaskFilter, TaskState
 from blanket.store.base import Store
 
 
@@ -24,6 +24,10 @@ class TasksView:
         if task is None:
             raise NotFound(f"no task {task_id}")
         return task
+
+    def notifications(self, task_id: int) -> list[Delivery]:
+        """The notifications of the task's end ([[notify]]), oldest first."""
+        return self.store.task_deliveries(task_id)
 
     def list(self, flt: TaskFilter) -> list[Task]:
         return self.store.list_tasks(flt)
