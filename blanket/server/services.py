@@ -1,11 +1,12 @@
 """The server's parts wired together: settings, store, catalog, intake, queue, worker
-registry, wake-ups.
+registry, wake-ups, metrics.
 
 Everything here can be rebuilt from the config directory and the store."""
 
 from __future__ import annotations
 
 import time
+from collections import Counter
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
@@ -16,6 +17,7 @@ from blanket.config.settings import Settings
 from blanket.server.catalog import Catalog
 from blanket.server.currenttypes import CatalogTypes, CommandTypes
 from blanket.server.intake import Intake
+from blanket.server.metrics import Metrics, StateReaders
 from blanket.server.queue import Queue
 from blanket.server.registry import WorkerRegistry
 from blanket.server.schedulebook import ScheduleBook
@@ -45,6 +47,7 @@ class Services:
     logs: TaskLogs
     schedules: ScheduleBook
     waiting: WaitReasons
+    metrics: Metrics = field(default_factory=Metrics)
     started: float = field(default_factory=time.time)
 
     @property
@@ -64,6 +67,8 @@ def build_services(settings: Settings, schedule_parser=None) -> Services:
     store = open_store(settings.database_url)
     wakeups = Wakeups()
     store.on_change = wakeups.notify
+    metrics = Metrics()
+    store.on_commit = metrics.store_commit
     catalog = Catalog(settings.config_dir, DataDir(settings.data_dir).versions,
                       record_version=store.record_version,
                       schedule_parser=schedule_parser or parse_schedule_file)
@@ -71,12 +76,16 @@ def build_services(settings: Settings, schedule_parser=None) -> Services:
     catalog.add_listener(wakeups.notify)
     commands = CommandTypes(catalog, DataDir(settings.data_dir).versions, store.record_version)
     types = CatalogTypes(catalog, commands.get)
-    intake = Intake(store, types, settings.data_dir)
-    queue = Queue(store, types.current, types.limits, types.versions, task_dir=intake.task_dir)
+    intake = Intake(store, types, settings.data_dir, metrics=metrics)
+    queue = Queue(store, types.current, types.limits, types.versions, task_dir=intake.task_dir,
+                  metrics=metrics)
     registry = WorkerRegistry(store, queue, wakeups, settings.lost_after)
     tasks = TasksView(store)
     waiting = WaitReasons(registry.listed, types.limits, running_count(tasks.count),
                           ahead=tasks.queued_ahead)
+    metrics.read_state(StateReaders(
+        tasks.count_by_state, tasks.queued_by_type,
+        lambda: Counter(w.state for w in registry.listed()), lambda: len(catalog.problems())))
     return Services(settings, store, catalog, intake, queue, wakeups, Tokens(store), registry,
                     tasks, TaskLogs(intake.task_dir), ScheduleBook(store, catalog, intake),
-                    waiting)
+                    waiting, metrics)

@@ -26,6 +26,9 @@ class SqlVerbs(Store):
     @abstractmethod
     def _all(self, query: str, params: Any = None) -> list[Any]: ...
 
+    def queued_by_type(self) -> dict[str, int]:
+        return {r["type"]: int(r["n"]) for r in self._all(self.queries["queued_by_type"])}
+
     # workers
     def save_worker(self, worker: Worker) -> None:
         with self._tx() as db:

@@ -270,3 +270,7 @@ UPDATE tokens SET revoked = %(now)s WHERE parent = %(id)s AND revoked IS NULL;
 
 -- name: end_session
 UPDATE tokens SET revoked = %(now)s WHERE id = %(id)s AND parent IS NOT NULL AND revoked IS NULL;
+
+-- name: queued_by_type
+-- By the partial index of queued tasks: the cost grows with the queue, not the table.
+SELECT type, count(*) AS n FROM tasks WHERE state = 'QUEUED' GROUP BY type;

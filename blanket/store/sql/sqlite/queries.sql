@@ -194,3 +194,7 @@ UPDATE tokens SET revoked = :now WHERE parent = :id AND revoked IS NULL;
 
 -- name: end_session
 UPDATE tokens SET revoked = :now WHERE id = :id AND parent IS NOT NULL AND revoked IS NULL;
+
+-- name: queued_by_type
+-- By the partial index of queued tasks: the cost grows with the queue, not the table.
+SELECT type, count(*) AS n FROM tasks INDEXED BY tasks_queue WHERE state = 'QUEUED' GROUP BY type;
