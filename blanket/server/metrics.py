@@ -11,6 +11,7 @@ lists."""
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator, Mapping
+from typing import Any
 
 from prometheus_client import (
     CollectorRegistry,
@@ -136,6 +137,7 @@ class Metrics:
         self._commits = Histogram(
             "blanket_store_commit_seconds", "Time a store write takes to commit (and, when "
             "durable, to reach the disk).", ["durable"], buckets=COMMIT_BUCKETS, registry=r)
+        self._children: dict[tuple, Any] = {}  # label values are bounded: so is this
         self._durable = {True: self._commits.labels("true"), False: self._commits.labels("false")}
         for kind in NOTIFICATION_KINDS:  # shown at 0 before the first one
             self._delivered.labels(kind)
@@ -146,26 +148,26 @@ class Metrics:
     def submitted(self, tasks: Iterable[Task]) -> None:
         """New tasks stored by intake."""
         for task in tasks:
-            self._submitted.labels(task.type).inc()
+            self._of(self._submitted, task.type).inc()
 
     def claimed(self, task: Task) -> None:
         """A worker took the task: its wait in the queue ends."""
         if task.claimed is None:
             return
         runnable = max(task.added, task.not_before or task.added)
-        self._wait.labels(task.type).observe(max(0.0, task.claimed - runnable))
+        self._of(self._wait, task.type).observe(max(0.0, task.claimed - runnable))
 
     def attempt_ended(self, task: Task) -> None:
         """An attempt ended (`task` as it is just after, its last attempt the one that
         ended); counts the task too when it is final."""
         attempt = task.attempts[-1] if task.attempts else None
         if attempt is not None:
-            self._attempts.labels(task.type, attempt.get("state") or task.state.value).inc()
+            self._of(self._attempts, task.type, attempt.get("state") or task.state.value).inc()
             started, finished = attempt.get("started"), attempt.get("finished")
             if started is not None and finished is not None:
-                self._run.labels(task.type).observe(max(0.0, finished - started))
+                self._of(self._run, task.type).observe(max(0.0, finished - started))
         if task.state in FINAL_STATES:
-            self._finished.labels(task.type, task.state.value).inc()
+            self._of(self._finished, task.type, task.state.value).inc()
 
     def ended_unrun(self, task: Task) -> None:
         """A task ended without an attempt ending (stopped while queued, its type gone)."""
@@ -191,11 +193,20 @@ class Metrics:
     def request(self, method: str, route: str, status: int, seconds: float) -> None:
         """One HTTP request answered. `route` must be a route template or UNROUTED."""
         method = method if method in HTTP_METHODS else "other"
-        self._requests.labels(method, route, str(status)).inc()
-        self._latency.labels(method, route).observe(seconds)
+        self._of(self._requests, method, route, status).inc()
+        self._of(self._latency, method, route).observe(seconds)
 
     def store_commit(self, seconds: float, durable: bool) -> None:
         self._durable[durable].observe(seconds)
+
+    def _of(self, metric: Counter | Histogram, *values: object) -> Any:
+        """The child of `metric` for these label values, kept: `labels()` takes a lock and
+        checks its values each time, and the end of every task comes here."""
+        key = (metric, values)
+        child = self._children.get(key)
+        if child is None:
+            child = self._children[key] = metric.labels(*values)
+        return child
 
     # -------------------------------------------------------------- scraping
 
