@@ -6,7 +6,6 @@ Everything here can be rebuilt from the config directory and the store."""
 from __future__ import annotations
 
 import time
-from collections import Counter
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
@@ -83,9 +82,8 @@ def build_services(settings: Settings, schedule_parser=None) -> Services:
     tasks = TasksView(store)
     waiting = WaitReasons(registry.listed, types.limits, running_count(tasks.count),
                           ahead=tasks.queued_ahead)
-    metrics.read_state(StateReaders(
-        tasks.count_by_state, tasks.queued_by_type,
-        lambda: Counter(w.state for w in registry.listed()), lambda: len(catalog.problems())))
+    metrics.read_state(StateReaders(tasks.count_by_state, tasks.queued_by_type,
+                                    registry.count_by_state, lambda: len(catalog.problems())))
     return Services(settings, store, catalog, intake, queue, wakeups, Tokens(store), registry,
                     tasks, TaskLogs(intake.task_dir), ScheduleBook(store, catalog, intake),
                     waiting, metrics)
