@@ -27,6 +27,7 @@ import structlog
 from blanket.config.notify import MAX_TIMEOUT
 from blanket.models import Delivery, Task
 from blanket.server.api.taskfiles import Masker
+from blanket.server.metrics import Metrics
 from blanket.server.notifyrules import NotifyRules
 from blanket.server.notifysend import (
     GIVE_UP_AFTER,
@@ -58,8 +59,9 @@ class Deliveries:
 
     def __init__(self, store: Store, wakeups: Wakeups, rules: NotifyRules,
                  task_dir: Callable[[str, int], Path], link: Callable[[int], str | None],
-                 environ: dict[str, str] | None = None):
+                 environ: dict[str, str] | None = None, metrics: Metrics | None = None):
         self.store = store
+        self.metrics = metrics or Metrics()
         self.wakeups = wakeups
         self.rules = rules
         self.task_dir = task_dir
@@ -156,6 +158,11 @@ class Deliveries:
                                           retry_at=retry_at):
             log.warning("delivery settled elsewhere (its lease ran out)", delivery=delivery.id)
             return
+        kind = "command" if delivery.target.get("kind") == "command" else "webhook"
+        if sent.ok:
+            self.metrics.notification_delivered(kind)
+        else:  # each attempt that failed, retried or not
+            self.metrics.notification_failed(kind)
         if state == "delivered":
             log.info("notification delivered", delivery=delivery.id, task=delivery.task_id,
                      on=delivery.event, target=delivery.target.get("label"))

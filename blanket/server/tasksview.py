@@ -51,3 +51,7 @@ class TasksView:
     def count_by_state(self) -> dict[TaskState, int]:
         """How many tasks are in each state (every state, zeros included)."""
         return {state: self.count(TaskFilter(states=(state.value,))) for state in TaskState}
+
+    def queued_by_type(self) -> dict[str, int]:
+        """How many tasks are queued, by type."""
+        return self.store.queued_by_type()

@@ -182,6 +182,9 @@ class Store(ABC):
     on_change: Callable[..., None] = staticmethod(lambda *topics: None)
     # Which [[notify]] targets a task's end goes to (the server sets it; by default none).
     notify_targets: NotifyTargets = staticmethod(lambda type_name, schedule, event: ())
+    # Called after each write transaction with the seconds its commit took (with, when
+    # durable, its wait for the disk) and whether it was durable (the server's metrics).
+    on_commit: Callable[[float, bool], None] = staticmethod(lambda seconds, durable: None)
 
     def announce(self, *topics: str) -> None:
         """Wake the waiters of `topics` on every server sharing this store (a stop asked
@@ -224,6 +227,10 @@ class Store(ABC):
     def queued_ahead(self, task: Task) -> int:
         """How many queued tasks come before `task` (a lower score, or the same score and an
         earlier id), of any type: a rough place in line."""
+
+    @abstractmethod
+    def queued_by_type(self) -> dict[str, int]:
+        """How many tasks are queued, by type (types with none left out)."""
 
     @abstractmethod
     def versions_run(self, type_name: str,

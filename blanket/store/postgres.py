@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import queue
 import threading
+import time
 import uuid
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -172,9 +173,10 @@ class PostgresStore(SqlVerbs):
 
     # plumbing
     @contextmanager
-    def _tx(self, durable: bool = True) -> Iterator[psycopg.Cursor[Row]]:
+    def _tx(self, durable: bool = True, write: bool = True) -> Iterator[psycopg.Cursor[Row]]:
         """One transaction. Not `durable`: the commit does not wait for the WAL flush, for a
-        change whose loss in a power cut harms nothing (a claim, a heartbeat), as in SQLite."""
+        change whose loss in a power cut harms nothing (a claim, a heartbeat), as in SQLite.
+        A `write`'s commit is timed (on_commit)."""
         with self._pool.connection() as conn:
             try:
                 with conn.cursor() as cur:
@@ -185,14 +187,17 @@ class PostgresStore(SqlVerbs):
                 if not conn.broken:
                     conn.rollback()
                 raise
+            began = time.perf_counter()
             conn.commit()
+            if write:
+                self.on_commit(time.perf_counter() - began, durable)
 
     def _one(self, query: str, params: Any = None) -> Row | None:
-        with self._tx() as cur:
+        with self._tx(write=False) as cur:
             return cur.execute(query, params).fetchone()
 
     def _all(self, query: str, params: Any = None) -> list[Row]:
-        with self._tx() as cur:
+        with self._tx(write=False) as cur:
             return cur.execute(query, params).fetchall()
 
     def _migrate(self) -> None:

@@ -8,6 +8,7 @@ import json
 import os
 import sqlite3
 import threading
+import time
 import uuid
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -100,7 +101,9 @@ class SQLiteStore(SqlVerbs):
             try:
                 self._db.execute("BEGIN IMMEDIATE")
                 yield self._db
+                began = time.perf_counter()
                 self._db.execute("COMMIT")
+                took = time.perf_counter() - began
             except BaseException as e:
                 if self._db.in_transaction:  # SQLITE_FULL may have rolled it back already
                     self._db.execute("ROLLBACK")
@@ -113,7 +116,10 @@ class SQLiteStore(SqlVerbs):
         if notify:
             self.on_change(*notify)
         if durable and self._wal:
+            began = time.perf_counter()
             self._wal.sync(seq)
+            took += time.perf_counter() - began
+        self.on_commit(took, durable)
 
     def _disk_full(self) -> StorageFull:
         """SQLite found the disk full (under the lock): free the reserve, so that results,

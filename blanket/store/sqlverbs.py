@@ -61,6 +61,8 @@ class SqlVerbs(Store):
     def next_delivery_at(self) -> float | None:
         row = self._one(self.queries["next_delivery_at"])
         return None if row is None else row[0] if not isinstance(row, dict) else row["next_at"]
+    def queued_by_type(self) -> dict[str, int]:
+        return {r["type"]: int(r["n"]) for r in self._all(self.queries["queued_by_type"])}
 
     # workers
     def save_worker(self, worker: Worker) -> None:

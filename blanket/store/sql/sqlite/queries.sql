@@ -219,3 +219,7 @@ SELECT min(next_at) FROM deliveries WHERE state = 'pending';
 
 -- name: delete_settled_deliveries
 DELETE FROM deliveries WHERE task_id = :task_id AND state != 'pending';
+
+-- name: queued_by_type
+-- By the partial index of queued tasks: the cost grows with the queue, not the table.
+SELECT type, count(*) AS n FROM tasks INDEXED BY tasks_queue WHERE state = 'QUEUED' GROUP BY type;
