@@ -615,6 +615,20 @@ def inspect(ctx: Context, task_ids: tuple[str, ...], as_json: bool) -> None:
         if n:
             click.echo()
         _print_record(task)
+        _print_notifications(client, task)
+
+
+def _print_notifications(client: Client, task: dict) -> None:
+    """The notifications an ended task's end made ([[notify]]), a line each."""
+    if task.get("finished") is None:
+        return  # only an end makes them: no request for a task still going
+    try:
+        found = client.get(f"/task/{task['id']}/notifications")["notifications"]
+    except ClientError:
+        return  # a server from before notifications
+    for n in found:
+        click.echo(f"notification  {n['event']} -> {n['target']}: {n['state']} (attempts "
+                   f"{n['attempts']}, last: {n['result'] or '-'})")
 
 
 def _print_record(task: dict) -> None:

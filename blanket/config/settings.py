@@ -10,6 +10,8 @@ from pathlib import Path
 from typing import Any
 
 from blanket.auth import ANONYMOUS_ROLES
+from blanket.config.checker import Checker
+from blanket.config.notify import NotifyTarget, parse_notify_blocks
 from blanket.durations import parse_duration
 from blanket.errors import InvalidInput
 from blanket.taskdir import DataDir
@@ -57,6 +59,7 @@ class Settings:
     allowed_origins: tuple[str, ...] = ()  # web origins besides the server's own that may write
     server_names: tuple[str, ...] = ()  # Host headers accepted besides the defaults; "*": any
     log: tuple[LogDestination, ...] = field(default_factory=lambda: (LogDestination(),))
+    notify: tuple[NotifyTarget, ...] = ()  # [[notify]] blocks for every task (config/notify.py)
 
     @property
     def database_url(self) -> str:
@@ -148,10 +151,13 @@ def load_settings(path: Path | None = None, overrides: dict[str, Any] | None = N
     path = path or Path(environ.get("BLANKET_SETTINGS", SETTINGS_FILE))
     values: dict[str, Any] = {}
     if path.is_file():
+        text = path.read_text()
         try:
-            values.update(tomllib.loads(path.read_text()))
+            values.update(tomllib.loads(text))
         except tomllib.TOMLDecodeError as e:
             raise InvalidInput(f"{path}: {e}") from e
+        if "notify" in values:
+            values["notify"] = _notify_blocks(values, str(path), text)
     for key, var in _ENV.items():
         if var in environ and environ[var] != "":
             values[key] = environ[var]
@@ -220,9 +226,23 @@ def _convert(key: str, value: Any) -> Any:
         return value
     if key == "log":
         return tuple(_log_destination(item) for item in _as_list(value))
+    if key == "notify":
+        if not isinstance(value, tuple):  # only blanket.toml's [[notify]] blocks, parsed
+            raise ValueError("write [[notify]] blocks in the settings file")
+        return value
     if not isinstance(value, str):
         raise ValueError(f"{value!r} should be a string")
     return value
+
+
+def _notify_blocks(values: dict[str, Any], file: str, text: str) -> tuple[NotifyTarget, ...]:
+    """blanket.toml's [[notify]] blocks (the only file where `secret = "..."` may be
+    written); InvalidInput lists each problem with its file:line."""
+    checker = Checker(file, text)
+    blocks = parse_notify_blocks(checker, values, allow_secret=True)
+    if checker.problems:
+        raise InvalidInput("; ".join(str(p) for p in checker.problems))
+    return blocks
 
 
 def _boolean(value: Any) -> bool:

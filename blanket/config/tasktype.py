@@ -5,6 +5,8 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field, fields
 
+from blanket.config.notify import NotifyTarget
+
 TYPE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")  # a type's name, its file's stem
 LATER_FIELDS = ("bases", "abstract")  # sent only when set (see TaskType.to_json)
 
@@ -60,6 +62,8 @@ class TaskType:
     secret_defaults: tuple[str, ...] = ()  # defaults marked secret = true
     bases: tuple[str, ...] = ()  # the types it extends, nearest first (their keys merged in)
     abstract: bool = False  # only a base for others: no task can be submitted of it
+    # [[notify]] blocks: the server's alone (never sent to workers; see config/notify.py).
+    notify: tuple[NotifyTarget, ...] = ()
 
     @property
     def declared(self) -> frozenset[str]:
@@ -76,11 +80,12 @@ class TaskType:
         data = self.to_json()
         for name in self.secret_defaults:
             data["defaults"][name] = "***"
+        data["notify"] = [{"on": list(t.on), "target": t.label} for t in self.notify]
         return data
 
     def to_json(self) -> dict:
         # Built by hand rather than with asdict: it is sent with every claimed task.
-        data = {f.name: getattr(self, f.name) for f in fields(self)}
+        data = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "notify"}
         data["defaults"] = dict(self.defaults)
         data["required"] = {r.name: {"description": r.description, "type": r.type,
                                      "secret": r.secret} for r in self.required}

@@ -15,6 +15,7 @@ import pathspec
 
 from blanket.config import inheritance
 from blanket.config.checker import Checker, Line, header_line, key_line, parse_toml
+from blanket.config.notify import parse_notify_blocks
 from blanket.config.problems import ConfigInvalid, ConfigProblem, read_config_text
 from blanket.config.tasktype import TYPE_NAME, FileSection, RequiredVariable, TaskType
 
@@ -25,7 +26,7 @@ TOP_KEYS = (
     "description", "command", "executor", "tags", "timeout", "retries", "retry_delay",
     "max_timeout", "max_retries", "max_concurrent", "estimate", "weight", "combine_output",
     "environment", "files",
-    "results", "checks", "allow_extra_environment", "extends", "abstract",
+    "results", "checks", "allow_extra_environment", "extends", "abstract", "notify",
 )
 ENVIRONMENT_KEYS = ("defaults", "required")
 REQUIRED_KEYS = ("description", "type", "secret")
@@ -99,6 +100,7 @@ class _TypeChecker(Checker):
             fields["extra_environment"] = self._extra_environment(
                 data["allow_extra_environment"])
         fields["files"] = self._files(data.get("files", []))
+        fields["notify"] = parse_notify_blocks(self, data, allow_secret=False)
         return TaskType(**fields)
 
     def _base_problem(self, line: Line, message: str) -> None:

@@ -21,6 +21,7 @@ from blanket.durations import parse_duration
 from blanket.envnames import ENV_NAME, loader_name, matches_any
 from blanket.errors import InvalidInput, ItemsRefused, StorageFull, is_disk_full
 from blanket.models import AFTER_POLICIES, MAX_AFTER, MAX_PRIORITY, Task
+from blanket.server.metrics import Metrics
 from blanket.server.pricing import estimate_from_history, task_score
 from blanket.store.base import NewTask, Store
 from blanket.taskdir import RESERVED_NAMES, DataDir
@@ -354,10 +355,12 @@ def _check_type(name: str, kind: str, text: str) -> None:
 class Intake:
     """Validates, prices and stores tasks; saves their uploaded files."""
 
-    def __init__(self, store: Store, types: TypeLookup, data_dir: Path):
+    def __init__(self, store: Store, types: TypeLookup, data_dir: Path, *,
+                 metrics: Metrics | None = None):
         self.store = store
         self.types = types
         self.data_dir = data_dir
+        self.metrics = metrics or Metrics()
         self._estimates: dict[str, tuple[float, float | None]] = {}
         self._lock = threading.Lock()
 
@@ -382,7 +385,7 @@ class Intake:
         new = self._priced(request, now, tuple(names))
         staged = self._stage(request.uploads)
         if staged is None:
-            return self.store.add_task(new)
+            return self._counted(self.store.add_task(new))
         placed: list[Path] = []
 
         def place(task_id: int) -> None:
@@ -396,7 +399,7 @@ class Intake:
             placed.append(target)
 
         try:
-            return self.store.add_task(new, place)
+            return self._counted(self.store.add_task(new, place))
         except BaseException:
             for folder in (staged, *placed):
                 shutil.rmtree(folder, ignore_errors=True)
@@ -408,25 +411,37 @@ class Intake:
         ItemsRefused names every request that is wrong (a place holding an InvalidInput
         was refused before it came here), and nothing is stored. A request whose dedupe key
         was used before gets the task that holds the key."""
-        priced = self._price_all(requests, time.time() if now is None else now)
+        now = time.time() if now is None else now
+        priced = self._price_all(requests, now)
         problems = [(index, p.message) for index, p in enumerate(priced)
                     if isinstance(p, InvalidInput)]
         if problems:
             raise ItemsRefused(problems)
-        return self.store.add_tasks(priced)  # type: ignore[arg-type]
+        return self._counted_new(self.store.add_tasks(priced), now)  # type: ignore[arg-type]
 
     def submit_many(self, requests: list[TaskRequest],
                     now: float | None = None) -> list[Task | InvalidInput]:
         """Create many tasks without files in one transaction (the scheduler's due runs).
         Each place in the answer is the task, or the error that refused its request; a
         request whose dedupe key was used before gets the task that holds the key."""
-        answers: list[Task | InvalidInput | NewTask] = list(
-            self._price_all(requests, time.time() if now is None else now))
+        now = time.time() if now is None else now
+        answers: list[Task | InvalidInput | NewTask] = list(self._price_all(requests, now))
         valid = [place for place, p in enumerate(answers) if isinstance(p, NewTask)]
-        stored = self.store.add_tasks([answers[place] for place in valid])  # type: ignore[misc]
+        stored = self._counted_new(
+            self.store.add_tasks([answers[place] for place in valid]), now)  # type: ignore[misc]
         for place, task in zip(valid, stored, strict=True):
             answers[place] = task
         return answers  # type: ignore[return-value]
+
+    def _counted(self, task: Task) -> Task:
+        self.metrics.submitted((task,))
+        return task
+
+    def _counted_new(self, tasks: list[Task], now: float) -> list[Task]:
+        """Count the tasks made now; one whose dedupe key was used before is the older task,
+        added earlier."""
+        self.metrics.submitted(t for t in tasks if t.added == now)
+        return tasks
 
     def _price_all(self, requests: list[TaskRequest] | list[TaskRequest | InvalidInput],
                    now: float) -> list[NewTask | InvalidInput]:

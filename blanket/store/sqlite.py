@@ -49,7 +49,7 @@ from blanket.store.rows import (
 from blanket.store.sql import load_migrations, load_queries
 from blanket.store.sqlverbs import SqlVerbs
 from blanket.store.walsync import WalSync
-from blanket.wakeups import QUEUE, task_topic
+from blanket.wakeups import DELIVERIES, QUEUE, task_topic
 
 Q = load_queries("sqlite")
 _INSERT_MANY = Q["insert_task"].replace("RETURNING *", "")  # executemany returns no rows
@@ -102,7 +102,9 @@ class SQLiteStore(SqlVerbs):
             try:
                 self._db.execute("BEGIN IMMEDIATE")
                 yield self._db
+                began = time.perf_counter()
                 self._db.execute("COMMIT")
+                took = time.perf_counter() - began
             except BaseException as e:
                 if self._db.in_transaction:  # SQLITE_FULL may have rolled it back already
                     self._db.execute("ROLLBACK")
@@ -115,7 +117,10 @@ class SQLiteStore(SqlVerbs):
         if notify:
             self.on_change(*notify)
         if durable and self._wal:
+            began = time.perf_counter()
             self._wal.sync(seq)
+            took += time.perf_counter() - began
+        self.on_commit(took, durable)
 
     def _disk_full(self) -> StorageFull:
         """SQLite found the disk full (under the lock): free the reserve, so that results,
@@ -242,6 +247,7 @@ class SQLiteStore(SqlVerbs):
                 return None
             db.execute(Q["delete_keys"], (task_id,))
             db.execute(Q["delete_task"], (task_id,))
+            db.execute(Q["delete_settled_deliveries"], {"task_id": task_id})
             db.execute(Q["forget_waits"], {"id": task_id})
             if row["state"] not in dependencies.FINAL:  # its dependents were not told yet
                 topics.extend(_woken(dependencies.ended(
@@ -299,14 +305,22 @@ class SQLiteStore(SqlVerbs):
     def exchange(self, ends: Sequence[End], claims: Sequence[Claim] = (), *,
                  all_or_none: bool = False) -> tuple[list[Task | BlanketError], list[Task]]:
         topics: list[str] = []  # read by _tx once it commits
+        made: list[bool] = []  # whether each final end made deliveries
         woken: list[int] = []  # dependents released or skipped by these ends
+
+        def deliver(row: sqlite3.Row, lost: str | None) -> None:
+            made.append(self._deliveries_in(db, row, lost))
+
         with self._tx(durable=bool(ends), notify=topics) as db:
             ended, taken, ids = exchange_in(
                 ends, claims, all_or_none,
-                lambda end: _finish_in(db, end.task_id, end.token, end.outcome, woken),
+                lambda end: _finish_in(db, end.task_id, end.token, end.outcome, deliver,
+                                       woken),
                 lambda claim: _claim_in(db, claim))
             if ids:  # an end may free a slot of a capped type, or queue a retry
                 topics.extend([QUEUE, *map(task_topic, ids), *map(task_topic, woken)])
+            if any(made):
+                topics.append(DELIVERIES)
         return ([row if isinstance(row, BlanketError) else task_from_row(row) for row in ended],
                 [task_from_row(row) for row in taken])
 
@@ -338,6 +352,8 @@ class SQLiteStore(SqlVerbs):
             if changed:
                 topics.extend([task_topic(task_id), *_woken(dependencies.ended(
                     Q, db, task_id, TaskState.STOPPED.value, now))])
+                if self._deliveries_in(db, row):
+                    topics.append(DELIVERIES)
         return task_from_row(row) if changed else None
 
     def stale_tasks(self, heartbeat_before: float) -> list[Task]:
@@ -473,9 +489,12 @@ def _claim_in(db: sqlite3.Connection, claim: Claim) -> sqlite3.Row | None:
     return row
 
 
-def _finish_in(db: sqlite3.Connection, task_id: int, token: str,
-               outcome: Outcome | Decide, woken: list[int]) -> sqlite3.Row:
-    """End the current attempt, inside the caller's transaction."""
+def _finish_in(db: sqlite3.Connection, task_id: int, token: str, outcome: Outcome | Decide,
+               deliver: Callable[[sqlite3.Row, str | None], None],
+               woken: list[int]) -> sqlite3.Row:
+    """End the current attempt, inside the caller's transaction; a final end `deliver`s
+    (makes its notifications) and settles the tasks waiting for it (`woken`: those released
+    or skipped) there too."""
     row = db.execute(Q["get_task"], (task_id,)).fetchone()
     task = _current_or_raise(task_id, row, int(row is not None and row["token"] == token
                                                and row["state"] in ("CLAIMED", "RUNNING")))
@@ -490,6 +509,7 @@ def _finish_in(db: sqlite3.Connection, task_id: int, token: str,
                                          "score": outcome.requeue_score}).fetchall()[0]
     row = db.execute(Q["finish"], {**params, "state": outcome.state.value,
                                    "finished": outcome.finished}).fetchall()[0]
+    deliver(row, outcome.lost)
     woken.extend(dependencies.ended(Q, db, task_id, outcome.state.value, outcome.finished))
     return row
 

@@ -38,6 +38,7 @@ SPEC = {
     ("GET", "/task/<task_id>"): "viewer",
     ("POST", "/tasks/<type_name>/"): "submitter",
     ("GET", "/task/<task_id>/log/<stream>"): "viewer",
+    ("GET", "/task/<task_id>/notifications"): "viewer",
     ("GET", "/task/<task_id>/files/"): "viewer",
     ("GET", "/task/<task_id>/files/<path:path>"): "viewer|worker",
     ("GET", "/task_type/"): "viewer",

@@ -60,6 +60,7 @@ def install(app: bottle.Bottle, services: Services) -> None:
     app.route("/task/<task_id>/progress", "POST", routes.progress, role=OPERATOR,
               attempt_token=True, body=S.PROGRESS)
     app.route("/task/<task_id>/log/<stream>", "GET", routes.log, role=VIEWER, query=S.FOLLOW)
+    app.route("/task/<task_id>/notifications", "GET", routes.notifications, role=VIEWER)
     app.route("/task/<task_id>/files/", "GET", routes.list_files, role=VIEWER)
     app.route("/task/<task_id>/files/<path:path>", "GET", routes.file, role=(VIEWER, WORKER))
 
@@ -252,6 +253,12 @@ class TaskRoutes:
         if wait is not None and not has_ended(task):
             task = self.wait_until_ended(task, wait)
         return json_response(self.shown([task], one=True)[0])
+
+    def notifications(self, task_id: str):
+        """The notifications its end made ([[notify]]): to what, how each went."""
+        task = self.task_or_404(task_id)
+        return json_response({"task": task.id, "notifications": [
+            d.to_json() for d in self.s.tasks.notifications(task.id)]})
 
     def shown(self, tasks: list[Task], one: bool = False) -> list[dict]:
         """Tasks as the API shows them: a queued one with why it waits (`waiting`: code and
