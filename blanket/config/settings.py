@@ -57,6 +57,11 @@ class Settings:
     allowed_origins: tuple[str, ...] = ()  # web origins besides the server's own that may write
     server_names: tuple[str, ...] = ()  # Host headers accepted besides the defaults; "*": any
     log: tuple[LogDestination, ...] = field(default_factory=lambda: (LogDestination(),))
+    # Retention (server/retention.py): unset keeps every ended task for ever.
+    keep_finished: float | None = None  # how long an ended task is kept
+    keep_failed: float | None = None  # FAILED and TIMEDOUT ones, whatever the others say
+    keep_per_type: int | None = None  # at most this many ended tasks of each type, the newest
+    prune_interval: float = 60.0  # how often the server sweeps
 
     @property
     def database_url(self) -> str:
@@ -125,6 +130,10 @@ _ENV = {
     "tls_cert": "BLANKET_TLS_CERT",
     "tls_key": "BLANKET_TLS_KEY",
     "insecure": "BLANKET_INSECURE",
+    "keep_finished": "BLANKET_KEEP_FINISHED",
+    "keep_failed": "BLANKET_KEEP_FAILED",
+    "keep_per_type": "BLANKET_KEEP_PER_TYPE",
+    "prune_interval": "BLANKET_PRUNE_INTERVAL",
 }
 UNIX_PREFIX = "unix:"
 TLS_MODES = ("self-signed",)
@@ -211,6 +220,8 @@ def _convert(key: str, value: Any) -> Any:
         return number
     if key in ("heartbeat_interval", "lost_after", "forget_workers_after"):
         return parse_duration(value)
+    if key in ("keep_finished", "keep_failed", "keep_per_type", "prune_interval"):
+        return _retention(key, value)
     if key in ("worker_tags", "allowed_origins", "server_names"):
         return tuple(_split_tags(value))
     if key == "anonymous":
@@ -223,6 +234,21 @@ def _convert(key: str, value: Any) -> Any:
     if not isinstance(value, str):
         raise ValueError(f"{value!r} should be a string")
     return value
+
+
+def _retention(key: str, value: Any) -> float | int:
+    if key == "keep_per_type":
+        text = str(value).strip()
+        if isinstance(value, bool) or not text.isdigit() or int(text) < 1:
+            raise ValueError(f"{value!r}: write a whole number of 1 or more (the most ended "
+                             "tasks kept for each type)")
+        return int(text)
+    seconds = parse_duration(value)
+    least = 1.0 if key == "prune_interval" else 60.0
+    if seconds < least:
+        raise ValueError(f"{value!r} is too short; the least is {least:g}s (write \"30d\" "
+                         "for 30 days)")
+    return seconds
 
 
 def _boolean(value: Any) -> bool:

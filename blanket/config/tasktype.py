@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field, fields
+from dataclasses import fields as dataclass_fields
 
 
 @dataclass(frozen=True)
@@ -54,6 +55,10 @@ class TaskType:
     # Names a submission may set besides the declared ones (globs; ("*",) for any).
     extra_environment: tuple[str, ...] = ()
     secret_defaults: tuple[str, ...] = ()  # defaults marked secret = true
+    # How long its ended tasks are kept (config/retention.py); None: the settings say.
+    keep: float | None = None
+    keep_failed: float | None = None
+    keep_last: int | None = None
 
     @property
     def declared(self) -> frozenset[str]:
@@ -87,7 +92,8 @@ class TaskType:
     @classmethod
     def from_json(cls, data: dict) -> TaskType:
         """Inverse of `to_json` (used by workers, which receive types over HTTP)."""
-        fields = dict(data)
+        known = {f.name for f in dataclass_fields(cls)}
+        fields = {k: v for k, v in data.items() if k in known}  # a newer server's extra keys
         fields["required"] = tuple(
             RequiredVariable(name, spec.get("description", ""), spec.get("type", "string"),
                              bool(spec.get("secret", False)))

@@ -15,6 +15,8 @@ import pathspec
 
 from blanket.config.checker import Checker, Line, header_line, key_line, parse_toml
 from blanket.config.problems import read_config_text
+from blanket.config.retention import KEYS as RETENTION_KEYS
+from blanket.config.retention import read_retention
 from blanket.config.tasktype import FileSection, RequiredVariable, TaskType
 
 TYPE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
@@ -25,7 +27,7 @@ TOP_KEYS = (
     "description", "command", "executor", "tags", "timeout", "retries", "retry_delay",
     "max_timeout", "max_retries", "max_concurrent", "estimate", "weight", "combine_output",
     "environment", "files",
-    "results", "checks", "allow_extra_environment",
+    "results", "checks", "allow_extra_environment", *RETENTION_KEYS,
 )
 ENVIRONMENT_KEYS = ("defaults", "required")
 REQUIRED_KEYS = ("description", "type", "secret")
@@ -73,6 +75,7 @@ class _TypeChecker(Checker):
             fields["extra_environment"] = self._extra_environment(
                 data["allow_extra_environment"])
         fields["files"] = self._files(data.get("files", []))
+        fields.update(read_retention(self, data))
         return TaskType(**fields)
 
     def _scalars(self, data: dict) -> dict:

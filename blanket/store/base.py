@@ -79,6 +79,22 @@ def lost_outcome(task: Task, lost: Outcome) -> Outcome:
                    requeue_at=None, requeue_score=None)
 
 
+@dataclass(frozen=True)
+class Ended:
+    """An ended task as retention weighs it (server/retention.py)."""
+
+    id: int
+    type: str
+    schedule: str | None
+    state: TaskState
+    finished: float
+    version: str | None = None
+
+
+# The most ids one `delete_ended` takes: a batch is one short transaction.
+MAX_BATCH = 1000
+
+
 # How an attempt ends, decided from the task as read inside the finishing transaction.
 Decide = Callable[[Task], Outcome]
 
@@ -167,6 +183,52 @@ class Store(ABC):
     def record_version(self, hash: str, type_name: str, created: float) -> bool:
         """Record a type version once; True when it was new."""
 
+
+    @abstractmethod
+    def version_records(self) -> list[tuple[str, str, float]]:
+        """Every recorded version: (hash, type name, created)."""
+
+    @abstractmethod
+    def versions_between(self, first_id: int, last_id: int) -> set[str]:
+        """The versions bound to tasks whose id is in [first_id, last_id] (a range of the
+        primary key, so that a look over every task is many short reads)."""
+
+    @abstractmethod
+    def delete_versions(self, hashes: Sequence[str]) -> int:
+        """Forget these version records (the caller removes their bundles); how many were."""
+
+    # retention
+    @abstractmethod
+    def ended_page(self, after: tuple[float, int] | None, until: float,
+                   limit: int) -> list[Ended]:
+        """Ended tasks (a final state) that ended before `until`, in (finished, id) order,
+        after the position `after` (by the index on finished: a page costs its own rows)."""
+
+    @abstractmethod
+    def nth_newest_ended(self, skip: int, type_name: str | None = None,
+                         schedule: str | None = None, not_schedules: Sequence[str] = (),
+                         ) -> int | None:
+        """The id of the newest ended task of a group once the `skip` newest (by id) are left
+        out: None when the group has no more. The group: a type's tasks (less those of the
+        schedules in `not_schedules`), or one schedule's."""
+
+    @abstractmethod
+    def max_task_id(self) -> int:
+        """The highest task id there is (0 for none)."""
+
+    @abstractmethod
+    def delete_ended(self, ids: Sequence[int]) -> list[Ended]:
+        """Remove these tasks' records (with their dedupe keys) in one transaction, each only
+        if it is still ended; what was removed. At most MAX_BATCH ids. The caller removes
+        their folders."""
+
+    @abstractmethod
+    def try_sweep_lock(self) -> bool:
+        """True when this server may sweep now (among several servers, one at a time);
+        `release_sweep_lock` after the sweep."""
+
+    @abstractmethod
+    def release_sweep_lock(self) -> None: ...
 
     # tasks
     @abstractmethod

@@ -270,3 +270,50 @@ UPDATE tokens SET revoked = %(now)s WHERE parent = %(id)s AND revoked IS NULL;
 
 -- name: end_session
 UPDATE tokens SET revoked = %(now)s WHERE id = %(id)s AND parent IS NOT NULL AND revoked IS NULL;
+
+-- name: ended_page
+-- Retention (server/retention.py): ended tasks by the index on finished, a page at a time;
+-- a group's newest ended tasks by id; removal by id, in short batches.
+SELECT id, type, schedule, state, finished, version FROM tasks
+WHERE finished IS NOT NULL AND finished < %(until)s AND finished >= %(after_finished)s
+  AND (finished > %(after_finished)s OR id > %(after_id)s)
+  AND state IN ('SUCCESS', 'FAILED', 'TIMEDOUT', 'STOPPED')
+ORDER BY finished, id LIMIT %(limit)s;
+
+-- name: nth_newest_of_type
+SELECT id FROM tasks
+WHERE type = %(type)s AND finished IS NOT NULL
+  AND state IN ('SUCCESS', 'FAILED', 'TIMEDOUT', 'STOPPED')
+  AND (schedule IS NULL OR NOT (schedule = ANY(%(not_schedules)s::text[])))
+ORDER BY id DESC LIMIT 1 OFFSET %(skip)s;
+
+-- name: nth_newest_of_schedule
+SELECT id FROM tasks
+WHERE schedule = %(schedule)s AND finished IS NOT NULL
+  AND state IN ('SUCCESS', 'FAILED', 'TIMEDOUT', 'STOPPED')
+ORDER BY id DESC LIMIT 1 OFFSET %(skip)s;
+
+-- name: delete_ended
+DELETE FROM tasks WHERE id = ANY(%(ids)s::bigint[]) AND finished IS NOT NULL
+  AND state IN ('SUCCESS', 'FAILED', 'TIMEDOUT', 'STOPPED')
+RETURNING id, type, schedule, state, finished, version;
+
+-- name: delete_ended_keys
+DELETE FROM task_keys WHERE task_id = ANY(%(ids)s::bigint[]);
+
+-- name: max_task_id
+SELECT coalesce(max(id), 0) AS n FROM tasks;
+
+-- name: version_records
+SELECT hash, type_name, created FROM versions ORDER BY created, hash;
+
+-- name: versions_between
+SELECT DISTINCT version FROM tasks
+WHERE id BETWEEN %(first)s AND %(last)s AND version IS NOT NULL;
+
+-- name: delete_versions
+DELETE FROM versions WHERE hash = ANY(%(hashes)s::text[]);
+
+-- name: sweep_lock
+-- Held by a dedicated session while this server sweeps (retention), released after.
+SELECT pg_try_advisory_lock(%(namespace)s, 2) AS locked;
