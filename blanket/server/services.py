@@ -18,7 +18,9 @@ from blanket.server.currenttypes import CatalogTypes, CommandTypes
 from blanket.server.intake import Intake
 from blanket.server.queue import Queue
 from blanket.server.registry import WorkerRegistry
+from blanket.server.retention import RetentionRules
 from blanket.server.schedulebook import ScheduleBook
+from blanket.server.sweeper import Sweeper
 from blanket.server.tasklogs import TaskLogs
 from blanket.server.tasksview import TasksView
 from blanket.server.tokens import Tokens
@@ -45,6 +47,7 @@ class Services:
     logs: TaskLogs
     schedules: ScheduleBook
     waiting: WaitReasons
+    retention: Sweeper
     started: float = field(default_factory=time.time)
 
     @property
@@ -77,6 +80,17 @@ def build_services(settings: Settings, schedule_parser=None) -> Services:
     tasks = TasksView(store)
     waiting = WaitReasons(registry.listed, types.limits, running_count(tasks.count),
                           ahead=tasks.queued_ahead)
+    sweeper = Sweeper(store, lambda: retention_rules(settings, catalog), types.current_versions,
+                      catalog.holding, intake.task_dir, queue.remove_folder,
+                      DataDir(settings.data_dir).versions)
     return Services(settings, store, catalog, intake, queue, wakeups, Tokens(store), registry,
                     tasks, TaskLogs(intake.task_dir), ScheduleBook(store, catalog, intake),
-                    waiting)
+                    waiting, sweeper)
+
+
+def retention_rules(settings: Settings, catalog: Catalog) -> RetentionRules:
+    """The retention rules in force: the settings', each type file's, each schedule file's."""
+    return RetentionRules.of(
+        settings.keep_finished, settings.keep_failed, settings.keep_per_type,
+        [(t.name, t.task_type) for t in catalog.types() if t.task_type is not None],
+        [(s.name, s.schedule) for s in catalog.schedules() if s.schedule is not None])

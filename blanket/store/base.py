@@ -189,9 +189,10 @@ class Store(ABC):
         """Every recorded version: (hash, type name, created)."""
 
     @abstractmethod
-    def versions_between(self, first_id: int, last_id: int) -> set[str]:
-        """The versions bound to tasks whose id is in [first_id, last_id] (a range of the
-        primary key, so that a look over every task is many short reads)."""
+    def versions_between(self, first_id: int, last_id: int) -> dict[str, int]:
+        """The versions bound to tasks whose id is in [first_id, last_id], with how many
+        tasks each (a range of the primary key: a look over every task is many short
+        reads)."""
 
     @abstractmethod
     def delete_versions(self, hashes: Sequence[str]) -> int:

@@ -67,9 +67,9 @@ class SqlVerbs(Store):
         return [(r["hash"], r["type_name"], float(r["created"]))
                 for r in self._all(self.queries["version_records"])]
 
-    def versions_between(self, first_id: int, last_id: int) -> set[str]:
+    def versions_between(self, first_id: int, last_id: int) -> dict[str, int]:
         rows = self._all(self.queries["versions_between"], {"first": first_id, "last": last_id})
-        return {r["version"] for r in rows}
+        return {r["version"]: int(r["n"]) for r in rows}
 
     def delete_versions(self, hashes: Sequence[str]) -> int:
         if not hashes:

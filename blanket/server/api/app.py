@@ -6,7 +6,17 @@ from __future__ import annotations
 import bottle
 import structlog
 
-from blanket.server.api import catalog, openapi, outputs, schedules, tasks, tokens, web, workers
+from blanket.server.api import (
+    catalog,
+    openapi,
+    outputs,
+    prune,
+    schedules,
+    tasks,
+    tokens,
+    web,
+    workers,
+)
 from blanket.server.api.access import Access, check_routes
 from blanket.server.api.http import JSONErrors, QueryCheck, error_body
 from blanket.server.services import Services
@@ -28,6 +38,7 @@ def make_app(services: Services, extra_installers=()) -> bottle.Bottle:
     catalog.install(app, services)
     schedules.install(app, services)
     tokens.install(app, services)
+    prune.install(app, services)
     web.install(app, services)
     for install in extra_installers:
         install(app, services)

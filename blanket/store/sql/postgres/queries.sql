@@ -308,8 +308,8 @@ SELECT coalesce(max(id), 0) AS n FROM tasks;
 SELECT hash, type_name, created FROM versions ORDER BY created, hash;
 
 -- name: versions_between
-SELECT DISTINCT version FROM tasks
-WHERE id BETWEEN %(first)s AND %(last)s AND version IS NOT NULL;
+SELECT version, count(*) AS n FROM tasks
+WHERE id BETWEEN %(first)s AND %(last)s AND version IS NOT NULL GROUP BY version;
 
 -- name: delete_versions
 DELETE FROM versions WHERE hash = ANY(%(hashes)s::text[]);

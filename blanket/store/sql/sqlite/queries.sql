@@ -232,7 +232,8 @@ SELECT coalesce(max(id), 0) AS n FROM tasks;
 SELECT hash, type_name, created FROM versions ORDER BY created, hash;
 
 -- name: versions_between
-SELECT DISTINCT version FROM tasks WHERE id BETWEEN :first AND :last AND version IS NOT NULL;
+SELECT version, count(*) AS n FROM tasks WHERE id BETWEEN :first AND :last AND version IS NOT NULL
+GROUP BY version;
 
 -- name: delete_versions
 DELETE FROM versions WHERE hash IN (SELECT value FROM json_each(:hashes));
