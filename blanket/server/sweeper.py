@@ -199,8 +199,9 @@ class Sweeper:
         before = self._current_before
         if not dry_run:
             self._current_before = current
-        if before is None:
-            before = current  # the first sweep: nothing to compare with yet
+            if before is None:  # the first sweep: nothing to compare with yet
+                return []
+        before = current if before is None else before
         candidates = [(h, t) for h, t, _created in self.store.version_records()
                       if h not in current and h not in before]
         if not candidates:
