@@ -817,7 +817,10 @@ def init(directory: Path) -> None:
     settings = directory / "blanket.toml"
     if not settings.exists():
         settings.write_text('# Every key is optional; see the README.\n'
-                            '# port = 8773\n# config_dir = "conf.d"\n# data_dir = "var"\n')
+                            '# port = 8773\n# config_dir = "conf.d"\n# data_dir = "var"\n'
+                            '# Ended tasks are kept for ever unless these say otherwise:\n'
+                            '# keep_finished = "90d"\n# keep_failed = "180d"\n'
+                            '# keep_per_type = 10000\n')
     click.echo(f"created {example} and {settings}; start with: blanket server --workers 2")
 
 

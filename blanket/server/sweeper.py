@@ -28,10 +28,15 @@ from blanket.store.base import Ended, Store
 
 log = structlog.get_logger("blanket.retention")
 
-PAGE = 500  # ended tasks read, and at most removed, per batch
+PAGE = 100  # ended tasks read, and at most removed, per batch (one short transaction)
 ID_RANGE = 10_000  # task ids per look at which versions are used
+WAIT_FOR_SWEEP = 30.0  # seconds a prune waits for a sweep under way before it is refused
 IDS_SHOWN = 100  # task ids a report lists per type
-PAUSE = 0.002  # seconds between batches: other requests take the store meanwhile
+PAUSE = 0.002  # seconds between batches at least: other requests take the store meanwhile
+# After each batch the sweep rests as long again as the batch took (removing folders busies
+# the disk and the file system journal the store's writes go through): it never takes more
+# than half of the time, so claims keep their latency while a large backlog goes.
+REST = 1.0
 
 
 @dataclass
@@ -122,8 +127,12 @@ class Sweeper:
         """A sweep asked for (`blanket prune`): by the rules, or every ended task that ended
         more than `older_than` seconds ago; of one type only with `type_name`. A dry run
         removes nothing and says what would go, with the size of each folder."""
-        with self._one_at_a_time:
+        if not self._one_at_a_time.acquire(timeout=WAIT_FOR_SWEEP):
+            raise Conflict("a sweep is under way on this server; try again shortly")
+        try:
             report = self._locked(dry_run, older_than, type_name)
+        finally:
+            self._one_at_a_time.release()
         if report is None:
             raise Conflict("another server is sweeping this database now; try again shortly")
         log.info("prune", dry_run=dry_run, older_than=older_than, type=type_name, by=by,
@@ -147,6 +156,7 @@ class Sweeper:
         rules = self.rules()
         going: Counter[str] = Counter()
         for batch in self._going(rules, now, older_than, type_name):
+            began = time.perf_counter()
             gone = batch if dry_run else self.store.delete_ended([task.id for task in batch])
             for task in gone:
                 size = folder_size(self.task_dir(task.type, task.id)) if measure else None
@@ -155,12 +165,18 @@ class Sweeper:
                 report.types.setdefault(task.type, TypeReport()).add(task.id, size)
                 if dry_run and task.version:
                     going[task.version] += 1
-            if self.stopping.wait(self.pause):
+            if self.stopping.wait(self._rest(began)):
                 break
         if type_name is None and not self.stopping.is_set():
             report.versions = self._versions(dry_run, going)
         report.seconds = time.perf_counter() - started
         return report
+
+    def _rest(self, began: float) -> float:
+        """How long to wait after a batch that began at `began` (perf_counter)."""
+        if not self.pause:
+            return 0.0
+        return max(self.pause, (time.perf_counter() - began) * REST)
 
     def _going(self, rules: RetentionRules, now: float, older_than: float | None,
                type_name: str | None) -> Iterator[list[Ended]]:
