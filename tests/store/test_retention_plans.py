@@ -50,6 +50,13 @@ def test_removal_and_version_ranges_go_by_id(db: sqlite3.Connection) -> None:
     assert "SCAN tasks" not in versions and "rowid>? AND rowid<?" in versions, versions
 
 
+def test_removing_dedupe_keys_reads_their_index_by_task(db: sqlite3.Connection) -> None:
+    found = plan(db, Q["delete_ended_keys"], {"ids": "[1, 2]"})
+    assert "USING INDEX task_keys_by_task (task_id=?)" in found, found
+    single = plan(db, Q["delete_keys"], (1,))  # type: ignore[arg-type]
+    assert "USING INDEX task_keys_by_task (task_id=?)" in single, single
+
+
 def test_postgres_reads_ended_pages_by_the_index_on_finished(open_postgres: Opener) -> None:
     store: Store = open_postgres()
     assert isinstance(store, PostgresStore)
