@@ -29,6 +29,7 @@ from blanket.store.base import Ended, Store
 log = structlog.get_logger("blanket.retention")
 
 PAGE = 100  # ended tasks read, and at most removed, per batch (one short transaction)
+GROUP_PAGE = 1000  # tasks of a group read at a time to find its newest ended ones
 ID_RANGE = 10_000  # task ids per look at which versions are used
 WAIT_FOR_SWEEP = 30.0  # seconds a prune waits for a sweep under way before it is refused
 IDS_SHOWN = 100  # task ids a report lists per type
@@ -157,7 +158,8 @@ class Sweeper:
         going: Counter[str] = Counter()
         for batch in self._going(rules, now, older_than, type_name):
             began = time.perf_counter()
-            gone = batch if dry_run else self.store.delete_ended([task.id for task in batch])
+            gone = batch if dry_run or not batch else self.store.delete_ended(
+                [task.id for task in batch])
             for task in gone:
                 size = folder_size(self.task_dir(task.type, task.id)) if measure else None
                 if not dry_run:
@@ -180,7 +182,8 @@ class Sweeper:
 
     def _going(self, rules: RetentionRules, now: float, older_than: float | None,
                type_name: str | None) -> Iterator[list[Ended]]:
-        """Batches of ended tasks that go, oldest end first."""
+        """Batches of ended tasks that go, oldest end first: one per page read (empty
+        when none of the page goes)."""
         until = now - older_than if older_than is not None else rules.until(now)
         if until is None:
             return
@@ -189,10 +192,7 @@ class Sweeper:
 
         def cutoff(group: tuple[str, str], keep: int) -> int | None:
             if group not in cutoffs:
-                kind, name = group
-                cutoffs[group] = self.store.nth_newest_ended(
-                    keep, schedule=name if kind == "schedule" else None,
-                    type_name=name if kind == "type" else None, not_schedules=counted_apart)
+                cutoffs[group] = self._past_the_count(group, keep, counted_apart)
             return cutoffs[group]
 
         after: tuple[float, int] | None = None
@@ -203,10 +203,31 @@ class Sweeper:
             after = (page[-1].finished, page[-1].id)
             going = [task for task in page if (type_name is None or task.type == type_name)
                      and (older_than is not None or rules.why_it_goes(task, now, cutoff))]
-            if going:
-                yield going
+            yield going  # even empty: the sweep rests after every page it reads
             if len(page) < PAGE:
                 return
+
+    def _past_the_count(self, group: tuple[str, str], keep: int,
+                        counted_apart: list[str]) -> int | None:
+        """The id of the newest ended task of `group` once its `keep` newest are counted
+        (None: it has no more), read a page at a time from its newest task down."""
+        kind, name = group
+        apart = frozenset(counted_apart) if kind == "type" else frozenset()
+        before, seen = 2**62, 0
+        while not self.stopping.is_set():
+            page = self.store.group_page(before, GROUP_PAGE,
+                                         type_name=name if kind == "type" else None,
+                                         schedule=name if kind == "schedule" else None)
+            for task_id, schedule, ended in page:
+                if ended and schedule not in apart:
+                    if seen == keep:
+                        return task_id
+                    seen += 1
+            if len(page) < GROUP_PAGE:
+                return None
+            before = page[-1][0]
+            self.stopping.wait(self.pause)
+        return None
 
     def _versions(self, dry_run: bool, going: Counter[str]) -> list[dict]:
         """The versions no task uses and that are not any type's current one, nor were at

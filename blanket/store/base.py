@@ -206,12 +206,11 @@ class Store(ABC):
         after the position `after` (by the index on finished: a page costs its own rows)."""
 
     @abstractmethod
-    def nth_newest_ended(self, skip: int, type_name: str | None = None,
-                         schedule: str | None = None, not_schedules: Sequence[str] = (),
-                         ) -> int | None:
-        """The id of the newest ended task of a group once the `skip` newest (by id) are left
-        out: None when the group has no more. The group: a type's tasks (less those of the
-        schedules in `not_schedules`), or one schedule's."""
+    def group_page(self, before_id: int, limit: int, type_name: str | None = None,
+                   schedule: str | None = None) -> list[tuple[int, str | None, bool]]:
+        """A type's tasks (or one schedule's), newest id first, below `before_id`: (id, its
+        schedule, whether it ended). A short read per page, queued tasks and all, so that
+        retention counts a group's newest ended tasks without holding the store."""
 
     @abstractmethod
     def max_task_id(self) -> int:

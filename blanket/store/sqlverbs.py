@@ -86,19 +86,17 @@ class SqlVerbs(Store):
             "limit": limit})
         return [_ended(r) for r in rows]
 
-    def nth_newest_ended(self, skip: int, type_name: str | None = None,
-                         schedule: str | None = None, not_schedules: Sequence[str] = (),
-                         ) -> int | None:
+    def group_page(self, before_id: int, limit: int, type_name: str | None = None,
+                   schedule: str | None = None) -> list[tuple[int, str | None, bool]]:
         if schedule is not None:
-            row = self._one(self.queries["nth_newest_of_schedule"],
-                            {"schedule": schedule, "skip": skip})
+            rows = self._all(self.queries["newest_of_schedule"],
+                             {"schedule": schedule, "before": before_id, "limit": limit})
         elif type_name is not None:
-            row = self._one(self.queries["nth_newest_of_type"], {
-                "type": type_name, "skip": skip,
-                "not_schedules": self._id_list(not_schedules)})
+            rows = self._all(self.queries["newest_of_type"],
+                             {"type": type_name, "before": before_id, "limit": limit})
         else:
-            raise ValueError("nth_newest_ended needs a type or a schedule")
-        return row["id"] if row else None
+            raise ValueError("group_page needs a type or a schedule")
+        return [(r["id"], r["schedule"], bool(r["ended"])) for r in rows]
 
     def max_task_id(self) -> int:
         row = self._one(self.queries["max_task_id"])

@@ -36,11 +36,12 @@ def test_an_ended_page_reads_the_index_on_finished(db: sqlite3.Connection) -> No
 
 
 def test_a_groups_newest_read_their_index_backwards(db: sqlite3.Connection) -> None:
-    by_type = plan(db, Q["nth_newest_of_type"], {"type": "a", "skip": 5,
-                                                 "not_schedules": "[]"})
-    assert "USING INDEX tasks_by_type (type=?)" in by_type and "TEMP B-TREE" not in by_type
-    by_schedule = plan(db, Q["nth_newest_of_schedule"], {"schedule": "a", "skip": 5})
-    assert "USING INDEX tasks_by_schedule (schedule=?)" in by_schedule, by_schedule
+    by_type = plan(db, Q["newest_of_type"], {"type": "a", "before": 5, "limit": 1000})
+    assert "USING INDEX tasks_by_type (type=? AND id<?)" in by_type, by_type
+    assert "TEMP B-TREE" not in by_type, by_type
+    by_schedule = plan(db, Q["newest_of_schedule"], {"schedule": "a", "before": 5,
+                                                     "limit": 1000})
+    assert "USING INDEX tasks_by_schedule (schedule=? AND id<?)" in by_schedule, by_schedule
 
 
 def test_removal_and_version_ranges_go_by_id(db: sqlite3.Connection) -> None:

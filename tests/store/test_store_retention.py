@@ -92,22 +92,17 @@ def test_delete_ended_takes_a_bounded_batch(store: Store) -> None:
     assert store.delete_ended([]) == []
 
 
-def test_the_nth_newest_ended_task_of_a_type_by_id(store: Store) -> None:
-    ids = [ended_task(store, 100.0 + n) for n in range(5)]
+def test_a_groups_tasks_come_newest_first_a_page_at_a_time(store: Store) -> None:
+    ended = [ended_task(store, 100.0 + n) for n in range(3)]
+    nightly = ended_task(store, 100.0, schedule="nightly")
     ended_task(store, 100.0, type="other")
-    add(store)  # queued, newest: not counted
-    assert store.nth_newest_ended(0, type_name="echo") == ids[-1]
-    assert store.nth_newest_ended(2, type_name="echo") == ids[2]
-    assert store.nth_newest_ended(5, type_name="echo") is None
-
-
-def test_the_nth_newest_leaves_out_schedules_that_count_their_own(store: Store) -> None:
-    plain = [ended_task(store, 100.0) for _ in range(2)]
-    nightly = [ended_task(store, 100.0, schedule="nightly") for _ in range(2)]
-    assert store.nth_newest_ended(1, type_name="echo") == nightly[0]
-    assert store.nth_newest_ended(1, type_name="echo", not_schedules=["nightly"]) == plain[0]
-    assert store.nth_newest_ended(1, schedule="nightly") == nightly[0]
-    assert store.nth_newest_ended(2, schedule="nightly") is None
+    queued = add(store)
+    page = store.group_page(2**62, 3, type_name="echo")
+    assert page == [(queued, None, False), (nightly, "nightly", True), (ended[2], None, True)]
+    rest = store.group_page(page[-1][0], 10, type_name="echo")
+    assert rest == [(ended[1], None, True), (ended[0], None, True)]
+    assert store.group_page(2**62, 10, schedule="nightly") == [(nightly, "nightly", True)]
+    assert store.group_page(ended[0], 10, type_name="echo") == []
 
 
 def test_versions_in_use_are_read_by_ranges_of_ids(store: Store) -> None:

@@ -280,18 +280,17 @@ WHERE finished IS NOT NULL AND finished < %(until)s AND finished >= %(after_fini
   AND state IN ('SUCCESS', 'FAILED', 'TIMEDOUT', 'STOPPED')
 ORDER BY finished, id LIMIT %(limit)s;
 
--- name: nth_newest_of_type
-SELECT id FROM tasks
-WHERE type = %(type)s AND finished IS NOT NULL
-  AND state IN ('SUCCESS', 'FAILED', 'TIMEDOUT', 'STOPPED')
-  AND (schedule IS NULL OR NOT (schedule = ANY(%(not_schedules)s::text[])))
-ORDER BY id DESC LIMIT 1 OFFSET %(skip)s;
+-- name: newest_of_type
+-- A group's tasks newest first, a page at a time below an id (the caller counts the ended
+-- ones): each page a short read, whatever the type's backlog of queued tasks.
+SELECT id, schedule, (finished IS NOT NULL AND state IN ('SUCCESS', 'FAILED', 'TIMEDOUT',
+       'STOPPED')) AS ended
+FROM tasks WHERE type = %(type)s AND id < %(before)s ORDER BY id DESC LIMIT %(limit)s;
 
--- name: nth_newest_of_schedule
-SELECT id FROM tasks
-WHERE schedule = %(schedule)s AND finished IS NOT NULL
-  AND state IN ('SUCCESS', 'FAILED', 'TIMEDOUT', 'STOPPED')
-ORDER BY id DESC LIMIT 1 OFFSET %(skip)s;
+-- name: newest_of_schedule
+SELECT id, schedule, (finished IS NOT NULL AND state IN ('SUCCESS', 'FAILED', 'TIMEDOUT',
+       'STOPPED')) AS ended
+FROM tasks WHERE schedule = %(schedule)s AND id < %(before)s ORDER BY id DESC LIMIT %(limit)s;
 
 -- name: delete_ended
 DELETE FROM tasks WHERE id = ANY(%(ids)s::bigint[]) AND finished IS NOT NULL

@@ -204,18 +204,19 @@ WHERE finished IS NOT NULL AND finished < :until AND finished >= :after_finished
   AND state IN ('SUCCESS', 'FAILED', 'TIMEDOUT', 'STOPPED')
 ORDER BY finished, id LIMIT :limit;
 
--- name: nth_newest_of_type
-SELECT id FROM tasks INDEXED BY tasks_by_type
-WHERE type = :type AND finished IS NOT NULL
-  AND state IN ('SUCCESS', 'FAILED', 'TIMEDOUT', 'STOPPED')
-  AND (schedule IS NULL OR schedule NOT IN (SELECT value FROM json_each(:not_schedules)))
-ORDER BY id DESC LIMIT 1 OFFSET :skip;
+-- name: newest_of_type
+-- A group's tasks newest first, a page at a time below an id (the caller counts the ended
+-- ones): each page a short read, whatever the type's backlog of queued tasks.
+SELECT id, schedule, (finished IS NOT NULL AND state IN ('SUCCESS', 'FAILED', 'TIMEDOUT',
+       'STOPPED')) AS ended
+FROM tasks INDEXED BY tasks_by_type
+WHERE type = :type AND id < :before ORDER BY id DESC LIMIT :limit;
 
--- name: nth_newest_of_schedule
-SELECT id FROM tasks INDEXED BY tasks_by_schedule
-WHERE schedule = :schedule AND finished IS NOT NULL
-  AND state IN ('SUCCESS', 'FAILED', 'TIMEDOUT', 'STOPPED')
-ORDER BY id DESC LIMIT 1 OFFSET :skip;
+-- name: newest_of_schedule
+SELECT id, schedule, (finished IS NOT NULL AND state IN ('SUCCESS', 'FAILED', 'TIMEDOUT',
+       'STOPPED')) AS ended
+FROM tasks INDEXED BY tasks_by_schedule
+WHERE schedule = :schedule AND id < :before ORDER BY id DESC LIMIT :limit;
 
 -- name: delete_ended
 DELETE FROM tasks WHERE id IN (SELECT value FROM json_each(:ids)) AND finished IS NOT NULL
