@@ -30,7 +30,7 @@ log = structlog.get_logger("blanket.retention")
 
 PAGE = 100  # ended tasks read, and at most removed, per batch (one short transaction)
 GROUP_PAGE = 1000  # tasks of a group read at a time to find its newest ended ones
-ID_RANGE = 10_000  # task ids per look at which versions are used
+ID_RANGE = 2_000  # task ids per look at which versions are used (a fraction of a ms)
 WAIT_FOR_SWEEP = 30.0  # seconds a prune waits for a sweep under way before it is refused
 IDS_SHOWN = 100  # task ids a report lists per type
 PAUSE = 0.002  # seconds between batches at least: other requests take the store meanwhile
