@@ -5,11 +5,13 @@ from __future__ import annotations
 import ipaddress
 import os
 import tomllib
+from collections.abc import Callable
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
 from blanket.auth import ANONYMOUS_ROLES
+from blanket.config.checker import key_line
 from blanket.durations import parse_duration
 from blanket.errors import InvalidInput
 from blanket.taskdir import DataDir
@@ -156,21 +158,33 @@ def load_settings(path: Path | None = None, overrides: dict[str, Any] | None = N
     environ = os.environ if environ is None else environ
     path = path or Path(environ.get("BLANKET_SETTINGS", SETTINGS_FILE))
     values: dict[str, Any] = {}
+    text = ""
     if path.is_file():
         try:
-            values.update(tomllib.loads(path.read_text()))
+            text = path.read_text()
+            values.update(tomllib.loads(text))
         except tomllib.TOMLDecodeError as e:
             raise InvalidInput(f"{path}: {e}") from e
+    from_file = set(values)
     for key, var in _ENV.items():
         if var in environ and environ[var] != "":
             values[key] = environ[var]
     if "BLANKET_LOG_LEVEL" in environ:
         values["log_level"] = environ["BLANKET_LOG_LEVEL"]
-    values.update({k: v for k, v in (overrides or {}).items() if v is not None})
-    return _build(values, str(path))
+    overridden = {k: v for k, v in (overrides or {}).items() if v is not None}
+    values.update(overridden)
+    from_file -= {*overridden, *(k for k, var in _ENV.items() if environ.get(var))}
+
+    def origin_of(key: str) -> str:
+        """The file and line a bad value came from (a file's key), else the file."""
+        line = key_line(text, key) if key in from_file else None
+        return f"{path}:{line}" if line else str(path)
+
+    return _build(values, str(path), origin_of)
 
 
-def _build(values: dict[str, Any], origin: str) -> Settings:
+def _build(values: dict[str, Any], origin: str,
+           origin_of: Callable[[str], str] | None = None) -> Settings:
     known = {f.name: f for f in fields(Settings)}
     level = values.pop("log_level", None)
     unknown = sorted(set(values) - set(known))
@@ -183,7 +197,8 @@ def _build(values: dict[str, Any], origin: str) -> Settings:
         try:
             converted[key] = _convert(key, value)
         except (TypeError, ValueError) as e:
-            raise InvalidInput(f"{origin}: setting {key}: {e}") from e
+            where = origin_of(key) if origin_of else origin
+            raise InvalidInput(f"{where}: setting {key}: {e}") from e
     converted.update(_listen_host_port(converted, origin))
     _check_tls(converted, origin)
     settings = Settings(**converted)

@@ -176,3 +176,12 @@ def test_bad_retention_settings_name_the_setting(tmp_path: Path, key: str, value
     with pytest.raises(InvalidInput, match=message) as caught:
         load_settings(tmp_path / "none.toml", environ={key: value})
     assert key.removeprefix("BLANKET_").lower() in str(caught.value)
+
+
+def test_a_bad_retention_setting_in_the_file_names_its_line(tmp_path: Path) -> None:
+    from blanket.errors import InvalidInput
+    settings = tmp_path / "blanket.toml"
+    settings.write_text('port = 8773\nkeep_finished = "30"\n')
+    with pytest.raises(InvalidInput, match=rf"^{settings}:2: setting keep_finished: '30' is "
+                                           "too short"):
+        load_settings(settings, environ={})
