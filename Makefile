@@ -45,6 +45,8 @@ bench: $(STAMP)
 	$(BIN)/python -P bench/schedule.py
 	$(BIN)/python -P bench/inbox.py
 	$(BIN)/python -P bench/taskpage.py
+	$(BIN)/python -P bench/backup.py
+	$(BIN)/python -P bench/metrics.py
 
 clean:
 	rm -rf $(VENV) var

@@ -5,6 +5,12 @@ N"` with its stdout and stderr in files there, submitted from 2 threads. Then th
 a submission to its command starting on an idle worker.
 
     python -P bench/throughput.py [-n 500] [--rounds 3] [--samples 50] [--dir DIR]
+                                  [--notify off|unmatched|webhook]
+
+--notify gives the echo type a [[notify]] block: `unmatched` one that no end asks for (the
+cost of asking), `webhook` one every end sends to a receiver in this process (a delivery row
+made in each end's transaction, and a POST each); the script then says how long after the
+last task's end the last notification arrived.
 
 Each round runs the three in turn, the order reversed every other round (the machine drifts).
 Everything happens in a new folder under --dir (default /var/tmp): file creation slows for
@@ -28,9 +34,11 @@ import signal
 import statistics
 import subprocess
 import tempfile
+import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 from bench.harness import percentile, server_with_workers, wait_until
 from blanket.client import Client
@@ -249,12 +257,54 @@ def start_delays(client: Client, data_dir: Path, samples: int) -> list[float]:
     return delays
 
 
-def blanket_round(root: Path, count: int) -> float:
+class Receiver:
+    """A webhook receiver answering 204 at once, counting what it got."""
+
+    def __init__(self) -> None:
+        self.got = 0
+        self.last = 0.0
+        receiver = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                self.rfile.read(int(self.headers.get("Content-Length", 0)))
+                self.send_response(204)
+                self.end_headers()
+                receiver.got += 1
+                receiver.last = time.perf_counter()
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self.http = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.http.server_address[1]}/hook"
+        threading.Thread(target=self.http.serve_forever, daemon=True).start()
+
+
+def echo_type(notify: str, receiver: Receiver | None) -> str:
+    if notify == "unmatched":
+        return ECHO_TYPE + '[[notify]]\non = ["failed"]\nurl = "http://127.0.0.1:9/never"\n'
+    if notify == "webhook" and receiver is not None:
+        return ECHO_TYPE + f'[[notify]]\non = ["success"]\nurl = "{receiver.url}"\n'
+    return ECHO_TYPE
+
+
+def blanket_round(root: Path, count: int, notify: str = "off") -> float:
     root.mkdir()
+    receiver = Receiver() if notify == "webhook" else None
     # The folder stays until the end: its mass delete would slow the next system's files.
-    with server_with_workers({"echo": ECHO_TYPE}, "blanket-", root, keep=True) as running:
+    with server_with_workers({"echo": echo_type(notify, receiver)}, "blanket-", root,
+                             keep=True) as running:
         running.client.post("/task/?wait=30", {"type": "echo"})  # warm: the bundle is fetched
-        return blanket_rate(running.client, count, offset=1)
+        rate = blanket_rate(running.client, count, offset=1)
+        if receiver is not None:
+            ended = time.perf_counter()
+            wait_until(lambda: receiver.got >= count + 1, timeout=600, interval=0.01)
+            print(f"  {receiver.got} notifications; the last arrived "
+                  f"{max(0.0, receiver.last - ended) * 1000:.0f} ms after the tasks ended "
+                  "were counted", flush=True)
+            receiver.http.shutdown()
+        return rate
 
 
 def mean(values: list[float]) -> float:
@@ -268,6 +318,8 @@ def main() -> None:
     parser.add_argument("--samples", type=int, default=50)
     parser.add_argument("--dir", type=Path, default=Path("/var/tmp"),
                         help="where to make the new folder everything runs in")
+    parser.add_argument("--notify", choices=("off", "unmatched", "webhook"), default="off",
+                        help="a [[notify]] block in the echo type (see above)")
     args = parser.parse_args()
     args.dir.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="blanket-throughput-", dir=args.dir) as tmp:
@@ -275,7 +327,7 @@ def main() -> None:
         print(f"running in {base}, on {filesystem_of(base)}; a task folder with four files "
               f"costs {folder_cost(base / 'folders') * 1000:.2f} ms of CPU there", flush=True)
         systems: dict[str, Callable[[Path], float]] = {
-            "blanket": lambda root: blanket_round(root, args.tasks),
+            "blanket": lambda root: blanket_round(root, args.tasks, args.notify),
             "huey": lambda root: huey_rate(root, args.tasks),
             "floor": lambda root: direct_rate(root, args.tasks),
         }

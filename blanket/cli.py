@@ -20,6 +20,7 @@ from blanket.client import Client, ClientError
 from blanket.config.settings import LogDestination, Settings, load_settings
 from blanket.errors import BlanketError
 from blanket.logs import configure_logging
+from blanket.models import TaskState
 from blanket.server.intake import REQUEST_KEYS
 from blanket.taskwait import (
     ENDED,
@@ -31,6 +32,7 @@ from blanket.taskwait import (
 )
 from blanket.terminal import exit_code_of, print_table, state_text
 from blanket.tls import certificate_fingerprint, local_tls_files
+from blanket.undumpable import keep_private
 
 SERVER_HELP = ("server URL: http(s)://HOST:PORT or unix:/PATH (default: BLANKET_SERVER, else the "
                "settings, else http://127.0.0.1:8773)")
@@ -123,6 +125,8 @@ def server(ctx: Context, **flags: Any) -> None:
     """Run the server (API, config watcher, scheduler, inbox, local workers)."""
     from blanket.server.serve import run_server
 
+    keep_private()  # its environment (a database password) is no task's to read
+
     flags["listen"] = flags["listen"] or None  # unset flags leave the settings as they are
     flags["insecure"] = flags["insecure"] or None
     settings = ctx.settings(**flags)
@@ -181,6 +185,8 @@ def worker(ctx: Context, tags: str, slots: int, processes: int, restart: bool,
            ca: str | None, fingerprint: str | None, grace: float | None) -> None:
     """Run worker processes that take tasks matching their tags."""
     from blanket.worker.loop import WorkerOptions, run_workers
+
+    keep_private()  # its token (in its environment) is no task's to read
 
     url = server_url or ctx.server or ctx.settings().url
     ctx.ca, ctx.fingerprint = ca or ctx.ca, fingerprint or ctx.fingerprint
@@ -645,6 +651,20 @@ def inspect(ctx: Context, task_ids: tuple[str, ...], as_json: bool) -> None:
         if n:
             click.echo()
         _print_record(task)
+        _print_notifications(client, task)
+
+
+def _print_notifications(client: Client, task: dict) -> None:
+    """The notifications an ended task's end made ([[notify]]), a line each."""
+    if task.get("finished") is None:
+        return  # only an end makes them: no request for a task still going
+    try:
+        found = client.get(f"/task/{task['id']}/notifications")["notifications"]
+    except ClientError:
+        return  # a server from before notifications
+    for n in found:
+        click.echo(f"notification  {n['event']} -> {n['target']}: {n['state']} (attempts "
+                   f"{n['attempts']}, last: {n['result'] or '-'})")
 
 
 def _print_record(task: dict) -> None:
@@ -836,6 +856,106 @@ def top(ctx: Context, interval: float, once: bool) -> None:
 
     client = ctx.client()
     run(client, client.base_url, interval, once)
+
+
+@cli.command()
+@click.argument("file", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--with-tasks", is_flag=True,
+              help="every task's folder (logs, results); else those of tasks not yet ended")
+@click.option("--data-dir", type=click.Path(file_okay=False, path_type=Path),
+              help="the server's data dir (default: the settings')")
+@click.option("--database", help="the server's database URL (default: the settings')")
+@click.option("--json", "as_json", is_flag=True, help="print the backup's manifest as JSON")
+@pass_ctx
+def backup(ctx: Context, file: Path, with_tasks: bool, data_dir: Path | None,
+           database: str | None, as_json: bool) -> None:
+    """Copy the server's data dir (store, versions, folders of tasks not yet ended) to FILE, a
+    new file of mode 0600, while the server runs; run it on the server's machine. With
+    PostgreSQL, the database is pg_dump's: FILE holds the files."""
+    from blanket.backup.create import make_backup
+    from blanket.store import without_password
+
+    settings = ctx.settings(data_dir=data_dir, database=database)
+    made = make_backup(settings.data_dir, settings.database_url, file, with_tasks)
+    m = made.manifest
+    if as_json:
+        click.echo(m.to_bytes().decode(), nl=False)
+    else:
+        states = ", ".join(f"{n} {s.lower()}" for s, n in m.tasks.items()) or "none"
+        click.echo(f"{file}: tasks {states}; {m.versions} versions, {m.task_dirs} task "
+                   f"folders; {made.files} files, {made.size:,} bytes in {made.seconds:.1f}s")
+    if not m.database_included:
+        click.echo("the database is not in this backup: PostgreSQL's own tools copy it, e.g. "
+                   f"pg_dump --format=custom --file={file}.pgdump "
+                   f"'{without_password(settings.database_url)}'", err=True)
+
+
+@cli.command()
+@click.argument("file", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--data-dir", type=click.Path(file_okay=False, path_type=Path),
+              help="the new data dir, absent or empty (default: the settings')")
+@pass_ctx
+def restore(ctx: Context, file: Path, data_dir: Path | None) -> None:
+    """Unpack the backup FILE as a new data dir (refused into one that holds anything)."""
+    from blanket.backup.create import sqlite_path
+    from blanket.backup.restore import restore_backup
+    from blanket.store import without_password
+    from blanket.taskdir import DataDir
+
+    settings = ctx.settings(data_dir=data_dir)
+    target = settings.data_dir
+    done = restore_backup(file, target)
+    m = done.manifest
+    if m.database_included and settings.database and \
+            sqlite_path(settings.database) != DataDir(target).store:
+        click.echo(f"note: the store is restored as {DataDir(target).store}, but the settings "
+                   f"name the database {without_password(settings.database)}: point them at "
+                   "it", err=True)
+    click.echo(f"restored {file} ({m.created}, blanket {m.blanket}) into {done.data_dir}: "
+               f"{sum(m.tasks.values())} tasks, {m.versions} versions, {m.task_dirs} task "
+               f"folders; start the server with --data-dir {target}")
+    if not m.database_included:
+        click.echo("this backup holds no database (the server used PostgreSQL): restore the "
+                   f"database first, e.g. pg_restore --clean --if-exists --dbname=URL "
+                   f"{file}.pgdump", err=True)
+
+
+@cli.command()
+@click.option("--since", help="tasks added at or after: Unix seconds, ISO 8601, or -2h")
+@click.option("--until", help="tasks added before: Unix seconds, ISO 8601, or -2h")
+@click.option("--type", "types", multiple=True, help="tasks of this type (repeatable)")
+@click.option("--state", "states", multiple=True, help="tasks in this state (repeatable)",
+              type=click.Choice([s.value for s in TaskState], case_sensitive=False))
+@click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path),
+              help="a new file for the JSON lines (default: standard output)")
+@click.option("--files", "files_to", type=click.Path(dir_okay=False, path_type=Path),
+              help="also a new tar.gz of the tasks' folders (TYPE/ID/PATH)")
+@pass_ctx
+def export(ctx: Context, since: str | None, until: str | None, types: tuple[str, ...],
+           states: tuple[str, ...], output: Path | None, files_to: Path | None) -> None:
+    """Write tasks as JSON lines, as the API shows them (secret values as ***), oldest first;
+    through the API, so any machine with a viewer token can."""
+    from blanket.backup.export import exported_tasks, private_text_file, write_files, write_lines
+
+    client = ctx.client()
+    for path in (output, files_to):
+        if path is not None and (path.exists() or path.is_symlink()):
+            raise click.BadParameter(f"{path} exists: name a new file")
+    tasks = exported_tasks(client, since, until, types, tuple(s.upper() for s in states))
+    try:
+        if output is None:
+            written = write_lines(tasks, sys.stdout)
+        else:
+            with private_text_file(output) as out:
+                written = write_lines(tasks, out)
+    except ClientError as e:  # the API's names for the options
+        raise ClientError(e.message.replace("added_after:", "--since:").replace(
+            "added_before:", "--until:"), status=e.status) from None
+    if files_to is not None:
+        count = write_files(client, written, files_to)
+        click.echo(f"{files_to}: {count} files of {len(written)} tasks", err=True)
+    elif output is not None:
+        click.echo(f"{output}: {len(written)} tasks", err=True)
 
 
 @cli.command(name="completion")

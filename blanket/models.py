@@ -185,3 +185,31 @@ class ScheduleState:
     last_task: int | None = None
     paused: bool = False
     pending_fire: float | None = None
+
+
+@dataclass(frozen=True)
+class Delivery:
+    """A notification of a task's end to one [[notify]] target: made with the end, sent by
+    the server's delivery loop until delivered or a day has passed (then `failed`)."""
+
+    id: int
+    task_id: int
+    task_type: str
+    event: str  # failed | timedout | lost | success | stopped
+    target_key: str
+    target: dict  # what config/notify.py's NotifyTarget.stored() kept
+    state: str  # pending | delivered | failed
+    attempts: int
+    created: float
+    next_at: float
+    finished: float | None = None
+    result: str | None = None
+
+    def to_json(self) -> dict:
+        """As the API shows it: the target by its label (a URL's path may be a credential)."""
+        return {"id": self.id, "task": self.task_id, "event": self.event,
+                "kind": self.target.get("kind"), "target": self.target.get("label"),
+                "origin": self.target.get("origin"), "state": self.state,
+                "attempts": self.attempts, "created": self.created,
+                "next_at": self.next_at if self.state == "pending" else None,
+                "finished": self.finished, "result": self.result}

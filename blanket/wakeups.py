@@ -26,6 +26,7 @@ from typing import TypeVar
 T = TypeVar("T")
 
 QUEUE = "queue"  # the claimable tasks may have changed: a task queued, a slot freed, a type
+DELIVERIES = "deliveries"  # a task's end made notifications to send (the delivery loop)
 RELAYED = frozenset({QUEUE})
 
 

@@ -27,11 +27,12 @@ def bundle_path(versions_dir: Path, version: str) -> Path:
 
 def write_bundle(
     versions_dir: Path, hash: str, type_path: Path,
-    selected: list[SelectedFile] | tuple[SelectedFile, ...],
+    selected: list[SelectedFile] | tuple[SelectedFile, ...], bases: tuple[Path, ...] = (),
 ) -> Path:
     """Write `versions_dir/HASH.tar.gz` once, atomically.
 
-    Inside: `type.toml` and `files/<section index>/<relpath>` for each selected file.
+    Inside: `type.toml`, `bases/NAME.toml` for each type it extends, and
+    `files/<section index>/<relpath>` for each selected file.
     """
     target = bundle_path(versions_dir, hash)
     if target.exists():
@@ -41,6 +42,7 @@ def write_bundle(
     try:
         with os.fdopen(fd, "wb") as raw:
             _write_tar_gz(raw, [("type.toml", Path(type_path))] + [
+                (f"bases/{base.name}", base) for base in bases] + [
                 (f"files/{item.section}/{item.relpath}", item.abspath) for item in selected
             ])
         os.replace(temp, target)

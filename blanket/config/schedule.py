@@ -19,7 +19,7 @@ from __future__ import annotations
 import difflib
 import math
 from collections.abc import Callable, Iterator
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from datetime import date, datetime, time, timedelta
 from functools import lru_cache
 from itertools import islice, takewhile
@@ -30,6 +30,7 @@ from zoneinfo import ZoneInfo, available_timezones
 from croniter import CroniterBadDateError, CroniterError, croniter
 
 from blanket.config.checker import Checker, header_line, key_line, parse_toml
+from blanket.config.notify import NotifyTarget, parse_notify_blocks
 from blanket.config.problems import read_config_text
 from blanket.config.retention import KEYS as RETENTION_KEYS
 from blanket.config.retention import read_retention
@@ -42,7 +43,7 @@ MIN_EVERY = 1.0
 KEYS = (
     "type", "command", "cron", "every", "timezone", "missed", "max_missed", "overlap",
     "start", "end", "enabled", "priority", "tags", "executor", "description", "environment",
-    *RETENTION_KEYS,
+    "notify", *RETENTION_KEYS,
 )
 CRON_EXAMPLE = (
     "write five fields 'minute hour day month weekday' such as '30 2 * * *', "
@@ -73,13 +74,15 @@ class Schedule:
     executor: str | None = None
     description: str = ""
     environment: dict[str, str] = field(default_factory=dict)
+    notify: tuple[NotifyTarget, ...] = ()  # [[notify]] blocks (config/notify.py)
     # How long the tasks it made are kept once ended (config/retention.py); None: their type's.
     keep: float | None = None
     keep_failed: float | None = None
     keep_last: int | None = None
 
     def to_json(self) -> dict:
-        data = asdict(self)
+        data = asdict(replace(self, notify=()))
+        data["notify"] = [{"on": list(t.on), "target": t.label} for t in self.notify]
         data["tags"] = list(self.tags)
         data["start"] = self.start.isoformat() if self.start else None
         data["end"] = self.end.isoformat() if self.end else None
@@ -130,6 +133,7 @@ class _ScheduleChecker(Checker):
             "executor": self.executor(data),
             "description": self.text_value(data, "description") or "",
             "environment": self.environment(data.get("environment", {})),
+            "notify": parse_notify_blocks(self, data, allow_secret=False) or None,
         }
         fields.update(read_retention(self, data))
         self.check_window(fields["start"], fields["end"])

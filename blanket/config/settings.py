@@ -11,7 +11,8 @@ from pathlib import Path
 from typing import Any
 
 from blanket.auth import ANONYMOUS_ROLES
-from blanket.config.checker import key_line
+from blanket.config.checker import Checker, key_line
+from blanket.config.notify import NotifyTarget, parse_notify_blocks
 from blanket.durations import parse_duration
 from blanket.errors import InvalidInput
 from blanket.taskdir import DataDir
@@ -59,6 +60,7 @@ class Settings:
     allowed_origins: tuple[str, ...] = ()  # web origins besides the server's own that may write
     server_names: tuple[str, ...] = ()  # Host headers accepted besides the defaults; "*": any
     log: tuple[LogDestination, ...] = field(default_factory=lambda: (LogDestination(),))
+    notify: tuple[NotifyTarget, ...] = ()  # [[notify]] blocks for every task (config/notify.py)
     # Retention (server/retention.py): unset keeps every ended task for ever.
     keep_finished: float | None = None  # how long an ended task is kept
     keep_failed: float | None = None  # FAILED and TIMEDOUT ones, whatever the others say
@@ -160,11 +162,13 @@ def load_settings(path: Path | None = None, overrides: dict[str, Any] | None = N
     values: dict[str, Any] = {}
     text = ""
     if path.is_file():
+        text = path.read_text()
         try:
-            text = path.read_text()
             values.update(tomllib.loads(text))
         except tomllib.TOMLDecodeError as e:
             raise InvalidInput(f"{path}: {e}") from e
+        if "notify" in values:
+            values["notify"] = _notify_blocks(values, str(path), text)
     from_file = set(values)
     for key, var in _ENV.items():
         if var in environ and environ[var] != "":
@@ -246,6 +250,10 @@ def _convert(key: str, value: Any) -> Any:
         return value
     if key == "log":
         return tuple(_log_destination(item) for item in _as_list(value))
+    if key == "notify":
+        if not isinstance(value, tuple):  # only blanket.toml's [[notify]] blocks, parsed
+            raise ValueError("write [[notify]] blocks in the settings file")
+        return value
     if not isinstance(value, str):
         raise ValueError(f"{value!r} should be a string")
     return value
@@ -264,6 +272,16 @@ def _retention(key: str, value: Any) -> float | int:
         raise ValueError(f"{value!r} is too short; the least is {least:g}s (write \"30d\" "
                          "for 30 days)")
     return seconds
+
+
+def _notify_blocks(values: dict[str, Any], file: str, text: str) -> tuple[NotifyTarget, ...]:
+    """blanket.toml's [[notify]] blocks (the only file where `secret = "..."` may be
+    written); InvalidInput lists each problem with its file:line."""
+    checker = Checker(file, text)
+    blocks = parse_notify_blocks(checker, values, allow_secret=True)
+    if checker.problems:
+        raise InvalidInput("; ".join(str(p) for p in checker.problems))
+    return blocks
 
 
 def _boolean(value: Any) -> bool:

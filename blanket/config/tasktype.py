@@ -2,8 +2,14 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field, fields
-from dataclasses import fields as dataclass_fields
+
+from blanket.config.notify import NotifyTarget
+
+TYPE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")  # a type's name, its file's stem
+# Sent only when set (see TaskType.to_json).
+LATER_FIELDS = ("bases", "abstract", "keep", "keep_failed", "keep_last")
 
 
 @dataclass(frozen=True)
@@ -55,6 +61,10 @@ class TaskType:
     # Names a submission may set besides the declared ones (globs; ("*",) for any).
     extra_environment: tuple[str, ...] = ()
     secret_defaults: tuple[str, ...] = ()  # defaults marked secret = true
+    bases: tuple[str, ...] = ()  # the types it extends, nearest first (their keys merged in)
+    abstract: bool = False  # only a base for others: no task can be submitted of it
+    # [[notify]] blocks: the server's alone (never sent to workers; see config/notify.py).
+    notify: tuple[NotifyTarget, ...] = ()
     # How long its ended tasks are kept (config/retention.py); None: the settings say.
     keep: float | None = None
     keep_failed: float | None = None
@@ -75,35 +85,41 @@ class TaskType:
         data = self.to_json()
         for name in self.secret_defaults:
             data["defaults"][name] = "***"
+        data["notify"] = [{"on": list(t.on), "target": t.label} for t in self.notify]
         return data
 
     def to_json(self) -> dict:
         # Built by hand rather than with asdict: it is sent with every claimed task.
-        data = {f.name: getattr(self, f.name) for f in fields(self)}
+        data = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "notify"}
         data["defaults"] = dict(self.defaults)
         data["required"] = {r.name: {"description": r.description, "type": r.type,
                                      "secret": r.secret} for r in self.required}
         data["files"] = [{"src": f.src, "dest": f.dest, "include": list(f.include),
                           "exclude": list(f.exclude), "render": f.render} for f in self.files]
-        for key in ("tags", "results", "checks", "extra_environment", "secret_defaults"):
+        for key in ("tags", "results", "checks", "extra_environment", "secret_defaults", "bases"):
             data[key] = list(data[key])
+        # Left out at their defaults: a worker of an older version refuses fields it does not
+        # know, and a type without a base is what every older worker runs.
+        for key in LATER_FIELDS:
+            if not data[key]:
+                del data[key]
         return data
 
     @classmethod
     def from_json(cls, data: dict) -> TaskType:
         """Inverse of `to_json` (used by workers, which receive types over HTTP)."""
-        known = {f.name for f in dataclass_fields(cls)}
-        fields = {k: v for k, v in data.items() if k in known}  # a newer server's extra keys
-        fields["required"] = tuple(
+        known = {f.name for f in fields(cls)}
+        values = {k: v for k, v in data.items() if k in known}  # a newer server's extras
+        values["required"] = tuple(
             RequiredVariable(name, spec.get("description", ""), spec.get("type", "string"),
                              bool(spec.get("secret", False)))
             for name, spec in data.get("required", {}).items()
         )
-        fields["files"] = tuple(
+        values["files"] = tuple(
             FileSection(f["src"], f.get("dest", "."), tuple(f.get("include", ())),
                         tuple(f.get("exclude", ())), f.get("render", True))
             for f in data.get("files", ())
         )
-        for key in ("tags", "results", "checks", "extra_environment", "secret_defaults"):
-            fields[key] = tuple(data.get(key, ()))
-        return cls(**fields)
+        for key in ("tags", "results", "checks", "extra_environment", "secret_defaults", "bases"):
+            values[key] = tuple(data.get(key, ()))
+        return cls(**values)

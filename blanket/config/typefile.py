@@ -13,13 +13,14 @@ from pathlib import Path
 import jinja2
 import pathspec
 
+from blanket.config import inheritance
 from blanket.config.checker import Checker, Line, header_line, key_line, parse_toml
-from blanket.config.problems import read_config_text
+from blanket.config.notify import parse_notify_blocks
+from blanket.config.problems import ConfigInvalid, ConfigProblem, read_config_text
 from blanket.config.retention import KEYS as RETENTION_KEYS
 from blanket.config.retention import read_retention
-from blanket.config.tasktype import FileSection, RequiredVariable, TaskType
+from blanket.config.tasktype import TYPE_NAME, FileSection, RequiredVariable, TaskType
 
-TYPE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
 BUILTIN_EXECUTORS = ("bash", "sh", "python")
 VARIABLE_TYPES = ("string", "integer", "number", "boolean")
 
@@ -27,7 +28,8 @@ TOP_KEYS = (
     "description", "command", "executor", "tags", "timeout", "retries", "retry_delay",
     "max_timeout", "max_retries", "max_concurrent", "estimate", "weight", "combine_output",
     "environment", "files",
-    "results", "checks", "allow_extra_environment", *RETENTION_KEYS,
+    "results", "checks", "allow_extra_environment", "extends", "abstract", "notify",
+    *RETENTION_KEYS,
 )
 ENVIRONMENT_KEYS = ("defaults", "required")
 REQUIRED_KEYS = ("description", "type", "secret")
@@ -47,7 +49,24 @@ def parse_type_file(path: Path, name: str | None = None) -> TaskType:
     if not TYPE_NAME.fullmatch(name):
         checker.problem(None, f"type name {name!r} is not allowed; name the file with letters, "
                               "digits, '_', '.' or '-', starting with a letter or digit")
-    return checker.finish(checker.task_type(name, data))
+    task_type = checker.task_type(name, data)
+    if checker.base_failed:  # what the base would have given is not missing: say the base
+        checker.problems = [p for p in checker.problems if p.line is not None]
+    return checker.finish(task_type)
+
+
+def _base_problems(path: Path) -> list[ConfigProblem]:
+    """The problems of a base file as a type of its own (none when it is a good one)."""
+    try:
+        parse_type_file(path)
+    except ConfigInvalid as invalid:
+        return list(invalid.problems)
+    return []
+
+
+def _seed_spellings(data: dict) -> dict:
+    """`max_concurrent_tasks` (the seed's spelling) read as `max_concurrent`."""
+    return {("max_concurrent" if k == "max_concurrent_tasks" else k): v for k, v in data.items()}
 
 
 class _TypeChecker(Checker):
@@ -57,16 +76,25 @@ class _TypeChecker(Checker):
         super().__init__(str(path), text)
         self.path = path
         self.secret_defaults: set[str] = set()
+        self.base_failed = False  # its extends chain has a problem: the child's data alone
 
     def task_type(self, name: str, data: dict) -> TaskType:
-        if "max_concurrent_tasks" in data:  # the seed's spelling
-            if "max_concurrent" in data:
-                self.problem(self.top_line("max_concurrent_tasks"),
-                             "max_concurrent_tasks and max_concurrent say the same: keep one")
-            data = {("max_concurrent" if k == "max_concurrent_tasks" else k): v
-                    for k, v in data.items()}
+        if "max_concurrent_tasks" in data and "max_concurrent" in data:  # the seed's spelling
+            self.problem(self.top_line("max_concurrent_tasks"),
+                         "max_concurrent_tasks and max_concurrent say the same: keep one")
+        data = _seed_spellings(data)
+        abstract = bool(self.boolean("abstract", data.get("abstract", False),
+                                     self.top_line("abstract")))
+        bases: tuple[Path, ...] = ()
+        if "extends" in data:
+            inherited = inheritance.resolve(self.path, data, self._base_problem,
+                                            self.top_line("extends"), _seed_spellings,
+                                            _base_problems)
+            data, bases = inherited.data, inherited.bases
         self.unknown_keys(data, TOP_KEYS)
-        fields: dict = {"name": name, "command": self._command(data)}
+        fields: dict = {"name": name, "abstract": abstract,
+                        "bases": tuple(base.stem for base in bases)}
+        fields["command"] = self._command(data, abstract)
         fields.update(self._scalars(data))
         defaults, required = self._environment(data.get("environment", {}))
         fields["defaults"], fields["required"] = defaults, required
@@ -76,7 +104,12 @@ class _TypeChecker(Checker):
                 data["allow_extra_environment"])
         fields["files"] = self._files(data.get("files", []))
         fields.update(read_retention(self, data))
+        fields["notify"] = parse_notify_blocks(self, data, allow_secret=False)
         return TaskType(**fields)
+
+    def _base_problem(self, line: Line, message: str) -> None:
+        self.base_failed = True
+        self.problem(line, message)
 
     def _scalars(self, data: dict) -> dict:
         fields: dict = {}
@@ -110,9 +143,12 @@ class _TypeChecker(Checker):
                            "or the path of an interpreter")
         return None
 
-    def _command(self, data: dict) -> str:
+    def _command(self, data: dict, abstract: bool = False) -> str:
         if "command" not in data:
-            self.problem(None, 'command is missing; add a line such as command = "echo hello"')
+            if not abstract:
+                self.problem(None, 'command is missing; add a line such as command = '
+                                   '"echo hello" (or abstract = true for a file that is only '
+                                   'a base others extend)')
             return ""
         command = self.string("command", data["command"], self.top_line("command"))
         if command is None:

@@ -49,11 +49,19 @@ def version_hash(
     type_path: Path, task_type: TaskType, selected: list[SelectedFile] | tuple[SelectedFile, ...],
     cache: HashCache,
 ) -> str:
-    """The version of a type: sha256 over its name, TOML bytes and every selected file."""
+    """The version of a type: sha256 over its name, TOML bytes, its bases' TOML bytes (so
+    editing a base gives every type that extends it a new version) and every selected file."""
     digest = hashlib.sha256()
     digest.update(f"blanket-version 1\0{task_type.name}\0".encode())
     digest.update(Path(type_path).read_bytes())
+    for base in base_paths(type_path, task_type):
+        digest.update(f"\0base\0{base.stem}\0".encode())
+        digest.update(base.read_bytes())
     for item in sorted(selected, key=lambda f: (f.section, f.relpath)):
         digest.update(f"\0{item.section}\0{item.relpath}\0{cache.sha256(item.abspath)}".encode())
     return digest.hexdigest()
 
+
+def base_paths(type_path: Path, task_type: TaskType) -> list[Path]:
+    """The files of the types `task_type` extends, nearest first (beside its own file)."""
+    return [Path(type_path).parent / f"{name}.toml" for name in task_type.bases]

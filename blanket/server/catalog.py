@@ -19,7 +19,7 @@ from blanket.config.selection import Selection, select_files_with_inputs
 from blanket.config.tasktype import TaskType
 from blanket.config.tree import audit_tree, merged, needs_audit
 from blanket.config.typefile import parse_type_file
-from blanket.config.versions import RACY_WINDOW_NS, HashCache, version_hash
+from blanket.config.versions import RACY_WINDOW_NS, HashCache, base_paths, version_hash
 from blanket.config.watching import DebouncedWatcher
 from blanket.times import iso_utc
 
@@ -94,6 +94,7 @@ class _ScheduleEntry:
 @dataclass
 class _State:
     types: dict[str, LoadedType] = field(default_factory=dict)
+    bases: dict[str, LoadedType] = field(default_factory=dict)  # abstract: only extended
     fingerprints: dict[str, Fingerprint] = field(default_factory=dict)
     schedules: dict[str, _ScheduleEntry] = field(default_factory=dict)
     loaded_schedules: dict[str, LoadedSchedule] = field(default_factory=dict)
@@ -130,6 +131,14 @@ class Catalog:
         """Every type, sorted by name."""
         return [self._state.types[n] for n in sorted(self._state.types)]
 
+    def bases(self) -> list[str]:
+        """The names of the abstract types (only bases others extend), sorted."""
+        return sorted(self._state.bases)
+
+    def base(self, name: str) -> LoadedType | None:
+        """The abstract type called `name` (to be shown, never run), or None."""
+        return self._state.bases.get(name)
+
     def schedules(self) -> list[LoadedSchedule]:
         """Every schedule, sorted by name."""
         loaded = self._state.loaded_schedules
@@ -142,6 +151,7 @@ class Catalog:
     def problems(self) -> list[ConfigProblem]:
         """Every current problem in types, schedules and the rest of the config directory."""
         found = [p for t in self.types() for p in t.problems]
+        found += [p for t in self._state.bases.values() for p in t.problems]
         found += [p for s in self.schedules() for p in s.problems]
         found += self._state.unlisted
         found = merged(found, self._state.audited)
@@ -219,11 +229,18 @@ class Catalog:
     def _scan_types(self) -> bool:
         found = _toml_files(self.config_dir / "types")
         old = self._state.types
+        old_bases = self._state.bases
         current: dict[str, LoadedType] = {}
+        bases: dict[str, LoadedType] = {}
         fingerprints: dict[str, Fingerprint] = {}
         built: list[_Built] = []
         for name, path in found.items():
             loaded, fingerprint, selection = self._load_type(name, path)
+            if loaded.task_type is not None and loaded.task_type.abstract:
+                bases[name] = loaded  # checked and shown with its problems, never run
+                if fingerprint is not None:
+                    fingerprints[name] = fingerprint
+                continue
             current[name] = loaded
             if selection is not None:
                 built.append(_Built(loaded, selection, fingerprint))
@@ -243,8 +260,9 @@ class Catalog:
         new = [n for n, t in current.items() if t.version and t.version != _version(old.get(n))]
         if new:
             log.info("types_loaded", count=len(new), types=new[:10])
-        changed = current != old
+        changed = current != old or bases != old_bases
         self._state.types = current
+        self._state.bases = bases
         self._state.fingerprints = fingerprints
         return changed
 
@@ -254,7 +272,9 @@ class Catalog:
         for item in built:
             loaded = item.loaded
             try:
-                write_bundle(self.versions_dir, loaded.version, loaded.path, item.selection.files)
+                assert loaded.task_type is not None
+                write_bundle(self.versions_dir, loaded.version, loaded.path, item.selection.files,
+                             tuple(base_paths(loaded.path, loaded.task_type)))
             except OSError as exc:
                 results.append((item, exc))
             else:
@@ -268,7 +288,7 @@ class Catalog:
 
         Returns the selection too when the type was built, so its bundle can be written.
         """
-        previous = self._state.types.get(name)
+        previous = self._state.types.get(name) or self._state.bases.get(name)
         if previous is not None and previous.path != path:
             previous = None
         fingerprint = self._state.fingerprints.get(name)
@@ -283,7 +303,8 @@ class Catalog:
         except Exception as exc:  # a bug: one type must not stop the others from loading
             log.exception("type_load_failed", path=str(path))
             return _with_problems(name, path, previous, (_bug(path, exc),)), None, None
-        fingerprint = _fingerprint([path, *selection.inputs, *(f.abspath for f in selection.files)])
+        fingerprint = _fingerprint([path, *base_paths(path, task_type), *selection.inputs,
+                                    *(f.abspath for f in selection.files)])
         same = previous is not None and previous.version == version
         loaded_at = previous.loaded_at if same and previous else time.time()
         return LoadedType(name, path, task_type, version, loaded_at, ()), fingerprint, selection
@@ -327,7 +348,8 @@ class Catalog:
         return entry
 
     def _with_type_check(self, name: str, entry: _ScheduleEntry) -> LoadedSchedule:
-        problems = entry.parse_problems + _missing_type(entry, set(self._state.types))
+        problems = entry.parse_problems + _missing_type(entry, set(self._state.types),
+                                                        set(self._state.bases))
         return LoadedSchedule(name, entry.path, entry.schedule, entry.loaded_at, problems)
 
 
@@ -358,7 +380,8 @@ def _with_problems(
                       problems)
 
 
-def _missing_type(entry: _ScheduleEntry, type_names: set[str]) -> tuple[ConfigProblem, ...]:
+def _missing_type(entry: _ScheduleEntry, type_names: set[str],
+                  abstract: set[str] | frozenset[str] = frozenset()) -> tuple[ConfigProblem, ...]:
     wanted = getattr(entry.schedule, "type", None)
     if entry.schedule is None or wanted is None or wanted in type_names:
         return ()
@@ -367,6 +390,10 @@ def _missing_type(entry: _ScheduleEntry, type_names: set[str]) -> tuple[ConfigPr
     except OSError:
         line = None
     known = ", ".join(sorted(type_names)) or "none yet"
+    if wanted in abstract:
+        return (ConfigProblem(str(entry.path), f"type: {wanted!r} is abstract, only a base "
+                                               f"other types extend; name one of: {known}",
+                              line),)
     return (ConfigProblem(str(entry.path), f"type: no task type named {wanted!r}; add "
                                            f"types/{wanted}.toml or use one of: {known}", line),)
 
@@ -437,11 +464,14 @@ def validate_config_dir(
     problems = [problem for problem in map(_unlisted, folders) if problem]
     if problems:
         return problems
-    type_names = set()
+    type_names, abstract = set(), set()
     for name, path in _toml_files(config_dir / "types").items():
         type_names.add(name)
         try:
             task_type = parse_type_file(path, name)
+            if task_type.abstract:
+                type_names.discard(name)  # a base alone: no schedule can run it
+                abstract.add(name)
             select_files_with_inputs(path, task_type, config_dir)
         except ConfigInvalid as invalid:
             problems.extend(invalid.problems)
@@ -458,6 +488,6 @@ def validate_config_dir(
                 problems.extend(invalid.problems)
             except Exception as exc:
                 problems.append(_bug(path, exc))
-            problems.extend(_missing_type(entry, type_names))
+            problems.extend(_missing_type(entry, type_names, abstract))
     problems = merged(problems, audit_tree(config_dir).problems)
     return sorted(problems, key=lambda p: (p.file, p.line or 0))

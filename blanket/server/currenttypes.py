@@ -77,6 +77,10 @@ class CatalogTypes:
     def type_names(self) -> list[str]:
         return [t.name for t in self.catalog.types() if t.task_type is not None]
 
+    def base_names(self) -> list[str]:
+        """The abstract types: only bases others extend, never submitted."""
+        return self.catalog.bases()
+
     def current_versions(self) -> set[str]:
         """The current version of every type: the catalog's, and command schedules'."""
         found = {t.version for t in self.catalog.types() if t.version is not None}

@@ -21,6 +21,7 @@ from blanket.durations import parse_duration
 from blanket.envnames import ENV_NAME, loader_name, matches_any
 from blanket.errors import InvalidInput, ItemsRefused, StorageFull, is_disk_full
 from blanket.models import MAX_PRIORITY, Task
+from blanket.server.metrics import Metrics
 from blanket.server.pricing import estimate_from_history, task_score
 from blanket.store.base import NewTask, Store
 from blanket.taskdir import RESERVED_NAMES, DataDir
@@ -66,6 +67,8 @@ class TaskRequest:
 
 class TypeLookup(Protocol):
     def current_type(self, name: str) -> TaskType | None: ...
+
+    def base_names(self) -> list[str]: ...
 
     def type_names(self) -> list[str]: ...
 
@@ -321,10 +324,12 @@ def _check_type(name: str, kind: str, text: str) -> None:
 class Intake:
     """Validates, prices and stores tasks; saves their uploaded files."""
 
-    def __init__(self, store: Store, types: TypeLookup, data_dir: Path):
+    def __init__(self, store: Store, types: TypeLookup, data_dir: Path, *,
+                 metrics: Metrics | None = None):
         self.store = store
         self.types = types
         self.data_dir = data_dir
+        self.metrics = metrics or Metrics()
         self._estimates: dict[str, tuple[float, float | None]] = {}
         self._lock = threading.Lock()
 
@@ -349,7 +354,7 @@ class Intake:
         new = self._priced(request, now, tuple(names))
         staged = self._stage(request.uploads)
         if staged is None:
-            return self.store.add_task(new)
+            return self._counted(self.store.add_task(new))
         placed: list[Path] = []
 
         def place(task_id: int) -> None:
@@ -363,7 +368,7 @@ class Intake:
             placed.append(target)
 
         try:
-            return self.store.add_task(new, place)
+            return self._counted(self.store.add_task(new, place))
         except BaseException:
             for folder in (staged, *placed):
                 shutil.rmtree(folder, ignore_errors=True)
@@ -375,25 +380,37 @@ class Intake:
         ItemsRefused names every request that is wrong (a place holding an InvalidInput
         was refused before it came here), and nothing is stored. A request whose dedupe key
         was used before gets the task that holds the key."""
-        priced = self._price_all(requests, time.time() if now is None else now)
+        now = time.time() if now is None else now
+        priced = self._price_all(requests, now)
         problems = [(index, p.message) for index, p in enumerate(priced)
                     if isinstance(p, InvalidInput)]
         if problems:
             raise ItemsRefused(problems)
-        return self.store.add_tasks(priced)  # type: ignore[arg-type]
+        return self._counted_new(self.store.add_tasks(priced), now)  # type: ignore[arg-type]
 
     def submit_many(self, requests: list[TaskRequest],
                     now: float | None = None) -> list[Task | InvalidInput]:
         """Create many tasks without files in one transaction (the scheduler's due runs).
         Each place in the answer is the task, or the error that refused its request; a
         request whose dedupe key was used before gets the task that holds the key."""
-        answers: list[Task | InvalidInput | NewTask] = list(
-            self._price_all(requests, time.time() if now is None else now))
+        now = time.time() if now is None else now
+        answers: list[Task | InvalidInput | NewTask] = list(self._price_all(requests, now))
         valid = [place for place, p in enumerate(answers) if isinstance(p, NewTask)]
-        stored = self.store.add_tasks([answers[place] for place in valid])  # type: ignore[misc]
+        stored = self._counted_new(
+            self.store.add_tasks([answers[place] for place in valid]), now)  # type: ignore[misc]
         for place, task in zip(valid, stored, strict=True):
             answers[place] = task
         return answers  # type: ignore[return-value]
+
+    def _counted(self, task: Task) -> Task:
+        self.metrics.submitted((task,))
+        return task
+
+    def _counted_new(self, tasks: list[Task], now: float) -> list[Task]:
+        """Count the tasks made now; one whose dedupe key was used before is the older task,
+        added earlier."""
+        self.metrics.submitted(t for t in tasks if t.added == now)
+        return tasks
 
     def _price_all(self, requests: list[TaskRequest] | list[TaskRequest | InvalidInput],
                    now: float) -> list[NewTask | InvalidInput]:
@@ -420,6 +437,10 @@ class Intake:
         task_type = self.types.current_type(request.type)
         if task_type is None:
             known = ", ".join(self.types.type_names()) or "none yet"
+            if request.type in self.types.base_names():
+                raise InvalidInput(f"task type {request.type!r} is abstract: only a base other "
+                                   f"types extend; submit one of them (known types: {known})",
+                                   code="unknown_type")
             raise InvalidInput(f"unknown task type {request.type!r}; known types: {known}",
                                code="unknown_type")
         environment = clean_environment(task_type, request.environment,

@@ -15,6 +15,7 @@ import structlog
 from blanket.config.tasktype import TaskType
 from blanket.errors import BlanketError, Conflict, NotFound
 from blanket.models import ACTIVE_STATES, FINAL_STATES, Task, TaskState, Worker
+from blanket.server.metrics import Metrics
 from blanket.server.pricing import task_score
 from blanket.server.retry import backoff, retry_at
 from blanket.store.base import Claim, Outcome, Store
@@ -56,12 +57,13 @@ class Queue:
                  current: Callable[[str], tuple[TaskType, str] | None],
                  limits: Callable[[], Mapping[str, int]],
                  versions: Callable[[], Mapping[str, str]] = dict, *,
-                 task_dir: Callable[[str, int], Path]):
+                 task_dir: Callable[[str, int], Path], metrics: Metrics | None = None):
         self.store = store
         self.current = current
         self.limits = limits
         self.versions = versions
         self.task_dir = task_dir
+        self.metrics = metrics or Metrics()
 
     def next_start(self) -> float | None:
         """When the next task held back by its not_before may start (to wake claims then)."""
@@ -81,11 +83,12 @@ class Queue:
     def _bound(self, task: Task, claim: Claim) -> tuple[Task, TaskType] | None:
         """A claimed task with its type; one whose type is gone fails, and the worker
         claims again (the same kind of claim)."""
+        self.metrics.claimed(task)
         found = self.current(task.type)
         if found is None:
-            self.store.finish_task(task.id, task.token or "", Outcome(
+            self._ended(self.store.finish_task(task.id, task.token or "", Outcome(
                 TaskState.FAILED, error=f"task type {task.type!r} no longer exists",
-                finished=time.time()))
+                finished=time.time())))
             again = self.store.claim_task(replace(claim, now=time.time()))
             return self._bound(again, claim) if again is not None else None
         task_type, version = found
@@ -157,12 +160,28 @@ class Queue:
             bound = self._bound(found, claim)
             if bound is not None:
                 answers[owner][1].append(bound)
-        for end, (task, _) in zip(ends, answers, strict=True):
+        for task, _ in answers:
             if isinstance(task, Task):
-                log.debug("attempt ended", task=task.id, type=task.type,
-                          state=end.state.value, attempt=task.attempt,
-                          result=task.state.value)
+                self._ended(task)
         return answers
+
+    def _ended(self, task: Task) -> None:
+        """An attempt ended (`task` as it is now, its last attempt the one that ended):
+        counted, and logged (info): the task's end, or its return to the queue."""
+        self.metrics.attempt_ended(task)
+        attempt = task.attempts[-1] if task.attempts else {}
+        started, finished = attempt.get("started"), attempt.get("finished")
+        duration = (round(finished - started, 3)
+                    if started is not None and finished is not None else None)
+        if task.state in FINAL_STATES:
+            log.info("task ended", task=task.id, type=task.type, state=task.state.value,
+                     duration=duration, worker=attempt.get("worker"), attempt=task.attempt,
+                     exit_code=task.exit_code, error=task.error)
+        else:
+            log.info("attempt ended, task queued again", task=task.id, type=task.type,
+                     attempt_state=attempt.get("state"), duration=duration,
+                     worker=attempt.get("worker"), attempt=task.attempt,
+                     not_before=task.not_before)
 
     def _claims_of(self, end: AttemptEnd, now: float) -> list[Claim]:
         """What an end report claims for its worker: with `claim_next` 1 its next task, 2
@@ -226,6 +245,10 @@ class Queue:
         if task.state is TaskState.QUEUED:
             stopped = self.store.stop_queued(task_id, time.time(), by)
             if stopped is not None:
+                self.metrics.ended_unrun(stopped)
+                log.info("task ended", task=stopped.id, type=stopped.type,
+                         state=stopped.state.value, duration=None, worker=None,
+                         attempt=stopped.attempt, by=by)
                 return stopped
         task = self.store.request_stop(task_id, by)
         self.store.announce(task_topic(task_id))  # its heartbeat, on whichever server
@@ -289,6 +312,7 @@ class Queue:
                 continue  # it ended meanwhile
             log.info("attempt lost", task=task.id, type=task.type, attempt=task.attempt,
                      result=ended[-1].state.value, error=ended[-1].error)
+            self._ended(ended[-1])
         return ended
 
 

@@ -96,8 +96,9 @@ class WorkerRegistry:
         return [self.shown(w, now) for w in self.store.list_workers()]
 
     def count_by_state(self) -> Counter[str]:
-        """How many workers are in each recorded state (idle, busy, paused...)."""
-        return Counter(w.state for w in self.store.list_workers())
+        """How many workers are in each state as shown (idle, busy, paused..., lost when
+        silent)."""
+        return Counter(w.state for w in self.listed())
 
     # ------------------------------------------------------------ people's orders
 

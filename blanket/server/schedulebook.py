@@ -9,6 +9,8 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import replace
 
+import structlog
+
 from blanket.config.schedule import Schedule
 from blanket.errors import InvalidInput, NotFound
 from blanket.models import ScheduleState, Task
@@ -17,6 +19,8 @@ from blanket.server.currenttypes import task_type_of
 from blanket.server.intake import Intake, TaskRequest
 from blanket.store.base import Store
 from blanket.times import iso_utc
+
+log = structlog.get_logger("blanket.scheduler")
 
 FIRE_TIME_VARIABLE = "BLANKET_FIRE_TIME"
 
@@ -69,6 +73,7 @@ class ScheduleBook:
         task = self.intake.submit(scheduled_request(self.runnable(name), None, None))
         with self._lock:
             self.store.save_schedule_state(replace(self.state(name), last_task=task.id))
+        log.info("schedule run by hand", schedule=name, task=task.id, type=task.type)
         return task
 
     def set_paused(self, name: str, paused: bool) -> ScheduleState:

@@ -58,6 +58,7 @@ class Scheduler:
         self.intake = services.intake
         self.wakeups = services.wakeups
         self.book = services.schedules
+        self.metrics = services.metrics
         self.max_missed = services.settings.max_missed
         self.clock = clock
         self.next_wake: float | None = None
@@ -91,11 +92,23 @@ class Scheduler:
             decided = [(p, self._submit_runs(p)) for p in due]
             done = self._submit_together(decided)
             self._after = [self._save(p, done.get(p.schedule.name, _Submitted())) for p in plans]
+        self._fired(done, now)
         self._pending = {state.name for _, state in self._after if state.pending_fire is not None}
         upcoming = [p.upcoming for p in plans if p.upcoming is not None]
         self.next_wake = min(upcoming, default=None)
         return sorted((task for result in done.values() for _, task in result.tasks),
                       key=lambda t: (t.environment.get(FIRE_TIME_VARIABLE, ""), t.id))
+
+    def _fired(self, done: dict[str, _Submitted], now: float) -> None:
+        """Count and log each run submitted by this tick, with how late it was (a task
+        found by its dedupe key, submitted before a crash, was counted then)."""
+        for name, result in done.items():
+            for fire, task in result.tasks:
+                if task.added < now:
+                    continue
+                self.metrics.schedule_fired(name, fire, task.added)
+                log.info("schedule fired", schedule=name, fire=fire_time_text(fire),
+                         task=task.id, type=task.type, lateness=round(task.added - fire, 3))
 
     def prepare(self, moment: float) -> None:
         """Work out ahead of time the runs due at `moment` (the next wake), so that the tick

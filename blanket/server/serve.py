@@ -21,6 +21,7 @@ from blanket.errors import InvalidInput
 from blanket.server.api.app import make_app
 from blanket.server.api.browser import BrowserGuard, server_names
 from blanket.server.api.front import RequestFront
+from blanket.server.api.meter import RequestMeter
 from blanket.server.httppool import PoolSizer, listen_backlog
 from blanket.server.inbox import Inbox
 from blanket.server.listeners import (
@@ -82,8 +83,9 @@ class Server:
             settings.data_dir, {settings.url, settings.local_url})
         self.app = make_app(self.services)
         guarded = BrowserGuard(self.app, server_names(settings), settings.allowed_origins)
+        metered = RequestMeter(RequestFront(guarded), self.services.metrics)
         # TCP and/or a unix socket: the first is served on the calling thread, others beside.
-        self.https: list[wsgi.Server] = make_http_servers(settings, RequestFront(guarded))
+        self.https: list[wsgi.Server] = make_http_servers(settings, metered)
         self.http = self.https[0]
         self.fingerprint: str | None = None
         # Hundreds of workers and waiting clients may connect at once: cheroot's default
@@ -110,6 +112,7 @@ class Server:
         for loop in self.loops:
             loop.start()
         s.catalog.start_watching()
+        s.deliveries.start()
         self.inbox = Inbox(self.settings.inbox_dir, s.intake, s.store)
         self.inbox.start()
         self.scheduler.start()
@@ -201,6 +204,7 @@ class Server:
         if self.workers is not None and self.workers.poll() is None:
             self.workers.terminate()
         steps: list[tuple[str, Callable[[], object]]] = [
+            ("deliveries", self.services.deliveries.stop),
             ("wake-ups", self.services.wakeups.close),
             ("retention sweep", self.services.retention.stopping.set),
             *((f"loop {loop.name}", loop.stop) for loop in self.loops),

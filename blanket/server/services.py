@@ -1,5 +1,5 @@
 """The server's parts wired together: settings, store, catalog, intake, queue, worker
-registry, wake-ups.
+registry, wake-ups, metrics.
 
 Everything here can be rebuilt from the config directory and the store."""
 
@@ -15,7 +15,10 @@ from blanket.config.schedule import parse_schedule_file
 from blanket.config.settings import Settings
 from blanket.server.catalog import Catalog
 from blanket.server.currenttypes import CatalogTypes, CommandTypes
+from blanket.server.deliveries import Deliveries
 from blanket.server.intake import Intake
+from blanket.server.metrics import Metrics, StateReaders
+from blanket.server.notifyrules import NotifyRules
 from blanket.server.queue import Queue
 from blanket.server.registry import WorkerRegistry
 from blanket.server.retention import RetentionRules
@@ -48,6 +51,8 @@ class Services:
     schedules: ScheduleBook
     waiting: WaitReasons
     retention: Sweeper
+    deliveries: Deliveries
+    metrics: Metrics = field(default_factory=Metrics)
     started: float = field(default_factory=time.time)
 
     @property
@@ -67,6 +72,8 @@ def build_services(settings: Settings, schedule_parser=None) -> Services:
     store = open_store(settings.database_url)
     wakeups = Wakeups()
     store.on_change = wakeups.notify
+    metrics = Metrics()
+    store.on_commit = metrics.store_commit
     catalog = Catalog(settings.config_dir, DataDir(settings.data_dir).versions,
                       record_version=store.record_version,
                       schedule_parser=schedule_parser or parse_schedule_file)
@@ -74,18 +81,33 @@ def build_services(settings: Settings, schedule_parser=None) -> Services:
     catalog.add_listener(wakeups.notify)
     commands = CommandTypes(catalog, DataDir(settings.data_dir).versions, store.record_version)
     types = CatalogTypes(catalog, commands.get)
-    intake = Intake(store, types, settings.data_dir)
-    queue = Queue(store, types.current, types.limits, types.versions, task_dir=intake.task_dir)
+    intake = Intake(store, types, settings.data_dir, metrics=metrics)
+    queue = Queue(store, types.current, types.limits, types.versions, task_dir=intake.task_dir,
+                  metrics=metrics)
     registry = WorkerRegistry(store, queue, wakeups, settings.lost_after)
     tasks = TasksView(store)
     waiting = WaitReasons(registry.listed, types.limits, running_count(tasks.count),
                           ahead=tasks.queued_ahead)
+    metrics.read_state(StateReaders(tasks.count_by_state, tasks.queued_by_type,
+                                    registry.count_by_state, lambda: len(catalog.problems())))
+    rules = NotifyRules(catalog, settings.notify)
+    store.notify_targets = rules.targets
+    deliveries = Deliveries(store, wakeups, rules, intake.task_dir, _task_link(settings),
+                            metrics=metrics)
     sweeper = Sweeper(store, lambda: retention_rules(settings, catalog), types.current_versions,
                       catalog.holding, intake.task_dir, queue.remove_folder,
                       DataDir(settings.data_dir).versions)
     return Services(settings, store, catalog, intake, queue, wakeups, Tokens(store), registry,
                     tasks, TaskLogs(intake.task_dir), ScheduleBook(store, catalog, intake),
-                    waiting, sweeper)
+                    waiting, sweeper, deliveries, metrics)
+
+
+def _task_link(settings: Settings):
+    """A task's page on the server's URL (None when that is a unix socket)."""
+    base = settings.url
+    if not base.startswith(("http://", "https://")):
+        return lambda task_id: None
+    return lambda task_id: f"{base}/#/task/{task_id}"
 
 
 def retention_rules(settings: Settings, catalog: Catalog) -> RetentionRules:

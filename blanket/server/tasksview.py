@@ -4,7 +4,7 @@ dashboards count, without a route reaching into the store."""
 from __future__ import annotations
 
 from blanket.errors import NotFound
-from blanket.models import Task, TaskFilter, TaskState
+from blanket.models import Delivery, Task, TaskFilter, TaskState
 from blanket.store.base import Store
 
 
@@ -24,6 +24,10 @@ class TasksView:
         if task is None:
             raise NotFound(f"no task {task_id}")
         return task
+
+    def notifications(self, task_id: int) -> list[Delivery]:
+        """The notifications of the task's end ([[notify]]), oldest first."""
+        return self.store.task_deliveries(task_id)
 
     def list(self, flt: TaskFilter) -> list[Task]:
         return self.store.list_tasks(flt)
@@ -47,3 +51,7 @@ class TasksView:
     def count_by_state(self) -> dict[TaskState, int]:
         """How many tasks are in each state (every state, zeros included)."""
         return {state: self.count(TaskFilter(states=(state.value,))) for state in TaskState}
+
+    def queued_by_type(self) -> dict[str, int]:
+        """How many tasks are queued, by type."""
+        return self.store.queued_by_type()

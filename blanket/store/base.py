@@ -13,6 +13,7 @@ from typing import Any
 from blanket.errors import BlanketError, NotFound, StaleAttempt
 from blanket.models import (
     SORT_COLUMNS,
+    Delivery,
     ScheduleState,
     Task,
     TaskFilter,
@@ -95,6 +96,29 @@ class Ended:
 MAX_BATCH = 1000
 
 
+@dataclass(frozen=True)
+class DeliveryTarget:
+    """A [[notify]] target a task's end goes to, as the server hands it to the store: its
+    identity (`key`) and what the delivery keeps of it (`target`, JSON text)."""
+
+    key: str
+    target: str
+
+
+# The targets of an end: (type, schedule or None, event) -> targets. Called inside the
+# transaction that ends a task (so the deliveries are made with the end, or not at all); it
+# must be quick and read no store (the server answers from memory).
+NotifyTargets = Callable[[str, "str | None", str], Sequence[DeliveryTarget]]
+
+
+def end_event(state: TaskState | str, lost: str | None = None) -> str:
+    """The notification event of a task's final state: the state in lower case, "lost" for
+    a task that failed because its worker died."""
+    if lost and TaskState(state) is TaskState.FAILED:
+        return "lost"
+    return TaskState(state).value.lower()
+
+
 # How an attempt ends, decided from the task as read inside the finishing transaction.
 Decide = Callable[[Task], Outcome]
 
@@ -172,6 +196,11 @@ class Store(ABC):
     # Called with the wake-up topics of each change (blanket.wakeups): QUEUE when something
     # may have become claimable, task_topic(ID) when a task ended or was stopped.
     on_change: Callable[..., None] = staticmethod(lambda *topics: None)
+    # Which [[notify]] targets a task's end goes to (the server sets it; by default none).
+    notify_targets: NotifyTargets = staticmethod(lambda type_name, schedule, event: ())
+    # Called after each write transaction with the seconds its commit took (with, when
+    # durable, its wait for the disk) and whether it was durable (the server's metrics).
+    on_commit: Callable[[float, bool], None] = staticmethod(lambda seconds, durable: None)
 
     def announce(self, *topics: str) -> None:
         """Wake the waiters of `topics` on every server sharing this store (a stop asked
@@ -262,6 +291,10 @@ class Store(ABC):
         earlier id), of any type: a rough place in line."""
 
     @abstractmethod
+    def queued_by_type(self) -> dict[str, int]:
+        """How many tasks are queued, by type (types with none left out)."""
+
+    @abstractmethod
     def versions_run(self, type_name: str,
                      limit: int) -> list[tuple[str, float, float, int]]:
         """The versions tasks of a type ran with (bound when claimed), latest used first:
@@ -301,7 +334,8 @@ class Store(ABC):
     def finish_task(self, task_id: int, token: str, outcome: Outcome | Decide) -> Task:
         """End the current attempt: a final state, or back to QUEUED for a retry. `outcome`
         may be a function of the task as the transaction reads it (so a stop requested a
-        moment before is seen by the retry policy)."""
+        moment before is seen by the retry policy). A final end makes the deliveries of
+        the targets `notify_targets` names in the same transaction (a retry makes none)."""
         return self.finish_and_claim(task_id, token, outcome)[0]
 
     def finish_and_claim(self, task_id: int, token: str, outcome: Outcome | Decide,
@@ -346,7 +380,8 @@ class Store(ABC):
 
     @abstractmethod
     def stop_queued(self, task_id: int, now: float, by: str | None = None) -> Task | None:
-        """A queued task that is asked to stop ends STOPPED at once; None if not queued."""
+        """A queued task that is asked to stop ends STOPPED at once; None if not queued.
+        Like every final end, it makes its notifications in the same transaction."""
 
     @abstractmethod
     def stale_tasks(self, heartbeat_before: float) -> list[Task]:
@@ -359,6 +394,28 @@ class Store(ABC):
     @abstractmethod
     def recent_durations(self, type_name: str, limit: int = 20) -> list[float]:
         """Run times of the type's latest successful tasks, newest first."""
+
+    # notifications
+    @abstractmethod
+    def claim_deliveries(self, now: float, lease: float, limit: int) -> list[Delivery]:
+        """Take up to `limit` due deliveries (pending, `next_at` <= now) to send, earliest
+        first: each is held until `lease` (a server that dies sending it leaves it due again
+        then) and its `attempts` counts this one. Among several servers each is taken by one."""
+
+    @abstractmethod
+    def settle_delivery(self, delivery: Delivery, now: float, *, state: str,
+                        result: str | None, retry_at: float | None = None) -> bool:
+        """Record how the attempt `claim_deliveries` gave ended: "delivered", "failed" (given
+        up), or "pending" again at `retry_at`. False if that attempt is no longer current
+        (its lease ran out and another took it)."""
+
+    @abstractmethod
+    def task_deliveries(self, task_id: int) -> list[Delivery]:
+        """The notifications of one task, oldest first."""
+
+    @abstractmethod
+    def next_delivery_at(self) -> float | None:
+        """When the earliest pending delivery is due (to time the delivery loop)."""
 
     # workers
     @abstractmethod

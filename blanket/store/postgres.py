@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import queue
 import threading
+import time
 import uuid
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -39,7 +40,7 @@ from blanket.store.rows import (
 )
 from blanket.store.sql import load_migrations, load_queries
 from blanket.store.sqlverbs import SqlVerbs
-from blanket.wakeups import QUEUE, task_topic
+from blanket.wakeups import DELIVERIES, QUEUE, task_topic
 
 Q = load_queries("postgres")
 
@@ -189,9 +190,10 @@ class PostgresStore(SqlVerbs):
 
     # plumbing
     @contextmanager
-    def _tx(self, durable: bool = True) -> Iterator[psycopg.Cursor[Row]]:
+    def _tx(self, durable: bool = True, write: bool = True) -> Iterator[psycopg.Cursor[Row]]:
         """One transaction. Not `durable`: the commit does not wait for the WAL flush, for a
-        change whose loss in a power cut harms nothing (a claim, a heartbeat), as in SQLite."""
+        change whose loss in a power cut harms nothing (a claim, a heartbeat), as in SQLite.
+        A `write`'s commit is timed (on_commit)."""
         with self._pool.connection() as conn:
             try:
                 with conn.cursor() as cur:
@@ -202,14 +204,17 @@ class PostgresStore(SqlVerbs):
                 if not conn.broken:
                     conn.rollback()
                 raise
+            began = time.perf_counter()
             conn.commit()
+            if write:
+                self.on_commit(time.perf_counter() - began, durable)
 
     def _one(self, query: str, params: Any = None) -> Row | None:
-        with self._tx() as cur:
+        with self._tx(write=False) as cur:
             return cur.execute(query, params).fetchone()
 
     def _all(self, query: str, params: Any = None) -> list[Row]:
-        with self._tx() as cur:
+        with self._tx(write=False) as cur:
             return cur.execute(query, params).fetchall()
 
     def _migrate(self) -> None:
@@ -327,6 +332,7 @@ class PostgresStore(SqlVerbs):
             row = cur.execute(Q["delete_task"], {"id": task_id}).fetchone()
             if row is not None:
                 cur.execute(Q["delete_keys"], {"id": task_id})
+                cur.execute(Q["delete_settled_deliveries"], {"task_id": task_id})
         return task_from_row(row) if row else None
 
     def claim_task(self, claim: Claim) -> Task | None:
@@ -370,13 +376,18 @@ class PostgresStore(SqlVerbs):
     def exchange(self, ends: Sequence[End], claims: Sequence[Claim] = (), *,
                  all_or_none: bool = False) -> tuple[list[Task | BlanketError], list[Task]]:
         topics: list[str] = []
+        made: list[bool] = []  # whether each final end made deliveries
+
+        def deliver(row: Row, lost: str | None) -> None:
+            made.append(self._deliveries_in(cur, row, lost))
+
         with self._tx(durable=bool(ends)) as cur:
             ended, taken, ids = exchange_in(
                 ends, claims, all_or_none,
-                lambda end: _finish_in(cur, end.task_id, end.token, end.outcome),
+                lambda end: _finish_in(cur, end.task_id, end.token, end.outcome, deliver),
                 lambda claim: _claim_in(cur, claim))
             if ids:  # an end may free a slot of a capped type, or queue a retry
-                topics = [QUEUE, *map(task_topic, ids)]
+                topics = [QUEUE, *map(task_topic, ids), *([DELIVERIES] if any(made) else [])]
                 cur.execute(Q["notify"], {"topics": " ".join(topics)})
         if topics:
             self._callback(*topics)
@@ -409,10 +420,13 @@ class PostgresStore(SqlVerbs):
         with self._tx() as cur:
             row = cur.execute(Q["stop_queued"], {"id": task_id, "now": now, "by": by}).fetchone()
             if row is not None:
-                cur.execute(Q["notify"], {"topics": task_topic(task_id)})
+                topics = [task_topic(task_id)]
+                if self._deliveries_in(cur, row):
+                    topics.append(DELIVERIES)
+                cur.execute(Q["notify"], {"topics": " ".join(topics)})
         if row is None:
             return None
-        self._callback(task_topic(task_id))
+        self._callback(*topics)
         return task_from_row(row)
 
     def stale_tasks(self, heartbeat_before: float) -> list[Task]:
@@ -584,8 +598,10 @@ def _claim_in(cur: Any, claim: Claim) -> Row | None:
     return row
 
 
-def _finish_in(cur: Any, task_id: int, token: str, outcome: Outcome | Decide) -> Row:
-    """End the current attempt, inside the caller's transaction."""
+def _finish_in(cur: Any, task_id: int, token: str, outcome: Outcome | Decide,
+               deliver: Callable[[Row, str | None], None]) -> Row:
+    """End the current attempt, inside the caller's transaction; a final end `deliver`s
+    (makes its notifications) there too."""
     row = cur.execute(Q["lock_current"], {"id": task_id, "token": token}).fetchone()
     if row is None:
         _raise_not_current(task_id, cur)
@@ -599,5 +615,7 @@ def _finish_in(cur: Any, task_id: int, token: str, outcome: Outcome | Decide) ->
     if outcome.requeue_at is not None:
         return cur.execute(Q["requeue"], {**params, "not_before": outcome.requeue_at,
                                           "score": outcome.requeue_score}).fetchone()
-    return cur.execute(Q["finish"], {**params, "state": outcome.state.value,
-                                     "finished": outcome.finished}).fetchone()
+    row = cur.execute(Q["finish"], {**params, "state": outcome.state.value,
+                                    "finished": outcome.finished}).fetchone()
+    deliver(row, outcome.lost)
+    return row

@@ -8,7 +8,7 @@ from typing import Any
 
 import msgspec
 
-from blanket.models import Task, TaskState, Token, Worker
+from blanket.models import Delivery, Task, TaskState, Token, Worker
 from blanket.store.base import NewTask, Outcome
 
 
@@ -98,3 +98,11 @@ def token_params(token: Token) -> dict[str, Any]:
             "types": json.dumps(list(token.types)), "tags": json.dumps(list(token.tags)),
             "hash": token.hash, "created": token.created, "expires": token.expires,
             "parent": token.parent}
+
+
+def delivery_from_row(row: Mapping[str, Any]) -> Delivery:
+    return Delivery(
+        id=row["id"], task_id=row["task_id"], task_type=row["task_type"], event=row["event"],
+        target_key=row["target_key"], target=json.loads(row["target"]), state=row["state"],
+        attempts=row["attempts"], created=row["created"], next_at=row["next_at"],
+        finished=row["finished"], result=row["result"])

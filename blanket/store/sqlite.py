@@ -8,6 +8,7 @@ import json
 import os
 import sqlite3
 import threading
+import time
 import uuid
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -47,7 +48,7 @@ from blanket.store.rows import (
 from blanket.store.sql import load_migrations, load_queries
 from blanket.store.sqlverbs import SqlVerbs
 from blanket.store.walsync import WalSync
-from blanket.wakeups import QUEUE, task_topic
+from blanket.wakeups import DELIVERIES, QUEUE, task_topic
 
 Q = load_queries("sqlite")
 _INSERT_MANY = Q["insert_task"].replace("RETURNING *", "")  # executemany returns no rows
@@ -100,7 +101,9 @@ class SQLiteStore(SqlVerbs):
             try:
                 self._db.execute("BEGIN IMMEDIATE")
                 yield self._db
+                began = time.perf_counter()
                 self._db.execute("COMMIT")
+                took = time.perf_counter() - began
             except BaseException as e:
                 if self._db.in_transaction:  # SQLITE_FULL may have rolled it back already
                     self._db.execute("ROLLBACK")
@@ -113,7 +116,10 @@ class SQLiteStore(SqlVerbs):
         if notify:
             self.on_change(*notify)
         if durable and self._wal:
+            began = time.perf_counter()
             self._wal.sync(seq)
+            took += time.perf_counter() - began
+        self.on_commit(took, durable)
 
     def _disk_full(self) -> StorageFull:
         """SQLite found the disk full (under the lock): free the reserve, so that results,
@@ -238,6 +244,7 @@ class SQLiteStore(SqlVerbs):
                 return None
             db.execute(Q["delete_keys"], (task_id,))
             db.execute(Q["delete_task"], (task_id,))
+            db.execute(Q["delete_settled_deliveries"], {"task_id": task_id})
         return task_from_row(row)
 
     def claim_task(self, claim: Claim) -> Task | None:
@@ -291,13 +298,20 @@ class SQLiteStore(SqlVerbs):
     def exchange(self, ends: Sequence[End], claims: Sequence[Claim] = (), *,
                  all_or_none: bool = False) -> tuple[list[Task | BlanketError], list[Task]]:
         topics: list[str] = []  # read by _tx once it commits
+        made: list[bool] = []  # whether each final end made deliveries
+
+        def deliver(row: sqlite3.Row, lost: str | None) -> None:
+            made.append(self._deliveries_in(db, row, lost))
+
         with self._tx(durable=bool(ends), notify=topics) as db:
             ended, taken, ids = exchange_in(
                 ends, claims, all_or_none,
-                lambda end: _finish_in(db, end.task_id, end.token, end.outcome),
+                lambda end: _finish_in(db, end.task_id, end.token, end.outcome, deliver),
                 lambda claim: _claim_in(db, claim))
             if ids:  # an end may free a slot of a capped type, or queue a retry
                 topics.extend([QUEUE, *map(task_topic, ids)])
+            if any(made):
+                topics.append(DELIVERIES)
         return ([row if isinstance(row, BlanketError) else task_from_row(row) for row in ended],
                 [task_from_row(row) for row in taken])
 
@@ -322,13 +336,15 @@ class SQLiteStore(SqlVerbs):
         return task_from_row(row)
 
     def stop_queued(self, task_id: int, now: float, by: str | None = None) -> Task | None:
-        with self._tx() as db:
+        topics: list[str] = []
+        with self._tx(notify=topics) as db:
             changed = db.execute(Q["stop_queued"], (now, by, task_id)).rowcount
             row = db.execute(Q["get_task"], (task_id,)).fetchone()
-        if changed:
-            self.on_change(task_topic(task_id))
-            return task_from_row(row)
-        return None
+            if changed:
+                topics.append(task_topic(task_id))
+                if self._deliveries_in(db, row):
+                    topics.append(DELIVERIES)
+        return task_from_row(row) if changed else None
 
     def stale_tasks(self, heartbeat_before: float) -> list[Task]:
         return [task_from_row(r) for r in self._all(Q["stale_tasks"], (heartbeat_before,))]
@@ -469,9 +485,10 @@ def _claim_in(db: sqlite3.Connection, claim: Claim) -> sqlite3.Row | None:
     return row
 
 
-def _finish_in(db: sqlite3.Connection, task_id: int, token: str,
-               outcome: Outcome | Decide) -> sqlite3.Row:
-    """End the current attempt, inside the caller's transaction."""
+def _finish_in(db: sqlite3.Connection, task_id: int, token: str, outcome: Outcome | Decide,
+               deliver: Callable[[sqlite3.Row, str | None], None]) -> sqlite3.Row:
+    """End the current attempt, inside the caller's transaction; a final end `deliver`s
+    (makes its notifications) there too."""
     row = db.execute(Q["get_task"], (task_id,)).fetchone()
     task = _current_or_raise(task_id, row, int(row is not None and row["token"] == token
                                                and row["state"] in ("CLAIMED", "RUNNING")))
@@ -484,8 +501,10 @@ def _finish_in(db: sqlite3.Connection, task_id: int, token: str,
     if outcome.requeue_at is not None:
         return db.execute(Q["requeue"], {**params, "not_before": outcome.requeue_at,
                                          "score": outcome.requeue_score}).fetchall()[0]
-    return db.execute(Q["finish"], {**params, "state": outcome.state.value,
-                                    "finished": outcome.finished}).fetchall()[0]
+    row = db.execute(Q["finish"], {**params, "state": outcome.state.value,
+                                   "finished": outcome.finished}).fetchall()[0]
+    deliver(row, outcome.lost)
+    return row
 
 
 def _lanes(db: sqlite3.Connection) -> Iterator[tuple[str, str]]:

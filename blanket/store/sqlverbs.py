@@ -9,9 +9,9 @@ from collections.abc import Sequence
 from contextlib import AbstractContextManager
 from typing import Any
 
-from blanket.models import TaskState, Token, Worker
-from blanket.store.base import MAX_BATCH, Ended, Store
-from blanket.store.rows import token_from_row, worker_from_row, worker_params
+from blanket.models import Delivery, TaskState, Token, Worker
+from blanket.store.base import MAX_BATCH, Ended, Store, end_event
+from blanket.store.rows import delivery_from_row, token_from_row, worker_from_row, worker_params
 
 
 class SqlVerbs(Store):
@@ -26,6 +26,44 @@ class SqlVerbs(Store):
 
     @abstractmethod
     def _all(self, query: str, params: Any = None) -> list[Any]: ...
+
+    # notifications
+    def _deliveries_in(self, db: Any, row: Any, lost: str | None = None) -> bool:
+        """Inside the transaction that ended the task `row`: make its deliveries, one per
+        target `notify_targets` names (none asked: no statement). Whether any were made."""
+        event = end_event(row["state"], lost)
+        targets = self.notify_targets(row["type"], row["schedule"], event)
+        if not targets:
+            return False
+        db.executemany(self.queries["insert_delivery"], [
+            {"task_id": row["id"], "task_type": row["type"], "event": event,
+             "target_key": t.key, "target": t.target, "now": row["finished"]}
+            for t in targets])
+        return True
+
+    def claim_deliveries(self, now: float, lease: float, limit: int) -> list[Delivery]:
+        with self._tx(durable=False) as db:
+            rows = db.execute(self.queries["claim_deliveries"],
+                              {"now": now, "lease": lease, "limit": limit}).fetchall()
+        return sorted((delivery_from_row(r) for r in rows), key=lambda d: (d.created, d.id))
+
+    def settle_delivery(self, delivery: Delivery, now: float, *, state: str,
+                        result: str | None, retry_at: float | None = None) -> bool:
+        with self._tx() as db:
+            return db.execute(self.queries["settle_delivery"], {
+                "id": delivery.id, "attempts": delivery.attempts, "state": state,
+                "retry_at": retry_at, "result": result,
+                "finished": None if state == "pending" else now}).rowcount == 1
+
+    def task_deliveries(self, task_id: int) -> list[Delivery]:
+        return [delivery_from_row(r)
+                for r in self._all(self.queries["task_deliveries"], {"task_id": task_id})]
+
+    def next_delivery_at(self) -> float | None:
+        row = self._one(self.queries["next_delivery_at"])
+        return None if row is None else row[0] if not isinstance(row, dict) else row["next_at"]
+    def queued_by_type(self) -> dict[str, int]:
+        return {r["type"]: int(r["n"]) for r in self._all(self.queries["queued_by_type"])}
 
     # workers
     def save_worker(self, worker: Worker) -> None:

@@ -521,7 +521,7 @@ SECRET_DEFAULT = ('command = "echo {{ WORD }}"\ntags = ["unix"]\n[environment.de
 def test_a_type_has_a_page_with_its_definition_and_the_versions_that_ran(make_server,
                                                                         tmp_path):
     require_chromium()
-    server = make_server(types={"speaker": SECRET_DEFAULT})
+    server = make_server(types={"speaker": SECRET_DEFAULT, "loud": 'extends = "speaker"\n'})
     make_server.worker(server, tags="unix")
     first = server.client.post("/task/?wait=30", {"type": "speaker"})
     versions = server.client.get("/task_type/speaker/versions")
@@ -537,6 +537,13 @@ def test_a_type_has_a_page_with_its_definition_and_the_versions_that_ran(make_se
         browser.wait_for("document.querySelectorAll('#y-versions tbody tr td').length > 1")
         assert "(current)" in browser.evaluate(
             "document.getElementById('y-versions').textContent")
+        assert "extends" not in browser.evaluate(
+            "document.getElementById('y-fields').textContent")
+        browser.evaluate("location.hash = '#/type/loud'")
+        browser.wait_for("document.getElementById('y-name')?.textContent === 'loud'")
+        browser.wait_for("document.getElementById('y-fields')?.textContent.includes('echo')")
+        fields = browser.evaluate("document.getElementById('y-fields').textContent")
+        assert "extendsspeaker" in fields.replace(" ", "").replace("\n", ""), fields
 
 
 def test_a_failing_browser_test_leaves_a_screenshot(make_server, tmp_path, capsys):

@@ -1255,3 +1255,30 @@ def test_listing_sorts_by_a_column_with_missing_values_last(store: Store) -> Non
     assert ids(store.list_tasks(TaskFilter(sort="finished"))) == [c.id, b.id, a.id]
     with pytest.raises(ValueError):
         store.list_tasks(TaskFilter(sort="environment; DROP TABLE tasks"))
+
+
+def test_queued_by_type_counts_only_queued_tasks_of_each_type(store: Store) -> None:
+    assert store.queued_by_type() == {}
+    for type_name in ("a", "a", "b", "c"):
+        store.add_task(new_task(type=type_name))
+    taken = claim(store)
+    assert taken is not None
+    left = {"a": 2, "b": 1, "c": 1}
+    left[taken.type] -= 1
+    assert store.queued_by_type() == {name: n for name, n in left.items() if n}
+
+
+def test_every_write_reports_its_commit_and_whether_it_was_durable(store: Store) -> None:
+    commits: list[tuple[float, bool]] = []
+    store.on_commit = lambda seconds, durable: commits.append((seconds, durable))
+    task = store.add_task(new_task())
+    assert [durable for _, durable in commits] == [True]
+    store.get_task(task.id)
+    store.list_tasks(TaskFilter())
+    assert len(commits) == 1  # reads commit nothing worth timing
+    taken = claim(store)
+    assert taken is not None
+    assert [durable for _, durable in commits] == [True, False]  # a claim does not wait
+    store.finish_task(taken.id, taken.token or "", failed())
+    assert [durable for _, durable in commits] == [True, False, True]
+    assert all(seconds >= 0 for seconds, _ in commits)

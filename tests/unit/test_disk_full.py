@@ -119,6 +119,9 @@ class OneType:
     def type_names(self) -> list[str]:
         return ["demo"]
 
+    def base_names(self) -> list[str]:
+        return []
+
 
 def test_uploads_that_do_not_fit_are_refused_as_a_full_disk(disk: Path):
     store = SQLiteStore(":memory:")

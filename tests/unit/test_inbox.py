@@ -42,6 +42,9 @@ class Types:
     def type_names(self) -> list[str]:
         return sorted(self.types)
 
+    def base_names(self) -> list[str]:
+        return []
+
 
 class Clock:
     def __init__(self) -> None:

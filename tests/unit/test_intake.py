@@ -194,6 +194,9 @@ class OneType:
     def type_names(self) -> list[str]:
         return ["demo"]
 
+    def base_names(self) -> list[str]:
+        return []
+
 
 def test_a_task_s_uploads_are_in_its_folder_before_a_worker_can_claim_it(tmp_path):
     store = SQLiteStore(tmp_path / "b.db")

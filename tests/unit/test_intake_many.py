@@ -20,6 +20,9 @@ class Types:
     def type_names(self) -> list[str]:
         return ["report"]
 
+    def base_names(self) -> list[str]:
+        return []
+
 
 def intake(tmp_path: Path) -> Intake:
     return Intake(SQLiteStore(tmp_path / "b.db"), Types(), tmp_path)

@@ -45,6 +45,11 @@ RULES = (
          "the server's and the worker's common ground: they load neither side",
          files=("blanket/*.py",), unless=("blanket/__main__.py", "blanket/cli.py"),
          imports=("blanket.server", "blanket.worker", "blanket.store")),
+    Rule("backups read the data dir and the store on the server's machine; exports read "
+         "the API only, from any machine", files=("blanket/backup/**/*.py",),
+         imports=("blanket.server", "blanket.worker")),
+    Rule("an export works from any machine with a viewer token: the API only",
+         files=("blanket/backup/export.py",), imports=("blanket.store",)),
     Rule("SQL lives in blanket/store/: no database driver elsewhere",
          files=("blanket/**/*.py",), unless=("blanket/store/**/*.py",),
          imports=("sqlite3", "psycopg", "psycopg2", "psycopg_pool")),

@@ -37,6 +37,12 @@ def identity() -> Identity:
     return bottle.request.environ[_IDENTITY]
 
 
+def caller_of(environ: dict) -> Identity | None:
+    """Who made a request, once the Access plugin has checked it (None before, or when it
+    was refused before any route)."""
+    return environ.get(_IDENTITY)
+
+
 def presented_token() -> str | None:
     """The token or session secret the caller presented, if any."""
     return bottle.request.environ.get(_PRESENTED)

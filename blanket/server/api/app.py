@@ -8,6 +8,7 @@ import structlog
 
 from blanket.server.api import (
     catalog,
+    mcp,
     openapi,
     outputs,
     prune,
@@ -40,6 +41,7 @@ def make_app(services: Services, extra_installers=()) -> bottle.Bottle:
     tokens.install(app, services)
     prune.install(app, services)
     web.install(app, services)
+    mcp.install(app, services)
     for install in extra_installers:
         install(app, services)
     openapi.install(app, services.settings.anonymous_role)

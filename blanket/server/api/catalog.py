@@ -14,6 +14,7 @@ from blanket.models import TaskFilter
 from blanket.server.api import schemas as S
 from blanket.server.api.http import json_response
 from blanket.server.dashboard import summary
+from blanket.server.metrics import CONTENT_TYPE
 from blanket.server.services import Services
 
 
@@ -36,8 +37,8 @@ class CatalogRoutes:
         return json_response([t.to_json() for t in self.s.catalog.types()])
 
     def show_type(self, name: str):
-        """One task type."""
-        loaded = self.s.catalog.get(name)
+        """One task type (an abstract one too: its definition shows, though none runs)."""
+        loaded = self.s.catalog.get(name) or self.s.catalog.base(name)
         if loaded is None:
             raise NotFound(f"no task type {name!r}; see GET /task_type/ for the list")
         return json_response(loaded.to_json())
@@ -68,18 +69,6 @@ class CatalogRoutes:
                                      window))
 
     def metrics(self):
-        """Prometheus text format."""
-        lines = ["# HELP blanket_tasks Tasks in the store by state.",
-                 "# TYPE blanket_tasks gauge"]
-        for state, count in self.s.tasks.count_by_state().items():
-            lines.append(f'blanket_tasks{{state="{state.value}"}} {count}')
-        lines += ["# HELP blanket_workers Registered workers by state.",
-                  "# TYPE blanket_workers gauge"]
-        for worker_state, count in sorted(self.s.registry.count_by_state().items()):
-            lines.append(f'blanket_workers{{state="{worker_state}"}} {count}')
-        lines += ["# HELP blanket_config_problems Problems in the config directory.",
-                  "# TYPE blanket_config_problems gauge",
-                  f"blanket_config_problems {len(self.s.catalog.problems())}"]
-        bottle.response.content_type = "text/plain; version=0.0.4"
-        return "\n".join(lines) + "\n"
-
+        """Prometheus text format: every series the server exports (README, Metrics)."""
+        bottle.response.content_type = CONTENT_TYPE
+        return self.s.metrics.exposition()

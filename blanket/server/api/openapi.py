@@ -57,8 +57,8 @@ def openapi_document(app: bottle.Bottle, anonymous: str = "none") -> dict:
                           **({"204": {"description": route.config["no_content"]}}
                              if "no_content" in route.config else {}),
                           "default": {"description": "error",
-                                      "content": {"application/json": {"schema": {
-                                          "$ref": "#/components/schemas/Error"}}}}},
+                                      "content": {"application/json": {"schema": _error_schema(
+                                          route.config)}}}},
         }
     _link_created(paths)
     return {
@@ -71,8 +71,22 @@ def openapi_document(app: bottle.Bottle, anonymous: str = "none") -> dict:
                       "description": "any user name, the token as the password"}},
             "schemas": {"Error": {"type": "object", "properties": {"error": {
             "type": "object", "properties": {"code": {"type": "string"},
-                                             "message": {"type": "string"}}}}}}},
+                                             "message": {"type": "string"}}}}},
+                        "JsonRpcError": {"type": "object", "required": ["jsonrpc", "error"],
+                                         "properties": {"jsonrpc": {"const": "2.0"},
+                                                        "error": {"type": "object", "properties": {
+                                                            "code": {"type": "integer"},
+                                                            "message": {"type": "string"}}}}}}},
     }
+
+
+def _error_schema(config: Any) -> dict:
+    """blanket's JSON error; a JSON-RPC route (`jsonrpc=True`) may answer a JSON-RPC error
+    object instead (its own refusals), blanket's still for what is refused before it."""
+    error = {"$ref": "#/components/schemas/Error"}
+    if config.get("jsonrpc"):
+        return {"anyOf": [error, {"$ref": "#/components/schemas/JsonRpcError"}]}
+    return error
 
 
 # What a 201 answer creates, and the path parameter its `id` fills in other operations.

@@ -54,6 +54,20 @@ class Masker:
     def mask(self, data: bytes) -> bytes:
         return self.pattern.sub(MASK, data) if self.pattern else data
 
+    def mask_from(self, data: bytes, cut: int) -> bytes:
+        """`data[cut:]` masked, matching secrets in the whole of `data`: one that starts
+        before `cut` and ends after it is masked whole, not shown from `cut` on."""
+        if not self.pattern:
+            return data[cut:]
+        out, position = [], cut
+        for found in self.pattern.finditer(data):
+            if found.end() <= cut:
+                continue
+            out += [data[position:max(position, found.start())], MASK]
+            position = found.end()
+        out.append(data[position:])
+        return b"".join(out)
+
     def stream(self, source: BinaryIO) -> Iterator[bytes]:
         """`source` read in chunks, masked; a value cut in two by a chunk's end is held back
         until the next chunk completes it."""
@@ -104,10 +118,10 @@ def list_task_files(root: Path) -> list[dict]:
     return found
 
 
-def serve_task_file(root: Path, relative: str,
-                    masker: Masker | None = None) -> bottle.HTTPResponse:
-    """One file of the task directory `root`, as a response that is safe to open; text has
-    the task's secrets masked."""
+def open_task_file(root: Path, relative: str) -> tuple[BinaryIO, os.stat_result]:
+    """One regular file of the task directory `root`, opened: never through a link that
+    leads outside it, even one a task swaps in while it is opened (what was opened is
+    checked, not the path); never a private name."""
     parts = Path(relative).parts
     if Path(relative).is_absolute() or ".." in parts or "\x00" in relative:
         raise InvalidInput(f"{relative!r} is outside the task directory")
@@ -127,10 +141,17 @@ def serve_task_file(root: Path, relative: str,
             raise InvalidInput(f"{relative!r} leads outside the task directory")
         if not stat.S_ISREG(info.st_mode):
             raise NotFound(f"{relative!r} is not a file; list the files with /task/ID/files/")
-        body = os.fdopen(fd, "rb")
+        return os.fdopen(fd, "rb"), info
     except BaseException:
         os.close(fd)
         raise
+
+
+def serve_task_file(root: Path, relative: str,
+                    masker: Masker | None = None) -> bottle.HTTPResponse:
+    """One file of the task directory `root`, as a response that is safe to open; text has
+    the task's secrets masked."""
+    body, info = open_task_file(root, relative)
     headers = {"Last-Modified": formatdate(info.st_mtime, usegmt=True),
                "X-Content-Type-Options": "nosniff",
                "Content-Security-Policy": "sandbox; default-src 'none'",
@@ -139,6 +160,19 @@ def serve_task_file(root: Path, relative: str,
         return bottle.HTTPResponse(masker.stream(body), status=200, headers=headers)
     headers["Content-Length"] = str(info.st_size)
     return bottle.HTTPResponse(body, status=200, headers=headers)
+
+
+def read_tail(root: Path, relative: str, masker: Masker, limit: int) -> tuple[bytes, int]:
+    """The last `limit` bytes of a file of the task directory (opened as `open_task_file`
+    does) with the task's secrets masked, and the file's size. A secret cut by where the
+    tail starts is masked whole: the bytes before are read too, for the match, then dropped."""
+    body, info = open_task_file(root, relative)
+    with body:
+        start = max(0, info.st_size - limit)
+        read_from = max(0, start - max(0, masker.longest - 1))
+        body.seek(read_from)
+        data = body.read(info.st_size - read_from)
+    return masker.mask_from(data, start - read_from), info.st_size
 
 
 def _presentation(name: str) -> dict[str, str]:

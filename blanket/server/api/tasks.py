@@ -60,6 +60,7 @@ def install(app: bottle.Bottle, services: Services) -> None:
     app.route("/task/<task_id>/progress", "POST", routes.progress, role=OPERATOR,
               attempt_token=True, body=S.PROGRESS)
     app.route("/task/<task_id>/log/<stream>", "GET", routes.log, role=VIEWER, query=S.FOLLOW)
+    app.route("/task/<task_id>/notifications", "GET", routes.notifications, role=VIEWER)
     app.route("/task/<task_id>/files/", "GET", routes.list_files, role=VIEWER)
     app.route("/task/<task_id>/files/<path:path>", "GET", routes.file, role=(VIEWER, WORKER))
 
@@ -185,9 +186,11 @@ class TaskRoutes:
     def wait_until_ended(self, task: Task, wait: float) -> Task:
         """The task once it ended, or as it is when `wait` runs out; 410 if it was removed
         meanwhile."""
+        if not 0 <= wait <= MAX_WAIT:  # NaN too: it would never run out
+            raise InvalidInput(f"a wait is 0 to {MAX_WAIT:g} seconds, not {wait!r}")
         def ended() -> Task | bool | None:
             current = self.s.tasks.find(task.id)
-            return False if current is None else _ended(current)
+            return False if current is None else has_ended(current)
 
         result = self.s.wakeups.wait_for(ended, wait, topics=(task_topic(task.id),))
         current = self.s.tasks.find(task.id) if result is None else result
@@ -247,9 +250,15 @@ class TaskRoutes:
         progress meanwhile)."""
         task = self.task_or_404(task_id)
         wait = query_float("wait", None, MAX_WAIT)
-        if wait is not None and not _ended(task):
+        if wait is not None and not has_ended(task):
             task = self.wait_until_ended(task, wait)
         return json_response(self.shown([task], one=True)[0])
+
+    def notifications(self, task_id: str):
+        """The notifications its end made ([[notify]]): to what, how each went."""
+        task = self.task_or_404(task_id)
+        return json_response({"task": task.id, "notifications": [
+            d.to_json() for d in self.s.tasks.notifications(task.id)]})
 
     def shown(self, tasks: list[Task], one: bool = False) -> list[dict]:
         """Tasks as the API shows them: a queued one with why it waits (`waiting`: code and
@@ -347,7 +356,7 @@ class TaskRoutes:
             partial = lines.pop()
             for line in lines:
                 yield f"data: {masker.mask(line).decode(errors='replace')}\n\n"
-            if task is None or _ended(task):
+            if task is None or has_ended(task):
                 if partial:
                     yield f"data: {masker.mask(partial).decode(errors='replace')}\n\n"
                 yield f"event: end\ndata: {task.state.value if task else 'REMOVED'}\n\n"
@@ -369,7 +378,7 @@ class TaskRoutes:
         return serve_task_file(self.task_dir(task), path, Masker.of(task))
 
 
-def _ended(task: Task | None) -> Task | None:
+def has_ended(task: Task | None) -> Task | None:
     if task is not None and (task.state in FINAL_STATES or task.state is TaskState.LOST):
         return task
     return None

@@ -512,9 +512,9 @@ async function loadSchedules() {
 
 // ---- one type's page: its definition (secret defaults masked), versions that ran, start
 
-const TYPE_FIELDS = ["description", "command", "executor", "tags", "timeout", "retries",
+const TYPE_FIELDS = ["description", "abstract", "bases", "command", "executor", "tags", "timeout", "retries",
   "retry_delay", "max_timeout", "max_retries", "max_concurrent", "combine_output", "required",
-  "defaults", "files", "results", "checks"];
+  "defaults", "files", "results", "checks", "notify"];
 
 async function loadTypePage() {
   const { name } = route();
@@ -530,12 +530,13 @@ async function loadTypePage() {
     el("p", { class: "problem" }, problemLine(p))));
   const def = loaded.definition || {};
   const rows = [["file", loaded.path], ["version", loaded.version], ["loaded", loaded.loaded_at],
-    ...TYPE_FIELDS.filter((key) => key in def).map((key) => [key, key === "required"
+    ...TYPE_FIELDS.filter((key) => key in def && !(key === "bases" && !def.bases.length))
+      .map((key) => [key === "bases" ? "extends" : key, key === "required"
       ? Object.fromEntries(Object.entries(def.required).map(([k, v]) =>
         [k, [v.type, v.secret ? "secret" : "", v.description].filter(Boolean).join(", ")]))
       : def[key]])];
   fillFields($("y-fields"), rows, (key) => (key === "command" ? "mono pre" : ""));
-  $("y-buttons").replaceChildren(loaded.definition ? el("button", { type: "button",
+  $("y-buttons").replaceChildren(loaded.definition && !def.abstract ? el("button", { type: "button",
     onclick: () => { location.hash = "#/"; setTimeout(() => chooseType(loaded.name), 300); } },
   "Start") : "");
   $("y-all-tasks").href = `#/tasks?type=${encodeURIComponent(loaded.name)}`;
@@ -573,6 +574,7 @@ async function loadSchedulePage() {
     ["type", schedule.type], ["when", def.cron ? `cron ${def.cron}` : def.every ? `every ${def.every}s` : ""],
     ["environment", def.environment], ["next fires", (schedule.next_fires || []).join(", ")],
     ["last fire", schedule.last_fire], ["problems", (schedule.problems || []).map((p) => p.message)],
+    ["notify", def.notify || []],
   ];
   fillFields($("s-fields"), rows);
   $("s-buttons").replaceChildren(...(schedule.definition ? [
@@ -944,6 +946,11 @@ function fieldValue(key, value) {
     return el("span", { title: date.toISOString() }, date.toLocaleString());
   }
   if (key === "state") return stateBadge(value);
+  if (key === "notify" && Array.isArray(value)) {  // [[notify]] blocks: events and target
+    return value.length ? el("div", {}, ...value.map((n) =>
+      el("div", { class: "mono small" }, `${n.on.join(", ")} → ${n.target}`)))
+      : el("span", { class: "muted" }, "-");
+  }
   if (Array.isArray(value)) return value.length ? value.join(", ") : el("span", { class: "muted" }, "-");
   if (typeof value === "object") {
     const rows = Object.entries(value).map(([k, v]) =>
@@ -990,11 +997,25 @@ async function loadTaskPage() {
     el("td", {}, stateBadge(a.state)), el("td", { class: "mono" }, a.exit_code === null ? "" : a.exit_code),
     timeCell(a.started), timeCell(a.finished), el("td", { class: "small" }, a.error || ""))),
   7, "No attempt has ended yet.");
+  await loadTaskNotifications(task);
   await loadTaskFiles(task);
   if (state.taskLogFor !== task.id) {
     state.taskLogFor = task.id;
     showTaskStreams(task);
   }
+}
+
+// What the task's end made for its [[notify]] targets; every value inserted as text.
+async function loadTaskNotifications(task) {
+  let found = [];
+  try {
+    found = (await api("GET", `/task/${task.id}/notifications`)).notifications;
+  } catch (e) { /* shown as none */ }
+  replaceRows($("t-notifications").tBodies[0], found.map((n) => el("tr", {},
+    el("td", {}, n.event), el("td", { class: "mono small", title: n.origin || "" }, n.target || n.kind),
+    el("td", {}, n.state), el("td", { class: "mono" }, n.attempts),
+    n.next_at ? timeCell(n.next_at) : el("td", {}, ""), el("td", { class: "small" }, n.result || ""))),
+  6, "No notifications.");
 }
 
 async function loadTaskFiles(task) {

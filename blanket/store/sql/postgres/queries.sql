@@ -316,3 +316,34 @@ DELETE FROM versions WHERE hash = ANY(%(hashes)s::text[]);
 -- name: sweep_lock
 -- Held by a dedicated session while this server sweeps (retention), released after.
 SELECT pg_try_advisory_lock(%(namespace)s, 2) AS locked;
+
+-- name: insert_delivery
+INSERT INTO deliveries (task_id, task_type, event, target_key, target, created, next_at)
+VALUES (%(task_id)s, %(task_type)s, %(event)s, %(target_key)s, %(target)s, %(now)s, %(now)s)
+ON CONFLICT (task_id, target_key) DO NOTHING;
+
+-- name: claim_deliveries
+-- Rows another server is taking are skipped, not waited for: each is sent by one server.
+UPDATE deliveries SET next_at = %(lease)s, attempts = attempts + 1
+WHERE id IN (SELECT id FROM deliveries
+             WHERE state = 'pending' AND next_at <= %(now)s ORDER BY next_at, id
+             LIMIT %(limit)s FOR UPDATE SKIP LOCKED)
+RETURNING *;
+
+-- name: settle_delivery
+UPDATE deliveries SET state = %(state)s, next_at = COALESCE(%(retry_at)s, next_at),
+       finished = %(finished)s, result = %(result)s
+WHERE id = %(id)s AND attempts = %(attempts)s AND state = 'pending';
+
+-- name: task_deliveries
+SELECT * FROM deliveries WHERE task_id = %(task_id)s ORDER BY id;
+
+-- name: next_delivery_at
+SELECT min(next_at) AS next_at FROM deliveries WHERE state = 'pending';
+
+-- name: delete_settled_deliveries
+DELETE FROM deliveries WHERE task_id = %(task_id)s AND state != 'pending';
+
+-- name: queued_by_type
+-- By the partial index of queued tasks: the cost grows with the queue, not the table.
+SELECT type, count(*) AS n FROM tasks WHERE state = 'QUEUED' GROUP BY type;

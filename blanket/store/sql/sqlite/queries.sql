@@ -238,3 +238,32 @@ GROUP BY version;
 
 -- name: delete_versions
 DELETE FROM versions WHERE hash IN (SELECT value FROM json_each(:hashes));
+
+-- name: insert_delivery
+INSERT INTO deliveries (task_id, task_type, event, target_key, target, created, next_at)
+VALUES (:task_id, :task_type, :event, :target_key, :target, :now, :now)
+ON CONFLICT (task_id, target_key) DO NOTHING;
+
+-- name: claim_deliveries
+UPDATE deliveries SET next_at = :lease, attempts = attempts + 1
+WHERE id IN (SELECT id FROM deliveries INDEXED BY deliveries_due
+             WHERE state = 'pending' AND next_at <= :now ORDER BY next_at, id LIMIT :limit)
+RETURNING *;
+
+-- name: settle_delivery
+UPDATE deliveries SET state = :state, next_at = COALESCE(:retry_at, next_at),
+       finished = :finished, result = :result
+WHERE id = :id AND attempts = :attempts AND state = 'pending';
+
+-- name: task_deliveries
+SELECT * FROM deliveries WHERE task_id = :task_id ORDER BY id;
+
+-- name: next_delivery_at
+SELECT min(next_at) FROM deliveries WHERE state = 'pending';
+
+-- name: delete_settled_deliveries
+DELETE FROM deliveries WHERE task_id = :task_id AND state != 'pending';
+
+-- name: queued_by_type
+-- By the partial index of queued tasks: the cost grows with the queue, not the table.
+SELECT type, count(*) AS n FROM tasks INDEXED BY tasks_queue WHERE state = 'QUEUED' GROUP BY type;
