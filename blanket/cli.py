@@ -10,7 +10,7 @@ import time
 from datetime import datetime
 from pathlib import Path
 from typing import Any, BinaryIO
-from urllib.parse import quote
+from urllib.parse import quote, urlencode
 
 import click
 
@@ -495,6 +495,48 @@ def token_revoke(ctx: Context, names: tuple[str, ...]) -> None:
 
 
 @cli.command()
+@click.option("--dry-run", is_flag=True, help="say what would go, and remove nothing")
+@click.option("--older-than", metavar="DURATION",
+              help="every ended task that ended longer ago than this (30d), whatever the rules")
+@click.option("--type", "type_name", shell_complete=completion.type_names,
+              help="tasks of this type only")
+@click.option("--json", "as_json", is_flag=True, help="print the answer as JSON")
+@pass_ctx
+def prune(ctx: Context, dry_run: bool, older_than: str | None, type_name: str | None,
+          as_json: bool) -> None:
+    """Remove ended tasks as the retention rules say (keep_finished, keep_failed,
+    keep_per_type; keep, keep_failed, keep_last in type and schedule files), their folders,
+    and the versions no kept task uses."""
+    query = urlencode({k: v for k, v in (("dry_run", "1" if dry_run else None),
+                                         ("older_than", older_than), ("type", type_name))
+                       if v is not None})
+    report = ctx.client().post(f"/prune{'?' + query if query else ''}", timeout=3600)
+    if as_json:
+        click.echo(json.dumps(report, indent=2))
+        return
+    verb = "would remove" if dry_run else "removed"
+    for name, found in report["types"].items():
+        size = f", {_bytes(found['bytes'])}" if found["bytes"] is not None else ""
+        more = " ..." if found["more_ids"] else ""
+        click.echo(f"{name}: {found['tasks']} task(s){size}: "
+                   f"{' '.join(map(str, found['ids']))}{more}")
+    for version in report["versions"]:
+        click.echo(f"version {version['version'][:12]} of {version['type']} "
+                   f"({_bytes(version['bytes'])})")
+    size = f" ({_bytes(report['bytes'])})" if report["bytes"] is not None else ""
+    click.echo(f"{verb} {report['tasks']} task(s){size} and "
+               f"{len(report['versions'])} version(s)")
+
+
+def _bytes(count: int) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if count < 1024 or unit == "GiB":
+            return f"{count:.0f} {unit}" if unit == "B" else f"{count:.1f} {unit}"
+        count /= 1024  # type: ignore[assignment]
+    return f"{count} B"
+
+
+@cli.command()
 @click.argument("ids", nargs=-1, required=True, shell_complete=completion.task_ids)
 @click.option("-f", "--force", is_flag=True, help="also remove running tasks (stops them)")
 @pass_ctx
@@ -801,7 +843,10 @@ def init(directory: Path) -> None:
     settings = directory / "blanket.toml"
     if not settings.exists():
         settings.write_text('# Every key is optional; see the README.\n'
-                            '# port = 8773\n# config_dir = "conf.d"\n# data_dir = "var"\n')
+                            '# port = 8773\n# config_dir = "conf.d"\n# data_dir = "var"\n'
+                            '# Ended tasks are kept for ever unless these say otherwise:\n'
+                            '# keep_finished = "90d"\n# keep_failed = "180d"\n'
+                            '# keep_per_type = 10000\n')
     click.echo(f"created {example} and {settings}; start with: blanket server --workers 2")
 
 

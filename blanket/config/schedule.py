@@ -32,6 +32,8 @@ from croniter import CroniterBadDateError, CroniterError, croniter
 from blanket.config.checker import Checker, header_line, key_line, parse_toml
 from blanket.config.notify import NotifyTarget, parse_notify_blocks
 from blanket.config.problems import read_config_text
+from blanket.config.retention import KEYS as RETENTION_KEYS
+from blanket.config.retention import read_retention
 from blanket.models import MAX_PRIORITY
 
 MISSED = ("skip", "once", "all")
@@ -41,7 +43,7 @@ MIN_EVERY = 1.0
 KEYS = (
     "type", "command", "cron", "every", "timezone", "missed", "max_missed", "overlap",
     "start", "end", "enabled", "priority", "tags", "executor", "description", "environment",
-    "notify",
+    "notify", *RETENTION_KEYS,
 )
 CRON_EXAMPLE = (
     "write five fields 'minute hour day month weekday' such as '30 2 * * *', "
@@ -73,6 +75,10 @@ class Schedule:
     description: str = ""
     environment: dict[str, str] = field(default_factory=dict)
     notify: tuple[NotifyTarget, ...] = ()  # [[notify]] blocks (config/notify.py)
+    # How long the tasks it made are kept once ended (config/retention.py); None: their type's.
+    keep: float | None = None
+    keep_failed: float | None = None
+    keep_last: int | None = None
 
     def to_json(self) -> dict:
         data = asdict(replace(self, notify=()))
@@ -129,6 +135,7 @@ class _ScheduleChecker(Checker):
             "environment": self.environment(data.get("environment", {})),
             "notify": parse_notify_blocks(self, data, allow_secret=False) or None,
         }
+        fields.update(read_retention(self, data))
         self.check_window(fields["start"], fields["end"])
         fields = {key: value for key, value in fields.items() if value is not None}
         return None if self.problems else Schedule(name=name, **fields)

@@ -5,12 +5,13 @@ from __future__ import annotations
 import ipaddress
 import os
 import tomllib
+from collections.abc import Callable
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
 from blanket.auth import ANONYMOUS_ROLES
-from blanket.config.checker import Checker
+from blanket.config.checker import Checker, key_line
 from blanket.config.notify import NotifyTarget, parse_notify_blocks
 from blanket.durations import parse_duration
 from blanket.errors import InvalidInput
@@ -60,6 +61,11 @@ class Settings:
     server_names: tuple[str, ...] = ()  # Host headers accepted besides the defaults; "*": any
     log: tuple[LogDestination, ...] = field(default_factory=lambda: (LogDestination(),))
     notify: tuple[NotifyTarget, ...] = ()  # [[notify]] blocks for every task (config/notify.py)
+    # Retention (server/retention.py): unset keeps every ended task for ever.
+    keep_finished: float | None = None  # how long an ended task is kept
+    keep_failed: float | None = None  # FAILED and TIMEDOUT ones, whatever the others say
+    keep_per_type: int | None = None  # at most this many ended tasks of each type, the newest
+    prune_interval: float = 60.0  # how often the server sweeps
 
     @property
     def database_url(self) -> str:
@@ -128,6 +134,10 @@ _ENV = {
     "tls_cert": "BLANKET_TLS_CERT",
     "tls_key": "BLANKET_TLS_KEY",
     "insecure": "BLANKET_INSECURE",
+    "keep_finished": "BLANKET_KEEP_FINISHED",
+    "keep_failed": "BLANKET_KEEP_FAILED",
+    "keep_per_type": "BLANKET_KEEP_PER_TYPE",
+    "prune_interval": "BLANKET_PRUNE_INTERVAL",
 }
 UNIX_PREFIX = "unix:"
 TLS_MODES = ("self-signed",)
@@ -150,6 +160,7 @@ def load_settings(path: Path | None = None, overrides: dict[str, Any] | None = N
     environ = os.environ if environ is None else environ
     path = path or Path(environ.get("BLANKET_SETTINGS", SETTINGS_FILE))
     values: dict[str, Any] = {}
+    text = ""
     if path.is_file():
         text = path.read_text()
         try:
@@ -158,16 +169,26 @@ def load_settings(path: Path | None = None, overrides: dict[str, Any] | None = N
             raise InvalidInput(f"{path}: {e}") from e
         if "notify" in values:
             values["notify"] = _notify_blocks(values, str(path), text)
+    from_file = set(values)
     for key, var in _ENV.items():
         if var in environ and environ[var] != "":
             values[key] = environ[var]
     if "BLANKET_LOG_LEVEL" in environ:
         values["log_level"] = environ["BLANKET_LOG_LEVEL"]
-    values.update({k: v for k, v in (overrides or {}).items() if v is not None})
-    return _build(values, str(path))
+    overridden = {k: v for k, v in (overrides or {}).items() if v is not None}
+    values.update(overridden)
+    from_file -= {*overridden, *(k for k, var in _ENV.items() if environ.get(var))}
+
+    def origin_of(key: str) -> str:
+        """The file and line a bad value came from (a file's key), else the file."""
+        line = key_line(text, key) if key in from_file else None
+        return f"{path}:{line}" if line else str(path)
+
+    return _build(values, str(path), origin_of)
 
 
-def _build(values: dict[str, Any], origin: str) -> Settings:
+def _build(values: dict[str, Any], origin: str,
+           origin_of: Callable[[str], str] | None = None) -> Settings:
     known = {f.name: f for f in fields(Settings)}
     level = values.pop("log_level", None)
     unknown = sorted(set(values) - set(known))
@@ -180,7 +201,8 @@ def _build(values: dict[str, Any], origin: str) -> Settings:
         try:
             converted[key] = _convert(key, value)
         except (TypeError, ValueError) as e:
-            raise InvalidInput(f"{origin}: setting {key}: {e}") from e
+            where = origin_of(key) if origin_of else origin
+            raise InvalidInput(f"{where}: setting {key}: {e}") from e
     converted.update(_listen_host_port(converted, origin))
     _check_tls(converted, origin)
     settings = Settings(**converted)
@@ -217,6 +239,8 @@ def _convert(key: str, value: Any) -> Any:
         return number
     if key in ("heartbeat_interval", "lost_after", "forget_workers_after"):
         return parse_duration(value)
+    if key in ("keep_finished", "keep_failed", "keep_per_type", "prune_interval"):
+        return _retention(key, value)
     if key in ("worker_tags", "allowed_origins", "server_names"):
         return tuple(_split_tags(value))
     if key == "anonymous":
@@ -233,6 +257,21 @@ def _convert(key: str, value: Any) -> Any:
     if not isinstance(value, str):
         raise ValueError(f"{value!r} should be a string")
     return value
+
+
+def _retention(key: str, value: Any) -> float | int:
+    if key == "keep_per_type":
+        text = str(value).strip()
+        if isinstance(value, bool) or not text.isdigit() or int(text) < 1:
+            raise ValueError(f"{value!r}: write a whole number of 1 or more (the most ended "
+                             "tasks kept for each type)")
+        return int(text)
+    seconds = parse_duration(value)
+    least = 1.0 if key == "prune_interval" else 60.0
+    if seconds < least:
+        raise ValueError(f"{value!r} is too short; the least is {least:g}s (write \"30d\" "
+                         "for 30 days)")
+    return seconds
 
 
 def _notify_blocks(values: dict[str, Any], file: str, text: str) -> tuple[NotifyTarget, ...]:

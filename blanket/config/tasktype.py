@@ -8,7 +8,8 @@ from dataclasses import dataclass, field, fields
 from blanket.config.notify import NotifyTarget
 
 TYPE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")  # a type's name, its file's stem
-LATER_FIELDS = ("bases", "abstract")  # sent only when set (see TaskType.to_json)
+# Sent only when set (see TaskType.to_json).
+LATER_FIELDS = ("bases", "abstract", "keep", "keep_failed", "keep_last")
 
 
 @dataclass(frozen=True)
@@ -64,6 +65,10 @@ class TaskType:
     abstract: bool = False  # only a base for others: no task can be submitted of it
     # [[notify]] blocks: the server's alone (never sent to workers; see config/notify.py).
     notify: tuple[NotifyTarget, ...] = ()
+    # How long its ended tasks are kept (config/retention.py); None: the settings say.
+    keep: float | None = None
+    keep_failed: float | None = None
+    keep_last: int | None = None
 
     @property
     def declared(self) -> frozenset[str]:

@@ -17,6 +17,8 @@ from blanket.config import inheritance
 from blanket.config.checker import Checker, Line, header_line, key_line, parse_toml
 from blanket.config.notify import parse_notify_blocks
 from blanket.config.problems import ConfigInvalid, ConfigProblem, read_config_text
+from blanket.config.retention import KEYS as RETENTION_KEYS
+from blanket.config.retention import read_retention
 from blanket.config.tasktype import TYPE_NAME, FileSection, RequiredVariable, TaskType
 
 BUILTIN_EXECUTORS = ("bash", "sh", "python")
@@ -27,6 +29,7 @@ TOP_KEYS = (
     "max_timeout", "max_retries", "max_concurrent", "estimate", "weight", "combine_output",
     "environment", "files",
     "results", "checks", "allow_extra_environment", "extends", "abstract", "notify",
+    *RETENTION_KEYS,
 )
 ENVIRONMENT_KEYS = ("defaults", "required")
 REQUIRED_KEYS = ("description", "type", "secret")
@@ -100,6 +103,7 @@ class _TypeChecker(Checker):
             fields["extra_environment"] = self._extra_environment(
                 data["allow_extra_environment"])
         fields["files"] = self._files(data.get("files", []))
+        fields.update(read_retention(self, data))
         fields["notify"] = parse_notify_blocks(self, data, allow_secret=False)
         return TaskType(**fields)
 

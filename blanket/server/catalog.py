@@ -157,6 +157,11 @@ class Catalog:
         found = merged(found, self._state.audited)
         return sorted(found, key=lambda p: (p.file, p.line or 0))
 
+    def holding(self) -> threading.RLock:
+        """Held, no scan runs: no bundle is written and no version becomes current (the
+        retention sweep removes unused versions under it)."""
+        return self._lock
+
     def add_listener(self, listener: Callable[[], None]) -> None:
         """Call `listener()` after every scan that changed something."""
         self._listeners.append(listener)

@@ -81,6 +81,16 @@ class CatalogTypes:
         """The abstract types: only bases others extend, never submitted."""
         return self.catalog.bases()
 
+    def current_versions(self) -> set[str]:
+        """The current version of every type: the catalog's, and command schedules'."""
+        found = {t.version for t in self.catalog.types() if t.version is not None}
+        for loaded in self.catalog.schedules():
+            if loaded.schedule is not None and loaded.schedule.command is not None:
+                extra = self.extra(task_type_of(loaded.schedule))
+                if extra is not None and extra.version is not None:
+                    found.add(extra.version)
+        return found
+
 
 class CommandTypes:
     """Synthetic task types `schedule.NAME` for schedules that carry their own `command`.

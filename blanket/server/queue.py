@@ -268,8 +268,25 @@ class Queue:
             raise NotFound(f"no task {task.id}")
         log.info("task removed", task=task.id, type=task.type, by=by)
         self.store.announce(task_topic(task.id))  # a submission waiting for its end
-        shutil.rmtree(self.task_dir(task.type, task.id), ignore_errors=True)
+        self.remove_folder(task.type, task.id)
         return removed
+
+    def remove_folder(self, type_name: str, task_id: int) -> None:
+        """Remove a removed task's folder, never anything outside it: a folder that is a
+        symlink is unlinked, not walked; one whose type folder is a symlink is left (and
+        logged); rmtree itself never follows a symlink inside."""
+        if "/" in type_name or type_name in ("", ".", ".."):
+            log.warning("task folder not removed: odd type name", task=task_id, type=type_name)
+            return
+        path = self.task_dir(type_name, task_id)
+        if path.parent.is_symlink():
+            log.warning("task folder not removed: its type folder is a symlink",
+                        task=task_id, path=str(path.parent))
+            return
+        if path.is_symlink():
+            path.unlink(missing_ok=True)
+            return
+        shutil.rmtree(path, ignore_errors=True)
 
     def reap_lost_tasks(self, lost_after: float, now: float | None = None) -> list[Task]:
         """Attempts whose worker missed heartbeats for `lost_after` seconds are lost: each

@@ -107,6 +107,8 @@ class Server:
         self.loops.append(BackgroundLoop("threads", self._keep_spare_threads, SPARE_CHECK))
         forget_check = min(60.0, max(0.05, self.settings.forget_workers_after / 4))
         self.loops.append(BackgroundLoop("forget workers", self._forget_workers, forget_check))
+        self.loops.append(BackgroundLoop("retention", s.retention.sweep,
+                                         self.settings.prune_interval))
         for loop in self.loops:
             loop.start()
         s.catalog.start_watching()
@@ -204,6 +206,7 @@ class Server:
         steps: list[tuple[str, Callable[[], object]]] = [
             ("deliveries", self.services.deliveries.stop),
             ("wake-ups", self.services.wakeups.close),
+            ("retention sweep", self.services.retention.stopping.set),
             *((f"loop {loop.name}", loop.stop) for loop in self.loops),
             ("scheduler", self.scheduler.stop),
             ("config watcher", self.services.catalog.stop_watching),

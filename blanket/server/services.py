@@ -21,7 +21,9 @@ from blanket.server.metrics import Metrics, StateReaders
 from blanket.server.notifyrules import NotifyRules
 from blanket.server.queue import Queue
 from blanket.server.registry import WorkerRegistry
+from blanket.server.retention import RetentionRules
 from blanket.server.schedulebook import ScheduleBook
+from blanket.server.sweeper import Sweeper
 from blanket.server.tasklogs import TaskLogs
 from blanket.server.tasksview import TasksView
 from blanket.server.tokens import Tokens
@@ -48,6 +50,7 @@ class Services:
     logs: TaskLogs
     schedules: ScheduleBook
     waiting: WaitReasons
+    retention: Sweeper
     deliveries: Deliveries
     metrics: Metrics = field(default_factory=Metrics)
     started: float = field(default_factory=time.time)
@@ -91,9 +94,12 @@ def build_services(settings: Settings, schedule_parser=None) -> Services:
     store.notify_targets = rules.targets
     deliveries = Deliveries(store, wakeups, rules, intake.task_dir, _task_link(settings),
                             metrics=metrics)
+    sweeper = Sweeper(store, lambda: retention_rules(settings, catalog), types.current_versions,
+                      catalog.holding, intake.task_dir, queue.remove_folder,
+                      DataDir(settings.data_dir).versions)
     return Services(settings, store, catalog, intake, queue, wakeups, Tokens(store), registry,
                     tasks, TaskLogs(intake.task_dir), ScheduleBook(store, catalog, intake),
-                    waiting, deliveries, metrics)
+                    waiting, sweeper, deliveries, metrics)
 
 
 def _task_link(settings: Settings):
@@ -102,3 +108,11 @@ def _task_link(settings: Settings):
     if not base.startswith(("http://", "https://")):
         return lambda task_id: None
     return lambda task_id: f"{base}/#/task/{task_id}"
+
+
+def retention_rules(settings: Settings, catalog: Catalog) -> RetentionRules:
+    """The retention rules in force: the settings', each type file's, each schedule file's."""
+    return RetentionRules.of(
+        settings.keep_finished, settings.keep_failed, settings.keep_per_type,
+        [(t.name, t.task_type) for t in catalog.types() if t.task_type is not None],
+        [(s.name, s.schedule) for s in catalog.schedules() if s.schedule is not None])

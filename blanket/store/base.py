@@ -83,6 +83,22 @@ def lost_outcome(task: Task, lost: Outcome) -> Outcome:
 
 
 @dataclass(frozen=True)
+class Ended:
+    """An ended task as retention weighs it (server/retention.py)."""
+
+    id: int
+    type: str
+    schedule: str | None
+    state: TaskState
+    finished: float
+    version: str | None = None
+
+
+# The most ids one `delete_ended` takes: a batch is one short transaction.
+MAX_BATCH = 1000
+
+
+@dataclass(frozen=True)
 class DeliveryTarget:
     """A [[notify]] target a task's end goes to, as the server hands it to the store: its
     identity (`key`) and what the delivery keeps of it (`target`, JSON text)."""
@@ -198,6 +214,52 @@ class Store(ABC):
     def record_version(self, hash: str, type_name: str, created: float) -> bool:
         """Record a type version once; True when it was new."""
 
+
+    @abstractmethod
+    def version_records(self) -> list[tuple[str, str, float]]:
+        """Every recorded version: (hash, type name, created)."""
+
+    @abstractmethod
+    def versions_between(self, first_id: int, last_id: int) -> dict[str, int]:
+        """The versions bound to tasks whose id is in [first_id, last_id], with how many
+        tasks each (a range of the primary key: a look over every task is many short
+        reads)."""
+
+    @abstractmethod
+    def delete_versions(self, hashes: Sequence[str]) -> int:
+        """Forget these version records (the caller removes their bundles); how many were."""
+
+    # retention
+    @abstractmethod
+    def ended_page(self, after: tuple[float, int] | None, until: float,
+                   limit: int) -> list[Ended]:
+        """Ended tasks (a final state) that ended before `until`, in (finished, id) order,
+        after the position `after` (by the index on finished: a page costs its own rows)."""
+
+    @abstractmethod
+    def group_page(self, before_id: int, limit: int, type_name: str | None = None,
+                   schedule: str | None = None) -> list[tuple[int, str | None, bool]]:
+        """A type's tasks (or one schedule's), newest id first, below `before_id`: (id, its
+        schedule, whether it ended). A short read per page, queued tasks and all, so that
+        retention counts a group's newest ended tasks without holding the store."""
+
+    @abstractmethod
+    def max_task_id(self) -> int:
+        """The highest task id there is (0 for none)."""
+
+    @abstractmethod
+    def delete_ended(self, ids: Sequence[int]) -> list[Ended]:
+        """Remove these tasks' records (with their dedupe keys) in one transaction, each only
+        if it is still ended; what was removed. At most MAX_BATCH ids. The caller removes
+        their folders."""
+
+    @abstractmethod
+    def try_sweep_lock(self) -> bool:
+        """True when this server may sweep now (among several servers, one at a time);
+        `release_sweep_lock` after the sweep."""
+
+    @abstractmethod
+    def release_sweep_lock(self) -> None: ...
 
     # tasks
     @abstractmethod

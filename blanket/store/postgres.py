@@ -110,6 +110,7 @@ class PostgresStore(SqlVerbs):
         self._listener: threading.Thread | None = None
         self._closing = threading.Event()
         self._scheduler_conn: psycopg.Connection | None = None
+        self._sweep_conn: psycopg.Connection | None = None
         self._migrate()
 
     # wake-ups
@@ -171,6 +172,22 @@ class PostgresStore(SqlVerbs):
         conn.close()
         self._scheduler_conn = None
         return False
+
+    def try_sweep_lock(self) -> bool:
+        """A session advisory lock on a connection of its own, held until released."""
+        self.release_sweep_lock()
+        conn = psycopg.connect(self.url, autocommit=True, row_factory=dict_row)
+        row = conn.execute(Q["sweep_lock"], {"namespace": LOCK_NAMESPACE}).fetchone()
+        if row and row["locked"]:
+            self._sweep_conn = conn
+            return True
+        conn.close()
+        return False
+
+    def release_sweep_lock(self) -> None:
+        conn, self._sweep_conn = self._sweep_conn, None
+        if conn is not None:
+            conn.close()  # a session lock ends with its session
 
     # plumbing
     @contextmanager
@@ -499,6 +516,7 @@ class PostgresStore(SqlVerbs):
             self._listener.join(5)
         if self._scheduler_conn is not None:
             self._scheduler_conn.close()
+        self.release_sweep_lock()
         self._pool.close()
 
 

@@ -421,6 +421,15 @@ class SQLiteStore(SqlVerbs):
     def try_scheduler_lock(self) -> bool:
         return True  # one SQLite file serves one server
 
+    def try_sweep_lock(self) -> bool:
+        return True  # one SQLite file serves one server
+
+    def release_sweep_lock(self) -> None:
+        pass
+
+    def _id_list(self, values: Sequence[Any]) -> str:
+        return json.dumps(list(values))
+
     def close(self) -> None:
         with self._lock:
             self._db.close()

@@ -5,11 +5,12 @@ blanket/store/sql/."""
 from __future__ import annotations
 
 from abc import abstractmethod
+from collections.abc import Sequence
 from contextlib import AbstractContextManager
 from typing import Any
 
-from blanket.models import Delivery, Token, Worker
-from blanket.store.base import Store, end_event
+from blanket.models import Delivery, TaskState, Token, Worker
+from blanket.store.base import MAX_BATCH, Ended, Store, end_event
 from blanket.store.rows import delivery_from_row, token_from_row, worker_from_row, worker_params
 
 
@@ -94,3 +95,68 @@ class SqlVerbs(Store):
     def end_session(self, token_id: str, now: float) -> None:
         with self._tx() as db:
             db.execute(self.queries["end_session"], {"id": token_id, "now": now})
+
+    # versions and retention
+    def _id_list(self, values: Sequence[Any]) -> Any:
+        """A list as this dialect's queries take it (a JSON text for SQLite's json_each)."""
+        return list(values)
+
+    def version_records(self) -> list[tuple[str, str, float]]:
+        return [(r["hash"], r["type_name"], float(r["created"]))
+                for r in self._all(self.queries["version_records"])]
+
+    def versions_between(self, first_id: int, last_id: int) -> dict[str, int]:
+        rows = self._all(self.queries["versions_between"], {"first": first_id, "last": last_id})
+        return {r["version"]: int(r["n"]) for r in rows}
+
+    def delete_versions(self, hashes: Sequence[str]) -> int:
+        if not hashes:
+            return 0
+        with self._tx() as db:
+            return db.execute(self.queries["delete_versions"],
+                              {"hashes": self._id_list(hashes)}).rowcount
+
+    def ended_page(self, after: tuple[float, int] | None, until: float,
+                   limit: int) -> list[Ended]:
+        after_finished, after_id = after if after is not None else (-1e300, 0)
+        rows = self._all(self.queries["ended_page"], {
+            "until": until, "after_finished": after_finished, "after_id": after_id,
+            "limit": limit})
+        return [_ended(r) for r in rows]
+
+    def group_page(self, before_id: int, limit: int, type_name: str | None = None,
+                   schedule: str | None = None) -> list[tuple[int, str | None, bool]]:
+        if schedule is not None:
+            rows = self._all(self.queries["newest_of_schedule"],
+                             {"schedule": schedule, "before": before_id, "limit": limit})
+        elif type_name is not None:
+            rows = self._all(self.queries["newest_of_type"],
+                             {"type": type_name, "before": before_id, "limit": limit})
+        else:
+            raise ValueError("group_page needs a type or a schedule")
+        return [(r["id"], r["schedule"], bool(r["ended"])) for r in rows]
+
+    def max_task_id(self) -> int:
+        row = self._one(self.queries["max_task_id"])
+        return int(row["n"]) if row else 0
+
+    def delete_ended(self, ids: Sequence[int]) -> list[Ended]:
+        if len(ids) > MAX_BATCH:
+            raise ValueError(f"delete_ended takes at most {MAX_BATCH} ids at once")
+        if not ids:
+            return []
+        # Not waited for: a removal lost in a power cut is made again by the next sweep,
+        # and claims, which wait for changes still on their way to disk, never wait for it.
+        with self._tx(durable=False) as db:
+            rows = db.execute(self.queries["delete_ended"],
+                              {"ids": self._id_list([int(i) for i in ids])}).fetchall()
+            if rows:
+                db.execute(self.queries["delete_ended_keys"],
+                           {"ids": self._id_list([r["id"] for r in rows])})
+        return [_ended(r) for r in rows]
+
+
+def _ended(row: Any) -> Ended:
+    return Ended(id=row["id"], type=row["type"], schedule=row["schedule"],
+                 state=TaskState(row["state"]), finished=float(row["finished"]),
+                 version=row["version"])

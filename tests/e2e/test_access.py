@@ -56,6 +56,7 @@ SPEC = {
     ("POST", "/schedule/<name>/run"): "operator",
     ("POST", "/schedule/<name>/pause"): "operator",
     ("POST", "/schedule/<name>/resume"): "operator",
+    ("POST", "/prune"): "operator",
     ("POST", "/worker/<worker_id>/pause"): "operator",
     ("POST", "/worker/<worker_id>/resume"): "operator",
     ("DELETE", "/worker/<worker_id>"): "operator|worker",

@@ -756,7 +756,8 @@ def make_version_1_database(backend: str, url: str) -> None:
 def applied_versions(backend: str, url: str) -> list[int]:
     if backend == "sqlite":
         with closing(sqlite3.connect(url.removeprefix("sqlite:///"))) as db:
-            return list(range(1, db.execute("PRAGMA user_version").fetchone()[0] + 1))
+            last = db.execute("PRAGMA user_version").fetchone()[0]  # SQLite keeps the last
+        return [n for n, _ in load_migrations(backend) if n <= last]
     with psycopg.connect(url) as db:
         return [r[0] for r in db.execute("SELECT version FROM blanket_schema ORDER BY 1")]
 

@@ -11,6 +11,7 @@ from blanket.server.api import (
     mcp,
     openapi,
     outputs,
+    prune,
     schedules,
     tasks,
     tokens,
@@ -38,6 +39,7 @@ def make_app(services: Services, extra_installers=()) -> bottle.Bottle:
     catalog.install(app, services)
     schedules.install(app, services)
     tokens.install(app, services)
+    prune.install(app, services)
     web.install(app, services)
     mcp.install(app, services)
     for install in extra_installers:

@@ -166,6 +166,12 @@ FORCE = [_param("force", {"type": "boolean"}, "also remove a running task (it is
 FOLLOW = [_param("follow", {"type": "boolean"}, "stream as server-sent events until it ends")]
 OFFSET = [_param("offset", {"type": "integer", "minimum": 0, "maximum": 10**15},
                  "where this chunk starts in the log")]
+PRUNE = [
+    _param("dry_run", {"type": "boolean"}, "say what would go, and remove nothing"),
+    _param("older_than", {"type": "string", "maxLength": 40},
+           "every ended task that ended longer ago than this (\"30d\"), whatever the rules"),
+    _param("type", {"type": "string", "maxLength": 200}, "tasks of this type only"),
+]
 REMOVE_WORKER = [_param("mode", {"type": "string", "enum": ["finish", "handback"]},
                         "let its task finish, or hand it back")]
 

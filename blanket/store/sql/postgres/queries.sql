@@ -311,6 +311,52 @@ DELETE FROM task_deps WHERE after_id = %(id)s;
 -- name: forget_waits
 DELETE FROM task_deps WHERE task_id = %(id)s;
 
+-- name: ended_page
+-- Retention (server/retention.py): ended tasks by the index on finished, a page at a time;
+-- a group's newest ended tasks by id; removal by id, in short batches.
+SELECT id, type, schedule, state, finished, version FROM tasks
+WHERE finished IS NOT NULL AND finished < %(until)s AND finished >= %(after_finished)s
+  AND (finished > %(after_finished)s OR id > %(after_id)s)
+  AND state IN ('SUCCESS', 'FAILED', 'TIMEDOUT', 'STOPPED')
+ORDER BY finished, id LIMIT %(limit)s;
+
+-- name: newest_of_type
+-- A group's tasks newest first, a page at a time below an id (the caller counts the ended
+-- ones): each page a short read, whatever the type's backlog of queued tasks.
+SELECT id, schedule, (finished IS NOT NULL AND state IN ('SUCCESS', 'FAILED', 'TIMEDOUT',
+       'STOPPED')) AS ended
+FROM tasks WHERE type = %(type)s AND id < %(before)s ORDER BY id DESC LIMIT %(limit)s;
+
+-- name: newest_of_schedule
+SELECT id, schedule, (finished IS NOT NULL AND state IN ('SUCCESS', 'FAILED', 'TIMEDOUT',
+       'STOPPED')) AS ended
+FROM tasks WHERE schedule = %(schedule)s AND id < %(before)s ORDER BY id DESC LIMIT %(limit)s;
+
+-- name: delete_ended
+DELETE FROM tasks WHERE id = ANY(%(ids)s::bigint[]) AND finished IS NOT NULL
+  AND state IN ('SUCCESS', 'FAILED', 'TIMEDOUT', 'STOPPED')
+RETURNING id, type, schedule, state, finished, version;
+
+-- name: delete_ended_keys
+DELETE FROM task_keys WHERE task_id = ANY(%(ids)s::bigint[]);
+
+-- name: max_task_id
+SELECT coalesce(max(id), 0) AS n FROM tasks;
+
+-- name: version_records
+SELECT hash, type_name, created FROM versions ORDER BY created, hash;
+
+-- name: versions_between
+SELECT version, count(*) AS n FROM tasks
+WHERE id BETWEEN %(first)s AND %(last)s AND version IS NOT NULL GROUP BY version;
+
+-- name: delete_versions
+DELETE FROM versions WHERE hash = ANY(%(hashes)s::text[]);
+
+-- name: sweep_lock
+-- Held by a dedicated session while this server sweeps (retention), released after.
+SELECT pg_try_advisory_lock(%(namespace)s, 2) AS locked;
+
 -- name: insert_delivery
 INSERT INTO deliveries (task_id, task_type, event, target_key, target, created, next_at)
 VALUES (%(task_id)s, %(task_type)s, %(event)s, %(target_key)s, %(target)s, %(now)s, %(now)s)

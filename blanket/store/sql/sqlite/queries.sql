@@ -231,6 +231,50 @@ DELETE FROM task_deps WHERE after_id = :id;
 -- name: forget_waits
 DELETE FROM task_deps WHERE task_id = :id;
 
+-- name: ended_page
+-- Retention (server/retention.py): ended tasks by the index on finished, a page at a time;
+-- a group's newest ended tasks by id; removal by id, in short batches.
+SELECT id, type, schedule, state, finished, version FROM tasks INDEXED BY tasks_by_finished
+WHERE finished IS NOT NULL AND finished < :until AND finished >= :after_finished
+  AND (finished > :after_finished OR id > :after_id)
+  AND state IN ('SUCCESS', 'FAILED', 'TIMEDOUT', 'STOPPED')
+ORDER BY finished, id LIMIT :limit;
+
+-- name: newest_of_type
+-- A group's tasks newest first, a page at a time below an id (the caller counts the ended
+-- ones): each page a short read, whatever the type's backlog of queued tasks.
+SELECT id, schedule, (finished IS NOT NULL AND state IN ('SUCCESS', 'FAILED', 'TIMEDOUT',
+       'STOPPED')) AS ended
+FROM tasks INDEXED BY tasks_by_type
+WHERE type = :type AND id < :before ORDER BY id DESC LIMIT :limit;
+
+-- name: newest_of_schedule
+SELECT id, schedule, (finished IS NOT NULL AND state IN ('SUCCESS', 'FAILED', 'TIMEDOUT',
+       'STOPPED')) AS ended
+FROM tasks INDEXED BY tasks_by_schedule
+WHERE schedule = :schedule AND id < :before ORDER BY id DESC LIMIT :limit;
+
+-- name: delete_ended
+DELETE FROM tasks WHERE id IN (SELECT value FROM json_each(:ids)) AND finished IS NOT NULL
+  AND state IN ('SUCCESS', 'FAILED', 'TIMEDOUT', 'STOPPED')
+RETURNING id, type, schedule, state, finished, version;
+
+-- name: delete_ended_keys
+DELETE FROM task_keys WHERE task_id IN (SELECT value FROM json_each(:ids));
+
+-- name: max_task_id
+SELECT coalesce(max(id), 0) AS n FROM tasks;
+
+-- name: version_records
+SELECT hash, type_name, created FROM versions ORDER BY created, hash;
+
+-- name: versions_between
+SELECT version, count(*) AS n FROM tasks WHERE id BETWEEN :first AND :last AND version IS NOT NULL
+GROUP BY version;
+
+-- name: delete_versions
+DELETE FROM versions WHERE hash IN (SELECT value FROM json_each(:hashes));
+
 -- name: insert_delivery
 INSERT INTO deliveries (task_id, task_type, event, target_key, target, created, next_at)
 VALUES (:task_id, :task_type, :event, :target_key, :target, :now, :now)
