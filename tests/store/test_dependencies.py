@@ -184,3 +184,12 @@ def test_a_submission_racing_the_end_it_waits_for_is_never_stranded(open_another
             first.finish_task(root.id, taken.token or "", OK)
             ids = [f.result() for f in futures]
         assert {state(first, i) for i in ids} == {"QUEUED"}
+
+
+def test_a_skipped_task_is_removed_by_the_sweep_like_any_ended_one(store: Store):
+    root = store.add_task(new_task())
+    skipped = store.add_task(new_task(after=(root.id,)))
+    store.delete_task(root.id)
+    assert state(store, skipped.id) == "SKIPPED"
+    assert [e.id for e in store.delete_ended([skipped.id])] == [skipped.id]
+    assert store.get_task(skipped.id) is None

@@ -317,25 +317,29 @@ DELETE FROM task_deps WHERE task_id = %(id)s;
 SELECT id, type, schedule, state, finished, version FROM tasks
 WHERE finished IS NOT NULL AND finished < %(until)s AND finished >= %(after_finished)s
   AND (finished > %(after_finished)s OR id > %(after_id)s)
-  AND state IN ('SUCCESS', 'FAILED', 'TIMEDOUT', 'STOPPED')
+  AND state IN ('SUCCESS', 'FAILED', 'TIMEDOUT', 'STOPPED', 'SKIPPED')
 ORDER BY finished, id LIMIT %(limit)s;
 
 -- name: newest_of_type
 -- A group's tasks newest first, a page at a time below an id (the caller counts the ended
 -- ones): each page a short read, whatever the type's backlog of queued tasks.
 SELECT id, schedule, (finished IS NOT NULL AND state IN ('SUCCESS', 'FAILED', 'TIMEDOUT',
-       'STOPPED')) AS ended
+       'STOPPED', 'SKIPPED')) AS ended
 FROM tasks WHERE type = %(type)s AND id < %(before)s ORDER BY id DESC LIMIT %(limit)s;
 
 -- name: newest_of_schedule
 SELECT id, schedule, (finished IS NOT NULL AND state IN ('SUCCESS', 'FAILED', 'TIMEDOUT',
-       'STOPPED')) AS ended
+       'STOPPED', 'SKIPPED')) AS ended
 FROM tasks WHERE schedule = %(schedule)s AND id < %(before)s ORDER BY id DESC LIMIT %(limit)s;
 
 -- name: delete_ended
 DELETE FROM tasks WHERE id = ANY(%(ids)s::bigint[]) AND finished IS NOT NULL
-  AND state IN ('SUCCESS', 'FAILED', 'TIMEDOUT', 'STOPPED')
+  AND state IN ('SUCCESS', 'FAILED', 'TIMEDOUT', 'STOPPED', 'SKIPPED')
 RETURNING id, type, schedule, state, finished, version;
+
+-- name: delete_ended_deliveries
+-- The settled notifications of removed tasks go with them (a pending one is still sent).
+DELETE FROM deliveries WHERE task_id = ANY(%(ids)s::bigint[]) AND state != 'pending';
 
 -- name: delete_ended_keys
 DELETE FROM task_keys WHERE task_id = ANY(%(ids)s::bigint[]);

@@ -237,27 +237,31 @@ DELETE FROM task_deps WHERE task_id = :id;
 SELECT id, type, schedule, state, finished, version FROM tasks INDEXED BY tasks_by_finished
 WHERE finished IS NOT NULL AND finished < :until AND finished >= :after_finished
   AND (finished > :after_finished OR id > :after_id)
-  AND state IN ('SUCCESS', 'FAILED', 'TIMEDOUT', 'STOPPED')
+  AND state IN ('SUCCESS', 'FAILED', 'TIMEDOUT', 'STOPPED', 'SKIPPED')
 ORDER BY finished, id LIMIT :limit;
 
 -- name: newest_of_type
 -- A group's tasks newest first, a page at a time below an id (the caller counts the ended
 -- ones): each page a short read, whatever the type's backlog of queued tasks.
 SELECT id, schedule, (finished IS NOT NULL AND state IN ('SUCCESS', 'FAILED', 'TIMEDOUT',
-       'STOPPED')) AS ended
+       'STOPPED', 'SKIPPED')) AS ended
 FROM tasks INDEXED BY tasks_by_type
 WHERE type = :type AND id < :before ORDER BY id DESC LIMIT :limit;
 
 -- name: newest_of_schedule
 SELECT id, schedule, (finished IS NOT NULL AND state IN ('SUCCESS', 'FAILED', 'TIMEDOUT',
-       'STOPPED')) AS ended
+       'STOPPED', 'SKIPPED')) AS ended
 FROM tasks INDEXED BY tasks_by_schedule
 WHERE schedule = :schedule AND id < :before ORDER BY id DESC LIMIT :limit;
 
 -- name: delete_ended
 DELETE FROM tasks WHERE id IN (SELECT value FROM json_each(:ids)) AND finished IS NOT NULL
-  AND state IN ('SUCCESS', 'FAILED', 'TIMEDOUT', 'STOPPED')
+  AND state IN ('SUCCESS', 'FAILED', 'TIMEDOUT', 'STOPPED', 'SKIPPED')
 RETURNING id, type, schedule, state, finished, version;
+
+-- name: delete_ended_deliveries
+-- The settled notifications of removed tasks go with them (a pending one is still sent).
+DELETE FROM deliveries WHERE task_id IN (SELECT value FROM json_each(:ids)) AND state != 'pending';
 
 -- name: delete_ended_keys
 DELETE FROM task_keys WHERE task_id IN (SELECT value FROM json_each(:ids));
