@@ -20,7 +20,7 @@ from blanket.client import Client, ClientError
 from blanket.config.settings import LogDestination, Settings, load_settings
 from blanket.errors import BlanketError
 from blanket.logs import configure_logging
-from blanket.models import TaskState
+from blanket.models import AFTER_POLICIES, TaskState
 from blanket.server.intake import REQUEST_KEYS
 from blanket.taskwait import (
     ENDED,
@@ -247,6 +247,10 @@ def _read_data(data: str | None) -> dict:
 @click.option("--retries", type=click.IntRange(0, 1000),
               help="this task's retries, within its type's max_retries")
 @click.option("--retry-delay", metavar="DURATION", help="time between this task's attempts")
+@click.option("--after", metavar="IDS", help="task ids (12,13) to wait for: it runs once they "
+              "all succeeded, else ends SKIPPED")
+@click.option("--after-policy", type=click.Choice(AFTER_POLICIES),
+              help="always: run once they all ended, whatever their state")
 @click.option("--wait", metavar="[SECONDS]",
               help="wait until the task ends (at most SECONDS: --wait=30, --wait 5m), showing "
                    "its progress; exit with its exit code (124 timed out, 125 still running)")
@@ -255,14 +259,15 @@ def _read_data(data: str | None) -> dict:
 def submit(ctx: Context, type_name: str | None, from_file: BinaryIO | None, data: str | None,
            env: tuple[str, ...], files: tuple[Path, ...], not_before: str | None,
            task_timeout: str | None, retries: int | None, retry_delay: str | None,
-           wait: str | None, as_json: bool) -> None:
+           after: str | None, after_policy: str | None, wait: str | None,
+           as_json: bool) -> None:
     """Queue a task of TYPE, or the tasks of a file (--from)."""
     if from_file is not None:
         if type_name or data or env or files or not_before or wait or task_timeout or \
-                retries is not None or retry_delay:
+                retries is not None or retry_delay or after or after_policy:
             raise click.UsageError("--from takes its tasks from the file alone: give no TYPE, "
                                    "-d, -e, -f, --not-before, --timeout, --retries, "
-                                   "--retry-delay or --wait with it")
+                                   "--retry-delay, --after or --wait with it")
         _submit_file(ctx, from_file, as_json)
         return
     if not type_name:
@@ -282,7 +287,8 @@ def submit(ctx: Context, type_name: str | None, from_file: BinaryIO | None, data
     if not_before:
         payload["not_before"] = not_before
     for key, value in (("timeout", task_timeout), ("retries", retries),
-                       ("retry_delay", retry_delay)):
+                       ("retry_delay", retry_delay), ("after", after),
+                       ("after_policy", after_policy)):
         if value is not None:
             payload[key] = value
     limit = wait_limit(wait)
@@ -395,7 +401,7 @@ def _when(ts: float | None) -> str:
 def ps(ctx: Context, show_all: bool, quiet: bool, state: tuple[str, ...],
        types: tuple[str, ...], limit: int, as_json: bool) -> None:
     """List tasks, newest first (queued and running unless -a)."""
-    states = list(state) or ([] if show_all else ["QUEUED", "CLAIMED", "RUNNING"])
+    states = list(state) or ([] if show_all else ["WAITING", "QUEUED", "CLAIMED", "RUNNING"])
     query = f"?limit={limit}"
     if states:
         query += "&state=" + ",".join(states)
@@ -602,11 +608,11 @@ def logs(ctx: Context, task_id: str, stream: str | None, follow: bool) -> None:
     (or the stream asked for)."""
     client = ctx.client()
     task = client.get(f"/task/{quote(task_id, safe='')}")
-    if follow and task["state"] in ("QUEUED", "CLAIMED"):
+    if follow and task["state"] in ("WAITING", "QUEUED", "CLAIMED"):
         why = f" until {_when(task['not_before'])}" if task.get("not_before") else ""
         click.echo(f"task {task['id']} is {task['state'].lower()}{why}: waiting for it to "
                    "start...", err=True)
-        while task["state"] in ("QUEUED", "CLAIMED"):
+        while task["state"] in ("WAITING", "QUEUED", "CLAIMED"):
             time.sleep(0.5)
             task = client.get(f"/task/{task['id']}")
     stream = stream or _default_stream(client, task)
@@ -626,7 +632,7 @@ def logs(ctx: Context, task_id: str, stream: str | None, follow: bool) -> None:
 
 def _default_stream(client: Client, task: dict) -> str:
     """`output` when the task's directory holds the combined log, else `stdout`."""
-    if task["state"] in ("QUEUED", "CLAIMED"):
+    if task["state"] in ("WAITING", "QUEUED", "CLAIMED"):
         return "stdout"
     try:
         names = {f.get("path") or f.get("name") for f in client.get(

@@ -8,6 +8,7 @@ from enum import StrEnum
 
 
 class TaskState(StrEnum):
+    WAITING = "WAITING"  # for the tasks in its `after` to end
     QUEUED = "QUEUED"
     CLAIMED = "CLAIMED"
     RUNNING = "RUNNING"
@@ -16,14 +17,18 @@ class TaskState(StrEnum):
     TIMEDOUT = "TIMEDOUT"
     STOPPED = "STOPPED"
     LOST = "LOST"
+    SKIPPED = "SKIPPED"  # a task in its `after` did not succeed: it never ran
 
 
 SECRET_MASK = "***"
 MAX_PRIORITY = 10_000  # minutes; bounded so that no priority outranks a waiting submission
 ACTIVE_STATES = frozenset({TaskState.CLAIMED, TaskState.RUNNING})
 FINAL_STATES = frozenset(
-    {TaskState.SUCCESS, TaskState.FAILED, TaskState.TIMEDOUT, TaskState.STOPPED}
+    {TaskState.SUCCESS, TaskState.FAILED, TaskState.TIMEDOUT, TaskState.STOPPED,
+     TaskState.SKIPPED}
 )
+AFTER_POLICIES = ("success", "always")  # run once all succeeded (default), or once all ended
+MAX_AFTER = 1000  # tasks one task may wait for
 
 
 @dataclass(frozen=True)
@@ -63,6 +68,8 @@ class Task:
     submitted_by: str | None = None  # the token's name, or "anonymous", "schedule", "inbox"
     stopped_by: str | None = None
     secrets: tuple[str, ...] = ()  # environment names whose values are never shown
+    after: tuple[int, ...] = ()  # the tasks it waits for (WAITING until they end)
+    after_policy: str = "success"  # or "always": run even when one of them did not succeed
 
     def to_json(self, *, with_token: bool = False) -> dict:
         """The task's JSON form. Only the worker running the attempt (`with_token`) sees the
@@ -73,6 +80,7 @@ class Task:
         data["attempts"] = list(self.attempts)
         data["inputs"] = list(self.inputs)
         data["secrets"] = list(self.secrets)
+        data["after"] = list(self.after)
         if not with_token:
             data.pop("token")
         return data
@@ -89,7 +97,7 @@ class Task:
         """Inverse of `to_json` (workers receive tasks over HTTP); unknown keys are ignored."""
         values = {key: value for key, value in data.items() if key in _TASK_FIELD_SET}
         values["state"] = TaskState(values["state"])
-        for key in ("tags", "inputs", "attempts", "secrets"):
+        for key in ("tags", "inputs", "attempts", "secrets", "after"):
             values[key] = tuple(values.get(key) or ())
         return cls(**values)
 

@@ -17,8 +17,9 @@ GAP = "  "
 MIN_CUT = 8  # a cut column keeps at least this many characters
 
 STATE_COLOURS = {
-    "QUEUED": "cyan", "CLAIMED": "cyan", "RUNNING": "blue", "SUCCESS": "green",
-    "FAILED": "red", "TIMEDOUT": "red", "LOST": "magenta", "STOPPED": "yellow",
+    "WAITING": "cyan", "QUEUED": "cyan", "CLAIMED": "cyan", "RUNNING": "blue",
+    "SUCCESS": "green", "FAILED": "red", "TIMEDOUT": "red", "LOST": "magenta",
+    "STOPPED": "yellow", "SKIPPED": "yellow",
     "online": "green", "busy": "blue", "idle": "green", "paused": "yellow", "lost": "magenta",
     "stopping": "yellow", "active": "green", "error": "red",
 }
@@ -26,7 +27,7 @@ STATE_COLOURS = {
 # The shell's exit codes for a task's end: its own exit code when it ran to the end.
 TIMEDOUT_EXIT = 124  # as timeout(1)
 NOT_ENDED_EXIT = 125  # a wait ran out before the task ended
-GONE_EXIT = 126  # stopped, lost or removed, with no exit code of its own
+GONE_EXIT = 126  # stopped, skipped, lost or removed, with no exit code of its own
 
 
 def is_terminal(stream: TextIO | None = None) -> bool:
@@ -115,12 +116,14 @@ def state_text(state: str, stream: TextIO | None = None) -> str:
 def exit_code_of(task: dict) -> int:
     """What the shell gets for a task waited for: its own exit code when it ran (0 for
     SUCCESS), 124 when it timed out, 125 when it had not ended yet, 126 when it was
-    stopped, lost or failed before its command ran."""
+    stopped, skipped, lost or failed before its command ran."""
     state = task.get("state")
     if state == "SUCCESS":
         return 0
     if state == "TIMEDOUT":
         return TIMEDOUT_EXIT
+    if state == "SKIPPED":
+        return GONE_EXIT
     if state not in ("FAILED", "STOPPED", "LOST"):
         return NOT_ENDED_EXIT
     code = task.get("exit_code")

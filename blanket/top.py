@@ -17,9 +17,11 @@ from rich.text import Text
 
 from blanket.client import Client
 
-STATES = ("QUEUED", "CLAIMED", "RUNNING", "SUCCESS", "FAILED", "TIMEDOUT", "STOPPED", "LOST")
-ENDED = ("SUCCESS", "FAILED", "TIMEDOUT", "STOPPED", "LOST")
-COLOURS = {"QUEUED": "cyan", "CLAIMED": "cyan", "RUNNING": "blue", "SUCCESS": "green",
+STATES = ("WAITING", "QUEUED", "CLAIMED", "RUNNING", "SUCCESS", "FAILED", "TIMEDOUT", "STOPPED",
+          "SKIPPED", "LOST")
+ENDED = ("SUCCESS", "FAILED", "TIMEDOUT", "STOPPED", "SKIPPED", "LOST")
+COLOURS = {"WAITING": "cyan", "SKIPPED": "yellow", "QUEUED": "cyan", "CLAIMED": "cyan",
+           "RUNNING": "blue", "SUCCESS": "green",
            "FAILED": "red", "TIMEDOUT": "red", "STOPPED": "yellow", "LOST": "magenta",
            "idle": "green", "busy": "blue", "paused": "yellow", "lost": "magenta",
            "stopping": "yellow"}

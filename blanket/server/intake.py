@@ -20,7 +20,7 @@ from blanket.config.tasktype import TaskType
 from blanket.durations import parse_duration
 from blanket.envnames import ENV_NAME, loader_name, matches_any
 from blanket.errors import InvalidInput, ItemsRefused, StorageFull, is_disk_full
-from blanket.models import MAX_PRIORITY, Task
+from blanket.models import AFTER_POLICIES, MAX_AFTER, MAX_PRIORITY, Task
 from blanket.server.metrics import Metrics
 from blanket.server.pricing import estimate_from_history, task_score
 from blanket.store.base import NewTask, Store
@@ -28,7 +28,7 @@ from blanket.taskdir import RESERVED_NAMES, DataDir
 
 _TAG = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:-]*")
 REQUEST_KEYS = ("type", "environment", "tags", "not_before", "priority", "timeout", "retries",
-                "retry_delay")
+                "retry_delay", "after", "after_policy")
 MAX_TASK_RETRIES = 1000  # retries one submission may ask for, whatever its type allows
 MAX_RETRY_DELAY = 7 * 86400.0  # seconds between a task's attempts at most
 SCHEDULE_PREFIX = "schedule."  # the type name of a command schedule's own command
@@ -63,6 +63,8 @@ class TaskRequest:
     timeout: float | None = None
     retries: int | None = None
     retry_delay: float | None = None
+    after: tuple[int, ...] = ()  # tasks it waits for (it is WAITING until they end)
+    after_policy: str = "success"  # or "always": it runs even when one did not succeed
 
 
 class TypeLookup(Protocol):
@@ -187,7 +189,36 @@ def parse_task_request(data: Any, now: float) -> TaskRequest:
         timeout=_duration_field(data, "timeout", least=0.001),
         retries=_retries_field(data),
         retry_delay=_duration_field(data, "retry_delay", most=MAX_RETRY_DELAY),
+        after=after_field(data.get("after")),
+        after_policy=_after_policy(data.get("after_policy", "success")),
     )
+
+
+def after_field(value: Any) -> tuple[int, ...]:
+    """`after`: the ids of the tasks to wait for (a list, or "12,13" as text)."""
+    if value is None or value == "":
+        return ()
+    if isinstance(value, str):
+        check_text(value, '"after"')
+        words = [w.strip() for w in value.split(",") if w.strip()]
+        if not all(w.isdigit() and len(w) < 19 for w in words):
+            raise InvalidInput(f'"after": {value!r} is not a list of task ids such as "12,13"')
+        value = [int(w) for w in words]
+    if not isinstance(value, list) or not all(
+            isinstance(i, int) and not isinstance(i, bool) and 0 < i < 2**63 for i in value):
+        raise InvalidInput('"after" must be a list of task ids, such as [12, 13]')
+    if len(value) > MAX_AFTER:
+        raise InvalidInput(f'"after" names {len(value)} tasks; a task may wait for at most '
+                           f"{MAX_AFTER}")
+    return tuple(dict.fromkeys(value))
+
+
+def _after_policy(value: Any) -> str:
+    if value not in AFTER_POLICIES:
+        raise InvalidInput(f'"after_policy" must be one of {", ".join(AFTER_POLICIES)}: '
+                           '"success" runs the task once all it waits for succeeded (else it '
+                           'is SKIPPED), "always" once they all ended')
+    return str(value)
 
 
 def _duration_field(data: dict, key: str, least: float = 0.0,
@@ -458,6 +489,7 @@ class Intake:
             timeout=timeout, priority=request.priority, inputs=inputs,
             dedupe_key=request.dedupe_key, submitted_by=request.submitted_by,
             secrets=tuple(sorted(task_type.secrets & environment.keys())),
+            after=request.after, after_policy=request.after_policy,
         )
 
     def _stage(self, uploads: tuple[Upload, ...]) -> Path | None:

@@ -242,7 +242,7 @@ class Queue:
         if task.state in FINAL_STATES or task.state is TaskState.LOST:
             raise Conflict(f"task {task_id} has already ended ({task.state.value})")
         log.info("task stop asked", task=task.id, type=task.type, by=by)
-        if task.state is TaskState.QUEUED:
+        if task.state in (TaskState.QUEUED, TaskState.WAITING):
             stopped = self.store.stop_queued(task_id, time.time(), by)
             if stopped is not None:
                 self.metrics.ended_unrun(stopped)

@@ -10,7 +10,7 @@ under the settings. Nothing is removed unless a rule says so.
 - `keep_failed`: when set, FAILED and TIMEDOUT tasks go once they ended longer ago than
   this, and by nothing else (neither `keep` nor `keep_last` applies to them), so failures
   can outlive the successes around them.
-Only ended tasks (SUCCESS, FAILED, TIMEDOUT, STOPPED) are ever weighed; queued, claimed and
+Only ended tasks (SUCCESS, FAILED, TIMEDOUT, STOPPED, SKIPPED) are ever weighed; queued, claimed and
 running ones never are."""
 
 from __future__ import annotations

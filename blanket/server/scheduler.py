@@ -32,7 +32,8 @@ if TYPE_CHECKING:
 
 log = structlog.get_logger("blanket.scheduler")
 
-UNFINISHED = (TaskState.QUEUED.value, TaskState.CLAIMED.value, TaskState.RUNNING.value)
+UNFINISHED = (TaskState.WAITING.value, TaskState.QUEUED.value, TaskState.CLAIMED.value,
+              TaskState.RUNNING.value)
 LOCK_RETRY = 5.0  # seconds between attempts to become the scheduling server
 MAX_SLEEP = 300.0  # Event.wait runs on the monotonic clock; re-read the wall clock this often
 

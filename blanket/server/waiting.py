@@ -55,14 +55,14 @@ class WaitReasons:
         """Why each queued task of `tasks` waits, by id (others are left out); with
         `place_in_line`, one waiting for a free worker also says how many are ahead of it
         (a query each: for one task's answer, not for lists)."""
+        reasons = {t.id: _after(t) for t in tasks if t.state == TaskState.WAITING}
         queued = [t for t in tasks if t.state == TaskState.QUEUED]
         if not queued:
-            return {}
+            return reasons
         now = self.clock()
         up = self._up(now)
         limits = self.limits()
         running: dict[str, int] = {}
-        reasons = {}
         for task in queued:
             reason = self._why(task, now, up, limits, running)
             if place_in_line and reason.code == "busy" and self.ahead is not None:
@@ -96,6 +96,14 @@ class WaitReasons:
                 return Waiting("max_concurrent", f"its type runs {running[task.type]} tasks, "
                                                  f"its max_concurrent ({cap})")
         return Waiting("busy", "waits for a worker with its tags to be free")
+
+
+def _after(task: Task) -> Waiting:
+    ids = ", ".join(map(str, task.after))
+    then = ("then runs whatever their ends" if task.after_policy == "always"
+            else "runs once they all succeeded, else ends SKIPPED")
+    return Waiting("after", f"waits for task{'s' if len(task.after) != 1 else ''} {ids} to "
+                            f"end; {then}")
 
 
 def running_count(tasks_count: Callable[[TaskFilter], int]) -> Callable[[str], int]:

@@ -42,6 +42,8 @@ class NewTask:
     dedupe_key: str | None = None  # a second task with the same key is refused (inbox, retries)
     submitted_by: str | None = None
     secrets: tuple[str, ...] = ()
+    after: tuple[int, ...] = ()  # tasks to wait for: it is stored WAITING until they end
+    after_policy: str = "success"
 
 
 @dataclass(frozen=True)

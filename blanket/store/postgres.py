@@ -20,7 +20,8 @@ from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 
 from blanket.errors import BlanketError, Conflict, DuplicateTask, NotFound, StaleAttempt
-from blanket.models import ScheduleState, Task, TaskFilter, Token, Worker
+from blanket.models import ScheduleState, Task, TaskFilter, TaskState, Token, Worker
+from blanket.store import dependencies
 from blanket.store.base import (
     IDLE_FRESH,
     Claim,
@@ -328,11 +329,20 @@ class PostgresStore(SqlVerbs):
         return row["n"] if row else 0
 
     def delete_task(self, task_id: int) -> Task | None:
+        woken: list[str] = []
         with self._tx() as cur:
             row = cur.execute(Q["delete_task"], {"id": task_id}).fetchone()
             if row is not None:
                 cur.execute(Q["delete_keys"], {"id": task_id})
                 cur.execute(Q["delete_settled_deliveries"], {"task_id": task_id})
+                cur.execute(Q["forget_waits"], {"id": task_id})
+                if row["state"] not in dependencies.FINAL:  # its dependents were not told
+                    woken = _woken(dependencies.ended(Q, cur, task_id, dependencies.REMOVED,
+                                                      time.time()))
+                if woken:
+                    cur.execute(Q["notify"], {"topics": " ".join(woken)})
+        if woken:
+            self._callback(*woken)
         return task_from_row(row) if row else None
 
     def claim_task(self, claim: Claim) -> Task | None:
@@ -377,6 +387,7 @@ class PostgresStore(SqlVerbs):
                  all_or_none: bool = False) -> tuple[list[Task | BlanketError], list[Task]]:
         topics: list[str] = []
         made: list[bool] = []  # whether each final end made deliveries
+        woken: list[int] = []  # dependents released or skipped by these ends
 
         def deliver(row: Row, lost: str | None) -> None:
             made.append(self._deliveries_in(cur, row, lost))
@@ -384,10 +395,12 @@ class PostgresStore(SqlVerbs):
         with self._tx(durable=bool(ends)) as cur:
             ended, taken, ids = exchange_in(
                 ends, claims, all_or_none,
-                lambda end: _finish_in(cur, end.task_id, end.token, end.outcome, deliver),
+                lambda end: _finish_in(cur, end.task_id, end.token, end.outcome, deliver,
+                                       woken),
                 lambda claim: _claim_in(cur, claim))
             if ids:  # an end may free a slot of a capped type, or queue a retry
-                topics = [QUEUE, *map(task_topic, ids), *([DELIVERIES] if any(made) else [])]
+                topics = [QUEUE, *map(task_topic, ids), *map(task_topic, woken),
+                          *([DELIVERIES] if any(made) else [])]
                 cur.execute(Q["notify"], {"topics": " ".join(topics)})
         if topics:
             self._callback(*topics)
@@ -417,10 +430,12 @@ class PostgresStore(SqlVerbs):
         return task_from_row(row)
 
     def stop_queued(self, task_id: int, now: float, by: str | None = None) -> Task | None:
+        topics: list[str] = []
         with self._tx() as cur:
             row = cur.execute(Q["stop_queued"], {"id": task_id, "now": now, "by": by}).fetchone()
             if row is not None:
-                topics = [task_topic(task_id)]
+                topics = [task_topic(task_id), *_woken(dependencies.ended(
+                    Q, cur, task_id, TaskState.STOPPED.value, now))]
                 if self._deliveries_in(cur, row):
                     topics.append(DELIVERIES)
                 cur.execute(Q["notify"], {"topics": " ".join(topics)})
@@ -570,6 +585,8 @@ def _insert_row(cur: Any, new: NewTask) -> Row:
     if new.dedupe_key is not None and not cur.execute(
             Q["insert_key"], {"key": new.dedupe_key, "task_id": row["id"]}).fetchone():
         raise _KeyTaken()
+    if new.after:
+        row = dependencies.wait_for(Q, cur, row["id"], new.after, new.after_policy, time.time())
     return row
 
 
@@ -599,9 +616,10 @@ def _claim_in(cur: Any, claim: Claim) -> Row | None:
 
 
 def _finish_in(cur: Any, task_id: int, token: str, outcome: Outcome | Decide,
-               deliver: Callable[[Row, str | None], None]) -> Row:
+               deliver: Callable[[Row, str | None], None], woken: list[int]) -> Row:
     """End the current attempt, inside the caller's transaction; a final end `deliver`s
-    (makes its notifications) there too."""
+    (makes its notifications) and settles the tasks waiting for it (`woken`: those released
+    or skipped) there too."""
     row = cur.execute(Q["lock_current"], {"id": task_id, "token": token}).fetchone()
     if row is None:
         _raise_not_current(task_id, cur)
@@ -618,4 +636,10 @@ def _finish_in(cur: Any, task_id: int, token: str, outcome: Outcome | Decide,
     row = cur.execute(Q["finish"], {**params, "state": outcome.state.value,
                                     "finished": outcome.finished}).fetchone()
     deliver(row, outcome.lost)
+    woken.extend(dependencies.ended(Q, cur, task_id, outcome.state.value, outcome.finished))
     return row
+
+
+def _woken(ids: list[int]) -> list[str]:
+    """The wake-up topics of dependents released or skipped: the queue when one was."""
+    return [QUEUE, *map(task_topic, ids)] if ids else []

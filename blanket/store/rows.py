@@ -32,7 +32,8 @@ def task_from_row(row: Mapping[str, Any]) -> Task:
         stop_requested=bool(row["stop_requested"]), priority=row["priority"],
         inputs=tuple(_json(row["inputs"])), attempts=tuple(_json(row["attempts"])),
         submitted_by=row["submitted_by"], stopped_by=row["stopped_by"],
-        secrets=tuple(_json(row["secrets"])),
+        secrets=tuple(_json(row["secrets"])), after=tuple(_json(row["after_ids"])),
+        after_policy=row["after_policy"] or "success",
     )
 
 

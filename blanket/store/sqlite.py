@@ -25,7 +25,8 @@ from blanket.errors import (
     StorageFull,
     is_disk_full,
 )
-from blanket.models import ScheduleState, Task, TaskFilter, Token, Worker
+from blanket.models import ScheduleState, Task, TaskFilter, TaskState, Token, Worker
+from blanket.store import dependencies
 from blanket.store.base import (
     IDLE_FRESH,
     Claim,
@@ -176,7 +177,7 @@ class SQLiteStore(SqlVerbs):
     def add_task(self, new: NewTask, place: Callable[[int], None] | None = None) -> Task:
         self._room_for_new_tasks()
         with self._tx(notify=(QUEUE,)) as db:
-            row, added = _insert_task(db, new)
+            row, added = _insert_task(db, new, time.time())
             if added and place is not None:
                 place(row["id"])
         if not added:
@@ -186,9 +187,10 @@ class SQLiteStore(SqlVerbs):
     def add_tasks(self, news: list[NewTask]) -> list[Task]:
         if news:
             self._room_for_new_tasks()
-        if any(new.dedupe_key is not None for new in news):
+        if any(new.dedupe_key is not None or new.after for new in news):
             with self._tx(notify=(QUEUE,)) as db:
-                rows = [_insert_task(db, new)[0] for new in news]
+                now = time.time()
+                rows = [_insert_task(db, new, now)[0] for new in news]
             return [task_from_row(row) for row in rows]
         with self._tx(notify=(QUEUE,) if news else ()) as db:
             # One statement for all: under the write lock their ids are consecutive.
@@ -238,13 +240,18 @@ class SQLiteStore(SqlVerbs):
                          (task.score, task.score, task.id))[0]
 
     def delete_task(self, task_id: int) -> Task | None:
-        with self._tx() as db:
+        topics: list[str] = []
+        with self._tx(notify=topics) as db:
             row = db.execute(Q["get_task"], (task_id,)).fetchone()
             if row is None:
                 return None
             db.execute(Q["delete_keys"], (task_id,))
             db.execute(Q["delete_task"], (task_id,))
             db.execute(Q["delete_settled_deliveries"], {"task_id": task_id})
+            db.execute(Q["forget_waits"], {"id": task_id})
+            if row["state"] not in dependencies.FINAL:  # its dependents were not told yet
+                topics.extend(_woken(dependencies.ended(
+                    Q, db, task_id, dependencies.REMOVED, time.time())))
         return task_from_row(row)
 
     def claim_task(self, claim: Claim) -> Task | None:
@@ -299,6 +306,7 @@ class SQLiteStore(SqlVerbs):
                  all_or_none: bool = False) -> tuple[list[Task | BlanketError], list[Task]]:
         topics: list[str] = []  # read by _tx once it commits
         made: list[bool] = []  # whether each final end made deliveries
+        woken: list[int] = []  # dependents released or skipped by these ends
 
         def deliver(row: sqlite3.Row, lost: str | None) -> None:
             made.append(self._deliveries_in(db, row, lost))
@@ -306,10 +314,11 @@ class SQLiteStore(SqlVerbs):
         with self._tx(durable=bool(ends), notify=topics) as db:
             ended, taken, ids = exchange_in(
                 ends, claims, all_or_none,
-                lambda end: _finish_in(db, end.task_id, end.token, end.outcome, deliver),
+                lambda end: _finish_in(db, end.task_id, end.token, end.outcome, deliver,
+                                       woken),
                 lambda claim: _claim_in(db, claim))
             if ids:  # an end may free a slot of a capped type, or queue a retry
-                topics.extend([QUEUE, *map(task_topic, ids)])
+                topics.extend([QUEUE, *map(task_topic, ids), *map(task_topic, woken)])
             if any(made):
                 topics.append(DELIVERIES)
         return ([row if isinstance(row, BlanketError) else task_from_row(row) for row in ended],
@@ -341,7 +350,8 @@ class SQLiteStore(SqlVerbs):
             changed = db.execute(Q["stop_queued"], (now, by, task_id)).rowcount
             row = db.execute(Q["get_task"], (task_id,)).fetchone()
             if changed:
-                topics.append(task_topic(task_id))
+                topics.extend([task_topic(task_id), *_woken(dependencies.ended(
+                    Q, db, task_id, TaskState.STOPPED.value, now))])
                 if self._deliveries_in(db, row):
                     topics.append(DELIVERIES)
         return task_from_row(row) if changed else None
@@ -427,7 +437,8 @@ class SQLiteStore(SqlVerbs):
             self._wal.close()
 
 
-def _insert_task(db: sqlite3.Connection, new: NewTask) -> tuple[sqlite3.Row, bool]:
+def _insert_task(db: sqlite3.Connection, new: NewTask,
+                 now: float) -> tuple[sqlite3.Row, bool]:
     """Insert `new` unless its dedupe key is taken: (the row, whether it is new)."""
     if new.dedupe_key is not None:
         seen = db.execute(Q["task_for_key"], (new.dedupe_key,)).fetchone()
@@ -436,6 +447,8 @@ def _insert_task(db: sqlite3.Connection, new: NewTask) -> tuple[sqlite3.Row, boo
     row = db.execute(Q["insert_task"], _insert_params(new)).fetchall()[0]
     if new.dedupe_key is not None:
         db.execute(Q["insert_key"], (new.dedupe_key, row["id"]))
+    if new.after:
+        row = dependencies.wait_for(Q, db, row["id"], new.after, new.after_policy, now)
     return row, True
 
 
@@ -486,9 +499,11 @@ def _claim_in(db: sqlite3.Connection, claim: Claim) -> sqlite3.Row | None:
 
 
 def _finish_in(db: sqlite3.Connection, task_id: int, token: str, outcome: Outcome | Decide,
-               deliver: Callable[[sqlite3.Row, str | None], None]) -> sqlite3.Row:
+               deliver: Callable[[sqlite3.Row, str | None], None],
+               woken: list[int]) -> sqlite3.Row:
     """End the current attempt, inside the caller's transaction; a final end `deliver`s
-    (makes its notifications) there too."""
+    (makes its notifications) and settles the tasks waiting for it (`woken`: those released
+    or skipped) there too."""
     row = db.execute(Q["get_task"], (task_id,)).fetchone()
     task = _current_or_raise(task_id, row, int(row is not None and row["token"] == token
                                                and row["state"] in ("CLAIMED", "RUNNING")))
@@ -504,7 +519,13 @@ def _finish_in(db: sqlite3.Connection, task_id: int, token: str, outcome: Outcom
     row = db.execute(Q["finish"], {**params, "state": outcome.state.value,
                                    "finished": outcome.finished}).fetchall()[0]
     deliver(row, outcome.lost)
+    woken.extend(dependencies.ended(Q, db, task_id, outcome.state.value, outcome.finished))
     return row
+
+
+def _woken(ids: list[int]) -> list[str]:
+    """The wake-up topics of dependents released or skipped: the queue when one was."""
+    return [QUEUE, *map(task_topic, ids)] if ids else []
 
 
 def _lanes(db: sqlite3.Connection) -> Iterator[tuple[str, str]]:

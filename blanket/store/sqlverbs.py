@@ -151,8 +151,9 @@ class SqlVerbs(Store):
             rows = db.execute(self.queries["delete_ended"],
                               {"ids": self._id_list([int(i) for i in ids])}).fetchall()
             if rows:
-                db.execute(self.queries["delete_ended_keys"],
-                           {"ids": self._id_list([r["id"] for r in rows])})
+                removed = {"ids": self._id_list([r["id"] for r in rows])}
+                db.execute(self.queries["delete_ended_keys"], removed)
+                db.execute(self.queries["delete_ended_deliveries"], removed)
         return [_ended(r) for r in rows]
 
 

@@ -227,3 +227,23 @@ def test_uploads_whose_task_is_refused_leave_nothing_behind(tmp_path):
     assert not any(intake.staging_dir.iterdir())
     assert (intake.task_dir("demo", first.id) / "in.txt").read_bytes() == b"hi"
     store.close()
+
+
+@pytest.mark.parametrize("value, expected", [
+    (None, ()), ("", ()), ([3, 1, 3], (3, 1)), ("12, 13", (12, 13)),
+])
+def test_after_is_a_list_of_ids_or_text(value, expected):
+    from blanket.server.intake import after_field
+    assert after_field(value) == expected
+
+
+@pytest.mark.parametrize("value, expected", [
+    (["x"], "must be a list of task ids"), ([True], "must be a list of task ids"),
+    ([0], "must be a list of task ids"), ("1,x", "is not a list of task ids"),
+    (list(range(1, 1002)), "at most 1000"), ({"a": 1}, "must be a list of task ids"),
+])
+def test_a_wrong_after_says_what_to_write(value, expected):
+    from blanket.errors import InvalidInput
+    from blanket.server.intake import after_field
+    with pytest.raises(InvalidInput, match=expected):
+        after_field(value)

@@ -14,7 +14,7 @@ import fastjsonschema
 
 from blanket.auth import SUBMITTER, VIEWER, Forbidden, allows
 from blanket.errors import DuplicateTask, NotFound
-from blanket.models import Task, TaskFilter, TaskState
+from blanket.models import AFTER_POLICIES, MAX_AFTER, Task, TaskFilter, TaskState
 from blanket.server.api.access import identity, refusal
 from blanket.server.api.taskfiles import Masker, read_tail
 from blanket.server.api.tasks import MAX_WAIT, TaskRoutes, has_ended
@@ -69,6 +69,13 @@ TOOLS = (
              "priority": {"type": "integer", "minimum": -1000, "maximum": 1000},
              "not_before": {"type": "string", "maxLength": 64,
                             "description": "start no earlier: ISO 8601 time, or +10m"},
+             "after": {"type": "array", "maxItems": MAX_AFTER,
+                       "items": {"type": "integer", "minimum": 1},
+                       "description": "ids of tasks it waits for: it runs once they all "
+                                      "succeeded, else ends SKIPPED"},
+             "after_policy": {"enum": list(AFTER_POLICIES),
+                              "description": "always: run once they all ended, whatever "
+                                             "their state"},
              "wait_seconds": {"type": "number", "minimum": 0, "maximum": MAX_TOOL_WAIT,
                               "description": "wait for its end this long at most; call "
                                              "wait_task again to wait longer"},

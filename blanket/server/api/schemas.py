@@ -14,7 +14,7 @@ import msgspec
 
 from blanket import protocol
 from blanket.envnames import ENV_NAME
-from blanket.models import MAX_PRIORITY, SORT_COLUMNS
+from blanket.models import AFTER_POLICIES, MAX_AFTER, MAX_PRIORITY, SORT_COLUMNS
 
 SHORT_TEXT = {"type": "string", "minLength": 1, "maxLength": 200}
 TAG = {"type": "string", "pattern": r"^[A-Za-z0-9][A-Za-z0-9_.:-]*$", "maxLength": 100}
@@ -91,6 +91,16 @@ SUBMISSION = Body({
     "retries": {"type": "integer", "minimum": 0, "maximum": 1000,
                 "description": "this task's retries, within its type's max_retries"},
     "retry_delay": {**DURATION, "description": "seconds (or 30s, 5m) between its attempts"},
+    # One schema for both forms (a list, or "12,13"): oneOf would only say that neither
+    # matched; the intake words what is wrong with either.
+    "after": {"type": ["array", "string"], "maxItems": MAX_AFTER,
+              "maxLength": 20 * MAX_AFTER,
+              "items": {"type": "integer", "minimum": 1, "maximum": 2**63 - 1},
+              "description": "ids of tasks it waits for (a list, or \"12,13\"): it is "
+                             "WAITING until they end"},
+    "after_policy": {"enum": list(AFTER_POLICIES),
+                     "description": "success (default): SKIPPED if one of them did not "
+                                    "succeed; always: runs once they all ended"},
 }, ("type",))
 
 # POST /tasks/TYPE/ (the seed's spelling): the body is the environment alone.

@@ -3,7 +3,7 @@
 // descriptions are written by whoever submits a task or edits a type.
 "use strict";
 
-const ACTIVE = new Set(["QUEUED", "CLAIMED", "RUNNING"]);
+const ACTIVE = new Set(["WAITING", "QUEUED", "CLAIMED", "RUNNING"]);
 const REFRESH_MS = 2000;
 const TYPES_EVERY = 5; // refreshes between reloads of the task types
 const state = { types: [], chosen: null, logSources: [], timer: null, ticks: 0, offline: false,
@@ -194,6 +194,8 @@ function chooseType(name) {
   $("extra-rows").replaceChildren();
   $("files").value = "";
   $("not-before").value = "";
+  $("after").value = "";
+  $("after-always").checked = false;
   $("submit-result").replaceChildren();
   $("submit-section").hidden = false;
   const first = $("variables").querySelector("input");
@@ -260,8 +262,13 @@ function submission() {
     if (key) environment[key] = row.querySelector(".extra-value").value;
   }
   const data = { type: state.chosen.name, environment };
-  const after = notBefore($("not-before").value);
-  if (after) data.not_before = after;
+  const start = notBefore($("not-before").value);
+  if (start) data.not_before = start;
+  const waitsFor = $("after").value.split(/[\s,]+/).filter(Boolean).map(Number);
+  if (waitsFor.length) {
+    data.after = waitsFor;
+    if ($("after-always").checked) data.after_policy = "always";
+  }
   const files = $("files").files;
   if (!files.length) return data;
   const form = new FormData();
@@ -936,7 +943,7 @@ async function loadBrowse() {
 const SHOWN_FIELDS = ["id", "type", "state", "environment", "tags", "priority", "score",
   "version", "not_before", "added", "claimed", "started", "finished", "worker", "attempt",
   "exit_code", "error", "progress", "progress_message", "timeout", "retries", "retry_delay",
-  "schedule", "submitted_by", "stopped_by", "inputs", "directory"];
+  "schedule", "submitted_by", "stopped_by", "after", "after_policy", "inputs", "directory"];
 const TIMES = new Set(["not_before", "added", "claimed", "started", "finished", "heartbeat"]);
 
 function fieldValue(key, value) {
@@ -980,8 +987,12 @@ async function loadTaskPage() {
     ...Object.keys(task).filter((k) => !SHOWN_FIELDS.includes(k) && k !== "attempts" && k !== "waiting")];
   const typeLink = (text) => el("a", { href: `#/type/${encodeURIComponent(task.type)}`,
     title: "the type's page: its versions that ran" }, text);
+  // The tasks it waits for, each a link to its page.
+  const afterLinks = (ids) => (ids.length ? el("span", {}, ...ids.flatMap((n, i) =>
+    [i ? ", " : "", el("a", { href: `#/task/${n}` }, `#${n}`)])) : task.after);
   fillFields($("t-fields"), keys.map((key) => [key,
-    (key === "type" || key === "version") && task[key] ? typeLink(task[key]) : task[key]]));
+    (key === "type" || key === "version") && task[key] ? typeLink(task[key])
+      : key === "after" ? afterLinks(task.after) : task[key]]));
   if (task.not_before || task.added) {
     const queuedFor = ((task.claimed || Date.now() / 1000) - task.added) / 60;
     $("t-fields").tBodies[0].append(el("tr", {}, el("th", {}, "minutes queued"),

@@ -10,7 +10,11 @@ def load_queries(dialect: str) -> dict[str, str]:
     """Named blocks (`-- name: NAME`) of sql/DIALECT/queries.sql."""
     text = resources.files(__package__).joinpath(dialect, "queries.sql").read_text()
     blocks = re.split(r"^-- name: (\w+)\s*$", text, flags=re.M)
-    return {name: body.strip().rstrip(";") for name, body in zip(blocks[1::2], blocks[2::2],
+    names = blocks[1::2]
+    twice = sorted({name for name in names if names.count(name) > 1})
+    if twice:  # the second would silently replace the first
+        raise ValueError(f"{dialect}/queries.sql names {', '.join(twice)} more than once")
+    return {name: body.strip().rstrip(";") for name, body in zip(names, blocks[2::2],
                                                                   strict=True)}
 
 

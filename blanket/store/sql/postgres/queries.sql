@@ -180,7 +180,7 @@ WHERE id = %(id)s AND state IN ('CLAIMED', 'RUNNING');
 -- name: stop_queued
 UPDATE tasks SET state = 'STOPPED', finished = %(now)s, error = 'stopped before it started',
     stopped_by = %(by)s
-WHERE id = %(id)s AND state = 'QUEUED'
+WHERE id = %(id)s AND state IN ('QUEUED', 'WAITING')
 RETURNING *;
 
 -- name: stale_tasks
@@ -271,31 +271,75 @@ UPDATE tokens SET revoked = %(now)s WHERE parent = %(id)s AND revoked IS NULL;
 -- name: end_session
 UPDATE tokens SET revoked = %(now)s WHERE id = %(id)s AND parent IS NOT NULL AND revoked IS NULL;
 
+-- name: after_state
+-- Tasks that wait for other tasks (store/dependencies.py): the state of one waited for.
+-- FOR SHARE: an end of that task committing meanwhile is waited for, so its transaction
+-- sees this one's edge (or this one sees it ended); never neither.
+SELECT state FROM tasks WHERE id = %(id)s FOR SHARE;
+
+-- name: insert_dep
+INSERT INTO task_deps (after_id, task_id) VALUES (%(after_id)s, %(task_id)s)
+ON CONFLICT DO NOTHING;
+
+-- name: set_after
+UPDATE tasks SET after_ids = %(after)s::jsonb, after_policy = %(policy)s,
+       waiting_for = %(waiting_for)s, state = %(state)s, finished = %(finished)s,
+       error = %(error)s
+WHERE id = %(id)s
+RETURNING *;
+
+-- name: dependents
+SELECT task_id FROM task_deps WHERE after_id = %(id)s;
+
+-- name: count_down
+UPDATE tasks SET waiting_for = waiting_for - 1 WHERE id = %(id)s AND state = 'WAITING'
+RETURNING waiting_for, after_policy;
+
+-- name: skip
+UPDATE tasks SET state = 'SKIPPED', finished = %(now)s, error = %(error)s, waiting_for = 0
+WHERE id = %(id)s AND state = 'WAITING';
+
+-- name: release_waiting
+UPDATE tasks SET state = 'QUEUED', waiting_for = 0,
+       score = score + (GREATEST(%(now)s, coalesce(not_before, 0))
+                        - GREATEST(added, coalesce(not_before, 0))) / 60.0
+WHERE id = %(id)s AND state = 'WAITING';
+
+-- name: forget_after
+DELETE FROM task_deps WHERE after_id = %(id)s;
+
+-- name: forget_waits
+DELETE FROM task_deps WHERE task_id = %(id)s;
+
 -- name: ended_page
 -- Retention (server/retention.py): ended tasks by the index on finished, a page at a time;
 -- a group's newest ended tasks by id; removal by id, in short batches.
 SELECT id, type, schedule, state, finished, version FROM tasks
 WHERE finished IS NOT NULL AND finished < %(until)s AND finished >= %(after_finished)s
   AND (finished > %(after_finished)s OR id > %(after_id)s)
-  AND state IN ('SUCCESS', 'FAILED', 'TIMEDOUT', 'STOPPED')
+  AND state IN ('SUCCESS', 'FAILED', 'TIMEDOUT', 'STOPPED', 'SKIPPED')
 ORDER BY finished, id LIMIT %(limit)s;
 
 -- name: newest_of_type
 -- A group's tasks newest first, a page at a time below an id (the caller counts the ended
 -- ones): each page a short read, whatever the type's backlog of queued tasks.
 SELECT id, schedule, (finished IS NOT NULL AND state IN ('SUCCESS', 'FAILED', 'TIMEDOUT',
-       'STOPPED')) AS ended
+       'STOPPED', 'SKIPPED')) AS ended
 FROM tasks WHERE type = %(type)s AND id < %(before)s ORDER BY id DESC LIMIT %(limit)s;
 
 -- name: newest_of_schedule
 SELECT id, schedule, (finished IS NOT NULL AND state IN ('SUCCESS', 'FAILED', 'TIMEDOUT',
-       'STOPPED')) AS ended
+       'STOPPED', 'SKIPPED')) AS ended
 FROM tasks WHERE schedule = %(schedule)s AND id < %(before)s ORDER BY id DESC LIMIT %(limit)s;
 
 -- name: delete_ended
 DELETE FROM tasks WHERE id = ANY(%(ids)s::bigint[]) AND finished IS NOT NULL
-  AND state IN ('SUCCESS', 'FAILED', 'TIMEDOUT', 'STOPPED')
+  AND state IN ('SUCCESS', 'FAILED', 'TIMEDOUT', 'STOPPED', 'SKIPPED')
 RETURNING id, type, schedule, state, finished, version;
+
+-- name: delete_ended_deliveries
+-- The settled notifications of removed tasks go with them (a pending one is still sent).
+DELETE FROM deliveries WHERE task_id = ANY(%(ids)s::bigint[]) AND state != 'pending';
 
 -- name: delete_ended_keys
 DELETE FROM task_keys WHERE task_id = ANY(%(ids)s::bigint[]);

@@ -107,7 +107,7 @@ WHERE id = ? AND state IN ('CLAIMED', 'RUNNING');
 -- name: stop_queued
 UPDATE tasks SET state = 'STOPPED', finished = ?, error = 'stopped before it started',
     stopped_by = ?
-WHERE id = ? AND state = 'QUEUED';
+WHERE id = ? AND state IN ('QUEUED', 'WAITING');
 
 -- name: stale_tasks
 SELECT * FROM tasks WHERE state IN ('CLAIMED', 'RUNNING') AND heartbeat < ?;
@@ -195,33 +195,73 @@ UPDATE tokens SET revoked = :now WHERE parent = :id AND revoked IS NULL;
 -- name: end_session
 UPDATE tokens SET revoked = :now WHERE id = :id AND parent IS NOT NULL AND revoked IS NULL;
 
+-- name: after_state
+-- Tasks that wait for other tasks (store/dependencies.py): the state of one waited for.
+SELECT state FROM tasks WHERE id = :id;
+
+-- name: insert_dep
+INSERT OR IGNORE INTO task_deps (after_id, task_id) VALUES (:after_id, :task_id);
+
+-- name: set_after
+UPDATE tasks SET after_ids = :after, after_policy = :policy, waiting_for = :waiting_for,
+       state = :state, finished = :finished, error = :error
+WHERE id = :id
+RETURNING *;
+
+-- name: dependents
+SELECT task_id FROM task_deps WHERE after_id = :id;
+
+-- name: count_down
+UPDATE tasks SET waiting_for = waiting_for - 1 WHERE id = :id AND state = 'WAITING'
+RETURNING waiting_for, after_policy;
+
+-- name: skip
+UPDATE tasks SET state = 'SKIPPED', finished = :now, error = :error, waiting_for = 0
+WHERE id = :id AND state = 'WAITING';
+
+-- name: release_waiting
+-- Into the queue as if submitted now: its score moves on by the minutes it waited.
+UPDATE tasks SET state = 'QUEUED', waiting_for = 0,
+       score = score + (max(:now, coalesce(not_before, 0)) - max(added, coalesce(not_before, 0))) / 60.0
+WHERE id = :id AND state = 'WAITING';
+
+-- name: forget_after
+DELETE FROM task_deps WHERE after_id = :id;
+
+-- name: forget_waits
+DELETE FROM task_deps WHERE task_id = :id;
+
 -- name: ended_page
 -- Retention (server/retention.py): ended tasks by the index on finished, a page at a time;
 -- a group's newest ended tasks by id; removal by id, in short batches.
 SELECT id, type, schedule, state, finished, version FROM tasks INDEXED BY tasks_by_finished
 WHERE finished IS NOT NULL AND finished < :until AND finished >= :after_finished
   AND (finished > :after_finished OR id > :after_id)
-  AND state IN ('SUCCESS', 'FAILED', 'TIMEDOUT', 'STOPPED')
+  AND state IN ('SUCCESS', 'FAILED', 'TIMEDOUT', 'STOPPED', 'SKIPPED')
 ORDER BY finished, id LIMIT :limit;
 
 -- name: newest_of_type
 -- A group's tasks newest first, a page at a time below an id (the caller counts the ended
 -- ones): each page a short read, whatever the type's backlog of queued tasks.
 SELECT id, schedule, (finished IS NOT NULL AND state IN ('SUCCESS', 'FAILED', 'TIMEDOUT',
-       'STOPPED')) AS ended
+       'STOPPED', 'SKIPPED')) AS ended
 FROM tasks INDEXED BY tasks_by_type
 WHERE type = :type AND id < :before ORDER BY id DESC LIMIT :limit;
 
 -- name: newest_of_schedule
 SELECT id, schedule, (finished IS NOT NULL AND state IN ('SUCCESS', 'FAILED', 'TIMEDOUT',
-       'STOPPED')) AS ended
+       'STOPPED', 'SKIPPED')) AS ended
 FROM tasks INDEXED BY tasks_by_schedule
 WHERE schedule = :schedule AND id < :before ORDER BY id DESC LIMIT :limit;
 
 -- name: delete_ended
 DELETE FROM tasks WHERE id IN (SELECT value FROM json_each(:ids)) AND finished IS NOT NULL
-  AND state IN ('SUCCESS', 'FAILED', 'TIMEDOUT', 'STOPPED')
+  AND state IN ('SUCCESS', 'FAILED', 'TIMEDOUT', 'STOPPED', 'SKIPPED')
 RETURNING id, type, schedule, state, finished, version;
+
+-- name: delete_ended_deliveries
+-- The settled notifications of removed tasks go with them (a pending one is still sent).
+DELETE FROM deliveries WHERE task_id IN (SELECT value FROM json_each(:ids)) AND state != 'pending';
 
 -- name: delete_ended_keys
 DELETE FROM task_keys WHERE task_id IN (SELECT value FROM json_each(:ids));
