@@ -25,8 +25,9 @@ from pathlib import Path
 import structlog
 
 from blanket.config.notify import MAX_TIMEOUT
+from blanket.errors import BlanketError
 from blanket.models import Delivery, Task
-from blanket.server.api.taskfiles import Masker
+from blanket.server.api.taskfiles import Masker, read_tail
 from blanket.server.metrics import Metrics
 from blanket.server.notifyrules import NotifyRules
 from blanket.server.notifysend import (
@@ -176,15 +177,10 @@ class Deliveries:
         directory = self.task_dir(task.type, task.id)
         masker = Masker.of(task)
         for name in (error_log(False), error_log(True)):
-            try:
-                with open(directory / name, "rb") as file:
-                    file.seek(0, os.SEEK_END)
-                    # A secret cut by the start of what is read is not matched, and so ends
-                    # where the tail is cut off anyway: read the longest one's length more.
-                    file.seek(max(0, file.tell() - TAIL_BYTES - masker.longest))
-                    data = file.read(TAIL_BYTES + masker.longest)
-            except OSError:
+            try:  # as the log routes open it: never through a link out of the task's folder
+                data, _ = read_tail(directory, name, masker, TAIL_BYTES + 1)
+            except (BlanketError, OSError):
                 continue
-            return stderr_tail(masker.mask(data))
+            return stderr_tail(data)
         return ""
 

@@ -280,3 +280,22 @@ def test_a_task_whose_worker_died_is_notified_as_lost(make_server, receiver):
     body = json.loads(request["body"])
     assert body["event"] == "lost" and body["task"]["state"] == "FAILED"
     assert "its worker died 1 time" in body["task"]["error"]
+
+
+def test_a_task_cannot_make_its_notification_quote_a_file_outside_its_folder(make_server,
+                                                                              tmp_path: Path):
+    """A task that swaps its error log for a link to a server file: the notification's tail
+    is not read through it (as the log routes refuse it)."""
+    secret = tmp_path / "server-only.txt"
+    secret.write_text("db_password=HUNTER2-SERVER-ONLY\n")
+    out = tmp_path / "notified.json"
+    server = make_server(start=False)
+    server.write_type("evil", f'command = "echo before >&2; rm -f stderr.log; '
+                              f'ln -s {secret} stderr.log; exit 1"\n'
+                              f'[[notify]]\non = ["failed"]\nrun = "cat > {out}"\n')
+    server.start()
+    make_server.worker(server)
+    server.client.post("/task/", {"type": "evil"})
+    wait_until(lambda: out.exists() and out.stat().st_size > 0, timeout=30)
+    body = json.loads(out.read_text())
+    assert body["event"] == "failed" and "HUNTER2" not in json.dumps(body)
