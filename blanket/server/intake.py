@@ -29,6 +29,7 @@ from blanket.taskdir import RESERVED_NAMES, DataDir
 _TAG = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:-]*")
 REQUEST_KEYS = ("type", "environment", "tags", "not_before", "priority", "timeout", "retries",
                 "retry_delay", "after", "after_policy")
+MAX_EDGES = 10_000  # `after` entries in one bulk submission, all tasks together
 MAX_TASK_RETRIES = 1000  # retries one submission may ask for, whatever its type allows
 MAX_RETRY_DELAY = 7 * 86400.0  # seconds between a task's attempts at most
 SCHEDULE_PREFIX = "schedule."  # the type name of a command schedule's own command
@@ -412,6 +413,10 @@ class Intake:
         was refused before it came here), and nothing is stored. A request whose dedupe key
         was used before gets the task that holds the key."""
         now = time.time() if now is None else now
+        edges = sum(len(r.after) for r in requests if isinstance(r, TaskRequest))
+        if edges > MAX_EDGES:  # each is read and written in the one transaction
+            raise InvalidInput(f"these tasks wait for {edges} tasks in all; one request may "
+                               f"hold at most {MAX_EDGES} (send the tasks in several requests)")
         priced = self._price_all(requests, now)
         problems = [(index, p.message) for index, p in enumerate(priced)
                     if isinstance(p, InvalidInput)]

@@ -14,7 +14,7 @@ A task can only wait for tasks that exist when it is submitted, so no cycle can 
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from blanket.errors import InvalidInput
@@ -25,25 +25,29 @@ REMOVED = "REMOVED"  # what a dependent is told of a task removed before it ende
 
 
 def wait_for(q: Mapping[str, str], cur: Any, task_id: int, after: Sequence[int],
-             policy: str, now: float) -> Any:
-    """Record that `task_id`, inserted in this transaction, waits for `after` (existing
-    tasks; InvalidInput names one that is not): WAITING for those not ended, SKIPPED at once
-    when one already ended otherwise than SUCCESS (policy "success"), else left QUEUED.
-    Answers its row."""
-    pending: list[int] = []
-    failed: tuple[int, str] | None = None
-    for after_id in dict.fromkeys(after):
-        row = cur.execute(q["after_state"], {"id": after_id}).fetchone()
-        if row is None:
-            raise InvalidInput(f"after: there is no task {after_id}; a task can wait only "
-                               "for tasks that exist (submit those first)")
-        state = row["state"]
-        if state not in FINAL:
-            pending.append(after_id)
-        elif state != TaskState.SUCCESS.value and failed is None:
-            failed = (after_id, state)
-    for after_id in pending:
-        cur.execute(q["insert_dep"], {"after_id": after_id, "task_id": task_id})
+             policy: str, now: float, id_list: Callable[[list[int]], Any] = list) -> Any:
+    """Record that `task_id`, inserted in this transaction, waits for `after` (tasks
+    submitted before it; InvalidInput names one that is not, or that does not exist):
+    WAITING for those not ended, SKIPPED at once when one already ended otherwise than
+    SUCCESS (policy "success"), else left QUEUED. Answers its row. The awaited tasks are
+    read in one statement, in id order (PostgreSQL locks them in that order: an end, which
+    locks its task and then the higher ids waiting for it, never waits in a cycle with it)."""
+    wanted = sorted(set(after))
+    later = [i for i in wanted if i >= task_id]
+    if later:
+        raise InvalidInput(f"after: task {later[0]} was not submitted before this one; a task "
+                           "can wait only for tasks submitted before it")
+    states = {row["id"]: row["state"] for row in cur.execute(
+        q["after_states"], {"ids": id_list(wanted)}).fetchall()}
+    missing = [i for i in wanted if i not in states]
+    if missing:
+        raise InvalidInput(f"after: there is no task {missing[0]} (never submitted, or "
+                           "removed since); a task can wait only for tasks that exist")
+    pending = [i for i in wanted if states[i] not in FINAL]
+    failed = next(((i, states[i]) for i in dict.fromkeys(after)
+                   if states[i] in FINAL and states[i] != TaskState.SUCCESS.value), None)
+    if pending:
+        cur.executemany(q["insert_dep"], [{"after_id": i, "task_id": task_id} for i in pending])
     params = {"id": task_id, "after": _json_ids(after), "policy": None if policy ==
               "success" else policy, "waiting_for": len(pending), "finished": None,
               "error": None, "state": TaskState.WAITING.value if pending else

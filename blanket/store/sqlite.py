@@ -448,7 +448,8 @@ def _insert_task(db: sqlite3.Connection, new: NewTask,
     if new.dedupe_key is not None:
         db.execute(Q["insert_key"], (new.dedupe_key, row["id"]))
     if new.after:
-        row = dependencies.wait_for(Q, db, row["id"], new.after, new.after_policy, now)
+        row = dependencies.wait_for(Q, db, row["id"], new.after, new.after_policy, now,
+                                   json.dumps)
     return row, True
 
 

@@ -102,7 +102,7 @@ def test_the_cli_and_the_inbox_take_after(make_server):
 
 
 @pytest.mark.parametrize("after, expected", [
-    ([999999], "there is no task 999999"),
+    ([999999], "task 999999 was not submitted before this one"),
     (["x"], "after[0]: must be integer"),
     ("12,x", "is not a list of task ids"),
     (list(range(1, 1002)), "less than or equal to 1000 items"),
@@ -143,3 +143,13 @@ def test_a_chain_survives_a_killed_server_and_runs_each_task_once(make_server):
     make_server.worker(server)
     assert ended(server, chain[-1]["id"])["state"] == "SUCCESS"
     assert (server.data_dir / "steps.log").read_text().split() == [f"n{n}" for n in range(6)]
+
+
+def test_one_request_holds_at_most_10000_waits(make_server):
+    server = make_server(types={"step": STEP})
+    first = submit(server)
+    with pytest.raises(ClientError) as refused:
+        server.client.post("/task/", [{"type": "step", "after": [first["id"]]}] * 10
+                           + [{"type": "step", "after": list(range(1, 1001))}] * 10)
+    assert "at most 10000" in str(refused.value)
+    assert len(server.client.get("/task/")) == 1

@@ -90,10 +90,12 @@ def test_waiting_for_tasks_that_already_ended(store: Store):
 
 def test_an_unknown_task_is_refused_and_nothing_is_stored(store: Store):
     real = store.add_task(new_task())
-    with pytest.raises(InvalidInput, match="no task 999999"):
-        store.add_task(new_task(after=(real.id, 999999)))
+    gone = store.add_task(new_task())
+    store.delete_task(gone.id)
+    with pytest.raises(InvalidInput, match=f"no task {gone.id} \\(never submitted, or removed"):
+        store.add_task(new_task(after=(real.id, gone.id)))
     assert [t.id for t in store.list_tasks(TaskFilter(limit=1000))] == [real.id]
-    with pytest.raises(InvalidInput):
+    with pytest.raises(InvalidInput, match="task 999999 was not submitted before this one"):
         store.add_tasks([new_task(), new_task(after=(999999,))])
     assert [t.id for t in store.list_tasks(TaskFilter(limit=1000))] == [real.id]
 
@@ -193,3 +195,21 @@ def test_a_skipped_task_is_removed_by_the_sweep_like_any_ended_one(store: Store)
     assert state(store, skipped.id) == "SKIPPED"
     assert [e.id for e in store.delete_ended([skipped.id])] == [skipped.id]
     assert store.get_task(skipped.id) is None
+
+
+def test_a_task_cannot_wait_for_itself_or_a_later_one(store: Store):
+    first = store.add_task(new_task())
+    with pytest.raises(InvalidInput, match=f"task {first.id + 1} was not submitted before"):
+        store.add_task(new_task(after=(first.id, first.id + 1)))
+    assert [t.id for t in store.list_tasks(TaskFilter(limit=10))] == [first.id]
+    later = store.add_task(new_task())
+    assert later.state is TaskState.QUEUED  # the refused one left nothing behind
+
+
+def test_many_waits_are_read_and_written_in_a_few_statements(store: Store):
+    roots = [store.add_task(new_task(tags=(f"r{n}",))) for n in range(300)]
+    fan_in = store.add_task(new_task(after=tuple(r.id for r in reversed(roots))))
+    assert fan_in.state is TaskState.WAITING and fan_in.after[0] == roots[-1].id
+    for root in roots:
+        end(store, root.id)
+    assert state(store, fan_in.id) == "QUEUED"

@@ -271,11 +271,11 @@ UPDATE tokens SET revoked = %(now)s WHERE parent = %(id)s AND revoked IS NULL;
 -- name: end_session
 UPDATE tokens SET revoked = %(now)s WHERE id = %(id)s AND parent IS NOT NULL AND revoked IS NULL;
 
--- name: after_state
--- Tasks that wait for other tasks (store/dependencies.py): the state of one waited for.
--- FOR SHARE: an end of that task committing meanwhile is waited for, so its transaction
--- sees this one's edge (or this one sees it ended); never neither.
-SELECT state FROM tasks WHERE id = %(id)s FOR SHARE;
+-- name: after_states
+-- The tasks a new one waits for (store/dependencies.py), locked FOR SHARE in id order: an
+-- end of one committing meanwhile is waited for, so its transaction sees this one's edges
+-- (or this one sees it ended), never neither.
+SELECT id, state FROM tasks WHERE id = ANY(%(ids)s::bigint[]) ORDER BY id FOR SHARE;
 
 -- name: insert_dep
 INSERT INTO task_deps (after_id, task_id) VALUES (%(after_id)s, %(task_id)s)

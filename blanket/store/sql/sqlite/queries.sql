@@ -195,9 +195,9 @@ UPDATE tokens SET revoked = :now WHERE parent = :id AND revoked IS NULL;
 -- name: end_session
 UPDATE tokens SET revoked = :now WHERE id = :id AND parent IS NOT NULL AND revoked IS NULL;
 
--- name: after_state
--- Tasks that wait for other tasks (store/dependencies.py): the state of one waited for.
-SELECT state FROM tasks WHERE id = :id;
+-- name: after_states
+-- The tasks a new one waits for (store/dependencies.py).
+SELECT id, state FROM tasks WHERE id IN (SELECT value FROM json_each(:ids)) ORDER BY id;
 
 -- name: insert_dep
 INSERT OR IGNORE INTO task_deps (after_id, task_id) VALUES (:after_id, :task_id);
