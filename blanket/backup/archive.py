@@ -248,6 +248,9 @@ def members(tar: tarfile.TarFile, source: Path) -> Iterator[tuple[tarfile.TarInf
         if member is None:
             return
         name = safe_name(member.name)
+        if member.issparse():  # a few bytes that unpack to any size: no backup makes one
+            raise BadBackup(f"member {member.name!r} is a sparse file; a backup holds plain "
+                            "files only: refused")
         if not (member.isfile() or member.isdir()):
             kind = "a link" if member.issym() or member.islnk() else "a special file"
             raise BadBackup(f"member {member.name!r} is {kind}; a backup holds plain files "

@@ -72,6 +72,14 @@ def restore_backup(source: Path, data_dir: Path) -> Restored:
     return Restored(data_dir, manifest, files)
 
 
+KEEP_FREE = 64 * 2**20  # bytes a restore leaves free on its disk
+
+
+def _free_bytes(folder: Path) -> int:
+    stat = os.statvfs(folder)
+    return stat.f_bavail * stat.f_frsize
+
+
 def _unpack(source: Path, staging: Path) -> tuple[Manifest, int]:
     with open_backup(source) as (tar, manifest):
         if manifest.database_included:
@@ -81,7 +89,13 @@ def _unpack(source: Path, staging: Path) -> tuple[Manifest, int]:
                                 f"newer than this blanket's ({known}): restore it with blanket "
                                 f"{manifest.blanket} or newer")
         files = 0
+        room = _free_bytes(staging) - KEEP_FREE
         for member, name in members(tar, source):
+            room -= member.size
+            if room < 0:  # the disk would fill up: the data dir's live neighbours need it
+                raise BadBackup(f"{source} unpacks to more than the free space on "
+                                f"{staging.parent} (less {KEEP_FREE // 2**20} MiB kept free): "
+                                "make room, or restore elsewhere")
             if name == STORE_MEMBER and not manifest.database_included:
                 raise BadBackup(f"{source} holds a store its {MANIFEST} does not mention: "
                                 "refused")

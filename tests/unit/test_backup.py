@@ -371,3 +371,24 @@ def test_export_refuses_file_names_a_server_should_never_list(tmp_path, kind, pa
     with pytest.raises(BadBackup, match="outside the task's folder"):
         write_files(Hostile(), [{"id": 1, "type": kind}], tmp_path / "f.tgz")  # type: ignore
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_sparse_member_is_refused_before_it_is_unpacked(tmp_path):
+    """A few bytes of GNU sparse header could unpack to gigabytes beside the data dir."""
+    source = tar_gz(tmp_path / "sparse.tgz", [(member("tasks/t/1/big", tarfile.GNUTYPE_SPARSE),
+                                               b"x")], files_manifest())
+    with tarfile.open(source) as tar:
+        assert tar.getmember("tasks/t/1/big").issparse()  # what the check must catch
+    with pytest.raises(BadBackup, match="sparse"):
+        restore_backup(source, tmp_path / "restored")
+    assert not (tmp_path / "restored").exists()
+
+
+def test_a_backup_larger_than_the_free_space_is_refused(tmp_path, monkeypatch):
+    from blanket.backup import restore
+    source = tar_gz(tmp_path / "big.tgz", [(member("tasks/t/1/log"), b"x" * 4096)],
+                    files_manifest())
+    monkeypatch.setattr(restore, "_free_bytes", lambda folder: restore.KEEP_FREE + 1000)
+    with pytest.raises(BadBackup, match="more than the free space"):
+        restore_backup(source, tmp_path / "restored")
+    assert not (tmp_path / "restored").exists()
