@@ -9,7 +9,7 @@ import sqlite3
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from blanket.models import FINAL_STATES, TaskFilter, TaskState
+from blanket.models import FINAL_STATES, TaskState
 from blanket.store.sql import load_migrations
 
 _ENDED = tuple(sorted(s.value for s in FINAL_STATES))
@@ -85,27 +85,20 @@ def check_sqlite(path: Path, every_task: bool = False) -> StoreFacts:
 
 def postgres_facts(url: str, every_task: bool = False) -> StoreFacts:
     """Tasks by state and those not yet ended, read from the PostgreSQL store at `url` (whose
-    database itself pg_dump copies)."""
-    from blanket.store import open_store
+    database itself pg_dump copies), in one read-only transaction and without opening it as
+    a store: a backup never migrates the live database under the servers using it."""
+    import psycopg
+    from psycopg.rows import dict_row
 
-    store = open_store(url)
-    try:
-        tasks: dict[str, int] = {}
-        folders: list[tuple[str, int]] = []
-        for state in (*_NOT_ENDED, *_ENDED):
-            count = store.count_tasks(TaskFilter(states=(state,)))
-            if count:
-                tasks[state] = count
-        offset = 0
-        while True:
-            page = store.list_tasks(TaskFilter(
-                states=() if every_task else _NOT_ENDED, limit=10_000, offset=offset,
-                oldest_first=True))
-            folders += [(t.type, t.id) for t in page]
-            if len(page) < 10_000:
-                break
-            offset += len(page)
-    finally:
-        store.close()
+    with psycopg.connect(url, row_factory=dict_row) as conn:
+        conn.read_only = True
+        tasks = {r["state"]: int(r["n"]) for r in conn.execute(
+            "SELECT state, count(*) AS n FROM tasks GROUP BY state ORDER BY state")}
+        if every_task:
+            rows = conn.execute("SELECT type, id FROM tasks ORDER BY id")
+        else:
+            rows = conn.execute("SELECT type, id FROM tasks WHERE state = ANY(%s) ORDER BY id",
+                                (list(_NOT_ENDED),))
+        folders = [(r["type"], int(r["id"])) for r in rows]
     return StoreFacts(schema=None, tasks=dict(sorted(tasks.items())),
                       folders=tuple(folders))
