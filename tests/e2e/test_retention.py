@@ -117,8 +117,9 @@ def test_prune_dry_run_reports_and_removes_nothing(make_server):
     text = blanket(server, "prune", "--dry-run", "--older-than", "0s").stdout
     assert "sleeper: 4 task(s)" in text and "would remove 4 task(s)" in text
     assert all(exists(server, t) for t in tasks)
-    done = blanket(server, "prune", "--older-than", "0s", "--type", "other").stdout
-    assert "removed 0 task(s)" in done
+    unknown = blanket(server, "prune", "--older-than", "0s", "--type", "other", ok=False)
+    assert unknown.returncode != 0 and "no such type, and no task of it" in unknown.stderr
+    assert "known types: sleeper" in unknown.stderr
     done = blanket(server, "prune").stdout
     assert "removed 2 task(s)" in done
     assert [exists(server, t) for t in tasks] == [False, False, True, True]

@@ -148,12 +148,13 @@ def test_removing_a_task_keeps_its_pending_deliveries_only(store: Store) -> None
     assert [d.state for d in store.task_deliveries(task.id)] == ["pending"]
 
 
-def test_the_sweep_removes_a_tasks_settled_deliveries_and_keeps_a_pending_one(store: Store):
+def test_the_sweep_keeps_a_task_with_a_notification_to_send_then_takes_both(store: Store):
     store.notify_targets = targets_for({"failed": (HOOK, CHAT)})
     task = claimed(store)
     store.finish_task(task.id, task.token, failed())
-    taken = store.claim_deliveries(NOW + 10, NOW + 70, 10)
-    hook = next(d for d in taken if d.target_key == "hook")
-    assert store.settle_delivery(hook, NOW + 11, state="delivered", result="HTTP 200")
+    taken = {d.target_key: d for d in store.claim_deliveries(NOW + 10, NOW + 70, 10)}
+    assert store.settle_delivery(taken["hook"], NOW + 11, state="delivered", result="HTTP 200")
+    assert store.delete_ended([task.id]) == []  # chat's is still to send: it reads the task
+    assert store.settle_delivery(taken["chat"], NOW + 12, state="failed", result="HTTP 500")
     assert [e.id for e in store.delete_ended([task.id])] == [task.id]
-    assert [d.target_key for d in store.task_deliveries(task.id)] == ["chat"]  # still to send
+    assert store.task_deliveries(task.id) == []

@@ -7,6 +7,7 @@ import bottle
 from blanket.auth import OPERATOR
 from blanket.durations import parse_duration
 from blanket.errors import InvalidInput
+from blanket.models import TaskFilter
 from blanket.server.api import schemas as S
 from blanket.server.api.access import identity
 from blanket.server.api.http import flag, json_response
@@ -34,6 +35,11 @@ class PruneRoutes:
             except ValueError as e:
                 raise InvalidInput(f"?older_than: {e}") from None
         type_name = bottle.request.query.get("type") or None
+        if type_name is not None and self.s.catalog.get(type_name) is None and \
+                not self.s.tasks.count(TaskFilter(types=(type_name,), limit=1)):
+            known = ", ".join(t.name for t in self.s.catalog.types()) or "none yet"
+            raise InvalidInput(f"?type={type_name!r}: no such type, and no task of it; "
+                               f"known types: {known}")
         report = self.s.retention.prune(flag("dry_run"), older_than, type_name,
                                         by=identity().name)
         return json_response(report.to_json())

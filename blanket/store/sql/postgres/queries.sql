@@ -335,6 +335,8 @@ FROM tasks WHERE schedule = %(schedule)s AND id < %(before)s ORDER BY id DESC LI
 -- name: delete_ended
 DELETE FROM tasks WHERE id = ANY(%(ids)s::bigint[]) AND finished IS NOT NULL
   AND state IN ('SUCCESS', 'FAILED', 'TIMEDOUT', 'STOPPED', 'SKIPPED')
+  -- a notification still to send reads the task: it stays until sent (or given up)
+  AND NOT EXISTS (SELECT 1 FROM deliveries WHERE task_id = tasks.id AND state = 'pending')
 RETURNING id, type, schedule, state, finished, version;
 
 -- name: delete_ended_deliveries

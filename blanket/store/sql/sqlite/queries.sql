@@ -257,6 +257,8 @@ WHERE schedule = :schedule AND id < :before ORDER BY id DESC LIMIT :limit;
 -- name: delete_ended
 DELETE FROM tasks WHERE id IN (SELECT value FROM json_each(:ids)) AND finished IS NOT NULL
   AND state IN ('SUCCESS', 'FAILED', 'TIMEDOUT', 'STOPPED', 'SKIPPED')
+  -- a notification still to send reads the task: it stays until sent (or given up)
+  AND NOT EXISTS (SELECT 1 FROM deliveries WHERE task_id = tasks.id AND state = 'pending')
 RETURNING id, type, schedule, state, finished, version;
 
 -- name: delete_ended_deliveries
