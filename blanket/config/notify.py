@@ -26,7 +26,7 @@ from urllib.parse import urlsplit
 from blanket.config.checker import Checker, Line, header_line, key_line
 from blanket.envnames import ENV_NAME
 
-EVENTS = ("failed", "timedout", "lost", "success", "stopped")
+EVENTS = ("failed", "timedout", "lost", "success", "stopped", "skipped")
 FORMATS = ("json", "slack")
 KEYS = ("on", "url", "run", "format", "secret", "secret_env", "timeout")
 DEFAULT_TIMEOUT = 10.0

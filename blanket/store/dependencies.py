@@ -25,7 +25,8 @@ REMOVED = "REMOVED"  # what a dependent is told of a task removed before it ende
 
 
 def wait_for(q: Mapping[str, str], cur: Any, task_id: int, after: Sequence[int],
-             policy: str, now: float, id_list: Callable[[list[int]], Any] = list) -> Any:
+             policy: str, now: float, id_list: Callable[[list[int]], Any] = list,
+             on_skip: Callable[[Any], Any] = lambda row: None) -> Any:
     """Record that `task_id`, inserted in this transaction, waits for `after` (tasks
     submitted before it; InvalidInput names one that is not, or that does not exist):
     WAITING for those not ended, SKIPPED at once when one already ended otherwise than
@@ -55,12 +56,17 @@ def wait_for(q: Mapping[str, str], cur: Any, task_id: int, after: Sequence[int],
     if failed is not None and policy != "always":
         params.update(state=TaskState.SKIPPED.value, finished=now, waiting_for=0,
                       error=skipped_because(*failed))
-    return cur.execute(q["set_after"], params).fetchone()
+    row = cur.execute(q["set_after"], params).fetchone()
+    if failed is not None and policy != "always":
+        on_skip(row)
+    return row
 
 
-def ended(q: Mapping[str, str], cur: Any, task_id: int, state: str, now: float) -> list[int]:
+def ended(q: Mapping[str, str], cur: Any, task_id: int, state: str, now: float,
+          on_skip: Callable[[Any], Any] = lambda row: None) -> list[int]:
     """`task_id` ended in `state` (or was REMOVED before it ended) in this transaction:
-    settle the tasks waiting for it, and theirs in turn when one is skipped. Answers the ids
+    settle the tasks waiting for it, and theirs in turn when one is skipped (`on_skip` gets
+    each skipped row, to make its notifications in the same transaction). Answers the ids
     whose state changed (released to the queue, or skipped)."""
     changed: list[int] = []
     settling = [(task_id, state)]
@@ -72,8 +78,9 @@ def ended(q: Mapping[str, str], cur: Any, task_id: int, state: str, now: float) 
             if counted is None:  # no longer waiting: stopped, skipped or removed meanwhile
                 continue
             if done_state != TaskState.SUCCESS.value and counted["after_policy"] != "always":
-                cur.execute(q["skip"], {"id": waiting, "now": now,
-                                        "error": skipped_because(done, done_state)})
+                skipped = cur.execute(q["skip"], {"id": waiting, "now": now, "error":
+                                                  skipped_because(done, done_state)}).fetchone()
+                on_skip(skipped)
                 changed.append(waiting)
                 settling.append((waiting, TaskState.SKIPPED.value))
             elif counted["waiting_for"] <= 0:

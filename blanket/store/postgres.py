@@ -237,34 +237,39 @@ class PostgresStore(SqlVerbs):
 
     # tasks
     def add_task(self, new: NewTask, place: Callable[[int], None] | None = None) -> Task:
+        topics = [QUEUE]
         try:
-            row = self._insert_task(new, place)
+            row = self._insert_task(new, place, topics)
         except _KeyTaken:
             first = self.task_for_key(new.dedupe_key or "")
             if first is None:  # the first task was deleted meanwhile, freeing its key
                 return self.add_task(new, place)
             raise DuplicateTask(first) from None
-        self._callback(QUEUE)
+        self._callback(*topics)
         return task_from_row(row)
 
-    def _insert_task(self, new: NewTask, place: Callable[[int], None] | None) -> Row:
+    def _insert_task(self, new: NewTask, place: Callable[[int], None] | None,
+                     topics: list[str]) -> Row:
         with self._tx() as cur:
-            row = _insert_row(cur, new)
+            row = _insert_row(cur, new, self._skipped_in(cur, topics))
             if place is not None:
                 place(row["id"])
-            cur.execute(Q["notify"], {"topics": QUEUE})
+            cur.execute(Q["notify"], {"topics": " ".join(topics)})
         return row
 
     def add_tasks(self, news: list[NewTask]) -> list[Task]:
         if not news:
             return []
+        topics = [QUEUE]
         try:
             with self._tx() as cur:
-                rows = [self._existing_row(cur, new) or _insert_row(cur, new) for new in news]
-                cur.execute(Q["notify"], {"topics": QUEUE})
+                skipped = self._skipped_in(cur, topics)
+                rows = [self._existing_row(cur, new) or _insert_row(cur, new, skipped)
+                        for new in news]
+                cur.execute(Q["notify"], {"topics": " ".join(topics)})
         except _KeyTaken:  # another server took a key meanwhile: go one at a time
             return [self._add_or_existing(new) for new in news]
-        self._callback(QUEUE)
+        self._callback(*topics)
         return [task_from_row(row) for row in rows]
 
     def _existing_row(self, cur: Any, new: NewTask) -> Row | None:
@@ -337,8 +342,9 @@ class PostgresStore(SqlVerbs):
                 cur.execute(Q["delete_settled_deliveries"], {"task_id": task_id})
                 cur.execute(Q["forget_waits"], {"id": task_id})
                 if row["state"] not in dependencies.FINAL:  # its dependents were not told
-                    woken = _woken(dependencies.ended(Q, cur, task_id, dependencies.REMOVED,
-                                                      time.time()))
+                    woken.extend(_woken(dependencies.ended(
+                        Q, cur, task_id, dependencies.REMOVED, time.time(),
+                        self._skipped_in(cur, woken))))
                 if woken:
                     cur.execute(Q["notify"], {"topics": " ".join(woken)})
         if woken:
@@ -434,9 +440,11 @@ class PostgresStore(SqlVerbs):
         with self._tx() as cur:
             row = cur.execute(Q["stop_queued"], {"id": task_id, "now": now, "by": by}).fetchone()
             if row is not None:
-                topics = [task_topic(task_id), *_woken(dependencies.ended(
-                    Q, cur, task_id, TaskState.STOPPED.value, now))]
-                if self._deliveries_in(cur, row):
+                topics.append(task_topic(task_id))
+                topics.extend(_woken(dependencies.ended(
+                    Q, cur, task_id, TaskState.STOPPED.value, now,
+                    self._skipped_in(cur, topics))))
+                if self._deliveries_in(cur, row) and DELIVERIES not in topics:
                     topics.append(DELIVERIES)
                 cur.execute(Q["notify"], {"topics": " ".join(topics)})
         if row is None:
@@ -572,7 +580,8 @@ def _filter_sql(flt: TaskFilter) -> tuple[str, dict[str, Any]]:
     return ("WHERE " + " AND ".join(clauses) if clauses else ""), params
 
 
-def _insert_row(cur: Any, new: NewTask) -> Row:
+def _insert_row(cur: Any, new: NewTask,
+                on_skip: Callable[[Row], Any] = lambda row: None) -> Row:
     """Insert `new` and its dedupe key; _KeyTaken when the key is used already."""
     params = {
         "type": new.type, "environment": Jsonb(new.environment), "tags": tags_key(new.tags),
@@ -586,7 +595,8 @@ def _insert_row(cur: Any, new: NewTask) -> Row:
             Q["insert_key"], {"key": new.dedupe_key, "task_id": row["id"]}).fetchone():
         raise _KeyTaken()
     if new.after:
-        row = dependencies.wait_for(Q, cur, row["id"], new.after, new.after_policy, time.time())
+        row = dependencies.wait_for(Q, cur, row["id"], new.after, new.after_policy, time.time(),
+                                   list, on_skip)
     return row
 
 
@@ -636,7 +646,8 @@ def _finish_in(cur: Any, task_id: int, token: str, outcome: Outcome | Decide,
     row = cur.execute(Q["finish"], {**params, "state": outcome.state.value,
                                     "finished": outcome.finished}).fetchone()
     deliver(row, outcome.lost)
-    woken.extend(dependencies.ended(Q, cur, task_id, outcome.state.value, outcome.finished))
+    woken.extend(dependencies.ended(Q, cur, task_id, outcome.state.value, outcome.finished,
+                                    lambda skipped: deliver(skipped, None)))
     return row
 
 

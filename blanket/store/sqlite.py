@@ -176,8 +176,9 @@ class SQLiteStore(SqlVerbs):
     # tasks
     def add_task(self, new: NewTask, place: Callable[[int], None] | None = None) -> Task:
         self._room_for_new_tasks()
-        with self._tx(notify=(QUEUE,)) as db:
-            row, added = _insert_task(db, new, time.time())
+        topics = [QUEUE]
+        with self._tx(notify=topics) as db:
+            row, added = _insert_task(db, new, time.time(), self._skipped_in(db, topics))
             if added and place is not None:
                 place(row["id"])
         if not added:
@@ -188,9 +189,11 @@ class SQLiteStore(SqlVerbs):
         if news:
             self._room_for_new_tasks()
         if any(new.dedupe_key is not None or new.after for new in news):
-            with self._tx(notify=(QUEUE,)) as db:
+            topics = [QUEUE]
+            with self._tx(notify=topics) as db:
                 now = time.time()
-                rows = [_insert_task(db, new, now)[0] for new in news]
+                rows = [_insert_task(db, new, now, self._skipped_in(db, topics))[0]
+                        for new in news]
             return [task_from_row(row) for row in rows]
         with self._tx(notify=(QUEUE,) if news else ()) as db:
             # One statement for all: under the write lock their ids are consecutive.
@@ -251,7 +254,8 @@ class SQLiteStore(SqlVerbs):
             db.execute(Q["forget_waits"], {"id": task_id})
             if row["state"] not in dependencies.FINAL:  # its dependents were not told yet
                 topics.extend(_woken(dependencies.ended(
-                    Q, db, task_id, dependencies.REMOVED, time.time())))
+                    Q, db, task_id, dependencies.REMOVED, time.time(),
+                    self._skipped_in(db, topics))))
         return task_from_row(row)
 
     def claim_task(self, claim: Claim) -> Task | None:
@@ -351,7 +355,8 @@ class SQLiteStore(SqlVerbs):
             row = db.execute(Q["get_task"], (task_id,)).fetchone()
             if changed:
                 topics.extend([task_topic(task_id), *_woken(dependencies.ended(
-                    Q, db, task_id, TaskState.STOPPED.value, now))])
+                    Q, db, task_id, TaskState.STOPPED.value, now,
+                    self._skipped_in(db, topics)))])
                 if self._deliveries_in(db, row):
                     topics.append(DELIVERIES)
         return task_from_row(row) if changed else None
@@ -437,8 +442,9 @@ class SQLiteStore(SqlVerbs):
             self._wal.close()
 
 
-def _insert_task(db: sqlite3.Connection, new: NewTask,
-                 now: float) -> tuple[sqlite3.Row, bool]:
+def _insert_task(db: sqlite3.Connection, new: NewTask, now: float,
+                 on_skip: Callable[[sqlite3.Row], Any] = lambda row: None,
+                 ) -> tuple[sqlite3.Row, bool]:
     """Insert `new` unless its dedupe key is taken: (the row, whether it is new)."""
     if new.dedupe_key is not None:
         seen = db.execute(Q["task_for_key"], (new.dedupe_key,)).fetchone()
@@ -449,7 +455,7 @@ def _insert_task(db: sqlite3.Connection, new: NewTask,
         db.execute(Q["insert_key"], (new.dedupe_key, row["id"]))
     if new.after:
         row = dependencies.wait_for(Q, db, row["id"], new.after, new.after_policy, now,
-                                   json.dumps)
+                                   json.dumps, on_skip)
     return row, True
 
 
@@ -520,7 +526,8 @@ def _finish_in(db: sqlite3.Connection, task_id: int, token: str, outcome: Outcom
     row = db.execute(Q["finish"], {**params, "state": outcome.state.value,
                                    "finished": outcome.finished}).fetchall()[0]
     deliver(row, outcome.lost)
-    woken.extend(dependencies.ended(Q, db, task_id, outcome.state.value, outcome.finished))
+    woken.extend(dependencies.ended(Q, db, task_id, outcome.state.value, outcome.finished,
+                                    lambda skipped: deliver(skipped, None)))
     return row
 
 

@@ -5,13 +5,14 @@ blanket/store/sql/."""
 from __future__ import annotations
 
 from abc import abstractmethod
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager
 from typing import Any
 
 from blanket.models import Delivery, TaskState, Token, Worker
 from blanket.store.base import MAX_BATCH, Ended, Store, end_event
 from blanket.store.rows import delivery_from_row, token_from_row, worker_from_row, worker_params
+from blanket.wakeups import DELIVERIES
 
 
 class SqlVerbs(Store):
@@ -28,6 +29,15 @@ class SqlVerbs(Store):
     def _all(self, query: str, params: Any = None) -> list[Any]: ...
 
     # notifications
+    def _skipped_in(self, db: Any, topics: list[str]) -> Callable[[Any], None]:
+        """What a transaction does with a task it skipped (one it waited for did not
+        succeed): its notifications, made there, and the delivery loop told once it commits
+        (through `topics`)."""
+        def skipped(row: Any) -> None:
+            if self._deliveries_in(db, row) and DELIVERIES not in topics:
+                topics.append(DELIVERIES)
+        return skipped
+
     def _deliveries_in(self, db: Any, row: Any, lost: str | None = None) -> bool:
         """Inside the transaction that ended the task `row`: make its deliveries, one per
         target `notify_targets` names (none asked: no statement). Whether any were made."""

@@ -158,3 +158,17 @@ def test_the_sweep_keeps_a_task_with_a_notification_to_send_then_takes_both(stor
     assert store.settle_delivery(taken["chat"], NOW + 12, state="failed", result="HTTP 500")
     assert [e.id for e in store.delete_ended([task.id])] == [task.id]
     assert store.task_deliveries(task.id) == []
+
+
+def test_a_skipped_task_makes_its_skipped_notifications_in_the_same_transaction(store: Store):
+    store.notify_targets = targets_for({"skipped": (HOOK,), "failed": (CHAT,)})
+    root = claimed(store)
+    waiting = store.add_task(new_task(after=(root.id,)))
+    behind = store.add_task(new_task(after=(waiting.id,)))
+    store.finish_task(root.id, root.token, failed())
+    for task_id in (waiting.id, behind.id):
+        assert [(d.target_key, d.event) for d in store.task_deliveries(task_id)] == [
+            ("hook", "skipped")]
+    late = store.add_task(new_task(after=(root.id,)))  # skipped as it is submitted
+    assert [(d.target_key, d.event) for d in store.task_deliveries(late.id)] == [
+        ("hook", "skipped")]

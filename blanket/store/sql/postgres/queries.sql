@@ -297,7 +297,8 @@ RETURNING waiting_for, after_policy;
 
 -- name: skip
 UPDATE tasks SET state = 'SKIPPED', finished = %(now)s, error = %(error)s, waiting_for = 0
-WHERE id = %(id)s AND state = 'WAITING';
+WHERE id = %(id)s AND state = 'WAITING'
+RETURNING *;
 
 -- name: release_waiting
 UPDATE tasks SET state = 'QUEUED', waiting_for = 0,

@@ -217,7 +217,8 @@ RETURNING waiting_for, after_policy;
 
 -- name: skip
 UPDATE tasks SET state = 'SKIPPED', finished = :now, error = :error, waiting_for = 0
-WHERE id = :id AND state = 'WAITING';
+WHERE id = :id AND state = 'WAITING'
+RETURNING *;
 
 -- name: release_waiting
 -- Into the queue as if submitted now: its score moves on by the minutes it waited.
