@@ -15,13 +15,17 @@ so a receiver checks the MAC over the exact bytes it got and refuses an old time
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import hmac
+import http.client
 import json
 import os
 import random
 import signal
+import socket
 import subprocess
+import threading
 import urllib.error
 import urllib.request
 from dataclasses import dataclass
@@ -116,23 +120,93 @@ class _NoRedirects(urllib.request.HTTPRedirectHandler):
         return None
 
 
-_OPENER = urllib.request.build_opener(_NoRedirects)
 
 
 def post(url: str, body: bytes, headers: dict[str, str], timeout: float) -> Sent:
-    """POST `body` to `url`; ok on a 2xx answer (a redirect is not followed: not ok)."""
+    """POST `body` to `url`; ok on a 2xx answer (a redirect is not followed: not ok). The
+    whole exchange takes `timeout` at most: a receiver that answers a byte at a time (each
+    read within the socket's timeout) has its connection closed when the time is up."""
     request = urllib.request.Request(url, data=body, method="POST", headers={
         "Content-Type": "application/json", "User-Agent": USER_AGENT, **headers})
+    deadline = _Deadline(timeout)
     try:
-        with _OPENER.open(request, timeout=timeout) as answer:
+        with deadline, _OPENER.open(request, timeout=timeout) as answer:
             answer.read(RESULT_CHARS)
             return Sent(200 <= answer.status < 300, f"HTTP {answer.status}")
     except urllib.error.HTTPError as e:
         text = e.read(200).decode("utf-8", "replace") if e.fp is not None else ""
         return Sent(False, _short(f"HTTP {e.code}: {text}".rstrip(": ")))
-    except (urllib.error.URLError, OSError, ValueError) as e:
+    except (urllib.error.URLError, OSError, ValueError, http.client.HTTPException) as e:
+        if deadline.passed:
+            return Sent(False, f"timed out after {timeout:g}s")
         reason = getattr(e, "reason", e)
         return Sent(False, _short(f"not sent: {reason}"))
+
+
+class _Deadline:
+    """Closes the sockets opened by this thread's request once `seconds` have passed, so
+    that no read outlives it (urllib's timeout applies to each read alone)."""
+
+    def __init__(self, seconds: float):
+        self.seconds = seconds
+        self.passed = False
+        self._timer: threading.Timer | None = None
+        self._sockets: list[socket.socket] = []
+
+    def __enter__(self) -> _Deadline:
+        _OPENED.sockets = self._sockets
+        self._timer = threading.Timer(self.seconds, self._expire)
+        self._timer.daemon = True
+        self._timer.start()
+        return self
+
+    def _expire(self) -> None:
+        self.passed = True
+        for sock in list(self._sockets):
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
+
+    def __exit__(self, *exc: object) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+        _OPENED.sockets = None
+
+
+_OPENED = threading.local()  # the sockets the current thread's request opened
+
+
+def _track(sock: socket.socket | None) -> None:
+    opened = getattr(_OPENED, "sockets", None)
+    if opened is not None and sock is not None:
+        opened.append(sock)
+
+
+class _TrackedHTTPConnection(http.client.HTTPConnection):
+    def connect(self) -> None:
+        super().connect()
+        _track(self.sock)
+
+
+class _TrackedHTTPSConnection(http.client.HTTPSConnection):
+    def connect(self) -> None:
+        super().connect()
+        _track(self.sock)
+
+
+class _HTTP(urllib.request.HTTPHandler):
+    def http_open(self, req: urllib.request.Request) -> Any:
+        return self.do_open(_TrackedHTTPConnection, req)
+
+
+class _HTTPS(urllib.request.HTTPSHandler):
+    def https_open(self, req: urllib.request.Request) -> Any:
+        options: dict[str, Any] = {"context": self._context}  # type: ignore[attr-defined]
+        if hasattr(self, "_check_hostname"):  # Python 3.11
+            options["check_hostname"] = self._check_hostname
+        return self.do_open(_TrackedHTTPSConnection, req, **options)
+
+
+_OPENER = urllib.request.build_opener(_NoRedirects, _HTTP, _HTTPS)
 
 
 def webhook_headers(delivery: Delivery, body: bytes, secret: str | None,
@@ -149,7 +223,9 @@ def run_command(command: str, body: bytes, delivery: Delivery, task: Task | None
                 timeout: float) -> Sent:
     """Run `command` with `sh -c` (in its own process group, ended on timeout), the JSON
     body on its standard input and BLANKET_* variables naming the task; ok on exit 0."""
-    env = dict(os.environ)
+    # The server's environment, less its own settings (BLANKET_DATABASE may hold the
+    # database's password): the command is config, not the server.
+    env = {k: v for k, v in os.environ.items() if not k.startswith("BLANKET_")}
     env.update({"BLANKET_TASK_ID": str(delivery.task_id), "BLANKET_TASK_TYPE": delivery.task_type,
                 "BLANKET_EVENT": delivery.event, "BLANKET_DELIVERY_ID": str(delivery.id)})
     if task is not None:

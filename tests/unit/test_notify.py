@@ -315,3 +315,53 @@ def test_a_type_takes_its_bases_notify_blocks_unless_it_writes_its_own(tmp_path:
                                      'run = "true"\n')
     assert [t.on for t in parse_type_file(folder / "child.toml").notify] == [("failed",)]
     assert [t.kind for t in parse_type_file(folder / "own.toml").notify] == ["command"]
+
+
+def test_a_receiver_answering_a_byte_at_a_time_is_cut_off_at_the_timeout():
+    """urllib's timeout is per read: a receiver dripping its answer must not hold a
+    delivery (and its thread) past the target's timeout."""
+    import socket
+    import threading
+    import time
+
+    from blanket.server.notifysend import post
+
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(1)
+    stop = threading.Event()
+
+    def drip() -> None:
+        conn, _ = server.accept()
+        with conn:
+            conn.recv(65536)
+            for byte in b"HTTP/1.1 200 OK\r\nX-Slow: " + b"a" * 100:
+                if stop.wait(0.1):
+                    return
+                try:
+                    conn.sendall(bytes([byte]))
+                except OSError:
+                    return
+
+    thread = threading.Thread(target=drip, daemon=True)
+    thread.start()
+    began = time.monotonic()
+    sent = post(f"http://127.0.0.1:{server.getsockname()[1]}/", b"{}", {}, timeout=1.0)
+    took = time.monotonic() - began
+    stop.set()
+    server.close()
+    assert not sent.ok and "timed out after 1s" in sent.result
+    assert took < 3.0, took
+
+
+def test_a_command_does_not_get_the_servers_own_settings(monkeypatch, tmp_path):
+    from blanket.models import Delivery
+    from blanket.server.notifysend import run_command
+
+    monkeypatch.setenv("BLANKET_DATABASE", "postgresql://u:hunter2@db/blanket")
+    monkeypatch.setenv("SOMETHING_ELSE", "kept")
+    delivery = Delivery(id=1, task_id=7, task_type="t", event="failed", target_key="k",
+                        target={}, state="pending", attempts=1, created=0.0, next_at=0.0)
+    sent = run_command('echo "db=${BLANKET_DATABASE:-none} other=$SOMETHING_ELSE '
+                       'task=$BLANKET_TASK_ID"', b"{}", delivery, None, 10)
+    assert sent.ok and "db=none other=kept task=7" in sent.result
