@@ -47,7 +47,7 @@ from blanket.wakeups import DELIVERIES, Wakeups
 
 log = structlog.get_logger("blanket.notify")
 
-BATCH = 16  # rows taken at once
+BATCH = 16  # rows taken at once at most (no more than there are free senders)
 PARALLEL = 4  # sent at once
 LEASE = 60.0  # seconds past a target's timeout a taken row stays this server's
 IDLE_CHECK = 60.0  # look again this often even without a wake-up (another server's retry)
@@ -71,6 +71,8 @@ class Deliveries:
         self.stopping = threading.Event()
         self._thread: threading.Thread | None = None
         self._pool = ThreadPoolExecutor(PARALLEL, thread_name_prefix="blanket-notify")
+        self._lock = threading.Lock()
+        self._busy = 0  # rows taken and not yet settled (at most PARALLEL)
 
     # the loop
     def start(self) -> None:
@@ -89,21 +91,41 @@ class Deliveries:
             try:
                 taken = self.wakeups.wait_for(self._take, IDLE_CHECK, topics=(DELIVERIES,),
                                               next_deadline=self._next_due)
-                if taken:
-                    list(self._pool.map(self.send, taken))
+                for delivery in taken or ():  # each on a free sender: a slow target holds
+                    self._pool.submit(self._send_and_free, delivery)  # one, not the rest
             except Exception:
                 log.exception("delivery loop step failed")
                 self.stopping.wait(1.0)
 
     def _take(self) -> list[Delivery] | None:
+        """As many due rows as there are free senders (None: none, or no sender free)."""
         if self.stopping.is_set():
             return []
+        with self._lock:
+            free = PARALLEL - self._busy
+        if free <= 0:
+            return None  # a sender that finishes announces DELIVERIES
         now = time.time()
-        return self.store.claim_deliveries(now, now + LEASE + MAX_TIMEOUT, BATCH) or None
+        taken = self.store.claim_deliveries(now, now + LEASE + MAX_TIMEOUT, min(BATCH, free))
+        with self._lock:
+            self._busy += len(taken)
+        return taken or None
+
+    def _send_and_free(self, delivery: Delivery) -> None:
+        try:
+            self.send(delivery)
+        finally:
+            with self._lock:
+                self._busy -= 1
+            self.wakeups.notify(DELIVERIES)
 
     def _next_due(self) -> float | None:
         """When to look again without a wake-up: the earliest due row, but not at once (a
-        row due now that another server is taking is skipped, and would spin the loop)."""
+        row due now that another server is taking is skipped, and would spin the loop);
+        never while every sender is busy (the one that finishes first says so)."""
+        with self._lock:
+            if self._busy >= PARALLEL:
+                return None
         due = self.store.next_delivery_at()
         return None if due is None else max(due, time.time() + MIN_PAUSE)
 

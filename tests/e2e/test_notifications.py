@@ -299,3 +299,33 @@ def test_a_task_cannot_make_its_notification_quote_a_file_outside_its_folder(mak
     wait_until(lambda: out.exists() and out.stat().st_size > 0, timeout=30)
     body = json.loads(out.read_text())
     assert body["event"] == "failed" and "HUNTER2" not in json.dumps(body)
+
+
+def test_a_receiver_that_never_answers_holds_up_no_other_notification(make_server, receiver):
+    """A target that takes its connection and answers nothing keeps one sender until its
+    timeout; a notification to another target that comes later is sent meanwhile."""
+    import socket
+
+    hole = socket.socket()
+    hole.bind(("127.0.0.1", 0))
+    hole.listen(8)  # accepted by the kernel, never answered
+    fast = receiver()
+    server = make_server(start=False)
+    port = hole.getsockname()[1]
+    server.write_type("stuck", f'command = "exit 1"\n[[notify]]\non = ["failed"]\n'
+                               f'url = "http://127.0.0.1:{port}/x"\ntimeout = "60s"\n')
+    server.write_type("quick", f'command = "exit 1"\n[[notify]]\non = ["failed"]\n'
+                               f'url = "{fast.url}/y"\n')
+    server.start()
+    make_server.worker(server)
+    try:
+        stuck = server.client.post("/task/?wait=30", {"type": "stuck"})
+        wait_until(lambda: notifications(server, stuck["id"])[0]["attempts"] >= 1,
+                   timeout=10)  # its sender is now waiting on the hole
+        quick = server.client.post("/task/?wait=30", {"type": "quick"})
+        wait_until(lambda: fast.accepted(), timeout=10)
+        assert json.loads(fast.accepted()[0]["body"])["task"]["id"] == quick["id"]
+        [held] = notifications(server, stuck["id"])
+        assert held["state"] == "pending"
+    finally:
+        hole.close()
