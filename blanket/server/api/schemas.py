@@ -14,14 +14,14 @@ import msgspec
 
 from blanket import protocol
 from blanket.envnames import ENV_NAME
-from blanket.models import AFTER_POLICIES, MAX_AFTER, MAX_PRIORITY, SORT_COLUMNS
+from blanket.models import AFTER_POLICIES, MAX_AFTER, MAX_PRIORITY, SORT_COLUMNS, TaskState
 
 SHORT_TEXT = {"type": "string", "minLength": 1, "maxLength": 200}
 TAG = {"type": "string", "pattern": r"^[A-Za-z0-9][A-Za-z0-9_.:-]*$", "maxLength": 100}
 ENV_VALUE = {"type": ["string", "number", "boolean"], "maxLength": 1_000_000}
 TIME = {"oneOf": [{"type": "number", "minimum": 0, "maximum": 253402300799},
                   {"type": "string", "maxLength": 100}, {"type": "null"}]}
-TASK_STATES = ["QUEUED", "CLAIMED", "RUNNING", "SUCCESS", "FAILED", "TIMEDOUT", "STOPPED", "LOST"]
+TASK_STATES = [state.value for state in TaskState]
 ROLE = {"type": "string", "enum": ["viewer", "submitter", "operator", "admin", "worker"]}
 GLOBS = {"type": "array", "maxItems": 100, "items": {"type": "string", "minLength": 1,
                                                       "maxLength": 200}}
