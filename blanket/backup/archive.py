@@ -154,7 +154,7 @@ class ArchiveWriter:
         if check is not None:
             check(self.partial)
         os.rename(self.partial, self.path)
-        _sync_folder(self.path.parent)
+        sync_folder(self.path.parent)
         self._done = True
 
     def abort(self) -> None:
@@ -191,7 +191,8 @@ class _Exactly:
         return data + b"\0" * (n - len(data))
 
 
-def _sync_folder(folder: Path) -> None:
+def sync_folder(folder: Path) -> None:
+    """fsync a folder: the names made or renamed in it are on disk."""
     fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
     try:
         os.fsync(fd)

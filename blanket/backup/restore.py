@@ -27,6 +27,7 @@ from blanket.backup.archive import (
     copy_member,
     members,
     open_backup,
+    sync_folder,
 )
 from blanket.store.snapshot import BadStoreCopy, check_sqlite, schema_level
 
@@ -65,7 +66,7 @@ def restore_backup(source: Path, data_dir: Path) -> Restored:
         except OSError as e:
             raise BadBackup(f"cannot put the restored data dir at {data_dir} ({e.strerror}): "
                             "did something write there meanwhile?") from None
-        _sync_folder(data_dir.parent)
+        sync_folder(data_dir.parent)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
@@ -136,14 +137,6 @@ def _folders(staging: Path, folder: Path) -> None:
             if at.is_symlink() or not at.is_dir():
                 raise BadBackup(f"{at.relative_to(staging)} is both a file and a folder in "
                                 "the backup: refused") from None
-
-
-def _sync_folder(folder: Path) -> None:
-    fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def _sync_file_system(path: Path) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sqlite3
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -14,6 +15,7 @@ import pytest
 
 from blanket.store import open_store
 from blanket.store.base import Store
+from blanket.store.sqlite import SQLiteStore
 
 ADMIN_URL = os.environ.get("BLANKET_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/test")
 
@@ -88,3 +90,13 @@ def open_postgres() -> Iterator[Opener]:
     """Like open_another, for behaviour only PostgreSQL has (wake-ups across servers, locks)."""
     with fresh_postgres_database() as url, opener(url) as open_one:
         yield open_one
+
+
+@pytest.fixture
+def db(tmp_path: Path) -> Iterator[sqlite3.Connection]:
+    """A plain connection to a fresh SQLite store's file (for query plans)."""
+    store = SQLiteStore(tmp_path / "blanket.db")
+    connection = sqlite3.connect(tmp_path / "blanket.db")
+    yield connection
+    connection.close()
+    store.close()

@@ -4,28 +4,13 @@ make an index worth it), so a sweep's batch holds the store's lock for its own r
 from __future__ import annotations
 
 import sqlite3
-from pathlib import Path
-
-import pytest
 
 from blanket.store.base import Store
 from blanket.store.postgres import PostgresStore
 from blanket.store.sql import load_queries
-from blanket.store.sqlite import Q, SQLiteStore
+from blanket.store.sqlite import Q
 from tests.store.conftest import Opener
-
-
-@pytest.fixture
-def db(tmp_path: Path):
-    store = SQLiteStore(tmp_path / "blanket.db")
-    connection = sqlite3.connect(tmp_path / "blanket.db")
-    yield connection
-    connection.close()
-    store.close()
-
-
-def plan(db: sqlite3.Connection, query: str, params: dict) -> str:
-    return " | ".join(row[-1] for row in db.execute("EXPLAIN QUERY PLAN " + query, params))
+from tests.store.test_sqlite_plans import plan
 
 
 def test_an_ended_page_reads_the_index_on_finished(db: sqlite3.Connection) -> None:

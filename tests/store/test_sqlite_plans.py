@@ -4,23 +4,11 @@ never every queued task (a rule: a long backlog must not slow each claim's wake-
 from __future__ import annotations
 
 import sqlite3
-from pathlib import Path
 
-import pytest
-
-from blanket.store.sqlite import Q, SQLiteStore
+from blanket.store.sqlite import Q
 
 
-@pytest.fixture
-def db(tmp_path: Path):
-    store = SQLiteStore(tmp_path / "blanket.db")
-    connection = sqlite3.connect(tmp_path / "blanket.db")
-    yield connection
-    connection.close()
-    store.close()
-
-
-def plan(db: sqlite3.Connection, query: str, params: tuple) -> str:
+def plan(db: sqlite3.Connection, query: str, params: tuple | dict) -> str:
     return " | ".join(row[-1] for row in db.execute("EXPLAIN QUERY PLAN " + query, params))
 
 
