@@ -17,10 +17,15 @@ independent tasks. Also timed in the store alone: ending a task that N tasks wai
 
 from __future__ import annotations
 
+import sys
+from pathlib import Path
+
+# The repository root, for bench.harness (run with -P: see bench/harness.py).
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
 import argparse
 import tempfile
 import time
-from pathlib import Path
 
 from bench.harness import server_with_workers, wait_until
 from blanket.client import Client
