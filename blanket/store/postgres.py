@@ -164,25 +164,24 @@ class PostgresStore(SqlVerbs):
                 return True
             except psycopg.OperationalError:
                 self._scheduler_conn.close()
-        conn = psycopg.connect(self.url, autocommit=True, row_factory=dict_row)
-        row = conn.execute(Q["scheduler_lock"], {"namespace": LOCK_NAMESPACE}).fetchone()
-        if row and row["locked"]:
-            self._scheduler_conn = conn
-            return True
-        conn.close()
-        self._scheduler_conn = None
-        return False
+        self._scheduler_conn = self._session_lock("scheduler_lock")
+        return self._scheduler_conn is not None
 
     def try_sweep_lock(self) -> bool:
         """A session advisory lock on a connection of its own, held until released."""
         self.release_sweep_lock()
+        self._sweep_conn = self._session_lock("sweep_lock")
+        return self._sweep_conn is not None
+
+    def _session_lock(self, query: str) -> psycopg.Connection | None:
+        """A connection of its own holding the session advisory lock `query` takes (the
+        lock ends with the connection), or None when another server holds it."""
         conn = psycopg.connect(self.url, autocommit=True, row_factory=dict_row)
-        row = conn.execute(Q["sweep_lock"], {"namespace": LOCK_NAMESPACE}).fetchone()
+        row = conn.execute(Q[query], {"namespace": LOCK_NAMESPACE}).fetchone()
         if row and row["locked"]:
-            self._sweep_conn = conn
-            return True
+            return conn
         conn.close()
-        return False
+        return None
 
     def release_sweep_lock(self) -> None:
         conn, self._sweep_conn = self._sweep_conn, None
