@@ -70,7 +70,14 @@ class ServerProcess:
         self.log = base / "server.log"
 
     def write_type(self, name: str, text: str) -> Path:
-        path = self.config_dir / "types" / f"{name}.toml"
+        return self._write_config("types", name, text)
+
+    def write_schedule(self, name: str, text: str) -> Path:
+        return self._write_config("schedules", name, text)
+
+    def _write_config(self, folder: str, name: str, text: str) -> Path:
+        """conf.d/FOLDER/NAME.toml, written whole (the watcher never sees it half-made)."""
+        path = self.config_dir / folder / f"{name}.toml"
         tmp = path.with_suffix(".toml.partial")
         tmp.write_text(text)
         tmp.replace(path)

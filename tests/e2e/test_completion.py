@@ -37,9 +37,7 @@ def complete_in_bash(url: str, *words: str) -> list[str]:
 @pytest.fixture
 def server(make_server):
     running = make_server(types=TYPES, start=False)
-    schedules = running.config_dir / "schedules"
-    schedules.mkdir(parents=True, exist_ok=True)
-    (schedules / "hourly.toml").write_text(SCHEDULE)
+    running.write_schedule("hourly", SCHEDULE)
     return running.start()
 
 

@@ -143,8 +143,7 @@ def test_metrics_move_by_what_the_server_did(server: ServerProcess) -> None:
 
 
 def test_a_schedule_fire_records_its_lateness_and_logs_it(server: ServerProcess) -> None:
-    path = server.config_dir / "schedules" / "tick.toml"
-    path.write_text(TICK)
+    path = server.write_schedule("tick", TICK)
     first = wait_until(lambda: server.client.get("/task/?schedule=tick&order=oldest"),
                        timeout=20)[0]
     fired = wait_until(lambda: value(scrape(server)[1],

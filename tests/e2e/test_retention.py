@@ -140,9 +140,7 @@ def test_prune_refuses_a_bad_duration_and_viewers(make_server):
 def test_bad_keep_values_are_named_with_file_and_line(make_server, tmp_path: Path):
     server = make_server(types={"sleeper": SLEEPER}, start=False)
     server.write_type("sloppy", 'command = "true"\nkeep = "30"\nkeep_last = 0\n')
-    schedules = server.config_dir / "schedules"
-    (schedules / "nightly.toml").write_text('type = "sleeper"\nevery = "1h"\n'
-                                            'keep_failed = "later"\n')
+    server.write_schedule("nightly", 'type = "sleeper"\nevery = "1h"\nkeep_failed = "later"\n')
     done = subprocess.run([sys.executable, "-m", "blanket", "validate", str(server.config_dir)],
                           capture_output=True, text=True, timeout=60)
     assert done.returncode == 1

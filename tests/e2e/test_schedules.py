@@ -9,7 +9,6 @@ import sys
 import time
 from datetime import UTC, datetime, timedelta, timezone
 from itertools import pairwise
-from pathlib import Path
 from zoneinfo import ZoneInfo
 
 import pytest
@@ -20,14 +19,6 @@ from tests.conftest import ServerProcess, wait_until
 TYPES = {"echo": 'command = "echo hi"\ntags = ["unix"]\n'}
 EVERY_SECOND = 'type = "echo"\ncron = "*/1 * * * * *"\noverlap = "allow"\n'
 NEVER_SOON = 'type = "echo"\ncron = "0 0 1 1 *"\n'
-
-
-def write_schedule(server: ServerProcess, name: str, text: str) -> Path:
-    path = server.config_dir / "schedules" / f"{name}.toml"
-    partial = path.with_suffix(".toml.partial")
-    partial.write_text(text)
-    partial.replace(path)
-    return path
 
 
 def runs(server: ServerProcess, name: str) -> list[dict]:
@@ -81,7 +72,7 @@ def start_worker():
 
 
 def test_a_six_field_cron_schedule_fires_every_second_and_a_worker_runs_it(server, start_worker):
-    write_schedule(server, "tick", EVERY_SECOND)
+    server.write_schedule("tick", EVERY_SECOND)
     start_worker(server)
     done = wait_until(lambda: [t for t in runs(server, "tick") if t["state"] == "SUCCESS"][2:])
     stamps = fire_times(server, "tick")
@@ -90,7 +81,7 @@ def test_a_six_field_cron_schedule_fires_every_second_and_a_worker_runs_it(serve
 
 
 def test_a_command_schedule_runs_its_own_command_on_a_worker(server, start_worker):
-    write_schedule(server, "hello", 'command = "echo scheduled $GREETING"\nevery = "1s"\n'
+    server.write_schedule("hello", 'command = "echo scheduled $GREETING"\nevery = "1s"\n'
                                     'tags = ["unix"]\n[environment]\nGREETING = "hi"\n')
     start_worker(server)
     [task] = at_least(server, "hello", 1)[:1]
@@ -100,7 +91,7 @@ def test_a_command_schedule_runs_its_own_command_on_a_worker(server, start_worke
 
 
 def test_overlap_queue_runs_one_at_a_time_each_as_soon_as_the_last_ends(server, start_worker):
-    write_schedule(server, "slow", 'command = "sleep 2.5"\nevery = "1s"\noverlap = "queue"\n'
+    server.write_schedule("slow", 'command = "sleep 2.5"\nevery = "1s"\noverlap = "queue"\n'
                                    'tags = ["unix"]\n')
     start_worker(server, processes=2)  # room for two runs at once, had they been submitted
     waiting = wait_until(lambda: (found := shown(server, "slow")) and found["pending_fire"],
@@ -118,7 +109,7 @@ def test_overlap_queue_runs_one_at_a_time_each_as_soon_as_the_last_ends(server, 
 
 
 def test_across_a_restart_runs_are_neither_repeated_nor_dropped(server):
-    write_schedule(server, "tick", 'type = "echo"\nevery = "1s"\nmissed = "all"\n'
+    server.write_schedule("tick", 'type = "echo"\nevery = "1s"\nmissed = "all"\n'
                                    'overlap = "allow"\n')
     at_least(server, "tick", 2)
     server.stop()
@@ -131,10 +122,10 @@ def test_across_a_restart_runs_are_neither_repeated_nor_dropped(server):
 
 
 def test_editing_the_file_changes_the_cadence(server):
-    write_schedule(server, "tick", NEVER_SOON)
+    server.write_schedule("tick", NEVER_SOON)
     wait_until(lambda: (found := shown(server, "tick")) and found["next_fire"])
     assert runs(server, "tick") == []
-    write_schedule(server, "tick", EVERY_SECOND)
+    server.write_schedule("tick", EVERY_SECOND)
     at_least(server, "tick", 2)
     assert server.client.get("/schedule/tick")["definition"]["cron"] == "*/1 * * * * *"
 
@@ -146,8 +137,8 @@ def fenced(server: ServerProcess, before: int) -> None:
 
 
 def test_deleting_the_file_stops_the_schedule(server):
-    write_schedule(server, "fence", EVERY_SECOND)
-    path = write_schedule(server, "tick", EVERY_SECOND)
+    server.write_schedule("fence", EVERY_SECOND)
+    path = server.write_schedule("tick", EVERY_SECOND)
     at_least(server, "tick", 1)
     path.unlink()
     wait_until(lambda: [s["name"] for s in server.client.get("/schedule/")] == ["fence"])
@@ -157,8 +148,8 @@ def test_deleting_the_file_stops_the_schedule(server):
 
 
 def test_a_paused_schedule_stops_firing_and_fires_again_when_resumed(server):
-    write_schedule(server, "fence", EVERY_SECOND)
-    write_schedule(server, "tick", EVERY_SECOND)
+    server.write_schedule("fence", EVERY_SECOND)
+    server.write_schedule("tick", EVERY_SECOND)
     at_least(server, "tick", 1)
     paused = server.client.post("/schedule/tick/pause")
     assert (paused["state"], paused["paused"], paused["next_fire"]) == ("paused", True, None)
@@ -170,7 +161,7 @@ def test_a_paused_schedule_stops_firing_and_fires_again_when_resumed(server):
 
 
 def test_get_schedule_shows_the_definition_and_next_fire_times(server):
-    write_schedule(server, "nightly", 'type = "echo"\ncron = "30 2 * * *"\n'
+    server.write_schedule("nightly", 'type = "echo"\ncron = "30 2 * * *"\n'
                                       'timezone = "Europe/Paris"\n')
     found = wait_until(lambda: (s := shown(server, "nightly")) and s["next_fire"] and s)
     paris = [datetime.fromisoformat(t.replace("Z", "+00:00")).astimezone(
@@ -191,7 +182,7 @@ def test_an_unknown_schedule_is_a_json_404(server):
 
 
 def test_run_now_creates_a_task_of_the_schedule_at_once(server):
-    write_schedule(server, "nightly", NEVER_SOON)
+    server.write_schedule("nightly", NEVER_SOON)
     wait_until(lambda: shown(server, "nightly"))
     status, task = server.client.request("POST", "/schedule/nightly/run", body={})
     assert (status, task["schedule"], task["type"], task["state"]) == \
@@ -207,7 +198,7 @@ def blanket(*args: str, server: ServerProcess | None = None) -> subprocess.Compl
 
 
 def test_cli_ls_schedules_shows_the_next_fire_time(server):
-    write_schedule(server, "nightly", 'type = "echo"\ncron = "30 2 * * *"\n')
+    server.write_schedule("nightly", 'type = "echo"\ncron = "30 2 * * *"\n')
     fire = wait_until(lambda: (found := shown(server, "nightly")) and found["next_fire"])
     local = datetime.fromisoformat(fire.replace("Z", "+00:00")).astimezone()
     out = blanket("ls", "schedules", server=server).stdout
@@ -216,7 +207,7 @@ def test_cli_ls_schedules_shows_the_next_fire_time(server):
 
 
 def test_cli_schedule_run_pause_and_resume(server):
-    write_schedule(server, "nightly", NEVER_SOON)
+    server.write_schedule("nightly", NEVER_SOON)
     wait_until(lambda: shown(server, "nightly"))
     task_id = blanket("schedule", "run", "nightly", server=server).stdout.strip()
     assert server.client.get(f"/task/{task_id}")["schedule"] == "nightly"

@@ -397,9 +397,7 @@ def test_the_start_form_has_the_right_input_for_each_type(make_server, tmp_path)
 def test_workers_and_schedules_are_paused_and_resumed_from_the_page(make_server, tmp_path):
     require_chromium()
     server = make_server(types={"parked": PARKED}, start=False)
-    schedules = server.config_dir / "schedules"
-    schedules.mkdir(parents=True, exist_ok=True)
-    (schedules / "hourly.toml").write_text('type = "parked"\nevery = "1h"\n')
+    server.write_schedule("hourly", 'type = "parked"\nevery = "1h"\n')
     server.start()
     make_server.worker(server, args=("--id", "w9"))
     wait_until(lambda: server.client.get("/worker/"))
@@ -493,9 +491,7 @@ def test_tasks_are_chosen_together_and_stopped_rerun_or_removed(make_server, tmp
 def test_a_schedule_has_a_page_with_its_next_fires_and_runs(make_server, tmp_path):
     require_chromium()
     server = make_server(types={"writer": WRITER}, start=False)
-    schedules = server.config_dir / "schedules"
-    schedules.mkdir(parents=True, exist_ok=True)
-    (schedules / "hourly.toml").write_text('type = "writer"\nevery = "1h"\n')
+    server.write_schedule("hourly", 'type = "writer"\nevery = "1h"\n')
     server.start()
     make_server.worker(server, tags="unix")
     with Browser(tmp_path / "chromium") as browser:
