@@ -97,6 +97,15 @@ class Checker:
         top = "" if self.text.startswith("[") else self.text.split("\n[", 1)[0]
         return key_line(top, key) or header_line(self.text, key)
 
+    def section_lines(self, name: str, index: int) -> tuple[Line, Callable[[str], Line]]:
+        """The line of the `index`-th `[[name]]` header, and a function giving the line of a
+        key in that section (the header's when the key is not found)."""
+        header = header_line(self.text, name, index)
+
+        def line(key: str) -> Line:
+            return (key_line(self.text, key, header) if header else None) or header
+        return header, line
+
     def unknown_keys(self, data: dict, valid: tuple[str, ...], where: str = "",
                      line: Callable[[str], Line] | None = None) -> None:
         """Report each key of `data` not in `valid` (`where` says which table, such as

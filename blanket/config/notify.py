@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
 
-from blanket.config.checker import Checker, Line, header_line, key_line
+from blanket.config.checker import Checker, Line
 from blanket.envnames import ENV_NAME
 
 EVENTS = ("failed", "timedout", "lost", "success", "stopped", "skipped")
@@ -114,11 +114,8 @@ def parse_notify_blocks(checker: Checker, data: dict, *,
 
 def _block(checker: Checker, index: int, block: dict,
            allow_secret: bool) -> NotifyTarget | None:
-    header = header_line(checker.text, "notify", index)
+    header, line = checker.section_lines("notify", index)
     where = f"notify[{index}]"
-
-    def line(key: str) -> Line:
-        return (key_line(checker.text, key, header) if header else None) or header
 
     before = len(checker.problems)
     checker.unknown_keys(block, KEYS, f" in {where}", line)

@@ -267,11 +267,8 @@ class _TypeChecker(Checker):
         return tuple(s for s in found if s is not None)
 
     def _file_section(self, index: int, section: dict) -> FileSection | None:
-        header = header_line(self.text, "files", index)
+        header, line = self.section_lines("files", index)
         where = f"files[{index}]"
-
-        def line(key: str) -> Line:
-            return (key_line(self.text, key, header) if header else None) or header
 
         before = len(self.problems)
         self.unknown_keys(section, FILES_KEYS, f" in {where}", line)
