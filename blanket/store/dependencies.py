@@ -72,7 +72,8 @@ def ended(q: Mapping[str, str], cur: Any, task_id: int, state: str, now: float,
     settling = [(task_id, state)]
     while settling:
         done, done_state = settling.pop()
-        for row in cur.execute(q["dependents"], {"id": done}).fetchall():
+        # One statement per end, on the hot path: the edges are read and settled at once.
+        for row in cur.execute(q["take_dependents"], {"id": done}).fetchall():
             waiting = row["task_id"]
             counted = cur.execute(q["count_down"], {"id": waiting}).fetchone()
             if counted is None:  # no longer waiting: stopped, skipped or removed meanwhile
@@ -86,7 +87,6 @@ def ended(q: Mapping[str, str], cur: Any, task_id: int, state: str, now: float,
             elif counted["waiting_for"] <= 0:
                 cur.execute(q["release_waiting"], {"id": waiting, "now": now})
                 changed.append(waiting)
-        cur.execute(q["forget_after"], {"id": done})
     return changed
 
 

@@ -288,8 +288,10 @@ UPDATE tasks SET after_ids = %(after)s::jsonb, after_policy = %(policy)s,
 WHERE id = %(id)s
 RETURNING *;
 
--- name: dependents
-SELECT task_id FROM task_deps WHERE after_id = %(id)s;
+-- name: take_dependents
+-- The tasks waiting for one that ended, its edges removed as they are read (each is settled
+-- once).
+DELETE FROM task_deps WHERE after_id = %(id)s RETURNING task_id;
 
 -- name: count_down
 UPDATE tasks SET waiting_for = waiting_for - 1 WHERE id = %(id)s AND state = 'WAITING'
@@ -305,9 +307,6 @@ UPDATE tasks SET state = 'QUEUED', waiting_for = 0,
        score = score + (GREATEST(%(now)s, coalesce(not_before, 0))
                         - GREATEST(added, coalesce(not_before, 0))) / 60.0
 WHERE id = %(id)s AND state = 'WAITING';
-
--- name: forget_after
-DELETE FROM task_deps WHERE after_id = %(id)s;
 
 -- name: forget_waits
 DELETE FROM task_deps WHERE task_id = %(id)s;

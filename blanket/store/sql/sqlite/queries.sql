@@ -208,8 +208,10 @@ UPDATE tasks SET after_ids = :after, after_policy = :policy, waiting_for = :wait
 WHERE id = :id
 RETURNING *;
 
--- name: dependents
-SELECT task_id FROM task_deps WHERE after_id = :id;
+-- name: take_dependents
+-- The tasks waiting for one that ended, its edges removed as they are read (each is settled
+-- once).
+DELETE FROM task_deps WHERE after_id = :id RETURNING task_id;
 
 -- name: count_down
 UPDATE tasks SET waiting_for = waiting_for - 1 WHERE id = :id AND state = 'WAITING'
@@ -225,9 +227,6 @@ RETURNING *;
 UPDATE tasks SET state = 'QUEUED', waiting_for = 0,
        score = score + (max(:now, coalesce(not_before, 0)) - max(added, coalesce(not_before, 0))) / 60.0
 WHERE id = :id AND state = 'WAITING';
-
--- name: forget_after
-DELETE FROM task_deps WHERE after_id = :id;
 
 -- name: forget_waits
 DELETE FROM task_deps WHERE task_id = :id;
