@@ -533,7 +533,7 @@ def _bytes(count: int) -> str:
         if count < 1024 or unit == "GiB":
             return f"{count:.0f} {unit}" if unit == "B" else f"{count:.1f} {unit}"
         count /= 1024  # type: ignore[assignment]
-    return f"{count} B"
+    raise AssertionError("unreachable: GiB ends the loop")
 
 
 @cli.command()

@@ -16,15 +16,11 @@ from rich.table import Table
 from rich.text import Text
 
 from blanket.client import Client
+from blanket.terminal import STATE_COLOURS
 
 STATES = ("WAITING", "QUEUED", "CLAIMED", "RUNNING", "SUCCESS", "FAILED", "TIMEDOUT", "STOPPED",
           "SKIPPED", "LOST")
 ENDED = ("SUCCESS", "FAILED", "TIMEDOUT", "STOPPED", "SKIPPED", "LOST")
-COLOURS = {"WAITING": "cyan", "SKIPPED": "yellow", "QUEUED": "cyan", "CLAIMED": "cyan",
-           "RUNNING": "blue", "SUCCESS": "green",
-           "FAILED": "red", "TIMEDOUT": "red", "STOPPED": "yellow", "LOST": "magenta",
-           "idle": "green", "busy": "blue", "paused": "yellow", "lost": "magenta",
-           "stopping": "yellow"}
 RATE_WINDOW = 10.0  # seconds the ended-per-second figure is measured over
 SHOWN = 15  # rows of each table
 
@@ -69,7 +65,7 @@ def render(snapshot: Snapshot, rate: float | None, server: str) -> Group:
     header.append(f"blanket top  {server}  {time.strftime('%H:%M:%S')}\n", style="bold")
     for state in STATES:
         header.append(f"{state.lower()} ", style="dim")
-        header.append(f"{snapshot.counts[state]}  ", style=COLOURS[state])
+        header.append(f"{snapshot.counts[state]}  ", style=STATE_COLOURS.get(state, ""))
     header.append("\nended/s ", style="dim")
     header.append("-" if rate is None else f"{rate:.1f}")
     waiting = sum(1 for t in snapshot.queued if (t.get("waiting") or {}).get("code")
@@ -83,7 +79,7 @@ def render(snapshot: Snapshot, rate: float | None, server: str) -> Group:
     now = time.time()
     for w in snapshot.workers[:SHOWN]:
         age = f"{max(0.0, now - w['heartbeat']):.0f}s ago" if w.get("heartbeat") else "-"
-        workers.add_row(w["id"], Text(w["state"], style=COLOURS.get(w["state"], "")),
+        workers.add_row(w["id"], Text(w["state"], style=STATE_COLOURS.get(w["state"], "")),
                         ",".join(w.get("tags") or []), w.get("host") or "",
                         str(w.get("task") or ""), age)
 
@@ -96,8 +92,8 @@ def render(snapshot: Snapshot, rate: float | None, server: str) -> Group:
         progress = ""
         if t.get("progress") is not None:
             progress = f"{t['progress']}% {t.get('progress_message') or ''}".strip()
-        running.add_row(str(t["id"]), t["type"], Text(t["state"], style=COLOURS[t["state"]]),
-                        t.get("worker") or "", took, progress)
+        state = Text(t["state"], style=STATE_COLOURS.get(t["state"], ""))
+        running.add_row(str(t["id"]), t["type"], state, t.get("worker") or "", took, progress)
 
     queued = Table(title="queued, oldest first", box=box.SIMPLE, title_justify="left", expand=True)
     for name in ("ID", "TYPE", "PRIORITY", "WAITS FOR", "WHY"):

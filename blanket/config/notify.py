@@ -24,7 +24,6 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from blanket.config.checker import Checker, Line
-from blanket.envnames import ENV_NAME
 
 EVENTS = ("failed", "timedout", "lost", "success", "stopped", "skipped")
 FORMATS = ("json", "slack")
@@ -137,11 +136,9 @@ def _block(checker: Checker, index: int, block: dict,
         checker.problem(line("format"), f'{where}.format: "slack" is for a webhook url; '
                                         "a command gets the JSON on its standard input")
     secret_env = block.get("secret_env")
-    if (secret_env is not None and checker.string(f"{where}.secret_env", secret_env,
-                                                  line("secret_env"), nonempty=True)
-            and not ENV_NAME.fullmatch(secret_env)):
-        checker.problem(line("secret_env"), f"{where}.secret_env: {secret_env!r} is not a "
-                                            "valid variable name")
+    if secret_env is not None and checker.string(f"{where}.secret_env", secret_env,
+                                                 line("secret_env"), nonempty=True):
+        checker.environment_name(f"{where}.secret_env", secret_env, line("secret_env"))
     secret = block.get("secret")
     if secret is not None:
         if not allow_secret:
