@@ -460,3 +460,48 @@ def test_a_schedule_passing_a_secret_shows_it_masked(make_server):
     for shown in (found, one):
         assert shown["definition"]["environment"] == {"DB_PASSWORD": "***", "NOTE": "shown"}
     assert SECRET not in json.dumps(server.client.get("/schedule/"))
+
+
+# ---- the inputs added with listings, prune, notifications, stats and per-task limits
+
+LONG = "x" * 201
+
+
+@pytest.mark.parametrize("method, path, body", [
+    ("GET", f"/task/?q={LONG}", None),
+    ("GET", "/task/?sort=bogus", None),
+    ("GET", "/task/?order=sideways", None),
+    ("GET", f"/task/?worker={LONG}&by={LONG}", None),
+    ("GET", "/task/?added_after=-nonsense", None),
+    ("GET", "/task/1?wait=NaN", None),
+    ("GET", "/task/1?wait=1e999", None),
+    ("GET", "/stats?window=week", None),
+    ("GET", "/task/999999999999999999999/notifications", None),
+    ("POST", "/prune?older_than=nonsense", b""),
+    ("POST", "/prune?older_than=-5d", b""),
+    ("POST", f"/prune?type={LONG}", b""),
+    ("POST", "/task/", b'{"type": "echo", "timeout": "1e999"}'),
+    ("POST", "/task/", b'{"type": "echo", "retry_delay": -1}'),
+    ("POST", "/task/", b'{"type": "echo", "retries": 1001}'),
+    ("POST", "/task/", b'{"type": "echo", "after": [99999999999999999999]}'),
+    ("POST", "/task/", b'{"type": "echo", "after_policy": "sometimes"}'),
+    ("POST", "/tasks/echo/", b'{"1BAD": "x"}'),
+    ("POST", "/tasks/echo/", json.dumps({f"V{n}": "x" for n in range(1001)}).encode()),
+    ("POST", "/mcp", b'{"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": '
+                     b'{"name": "submit_task", "arguments": {"type": "echo", '
+                     b'"after": [99999999999999999999]}}}'),
+])
+def test_a_wrong_value_of_a_new_input_is_refused_saying_what_to_fix(make_server, method, path,
+                                                                     body):
+    server = make_server(types={"echo": 'command = "true"\n'})
+    status, _, raw = request(server, method, path, body,
+                                   {"Content-Type": "application/json"})
+    assert 400 <= status < 500 or (path == "/mcp" and status == 200), (status, raw)
+    answer = json.loads(raw)
+    if path == "/mcp":  # a tool's refusal is a result the agent reads, not a server failure
+        assert answer["result"]["isError"], answer
+        message = answer["result"]["content"][0]["text"]
+    else:
+        message = answer["error"]["message"]
+    assert message and "Traceback" not in message
+    assert server.client.get("/task/") == []  # nothing was stored

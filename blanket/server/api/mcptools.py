@@ -16,6 +16,7 @@ from blanket.auth import SUBMITTER, VIEWER, Forbidden, allows
 from blanket.errors import DuplicateTask, NotFound
 from blanket.models import AFTER_POLICIES, MAX_AFTER, Task, TaskFilter, TaskState
 from blanket.server.api.access import identity, refusal
+from blanket.server.api.schemas import SUBMISSION
 from blanket.server.api.taskfiles import Masker, read_tail
 from blanket.server.api.tasks import MAX_WAIT, TaskRoutes, has_ended
 from blanket.server.intake import parse_task_request
@@ -63,14 +64,13 @@ TOOLS = (
          "(id, state, and while queued why it waits); with wait_seconds, answers once it ended "
          "or that time passed.", SUBMITTER, _object({
              "type": {**NAME, "description": "the task type (list_types names them)"},
-             "environment": {"type": "object", "maxProperties": 200,
-                             "additionalProperties": {"type": ["string", "number", "boolean"]},
+             "environment": {**SUBMISSION.schema["properties"]["environment"],
                              "description": "the variables: NAME: value"},
-             "priority": {"type": "integer", "minimum": -1000, "maximum": 1000},
+             "priority": SUBMISSION.schema["properties"]["priority"],
              "not_before": {"type": "string", "maxLength": 64,
                             "description": "start no earlier: ISO 8601 time, or +10m"},
              "after": {"type": "array", "maxItems": MAX_AFTER,
-                       "items": {"type": "integer", "minimum": 1},
+                       "items": {"type": "integer", "minimum": 1, "maximum": 2**63 - 1},
                        "description": "ids of tasks it waits for: it runs once they all "
                                       "succeeded, else ends SKIPPED"},
              "after_policy": {"enum": list(AFTER_POLICIES),
