@@ -33,6 +33,7 @@ from blanket.taskwait import (
 from blanket.terminal import exit_code_of, print_table, state_text
 from blanket.tls import certificate_fingerprint, local_tls_files
 from blanket.undumpable import keep_private
+from blanket.workflowcli import workflow
 
 SERVER_HELP = ("server URL: http(s)://HOST:PORT or unix:/PATH (default: BLANKET_SERVER, else the "
                "settings, else http://127.0.0.1:8773)")
@@ -962,6 +963,9 @@ def export(ctx: Context, since: str | None, until: str | None, types: tuple[str,
         click.echo(f"{files_to}: {count} files of {len(written)} tasks", err=True)
     elif output is not None:
         click.echo(f"{output}: {len(written)} tasks", err=True)
+
+
+cli.add_command(workflow)
 
 
 @cli.command(name="completion")

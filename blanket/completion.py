@@ -53,6 +53,8 @@ type_names = _from_server("/task_type/", lambda types: [
     (t["name"], (t.get("definition") or {}).get("description") or "") for t in types])
 schedule_names = _from_server("/schedule/", lambda schedules: [
     (s["name"], s.get("state", "")) for s in schedules])
+workflow_names = _from_server("/workflow/", lambda workflows: [
+    (w["name"], (w.get("definition") or {}).get("description") or "") for w in workflows])
 task_ids = _from_server(f"/task/?limit={RECENT_TASKS}", lambda tasks: [
     (str(t["id"]), f"{t['type']} {t['state']}") for t in tasks])
 worker_ids = _from_server("/worker/", lambda workers: [

@@ -221,3 +221,47 @@ class Delivery:
                 "attempts": self.attempts, "created": self.created,
                 "next_at": self.next_at if self.state == "pending" else None,
                 "finished": self.finished, "result": self.result}
+
+
+RUN_STATES = ("running", "succeeded", "failed", "stopped")
+
+
+@dataclass(frozen=True)
+class Run:
+    """A workflow run: the file it started from (`definition`, whose hash is `version`), its
+    variables and its state. `round` counts its starts: 1, then one more per rerun."""
+
+    id: int
+    workflow: str
+    version: str
+    definition: str
+    environment: dict[str, str]
+    state: str  # one of RUN_STATES
+    round: int
+    added: float
+    finished: float | None = None
+    reason: str | None = None  # why it failed or stopped
+    submitted_by: str | None = None
+    schedule: str | None = None
+
+    @property
+    def ended(self) -> bool:
+        return self.state != "running"
+
+
+@dataclass(frozen=True)
+class RunTask:
+    """A task a run's step made: for `item` of a fanned step (else 0), in `round`. The task's
+    fields are None when it was removed."""
+
+    step: str
+    item: int
+    round: int
+    task_id: int
+    state: TaskState | None = None
+    type: str | None = None
+    version: str | None = None
+    exit_code: int | None = None
+    error: str | None = None
+    started: float | None = None
+    finished: float | None = None

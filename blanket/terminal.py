@@ -22,6 +22,9 @@ STATE_COLOURS = {
     "STOPPED": "yellow", "SKIPPED": "yellow",
     "online": "green", "busy": "blue", "idle": "green", "paused": "yellow", "lost": "magenta",
     "stopping": "yellow", "active": "green", "error": "red",
+    # workflow runs and their steps
+    "running": "blue", "succeeded": "green", "failed": "red", "stopped": "yellow",
+    "pending": "cyan", "skipped": "yellow",
 }
 
 # The shell's exit codes for a task's end: its own exit code when it ran to the end.

@@ -75,9 +75,13 @@ class ServerProcess:
     def write_schedule(self, name: str, text: str) -> Path:
         return self._write_config("schedules", name, text)
 
+    def write_workflow(self, name: str, text: str) -> Path:
+        return self._write_config("workflows", name, text)
+
     def _write_config(self, folder: str, name: str, text: str) -> Path:
         """conf.d/FOLDER/NAME.toml, written whole (the watcher never sees it half-made)."""
         path = self.config_dir / folder / f"{name}.toml"
+        path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_suffix(".toml.partial")
         tmp.write_text(text)
         tmp.replace(path)

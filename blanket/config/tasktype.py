@@ -6,6 +6,7 @@ import re
 from dataclasses import dataclass, field, fields
 
 from blanket.config.notify import NotifyTarget
+from blanket.envnames import matches_any
 
 TYPE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")  # a type's name, its file's stem
 # Sent only when set (see TaskType.to_json).
@@ -74,6 +75,10 @@ class TaskType:
     def declared(self) -> frozenset[str]:
         """The variable names the type declares (defaults and required)."""
         return frozenset(self.defaults) | {r.name for r in self.required}
+
+    def takes(self, name: str) -> bool:
+        """Whether a submission may set `name`: declared, or allowed by a glob."""
+        return name in self.declared or matches_any(name, self.extra_environment)
 
     @property
     def secrets(self) -> frozenset[str]:

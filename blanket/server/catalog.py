@@ -21,6 +21,7 @@ from blanket.config.tree import audit_tree, merged, needs_audit
 from blanket.config.typefile import parse_type_file
 from blanket.config.versions import RACY_WINDOW_NS, HashCache, base_paths, version_hash
 from blanket.config.watching import DebouncedWatcher
+from blanket.config.workflow import Workflow, parse_workflow_file, type_problems
 from blanket.times import iso_utc
 
 log = structlog.get_logger()
@@ -74,6 +75,28 @@ class LoadedSchedule:
 
 
 @dataclass(frozen=True)
+class LoadedWorkflow:
+    """A workflow as the catalog holds it: the last good definition plus any current
+    problems (its own, and steps naming types that are missing)."""
+
+    name: str
+    path: Path
+    workflow: Workflow | None
+    loaded_at: float | None
+    problems: tuple[ConfigProblem, ...] = ()
+
+    def to_json(self) -> dict:
+        return {
+            "name": self.name,
+            "path": str(self.path),
+            "definition": None if self.workflow is None else self.workflow.to_json(),
+            "version": None if self.workflow is None else self.workflow.version,
+            "loaded_at": iso_utc(self.loaded_at),
+            "problems": [p.to_json() for p in self.problems],
+        }
+
+
+@dataclass(frozen=True)
 class _Built:
     """A type built in this scan, waiting for its bundle before it is recorded."""
 
@@ -83,9 +106,11 @@ class _Built:
 
 
 @dataclass
-class _ScheduleEntry:
+class _FileEntry:
+    """A schedule's or workflow's file and what was parsed from it last."""
+
     path: Path
-    schedule: object | None = None
+    parsed: object | None = None
     loaded_at: float | None = None
     parse_problems: tuple[ConfigProblem, ...] = ()
     fingerprint: Fingerprint | None = None
@@ -96,15 +121,18 @@ class _State:
     types: dict[str, LoadedType] = field(default_factory=dict)
     bases: dict[str, LoadedType] = field(default_factory=dict)  # abstract: only extended
     fingerprints: dict[str, Fingerprint] = field(default_factory=dict)
-    schedules: dict[str, _ScheduleEntry] = field(default_factory=dict)
+    schedules: dict[str, _FileEntry] = field(default_factory=dict)
     loaded_schedules: dict[str, LoadedSchedule] = field(default_factory=dict)
+    workflows: dict[str, _FileEntry] = field(default_factory=dict)
+    loaded_workflows: dict[str, LoadedWorkflow] = field(default_factory=dict)
     unlisted: list[ConfigProblem] = field(default_factory=list)  # folders that cannot be read
     audited: list[ConfigProblem] = field(default_factory=list)  # what configtree found
     audit_fingerprint: Fingerprint | None = None  # of the folders and files it read
 
 
 class Catalog:
-    """Task types from `config_dir/types/*.toml` and schedules from `config_dir/schedules/`."""
+    """Task types from `config_dir/types/*.toml`, schedules from `config_dir/schedules/` and
+    workflows from `config_dir/workflows/`."""
 
     def __init__(
         self,
@@ -148,11 +176,22 @@ class Catalog:
         """The loaded schedule called `name`, or None."""
         return self._state.loaded_schedules.get(name)
 
+    def workflows(self) -> list[LoadedWorkflow]:
+        """Every workflow, sorted by name."""
+        loaded = self._state.loaded_workflows
+        return [loaded[n] for n in sorted(loaded)]
+
+    def workflow(self, name: str) -> LoadedWorkflow | None:
+        """The loaded workflow called `name`, or None."""
+        return self._state.loaded_workflows.get(name)
+
     def problems(self) -> list[ConfigProblem]:
-        """Every current problem in types, schedules and the rest of the config directory."""
+        """Every current problem in types, schedules, workflows and the rest of the config
+        directory."""
         found = [p for t in self.types() for p in t.problems]
         found += [p for t in self._state.bases.values() for p in t.problems]
         found += [p for s in self.schedules() for p in s.problems]
+        found += [p for w in self.workflows() for p in w.problems]
         found += self._state.unlisted
         found = merged(found, self._state.audited)
         return sorted(found, key=lambda p: (p.file, p.line or 0))
@@ -178,6 +217,7 @@ class Catalog:
                 log.warning("config_folder_unreadable", problems=[str(p) for p in unlisted])
             else:
                 different = self._scan_types() or different
+                different = self._scan_workflows() or different  # schedules may name them
                 if self._schedule_parser is not None:
                     different = self._scan_schedules() or different
         if different:
@@ -202,6 +242,7 @@ class Catalog:
         folders = [self.config_dir / "types"]
         if self._schedule_parser is not None:
             folders.append(self.config_dir / "schedules")
+        folders.append(self.config_dir / "workflows")
         return folders
 
     def start_watching(self) -> None:
@@ -324,33 +365,78 @@ class Catalog:
         self._state.loaded_schedules = loaded
         return changed
 
-    def _load_schedule(self, name: str, path: Path) -> _ScheduleEntry:
+    def _scan_workflows(self) -> bool:
+        found = _toml_files(self.config_dir / "workflows")
+        entries = {name: self._load_entry(self._state.workflows.get(name), name, path,
+                                          parse_workflow_file)
+                   for name, path in found.items()}
+        self._state.workflows = entries
+        loaded = {name: self._with_step_types(name, entry) for name, entry in entries.items()}
+        changed = loaded != self._state.loaded_workflows
+        self._state.loaded_workflows = loaded
+        return changed
+
+    def _workflow_names(self) -> set[str]:
+        return {name for name, w in self._state.loaded_workflows.items()
+                if w.workflow is not None}
+
+    def _with_step_types(self, name: str, entry: _FileEntry) -> LoadedWorkflow:
+        workflow = entry.parsed
+        problems = entry.parse_problems
+        if isinstance(workflow, Workflow) and not entry.parse_problems:
+            types = {n: t.task_type for n, t in self._state.types.items()
+                     if t.task_type is not None}
+            problems += tuple(type_problems(workflow, str(entry.path), workflow.text, types,
+                                            set(self._state.bases)))
+        return LoadedWorkflow(name, entry.path, workflow, entry.loaded_at, problems)
+
+    def _load_schedule(self, name: str, path: Path) -> _FileEntry:
         assert self._schedule_parser is not None
-        previous = self._state.schedules.get(name)
+        return self._load_entry(self._state.schedules.get(name), name, path,
+                                self._schedule_parser)
+
+    def _load_entry(self, previous: _FileEntry | None, name: str, path: Path,
+                    parser: Callable[[Path, str], object]) -> _FileEntry:
+        """A schedule's or workflow's file, parsed again only when it changed."""
         if previous is not None and previous.path != path:
             previous = None
         if previous and previous.fingerprint and _still(previous.fingerprint):
             return previous
-        entry = _ScheduleEntry(path)
+        entry = _FileEntry(path)
         if previous is not None:
-            entry.schedule, entry.loaded_at = previous.schedule, previous.loaded_at
+            entry.parsed, entry.loaded_at = previous.parsed, previous.loaded_at
         try:
-            entry.schedule = self._schedule_parser(path, name)
+            entry.parsed = parser(path, name)
         except ConfigInvalid as invalid:
             entry.parse_problems = tuple(invalid.problems)
             return entry
-        except Exception as exc:  # a bug: one schedule must not stop the others from loading
-            log.exception("schedule_load_failed", path=str(path))
+        except Exception as exc:  # a bug: one file must not stop the others from loading
+            log.exception("config_file_load_failed", path=str(path))
             entry.parse_problems = (_bug(path, exc),)
             return entry
         entry.loaded_at = time.time()
         entry.fingerprint = _fingerprint([path])
         return entry
 
-    def _with_type_check(self, name: str, entry: _ScheduleEntry) -> LoadedSchedule:
+    def _with_type_check(self, name: str, entry: _FileEntry) -> LoadedSchedule:
         problems = entry.parse_problems + _missing_type(entry, set(self._state.types),
                                                         set(self._state.bases))
-        return LoadedSchedule(name, entry.path, entry.schedule, entry.loaded_at, problems)
+        problems += _missing_workflow(entry, self._workflow_names())
+        return LoadedSchedule(name, entry.path, entry.parsed, entry.loaded_at, problems)
+
+
+def _missing_workflow(entry: _FileEntry, names: set[str]) -> tuple[ConfigProblem, ...]:
+    wanted = getattr(entry.parsed, "workflow", None)
+    if entry.parsed is None or wanted is None or wanted in names:
+        return ()
+    try:
+        line = key_line(entry.path.read_text(encoding="utf-8"), "workflow")
+    except OSError:
+        line = None
+    known = ", ".join(sorted(names)) or "none yet"
+    return (ConfigProblem(str(entry.path), f"workflow: no workflow named {wanted!r}; add "
+                                           f"workflows/{wanted}.toml or use one of: {known}",
+                          line),)
 
 
 def unreadable(type_path: Path, exc: OSError) -> ConfigProblem:
@@ -380,10 +466,10 @@ def _with_problems(
                       problems)
 
 
-def _missing_type(entry: _ScheduleEntry, type_names: set[str],
+def _missing_type(entry: _FileEntry, type_names: set[str],
                   abstract: set[str] | frozenset[str] = frozenset()) -> tuple[ConfigProblem, ...]:
-    wanted = getattr(entry.schedule, "type", None)
-    if entry.schedule is None or wanted is None or wanted in type_names:
+    wanted = getattr(entry.parsed, "type", None)
+    if entry.parsed is None or wanted is None or wanted in type_names:
         return ()
     try:
         line = key_line(entry.path.read_text(encoding="utf-8"), "type")
@@ -460,15 +546,18 @@ def validate_config_dir(
     if not config_dir.is_dir():
         return [ConfigProblem(str(config_dir), "config directory not found; create it with "
                                                "`blanket init` or pass the right path")]
-    folders = [config_dir / "types"] + ([config_dir / "schedules"] if schedule_parser else [])
+    folders = [config_dir / "types", config_dir / "workflows"] + (
+        [config_dir / "schedules"] if schedule_parser else [])
     problems = [problem for problem in map(_unlisted, folders) if problem]
     if problems:
         return problems
     type_names, abstract = set(), set()
+    parsed_types: dict[str, TaskType] = {}
     for name, path in _toml_files(config_dir / "types").items():
         type_names.add(name)
         try:
             task_type = parse_type_file(path, name)
+            parsed_types[name] = task_type
             if task_type.abstract:
                 type_names.discard(name)  # a base alone: no schedule can run it
                 abstract.add(name)
@@ -479,15 +568,29 @@ def validate_config_dir(
             problems.append(unreadable(path, exc))
         except Exception as exc:  # a bug: report it with the file, and check the rest
             problems.append(_bug(path, exc))
+    workflow_names = set()
+    for name, path in _toml_files(config_dir / "workflows").items():
+        try:
+            workflow = parse_workflow_file(path, name)
+        except ConfigInvalid as invalid:
+            problems.extend(invalid.problems)
+            continue
+        except Exception as exc:
+            problems.append(_bug(path, exc))
+            continue
+        workflow_names.add(name)
+        usable = {n: t for n, t in parsed_types.items() if n in type_names}
+        problems.extend(type_problems(workflow, str(path), workflow.text, usable, abstract))
     if schedule_parser is not None:
         for name, path in _toml_files(config_dir / "schedules").items():
-            entry = _ScheduleEntry(path)
+            entry = _FileEntry(path)
             try:
-                entry.schedule = schedule_parser(path, name)
+                entry.parsed = schedule_parser(path, name)
             except ConfigInvalid as invalid:
                 problems.extend(invalid.problems)
             except Exception as exc:
                 problems.append(_bug(path, exc))
             problems.extend(_missing_type(entry, type_names, abstract))
+            problems.extend(_missing_workflow(entry, workflow_names))
     problems = merged(problems, audit_tree(config_dir).problems)
     return sorted(problems, key=lambda p: (p.file, p.line or 0))

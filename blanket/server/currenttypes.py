@@ -13,6 +13,7 @@ from pathlib import Path
 from blanket.config.bundles import write_bundle
 from blanket.config.schedule import Schedule
 from blanket.config.tasktype import TaskType
+from blanket.config.workflow import STEP_TYPE_PREFIX, Step
 from blanket.server.catalog import Catalog, LoadedType
 from blanket.server.intake import SCHEDULE_PREFIX
 
@@ -74,6 +75,11 @@ class CatalogTypes:
             return None
         return loaded.task_type, loaded.version
 
+    def takes(self, type_name: str, variable: str) -> bool:
+        """Whether the current version of a type takes `variable`."""
+        task_type = self.current_type(type_name)
+        return task_type is not None and task_type.takes(variable)
+
     def type_names(self) -> list[str]:
         return [t.name for t in self.catalog.types() if t.task_type is not None]
 
@@ -82,8 +88,16 @@ class CatalogTypes:
         return self.catalog.bases()
 
     def current_versions(self) -> set[str]:
-        """The current version of every type: the catalog's, and command schedules'."""
+        """The current version of every type: the catalog's, command schedules' and
+        workflows' command steps'."""
         found = {t.version for t in self.catalog.types() if t.version is not None}
+        for loaded_workflow in self.catalog.workflows():
+            workflow = loaded_workflow.workflow
+            for step in workflow.steps if workflow is not None else ():
+                if step.command is not None:
+                    extra = self.extra(workflow.step_type(step))
+                    if extra is not None and extra.version is not None:
+                        found.add(extra.version)
         for loaded in self.catalog.schedules():
             if loaded.schedule is not None and loaded.schedule.command is not None:
                 extra = self.extra(task_type_of(loaded.schedule))
@@ -128,6 +142,53 @@ class CommandTypes:
                              description=schedule.description)
         digest = hashlib.sha256(f"blanket-schedule-version 1\0{name}\0".encode())
         digest.update(path.read_bytes())
+        version = digest.hexdigest()
+        write_bundle(self.versions_dir, version, path, [])
+        now = time.time()
+        if self.record_version is not None:
+            self.record_version(version, name, now)
+        return LoadedType(name, path, task_type, version, now)
+
+
+class StepTypes:
+    """Synthetic task types `workflow.NAME.STEP` for workflow steps that carry their own
+    `command`, versioned by the workflow file's bytes and the step's name and bundled with
+    the file, as command schedules are."""
+
+    def __init__(self, catalog: Catalog, versions_dir: Path,
+                 record_version: Callable[[str, str, float], bool] | None = None):
+        self.catalog = catalog
+        self.versions_dir = Path(versions_dir)
+        self.record_version = record_version
+        self._built: dict[str, tuple[str, LoadedType]] = {}
+        self._lock = threading.Lock()
+
+    def get(self, type_name: str) -> LoadedType | None:
+        """The synthetic type called `type_name`, or None."""
+        if not type_name.startswith(STEP_TYPE_PREFIX):
+            return None
+        workflow_name, _, step_name = type_name.removeprefix(STEP_TYPE_PREFIX).rpartition(".")
+        loaded = self.catalog.workflow(workflow_name)
+        workflow = loaded.workflow if loaded is not None else None
+        step = workflow.step(step_name) if workflow is not None else None
+        if loaded is None or workflow is None or step is None or step.command is None:
+            return None
+        with self._lock:
+            built = self._built.get(type_name)
+            if built is None or built[0] != workflow.version:
+                built = (workflow.version, self._build(type_name, step, workflow.text,
+                                                       loaded.path))
+                self._built[type_name] = built
+        return built[1]
+
+    def _build(self, name: str, step: Step, text: str, path: Path) -> LoadedType:
+        assert step.command is not None
+        task_type = TaskType(name=name, command=step.command, executor=step.executor,
+                             tags=step.tags, description=step.description,
+                             timeout=step.timeout, retries=step.retries or 0,
+                             extra_environment=("*",))
+        digest = hashlib.sha256(f"blanket-step-version 1\0{name}\0".encode())
+        digest.update(text.encode())
         version = digest.hexdigest()
         write_bundle(self.versions_dir, version, path, [])
         now = time.time()

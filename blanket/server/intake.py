@@ -17,8 +17,9 @@ from pathlib import Path
 from typing import Any, BinaryIO, Protocol
 
 from blanket.config.tasktype import TaskType
+from blanket.config.workflow import STEP_TYPE_PREFIX
 from blanket.durations import parse_duration
-from blanket.envnames import ENV_NAME, loader_name, matches_any
+from blanket.envnames import ENV_NAME, loader_name
 from blanket.errors import InvalidInput, ItemsRefused, StorageFull, is_disk_full
 from blanket.models import AFTER_POLICIES, MAX_AFTER, MAX_PRIORITY, Task
 from blanket.server.metrics import Metrics
@@ -66,6 +67,7 @@ class TaskRequest:
     retry_delay: float | None = None
     after: tuple[int, ...] = ()  # tasks it waits for (it is WAITING until they end)
     after_policy: str = "success"  # or "always": it runs even when one did not succeed
+    from_workflow: bool = False  # a workflow run's step (server/workflows.py) makes it
 
 
 class TypeLookup(Protocol):
@@ -311,7 +313,7 @@ def check_submitted_name(task_type: TaskType, name: str) -> None:
         raise InvalidInput(f"environment {name}: a submission may not set {name}; shells, the "
                            "loader or interpreters read it to find code. Set it in the type's "
                            "file if the task needs it", code="forbidden_variable")
-    if name not in task_type.declared and not matches_any(name, task_type.extra_environment):
+    if not task_type.takes(name):
         declared = ", ".join(sorted(task_type.declared)) or "none"
         raise InvalidInput(f"environment {name}: task type {task_type.name!r} does not take "
                            f"this variable (it takes: {declared}); declare it in the type's "
@@ -424,6 +426,14 @@ class Intake:
             raise ItemsRefused(problems)
         return self._counted_new(self.store.add_tasks(priced), now)  # type: ignore[arg-type]
 
+    def check_all(self, requests: list[TaskRequest], now: float | None = None) -> None:
+        """Refuse (InvalidInput, naming the first wrong request) what `submit_all` would
+        refuse, storing nothing."""
+        now = time.time() if now is None else now
+        for priced in self._price_all(requests, now):
+            if isinstance(priced, InvalidInput):
+                raise priced
+
     def submit_many(self, requests: list[TaskRequest],
                     now: float | None = None) -> list[Task | InvalidInput]:
         """Create many tasks without files in one transaction (the scheduler's due runs).
@@ -470,6 +480,9 @@ class Intake:
         if request.type.startswith(SCHEDULE_PREFIX) and not request.trusted_environment:
             raise InvalidInput(f"{request.type!r} is a schedule's own command; run it with "
                                "POST /schedule/NAME/run (blanket schedule run NAME)")
+        if request.type.startswith(STEP_TYPE_PREFIX) and not request.from_workflow:
+            raise InvalidInput(f"{request.type!r} is a workflow's own step; start the workflow "
+                               "with POST /workflow/NAME/run (blanket workflow run NAME)")
         task_type = self.types.current_type(request.type)
         if task_type is None:
             known = ", ".join(self.types.type_names()) or "none yet"

@@ -113,6 +113,7 @@ class Server:
             loop.start()
         s.catalog.start_watching()
         s.deliveries.start()
+        s.workflows.start_advancing()
         self.inbox = Inbox(self.settings.inbox_dir, s.intake, s.store)
         self.inbox.start()
         self.scheduler.start()
@@ -205,6 +206,7 @@ class Server:
             self.workers.terminate()
         steps: list[tuple[str, Callable[[], object]]] = [
             ("deliveries", self.services.deliveries.stop),
+            ("workflows", self.services.workflows.stop_advancing),
             ("wake-ups", self.services.wakeups.close),
             ("retention sweep", self.services.retention.stopping.set),
             *((f"loop {loop.name}", loop.stop) for loop in self.loops),

@@ -14,7 +14,7 @@ from blanket import outputs
 from blanket.config.schedule import parse_schedule_file
 from blanket.config.settings import Settings
 from blanket.server.catalog import Catalog
-from blanket.server.currenttypes import CatalogTypes, CommandTypes
+from blanket.server.currenttypes import CatalogTypes, CommandTypes, StepTypes
 from blanket.server.deliveries import Deliveries
 from blanket.server.intake import Intake
 from blanket.server.metrics import Metrics, StateReaders
@@ -28,6 +28,7 @@ from blanket.server.tasklogs import TaskLogs
 from blanket.server.tasksview import TasksView
 from blanket.server.tokens import Tokens
 from blanket.server.waiting import WaitReasons, running_count
+from blanket.server.workflows import Workflows
 from blanket.store import open_store
 from blanket.store.base import Store
 from blanket.taskdir import DataDir
@@ -52,6 +53,7 @@ class Services:
     waiting: WaitReasons
     retention: Sweeper
     deliveries: Deliveries
+    workflows: Workflows
     metrics: Metrics = field(default_factory=Metrics)
     started: float = field(default_factory=time.time)
 
@@ -80,7 +82,8 @@ def build_services(settings: Settings, schedule_parser=None) -> Services:
     catalog.scan()
     catalog.add_listener(wakeups.notify)
     commands = CommandTypes(catalog, DataDir(settings.data_dir).versions, store.record_version)
-    types = CatalogTypes(catalog, commands.get)
+    steps = StepTypes(catalog, DataDir(settings.data_dir).versions, store.record_version)
+    types = CatalogTypes(catalog, lambda name: commands.get(name) or steps.get(name))
     intake = Intake(store, types, settings.data_dir, metrics=metrics)
     queue = Queue(store, types.current, types.limits, types.versions, task_dir=intake.task_dir,
                   metrics=metrics)
@@ -97,9 +100,10 @@ def build_services(settings: Settings, schedule_parser=None) -> Services:
     sweeper = Sweeper(store, lambda: retention_rules(settings, catalog), types.current_versions,
                       catalog.holding, intake.task_dir, queue.remove_folder,
                       DataDir(settings.data_dir).versions)
+    workflows = Workflows(store, catalog, intake, queue, wakeups, types.takes, intake.task_dir)
     return Services(settings, store, catalog, intake, queue, wakeups, Tokens(store), registry,
                     tasks, TaskLogs(intake.task_dir), ScheduleBook(store, catalog, intake),
-                    waiting, sweeper, deliveries, metrics)
+                    waiting, sweeper, deliveries, workflows, metrics)
 
 
 def _task_link(settings: Settings):

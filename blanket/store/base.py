@@ -14,6 +14,8 @@ from blanket.errors import BlanketError, NotFound, StaleAttempt
 from blanket.models import (
     SORT_COLUMNS,
     Delivery,
+    Run,
+    RunTask,
     ScheduleState,
     Task,
     TaskFilter,
@@ -418,6 +420,48 @@ class Store(ABC):
     @abstractmethod
     def next_delivery_at(self) -> float | None:
         """When the earliest pending delivery is due (to time the delivery loop)."""
+
+    # workflow runs
+    @abstractmethod
+    def add_run(self, workflow: str, version: str, definition: str,
+                environment: dict[str, str], added: float, submitted_by: str | None,
+                schedule: str | None = None, dedupe_key: str | None = None) -> Run:
+        """Record a new run, `running`; durable when it returns. A `dedupe_key` used before
+        gives back the run that holds it."""
+
+    @abstractmethod
+    def get_run(self, run_id: int) -> Run | None: ...
+
+    @abstractmethod
+    def list_runs(self, workflow: str | None = None, state: str | None = None,
+                  before: int | None = None, limit: int = 100) -> list[Run]:
+        """Runs newest first, of one workflow or state when given, with ids below `before`."""
+
+    @abstractmethod
+    def running_runs(self) -> list[Run]:
+        """Every run still `running`, oldest first (through an index of those alone)."""
+
+    @abstractmethod
+    def run_tasks(self, run_id: int) -> list[RunTask]:
+        """The tasks a run's steps made, with their states (None when removed)."""
+
+    @abstractmethod
+    def link_run_tasks(self, run_id: int, links: list[tuple[str, int, int, int]]) -> None:
+        """Tie tasks to a run's steps: (step, item, round, task_id); a link made already
+        stays as it is."""
+
+    @abstractmethod
+    def end_run(self, run_id: int, state: str, reason: str | None, now: float) -> Run | None:
+        """End a running run as `state`; None when it is not running (another ended it)."""
+
+    @abstractmethod
+    def rerun_run(self, run_id: int) -> Run | None:
+        """A failed or stopped run running again in its next round; None when it is not
+        failed or stopped."""
+
+    @abstractmethod
+    def run_of_task(self, task_id: int) -> tuple[int, str, int, int] | None:
+        """(run id, step, item, round) of a task a workflow made, or None."""
 
     # workers
     @abstractmethod

@@ -8,7 +8,7 @@ from typing import Any
 
 import msgspec
 
-from blanket.models import Delivery, Task, TaskState, Token, Worker
+from blanket.models import Delivery, Run, RunTask, Task, TaskState, Token, Worker
 from blanket.store.base import NewTask, Outcome
 
 
@@ -107,3 +107,19 @@ def delivery_from_row(row: Mapping[str, Any]) -> Delivery:
         target_key=row["target_key"], target=json.loads(row["target"]), state=row["state"],
         attempts=row["attempts"], created=row["created"], next_at=row["next_at"],
         finished=row["finished"], result=row["result"])
+
+
+def run_from_row(row: Mapping[str, Any]) -> Run:
+    return Run(id=row["id"], workflow=row["workflow"], version=row["version"],
+               definition=row["definition"], environment=_json(row["environment"]),
+               state=row["state"], round=row["round"], added=row["added"],
+               finished=row["finished"], reason=row["reason"],
+               submitted_by=row["submitted_by"], schedule=row["schedule"])
+
+
+def run_task_from_row(row: Mapping[str, Any]) -> RunTask:
+    return RunTask(step=row["step"], item=row["item"], round=row["round"],
+                   task_id=row["task_id"],
+                   state=TaskState(row["state"]) if row["state"] is not None else None,
+                   type=row["type"], version=row["version"], exit_code=row["exit_code"],
+                   error=row["error"], started=row["started"], finished=row["finished"])

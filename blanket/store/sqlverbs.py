@@ -4,14 +4,22 @@ blanket/store/sql/."""
 
 from __future__ import annotations
 
+import json
 from abc import abstractmethod
 from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager
 from typing import Any
 
-from blanket.models import Delivery, TaskState, Token, Worker
+from blanket.models import Delivery, Run, RunTask, TaskState, Token, Worker
 from blanket.store.base import MAX_BATCH, Ended, Store, end_event
-from blanket.store.rows import delivery_from_row, token_from_row, worker_from_row, worker_params
+from blanket.store.rows import (
+    delivery_from_row,
+    run_from_row,
+    run_task_from_row,
+    token_from_row,
+    worker_from_row,
+    worker_params,
+)
 from blanket.wakeups import DELIVERIES
 
 
@@ -72,6 +80,65 @@ class SqlVerbs(Store):
     def next_delivery_at(self) -> float | None:
         row = self._one(self.queries["next_delivery_at"])
         return None if row is None else row[0] if not isinstance(row, dict) else row["next_at"]
+
+    # workflow runs
+    def add_run(self, workflow: str, version: str, definition: str,
+                environment: dict[str, str], added: float, submitted_by: str | None,
+                schedule: str | None = None, dedupe_key: str | None = None) -> Run:
+        with self._tx() as db:
+            row = db.execute(self.queries["insert_run"], {
+                "workflow": workflow, "version": version, "definition": definition,
+                "environment": json.dumps(environment), "added": added,
+                "submitted_by": submitted_by, "schedule": schedule,
+                "dedupe_key": dedupe_key}).fetchone()
+            if row is None:  # the key was taken: that run is this one
+                row = db.execute(self.queries["run_for_key"],
+                                 {"dedupe_key": dedupe_key}).fetchone()
+        return run_from_row(row)
+
+    def get_run(self, run_id: int) -> Run | None:
+        row = self._one(self.queries["get_run"], {"id": run_id})
+        return run_from_row(row) if row else None
+
+    def list_runs(self, workflow: str | None = None, state: str | None = None,
+                  before: int | None = None, limit: int = 100) -> list[Run]:
+        rows = self._all(self.queries["list_runs"], {
+            "workflow": workflow, "state": state, "limit": limit,
+            "before": before if before is not None else 2**62})
+        return [run_from_row(r) for r in rows]
+
+    def running_runs(self) -> list[Run]:
+        return [run_from_row(r) for r in self._all(self.queries["running_runs"])]
+
+    def run_tasks(self, run_id: int) -> list[RunTask]:
+        return [run_task_from_row(r)
+                for r in self._all(self.queries["run_tasks"], {"run_id": run_id})]
+
+    def link_run_tasks(self, run_id: int, links: list[tuple[str, int, int, int]]) -> None:
+        if not links:
+            return
+        with self._tx() as db:
+            db.executemany(self.queries["link_run_task"], [
+                {"run_id": run_id, "step": step, "item": item, "round": round_,
+                 "task_id": task_id} for step, item, round_, task_id in links])
+
+    def end_run(self, run_id: int, state: str, reason: str | None, now: float) -> Run | None:
+        with self._tx() as db:
+            row = db.execute(self.queries["end_run"], {"id": run_id, "state": state,
+                                                       "reason": reason, "now": now}).fetchone()
+        return run_from_row(row) if row else None
+
+    def rerun_run(self, run_id: int) -> Run | None:
+        with self._tx() as db:
+            row = db.execute(self.queries["rerun_run"], {"id": run_id}).fetchone()
+        return run_from_row(row) if row else None
+
+    def run_of_task(self, task_id: int) -> tuple[int, str, int, int] | None:
+        row = self._one(self.queries["run_of_task"], {"task_id": task_id})
+        if row is None:
+            return None
+        return row["run_id"], row["step"], row["item"], row["round"]
+
     def queued_by_type(self) -> dict[str, int]:
         return {r["type"]: int(r["n"]) for r in self._all(self.queries["queued_by_type"])}
 

@@ -17,6 +17,7 @@ from blanket.server.api import (
     tokens,
     web,
     workers,
+    workflows,
 )
 from blanket.server.api.access import Access, check_routes
 from blanket.server.api.http import JSONErrors, QueryCheck, error_body
@@ -42,6 +43,7 @@ def make_app(services: Services, extra_installers=()) -> bottle.Bottle:
     prune.install(app, services)
     web.install(app, services)
     mcp.install(app, services)
+    workflows.install(app, services)
     for install in extra_installers:
         install(app, services)
     openapi.install(app, services.settings.anonymous_role)

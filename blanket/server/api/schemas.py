@@ -103,6 +103,13 @@ SUBMISSION = Body({
                                     "succeed; always: runs once they all ended"},
 }, ("type",))
 
+# POST /workflow/NAME/run: the run's variables.
+RUN_START = Body({
+    "environment": {"type": "object", "maxProperties": 1000,
+                    "propertyNames": {"pattern": f"^{ENV_NAME.pattern}$", "maxLength": 200},
+                    "additionalProperties": ENV_VALUE},
+})
+
 # POST /tasks/TYPE/ (the seed's spelling): the body is the environment alone.
 ENVIRONMENT_ONLY = Body({}, (), extra=ENV_VALUE)
 
@@ -159,6 +166,14 @@ TASK_LIST = [
     _param("sort", {"type": "string", "enum": list(SORT_COLUMNS)},
            "the column to sort by (id by default; missing values last)"),
     _param("count", {"type": "boolean"}, "answer {count: N} instead"),
+]
+RUN_LIST = [
+    _param("workflow", {"type": "string", "maxLength": 200}, "runs of this workflow only"),
+    _param("state", {"type": "string", "enum": ["running", "succeeded", "failed", "stopped"]},
+           "runs in this state only"),
+    _param("before", {"type": "integer", "minimum": 1, "maximum": 2**63 - 1},
+           "runs with a smaller id (the next page)"),
+    _param("limit", {"type": "integer", "minimum": 1, "maximum": 1000}, "at most this many"),
 ]
 STATS = [_param("window", {"type": "string", "enum": ["hour", "day"]},
                 "what the per-type counts cover (the last hour by default)")]

@@ -393,3 +393,51 @@ DELETE FROM deliveries WHERE task_id = %(task_id)s AND state != 'pending';
 -- name: queued_by_type
 -- By the partial index of queued tasks: the cost grows with the queue, not the table.
 SELECT type, count(*) AS n FROM tasks WHERE state = 'QUEUED' GROUP BY type;
+
+-- name: insert_run
+INSERT INTO workflow_runs (workflow, version, definition, environment, state, added,
+                           submitted_by, schedule, dedupe_key)
+VALUES (%(workflow)s, %(version)s, %(definition)s, %(environment)s, 'running', %(added)s,
+        %(submitted_by)s, %(schedule)s, %(dedupe_key)s)
+ON CONFLICT (dedupe_key) DO NOTHING
+RETURNING *;
+
+-- name: run_for_key
+SELECT * FROM workflow_runs WHERE dedupe_key = %(dedupe_key)s;
+
+-- name: get_run
+SELECT * FROM workflow_runs WHERE id = %(id)s;
+
+-- name: running_runs
+SELECT * FROM workflow_runs WHERE state = 'running' ORDER BY id;
+
+-- name: run_tasks
+SELECT r.step, r.item, r.round, r.task_id, t.state, t.type, t.version, t.exit_code, t.error,
+       t.started, t.finished
+FROM run_tasks r LEFT JOIN tasks t ON t.id = r.task_id
+WHERE r.run_id = %(run_id)s ORDER BY r.step, r.item, r.round;
+
+-- name: link_run_task
+INSERT INTO run_tasks (run_id, step, item, round, task_id)
+VALUES (%(run_id)s, %(step)s, %(item)s, %(round)s, %(task_id)s)
+ON CONFLICT DO NOTHING;
+
+-- name: end_run
+UPDATE workflow_runs SET state = %(state)s, reason = %(reason)s, finished = %(now)s
+WHERE id = %(id)s AND state = 'running'
+RETURNING *;
+
+-- name: rerun_run
+UPDATE workflow_runs SET state = 'running', round = round + 1, reason = NULL, finished = NULL
+WHERE id = %(id)s AND state IN ('failed', 'stopped')
+RETURNING *;
+
+-- name: run_of_task
+SELECT run_id, step, item, round FROM run_tasks WHERE task_id = %(task_id)s;
+
+-- name: list_runs
+SELECT * FROM workflow_runs
+WHERE (%(workflow)s::text IS NULL OR workflow = %(workflow)s::text)
+  AND (%(state)s::text IS NULL OR state = %(state)s::text)
+  AND id < %(before)s
+ORDER BY id DESC LIMIT %(limit)s;

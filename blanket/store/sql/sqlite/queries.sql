@@ -309,3 +309,50 @@ DELETE FROM deliveries WHERE task_id = :task_id AND state != 'pending';
 -- name: queued_by_type
 -- By the partial index of queued tasks: the cost grows with the queue, not the table.
 SELECT type, count(*) AS n FROM tasks INDEXED BY tasks_queue WHERE state = 'QUEUED' GROUP BY type;
+
+-- name: insert_run
+INSERT INTO workflow_runs (workflow, version, definition, environment, state, added,
+                           submitted_by, schedule, dedupe_key)
+VALUES (:workflow, :version, :definition, :environment, 'running', :added, :submitted_by,
+        :schedule, :dedupe_key)
+ON CONFLICT (dedupe_key) DO NOTHING
+RETURNING *;
+
+-- name: run_for_key
+SELECT * FROM workflow_runs WHERE dedupe_key = :dedupe_key;
+
+-- name: get_run
+SELECT * FROM workflow_runs WHERE id = :id;
+
+-- name: running_runs
+SELECT * FROM workflow_runs WHERE state = 'running' ORDER BY id;
+
+-- name: run_tasks
+SELECT r.step, r.item, r.round, r.task_id, t.state, t.type, t.version, t.exit_code, t.error,
+       t.started, t.finished
+FROM run_tasks r LEFT JOIN tasks t ON t.id = r.task_id
+WHERE r.run_id = :run_id ORDER BY r.step, r.item, r.round;
+
+-- name: link_run_task
+INSERT INTO run_tasks (run_id, step, item, round, task_id)
+VALUES (:run_id, :step, :item, :round, :task_id)
+ON CONFLICT DO NOTHING;
+
+-- name: end_run
+UPDATE workflow_runs SET state = :state, reason = :reason, finished = :now
+WHERE id = :id AND state = 'running'
+RETURNING *;
+
+-- name: rerun_run
+UPDATE workflow_runs SET state = 'running', round = round + 1, reason = NULL, finished = NULL
+WHERE id = :id AND state IN ('failed', 'stopped')
+RETURNING *;
+
+-- name: run_of_task
+SELECT run_id, step, item, round FROM run_tasks WHERE task_id = :task_id;
+
+-- name: list_runs
+SELECT * FROM workflow_runs
+WHERE (:workflow IS NULL OR workflow = :workflow) AND (:state IS NULL OR state = :state)
+  AND id < :before
+ORDER BY id DESC LIMIT :limit;

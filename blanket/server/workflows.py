@@ -1,0 +1,391 @@
+"""Workflow runs: started from a workflow file (API, CLI, schedule, inbox), advanced as their
+tasks end, stopped, and rerun from their failed steps.
+
+A run is a row in the store with the file it started from; its steps' tasks are ordinary
+tasks, made through intake with a dedupe key per (run, step, item, round), so that making a
+step's tasks twice (a crash between making them and tying them to the run, two servers
+advancing the same run) gives back the same tasks: every step runs once per round.
+
+The advancer (a thread) waits for the end of any task of a running run (its wake-up
+topics), then reads each running run's tasks, works out with `workflowplan.plan` what
+comes next, makes it and ends the run when nothing is left. It also looks every few seconds,
+so a run is advanced after a restart or a wake-up another server missed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import structlog
+
+from blanket.config.problems import ConfigInvalid
+from blanket.config.workflow import Step, Workflow, parse_workflow_text
+from blanket.envnames import ENV_NAME, loader_name
+from blanket.errors import BlanketError, Conflict, InvalidInput, ItemsRefused, NotFound
+from blanket.models import RUN_STATES, Run, RunTask
+from blanket.server.api.taskfiles import open_task_file
+from blanket.server.catalog import Catalog
+from blanket.server.intake import Intake, TaskRequest, check_text
+from blanket.server.queue import Queue
+from blanket.server.workflowplan import ACTIVE, Plan, plan, task_environment
+from blanket.store.base import Store
+from blanket.wakeups import Wakeups, task_topic
+
+log = structlog.get_logger("blanket.workflows")
+
+WORKFLOWS = "workflows"  # a run started, was rerun or stopped: the advancer looks again
+LOOK_EVERY = 5.0  # seconds between looks without a wake-up
+RESULTS_LIMIT = 1024 * 1024  # bytes of a step's results file at most
+MAX_RESULT_NAMES = 1000
+MAX_VALUE = 128 * 1024  # characters of one variable a run or a result may set
+
+
+def step_key(run_id: int, step: str, item: int, round_: int) -> str:
+    """The dedupe key of a step's task: one task per (run, step, item, round)."""
+    return f"run:{run_id}:{step}:{item}:{round_}"
+
+
+class Workflows:
+    """Starts, advances, stops and reruns workflow runs. `takes(type, name)` says whether a
+    type takes a variable; `task_dir(type, id)` is a task's folder."""
+
+    def __init__(self, store: Store, catalog: Catalog, intake: Intake, queue: Queue,
+                 wakeups: Wakeups, takes: Callable[[str, str], bool],
+                 task_dir: Callable[[str, int], Path]):
+        self.store = store
+        self.catalog = catalog
+        self.intake = intake
+        self.queue = queue
+        self.wakeups = wakeups
+        self.takes = takes
+        self.task_dir = task_dir
+        self.stopping = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._lock = threading.Lock()  # one advance at a time in this server
+        self._parsed: dict[str, Workflow] = {}  # version -> the file a run started from
+
+    # ---------------------------------------------------------------- starting
+
+    def workflow(self, name: str) -> Workflow:
+        """The current good definition of workflow `name`; NotFound or InvalidInput says
+        why there is none."""
+        loaded = self.catalog.workflow(name)
+        if loaded is None:
+            known = ", ".join(w.name for w in self.catalog.workflows()) or "none yet"
+            raise NotFound(f"no workflow named {name!r}; known workflows: {known}")
+        if loaded.workflow is None:
+            problems = "; ".join(str(p) for p in loaded.problems[:3])
+            raise InvalidInput(f"workflow {name!r} has problems and no earlier good version: "
+                               f"{problems}")
+        return loaded.workflow
+
+    def start(self, name: str, environment: Any, submitted_by: str | None, *,
+              schedule: str | None = None, dedupe_key: str | None = None,
+              now: float | None = None) -> Run:
+        """Start a run of workflow `name` with `environment` (its variables). The first
+        steps' tasks are checked before anything is stored: InvalidInput says what to fix."""
+        workflow = self.workflow(name)
+        values = run_environment(workflow, environment)
+        now = time.time() if now is None else now
+        trial = Run(id=0, workflow=name, version=workflow.version, definition=workflow.text,
+                    environment=values, state="running", round=1, added=now,
+                    submitted_by=submitted_by, schedule=schedule)
+        first = plan(workflow, trial, [], self._read_results)
+        failed = next((v for v in first.steps.values() if v.state == "failed"), None)
+        if failed is not None:
+            raise InvalidInput(f"step {failed.name}: {failed.reason}")
+        self.intake.check_all([request for _step, _item, request
+                               in self._requests(workflow, trial, first)], now)
+        run = self.store.add_run(name, workflow.version, workflow.text, values, now,
+                                 submitted_by, schedule, dedupe_key)
+        self._parsed.setdefault(run.version, workflow)
+        self.advance(run)
+        self.wakeups.notify(WORKFLOWS)
+        log.info("workflow run started", workflow=name, run=run.id, by=submitted_by)
+        return self.store.get_run(run.id) or run
+
+    # ---------------------------------------------------------------- operator's verbs
+
+    def list_runs(self, workflow: str | None = None, state: str | None = None,
+                  before: int | None = None, limit: int = 100) -> list[Run]:
+        return self.store.list_runs(workflow, state, before, limit)
+
+    def get(self, run_id: int) -> Run:
+        run = self.store.get_run(run_id)
+        if run is None:
+            raise NotFound(f"no workflow run {run_id}")
+        return run
+
+    def stop(self, run_id: int, by: str | None) -> Run:
+        """Stop a running run: it makes no more tasks, and its tasks not ended are stopped."""
+        run = self.get(run_id)
+        ended = self.store.end_run(run_id, "stopped", f"stopped by {by or 'anonymous'}",
+                                   time.time())
+        if ended is None:
+            raise Conflict(f"workflow run {run_id} is {run.state}, not running")
+        self._stop_tasks(ended, by)
+        self.wakeups.notify(WORKFLOWS)
+        log.info("workflow run stopped", workflow=run.workflow, run=run_id, by=by)
+        return ended
+
+    def rerun(self, run_id: int) -> Run:
+        """Run a failed or stopped run's failed steps again (and those after them); steps
+        that succeeded keep their tasks and results."""
+        run = self.get(run_id)
+        again = self.store.rerun_run(run_id)
+        if again is None:
+            raise Conflict(f"workflow run {run_id} is {run.state}; only a failed or stopped "
+                           "run can be rerun")
+        self.advance(again)
+        self.wakeups.notify(WORKFLOWS)
+        log.info("workflow run rerun", workflow=run.workflow, run=run_id, round=again.round)
+        return self.get(run_id)
+
+    def view(self, run: Run) -> dict:
+        """The run as the API shows it: its fields, and each step with its state and tasks."""
+        workflow = self._definition(run)
+        tasks = self.store.run_tasks(run.id)
+        steps = plan(workflow, run, tasks, self._read_results).steps
+        return {**run_json(run), "steps": [
+            {"name": s.name, "type": workflow.step_type(s), "command": s.command is not None,
+             "after": list(s.after), "each": s.each, "state": steps[s.name].state,
+             "reason": steps[s.name].reason,
+             "tasks": [_task_json(t) for t in steps[s.name].tasks]}
+            for s in workflow.steps]}
+
+    # ---------------------------------------------------------------- advancing
+
+    def advance(self, run: Run) -> Plan | None:
+        """Make what comes next in `run` and end it when nothing is left."""
+        with self._lock:
+            return self._advance(run)
+
+    def _advance(self, run: Run) -> Plan | None:
+        try:
+            workflow = self._definition(run)
+        except InvalidInput as broken:  # its stored file no longer parses: a bug
+            self.store.end_run(run.id, "failed", broken.message, time.time())
+            return None
+        tasks = self.store.run_tasks(run.id)
+        decided = plan(workflow, run, tasks, self._read_results)
+        if decided.create:
+            refused = self._create(workflow, run, decided)
+            if refused is not None:
+                self._end(run, "failed", refused)
+                return decided
+            current = self.store.get_run(run.id)
+            if current is not None and current.state == "stopped":  # stopped meanwhile
+                self._stop_tasks(current, "workflow stop")
+        elif decided.outcome is not None:
+            self._end(run, *decided.outcome)
+        return decided
+
+    def _end(self, run: Run, state: str, reason: str | None) -> None:
+        if self.store.end_run(run.id, state, reason, time.time()) is not None:
+            self.wakeups.notify(WORKFLOWS)
+            log.info("workflow run ended", workflow=run.workflow, run=run.id, state=state,
+                     reason=reason)
+
+    def _create(self, workflow: Workflow, run: Run, decided: Plan) -> str | None:
+        """Make the tasks `decided` names and tie them to the run; or why they cannot be."""
+        made = self._requests(workflow, run, decided)
+        try:
+            tasks = self.intake.submit_all([request for _s, _i, request in made])
+        except ItemsRefused as refused:
+            index, message = refused.problems[0]
+            return f"step {made[index][0]}: {message}"
+        except InvalidInput as refused:
+            return refused.message
+        self.store.link_run_tasks(run.id, [(step, item, run.round, task.id)
+                                           for (step, item, _r), task in zip(made, tasks,
+                                                                              strict=True)])
+        return None
+
+    def _requests(self, workflow: Workflow, run: Run,
+                  decided: Plan) -> list[tuple[str, int, TaskRequest]]:
+        return [(step.name, item, TaskRequest(
+            type=workflow.step_type(step),
+            environment=task_environment(workflow, step, values, self.takes),
+            tags=step.tags, priority=step.priority, timeout=step.timeout,
+            retries=step.retries, schedule=run.schedule,
+            dedupe_key=step_key(run.id, step.name, item, run.round),
+            submitted_by=run.submitted_by or "workflow", from_workflow=True))
+            for step, items in decided.create for item, values in items]
+
+    def _stop_tasks(self, run: Run, by: str | None) -> None:
+        for task in self.store.run_tasks(run.id):
+            if task.state in ACTIVE:
+                with contextlib.suppress(BlanketError):  # ended meanwhile
+                    self.queue.stop_task(task.task_id, by)
+
+    def _definition(self, run: Run) -> Workflow:
+        """The workflow file the run started from (parsed once per version)."""
+        workflow = self._parsed.get(run.version)
+        if workflow is None:
+            try:
+                workflow = parse_workflow_text(run.definition, run.workflow,
+                                               f"run {run.id} of {run.workflow}")
+            except ConfigInvalid as invalid:
+                raise InvalidInput(f"the workflow file run {run.id} started from cannot be "
+                                   f"read again: {invalid}") from None
+            self._parsed[run.version] = workflow
+        return workflow
+
+    def _read_results(self, step: Step, task: RunTask) -> dict[str, str]:
+        """The variables a succeeded task's results file sets (none when it wrote none)."""
+        if task.type is None:
+            return {}
+        root = self.task_dir(task.type, task.task_id)
+        try:
+            opened, info = open_task_file(root, step.results)
+        except NotFound:
+            return {}
+        except InvalidInput as bad:
+            raise ValueError(f"results of task {task.task_id}: {bad.message}") from None
+        with opened:
+            if info.st_size > RESULTS_LIMIT:
+                raise ValueError(f"results of task {task.task_id}: {step.results} is "
+                                 f"{info.st_size} bytes; the most is {RESULTS_LIMIT}")
+            data = opened.read(RESULTS_LIMIT + 1)
+        return parse_results(data, f"results of task {task.task_id} ({step.results})")
+
+    # ---------------------------------------------------------------- the loop
+
+    def start_advancing(self) -> None:
+        self._thread = threading.Thread(target=self._run, name="workflows", daemon=True)
+        self._thread.start()
+
+    def stop_advancing(self) -> None:
+        self.stopping.set()
+        self.wakeups.notify(WORKFLOWS)
+        if self._thread is not None:
+            self._thread.join(10)
+
+    def _run(self) -> None:
+        while not self.stopping.is_set():
+            topics = [WORKFLOWS]
+            try:
+                for run in self.store.running_runs():
+                    decided = self.advance(run)
+                    if decided is not None:
+                        topics.extend(task_topic(t.task_id) for v in decided.steps.values()
+                                      for t in v.tasks if t.state in ACTIVE)
+                # Tasks made just now are watched from the next look on: look again soon.
+                self._wait(topics)
+            except Exception:
+                log.exception("workflow advance failed")
+                self.stopping.wait(1.0)
+
+    def _wait(self, topics: list[str]) -> None:
+        woken = [False]
+
+        def check() -> bool | None:
+            if woken[0] or self.stopping.is_set():
+                return True
+            woken[0] = True
+            return None
+        self.wakeups.wait_for(check, LOOK_EVERY, topics=topics)
+
+
+def run_environment(workflow: Workflow, given: Any) -> dict[str, str]:
+    """A run's variables: the file's defaults, then `given`, which may set only the names
+    the workflow declares; every required name set."""
+    if given is None:
+        given = {}
+    if not isinstance(given, dict):
+        raise InvalidInput("environment: give an object of NAME: value")
+    values = dict(workflow.environment)
+    declared = ", ".join(sorted(workflow.variables)) or "none"
+    for name, value in given.items():
+        if not isinstance(name, str) or not ENV_NAME.fullmatch(name):
+            raise InvalidInput(f"environment name {name!r} is not valid; use letters, digits "
+                               "and _, not starting with a digit")
+        if name not in workflow.variables:
+            raise InvalidInput(f"environment {name}: workflow {workflow.name!r} does not take "
+                               f"this variable (it takes: {declared}); declare it in its "
+                               "[environment] or required", code="undeclared_variable")
+        values[name] = _text(value, f"environment {name}")
+    missing = [n for n in workflow.required if n not in values]
+    if missing:
+        raise InvalidInput(f"workflow {workflow.name!r} needs {', '.join(missing)}: add "
+                           f"{'it' if len(missing) == 1 else 'them'} to \"environment\"")
+    return values
+
+
+def _text(value: Any, what: str) -> str:
+    if isinstance(value, bool):
+        text = "true" if value else "false"
+    elif isinstance(value, str | int | float):
+        text = str(value)
+    else:
+        raise InvalidInput(f"{what}: give a string, number or boolean, not "
+                           f"{type(value).__name__}")
+    if "\x00" in text:
+        raise InvalidInput(f"{what}: a NUL byte cannot be passed to a process")
+    if len(text) > MAX_VALUE:
+        raise InvalidInput(f"{what}: {len(text)} characters is too long; the most is "
+                           f"{MAX_VALUE}")
+    return check_text(text, what)
+
+
+def parse_results(data: bytes, what: str) -> dict[str, str]:
+    """A results file's variables: a JSON object of NAME: value (strings, numbers and
+    booleans as text, lists and objects as JSON, null as empty)."""
+    try:
+        parsed = json.loads(data)
+    except ValueError as bad:
+        raise ValueError(f"{what} is not JSON: {bad}") from None
+    if not isinstance(parsed, dict):
+        raise ValueError(f"{what} must be a JSON object of NAME: value")
+    if len(parsed) > MAX_RESULT_NAMES:
+        raise ValueError(f"{what} sets {len(parsed)} names; the most is {MAX_RESULT_NAMES}")
+    values: dict[str, str] = {}
+    for name, value in parsed.items():
+        if not ENV_NAME.fullmatch(name):
+            raise ValueError(f"{what}: {name!r} is not a variable name (letters, digits and "
+                             "_, not starting with a digit)")
+        if loader_name(name):
+            raise ValueError(f"{what}: {name} is read by shells, the loader or interpreters; "
+                             "a result may not set it")
+        if value is None:
+            text = ""
+        elif isinstance(value, bool):
+            text = "true" if value else "false"
+        elif isinstance(value, str | int | float):
+            text = str(value)
+        else:
+            text = json.dumps(value)
+        if "\x00" in text:
+            raise ValueError(f"{what}: {name} holds a NUL byte")
+        if len(text) > MAX_VALUE:
+            raise ValueError(f"{what}: {name} is {len(text)} characters; the most is "
+                             f"{MAX_VALUE}")
+        values[name] = text
+    return values
+
+
+def run_json(run: Run) -> dict:
+    return {"id": run.id, "workflow": run.workflow, "version": run.version,
+            "state": run.state, "round": run.round, "environment": dict(run.environment),
+            "added": run.added, "finished": run.finished,
+            "reason": run.reason, "submitted_by": run.submitted_by, "schedule": run.schedule}
+
+
+def _task_json(task: RunTask) -> dict:
+    return {"id": task.task_id, "item": task.item, "round": task.round,
+            "state": task.state.value if task.state is not None else None,
+            "version": task.version, "exit_code": task.exit_code}
+
+
+def check_run_state(state: str | None) -> str | None:
+    if state is not None and state not in RUN_STATES:
+        raise InvalidInput(f"state: {state!r} is not a run state; use one of: "
+                           f"{', '.join(RUN_STATES)}")
+    return state
+
