@@ -41,7 +41,7 @@ OVERLAP = ("skip", "queue", "allow")
 LATENESS = 60.0  # seconds a fire time may be late and still count as on time under missed="skip"
 MIN_EVERY = 1.0
 KEYS = (
-    "type", "command", "cron", "every", "timezone", "missed", "max_missed", "overlap",
+    "type", "command", "workflow", "cron", "every", "timezone", "missed", "max_missed", "overlap",
     "start", "end", "enabled", "priority", "tags", "executor", "description", "environment",
     "notify", *RETENTION_KEYS,
 )
@@ -60,6 +60,7 @@ class Schedule:
     name: str
     type: str | None = None
     command: str | None = None
+    workflow: str | None = None  # a workflow run (conf.d/workflows/NAME.toml) each fire
     cron: str | None = None
     every: float | None = None
     timezone: str = "UTC"
@@ -112,12 +113,13 @@ class _ScheduleChecker(Checker):
 
     def build(self, data: dict, name: str) -> Schedule | None:
         self.unknown_keys(data, KEYS)
-        self.check_exactly_one(data, "type", "command", "what to run")
+        self.check_one_of(data, ("type", "command", "workflow"), "what to run")
         self.check_exactly_one(data, "cron", "every", "when to run")
         zone = self.zone(data.get("timezone", "UTC"))
         fields = {
             "type": self.text_value(data, "type"),
             "command": self.text_value(data, "command"),
+            "workflow": self.text_value(data, "workflow"),
             "cron": self.cron(data.get("cron")),
             "every": self.every(data.get("every")),
             "timezone": data.get("timezone", "UTC") if zone else "UTC",
@@ -145,6 +147,16 @@ class _ScheduleChecker(Checker):
         if key not in data:
             return None
         return check(key, data[key], self.top_line(key), *rule)
+
+    def check_one_of(self, data: dict, keys: tuple[str, ...], what: str) -> None:
+        found = [k for k in keys if k in data]
+        listed = ", ".join(f"'{k}'" for k in keys)
+        if len(found) > 1:
+            self.problem(self.top_line(found[1]),
+                         f"{' and '.join(repr(k) for k in found)} are all set; keep exactly "
+                         f"one of {listed} to say {what}")
+        elif not found:
+            self.problem(None, f"none of {listed} is set; add exactly one to say {what}")
 
     def check_exactly_one(self, data: dict, a: str, b: str, what: str) -> None:
         if a in data and b in data:

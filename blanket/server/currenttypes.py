@@ -21,7 +21,8 @@ COMMAND_TYPE_PREFIX = SCHEDULE_PREFIX  # one spelling, shared with intake
 
 
 def task_type_of(schedule: Schedule) -> str:
-    """The type a schedule's runs have: its `type`, or its synthetic `schedule.NAME`."""
+    """The type a schedule's runs have: its `type`, or its synthetic `schedule.NAME` (a
+    workflow schedule's runs are workflow runs: see `Schedule.workflow`)."""
     return schedule.type or f"{COMMAND_TYPE_PREFIX}{schedule.name}"
 
 

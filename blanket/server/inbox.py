@@ -24,8 +24,9 @@ import structlog
 from blanket.config.checker import parse_toml
 from blanket.config.problems import ConfigInvalid
 from blanket.config.watching import DebouncedWatcher, is_editor_noise
-from blanket.errors import DuplicateTask, InvalidInput, StorageFull
+from blanket.errors import DuplicateTask, InvalidInput, NotFound, StorageFull
 from blanket.server.intake import Intake, TaskRequest, Upload, open_regular, parse_task_request
+from blanket.server.workflows import Workflows
 from blanket.store.base import Store
 
 log = structlog.get_logger("blanket.inbox")
@@ -44,9 +45,21 @@ Signature = tuple
 # ---------------------------------------------------------------- reading entries
 
 
-def parse_task_text(name: str, raw: bytes, now: float) -> TaskRequest:
-    """The task request in a TOML or JSON task file called `name`; InvalidInput says what
-    is wrong, in the API's words."""
+@dataclass(frozen=True)
+class RunRequest:
+    """A dropped file that starts a workflow run: `workflow = "NAME"` and its variables."""
+
+    workflow: str
+    environment: Any
+    dedupe_key: str | None = None
+
+
+RUN_KEYS = ("workflow", "environment")
+
+
+def parse_task_text(name: str, raw: bytes, now: float) -> TaskRequest | RunRequest:
+    """The task request (or workflow run) in a TOML or JSON task file called `name`;
+    InvalidInput says what is wrong, in the API's words."""
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as e:
@@ -61,6 +74,14 @@ def parse_task_text(name: str, raw: bytes, now: float) -> TaskRequest:
             data = parse_toml(text, name)
         except ConfigInvalid as e:
             raise InvalidInput(str(e)) from None
+    if isinstance(data, dict) and "workflow" in data:
+        unknown = sorted(set(data) - set(RUN_KEYS))
+        if unknown:
+            raise InvalidInput(f"{name} starts a workflow run, which takes only workflow and "
+                               f"environment, not {', '.join(unknown)}")
+        if not isinstance(data["workflow"], str) or not data["workflow"]:
+            raise InvalidInput(f"{name}: workflow: give the workflow's name")
+        return RunRequest(data["workflow"], data.get("environment"))
     return parse_task_request(_toml_times_as_text(data), now)
 
 
@@ -71,7 +92,7 @@ def _toml_times_as_text(data: Any) -> Any:
     return data
 
 
-def read_task_file(path: Path, now: float) -> TaskRequest:
+def read_task_file(path: Path, now: float) -> TaskRequest | RunRequest:
     """The request in one dropped task file, keyed by its name and content."""
     raw = _read(path)
     request = parse_task_text(path.name, raw, now)
@@ -199,9 +220,10 @@ def free_name(folder: Path, name: str) -> str:
     return candidate
 
 
-def done_name(task_id: int, name: str) -> str:
-    """The name an entry takes in done/: its task id, then its own name."""
-    return f"{task_id}-{name}"
+def done_name(made: int | str, name: str) -> str:
+    """The name an entry takes in done/: its task id (or run id, as run12), then its own
+    name."""
+    return f"{made}-{name}"
 
 
 def _split(name: str) -> tuple[str, str]:
@@ -227,9 +249,11 @@ class Inbox:
     """Watches `inbox_dir` and turns each settled entry into a task through `intake`."""
 
     def __init__(self, inbox_dir: Path, intake: Intake, store: Store, *,
-                 settle: float = SETTLE_SECONDS, clock: Callable[[], float] = time.monotonic):
+                 settle: float = SETTLE_SECONDS, clock: Callable[[], float] = time.monotonic,
+                 workflows: Workflows | None = None):
         self.dir = Path(inbox_dir)
         self.intake = intake
+        self.workflows = workflows
         self.store = store
         self.settling = Settling(settle, clock)
         self._wake = threading.Event()
@@ -314,15 +338,16 @@ class Inbox:
         if not path.exists():
             return
         try:
-            task_id = self._submit(path)
-        except InvalidInput as e:
+            made = self._submit(path)
+        except (InvalidInput, NotFound) as e:
             self._fail(path, e.message)
             return
-        target = self.dir / DONE / free_name(self.dir / DONE, done_name(task_id, path.name))
+        target = self.dir / DONE / free_name(self.dir / DONE, done_name(made, path.name))
         path.rename(target)
-        log.info("inbox entry queued", entry=path.name, task=task_id, moved_to=str(target))
+        log.info("inbox entry queued", entry=path.name, made=made, moved_to=str(target))
 
-    def _submit(self, path: Path) -> int:
+    def _submit(self, path: Path) -> int | str:
+        """The id of the task the entry made, or "run" and the id of the workflow run."""
         now = time.time()
         if path.is_dir():
             task_file, data = folder_files(path)
@@ -330,6 +355,8 @@ class Inbox:
                               dedupe_key=folder_key(path, [task_file, *data]))
         else:
             request, data = read_task_file(path, now), []
+        if isinstance(request, RunRequest):
+            return self._start_run(request, bool(data))
         # Checked before validating again: a task stored just before a crash still counts
         # even if, say, its type has been removed since.
         known = self.store.task_for_key(request.dedupe_key or "")
@@ -346,6 +373,16 @@ class Inbox:
                     known = e.task_id
         log.info("inbox entry submitted before", entry=path.name, task=known)
         return known
+
+    def _start_run(self, request: RunRequest, with_files: bool) -> str:
+        if with_files:
+            raise InvalidInput("a workflow run takes no files: drop its file alone, without "
+                               "a folder of data files")
+        if self.workflows is None:
+            raise InvalidInput("this inbox does not start workflow runs")
+        run = self.workflows.start(request.workflow, request.environment, "inbox",
+                                   dedupe_key=request.dedupe_key)
+        return f"run{run.id}"
 
     def _fail(self, path: Path, message: str) -> None:
         failed = self.dir / FAILED

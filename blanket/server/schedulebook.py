@@ -17,6 +17,7 @@ from blanket.models import ScheduleState, Task
 from blanket.server.catalog import Catalog
 from blanket.server.currenttypes import task_type_of
 from blanket.server.intake import Intake, TaskRequest
+from blanket.server.workflows import Workflows
 from blanket.store.base import Store
 from blanket.times import iso_utc
 
@@ -43,10 +44,11 @@ def scheduled_request(schedule: Schedule, fire: float | None, key: str | None) -
 class ScheduleBook:
     """The schedule-state rows, read and written under one lock by the scheduler and the API."""
 
-    def __init__(self, store: Store, catalog: Catalog, intake: Intake):
+    def __init__(self, store: Store, catalog: Catalog, intake: Intake, workflows: Workflows):
         self.store = store
         self.catalog = catalog
         self.intake = intake
+        self.workflows = workflows
         self._lock = threading.RLock()
         self._resumed: list[Callable[[], None]] = []
 
@@ -70,7 +72,15 @@ class ScheduleBook:
 
     def run_now(self, name: str) -> Task:
         """Submit one run of schedule `name` at once (overlap does not apply to a manual run)."""
-        task = self.intake.submit(scheduled_request(self.runnable(name), None, None))
+        schedule = self.runnable(name)
+        if schedule.workflow:
+            task = self.workflows.start_scheduled(name, schedule.workflow,
+                                                  schedule.environment, None, None)
+            if task is None:
+                raise InvalidInput(f"schedule {name!r} started a run of workflow "
+                                   f"{schedule.workflow!r} that made no task")
+        else:
+            task = self.intake.submit(scheduled_request(schedule, None, None))
         with self._lock:
             self.store.save_schedule_state(replace(self.state(name), last_task=task.id))
         log.info("schedule run by hand", schedule=name, task=task.id, type=task.type)

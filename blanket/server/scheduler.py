@@ -59,6 +59,7 @@ class Scheduler:
         self.intake = services.intake
         self.wakeups = services.wakeups
         self.book = services.schedules
+        self.workflows = services.workflows
         self.metrics = services.metrics
         self.max_missed = services.settings.max_missed
         self.clock = clock
@@ -184,13 +185,20 @@ class Scheduler:
                          ) -> dict[str, _Submitted]:
         """Submit every plan's plain runs in one transaction (one commit for all the
         schedules firing this second), in fire order."""
-        runs = [(plan.schedule, fire) for plan, result in decided
-                if isinstance(result, tuple) for fire in result]
-        answers = self.intake.submit_many(
+        fired = [(plan.schedule, fire) for plan, result in decided
+                 if isinstance(result, tuple) for fire in result]
+        runs = [(schedule, fire) for schedule, fire in fired if not schedule.workflow]
+        answers: list[Task | InvalidInput | None] = list(self.intake.submit_many(
             [scheduled_request(schedule, fire, dedupe_key(schedule.name, fire))
-             for schedule, fire in runs])
+             for schedule, fire in runs]))
+        for schedule, fire in fired:  # workflow runs: each its own run
+            if schedule.workflow:
+                runs.append((schedule, fire))
+                answers.append(self._submit(schedule, fire))
         submitted: dict[str, list[tuple[float, Task]]] = {}
         for (schedule, fire), answer in zip(runs, answers, strict=True):
+            if answer is None:
+                continue
             if isinstance(answer, InvalidInput):
                 log.warning("schedule run refused", schedule=schedule.name,
                             fire=fire_time_text(fire), reason=answer.message)
@@ -227,11 +235,25 @@ class Scheduler:
         if schedule.overlap == "queue":
             # Before the query: a run that ends after it must still wake the loop.
             self._pending.add(schedule.name)
+        if schedule.workflow:
+            return self._previous_workflow_run(schedule, fires)
         # Runs submitted before a crash that lost the saved state are not "previous" runs.
         done = {self.store.task_for_key(dedupe_key(schedule.name, fire)) for fire in fires}
         unfinished = self.store.list_tasks(TaskFilter(
             schedule=schedule.name, states=UNFINISHED, limit=len(fires) + 1))
         return next((t.id for t in unfinished if t.id not in done), None)
+
+    def _previous_workflow_run(self, schedule: Schedule, fires: tuple[float, ...]
+                               ) -> int | None:
+        """The first task of a workflow run of `schedule` still running, other than these
+        fires' own."""
+        done = {run.id for run in (self.workflows.run_for_key(dedupe_key(schedule.name, f))
+                                   for f in fires) if run is not None}
+        for run in self.workflows.list_runs(state="running", limit=1000):
+            if run.schedule == schedule.name and run.id not in done:
+                first = self.workflows.first_task(run)
+                return first.id if first is not None else 0
+        return None
 
     def _submit_first(self, schedule: Schedule, fires: tuple[float, ...]) -> _Submitted:
         """overlap = "queue" with no run going: submit the oldest fire; the later ones become
@@ -252,6 +274,10 @@ class Scheduler:
     def _submit(self, schedule: Schedule, fire: float) -> Task | None:
         key = dedupe_key(schedule.name, fire)
         try:
+            if schedule.workflow:
+                return self.workflows.start_scheduled(schedule.name, schedule.workflow,
+                                                      schedule.environment,
+                                                      fire_time_text(fire), key)
             return self.intake.submit(scheduled_request(schedule, fire, key))
         except DuplicateTask as duplicate:
             # Submitted before a crash that lost the saved state: that task is this run.

@@ -114,7 +114,7 @@ class Server:
         s.catalog.start_watching()
         s.deliveries.start()
         s.workflows.start_advancing()
-        self.inbox = Inbox(self.settings.inbox_dir, s.intake, s.store)
+        self.inbox = Inbox(self.settings.inbox_dir, s.intake, s.store, workflows=s.workflows)
         self.inbox.start()
         self.scheduler.start()
 

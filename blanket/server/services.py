@@ -102,7 +102,8 @@ def build_services(settings: Settings, schedule_parser=None) -> Services:
                       DataDir(settings.data_dir).versions)
     workflows = Workflows(store, catalog, intake, queue, wakeups, types.takes, intake.task_dir)
     return Services(settings, store, catalog, intake, queue, wakeups, Tokens(store), registry,
-                    tasks, TaskLogs(intake.task_dir), ScheduleBook(store, catalog, intake),
+                    tasks, TaskLogs(intake.task_dir),
+                    ScheduleBook(store, catalog, intake, workflows),
                     waiting, sweeper, deliveries, workflows, metrics)
 
 

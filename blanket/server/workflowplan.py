@@ -18,6 +18,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 from blanket.config.workflow import ITEM, ITEM_INDEX, MAX_ITEMS, Step, Workflow, ordered, render
 from blanket.models import Run, RunTask, TaskState
@@ -25,9 +26,9 @@ from blanket.models import Run, RunTask, TaskState
 ACTIVE = frozenset({TaskState.WAITING, TaskState.QUEUED, TaskState.CLAIMED, TaskState.RUNNING})
 NOT_RUN = ("failed", "skipped", "stopped")
 
-# read_results(step, task) -> the variables a succeeded task's results file sets;
+# read_results(step, task) -> the values a succeeded task's results file sets (JSON);
 # ValueError says what is wrong with it.
-ReadResults = Callable[[Step, RunTask], dict[str, str]]
+ReadResults = Callable[[Step, RunTask], dict[str, Any]]
 # takes(type_name, variable) -> whether the step's type takes that variable.
 Takes = Callable[[str, str], bool]
 
@@ -38,7 +39,7 @@ class StepView:
     state: str = "pending"
     reason: str | None = None
     tasks: list[RunTask] = field(default_factory=list)  # every task, all rounds
-    results: dict[str, str] | None = None  # once succeeded: what the steps after it get
+    results: dict[str, Any] | None = None  # once succeeded: what the steps after it get
 
 
 @dataclass
@@ -138,11 +139,21 @@ def _judge(step: Step, view: StepView, latest: dict[int, RunTask],
     view.state = "succeeded"
 
 
-def _gathered(each: list[dict[str, str]]) -> dict[str, str]:
-    """A fanned step's results: each name a JSON list of its items' values (null where an
-    item did not set it)."""
+def _gathered(each: list[dict[str, Any]]) -> dict[str, Any]:
+    """A fanned step's results: each name a list of its items' values, in item order (null
+    where an item did not set it)."""
     names = sorted({name for results in each for name in results})
-    return {name: json.dumps([results.get(name) for results in each]) for name in names}
+    return {name: [results.get(name) for results in each] for name in names}
+
+
+def as_variable(value: Any) -> str:
+    """A result as a variable: strings as they are, numbers and booleans as JSON writes
+    them, lists and objects as JSON, null as empty."""
+    if value is None:
+        return ""
+    if isinstance(value, str):
+        return value
+    return json.dumps(value)
 
 
 def variables(workflow: Workflow, step: Step, run: Run,
@@ -151,7 +162,8 @@ def variables(workflow: Workflow, step: Step, run: Run,
     it comes after, nearest last."""
     found = dict(run.environment)
     for name in _ancestors(workflow, step):
-        found.update(views[name].results or {})
+        found.update((key, as_variable(value))
+                     for key, value in (views[name].results or {}).items())
     return found
 
 

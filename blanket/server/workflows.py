@@ -18,6 +18,7 @@ import contextlib
 import json
 import threading
 import time
+from collections import OrderedDict
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -28,22 +29,24 @@ from blanket.config.problems import ConfigInvalid
 from blanket.config.workflow import Step, Workflow, parse_workflow_text
 from blanket.envnames import ENV_NAME, loader_name
 from blanket.errors import BlanketError, Conflict, InvalidInput, ItemsRefused, NotFound
-from blanket.models import RUN_STATES, Run, RunTask
+from blanket.models import RUN_STATES, Run, RunTask, Task
 from blanket.server.api.taskfiles import open_task_file
 from blanket.server.catalog import Catalog
 from blanket.server.intake import Intake, TaskRequest, check_text
 from blanket.server.queue import Queue
-from blanket.server.workflowplan import ACTIVE, Plan, plan, task_environment
+from blanket.server.workflowplan import ACTIVE, Plan, as_variable, plan, task_environment
 from blanket.store.base import Store
 from blanket.wakeups import Wakeups, task_topic
 
 log = structlog.get_logger("blanket.workflows")
 
+FIRE_TIME = "BLANKET_FIRE_TIME"  # a scheduled run's fire time, when its workflow takes it
 WORKFLOWS = "workflows"  # a run started, was rerun or stopped: the advancer looks again
 LOOK_EVERY = 5.0  # seconds between looks without a wake-up
 RESULTS_LIMIT = 1024 * 1024  # bytes of a step's results file at most
 MAX_RESULT_NAMES = 1000
 MAX_VALUE = 128 * 1024  # characters of one variable a run or a result may set
+RESULTS_CACHED = 100_000  # succeeded tasks whose results are kept in memory
 
 
 def step_key(run_id: int, step: str, item: int, round_: int) -> str:
@@ -69,6 +72,10 @@ class Workflows:
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()  # one advance at a time in this server
         self._parsed: dict[str, Workflow] = {}  # version -> the file a run started from
+        # (task id, file) -> the results a succeeded task wrote: an ended task's folder no
+        # longer changes, so each file is read once, not at every look at its run.
+        self._results: OrderedDict[tuple[int, str], dict[str, Any] | ValueError] = \
+            OrderedDict()
 
     # ---------------------------------------------------------------- starting
 
@@ -111,6 +118,24 @@ class Workflows:
         return self.store.get_run(run.id) or run
 
     # ---------------------------------------------------------------- operator's verbs
+
+    def start_scheduled(self, schedule: str, workflow: str, environment: dict[str, str],
+                        fire_time: str | None, dedupe_key: str | None) -> Task | None:
+        """A schedule's run of `workflow` (once per `dedupe_key`); the task that stands for
+        it in the schedule's state: the run's first task (None when it made none)."""
+        values = dict(environment)
+        if fire_time is not None and FIRE_TIME in self.workflow(workflow).variables:
+            values[FIRE_TIME] = fire_time
+        run = self.start(workflow, values, "schedule", schedule=schedule,
+                         dedupe_key=dedupe_key)
+        return self.first_task(run)
+
+    def first_task(self, run: Run) -> Task | None:
+        tasks = sorted(t.task_id for t in self.store.run_tasks(run.id))
+        return self.store.get_task(tasks[0]) if tasks else None
+
+    def run_for_key(self, key: str) -> Run | None:
+        return self.store.run_for_key(key)
 
     def list_runs(self, workflow: str | None = None, state: str | None = None,
                   before: int | None = None, limit: int = 100) -> list[Run]:
@@ -237,8 +262,23 @@ class Workflows:
             self._parsed[run.version] = workflow
         return workflow
 
-    def _read_results(self, step: Step, task: RunTask) -> dict[str, str]:
-        """The variables a succeeded task's results file sets (none when it wrote none)."""
+    def _read_results(self, step: Step, task: RunTask) -> dict[str, Any]:
+        """The values a succeeded task's results file sets (none when it wrote none)."""
+        key = (task.task_id, step.results)
+        found = self._results.get(key)
+        if found is None:
+            try:
+                found = self._results_file(step, task)
+            except ValueError as bad:
+                found = bad
+            self._results[key] = found
+            if len(self._results) > RESULTS_CACHED:
+                self._results.popitem(last=False)
+        if isinstance(found, ValueError):
+            raise found
+        return found
+
+    def _results_file(self, step: Step, task: RunTask) -> dict[str, Any]:
         if task.type is None:
             return {}
         root = self.task_dir(task.type, task.task_id)
@@ -270,13 +310,16 @@ class Workflows:
     def _run(self) -> None:
         while not self.stopping.is_set():
             topics = [WORKFLOWS]
+            began = time.monotonic()
             try:
                 for run in self.store.running_runs():
                     decided = self.advance(run)
                     if decided is not None:
                         topics.extend(task_topic(t.task_id) for v in decided.steps.values()
                                       for t in v.tasks if t.state in ACTIVE)
-                # Tasks made just now are watched from the next look on: look again soon.
+                # Rest as long as the look took: a wide fan-out's ends, coming fast, are then
+                # taken a batch at a time, and the advancer never holds more than half a CPU.
+                self.stopping.wait(min(1.0, time.monotonic() - began))
                 self._wait(topics)
             except Exception:
                 log.exception("workflow advance failed")
@@ -334,9 +377,9 @@ def _text(value: Any, what: str) -> str:
     return check_text(text, what)
 
 
-def parse_results(data: bytes, what: str) -> dict[str, str]:
-    """A results file's variables: a JSON object of NAME: value (strings, numbers and
-    booleans as text, lists and objects as JSON, null as empty)."""
+def parse_results(data: bytes, what: str) -> dict[str, Any]:
+    """A results file's values: a JSON object of NAME: value, the names checked (the steps
+    after see each as a variable: see `workflowplan.as_variable`)."""
     try:
         parsed = json.loads(data)
     except ValueError as bad:
@@ -345,7 +388,7 @@ def parse_results(data: bytes, what: str) -> dict[str, str]:
         raise ValueError(f"{what} must be a JSON object of NAME: value")
     if len(parsed) > MAX_RESULT_NAMES:
         raise ValueError(f"{what} sets {len(parsed)} names; the most is {MAX_RESULT_NAMES}")
-    values: dict[str, str] = {}
+    values: dict[str, Any] = {}
     for name, value in parsed.items():
         if not ENV_NAME.fullmatch(name):
             raise ValueError(f"{what}: {name!r} is not a variable name (letters, digits and "
@@ -353,20 +396,13 @@ def parse_results(data: bytes, what: str) -> dict[str, str]:
         if loader_name(name):
             raise ValueError(f"{what}: {name} is read by shells, the loader or interpreters; "
                              "a result may not set it")
-        if value is None:
-            text = ""
-        elif isinstance(value, bool):
-            text = "true" if value else "false"
-        elif isinstance(value, str | int | float):
-            text = str(value)
-        else:
-            text = json.dumps(value)
+        text = as_variable(value)
         if "\x00" in text:
             raise ValueError(f"{what}: {name} holds a NUL byte")
         if len(text) > MAX_VALUE:
             raise ValueError(f"{what}: {name} is {len(text)} characters; the most is "
                              f"{MAX_VALUE}")
-        values[name] = text
+        values[name] = value
     return values
 
 

@@ -438,6 +438,10 @@ class Store(ABC):
         """Runs newest first, of one workflow or state when given, with ids below `before`."""
 
     @abstractmethod
+    def run_for_key(self, key: str) -> Run | None:
+        """The run started with dedupe key `key`, or None."""
+
+    @abstractmethod
     def running_runs(self) -> list[Run]:
         """Every run still `running`, oldest first (through an index of those alone)."""
 

@@ -107,6 +107,10 @@ class SqlVerbs(Store):
             "before": before if before is not None else 2**62})
         return [run_from_row(r) for r in rows]
 
+    def run_for_key(self, key: str) -> Run | None:
+        row = self._one(self.queries["run_for_key"], {"dedupe_key": key})
+        return run_from_row(row) if row else None
+
     def running_runs(self) -> list[Run]:
         return [run_from_row(r) for r in self._all(self.queries["running_runs"])]
 

@@ -128,3 +128,228 @@ def test_a_failed_step_skips_what_follows_and_a_rerun_runs_only_what_did_not_suc
     assert sorted(ran(server)) == ["a", "b", "c", "d"]  # a and c did not run again
     refused = server.client.request("POST", f"/run/{run['id']}/rerun", body={}, ok=(409,))
     assert refused[0] == 409
+
+
+FAN = '''
+[steps.list]
+command = """python3 -c 'import json; json.dump({"ITEMS": list(range(1, 51)), "FACTOR": 3}, open("results.json", "w"))'"""
+
+[steps.each]
+command = """echo "{\\\\"PRODUCT\\\\": $(( ITEM * FACTOR ))}" > results.json"""
+after = ["list"]
+each = "{{ ITEMS }}"
+
+[steps.sum]
+command = """python3 -c 'import json, os; print(sum(json.loads(os.environ["PRODUCT"])))' > ../../../sum.txt; echo $ITEM_INDEX > ../../../index.txt"""
+after = ["each"]
+'''
+
+
+def test_a_step_fans_out_over_fifty_items_and_the_next_gathers_their_results(make_server):
+    server = make_server(start=False)
+    server.write_workflow("fan", FAN)
+    server.start()
+    make_server.worker(server, slots=4)
+    run = server.client.post("/workflow/fan/run", {})
+    done = run_ended(server, run["id"], timeout=120)
+    assert done["state"] == "succeeded", done
+    steps = steps_of(done)
+    assert len(steps["each"]["tasks"]) == 50
+    assert sorted(t["item"] for t in steps["each"]["tasks"]) == list(range(50))
+    assert {t["state"] for t in steps["each"]["tasks"]} == {"SUCCESS"}
+    assert len(steps["sum"]["tasks"]) == 1
+    # 3 * (1 + ... + 50), from the 50 items' results gathered in item order
+    assert (server.data_dir / "sum.txt").read_text().strip() == str(3 * 50 * 51 // 2)
+    assert (server.data_dir / "index.txt").read_text().strip() == ""  # not a fanned step
+    twelfth = server.client.get(f"/task/{steps['each']['tasks'][11]['id']}")
+    assert twelfth["environment"]["ITEM"] == "12" and twelfth["environment"]["ITEM_INDEX"] == "11"
+
+
+def test_mistakes_in_a_workflow_file_are_problems_with_their_line(make_server, tmp_path):
+    server = make_server(types={"step": STEP}, start=False)
+    cycle = server.write_workflow("cycle", '[steps.a]\ncommand = "true"\nafter = ["b"]\n'
+                                           '[steps.b]\ncommand = "true"\nafter = ["a"]\n')
+    missing = server.write_workflow("missing", '[steps.a]\ncommand = "true"\n'
+                                               'after = ["nowhere"]\n')
+    typo = server.write_workflow("typo", '[steps.a]\ntype = "stpe"\n')
+    good = server.write_workflow("good", '[steps.a]\ntype = "step"\n')
+    checked = subprocess.run([sys.executable, "-m", "blanket", "validate",
+                              str(server.config_dir)], capture_output=True, text=True,
+                             timeout=60)
+    assert checked.returncode != 0
+    out = checked.stdout + checked.stderr
+    assert f"{cycle}:3: steps wait for each other in a cycle: a -> b -> a" in out
+    assert f"{missing}:3: steps.a.after: no step named 'nowhere'" in out
+    assert f"{typo}:2: steps.a.type: no task type named 'stpe'" in out
+    assert str(good) not in out
+    server.start()
+    listed = {w["name"]: w for w in server.client.get("/workflow/")}
+    assert listed["good"]["problems"] == [] and listed["cycle"]["definition"] is None
+    assert listed["cycle"]["problems"][0]["line"] == 3
+    refused = server.client.request("POST", "/workflow/cycle/run", body={}, ok=(400,))
+    assert refused[0] == 400 and "problems" in refused[1]["error"]["message"]
+    unknown = server.client.request("POST", "/workflow/nope/run", body={}, ok=(404,))
+    assert "known workflows: cycle, good, missing, typo" in unknown[1]["error"]["message"]
+    # a good file broken later keeps its last good definition, and says what is wrong
+    before = server.client.get("/workflow/good")["version"]
+    server.write_workflow("good", '[steps.a]\ntype = "step"\nafter = ["a"]\n')
+    broken = wait_until(lambda: (w := server.client.get("/workflow/good"))["problems"] and w)
+    assert broken["version"] == before and "cannot wait for itself" in \
+        broken["problems"][0]["message"]
+
+
+def test_a_run_takes_only_its_declared_variables_and_needs_its_required_ones(make_server):
+    server = make_server(start=False)
+    server.write_workflow("vars", 'required = ["DAY"]\n[environment]\nWHO = "x"\n'
+                                  '[steps.a]\ncommand = "echo $DAY $WHO"\n')
+    server.start()
+    needs = server.client.request("POST", "/workflow/vars/run", body={}, ok=(400,))
+    assert "needs DAY" in needs[1]["error"]["message"]
+    odd = server.client.request("POST", "/workflow/vars/run",
+                                body={"environment": {"DAY": "1", "LD_PRELOAD": "x"}},
+                                ok=(400,))
+    assert "does not take this variable" in odd[1]["error"]["message"]
+    assert server.client.get("/run/") == []  # nothing was stored
+    run = server.client.post("/workflow/vars/run", {"environment": {"DAY": "mon"}})
+    task = server.client.get(f"/task/{run['steps'][0]['tasks'][0]['id']}")
+    assert task["environment"]["DAY"] == "mon" and task["environment"]["WHO"] == "x"
+    # a step's type cannot be submitted on its own
+    alone = server.client.request("POST", "/task/", body={"type": "workflow.vars.a"},
+                                  ok=(400,))
+    assert "workflow's own step" in alone[1]["error"]["message"]
+
+
+def test_the_cli_runs_a_workflow_and_waits_for_it(make_server):
+    server = make_server(types={"step": STEP}, start=False)
+    server.write_workflow("diamond", DIAMOND)
+    server.start()
+    make_server.worker(server, slots=2)
+    env = {**os.environ, "BLANKET_TOKEN": server.admin_token}
+    cli = [sys.executable, "-m", "blanket", "--server", server.url, "workflow"]
+    done = subprocess.run([*cli, "run", "diamond", "-e", "WHO=cli", "--wait"],
+                          capture_output=True, text=True, env=env, timeout=120)
+    assert done.returncode == 0, done.stderr
+    run_id = int(done.stdout.split()[0])
+    assert "d: succeeded" in done.stderr and f"run {run_id}: succeeded" in done.stderr
+    assert "c-cli" in ran(server)
+    shown = subprocess.run([*cli, "show", str(run_id)], capture_output=True, text=True,
+                           env=env, timeout=60)
+    assert shown.returncode == 0 and "succeeded" in shown.stdout and "d" in shown.stdout
+    listed = subprocess.run([*cli, "runs", "diamond", "--json"], capture_output=True,
+                            text=True, env=env, timeout=60)
+    assert [r["id"] for r in json.loads(listed.stdout)] == [run_id]
+    failed = subprocess.run([*cli, "run", "diamond", "-e", "NOPE=1"], capture_output=True,
+                            text=True, env=env, timeout=60)
+    assert failed.returncode != 0 and "does not take this variable" in failed.stderr
+
+
+def test_a_schedule_and_the_inbox_start_runs(make_server):
+    server = make_server(types={"step": STEP}, start=False)
+    server.write_workflow("diamond", DIAMOND)
+    server.write_schedule("often", 'workflow = "diamond"\nevery = "1h"\n'
+                                   'environment = { WHO = "schedule" }\n')
+    server.start()
+    make_server.worker(server, slots=2)
+    first = server.client.post("/schedule/often/run")  # the run's first task
+    assert first["type"] == "workflow.diamond.a" and first["schedule"] == "often"
+    runs = server.client.get("/run/?workflow=diamond")
+    assert [r["schedule"] for r in runs] == ["often"] and runs[0]["submitted_by"] == "schedule"
+    assert run_ended(server, runs[0]["id"])["state"] == "succeeded"
+    assert "c-schedule" in ran(server)
+    server.inbox_dir.mkdir(exist_ok=True)
+    (server.inbox_dir / "go.toml").write_text('workflow = "diamond"\n'
+                                              'environment = { WHO = "inbox" }\n')
+    done = wait_until(lambda: list((server.inbox_dir / "done").glob("run*-go.toml")),
+                      timeout=30)
+    run_id = int(done[0].name.split("-")[0].removeprefix("run"))
+    run = run_ended(server, run_id)
+    assert run["state"] == "succeeded" and run["submitted_by"] == "inbox"
+    (server.inbox_dir / "bad.toml").write_text('workflow = "diamond"\nfiles = 1\n')
+    note = wait_until(lambda: (server.inbox_dir / "failed" / "bad.toml.error").exists()
+                      and (server.inbox_dir / "failed" / "bad.toml.error").read_text())
+    assert "takes only workflow and environment" in note
+    broken = server.write_schedule("broken", 'workflow = "nowhere"\nevery = "1h"\n')
+    problem = wait_until(lambda: [p for s in server.client.get("/schedule/")
+                                  if s["name"] == "broken" for p in s["problems"]])
+    assert "no workflow named 'nowhere'" in problem[0]["message"] and problem[0]["line"] == 1
+    assert broken.exists()
+
+
+def test_stopping_a_run_stops_its_tasks_and_starts_nothing_more(make_server):
+    server = make_server(start=False)
+    server.write_workflow("slow", '[steps.a]\ncommand = "sleep 60"\n'
+                                  '[steps.b]\ncommand = "true"\nafter = ["a"]\n')
+    server.start()
+    make_server.worker(server)
+    run = server.client.post("/workflow/slow/run", {})
+    task_id = run["steps"][0]["tasks"][0]["id"]
+    server.wait_for_task(task_id, states=("RUNNING",))
+    stopped = server.client.post(f"/run/{run['id']}/stop")
+    assert stopped["state"] == "stopped" and "stopped by local-admin" in stopped["reason"]
+    assert server.wait_for_task(task_id)["state"] == "STOPPED"
+    final = server.client.get(f"/run/{run['id']}")
+    assert steps_of(final)["b"]["tasks"] == [] and final["state"] == "stopped"
+    again = server.client.request("POST", f"/run/{run['id']}/stop", body={}, ok=(409,))
+    assert again[0] == 409
+
+
+def test_a_submitter_changes_only_its_own_runs_and_runs_only_the_types_it_may(make_server):
+    server = make_server(types={"step": STEP}, start=False)
+    server.write_workflow("one", '[steps.a]\ntype = "step"\n')
+    server.write_workflow("mixed", '[steps.a]\ntype = "step"\n[steps.b]\ncommand = "true"\n')
+    server.start()
+    from blanket.client import Client
+    alice = Client(server.url, token=server.token("alice", "submitter", types=["step"]))
+    bob = Client(server.url, token=server.token("bob", "submitter"))
+    run = alice.post("/workflow/one/run", {})
+    assert run["submitted_by"] == "alice"
+    refused = alice.request("POST", "/workflow/mixed/run", body={}, ok=(403,))
+    assert "workflow.mixed.b" in refused[1]["error"]["message"]
+    other = bob.request("POST", f"/run/{run['id']}/stop", body={}, ok=(403,))
+    assert "may change only its own runs" in other[1]["error"]["message"]
+    assert alice.post(f"/run/{run['id']}/stop")["state"] == "stopped"
+
+
+KILLED = '''
+[steps.a]
+command = "echo a >> ../../../steps.log; sleep 2"
+[steps.b]
+command = "echo b >> ../../../steps.log; sleep 1"
+after = ["a"]
+[steps.c]
+command = "echo c-$ITEM >> ../../../steps.log"
+after = ["b"]
+each = "{{ LIST }}"
+[steps.d]
+command = "echo d >> ../../../steps.log"
+after = ["c"]
+[environment]
+LIST = "x\\ny\\nz"
+'''
+
+
+def test_a_server_killed_mid_run_finishes_it_after_a_restart_each_step_once(make_server):
+    server = make_server(start=False)
+    server.write_workflow("chain", KILLED)
+    server.start()
+    make_server.worker(server, slots=2)
+    run = server.client.post("/workflow/chain/run", {})
+    kills = 0
+    while kills < 3:  # kill it at a few points along the way
+        current = server.client.get(f"/run/{run['id']}")
+        if current["state"] != "running":
+            break
+        steps = steps_of(current)
+        if kills == 0 and steps["a"]["state"] == "running" or \
+                kills == 1 and steps["b"]["state"] == "running" or kills == 2:
+            server.kill()
+            kills += 1
+            server.start()
+        else:
+            wait_until(lambda: steps_of(server.client.get(f"/run/{run['id']}")) != steps,
+                       timeout=30)
+    assert kills >= 2  # the run was still going after two kills
+    done = run_ended(server, run["id"], timeout=90)
+    assert done["state"] == "succeeded", (done, server.log_text()[-3000:])
+    assert sorted(ran(server)) == ["a", "b", "c-x", "c-y", "c-z", "d"]
+    assert [len(s["tasks"]) for s in done["steps"]] == [1, 1, 3, 1]

@@ -163,7 +163,7 @@ def test_unknown_key_lists_valid_keys_and_suggests_the_closest():
     assert problem.line == 3
     assert "unknown key 'timezon'" in problem.message
     assert "did you mean 'timezone'" in problem.message
-    assert "valid keys are: type, command, cron, every" in problem.message
+    assert "valid keys are: type, command, workflow, cron, every" in problem.message
 
 
 def test_both_cron_and_every_is_an_error():
@@ -178,11 +178,20 @@ def test_neither_cron_nor_every_is_an_error():
 
 def test_both_type_and_command_is_an_error():
     problem = only_problem('type = "r"\ncommand = "date"\nevery = "1h"\n')
-    assert "both 'type' and 'command'" in problem.message
+    assert "'type' and 'command' are all set; keep exactly one" in problem.message
+    assert problem.line == 2
+
+
+def test_a_workflow_is_a_third_thing_to_run_and_excludes_the_others():
+    problem = only_problem('workflow = "w"\ntype = "r"\nevery = "1h"\n')
+    assert "'type' and 'workflow' are all set" in problem.message
+    parsed = parse_schedule_text('workflow = "w"\nevery = "1h"\n', "s", "s.toml")
+    assert (parsed.workflow, parsed.type, parsed.command) == ("w", None, None)
 
 
 def test_neither_type_nor_command_is_an_error():
-    assert "neither 'type' nor 'command'" in only_problem('every = "1h"\n').message
+    assert "none of 'type', 'command', 'workflow' is set" in \
+        only_problem('every = "1h"\n').message
 
 
 def test_invalid_cron_gives_croniter_reason_and_an_example():

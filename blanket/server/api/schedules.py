@@ -72,7 +72,7 @@ class ScheduleRoutes:
                 name: SECRET_MASK if name in hidden else value
                 for name, value in schedule.environment.items()}
         data.update({
-            "type": task_type_of(schedule) if schedule else None,
+            "type": task_type_of(schedule) if schedule and not schedule.workflow else None,
             "state": _status(loaded, state),
             "paused": state.paused,
             "next_fire": iso_utc(state.next_fire),
