@@ -311,16 +311,22 @@ class Workflows:
         while not self.stopping.is_set():
             topics = [WORKFLOWS]
             began = time.monotonic()
+            made = False
             try:
                 for run in self.store.running_runs():
                     decided = self.advance(run)
                     if decided is not None:
+                        made = made or bool(decided.create)
                         topics.extend(task_topic(t.task_id) for v in decided.steps.values()
                                       for t in v.tasks if t.state in ACTIVE)
-                # Rest as long as the look took: a wide fan-out's ends, coming fast, are then
-                # taken a batch at a time, and the advancer never holds more than half a CPU.
-                self.stopping.wait(min(1.0, time.monotonic() - began))
+                took = time.monotonic() - began
+                if made:  # tasks made in this look are watched from the next one
+                    continue
                 self._wait(topics)
+                # Woken: rest as long as the last look took, so that a wide fan-out's ends,
+                # coming fast, are taken a batch at a time (the look reads every task of the
+                # run anyway) and the advancer never holds more than half a CPU.
+                self.stopping.wait(min(1.0, took))
             except Exception:
                 log.exception("workflow advance failed")
                 self.stopping.wait(1.0)
