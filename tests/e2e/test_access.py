@@ -57,6 +57,15 @@ SPEC = {
     ("POST", "/schedule/<name>/pause"): "operator",
     ("POST", "/schedule/<name>/resume"): "operator",
     ("POST", "/prune"): "operator",
+    ("GET", "/workflow/"): "viewer",
+    ("GET", "/workflow/<name>"): "viewer",
+    # Also the token's type scopes: every step's type (test_workflows.py).
+    ("POST", "/workflow/<name>/run"): "submitter",
+    ("GET", "/run/"): "viewer",
+    ("GET", "/run/<run_id>"): "viewer",
+    # A submitter stops and reruns only the runs it started (test_workflows.py).
+    ("POST", "/run/<run_id>/stop"): "submitter",
+    ("POST", "/run/<run_id>/rerun"): "submitter",
     ("POST", "/worker/<worker_id>/pause"): "operator",
     ("POST", "/worker/<worker_id>/resume"): "operator",
     ("DELETE", "/worker/<worker_id>"): "operator|worker",

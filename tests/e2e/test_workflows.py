@@ -11,7 +11,6 @@ import json
 import os
 import subprocess
 import sys
-import time
 
 from tests.conftest import wait_until
 
@@ -25,7 +24,8 @@ description = "a, then b and c side by side, then d"
 WHO = "world"
 
 [steps.a]
-command = """echo a >> ../../../steps.log; echo '{"GREETING": "hello", "COUNT": 2}' > results.json"""
+command = """echo a >> ../../../steps.log
+echo '{"GREETING": "hello", "COUNT": 2}' > results.json"""
 
 [steps.b]
 type = "step"
@@ -132,7 +132,8 @@ def test_a_failed_step_skips_what_follows_and_a_rerun_runs_only_what_did_not_suc
 
 FAN = '''
 [steps.list]
-command = """python3 -c 'import json; json.dump({"ITEMS": list(range(1, 51)), "FACTOR": 3}, open("results.json", "w"))'"""
+command = """python3 -c 'import json; json.dump({"ITEMS": list(range(1, 51)), "FACTOR": 3}, \\
+  open("results.json", "w"))'"""
 
 [steps.each]
 command = """echo "{\\\\"PRODUCT\\\\": $(( ITEM * FACTOR ))}" > results.json"""
@@ -140,7 +141,9 @@ after = ["list"]
 each = "{{ ITEMS }}"
 
 [steps.sum]
-command = """python3 -c 'import json, os; print(sum(json.loads(os.environ["PRODUCT"])))' > ../../../sum.txt; echo $ITEM_INDEX > ../../../index.txt"""
+command = """python3 -c 'import json, os; print(sum(json.loads(os.environ["PRODUCT"])))' \\
+  > ../../../sum.txt
+echo $ITEM_INDEX > ../../../index.txt"""
 after = ["each"]
 '''
 
@@ -340,16 +343,33 @@ def test_a_server_killed_mid_run_finishes_it_after_a_restart_each_step_once(make
         if current["state"] != "running":
             break
         steps = steps_of(current)
-        if kills == 0 and steps["a"]["state"] == "running" or \
-                kills == 1 and steps["b"]["state"] == "running" or kills == 2:
+        if (kills == 0 and steps["a"]["state"] == "running") or \
+                (kills == 1 and steps["b"]["state"] == "running") or kills == 2:
             server.kill()
             kills += 1
             server.start()
         else:
-            wait_until(lambda: steps_of(server.client.get(f"/run/{run['id']}")) != steps,
-                       timeout=30)
+            wait_until(lambda seen=steps: steps_of(server.client.get(f"/run/{run['id']}"))
+                       != seen, timeout=30)
     assert kills >= 2  # the run was still going after two kills
     done = run_ended(server, run["id"], timeout=90)
     assert done["state"] == "succeeded", (done, server.log_text()[-3000:])
     assert sorted(ran(server)) == ["a", "b", "c-x", "c-y", "c-z", "d"]
     assert [len(s["tasks"]) for s in done["steps"]] == [1, 1, 3, 1]
+
+
+def test_the_example_workflow_runs_as_its_comment_says(make_server, repo_copy):
+    server = make_server(base=repo_copy)
+    make_server.worker(server, tags="bash,python,sh,unix", slots=2)
+    line = (repo_copy / "conf.d" / "workflows" / "hello.toml").read_text().splitlines()[0]
+    command = line.split("`")[1]  # blanket workflow run hello -e FROGS=3 --wait
+    env = {**os.environ, "BLANKET_TOKEN": server.admin_token, "BLANKET_SERVER": server.url}
+    done = subprocess.run([sys.executable, "-m", *command.split()], capture_output=True,
+                          text=True, env=env, timeout=120, cwd=repo_copy)
+    assert done.returncode == 0, done.stderr
+    run = server.client.get(f"/run/{int(done.stdout.split()[0])}")
+    steps = steps_of(run)
+    assert [len(steps[n]["tasks"]) for n in ("count", "bash", "python", "each")] == [1, 1, 1, 2]
+    python = steps["python"]["tasks"][0]["id"]
+    out = server.client.request("GET", f"/task/{python}/log/stdout")[1]
+    assert "hello: 3 frogs and 6 cats" in out  # CATS from count's results
