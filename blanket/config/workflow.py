@@ -216,9 +216,16 @@ class _WorkflowChecker(Checker):
         return steps
 
     def step_lines(self, name: str) -> tuple[Line, Any]:
-        header = header_line(self.text, f"steps.{name}")
+        """The line of a step's [steps.NAME] header, and a function giving the line of a key
+        in it (`environment.KEY`: the variable's own line, else its table's)."""
+        header = header_line(self.text, f"steps.{name}") or \
+            header_line(self.text, f'steps."{name}"')
 
         def line(key: str) -> Line:
+            if key.startswith("environment."):
+                own = key_line(self.text, key.removeprefix("environment."), header) \
+                    if header else None
+                return own or line("environment")
             return (key_line(self.text, key, header) if header else None) or header
         return header, line
 
@@ -280,7 +287,7 @@ class _WorkflowChecker(Checker):
             return {}
         values: dict[str, str] = {}
         for key, value in table.items():
-            at = line(key)
+            at = line(f"environment.{key}")
             what = f"{where}.environment.{key}"
             if not self.variable_name(what, key, at):
                 continue
@@ -408,5 +415,5 @@ def type_problems(workflow: Workflow, file: str, text: str, types: dict[str, Any
                     file, f"steps.{step.name}.environment.{name}: task type {step.type!r} "
                           "does not take this variable; declare it in the type's "
                           "[environment] or allow it with allow_extra_environment",
-                    line(name)))
+                    line(f"environment.{name}")))
     return problems
