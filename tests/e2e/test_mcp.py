@@ -246,3 +246,49 @@ def test_the_reviewed_edges(make_server, tmp_path):
 
     refused = call(server.url, server.admin_token, read)
     assert refused.is_error and "outside the task directory" in refused.content[0].text
+
+
+def test_an_agent_runs_a_workflow_and_waits_for_it(make_server):
+    server = make_server(types={"hello": HELLO}, start=False)
+    server.write_workflow("greet", 'description = "two greetings"\nrequired = ["NAME"]\n'
+                                   '[steps.first]\ntype = "hello"\n'
+                                   'environment = { WHO = "{{ NAME }}" }\n'
+                                   '[steps.second]\ncommand = "echo again $NAME"\n'
+                                   'after = ["first"]\n')
+    server.start()
+    make_server.worker(server, slots=2)
+    viewer = server.token("watcher", "viewer")
+    narrow = server.token("narrow", "submitter", types=["hello"])
+
+    async def steps(client):
+        listed = structured(await client.call_tool("list_workflows", {}))["workflows"]
+        run = structured(await client.call_tool(
+            "run_workflow", {"name": "greet", "environment": {"NAME": "agent"},
+                             "wait_seconds": 50}))
+        again = structured(await client.call_tool("get_run", {"id": run["id"]}))
+        missing = await client.call_tool("run_workflow", {"name": "greet"})
+        return listed, run, again, missing
+
+    listed, run, again, missing = call(server.url, server.admin_token, steps)
+    assert listed == [{"name": "greet", "description": "two greetings", "required": ["NAME"],
+                       "defaults": {}, "version": listed[0]["version"], "steps": [
+                           {"name": "first", "type": "hello", "after": [], "each": None},
+                           {"name": "second", "type": "workflow.greet.second",
+                            "after": ["first"], "each": None}]}]
+    assert run["state"] == "succeeded" and again == run
+    assert [s["state"] for s in run["steps"]] == ["succeeded", "succeeded"]
+    assert missing.is_error and "needs NAME" in missing.content[0].text
+
+    async def as_viewer(client):
+        tools = {t.name for t in (await client.list_tools()).tools}
+        return tools, await client.call_tool("run_workflow", {"name": "greet"})
+
+    tools, refused = call(server.url, viewer, as_viewer)
+    assert "run_workflow" not in tools and "get_run" in tools and refused.is_error
+
+    async def as_narrow(client):
+        return await client.call_tool("run_workflow", {"name": "greet",
+                                                       "environment": {"NAME": "x"}})
+
+    refused = call(server.url, narrow, as_narrow)
+    assert refused.is_error and "workflow.greet.second" in refused.content[0].text

@@ -19,6 +19,7 @@ from blanket.server.api.access import identity, refusal
 from blanket.server.api.schemas import SUBMISSION
 from blanket.server.api.taskfiles import Masker, read_tail
 from blanket.server.api.tasks import MAX_WAIT, TaskRoutes, has_ended
+from blanket.server.api.workflows import WorkflowRoutes
 from blanket.server.intake import parse_task_request
 from blanket.server.services import Services
 
@@ -104,6 +105,26 @@ TOOLS = (
              "type": NAME,
              "limit": {"type": "integer", "minimum": 1, "maximum": 100},
          })),
+    Tool("list_workflows", "The workflows one can run: for each, its description, the "
+         "variables a run must give (required) and may give (with defaults), and its steps "
+         "(name, type, the steps each waits for).", VIEWER, _object({})),
+    Tool("run_workflow", "Start a run of a workflow with its variables. Answers the run "
+         "(id, state: running, succeeded, failed or stopped; each step's state and tasks); "
+         "with wait_seconds, once it ended or that time passed.", SUBMITTER, _object({
+             "name": {**NAME, "description": "the workflow (list_workflows names them)"},
+             "environment": {**SUBMISSION.schema["properties"]["environment"],
+                             "description": "the run's variables: NAME: value"},
+             "wait_seconds": {"type": "number", "minimum": 0, "maximum": MAX_TOOL_WAIT,
+                              "description": "wait for its end this long at most; call "
+                                             "get_run again to wait longer"},
+         }, ("name",)), read_only=False),
+    Tool("get_run", "One workflow run: its state, reason, and each step's state and tasks "
+         "(task_logs reads a task's output); with wait_seconds, once it ended or that time "
+         "passed.", VIEWER, _object({
+             "id": {"type": "integer", "minimum": 1, "maximum": 2**53,
+                    "description": "the run's id"},
+             "wait_seconds": {"type": "number", "minimum": 0, "maximum": MAX_TOOL_WAIT},
+         }, ("id",))),
     Tool("stop_task", "Stop a task: a queued one at once, a running one through its worker "
          "(its process group gets TERM, then KILL). A submitter stops only its own tasks.",
          SUBMITTER, _object({"id": TASK_ID}, ("id",)), read_only=False, destructive=True),
@@ -114,6 +135,7 @@ class Tools:
     def __init__(self, services: Services):
         self.s = services
         self.tasks = TaskRoutes(services)  # the REST routes' record shaping and checks
+        self.runs = WorkflowRoutes(services)
         self.by_name = {tool.name: tool for tool in TOOLS}
         self.checks: dict[str, Callable[[Any], Any]] = {
             tool.name: fastjsonschema.compile(tool.schema) for tool in TOOLS}
@@ -211,6 +233,36 @@ class Tools:
             types=(arguments["type"],) if "type" in arguments else (),
             limit=arguments.get("limit", 20)))
         return {"tasks": self.tasks.shown(found)}
+
+    def _list_workflows(self, _: dict[str, Any]) -> dict[str, Any]:
+        found = []
+        for loaded in self.s.catalog.workflows():
+            workflow = loaded.workflow
+            if workflow is None:
+                continue
+            found.append({
+                "name": workflow.name, "description": workflow.description,
+                "required": list(workflow.required), "defaults": dict(workflow.environment),
+                "steps": [{"name": s.name, "type": workflow.step_type(s),
+                           "after": list(s.after), "each": s.each} for s in workflow.steps],
+                "version": workflow.version})
+        return {"workflows": found}
+
+    def _run_workflow(self, arguments: dict[str, Any]) -> dict[str, Any]:
+        environment = {k: v if isinstance(v, str) else _plain(v)
+                       for k, v in arguments.get("environment", {}).items()}
+        run = self.runs.start_run(arguments["name"], environment)
+        wait = float(arguments.get("wait_seconds") or 0)
+        if wait > 0:
+            run = self.runs.wait_until_ended(run, wait)
+        return self.s.workflows.view(run)
+
+    def _get_run(self, arguments: dict[str, Any]) -> dict[str, Any]:
+        run = self.s.workflows.get(arguments["id"])
+        wait = float(arguments.get("wait_seconds") or 0)
+        if wait > 0 and not run.ended:
+            run = self.runs.wait_until_ended(run, wait)
+        return self.s.workflows.view(run)
 
     def _stop_task(self, arguments: dict[str, Any]) -> dict[str, Any]:
         task = self.tasks.changeable_task(str(arguments["id"]))

@@ -53,6 +53,14 @@ class WorkflowRoutes:
         """Start a run: {"environment": {...}}; 201 with the run (with ?wait, once it
         ended). A submitter may start it only if its token may submit every step's type."""
         body = read_json_body(required=False) or {}
+        wait = query_float("wait", None, MAX_WAIT)
+        run = self.start_run(name, body.get("environment"))
+        if wait is not None:
+            run = self.wait_until_ended(run, wait)
+        return json_response(self.s.workflows.view(run), 201)
+
+    def start_run(self, name: str, environment: object) -> Run:
+        """A run started by the caller, if its token may submit every step's type."""
         workflow = self.s.workflows.workflow(name)
         caller = identity()
         refused = [workflow.step_type(s) for s in workflow.steps
@@ -60,11 +68,7 @@ class WorkflowRoutes:
         if refused:
             raise Forbidden(f"token {caller.name!r} may not submit tasks of type "
                             f"{refused[0]!r}, which workflow {name!r} runs")
-        wait = query_float("wait", None, MAX_WAIT)
-        run = self.s.workflows.start(name, body.get("environment"), caller.name)
-        if wait is not None:
-            run = self.wait_until_ended(run, wait)
-        return json_response(self.s.workflows.view(run), 201)
+        return self.s.workflows.start(name, environment, caller.name)
 
     def list_runs(self):
         """Runs newest first (?workflow=NAME, ?state=running|succeeded|failed|stopped,
