@@ -12,6 +12,14 @@ release in the ending transaction, and the claim that cannot be made ahead), not
 parallelism. The fan-out is compared with N + 2
 independent tasks. Also timed in the store alone: ending a task that N tasks wait for.
 
+Then the same through workflow files (conf.d/workflows/), where the server's advancer makes
+each step's tasks as the steps before them succeed:
+  - a workflow fan-out: a step writes a list of N items to its results, a step fans out
+    over it (`each`), a last step gathers their results (2N edges), against N + 2
+    independent tasks;
+  - a workflow chain of the most steps a file may hold (200), each `after` the one before,
+    through one slot, against as many independent tasks through one slot.
+
     python -P bench/workflow.py [--tasks 1000]
 """
 
@@ -35,6 +43,7 @@ from blanket.store.base import Claim, NewTask, Outcome
 
 TRUE = 'command = "true"\n'
 ENDED = "SUCCESS,FAILED,TIMEDOUT,STOPPED,SKIPPED,LOST"
+CHAIN_STEPS = 200  # the most steps a workflow file may hold
 
 
 def ended_count(client: Client) -> int:
@@ -96,6 +105,40 @@ def store_fan_in(count: int) -> tuple[float, float]:
             store.close()
 
 
+def write_workflow(running, name: str, text: str) -> None:
+    folder = running.base / "conf.d" / "workflows"
+    folder.mkdir(exist_ok=True)
+    (folder / f"{name}.toml.partial").write_text(text)
+    (folder / f"{name}.toml.partial").replace(folder / f"{name}.toml")
+    wait_until(lambda: any(w["name"] == name and w["version"]
+                           for w in running.client.get("/workflow/")), timeout=30)
+
+
+def timed_run(client: Client, name: str) -> float:
+    """Seconds from starting a run of workflow `name` to its end (it must succeed)."""
+    began = time.perf_counter()
+    run = client.post(f"/workflow/{name}/run", {})
+    while run["state"] == "running":
+        run = client.get(f"/run/{run['id']}?wait=60", timeout=120)
+    took = time.perf_counter() - began
+    if run["state"] != "succeeded":
+        raise SystemExit(f"workflow {name} ended {run['state']}: {run['reason']}")
+    return took
+
+
+def fan_workflow(n: int) -> str:
+    # a list to fan out over: one item a line, as a string result
+    return ('[steps.list]\ncommand = """python3 -c "import json; json.dump({\'ITEMS\': '
+            f"'\\\\n'.join(map(str, range({n})))}}, open('results.json', 'w'))\"\"\"\"\n"
+            '[steps.each]\ncommand = "true"\nafter = ["list"]\neach = "{{ ITEMS }}"\n'
+            '[steps.end]\ncommand = "true"\nafter = ["each"]\n')
+
+
+def chain_workflow(steps: int) -> str:
+    return "".join(f'[steps.s{i}]\ncommand = "true"\n'
+                   + (f'after = ["s{i - 1}"]\n' if i else "") for i in range(steps))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--tasks", type=int, default=1000)
@@ -110,6 +153,17 @@ def main() -> None:
         fan.append({"type": "true", "after": list(range(root + 1, root + n + 1))})
         fan_out = timed(client, fan, ended_count(client))
         independent_more = timed(client, [{"type": "true"}] * (n + 2), ended_count(client))
+        write_workflow(running, "fan", fan_workflow(n))
+        flow_fan = timed_run(client, "fan")
+        flow_independent = timed(client, [{"type": "true"}] * (n + 2), ended_count(client))
+        write_workflow(running, "chain", chain_workflow(CHAIN_STEPS))
+        slots = sorted(w["id"] for w in client.get("/worker/"))
+        client.post(f"/worker/{slots[1]}/pause")
+        try:
+            flow_chain = timed_run(client, "chain")
+            flow_serial = timed(client, [{"type": "true"}] * CHAIN_STEPS, ended_count(client))
+        finally:
+            client.post(f"/worker/{slots[1]}/resume")
         failed = client.get("/task/?count&state=FAILED,TIMEDOUT,STOPPED,SKIPPED,LOST")["count"]
         if failed:
             raise SystemExit(f"{failed} tasks did not succeed")
@@ -122,6 +176,12 @@ def main() -> None:
           f"tasks: {independent_more:.2f}s; per edge: "
           f"{(fan_out - independent_more) / (2 * n) * 1000:+.2f} ms (the root and the fan-in "
           "run alone, which the independent tasks do not)")
+    print(f"workflow fan-out {n} wide and fan-in ({2 * n} edges): {flow_fan:.2f}s; {n + 2} "
+          f"independent tasks: {flow_independent:.2f}s; per edge: "
+          f"{(flow_fan - flow_independent) / (2 * n) * 1000:+.2f} ms")
+    print(f"workflow chain of {CHAIN_STEPS} steps through one slot: {flow_chain:.2f}s; "
+          f"{CHAIN_STEPS} independent tasks through one slot: {flow_serial:.2f}s; per edge: "
+          f"{(flow_chain - flow_serial) / (CHAIN_STEPS - 1) * 1000:+.2f} ms")
     print(f"store: ending a task {n} tasks wait for: {with_deps:.1f} ms; one none waits for: "
           f"{without:.1f} ms; per edge: {(with_deps - without) / n * 1000:.1f} us")
 
