@@ -137,6 +137,14 @@ class Workflows:
     def run_for_key(self, key: str) -> Run | None:
         return self.store.run_for_key(key)
 
+    def run_of_task(self, task_id: int) -> dict | None:
+        """The run a task belongs to (its id, step, item and round), or None."""
+        found = self.store.run_of_task(task_id)
+        if found is None:
+            return None
+        run_id, step, item, round_ = found
+        return {"id": run_id, "step": step, "item": item, "round": round_}
+
     def list_runs(self, workflow: str | None = None, state: str | None = None,
                   before: int | None = None, limit: int = 100) -> list[Run]:
         return self.store.list_runs(workflow, state, before, limit)

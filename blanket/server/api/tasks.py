@@ -252,7 +252,9 @@ class TaskRoutes:
         wait = query_float("wait", None, MAX_WAIT)
         if wait is not None and not has_ended(task):
             task = self.wait_until_ended(task, wait)
-        return json_response(self.shown([task], one=True)[0])
+        shown = self.shown([task], one=True)[0]
+        shown["run"] = self.s.workflows.run_of_task(task.id)  # a workflow run's step
+        return json_response(shown)
 
     def notifications(self, task_id: str):
         """The notifications its end made ([[notify]]): to what, how each went."""
