@@ -34,6 +34,7 @@ from __future__ import annotations
 import hashlib
 import re
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -96,7 +97,27 @@ class Workflow:
     text: str = ""  # the file, as a run keeps it
 
     def step(self, name: str) -> Step | None:
-        return next((s for s in self.steps if s.name == name), None)
+        return self._by_name.get(name)
+
+    @cached_property
+    def _by_name(self) -> dict[str, Step]:
+        return {s.name: s for s in self.steps}
+
+    @cached_property
+    def order(self) -> tuple[Step, ...]:
+        """The steps so that each comes after those it waits for (file order among equals),
+        worked out once."""
+        return tuple(_ordered(self.steps))
+
+    @cached_property
+    def ancestors(self) -> dict[str, tuple[str, ...]]:
+        """For each step, every step it comes after, directly or not, in `order`."""
+        position = {s.name: n for n, s in enumerate(self.order)}
+        found: dict[str, set[str]] = {}
+        for step in self.order:
+            found[step.name] = set(step.after).union(*(found[a] for a in step.after))
+        return {name: tuple(sorted(names, key=position.__getitem__))
+                for name, names in found.items()}
 
     def step_type(self, step: Step) -> str:
         """The task type a step's tasks have."""
@@ -378,15 +399,30 @@ def find_cycle(after: dict[str, tuple[str, ...]]) -> list[str] | None:
 
 def ordered(workflow: Workflow) -> list[Step]:
     """The steps so that each comes after those it waits for (file order among equals)."""
-    done: set[str] = set()
+    return list(workflow.order)
+
+
+def _ordered(steps: tuple[Step, ...]) -> list[Step]:
+    """Kahn's order, in waves: each wave the steps whose `after` all came before, in file
+    order. A file with a cycle never gets here (its checker refuses it)."""
+    waiting = {s.name: len(set(s.after)) for s in steps}
+    followers: dict[str, list[str]] = {}
+    for step in steps:
+        for wanted in set(step.after):
+            followers.setdefault(wanted, []).append(step.name)
+    position = {s.name: n for n, s in enumerate(steps)}
+    by_name = {s.name: s for s in steps}
+    wave = [s.name for s in steps if not waiting[s.name]]
     result: list[Step] = []
-    pending = list(workflow.steps)
-    while pending:
-        ready = [s for s in pending if all(a in done for a in s.after)]
-        for step in ready:
-            done.add(step.name)
-            result.append(step)
-        pending = [s for s in pending if s.name not in done]
+    while wave:
+        result.extend(by_name[name] for name in wave)
+        following = []
+        for name in wave:
+            for follower in followers.get(name, ()):
+                waiting[follower] -= 1
+                if not waiting[follower]:
+                    following.append(follower)
+        wave = sorted(following, key=position.__getitem__)
     return result
 
 

@@ -20,7 +20,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from blanket.config.workflow import ITEM, ITEM_INDEX, MAX_ITEMS, Step, Workflow, ordered, render
+from blanket.config.workflow import ITEM, ITEM_INDEX, MAX_ITEMS, Step, Workflow, render
 from blanket.models import Run, RunTask, TaskState
 
 ACTIVE = frozenset({TaskState.WAITING, TaskState.QUEUED, TaskState.CLAIMED, TaskState.RUNNING})
@@ -62,7 +62,7 @@ def plan(workflow: Workflow, run: Run, tasks: list[RunTask],
     views: dict[str, StepView] = {}
     create: list[tuple[Step, list[tuple[int, dict[str, str]]]]] = []
     running = run.state == "running"
-    for step in ordered(workflow):
+    for step in workflow.order:
         view = views[step.name] = StepView(step.name, tasks=by_step.get(step.name, []))
         before = [views[name] for name in step.after]
         blocked = next((v for v in before if v.state in NOT_RUN), None)
@@ -161,22 +161,10 @@ def variables(workflow: Workflow, step: Step, run: Run,
     """What a step's tasks start from: the run's variables, then the results of the steps
     it comes after, nearest last."""
     found = dict(run.environment)
-    for name in _ancestors(workflow, step):
+    for name in workflow.ancestors[step.name]:
         found.update((key, as_variable(value))
                      for key, value in (views[name].results or {}).items())
     return found
-
-
-def _ancestors(workflow: Workflow, step: Step) -> list[str]:
-    wanted: set[str] = set()
-    todo = list(step.after)
-    while todo:
-        name = todo.pop()
-        if name not in wanted:
-            wanted.add(name)
-            found = workflow.step(name)
-            todo.extend(found.after if found else ())
-    return [s.name for s in ordered(workflow) if s.name in wanted]
 
 
 def _environments(workflow: Workflow, step: Step, run: Run,

@@ -69,6 +69,7 @@ class Workflows:
         self.takes = takes
         self.task_dir = task_dir
         self.stopping = threading.Event()
+        self._kicked = threading.Event()
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()  # one advance at a time in this server
         self._parsed: dict[str, Workflow] = {}  # version -> the file a run started from
@@ -113,7 +114,7 @@ class Workflows:
                                  submitted_by, schedule, dedupe_key)
         self._parsed.setdefault(run.version, workflow)
         self.advance(run)
-        self.wakeups.notify(WORKFLOWS)
+        self._kick()
         log.info("workflow run started", workflow=name, run=run.id, by=submitted_by)
         return self.store.get_run(run.id) or run
 
@@ -163,7 +164,7 @@ class Workflows:
         if ended is None:
             raise Conflict(f"workflow run {run_id} is {run.state}, not running")
         self._stop_tasks(ended, by)
-        self.wakeups.notify(WORKFLOWS)
+        self._kick()
         log.info("workflow run stopped", workflow=run.workflow, run=run_id, by=by)
         return ended
 
@@ -176,7 +177,7 @@ class Workflows:
             raise Conflict(f"workflow run {run_id} is {run.state}; only a failed or stopped "
                            "run can be rerun")
         self.advance(again)
-        self.wakeups.notify(WORKFLOWS)
+        self._kick()
         log.info("workflow run rerun", workflow=run.workflow, run=run_id, round=again.round)
         return self.get(run_id)
 
@@ -221,7 +222,7 @@ class Workflows:
 
     def _end(self, run: Run, state: str, reason: str | None) -> None:
         if self.store.end_run(run.id, state, reason, time.time()) is not None:
-            self.wakeups.notify(WORKFLOWS)
+            self._kick()
             log.info("workflow run ended", workflow=run.workflow, run=run.id, state=state,
                      reason=reason)
 
@@ -311,26 +312,45 @@ class Workflows:
 
     def stop_advancing(self) -> None:
         self.stopping.set()
-        self.wakeups.notify(WORKFLOWS)
+        self._kick()
         if self._thread is not None:
             self._thread.join(10)
 
     def _run(self) -> None:
+        # By run: the steps it had tasks running in at its last whole look, and those tasks.
+        seen: dict[int, tuple[frozenset[str], list[str]]] = {}
+        whole = True
         while not self.stopping.is_set():
             topics = [WORKFLOWS]
             began = time.monotonic()
             made = False
             try:
+                looked: dict[int, tuple[frozenset[str], list[str]]] = {}
                 for run in self.store.running_runs():
+                    active = self.store.active_steps(run.id)
+                    if not whole and run.id in seen and seen[run.id][0] == active:
+                        # A task ended in a step that has others still running: nothing
+                        # can start or end until its last one ends (a wide fan-out's ends
+                        # cost one query each, not a look at every task of the run).
+                        looked[run.id] = seen[run.id]
+                        topics.extend(seen[run.id][1])
+                        continue
                     decided = self.advance(run)
-                    if decided is not None:
-                        made = made or bool(decided.create)
-                        topics.extend(task_topic(t.task_id) for v in decided.steps.values()
-                                      for t in v.tasks if t.state in ACTIVE)
+                    watched = [] if decided is None else [
+                        task_topic(t.task_id) for v in decided.steps.values()
+                        for t in v.tasks if t.state in ACTIVE]
+                    if decided is not None and decided.create:
+                        made = True  # its new tasks are watched from the next look
+                    else:
+                        looked[run.id] = (active, watched)
+                    topics.extend(watched)
+                seen = looked
                 took = time.monotonic() - began
-                if made:  # tasks made in this look are watched from the next one
+                whole = made
+                if made:
                     continue
-                self._wait(topics)
+                whole = not self._wait(topics) or self._kicked.is_set()
+                self._kicked.clear()
                 # Woken: rest as long as the last look took, so that a wide fan-out's ends,
                 # coming fast, are taken a batch at a time (the look reads every task of the
                 # run anyway) and the advancer never holds more than half a CPU.
@@ -339,7 +359,9 @@ class Workflows:
                 log.exception("workflow advance failed")
                 self.stopping.wait(1.0)
 
-    def _wait(self, topics: list[str]) -> None:
+    def _wait(self, topics: list[str]) -> bool:
+        """Wait for the end of a task among `topics` (or WORKFLOWS); False when LOOK_EVERY
+        passed first."""
         woken = [False]
 
         def check() -> bool | None:
@@ -347,7 +369,12 @@ class Workflows:
                 return True
             woken[0] = True
             return None
-        self.wakeups.wait_for(check, LOOK_EVERY, topics=topics)
+        return self.wakeups.wait_for(check, LOOK_EVERY, topics=topics) is not None
+
+    def _kick(self) -> None:
+        """A run started, ended, was stopped or rerun here: the next look is a whole one."""
+        self._kicked.set()
+        self.wakeups.notify(WORKFLOWS)
 
 
 def run_environment(workflow: Workflow, given: Any) -> dict[str, str]:

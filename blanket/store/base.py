@@ -450,6 +450,10 @@ class Store(ABC):
         """The tasks a run's steps made, with their states (None when removed)."""
 
     @abstractmethod
+    def active_steps(self, run_id: int) -> frozenset[str]:
+        """The steps of a run with a task not ended (waiting, queued, claimed, running)."""
+
+    @abstractmethod
     def link_run_tasks(self, run_id: int, links: list[tuple[str, int, int, int]]) -> None:
         """Tie tasks to a run's steps: (step, item, round, task_id); a link made already
         stays as it is."""

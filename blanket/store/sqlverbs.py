@@ -118,6 +118,10 @@ class SqlVerbs(Store):
         return [run_task_from_row(r)
                 for r in self._all(self.queries["run_tasks"], {"run_id": run_id})]
 
+    def active_steps(self, run_id: int) -> frozenset[str]:
+        return frozenset(r["step"] for r in self._all(self.queries["active_steps"],
+                                                      {"run_id": run_id}))
+
     def link_run_tasks(self, run_id: int, links: list[tuple[str, int, int, int]]) -> None:
         if not links:
             return

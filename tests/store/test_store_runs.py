@@ -83,6 +83,9 @@ def test_links_tie_tasks_to_steps_once_and_show_their_states(store: Store) -> No
                                                                      ("b", 3, 1, b.id)]
     assert found[0].state == TaskState.QUEUED and found[0].type == a.type
     assert found[1].state is None  # removed
+    assert store.active_steps(run.id) == {"a"}
+    store.stop_queued(a.id, NOW, "bob")
+    assert store.active_steps(run.id) == frozenset()
     assert store.run_of_task(a.id) == (run.id, "a", 0, 1)
     assert store.run_of_task(a.id + 1000) is None
     assert store.run_tasks(run.id + 1000) == []

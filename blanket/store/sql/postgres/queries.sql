@@ -441,3 +441,7 @@ WHERE (%(workflow)s::text IS NULL OR workflow = %(workflow)s::text)
   AND (%(state)s::text IS NULL OR state = %(state)s::text)
   AND id < %(before)s
 ORDER BY id DESC LIMIT %(limit)s;
+
+-- name: active_steps
+SELECT DISTINCT r.step FROM run_tasks r JOIN tasks t ON t.id = r.task_id
+WHERE r.run_id = %(run_id)s AND t.state IN ('WAITING', 'QUEUED', 'CLAIMED', 'RUNNING');

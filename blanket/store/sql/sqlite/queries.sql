@@ -356,3 +356,7 @@ SELECT * FROM workflow_runs
 WHERE (:workflow IS NULL OR workflow = :workflow) AND (:state IS NULL OR state = :state)
   AND id < :before
 ORDER BY id DESC LIMIT :limit;
+
+-- name: active_steps
+SELECT DISTINCT r.step FROM run_tasks r JOIN tasks t ON t.id = r.task_id
+WHERE r.run_id = :run_id AND t.state IN ('WAITING', 'QUEUED', 'CLAIMED', 'RUNNING');
