@@ -76,6 +76,15 @@ def test_delete_ended_removes_only_ended_tasks_and_says_which(store: Store) -> N
     assert store.get_task(queued) is not None
 
 
+def test_a_running_workflow_runs_ended_tasks_stay_until_it_ends(store: Store) -> None:
+    done = ended_task(store, 100.0)
+    run = store.add_run("etl", "v", "", {}, 1.0, "alice")
+    store.link_run_tasks(run.id, [("a", 0, 1, done)])
+    assert store.delete_ended([done]) == []  # its results may still be read
+    store.end_run(run.id, "succeeded", None, 200.0)
+    assert [e.id for e in store.delete_ended([done])] == [done]
+
+
 def test_delete_ended_frees_the_tasks_dedupe_key(store: Store) -> None:
     first = add(store, key="inbox:abc")
     end(store, first, 100.0)

@@ -259,6 +259,9 @@ DELETE FROM tasks WHERE id IN (SELECT value FROM json_each(:ids)) AND finished I
   AND state IN ('SUCCESS', 'FAILED', 'TIMEDOUT', 'STOPPED', 'SKIPPED')
   -- a notification still to send reads the task: it stays until sent (or given up)
   AND NOT EXISTS (SELECT 1 FROM deliveries WHERE task_id = tasks.id AND state = 'pending')
+  -- a running workflow run reads its tasks' results: they stay until it ends
+  AND NOT EXISTS (SELECT 1 FROM run_tasks r JOIN workflow_runs w ON w.id = r.run_id
+                  WHERE r.task_id = tasks.id AND w.state = 'running')
 RETURNING id, type, schedule, state, finished, version;
 
 -- name: delete_ended_deliveries
