@@ -13,7 +13,7 @@ from pathlib import Path
 from blanket.config.bundles import write_bundle
 from blanket.config.schedule import Schedule
 from blanket.config.tasktype import TaskType
-from blanket.config.workflow import STEP_TYPE_PREFIX, Step
+from blanket.config.workflow import STEP_TYPE_PREFIX
 from blanket.server.catalog import Catalog, LoadedType
 from blanket.server.intake import SCHEDULE_PREFIX
 
@@ -107,19 +107,43 @@ class CatalogTypes:
         return found
 
 
-class CommandTypes:
-    """Synthetic task types `schedule.NAME` for schedules that carry their own `command`.
-
-    Each is versioned by a hash of its TOML file and bundled like any type, so its runs are
-    traced to the exact definition."""
+class _SyntheticTypes:
+    """Types made from another config file (a schedule's or a workflow step's own command):
+    each built once per definition, versioned by a hash of what it came from, bundled with
+    its file and recorded like any type, so its runs are traced to the exact definition."""
 
     def __init__(self, catalog: Catalog, versions_dir: Path,
                  record_version: Callable[[str, str, float], bool] | None = None):
         self.catalog = catalog
         self.versions_dir = Path(versions_dir)
         self.record_version = record_version
-        self._built: dict[str, tuple[Schedule, LoadedType]] = {}
+        self._built: dict[str, tuple[object, LoadedType]] = {}
         self._lock = threading.Lock()
+
+    def _cached(self, name: str, basis: object, build: Callable[[], LoadedType]) -> LoadedType:
+        """The type `name` built from `basis` (built again when the basis changed)."""
+        with self._lock:
+            built = self._built.get(name)
+            if built is None or built[0] != basis:
+                built = (basis, build())
+                self._built[name] = built
+        return built[1]
+
+    def _recorded(self, task_type: TaskType, kind: str, content: bytes,
+                  path: Path) -> LoadedType:
+        digest = hashlib.sha256(f"blanket-{kind}-version 1\0{task_type.name}\0".encode())
+        digest.update(content)
+        version = digest.hexdigest()
+        write_bundle(self.versions_dir, version, path, [])
+        now = time.time()
+        if self.record_version is not None:
+            self.record_version(version, task_type.name, now)
+        return LoadedType(task_type.name, path, task_type, version, now)
+
+
+class CommandTypes(_SyntheticTypes):
+    """Synthetic task types `schedule.NAME` for schedules that carry their own `command`,
+    versioned by a hash of the schedule's file."""
 
     def get(self, type_name: str) -> LoadedType | None:
         """The synthetic type called `type_name`, or None."""
@@ -128,41 +152,20 @@ class CommandTypes:
         loaded = self.catalog.schedule(type_name.removeprefix(COMMAND_TYPE_PREFIX))
         if loaded is None or loaded.schedule is None or loaded.schedule.command is None:
             return None
-        with self._lock:
-            built = self._built.get(loaded.name)
-            if built is None or built[0] != loaded.schedule:
-                built = (loaded.schedule, self._build(loaded.schedule, loaded.path))
-                self._built[loaded.name] = built
-        return built[1]
+        schedule, path = loaded.schedule, loaded.path
+        return self._cached(loaded.name, schedule, lambda: self._build(schedule, path))
 
     def _build(self, schedule: Schedule, path: Path) -> LoadedType:
         assert schedule.command is not None
-        name = task_type_of(schedule)
-        task_type = TaskType(name=name, command=schedule.command,
+        task_type = TaskType(name=task_type_of(schedule), command=schedule.command,
                              executor=schedule.executor or "bash", tags=schedule.tags,
                              description=schedule.description)
-        digest = hashlib.sha256(f"blanket-schedule-version 1\0{name}\0".encode())
-        digest.update(path.read_bytes())
-        version = digest.hexdigest()
-        write_bundle(self.versions_dir, version, path, [])
-        now = time.time()
-        if self.record_version is not None:
-            self.record_version(version, name, now)
-        return LoadedType(name, path, task_type, version, now)
+        return self._recorded(task_type, "schedule", path.read_bytes(), path)
 
 
-class StepTypes:
+class StepTypes(_SyntheticTypes):
     """Synthetic task types `workflow.NAME.STEP` for workflow steps that carry their own
-    `command`, versioned by the workflow file's bytes and the step's name and bundled with
-    the file, as command schedules are."""
-
-    def __init__(self, catalog: Catalog, versions_dir: Path,
-                 record_version: Callable[[str, str, float], bool] | None = None):
-        self.catalog = catalog
-        self.versions_dir = Path(versions_dir)
-        self.record_version = record_version
-        self._built: dict[str, tuple[str, LoadedType]] = {}
-        self._lock = threading.Lock()
+    `command`, versioned by the workflow file's bytes and the step's name."""
 
     def get(self, type_name: str) -> LoadedType | None:
         """The synthetic type called `type_name`, or None."""
@@ -174,25 +177,9 @@ class StepTypes:
         step = workflow.step(step_name) if workflow is not None else None
         if loaded is None or workflow is None or step is None or step.command is None:
             return None
-        with self._lock:
-            built = self._built.get(type_name)
-            if built is None or built[0] != workflow.version:
-                built = (workflow.version, self._build(type_name, step, workflow.text,
-                                                       loaded.path))
-                self._built[type_name] = built
-        return built[1]
-
-    def _build(self, name: str, step: Step, text: str, path: Path) -> LoadedType:
-        assert step.command is not None
-        task_type = TaskType(name=name, command=step.command, executor=step.executor,
+        task_type = TaskType(name=type_name, command=step.command, executor=step.executor,
                              tags=step.tags, description=step.description,
                              timeout=step.timeout, retries=step.retries or 0,
                              extra_environment=("*",))
-        digest = hashlib.sha256(f"blanket-step-version 1\0{name}\0".encode())
-        digest.update(text.encode())
-        version = digest.hexdigest()
-        write_bundle(self.versions_dir, version, path, [])
-        now = time.time()
-        if self.record_version is not None:
-            self.record_version(version, name, now)
-        return LoadedType(name, path, task_type, version, now)
+        return self._cached(type_name, workflow.version, lambda: self._recorded(
+            task_type, "step", workflow.text.encode(), loaded.path))

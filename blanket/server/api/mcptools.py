@@ -57,6 +57,12 @@ def _object(properties: dict[str, Any], required: tuple[str, ...] = ()) -> dict[
             "additionalProperties": False}
 
 
+def _wait_for(again: str) -> dict[str, Any]:
+    return {"type": "number", "minimum": 0, "maximum": MAX_TOOL_WAIT,
+            "description": f"wait for its end this long at most; call {again} again to wait "
+                           "longer"}
+
+
 TOOLS = (
     Tool("list_types", "The task types one can start: for each, its description, the "
          "variables it requires (name, type, description), its defaults (secret ones as "
@@ -77,9 +83,7 @@ TOOLS = (
              "after_policy": {"enum": list(AFTER_POLICIES),
                               "description": "always: run once they all ended, whatever "
                                              "their state"},
-             "wait_seconds": {"type": "number", "minimum": 0, "maximum": MAX_TOOL_WAIT,
-                              "description": "wait for its end this long at most; call "
-                                             "wait_task again to wait longer"},
+             "wait_seconds": _wait_for("wait_task"),
              "idempotency_key": {"type": "string", "minLength": 1, "maxLength": 255,
                                  "description": "the same key again (say, on a retry after "
                                                 "a timeout) answers the task it made, and "
@@ -114,9 +118,7 @@ TOOLS = (
              "name": {**NAME, "description": "the workflow (list_workflows names them)"},
              "environment": {**SUBMISSION.schema["properties"]["environment"],
                              "description": "the run's variables: NAME: value"},
-             "wait_seconds": {"type": "number", "minimum": 0, "maximum": MAX_TOOL_WAIT,
-                              "description": "wait for its end this long at most; call "
-                                             "get_run again to wait longer"},
+             "wait_seconds": _wait_for("get_run"),
          }, ("name",)), read_only=False),
     Tool("get_run", "One workflow run: its state, reason, and each step's state and tasks "
          "(task_logs reads a task's output); with wait_seconds, once it ended or that time "
