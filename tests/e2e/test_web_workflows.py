@@ -247,3 +247,29 @@ def test_a_running_run_is_stopped_from_its_page(make_server, tmp_path):
         browser.wait_for("document.querySelector('#r-state .state')?.textContent === 'stopped'")
     wait_until(lambda: all(s["state"] in ("stopped", "skipped", "pending")
                            for s in server.client.get(f"/run/{run['id']}")["steps"]))
+
+
+def test_an_arrow_that_passes_a_column_goes_between_its_boxes_never_under_one(make_server,
+                                                                              tmp_path):
+    require_chromium()
+    server = make_server()
+    # a -> b -> c -> d, and a -> d and b -> d: two arrows pass over columns that hold boxes
+    steps = [{"name": "a", "after": []}, {"name": "b", "after": ["a"]},
+             {"name": "c", "after": ["b"]}, {"name": "d", "after": ["a", "b", "c"]}]
+    with Browser(tmp_path / "chromium") as browser:
+        browser.open(server.url + "/")
+        browser.wait_for("typeof layoutRun === 'function'")
+        placed = browser.evaluate(f"""(() => {{
+            const layout = layoutRun({json.dumps(steps)}, 65);
+            return [...layout.items.values()].map(i => ({{id: i.id, box: Boolean(i.step),
+                x: i.x, top: i.y, bottom: i.y + i.h}}));
+        }})()""")
+    boxes = [p for p in placed if p["box"]]
+    lanes = [p for p in placed if not p["box"]]
+    assert sorted(lane["id"] for lane in lanes) == ["a>d@1", "a>d@2", "b>d@2"]
+    for lane in lanes:
+        for box in boxes:
+            if box["x"] == lane["x"]:  # the same column
+                assert lane["bottom"] <= box["top"] or lane["top"] >= box["bottom"], (lane, box)
+    assert [b["x"] for b in sorted(boxes, key=lambda b: b["id"])] == sorted(
+        b["x"] for b in boxes) and len({b["x"] for b in boxes}) == 4

@@ -1321,7 +1321,7 @@ const TASK_STATE_WORDS = { SUCCESS: "succeeded", FAILED: "failed", RUNNING: "run
   CLAIMED: "claimed", QUEUED: "queued", WAITING: "waiting", TIMEDOUT: "timed out",
   STOPPED: "stopped", SKIPPED: "skipped", LOST: "lost" };
 
-// A fanned step's items by the state of their latest task: "3 items: 2 succeeded, 1 running".
+// A fanned step's items by the state of their latest task: 3, "2 succeeded, 1 running".
 function itemCounts(step) {
   const latest = new Map();
   for (const task of step.tasks) {
@@ -1333,8 +1333,8 @@ function itemCounts(step) {
     const word = task.state ? TASK_STATE_WORDS[task.state] || task.state.toLowerCase() : "removed";
     counts[word] = (counts[word] || 0) + 1;
   }
-  const parts = Object.entries(counts).map(([word, n]) => `${n} ${word}`);
-  return `${latest.size} item${latest.size === 1 ? "" : "s"}${parts.length ? ": " + parts.join(", ") : ""}`;
+  return { total: latest.size,
+    text: Object.entries(counts).map(([word, n]) => `${n} ${word}`).join(", ") };
 }
 
 // Text cut to fit its box; the whole of it is in the box's title.
@@ -1342,67 +1342,115 @@ function fitted(text, most) {
   return text.length > most ? `${text.slice(0, most - 1)}…` : text;
 }
 
-const BOX = { width: 200, gap: 64, rowGap: 18, pad: 12, line: 17 };
+const BOX = { width: 200, gap: 64, rowGap: 18, pad: 12, line: 17, lane: 10 };
+
+// Where each box goes: columns by depth; an arrow that passes over a column takes a thin lane
+// of its own there (between the boxes, never under one). Rows in a column follow the file's
+// order, then move towards the mean row of what they come after, so that arrows cross less.
+function layoutRun(steps, height) {
+  const columns = stepColumns(steps);
+  const layers = [];
+  const put = (item, c) => (layers[c] = layers[c] || []).push(item);
+  const items = new Map();
+  for (const step of steps) {
+    const item = { id: step.name, step, before: [], h: height };
+    items.set(step.name, item);
+    put(item, columns.get(step.name));
+  }
+  const edges = [];
+  for (const step of steps) {
+    for (const name of step.after) {
+      if (!items.has(name)) continue;
+      const chain = [name];
+      for (let c = columns.get(name) + 1; c < columns.get(step.name); c++) {
+        const lane = { id: `${name}>${step.name}@${c}`, before: [chain[chain.length - 1]],
+          h: BOX.lane };
+        items.set(lane.id, lane);
+        put(lane, c);
+        chain.push(lane.id);
+      }
+      items.get(step.name).before.push(chain[chain.length - 1]);
+      chain.push(step.name);
+      edges.push({ from: name, to: step.name, chain });
+    }
+  }
+  const row = new Map();
+  layers.forEach((layer, c) => {
+    if (c > 0) {
+      const mean = (item) => {
+        const rows = item.before.map((id) => row.get(id));
+        return rows.length ? rows.reduce((a, b) => a + b, 0) / rows.length : 0;
+      };
+      layer.sort((a, b) => mean(a) - mean(b));  // stable: ties keep the file's order
+    }
+    layer.forEach((item, r) => row.set(item.id, r));
+  });
+  const tall = (layer) => layer.reduce((sum, item) => sum + item.h, 0)
+    + BOX.rowGap * (layer.length - 1);
+  const tallest = Math.max(height, ...layers.map(tall));
+  layers.forEach((layer, c) => {
+    let y = BOX.pad + (tallest - tall(layer)) / 2;
+    for (const item of layer) {
+      item.x = BOX.pad + c * (BOX.width + BOX.gap);
+      item.y = y;
+      item.mid = y + item.h / 2;
+      y += item.h + BOX.rowGap;
+    }
+  });
+  return { items, edges, columns, width: BOX.pad * 2 + layers.length * (BOX.width + BOX.gap) - BOX.gap,
+    height: BOX.pad * 2 + tallest };
+}
+
+// An arrow's path: out of the right side of a box, along the lanes it passes, into the left
+// side of the next box, each hop a curve that leaves and arrives level.
+function edgePath(chain, items) {
+  const first = items.get(chain[0]);
+  let x = first.x + BOX.width, y = first.mid;
+  let d = `M ${x} ${y}`;
+  for (const id of chain.slice(1)) {
+    const next = items.get(id);
+    const x2 = next.step ? next.x - 2 : next.x;
+    const bend = Math.max(20, (x2 - x) / 2);
+    d += ` C ${x + bend} ${y}, ${x2 - bend} ${next.mid}, ${x2} ${next.mid}`;
+    x = x2;
+    y = next.mid;
+    if (!next.step) {
+      x = next.x + BOX.width;
+      d += ` L ${x} ${y}`;
+    }
+  }
+  return d;
+}
 
 function drawRunGraph(run) {
   const steps = run.steps;
-  const columns = stepColumns(steps);
-  const fanned = steps.some((s) => s.each);
-  const height = BOX.line * (fanned ? 4 : 3) + 14;
-  // Rows in a column follow their steps' order in the file, then move towards the mean row
-  // of the steps they come after, so that arrows cross less.
-  const byColumn = [];
-  for (const step of steps) {
-    const c = columns.get(step.name);
-    (byColumn[c] = byColumn[c] || []).push(step);
-  }
-  const row = new Map();
-  byColumn.forEach((list, c) => {
-    if (c > 0) {
-      const mean = (s) => {
-        const rows = s.after.filter((n) => row.has(n)).map((n) => row.get(n));
-        return rows.length ? rows.reduce((a, b) => a + b, 0) / rows.length : 0;
-      };
-      list.sort((a, b) => mean(a) - mean(b));
-    }
-    list.forEach((s, r) => row.set(s.name, r));
-  });
-  const tallest = Math.max(1, ...byColumn.map((list) => (list ? list.length : 0)));
-  const where = new Map();
-  byColumn.forEach((list, c) => {
-    const offset = ((tallest - list.length) * (height + BOX.rowGap)) / 2;
-    list.forEach((s, r) => where.set(s.name, {
-      x: BOX.pad + c * (BOX.width + BOX.gap),
-      y: BOX.pad + offset + r * (height + BOX.rowGap) }));
-  });
-  const width = BOX.pad * 2 + byColumn.length * (BOX.width + BOX.gap) - BOX.gap;
-  const full = BOX.pad * 2 + tallest * (height + BOX.rowGap) - BOX.rowGap;
-  const graph = svg("svg", { width, height: full, viewBox: `0 0 ${width} ${full}`,
-    role: "group", "aria-label": `the ${steps.length} steps of run ${run.id}` });
+  const height = BOX.line * (steps.some((s) => s.each) ? 4 : 3) + 14;
+  const layout = layoutRun(steps, height);
+  const graph = svg("svg", { width: layout.width, height: layout.height,
+    viewBox: `0 0 ${layout.width} ${layout.height}`, role: "group",
+    "aria-label": `the ${steps.length} steps of run ${run.id}` });
   graph.append(svg("defs", {}, svg("marker", { id: "run-arrow", viewBox: "0 0 10 10", refX: 9,
     refY: 5, markerWidth: 7, markerHeight: 7, orient: "auto-start-reverse" },
   svg("path", { d: "M 0 0 L 10 5 L 0 10 z", class: "arrow-head" }))));
-  for (const step of steps) {
-    const to = where.get(step.name);
-    for (const name of step.after) {
-      const from = where.get(name);
-      if (!from) continue;
-      const x1 = from.x + BOX.width, y1 = from.y + height / 2, x2 = to.x - 2, y2 = to.y + height / 2;
-      const bend = Math.max(24, (x2 - x1) / 2);
-      graph.append(titled(svg("path", { class: "edge", "data-from": name, "data-to": step.name,
-        d: `M ${x1} ${y1} C ${x1 + bend} ${y1}, ${x2 - bend} ${y2}, ${x2} ${y2}`,
-        "marker-end": "url(#run-arrow)" }), `${step.name} runs after ${name}`));
-    }
+  for (const edge of layout.edges) {
+    graph.append(titled(svg("path", { class: "edge", "data-from": edge.from, "data-to": edge.to,
+      d: edgePath(edge.chain, layout.items), "marker-end": "url(#run-arrow)" }),
+    `${edge.to} runs after ${edge.from}`));
   }
-  for (const step of steps) graph.append(stepBox(step, where.get(step.name), height, columns));
+  for (const step of steps) {
+    graph.append(stepBox(step, layout.items.get(step.name), height, layout.columns));
+  }
   $("r-graph").replaceChildren(graph);
 }
 
 function stepBox(step, at, height, columns) {
   const kind = step.command ? "command" : `type ${step.type}`;
+  const items = step.each ? itemCounts(step) : null;
   const lines = [
-    ["step-name", step.name], ["step-type", kind], ["step-state", step.state],
-    ...(step.each ? [["step-items", step.tasks.length ? itemCounts(step) : `each ${step.each}`]] : []),
+    ["step-name", step.name], ["step-type", kind],
+    ["step-state", items && items.total ? `${step.state} · ${items.total} item${items.total === 1 ? "" : "s"}`
+      : step.state],
+    ...(items ? [["step-items", items.total ? items.text : `each ${step.each}`]] : []),
   ];
   const box = svg("g", { class: `step state-${step.state}${state.runStep === step.name ? " selected" : ""}`,
     transform: `translate(${at.x} ${at.y})`, tabindex: "0", role: "button",
@@ -1412,7 +1460,8 @@ function stepBox(step, at, height, columns) {
   svg("rect", { class: "tint", x: 1, y: 1, width: BOX.width - 2, height: height - 2, rx: 5 }),
   ...lines.map(([cls, text], i) => svg("text", { class: cls, x: 10, y: 21 + i * BOX.line },
     fitted(text, cls === "step-name" ? 24 : 28))));
-  titled(box, [step.name, kind, step.state, step.reason || ""].filter(Boolean).join("\n"));
+  titled(box, [step.name, kind, step.state, items && items.total ? items.text : "",
+    step.reason || ""].filter(Boolean).join("\n"));
   const choose = () => {
     state.runStep = state.runStep === step.name ? null : step.name;
     refresh();
