@@ -211,8 +211,11 @@ def test_a_failed_run_is_rerun_from_its_page_by_a_signed_in_operator(make_server
                                          "'#r-state .state')).color")
         browser.evaluate("document.getElementById('theme').click()")
         assert browser.evaluate(stroke) != light
-        browser.evaluate(f"{BOX.format('b')}.dispatchEvent(new MouseEvent('click'))")
+        # a box is chosen from the keyboard too, and keeps the focus
+        browser.evaluate(f"""{BOX.format('b')}.focus(); {BOX.format('b')}.dispatchEvent(
+            new KeyboardEvent('keydown', {{key: 'Enter', bubbles: true}}))""")
         browser.wait_for("!document.getElementById('r-step').hidden")
+        assert browser.evaluate(f"document.activeElement === {BOX.format('b')}")
         assert "ended FAILED" in browser.evaluate(
             "document.getElementById('r-step-reason').textContent")
         assert browser.evaluate("document.querySelectorAll('#r-step-tasks tbody a').length") == 1

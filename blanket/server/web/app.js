@@ -9,7 +9,7 @@ const TYPES_EVERY = 5; // refreshes between reloads of the task types
 const state = { types: [], chosen: null, logSources: [], timer: null, ticks: 0, offline: false,
   csrf: null, who: null, taskLog: null, taskLogFor: null, taskFiles: null, wantedType: "",
   window: "hour", keepSelection: new Set(), runStep: null, runShown: null,
-  runFor: null };
+  runFor: null, run: null };
 
 function $(id) { return document.getElementById(id); }
 
@@ -1258,7 +1258,9 @@ async function loadRunPage() {
     showLoadFailure("r-id", `#${id}`, "r-state", e);
     $("r-fields").tBodies[0].replaceChildren();
     $("r-graph").replaceChildren();
+    $("r-step").hidden = true;
     state.runShown = null;
+    state.run = null;
     return;
   }
   $("r-id").textContent = `#${run.id}`;
@@ -1279,12 +1281,22 @@ async function loadRunPage() {
   for (const step of run.steps) counts[step.state] = (counts[step.state] || 0) + 1;
   $("r-summary").textContent = Object.entries(counts).map(([s, n]) => `${n} ${s}`).join(", ");
   // Redrawn only when something changed, so a box keeps the keyboard's focus.
-  const drawn = JSON.stringify([run.id, run.steps, state.runStep]);
+  state.run = run;
+  const drawn = JSON.stringify([run.id, run.steps]);
   if (state.runShown !== drawn) {
     state.runShown = drawn;
     drawRunGraph(run);
     showRunStep(run);
   }
+}
+
+// A box clicked (or Enter on it) shows its step's tasks below the graph; again, hides them.
+function chooseStep(name) {
+  state.runStep = state.runStep === name ? null : name;
+  for (const box of $("r-graph").querySelectorAll("g.step")) {
+    box.classList.toggle("selected", box.dataset.step === state.runStep);
+  }
+  if (state.run) showRunStep(state.run);
 }
 
 async function stopRun(run) {
@@ -1462,15 +1474,11 @@ function stepBox(step, at, height, columns) {
     fitted(text, cls === "step-name" ? 24 : 28))));
   titled(box, [step.name, kind, step.state, items && items.total ? items.text : "",
     step.reason || ""].filter(Boolean).join("\n"));
-  const choose = () => {
-    state.runStep = state.runStep === step.name ? null : step.name;
-    refresh();
-  };
-  box.addEventListener("click", choose);
+  box.addEventListener("click", () => chooseStep(step.name));
   box.addEventListener("keydown", (event) => {
     if (event.key === "Enter" || event.key === " ") {
       event.preventDefault();
-      choose();
+      chooseStep(step.name);
     }
   });
   return box;
