@@ -120,6 +120,12 @@ def test_the_workflows_view_lists_each_file_with_its_problems_and_a_run_form(mak
         browser.wait_for("window.fetchCount >= 6")  # two refreshes at least
         assert browser.evaluate(f"""{card.format('good')}
             .querySelector('input[name="var-WHO"]').value""") == "typed"
+        # a run started elsewhere shows in the card's latest runs, linking to its page
+        run = server.client.post("/workflow/good/run", {"environment": {"WHO": "api"}})
+        browser.wait_for(f"""{card.format('good')}
+            .querySelector('.runs a[href="#/run/{run['id']}"]') !== null""")
+        assert browser.evaluate(f"""{card.format('good')}
+            .querySelector('input[name="var-WHO"]').value""") == "typed"
 
 
 def test_a_run_started_from_the_form_is_drawn_as_a_graph_that_follows_it(make_server,

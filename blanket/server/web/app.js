@@ -9,7 +9,8 @@ const TYPES_EVERY = 5; // refreshes between reloads of the task types
 const state = { types: [], chosen: null, logSources: [], timer: null, ticks: 0, offline: false,
   csrf: null, who: null, taskLog: null, taskLogFor: null, taskFiles: null, wantedType: "",
   window: "hour", keepSelection: new Set(), runStep: null, runShown: null,
-  runFor: null, run: null };
+  runFor: null, run: null, recentRuns: null,
+  workflowTicks: 0 };
 
 function $(id) { return document.getElementById(id); }
 
@@ -858,6 +859,7 @@ function showView() {
   if (view !== "task") closeTaskLog();
   if (view === "tasks") fillFilters();
   if (view === "task") state.taskLogFor = null;
+  if (view === "workflows") state.recentRuns = null;  // every card's runs afresh
   if (view === "run") {
     const { id } = route();
     if (state.runFor !== id) state.runStep = null;  // another run: no step chosen
@@ -1141,16 +1143,26 @@ async function openTaskLog(id, stream, follow) {
 // ---- workflows: each file with its problems, a form to start a run, its latest runs
 
 const WORKFLOW_RUNS_SHOWN = 5;
+const RECENT_RUNS = 50;
 
 // The cards stay in place between refreshes (only their lists are redrawn), so a value typed
 // in a run form is not lost; a card's form is made again only when its file's version changes.
 const workflowCards = new Map();
 
+// Each card's runs are asked for when the latest runs of all changed (one request tells),
+// for a card not yet shown, and every few refreshes; not for every card every 2 s.
 async function loadWorkflows() {
-  const workflows = await api("GET", "/workflow/");
-  const runs = await Promise.all(workflows.map((w) => (w.definition
-    ? api("GET", `/run/?workflow=${encodeURIComponent(w.name)}&limit=${WORKFLOW_RUNS_SHOWN}`)
-    : Promise.resolve([]))));
+  const [workflows, recent] = await Promise.all([api("GET", "/workflow/"),
+    api("GET", `/run/?limit=${RECENT_RUNS}`)]);
+  const seen = JSON.stringify(recent.map((r) => [r.id, r.state, r.round]));
+  const all = seen !== state.recentRuns || state.workflowTicks++ % TYPES_EVERY === 0;
+  state.recentRuns = seen;
+  const runs = await Promise.all(workflows.map((w) => {
+    const card = workflowCards.get(w.name);
+    if (!w.definition) return Promise.resolve([]);
+    if (!all && card && card.shownRuns) return Promise.resolve(card.shownRuns);
+    return api("GET", `/run/?workflow=${encodeURIComponent(w.name)}&limit=${WORKFLOW_RUNS_SHOWN}`);
+  }));
   $("w-count").textContent = `${workflows.length} file${workflows.length === 1 ? "" : "s"}`;
   const cards = workflows.map((w, i) => workflowCard(w, runs[i]));
   for (const name of [...workflowCards.keys()]) {
@@ -1196,6 +1208,7 @@ function workflowCard(w, runs) {
     card.form.replaceChildren(def ? runForm(w.name, def, typed) : "");
   }
   card.past.hidden = !def;
+  card.shownRuns = runs;
   replaceRows(card.runs.tBodies[0], runs.map((r) => el("tr", {},
     el("td", { class: "mono" }, el("a", { href: `#/run/${r.id}` }, `#${r.id}`)),
     el("td", {}, stateBadge(r.state), r.round > 1 ? el("span", { class: "muted small" },
