@@ -8,7 +8,9 @@ const REFRESH_MS = 2000;
 const TYPES_EVERY = 5; // refreshes between reloads of the task types
 const state = { types: [], chosen: null, logSources: [], timer: null, ticks: 0, offline: false,
   csrf: null, who: null, taskLog: null, taskLogFor: null, taskFiles: null, wantedType: "",
-  window: "hour", keepSelection: new Set() };
+  window: "hour", keepSelection: new Set(), runStep: null, runShown: null,
+  runFor: null, run: null, recentRuns: null,
+  workflowTicks: 0 };
 
 function $(id) { return document.getElementById(id); }
 
@@ -674,6 +676,10 @@ async function refresh() {
       loads.push(loadTaskPage());
     } else if (view === "schedule") {
       loads.push(loadSchedulePage());
+    } else if (view === "workflows") {
+      loads.push(loadWorkflows());
+    } else if (view === "run") {
+      loads.push(loadRunPage());
     } else if (view === "type") {
       loads.push(loadTypePage());
       if (!state.types.length) loads.push(loadTypes());
@@ -806,7 +812,8 @@ function chooseWindow(window) {
   refresh();
 }
 
-// ---- pages: #/ (dashboard), #/tasks?state=&type=&tags=&order=&page= and #/task/ID.
+// ---- pages: #/ (dashboard), #/tasks?state=&type=&tags=&order=&page=, #/task/ID,
+// #/workflows and #/run/ID.
 // The route lives in the URL's hash, so every view can be shared, and back and forward work.
 
 const PAGE_SIZE = 50;
@@ -819,6 +826,9 @@ function route() {
   const task = path.match(/^\/task\/(\d+)$/);
   if (task) return { view: "task", id: Number(task[1]), params };
   if (path === "/tasks") return { view: "tasks", params };
+  if (path === "/workflows") return { view: "workflows", params };
+  const run = path.match(/^\/run\/(\d+)$/);
+  if (run) return { view: "run", id: Number(run[1]), params };
   // The dashboard's own sections, alone: each list has a URL of its own.
   const part = { "/types": "types", "/schedules": "schedules", "/workers": "workers" }[path];
   if (part) return { view: "home", part, params };
@@ -834,7 +844,7 @@ const HOME_PARTS = { overview: null, "types-section": "types", "tasks-section": 
 
 function showView() {
   const { view, part } = route();
-  for (const name of ["home", "tasks", "task", "schedule", "type"]) {
+  for (const name of ["home", "tasks", "task", "schedule", "type", "workflows", "run"]) {
     $(`view-${name}`).hidden = name !== view;
   }
   for (const [id, owner] of Object.entries(HOME_PARTS)) {
@@ -842,13 +852,20 @@ function showView() {
   }
   $("view-home").classList.toggle("alone", Boolean(part));
   const current = part || { home: "home", tasks: "tasks", task: "tasks", schedule: "schedules",
-    type: "types" }[view];
-  for (const name of ["home", "tasks", "types", "schedules", "workers"]) {
+    type: "types", workflows: "workflows", run: "workflows" }[view];
+  for (const name of ["home", "tasks", "types", "schedules", "workflows", "workers"]) {
     $(`nav-${name}`).classList.toggle("current", name === current);
   }
   if (view !== "task") closeTaskLog();
   if (view === "tasks") fillFilters();
   if (view === "task") state.taskLogFor = null;
+  if (view === "workflows") state.recentRuns = null;  // every card's runs afresh
+  if (view === "run") {
+    const { id } = route();
+    if (state.runFor !== id) state.runStep = null;  // another run: no step chosen
+    state.runFor = id;
+    state.runShown = null;
+  }
   state.ticks = 0;
   refresh();
 }
@@ -1121,6 +1138,383 @@ async function openTaskLog(id, stream, follow) {
     $("t-log-state").textContent = `${stream} · ${event.data}`;
   });
   source.onerror = () => source.close();
+}
+
+// ---- workflows: each file with its problems, a form to start a run, its latest runs
+
+const WORKFLOW_RUNS_SHOWN = 5;
+const RECENT_RUNS = 50;
+
+// The cards stay in place between refreshes (only their lists are redrawn), so a value typed
+// in a run form is not lost; a card's form is made again only when its file's version changes.
+const workflowCards = new Map();
+
+// Each card's runs are asked for when the latest runs of all changed (one request tells),
+// for a card not yet shown, and every few refreshes; not for every card every 2 s.
+async function loadWorkflows() {
+  const [workflows, recent] = await Promise.all([api("GET", "/workflow/"),
+    api("GET", `/run/?limit=${RECENT_RUNS}`)]);
+  const seen = JSON.stringify(recent.map((r) => [r.id, r.state, r.round]));
+  const all = seen !== state.recentRuns || state.workflowTicks++ % TYPES_EVERY === 0;
+  state.recentRuns = seen;
+  const runs = await Promise.all(workflows.map((w) => {
+    const card = workflowCards.get(w.name);
+    if (!w.definition) return Promise.resolve([]);
+    if (!all && card && card.shownRuns) return Promise.resolve(card.shownRuns);
+    return api("GET", `/run/?workflow=${encodeURIComponent(w.name)}&limit=${WORKFLOW_RUNS_SHOWN}`);
+  }));
+  $("w-count").textContent = `${workflows.length} file${workflows.length === 1 ? "" : "s"}`;
+  const cards = workflows.map((w, i) => workflowCard(w, runs[i]));
+  for (const name of [...workflowCards.keys()]) {
+    if (!workflows.some((w) => w.name === name)) workflowCards.delete(name);
+  }
+  const shown = cards.length ? cards
+    : [el("section", { class: "muted" }, "No workflows: add a TOML file to conf.d/workflows/.")];
+  const list = $("w-list");
+  // Moving a card that holds the focus would take the focus away: rearrange only on change.
+  if (shown.length !== list.children.length || shown.some((card, i) => list.children[i] !== card)) {
+    list.replaceChildren(...shown);
+  }
+}
+
+function workflowCard(w, runs) {
+  let card = workflowCards.get(w.name);
+  if (!card) {
+    card = { section: el("section", { class: "workflow" }), title: el("h2", {}),
+      about: el("div", {}), form: el("div", {}), formVersion: undefined, past: el("div", {}),
+      runs: el("table", { class: "runs" }, el("thead", {}, el("tr", {},
+        el("th", {}, "Run"), el("th", {}, "State"), el("th", {}, "Started"),
+        el("th", {}, "Finished"), el("th", {}, "Reason"))), el("tbody", {})) };
+    card.section.dataset.workflow = w.name;
+    card.past.append(el("h3", {}, "Latest runs"), card.runs);
+    card.section.append(card.title, card.about, card.form, card.past);
+    workflowCards.set(w.name, card);
+  }
+  const def = w.definition;
+  card.section.classList.toggle("has-problem", w.problems.length > 0);
+  card.title.replaceChildren(el("span", { class: "mono" }, w.name),
+    def ? el("span", { class: "muted small" }, `${def.steps.length} step${def.steps.length === 1 ? "" : "s"}`) : "",
+    w.version ? el("span", { class: "mono muted small version", title: w.version },
+      w.version.slice(0, 12)) : "");
+  card.about.replaceChildren(
+    def && def.description ? el("p", { class: "description" }, def.description) : "",
+    ...w.problems.map((p) => el("p", { class: "problem" }, problemLine(p))),
+    !def ? el("p", { class: "muted" }, "It cannot run until its file is fixed.")
+      : w.problems.length ? el("p", { class: "muted" }, "A run starts from its last good version.")
+        : "");
+  if (card.formVersion !== w.version) {
+    card.formVersion = w.version;
+    const typed = new Map([...card.form.querySelectorAll("input")].map((i) => [i.name, i.value]));
+    card.form.replaceChildren(def ? runForm(w.name, def, typed) : "");
+  }
+  card.past.hidden = !def;
+  card.shownRuns = runs;
+  replaceRows(card.runs.tBodies[0], runs.map((r) => el("tr", {},
+    el("td", { class: "mono" }, el("a", { href: `#/run/${r.id}` }, `#${r.id}`)),
+    el("td", {}, stateBadge(r.state), r.round > 1 ? el("span", { class: "muted small" },
+      ` round ${r.round}`) : ""),
+    timeCell(r.added), timeCell(r.finished),
+    el("td", { class: "small pre" }, r.reason || ""))),
+  5, "It has not run yet.");
+  return card.section;
+}
+
+// The run's variables: the required ones, then those with a default in the file.
+function runForm(name, def, typed) {
+  const defaults = def.environment || {};
+  const fields = [
+    ...def.required.map((key) => variableField(key, key in defaults ? defaults[key] : "", true,
+      key in defaults ? "required; has a default" : "required")),
+    ...Object.entries(defaults).filter(([key]) => !def.required.includes(key))
+      .map(([key, value]) => variableField(key, value, false, "default")),
+  ];
+  for (const field of fields) {
+    const input = field.querySelector("input");
+    if (typed.has(input.name)) input.value = typed.get(input.name);
+  }
+  const result = el("p", { class: "form-result", role: "status" });
+  const form = el("form", { class: "run-form", onsubmit: (event) => {
+    event.preventDefault();
+    startRun(name, form, result);
+  } }, ...fields, el("div", { class: "buttons" },
+    el("button", { type: "submit", class: "primary" }, "Start run")), result);
+  return form;
+}
+
+async function startRun(name, form, result) {
+  const environment = {};
+  for (const input of form.querySelectorAll("input")) environment[input.name.slice(4)] = input.value;
+  result.className = "form-result";
+  result.textContent = "Starting…";
+  try {
+    const run = await api("POST", `/workflow/${encodeURIComponent(name)}/run`, { environment });
+    result.textContent = "";
+    toast(`Workflow ${name}: run #${run.id} started.`);
+    location.hash = `#/run/${run.id}`;
+  } catch (e) {
+    result.className = "form-result error";
+    result.textContent = e.message;
+  }
+}
+
+// ---- one workflow run: its fields, stop or rerun, and its steps drawn as a graph
+
+const RUN_FIELDS = ["workflow", "state", "round", "environment", "added", "finished", "reason",
+  "submitted_by", "schedule", "version"];
+
+async function loadRunPage() {
+  const { id } = route();
+  let run;
+  try {
+    run = await api("GET", `/run/${id}`);
+  } catch (e) {
+    showLoadFailure("r-id", `#${id}`, "r-state", e);
+    $("r-fields").tBodies[0].replaceChildren();
+    $("r-graph").replaceChildren();
+    $("r-step").hidden = true;
+    state.runShown = null;
+    state.run = null;
+    return;
+  }
+  $("r-id").textContent = `#${run.id}`;
+  $("r-state").replaceChildren(stateBadge(run.state));
+  fillFields($("r-fields"), RUN_FIELDS.map((key) => [key,
+    key === "workflow" ? el("a", { href: "#/workflows" }, run.workflow)
+      : key === "version" && run.version ? el("span", { class: "mono", title: run.version },
+        run.version.slice(0, 12)) : run[key]]), (key) => (key === "reason" ? "pre" : ""));
+  const buttons = [];
+  if (run.state === "running") {
+    buttons.push(el("button", { type: "button", onclick: () => act(() => stopRun(run)) }, "Stop"));
+  } else if (run.state === "failed" || run.state === "stopped") {
+    buttons.push(el("button", { type: "button", onclick: () => act(() => rerunRun(run)) },
+      "Rerun failed steps"));
+  }
+  $("r-buttons").replaceChildren(...buttons);
+  const counts = {};
+  for (const step of run.steps) counts[step.state] = (counts[step.state] || 0) + 1;
+  $("r-summary").textContent = Object.entries(counts).map(([s, n]) => `${n} ${s}`).join(", ");
+  // Redrawn only when something changed, so a box keeps the keyboard's focus.
+  state.run = run;
+  const drawn = JSON.stringify([run.id, run.steps]);
+  if (state.runShown !== drawn) {
+    state.runShown = drawn;
+    drawRunGraph(run);
+    showRunStep(run);
+  }
+}
+
+// A box clicked (or Enter on it) shows its step's tasks below the graph; again, hides them.
+function chooseStep(name) {
+  state.runStep = state.runStep === name ? null : name;
+  for (const box of $("r-graph").querySelectorAll("g.step")) {
+    box.classList.toggle("selected", box.dataset.step === state.runStep);
+  }
+  if (state.run) showRunStep(state.run);
+}
+
+async function stopRun(run) {
+  if (!window.confirm(`Stop run #${run.id} of ${run.workflow}? Its tasks that have not ended are stopped.`)) return;
+  await api("POST", `/run/${run.id}/stop`);
+  toast(`Run #${run.id} stopped.`);
+  await refresh();
+}
+
+async function rerunRun(run) {
+  const again = await api("POST", `/run/${run.id}/rerun`);
+  toast(`Run #${run.id}: its failed steps run again (round ${again.round}).`);
+  await refresh();
+}
+
+// A step's column is one more than the deepest step it comes after.
+function stepColumns(steps) {
+  const byName = new Map(steps.map((s) => [s.name, s]));
+  const column = new Map();
+  const depth = (step, seen) => {
+    if (column.has(step.name)) return column.get(step.name);
+    if (seen.has(step.name)) return 0;  // a cycle cannot be a valid file; draw it anyway
+    seen.add(step.name);
+    const before = step.after.filter((n) => byName.has(n)).map((n) => depth(byName.get(n), seen));
+    const found = before.length ? 1 + Math.max(...before) : 0;
+    column.set(step.name, found);
+    return found;
+  };
+  for (const step of steps) depth(step, new Set());
+  return column;
+}
+
+const TASK_STATE_WORDS = { SUCCESS: "succeeded", FAILED: "failed", RUNNING: "running",
+  CLAIMED: "claimed", QUEUED: "queued", WAITING: "waiting", TIMEDOUT: "timed out",
+  STOPPED: "stopped", SKIPPED: "skipped", LOST: "lost" };
+
+// A fanned step's items by the state of their latest task: 3, "2 succeeded, 1 running".
+function itemCounts(step) {
+  const latest = new Map();
+  for (const task of step.tasks) {
+    const seen = latest.get(task.item);
+    if (!seen || task.round > seen.round) latest.set(task.item, task);
+  }
+  const counts = {};
+  for (const task of latest.values()) {
+    const word = task.state ? TASK_STATE_WORDS[task.state] || task.state.toLowerCase() : "removed";
+    counts[word] = (counts[word] || 0) + 1;
+  }
+  return { total: latest.size,
+    text: Object.entries(counts).map(([word, n]) => `${n} ${word}`).join(", ") };
+}
+
+// Text cut to fit its box; the whole of it is in the box's title.
+function fitted(text, most) {
+  return text.length > most ? `${text.slice(0, most - 1)}…` : text;
+}
+
+const BOX = { width: 200, gap: 64, rowGap: 18, pad: 12, line: 17, lane: 10 };
+
+// Where each box goes: columns by depth; an arrow that passes over a column takes a thin lane
+// of its own there (between the boxes, never under one). Rows in a column follow the file's
+// order, then move towards the mean row of what they come after, so that arrows cross less.
+function layoutRun(steps, height) {
+  const columns = stepColumns(steps);
+  const layers = [];
+  const put = (item, c) => (layers[c] = layers[c] || []).push(item);
+  const items = new Map();
+  for (const step of steps) {
+    const item = { id: step.name, step, before: [], h: height };
+    items.set(step.name, item);
+    put(item, columns.get(step.name));
+  }
+  const edges = [];
+  for (const step of steps) {
+    for (const name of step.after) {
+      if (!items.has(name)) continue;
+      const chain = [name];
+      for (let c = columns.get(name) + 1; c < columns.get(step.name); c++) {
+        const lane = { id: `${name}>${step.name}@${c}`, before: [chain[chain.length - 1]],
+          h: BOX.lane };
+        items.set(lane.id, lane);
+        put(lane, c);
+        chain.push(lane.id);
+      }
+      items.get(step.name).before.push(chain[chain.length - 1]);
+      chain.push(step.name);
+      edges.push({ from: name, to: step.name, chain });
+    }
+  }
+  const row = new Map();
+  layers.forEach((layer, c) => {
+    if (c > 0) {
+      const mean = (item) => {
+        const rows = item.before.map((id) => row.get(id));
+        return rows.length ? rows.reduce((a, b) => a + b, 0) / rows.length : 0;
+      };
+      layer.sort((a, b) => mean(a) - mean(b));  // stable: ties keep the file's order
+    }
+    layer.forEach((item, r) => row.set(item.id, r));
+  });
+  const tall = (layer) => layer.reduce((sum, item) => sum + item.h, 0)
+    + BOX.rowGap * (layer.length - 1);
+  const tallest = Math.max(height, ...layers.map(tall));
+  layers.forEach((layer, c) => {
+    let y = BOX.pad + (tallest - tall(layer)) / 2;
+    for (const item of layer) {
+      item.x = BOX.pad + c * (BOX.width + BOX.gap);
+      item.y = y;
+      item.mid = y + item.h / 2;
+      y += item.h + BOX.rowGap;
+    }
+  });
+  return { items, edges, columns, width: BOX.pad * 2 + layers.length * (BOX.width + BOX.gap) - BOX.gap,
+    height: BOX.pad * 2 + tallest };
+}
+
+// An arrow's path: out of the right side of a box, along the lanes it passes, into the left
+// side of the next box, each hop a curve that leaves and arrives level.
+function edgePath(chain, items) {
+  const first = items.get(chain[0]);
+  let x = first.x + BOX.width, y = first.mid;
+  let d = `M ${x} ${y}`;
+  for (const id of chain.slice(1)) {
+    const next = items.get(id);
+    const x2 = next.step ? next.x - 2 : next.x;
+    const bend = Math.max(20, (x2 - x) / 2);
+    d += ` C ${x + bend} ${y}, ${x2 - bend} ${next.mid}, ${x2} ${next.mid}`;
+    x = x2;
+    y = next.mid;
+    if (!next.step) {
+      x = next.x + BOX.width;
+      d += ` L ${x} ${y}`;
+    }
+  }
+  return d;
+}
+
+function drawRunGraph(run) {
+  const steps = run.steps;
+  const height = BOX.line * (steps.some((s) => s.each) ? 4 : 3) + 14;
+  const layout = layoutRun(steps, height);
+  const graph = svg("svg", { width: layout.width, height: layout.height,
+    viewBox: `0 0 ${layout.width} ${layout.height}`, role: "group",
+    "aria-label": `the ${steps.length} steps of run ${run.id}` });
+  graph.append(svg("defs", {}, svg("marker", { id: "run-arrow", viewBox: "0 0 10 10", refX: 9,
+    refY: 5, markerWidth: 7, markerHeight: 7, orient: "auto-start-reverse" },
+  svg("path", { d: "M 0 0 L 10 5 L 0 10 z", class: "arrow-head" }))));
+  for (const edge of layout.edges) {
+    graph.append(titled(svg("path", { class: "edge", "data-from": edge.from, "data-to": edge.to,
+      d: edgePath(edge.chain, layout.items), "marker-end": "url(#run-arrow)" }),
+    `${edge.to} runs after ${edge.from}`));
+  }
+  for (const step of steps) {
+    graph.append(stepBox(step, layout.items.get(step.name), height, layout.columns));
+  }
+  $("r-graph").replaceChildren(graph);
+}
+
+function stepBox(step, at, height, columns) {
+  const kind = step.command ? "command" : `type ${step.type}`;
+  const items = step.each ? itemCounts(step) : null;
+  const lines = [
+    ["step-name", step.name], ["step-type", kind],
+    ["step-state", items && items.total ? `${step.state} · ${items.total} item${items.total === 1 ? "" : "s"}`
+      : step.state],
+    ...(items ? [["step-items", items.total ? items.text : `each ${step.each}`]] : []),
+  ];
+  const box = svg("g", { class: `step state-${step.state}${state.runStep === step.name ? " selected" : ""}`,
+    transform: `translate(${at.x} ${at.y})`, tabindex: "0", role: "button",
+    "data-step": step.name, "data-column": columns.get(step.name),
+    "aria-label": `step ${step.name}, ${kind}, ${step.state}: show its tasks` },
+  svg("rect", { class: "box", width: BOX.width, height, rx: 6 }),
+  svg("rect", { class: "tint", x: 1, y: 1, width: BOX.width - 2, height: height - 2, rx: 5 }),
+  ...lines.map(([cls, text], i) => svg("text", { class: cls, x: 10, y: 21 + i * BOX.line },
+    fitted(text, cls === "step-name" ? 24 : 28))));
+  titled(box, [step.name, kind, step.state, items && items.total ? items.text : "",
+    step.reason || ""].filter(Boolean).join("\n"));
+  box.addEventListener("click", () => chooseStep(step.name));
+  box.addEventListener("keydown", (event) => {
+    if (event.key === "Enter" || event.key === " ") {
+      event.preventDefault();
+      chooseStep(step.name);
+    }
+  });
+  return box;
+}
+
+// The chosen step's reason and tasks, every round's, each a link to its page.
+function showRunStep(run) {
+  const step = run.steps.find((s) => s.name === state.runStep);
+  $("r-step").hidden = !step;
+  if (!step) return;
+  $("r-step-name").replaceChildren(`Step ${step.name} · ${step.command ? "command" : `type ${step.type}`} · `,
+    stateBadge(step.state), step.each ? ` · each ${step.each}` : "");
+  const reason = $("r-step-reason");
+  reason.hidden = !step.reason;
+  reason.textContent = step.reason || "";
+  reason.className = step.state === "failed" ? "problem" : "muted";
+  replaceRows($("r-step-tasks").tBodies[0], step.tasks.map((t) => el("tr", {},
+    el("td", { class: "mono" }, el("a", { href: `#/task/${t.id}` }, `#${t.id}`)),
+    el("td", { class: "mono" }, step.each ? t.item : ""), el("td", {}, t.round),
+    el("td", {}, t.state ? stateBadge(t.state) : el("span", { class: "muted" }, "removed")),
+    el("td", { class: "mono" }, t.exit_code === null || t.exit_code === undefined ? "" : t.exit_code))),
+  5, step.state === "pending" ? "Not started: it waits for the steps before it."
+    : "No task: it did not run.");
 }
 
 // ---- theme: the system's unless chosen; the choice is kept in this browser
