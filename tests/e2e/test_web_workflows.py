@@ -178,6 +178,13 @@ def test_a_run_started_from_the_form_is_drawn_as_a_graph_that_follows_it(make_se
         browser.wait_for("document.querySelector('#r-step-tasks a') !== null")
         assert browser.evaluate(f"{BOX.format('d')}.classList.contains('selected')")
         link = browser.evaluate("document.querySelector('#r-step-tasks a').getAttribute('href')")
+        # the task's own page links back to its run
+        browser.evaluate("document.querySelector('#r-step-tasks a').click()")
+        browser.wait_for(f"document.querySelector('#t-fields a[href=\"#/run/{run_id}\"]')"
+                         " !== null")
+        back = browser.evaluate(f"document.querySelector('#t-fields a[href=\"#/run/{run_id}\"]')"
+                                ".textContent")
+        assert back == f"run {run_id}, step d"
     run = server.client.get(f"/run/{run_id}")
     assert run["state"] == "succeeded" and run["environment"]["WHO"] == who
     steps = {s["name"]: s for s in run["steps"]}

@@ -960,7 +960,8 @@ async function loadBrowse() {
 const SHOWN_FIELDS = ["id", "type", "state", "environment", "tags", "priority", "score",
   "version", "not_before", "added", "claimed", "started", "finished", "worker", "attempt",
   "exit_code", "error", "progress", "progress_message", "timeout", "retries", "retry_delay",
-  "schedule", "submitted_by", "stopped_by", "after", "after_policy", "inputs", "directory"];
+  "schedule", "run", "submitted_by", "stopped_by", "after", "after_policy", "inputs",
+  "directory"];
 const TIMES = new Set(["not_before", "added", "claimed", "started", "finished", "heartbeat"]);
 
 function fieldValue(key, value) {
@@ -1007,9 +1008,14 @@ async function loadTaskPage() {
   // The tasks it waits for, each a link to its page.
   const afterLinks = (ids) => (ids.length ? el("span", {}, ...ids.flatMap((n, i) =>
     [i ? ", " : "", el("a", { href: `#/task/${n}` }, `#${n}`)])) : task.after);
+  // The workflow run it is a step of: a link to the run's page.
+  const runLink = (run) => (run ? el("a", { href: `#/run/${run.id}` },
+    `run ${run.id}, step ${run.step}` + (run.item ? ` (item ${run.item})` : "")
+    + (run.round > 1 ? `, round ${run.round}` : "")) : run);
   fillFields($("t-fields"), keys.map((key) => [key,
     (key === "type" || key === "version") && task[key] ? typeLink(task[key])
-      : key === "after" ? afterLinks(task.after) : task[key]]));
+      : key === "after" ? afterLinks(task.after)
+        : key === "run" ? runLink(task.run) : task[key]]));
   if (task.not_before || task.added) {
     const queuedFor = ((task.claimed || Date.now() / 1000) - task.added) / 60;
     $("t-fields").tBodies[0].append(el("tr", {}, el("th", {}, "minutes queued"),
