@@ -19,6 +19,7 @@ from typing import Any
 
 from blanket.errors import InvalidInput
 from blanket.models import FINAL_STATES, TaskState
+from blanket.wakeups import QUEUE, task_topic
 
 FINAL = frozenset(state.value for state in FINAL_STATES)
 REMOVED = "REMOVED"  # what a dependent is told of a task removed before it ended
@@ -88,6 +89,11 @@ def ended(q: Mapping[str, str], cur: Any, task_id: int, state: str, now: float,
                 cur.execute(q["release_waiting"], {"id": waiting, "now": now})
                 changed.append(waiting)
     return changed
+
+
+def woken_topics(ids: list[int]) -> list[str]:
+    """The wake-up topics of dependents released or skipped: the queue when one was."""
+    return [QUEUE, *map(task_topic, ids)] if ids else []
 
 
 def skipped_because(after_id: int, state: str) -> str:

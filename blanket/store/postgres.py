@@ -308,30 +308,6 @@ class PostgresStore(SqlVerbs):
         row = self._one(f"SELECT count(*) AS n FROM tasks {where}", params)
         return row["n"] if row else 0
 
-    def versions_run(self, type_name: str,
-                     limit: int) -> list[tuple[str, float, float, int]]:
-        rows = self._all(
-            "SELECT version, min(added) AS first, max(added) AS last, count(*) AS n FROM tasks "
-            "WHERE type = %(type)s AND version IS NOT NULL GROUP BY version "
-            "ORDER BY max(added) DESC LIMIT %(limit)s",
-            {"type": type_name, "limit": limit})
-        return [(r["version"], float(r["first"]), float(r["last"]), int(r["n"])) for r in rows]
-
-    def ended_since(self, since: float) -> list[tuple[str, str, int, int, float, int]]:
-        rows = self._all(
-            "SELECT type, state, floor(finished / 60)::bigint AS minute, count(*) AS n, "
-            "coalesce(sum(started - added), 0) AS waited, count(started) AS started_n "
-            "FROM tasks WHERE finished IS NOT NULL AND finished >= %(since)s "
-            "GROUP BY type, state, minute", {"since": since})
-        return [(r["type"], r["state"], int(r["minute"]), int(r["n"]), float(r["waited"]),
-                 int(r["started_n"])) for r in rows]
-
-    def queued_ahead(self, task: Task) -> int:
-        row = self._one("SELECT count(*) AS n FROM tasks WHERE state = 'QUEUED' AND "
-                        "(score < %(score)s OR (score = %(score)s AND id < %(id)s))",
-                        {"score": task.score, "id": task.id})
-        return row["n"] if row else 0
-
     def delete_task(self, task_id: int) -> Task | None:
         woken: list[str] = []
         with self._tx() as cur:
@@ -341,9 +317,7 @@ class PostgresStore(SqlVerbs):
                 cur.execute(Q["delete_settled_deliveries"], {"task_id": task_id})
                 cur.execute(Q["forget_waits"], {"id": task_id})
                 if row["state"] not in dependencies.FINAL:  # its dependents were not told
-                    woken.extend(_woken(dependencies.ended(
-                        Q, cur, task_id, dependencies.REMOVED, time.time(),
-                        self._skipped_in(cur, woken))))
+                    self._settled_in(cur, task_id, dependencies.REMOVED, time.time(), woken)
                 if woken:
                     cur.execute(Q["notify"], {"topics": " ".join(woken)})
         if woken:
@@ -440,11 +414,7 @@ class PostgresStore(SqlVerbs):
             row = cur.execute(Q["stop_queued"], {"id": task_id, "now": now, "by": by}).fetchone()
             if row is not None:
                 topics.append(task_topic(task_id))
-                topics.extend(_woken(dependencies.ended(
-                    Q, cur, task_id, TaskState.STOPPED.value, now,
-                    self._skipped_in(cur, topics))))
-                if self._deliveries_in(cur, row) and DELIVERIES not in topics:
-                    topics.append(DELIVERIES)
+                self._settled_in(cur, task_id, TaskState.STOPPED.value, now, topics, row)
                 cur.execute(Q["notify"], {"topics": " ".join(topics)})
         if row is None:
             return None
@@ -648,8 +618,3 @@ def _finish_in(cur: Any, task_id: int, token: str, outcome: Outcome | Decide,
     woken.extend(dependencies.ended(Q, cur, task_id, outcome.state.value, outcome.finished,
                                     lambda skipped: deliver(skipped, None)))
     return row
-
-
-def _woken(ids: list[int]) -> list[str]:
-    """The wake-up topics of dependents released or skipped: the queue when one was."""
-    return [QUEUE, *map(task_topic, ids)] if ids else []

@@ -220,28 +220,6 @@ class SQLiteStore(SqlVerbs):
         where, params = _filter_sql(flt)
         return self._one(f"SELECT count(*) FROM tasks {where}", params)[0]
 
-    def versions_run(self, type_name: str,
-                     limit: int) -> list[tuple[str, float, float, int]]:
-        rows = self._all(
-            "SELECT version, min(added), max(added), count(*) FROM tasks INDEXED BY "
-            "tasks_by_type WHERE type = ? AND version IS NOT NULL GROUP BY version "
-            "ORDER BY max(added) DESC LIMIT ?",
-            (type_name, limit))
-        return [(r[0], float(r[1]), float(r[2]), int(r[3])) for r in rows]
-
-    def ended_since(self, since: float) -> list[tuple[str, str, int, int, float, int]]:
-        rows = self._all(
-            "SELECT type, state, CAST(finished / 60 AS INTEGER) AS minute, count(*), "
-            "total(started - added), count(started) FROM tasks "
-            "INDEXED BY tasks_by_finished WHERE finished IS NOT NULL AND finished >= ? "
-            "GROUP BY type, state, minute", (since,))
-        return [(r[0], r[1], int(r[2]), int(r[3]), float(r[4]), int(r[5])) for r in rows]
-
-    def queued_ahead(self, task: Task) -> int:
-        return self._one("SELECT count(*) FROM tasks WHERE state = 'QUEUED' AND "
-                         "(score < ? OR (score = ? AND id < ?))",
-                         (task.score, task.score, task.id))[0]
-
     def delete_task(self, task_id: int) -> Task | None:
         topics: list[str] = []
         with self._tx(notify=topics) as db:
@@ -253,9 +231,7 @@ class SQLiteStore(SqlVerbs):
             db.execute(Q["delete_settled_deliveries"], {"task_id": task_id})
             db.execute(Q["forget_waits"], {"id": task_id})
             if row["state"] not in dependencies.FINAL:  # its dependents were not told yet
-                topics.extend(_woken(dependencies.ended(
-                    Q, db, task_id, dependencies.REMOVED, time.time(),
-                    self._skipped_in(db, topics))))
+                self._settled_in(db, task_id, dependencies.REMOVED, time.time(), topics)
         return task_from_row(row)
 
     def claim_task(self, claim: Claim) -> Task | None:
@@ -354,11 +330,8 @@ class SQLiteStore(SqlVerbs):
             changed = db.execute(Q["stop_queued"], (now, by, task_id)).rowcount
             row = db.execute(Q["get_task"], (task_id,)).fetchone()
             if changed:
-                topics.extend([task_topic(task_id), *_woken(dependencies.ended(
-                    Q, db, task_id, TaskState.STOPPED.value, now,
-                    self._skipped_in(db, topics)))])
-                if self._deliveries_in(db, row):
-                    topics.append(DELIVERIES)
+                topics.append(task_topic(task_id))
+                self._settled_in(db, task_id, TaskState.STOPPED.value, now, topics, row)
         return task_from_row(row) if changed else None
 
     def stale_tasks(self, heartbeat_before: float) -> list[Task]:
@@ -529,11 +502,6 @@ def _finish_in(db: sqlite3.Connection, task_id: int, token: str, outcome: Outcom
     woken.extend(dependencies.ended(Q, db, task_id, outcome.state.value, outcome.finished,
                                     lambda skipped: deliver(skipped, None)))
     return row
-
-
-def _woken(ids: list[int]) -> list[str]:
-    """The wake-up topics of dependents released or skipped: the queue when one was."""
-    return [QUEUE, *map(task_topic, ids)] if ids else []
 
 
 def _lanes(db: sqlite3.Connection) -> Iterator[tuple[str, str]]:

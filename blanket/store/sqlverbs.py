@@ -10,7 +10,8 @@ from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager
 from typing import Any
 
-from blanket.models import Delivery, Run, RunTask, TaskState, Token, Worker
+from blanket.models import Delivery, Run, RunTask, Task, TaskState, Token, Worker
+from blanket.store import dependencies
 from blanket.store.base import MAX_BATCH, Ended, Store, end_event
 from blanket.store.rows import (
     delivery_from_row,
@@ -45,6 +46,16 @@ class SqlVerbs(Store):
             if self._deliveries_in(db, row) and DELIVERIES not in topics:
                 topics.append(DELIVERIES)
         return skipped
+
+    def _settled_in(self, db: Any, task_id: int, state: str, now: float,
+                    topics: list[str], row: Any = None) -> None:
+        """Inside the transaction in which task `task_id` ended as `state` (or was REMOVED
+        before it ended): the tasks waiting for it settled, and, given its `row`, its
+        notifications made; what to announce added to `topics`."""
+        topics.extend(dependencies.woken_topics(dependencies.ended(
+            self.queries, db, task_id, state, now, self._skipped_in(db, topics))))
+        if row is not None and self._deliveries_in(db, row) and DELIVERIES not in topics:
+            topics.append(DELIVERIES)
 
     def _deliveries_in(self, db: Any, row: Any, lost: str | None = None) -> bool:
         """Inside the transaction that ended the task `row`: make its deliveries, one per
@@ -146,6 +157,20 @@ class SqlVerbs(Store):
         if row is None:
             return None
         return row["run_id"], row["step"], row["item"], row["round"]
+
+    def versions_run(self, type_name: str,
+                     limit: int) -> list[tuple[str, float, float, int]]:
+        rows = self._all(self.queries["versions_run"], {"type": type_name, "limit": limit})
+        return [(r["version"], float(r["first"]), float(r["last"]), int(r["n"])) for r in rows]
+
+    def ended_since(self, since: float) -> list[tuple[str, str, int, int, float, int]]:
+        rows = self._all(self.queries["ended_since"], {"since": since})
+        return [(r["type"], r["state"], int(r["minute"]), int(r["n"]), float(r["waited"]),
+                 int(r["started_n"])) for r in rows]
+
+    def queued_ahead(self, task: Task) -> int:
+        row = self._one(self.queries["queued_ahead"], {"score": task.score, "id": task.id})
+        return int(row["n"]) if row else 0
 
     def queued_by_type(self) -> dict[str, int]:
         return {r["type"]: int(r["n"]) for r in self._all(self.queries["queued_by_type"])}

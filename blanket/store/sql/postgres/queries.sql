@@ -448,3 +448,18 @@ ORDER BY id DESC LIMIT %(limit)s;
 -- name: active_steps
 SELECT DISTINCT r.step FROM run_tasks r JOIN tasks t ON t.id = r.task_id
 WHERE r.run_id = %(run_id)s AND t.state IN ('WAITING', 'QUEUED', 'CLAIMED', 'RUNNING');
+
+-- name: versions_run
+SELECT version, min(added) AS first, max(added) AS last, count(*) AS n FROM tasks
+WHERE type = %(type)s AND version IS NOT NULL
+GROUP BY version ORDER BY max(added) DESC LIMIT %(limit)s;
+
+-- name: ended_since
+SELECT type, state, floor(finished / 60)::bigint AS minute, count(*) AS n,
+       coalesce(sum(started - added), 0) AS waited, count(started) AS started_n
+FROM tasks WHERE finished IS NOT NULL AND finished >= %(since)s
+GROUP BY type, state, minute;
+
+-- name: queued_ahead
+SELECT count(*) AS n FROM tasks WHERE state = 'QUEUED'
+  AND (score < %(score)s OR (score = %(score)s AND id < %(id)s));

@@ -363,3 +363,17 @@ ORDER BY id DESC LIMIT :limit;
 -- name: active_steps
 SELECT DISTINCT r.step FROM run_tasks r JOIN tasks t ON t.id = r.task_id
 WHERE r.run_id = :run_id AND t.state IN ('WAITING', 'QUEUED', 'CLAIMED', 'RUNNING');
+
+-- name: versions_run
+SELECT version, min(added) AS first, max(added) AS last, count(*) AS n
+FROM tasks INDEXED BY tasks_by_type WHERE type = :type AND version IS NOT NULL
+GROUP BY version ORDER BY max(added) DESC LIMIT :limit;
+
+-- name: ended_since
+SELECT type, state, CAST(finished / 60 AS INTEGER) AS minute, count(*) AS n,
+       total(started - added) AS waited, count(started) AS started_n
+FROM tasks INDEXED BY tasks_by_finished WHERE finished IS NOT NULL AND finished >= :since
+GROUP BY type, state, minute;
+
+-- name: queued_ahead
+SELECT count(*) AS n FROM tasks WHERE state = 'QUEUED' AND (score < :score OR (score = :score AND id < :id));
