@@ -16,6 +16,7 @@ from rich.table import Table
 from rich.text import Text
 
 from blanket.client import Client
+from blanket.durations import format_duration
 from blanket.terminal import STATE_COLOURS
 
 STATES = ("WAITING", "QUEUED", "CLAIMED", "RUNNING", "SUCCESS", "FAILED", "TIMEDOUT", "STOPPED",
@@ -78,7 +79,7 @@ def render(snapshot: Snapshot, rate: float | None, server: str) -> Group:
         workers.add_column(name, overflow="ellipsis", no_wrap=True)
     now = time.time()
     for w in snapshot.workers[:SHOWN]:
-        age = f"{max(0.0, now - w['heartbeat']):.0f}s ago" if w.get("heartbeat") else "-"
+        age = f"{_ago(now, w['heartbeat'])} ago" if w.get("heartbeat") else "-"
         workers.add_row(w["id"], Text(w["state"], style=STATE_COLOURS.get(w["state"], "")),
                         ",".join(w.get("tags") or []), w.get("host") or "",
                         str(w.get("task") or ""), age)
@@ -88,7 +89,7 @@ def render(snapshot: Snapshot, rate: float | None, server: str) -> Group:
         running.add_column(name, overflow="ellipsis", no_wrap=True)
     for t in snapshot.running:
         since = t.get("started") or t.get("claimed")
-        took = f"{max(0.0, now - since):.0f}s" if since else "-"
+        took = _ago(now, since) if since else "-"
         progress = ""
         if t.get("progress") is not None:
             progress = f"{t['progress']}% {t.get('progress_message') or ''}".strip()
@@ -101,7 +102,7 @@ def render(snapshot: Snapshot, rate: float | None, server: str) -> Group:
     for t in snapshot.queued:
         why = t.get("waiting") or {}
         queued.add_row(str(t["id"]), t["type"], str(t.get("priority", 0)),
-                       f"{max(0.0, now - t['added']):.0f}s",
+                       _ago(now, t["added"]),
                        Text(why.get("message", ""),
                             style="yellow" if why.get("code") == "no_worker" else ""))
     footer = Text("Ctrl-C to quit", style="dim")
@@ -128,3 +129,8 @@ def run(client: Client, server: str, interval: float, once: bool,
                 live.update(frame(), refresh=True)
         except KeyboardInterrupt:
             pass
+
+
+def _ago(now: float, then: float) -> str:
+    """How long ago `then` was, to the second (1h2m3s)."""
+    return format_duration(round(max(0.0, now - then)))

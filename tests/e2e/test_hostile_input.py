@@ -490,6 +490,7 @@ LONG = "x" * 201
     ("POST", "/mcp", b'{"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": '
                      b'{"name": "submit_task", "arguments": {"type": "echo", '
                      b'"after": [99999999999999999999]}}}'),
+    ("GET", f"/task_type/{LONG}/versions", None),
 ])
 def test_a_wrong_value_of_a_new_input_is_refused_saying_what_to_fix(make_server, method, path,
                                                                      body):

@@ -376,3 +376,34 @@ def test_the_example_workflow_runs_as_its_comment_says(make_server, repo_copy):
     python = steps["python"]["tasks"][0]["id"]
     out = server.client.request("GET", f"/task/{python}/log/stdout")[1]
     assert "hello: 3 frogs and 6 cats" in out  # CATS from count's results
+
+
+def test_wrong_inputs_of_the_workflow_routes_are_refused_saying_what_to_fix(make_server):
+    server = make_server(start=False)
+    server.write_workflow("w", 'required = ["DAY"]\n[steps.a]\ncommand = "true"\n')
+    server.start()
+    long = "x" * 201
+    for method, path, body, status in [
+        ("GET", "/run/?limit=0", None, 400),
+        ("GET", "/run/?limit=1e999", None, 400),
+        ("GET", "/run/?before=abc", None, 400),
+        ("GET", "/run/?state=sideways", None, 400),
+        ("GET", f"/run/?workflow={long}", None, 400),
+        ("GET", "/run/1?wait=NaN", None, 400),
+        ("GET", "/run/99999999999999999999999", None, 400),
+        ("GET", "/run/12345", None, 404),
+        ("POST", "/run/12345/stop", {}, 404),
+        ("POST", "/workflow/w/run", {"environment": {"DAY": "x" * 200_000}}, 400),
+        ("POST", "/workflow/w/run", {"environment": {"DAY": "a\x00b"}}, 400),
+        ("POST", "/workflow/w/run", {"environment": {"1X": "y", "DAY": "d"}}, 400),
+        ("POST", "/workflow/w/run", {"environment": {"DAY": ["a"]}}, 400),
+        ("POST", "/workflow/w/run", {"environment": "DAY=1"}, 400),
+        ("POST", "/workflow/w/run", {"env": {}}, 400),
+        ("POST", "/workflow/w/run", [1, 2], 400),
+        ("POST", f"/workflow/{long}/run", {}, 404),
+    ]:
+        got, answer = server.client.request(method, path, body=body, ok=(400, 404, 413))
+        assert got == status, (path, body, got, answer)
+        message = answer["error"]["message"]
+        assert message and "Traceback" not in message, (path, message)
+    assert server.client.get("/run/") == [] and server.client.get("/task/") == []

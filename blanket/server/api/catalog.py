@@ -9,13 +9,15 @@ import bottle
 
 from blanket import __version__
 from blanket.auth import PUBLIC, VIEWER
-from blanket.errors import NotFound
+from blanket.errors import InvalidInput, NotFound
 from blanket.models import TaskFilter
 from blanket.server.api import schemas as S
 from blanket.server.api.http import json_response
 from blanket.server.dashboard import summary
 from blanket.server.metrics import CONTENT_TYPE
 from blanket.server.services import Services
+
+MAX_TYPE_NAME = 200  # as a submission's type (schemas.SHORT_TEXT)
 
 
 def install(app: bottle.Bottle, services: Services) -> None:
@@ -47,6 +49,8 @@ class CatalogRoutes:
         """The versions this type's tasks were submitted with, latest used first (with the
         first and last time each was used and how many tasks): a type removed since still
         shows what ran."""
+        if len(name) > MAX_TYPE_NAME:
+            raise InvalidInput(f"a type's name is at most {MAX_TYPE_NAME} characters")
         return json_response(self.s.tasks.versions_run(name))
 
     def health(self):
