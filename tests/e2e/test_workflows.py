@@ -65,7 +65,8 @@ def test_a_diamond_runs_b_and_c_side_by_side_then_d_with_values_between_steps(ma
     server = make_server(types={"step": STEP}, start=False)
     server.write_workflow("diamond", DIAMOND)
     server.start()
-    make_server.worker(server, slots=2)
+    make_server.worker(server)  # two workers
+    make_server.worker(server)
     run = server.client.post("/workflow/diamond/run", {})
     assert run["state"] == "running" and run["workflow"] == "diamond"
     assert steps_of(run)["a"]["state"] == "running" and steps_of(run)["d"]["state"] == "pending"
@@ -407,3 +408,18 @@ def test_wrong_inputs_of_the_workflow_routes_are_refused_saying_what_to_fix(make
         message = answer["error"]["message"]
         assert message and "Traceback" not in message, (path, message)
     assert server.client.get("/run/") == [] and server.client.get("/task/") == []
+
+
+def test_a_schedule_fires_runs_and_skips_a_fire_while_its_run_is_still_going(make_server):
+    server = make_server(start=False)
+    server.write_workflow("slow", '[steps.a]\ncommand = "sleep 1.5"\n')
+    server.write_schedule("tick", 'workflow = "slow"\nevery = "1s"\noverlap = "skip"\n')
+    server.start()
+    make_server.worker(server, slots=2)
+    runs = wait_until(lambda: (found := server.client.get("/run/?workflow=slow")) and
+                      len(found) >= 2 and found[-1]["state"] != "running" and found, timeout=30)
+    first, second = runs[-1], runs[-2]
+    assert first["schedule"] == second["schedule"] == "tick"
+    assert first["finished"] <= second["added"]  # never two at once: fires were skipped
+    state = server.client.get("/schedule/tick")
+    assert state["last_fire"] is not None
