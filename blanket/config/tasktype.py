@@ -89,7 +89,8 @@ class TaskType:
         """`to_json` with the values of secret defaults replaced by `***`."""
         data = self.to_json()
         for name in self.secret_defaults:
-            data["defaults"][name] = "***"
+            if name in data["defaults"]:  # a workflow step's type names secrets it has no
+                data["defaults"][name] = "***"  # default for (currenttypes.StepTypes)
         data["notify"] = [{"on": list(t.on), "target": t.label} for t in self.notify]
         return data
 

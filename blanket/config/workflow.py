@@ -138,8 +138,10 @@ def command_type_name(workflow: str, step: str) -> str:
     return f"{STEP_TYPE_PREFIX}{workflow}.{step}"
 
 
-def workflow_version(text: str) -> str:
-    return hashlib.sha256(b"blanket-workflow-version 1\0" + text.encode()).hexdigest()
+def workflow_version(name: str, text: str) -> str:
+    """A workflow's version: a hash of its name (its command steps' types carry it) and its
+    file's bytes."""
+    return hashlib.sha256(f"blanket-workflow-version 1\0{name}\0{text}".encode()).hexdigest()
 
 
 def parse_workflow_file(path: Path, name: str) -> Workflow:
@@ -178,7 +180,7 @@ class _WorkflowChecker(Checker):
             return None
         return Workflow(name=name, steps=tuple(steps), environment=environment,
                         required=required, description=description or "",
-                        version=workflow_version(self.text), text=self.text)
+                        version=workflow_version(name, self.text), text=self.text)
 
     def optional_string(self, data: dict, key: str, line: Line) -> str | None:
         if key not in data:

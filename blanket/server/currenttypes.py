@@ -76,11 +76,6 @@ class CatalogTypes:
             return None
         return loaded.task_type, loaded.version
 
-    def takes(self, type_name: str, variable: str) -> bool:
-        """Whether the current version of a type takes `variable`."""
-        task_type = self.current_type(type_name)
-        return task_type is not None and task_type.takes(variable)
-
     def type_names(self) -> list[str]:
         return [t.name for t in self.catalog.types() if t.task_type is not None]
 
@@ -177,9 +172,14 @@ class StepTypes(_SyntheticTypes):
         step = workflow.step(step_name) if workflow is not None else None
         if loaded is None or workflow is None or step is None or step.command is None:
             return None
+        # A value some type of the workflow calls secret reaches a command step (it gets
+        # every variable): it is secret there too, shown as *** wherever the task is.
+        types = [self.catalog.get(s.type) for s in workflow.steps if s.type]
+        hidden = tuple(sorted({name for t in types if t is not None and t.task_type
+                               for name in t.task_type.secrets}))
         task_type = TaskType(name=type_name, command=step.command, executor=step.executor,
                              tags=step.tags, description=step.description,
                              timeout=step.timeout, retries=step.retries or 0,
-                             extra_environment=("*",))
-        return self._cached(type_name, workflow.version, lambda: self._recorded(
+                             extra_environment=("*",), secret_defaults=hidden)
+        return self._cached(type_name, (workflow.version, hidden), lambda: self._recorded(
             task_type, "step", workflow.text.encode(), loaded.path))

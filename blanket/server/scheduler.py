@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING
 import structlog
 
 from blanket.config.schedule import Schedule, due_runs, next_fire, overlap_decision
-from blanket.errors import DuplicateTask, InvalidInput, StorageFull
+from blanket.errors import DuplicateTask, InvalidInput, NotFound, StorageFull
 from blanket.models import ScheduleState, Task, TaskFilter, TaskState
 from blanket.server.catalog import Catalog
 from blanket.server.schedulebook import FIRE_TIME_VARIABLE, fire_time_text, scheduled_request
@@ -282,7 +282,7 @@ class Scheduler:
         except DuplicateTask as duplicate:
             # Submitted before a crash that lost the saved state: that task is this run.
             return self.store.get_task(duplicate.task_id)
-        except InvalidInput as refused:
+        except (InvalidInput, NotFound) as refused:  # NotFound: its workflow is gone
             log.warning("schedule run refused", schedule=schedule.name, fire=fire_time_text(fire),
                         reason=refused.message)
             return None

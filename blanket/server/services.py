@@ -100,7 +100,8 @@ def build_services(settings: Settings, schedule_parser=None) -> Services:
     sweeper = Sweeper(store, lambda: retention_rules(settings, catalog), types.current_versions,
                       catalog.holding, intake.task_dir, queue.remove_folder,
                       DataDir(settings.data_dir).versions)
-    workflows = Workflows(store, catalog, intake, queue, wakeups, types.takes, intake.task_dir)
+    workflows = Workflows(store, catalog, intake, queue, wakeups, types.current_type,
+                          intake.task_dir)
     return Services(settings, store, catalog, intake, queue, wakeups, Tokens(store), registry,
                     tasks, TaskLogs(intake.task_dir),
                     ScheduleBook(store, catalog, intake, workflows),

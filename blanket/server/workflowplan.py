@@ -24,6 +24,8 @@ from blanket.config.workflow import ITEM, ITEM_INDEX, MAX_ITEMS, Step, Workflow,
 from blanket.models import Run, RunTask, TaskState
 
 ACTIVE = frozenset({TaskState.WAITING, TaskState.QUEUED, TaskState.CLAIMED, TaskState.RUNNING})
+MAX_VARIABLE_BYTES = 128 * 1024  # Linux's MAX_ARG_STRLEN: one NAME=value, with its NUL
+MAX_ENVIRONMENT_BYTES = 1024 * 1024  # a step task's variables in all
 NOT_RUN = ("failed", "skipped", "stopped")
 
 # read_results(step, task) -> the values a succeeded task's results file sets (JSON);
@@ -88,11 +90,14 @@ def plan(workflow: Workflow, run: Run, tasks: list[RunTask],
         if again and ready and running:
             try:
                 environments = dict(_environments(workflow, step, run, views))
+                if set(environments) != set(latest):
+                    raise StepFailed(f"the list it fans over ({step.each}) has "
+                                     f"{len(environments)} items now, {len(latest)} when it "
+                                     "first ran: start a new run")
             except StepFailed as failed:
                 view.state, view.reason = "failed", str(failed)
                 continue
-            create.append((step, [(t.item, environments[t.item]) for t in again
-                                  if t.item in environments]))
+            create.append((step, [(t.item, environments[t.item]) for t in again]))
             view.state = "running"
             continue
         _judge(step, view, latest, read_results)
@@ -172,13 +177,29 @@ def _environments(workflow: Workflow, step: Step, run: Run,
     """(item, variables) of each task the step makes: one, or one per item of `each`."""
     base = variables(workflow, step, run, views)
     if step.each is None:
-        return [(0, _own(step, base))]
+        return [(0, _sized(_own(step, base)))]
     if step.each not in base:
         raise StepFailed(f"each: {{{{ {step.each} }}}} is not set by the run or by the "
                          "results of the steps before it")
-    items = split_list(base[step.each], step.each)
-    return [(index, _own(step, {**base, ITEM: item, ITEM_INDEX: str(index)}))
+    items = split_list(base.pop(step.each), step.each)  # each item gets its own, not all
+    return [(index, _sized(_own(step, {**base, ITEM: item, ITEM_INDEX: str(index)})))
             for index, item in enumerate(items)]
+
+
+def _sized(values: dict[str, str]) -> dict[str, str]:
+    """`values`, if a process can be started with them: Linux takes a NAME=value of less
+    than 128 KiB; blanket takes 1 MiB of them in all."""
+    total = 0
+    for name, value in values.items():
+        size = len(name.encode()) + 1 + len(value.encode())
+        if size >= MAX_VARIABLE_BYTES:
+            raise StepFailed(f"variable {name} is {size} bytes; a process takes less than "
+                             f"{MAX_VARIABLE_BYTES} a variable: pass large values as files")
+        total += size
+    if total > MAX_ENVIRONMENT_BYTES:
+        raise StepFailed(f"its variables come to {total} bytes; the most is "
+                         f"{MAX_ENVIRONMENT_BYTES}: pass large values as files")
+    return values
 
 
 def _own(step: Step, base: dict[str, str]) -> dict[str, str]:
@@ -207,6 +228,12 @@ def split_list(text: str, name: str) -> list[str]:
         items = [p if isinstance(p, str) else json.dumps(p) for p in parsed]
     else:
         items = [line.strip() for line in stripped.splitlines() if line.strip()]
+    for item in items:
+        try:
+            item.encode()
+        except UnicodeEncodeError:
+            raise StepFailed(f"each: an item of {name} holds a lone surrogate (such as "
+                             "\\ud800), which is not Unicode text") from None
     if len(items) > MAX_ITEMS:
         raise StepFailed(f"each: {name} has {len(items)} items; a step fans out over "
                          f"{MAX_ITEMS} at most")
@@ -214,11 +241,14 @@ def split_list(text: str, name: str) -> list[str]:
 
 
 def task_environment(workflow: Workflow, step: Step, values: dict[str, str],
-                     takes: Takes) -> dict[str, str]:
+                     takes: Takes, run: Run) -> dict[str, str]:
     """What a step's task is submitted with: a command step takes every variable; a type
-    step those its type takes, and its own `environment` (checked as a submission)."""
+    step its own `environment` (checked as a submission) and the run's variables its type
+    takes. Results and ITEM reach a type step only through {{ NAME }} in its environment:
+    what a task wrote never overrides another type's default by its name alone."""
     if step.type is None:
         return values
     own = set(step.environment)
     return {name: value for name, value in values.items()
-            if name in own or takes(workflow.step_type(step), name)}
+            if name in own or (name in run.environment
+                               and takes(workflow.step_type(step), name))}

@@ -26,10 +26,11 @@ from typing import Any
 import structlog
 
 from blanket.config.problems import ConfigInvalid
+from blanket.config.tasktype import TaskType
 from blanket.config.workflow import Step, Workflow, parse_workflow_text
 from blanket.envnames import ENV_NAME, loader_name
 from blanket.errors import BlanketError, Conflict, InvalidInput, ItemsRefused, NotFound
-from blanket.models import RUN_STATES, Run, RunTask, Task
+from blanket.models import RUN_STATES, SECRET_MASK, Run, RunTask, Task
 from blanket.server.api.taskfiles import open_task_file
 from blanket.server.catalog import Catalog
 from blanket.server.intake import Intake, TaskRequest, check_text
@@ -45,7 +46,8 @@ WORKFLOWS = "workflows"  # a run started, was rerun or stopped: the advancer loo
 LOOK_EVERY = 5.0  # seconds between looks without a wake-up
 RESULTS_LIMIT = 1024 * 1024  # bytes of a step's results file at most
 MAX_RESULT_NAMES = 1000
-MAX_VALUE = 128 * 1024  # characters of one variable a run or a result may set
+MAX_VALUE = 120 * 1024  # bytes of one variable a run or a result may set (a process takes
+# less than 128 KiB as NAME=value)
 RESULTS_CACHED = 100_000  # succeeded tasks whose results are kept in memory
 
 
@@ -59,14 +61,14 @@ class Workflows:
     type takes a variable; `task_dir(type, id)` is a task's folder."""
 
     def __init__(self, store: Store, catalog: Catalog, intake: Intake, queue: Queue,
-                 wakeups: Wakeups, takes: Callable[[str, str], bool],
+                 wakeups: Wakeups, types: Callable[[str], TaskType | None],
                  task_dir: Callable[[str, int], Path]):
         self.store = store
         self.catalog = catalog
         self.intake = intake
         self.queue = queue
         self.wakeups = wakeups
-        self.takes = takes
+        self.types = types
         self.task_dir = task_dir
         self.stopping = threading.Event()
         self._kicked = threading.Event()
@@ -97,7 +99,13 @@ class Workflows:
               schedule: str | None = None, dedupe_key: str | None = None,
               now: float | None = None) -> Run:
         """Start a run of workflow `name` with `environment` (its variables). The first
-        steps' tasks are checked before anything is stored: InvalidInput says what to fix."""
+        steps' tasks are checked before anything is stored: InvalidInput says what to fix.
+        A `dedupe_key` used before (a schedule's fire, an inbox file, started before a crash)
+        gives back that run, as it is, whatever the file says now."""
+        if dedupe_key is not None:
+            earlier = self.store.run_for_key(dedupe_key)
+            if earlier is not None:
+                return earlier
         workflow = self.workflow(name)
         values = run_environment(workflow, environment)
         now = time.time() if now is None else now
@@ -112,7 +120,8 @@ class Workflows:
                                in self._requests(workflow, trial, first)], now)
         run = self.store.add_run(name, workflow.version, workflow.text, values, now,
                                  submitted_by, schedule, dedupe_key)
-        self._parsed.setdefault(run.version, workflow)
+        if run.version == workflow.version:  # not a run another server started with the key
+            self._parsed.setdefault(run.version, workflow)
         self.advance(run)
         self._kick()
         log.info("workflow run started", workflow=name, run=run.id, by=submitted_by)
@@ -181,12 +190,27 @@ class Workflows:
         log.info("workflow run rerun", workflow=run.workflow, run=run_id, round=again.round)
         return self.get(run_id)
 
+    def secrets(self, workflow: Workflow) -> frozenset[str]:
+        """The variables some type of the workflow calls secret: their values are never
+        shown, in the run or in any of its tasks."""
+        return frozenset().union(*(
+            t.secrets for t in (self.types(s.type) for s in workflow.steps if s.type)
+            if t is not None))
+
+    def summary(self, run: Run, workflow: Workflow | None = None) -> dict:
+        """The run's fields as the API shows them (secret values as ***)."""
+        try:
+            hidden = self.secrets(workflow or self._definition(run))
+        except InvalidInput:
+            hidden = frozenset(run.environment)  # cannot tell: show none
+        return run_json(run, hidden)
+
     def view(self, run: Run) -> dict:
         """The run as the API shows it: its fields, and each step with its state and tasks."""
         workflow = self._definition(run)
         tasks = self.store.run_tasks(run.id)
         steps = plan(workflow, run, tasks, self._read_results).steps
-        return {**run_json(run), "steps": [
+        return {**self.summary(run, workflow), "steps": [
             {"name": s.name, "type": workflow.step_type(s), "command": s.command is not None,
              "after": list(s.after), "each": s.each, "state": steps[s.name].state,
              "reason": steps[s.name].reason,
@@ -200,11 +224,16 @@ class Workflows:
         with self._lock:
             return self._advance(run)
 
-    def _advance(self, run: Run) -> Plan | None:
+    def _advance(self, seen: Run) -> Plan | None:
+        # Read again: a stop or a rerun (here or on another server) since `seen` was read
+        # must not be judged by an older round.
+        run = self.store.get_run(seen.id)
+        if run is None or run.state != "running":
+            return None
         try:
             workflow = self._definition(run)
         except InvalidInput as broken:  # its stored file no longer parses: a bug
-            self.store.end_run(run.id, "failed", broken.message, time.time())
+            self._end(run, "failed", broken.message)
             return None
         tasks = self.store.run_tasks(run.id)
         decided = plan(workflow, run, tasks, self._read_results)
@@ -214,14 +243,14 @@ class Workflows:
                 self._end(run, "failed", refused)
                 return decided
             current = self.store.get_run(run.id)
-            if current is not None and current.state == "stopped":  # stopped meanwhile
-                self._stop_tasks(current, "workflow stop")
+            if current is None or current.state != "running" or current.round != run.round:
+                self._stop_tasks(run, "workflow stop", round_=run.round)  # ended meanwhile
         elif decided.outcome is not None:
             self._end(run, *decided.outcome)
         return decided
 
     def _end(self, run: Run, state: str, reason: str | None) -> None:
-        if self.store.end_run(run.id, state, reason, time.time()) is not None:
+        if self.store.end_run(run.id, state, reason, time.time(), run.round) is not None:
             self._kick()
             log.info("workflow run ended", workflow=run.workflow, run=run.id, state=state,
                      reason=reason)
@@ -245,16 +274,21 @@ class Workflows:
                   decided: Plan) -> list[tuple[str, int, TaskRequest]]:
         return [(step.name, item, TaskRequest(
             type=workflow.step_type(step),
-            environment=task_environment(workflow, step, values, self.takes),
+            environment=task_environment(workflow, step, values, self._takes, run),
             tags=step.tags, priority=step.priority, timeout=step.timeout,
             retries=step.retries, schedule=run.schedule,
             dedupe_key=step_key(run.id, step.name, item, run.round),
             submitted_by=run.submitted_by or "workflow", from_workflow=True))
             for step, items in decided.create for item, values in items]
 
-    def _stop_tasks(self, run: Run, by: str | None) -> None:
+    def _takes(self, type_name: str, variable: str) -> bool:
+        task_type = self.types(type_name)
+        return task_type is not None and task_type.takes(variable)
+
+    def _stop_tasks(self, run: Run, by: str | None, round_: int | None = None) -> None:
+        """Stop the run's tasks not ended (of one round, when given)."""
         for task in self.store.run_tasks(run.id):
-            if task.state in ACTIVE:
+            if task.state in ACTIVE and (round_ is None or task.round == round_):
                 with contextlib.suppress(BlanketError):  # ended meanwhile
                     self.queue.stop_task(task.task_id, by)
 
@@ -280,6 +314,9 @@ class Workflows:
                 found = self._results_file(step, task)
             except ValueError as bad:
                 found = bad
+            except Exception as bad:  # whatever a task wrote, its trouble is the step's
+                found = ValueError(f"results of task {task.task_id} cannot be read: "
+                                   f"{type(bad).__name__}: {bad}"[:500])
             self._results[key] = found
             if len(self._results) > RESULTS_CACHED:
                 self._results.popitem(last=False)
@@ -327,7 +364,11 @@ class Workflows:
             try:
                 looked: dict[int, tuple[frozenset[str], list[str]]] = {}
                 for run in self.store.running_runs():
-                    active = self.store.active_steps(run.id)
+                    try:
+                        active = self.store.active_steps(run.id)
+                    except Exception:
+                        log.exception("workflow run not advanced", run=run.id)
+                        continue
                     if not whole and run.id in seen and seen[run.id][0] == active:
                         # A task ended in a step that has others still running: nothing
                         # can start or end until its last one ends (a wide fan-out's ends
@@ -335,7 +376,11 @@ class Workflows:
                         looked[run.id] = seen[run.id]
                         topics.extend(seen[run.id][1])
                         continue
-                    decided = self.advance(run)
+                    try:
+                        decided = self.advance(run)
+                    except Exception:  # one run's trouble must not hold the others back
+                        log.exception("workflow run not advanced", run=run.id)
+                        decided = None
                     watched = [] if decided is None else [
                         task_topic(t.task_id) for v in decided.steps.values()
                         for t in v.tasks if t.state in ACTIVE]
@@ -412,10 +457,11 @@ def _text(value: Any, what: str) -> str:
                            f"{type(value).__name__}")
     if "\x00" in text:
         raise InvalidInput(f"{what}: a NUL byte cannot be passed to a process")
-    if len(text) > MAX_VALUE:
-        raise InvalidInput(f"{what}: {len(text)} characters is too long; the most is "
+    text = check_text(text, what)
+    if len(text.encode()) > MAX_VALUE:
+        raise InvalidInput(f"{what}: {len(text.encode())} bytes is too long; the most is "
                            f"{MAX_VALUE}")
-    return check_text(text, what)
+    return text
 
 
 def parse_results(data: bytes, what: str) -> dict[str, Any]:
@@ -423,8 +469,8 @@ def parse_results(data: bytes, what: str) -> dict[str, Any]:
     after see each as a variable: see `workflowplan.as_variable`)."""
     try:
         parsed = json.loads(data)
-    except ValueError as bad:
-        raise ValueError(f"{what} is not JSON: {bad}") from None
+    except (ValueError, RecursionError) as bad:
+        raise ValueError(f"{what} is not JSON that can be read: {bad}") from None
     if not isinstance(parsed, dict):
         raise ValueError(f"{what} must be a JSON object of NAME: value")
     if len(parsed) > MAX_RESULT_NAMES:
@@ -440,6 +486,11 @@ def parse_results(data: bytes, what: str) -> dict[str, Any]:
         text = as_variable(value)
         if "\x00" in text:
             raise ValueError(f"{what}: {name} holds a NUL byte")
+        try:
+            text.encode()
+        except UnicodeEncodeError:
+            raise ValueError(f"{what}: {name} holds a lone surrogate (such as \\ud800), "
+                             "which is not Unicode text") from None
         if len(text) > MAX_VALUE:
             raise ValueError(f"{what}: {name} is {len(text)} characters; the most is "
                              f"{MAX_VALUE}")
@@ -447,9 +498,11 @@ def parse_results(data: bytes, what: str) -> dict[str, Any]:
     return values
 
 
-def run_json(run: Run) -> dict:
+def run_json(run: Run, hidden: frozenset[str] = frozenset()) -> dict:
+    shown = {name: SECRET_MASK if name in hidden else value
+             for name, value in run.environment.items()}
     return {"id": run.id, "workflow": run.workflow, "version": run.version,
-            "state": run.state, "round": run.round, "environment": dict(run.environment),
+            "state": run.state, "round": run.round, "environment": shown,
             "added": run.added, "finished": run.finished,
             "reason": run.reason, "submitted_by": run.submitted_by, "schedule": run.schedule}
 

@@ -459,8 +459,10 @@ class Store(ABC):
         stays as it is."""
 
     @abstractmethod
-    def end_run(self, run_id: int, state: str, reason: str | None, now: float) -> Run | None:
-        """End a running run as `state`; None when it is not running (another ended it)."""
+    def end_run(self, run_id: int, state: str, reason: str | None, now: float,
+                round_: int | None = None) -> Run | None:
+        """End a running run as `state` (only in `round_` when given: a look at an earlier
+        round must not end a rerun); None when it is not running (another ended it)."""
 
     @abstractmethod
     def rerun_run(self, run_id: int) -> Run | None:

@@ -141,10 +141,12 @@ class SqlVerbs(Store):
                 {"run_id": run_id, "step": step, "item": item, "round": round_,
                  "task_id": task_id} for step, item, round_, task_id in links])
 
-    def end_run(self, run_id: int, state: str, reason: str | None, now: float) -> Run | None:
+    def end_run(self, run_id: int, state: str, reason: str | None, now: float,
+                round_: int | None = None) -> Run | None:
         with self._tx() as db:
             row = db.execute(self.queries["end_run"], {"id": run_id, "state": state,
-                                                       "reason": reason, "now": now}).fetchone()
+                                                       "reason": reason, "now": now,
+                                                       "round": round_}).fetchone()
         return run_from_row(row) if row else None
 
     def rerun_run(self, run_id: int) -> Run | None:

@@ -423,3 +423,66 @@ def test_a_schedule_fires_runs_and_skips_a_fire_while_its_run_is_still_going(mak
     assert first["finished"] <= second["added"]  # never two at once: fires were skipped
     state = server.client.get("/schedule/tick")
     assert state["last_fire"] is not None
+
+
+LOGIN = ('command = "test -n \\"$PASS\\""\n'
+         '[environment.required]\nPASS = { description = "the password", secret = true }\n')
+
+
+def test_a_value_a_type_calls_secret_is_never_shown_in_the_run_or_its_tasks(make_server):
+    server = make_server(types={"login": LOGIN}, start=False)
+    server.write_workflow("deploy", 'required = ["PASS"]\n'
+                                    '[steps.a]\ntype = "login"\n'
+                                    'environment = { PASS = "{{ PASS }}" }\n'
+                                    '[steps.b]\ncommand = "test -n \\"$PASS\\""\n'
+                                    'after = ["a"]\n')
+    server.start()
+    make_server.worker(server)
+    run = server.client.post("/workflow/deploy/run", {"environment": {"PASS": "hunter2-sec"}})
+    done = run_ended(server, run["id"])
+    assert done["state"] == "succeeded", done  # both steps got the real value
+    from blanket.client import Client
+    viewer = Client(server.url, token=server.token("eyes", "viewer"))
+    shown = json.dumps([viewer.get(f"/run/{run['id']}"), viewer.get("/run/"),
+                        viewer.get("/workflow/deploy")])
+    assert "hunter2" not in shown and '"PASS": "***"' in shown
+    for step in done["steps"]:
+        task = viewer.get(f"/task/{step['tasks'][0]['id']}")
+        assert task["environment"]["PASS"] == "***", task
+    assert viewer.get("/task/?q=hunter2") == []  # no search finds it either
+
+
+def test_a_results_file_no_parser_can_read_fails_its_step_not_the_server(make_server):
+    server = make_server(start=False)
+    deep = server.base / "deep.py"  # nested past what a JSON parser can follow
+    deep.write_text('open("results.json", "w").write(\'{"A": \' + "[" * 100000 + '
+                    '"]" * 100000 + "}")\n')
+    server.write_workflow("bad", f'[steps.a]\ncommand = "python3 {deep}"\n'
+                                 '[steps.b]\ncommand = "true"\nafter = ["a"]\n')
+    server.write_workflow("good", '[steps.a]\ncommand = "true"\n[steps.b]\ncommand = "true"\n'
+                                  'after = ["a"]\n')
+    server.start()
+    make_server.worker(server, slots=2)
+    bad = server.client.post("/workflow/bad/run", {})
+    good = server.client.post("/workflow/good/run", {})
+    failed = run_ended(server, bad["id"])
+    assert failed["state"] == "failed", failed
+    assert "is not JSON that can be read: maximum recursion depth" in failed["reason"]
+    assert steps_of(failed)["b"]["state"] == "skipped"
+    assert run_ended(server, good["id"])["state"] == "succeeded"
+    assert "Traceback" not in server.log_text()
+
+
+def test_a_schedule_whose_workflow_is_gone_does_not_stop_the_others(make_server):
+    server = make_server(types={"step": STEP}, start=False)
+    server.write_workflow("w", '[steps.a]\ncommand = "true"\n')
+    server.write_schedule("orphan", 'workflow = "w"\nevery = "1s"\n')
+    server.write_schedule("plain", 'type = "step"\nevery = "1s"\n')
+    server.start()
+    (server.config_dir / "workflows" / "w.toml").unlink()
+    wait_until(lambda: any(s["problems"] for s in server.client.get("/schedule/")
+                           if s["name"] == "orphan"))
+    before = server.client.get("/schedule/plain")["last_fire"]
+    wait_until(lambda: server.client.get("/schedule/plain")["last_fire"] != before,
+               timeout=10)
+    assert "scheduler tick failed" not in server.log_text()

@@ -57,6 +57,9 @@ def test_a_run_ends_once_and_reruns_only_from_failed_or_stopped(store: Store) ->
                                                                         None)
     assert store.end_run(run.id, "stopped", "stopped by bob", NOW + 7) is not None
     assert store.rerun_run(run.id).round == 3
+    # a look at round 2, read before the rerun, must not end round 3
+    assert store.end_run(run.id, "failed", "stale", NOW + 8, round_=2) is None
+    assert store.end_run(run.id, "succeeded", None, NOW + 9, round_=3).state == "succeeded"
 
 
 def test_running_runs_and_listings_by_workflow_state_and_page(store: Store) -> None:

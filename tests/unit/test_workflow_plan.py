@@ -175,10 +175,35 @@ def test_a_list_that_is_not_json_or_too_long_is_refused():
         split_list("\n".join(map(str, range(10_001))), "L")
 
 
-def test_a_type_step_is_given_only_what_its_type_takes_and_its_own_environment():
+def test_a_type_step_is_given_its_own_environment_and_the_run_variables_its_type_takes():
     workflow = parse_workflow_text('[steps.a]\ntype = "t"\nenvironment = { OWN = "1" }\n',
                                    "w", "w.toml")
     step = workflow.steps[0]
-    given = task_environment(workflow, step, {"OWN": "1", "TAKEN": "2", "OTHER": "3"},
-                             lambda _type, name: name == "TAKEN")
+    # TAKEN and OTHER are the run's; RESULT a result the type also takes: not by name alone
+    given = task_environment(workflow, step, {"OWN": "1", "TAKEN": "2", "OTHER": "3",
+                                              "RESULT": "4"},
+                             lambda _type, name: name in ("TAKEN", "RESULT"),
+                             run(TAKEN="2", OTHER="3"))
     assert given == {"OWN": "1", "TAKEN": "2"}
+
+
+def test_a_fanned_item_gets_its_item_not_the_whole_list_and_sizes_are_bounded():
+    listed = results_of({("list", 0): {"ITEMS": ["a", "b"], "BIG": "x" * 200_000}})
+    decided = plan(FAN, run(), [task("list", S)], listed)
+    assert states(decided)["each"] == "failed"
+    assert "variable BIG is 200004 bytes" in decided.steps["each"].reason
+    fine = plan(FAN, run(), [task("list", S)], results_of({("list", 0): {"ITEMS": ["a"]}}))
+    assert "ITEMS" not in made(fine)["each"][0][1]
+
+
+def test_a_rerun_whose_list_changed_fails_the_step_instead_of_guessing():
+    each = [task("each", F, item=0, task_id=100), task("each", S, item=1, task_id=101)]
+    longer = results_of({("list", 0): {"ITEMS": ["a", "b", "c"]}})
+    decided = plan(FAN, run(round_=2), [task("list", S), *each], longer)
+    assert made(decided) == {} and "has 3 items now, 2 when it first ran" in \
+        decided.steps["each"].reason
+
+
+def test_an_item_that_is_no_unicode_text_fails_the_step():
+    with pytest.raises(StepFailed, match="lone surrogate"):
+        split_list('["\\ud800"]', "L")

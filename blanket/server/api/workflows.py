@@ -14,7 +14,7 @@ from blanket.server.api import schemas as S
 from blanket.server.api.access import identity
 from blanket.server.api.http import json_response, parse_id, query_float, read_json_body
 from blanket.server.services import Services
-from blanket.server.workflows import WORKFLOWS, check_run_state, run_json
+from blanket.server.workflows import WORKFLOWS, check_run_state
 
 MAX_WAIT = 24 * 3600.0
 MAX_RUNS = 1000  # runs in one listing at most
@@ -46,7 +46,8 @@ class WorkflowRoutes:
         if loaded is None:
             raise NotFound(f"no workflow {name!r}; see GET /workflow/ for the list")
         data = loaded.to_json()
-        data["runs"] = [run_json(r) for r in self.s.workflows.list_runs(name, limit=20)]
+        data["runs"] = [self.s.workflows.summary(r)
+                        for r in self.s.workflows.list_runs(name, limit=20)]
         return json_response(data)
 
     def start(self, name: str):
@@ -79,7 +80,7 @@ class WorkflowRoutes:
         runs = self.s.workflows.list_runs(
             query.get("workflow") or None, check_run_state(query.get("state") or None),
             parse_id(before) if before else None, int(limit or 100))
-        return json_response([run_json(r) for r in runs])
+        return json_response([self.s.workflows.summary(r) for r in runs])
 
     def show_run(self, run_id: str):
         """One run: its steps, their states and tasks (?wait=S: once it ended)."""

@@ -428,6 +428,7 @@ ON CONFLICT DO NOTHING;
 -- name: end_run
 UPDATE workflow_runs SET state = %(state)s, reason = %(reason)s, finished = %(now)s
 WHERE id = %(id)s AND state = 'running'
+  AND (%(round)s::integer IS NULL OR round = %(round)s::integer)
 RETURNING *;
 
 -- name: rerun_run

@@ -343,7 +343,7 @@ ON CONFLICT DO NOTHING;
 
 -- name: end_run
 UPDATE workflow_runs SET state = :state, reason = :reason, finished = :now
-WHERE id = :id AND state = 'running'
+WHERE id = :id AND state = 'running' AND (:round IS NULL OR round = :round)
 RETURNING *;
 
 -- name: rerun_run
