@@ -69,7 +69,10 @@ class Step:
     environment: dict[str, str] = field(default_factory=dict)
     after: tuple[str, ...] = ()
     each: str | None = None
-    results: str = DEFAULT_RESULTS
+    # The JSON file its tasks leave for the steps after it; None (`results = false`): none.
+    # Named in the file, it must be there; by default a missing one sets nothing.
+    results: str | None = DEFAULT_RESULTS
+    results_named: bool = False
     priority: int = 0
     timeout: float | None = None
     retries: int | None = None
@@ -286,7 +289,11 @@ class _WorkflowChecker(Checker):
         if "each" in data:
             fields["each"] = self.each(where, data["each"], line("each"))
         if "results" in data:
-            fields["results"] = self.results_name(where, data["results"], line("results"))
+            if data["results"] is False:
+                fields["results"] = None
+            else:
+                fields["results"] = self.results_name(where, data["results"], line("results"))
+                fields["results_named"] = True
         if "priority" in data:
             fields["priority"] = self.integer(f"{where}.priority", data["priority"],
                                               line("priority"), -MAX_PRIORITY, MAX_PRIORITY)
@@ -340,6 +347,10 @@ class _WorkflowChecker(Checker):
         return match.group(1)
 
     def results_name(self, where: str, value: object, line: Line) -> str | None:
+        if value is True or not isinstance(value, str):
+            self.wrong_type(f"{where}.results", 'a file name such as "results.json", or false '
+                            "for none", value, line)
+            return None
         text = self.string(f"{where}.results", value, line, nonempty=True)
         if text is None:
             return None

@@ -75,10 +75,11 @@ class ScheduleBook:
         schedule = self.runnable(name)
         if schedule.workflow:
             task = self.workflows.start_scheduled(name, schedule.workflow,
-                                                  schedule.environment, None, None)
-            if task is None:
+                                                  schedule.environment, None)
+            if task is None:  # it ran at once: a fan-out over an empty list, say
                 raise InvalidInput(f"schedule {name!r} started a run of workflow "
-                                   f"{schedule.workflow!r} that made no task")
+                                   f"{schedule.workflow!r}, which made no task: see it with "
+                                   f"GET /run/?workflow={schedule.workflow}", code="no_task")
         else:
             task = self.intake.submit(scheduled_request(schedule, None, None))
         with self._lock:

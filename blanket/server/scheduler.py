@@ -276,8 +276,7 @@ class Scheduler:
         try:
             if schedule.workflow:
                 return self.workflows.start_scheduled(schedule.name, schedule.workflow,
-                                                      schedule.environment,
-                                                      fire_time_text(fire), key)
+                                                      schedule.environment, key)
             return self.intake.submit(scheduled_request(schedule, fire, key))
         except DuplicateTask as duplicate:
             # Submitted before a crash that lost the saved state: that task is this run.

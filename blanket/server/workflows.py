@@ -41,14 +41,14 @@ from blanket.wakeups import Wakeups, task_topic
 
 log = structlog.get_logger("blanket.workflows")
 
-FIRE_TIME = "BLANKET_FIRE_TIME"  # a scheduled run's fire time, when its workflow takes it
 WORKFLOWS = "workflows"  # a run started, was rerun or stopped: the advancer looks again
 LOOK_EVERY = 5.0  # seconds between looks without a wake-up
 RESULTS_LIMIT = 1024 * 1024  # bytes of a step's results file at most
 MAX_RESULT_NAMES = 1000
 MAX_VALUE = 120 * 1024  # bytes of one variable a run or a result may set (a process takes
 # less than 128 KiB as NAME=value)
-RESULTS_CACHED = 100_000  # succeeded tasks whose results are kept in memory
+RESULTS_CACHED = 100_000  # succeeded tasks whose results are kept in memory, at most
+RESULTS_BYTES = 64 * 1024 * 1024  # and what they came to as read, at most
 
 
 def step_key(run_id: int, step: str, item: int, round_: int) -> str:
@@ -79,6 +79,7 @@ class Workflows:
         # longer changes, so each file is read once, not at every look at its run.
         self._results: OrderedDict[tuple[int, str], dict[str, Any] | ValueError] = \
             OrderedDict()
+        self._cached_bytes = 0  # what the cached results came to, as read
 
     # ---------------------------------------------------------------- starting
 
@@ -130,19 +131,16 @@ class Workflows:
     # ---------------------------------------------------------------- operator's verbs
 
     def start_scheduled(self, schedule: str, workflow: str, environment: dict[str, str],
-                        fire_time: str | None, dedupe_key: str | None) -> Task | None:
+                        dedupe_key: str | None) -> Task | None:
         """A schedule's run of `workflow` (once per `dedupe_key`); the task that stands for
         it in the schedule's state: the run's first task (None when it made none)."""
-        values = dict(environment)
-        if fire_time is not None and FIRE_TIME in self.workflow(workflow).variables:
-            values[FIRE_TIME] = fire_time
-        run = self.start(workflow, values, "schedule", schedule=schedule,
+        run = self.start(workflow, dict(environment), "schedule", schedule=schedule,
                          dedupe_key=dedupe_key)
         return self.first_task(run)
 
     def first_task(self, run: Run) -> Task | None:
-        tasks = sorted(t.task_id for t in self.store.run_tasks(run.id))
-        return self.store.get_task(tasks[0]) if tasks else None
+        first = self.store.run_first_task(run.id)
+        return None if first is None else self.store.get_task(first)
 
     def run_for_key(self, key: str) -> Run | None:
         return self.store.run_for_key(key)
@@ -171,7 +169,9 @@ class Workflows:
         ended = self.store.end_run(run_id, "stopped", f"stopped by {by or 'anonymous'}",
                                    time.time())
         if ended is None:
-            raise Conflict(f"workflow run {run_id} is {run.state}, not running")
+            now = self.get(run_id).state
+            raise Conflict(f"workflow run {run_id} has ended ({now}); only a running run "
+                           "can be stopped")
         self._stop_tasks(ended, by)
         self._kick()
         log.info("workflow run stopped", workflow=run.workflow, run=run_id, by=by)
@@ -257,6 +257,11 @@ class Workflows:
 
     def _create(self, workflow: Workflow, run: Run, decided: Plan) -> str | None:
         """Make the tasks `decided` names and tie them to the run; or why they cannot be."""
+        for step, _items in decided.create:
+            if step.command is not None and self.types(workflow.step_type(step)) is None:
+                return (f"step {step.name}: workflows/{workflow.name}.toml no longer has this "
+                        "step's command (its tasks run the file's current command); put it "
+                        "back, then rerun this run")
         made = self._requests(workflow, run, decided)
         try:
             tasks = self.intake.submit_all([request for _s, _i, request in made])
@@ -292,6 +297,10 @@ class Workflows:
                 with contextlib.suppress(BlanketError):  # ended meanwhile
                     self.queue.stop_task(task.task_id, by)
 
+    def definition(self, run: Run) -> Workflow:
+        """The workflow file the run started from."""
+        return self._definition(run)
+
     def _definition(self, run: Run) -> Workflow:
         """The workflow file the run started from (parsed once per version)."""
         workflow = self._parsed.get(run.version)
@@ -307,6 +316,8 @@ class Workflows:
 
     def _read_results(self, step: Step, task: RunTask) -> dict[str, Any]:
         """The values a succeeded task's results file sets (none when it wrote none)."""
+        if step.results is None:
+            return {}
         key = (task.task_id, step.results)
         found = self._results.get(key)
         if found is None:
@@ -318,19 +329,24 @@ class Workflows:
                 found = ValueError(f"results of task {task.task_id} cannot be read: "
                                    f"{type(bad).__name__}: {bad}"[:500])
             self._results[key] = found
-            if len(self._results) > RESULTS_CACHED:
-                self._results.popitem(last=False)
+            self._cached_bytes += _size(found)
+            while len(self._results) > RESULTS_CACHED or self._cached_bytes > RESULTS_BYTES:
+                self._cached_bytes -= _size(self._results.popitem(last=False)[1])
         if isinstance(found, ValueError):
             raise found
         return found
 
     def _results_file(self, step: Step, task: RunTask) -> dict[str, Any]:
+        assert step.results is not None
         if task.type is None:
             return {}
         root = self.task_dir(task.type, task.task_id)
         try:
             opened, info = open_task_file(root, step.results)
         except NotFound:
+            if step.results_named:  # the file says the step leaves it: its absence is news
+                raise ValueError(f"task {task.task_id} left no {step.results}, which the "
+                                 f"step names as its results") from None
             return {}
         except InvalidInput as bad:
             raise ValueError(f"results of task {task.task_id}: {bad.message}") from None
@@ -496,6 +512,13 @@ def parse_results(data: bytes, what: str) -> dict[str, Any]:
                              f"{MAX_VALUE}")
         values[name] = value
     return values
+
+
+def _size(results: dict[str, Any] | ValueError) -> int:
+    """About what cached results hold (their variables' sizes)."""
+    if isinstance(results, ValueError):
+        return 200
+    return sum(len(name) + len(as_variable(value)) for name, value in results.items()) + 100
 
 
 def run_json(run: Run, hidden: frozenset[str] = frozenset()) -> dict:

@@ -450,6 +450,10 @@ class Store(ABC):
         """The tasks a run's steps made, with their states (None when removed)."""
 
     @abstractmethod
+    def run_first_task(self, run_id: int) -> int | None:
+        """The id of the first task a run made, or None."""
+
+    @abstractmethod
     def active_steps(self, run_id: int) -> frozenset[str]:
         """The steps of a run with a task not ended (waiting, queued, claimed, running)."""
 

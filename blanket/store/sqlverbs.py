@@ -129,6 +129,10 @@ class SqlVerbs(Store):
         return [run_task_from_row(r)
                 for r in self._all(self.queries["run_tasks"], {"run_id": run_id})]
 
+    def run_first_task(self, run_id: int) -> int | None:
+        row = self._one(self.queries["run_first_task"], {"run_id": run_id})
+        return None if row is None else row["task_id"]
+
     def active_steps(self, run_id: int) -> frozenset[str]:
         return frozenset(r["step"] for r in self._all(self.queries["active_steps"],
                                                       {"run_id": run_id}))

@@ -336,7 +336,8 @@ LIST = "x\\ny\\nz"
 
 
 def test_a_server_killed_mid_run_finishes_it_after_a_restart_each_step_once(make_server):
-    server = make_server(start=False)
+    # Workers keep their tasks across the restarts (not lost: that is another test's)
+    server = make_server(start=False, env={"BLANKET_LOST_AFTER": "60"})
     server.write_workflow("chain", KILLED)
     server.start()
     make_server.worker(server, slots=2)
@@ -481,8 +482,50 @@ def test_a_schedule_whose_workflow_is_gone_does_not_stop_the_others(make_server)
     server.start()
     (server.config_dir / "workflows" / "w.toml").unlink()
     wait_until(lambda: any(s["problems"] for s in server.client.get("/schedule/")
-                           if s["name"] == "orphan"))
+                           if s["name"] == "orphan"), timeout=30)
     before = server.client.get("/schedule/plain")["last_fire"]
     wait_until(lambda: server.client.get("/schedule/plain")["last_fire"] != before,
-               timeout=10)
+               timeout=30)
     assert "scheduler tick failed" not in server.log_text()
+
+
+def test_a_named_results_file_must_be_left_and_a_removed_command_says_what_to_do(make_server,
+                                                                                  tmp_path):
+    gate = tmp_path / "gate"
+    server = make_server(start=False)
+    server.write_workflow("named", '[steps.a]\ncommand = "true"\nresults = "out.json"\n'
+                                   '[steps.b]\ncommand = "true"\nafter = ["a"]\n')
+    server.write_workflow("edited", f'[steps.a]\ncommand = "while [ ! -e {gate} ]; do '
+                                    'sleep 0.05; done"\n[steps.b]\ncommand = "true"\n'
+                                    'after = ["a"]\n')
+    server.start()
+    make_server.worker(server, slots=2)
+    named = run_ended(server, server.client.post("/workflow/named/run", {})["id"])
+    assert named["state"] == "failed" and "left no out.json" in named["reason"], named
+    run = server.client.post("/workflow/edited/run", {})
+    server.write_workflow("edited", f'[steps.a]\ncommand = "while [ ! -e {gate} ]; do '
+                                    'sleep 0.05; done"\n')
+    wait_until(lambda: len(server.client.get("/workflow/edited")["definition"]["steps"]) == 1)
+    gate.write_text("")
+    edited = run_ended(server, run["id"])
+    assert edited["state"] == "failed"
+    assert "no longer has this step's command" in edited["reason"], edited
+    assert [s["name"] for s in edited["steps"]] == ["a", "b"]  # the file it started from
+
+
+def test_a_rerun_needs_a_token_that_may_still_run_every_step(make_server):
+    server = make_server(types={"step": STEP}, start=False)
+    server.write_workflow("w", '[steps.a]\ntype = "step"\n[steps.b]\ncommand = "exit 1"\n'
+                               'after = ["a"]\n')
+    server.start()
+    make_server.worker(server)
+    from blanket.client import Client
+    wide = server.token("wide", "submitter")
+    run = Client(server.url, token=wide).post("/workflow/w/run", {})
+    assert run_ended(server, run["id"])["state"] == "failed"
+    server.client.delete("/token/wide")
+    narrow = Client(server.url, token=server.token("wide", "submitter", types=["step"]))
+    refused = narrow.request("POST", f"/run/{run['id']}/rerun", body={}, ok=(403,))
+    assert "workflow.w.b" in refused[1]["error"]["message"]
+    odd = server.client.request("GET", "/run/abc", ok=(400,))
+    assert "'abc' is not a run id" in odd[1]["error"]["message"]

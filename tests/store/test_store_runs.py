@@ -90,5 +90,6 @@ def test_links_tie_tasks_to_steps_once_and_show_their_states(store: Store) -> No
     store.stop_queued(a.id, NOW, "bob")
     assert store.active_steps(run.id) == frozenset()
     assert store.run_of_task(a.id) == (run.id, "a", 0, 1)
+    assert store.run_first_task(run.id) == a.id and store.run_first_task(run.id + 1) is None
     assert store.run_of_task(a.id + 1000) is None
     assert store.run_tasks(run.id + 1000) == []

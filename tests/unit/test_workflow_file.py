@@ -100,6 +100,7 @@ def test_find_cycle_finds_none_in_a_diamond():
     ('[steps.a]\ncommand = "x"\neach = "FILES"\n', 3, 'as "{{ NAME }}"'),
     ('[steps.a]\ncommand = "x"\nresults = "../up.json"\n', 3, "inside the task's folder"),
     ('[steps.a]\ncommand = "x"\nresults = "/etc/passwd"\n', 3, "inside the task's folder"),
+    ('[steps.a]\ncommand = "x"\nresults = true\n', 3, "or false for none"),
     ('[steps.a]\ncommand = "x"\nenvironment = { A = "{{ B | upper }}" }\n', 3,
      "only as {{ NAME }}"),
     ('[steps.a]\ncommand = "x"\nenvironment = { A = "{% if x %}" }\n', 3, "only as {{ NAME }}"),
@@ -160,3 +161,12 @@ def test_type_steps_are_checked_against_the_loaded_types():
                           set())
     assert len(found) == 1 and "does not take this variable" in found[0].message
     assert found[0].line == 10
+
+
+def test_results_default_to_results_json_and_may_be_named_or_turned_off():
+    def step(extra: str):
+        return parse_workflow_text(f'[steps.a]\ncommand = "x"\n{extra}', "w", "w").steps[0]
+    assert (step("").results, step("").results_named) == ("results.json", False)
+    assert (step('results = "o/r.json"\n').results,
+            step('results = "o/r.json"\n').results_named) == ("o/r.json", True)
+    assert step("results = false\n").results is None

@@ -202,9 +202,9 @@ def _encodes(text: str) -> bool:
     return True
 
 
-def parse_id(text: str) -> int:
+def parse_id(text: str, what: str = "task") -> int:
     if not (text.isascii() and text.isdigit()) or len(text) > 18:
-        raise InvalidInput(f"{text!r} is not a task id; ids are whole numbers such as 42")
+        raise InvalidInput(f"{text!r} is not a {what} id; ids are whole numbers such as 42")
     return int(text)
 
 

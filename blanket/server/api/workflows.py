@@ -8,6 +8,7 @@ import time
 import bottle
 
 from blanket.auth import OPERATOR, SUBMITTER, VIEWER, Forbidden, Identity
+from blanket.config.workflow import Workflow
 from blanket.errors import InvalidInput, NotFound
 from blanket.models import Run
 from blanket.server.api import schemas as S
@@ -62,14 +63,18 @@ class WorkflowRoutes:
 
     def start_run(self, name: str, environment: object) -> Run:
         """A run started by the caller, if its token may submit every step's type."""
-        workflow = self.s.workflows.workflow(name)
+        self.may_run(self.s.workflows.workflow(name))
+        return self.s.workflows.start(name, environment, identity().name)
+
+    @staticmethod
+    def may_run(workflow: Workflow) -> None:
+        """Refuse a caller whose token may not submit one of the workflow's step types."""
         caller = identity()
         refused = [workflow.step_type(s) for s in workflow.steps
                    if not caller.may_submit(workflow.step_type(s))]
         if refused:
             raise Forbidden(f"token {caller.name!r} may not submit tasks of type "
-                            f"{refused[0]!r}, which workflow {name!r} runs")
-        return self.s.workflows.start(name, environment, caller.name)
+                            f"{refused[0]!r}, which workflow {workflow.name!r} runs")
 
     def list_runs(self):
         """Runs newest first (?workflow=NAME, ?state=running|succeeded|failed|stopped,
@@ -79,12 +84,12 @@ class WorkflowRoutes:
         before = query.get("before")
         runs = self.s.workflows.list_runs(
             query.get("workflow") or None, check_run_state(query.get("state") or None),
-            parse_id(before) if before else None, int(limit or 100))
+            parse_id(before, "run") if before else None, int(limit or 100))
         return json_response([self.s.workflows.summary(r) for r in runs])
 
     def show_run(self, run_id: str):
         """One run: its steps, their states and tasks (?wait=S: once it ended)."""
-        run = self.s.workflows.get(parse_id(run_id))
+        run = self.s.workflows.get(parse_id(run_id, "run"))
         wait = query_float("wait", None, MAX_WAIT)
         if wait is not None:
             run = self.wait_until_ended(run, wait)
@@ -92,7 +97,7 @@ class WorkflowRoutes:
 
     def stop(self, run_id: str):
         """Stop a running run: no more steps start, and its tasks not ended are stopped."""
-        run = self.s.workflows.get(parse_id(run_id))
+        run = self.s.workflows.get(parse_id(run_id, "run"))
         self.may_change(identity(), run)
         return json_response(self.s.workflows.view(
             self.s.workflows.stop(run.id, identity().name)))
@@ -100,8 +105,9 @@ class WorkflowRoutes:
     def rerun(self, run_id: str):
         """Run a failed or stopped run's steps that did not succeed again, and the steps
         after them."""
-        run = self.s.workflows.get(parse_id(run_id))
+        run = self.s.workflows.get(parse_id(run_id, "run"))
         self.may_change(identity(), run)
+        self.may_run(self.s.workflows.definition(run))  # its token's scopes may have narrowed
         return json_response(self.s.workflows.view(self.s.workflows.rerun(run.id)))
 
     @staticmethod

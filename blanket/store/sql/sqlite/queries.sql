@@ -377,3 +377,6 @@ GROUP BY type, state, minute;
 
 -- name: queued_ahead
 SELECT count(*) AS n FROM tasks WHERE state = 'QUEUED' AND (score < :score OR (score = :score AND id < :id));
+
+-- name: run_first_task
+SELECT min(task_id) AS task_id FROM run_tasks WHERE run_id = :run_id;
