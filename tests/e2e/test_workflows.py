@@ -88,7 +88,7 @@ def test_a_diamond_runs_b_and_c_side_by_side_then_d_with_values_between_steps(ma
     assert tasks["d"]["type"] == "workflow.diamond.d"
     assert tasks["b"]["run"] == {"id": run["id"], "step": "b", "item": 0, "round": 1}
     plain = server.client.post("/task/", {"type": "step"})
-    assert server.client.get(f"/task/{plain['id']}")["run"] is None
+    assert "run" not in server.client.get(f"/task/{plain['id']}")
 
 
 FLAKY = '''

@@ -253,7 +253,9 @@ class TaskRoutes:
         if wait is not None and not has_ended(task):
             task = self.wait_until_ended(task, wait)
         shown = self.shown([task], one=True)[0]
-        shown["run"] = self.s.workflows.run_of_task(task.id)  # a workflow run's step
+        run = self.s.workflows.run_of_task(task.id)
+        if run is not None:  # a step of a workflow run: which
+            shown["run"] = run
         return json_response(shown)
 
     def notifications(self, task_id: str):
