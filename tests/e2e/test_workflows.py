@@ -248,6 +248,17 @@ def test_the_cli_runs_a_workflow_and_waits_for_it(make_server):
     failed = subprocess.run([*cli, "run", "diamond", "-e", "NOPE=1"], capture_output=True,
                             text=True, env=env, timeout=60)
     assert failed.returncode != 0 and "does not take this variable" in failed.stderr
+    listed = subprocess.run([*cli, "ls"], capture_output=True, text=True, env=env, timeout=60)
+    assert listed.returncode == 0 and "diamond" in listed.stdout and "ok" in listed.stdout
+    server.write_workflow("fails", '[steps.a]\ncommand = "exit 3"\n')
+    wait_until(lambda: any(w["name"] == "fails" for w in server.client.get("/workflow/")))
+    failing = subprocess.run([*cli, "run", "fails", "--wait"], capture_output=True, text=True,
+                             env=env, timeout=120)
+    assert failing.returncode == 1 and "failed: step a: task" in failing.stderr
+    again = subprocess.run([*cli, "rerun", failing.stdout.split()[0], "--wait=60"],
+                           capture_output=True, text=True, env=env, timeout=120)
+    assert again.returncode == 1  # failed again, in round 2
+    assert server.client.get(f"/run/{failing.stdout.split()[0]}")["round"] == 2
 
 
 def test_a_schedule_and_the_inbox_start_runs(make_server):
