@@ -270,6 +270,11 @@ class SqlVerbs(Store):
                 removed = {"ids": self._id_list([r["id"] for r in rows])}
                 db.execute(self.queries["delete_ended_keys"], removed)
                 db.execute(self.queries["delete_ended_deliveries"], removed)
+                runs = {r["run_id"] for r in db.execute(
+                    self.queries["delete_ended_run_links"], removed).fetchall()}
+                if runs:
+                    db.execute(self.queries["delete_emptied_runs"],
+                               {"ids": self._id_list(sorted(runs))})
         return [_ended(r) for r in rows]
 
 

@@ -83,6 +83,19 @@ def test_a_running_workflow_runs_ended_tasks_stay_until_it_ends(store: Store) ->
     assert store.delete_ended([done]) == []  # its results may still be read
     store.end_run(run.id, "succeeded", None, 200.0)
     assert [e.id for e in store.delete_ended([done])] == [done]
+    assert store.get_run(run.id) is None  # its last task gone, the ended run goes too
+
+
+def test_an_ended_run_stays_while_one_of_its_tasks_does(store: Store) -> None:
+    first, second = ended_task(store, 100.0), ended_task(store, 101.0)
+    run = store.add_run("etl", "v", "", {}, 1.0, "alice")
+    store.link_run_tasks(run.id, [("a", 0, 1, first), ("b", 0, 1, second)])
+    store.end_run(run.id, "failed", "b", 200.0)
+    store.delete_ended([first])
+    assert store.get_run(run.id) is not None
+    assert [t.task_id for t in store.run_tasks(run.id)] == [second]
+    store.delete_ended([second])
+    assert store.get_run(run.id) is None and store.run_tasks(run.id) == []
 
 
 def test_delete_ended_frees_the_tasks_dedupe_key(store: Store) -> None:

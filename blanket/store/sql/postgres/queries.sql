@@ -467,3 +467,11 @@ SELECT count(*) AS n FROM tasks WHERE state = 'QUEUED'
 
 -- name: run_first_task
 SELECT min(task_id) AS task_id FROM run_tasks WHERE run_id = %(run_id)s;
+
+-- name: delete_ended_run_links
+-- Retention: removed tasks leave their runs; an ended run with no task left goes too.
+DELETE FROM run_tasks WHERE task_id = ANY(%(ids)s::bigint[]) RETURNING run_id;
+
+-- name: delete_emptied_runs
+DELETE FROM workflow_runs WHERE id = ANY(%(ids)s::bigint[])
+  AND state != 'running' AND NOT EXISTS (SELECT 1 FROM run_tasks WHERE run_id = workflow_runs.id);

@@ -380,3 +380,11 @@ SELECT count(*) AS n FROM tasks WHERE state = 'QUEUED' AND (score < :score OR (s
 
 -- name: run_first_task
 SELECT min(task_id) AS task_id FROM run_tasks WHERE run_id = :run_id;
+
+-- name: delete_ended_run_links
+-- Retention: removed tasks leave their runs; an ended run with no task left goes too.
+DELETE FROM run_tasks WHERE task_id IN (SELECT value FROM json_each(:ids)) RETURNING run_id;
+
+-- name: delete_emptied_runs
+DELETE FROM workflow_runs WHERE id IN (SELECT value FROM json_each(:ids))
+  AND state != 'running' AND NOT EXISTS (SELECT 1 FROM run_tasks WHERE run_id = workflow_runs.id);
