@@ -67,7 +67,8 @@ class TaskRequest:
     retry_delay: float | None = None
     after: tuple[int, ...] = ()  # tasks it waits for (it is WAITING until they end)
     after_policy: str = "success"  # or "always": it runs even when one did not succeed
-    from_workflow: bool = False  # a workflow run's step (server/workflows.py) makes it
+    # (run id, step, item, round): a workflow run's step makes it (server/workflows.py)
+    run: tuple[int, str, int, int] | None = None
 
 
 class TypeLookup(Protocol):
@@ -480,7 +481,7 @@ class Intake:
         if request.type.startswith(SCHEDULE_PREFIX) and not request.trusted_environment:
             raise InvalidInput(f"{request.type!r} is a schedule's own command; run it with "
                                "POST /schedule/NAME/run (blanket schedule run NAME)")
-        if request.type.startswith(STEP_TYPE_PREFIX) and not request.from_workflow:
+        if request.type.startswith(STEP_TYPE_PREFIX) and request.run is None:
             raise InvalidInput(f"{request.type!r} is a workflow's own step; start the workflow "
                                "with POST /workflow/NAME/run (blanket workflow run NAME)")
         task_type = self.types.current_type(request.type)
@@ -507,7 +508,7 @@ class Intake:
             timeout=timeout, priority=request.priority, inputs=inputs,
             dedupe_key=request.dedupe_key, submitted_by=request.submitted_by,
             secrets=tuple(sorted(task_type.secrets & environment.keys())),
-            after=request.after, after_policy=request.after_policy,
+            after=request.after, after_policy=request.after_policy, run=request.run,
         )
 
     def _stage(self, uploads: tuple[Upload, ...]) -> Path | None:

@@ -263,16 +263,13 @@ class Workflows:
                         "step's command (its tasks run the file's current command); put it "
                         "back, then rerun this run")
         made = self._requests(workflow, run, decided)
-        try:
-            tasks = self.intake.submit_all([request for _s, _i, request in made])
+        try:  # each task tied to the run as it is stored, in the one transaction
+            self.intake.submit_all([request for _s, _i, request in made])
         except ItemsRefused as refused:
             index, message = refused.problems[0]
             return f"step {made[index][0]}: {message}"
         except InvalidInput as refused:
             return refused.message
-        self.store.link_run_tasks(run.id, [(step, item, run.round, task.id)
-                                           for (step, item, _r), task in zip(made, tasks,
-                                                                              strict=True)])
         return None
 
     def _requests(self, workflow: Workflow, run: Run,
@@ -283,7 +280,8 @@ class Workflows:
             tags=step.tags, priority=step.priority, timeout=step.timeout,
             retries=step.retries, schedule=run.schedule,
             dedupe_key=step_key(run.id, step.name, item, run.round),
-            submitted_by=run.submitted_by or "workflow", from_workflow=True))
+            submitted_by=run.submitted_by or "workflow",
+            run=(run.id, step.name, item, run.round)))
             for step, items in decided.create for item, values in items]
 
     def _takes(self, type_name: str, variable: str) -> bool:

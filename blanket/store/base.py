@@ -46,6 +46,8 @@ class NewTask:
     secrets: tuple[str, ...] = ()
     after: tuple[int, ...] = ()  # tasks to wait for: it is stored WAITING until they end
     after_policy: str = "success"
+    # (run id, step, item, round): a workflow run's step, tied to the run as it is stored
+    run: tuple[int, str, int, int] | None = None
 
 
 @dataclass(frozen=True)
@@ -456,11 +458,6 @@ class Store(ABC):
     @abstractmethod
     def active_steps(self, run_id: int) -> frozenset[str]:
         """The steps of a run with a task not ended (waiting, queued, claimed, running)."""
-
-    @abstractmethod
-    def link_run_tasks(self, run_id: int, links: list[tuple[str, int, int, int]]) -> None:
-        """Tie tasks to a run's steps: (step, item, round, task_id); a link made already
-        stays as it is."""
 
     @abstractmethod
     def end_run(self, run_id: int, state: str, reason: str | None, now: float,

@@ -34,6 +34,7 @@ from blanket.store.base import (
 )
 from blanket.store.rows import (
     attempt_record,
+    run_link,
     tags_key,
     task_from_row,
     token_params,
@@ -566,6 +567,8 @@ def _insert_row(cur: Any, new: NewTask,
     if new.after:
         row = dependencies.wait_for(Q, cur, row["id"], new.after, new.after_policy, time.time(),
                                    list, on_skip)
+    if new.run is not None:
+        cur.execute(Q["link_run_task"], run_link(new.run, row["id"]))
     return row
 
 

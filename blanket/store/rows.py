@@ -109,6 +109,12 @@ def delivery_from_row(row: Mapping[str, Any]) -> Delivery:
         finished=row["finished"], result=row["result"])
 
 
+def run_link(run: tuple[int, str, int, int], task_id: int) -> dict[str, Any]:
+    """The parameters of link_run_task for a new task of a run's step."""
+    run_id, step, item, round_ = run
+    return {"run_id": run_id, "step": step, "item": item, "round": round_, "task_id": task_id}
+
+
 def run_from_row(row: Mapping[str, Any]) -> Run:
     return Run(id=row["id"], workflow=row["workflow"], version=row["version"],
                definition=row["definition"], environment=_json(row["environment"]),

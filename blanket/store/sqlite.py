@@ -41,6 +41,7 @@ from blanket.store.reserve import SpaceReserve
 from blanket.store.rows import (
     attempt_record,
     new_task_record,
+    run_link,
     tags_key,
     task_from_row,
     token_params,
@@ -188,7 +189,7 @@ class SQLiteStore(SqlVerbs):
     def add_tasks(self, news: list[NewTask]) -> list[Task]:
         if news:
             self._room_for_new_tasks()
-        if any(new.dedupe_key is not None or new.after for new in news):
+        if any(new.dedupe_key is not None or new.after or new.run for new in news):
             topics = [QUEUE]
             with self._tx(notify=topics) as db:
                 now = time.time()
@@ -429,6 +430,8 @@ def _insert_task(db: sqlite3.Connection, new: NewTask, now: float,
     if new.after:
         row = dependencies.wait_for(Q, db, row["id"], new.after, new.after_policy, now,
                                    json.dumps, on_skip)
+    if new.run is not None:
+        db.execute(Q["link_run_task"], run_link(new.run, row["id"]))
     return row, True
 
 

@@ -137,14 +137,6 @@ class SqlVerbs(Store):
         return frozenset(r["step"] for r in self._all(self.queries["active_steps"],
                                                       {"run_id": run_id}))
 
-    def link_run_tasks(self, run_id: int, links: list[tuple[str, int, int, int]]) -> None:
-        if not links:
-            return
-        with self._tx() as db:
-            db.executemany(self.queries["link_run_task"], [
-                {"run_id": run_id, "step": step, "item": item, "round": round_,
-                 "task_id": task_id} for step, item, round_, task_id in links])
-
     def end_run(self, run_id: int, state: str, reason: str | None, now: float,
                 round_: int | None = None) -> Run | None:
         with self._tx() as db:

@@ -15,9 +15,9 @@ NOW = 50_000.0
 
 
 def add(store: Store, type: str = "echo", schedule: str | None = None,
-        key: str | None = None) -> int:
+        key: str | None = None, run: tuple[int, str, int, int] | None = None) -> int:
     return store.add_task(NewTask(type=type, environment={}, tags=(), score=1.0, added=1.0,
-                                  schedule=schedule, dedupe_key=key)).id
+                                  schedule=schedule, dedupe_key=key, run=run)).id
 
 
 def end(store: Store, task_id: int, at: float, state: TaskState = TaskState.SUCCESS,
@@ -77,9 +77,8 @@ def test_delete_ended_removes_only_ended_tasks_and_says_which(store: Store) -> N
 
 
 def test_a_running_workflow_runs_ended_tasks_stay_until_it_ends(store: Store) -> None:
-    done = ended_task(store, 100.0)
     run = store.add_run("etl", "v", "", {}, 1.0, "alice")
-    store.link_run_tasks(run.id, [("a", 0, 1, done)])
+    done = ended_task(store, 100.0, run=(run.id, "a", 0, 1))
     assert store.delete_ended([done]) == []  # its results may still be read
     store.end_run(run.id, "succeeded", None, 200.0)
     assert [e.id for e in store.delete_ended([done])] == [done]
@@ -87,9 +86,9 @@ def test_a_running_workflow_runs_ended_tasks_stay_until_it_ends(store: Store) ->
 
 
 def test_an_ended_run_stays_while_one_of_its_tasks_does(store: Store) -> None:
-    first, second = ended_task(store, 100.0), ended_task(store, 101.0)
     run = store.add_run("etl", "v", "", {}, 1.0, "alice")
-    store.link_run_tasks(run.id, [("a", 0, 1, first), ("b", 0, 1, second)])
+    first = ended_task(store, 100.0, run=(run.id, "a", 0, 1))
+    second = ended_task(store, 101.0, run=(run.id, "b", 0, 1))
     store.end_run(run.id, "failed", "b", 200.0)
     store.delete_ended([first])
     assert store.get_run(run.id) is not None

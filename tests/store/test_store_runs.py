@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable
+from dataclasses import replace
 
 from blanket.models import TaskState
 from blanket.store.base import Store
@@ -74,12 +75,14 @@ def test_running_runs_and_listings_by_workflow_state_and_page(store: Store) -> N
     assert store.list_runs(workflow="nope") == []
 
 
-def test_links_tie_tasks_to_steps_once_and_show_their_states(store: Store) -> None:
+def test_a_steps_task_is_tied_to_its_run_as_it_is_stored_once(store: Store) -> None:
     run = started(store)
-    a, b = store.add_tasks([new_task(), new_task()])
-    store.link_run_tasks(run.id, [("a", 0, 1, a.id), ("b", 3, 1, b.id)])
-    store.link_run_tasks(run.id, [("a", 0, 1, a.id)])  # again: kept as it was
-    store.link_run_tasks(run.id, [])
+    a, b = store.add_tasks([
+        replace(new_task(), dedupe_key=f"run:{run.id}:a:0:1", run=(run.id, "a", 0, 1)),
+        replace(new_task(), dedupe_key=f"run:{run.id}:b:3:1", run=(run.id, "b", 3, 1))])
+    again = store.add_tasks([  # made again (two servers, a crash): the same task, one tie
+        replace(new_task(), dedupe_key=f"run:{run.id}:a:0:1", run=(run.id, "a", 0, 1))])
+    assert [t.id for t in again] == [a.id]
     store.delete_task(b.id)
     found = store.run_tasks(run.id)
     assert [(t.step, t.item, t.round, t.task_id) for t in found] == [("a", 0, 1, a.id),
