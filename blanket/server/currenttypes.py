@@ -124,9 +124,12 @@ class _SyntheticTypes:
                 self._built[name] = built
         return built[1]
 
-    def _recorded(self, task_type: TaskType, kind: str, content: bytes,
-                  path: Path) -> LoadedType:
-        digest = hashlib.sha256(f"blanket-{kind}-version 1\0{task_type.name}\0".encode())
+    def _recorded(self, task_type: TaskType, kind: str, content: bytes, path: Path,
+                  source: str | None = None) -> LoadedType:
+        """The type recorded under a version: a hash of `content` and `source` (the name of
+        what it came from; the type's own name by default)."""
+        source = task_type.name if source is None else source
+        digest = hashlib.sha256(f"blanket-{kind}-version 1\0{source}\0".encode())
         digest.update(content)
         version = digest.hexdigest()
         write_bundle(self.versions_dir, version, path, [])
@@ -181,5 +184,7 @@ class StepTypes(_SyntheticTypes):
                              tags=step.tags, description=step.description,
                              timeout=step.timeout, retries=step.retries or 0,
                              extra_environment=("*",), secret_defaults=hidden)
+        # Every command step of one file shares its version (the file's hash): a worker
+        # fetches the file's bundle once for all of them. The type's name tells them apart.
         return self._cached(type_name, (workflow.version, hidden), lambda: self._recorded(
-            task_type, "step", workflow.text.encode(), loaded.path))
+            task_type, "step", workflow.text.encode(), loaded.path, workflow.name))
