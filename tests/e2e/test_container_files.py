@@ -289,8 +289,9 @@ def test_the_composed_system_runs_tasks(compose_as_processes: dict):
     assert [t["state"] for t in tasks] == ["SUCCESS"] * len(ids), tasks
     ran_on = {t["worker"].rsplit("-", 1)[0] for t in tasks}
     assert ran_on <= {"worker-a", "worker-b"}
-    listed = {w["id"].rsplit("-", 1)[0] for w in admin.get("/worker/")}
-    assert {"worker-a", "worker-b"} <= listed
+    # Both workers registered (one may have started after the other ran every task).
+    wait_until(lambda: {"worker-a", "worker-b"} <= {
+        w["id"].rsplit("-", 1)[0] for w in admin.get("/worker/")}, timeout=60, interval=0.2)
 
     # Workers name the server `server` (BLANKET_SERVER_NAMES); a foreign name is refused.
     for host, status in (("server:8773", 200), ("evil.example:8773", 421)):
