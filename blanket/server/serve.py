@@ -3,6 +3,7 @@ reaper, and optionally local workers, stopped gracefully on SIGTERM or SIGINT.""
 
 from __future__ import annotations
 
+import gc
 import os
 import shutil
 import signal
@@ -146,6 +147,11 @@ class Server:
         self._prepare_http()
         self.fingerprint = announce_tls(self.settings)
         self._start_background()
+        # What was made to start (modules, catalog, app) lives as long as the server: kept
+        # out of the collector's full passes, which otherwise stop every thread for tens of
+        # ms while many long polls are held.
+        gc.collect()
+        gc.freeze()
         for http in self.https:
             http.serve()
         log.info("blanket serving", url=self.settings.url,
