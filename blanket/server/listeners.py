@@ -31,6 +31,9 @@ SOCKET_MODE = 0o660  # the server's user and group may connect, nobody else
 RUNTIME_THREADS = 1  # granian's Rust runtime threads (HTTP, TLS): one is plenty for 2 cores
 RUNTIME_BLOCKING_THREADS = 8  # the Rust runtime's own blocking threads (not Python's)
 STOP_TIMEOUT = 5.0  # seconds the requests in progress get to finish at shutdown
+MOST_CONNECTIONS = 65536  # connections held at once, at most
+MIN_CONNECTIONS = 2048  # fewer allowed (ulimit -n) is warned about
+FILE_MARGIN = 256  # open files kept for everything but connections
 
 log = structlog.get_logger("blanket.server")
 
@@ -201,11 +204,24 @@ class Listener:
 
 def max_connections() -> int:
     """Connections granian keeps open at once (each held long poll is one): as many as the
-    process may open files, less a margin for the store, logs and tasks' files."""
-    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    process may open files (raised to the hard limit, up to 65,536), less a margin for the
+    store, logs and tasks' files. Past it granian accepts no new connection until one
+    closes, so a short request would wait behind held long polls: warn when it is low."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    wanted = MOST_CONNECTIONS + FILE_MARGIN
+    if soft != resource.RLIM_INFINITY and soft < wanted:
+        raised = wanted if hard == resource.RLIM_INFINITY else min(hard, wanted)
+        with contextlib.suppress(ValueError, OSError):
+            resource.setrlimit(resource.RLIMIT_NOFILE, (raised, hard))
+            soft = raised
     if soft == resource.RLIM_INFINITY:
-        return 65536
-    return max(64, min(65536, soft - 256))
+        return MOST_CONNECTIONS
+    most = max(64, min(MOST_CONNECTIONS, soft - FILE_MARGIN))
+    if most < MIN_CONNECTIONS:
+        log.warning("few open files allowed: the server holds at most this many connections "
+                    "at once (each waiting worker or client holds one); raise ulimit -n",
+                    connections=most)
+    return most
 
 
 def make_http_servers(settings: Settings, app: Callable) -> list[Listener]:

@@ -5,6 +5,7 @@ stale."""
 from __future__ import annotations
 
 import os
+import resource
 import shutil
 import signal
 import socket
@@ -26,6 +27,7 @@ from blanket.server.listeners import (
     Listener,
     claim_socket_path,
     make_http_servers,
+    max_connections,
     refuse_plain_exposure,
 )
 from blanket.server.serve import Server
@@ -210,3 +212,15 @@ def _restore_signals():
     yield
     for sig, handler in saved.items():
         signal.signal(sig, handler)
+
+
+def test_open_files_are_raised_toward_the_hard_limit_for_held_connections():
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard != resource.RLIM_INFINITY and hard < 4096:
+        pytest.skip(f"the hard limit of open files here is {hard}")
+    try:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (1024, hard))
+        assert max_connections() >= 4096 - 256
+        assert resource.getrlimit(resource.RLIMIT_NOFILE)[0] >= 4096
+    finally:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
