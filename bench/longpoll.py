@@ -42,7 +42,10 @@ class HoldResult:
     statuses: dict[int, int] = field(default_factory=dict)  # HTTP status -> count
     resets: int = 0  # reset, refused or closed before an answer
     short_latencies: list[float] = field(default_factory=list)
+    short_started: list[float] = field(default_factory=list)  # monotonic, beside latencies
     short_failures: int = 0
+    first_sent: float = 0.0  # monotonic: the first held request sent
+    all_sent: float = 0.0  # and the last
 
     @property
     def server_errors(self) -> int:
@@ -67,15 +70,22 @@ def register_workers(port: int, token: str, count: int) -> list[str]:
 
 
 def hold_requests(port: int, token: str, worker_ids: list[str], waits: int, hold: float,
-                  short_path: str = "/health") -> HoldResult:
-    """Open one connection per claim and per `?wait` submission in one burst, each asking to
-    wait `hold` seconds; make short requests until every held one is answered."""
+                  short_path: str = "/health", on_task: int | None = None) -> HoldResult:
+    """Open one connection per claim and per `?wait` request in one burst, each asking to
+    wait `hold` seconds; make short requests until every held one is answered. The `?wait`
+    requests are submissions of the unclaimed type, or with `on_task` long polls of
+    `GET /task/ID?wait=` on that (unclaimed) task."""
     if len(worker_ids) + waits > MAX_HELD:
         raise SystemExit(f"at most {MAX_HELD} held requests")
     requests = [_request("POST", f"/worker/{w}/claim?wait={hold:g}", b"{}", token)
                 for w in worker_ids]
-    task = json.dumps({"type": "unclaimed"}).encode()
-    requests += [_request("POST", f"/task/?wait={hold:g}", task, token) for _ in range(waits)]
+    if on_task is not None:
+        requests += [_request("GET", f"/task/{on_task}?wait={hold:g}", b"", token)
+                     for _ in range(waits)]
+    else:
+        task = json.dumps({"type": "unclaimed"}).encode()
+        requests += [_request("POST", f"/task/?wait={hold:g}", task, token)
+                     for _ in range(waits)]
     result = HoldResult()
     done = threading.Event()
     shorts = threading.Thread(target=_short_requests, args=(port, token, short_path, done,
@@ -91,6 +101,16 @@ def hold_requests(port: int, token: str, worker_ids: list[str], waits: int, hold
 
 def _headers(token: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {token}", "Content-Type": "application/json"}
+
+
+def submit_unclaimed(port: int, token: str) -> int:
+    """Queue one task of the unclaimed type; its id."""
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+    connection.request("POST", "/task/", json.dumps({"type": "unclaimed"}), _headers(token))
+    response = connection.getresponse()
+    task = json.loads(response.read())
+    connection.close()
+    return int(task["id"])
 
 
 def _request(method: str, path: str, body: bytes, token: str) -> bytes:
@@ -115,6 +135,7 @@ def _held(port: int, requests: list[bytes], deadline: float, result: HoldResult)
         selector.register(sock, selectors.EVENT_WRITE, request)
         received[sock] = b""
     end = time.monotonic() + deadline
+    unsent = len(received)
     while received and time.monotonic() < end:
         for key, events in selector.select(timeout=1):
             sock = key.fileobj
@@ -123,6 +144,10 @@ def _held(port: int, requests: list[bytes], deadline: float, result: HoldResult)
                 if events & selectors.EVENT_WRITE:
                     sock.sendall(key.data)
                     selector.modify(sock, selectors.EVENT_READ)
+                    result.first_sent = result.first_sent or time.monotonic()
+                    unsent -= 1
+                    if not unsent:
+                        result.all_sent = time.monotonic()
                     continue
                 chunk = sock.recv(65536)
             except OSError:
@@ -153,6 +178,7 @@ def _short_requests(port: int, token: str, path: str, done: threading.Event,
                     result: HoldResult) -> None:
     time.sleep(0.5)  # let the burst of held requests land first
     while not done.is_set():
+        began = time.monotonic()
         start = time.perf_counter()
         try:
             connection = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
@@ -165,6 +191,7 @@ def _short_requests(port: int, token: str, path: str, done: threading.Event,
             ok = False
         if ok:
             result.short_latencies.append(time.perf_counter() - start)
+            result.short_started.append(began)
         else:
             result.short_failures += 1
         done.wait(0.05)

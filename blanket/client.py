@@ -20,7 +20,7 @@ from typing import Any
 import urllib3
 
 from blanket.errors import BlanketError
-from blanket.httpwire import Wire
+from blanket.httpwire import TLSAnswer, Wire
 from blanket.tls import TRUST_ADVICE, UntrustedServer
 from blanket.transport import Target, parse_target
 
@@ -253,7 +253,7 @@ class _Connections:
 
 def _https_hint(target: Target, error: Exception) -> str:
     """A server that serves HTTPS drops plain HTTP: say so when that may be what happened."""
-    if target.scheme == "http" and isinstance(error, (ConnectionResetError,
+    if target.scheme == "http" and isinstance(error, (ConnectionResetError, TLSAnswer,
                                                       http.client.RemoteDisconnected)):
         return f" (if it serves HTTPS, write https://{target.host}:{target.port})"
     return ""

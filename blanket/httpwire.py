@@ -26,6 +26,10 @@ class BadResponse(http.client.HTTPException):
     """The server's answer is not HTTP/1.1 this client can read; the text says why."""
 
 
+class TLSAnswer(BadResponse):
+    """The server answered plain HTTP with a TLS alert: it speaks HTTPS."""
+
+
 class Answer:
     """One answer: its status, headers (names lowercased) and body; `keep` says whether the
     connection may carry another request."""
@@ -106,6 +110,8 @@ class Wire:
         if not line:
             raise http.client.RemoteDisconnected("the server closed the connection without "
                                                  "answering")
+        if line.startswith(b"\x15\x03"):  # a TLS record of type alert, version 3.x
+            raise TLSAnswer("the server answered with a TLS alert: it speaks HTTPS")
         parts = line.split(None, 2)
         if len(parts) < 2 or parts[0] not in (b"HTTP/1.1", b"HTTP/1.0") or \
                 not parts[1].isdigit() or len(parts[1]) != 3:

@@ -46,8 +46,8 @@ class Settings:
     inbox_dir: Path = Path("inbox")
     database: str = ""  # empty: SQLite at data_dir/blanket.db; or postgresql://...
     server_url: str = ""  # what clients and workers talk to; empty: http://host:port
-    threads: int = 64  # HTTP threads to start with; the pool grows while long polls hold them
-    max_threads: int = 1024
+    threads: int = 64  # the most threads answering short requests (per address)
+    max_threads: int = 1024  # the most threads holding long polls and followed logs
     workers: int = 0  # tasks the server's own worker process runs at once (its slots)
     worker_tags: tuple[str, ...] = ()
     heartbeat_interval: float = 2.0

@@ -1,24 +1,33 @@
-"""The size of the HTTP thread pool: long polls each hold a thread while they wait, so the
-pool grows to keep a few threads free for everything else, and gives the extra threads back
-once the waiting is over."""
+"""Which thread answers a request. granian reads and writes HTTP in Rust and calls the app on
+its blocking threads; that pool adds a thread only when a request finds none idle, and two
+requests arriving together may get one new thread between them. A request that waits (a
+long poll: `?wait=`, a followed log) would hold one of those threads for its whole wait, so a
+short request could queue behind held long polls until one of them ends (seen once in 24
+runs: a GET waited ~30 s). Waiting requests are therefore handed at once to a pool of our own
+(`WaitPool`) that starts a thread whenever fewer are free than requests wait for one; granian's
+threads only run short requests."""
 
 from __future__ import annotations
 
+import io
+import threading
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
 import structlog
-from cheroot.workers.threadpool import ThreadPool
+
+from blanket.server.api.front import body_limit
 
 log = structlog.get_logger("blanket.server")
 
-SPARE_THREADS = 8  # HTTP threads kept free for short requests while long polls wait
-SHRINK_AFTER = 30.0  # seconds threads must sit idle beyond the spare ones before they stop
+SHRINK_AFTER = 30.0  # seconds a waiting-request thread stays idle before it stops
+SPARE_THREADS = 1  # a free waiting-request thread is always there or started for the next one
 LISTEN_BACKLOG = 4096  # connections the kernel queues before the server accepts them
 MIN_BACKLOG = 1024
 SOMAXCONN = Path("/proc/sys/net/core/somaxconn")
+UNDELIVERED = "blanket.undelivered"  # environ key: called when the answer found no client
 
 
 def listen_backlog() -> int:
@@ -34,65 +43,161 @@ def listen_backlog() -> int:
     return LISTEN_BACKLOG
 
 
-class PoolSizer:
-    """Called every few tenths of a second: grow the pool (up to its max) when fewer than
-    `spare` threads are free or requests queue; once more than `spare` threads have stayed
-    free for `shrink_after` seconds, stop the extra ones (never below the pool's start size
-    plus `spare`)."""
+def waits(environ: dict) -> bool:
+    """Whether this request may be held a long time: a long poll (`?wait=`: a task's end, a
+    claim, a heartbeat, a submission that waits) or a followed log (server-sent events)."""
+    query = environ.get("QUERY_STRING", "")
+    return ("wait=" in query or "follow" in query
+            or "event-stream" in environ.get("HTTP_ACCEPT", ""))
 
-    def __init__(self, pool: Callable[[], ThreadPool | None], spare: int = SPARE_THREADS,
-                 shrink_after: float = SHRINK_AFTER,
-                 clock: Callable[[], float] = time.monotonic):
-        self.pool = pool
-        self.spare = spare
-        self.shrink_after = shrink_after
-        self.clock = clock
-        self._quiet_since: float | None = None
-        self._surplus: deque[tuple[float, int]] = deque()  # (when, extra idle threads)
+
+class WaitPool:
+    """Threads for requests that wait. `submit` never leaves a job queued behind busy
+    threads: when no thread is free for it one is started (up to `most`), under the same lock
+    that counts the free ones, so two jobs arriving together get two threads. A thread idle
+    for `idle_timeout` seconds stops."""
+
+    def __init__(self, most: int, idle_timeout: float = SHRINK_AFTER):
+        self.most = most
+        self.idle_timeout = idle_timeout
+        self._ready = threading.Condition(threading.Lock())
+        self._jobs: deque[Callable[[], object]] = deque()
+        self.threads = 0  # alive
+        self.idle = 0  # alive and not running a job (counted from the moment one is started)
+        self.busiest = 0  # the most threads at once, for tests and logs
         self._warned_full = False
 
-    def step(self) -> None:
-        pool = self.pool()
-        if pool is None:
-            return
-        if pool._pending_shutdowns:
-            pool.shrink(0)  # takes the threads that have stopped off the pool's list
-        idle, queued = pool.idle, pool.qsize
-        if idle < self.spare or queued:
-            self._quiet_since = None
-            if self.spare + queued > idle:  # a request just accepted may find an idle thread
-                self._grow(pool, self.spare + queued - idle)
-            return
-        # never below the start size plus the spare threads
-        surplus = min(idle - self.spare, len(pool._threads) - pool.min - self.spare)
-        if surplus <= 0:
-            self._quiet_since = None
-            return
-        now = self.clock()
-        if self._quiet_since is None:
-            self._quiet_since = now
-            self._surplus.clear()
-        self._surplus.append((now, surplus))
-        while self._surplus[0][0] < now - self.shrink_after:
-            self._surplus.popleft()
-        if now - self._quiet_since < self.shrink_after:
-            return
-        # as many threads as stayed idle beyond the spare ones all along the last period
-        extra = min(count for _, count in self._surplus)
-        if extra > 0:
-            pool.shrink(extra + len(pool._pending_shutdowns))  # shrink() counts those too
-            self._surplus = deque((when, count - extra) for when, count in self._surplus)
-            log.debug("fewer HTTP threads: the long polls are over",
-                      threads=len(pool._threads) - extra)
+    def submit(self, job: Callable[[], object]) -> None:
+        with self._ready:
+            self._jobs.append(job)
+            if len(self._jobs) > self.idle:
+                if self.threads < self.most:
+                    self.threads += 1
+                    self.idle += 1
+                    self.busiest = max(self.busiest, self.threads)
+                    threading.Thread(target=self._run, name="blanket wait", daemon=True).start()
+                elif not self._warned_full:
+                    self._warned_full = True
+                    log.warning("every thread for waiting requests is taken and max_threads is "
+                                "reached: long polls queue until one ends; raise max_threads",
+                                max_threads=self.most)
+            self._ready.notify()
 
-    def _grow(self, pool: ThreadPool, wanted: int) -> None:
-        before = len(pool._threads)
-        pool.grow(wanted)
-        after = len(pool._threads)
-        if after > before:
-            log.info("more HTTP threads for waiting requests", threads=after,
-                     max_threads=pool.max)
-        elif not self._warned_full:
-            self._warned_full = True
-            log.warning("every HTTP thread is taken and max_threads is reached: requests wait "
-                        "until a long poll ends; raise max_threads", max_threads=pool.max)
+    def _run(self) -> None:
+        while True:
+            with self._ready:
+                deadline = time.monotonic() + self.idle_timeout
+                while not self._jobs:
+                    left = deadline - time.monotonic()
+                    if left <= 0:
+                        self.idle -= 1
+                        self.threads -= 1
+                        return
+                    self._ready.wait(left)
+                job = self._jobs.popleft()
+                self.idle -= 1
+            try:
+                job()
+            except Exception:
+                log.exception("a waiting request failed")
+            with self._ready:
+                self.idle += 1
+
+
+class _Started:
+    """start_response for granian: keeps the status as a number and the headers."""
+
+    __slots__ = ("headers", "status")
+
+    def __init__(self) -> None:
+        self.status = 500
+        self.headers: list[tuple[str, str]] = []
+
+    def __call__(self, status: str, headers: list[tuple[str, str]], exc_info=None):
+        self.status = int(status[:3])
+        self.headers = headers
+        return _no_write
+
+
+def _no_write(data: bytes) -> None:
+    raise RuntimeError("write() is not supported: return the body")
+
+
+class _Delivered:
+    """An answer's body handed to granian chunk by chunk. granian closes it early (before it
+    ran out) when the connection is gone: then `undelivered` is called, once."""
+
+    __slots__ = ("_chunks", "_finished", "body", "undelivered")
+
+    def __init__(self, body: Iterable[bytes], undelivered: Callable[[], object] | None):
+        self.body = body
+        self._chunks: Iterator[bytes] = iter(body)
+        self._finished = False
+        self.undelivered = undelivered
+
+    def __iter__(self) -> _Delivered:
+        return self
+
+    def __next__(self) -> bytes:
+        try:
+            return next(self._chunks)
+        except StopIteration:
+            self._finished = True
+            raise
+
+    def close(self) -> None:
+        try:
+            close = getattr(self.body, "close", None)
+            if close is not None:
+                close()
+        finally:
+            if not self._finished and self.undelivered is not None:
+                try:
+                    self.undelivered()
+                except Exception:
+                    log.exception("could not undo an answer that found no client")
+
+
+class Dispatcher:
+    """What granian calls for each request, `(protocol, environ)`: short requests are answered
+    on the calling thread, waiting ones on the WaitPool's."""
+
+    def __init__(self, app: Callable, most_waiting: int):
+        self.app = app
+        self.waiting = WaitPool(most_waiting)
+        # what every environ holds; granian's own wrapper would copy os.environ in as well
+        self.base = {"GATEWAY_INTERFACE": "CGI/1.1", "SCRIPT_NAME": "",
+                     "SERVER_SOFTWARE": "blanket", "wsgi.version": (1, 0),
+                     "wsgi.multithread": True, "wsgi.multiprocess": False,
+                     "wsgi.run_once": False, "wsgi.input_terminated": True}
+
+    def __call__(self, proto, scope: dict) -> None:
+        environ = self.base | scope
+        if waits(environ):
+            # granian ends a request's body stream once this call returns: read it here (up
+            # to one byte past its route's limit, which RequestFront then refuses).
+            stream = environ["wsgi.input"]
+            environ["wsgi.input"] = io.BytesIO(stream.read(body_limit(environ) + 1))
+            self.waiting.submit(lambda: self.answer(proto, environ))
+        else:
+            self.answer(proto, environ)
+
+    def answer(self, proto, environ: dict) -> None:
+        started = _Started()
+        try:
+            body = self.app(environ, started)
+        except Exception:
+            log.exception("the app failed", path=environ.get("PATH_INFO"))
+            proto.response_bytes(500, [("Content-Type", "text/plain")], b"server error\n")
+            return
+        undelivered = environ.get(UNDELIVERED)
+        whole = body if isinstance(body, list) else getattr(body, "whole", None)
+        if whole is not None and undelivered is None:
+            try:
+                proto.response_bytes(started.status, started.headers, b"".join(whole))
+            finally:
+                close = getattr(body, "close", None)
+                if close is not None:
+                    close()
+            return
+        proto.response_iter(started.status, started.headers, _Delivered(body, undelivered))

@@ -1,27 +1,39 @@
 """What `blanket server` listens on: a TCP address (plain HTTP on loopback, else HTTPS unless
-`insecure`) and a unix socket, each its own cheroot server over the same app."""
+`insecure`) and a unix socket, each served by granian (HTTP and TLS in Rust) in this process
+over the same app."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
+import resource
 import socket
-import ssl
 import stat
 import sys
+import threading
 from collections.abc import Callable
 from pathlib import Path
 
 import structlog
-from cheroot import errors, wsgi
-from cheroot.server import HTTPConnection
-from cheroot.ssl.builtin import BuiltinSSLAdapter
+
+# granian's WSGI worker is run directly (granian's own servers run it in another process or
+# thread with their own signal handling and sockets): granian is pinned to one version.
+from granian._futures import _new_cbscheduler
+from granian._granian import SocketHolder, WorkerSignal, WSGIWorker
 
 from blanket.config.settings import Settings, is_loopback
 from blanket.errors import InvalidInput
+from blanket.server.httppool import LISTEN_BACKLOG, SHRINK_AFTER, Dispatcher, listen_backlog
 from blanket.tls import certificate_fingerprint, ensure_self_signed, server_context
 
 SOCKET_MODE = 0o660  # the server's user and group may connect, nobody else
+RUNTIME_THREADS = 1  # granian's Rust runtime threads (HTTP, TLS): one is plenty for 2 cores
+RUNTIME_BLOCKING_THREADS = 8  # the Rust runtime's own blocking threads (not Python's)
+STOP_TIMEOUT = 5.0  # seconds the requests in progress get to finish at shutdown
+MOST_CONNECTIONS = 65536  # connections held at once, at most
+MIN_CONNECTIONS = 2048  # fewer allowed (ulimit -n) is warned about
+FILE_MARGIN = 256  # open files kept for everything but connections
 
 log = structlog.get_logger("blanket.server")
 
@@ -79,90 +91,156 @@ def claim_socket_path(path: Path) -> None:
                        "another path for listen = \"unix:...\"")
 
 
-class HandshakeLaterAdapter(BuiltinSSLAdapter):
-    """cheroot's adapter shakes hands on the one thread that accepts connections, so a client
-    that connects and stays silent stops every other from connecting for the whole socket
-    timeout. This one only wraps the socket there; HandshakeFirstConnection shakes hands on
-    the connection's own HTTP thread."""
+class Listener:
+    """One address (TCP, with or without TLS, or a unix socket) served by a granian WSGI
+    worker inside this process: the app's state (store, catalog, wake-ups) is here, so there
+    is one worker, whose Rust runtime reads and writes HTTP and calls `dispatcher`. The socket
+    is bound here, then handed to granian, which owns it from `serve` on."""
 
-    def wrap(self, sock: socket.socket) -> tuple[ssl.SSLSocket, dict[str, str]]:
+    def __init__(self, address: tuple[str, int] | str, dispatcher: Dispatcher,
+                 tls: tuple[Path, Path] | None = None, threads: int = 64,
+                 backlog: int = LISTEN_BACKLOG):
+        self.bind_addr = address
+        self.dispatcher = dispatcher
+        self.tls = tls
+        self.threads = threads
+        self.backlog = backlog
+        self.socket: socket.socket | None = None
+        self.ready = False  # bound
+        self.inode: int | None = None  # of the unix socket file it made
+        self._signal: WorkerSignal | None = None
+        self._stopped = threading.Event()
+
+    @property
+    def is_unix(self) -> bool:
+        return isinstance(self.bind_addr, str)
+
+    def prepare(self) -> None:
+        """Bind the address (listening starts in `serve`)."""
+        self.socket = self._bind_unix() if self.is_unix else self._bind_tcp()
+        self.ready = True
+
+    def _bind_tcp(self) -> socket.socket:
+        host, port = self.bind_addr
+        family, kind, proto, _, address = socket.getaddrinfo(
+            host or None, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)[0]
+        sock = socket.socket(family, kind, proto)
         try:
-            tls = self.context.wrap_socket(sock, do_handshake_on_connect=False,
-                                           server_side=True)
-        except OSError as e:
-            raise errors.FatalSSLAlert(*e.args) from e
-        return tls, {"wsgi.url_scheme": "https", "HTTPS": "on"}
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            if family == socket.AF_INET6 and host in ("::", ""):  # both stacks, as cheroot did
+                with contextlib.suppress(OSError):
+                    sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
+            sock.bind(address)
+        except OSError:
+            sock.close()
+            raise
+        if port == 0:
+            self.bind_addr = (host, sock.getsockname()[1])
+        return sock
 
-
-class HandshakeFirstConnection(HTTPConnection):
-    """A TLS connection that completes its handshake before its first request is read."""
-
-    shaken = False
-
-    def communicate(self) -> bool:
-        if not self.shaken:
-            try:
-                self.socket.do_handshake()
-            except OSError as e:  # plain HTTP, a client that gave up, or one too slow
-                log.debug("TLS handshake failed", problem=str(e))
-                return False
-            self.shaken = True
-        return super().communicate()
-
-
-class UnixSocketServer(wsgi.Server):
-    """A cheroot server on a unix socket of mode 0660 that it removes when it stops. cheroot's
-    own binding would unlink whatever is at the path, even a live server's socket, and make
-    it world-writable (0777)."""
-
-    inode: int | None = None  # of the socket file it made
-
-    def bind_unix_socket(self, bind_addr: str) -> socket.socket:
-        claim_socket_path(Path(bind_addr))
-        sock = self.prepare_socket(bind_addr, socket.AF_UNIX, socket.SOCK_STREAM, 0,
-                                   self.nodelay, self.ssl_adapter, self.reuse_port)
+    def _bind_unix(self) -> socket.socket:
+        path = str(self.bind_addr)
+        claim_socket_path(Path(path))
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         try:
             # On Linux the file bind() makes takes the socket's mode (less the umask), so it is
             # never more open than SOCKET_MODE, not even for a moment.
             os.fchmod(sock.fileno(), SOCKET_MODE)
-            sock.bind(bind_addr)
-            os.chmod(bind_addr, SOCKET_MODE)
-            self.inode = os.stat(bind_addr).st_ino
+            sock.bind(path)
+            os.chmod(path, SOCKET_MODE)
+            self.inode = os.stat(path).st_ino
         except OSError:
             sock.close()
             raise
-        self.socket = sock
         return sock
 
-    def stop(self) -> None:
-        super().stop()
-        self.remove_socket()
+    def serve(self) -> None:
+        """Start serving on granian's threads; returns at once."""
+        if self.socket is None:
+            raise RuntimeError("prepare() first")
+        self.socket.listen(self.backlog)
+        holder = SocketHolder(self.socket.detach(), self.is_unix, self.backlog)
+        self.socket = None  # granian's now: it closes it when it stops
+        cert, key = (str(self.tls[0]), str(self.tls[1])) if self.tls else (None, None)
+        worker = WSGIWorker(
+            1, (None, holder), None,
+            threads=RUNTIME_THREADS,  # the Rust runtime's: HTTP parsing, TLS, sockets
+            blocking_threads=RUNTIME_BLOCKING_THREADS,
+            py_threads=max(1, self.threads),  # the most threads running short requests
+            py_threads_idle_timeout=int(SHRINK_AFTER),
+            backpressure=max_connections(),
+            http_mode="1", http1_opts=None, http2_opts=None, static_files=None,
+            ssl_enabled=self.tls is not None, ssl_cert=cert, ssl_key=key,
+            ssl_key_password=None, ssl_protocol_min="tls1.2", ssl_ca=None, ssl_crl=[],
+            ssl_client_verify=False, metrics=(None, None))
+        self._signal = WorkerSignal()
+        self._signal.add_cb(self._stopped.set)  # called once granian has let go of everything
+        # granian's scheduler wants an event loop even though a WSGI worker never runs one
+        loop = asyncio.new_event_loop()
+        scheduler = _new_cbscheduler(loop, self.dispatcher, impl_asyncio=False)
+        serve = worker.serve_mtr_uds if self.is_unix else worker.serve_mtr
+        serve(scheduler, loop, self._signal)
+
+    def stop(self, timeout: float = STOP_TIMEOUT) -> None:
+        """Stop accepting, let the requests in progress finish (at most `timeout` seconds),
+        close the socket; remove the unix socket file if it is still ours."""
+        if self._signal is not None:
+            self._signal.set()
+            if not self._stopped.wait(timeout):
+                log.warning("HTTP requests still running at shutdown", listener=describe(self))
+        elif self.socket is not None:
+            self.socket.close()
+            self.socket = None
+        if self.is_unix:
+            self.remove_socket()
 
     def remove_socket(self) -> None:
         """Remove our socket file (not one another server has put there since)."""
-        path = self.bind_addr
+        path = str(self.bind_addr)
         with contextlib.suppress(OSError):
             if os.stat(path).st_ino == self.inode:
                 os.unlink(path)
 
 
-def make_http_servers(settings: Settings, app: Callable) -> list[wsgi.Server]:
-    """One cheroot server per address in the settings, TCP first. Each has its own pool of
-    `threads` HTTP threads, growing to `max_threads`."""
-    options = {"numthreads": settings.threads,
-               "max": max(settings.threads, settings.max_threads),
-               "server_name": "blanket", "shutdown_timeout": 1}
-    servers: list[wsgi.Server] = []
+def max_connections() -> int:
+    """Connections granian keeps open at once (each held long poll is one): as many as the
+    process may open files (raised to the hard limit, up to 65,536), less a margin for the
+    store, logs and tasks' files. Past it granian accepts no new connection until one
+    closes, so a short request would wait behind held long polls: warn when it is low."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    wanted = MOST_CONNECTIONS + FILE_MARGIN
+    if soft != resource.RLIM_INFINITY and soft < wanted:
+        raised = wanted if hard == resource.RLIM_INFINITY else min(hard, wanted)
+        with contextlib.suppress(ValueError, OSError):
+            resource.setrlimit(resource.RLIMIT_NOFILE, (raised, hard))
+            soft = raised
+    if soft == resource.RLIM_INFINITY:
+        return MOST_CONNECTIONS
+    most = max(64, min(MOST_CONNECTIONS, soft - FILE_MARGIN))
+    if most < MIN_CONNECTIONS:
+        log.warning("few open files allowed: the server holds at most this many connections "
+                    "at once (each waiting worker or client holds one); raise ulimit -n",
+                    connections=most)
+    return most
+
+
+def make_http_servers(settings: Settings, app: Callable) -> list[Listener]:
+    """One granian listener per address in the settings, TCP first, sharing one Dispatcher:
+    short requests on granian's threads (at most `threads`), waiting ones on the dispatcher's
+    own pool (at most `max_threads`)."""
+    dispatcher = app if isinstance(app, Dispatcher) else Dispatcher(
+        app, max(settings.threads, settings.max_threads))
+    servers: list[Listener] = []
+    backlog = listen_backlog()
     if settings.serves_tcp:
-        tcp = wsgi.Server((settings.host, settings.port), app, **options)
         files = tls_files(settings)
         if files is not None:
             server_context(*files)  # a clear message when the pair does not load
-            tcp.ssl_adapter = HandshakeLaterAdapter(str(files[0]), str(files[1]))
-            tcp.ConnectionClass = HandshakeFirstConnection
-        servers.append(tcp)
+        servers.append(Listener((settings.host, settings.port), dispatcher, files,
+                                settings.threads, backlog))
     if settings.unix_socket is not None:
-        servers.append(UnixSocketServer(str(settings.unix_socket.absolute()), app, **options))
+        servers.append(Listener(str(settings.unix_socket.absolute()), dispatcher, None,
+                                settings.threads, backlog))
     return servers
 
 
@@ -178,8 +256,8 @@ def announce_tls(settings: Settings) -> str | None:
     return fingerprint
 
 
-def describe(server: wsgi.Server) -> str:
-    """The address a cheroot server listens on, for messages."""
+def describe(server: Listener) -> str:
+    """The address a listener listens on, for messages."""
     address = server.bind_addr
     if isinstance(address, str):
         return f"unix:{address}"

@@ -1,8 +1,9 @@
-"""`blanket server`: the API on a threaded WSGI server, the config watcher, the reaper, and
-optionally local workers, stopped gracefully on SIGTERM or SIGINT."""
+"""`blanket server`: the API served by granian in this process, the config watcher, the
+reaper, and optionally local workers, stopped gracefully on SIGTERM or SIGINT."""
 
 from __future__ import annotations
 
+import gc
 import os
 import shutil
 import signal
@@ -14,7 +15,6 @@ from collections.abc import Callable
 from pathlib import Path
 
 import structlog
-from cheroot import wsgi
 
 from blanket.config.settings import Settings
 from blanket.errors import InvalidInput
@@ -22,9 +22,10 @@ from blanket.server.api.app import make_app
 from blanket.server.api.browser import BrowserGuard, server_names
 from blanket.server.api.front import RequestFront
 from blanket.server.api.meter import RequestMeter
-from blanket.server.httppool import PoolSizer, listen_backlog
+from blanket.server.httppool import Dispatcher
 from blanket.server.inbox import Inbox
 from blanket.server.listeners import (
+    Listener,
     announce_tls,
     describe,
     make_http_servers,
@@ -35,8 +36,6 @@ from blanket.server.services import Services, build_services
 
 log = structlog.get_logger("blanket.server")
 
-
-SPARE_CHECK = 0.1  # seconds between looks at the pool
 
 class BackgroundLoop(threading.Thread):
     """Calls `step` every `interval` seconds until stopped; a failing step is logged."""
@@ -84,27 +83,22 @@ class Server:
         self.app = make_app(self.services)
         guarded = BrowserGuard(self.app, server_names(settings), settings.allowed_origins)
         metered = RequestMeter(RequestFront(guarded), self.services.metrics)
-        # TCP and/or a unix socket: the first is served on the calling thread, others beside.
-        self.https: list[wsgi.Server] = make_http_servers(settings, metered)
+        # Short requests run on granian's threads, waiting ones on the dispatcher's pool.
+        self.dispatcher = Dispatcher(metered, max(settings.threads, settings.max_threads))
+        # TCP and/or a unix socket, each a granian worker in this process.
+        self.https: list[Listener] = make_http_servers(settings, self.dispatcher)
         self.http = self.https[0]
         self.fingerprint: str | None = None
-        # Hundreds of workers and waiting clients may connect at once: cheroot's default
-        # listen backlog of 5 would have the kernel reset most of them.
-        backlog = listen_backlog()
-        for http in self.https:
-            http.request_queue_size = backlog
         self.loops: list[BackgroundLoop] = []
         self.scheduler = Scheduler(self.services)
         self.workers: subprocess.Popen | None = None
         self.inbox: Inbox | None = None
+        self._stopping_now = threading.Event()
         self._stopped = threading.Event()
-        self.pool_sizers = [PoolSizer(lambda http=http: http.requests) for http in self.https]
-        self.pool_sizer = self.pool_sizers[0]
 
     def _start_background(self) -> None:
         s = self.services
         self.loops.append(BackgroundLoop("reaper", self._reap, self.settings.heartbeat_interval))
-        self.loops.append(BackgroundLoop("threads", self._keep_spare_threads, SPARE_CHECK))
         forget_check = min(60.0, max(0.05, self.settings.forget_workers_after / 4))
         self.loops.append(BackgroundLoop("forget workers", self._forget_workers, forget_check))
         self.loops.append(BackgroundLoop("retention", s.retention.sweep,
@@ -128,13 +122,6 @@ class Server:
         """Workers silent for forget_workers_after leave the list (they show as lost
         before that)."""
         self.services.registry.forget_silent(time.time() - self.settings.forget_workers_after)
-
-    def _keep_spare_threads(self) -> None:
-        """Every idle worker's claim, every running task's heartbeat and every `?wait` holds
-        an HTTP thread for as long as it waits: keep a few threads free for the rest, on
-        the TCP address and the unix socket alike."""
-        for sizer in self.pool_sizers:
-            sizer.step()
 
     def _start_workers(self) -> None:
         if self.settings.workers <= 0:
@@ -160,9 +147,13 @@ class Server:
         self._prepare_http()
         self.fingerprint = announce_tls(self.settings)
         self._start_background()
-        for http in self.https[1:]:
-            threading.Thread(target=http.serve, name=f"http {describe(http)}",
-                             daemon=True).start()
+        # What was made to start (modules, catalog, app) lives as long as the server: kept
+        # out of the collector's full passes, which otherwise stop every thread for tens of
+        # ms while many long polls are held.
+        gc.collect()
+        gc.freeze()
+        for http in self.https:
+            http.serve()
         log.info("blanket serving", url=self.settings.url,
                  listening=[describe(http) for http in self.https],
                  tls_fingerprint=self.fingerprint,
@@ -174,7 +165,8 @@ class Server:
             log.warning("config problem", problem=str(problem))
         self._start_workers()
         try:
-            self.http.serve()
+            while not self._stopping_now.wait(0.5):  # signals are handled between waits
+                pass
         finally:
             self.stop()
             self._stopped.wait(10)
@@ -201,6 +193,7 @@ class Server:
         if getattr(self, "_stopping", False):
             return
         self._stopping = True
+        self._stopping_now.set()
         log.info("blanket stopping")
         if self.workers is not None and self.workers.poll() is None:
             self.workers.terminate()

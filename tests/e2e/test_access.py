@@ -86,7 +86,8 @@ SPEC = {
 RANKED = ("viewer", "submitter", "operator", "admin")
 # Placeholders that name nothing: an allowed caller gets a 4xx about the input, never 401/403.
 FILL = {"task_id": "999999", "stream": "stdout", "path": "x.txt", "name": "nothing-here",
-        "worker_id": "nobody", "path:path": "x.txt", "name:path": "app.js"}
+        "type_name": "nothing-here", "worker_id": "nobody", "path:path": "x.txt",
+        "name:path": "app.js"}
 
 
 def may(role: str, need: str) -> bool:

@@ -39,12 +39,13 @@ REGION = "eu"
 
 
 def request(server: ServerProcess, method: str, path: str, body: bytes | None = None,
-            headers: dict | None = None) -> tuple[int, dict[str, str], bytes]:
+            headers: dict | None = None) -> tuple[int, http.client.HTTPMessage, bytes]:
     conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=30)
     try:
         conn.request(method, path, body=body, headers=headers or {})
         response = conn.getresponse()
-        return response.status, dict(response.getheaders()), response.read()
+        # header names are case-insensitive (granian sends them in lower case)
+        return response.status, response.headers, response.read()
     finally:
         conn.close()
 

@@ -1,10 +1,13 @@
-"""The HTTP thread pool grows while long polls hold its threads and shrinks back to its
-start size (plus the spare threads) once they have been over for a quiet period."""
+"""Which thread answers a request: short ones on granian's, waiting ones (long polls,
+followed logs) on a pool of our own that starts a thread whenever none is free, so that a
+job never queues behind held ones, and stops threads that stayed idle."""
 
 from __future__ import annotations
 
+import io
 import signal
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -13,38 +16,170 @@ import structlog.testing
 
 from bench.longpoll import UNCLAIMED, HoldResult, hold_requests
 from blanket.config.settings import Settings
-from blanket.server.httppool import SPARE_THREADS, PoolSizer
+from blanket.server.httppool import UNDELIVERED, Dispatcher, WaitPool, waits
 from blanket.server.serve import Server
 from tests.conftest import free_port, wait_until
 
-START = 4
 HELD = 40
 
 
-def test_the_pool_grows_for_held_requests_and_shrinks_after_a_quiet_period(tmp_path: Path):
+def test_jobs_submitted_together_while_every_thread_is_held_each_run_at_once():
+    """The stall granian's own pool has: two requests arriving together get one new thread
+    between them, and the second waits behind held long polls. Here each gets its own."""
+    pool = WaitPool(most=1000, idle_timeout=5)
+    release = threading.Event()
+    try:
+        for _ in range(20):
+            pool.submit(release.wait)
+        for _round in range(30):
+            ran: list[float] = []
+            barrier = threading.Barrier(4)
+
+            def submit(ran=ran, barrier=barrier) -> None:
+                barrier.wait()
+                asked = time.monotonic()
+                done = threading.Event()
+                pool.submit(lambda: (ran.append(time.monotonic() - asked), done.set()))
+                assert done.wait(2), "a job queued behind held ones"
+
+            submitters = [threading.Thread(target=submit) for _ in range(4)]
+            for thread in submitters:
+                thread.start()
+            for thread in submitters:
+                thread.join()
+            assert len(ran) == 4 and max(ran) < 0.5, ran
+            pool.submit(release.wait)  # one more held each round
+        assert pool.threads >= 20 + 30
+    finally:
+        release.set()
+
+
+def test_idle_threads_stop_after_the_idle_timeout_and_busy_ones_do_not():
+    pool = WaitPool(most=100, idle_timeout=0.3)
+    release = threading.Event()
+    for _ in range(10):
+        pool.submit(release.wait)
+    wait_until(lambda: pool.threads == 10 and pool.idle == 0)
+    time.sleep(0.5)
+    assert pool.threads == 10  # all held
+    release.set()
+    wait_until(lambda: pool.threads == 0, timeout=5)
+    assert pool.idle == 0
+    done = threading.Event()
+    pool.submit(done.set)  # and a thread comes back when needed
+    assert done.wait(2)
+
+
+def test_at_most_threads_jobs_queue_with_one_warning_and_run_when_a_thread_frees():
+    pool = WaitPool(most=2, idle_timeout=5)
+    release = threading.Event()
+    ran = threading.Event()
+    with structlog.testing.capture_logs() as logged:
+        pool.submit(release.wait)
+        pool.submit(release.wait)
+        pool.submit(ran.set)
+        pool.submit(lambda: None)
+    assert pool.threads == 2 and not ran.wait(0.2)
+    warnings = [entry for entry in logged if entry["log_level"] == "warning"]
+    assert len(warnings) == 1 and "raise max_threads" in warnings[0]["event"]
+    release.set()
+    assert ran.wait(2)
+
+
+@pytest.mark.parametrize(("query", "accept", "held"), [
+    ("wait=30", "", True), ("x=1&wait=0.5", "", True), ("follow=1", "", True),
+    ("", "text/event-stream", True), ("", "application/json", False),
+    ("limit=5", "", False),
+])
+def test_what_counts_as_a_waiting_request(query: str, accept: str, held: bool):
+    assert waits({"QUERY_STRING": query, "HTTP_ACCEPT": accept}) is held
+
+
+class FakeProtocol:
+    """What granian hands the dispatcher: the answer is sent through it."""
+
+    def __init__(self, close_early: bool = False):
+        self.answered = threading.Event()
+        self.status = 0
+        self.body = b""
+        self.thread: str | None = None
+        self.close_early = close_early
+
+    def response_bytes(self, status: int, headers: list, body: bytes) -> None:
+        self.status, self.body, self.thread = status, body, threading.current_thread().name
+        self.answered.set()
+
+    def response_iter(self, status: int, headers: list, body) -> None:
+        self.status, self.thread = status, threading.current_thread().name
+        if self.close_early:  # the client is gone: granian closes the body at once
+            next(body)
+        else:
+            self.body = b"".join(body)
+        body.close()
+        self.answered.set()
+
+
+def scope(query: str = "", body: bytes = b"") -> dict:
+    return {"REQUEST_METHOD": "POST", "PATH_INFO": "/x", "QUERY_STRING": query,
+            "CONTENT_LENGTH": str(len(body)), "wsgi.input": io.BytesIO(body)}
+
+
+def test_short_requests_run_on_the_calling_thread_and_waiting_ones_on_the_pool():
+    def app(environ, start_response):
+        start_response("200 OK", [("Content-Type", "text/plain")])
+        return [environ["wsgi.input"].read()]
+
+    dispatcher = Dispatcher(app, most_waiting=10)
+    short, held = FakeProtocol(), FakeProtocol()
+    dispatcher(short, scope("", b"short"))
+    dispatcher(held, scope("wait=5", b"held"))
+    assert held.answered.wait(2)
+    assert (short.status, short.body, short.thread) == (200, b"short", "MainThread")
+    assert (held.status, held.body, held.thread) == (200, b"held", "blanket wait")
+
+
+def test_an_answer_that_finds_no_client_is_undone_once_and_a_delivered_one_is_not():
+    undone: list[str] = []
+
+    def app(environ, start_response):
+        environ[UNDELIVERED] = lambda: undone.append(environ["QUERY_STRING"])
+        start_response("200 OK", [("Content-Type", "application/json")])
+        return [b'{"task": ', b"1}"]
+
+    dispatcher = Dispatcher(app, most_waiting=10)
+    gone, there = FakeProtocol(close_early=True), FakeProtocol()
+    dispatcher(gone, scope("wait=1&gone"))
+    dispatcher(there, scope("wait=1&there"))
+    assert gone.answered.wait(2) and there.answered.wait(2)
+    assert there.body == b'{"task": 1}'
+    assert undone == ["wait=1&gone"]
+
+
+def test_the_waiting_pool_grows_for_held_requests_and_shrinks_after_a_quiet_period(
+        tmp_path: Path):
     (tmp_path / "conf.d" / "types").mkdir(parents=True)
     (tmp_path / "conf.d" / "types" / "unclaimed.toml").write_text(UNCLAIMED)
     settings = Settings(port=free_port(), config_dir=tmp_path / "conf.d",
                         data_dir=tmp_path / "var", inbox_dir=tmp_path / "inbox",
-                        threads=START, max_threads=200)
+                        threads=2, max_threads=200)
     server = Server(settings)
-    server.pool_sizer.shrink_after = 0.5
+    pool = server.dispatcher.waiting
+    pool.idle_timeout = 0.5
     seen: dict[str, object] = {}
 
     def load() -> None:
         try:
-            wait_until(lambda: server.http.requests is not None and server.http.ready)
-            pool = server.http.requests
+            wait_until(lambda: server.http._signal is not None)
             token = (settings.data_dir / "admin.token").read_text().strip()
             holding: list[HoldResult] = []
             holder = threading.Thread(target=lambda: holding.append(hold_requests(
-                settings.port, token, [], HELD, hold=4)))
+                settings.port, token, [], HELD, hold=3)))
             holder.start()
-            seen["peak"] = wait_until(lambda: len(pool._threads) >= HELD and len(pool._threads))
+            seen["peak"] = wait_until(lambda: pool.threads >= HELD and pool.threads)
             holder.join()
             seen["answers"] = holding[0].statuses
-            seen["after"] = wait_until(lambda: len(pool._threads) <= START + SPARE_THREADS
-                                       and len(pool._threads), timeout=15)
+            seen["shorts"] = (len(holding[0].short_latencies), holding[0].short_failures)
+            seen["after"] = wait_until(lambda: pool.threads == 0 or None, timeout=15)
         finally:
             server.stop()
 
@@ -54,7 +189,8 @@ def test_the_pool_grows_for_held_requests_and_shrinks_after_a_quiet_period(tmp_p
     loader.join()
     assert seen["answers"] == {201: HELD}
     assert seen["peak"] >= HELD
-    assert seen["after"] <= START + SPARE_THREADS
+    shorts, failures = seen["shorts"]
+    assert shorts > 0 and failures == 0  # answered on 2 threads while 40 were held
 
 
 @pytest.fixture(autouse=True)
@@ -63,72 +199,3 @@ def _restore_signals() -> Iterator[None]:
     yield
     for sig, handler in saved.items():
         signal.signal(sig, handler)
-
-
-class FakePool:
-    """The parts of cheroot's ThreadPool the sizer uses; `busy` threads hold a request."""
-
-    def __init__(self, start: int, most: int = 100):
-        self.min, self.max = start, most
-        self._threads = list(range(start))
-        self._pending_shutdowns: list[None] = []
-        self.busy = 0
-        self.qsize = 0
-
-    @property
-    def idle(self) -> int:
-        return len(self._threads) - self.busy
-
-    def grow(self, amount: int) -> None:
-        self._threads += list(range(min(amount, self.max - len(self._threads))))
-
-    def shrink(self, amount: int) -> None:
-        del self._threads[:max(0, min(amount, len(self._threads) - self.min))]
-
-
-def test_the_sizer_grows_at_once_and_shrinks_only_what_stayed_idle_a_whole_period():
-    pool, now = FakePool(START), [0.0]
-    sizer = PoolSizer(lambda: pool, spare=SPARE_THREADS, shrink_after=30, clock=lambda: now[0])
-    pool.busy, pool.qsize = START, 30  # every thread taken, 30 requests waiting
-    sizer.step()
-    assert len(pool._threads) == START + SPARE_THREADS + 30
-    grown = len(pool._threads)
-    pool.busy, pool.qsize = 10, 0  # most of the long polls are over
-    for second in range(30):
-        now[0] = second
-        sizer.step()
-    assert len(pool._threads) == grown  # not yet: 29 s of quiet
-    pool.busy = 20  # some threads were needed again within the period
-    now[0] = 29.5
-    sizer.step()
-    pool.busy = 0
-    now[0] = 30
-    sizer.step()
-    # what stayed idle beyond the spare ones all along the last 30 s
-    assert len(pool._threads) == grown - (grown - 20 - SPARE_THREADS)
-    for second in range(31, 100):
-        now[0] = second
-        sizer.step()
-    assert len(pool._threads) == START + SPARE_THREADS  # the floor
-
-
-class BusyPool:
-    """Stands in for cheroot's ThreadPool: `idle` free threads, `qsize` accepted requests."""
-
-    def __init__(self, idle: int, qsize: int, threads: int, most: int):
-        self.idle, self.qsize, self.min, self.max = idle, qsize, threads, most
-        self._threads = [object()] * threads
-        self._pending_shutdowns: list = []
-        self.grown: list[int] = []
-
-    def grow(self, amount: int) -> None:
-        self.grown.append(amount)
-
-
-def test_a_request_waiting_beside_enough_idle_threads_is_no_alarm():
-    pool = BusyPool(idle=SPARE_THREADS + 2, qsize=1, threads=SPARE_THREADS + 2, most=1024)
-    sizer = PoolSizer(lambda: pool)
-    with structlog.testing.capture_logs() as logged:
-        sizer.step()
-    assert pool.grown == []
-    assert not [entry for entry in logged if entry["log_level"] == "warning"], logged

@@ -5,25 +5,29 @@ stale."""
 from __future__ import annotations
 
 import os
+import resource
 import shutil
 import signal
 import socket
 import stat
 import tempfile
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from bench.longpoll import UNCLAIMED
 from blanket.client import Client
 from blanket.config.settings import Settings
 from blanket.errors import InvalidInput
-from blanket.server.httppool import SPARE_THREADS
+from blanket.server.httppool import Dispatcher
 from blanket.server.listeners import (
-    UnixSocketServer,
+    Listener,
     claim_socket_path,
     make_http_servers,
+    max_connections,
     refuse_plain_exposure,
 )
 from blanket.server.serve import Server
@@ -44,15 +48,17 @@ def app(environ: dict, start_response) -> list[bytes]:
     return [b'{"ok": true}']
 
 
+def unix_listener(path: Path) -> Listener:
+    return Listener(str(path), Dispatcher(app, 4), threads=2)
+
+
 @pytest.fixture
-def unix_server(sock_dir: Path) -> Iterator[UnixSocketServer]:
-    server = UnixSocketServer(str(sock_dir / "b.sock"), app, numthreads=2, shutdown_timeout=1)
+def unix_server(sock_dir: Path) -> Iterator[Listener]:
+    server = unix_listener(sock_dir / "b.sock")
     server.prepare()
-    thread = threading.Thread(target=server.serve, daemon=True)
-    thread.start()
+    server.serve()
     yield server
     server.stop()
-    thread.join(5)
 
 
 @pytest.mark.parametrize("host", ["0.0.0.0", "::", "192.0.2.10", "example.org"])
@@ -99,11 +105,11 @@ def test_a_stale_socket_nobody_listens_on_is_removed(sock_dir: Path):
     assert not path.exists()
 
 
-def test_a_socket_another_server_listens_on_is_refused(unix_server: UnixSocketServer):
+def test_a_socket_another_server_listens_on_is_refused(unix_server: Listener):
     path = Path(unix_server.bind_addr)
     with pytest.raises(InvalidInput, match=f"another server is listening on {path}"):
         claim_socket_path(path)
-    second = UnixSocketServer(str(path), app, shutdown_timeout=1)
+    second = unix_listener(path)
     with pytest.raises(InvalidInput, match="another server is listening"):
         second.prepare()
     second.remove_socket()  # what stopping the refused one does: the first one's file stays
@@ -122,22 +128,20 @@ def test_the_socket_is_0660_and_removed_when_the_server_stops(sock_dir: Path):
     path = sock_dir / "b.sock"
     old_umask = os.umask(0o022)  # a umask that would drop the group's write bit
     try:
-        server = UnixSocketServer(str(path), app, numthreads=2, shutdown_timeout=1)
+        server = unix_listener(path)
         server.prepare()
     finally:
         os.umask(old_umask)
-    thread = threading.Thread(target=server.serve, daemon=True)
-    thread.start()
+    server.serve()
     assert stat.S_IMODE(os.lstat(path).st_mode) == 0o660
     assert Client(f"unix:{path}").get("/")["ok"]
     server.stop()
-    thread.join(5)
     assert not path.exists()
 
 
 def test_a_socket_replaced_meanwhile_is_not_removed(sock_dir: Path):
     path = sock_dir / "b.sock"
-    server = UnixSocketServer(str(path), app, numthreads=2, shutdown_timeout=1)
+    server = unix_listener(path)
     server.prepare()
     path.unlink()
     with socket.socket(socket.AF_UNIX) as other:  # another server's socket now
@@ -161,29 +165,45 @@ def test_a_key_that_is_not_the_certificates_is_refused(tmp_path: Path):
         make_http_servers(settings, app)
 
 
-def test_spare_threads_are_kept_on_the_tcp_address_and_the_socket_alike(tmp_path: Path,
-                                                                        sock_dir: Path):
+def test_long_polls_on_the_tcp_address_and_the_socket_alike_leave_short_requests_answered(
+        tmp_path: Path, sock_dir: Path):
     port = free_port()
-    settings = Settings(listen=(f"127.0.0.1:{port}", f"unix:{sock_dir / 'b.sock'}"),
+    path = sock_dir / "b.sock"
+    (tmp_path / "conf.d" / "types").mkdir(parents=True)
+    (tmp_path / "conf.d" / "types" / "unclaimed.toml").write_text(UNCLAIMED)
+    settings = Settings(listen=(f"127.0.0.1:{port}", f"unix:{path}"),
                         port=port, threads=1, config_dir=tmp_path / "conf.d",
                         data_dir=tmp_path / "var", inbox_dir=tmp_path / "inbox")
     server = Server(settings)
     assert len(server.https) == 2
-    grown: list[bool] = []
+    seen: dict[str, object] = {}
 
-    def watch_then_stop() -> None:
+    def hold_then_ask() -> None:
         try:
-            for http in server.https:  # each started with one thread
-                wait_until(lambda http=http: http.requests.idle >= SPARE_THREADS, timeout=10)
-                grown.append(True)
+            wait_until(lambda: all(http._signal is not None for http in server.https))
+            clients = [Client(f"http://127.0.0.1:{port}", timeout=30),
+                       Client(f"unix:{path}", timeout=30)]
+            task = clients[0].post("/task/", {"type": "unclaimed"})
+            held = [threading.Thread(target=client.get, args=(f"/task/{task['id']}?wait=3",))
+                    for client in clients for _ in range(5)]
+            for thread in held:
+                thread.start()
+            wait_until(lambda: server.dispatcher.waiting.threads >= 10)
+            began = time.monotonic()
+            seen["health"] = [Client(client.base_url, timeout=5).get("/health")["status"]
+                              for client in clients]
+            seen["took"] = time.monotonic() - began
+            for thread in held:
+                thread.join()
         finally:
             server.stop()
 
-    watcher = threading.Thread(target=watch_then_stop)
-    watcher.start()
+    asker = threading.Thread(target=hold_then_ask)
+    asker.start()
     server.serve()  # signal handlers are set on the main thread
-    watcher.join()
-    assert grown == [True, True]
+    asker.join()
+    assert seen["health"] == ["ok", "ok"]
+    assert seen["took"] < 1.0  # on one short-request thread each, beside 10 held
 
 
 @pytest.fixture(autouse=True)
@@ -192,3 +212,15 @@ def _restore_signals():
     yield
     for sig, handler in saved.items():
         signal.signal(sig, handler)
+
+
+def test_open_files_are_raised_toward_the_hard_limit_for_held_connections():
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard != resource.RLIM_INFINITY and hard < 4096:
+        pytest.skip(f"the hard limit of open files here is {hard}")
+    try:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (1024, hard))
+        assert max_connections() >= 4096 - 256
+        assert resource.getrlimit(resource.RLIMIT_NOFILE)[0] >= 4096
+    finally:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))

@@ -32,19 +32,23 @@ def body_limit(environ: dict) -> int:
 
 class RequestFront:
     """WSGI middleware: 400 for a header value that is not ASCII, 413 for a body over its
-    route's limit. cheroot decodes a chunked body but leaves its Transfer-Encoding header,
-    which would make Bottle decode it again: the body is handed on decoded, with its length."""
+    route's limit. granian hands a header value that is not visible ASCII over as an empty
+    string, so an empty value (but Host's: HTTP/1.0 may omit it) is refused the same way. The
+    server decodes a chunked body but leaves its Transfer-Encoding header, which would make
+    Bottle decode it again: the body is handed on decoded, with its length."""
 
     def __init__(self, app: Callable):
         self.app = app
 
     def __call__(self, environ: dict, start_response: Callable) -> Iterable[bytes]:
         for key, value in environ.items():
-            if (key.startswith("HTTP_") or key == "CONTENT_TYPE") and not value.isascii():
+            if ((key.startswith("HTTP_") or key == "CONTENT_TYPE")
+                    and (not value.isascii() or (not value and key != "HTTP_HOST"))):
                 name = key.removeprefix("HTTP_").replace("_", "-").title()
                 return refuse(start_response, "400 Bad Request", "bad_header",
-                               f"the {name} header holds bytes that are not ASCII; send "
-                               "header values in ASCII (percent-encode anything else)")
+                               f"the {name} header is empty or holds bytes that are not "
+                               "ASCII; send header values in ASCII (percent-encode anything "
+                               "else)")
         limit = body_limit(environ)
         if environ.get("HTTP_TRANSFER_ENCODING", "").lower() == "chunked":
             return self._dechunked(environ, start_response, limit)

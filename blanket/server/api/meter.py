@@ -68,6 +68,11 @@ class _Answer:
     def __iter__(self) -> Iterator[bytes]:
         return iter(self.body)
 
+    @property
+    def whole(self) -> list[bytes] | None:
+        """The body when it is all there already (a list), for the server to send at once."""
+        return self.body if isinstance(self.body, list) else None
+
     def close(self) -> None:
         try:
             close = getattr(self.body, "close", None)

@@ -4,17 +4,17 @@ registry's (blanket/server/registry.py) and the queue's; these parse and answer.
 
 from __future__ import annotations
 
+import contextlib
 import re
-import select
-import socket
 
 import bottle
 import msgspec
+import structlog
 
 from blanket import protocol as P
 from blanket.auth import OPERATOR, VIEWER, Identity
 from blanket.errors import BlanketError, InvalidInput, NotFound
-from blanket.models import TaskState, Worker
+from blanket.models import Task, TaskState, Worker
 from blanket.server.api import schemas as S
 from blanket.server.api.access import identity
 from blanket.server.api.http import (
@@ -25,9 +25,11 @@ from blanket.server.api.http import (
     read_message,
     serve,
 )
-from blanket.server.queue import AttemptEnd
+from blanket.server.httppool import UNDELIVERED
+from blanket.server.queue import AttemptEnd, Queue
 from blanket.server.services import Services
 
+log = structlog.get_logger("blanket.server")
 MAX_POLL = 60.0
 _HASH = re.compile(r"[0-9a-f]{16,64}")
 
@@ -53,25 +55,18 @@ def install(app: bottle.Bottle, services: Services) -> None:
     serve(app, P.BUNDLE, routes.bundle)
 
 
-_HANG_UP = getattr(select, "POLLRDHUP", 0) | select.POLLHUP | select.POLLERR
+def give_back_if_undelivered(queue: Queue, task: Task) -> None:
+    """A claim answered to a worker that hung up while it waited (it died) must not keep the
+    task: it would sit claimed until it counts as lost, spending one of its attempts. The
+    server calls this when the answer found no client; the task is queued again as it was."""
+    token = task.token or ""
 
+    def give_back() -> None:
+        with contextlib.suppress(BlanketError):  # it started or ended meanwhile: it arrived
+            queue.release(task.id, token)
+            log.info("a claim found its worker gone: the task is queued again", task=task.id)
 
-def hung_up(environ: dict) -> bool:
-    """Whether the client of this request closed its connection (a worker that died while
-    it waited for a task): cheroot's socket polled for the peer's hang-up (Linux). False
-    when it cannot tell."""
-    stream = environ.get("wsgi.input")
-    for _ in range(4):
-        sock = getattr(getattr(stream, "raw", None), "_sock", None)
-        if isinstance(sock, socket.socket):
-            poll = select.poll()
-            poll.register(sock, _HANG_UP)
-            try:
-                return any(events & _HANG_UP for _, events in poll.poll(0))
-            except OSError:
-                return False
-        stream = getattr(stream, "rfile", None)
-    return False
+    bottle.request.environ[UNDELIVERED] = give_back
 
 
 class WorkerRoutes:
@@ -112,12 +107,12 @@ class WorkerRoutes:
         the worker was asked to stop (it then leaves the list)."""
         worker = self.registry.owned(worker_id, identity())
         wait = query_float("wait", 0.0, MAX_POLL) or 0.0
-        caller = bottle.request.environ
-        answer = self.registry.claim(worker, wait, lambda: hung_up(caller))
+        answer = self.registry.claim(worker, wait)
         if answer is None:
             return bottle.HTTPResponse(status=204)
         if isinstance(answer, P.Leave):
             return message_response(answer, 410)
+        give_back_if_undelivered(self.s.queue, answer[0])
         return message_response(P.Claimed.of(*answer))
 
     def attempt(self, raw_id: str, token: str) -> tuple[int, str]:
