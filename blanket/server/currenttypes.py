@@ -127,7 +127,7 @@ class _SyntheticTypes:
     def _recorded(self, task_type: TaskType, kind: str, content: bytes, path: Path,
                   source: str | None = None) -> LoadedType:
         """The type recorded under a version: a hash of `content` and `source` (the name of
-        what it came from; the type's own name by default)."""
+        what it came from, which the version is recorded for; the type's own by default)."""
         source = task_type.name if source is None else source
         digest = hashlib.sha256(f"blanket-{kind}-version 1\0{source}\0".encode())
         digest.update(content)
@@ -135,7 +135,7 @@ class _SyntheticTypes:
         write_bundle(self.versions_dir, version, path, [])
         now = time.time()
         if self.record_version is not None:
-            self.record_version(version, task_type.name, now)
+            self.record_version(version, source, now)
         return LoadedType(task_type.name, path, task_type, version, now)
 
 
@@ -186,5 +186,7 @@ class StepTypes(_SyntheticTypes):
                              extra_environment=("*",), secret_defaults=hidden)
         # Every command step of one file shares its version (the file's hash): a worker
         # fetches the file's bundle once for all of them. The type's name tells them apart.
+        # The secrets are part of the definition a worker caches by version: in the hash too.
+        content = workflow.text.encode() + b"\0" + ",".join(hidden).encode()
         return self._cached(type_name, (workflow.version, hidden), lambda: self._recorded(
-            task_type, "step", workflow.text.encode(), loaded.path, workflow.name))
+            task_type, "step", content, loaded.path, f"workflow.{workflow.name}"))

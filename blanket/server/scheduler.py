@@ -249,8 +249,9 @@ class Scheduler:
         fires' own."""
         done = {run.id for run in (self.workflows.run_for_key(dedupe_key(schedule.name, f))
                                    for f in fires) if run is not None}
-        for run in self.workflows.list_runs(state="running", limit=1000):
-            if run.schedule == schedule.name and run.id not in done:
+        for run in self.workflows.list_runs(state="running", limit=len(done) + 1,
+                                            schedule=schedule.name):
+            if run.id not in done:
                 first = self.workflows.first_task(run)
                 return first.id if first is not None else 0
         return None

@@ -133,6 +133,9 @@ def _judge(step: Step, view: StepView, latest: dict[int, RunTask],
                        else f"task {task.task_id} ended {task.state.value}"
                        + (f" (exit code {task.exit_code})" if task.exit_code else ""))
         return
+    if sorted(latest) != list(range(len(latest))):  # an item's record is gone
+        view.state, view.reason = "failed", "items of this step are missing from the run"
+        return
     try:
         if step.each is None:
             view.results = read_results(step, latest[0])
@@ -248,7 +251,7 @@ def task_environment(workflow: Workflow, step: Step, values: dict[str, str],
     what a task wrote never overrides another type's default by its name alone."""
     if step.type is None:
         return values
-    own = set(step.environment)
-    return {name: value for name, value in values.items()
-            if name in own or (name in run.environment
-                               and takes(workflow.step_type(step), name))}
+    type_name = workflow.step_type(step)
+    given = {name: value for name, value in run.environment.items() if takes(type_name, name)}
+    given.update((name, values[name]) for name in step.environment)
+    return given

@@ -154,8 +154,9 @@ class Workflows:
         return {"id": run_id, "step": step, "item": item, "round": round_}
 
     def list_runs(self, workflow: str | None = None, state: str | None = None,
-                  before: int | None = None, limit: int = 100) -> list[Run]:
-        return self.store.list_runs(workflow, state, before, limit)
+                  before: int | None = None, limit: int = 100,
+                  schedule: str | None = None) -> list[Run]:
+        return self.store.list_runs(workflow, state, before, limit, schedule)
 
     def get(self, run_id: int) -> Run:
         run = self.store.get_run(run_id)

@@ -436,8 +436,10 @@ class Store(ABC):
 
     @abstractmethod
     def list_runs(self, workflow: str | None = None, state: str | None = None,
-                  before: int | None = None, limit: int = 100) -> list[Run]:
-        """Runs newest first, of one workflow or state when given, with ids below `before`."""
+                  before: int | None = None, limit: int = 100,
+                  schedule: str | None = None) -> list[Run]:
+        """Runs newest first, of one workflow, state or schedule when given, with ids below
+        `before`."""
 
     @abstractmethod
     def run_for_key(self, key: str) -> Run | None:

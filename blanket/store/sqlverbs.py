@@ -112,9 +112,10 @@ class SqlVerbs(Store):
         return run_from_row(row) if row else None
 
     def list_runs(self, workflow: str | None = None, state: str | None = None,
-                  before: int | None = None, limit: int = 100) -> list[Run]:
+                  before: int | None = None, limit: int = 100,
+                  schedule: str | None = None) -> list[Run]:
         rows = self._all(self.queries["list_runs"], {
-            "workflow": workflow, "state": state, "limit": limit,
+            "workflow": workflow, "state": state, "limit": limit, "schedule": schedule,
             "before": before if before is not None else 2**62})
         return [run_from_row(r) for r in rows]
 
@@ -262,11 +263,12 @@ class SqlVerbs(Store):
                 removed = {"ids": self._id_list([r["id"] for r in rows])}
                 db.execute(self.queries["delete_ended_keys"], removed)
                 db.execute(self.queries["delete_ended_deliveries"], removed)
-                runs = {r["run_id"] for r in db.execute(
-                    self.queries["delete_ended_run_links"], removed).fetchall()}
-                if runs:
-                    db.execute(self.queries["delete_emptied_runs"],
-                               {"ids": self._id_list(sorted(runs))})
+                runs = sorted(r["run_id"] for r in db.execute(
+                    self.queries["delete_ended_run_ids"], removed).fetchall())
+                gone = [r["id"] for r in db.execute(self.queries["delete_emptied_runs"], {
+                    "ids": self._id_list(runs)}).fetchall()] if runs else []
+                if gone:
+                    db.execute(self.queries["delete_run_links"], {"ids": self._id_list(gone)})
         return [_ended(r) for r in rows]
 
 

@@ -73,6 +73,8 @@ def test_running_runs_and_listings_by_workflow_state_and_page(store: Store) -> N
     assert [r.id for r in store.list_runs(state="succeeded")] == [runs[0].id]
     assert [r.id for r in store.list_runs(before=runs[2].id, limit=1)] == [runs[1].id]
     assert store.list_runs(workflow="nope") == []
+    nightly = started(store, schedule="nightly")
+    assert [r.id for r in store.list_runs(state="running", schedule="nightly")] == [nightly.id]
 
 
 def test_a_steps_task_is_tied_to_its_run_as_it_is_stored_once(store: Store) -> None:

@@ -179,8 +179,9 @@ def test_a_type_step_is_given_its_own_environment_and_the_run_variables_its_type
     workflow = parse_workflow_text('[steps.a]\ntype = "t"\nenvironment = { OWN = "1" }\n',
                                    "w", "w.toml")
     step = workflow.steps[0]
-    # TAKEN and OTHER are the run's; RESULT a result the type also takes: not by name alone
-    given = task_environment(workflow, step, {"OWN": "1", "TAKEN": "2", "OTHER": "3",
+    # TAKEN and OTHER are the run's; RESULT a result the type also takes: not by name alone,
+    # and a result named as a run variable (TAKEN, overwritten in `values`) does not replace it
+    given = task_environment(workflow, step, {"OWN": "1", "TAKEN": "injected", "OTHER": "3",
                                               "RESULT": "4"},
                              lambda _type, name: name in ("TAKEN", "RESULT"),
                              run(TAKEN="2", OTHER="3"))

@@ -443,6 +443,7 @@ SELECT run_id, step, item, round FROM run_tasks WHERE task_id = %(task_id)s;
 SELECT * FROM workflow_runs
 WHERE (%(workflow)s::text IS NULL OR workflow = %(workflow)s::text)
   AND (%(state)s::text IS NULL OR state = %(state)s::text)
+  AND (%(schedule)s::text IS NULL OR schedule = %(schedule)s::text)
   AND id < %(before)s
 ORDER BY id DESC LIMIT %(limit)s;
 
@@ -468,10 +469,18 @@ SELECT count(*) AS n FROM tasks WHERE state = 'QUEUED'
 -- name: run_first_task
 SELECT min(task_id) AS task_id FROM run_tasks WHERE run_id = %(run_id)s;
 
--- name: delete_ended_run_links
--- Retention: removed tasks leave their runs; an ended run with no task left goes too.
-DELETE FROM run_tasks WHERE task_id = ANY(%(ids)s::bigint[]) RETURNING run_id;
+-- name: delete_ended_run_ids
+-- Retention: the runs of removed tasks. A run keeps its links to them (a removed task shows
+-- as removed, and a rerun makes it again); an ended run whose every task has gone goes,
+-- with its links.
+SELECT DISTINCT run_id FROM run_tasks WHERE task_id = ANY(%(ids)s::bigint[]);
 
 -- name: delete_emptied_runs
 DELETE FROM workflow_runs WHERE id = ANY(%(ids)s::bigint[])
-  AND state != 'running' AND NOT EXISTS (SELECT 1 FROM run_tasks WHERE run_id = workflow_runs.id);
+  AND state != 'running'
+  AND NOT EXISTS (SELECT 1 FROM run_tasks r JOIN tasks t ON t.id = r.task_id
+                  WHERE r.run_id = workflow_runs.id)
+RETURNING id;
+
+-- name: delete_run_links
+DELETE FROM run_tasks WHERE run_id = ANY(%(ids)s::bigint[]);

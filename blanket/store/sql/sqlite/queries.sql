@@ -357,7 +357,7 @@ SELECT run_id, step, item, round FROM run_tasks WHERE task_id = :task_id;
 -- name: list_runs
 SELECT * FROM workflow_runs
 WHERE (:workflow IS NULL OR workflow = :workflow) AND (:state IS NULL OR state = :state)
-  AND id < :before
+  AND (:schedule IS NULL OR schedule = :schedule) AND id < :before
 ORDER BY id DESC LIMIT :limit;
 
 -- name: active_steps
@@ -381,10 +381,18 @@ SELECT count(*) AS n FROM tasks WHERE state = 'QUEUED' AND (score < :score OR (s
 -- name: run_first_task
 SELECT min(task_id) AS task_id FROM run_tasks WHERE run_id = :run_id;
 
--- name: delete_ended_run_links
--- Retention: removed tasks leave their runs; an ended run with no task left goes too.
-DELETE FROM run_tasks WHERE task_id IN (SELECT value FROM json_each(:ids)) RETURNING run_id;
+-- name: delete_ended_run_ids
+-- Retention: the runs of removed tasks. A run keeps its links to them (a removed task shows
+-- as removed, and a rerun makes it again); an ended run whose every task has gone goes,
+-- with its links.
+SELECT DISTINCT run_id FROM run_tasks WHERE task_id IN (SELECT value FROM json_each(:ids));
 
 -- name: delete_emptied_runs
 DELETE FROM workflow_runs WHERE id IN (SELECT value FROM json_each(:ids))
-  AND state != 'running' AND NOT EXISTS (SELECT 1 FROM run_tasks WHERE run_id = workflow_runs.id);
+  AND state != 'running'
+  AND NOT EXISTS (SELECT 1 FROM run_tasks r JOIN tasks t ON t.id = r.task_id
+                  WHERE r.run_id = workflow_runs.id)
+RETURNING id;
+
+-- name: delete_run_links
+DELETE FROM run_tasks WHERE run_id IN (SELECT value FROM json_each(:ids));
