@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import hashlib
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
@@ -465,4 +466,68 @@ def type_problems(workflow: Workflow, file: str, text: str, types: dict[str, Any
                           "does not take this variable; declare it in the type's "
                           "[environment] or allow it with allow_extra_environment",
                     line(f"environment.{name}")))
+    if not problems:
+        problems.extend(_secret_problems(workflow, file, checker, types))
+    return problems
+
+
+def secret_names(workflow: Workflow, secrets_of: Callable[[str], frozenset[str]]
+                 ) -> frozenset[str]:
+    """The variables of a run that hold secrets: those a step's type calls secret, the run
+    variables and results fed to them (`PASS = "{{ DB_PASS }}"`), and every variable a
+    step's environment makes from one of these (`URL = "https://u:{{ PASS }}@h"`). Their
+    values are shown as *** in the run and in every task they reach."""
+    found: set[str] = set()
+    for step in workflow.steps:
+        if step.type is not None:
+            found |= secrets_of(step.type)
+    while True:
+        before = len(found)
+        for step in workflow.steps:
+            hidden = secrets_of(step.type) if step.type is not None else frozenset()
+            for name, template in step.environment.items():
+                used = set(references(template))
+                if name in hidden or name in found:
+                    found |= used
+                if used & found:
+                    found.add(name)
+        if len(found) == before:
+            return frozenset(found)
+
+
+def _secret_problems(workflow: Workflow, file: str, checker: _WorkflowChecker,
+                     types: dict[str, Any]) -> list[ConfigProblem]:
+    """A workflow file (kept in git, shown to viewers) never holds a secret value: no
+    default for a secret variable, no literal value for one, and a secret passed on only to
+    a variable its type keeps secret."""
+    def secrets_of(name: str) -> frozenset[str]:
+        task_type = types.get(name)
+        return task_type.secrets if task_type is not None else frozenset()
+
+    hidden = secret_names(workflow, secrets_of)
+    problems = [ConfigProblem(file, f"environment.{name}: this variable holds a secret (a type "
+                                    "of this workflow keeps it secret): a workflow file may "
+                                    "not hold its value; list it in required so that each run "
+                                    "gives it", checker.env_line(name) or
+                              checker.top_line("environment"))
+                for name in workflow.environment if name in hidden]
+    for step in workflow.steps:
+        if step.type is None:
+            continue
+        _header, line = checker.step_lines(step.name)
+        kept = secrets_of(step.type)
+        for name, template in step.environment.items():
+            used = sorted(set(references(template)) & hidden)
+            if name in kept and not references(template) and template:
+                problems.append(ConfigProblem(
+                    file, f"steps.{step.name}.environment.{name}: type {step.type!r} keeps "
+                          "this variable secret: a workflow file may not hold its value; "
+                          f"write {{{{ NAME }}}} and list NAME in required",
+                    line(f"environment.{name}")))
+            elif used and name not in kept:
+                problems.append(ConfigProblem(
+                    file, f"steps.{step.name}.environment.{name}: it would hold the secret "
+                          f"{{{{ {used[0]} }}}}, but type {step.type!r} does not keep {name} "
+                          "secret (it would be shown): pass a secret only to a variable its "
+                          "type marks secret = true", line(f"environment.{name}")))
     return problems

@@ -13,7 +13,7 @@ from pathlib import Path
 from blanket.config.bundles import write_bundle
 from blanket.config.schedule import Schedule
 from blanket.config.tasktype import TaskType
-from blanket.config.workflow import STEP_TYPE_PREFIX
+from blanket.config.workflow import STEP_TYPE_PREFIX, secret_names
 from blanket.server.catalog import Catalog, LoadedType
 from blanket.server.intake import SCHEDULE_PREFIX
 
@@ -177,9 +177,7 @@ class StepTypes(_SyntheticTypes):
             return None
         # A value some type of the workflow calls secret reaches a command step (it gets
         # every variable): it is secret there too, shown as *** wherever the task is.
-        types = [self.catalog.get(s.type) for s in workflow.steps if s.type]
-        hidden = tuple(sorted({name for t in types if t is not None and t.task_type
-                               for name in t.task_type.secrets}))
+        hidden = tuple(sorted(secret_names(workflow, self._secrets_of)))
         task_type = TaskType(name=type_name, command=step.command, executor=step.executor,
                              tags=step.tags, description=step.description,
                              timeout=step.timeout, retries=step.retries or 0,
@@ -190,3 +188,8 @@ class StepTypes(_SyntheticTypes):
         content = workflow.text.encode() + b"\0" + ",".join(hidden).encode()
         return self._cached(type_name, (workflow.version, hidden), lambda: self._recorded(
             task_type, "step", content, loaded.path, f"workflow.{workflow.name}"))
+
+    def _secrets_of(self, type_name: str) -> frozenset[str]:
+        loaded = self.catalog.get(type_name)
+        return loaded.task_type.secrets if loaded is not None and loaded.task_type else \
+            frozenset()

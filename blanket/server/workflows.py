@@ -27,7 +27,7 @@ import structlog
 
 from blanket.config.problems import ConfigInvalid
 from blanket.config.tasktype import TaskType
-from blanket.config.workflow import Step, Workflow, parse_workflow_text
+from blanket.config.workflow import Step, Workflow, parse_workflow_text, secret_names
 from blanket.envnames import ENV_NAME, loader_name
 from blanket.errors import BlanketError, Conflict, InvalidInput, ItemsRefused, NotFound
 from blanket.models import RUN_STATES, SECRET_MASK, Run, RunTask, Task
@@ -194,9 +194,11 @@ class Workflows:
     def secrets(self, workflow: Workflow) -> frozenset[str]:
         """The variables some type of the workflow calls secret: their values are never
         shown, in the run or in any of its tasks."""
-        return frozenset().union(*(
-            t.secrets for t in (self.types(s.type) for s in workflow.steps if s.type)
-            if t is not None))
+        return secret_names(workflow, self._secrets_of)
+
+    def _secrets_of(self, type_name: str) -> frozenset[str]:
+        task_type = self.types(type_name)
+        return task_type.secrets if task_type is not None else frozenset()
 
     def summary(self, run: Run, workflow: Workflow | None = None) -> dict:
         """The run's fields as the API shows them (secret values as ***)."""

@@ -447,7 +447,8 @@ def test_a_value_a_type_calls_secret_is_never_shown_in_the_run_or_its_tasks(make
                                     '[steps.a]\ntype = "login"\n'
                                     'environment = { PASS = "{{ PASS }}" }\n'
                                     '[steps.b]\ncommand = "test -n \\"$PASS\\""\n'
-                                    'after = ["a"]\n')
+                                    'after = ["a"]\n'
+                                    'environment = { URL = "https://u:{{ PASS }}@h" }\n')
     server.start()
     make_server.worker(server)
     run = server.client.post("/workflow/deploy/run", {"environment": {"PASS": "hunter2-sec"}})
@@ -461,6 +462,8 @@ def test_a_value_a_type_calls_secret_is_never_shown_in_the_run_or_its_tasks(make
     for step in done["steps"]:
         task = viewer.get(f"/task/{step['tasks'][0]['id']}")
         assert task["environment"]["PASS"] == "***", task
+    made_of_it = viewer.get(f"/task/{done['steps'][1]['tasks'][0]['id']}")["environment"]
+    assert made_of_it["URL"] == "***"  # made of a secret: secret too
     assert viewer.get("/task/?q=hunter2") == []  # no search finds it either
 
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from blanket.config.problems import ConfigInvalid
-from blanket.config.tasktype import TaskType
+from blanket.config.tasktype import RequiredVariable, TaskType
 from blanket.config.workflow import (
     MAX_STEPS,
     find_cycle,
@@ -14,6 +14,7 @@ from blanket.config.workflow import (
     parse_workflow_text,
     references,
     render,
+    secret_names,
     type_problems,
 )
 
@@ -170,3 +171,33 @@ def test_results_default_to_results_json_and_may_be_named_or_turned_off():
     assert (step('results = "o/r.json"\n').results,
             step('results = "o/r.json"\n').results_named) == ("o/r.json", True)
     assert step("results = false\n").results is None
+
+
+LOGIN = TaskType(name="login", command="x", required=(
+    RequiredVariable("PASS", secret=True), RequiredVariable("USER")))
+
+
+def test_secrets_are_what_types_keep_secret_what_feeds_them_and_what_is_made_of_them():
+    workflow = parse_workflow_text(
+        'required = ["DB_PASS", "WHO"]\n'
+        '[steps.a]\ntype = "login"\nenvironment = { PASS = "{{ DB_PASS }}", USER = "{{ WHO }}" }\n'
+        '[steps.b]\ncommand = "x"\nenvironment = { URL = "https://u:{{ DB_PASS }}@h", '
+        'PLAIN = "{{ WHO }}" }\n', "w", "w.toml")
+    hidden = secret_names(workflow, lambda name: LOGIN.secrets if name == "login"
+                          else frozenset())
+    assert hidden == {"PASS", "DB_PASS", "URL"}
+
+
+@pytest.mark.parametrize(("text", "words"), [
+    ('[environment]\nPASS = "hunter2"\n[steps.a]\ntype = "login"\n',
+     "environment.PASS: this variable holds a secret"),
+    ('[steps.a]\ntype = "login"\nenvironment = { PASS = "hunter2" }\n',
+     "keeps this variable secret: a workflow file may not hold its value"),
+    ('required = ["PASS"]\n[steps.a]\ntype = "login"\nenvironment = { USER = "{{ PASS }}" }\n',
+     "it would hold the secret {{ PASS }}, but type 'login' does not keep USER secret"),
+])
+def test_a_workflow_file_never_holds_or_shows_a_secret(text, words):
+    workflow = parse_workflow_text(text, "w", "w.toml")
+    found = type_problems(workflow, "w.toml", text, {"login": LOGIN}, set())
+    assert len(found) == 1 and words in found[0].message, found
+    assert found[0].line is not None
