@@ -87,6 +87,7 @@ RANKED = ("viewer", "submitter", "operator", "admin")
 # Placeholders that name nothing: an allowed caller gets a 4xx about the input, never 401/403.
 FILL = {"task_id": "999999", "stream": "stdout", "path": "x.txt", "name": "nothing-here",
         "type_name": "nothing-here", "worker_id": "nobody", "path:path": "x.txt",
+        "run_id": "999999",
         "name:path": "app.js"}
 
 
