@@ -411,7 +411,7 @@ class Workflows:
                 whole = made
                 if made:
                     continue
-                whole = not self._wait(topics) or self._kicked.is_set()
+                whole = not self._wait(topics, looked) or self._kicked.is_set()
                 self._kicked.clear()
                 # Woken: rest as long as the last look took, so that a wide fan-out's ends,
                 # coming fast, are taken a batch at a time (the look reads every task of the
@@ -421,16 +421,20 @@ class Workflows:
                 log.exception("workflow advance failed")
                 self.stopping.wait(1.0)
 
-    def _wait(self, topics: list[str]) -> bool:
+    def _wait(self, topics: list[str],
+              looked: dict[int, tuple[frozenset[str], list[str]]]) -> bool:
         """Wait for the end of a task among `topics` (or WORKFLOWS); False when LOOK_EVERY
-        passed first."""
-        woken = [False]
+        passed first. A change between the look and the wait's start (a task that ended in
+        between: its wake-up came before anyone waited for it) ends the wait at once."""
+        checked = [False]
 
         def check() -> bool | None:
-            if woken[0] or self.stopping.is_set():
+            if checked[0] or self.stopping.is_set() or self._kicked.is_set():
                 return True
-            woken[0] = True
-            return None
+            checked[0] = True
+            changed = any(self.store.active_steps(run_id) != active
+                          for run_id, (active, _topics) in looked.items())
+            return True if changed else None
         return self.wakeups.wait_for(check, LOOK_EVERY, topics=topics) is not None
 
     def _kick(self) -> None:
