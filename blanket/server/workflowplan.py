@@ -21,7 +21,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from blanket.config.workflow import ITEM, ITEM_INDEX, MAX_ITEMS, Step, Workflow, render
+from blanket.errors import InvalidInput
 from blanket.models import Run, RunTask, TaskState
+from blanket.server.intake import check_text
 
 ACTIVE = frozenset({TaskState.WAITING, TaskState.QUEUED, TaskState.CLAIMED, TaskState.RUNNING})
 MAX_VARIABLE_BYTES = 128 * 1024  # Linux's MAX_ARG_STRLEN: one NAME=value, with its NUL
@@ -233,10 +235,9 @@ def split_list(text: str, name: str) -> list[str]:
         items = [line.strip() for line in stripped.splitlines() if line.strip()]
     for item in items:
         try:
-            item.encode()
-        except UnicodeEncodeError:
-            raise StepFailed(f"each: an item of {name} holds a lone surrogate (such as "
-                             "\\ud800), which is not Unicode text") from None
+            check_text(item, f"each: an item of {name}")
+        except InvalidInput as bad:
+            raise StepFailed(bad.message) from None
     if len(items) > MAX_ITEMS:
         raise StepFailed(f"each: {name} has {len(items)} items; a step fans out over "
                          f"{MAX_ITEMS} at most")

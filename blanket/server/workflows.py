@@ -504,17 +504,10 @@ def parse_results(data: bytes, what: str) -> dict[str, Any]:
         if loader_name(name):
             raise ValueError(f"{what}: {name} is read by shells, the loader or interpreters; "
                              "a result may not set it")
-        text = as_variable(value)
-        if "\x00" in text:
-            raise ValueError(f"{what}: {name} holds a NUL byte")
         try:
-            text.encode()
-        except UnicodeEncodeError:
-            raise ValueError(f"{what}: {name} holds a lone surrogate (such as \\ud800), "
-                             "which is not Unicode text") from None
-        if len(text) > MAX_VALUE:
-            raise ValueError(f"{what}: {name} is {len(text)} characters; the most is "
-                             f"{MAX_VALUE}")
+            _text(as_variable(value), f"{what}: {name}")
+        except InvalidInput as bad:
+            raise ValueError(bad.message) from None
         values[name] = value
     return values
 
