@@ -255,6 +255,7 @@ def test_an_agent_runs_a_workflow_and_waits_for_it(make_server):
                                    'environment = { WHO = "{{ NAME }}" }\n'
                                    '[steps.second]\ncommand = "echo again $NAME"\n'
                                    'after = ["first"]\n')
+    server.write_workflow("slow", '[steps.wait]\ncommand = "sleep 60"\n')
     server.start()
     make_server.worker(server, slots=2)
     viewer = server.token("watcher", "viewer")
@@ -267,14 +268,20 @@ def test_an_agent_runs_a_workflow_and_waits_for_it(make_server):
                              "wait_seconds": 50}))
         again = structured(await client.call_tool("get_run", {"id": run["id"]}))
         missing = await client.call_tool("run_workflow", {"name": "greet"})
-        return listed, run, again, missing
+        slow = structured(await client.call_tool("run_workflow", {
+            "name": "slow", "environment": {}}))
+        stopped = structured(await client.call_tool("stop_run", {"id": slow["id"]}))
+        return listed, run, again, missing, stopped
 
-    listed, run, again, missing = call(server.url, server.admin_token, steps)
-    assert listed == [{"name": "greet", "description": "two greetings", "required": ["NAME"],
-                       "defaults": {}, "version": listed[0]["version"], "steps": [
-                           {"name": "first", "type": "hello", "after": [], "each": None},
-                           {"name": "second", "type": "workflow.greet.second",
-                            "after": ["first"], "each": None}]}]
+    listed, run, again, missing, stopped = call(server.url, server.admin_token, steps)
+    assert stopped["state"] == "stopped" and stopped["steps"][0]["state"] in ("stopped",
+                                                                            "running")
+    assert listed[0] == {"name": "greet", "description": "two greetings",
+                         "required": ["NAME"], "defaults": {},
+                         "version": listed[0]["version"], "steps": [
+                             {"name": "first", "type": "hello", "after": [], "each": None},
+                             {"name": "second", "type": "workflow.greet.second",
+                              "after": ["first"], "each": None}]}
     assert run["state"] == "succeeded" and again == run
     assert [s["state"] for s in run["steps"]] == ["succeeded", "succeeded"]
     assert missing.is_error and "needs NAME" in missing.content[0].text
@@ -287,8 +294,10 @@ def test_an_agent_runs_a_workflow_and_waits_for_it(make_server):
     assert "run_workflow" not in tools and "get_run" in tools and refused.is_error
 
     async def as_narrow(client):
-        return await client.call_tool("run_workflow", {"name": "greet",
-                                                       "environment": {"NAME": "x"}})
+        return (await client.call_tool("run_workflow", {"name": "greet",
+                                                        "environment": {"NAME": "x"}}),
+                await client.call_tool("stop_run", {"id": run["id"]}))
 
-    refused = call(server.url, narrow, as_narrow)
+    refused, not_its_own = call(server.url, narrow, as_narrow)
     assert refused.is_error and "workflow.greet.second" in refused.content[0].text
+    assert not_its_own.is_error and "only its own runs" in not_its_own.content[0].text

@@ -29,6 +29,7 @@ MAX_TOOL_WAIT = 50.0
 MAX_LOG_LINES = 2000
 MAX_LOG_BYTES = 256 * 1024
 TASK_ID = {"type": "integer", "minimum": 1, "maximum": 2**53, "description": "the task's id"}
+RUN_ID = {**TASK_ID, "description": "the workflow run's id"}
 NAME = {"type": "string", "minLength": 1, "maxLength": 200}
 
 
@@ -123,10 +124,13 @@ TOOLS = (
     Tool("get_run", "One workflow run: its state, reason, and each step's state and tasks "
          "(task_logs reads a task's output); with wait_seconds, once it ended or that time "
          "passed.", VIEWER, _object({
-             "id": {"type": "integer", "minimum": 1, "maximum": 2**53,
-                    "description": "the run's id"},
+             "id": RUN_ID,
              "wait_seconds": {"type": "number", "minimum": 0, "maximum": MAX_TOOL_WAIT},
          }, ("id",))),
+    Tool("stop_run", "Stop a workflow run: no more steps start, and its tasks not ended are "
+         "stopped. A submitter stops only the runs it started.", SUBMITTER,
+         _object({"id": RUN_ID}, ("id",)),
+         read_only=False, destructive=True),
     Tool("stop_task", "Stop a task: a queued one at once, a running one through its worker "
          "(its process group gets TERM, then KILL). A submitter stops only its own tasks.",
          SUBMITTER, _object({"id": TASK_ID}, ("id",)), read_only=False, destructive=True),
@@ -265,6 +269,11 @@ class Tools:
         if wait > 0 and not run.ended:
             run = self.runs.wait_until_ended(run, wait)
         return self.s.workflows.view(run)
+
+    def _stop_run(self, arguments: dict[str, Any]) -> dict[str, Any]:
+        run = self.s.workflows.get(arguments["id"])
+        self.runs.may_change(identity(), run)  # as POST /run/ID/stop
+        return self.s.workflows.view(self.s.workflows.stop(run.id, identity().name))
 
     def _stop_task(self, arguments: dict[str, Any]) -> dict[str, Any]:
         task = self.tasks.changeable_task(str(arguments["id"]))
