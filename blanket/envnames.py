@@ -32,6 +32,8 @@ LOADER_NAMES = (
 )
 
 
+FIRE_TIME_VARIABLE = "BLANKET_FIRE_TIME"  # a scheduled run's fire time, set by blanket
+
 # One expression for the whole list: checked for every submitted name, on the hot path.
 _LOADER = re.compile("|".join(fnmatch.translate(pattern) for pattern in LOADER_NAMES))
 

@@ -12,6 +12,7 @@ from dataclasses import replace
 import structlog
 
 from blanket.config.schedule import Schedule
+from blanket.envnames import FIRE_TIME_VARIABLE
 from blanket.errors import InvalidInput, NotFound
 from blanket.models import ScheduleState, Task
 from blanket.server.catalog import Catalog
@@ -23,7 +24,6 @@ from blanket.times import iso_utc
 
 log = structlog.get_logger("blanket.scheduler")
 
-FIRE_TIME_VARIABLE = "BLANKET_FIRE_TIME"
 
 
 def fire_time_text(fire: float) -> str:

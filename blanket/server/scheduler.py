@@ -277,7 +277,8 @@ class Scheduler:
         try:
             if schedule.workflow:
                 return self.workflows.start_scheduled(schedule.name, schedule.workflow,
-                                                      schedule.environment, key)
+                                                      schedule.environment, key,
+                                                      fire_time_text(fire))
             return self.intake.submit(scheduled_request(schedule, fire, key))
         except DuplicateTask as duplicate:
             # Submitted before a crash that lost the saved state: that task is this run.

@@ -28,7 +28,7 @@ import structlog
 from blanket.config.problems import ConfigInvalid
 from blanket.config.tasktype import TaskType
 from blanket.config.workflow import Step, Workflow, parse_workflow_text, secret_names
-from blanket.envnames import ENV_NAME, loader_name
+from blanket.envnames import ENV_NAME, FIRE_TIME_VARIABLE, loader_name
 from blanket.errors import BlanketError, Conflict, InvalidInput, ItemsRefused, NotFound
 from blanket.models import RUN_STATES, SECRET_MASK, Run, RunTask, Task
 from blanket.server.api.taskfiles import open_task_file
@@ -98,7 +98,7 @@ class Workflows:
 
     def start(self, name: str, environment: Any, submitted_by: str | None, *,
               schedule: str | None = None, dedupe_key: str | None = None,
-              now: float | None = None) -> Run:
+              now: float | None = None, given: dict[str, str] | None = None) -> Run:
         """Start a run of workflow `name` with `environment` (its variables). The first
         steps' tasks are checked before anything is stored: InvalidInput says what to fix.
         A `dedupe_key` used before (a schedule's fire, an inbox file, started before a crash)
@@ -108,7 +108,7 @@ class Workflows:
             if earlier is not None:
                 return earlier
         workflow = self.workflow(name)
-        values = run_environment(workflow, environment)
+        values = {**run_environment(workflow, environment), **(given or {})}  # given: blanket's
         now = time.time() if now is None else now
         trial = Run(id=0, workflow=name, version=workflow.version, definition=workflow.text,
                     environment=values, state="running", round=1, added=now,
@@ -131,11 +131,14 @@ class Workflows:
     # ---------------------------------------------------------------- operator's verbs
 
     def start_scheduled(self, schedule: str, workflow: str, environment: dict[str, str],
-                        dedupe_key: str | None) -> Task | None:
+                        dedupe_key: str | None, fire_time: str | None = None) -> Task | None:
         """A schedule's run of `workflow` (once per `dedupe_key`); the task that stands for
-        it in the schedule's state: the run's first task (None when it made none)."""
+        it in the schedule's state: the run's first task (None when it made none). A fired
+        run's command steps get its fire time as BLANKET_FIRE_TIME, as a schedule's task
+        does (a type step cannot declare a BLANKET_ name)."""
         run = self.start(workflow, dict(environment), "schedule", schedule=schedule,
-                         dedupe_key=dedupe_key)
+                         dedupe_key=dedupe_key,
+                         given={FIRE_TIME_VARIABLE: fire_time} if fire_time else None)
         return self.first_task(run)
 
     def first_task(self, run: Run) -> Task | None:
@@ -284,7 +287,10 @@ class Workflows:
             retries=step.retries, schedule=run.schedule,
             dedupe_key=step_key(run.id, step.name, item, run.round),
             submitted_by=run.submitted_by or "workflow",
-            run=(run.id, step.name, item, run.round)))
+            run=(run.id, step.name, item, run.round),
+            # A command step takes every variable, each checked already: the run's (no
+            # loader names), results (none either), the file's (none), and blanket's own.
+            trusted_environment=step.type is None))
             for step, items in decided.create for item, values in items]
 
     def _takes(self, type_name: str, variable: str) -> bool:

@@ -433,6 +433,11 @@ def test_a_schedule_fires_runs_and_skips_a_fire_while_its_run_is_still_going(mak
     first, second = runs[-1], runs[-2]
     assert first["schedule"] == second["schedule"] == "tick"
     assert first["finished"] <= second["added"]  # never two at once: fires were skipped
+    # a fired run's command step knows its fire time, as a schedule's task does
+    step = steps_of(server.client.get(f"/run/{first['id']}"))["a"]
+    task = server.client.get(f"/task/{step['tasks'][0]['id']}")
+    fired = task["environment"]["BLANKET_FIRE_TIME"]
+    assert fired.endswith("Z") and fired == first["environment"]["BLANKET_FIRE_TIME"]
     state = server.client.get("/schedule/tick")
     assert state["last_fire"] is not None
 
