@@ -496,8 +496,9 @@ def test_a_results_file_no_parser_can_read_fails_its_step_not_the_server(make_se
 def test_a_schedule_whose_workflow_is_gone_does_not_stop_the_others(make_server):
     server = make_server(types={"step": STEP}, start=False)
     server.write_workflow("w", '[steps.a]\ncommand = "true"\n')
-    server.write_schedule("orphan", 'workflow = "w"\nevery = "1s"\n')
-    server.write_schedule("plain", 'type = "step"\nevery = "1s"\n')
+    server.write_schedule("orphan", 'workflow = "w"\nevery = "1s"\noverlap = "allow"\n')
+    # no worker here: every fire of `plain` queues a task (overlap = allow), none is skipped
+    server.write_schedule("plain", 'type = "step"\nevery = "1s"\noverlap = "allow"\n')
     server.start()
     (server.config_dir / "workflows" / "w.toml").unlink()
     wait_until(lambda: any(s["problems"] for s in server.client.get("/schedule/")
@@ -505,6 +506,8 @@ def test_a_schedule_whose_workflow_is_gone_does_not_stop_the_others(make_server)
     before = server.client.get("/schedule/plain")["last_fire"]
     wait_until(lambda: server.client.get("/schedule/plain")["last_fire"] != before,
                timeout=30)
+    # each fire of the orphan is refused (its workflow is gone), and the ticks go on
+    wait_until(lambda: "schedule run refused" in server.log_text(), timeout=30)
     assert "scheduler tick failed" not in server.log_text()
 
 
