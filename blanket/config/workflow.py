@@ -411,11 +411,6 @@ def find_cycle(after: dict[str, tuple[str, ...]]) -> list[str] | None:
     return None
 
 
-def ordered(workflow: Workflow) -> list[Step]:
-    """The steps so that each comes after those it waits for (file order among equals)."""
-    return list(workflow.order)
-
-
 def _ordered(steps: tuple[Step, ...]) -> list[Step]:
     """Kahn's order, in waves: each wave the steps whose `after` all came before, in file
     order. A file with a cycle never gets here (its checker refuses it)."""

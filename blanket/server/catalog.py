@@ -44,14 +44,8 @@ class LoadedType:
     problems: tuple[ConfigProblem, ...] = ()
 
     def to_json(self) -> dict:
-        return {
-            "name": self.name,
-            "path": str(self.path),
-            "definition": self.task_type.shown_json() if self.task_type else None,
-            "version": self.version,
-            "loaded_at": iso_utc(self.loaded_at),
-            "problems": [p.to_json() for p in self.problems],
-        }
+        return _file_json(self, self.task_type.shown_json() if self.task_type else None,
+                          version=self.version)
 
 
 @dataclass(frozen=True)
@@ -65,13 +59,7 @@ class LoadedSchedule:
     problems: tuple[ConfigProblem, ...] = ()
 
     def to_json(self) -> dict:
-        return {
-            "name": self.name,
-            "path": str(self.path),
-            "definition": None if self.schedule is None else self.schedule.to_json(),
-            "loaded_at": iso_utc(self.loaded_at),
-            "problems": [p.to_json() for p in self.problems],
-        }
+        return _file_json(self, None if self.schedule is None else self.schedule.to_json())
 
 
 @dataclass(frozen=True)
@@ -86,14 +74,18 @@ class LoadedWorkflow:
     problems: tuple[ConfigProblem, ...] = ()
 
     def to_json(self) -> dict:
-        return {
-            "name": self.name,
-            "path": str(self.path),
-            "definition": None if self.workflow is None else self.workflow.to_json(),
-            "version": None if self.workflow is None else self.workflow.version,
-            "loaded_at": iso_utc(self.loaded_at),
-            "problems": [p.to_json() for p in self.problems],
-        }
+        workflow = self.workflow
+        return _file_json(self, None if workflow is None else workflow.to_json(),
+                          version=None if workflow is None else workflow.version)
+
+
+def _file_json(loaded: LoadedType | LoadedSchedule | LoadedWorkflow, definition: dict | None,
+               **extra: object) -> dict:
+    """A config file as the API shows it: name, path, its last good definition, when that
+    was loaded, and its current problems."""
+    return {"name": loaded.name, "path": str(loaded.path), "definition": definition, **extra,
+            "loaded_at": iso_utc(loaded.loaded_at),
+            "problems": [p.to_json() for p in loaded.problems]}
 
 
 @dataclass(frozen=True)

@@ -10,7 +10,6 @@ from blanket.config.tasktype import RequiredVariable, TaskType
 from blanket.config.workflow import (
     MAX_STEPS,
     find_cycle,
-    ordered,
     parse_workflow_text,
     references,
     render,
@@ -75,7 +74,7 @@ def test_a_good_file_becomes_its_steps_in_order():
 def test_steps_are_ordered_after_what_they_wait_for_whatever_the_file_order():
     text = ('[steps.d]\ncommand = "x"\nafter = ["b", "c"]\n[steps.c]\ncommand = "x"\n'
             'after = ["a"]\n[steps.b]\ncommand = "x"\nafter = ["a"]\n[steps.a]\ncommand = "x"\n')
-    assert [s.name for s in ordered(parse_workflow_text(text, "w", "w"))] == \
+    assert [s.name for s in parse_workflow_text(text, "w", "w").order] == \
         ["a", "c", "b", "d"]
 
 
