@@ -127,6 +127,9 @@ class Listener:
         sock = socket.socket(family, kind, proto)
         try:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            # Accepted connections inherit it: an answer granian writes in two parts (a
+            # streamed body) must not wait for the client's delayed ACK (40 ms) in between.
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             if family == socket.AF_INET6 and host in ("::", ""):  # both stacks, as cheroot did
                 with contextlib.suppress(OSError):
                     sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)

@@ -224,3 +224,21 @@ def test_open_files_are_raised_toward_the_hard_limit_for_held_connections():
         assert resource.getrlimit(resource.RLIMIT_NOFILE)[0] >= 4096
     finally:
         resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+
+
+def test_tcp_connections_send_without_waiting_for_acks():
+    """Connections inherit TCP_NODELAY from the listening socket (granian sets it only on
+    sockets it binds itself): an answer written in two parts, as a streamed body is, would
+    otherwise wait for the client's delayed ACK, 40 ms, between them."""
+    server = Listener(("127.0.0.1", 0), Dispatcher(app, 4), threads=2)
+    server.prepare()
+    try:
+        assert server.socket is not None
+        assert server.socket.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) == 1
+        server.socket.listen(1)
+        with socket.create_connection(server.bind_addr):
+            accepted, _ = server.socket.accept()  # as granian's runtime accepts it
+            with accepted:
+                assert accepted.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) == 1
+    finally:
+        server.stop()
