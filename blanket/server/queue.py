@@ -34,8 +34,8 @@ class AttemptEnd:
     not reported ({"at", "pid", "directory"}). With `claim_next` the report also claims
     for `worker` (by default the attempt's holder) in the same transaction: 1, its next
     task; 2, its next task and a reserve to start the moment that one ends. A worker that
-    already started its reserve says which (`running`): what it claims then is its new
-    reserve."""
+    already started its reserve says which (`running`): what it claims then are its new
+    reserves, one or two."""
 
     task_id: int
     token: str
@@ -198,9 +198,10 @@ class Queue:
                 self.store.touch_worker(worker.id, end.running, now)
             return []
         tags = frozenset(worker.tags)
-        if end.running is not None:
-            return [self._claim(worker.id, tags, reserve=True, running=end.running)]
-        claims = [self._claim(worker.id, tags)]
+        if end.running is not None:  # its reserve runs: it asks for one or two new reserves
+            claims = [self._claim(worker.id, tags, reserve=True, running=end.running)]
+        else:
+            claims = [self._claim(worker.id, tags)]
         if end.claim_next > 1:
             claims.append(self._claim(worker.id, tags, reserve=True))
         return claims

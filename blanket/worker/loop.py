@@ -400,8 +400,7 @@ class Slot:
         finally:
             attempt.ended.set()
             self._current(None)
-        self.reports.flush()
-        self.claims.finish(attempt, result)
+        self.claims.finish(attempt, result)  # after the attempt's start and progress reports
 
     def _send_pending(self) -> None:
         """The previous task's end report; whatever goes wrong with it must not leave the

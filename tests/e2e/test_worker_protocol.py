@@ -86,6 +86,19 @@ def test_a_worker_running_its_reserve_says_so_and_takes_the_next_reserve(make_se
     assert server.client.get(f"/task/{third['id']}")["state"] == "QUEUED"
 
 
+def test_a_worker_running_its_reserve_may_take_two_new_reserves(make_server):
+    server = make_server(types={"echo": ECHO})
+    worker = register(server)
+    (first, second, third, fourth), claim = claim_first(server, worker, 4)
+    answer = server.client.post(f"/task/{first['id']}/finished", {
+        "token": claim["task"]["token"], "state": "SUCCESS", "exit_code": 0,
+        "claim_next": 2, "running": 12345})
+    assert [answer["next"]["task"]["id"], answer["reserve"]["task"]["id"]] == [
+        second["id"], third["id"]]
+    assert server.client.get(f"/worker/{worker}")["task"] == 12345  # what it runs
+    assert server.client.get(f"/task/{fourth['id']}")["state"] == "QUEUED"
+
+
 def test_no_reserve_is_taken_while_an_idle_worker_could_run_it(make_server):
     server = make_server(types={"echo": ECHO})
     busy = register(server, "busy")
@@ -193,6 +206,20 @@ def test_an_exchange_ends_each_slots_task_and_brings_each_its_next(make_server):
     assert [e["next"]["task"]["worker"] for e in ended] == slots
     failed = server.client.get(f"/task/{second['id']}")
     assert (failed["exit_code"], failed["error"], failed["pid"]) == (3, "boom", 42)
+
+
+def test_slots_ending_together_each_take_their_next_task_and_a_reserve(make_server):
+    server = make_server(types={"echo": ECHO})
+    slots = [register(server, f"proc-{n}") for n in (1, 2)]
+    tasks = [server.client.post("/task/", {"type": "echo"}) for _ in range(6)]
+    claims = [server.client.post(f"/worker/{slot}/claim")["task"] for slot in slots]
+    answer = server.client.post("/exchange", {"reports": [
+        {"task": claim["id"], "token": claim["token"], "state": "SUCCESS", "exit_code": 0,
+         "claim_next": 2, "worker": slot} for claim, slot in zip(claims, slots, strict=True)]})
+    taken = [(e["next"]["task"]["id"], e["reserve"]["task"]["id"]) for e in answer["ended"]]
+    assert taken == [(tasks[2]["id"], tasks[3]["id"]), (tasks[4]["id"], tasks[5]["id"])]
+    assert [server.client.get(f"/worker/{slot}")["task"] for slot in slots] == [
+        tasks[2]["id"], tasks[4]["id"]]
 
 
 def test_a_refused_report_in_an_exchange_leaves_the_others_to_end(make_server):

@@ -1,0 +1,99 @@
+"""A slot's claims in hand and its end reports: with its next task in hand a slot sends the
+report of the task that ended off its own thread and starts the next at once; with nothing
+in hand it waits for the answer, which brings what it runs next. It keeps two reserves."""
+
+from __future__ import annotations
+
+import threading
+from types import SimpleNamespace
+
+from blanket import protocol as P
+from blanket.models import TaskState
+from blanket.worker.claims import Claims
+from blanket.worker.reports import ReportQueue
+from blanket.worker.runner import RunResult
+
+DONE = RunResult(TaskState.SUCCESS, 0, None)
+
+
+def claimed(task_id: int) -> SimpleNamespace:
+    return SimpleNamespace(task=SimpleNamespace(id=task_id, token=f"t{task_id}"))
+
+
+def attempt(task_id: int) -> SimpleNamespace:
+    return SimpleNamespace(task=SimpleNamespace(id=task_id, attempt=1), superseded=None,
+                           token=f"t{task_id}", handback=False, unreported_start=None)
+
+
+class Exchanger:
+    """Answers each end report with the claims the test queued, once the test lets it."""
+
+    def __init__(self) -> None:
+        self.reports: list[tuple[int, int, int | None]] = []  # task, claim_next, running
+        self.arrived = threading.Semaphore(0)
+        self.go = threading.Semaphore(0)
+        self.answers: list[list[SimpleNamespace]] = []
+
+    def finish(self, worker_id: str, task_id: int, report: P.Finished) -> P.Ended:
+        self.reports.append((task_id, report.wants, report.running))
+        self.arrived.release()
+        assert self.go.acquire(timeout=10)
+        found = self.answers.pop(0) if self.answers else []
+        return P.Ended(task={"id": task_id, "state": report.state},
+                       next=found[0] if found else None,  # type: ignore[arg-type]
+                       reserve=found[1] if len(found) > 1 else None)  # type: ignore[arg-type]
+
+
+def slot_claims() -> tuple[Claims, Exchanger]:
+    exchanger = Exchanger()
+    reports = ReportQueue(None)  # type: ignore[arg-type]
+    reports.start()
+    claims = Claims(None, reports, threading.Event(), exchanger,  # type: ignore[arg-type]
+                    lambda: "w-1")
+    return claims, exchanger
+
+
+def test_with_its_next_task_in_hand_a_slot_does_not_wait_for_the_answer():
+    claims, exchanger = slot_claims()
+    claims.hold([claimed(2), claimed(3)])  # type: ignore[list-item]
+    claims.finish(attempt(1), DONE)  # type: ignore[arg-type]  # held until 2 starts
+    assert exchanger.reports == []
+    assert claims.take().task.id == 2  # type: ignore[union-attr]
+    exchanger.answers.append([claimed(4)])
+    claims.send_pending()  # 2 runs: task 1's report leaves, and this returns at once
+    assert exchanger.arrived.acquire(timeout=10)
+    assert exchanger.reports == [(1, 1, 2)]  # one new reserve: 3 is still in hand
+    assert claims.take().task.id == 3  # type: ignore[union-attr]  # not waiting for 4
+    exchanger.go.release()
+    claims.settle()
+    assert claims.take().task.id == 4  # type: ignore[union-attr]
+
+
+def test_with_nothing_in_hand_a_slot_waits_for_what_the_answer_brings():
+    claims, exchanger = slot_claims()
+    claims.hold([claimed(2)])  # type: ignore[list-item]
+    claims.finish(attempt(1), DONE)  # type: ignore[arg-type]
+    assert claims.take().task.id == 2  # type: ignore[union-attr]
+    exchanger.answers.append([claimed(3), claimed(4)])
+    exchanger.go.release()
+    claims.send_pending()  # nothing left in hand: sent on this thread
+    assert exchanger.reports == [(1, 2, 2)]  # two new reserves, to keep two in hand
+    assert [claims.take().task.id for _ in range(2)] == [3, 4]  # type: ignore[union-attr]
+
+
+def test_a_slot_with_nothing_in_hand_takes_what_a_report_on_its_way_brings():
+    claims, exchanger = slot_claims()
+    claims.hold([claimed(2), claimed(3)])  # type: ignore[list-item]
+    claims.finish(attempt(1), DONE)  # type: ignore[arg-type]
+    claims.take()
+    exchanger.answers.append([claimed(4)])
+    claims.send_pending()  # off the thread: 3 is in hand
+    assert exchanger.arrived.acquire(timeout=10)
+    assert claims.take().task.id == 3  # type: ignore[union-attr]
+    taken: list[int] = []
+    waiting = threading.Thread(target=lambda: taken.append(claims.take().task.id))  # type: ignore[union-attr]
+    waiting.start()
+    exchanger.go.release()
+    waiting.join(10)
+    assert taken == [4]
+    assert [r[0] for r in exchanger.reports] == [1]  # it asked nobody else meanwhile
