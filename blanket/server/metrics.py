@@ -196,6 +196,12 @@ class Metrics:
         self._of(self._requests, method, route, status).inc()
         self._of(self._latency, method, route).observe(seconds)
 
+    def skipped(self, types: list[str]) -> None:
+        """Tasks skipped inside the store (one they waited for did not succeed): final
+        without an attempt."""
+        for type_name in types:
+            self._of(self._finished, type_name, TaskState.SKIPPED.value).inc()
+
     def store_commit(self, seconds: float, durable: bool) -> None:
         self._durable[durable].observe(seconds)
 

@@ -207,6 +207,9 @@ class Store(ABC):
     # Called after each write transaction with the seconds its commit took (with, when
     # durable, its wait for the disk) and whether it was durable (the server's metrics).
     on_commit: Callable[[float, bool], None] = staticmethod(lambda seconds, durable: None)
+    # Called after a transaction that skipped tasks (a task they waited for did not succeed)
+    # with their types, one entry each (the server counts them as finished).
+    on_skipped: Callable[[list[str]], None] = staticmethod(lambda types: None)
 
     def announce(self, *topics: str) -> None:
         """Wake the waiters of `topics` on every server sharing this store (a stop asked

@@ -202,13 +202,19 @@ class PostgresStore(SqlVerbs):
                         cur.execute("SET LOCAL synchronous_commit = off")
                     yield cur
             except BaseException:
+                self._skips_done(committed=False)
                 if not conn.broken:
                     conn.rollback()
                 raise
             began = time.perf_counter()
-            conn.commit()
+            try:
+                conn.commit()
+            except BaseException:
+                self._skips_done(committed=False)
+                raise
             if write:
                 self.on_commit(time.perf_counter() - began, durable)
+            self._skips_done(committed=True)
 
     def _one(self, query: str, params: Any = None) -> Row | None:
         with self._tx(write=False) as cur:
@@ -371,6 +377,8 @@ class PostgresStore(SqlVerbs):
 
         def deliver(row: Row, lost: str | None) -> None:
             made.append(self._deliveries_in(cur, row, lost))
+            if row["state"] == TaskState.SKIPPED.value:  # a dependent of the ended task
+                self._skipping().append(row["type"])
 
         with self._tx(durable=bool(ends)) as cur:
             ended, taken, ids = exchange_in(

@@ -107,11 +107,13 @@ class SQLiteStore(SqlVerbs):
                 self._db.execute("COMMIT")
                 took = time.perf_counter() - began
             except BaseException as e:
+                self._skips_done(committed=False)
                 if self._db.in_transaction:  # SQLITE_FULL may have rolled it back already
                     self._db.execute("ROLLBACK")
                 if is_disk_full(e):
                     raise self._disk_full() from e
                 raise
+            self._skips_done(committed=True)
             seq = self._wal.committed() if self._wal else 0
             if durable and self._wal:
                 self._wal.want(seq)
@@ -291,6 +293,8 @@ class SQLiteStore(SqlVerbs):
 
         def deliver(row: sqlite3.Row, lost: str | None) -> None:
             made.append(self._deliveries_in(db, row, lost))
+            if row["state"] == TaskState.SKIPPED.value:  # a dependent of the ended task
+                self._skipping().append(row["type"])
 
         with self._tx(durable=bool(ends), notify=topics) as db:
             ended, taken, ids = exchange_in(

@@ -5,6 +5,7 @@ blanket/store/sql/."""
 from __future__ import annotations
 
 import json
+import threading
 from abc import abstractmethod
 from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager
@@ -45,7 +46,25 @@ class SqlVerbs(Store):
         def skipped(row: Any) -> None:
             if self._deliveries_in(db, row) and DELIVERIES not in topics:
                 topics.append(DELIVERIES)
+            self._skipping().append(row["type"])
         return skipped
+
+    def _skipping(self) -> list[str]:
+        """The types of the tasks this thread's transaction skipped so far."""
+        local = self.__dict__.setdefault("_skips", threading.local())
+        if not hasattr(local, "types"):
+            local.types = []
+        return local.types
+
+    def _skips_done(self, committed: bool) -> None:
+        """The transaction ended: tell `on_skipped` what it skipped, if it committed."""
+        local = self.__dict__.get("_skips")
+        types = getattr(local, "types", None)
+        if not types:
+            return
+        local.types = []  # type: ignore[union-attr]
+        if committed:
+            self.on_skipped(types)
 
     def _settled_in(self, db: Any, task_id: int, state: str, now: float,
                     topics: list[str], row: Any = None) -> None:

@@ -68,6 +68,23 @@ def server(make_server) -> ServerProcess:
     return started
 
 
+def test_tasks_skipped_for_a_failure_count_as_finished(server: ServerProcess) -> None:
+    """A skip happens inside the store, in the transaction that ends what the task waited
+    for (or that stops it, or at submission): each skipped task counts once, cascades too,
+    and only there, never as an attempt."""
+    bad = server.client.post("/task/", {"type": "bad"})
+    first = server.client.post("/task/", {"type": "ok", "after": [bad["id"]]})
+    second = server.client.post("/task/", {"type": "later", "after": [first["id"]]})
+    assert server.wait_for_task(second["id"], states=("SKIPPED",))["state"] == "SKIPPED"
+    late = server.client.post("/task/", {"type": "ok", "after": [bad["id"]]})  # at submission
+    assert late["state"] == "SKIPPED"
+    _, after = scrape(server)
+    assert value(after, "blanket_tasks_finished_total", type="ok", state="SKIPPED") == 2
+    assert value(after, "blanket_tasks_finished_total", type="later", state="SKIPPED") == 1
+    assert value(after, "blanket_tasks_finished_total", type="bad", state="FAILED") == 1
+    assert value(after, "blanket_attempts_ended_total", type="ok", state="SKIPPED") == 0
+
+
 def test_metrics_move_by_what_the_server_did(server: ServerProcess) -> None:
     kind, before = scrape(server)
     assert kind.startswith("text/plain; version=0.0.4")

@@ -213,3 +213,30 @@ def test_many_waits_are_read_and_written_in_a_few_statements(store: Store):
     for root in roots:
         end(store, root.id)
     assert state(store, fan_in.id) == "QUEUED"
+
+
+def test_each_skip_is_told_once_its_transaction_committed(store: Store):
+    """on_skipped (the server's finished counter) hears of every task skipped, by type, on
+    every path that skips: an end and its cascade, a stop, a removal, a submission."""
+    told: list[list[str]] = []
+    store.on_skipped = told.append
+    root = store.add_task(new_task(type="root"))
+    child = store.add_task(new_task(type="child", after=(root.id,)))
+    store.add_task(new_task(type="grandchild", after=(child.id,)))
+    assert told == []
+    taken = claim(store)
+    assert taken is not None and taken.id == root.id
+    store.finish_task(root.id, taken.token or "", failed())
+    assert sorted(told.pop()) == ["child", "grandchild"] and told == []
+    late = store.add_task(new_task(type="late", after=(root.id,)))  # root failed already
+    assert late.state is TaskState.SKIPPED and told == [["late"]]
+    told.clear()
+    other = store.add_task(new_task(type="other", tags=("x",)))
+    waiting = store.add_task(new_task(type="waiting", after=(other.id,)))
+    behind = store.add_task(new_task(type="behind", after=(waiting.id,)))
+    store.stop_queued(waiting.id, NOW, "me")
+    assert told == [["behind"]]
+    store.add_task(new_task(type="orphan", after=(other.id,)))
+    store.delete_task(other.id)
+    assert told == [["behind"], ["orphan"]]
+    assert state(store, behind.id) == "SKIPPED"
