@@ -3,6 +3,7 @@ policy, stops and removals, and the reaper that notices workers that stopped ans
 
 from __future__ import annotations
 
+import contextlib
 import shutil
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -157,6 +158,12 @@ class Queue:
             (task, []) for task in ended]
         # What was taken answers the claims in order (the store stops at the first miss).
         for found, claim, owner in zip(taken, claims, owners, strict=False):
+            if isinstance(answers[owner][0], BlanketError):
+                # A refused report's answer carries no claim: what it took would sit
+                # CLAIMED, never run, until the reaper spent one of its attempts.
+                with contextlib.suppress(BlanketError):
+                    self.release(found.id, found.token or "")
+                continue
             bound = self._bound(found, claim)
             if bound is not None:
                 answers[owner][1].append(bound)

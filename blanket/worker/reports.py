@@ -63,6 +63,8 @@ class ReportQueue(threading.Thread):
             send = self.items.get()
             try:
                 send()
+            except Exception:  # a bug: the reports behind it (end reports too) must still go
+                log.exception("report failed")
             finally:
                 self.items.task_done()
 

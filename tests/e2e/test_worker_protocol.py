@@ -273,3 +273,21 @@ def test_an_exchange_outside_its_limits_is_refused_naming_the_field(make_server,
     server = make_server(types={"echo": ECHO})
     status, answer = server.client.request("POST", "/exchange", body=body, ok=(400,))
     assert status == 400 and word in answer["error"]["message"]
+
+
+def test_a_refused_report_in_an_exchange_claims_nothing_for_its_slot(make_server):
+    """A report the exchange refuses (its attempt is over: a retry of a report whose answer
+    was lost, a task reaped or removed) must not claim for its slot: the answer carries no
+    claim, so what it took would sit CLAIMED, never run, until the reaper spends an attempt
+    of it."""
+    server = make_server(types={"echo": ECHO})
+    slot = register(server, "proc-1")
+    tasks = [server.client.post("/task/", {"type": "echo"}) for _ in range(3)]
+    claim = server.client.post(f"/worker/{slot}/claim")["task"]
+    answer = server.client.post("/exchange", {"reports": [
+        {"task": claim["id"], "token": "an-old-attempt", "state": "SUCCESS",
+         "claim_next": 2, "worker": slot}]})
+    (refused,) = answer["ended"]
+    assert refused["status"] == 409 and refused["next"] is None and refused["reserve"] is None
+    assert [server.client.get(f"/task/{t['id']}")["state"] for t in tasks[1:]] == [
+        "QUEUED", "QUEUED"]

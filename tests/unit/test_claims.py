@@ -97,3 +97,36 @@ def test_a_slot_with_nothing_in_hand_takes_what_a_report_on_its_way_brings():
     waiting.join(10)
     assert taken == [4]
     assert [r[0] for r in exchanger.reports] == [1]  # it asked nobody else meanwhile
+
+
+def test_a_report_failing_unexpectedly_off_the_thread_leaves_the_slot_able_to_report():
+    """An end report sent on the report thread that fails with an exception nobody expected
+    (a bug) must not end that thread: the reports queued after it would never go, and the
+    slot would wait for them for good, its reserves held."""
+    claims, exchanger = slot_claims()
+    finish = exchanger.finish
+
+    def failing(worker_id: str, task_id: int, report: P.Finished) -> P.Ended:
+        answer = finish(worker_id, task_id, report)
+        if task_id == 1:
+            raise RuntimeError("a bug")
+        return answer
+
+    exchanger.finish = failing  # type: ignore[method-assign]
+    claims.hold([claimed(2), claimed(3), claimed(4)])  # type: ignore[list-item]
+    claims.finish(attempt(1), DONE)  # type: ignore[arg-type]
+    assert claims.take().task.id == 2  # type: ignore[union-attr]
+    exchanger.go.release()
+    claims.send_pending()  # task 1's report, off the thread: it fails
+    claims.settle()
+    claims.finish(attempt(2), DONE)  # type: ignore[arg-type]
+    assert claims.take().task.id == 3  # type: ignore[union-attr]
+    exchanger.go.release()
+    claims.send_pending()  # task 2's report, off the thread: 4 is in hand
+    assert claims.take().task.id == 4  # type: ignore[union-attr]
+    exchanger.go.release()
+    reporting = threading.Thread(target=claims.finish, args=(attempt(4), DONE), daemon=True)
+    reporting.start()  # nothing in hand: waits for task 2's answer, then reports on its own
+    reporting.join(10)
+    assert not reporting.is_alive()
+    assert [r[0] for r in exchanger.reports] == [1, 2, 4]
