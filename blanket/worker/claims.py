@@ -2,10 +2,10 @@
 them: with a reserve in hand, a task's end report waits until the reserve's process has
 started, then goes out while the reserve runs, asking for as many reserves as keep
 RESERVES in hand. If the slot still holds a task then, the report goes on the slot's report
-thread (in order after the attempt's start and progress) and the slot never waits for its
-answer; with nothing left in hand it goes on the slot's own thread, whose next task the
-answer brings. Without a reserve, a report goes at once and brings the next task and a
-reserve."""
+thread (in order after the attempt's start and progress) and the slot does not wait for its
+answer while the reserve runs; it takes the next task only once that answer came. With
+nothing left in hand the report goes on the slot's own thread, whose next task the answer
+brings. Without a reserve, a report goes at once and brings the next task and a reserve."""
 
 from __future__ import annotations
 
@@ -54,10 +54,11 @@ class Claims:
         self._settled = threading.Condition(self._lock)
 
     def take(self) -> P.Claimed | None:
-        """A task in hand, else one the end reports on their way bring."""
-        with self._lock:
-            if self._held:
-                return self._held.popleft()
+        """A task in hand, else one the end reports on their way bring. Either way the end
+        report on its way (the one that told the server this slot runs its reserve) is
+        answered first: a slot never runs ahead of what the server knows by more than the
+        task it starts, so the server can tell which of a dead worker's reserves surely
+        never started (Queue.reap_lost_tasks)."""
         self.settle()
         with self._lock:
             if self._held:
@@ -189,6 +190,9 @@ class Claims:
         except (GaveUp, BlanketError, ValueError) as e:
             log.error("result not delivered", task=task.id, state=result.state.value,
                       problem=str(e))
+            # The server does not know this slot ran its reserve: the tasks still in hand
+            # may be counted lost meanwhile (reap_lost_tasks); none of them is started.
+            self.release_all()
         else:
             self.hold([claim for claim in (ended.next, ended.reserve) if claim])
             log.debug("task ended", task=task.id, state=ended.state,
