@@ -154,8 +154,7 @@ class LateStart(Request, frozen=True):
 
 class Finished(Request, frozen=True):
     """The attempt ended. With `claim_next` the answer brings the next task (1), or the next
-    task and a reserve (2); `running` says the worker now runs its reserve, that task, and
-    `claim_next` is then how many new reserves it wants (1 or 2)."""
+    task and a reserve (2); `running` says the worker now runs its reserve, that task."""
 
     token: Token
     state: EndState

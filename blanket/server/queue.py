@@ -29,19 +29,14 @@ REPORTABLE = frozenset({TaskState.SUCCESS, TaskState.FAILED, TaskState.TIMEDOUT,
                         TaskState.STOPPED})
 
 
-# Seconds between the times of claims made together for one worker (its next task and its
-# reserve, or two reserves): the order they were claimed in is the order it runs them.
-CLAIM_STEP = 1e-6
-
-
 @dataclass(frozen=True)
 class AttemptEnd:
     """An attempt's end as its worker reports it. `started` carries a start the worker had
     not reported ({"at", "pid", "directory"}). With `claim_next` the report also claims
     for `worker` (by default the attempt's holder) in the same transaction: 1, its next
     task; 2, its next task and a reserve to start the moment that one ends. A worker that
-    already started its reserve says which (`running`): what it claims then are its new
-    reserves, one or two."""
+    already started its reserve says which (`running`): what it claims then is its new
+    reserve."""
 
     task_id: int
     token: str
@@ -82,9 +77,9 @@ class Queue:
         return self._bound(task, claim) if task is not None else None
 
     def _claim(self, worker: str, tags: frozenset[str], *, reserve: bool = False,
-               running: int | None = None, now: float | None = None) -> Claim:
-        return Claim(worker, tags, self.limits(), time.time() if now is None else now,
-                     self.versions(), reserve=reserve, running=running)
+               running: int | None = None) -> Claim:
+        return Claim(worker, tags, self.limits(), time.time(), self.versions(),
+                     reserve=reserve, running=running)
 
     def _bound(self, task: Task, claim: Claim) -> tuple[Task, TaskType] | None:
         """A claimed task with its type; one whose type is gone fails, and the worker
@@ -210,12 +205,11 @@ class Queue:
                 self.store.touch_worker(worker.id, end.running, now)
             return []
         tags = frozenset(worker.tags)
-        if end.running is not None:  # its reserve runs: it asks for one or two new reserves
-            claims = [self._claim(worker.id, tags, reserve=True, running=end.running, now=now)]
-        else:
-            claims = [self._claim(worker.id, tags, now=now)]
-        if end.claim_next > 1:  # claimed after the first, as the worker runs them
-            claims.append(self._claim(worker.id, tags, reserve=True, now=now + CLAIM_STEP))
+        if end.running is not None:
+            return [self._claim(worker.id, tags, reserve=True, running=end.running)]
+        claims = [self._claim(worker.id, tags)]
+        if end.claim_next > 1:
+            claims.append(self._claim(worker.id, tags, reserve=True))
         return claims
 
     def _decider(self, end: AttemptEnd, now: float) -> Callable[[Task], Outcome]:
@@ -306,19 +300,10 @@ class Queue:
         spends one of the task's attempts, started or not (a task that kills its workers
         must not go round forever), and the store ends the task FAILED once none is left.
         One that never started takes its old place again; one that ran waits its retry
-        delay. A reserve that surely never started (see `_never_started`) is queued again
-        as if it had never been claimed, spending nothing."""
+        delay."""
         now = time.time() if now is None else now
         ended = []
-        stale = self.store.stale_tasks(now - lost_after)
-        unstarted = self._never_started(stale)
-        for task in stale:
-            if task.id in unstarted:
-                with contextlib.suppress(Conflict, NotFound):  # it moved on meanwhile
-                    self.store.release_task(task.id, task.token or "")
-                    log.info("a lost worker's reserve is queued again", task=task.id,
-                             type=task.type, worker=task.worker)
-                continue
+        for task in self.store.stale_tasks(now - lost_after):
             error = f"worker {task.worker} stopped answering"
             if task.state is TaskState.CLAIMED:
                 error += " before the task started"
@@ -336,26 +321,6 @@ class Queue:
                      result=ended[-1].state.value, error=ended[-1].error)
             self._ended(ended[-1])
         return ended
-
-
-    def _never_started(self, stale: Sequence[Task]) -> set[int]:
-        """The claimed tasks of lost workers that surely never started: a worker runs its
-        claims in the order it got them, and starts a reserve only once the server knew it
-        ran the one before (its record's task; blanket/worker/claims.py), so of the claims
-        it held besides that task only the first may have started."""
-        held: dict[str, list[Task]] = {}
-        for task in stale:
-            if task.state is TaskState.CLAIMED and task.worker is not None:
-                held.setdefault(task.worker, []).append(task)
-        unstarted: set[int] = set()
-        for worker_id, tasks in held.items():
-            worker = self.store.get_worker(worker_id)
-            if worker is None or worker.task is None:  # nothing says what it ran: count all
-                continue
-            waiting = sorted((t for t in tasks if t.id != worker.task),
-                             key=lambda t: (t.claimed or 0.0, t.id))
-            unstarted.update(t.id for t in waiting[1:])
-        return unstarted
 
 
 def _late_start(started: Mapping[str, Any], now: float) -> Outcome:

@@ -1,11 +1,8 @@
 """The claims a worker slot holds beside the task it runs, and the end reports that bring
 them: with a reserve in hand, a task's end report waits until the reserve's process has
-started, then goes out while the reserve runs, asking for as many reserves as keep
-RESERVES in hand. If the slot still holds a task then, the report goes on the slot's report
-thread (in order after the attempt's start and progress) and the slot does not wait for its
-answer while the reserve runs; it takes the next task only once that answer came. With
-nothing left in hand the report goes on the slot's own thread, whose next task the answer
-brings. Without a reserve, a report goes at once and brings the next task and a reserve."""
+started, then goes out on the slot's own thread while the reserve runs, and asks for the
+next reserve; without one, it goes at once and its answer brings the next task and a
+reserve. No thread is handed anything per task."""
 
 from __future__ import annotations
 
@@ -26,9 +23,6 @@ from blanket.worker.runner import RunResult
 from blanket.worker.shipping import OUTPUT_PATIENCE
 
 log = structlog.get_logger("blanket.worker")
-# Claimed tasks a slot keeps in hand beside the one it runs, so that it starts the next the
-# moment one ends while the end report's answer is still on its way.
-RESERVES = 2
 
 
 class Claims:
@@ -47,19 +41,9 @@ class Claims:
         self._long = False  # the current task outlived the runner's first poll
         # An end report held until the reserve it names has started.
         self._pending: tuple[Attempt, RunResult, P.Finished] | None = None
-        # End reports sent off the slot's thread (it had its next task in hand), and the
-        # claims they asked for: the slot waits for them only when it has nothing to run.
-        self._flying = 0
-        self._asked = 0
-        self._settled = threading.Condition(self._lock)
 
     def take(self) -> P.Claimed | None:
-        """A task in hand, else one the end reports on their way bring. Either way the end
-        report on its way (the one that told the server this slot runs its reserve) is
-        answered first: a slot never runs ahead of what the server knows by more than the
-        task it starts, so the server can tell which of a dead worker's reserves surely
-        never started (Queue.reap_lost_tasks)."""
-        self.settle()
+        """A task in hand, else one the end report on its way brings."""
         with self._lock:
             if self._held:
                 return self._held.popleft()
@@ -115,38 +99,7 @@ class Claims:
         attempt, result, report = pending
         if self.stopping.is_set():  # the reserve will not run: ask for nothing
             report = msgspec.structs.replace(report, claim_next=0, running=None)
-            self.settle()
-            self._report_now(attempt, result, report)
-            return
-        with self._lock:
-            # Keep RESERVES in hand, counting what the reports on their way asked for.
-            wants = max(1, min(2, RESERVES - len(self._held) - self._asked))
-            off_thread = bool(self._held)
-            if off_thread:
-                self._flying += 1
-                self._asked += wants
-        report = msgspec.structs.replace(report, claim_next=wants)
-        if not off_thread:  # its answer brings what this slot runs next: wait for it
-            self.settle()
-            self._report_now(attempt, result, report)
-            return
-
-        def send() -> None:
-            try:
-                self._report_end(attempt, result, report)
-            finally:
-                with self._lock:
-                    self._flying -= 1
-                    self._asked -= wants
-                    self._settled.notify_all()
-
-        self.reports.call(send)
-
-    def settle(self) -> None:
-        """Wait for the answers of the end reports sent off this slot's thread."""
-        with self._lock:
-            while self._flying:
-                self._settled.wait()
+        self._report_end(attempt, result, report)
 
     def finish(self, attempt: Attempt, result: RunResult) -> None:
         """Report the end; see the module's docstring."""
@@ -160,25 +113,16 @@ class Claims:
                             exit_code=result.exit_code, error=as_utf8(result.error),
                             handback=attempt.handback, started=attempt.unreported_start)
         if self.stopping.is_set() or attempt.handback:
-            self.settle()
             self.release_all()
-            self._report_now(attempt, result, report)
+            self._report_end(attempt, result, report)
             return
-        if not self._held:
-            self.settle()  # a report on its way may bring the reserve
         with self._lock:
             reserve = self._held[0].task.id if self._held else None
         if reserve is not None:  # sent by send_pending once the reserve runs
             self._pending = (attempt, result,
                              msgspec.structs.replace(report, claim_next=1, running=reserve))
         else:
-            self._report_now(attempt, result, msgspec.structs.replace(report, claim_next=2))
-
-    def _report_now(self, attempt: Attempt, result: RunResult, report: P.Finished) -> None:
-        """Send the end report on this thread, after what the report queue holds (the
-        attempt's start and progress go first)."""
-        self.reports.flush()
-        self._report_end(attempt, result, report)
+            self._report_end(attempt, result, msgspec.structs.replace(report, claim_next=2))
 
     def _report_end(self, attempt: Attempt, result: RunResult, report: P.Finished) -> None:
         task = attempt.task
@@ -190,9 +134,6 @@ class Claims:
         except (GaveUp, BlanketError, ValueError) as e:
             log.error("result not delivered", task=task.id, state=result.state.value,
                       problem=str(e))
-            # The server does not know this slot ran its reserve: the tasks still in hand
-            # may be counted lost meanwhile (reap_lost_tasks); none of them is started.
-            self.release_all()
         else:
             self.hold([claim for claim in (ended.next, ended.reserve) if claim])
             log.debug("task ended", task=task.id, state=ended.state,

@@ -400,7 +400,8 @@ class Slot:
         finally:
             attempt.ended.set()
             self._current(None)
-        self.claims.finish(attempt, result)  # after the attempt's start and progress reports
+        self.reports.flush()
+        self.claims.finish(attempt, result)
 
     def _send_pending(self) -> None:
         """The previous task's end report; whatever goes wrong with it must not leave the

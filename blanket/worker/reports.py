@@ -63,7 +63,7 @@ class ReportQueue(threading.Thread):
             send = self.items.get()
             try:
                 send()
-            except Exception:  # a bug: the reports behind it (end reports too) must still go
+            except Exception:  # a bug: the reports behind it must still go
                 log.exception("report failed")
             finally:
                 self.items.task_done()

@@ -86,19 +86,6 @@ def test_a_worker_running_its_reserve_says_so_and_takes_the_next_reserve(make_se
     assert server.client.get(f"/task/{third['id']}")["state"] == "QUEUED"
 
 
-def test_a_worker_running_its_reserve_may_take_two_new_reserves(make_server):
-    server = make_server(types={"echo": ECHO})
-    worker = register(server)
-    (first, second, third, fourth), claim = claim_first(server, worker, 4)
-    answer = server.client.post(f"/task/{first['id']}/finished", {
-        "token": claim["task"]["token"], "state": "SUCCESS", "exit_code": 0,
-        "claim_next": 2, "running": 12345})
-    assert [answer["next"]["task"]["id"], answer["reserve"]["task"]["id"]] == [
-        second["id"], third["id"]]
-    assert server.client.get(f"/worker/{worker}")["task"] == 12345  # what it runs
-    assert server.client.get(f"/task/{fourth['id']}")["state"] == "QUEUED"
-
-
 def test_no_reserve_is_taken_while_an_idle_worker_could_run_it(make_server):
     server = make_server(types={"echo": ECHO})
     busy = register(server, "busy")

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from blanket.config.tasktype import TaskType
-from blanket.models import TaskState, Worker
+from blanket.models import TaskState
 from blanket.server.queue import Queue
 from blanket.store.base import Claim, NewTask
 from blanket.store.sqlite import SQLiteStore
@@ -104,42 +104,3 @@ def test_a_failure_with_retries_backs_off_exponentially(queue: Queue):
     last = queue.store.claim_task(Claim("w", frozenset(), {}, 1e12))
     final, _ = queue.finish_and_claim(last.id, last.token, TaskState.FAILED, 1, "boom")
     assert final.state is TaskState.FAILED and len(final.attempts) == 4
-
-
-def test_a_lost_workers_reserves_that_surely_never_started_are_queued_again_unspent(
-        queue: Queue):
-    """A worker starts a reserve only once the server knows it runs the one before (its
-    record's task): of the tasks it held besides that one, only the first it got may have
-    started, and it spends an attempt; the others go back as if never claimed."""
-    queue.store.save_worker(Worker(id="w", tags=(), host="h", pid=1, state="idle",
-                                   registered=1.0, heartbeat=1.0))
-    ids = [add(queue) for _ in range(5)]
-    first, _ = queue.claim_once("w", frozenset())
-    _, taken = queue.finish_and_claim(first.id, first.token, TaskState.SUCCESS, 0, None,
-                                      claim_next=2)
-    (running, _), (reserve, _) = taken
-    # the worker started its reserve and asks for two new ones
-    _, taken = queue.finish_and_claim(running.id, running.token, TaskState.SUCCESS, 0, None,
-                                      claim_next=2, running=reserve.id)
-    (next_up, _), (last, _) = taken
-    assert [next_up.id, last.id] == ids[3:] and next_up.claimed < last.claimed
-    assert queue.store.get_worker("w").task == reserve.id  # type: ignore[union-attr]
-    lost = queue.reap_lost_tasks(5.0, now=last.claimed + 60)
-    assert sorted((t.id, t.state) for t in lost) == [
-        (reserve.id, TaskState.FAILED), (next_up.id, TaskState.FAILED)]
-    again = queue.store.get_task(last.id)
-    assert again is not None and again.state is TaskState.QUEUED
-    assert (again.attempt, again.attempts, again.worker) == (0, (), None)
-
-
-def test_without_the_workers_record_every_lost_claim_spends_an_attempt(queue: Queue):
-    queue.store.save_worker(Worker(id="w", tags=(), host="h", pid=1, state="idle",
-                                   registered=1.0, heartbeat=1.0))
-    ids = [add(queue) for _ in range(3)]
-    first, _ = queue.claim_once("w", frozenset())
-    _, taken = queue.finish_and_claim(first.id, first.token, TaskState.SUCCESS, 0, None,
-                                      claim_next=2)
-    assert queue.store.delete_worker("w")  # forgotten: nothing says what it ran
-    lost = queue.reap_lost_tasks(5.0, now=taken[1][0].claimed + 60)
-    assert sorted(t.id for t in lost) == ids[1:]
-    assert {t.state for t in lost} == {TaskState.FAILED}

@@ -150,7 +150,7 @@ class WorkerRoutes:
         # The worker asked for its next task (and maybe a reserve) in the same round trip (no
         # waiting here: when none is ready it long-polls the claim route as usual).
         claimed: list[P.Claimed | None] = [P.Claimed.of(*found) for found in taken]
-        if report.running is not None and len(claimed) == 1:  # its new reserve
+        if report.running is not None:  # it runs its reserve: what it took is its new reserve
             claimed.insert(0, None)
         return message_response(P.Ended(task=task.to_json(),
                                         next=claimed[0] if claimed else None,
@@ -189,7 +189,7 @@ class WorkerRoutes:
                 ended.append(_refused(report.task, task))
                 continue
             claimed: list[P.Claimed | None] = [P.Claimed.of(*found) for found in taken]
-            if report.running is not None and len(claimed) == 1:  # its new reserve
+            if report.running is not None:  # its reserve runs: what it took is the new one
                 claimed.insert(0, None)
             ended.append(P.SlotEnded(task=task.id, state=task.state.value,
                                      next=claimed[0] if claimed else None,
