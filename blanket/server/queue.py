@@ -188,7 +188,7 @@ class Queue:
             log.info("attempt ended, task queued again", task=task.id, type=task.type,
                      attempt_state=attempt.get("state"), duration=duration,
                      worker=attempt.get("worker"), attempt=task.attempt,
-                     not_before=task.not_before)
+                     not_before=task.not_before, error=attempt.get("error"))
 
     def _claims_of(self, end: AttemptEnd, now: float) -> list[Claim]:
         """What an end report claims for its worker: with `claim_next` 1 its next task, 2
@@ -317,9 +317,7 @@ class Queue:
                 ended.append(self.store.lose_task(task.id, task.token or "", lost))
             except (Conflict, NotFound):
                 continue  # it ended meanwhile
-            log.info("attempt lost", task=task.id, type=task.type, attempt=task.attempt,
-                     result=ended[-1].state.value, error=ended[-1].error)
-            self._ended(ended[-1])
+            self._ended(ended[-1])  # its line says the attempt was LOST, and why
         return ended
 
 

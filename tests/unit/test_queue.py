@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from structlog.testing import capture_logs
 
 from blanket.config.tasktype import TaskType
 from blanket.models import TaskState
@@ -104,3 +105,13 @@ def test_a_failure_with_retries_backs_off_exponentially(queue: Queue):
     last = queue.store.claim_task(Claim("w", frozenset(), {}, 1e12))
     final, _ = queue.finish_and_claim(last.id, last.token, TaskState.FAILED, 1, "boom")
     assert final.state is TaskState.FAILED and len(final.attempts) == 4
+
+
+def test_a_lost_attempt_is_logged_once_saying_why(queue: Queue):
+    add(queue, retries=1)
+    task, _ = queue.claim_once("w", frozenset())
+    with capture_logs() as logs:
+        queue.reap_lost_tasks(5.0, now=task.claimed + 6)
+    [line] = [e for e in logs if e.get("task") == task.id]
+    assert (line["event"], line["attempt_state"]) == ("attempt ended, task queued again", "LOST")
+    assert line["error"] == "worker w stopped answering before the task started"
