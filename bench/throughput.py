@@ -1,8 +1,10 @@
 """Tasks per second through a real server and `blanket worker -n 2`, next to Huey (SqliteHuey,
 2 process workers) and to the same shell command run directly by 2 threads (the floor for
 this machine), on one workload: each job makes a fresh folder and runs `bash -c "echo hello
-N"` with its stdout and stderr in files there, submitted from 2 threads. Then the delay from
-a submission to its command starting on an idle worker.
+N"` with its stdout and stderr in files there, submitted from 2 threads; with what each part
+of each system spent in CPU per task in those rounds (where the time goes: bash costs all
+three the same). Then the delay from a submission to its command starting on an idle
+worker.
 
     python -P bench/throughput.py [-n 500] [--rounds 3] [--samples 50] [--dir DIR]
                                   [--notify off|unmatched|webhook]
@@ -28,6 +30,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 
 import argparse
+import contextlib
 import ctypes
 import os
 import signal
@@ -87,10 +90,15 @@ def direct_job(root: Path, n: int) -> None:
 def direct_rate(root: Path, count: int) -> float:
     """Tasks per second running the jobs straight from 2 threads."""
     root.mkdir(parents=True)
+    cpu0 = this_cpu()
     began = time.perf_counter()
     with ThreadPoolExecutor(2) as pool:
         list(pool.map(lambda n: direct_job(root, n), range(count)))
-    return count / (time.perf_counter() - began)
+    rate = count / (time.perf_counter() - began)
+    cpu1 = this_cpu()
+    CPU["floor"].append({"the 2 threads": (cpu1[0] - cpu0[0]) / count,
+                         "tasks (bash)": (cpu1[1] - cpu0[1]) / count})
+    return rate
 
 
 def huey_rate(root: Path, count: int) -> float:
@@ -125,11 +133,17 @@ def huey_rate(root: Path, count: int) -> float:
 
         jobs.echo(-1)  # warm up: the consumer is up and its workers have run one job
         wait_until(lambda: finished() >= 1, timeout=60, interval=0.005)
+        consumer0, client0 = tree_cpu(consumer.pid), this_cpu()
         began = time.perf_counter()
         with ThreadPoolExecutor(2) as pool:
             list(pool.map(jobs.echo, range(count)))
         wait_until(lambda: finished() >= count + 1, timeout=600, interval=0.002)
-        return count / (time.perf_counter() - began)
+        rate = count / (time.perf_counter() - began)
+        consumer1, client1 = tree_cpu(consumer.pid), this_cpu()
+        CPU["huey"].append({"consumer and its 2 workers": (consumer1[0] - consumer0[0]) / count,
+                            "tasks (bash)": (consumer1[1] - consumer0[1]) / count,
+                            "enqueuing client": (client1[0] - client0[0]) / count})
+        return rate
     finally:
         sys.path.remove(str(root))
         consumer.terminate()
@@ -198,6 +212,46 @@ def folder_cost(root: Path, count: int = 200) -> float:
         for name in (".blanket-command", "stdout.log", "stderr.log", "task.json"):
             (folder / name).write_bytes(b"x\n")
     return (time.process_time() - began) / count
+
+
+TICKS = os.sysconf("SC_CLK_TCK")
+# CPU seconds per task of each part of a system, by system, one entry per round.
+CPU: dict[str, list[dict[str, float]]] = {"blanket": [], "huey": [], "floor": []}
+
+
+def process_cpu(pid: int) -> tuple[float, float]:
+    """(its own, its waited-for children's) CPU seconds of a process."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return ((int(fields[11]) + int(fields[12])) / TICKS,
+            (int(fields[13]) + int(fields[14])) / TICKS)
+
+
+def process_tree(pid: int) -> list[int]:
+    """A process and its descendants."""
+    found, todo = [], [pid]
+    while todo:
+        current = todo.pop()
+        found.append(current)
+        for children in Path(f"/proc/{current}/task").glob("*/children"):
+            with contextlib.suppress(OSError, ValueError):
+                todo.extend(int(child) for child in children.read_text().split())
+    return found
+
+
+def tree_cpu(pid: int) -> tuple[float, float]:
+    """(own, waited-for children's) CPU seconds of a process and its descendants."""
+    own = reaped = 0.0
+    for member in process_tree(pid):
+        with contextlib.suppress(OSError):
+            mine, theirs = process_cpu(member)
+            own, reaped = own + mine, reaped + theirs
+    return own, reaped
+
+
+def this_cpu() -> tuple[float, float]:
+    """(own, waited-for children's) CPU seconds of this process."""
+    now = os.times()
+    return now.user + now.system, now.children_user + now.children_system
 
 
 def blanket_rate(client: Client, count: int, offset: int = 0) -> float:
@@ -296,7 +350,15 @@ def blanket_round(root: Path, count: int, notify: str = "off") -> float:
     with server_with_workers({"echo": echo_type(notify, receiver)}, "blanket-", root,
                              keep=True) as running:
         running.client.post("/task/?wait=30", {"type": "echo"})  # warm: the bundle is fetched
+        server0, workers0 = process_cpu(running.server.pid), tree_cpu(running.workers.pid)
+        client0 = this_cpu()
         rate = blanket_rate(running.client, count, offset=1)
+        server1, workers1 = process_cpu(running.server.pid), tree_cpu(running.workers.pid)
+        client1 = this_cpu()
+        CPU["blanket"].append({"server": (server1[0] - server0[0]) / count,
+                               "worker process": (workers1[0] - workers0[0]) / count,
+                               "tasks (bash)": (workers1[1] - workers0[1]) / count,
+                               "submitting client": (client1[0] - client0[0]) / count})
         if receiver is not None:
             ended = time.perf_counter()
             wait_until(lambda: receiver.got >= count + 1, timeout=600, interval=0.01)
@@ -349,6 +411,11 @@ def main() -> None:
           "tasks/s")
     print(f"ratio blanket / Huey: {blanket / huey:.2f} (target >= 1.0)")
     print(f"ratio blanket / floor: {blanket / floor:.2f} (goal >= 0.65)")
+    for name, rounds in CPU.items():
+        parts = {part: mean([r[part] for r in rounds]) * 1000 for part in rounds[0]}
+        print(f"CPU per task, {name}: " + ", ".join(
+            f"{part} {ms:.2f} ms" for part, ms in parts.items())
+            + f"; in all {sum(parts.values()):.2f} ms")
     print(f"queued backlog through blanket worker -n 2: {drained:.0f} tasks/s "
           f"(ratio to the floor {drained / floor:.2f})")
     print(f"start delay p50: {percentile(delays, 0.5) * 1000:.1f} ms (target <= 4 ms)")
