@@ -47,6 +47,7 @@ class Settings:
     database: str = ""  # empty: SQLite at data_dir/blanket.db; or postgresql://...
     server_url: str = ""  # what clients and workers talk to; empty: http://host:port
     threads: int = 64  # the most threads answering short requests (per address)
+    server_cpus: tuple[int, ...] = ()  # the CPUs the server's threads run on; empty: any
     max_threads: int = 1024  # the most threads holding long polls and followed logs
     workers: int = 0  # tasks the server's own worker process runs at once (its slots)
     worker_tags: tuple[str, ...] = ()
@@ -120,6 +121,7 @@ _ENV = {
     "database": "BLANKET_DATABASE",
     "server_url": "BLANKET_SERVER",
     "threads": "BLANKET_THREADS",
+    "server_cpus": "BLANKET_SERVER_CPUS",
     "max_threads": "BLANKET_MAX_THREADS",
     "workers": "BLANKET_WORKERS",
     "worker_tags": "BLANKET_WORKER_TAGS",
@@ -232,6 +234,13 @@ def _convert(key: str, value: Any) -> Any:
         if number < 1:
             raise ValueError(f"{value!r} must be 1 or more")
         return number
+    if key == "server_cpus":
+        cpus = []
+        for item in _split_tags(value):
+            if not item.isdigit():
+                raise ValueError(f"{item!r} is not a CPU number (0, 1, ...)")
+            cpus.append(int(item))
+        return tuple(sorted(set(cpus)))
     if key in ("port", "workers", "max_missed"):
         number = int(value)
         if number < 0:

@@ -32,6 +32,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from blanket.models import Delivery, Task
+from blanket.server import cpus
 
 TAIL_BYTES = 4096
 TAIL_LINES = 20
@@ -237,6 +238,7 @@ def run_command(command: str, body: bytes, delivery: Delivery, task: Task | None
     process = subprocess.Popen(["/bin/sh", "-c", command], stdin=subprocess.PIPE,
                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env,
                                start_new_session=True)
+    cpus.release(process.pid)  # not confined with the server (server_cpus)
     try:
         output, _ = process.communicate(body, timeout=timeout)
     except subprocess.TimeoutExpired:

@@ -18,6 +18,7 @@ import structlog
 
 from blanket.config.settings import Settings
 from blanket.errors import InvalidInput
+from blanket.server import cpus
 from blanket.server.api.app import make_app
 from blanket.server.api.browser import BrowserGuard, server_names
 from blanket.server.api.front import RequestFront
@@ -136,6 +137,7 @@ class Server:
         if tags:
             command += ["-t", ",".join(tags)]
         self.workers = subprocess.Popen(command)
+        cpus.release(self.workers.pid)  # its tasks are not confined with the server
         log.info("local workers started", count=self.settings.workers, pid=self.workers.pid,
                  tags=tags, tags_from="worker_tags" if self.settings.worker_tags else
                  "this machine (set worker_tags to choose)")
@@ -144,6 +146,7 @@ class Server:
         """Run until SIGTERM/SIGINT or `stop()`."""
         for sig in (signal.SIGTERM, signal.SIGINT):
             signal.signal(sig, lambda *_: threading.Thread(target=self.stop).start())
+        cpus.confine(self.settings.server_cpus)  # before the threads that serve start
         self._prepare_http()
         self.fingerprint = announce_tls(self.settings)
         self._start_background()

@@ -95,3 +95,17 @@ def test_a_server_needs_at_least_one_thread(key: str):
         load_settings(Path("/nonexistent.toml"), environ={}, overrides={key: 0})
     assert getattr(load_settings(Path("/nonexistent.toml"), environ={},
                                  overrides={key: "3"}), key) == 3
+
+
+def test_server_cpus_are_cpu_numbers():
+    def cpus(value: object) -> tuple[int, ...]:
+        return load_settings(Path("/nonexistent.toml"), environ={},
+                             overrides={"server_cpus": value}).server_cpus
+
+    assert load_settings(Path("/nonexistent.toml"), environ={}).server_cpus == ()
+    assert cpus("1, 0") == (0, 1) and cpus([2]) == (2,) and cpus("") == ()
+    assert load_settings(Path("/nonexistent.toml"),
+                         environ={"BLANKET_SERVER_CPUS": "0"}).server_cpus == (0,)
+    for wrong in ("-1", "one", "0.5"):
+        with pytest.raises(InvalidInput, match="is not a CPU number"):
+            cpus(wrong)
