@@ -9,18 +9,21 @@ from __future__ import annotations
 
 import contextlib
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 from blanket.errors import InvalidInput
 
 # The CPUs this process could use before it was confined: what its children get back.
 _allowed: frozenset[int] | None = None
+# The CPUs it was confined to.
+_confined: tuple[int, ...] = ()
 
 
 def confine(cpus: tuple[int, ...]) -> None:
     """Run every thread of this process, and every thread it starts later, on `cpus` (none:
     leave it as it is). A CPU the process may not use is refused, naming those it may."""
-    global _allowed
+    global _allowed, _confined
     if not cpus:
         return
     allowed = frozenset(os.sched_getaffinity(0))
@@ -29,16 +32,27 @@ def confine(cpus: tuple[int, ...]) -> None:
         raise InvalidInput(
             f"server_cpus: CPU {', '.join(map(str, missing))} is not one this server may run on;"
             f" use some of {', '.join(map(str, sorted(allowed)))} (or leave server_cpus unset)")
-    _allowed = allowed
+    _allowed, _confined = allowed, cpus
     # Threads inherit the CPUs of the thread that starts them: set each that exists now.
     for task in Path("/proc/self/task").iterdir():
         with contextlib.suppress(ProcessLookupError, ValueError):  # a thread that just ended
             os.sched_setaffinity(int(task.name), cpus)
 
 
-def release(pid: int) -> None:
-    """Give a process this server just started every CPU the server could use before it was
-    confined (call right after starting it: it runs no task of its own before)."""
-    if _allowed is not None:
-        with contextlib.suppress(ProcessLookupError, OSError):
-            os.sched_setaffinity(pid, _allowed)
+@contextlib.contextmanager
+def unconfined() -> Iterator[None]:
+    """Start processes inside: they get every CPU the server could use before it was
+    confined. A process starts on the CPUs of the thread that starts it, so the calling
+    thread leaves `server_cpus` for the while: set on the process once started, the CPUs
+    would come too late for what it starts at once (`sh -c "a; b"` runs `a` before the
+    server's thread has the interpreter back, and `a` would stay confined for good)."""
+    if _allowed is None:
+        yield
+        return
+    with contextlib.suppress(OSError):
+        os.sched_setaffinity(0, _allowed)  # 0: this thread only
+    try:
+        yield
+    finally:
+        with contextlib.suppress(OSError):  # its CPUs went offline: it keeps them all
+            os.sched_setaffinity(0, _confined)

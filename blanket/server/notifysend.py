@@ -235,10 +235,10 @@ def run_command(command: str, body: bytes, delivery: Delivery, task: Task | None
             env["BLANKET_TASK_EXIT_CODE"] = str(task.exit_code)
         if task.error:
             env["BLANKET_TASK_ERROR"] = task.error[:1000]
-    process = subprocess.Popen(["/bin/sh", "-c", command], stdin=subprocess.PIPE,
-                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env,
-                               start_new_session=True)
-    cpus.release(process.pid)  # not confined with the server (server_cpus)
+    with cpus.unconfined():  # not confined with the server (server_cpus)
+        process = subprocess.Popen(["/bin/sh", "-c", command], stdin=subprocess.PIPE,
+                                   stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env,
+                                   start_new_session=True)
     try:
         output, _ = process.communicate(body, timeout=timeout)
     except subprocess.TimeoutExpired:

@@ -3,7 +3,6 @@ policy, stops and removals, and the reaper that notices workers that stopped ans
 
 from __future__ import annotations
 
-import contextlib
 import shutil
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -149,21 +148,19 @@ class Queue:
         owners: list[int] = []  # the index of the end each claim answers
         for index, end in enumerate(ends):
             for claim in self._claims_of(end, now):
-                claims.append(claim)
+                claims.append(replace(claim, end=index))
                 owners.append(index)
         ended, taken = self.store.exchange(
             [StoreEnd(end.task_id, end.token, self._decider(end, now)) for end in ends],
             claims, all_or_none=all_or_none)
         answers: list[tuple[Task | BlanketError, list[tuple[Task, TaskType]]]] = [
             (task, []) for task in ended]
-        # What was taken answers the claims in order (the store stops at the first miss).
-        for found, claim, owner in zip(taken, claims, owners, strict=False):
-            if isinstance(answers[owner][0], BlanketError):
-                # A refused report's answer carries no claim: what it took would sit
-                # CLAIMED, never run, until the reaper spent one of its attempts.
-                with contextlib.suppress(BlanketError):
-                    self.release(found.id, found.token or "")
-                continue
+        # What was taken answers the claims in order (the store stops at the first miss),
+        # but for those of refused reports: their answer carries no claim, so the store
+        # took none for them.
+        asked = [(claim, owner) for claim, owner in zip(claims, owners, strict=True)
+                 if not isinstance(answers[owner][0], BlanketError)]
+        for found, (claim, owner) in zip(taken, asked, strict=False):
             bound = self._bound(found, claim)
             if bound is not None:
                 answers[owner][1].append(bound)

@@ -136,8 +136,8 @@ class Server:
         tags = list(self.settings.worker_tags) or default_worker_tags()
         if tags:
             command += ["-t", ",".join(tags)]
-        self.workers = subprocess.Popen(command)
-        cpus.release(self.workers.pid)  # its tasks are not confined with the server
+        with cpus.unconfined():  # its tasks are not confined with the server
+            self.workers = subprocess.Popen(command)
         log.info("local workers started", count=self.settings.workers, pid=self.workers.pid,
                  tags=tags, tags_from="worker_tags" if self.settings.worker_tags else
                  "this machine (set worker_tags to choose)")

@@ -143,6 +143,9 @@ class Claim:
     # `running`, the task it runs meanwhile.
     reserve: bool = False
     running: int | None = None
+    # In an exchange, the index of the end whose report asks for it: a refused report
+    # claims nothing (its answer could not carry the task, nor its worker's record show it).
+    end: int | None = None
 
 
 @dataclass(frozen=True)
@@ -174,6 +177,8 @@ def exchange_in(ends: Sequence[End], claims: Sequence[Claim], all_or_none: bool,
             ended.append(e)
     taken = []
     for one in claims:
+        if one.end is not None and isinstance(ended[one.end], BlanketError):
+            continue  # a refused report claims nothing
         if (found := claim(one)) is None:
             break
         taken.append(found)

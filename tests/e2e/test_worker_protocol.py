@@ -278,3 +278,22 @@ def test_a_refused_report_in_an_exchange_claims_nothing_for_its_slot(make_server
     assert refused["status"] == 409 and refused["next"] is None and refused["reserve"] is None
     assert [server.client.get(f"/task/{t['id']}")["state"] for t in tasks[1:]] == [
         "QUEUED", "QUEUED"]
+
+
+def test_a_refused_report_leaves_its_slots_record_and_the_queue_to_the_others(make_server):
+    """A refused report's claims take nothing at all, not even for a moment: its slot's
+    record keeps the task it holds, and a report beside it that may claim gets the task."""
+    server = make_server(types={"echo": ECHO})
+    slots = [register(server, f"proc-{n}") for n in (1, 2)]
+    held = [server.client.post("/task/", {"type": "echo"}) for _ in range(2)]
+    claims = [server.client.post(f"/worker/{slot}/claim")["task"] for slot in slots]
+    last = server.client.post("/task/", {"type": "echo"})
+    answer = server.client.post("/exchange", {"reports": [
+        {"task": claims[0]["id"], "token": "an-old-attempt", "state": "SUCCESS",
+         "claim_next": 1, "worker": slots[0]},
+        {"task": claims[1]["id"], "token": claims[1]["token"], "state": "SUCCESS",
+         "exit_code": 0, "claim_next": 1, "worker": slots[1]}]})
+    refused, ended = answer["ended"]
+    assert refused["status"] == 409 and refused["next"] is None
+    assert ended["next"]["task"]["id"] == last["id"]
+    assert server.client.get(f"/worker/{slots[0]}")["task"] == held[0]["id"]
