@@ -212,9 +212,9 @@ class PostgresStore(SqlVerbs):
             except BaseException:
                 self._skips_done(committed=False)
                 raise
+            self._skips_done(committed=True)
             if write:
                 self.on_commit(time.perf_counter() - began, durable)
-            self._skips_done(committed=True)
 
     def _one(self, query: str, params: Any = None) -> Row | None:
         with self._tx(write=False) as cur:
