@@ -172,12 +172,18 @@ def test_a_running_tasks_log_is_appended_from_its_offset_and_resends_are_skipped
 
 # a worker process's slots: their end reports in one exchange
 
+def two_slots_holding(server, count: int) -> tuple[list[str], list[dict], list[dict]]:
+    """Two slots of a worker process, `count` echo tasks queued, each slot holding one of
+    them: (the slots, the tasks, their claimed tasks)."""
+    slots = [register(server, f"proc-{n}") for n in (1, 2)]
+    tasks = [server.client.post("/task/", {"type": "echo"}) for _ in range(count)]
+    claims = [server.client.post(f"/worker/{slot}/claim")["task"] for slot in slots]
+    return slots, tasks, claims
+
+
 def test_an_exchange_ends_each_slots_task_and_brings_each_its_next(make_server):
     server = make_server(types={"echo": ECHO})
-    slots = [register(server, f"proc-{n}") for n in (1, 2)]
-    first, second, third, fourth = (server.client.post("/task/", {"type": "echo"})
-                                    for _ in range(4))
-    claims = [server.client.post(f"/worker/{slot}/claim")["task"] for slot in slots]
+    slots, (first, second, third, fourth), claims = two_slots_holding(server, 4)
     assert [c["id"] for c in claims] == [first["id"], second["id"]]
     answer = server.client.post("/exchange", {"reports": [
         {"task": claims[0]["id"], "token": claims[0]["token"], "state": "SUCCESS",
@@ -197,9 +203,7 @@ def test_an_exchange_ends_each_slots_task_and_brings_each_its_next(make_server):
 
 def test_slots_ending_together_each_take_their_next_task_and_a_reserve(make_server):
     server = make_server(types={"echo": ECHO})
-    slots = [register(server, f"proc-{n}") for n in (1, 2)]
-    tasks = [server.client.post("/task/", {"type": "echo"}) for _ in range(6)]
-    claims = [server.client.post(f"/worker/{slot}/claim")["task"] for slot in slots]
+    slots, tasks, claims = two_slots_holding(server, 6)
     answer = server.client.post("/exchange", {"reports": [
         {"task": claim["id"], "token": claim["token"], "state": "SUCCESS", "exit_code": 0,
          "claim_next": 2, "worker": slot} for claim, slot in zip(claims, slots, strict=True)]})
@@ -211,9 +215,7 @@ def test_slots_ending_together_each_take_their_next_task_and_a_reserve(make_serv
 
 def test_a_refused_report_in_an_exchange_leaves_the_others_to_end(make_server):
     server = make_server(types={"echo": ECHO})
-    slots = [register(server, f"proc-{n}") for n in (1, 2)]
-    tasks = [server.client.post("/task/", {"type": "echo"}) for _ in range(2)]
-    claims = [server.client.post(f"/worker/{slot}/claim")["task"] for slot in slots]
+    slots, tasks, claims = two_slots_holding(server, 2)
     answer = server.client.post("/exchange", {"reports": [
         {"task": claims[0]["id"], "token": "an-old-attempt", "state": "SUCCESS",
          "worker": slots[0]},
@@ -284,9 +286,7 @@ def test_a_refused_report_leaves_its_slots_record_and_the_queue_to_the_others(ma
     """A refused report's claims take nothing at all, not even for a moment: its slot's
     record keeps the task it holds, and a report beside it that may claim gets the task."""
     server = make_server(types={"echo": ECHO})
-    slots = [register(server, f"proc-{n}") for n in (1, 2)]
-    held = [server.client.post("/task/", {"type": "echo"}) for _ in range(2)]
-    claims = [server.client.post(f"/worker/{slot}/claim")["task"] for slot in slots]
+    slots, held, claims = two_slots_holding(server, 2)
     last = server.client.post("/task/", {"type": "echo"})
     answer = server.client.post("/exchange", {"reports": [
         {"task": claims[0]["id"], "token": "an-old-attempt", "state": "SUCCESS",
