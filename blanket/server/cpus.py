@@ -1,7 +1,7 @@
 """The CPUs the server's threads run on (`server_cpus`). Only one thread runs Python at a time
 in a process, and handing the interpreter between threads that sit on different CPUs costs
 far more than between threads on one (waking the other CPU, moving what its cache holds):
-measured on 2 CPUs, the server spent 17% less CPU per task kept on one. Processes the server
+measured on 2 CPUs, the server spent 15% less CPU per task kept on one. Processes the server
 starts (its local workers, notification commands) get every CPU back, so the tasks they run
 are never confined with it."""
 

@@ -144,12 +144,9 @@ class Queue:
                 raise Conflict(f"state {end.state.value} cannot be reported; use one of "
                                f"{', '.join(sorted(s.value for s in REPORTABLE))}")
         now = time.time()
-        claims: list[Claim] = []
-        owners: list[int] = []  # the index of the end each claim answers
-        for index, end in enumerate(ends):
-            for claim in self._claims_of(end, now):
-                claims.append(replace(claim, end=index))
-                owners.append(index)
+        # Each claim names the end it answers (its index).
+        claims = [replace(claim, end=index) for index, end in enumerate(ends)
+                  for claim in self._claims_of(end, now)]
         ended, taken = self.store.exchange(
             [StoreEnd(end.task_id, end.token, self._decider(end, now)) for end in ends],
             claims, all_or_none=all_or_none)
@@ -158,8 +155,8 @@ class Queue:
         # What was taken answers the claims in order (the store stops at the first miss),
         # but for those of refused reports: their answer carries no claim, so the store
         # took none for them.
-        asked = [(claim, owner) for claim, owner in zip(claims, owners, strict=True)
-                 if not isinstance(answers[owner][0], BlanketError)]
+        asked = [(claim, claim.end or 0) for claim in claims
+                 if not isinstance(answers[claim.end or 0][0], BlanketError)]
         for found, (claim, owner) in zip(taken, asked, strict=False):
             bound = self._bound(found, claim)
             if bound is not None:
