@@ -208,7 +208,8 @@ def test_the_reviewed_edges(make_server, tmp_path):
     with its idempotency key makes one task, a combined log is the default stream, and a log
     link out of the task's folder is refused."""
     server = make_server(types={"hello": HELLO, "combined": COMBINED, "slow": SLOW})
-    make_server.worker(server)
+    # two slots: the combined task runs beside the slow one, whichever a slot takes first
+    make_server.worker(server, slots=2)
     status, answer = raw(server, b'{"jsonrpc": "2.0", "id": 1, "method": "tools/call", '
                                  b'"params": {"name": "wait_task", "arguments": '
                                  b'{"id": 1, "timeout_seconds": NaN}}}')

@@ -57,8 +57,13 @@ def log_events(server: ServerProcess) -> list[dict]:
 
 
 def run(server: ServerProcess, type_name: str) -> dict:
+    """Submit a task and wait until the server has counted its end: its end is visible as
+    soon as it commits, its count follows (and the log line after the count)."""
     task = server.client.post("/task/", {"type": type_name})
-    return server.wait_for_task(task["id"])
+    ended = server.wait_for_task(task["id"])
+    wait_until(lambda: any(e.get("event") == "task ended" and e.get("task") == task["id"]
+                           for e in log_events(server)))
+    return ended
 
 
 @pytest.fixture
