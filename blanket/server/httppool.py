@@ -19,6 +19,7 @@ from pathlib import Path
 import structlog
 
 from blanket.server.api.front import body_limit
+from blanket.server.api.http import close_body
 
 log = structlog.get_logger("blanket.server")
 
@@ -64,7 +65,6 @@ class WaitPool:
         self._jobs: deque[Callable[[], object]] = deque()
         self.threads = 0  # alive
         self.idle = 0  # alive and not running a job (counted from the moment one is started)
-        self.busiest = 0  # the most threads at once, for tests and logs
         self._warned_full = False
 
     def submit(self, job: Callable[[], object]) -> None:
@@ -74,7 +74,6 @@ class WaitPool:
                 if self.threads < self.most:
                     self.threads += 1
                     self.idle += 1
-                    self.busiest = max(self.busiest, self.threads)
                     threading.Thread(target=self._run, name="blanket wait", daemon=True).start()
                 elif not self._warned_full:
                     self._warned_full = True
@@ -147,9 +146,7 @@ class _Delivered:
 
     def close(self) -> None:
         try:
-            close = getattr(self.body, "close", None)
-            if close is not None:
-                close()
+            close_body(self.body)
         finally:
             if not self._finished and self.undelivered is not None:
                 try:
@@ -196,8 +193,6 @@ class Dispatcher:
             try:
                 proto.response_bytes(started.status, started.headers, b"".join(whole))
             finally:
-                close = getattr(body, "close", None)
-                if close is not None:
-                    close()
+                close_body(body)
             return
         proto.response_iter(started.status, started.headers, _Delivered(body, undelivered))

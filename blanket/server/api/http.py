@@ -28,6 +28,14 @@ MAX_UPLOAD = 1024 * 1024 * 1024
 _SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")
 
 
+def close_body(body: object) -> None:
+    """Close an answer's body if it can be (WSGI: the server calls `close` once it is done
+    with it, sent or not)."""
+    close = getattr(body, "close", None)
+    if close is not None:
+        close()
+
+
 def json_response(data: Any, status: int = 200) -> bottle.HTTPResponse:
     body = json.dumps(data, default=str)
     return bottle.HTTPResponse(body, status=status,

@@ -12,6 +12,7 @@ from collections.abc import Callable, Iterable, Iterator
 import structlog
 
 from blanket.server.api.access import caller_of
+from blanket.server.api.http import close_body
 from blanket.server.metrics import UNROUTED, Metrics
 
 log = structlog.get_logger("blanket.http")
@@ -75,8 +76,6 @@ class _Answer:
 
     def close(self) -> None:
         try:
-            close = getattr(self.body, "close", None)
-            if close is not None:
-                close()
+            close_body(self.body)
         finally:
             self.done()
