@@ -76,9 +76,9 @@ class Queue:
         return self._bound(task, claim) if task is not None else None
 
     def _claim(self, worker: str, tags: frozenset[str], *, reserve: bool = False,
-               running: int | None = None) -> Claim:
+               running: int | None = None, end: int | None = None) -> Claim:
         return Claim(worker, tags, self.limits(), time.time(), self.versions(),
-                     reserve=reserve, running=running)
+                     reserve=reserve, running=running, end=end)
 
     def _bound(self, task: Task, claim: Claim) -> tuple[Task, TaskType] | None:
         """A claimed task with its type; one whose type is gone fails, and the worker
@@ -145,8 +145,8 @@ class Queue:
                                f"{', '.join(sorted(s.value for s in REPORTABLE))}")
         now = time.time()
         # Each claim names the end it answers (its index).
-        claims = [replace(claim, end=index) for index, end in enumerate(ends)
-                  for claim in self._claims_of(end, now)]
+        claims = [claim for index, end in enumerate(ends)
+                  for claim in self._claims_of(end, now, index)]
         ended, taken = self.store.exchange(
             [StoreEnd(end.task_id, end.token, self._decider(end, now)) for end in ends],
             claims, all_or_none=all_or_none)
@@ -184,7 +184,7 @@ class Queue:
                      worker=attempt.get("worker"), attempt=task.attempt,
                      not_before=task.not_before, error=attempt.get("error"))
 
-    def _claims_of(self, end: AttemptEnd, now: float) -> list[Claim]:
+    def _claims_of(self, end: AttemptEnd, now: float, index: int) -> list[Claim]:
         """What an end report claims for its worker: with `claim_next` 1 its next task, 2
         its next task and a reserve; a worker already running its reserve (`running`)
         claims a new reserve. None for a paused or stopping worker."""
@@ -200,10 +200,10 @@ class Queue:
             return []
         tags = frozenset(worker.tags)
         if end.running is not None:
-            return [self._claim(worker.id, tags, reserve=True, running=end.running)]
-        claims = [self._claim(worker.id, tags)]
+            return [self._claim(worker.id, tags, reserve=True, running=end.running, end=index)]
+        claims = [self._claim(worker.id, tags, end=index)]
         if end.claim_next > 1:
-            claims.append(self._claim(worker.id, tags, reserve=True))
+            claims.append(self._claim(worker.id, tags, reserve=True, end=index))
         return claims
 
     def _decider(self, end: AttemptEnd, now: float) -> Callable[[Task], Outcome]:

@@ -24,6 +24,10 @@ from blanket.store.rows import (
 )
 from blanket.wakeups import DELIVERIES
 
+# Per thread, the types of the tasks its transaction skipped (a thread runs one transaction at
+# a time, whichever store it is on).
+_SKIPS = threading.local()
+
 
 class SqlVerbs(Store):
     queries: dict[str, str]  # this dialect's named queries (blanket/store/sql/DIALECT/queries.sql)
@@ -51,18 +55,16 @@ class SqlVerbs(Store):
 
     def _skipping(self) -> list[str]:
         """The types of the tasks this thread's transaction skipped so far."""
-        local = self.__dict__.setdefault("_skips", threading.local())
-        if not hasattr(local, "types"):
-            local.types = []
-        return local.types
+        if not hasattr(_SKIPS, "types"):
+            _SKIPS.types = []
+        return _SKIPS.types
 
     def _skips_done(self, committed: bool) -> None:
         """The transaction ended: tell `on_skipped` what it skipped, if it committed."""
-        local = self.__dict__.get("_skips")
-        types = getattr(local, "types", None)
+        types = getattr(_SKIPS, "types", None)
         if not types:
             return
-        local.types = []  # type: ignore[union-attr]
+        _SKIPS.types = []
         if committed:
             self.on_skipped(types)
 
