@@ -294,15 +294,23 @@ class Queue:
         spends one of the task's attempts, started or not (a task that kills its workers
         must not go round forever), and the store ends the task FAILED once none is left.
         One that never started takes its old place again; one that ran waits its retry
-        delay."""
+        delay. A reserve (a task its worker held while it ran another, as the worker's
+        record shows) never started: it spends no attempt (see lost_outcome)."""
         now = time.time() if now is None else now
         ended = []
+        current: dict[str, int | None] = {}  # each lost worker's task as its record shows
         for task in self.store.stale_tasks(now - lost_after):
             error = f"worker {task.worker} stopped answering"
             if task.state is TaskState.CLAIMED:
-                error += " before the task started"
+                if task.worker is not None and task.worker not in current:
+                    worker = self.store.get_worker(task.worker)
+                    current[task.worker] = worker.task if worker is not None else None
+                running = current.get(task.worker or "")
+                reserve = running is not None and running != task.id
+                error += (f" while it held the task in reserve (it ran task {running})"
+                          if reserve else " before the task started")
                 lost = Outcome(TaskState.LOST, None, error, now, requeue_at=now,
-                               requeue_score=task.score, lost=error)
+                               requeue_score=task.score, lost=error, refund=reserve)
             else:
                 again = now + backoff(task)
                 lost = Outcome(TaskState.LOST, None, error, now, requeue_at=again,

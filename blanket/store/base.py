@@ -67,16 +67,27 @@ class Outcome:
     # Set when the attempt's worker died (why, as the attempt history records it): the
     # attempt shows LOST there whatever the task's own state becomes.
     lost: str | None = None
+    # The lost attempt is not counted: its task was a reserve its worker held and never
+    # started (lost_outcome grants this once per task).
+    refund: bool = False
 
 
 def lost_outcome(task: Task, lost: Outcome) -> Outcome:
     """How an attempt whose worker died ends: queued again as `lost` says while the task
     has attempts left (a crash spends one, started or not, so a task that kills every worker
-    that takes it is not queued forever), else FAILED with how many workers it cost."""
+    that takes it is not queued forever), else FAILED with how many workers it cost. A
+    reserve the worker never started (`refund`) is queued again without spending one, once
+    per task."""
     reason = lost.lost or lost.error
     if task.stop_requested:
         return replace(lost, state=TaskState.STOPPED, error=reason, lost=reason,
-                       requeue_at=None, requeue_score=None)
+                       requeue_at=None, requeue_score=None, refund=False)
+    if lost.refund and lost.requeue_at is not None and not any(
+            past.get("refunded") for past in task.attempts):
+        # Once only: a reserve's worker may have started it just before dying, its report
+        # saying so not sent yet, so a task that kills its workers at once still runs out.
+        return replace(lost, state=TaskState.LOST, error=reason, lost=reason)
+    lost = replace(lost, refund=False)
     if lost.requeue_at is not None and task.attempt <= task.retries:
         return replace(lost, state=TaskState.LOST, error=reason, lost=reason)
     deaths = 1 + sum(1 for past in task.attempts if past.get("state") == TaskState.LOST.value)

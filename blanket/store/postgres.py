@@ -621,8 +621,9 @@ def _finish_in(cur: Any, task_id: int, token: str, outcome: Outcome | Decide,
               "attempts": Jsonb(history), "started": outcome.started,
               "pid": outcome.pid, "directory": outcome.directory}
     if outcome.requeue_at is not None:
-        return cur.execute(Q["requeue"], {**params, "not_before": outcome.requeue_at,
-                                          "score": outcome.requeue_score}).fetchone()
+        return cur.execute(Q["requeue"], {
+            **params, "not_before": outcome.requeue_at, "score": outcome.requeue_score,
+            "refund": int(outcome.refund)}).fetchone()
     row = cur.execute(Q["finish"], {**params, "state": outcome.state.value,
                                     "finished": outcome.finished}).fetchone()
     deliver(row, outcome.lost)

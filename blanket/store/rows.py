@@ -66,10 +66,13 @@ def worker_params(worker: Worker) -> dict[str, Any]:
 def attempt_record(task: Task, outcome: Outcome) -> dict[str, Any]:
     """One entry of a task's attempt history."""
     state = TaskState.LOST.value if outcome.lost else outcome.state.value
-    return {"attempt": task.attempt, "worker": task.worker, "state": state,
-            "claimed": task.claimed, "started": task.started or outcome.started,
-            "finished": outcome.finished, "exit_code": outcome.exit_code,
-            "error": outcome.lost or outcome.error, "version": task.version}
+    record = {"attempt": task.attempt, "worker": task.worker, "state": state,
+              "claimed": task.claimed, "started": task.started or outcome.started,
+              "finished": outcome.finished, "exit_code": outcome.exit_code,
+              "error": outcome.lost or outcome.error, "version": task.version}
+    if outcome.refund:  # not counted: the next attempt has this one's number
+        record["refunded"] = True
+    return record
 
 
 _decode = msgspec.json.decode

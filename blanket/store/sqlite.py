@@ -501,8 +501,9 @@ def _finish_in(db: sqlite3.Connection, task_id: int, token: str, outcome: Outcom
               "error": outcome.error, "attempts": json.dumps(history),
               "started": outcome.started, "pid": outcome.pid, "directory": outcome.directory}
     if outcome.requeue_at is not None:
-        return db.execute(Q["requeue"], {**params, "not_before": outcome.requeue_at,
-                                         "score": outcome.requeue_score}).fetchall()[0]
+        return db.execute(Q["requeue"], {
+            **params, "not_before": outcome.requeue_at, "score": outcome.requeue_score,
+            "refund": int(outcome.refund)}).fetchall()[0]
     row = db.execute(Q["finish"], {**params, "state": outcome.state.value,
                                    "finished": outcome.finished}).fetchall()[0]
     deliver(row, outcome.lost)

@@ -7,6 +7,7 @@ import os
 import pytest
 
 from blanket.client import ClientError
+from tests.conftest import wait_until
 
 ECHO = 'command = "echo hi"\n'
 
@@ -113,6 +114,32 @@ def test_a_released_reserve_is_queued_again_and_a_started_task_is_not(make_serve
         "POST", f"/task/{again['id']}/release", body={"token": again["token"]}, ok=(409,))
     assert status == 409 and "RUNNING" in refused["error"]["message"]
     assert server.client.get(f"/task/{again['id']}")["state"] == "RUNNING"
+
+
+def test_a_reserve_of_a_worker_that_died_is_queued_again_with_its_attempt_given_back(
+        make_server):
+    # retries = 0: the task the worker ran (it may have started) fails, but the reserve it
+    # only held is queued again in its old place, its attempt not counted.
+    server = make_server(types={"echo": ECHO},
+                         env={"BLANKET_LOST_AFTER": "1", "BLANKET_HEARTBEAT_INTERVAL": "0.2"})
+    worker = register(server)
+    (first, second, third), claim = claim_first(server, worker, 3)
+    answer = server.client.post(f"/task/{first['id']}/finished", {
+        "token": claim["task"]["token"], "state": "SUCCESS", "exit_code": 0, "claim_next": 2})
+    assert (answer["next"]["task"]["id"], answer["reserve"]["task"]["id"]) == (
+        second["id"], third["id"])
+    # The worker falls silent (killed hard): the reaper ends both attempts.
+    wait_until(lambda: server.client.get(f"/task/{third['id']}")["state"] == "QUEUED",
+               timeout=20)
+    back = server.client.get(f"/task/{third['id']}")
+    assert (back["attempt"], back["attempts"][-1]["state"]) == (0, "LOST")
+    assert back["attempts"][-1]["refunded"] is True
+    assert "held the task in reserve" in back["attempts"][-1]["error"]
+    lost = server.client.get(f"/task/{second['id']}?wait=10")
+    assert lost["state"] == "FAILED" and "its worker died 1 time" in lost["error"]
+    other = register(server, "other")
+    again = server.client.post(f"/worker/{other}/claim")["task"]
+    assert (again["id"], again["attempt"]) == (third["id"], 1)
 
 
 def test_end_reports_with_a_bad_claim_or_running_are_refused(make_server):

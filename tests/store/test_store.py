@@ -1190,6 +1190,22 @@ def test_only_deaths_are_counted_as_deaths(store: Store) -> None:
     assert [a["state"] for a in ended.attempts] == ["FAILED", "LOST"]
 
 
+def test_a_lost_reserve_spends_no_attempt_once(store: Store) -> None:
+    # A reserve its worker never started is queued again with its attempt given back, and
+    # the history says so; a second such loss counts (the worker may have started it just
+    # before it died, its report on the way), so a task that kills its workers still ends.
+    task = claimed(store, retries=0)
+    again = store.lose_task(task.id, task.token or "", replace(lost(), refund=True))
+    assert (again.state, again.attempt, again.score) == (TaskState.QUEUED, 0, 50.0)
+    assert [(a["state"], a.get("refunded")) for a in again.attempts] == [("LOST", True)]
+    taken = claim(store, now=NOW + 10)
+    assert taken is not None and taken.attempt == 1
+    ended = store.lose_task(task.id, taken.token or "", replace(lost(), refund=True))
+    assert ended.state is TaskState.FAILED
+    assert ended.error == "its worker died 2 times (last: worker w1 stopped answering)"
+    assert [a.get("refunded", False) for a in ended.attempts] == [True, False]
+
+
 def test_a_lost_attempt_of_a_task_asked_to_stop_ends_it_stopped(store: Store) -> None:
     task = claimed(store, retries=3)
     store.request_stop(task.id, "ann")

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import pytest
 from structlog.testing import capture_logs
 
 from blanket.config.tasktype import TaskType
-from blanket.models import TaskState
+from blanket.models import TaskState, Worker
 from blanket.server.queue import Queue
 from blanket.store.base import Claim, NewTask
 from blanket.store.sqlite import SQLiteStore
@@ -77,6 +78,29 @@ def test_a_task_whose_workers_keep_dying_before_it_starts_fails_after_its_retrie
     assert ended.error == ("its worker died 2 times (last: worker w stopped answering "
                            "before the task started)")
     assert queue.claim_once("w", frozenset()) is None
+
+
+def test_a_reserve_whose_worker_died_is_queued_again_without_spending_an_attempt(
+        queue: Queue):
+    queue.store.save_worker(Worker(id="w", tags=(), host="h", pid=1, state="idle",
+                                   registered=1.0, heartbeat=1.0))
+    current, reserved = add(queue), add(queue)
+    task, _ = queue.claim_once("w", frozenset())  # the worker's record now shows it
+    reserve = queue.store.claim_task(Claim("w", frozenset(), {}, time.time(), reserve=True))
+    assert (task.id, reserve.id) == (current, reserved)
+    ended = {t.id: t for t in queue.reap_lost_tasks(-0.001, now=reserve.claimed)}
+    assert ended[current].state is TaskState.FAILED  # it may have run: it counts
+    back = ended[reserved]
+    assert (back.state, back.attempt, back.score) == (TaskState.QUEUED, 0, reserve.score)
+    assert back.attempts[-1]["error"] == (f"worker w stopped answering while it held the task "
+                                          f"in reserve (it ran task {current})")
+    # Once: lost in reserve again, it counts, and with no retries left it fails.
+    queue.claim_once("w", frozenset())
+    queue.store.save_worker(Worker(id="w", tags=(), host="h", pid=1, state="busy",
+                                   registered=1.0, heartbeat=1.0, task=current))
+    [ended_again] = queue.reap_lost_tasks(-0.001, now=time.time())
+    assert ended_again.state is TaskState.FAILED
+    assert [a.get("refunded", False) for a in ended_again.attempts] == [True, False]
 
 
 def test_fresh_heartbeats_keep_a_task(queue: Queue):

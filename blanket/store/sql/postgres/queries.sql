@@ -169,6 +169,7 @@ RETURNING *;
 -- name: requeue
 UPDATE tasks SET state = 'QUEUED', exit_code = %(exit_code)s, error = %(error)s, finished = NULL,
        token = NULL, worker = NULL, attempts = %(attempts)s, not_before = %(not_before)s,
+       attempt = attempt - %(refund)s,
        score = %(score)s, pid = NULL, directory = COALESCE(%(directory)s, directory)
 WHERE id = %(id)s
 RETURNING *;

@@ -96,6 +96,7 @@ RETURNING *;
 -- name: requeue
 UPDATE tasks SET state = 'QUEUED', exit_code = :exit_code, error = :error, finished = NULL,
        token = NULL, worker = NULL, attempts = :attempts, not_before = :not_before,
+       attempt = attempt - :refund,
        score = :score, pid = NULL, directory = COALESCE(:directory, directory)
 WHERE id = :id AND token = :token AND state IN ('CLAIMED', 'RUNNING')
 RETURNING *;
