@@ -152,15 +152,10 @@ class Queue:
             claims, all_or_none=all_or_none)
         answers: list[tuple[Task | BlanketError, list[tuple[Task, TaskType]]]] = [
             (task, []) for task in ended]
-        # What was taken answers the claims in order (the store stops at the first miss),
-        # but for those of refused reports: their answer carries no claim, so the store
-        # took none for them.
-        asked = [(claim, claim.end or 0) for claim in claims
-                 if not isinstance(answers[claim.end or 0][0], BlanketError)]
-        for found, (claim, owner) in zip(taken, asked, strict=False):
-            bound = self._bound(found, claim)
+        for found, claim in zip(taken, claims, strict=True):  # one answer a claim
+            bound = self._bound(found, claim) if found is not None else None
             if bound is not None:
-                answers[owner][1].append(bound)
+                answers[claim.end or 0][1].append(bound)
         for task, _ in answers:
             if isinstance(task, Task):
                 self._ended(task)

@@ -174,8 +174,8 @@ def exchange_in(ends: Sequence[End], claims: Sequence[Claim], all_or_none: bool,
                 ) -> tuple[list[Any], list[Any], list[int]]:
     """`Store.exchange` inside a backend's transaction, with its own `finish` and `claim`
     (each returning a row): (the rows ended, or the StaleAttempt or NotFound that refused
-    each; the rows claimed, up to the first claim that found nothing; the ids ended). A
-    refusal runs no failing statement, so the transaction goes on."""
+    each; the row each claim took, or None; the ids ended). A refusal runs no failing
+    statement, so the transaction goes on."""
     ended: list[Any] = []
     ids: list[int] = []
     for end in ends:
@@ -186,12 +186,19 @@ def exchange_in(ends: Sequence[End], claims: Sequence[Claim], all_or_none: bool,
             if all_or_none:
                 raise
             ended.append(e)
-    taken = []
+    taken: list[Any] = []
+    # Tags whose claim found nothing: a later claim with them finds nothing either, unless
+    # only a reserve found nothing (a reserve passes over what an idle worker could take).
+    empty: dict[frozenset[str], bool] = {}  # tags -> whether only a reserve found nothing
     for one in claims:
-        if one.end is not None and isinstance(ended[one.end], BlanketError):
-            continue  # a refused report claims nothing
-        if (found := claim(one)) is None:
-            break
+        only_reserve = empty.get(one.tags)
+        if (one.end is not None and isinstance(ended[one.end], BlanketError)) or (
+                only_reserve is not None and (one.reserve or not only_reserve)):
+            taken.append(None)  # a refused report claims nothing
+            continue
+        found = claim(one)
+        if found is None:
+            empty[one.tags] = one.reserve and empty.get(one.tags, True)
         taken.append(found)
     return ended, taken, ids
 
@@ -367,13 +374,13 @@ class Store(ABC):
                          claims: Sequence[Claim] = ()) -> tuple[Task, list[Task]]:
         """finish_task, then claim_task for each of `claims` (the same worker's next task,
         and maybe a reserve), in one transaction: a busy worker's end report takes its next
-        task with one commit. The list holds what was claimed, in order, up to the first
-        claim that found nothing. A refused end refuses the claims too."""
+        task with one commit. The list holds what was claimed, in order (a reserve is
+        claimed only when the next task was). A refused end refuses the claims too."""
         ended, taken = self.exchange([End(task_id, token, outcome)], claims, all_or_none=True)
         found = ended[0]
         if isinstance(found, Exception):
             raise found
-        return found, taken
+        return found, [task for task in taken if task is not None]
 
     def lose_task(self, task_id: int, token: str, lost: Outcome) -> Task:
         """End an attempt whose worker died (stopped answering): see `lost_outcome`. The
@@ -382,12 +389,15 @@ class Store(ABC):
 
     @abstractmethod
     def exchange(self, ends: Sequence[End], claims: Sequence[Claim] = (), *,
-                 all_or_none: bool = False) -> tuple[list[Task | BlanketError], list[Task]]:
+                 all_or_none: bool = False
+                 ) -> tuple[list[Task | BlanketError], list[Task | None]]:
         """End attempts, then claim, in one durable transaction (one commit for a worker's
         whole batch). Each end answers alone: the task as it now is, or the StaleAttempt or
         NotFound that refused it (the others still end), unless `all_or_none`, when a
-        refused end refuses everything. Claims are taken in order, up to the first that
-        finds nothing."""
+        refused end refuses everything. Claims are taken in order, and answered one for
+        one: the task taken, or None (it found nothing; its report was refused; or an
+        earlier claim with its tags found nothing, unless only a reserve did: a reserve
+        passes over what an idle worker could take)."""
 
     @abstractmethod
     def passes_over(self, tags: frozenset[str]) -> bool:

@@ -393,7 +393,7 @@ class PostgresStore(SqlVerbs):
         if topics:
             self._callback(*topics)
         return ([row if isinstance(row, BlanketError) else task_from_row(row) for row in ended],
-                [task_from_row(row) for row in taken])
+                [None if row is None else task_from_row(row) for row in taken])
 
     def passes_over(self, tags: frozenset[str]) -> bool:
         row = self._one(Q["passes_over"], {"tags": sorted(tags)})

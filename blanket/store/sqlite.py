@@ -307,7 +307,7 @@ class SQLiteStore(SqlVerbs):
             if any(made):
                 topics.append(DELIVERIES)
         return ([row if isinstance(row, BlanketError) else task_from_row(row) for row in ended],
-                [task_from_row(row) for row in taken])
+                [None if row is None else task_from_row(row) for row in taken])
 
     def passes_over(self, tags: frozenset[str]) -> bool:
         with self._lock:

@@ -1015,7 +1015,25 @@ def test_an_exchange_claims_for_each_slot_until_the_queue_is_empty(store: Store)
         [End(one.id, one.token or "", failed()), End(two.id, two.token or "", failed())],
         [Claim(slot, frozenset(), {}, NOW) for slot in ("w1", "w2", "w3")])
     assert all(isinstance(task, Task) for task in ended)
-    assert [(t.id, t.worker) for t in taken] == [(queued[0].id, "w1"), (queued[1].id, "w2")]
+    assert [(t.id, t.worker) if t else None for t in taken] == [
+        (queued[0].id, "w1"), (queued[1].id, "w2"), None]
+
+
+def test_a_reserve_that_finds_nothing_does_not_keep_the_next_slot_from_its_task(
+        store: Store) -> None:
+    # The first slot's reserve passes over the queued task (an idle worker could take it);
+    # the second slot's plain claim after it still takes it, in the same exchange.
+    store.save_worker(Worker(id="idle", tags=(), host="h", pid=1, state="idle",
+                             registered=NOW, heartbeat=NOW))
+    one, two = claimed(store), claimed(store)
+    queued = store.add_task(new_task())
+    _, taken = store.exchange(
+        [End(one.id, one.token or "", failed()), End(two.id, two.token or "", failed())],
+        [Claim("w1", frozenset(), {}, NOW, reserve=True, end=0),
+         Claim("w2", frozenset(), {}, NOW, end=1),
+         Claim("w3", frozenset(), {}, NOW, end=1)])
+    assert taken[0] is None and taken[2] is None
+    assert taken[1] is not None and (taken[1].id, taken[1].worker) == (queued.id, "w2")
 
 
 def test_an_all_or_none_exchange_with_a_stale_end_changes_nothing(store: Store) -> None:
