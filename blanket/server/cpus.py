@@ -26,6 +26,9 @@ def confine(cpus: tuple[int, ...]) -> None:
     global _allowed, _confined
     if not cpus:
         return
+    if not hasattr(os, "sched_setaffinity") or not Path("/proc/self/task").is_dir():
+        raise InvalidInput("server_cpus: this system cannot keep a process's threads on "
+                           "chosen CPUs (it needs Linux); leave server_cpus unset")
     allowed = frozenset(os.sched_getaffinity(0))
     missing = sorted(set(cpus) - allowed)
     if missing:

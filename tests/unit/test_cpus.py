@@ -39,3 +39,13 @@ def test_what_a_notification_command_starts_at_once_is_not_confined():
     done = subprocess.run([sys.executable, "-c", PROBE], capture_output=True, text=True,
                           timeout=120, check=True)
     assert done.stdout.split() == ["0", "True"]  # and the server's thread confined again
+
+
+def test_a_system_without_cpu_affinity_is_told_to_leave_server_cpus_unset(monkeypatch):
+    from blanket.errors import InvalidInput
+    from blanket.server import cpus
+
+    monkeypatch.delattr(os, "sched_setaffinity")
+    with pytest.raises(InvalidInput, match=r"needs Linux.*leave server_cpus unset"):
+        cpus.confine((0,))
+    cpus.confine(())  # unset: nothing to do, on any system
