@@ -11,11 +11,23 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 from blanket.config.problems import ConfigInvalid, ConfigProblem
-from blanket.durations import parse_duration
+from blanket.durations import format_duration, parse_duration
 from blanket.envnames import ENV_NAME
 
 MAX_INT = 2**31 - 1  # retries, weight, max_missed...: larger is a typo, and overflows columns
+# Characters in a string value. Values reach the database, a worker's environment, HTTP
+# answers and logs: larger is a mistake (a file pasted in), not a setting.
+MAX_STRING = 4096  # names, paths, URLs, cron lines, expressions (PATH_MAX is 4096 bytes)
+MAX_DESCRIPTION = 16_384  # a description: a page of prose
+MAX_COMMAND = 262_144  # a command may be a whole script; a long one runs from a file
+# Seconds in a duration. A year: no timeout, estimate or `every` is longer, and `now +` a
+# year is a date like any other (times.py shows moments up to the year 9999; a wait of
+# more than threading.TIMEOUT_MAX, about 292 years, raises OverflowError).
+MAX_DURATION = 366 * 86400.0
+MAX_RETRY_DELAY = 7 * 86400.0  # between a task's attempts, as a submission may ask (intake)
+MAX_KEEP = 100 * 365 * 86400.0  # how long ended tasks are kept: a century is "for ever"
 
+_LONGEST_DURATION = 100  # characters: "1d2h3m4s" needs a handful; more is no duration
 _TOML_POSITION = re.compile(r"\(at line (\d+), column \d+\)")
 _TYPE_NAMES = {str: "a string", bool: "a boolean", int: "an integer", float: "a number",
                list: "a list", dict: "a table"}
@@ -118,8 +130,14 @@ class Checker:
     def wrong_type(self, key: str, expected: str, value: object, line: Line) -> None:
         self.problem(line, f"{key}: expected {expected}, got {type_name(value)} ({value!r})")
 
-    def string(self, key: str, value: object, line: Line, nonempty: bool = False) -> str | None:
+    def string(self, key: str, value: object, line: Line, nonempty: bool = False,
+               most: int = MAX_STRING) -> str | None:
+        """A string of at most `most` characters (non-blank when `nonempty`)."""
         if isinstance(value, str) and (value.strip() or not nonempty):
+            if len(value) > most:
+                self.problem(line, f"{key}: {len(value)} characters is too long; the most "
+                                   f"is {most}")
+                return None
             return value
         self.wrong_type(key, "a non-empty string" if nonempty else "a string", value, line)
         return None
@@ -157,7 +175,13 @@ class Checker:
             return f"a whole number of {low} or more"
         return f"a whole number from {low} to {high}"
 
-    def duration(self, key: str, value: object, line: Line, least: float = 0.0) -> float | None:
+    def duration(self, key: str, value: object, line: Line, least: float = 0.0,
+                 most: float = MAX_DURATION) -> float | None:
+        """Seconds, from `least` to `most` (a year unless the key says otherwise)."""
+        if isinstance(value, str) and len(value) > _LONGEST_DURATION:
+            self.problem(line, f"{key}: {len(value)} characters is too long for a duration; "
+                               "write seconds (90) or a string like '90s', '5m', '2h', '1h30m'")
+            return None
         try:
             seconds = parse_duration(value)
         except ValueError as exc:
@@ -165,6 +189,10 @@ class Checker:
             return None
         if seconds < least:
             self.problem(line, f"{key}: {value!r} is too short; the least is {least:g}s")
+            return None
+        if seconds > most:
+            self.problem(line, f"{key}: {value!r} is too long; the most is "
+                               f"{format_duration(most)}")
             return None
         return seconds
 

@@ -126,10 +126,8 @@ def _block(checker: Checker, index: int, block: dict,
                                 f'server runs)')
     if url is not None:
         _url(checker, f"{where}.url", url, line("url"))
-    if (run is not None and checker.string(f"{where}.run", run, line("run"), nonempty=True)
-            and len(run) > MAX_RUN):
-        checker.problem(line("run"), f"{where}.run: {len(run)} characters is too long; "
-                                         f"the most is {MAX_RUN}")
+    if run is not None:
+        checker.string(f"{where}.run", run, line("run"), nonempty=True, most=MAX_RUN)
     fmt = checker.choice(f"{where}.format", block.get("format", "json"), line("format"),
                          FORMATS)
     if fmt == "slack" and run is not None:
@@ -184,13 +182,9 @@ def _events(checker: Checker, where: str, value: object, line: Line) -> tuple[st
 
 
 def _url(checker: Checker, where: str, url: object, line: Line) -> None:
-    if not checker.string(where, url, line, nonempty=True):
+    if not checker.string(where, url, line, nonempty=True, most=MAX_URL):
         return
     assert isinstance(url, str)
-    if len(url) > MAX_URL:
-        checker.problem(line, f"{where}: {len(url)} characters is too long; the most is "
-                              f"{MAX_URL}")
-        return
     try:
         parts = urlsplit(url)
         parts.port  # noqa: B018 (raises on a bad port)

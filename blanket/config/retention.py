@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from blanket.config.checker import Checker
+from blanket.config.checker import MAX_KEEP, Checker
 
 KEYS = ("keep", "keep_failed", "keep_last")
 MIN_KEEP = 60.0  # seconds: a shorter keep is a typo ("30" meant 30 days?)
@@ -28,7 +28,8 @@ def read_retention(checker: Checker, data: dict) -> dict[str, float | int]:
     found: dict[str, float | int] = {}
     for key in ("keep", "keep_failed"):
         if key in data:
-            seconds = checker.duration(key, data[key], checker.top_line(key), least=MIN_KEEP)
+            seconds = checker.duration(key, data[key], checker.top_line(key), least=MIN_KEEP,
+                                       most=MAX_KEEP)
             if seconds is not None:
                 found[key] = seconds
     if "keep_last" in data:

@@ -29,7 +29,15 @@ from zoneinfo import ZoneInfo, available_timezones
 
 from croniter import CroniterBadDateError, CroniterError, croniter
 
-from blanket.config.checker import Checker, header_line, key_line, parse_toml
+from blanket.config.checker import (
+    MAX_COMMAND,
+    MAX_DESCRIPTION,
+    MAX_STRING,
+    Checker,
+    header_line,
+    key_line,
+    parse_toml,
+)
 from blanket.config.notify import NotifyTarget, parse_notify_blocks
 from blanket.config.problems import read_config_text
 from blanket.config.retention import KEYS as RETENTION_KEYS
@@ -168,7 +176,8 @@ class _ScheduleChecker(Checker):
     def text_value(self, data: dict, key: str) -> str | None:
         if key not in data:
             return None
-        return self.string(key, data[key], self.top_line(key), nonempty=True)
+        most = {"command": MAX_COMMAND, "description": MAX_DESCRIPTION}.get(key, MAX_STRING)
+        return self.string(key, data[key], self.top_line(key), nonempty=True, most=most)
 
     def zone(self, value: object) -> ZoneInfo | None:
         if isinstance(value, str):

@@ -11,9 +11,9 @@ from pathlib import Path
 from typing import Any
 
 from blanket.auth import ANONYMOUS_ROLES
-from blanket.config.checker import Checker, key_line
+from blanket.config.checker import MAX_DURATION, MAX_KEEP, Checker, key_line
 from blanket.config.notify import NotifyTarget, parse_notify_blocks
-from blanket.durations import parse_duration
+from blanket.durations import format_duration, parse_duration
 from blanket.errors import InvalidInput
 from blanket.taskdir import DataDir
 
@@ -247,7 +247,7 @@ def _convert(key: str, value: Any) -> Any:
             raise ValueError(f"{value!r} must be 0 or more")
         return number
     if key in ("heartbeat_interval", "lost_after", "forget_workers_after"):
-        return parse_duration(value)
+        return _at_most(value, parse_duration(value), MAX_DURATION)
     if key in ("keep_finished", "keep_failed", "keep_per_type", "prune_interval"):
         return _retention(key, value)
     if key in ("worker_tags", "allowed_origins", "server_names"):
@@ -280,6 +280,13 @@ def _retention(key: str, value: Any) -> float | int:
     if seconds < least:
         raise ValueError(f"{value!r} is too short; the least is {least:g}s (write \"30d\" "
                          "for 30 days)")
+    return _at_most(value, seconds, MAX_DURATION if key == "prune_interval" else MAX_KEEP)
+
+
+def _at_most(value: Any, seconds: float, most: float) -> float:
+    """`seconds` if no more than `most` (as a type file's durations are bounded)."""
+    if seconds > most:
+        raise ValueError(f"{value!r} is too long; the most is {format_duration(most)}")
     return seconds
 
 

@@ -14,7 +14,16 @@ import jinja2
 import pathspec
 
 from blanket.config import inheritance
-from blanket.config.checker import Checker, Line, header_line, key_line, parse_toml
+from blanket.config.checker import (
+    MAX_COMMAND,
+    MAX_DESCRIPTION,
+    MAX_RETRY_DELAY,
+    Checker,
+    Line,
+    header_line,
+    key_line,
+    parse_toml,
+)
 from blanket.config.notify import parse_notify_blocks
 from blanket.config.problems import ConfigInvalid, ConfigProblem, read_config_text
 from blanket.config.retention import KEYS as RETENTION_KEYS
@@ -114,9 +123,10 @@ class _TypeChecker(Checker):
     def _scalars(self, data: dict) -> dict:
         fields: dict = {}
         checks: dict[str, Callable[[str, object, Line], object]] = {
-            "description": self.string, "executor": self._executor,
+            "description": self._description, "executor": self._executor,
             "tags": self.string_list, "results": self.string_list, "checks": self.string_list,
-            "timeout": self.duration, "retry_delay": self.duration, "estimate": self.duration,
+            "timeout": self.duration, "retry_delay": self._retry_delay,
+            "estimate": self.duration,
             "retries": self._at_least(0), "max_concurrent": self._at_least(1),
             "max_timeout": self.duration, "max_retries": self._at_least(0),
             "weight": self._at_least(1), "combine_output": self.boolean,
@@ -125,6 +135,12 @@ class _TypeChecker(Checker):
             if key in data:
                 fields[key] = check(key, data[key], self.top_line(key))
         return {k: v for k, v in fields.items() if v is not None}
+
+    def _description(self, key: str, value: object, line: Line) -> str | None:
+        return self.string(key, value, line, most=MAX_DESCRIPTION)
+
+    def _retry_delay(self, key: str, value: object, line: Line) -> float | None:
+        return self.duration(key, value, line, most=MAX_RETRY_DELAY)
 
     def _at_least(self, low: int) -> Callable[[str, object, Line], int | None]:
         return lambda key, value, line: self.integer(key, value, line, low=low)
@@ -150,7 +166,8 @@ class _TypeChecker(Checker):
                                    '"echo hello" (or abstract = true for a file that is only '
                                    'a base others extend)')
             return ""
-        command = self.string("command", data["command"], self.top_line("command"))
+        command = self.string("command", data["command"], self.top_line("command"),
+                              most=MAX_COMMAND)
         if command is None:
             return ""
         if not command.strip():
@@ -251,7 +268,8 @@ class _TypeChecker(Checker):
             return None
         before = len(self.problems)
         self.unknown_keys(spec, REQUIRED_KEYS, f" in {where}", lambda _: line)
-        description = self.string(f"{where}.description", spec.get("description", ""), line)
+        description = self.string(f"{where}.description", spec.get("description", ""), line,
+                                  most=MAX_DESCRIPTION)
         secret = self.boolean(f"{where}.secret", spec.get("secret", False), line)
         kind = self.choice(f"{where}.type", spec.get("type", "string"), line, VARIABLE_TYPES)
         if len(self.problems) > before or description is None or kind is None:

@@ -39,7 +39,15 @@ from functools import cached_property
 from pathlib import Path
 from typing import Any
 
-from blanket.config.checker import Checker, Line, header_line, key_line, parse_toml
+from blanket.config.checker import (
+    MAX_COMMAND,
+    MAX_DESCRIPTION,
+    Checker,
+    Line,
+    header_line,
+    key_line,
+    parse_toml,
+)
 from blanket.config.problems import ConfigProblem, read_config_text
 from blanket.config.tasktype import TYPE_NAME
 from blanket.envnames import loader_name
@@ -189,7 +197,7 @@ class _WorkflowChecker(Checker):
     def optional_string(self, data: dict, key: str, line: Line) -> str | None:
         if key not in data:
             return None
-        return self.string(key, data[key], line)
+        return self.string(key, data[key], line, most=MAX_DESCRIPTION)
 
     def defaults(self, table: object) -> dict[str, str]:
         line = self.top_line("environment")
@@ -275,7 +283,7 @@ class _WorkflowChecker(Checker):
             fields["type"] = type_name
         if "command" in data:
             fields["command"] = self.string(f"{where}.command", data["command"],
-                                            line("command"), nonempty=True)
+                                            line("command"), nonempty=True, most=MAX_COMMAND)
         if "executor" in data:
             if "command" not in data:
                 self.problem(line("executor"), f"{where}.executor: only a command step has an "
@@ -306,7 +314,7 @@ class _WorkflowChecker(Checker):
                                              line("retries"), 0, 1000)
         if "description" in data:
             fields["description"] = self.string(f"{where}.description", data["description"],
-                                                line("description"))
+                                                line("description"), most=MAX_DESCRIPTION)
         if len(self.problems) > before:
             return None
         return Step(**fields)

@@ -16,9 +16,10 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, BinaryIO, Protocol
 
+from blanket.config.checker import MAX_DURATION, MAX_RETRY_DELAY
 from blanket.config.tasktype import TaskType
 from blanket.config.workflow import STEP_TYPE_PREFIX
-from blanket.durations import parse_duration
+from blanket.durations import format_duration, parse_duration
 from blanket.envnames import ENV_NAME, loader_name
 from blanket.errors import InvalidInput, ItemsRefused, StorageFull, is_disk_full
 from blanket.models import AFTER_POLICIES, MAX_AFTER, MAX_PRIORITY, Task
@@ -32,7 +33,6 @@ REQUEST_KEYS = ("type", "environment", "tags", "not_before", "priority", "timeou
                 "retry_delay", "after", "after_policy")
 MAX_EDGES = 10_000  # `after` entries in one bulk submission, all tasks together
 MAX_TASK_RETRIES = 1000  # retries one submission may ask for, whatever its type allows
-MAX_RETRY_DELAY = 7 * 86400.0  # seconds between a task's attempts at most
 SCHEDULE_PREFIX = "schedule."  # the type name of a command schedule's own command
 ESTIMATE_TTL = 30.0  # seconds a type's history-based estimate is reused
 LATEST_TIME = 253_402_300_800.0  # 10000-01-01T00:00:00Z: later times cannot be shown as dates
@@ -190,7 +190,7 @@ def parse_task_request(data: Any, now: float) -> TaskRequest:
     return TaskRequest(
         type=type_name, environment=environment, tags=tuple(tags), priority=priority,
         not_before=None if not_before in (None, "") else parse_time(not_before, now),
-        timeout=_duration_field(data, "timeout", least=0.001),
+        timeout=_duration_field(data, "timeout", least=0.001, most=MAX_DURATION),
         retries=_retries_field(data),
         retry_delay=_duration_field(data, "retry_delay", most=MAX_RETRY_DELAY),
         after=after_field(data.get("after")),
@@ -238,7 +238,7 @@ def _duration_field(data: dict, key: str, least: float = 0.0,
     if seconds < least:
         raise InvalidInput(f'"{key}" must be more than 0 seconds')
     if most is not None and seconds > most:
-        raise InvalidInput(f'"{key}" is at most {most:g} seconds')
+        raise InvalidInput(f'"{key}" {value!r} is too long; the most is {format_duration(most)}')
     return seconds
 
 

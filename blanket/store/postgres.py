@@ -560,24 +560,44 @@ def _filter_sql(flt: TaskFilter) -> tuple[str, dict[str, Any]]:
 
 def _insert_row(cur: Any, new: NewTask,
                 on_skip: Callable[[Row], Any] = lambda row: None) -> Row:
-    """Insert `new` and its dedupe key; _KeyTaken when the key is used already."""
+    """Insert `new` (in its final state: store/dependencies.py) and its dedupe key;
+    _KeyTaken when the key is used already."""
     params = {
-        "type": new.type, "environment": Jsonb(new.environment), "tags": tags_key(new.tags),
-        "score": new.score, "added": new.added, "not_before": new.not_before,
-        "schedule": new.schedule, "retries": new.retries, "retry_delay": new.retry_delay,
-        "timeout": new.timeout, "priority": new.priority, "inputs": Jsonb(list(new.inputs)),
-        "submitted_by": new.submitted_by, "secrets": Jsonb(list(new.secrets)),
+        "id": None, "type": new.type, "environment": Jsonb(new.environment),
+        "tags": tags_key(new.tags), "score": new.score, "added": new.added,
+        "not_before": new.not_before, "schedule": new.schedule, "retries": new.retries,
+        "retry_delay": new.retry_delay, "timeout": new.timeout, "priority": new.priority,
+        "inputs": Jsonb(list(new.inputs)), "submitted_by": new.submitted_by,
+        "secrets": Jsonb(list(new.secrets)), **dependencies.NO_WAITS,
     }
-    row = cur.execute(Q["insert_task"], params).fetchone()
-    if new.dedupe_key is not None and not cur.execute(
-            Q["insert_key"], {"key": new.dedupe_key, "task_id": row["id"]}).fetchone():
-        raise _KeyTaken()
+    waits = None
     if new.after:
-        row = dependencies.wait_for(Q, cur, row["id"], new.after, new.after_policy, time.time(),
-                                   list, on_skip)
+        if new.dedupe_key is not None:
+            # The key first, under the id the row will have, as before the tasks waited for
+            # are locked: waiting here for a concurrent insert of the same key, it holds no
+            # lock an end of one of those could wait for (while that insert waits for it).
+            params["id"] = _next_task_id(cur)
+            _insert_key(cur, new.dedupe_key, params["id"])
+        waits = dependencies.waits_of(Q, cur, new.after, new.after_policy, time.time(), list,
+                                      lambda: _next_task_id(cur), params["id"])
+        params.update(waits.columns)
+    row = cur.execute(Q["insert_task"], params).fetchone()
+    if new.dedupe_key is not None and params["id"] is None:
+        _insert_key(cur, new.dedupe_key, row["id"])
+    if waits is not None:
+        dependencies.record_waits(Q, cur, row, waits, on_skip)
     if new.run is not None:
         cur.execute(Q["link_run_task"], run_link(new.run, row["id"]))
     return row
+
+
+def _next_task_id(cur: Any) -> int:
+    return cur.execute(Q["next_task_id"]).fetchone()["id"]
+
+
+def _insert_key(cur: Any, key: str, task_id: int) -> None:
+    if not cur.execute(Q["insert_key"], {"key": key, "task_id": task_id}).fetchone():
+        raise _KeyTaken()
 
 
 def _claim_in(cur: Any, claim: Claim) -> Row | None:

@@ -423,17 +423,23 @@ class SQLiteStore(SqlVerbs):
 def _insert_task(db: sqlite3.Connection, new: NewTask, now: float,
                  on_skip: Callable[[sqlite3.Row], Any] = lambda row: None,
                  ) -> tuple[sqlite3.Row, bool]:
-    """Insert `new` unless its dedupe key is taken: (the row, whether it is new)."""
+    """Insert `new` (in its final state: store/dependencies.py) unless its dedupe key is
+    taken: (the row, whether it is new)."""
     if new.dedupe_key is not None:
         seen = db.execute(Q["task_for_key"], (new.dedupe_key,)).fetchone()
         if seen:
             return db.execute(Q["get_task"], (seen[0],)).fetchone(), False
-    row = db.execute(Q["insert_task"], _insert_params(new)).fetchall()[0]
+    params = _insert_params(new)
+    waits = None
+    if new.after:
+        waits = dependencies.waits_of(Q, db, new.after, new.after_policy, now, json.dumps,
+                                      lambda: db.execute(Q["next_task_id"]).fetchone()[0])
+        params.update(waits.columns)
+    row = db.execute(Q["insert_task"], params).fetchall()[0]
     if new.dedupe_key is not None:
         db.execute(Q["insert_key"], (new.dedupe_key, row["id"]))
-    if new.after:
-        row = dependencies.wait_for(Q, db, row["id"], new.after, new.after_policy, now,
-                                   json.dumps, on_skip)
+    if waits is not None:
+        dependencies.record_waits(Q, db, row, waits, on_skip)
     if new.run is not None:
         db.execute(Q["link_run_task"], run_link(new.run, row["id"]))
     return row, True
@@ -446,7 +452,7 @@ def _insert_params(new: NewTask) -> dict[str, Any]:
         "not_before": new.not_before, "schedule": new.schedule, "retries": new.retries,
         "retry_delay": new.retry_delay, "timeout": new.timeout, "priority": new.priority,
         "inputs": _json_list(new.inputs), "submitted_by": new.submitted_by,
-        "secrets": _json_list(new.secrets),
+        "secrets": _json_list(new.secrets), **dependencies.NO_WAITS,
     }
 
 

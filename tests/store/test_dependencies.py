@@ -7,12 +7,14 @@ two servers ending the tasks of a fan-in at once release it exactly once."""
 from __future__ import annotations
 
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import pytest
 
-from blanket.errors import InvalidInput
+from blanket.errors import DuplicateTask, InvalidInput
 from blanket.models import TaskFilter, TaskState
 from blanket.store.base import End, Outcome, Store
+from blanket.store.sqlite import SQLiteStore
 from tests.store.test_store import NOW, claim, failed, new_task
 
 OK = Outcome(state=TaskState.SUCCESS, exit_code=0, finished=NOW + 5)
@@ -240,3 +242,51 @@ def test_each_skip_is_told_once_its_transaction_committed(store: Store):
     store.delete_task(other.id)
     assert told == [["behind"], ["orphan"]]
     assert state(store, behind.id) == "SKIPPED"
+
+
+def test_a_task_with_a_dedupe_key_waits_like_any_other(store: Store):
+    """A dedupe key taken before the waits are read (PostgreSQL) or after (SQLite): the same
+    rules, and a refused submission leaves its key free."""
+    root = store.add_task(new_task(tags=("r",)))
+    keyed = store.add_task(new_task(after=(root.id,), dedupe_key="k"))
+    assert keyed.state is TaskState.WAITING and store.task_for_key("k") == keyed.id
+    with pytest.raises(DuplicateTask):
+        store.add_task(new_task(after=(root.id,), dedupe_key="k"))
+    with pytest.raises(InvalidInput, match=f"task {keyed.id + 5} was not submitted before"):
+        store.add_task(new_task(after=(root.id, keyed.id + 5), dedupe_key="k2"))
+    assert store.task_for_key("k2") is None
+    end(store, root.id)
+    assert state(store, keyed.id) == "QUEUED"
+    again = store.add_task(new_task(after=(keyed.id,), dedupe_key="k2"))
+    assert again.id > keyed.id and again.state is TaskState.WAITING
+
+
+def test_a_task_with_after_is_inserted_in_its_final_state_never_queued_first(tmp_path: Path):
+    """Submitting with `after` reads the awaited tasks, then inserts the row WAITING, QUEUED
+    or SKIPPED at once: no UPDATE of the tasks table (the row never enters the claim's index
+    on its way to WAITING). Every statement the SQLite store runs is traced."""
+    store = SQLiteStore(tmp_path / "blanket.db")
+    try:
+        ok, bad, running = (store.add_task(new_task(tags=(t,))) for t in ("a", "b", "c"))
+        end(store, ok.id)
+        end(store, bad.id, failed())
+        traced: list[str] = []
+        store._db.set_trace_callback(traced.append)
+        waiting = store.add_task(new_task(after=(running.id,), dedupe_key="k"))
+        queued = store.add_task(new_task(after=(ok.id,)))
+        skipped = store.add_task(new_task(after=(bad.id,)))
+        many = store.add_tasks([new_task(after=(running.id,)), new_task(after=(ok.id, bad.id)),
+                                new_task(after=(ok.id,), after_policy="always")])
+        store._db.set_trace_callback(None)
+        assert [waiting.state, queued.state, skipped.state, *(t.state for t in many)] == [
+            TaskState.WAITING, TaskState.QUEUED, TaskState.SKIPPED,
+            TaskState.WAITING, TaskState.SKIPPED, TaskState.QUEUED]
+        statements = [" ".join(line for line in s.upper().splitlines()
+                               if not line.startswith("--")).strip() for s in traced]
+        assert not [s for s in statements if s.startswith("UPDATE")], statements
+        assert sum(s.startswith("INSERT INTO TASKS ") for s in statements) == 6
+        # one edge each for the two WAITING tasks; none for a task skipped at submission
+        assert sum(s.startswith("INSERT OR IGNORE INTO TASK_DEPS") for s in statements) == 2
+        assert store.get_task(waiting.id) == waiting and store.task_for_key("k") == waiting.id
+    finally:
+        store.close()

@@ -7,10 +7,24 @@ from pathlib import Path
 
 import pytest
 
-from blanket.config.checker import Checker, header_line, key_line, parse_toml, type_name
+from blanket.config.checker import (
+    MAX_COMMAND,
+    MAX_DESCRIPTION,
+    MAX_DURATION,
+    MAX_KEEP,
+    MAX_RETRY_DELAY,
+    MAX_STRING,
+    Checker,
+    header_line,
+    key_line,
+    parse_toml,
+    type_name,
+)
 from blanket.config.problems import ConfigInvalid, ConfigProblem
 from blanket.config.schedule import parse_schedule_text
 from blanket.config.typefile import parse_type_file
+from blanket.config.workflow import parse_workflow_text
+from blanket.server.catalog import validate_config_dir
 
 
 def type_problems(tmp_path: Path, text: str) -> list[ConfigProblem]:
@@ -135,3 +149,89 @@ def test_a_schedule_priority_outside_the_queue_bounds_is_refused_when_the_file_i
     problem = only(schedule_problems('type = "t"\nevery = "1h"\npriority = -10001\n'))
     assert (problem.line, problem.message) == (3, "priority: -10001 is too small; the least is "
                                                   "-10000")
+
+
+@pytest.mark.parametrize(("value", "kwargs", "message"), [
+    ("x" * (MAX_STRING + 1), {}, f"s: {MAX_STRING + 1} characters is too long; the most is "
+                                 f"{MAX_STRING}"),
+    ("abcd", {"most": 3}, "s: 4 characters is too long; the most is 3"),
+    ("x" * (MAX_COMMAND + 1), {"most": MAX_COMMAND},
+     f"s: {MAX_COMMAND + 1} characters is too long; the most is {MAX_COMMAND}"),
+])
+def test_strings_are_at_most_their_bound(value, kwargs, message):
+    checker = Checker("f.toml", "")
+    assert checker.string("s", value[:-1], 7, **kwargs) == value[:-1]  # at the limit
+    assert checker.problems == []
+    assert checker.string("s", value, 7, **kwargs) is None
+    assert checker.problems == [ConfigProblem("f.toml", message, 7)]
+
+
+@pytest.mark.parametrize(("at_most", "too_long", "kwargs", "message"), [
+    ("366d", "367d", {}, "d: '367d' is too long; the most is 366d"),
+    (MAX_DURATION, MAX_DURATION + 1, {}, "d: 31622401.0 is too long; the most is 366d"),
+    ("7d", "7d1s", {"most": MAX_RETRY_DELAY}, "d: '7d1s' is too long; the most is 7d"),
+    ("36500d", "36501d", {"most": MAX_KEEP}, "d: '36501d' is too long; the most is 36500d"),
+    ("1d", "100000000000d", {}, "d: '100000000000d' is too long; the most is 366d"),
+    ("90", "9" * 101, {}, "d: 101 characters is too long for a duration; write seconds (90) "
+                          "or a string like '90s', '5m', '2h', '1h30m'"),
+])
+def test_durations_are_at_most_their_bound(at_most, too_long, kwargs, message):
+    checker = Checker("f.toml", "")
+    assert checker.duration("d", at_most, 7, **kwargs) is not None
+    assert checker.problems == []
+    assert checker.duration("d", too_long, 7, **kwargs) is None
+    assert checker.problems == [ConfigProblem("f.toml", message, 7)]
+
+
+def test_a_type_file_bounds_each_key_as_its_use_needs(tmp_path):
+    """A command may be a whole script, a description a page, a name or path a line; a
+    timeout at most a year, a retry delay a week (what a submission may ask), a keep a
+    century. Each too-long value is reported at its own line."""
+    long_command = "echo " + "x" * (MAX_COMMAND - 5)
+    good = f'command = "{long_command}"\ndescription = "{"d" * MAX_DESCRIPTION}"\n' \
+           'timeout = "366d"\nretry_delay = "7d"\nkeep = "36500d"\n'
+    path = tmp_path / "types" / "t.toml"
+    path.parent.mkdir(parents=True)
+    path.write_text(good)
+    task_type = parse_type_file(path)
+    assert len(task_type.command) == MAX_COMMAND and task_type.timeout == 366 * 86400
+    problems = type_problems(tmp_path, (
+        f'command = "{long_command}x"\ndescription = "{"d" * (MAX_DESCRIPTION + 1)}"\n'
+        'timeout = "367d"\nretry_delay = "8d"\nkeep = "36501d"\nexecutor = "'
+        + "e" * (MAX_STRING + 1) + '"\nmax_timeout = "100000000000d"\n'))
+    assert [(p.line, p.message) for p in problems] == [
+        (1, f"command: {MAX_COMMAND + 1} characters is too long; the most is {MAX_COMMAND}"),
+        (2, f"description: {MAX_DESCRIPTION + 1} characters is too long; the most is "
+            f"{MAX_DESCRIPTION}"),
+        (6, f"executor: {MAX_STRING + 1} characters is too long; the most is {MAX_STRING}"),
+        (3, "timeout: '367d' is too long; the most is 366d"),
+        (4, "retry_delay: '8d' is too long; the most is 7d"),
+        (7, "max_timeout: '100000000000d' is too long; the most is 366d"),
+        (5, "keep: '36501d' is too long; the most is 36500d"),
+    ]
+
+
+def test_a_schedule_and_a_workflow_bound_their_commands_and_durations():
+    problems = schedule_problems(f'command = "{"x" * (MAX_COMMAND + 1)}"\nevery = "367d"\n')
+    assert [(p.line, p.message) for p in problems] == [
+        (1, f"command: {MAX_COMMAND + 1} characters is too long; the most is {MAX_COMMAND}"),
+        (2, "every: '367d' is too long; the most is 366d")]
+    schedule_problems_ok = parse_schedule_text(
+        f'command = "{"x" * MAX_COMMAND}"\nevery = "366d"\n', "s", "s.toml")
+    assert schedule_problems_ok.every == 366 * 86400
+    with pytest.raises(ConfigInvalid) as caught:
+        parse_workflow_text('[steps.a]\ncommand = "true"\ntimeout = "400d"\n'
+                            f'description = "{"d" * (MAX_DESCRIPTION + 1)}"\n', "w", "w.toml")
+    assert [(p.line, p.message) for p in caught.value.problems] == [
+        (3, "steps.a.timeout: '400d' is too long; the most is 366d"),
+        (4, f"steps.a.description: {MAX_DESCRIPTION + 1} characters is too long; the most "
+            f"is {MAX_DESCRIPTION}")]
+
+
+def test_validate_reports_a_value_past_its_bound_with_file_and_line(tmp_path):
+    config = tmp_path / "conf.d"
+    (config / "types").mkdir(parents=True)
+    (config / "types" / "slow.toml").write_text('command = "true"\ntimeout = "100000000000d"\n')
+    [problem] = validate_config_dir(config)
+    assert str(problem) == (f"{config / 'types' / 'slow.toml'}:2: timeout: '100000000000d' is "
+                            "too long; the most is 366d")

@@ -12,6 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from blanket.config.tasktype import RequiredVariable, TaskType
+from blanket.durations import parse_duration
 from blanket.errors import DuplicateTask, InvalidInput
 from blanket.models import MAX_PRIORITY
 from blanket.server.intake import (
@@ -247,3 +248,14 @@ def test_a_wrong_after_says_what_to_write(value, expected):
     from blanket.server.intake import after_field
     with pytest.raises(InvalidInput, match=expected):
         after_field(value)
+
+
+@pytest.mark.parametrize(("key", "most"), [("timeout", "366d"), ("retry_delay", "7d")])
+def test_a_submission_s_own_durations_are_bounded_as_in_a_type_file(key, most):
+    """A task's own timeout and retry delay: at most what a type file may say (a year, a
+    week), also for a type with no timeout of its own to bound it."""
+    asked = parse_task_request({"type": "t", key: most}, NOW)
+    assert getattr(asked, key) == parse_duration(most)
+    with pytest.raises(InvalidInput, match=f"\"{key}\" '{most}1s' is too long; the most "
+                                           f"is {most}"):
+        parse_task_request({"type": "t", key: most + "1s"}, NOW)

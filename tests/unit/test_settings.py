@@ -3,6 +3,7 @@ from pathlib import Path
 import pytest
 
 from blanket.config.settings import LogDestination, load_settings
+from blanket.durations import parse_duration
 from blanket.errors import InvalidInput
 
 
@@ -109,3 +110,15 @@ def test_server_cpus_are_cpu_numbers():
     for wrong in ("-1", "one", "0.5"):
         with pytest.raises(InvalidInput, match="is not a CPU number"):
             cpus(wrong)
+
+
+@pytest.mark.parametrize(("key", "most"), [("keep_finished", "36500d"),
+                                           ("keep_failed", "36500d"),
+                                           ("prune_interval", "366d"),
+                                           ("lost_after", "366d")])
+def test_setting_durations_are_bounded_as_in_a_type_file(key: str, most: str):
+    settings = load_settings(Path("/nonexistent.toml"), environ={}, overrides={key: most})
+    assert getattr(settings, key) == parse_duration(most)
+    with pytest.raises(InvalidInput, match=f"setting {key}: '{most}1s' is too long; the most "
+                                           f"is {most}"):
+        load_settings(Path("/nonexistent.toml"), environ={}, overrides={key: most + "1s"})

@@ -26,13 +26,24 @@ SELECT pg_try_advisory_lock(%(namespace)s, 1) AS locked;
 SELECT pg_notify('blanket_queue', %(topics)s);
 
 -- name: insert_task
-INSERT INTO tasks (type, state, environment, tags, score, added, not_before, schedule,
+-- In its final state: QUEUED, or as the tasks it waits for stand (store/dependencies.py).
+-- `id`: one taken from next_task_id already (a task with a dedupe key and `after`), else NULL
+-- for the next (COALESCE evaluates nextval only then; 'tasks_id_seq' is the BIGSERIAL's own
+-- sequence, the column's default).
+INSERT INTO tasks (id, type, state, environment, tags, score, added, not_before, schedule,
                    retries, retry_delay, timeout, priority, inputs,
-                   submitted_by, secrets)
-VALUES (%(type)s, 'QUEUED', %(environment)s, %(tags)s, %(score)s, %(added)s, %(not_before)s,
-        %(schedule)s, %(retries)s, %(retry_delay)s, %(timeout)s, %(priority)s, %(inputs)s,
-        %(submitted_by)s, %(secrets)s)
+                   submitted_by, secrets, after_ids, after_policy, waiting_for, finished, error)
+VALUES (COALESCE(%(id)s::bigint, nextval('tasks_id_seq')), %(type)s, %(state)s,
+        %(environment)s, %(tags)s, %(score)s, %(added)s, %(not_before)s, %(schedule)s,
+        %(retries)s, %(retry_delay)s, %(timeout)s, %(priority)s, %(inputs)s,
+        %(submitted_by)s, %(secrets)s, %(after)s::jsonb, %(policy)s, %(waiting_for)s,
+        %(finished)s, %(error)s)
 RETURNING *;
+
+-- name: next_task_id
+-- An id for a task before its row is inserted: a task with a dedupe key and `after` takes its
+-- key under it first; a refusal naming a later task is worded by it (store/dependencies.py).
+SELECT nextval('tasks_id_seq') AS id;
 
 -- name: insert_key
 -- Waits for a concurrent insert of the same key, then inserts nothing if that one committed.
@@ -281,13 +292,6 @@ SELECT id, state FROM tasks WHERE id = ANY(%(ids)s::bigint[]) ORDER BY id FOR SH
 -- name: insert_dep
 INSERT INTO task_deps (after_id, task_id) VALUES (%(after_id)s, %(task_id)s)
 ON CONFLICT DO NOTHING;
-
--- name: set_after
-UPDATE tasks SET after_ids = %(after)s::jsonb, after_policy = %(policy)s,
-       waiting_for = %(waiting_for)s, state = %(state)s, finished = %(finished)s,
-       error = %(error)s
-WHERE id = %(id)s
-RETURNING *;
 
 -- name: take_dependents
 -- The tasks waiting for one that ended, its edges removed as they are read (each is settled

@@ -1,11 +1,13 @@
 -- Every query the SQLite store runs, by name. Read this file to see the queue's whole behaviour.
 
 -- name: insert_task
+-- In its final state: QUEUED, or as the tasks it waits for stand (store/dependencies.py).
 INSERT INTO tasks (type, state, environment, tags, score, added, not_before, schedule,
                    retries, retry_delay, timeout, priority, inputs,
-                   submitted_by, secrets)
-VALUES (:type, 'QUEUED', :environment, :tags, :score, :added, :not_before, :schedule,
-        :retries, :retry_delay, :timeout, :priority, :inputs, :submitted_by, :secrets)
+                   submitted_by, secrets, after_ids, after_policy, waiting_for, finished, error)
+VALUES (:type, :state, :environment, :tags, :score, :added, :not_before, :schedule,
+        :retries, :retry_delay, :timeout, :priority, :inputs, :submitted_by, :secrets,
+        :after, :policy, :waiting_for, :finished, :error)
 RETURNING *;
 
 -- name: insert_key
@@ -203,11 +205,11 @@ SELECT id, state FROM tasks WHERE id IN (SELECT value FROM json_each(:ids)) ORDE
 -- name: insert_dep
 INSERT OR IGNORE INTO task_deps (after_id, task_id) VALUES (:after_id, :task_id);
 
--- name: set_after
-UPDATE tasks SET after_ids = :after, after_policy = :policy, waiting_for = :waiting_for,
-       state = :state, finished = :finished, error = :error
-WHERE id = :id
-RETURNING *;
+-- name: next_task_id
+-- The id the next task inserted will have (AUTOINCREMENT: above every one used before), asked
+-- only to word a refusal (store/dependencies.py).
+SELECT max(coalesce((SELECT seq FROM sqlite_sequence WHERE name = 'tasks'), 0),
+           coalesce((SELECT max(id) FROM tasks), 0)) + 1;
 
 -- name: take_dependents
 -- The tasks waiting for one that ended, its edges removed as they are read (each is settled
