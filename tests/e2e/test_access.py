@@ -187,6 +187,17 @@ def test_an_expired_token_is_refused_and_says_so(closed_server):
     assert "expired" in body["error"]["message"]
 
 
+def test_a_token_s_life_is_bounded(closed_server):
+    status, body = closed_server.client.request(
+        "POST", "/token/", body={"name": "forever", "role": "viewer",
+                                 "expires": "100000000000d"}, ok=(400,))
+    assert status == 400
+    assert body["error"]["message"] == (
+        "expires: '100000000000d' is too long; the most is 36500d (leave expires out for a "
+        "token that does not expire)")
+    assert "forever" not in {t["name"] for t in closed_server.client.get("/token/")}
+
+
 def test_a_revoked_token_stops_working_at_once(closed_server):
     token = closed_server.token("gone-soon", "operator")
     assert call(closed_server, "GET", "/task/", token)[0] == 200

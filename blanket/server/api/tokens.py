@@ -8,12 +8,14 @@ import bottle
 import structlog
 
 from blanket.auth import ADMIN, PUBLIC, WORKER, check_globs, check_name, check_role, csrf_token
-from blanket.durations import parse_duration
+from blanket.durations import format_duration, parse_duration
 from blanket.errors import InvalidInput
 from blanket.server.api import schemas as S
 from blanket.server.api.access import SESSION_COOKIE, identity, presented_token
 from blanket.server.api.http import json_response, read_json_body
 from blanket.server.services import Services
+
+MAX_TOKEN_LIFE = 100 * 365 * 86400.0  # seconds: a century
 
 log = structlog.get_logger("blanket.api")
 
@@ -43,9 +45,14 @@ class TokenRoutes:
         expires = data.get("expires")
         if expires is not None:
             try:
-                expires = now + parse_duration(expires)
+                lasts = parse_duration(expires)
             except ValueError as e:
                 raise InvalidInput(f"expires: {e}") from None
+            if lasts > MAX_TOKEN_LIFE:  # its date must stay one the server can show
+                raise InvalidInput(f"expires: {expires!r} is too long; the most is "
+                                   f"{format_duration(MAX_TOKEN_LIFE)} (leave expires out for "
+                                   "a token that does not expire)")
+            expires = now + lasts
         if data.get("role") == WORKER and data.get("types"):
             raise InvalidInput("types limit what a token may submit; a worker token is "
                                "limited by tags (the tasks it may take)")
