@@ -47,6 +47,7 @@ bench: $(STAMP)
 	$(BIN)/python -P bench/taskpage.py
 	$(BIN)/python -P bench/backup.py
 	$(BIN)/python -P bench/metrics.py
+	$(BIN)/python -P bench/checkpoints.py
 	$(BIN)/python -P bench/workflow.py
 
 clean:

@@ -137,6 +137,12 @@ class Metrics:
         self._commits = Histogram(
             "blanket_store_commit_seconds", "Time a store write takes to commit (and, when "
             "durable, to reach the disk).", ["durable"], buckets=COMMIT_BUCKETS, registry=r)
+        self._checkpoints = Histogram(
+            "blanket_store_checkpoint_seconds", "Time a WAL checkpoint of the SQLite store "
+            "takes: passive (off the store's lock), finish or restart (under it).", ["kind"],
+            buckets=COMMIT_BUCKETS, registry=r)
+        self._checkpoint_kinds = {kind: self._checkpoints.labels(kind)  # shown at 0
+                                  for kind in ("passive", "finish", "restart")}
         self._children: dict[tuple, Any] = {}  # label values are bounded: so is this
         self._durable = {True: self._commits.labels("true"), False: self._commits.labels("false")}
         for kind in NOTIFICATION_KINDS:  # shown at 0 before the first one
@@ -205,6 +211,9 @@ class Metrics:
     def store_commit(self, seconds: float, durable: bool) -> None:
         self._durable[durable].observe(seconds)
 
+    def store_checkpoint(self, seconds: float, kind: str) -> None:
+        self._checkpoint_kinds[kind].observe(seconds)
+
     def _of(self, metric: Counter | Histogram, *values: object) -> Any:
         """The child of `metric` for these label values, kept: `labels()` takes a lock and
         checks its values each time, and the end of every task comes here."""
@@ -229,7 +238,7 @@ class Metrics:
         `_count`, a counter's `_total`)."""
         own = (self._submitted, self._finished, self._attempts, self._wait, self._run,
                self._lateness, self._delivered, self._undelivered, self._requests,
-               self._latency, self._commits)
+               self._latency, self._commits, self._checkpoints)
         families = [*(f for metric in own for f in metric.describe()),
                     *_StateCollector._families()]
         return {name for family in families for name in _series_names(family)}

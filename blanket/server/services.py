@@ -77,6 +77,7 @@ def build_services(settings: Settings, schedule_parser=None) -> Services:
     metrics = Metrics()
     store.on_commit = metrics.store_commit
     store.on_skipped = metrics.skipped
+    store.on_checkpoint = metrics.store_checkpoint
     catalog = Catalog(settings.config_dir, DataDir(settings.data_dir).versions,
                       record_version=store.record_version,
                       schedule_parser=schedule_parser or parse_schedule_file)

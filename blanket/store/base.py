@@ -233,6 +233,9 @@ class Store(ABC):
     # Called after a transaction that skipped tasks (a task they waited for did not succeed)
     # with their types, one entry each (the server counts them as finished).
     on_skipped: Callable[[list[str]], None] = staticmethod(lambda types: None)
+    # Called after each WAL checkpoint of the SQLite store (from its checkpointer's thread)
+    # with its seconds and kind: "passive" (off the lock), "finish" or "restart" (under it).
+    on_checkpoint: Callable[[float, str], None] = staticmethod(lambda seconds, kind: None)
 
     def announce(self, *topics: str) -> None:
         """Wake the waiters of `topics` on every server sharing this store (a stop asked

@@ -1,5 +1,7 @@
 """The SQLite store: WAL mode, one connection guarded by a lock, and group commit (see
-walsync.py): a change is on disk before it is acknowledged, without an fsync under the lock."""
+walsync.py): a change is on disk before it is acknowledged, without an fsync under the lock.
+Checkpoints run from a second connection in a thread of their own (checkpointer.py), never
+inside a COMMIT under the lock."""
 
 from __future__ import annotations
 
@@ -26,7 +28,7 @@ from blanket.errors import (
     is_disk_full,
 )
 from blanket.models import ScheduleState, Task, TaskFilter, TaskState, Token, Worker
-from blanket.store import dependencies
+from blanket.store import checkpointer, dependencies
 from blanket.store.base import (
     IDLE_FRESH,
     Claim,
@@ -37,6 +39,7 @@ from blanket.store.base import (
     exchange_in,
     order_sql,
 )
+from blanket.store.checkpointer import Checkpointer
 from blanket.store.reserve import SpaceReserve
 from blanket.store.rows import (
     attempt_record,
@@ -80,7 +83,19 @@ class SQLiteStore(SqlVerbs):
         for pragma in (f"synchronous = {'NORMAL' if grouped else 'FULL'}", "foreign_keys = ON",
                        "busy_timeout = 10000", "temp_store = MEMORY", "cache_size = -8192"):
             self._db.execute(f"PRAGMA {pragma}")
+        self._checkpointer: Checkpointer | None = None
+        if grouped:
+            # No checkpoint inside COMMIT: the checkpointer copies the WAL off the lock. A
+            # WAL that grew past LIMIT once (a reader in the way) is cut back to it when it
+            # is written from its start again.
+            for pragma in ("wal_autocheckpoint = 0",
+                           f"journal_size_limit = {checkpointer.LIMIT}"):
+                self._db.execute(f"PRAGMA {pragma}")
         self._migrate()
+        if grouped:
+            self._checkpointer = Checkpointer(
+                self.path, self._lock, lambda seconds, kind: self.on_checkpoint(seconds, kind))
+            self._checkpointer.wake()  # a WAL left long by the migrations or a crash
 
     def _migrate(self) -> None:
         with self._tx() as db:
@@ -100,6 +115,7 @@ class SQLiteStore(SqlVerbs):
         fill); claims overlap its fsync, and wait for it before they hand anything out
         (claim_task)."""
         with self._lock:
+            changes = self._db.total_changes
             try:
                 self._db.execute("BEGIN IMMEDIATE")
                 yield self._db
@@ -115,6 +131,8 @@ class SQLiteStore(SqlVerbs):
                 raise
             self._skips_done(committed=True)
             seq = self._wal.committed() if self._wal else 0
+            if self._checkpointer is not None:
+                self._checkpointer.committed(self._db.total_changes - changes)
             if durable and self._wal:
                 self._wal.want(seq)
         if notify:
@@ -414,6 +432,8 @@ class SQLiteStore(SqlVerbs):
         return json.dumps(list(values))
 
     def close(self) -> None:
+        if self._checkpointer is not None:  # outside the lock: a restart may wait for it
+            self._checkpointer.close()
         with self._lock:
             self._db.close()
         if self._wal:  # outside the lock: a sync may be waiting for it (in _checkpoint)
