@@ -20,8 +20,9 @@ during the last, so they shrink), then takes the store's lock for the last few f
 ("finish": a small copy and its two syncs, instead of SQLite's whole checkpoint under the
 lock), unless nothing is left. A reader on an old snapshot (a backup, an `sqlite3` shell)
 keeps PASSIVE from copying past it, and the WAL grows; once what is not copied passes
-`LIMIT`, a TRUNCATE checkpoint under the store's lock, waiting at most `RESTART_WAIT` for
-readers, is tried, and logged (again `RESTART_AGAIN` later if the reader stayed).
+`LIMIT`, a TRUNCATE checkpoint under the store's lock is tried, without waiting for the
+reader (a backup reads for minutes: waiting under the lock would only stall the store), and
+logged (again `RESTART_AGAIN` later if the reader stayed).
 
 Durability is as before (walsync.py): a checkpoint syncs the WAL, copies it, syncs the
 database file and only then marks the frames copied, so a commit WalSync has not yet synced
@@ -49,7 +50,6 @@ THRESHOLD = 4 * 1024 * 1024  # bytes of WAL not yet in the database file: checkp
 LIMIT = 4 * THRESHOLD  # still not copied past this: restart the WAL under the store's lock
 FINISH = 256 * 1024  # left after a pass off the lock: finish under the lock
 PASSES = 3  # passes off the lock at most, before finishing under it
-RESTART_WAIT = 200  # milliseconds a restart under the store's lock waits for readers
 RESTART_AGAIN = 10.0  # seconds after a restart a reader kept from working before another
 WAKE_COMMITS = 100  # commits between looks
 WAKE_ROWS = 1000  # rows changed between looks (a bulk insert wakes it at once)
@@ -79,8 +79,9 @@ class Checkpointer:
         self.limit = limit
         self.checkpoints: dict[str, int] = {"passive": 0, "finish": 0, "restart": 0}
         self._db = sqlite3.connect(database, isolation_level=None, check_same_thread=False)
-        # Never more than a moment's wait: a restart waits for readers under the store's lock.
-        for pragma in ("synchronous = FULL", f"busy_timeout = {RESTART_WAIT}"):
+        # No waiting for other connections: a restart runs under the store's lock, and the
+        # readers in its way (a backup, a shell) stay far longer than any wait worth it.
+        for pragma in ("synchronous = FULL", "busy_timeout = 0"):
             self._db.execute(f"PRAGMA {pragma}")
         self._commits = 0  # since the last wake-up; counted under the store's lock
         self._rows = 0
@@ -167,8 +168,7 @@ class Checkpointer:
                     wal_bytes=left)
         with self.lock:
             if not self._checkpoint("TRUNCATE", "restart"):
-                # Not at every look while it stays (a long backup): each waits for it
-                # under the lock.
+                # Not at every look while it stays (a long backup): each takes the lock.
                 self._restart_after = time.monotonic() + RESTART_AGAIN
                 log.warning("the WAL could not be restarted: a reader is in the way; trying "
                             "again later", wal_bytes=left)
