@@ -8,6 +8,17 @@ import fnmatch
 import re
 
 ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+MAX_VARIABLE_BYTES = 128 * 1024  # Linux's MAX_ARG_STRLEN: one NAME=value, with its NUL
+
+
+def too_long(name: str, value: str) -> str | None:
+    """Why a process could not be given `name`=`value` (Linux refuses a variable longer
+    than MAX_VARIABLE_BYTES: the task would fail to start), else None."""
+    size = len(name.encode()) + 1 + len(value.encode("utf-8", "surrogatepass")) + 1
+    if size <= MAX_VARIABLE_BYTES:
+        return None
+    return (f"{name} is {size - 1} bytes as NAME=value; a process takes at most "
+            f"{MAX_VARIABLE_BYTES - 1} a variable: pass large values as files")
 
 # Exact names and globs, matched case-sensitively as the programs that read them do.
 LOADER_NAMES = (

@@ -12,7 +12,7 @@ from typing import Any
 
 from blanket.config.problems import ConfigInvalid, ConfigProblem
 from blanket.durations import format_duration, parse_duration
-from blanket.envnames import ENV_NAME
+from blanket.envnames import ENV_NAME, too_long
 
 MAX_INT = 2**31 - 1  # retries, weight, max_missed...: larger is a typo, and overflows columns
 # Characters in a string value. Values reach the database, a worker's environment, HTTP
@@ -214,6 +214,10 @@ class Checker:
         if isinstance(value, bool):
             return "true" if value else "false"
         if isinstance(value, str | int | float):
+            problem = too_long(key.rpartition(".")[2], str(value))
+            if problem is not None:
+                self.problem(line, f"{key}: {problem}")
+                return None
             return str(value)
         self.wrong_type(key, "a string, number or boolean", value, line)
         return None

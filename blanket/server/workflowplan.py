@@ -21,12 +21,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from blanket.config.workflow import ITEM, ITEM_INDEX, MAX_ITEMS, Step, Workflow, render
+from blanket.envnames import too_long
 from blanket.errors import InvalidInput
 from blanket.models import Run, RunTask, TaskState
 from blanket.server.intake import check_text
 
 ACTIVE = frozenset({TaskState.WAITING, TaskState.QUEUED, TaskState.CLAIMED, TaskState.RUNNING})
-MAX_VARIABLE_BYTES = 128 * 1024  # Linux's MAX_ARG_STRLEN: one NAME=value, with its NUL
 MAX_ENVIRONMENT_BYTES = 1024 * 1024  # a step task's variables in all
 NOT_RUN = ("failed", "skipped", "stopped")
 
@@ -196,11 +196,10 @@ def _sized(values: dict[str, str]) -> dict[str, str]:
     than 128 KiB; blanket takes 1 MiB of them in all."""
     total = 0
     for name, value in values.items():
-        size = len(name.encode()) + 1 + len(value.encode())
-        if size >= MAX_VARIABLE_BYTES:
-            raise StepFailed(f"variable {name} is {size} bytes; a process takes less than "
-                             f"{MAX_VARIABLE_BYTES} a variable: pass large values as files")
-        total += size
+        problem = too_long(name, value)
+        if problem is not None:
+            raise StepFailed(f"variable {problem}")
+        total += len(name.encode()) + 1 + len(value.encode()) + 1
     if total > MAX_ENVIRONMENT_BYTES:
         raise StepFailed(f"its variables come to {total} bytes; the most is "
                          f"{MAX_ENVIRONMENT_BYTES}: pass large values as files")
