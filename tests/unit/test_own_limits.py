@@ -49,7 +49,7 @@ def test_a_type_without_a_timeout_lets_a_task_set_any():
     ("retries", -1, "whole number from 0 to 1000"),
     ("retries", 1.5, "whole number"),
     ("retries", True, "whole number"),
-    ("retry_delay", "30d", "at most"),
+    ("retry_delay", "30d", "too long; the most is 7d"),
 ])
 def test_wrong_values_are_refused_naming_the_field(field: str, value: object, message: str):
     with pytest.raises(InvalidInput, match=message):
