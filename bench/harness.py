@@ -99,33 +99,3 @@ def server_with_workers(types: dict[str, str], prefix: str, root: Path | None = 
                 if proc is not None:
                     proc.terminate()
                     proc.wait(60)
-
-
-def can_mount() -> bool:
-    """Whether fresh_filesystem can work here: root, with mkfs.ext4 and loop devices."""
-    return (os.geteuid() == 0 and shutil.which("mkfs.ext4") is not None
-            and shutil.which("mount") is not None and Path("/dev/loop-control").exists())
-
-
-@contextlib.contextmanager
-def fresh_filesystem(near: Path, size: str = "3G") -> Iterator[Path]:
-    """A new ext4 filesystem (an image file under `near`, loop-mounted) for the while: file
-    creation there is not slowed by a mass delete elsewhere, which on a disk mounted with
-    `discard` can make a folder with four files cost ten times its usual CPU for minutes.
-    Syncs still reach the disk (the loop device flushes its image file). Needs root."""
-    near.mkdir(parents=True, exist_ok=True)
-    image = Path(tempfile.mkstemp(prefix="blanket-bench-", suffix=".img", dir=near)[1])
-    point = Path(tempfile.mkdtemp(prefix="blanket-bench-fs-"))
-    mounted = False
-    try:
-        subprocess.run(["fallocate", "-l", size, str(image)], check=True)
-        subprocess.run(["mkfs.ext4", "-q", "-F", str(image)], check=True)
-        subprocess.run(["mount", "-o", "loop", str(image), str(point)], check=True)
-        mounted = True
-        yield point
-    finally:
-        if mounted:  # lazily: a process the run started may still be on its way out
-            subprocess.run(["umount", "--lazy", str(point)], check=False)
-        point.rmdir()
-        image.unlink(missing_ok=True)
-

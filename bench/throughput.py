@@ -15,11 +15,9 @@ made in each end's transaction, and a POST each); the script then says how long 
 last task's end the last notification arrived.
 
 Each round runs the three in turn, the order reversed every other round (the machine drifts).
-Everything happens on a new ext4 filesystem, loop-mounted for the run (from an image file
-under --dir, default /var/tmp), when the script runs as root with mkfs.ext4 (--no-fresh-fs
-to run in a new folder under --dir instead): file creation slows for minutes on a filesystem
-that has just seen a mass delete (a test run), ten times over on a disk mounted with
-`discard`. The script prints which filesystem it used and what a folder costs there.
+Everything happens in a new folder under --dir (default /var/tmp): file creation slows for
+minutes on a filesystem that has just seen a mass delete (a test run), so point --dir at one
+that has not; the script prints which filesystem it used and what a folder costs there.
 """
 
 from __future__ import annotations
@@ -45,13 +43,7 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-from bench.harness import (
-    can_mount,
-    fresh_filesystem,
-    percentile,
-    server_with_workers,
-    wait_until,
-)
+from bench.harness import percentile, server_with_workers, wait_until
 from blanket.client import Client
 from blanket.worker.leftovers import Ledger
 
@@ -387,20 +379,13 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--samples", type=int, default=50)
     parser.add_argument("--dir", type=Path, default=Path("/var/tmp"),
-                        help="where to make the new folder everything runs in (with "
-                             "--fresh-fs: where its image file goes)")
-    parser.add_argument("--fresh-fs", action=argparse.BooleanOptionalAction, default=None,
-                        help="run on a new loop-mounted ext4 filesystem (default: when "
-                             "running as root with mkfs.ext4)")
+                        help="where to make the new folder everything runs in")
     parser.add_argument("--notify", choices=("off", "unmatched", "webhook"), default="off",
                         help="a [[notify]] block in the echo type (see above)")
     args = parser.parse_args()
     args.dir.mkdir(parents=True, exist_ok=True)
-    fresh = can_mount() if args.fresh_fs is None else args.fresh_fs
-    with contextlib.ExitStack() as stack:
-        where = stack.enter_context(fresh_filesystem(args.dir)) if fresh else args.dir
-        base = Path(stack.enter_context(
-            tempfile.TemporaryDirectory(prefix="blanket-throughput-", dir=where)))
+    with tempfile.TemporaryDirectory(prefix="blanket-throughput-", dir=args.dir) as tmp:
+        base = Path(tmp)
         print(f"running in {base}, on {filesystem_of(base)}; a task folder with four files "
               f"costs {folder_cost(base / 'folders') * 1000:.2f} ms of CPU there", flush=True)
         systems: dict[str, Callable[[Path], float]] = {
