@@ -309,6 +309,8 @@ def main() -> None:
     parser.add_argument("--dir", type=Path, default=None,
                         help="where temp dirs go (use a real disk: fsync is what is measured)")
     args = parser.parse_args()
+    if args.dir is not None:
+        args.dir.mkdir(parents=True, exist_ok=True)
     base = Path(tempfile.mkdtemp(prefix="blanket-bench-", dir=args.dir))
     try:
         bench_submissions(base, args.submissions)
