@@ -247,7 +247,9 @@ def _convert(key: str, value: Any) -> Any:
             raise ValueError(f"{value!r} must be 0 or more")
         return number
     if key in ("heartbeat_interval", "lost_after", "forget_workers_after"):
-        return _at_most(value, parse_duration(value), MAX_DURATION)
+        # A century for forgetting (a list kept for good); a year for the others.
+        return _at_most(value, parse_duration(value),
+                        MAX_KEEP if key == "forget_workers_after" else MAX_DURATION)
     if key in ("keep_finished", "keep_failed", "keep_per_type", "prune_interval"):
         return _retention(key, value)
     if key in ("worker_tags", "allowed_origins", "server_names"):

@@ -17,7 +17,6 @@ from blanket.config import inheritance
 from blanket.config.checker import (
     MAX_COMMAND,
     MAX_DESCRIPTION,
-    MAX_RETRY_DELAY,
     Checker,
     Line,
     header_line,
@@ -140,7 +139,9 @@ class _TypeChecker(Checker):
         return self.string(key, value, line, most=MAX_DESCRIPTION)
 
     def _retry_delay(self, key: str, value: object, line: Line) -> float | None:
-        return self.duration(key, value, line, most=MAX_RETRY_DELAY)
+        # A year, like the other durations (the back-off is capped below it anyway): a
+        # submission's own is held to a week, but a type file is its owner's to set.
+        return self.duration(key, value, line)
 
     def _at_least(self, low: int) -> Callable[[str, object, Line], int | None]:
         return lambda key, value, line: self.integer(key, value, line, low=low)

@@ -88,6 +88,7 @@ class Checkpointer:
         self._wake = threading.Event()
         self._closing = False
         self._restart_after = 0.0  # monotonic time before which no restart is tried again
+        self._shm: int | None = None  # the -shm file, read by `pending` (never closed early)
         self._thread = threading.Thread(target=self._run, name="blanket-checkpointer",
                                         daemon=True)
         self._thread.start()
@@ -133,33 +134,54 @@ class Checkpointer:
 
     def pending(self) -> int:
         """Bytes of the WAL not yet copied into the database file: from the wal-index
-        header, else (no readable -shm) the -wal file's size."""
+        header, else (no readable -shm) the -wal file's size.
+
+        The -shm file is read through one descriptor kept open until `release`, after the
+        store's connection has closed: closing a descriptor of a file drops every POSIX
+        lock the process holds on it, SQLite's included, and another process opening the
+        database (a backup) would then take the wal-index for its own and truncate it
+        under the server's mapping (SIGBUS)."""
         try:
-            with open(self.shm_path, "rb") as shm:
-                header = shm.read(_SHM_HEADER.size)
+            if self._shm is None:
+                self._shm = os.open(self.shm_path, os.O_RDONLY | os.O_CLOEXEC)
+            header = os.pread(self._shm, _SHM_HEADER.size, 0)
             version, size, frames, copied = _SHM_HEADER.unpack(header)
             if version == _SHM_VERSION:
                 page = (size & 0xFE00) + ((size & 1) << 16)
                 return max(0, frames - copied) * (page + 24)
         except (OSError, struct.error):
             pass
+        return self.wal_size()
+
+    def wal_size(self) -> int:
         try:
             return os.stat(self.wal_path).st_size
         except FileNotFoundError:
             return 0
+
+    def release(self) -> None:
+        """Close the -shm descriptor: call once no connection of this process is open on
+        the database (see `pending`)."""
+        if self._shm is not None:
+            os.close(self._shm)
+            self._shm = None
 
     def look(self) -> None:
         """Checkpoint if enough of the WAL waits, so that the next write starts it anew."""
         if self.pending() < self.threshold:
             return
         for _ in range(PASSES):
-            if not self._checkpoint("PASSIVE", "passive"):
-                break  # a reader is in the way
-            if self.pending() <= FINISH:
+            copied = self._checkpoint("PASSIVE", "passive")
+            # Finish under the lock once little is left; also when writes outpace the
+            # passes and the file has outgrown LIMIT (a slow disk under heavy intake): a
+            # bigger copy under the lock then, but the WAL restarts instead of growing.
+            if (copied and self.pending() <= FINISH) or self.wal_size() > self.limit:
                 with self.lock:  # nothing commits meanwhile
                     if self.pending() == 0 or self._checkpoint("PASSIVE", "finish"):
                         return
                 break
+            if not copied:
+                break  # a reader is in the way
         left = self.pending()
         if left < self.limit or time.monotonic() < self._restart_after:
             return

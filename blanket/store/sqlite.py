@@ -436,6 +436,8 @@ class SQLiteStore(SqlVerbs):
             self._checkpointer.close()
         with self._lock:
             self._db.close()
+        if self._checkpointer is not None:  # its -shm descriptor, now that no connection is
+            self._checkpointer.release()
         if self._wal:  # outside the lock: a sync may be waiting for it (in _checkpoint)
             self._wal.close()
 

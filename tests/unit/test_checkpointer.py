@@ -215,3 +215,40 @@ def test_a_failed_fsync_is_still_made_up_for_by_a_checkpoint_under_the_lock(stor
     store.add_tasks([new_task()] * 500)
     assert store._checkpoint() == store._wal.written
     assert wal_size(store) == 0
+
+
+def shm_locks_of_this_process(store: SQLiteStore) -> list[str]:
+    """This process's POSIX locks on the store's -shm file, as /proc/locks lists them."""
+    inode = os.stat(store.path + "-shm").st_ino
+    return [line for line in open("/proc/locks").read().splitlines()
+            if f":{inode} " in line and f" {os.getpid()} " in line]
+
+
+def test_reading_the_wal_index_keeps_sqlite_s_locks(store, tmp_path):
+    # Closing any descriptor of the -shm file would drop SQLite's locks on it, and a backup
+    # opening the database then rebuilds the wal-index under the server (SIGBUS).
+    store.add_task(new_task())
+    held = shm_locks_of_this_process(store)
+    assert held, "SQLite holds a lock on the -shm file"
+    for _ in range(3):
+        store._checkpointer.pending()
+    assert shm_locks_of_this_process(store) == held
+    other = sqlite3.connect(tmp_path / "blanket.db")  # as a backup does
+    assert other.execute("SELECT count(*) FROM tasks").fetchone()[0] == 1
+    other.close()
+    assert os.stat(store.path + "-shm").st_size > 3  # not taken over and cut down
+    store.add_task(new_task())
+
+
+def test_writes_that_outpace_the_passes_finish_under_the_lock(store, monkeypatch):
+    # A slow disk under heavy intake: every pass leaves more than FINISH behind, so only the
+    # file's growth past LIMIT makes the thread finish under the lock and restart the WAL.
+    worker = store._checkpointer
+    worker.threshold, worker.limit = 64 * 1024, 1024 * 1024
+    monkeypatch.setattr(checkpointer, "FINISH", -1)  # never little enough left
+    largest = 0
+    for _ in range(60):
+        store.add_tasks([new_task()] * 500)
+        largest = max(largest, wal_size(store))
+    assert store.on_checkpoint.seen["finish"].wait(30)
+    assert largest <= 8 * worker.limit  # bounded, within a few bulk inserts of LIMIT

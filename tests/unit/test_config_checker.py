@@ -189,7 +189,7 @@ def test_a_type_file_bounds_each_key_as_its_use_needs(tmp_path):
     century. Each too-long value is reported at its own line."""
     long_command = "echo " + "x" * (MAX_COMMAND - 5)
     good = f'command = "{long_command}"\ndescription = "{"d" * MAX_DESCRIPTION}"\n' \
-           'timeout = "366d"\nretry_delay = "7d"\nkeep = "36500d"\n'
+           'timeout = "366d"\nretry_delay = "366d"\nkeep = "36500d"\n'
     path = tmp_path / "types" / "t.toml"
     path.parent.mkdir(parents=True)
     path.write_text(good)
@@ -197,7 +197,7 @@ def test_a_type_file_bounds_each_key_as_its_use_needs(tmp_path):
     assert len(task_type.command) == MAX_COMMAND and task_type.timeout == 366 * 86400
     problems = type_problems(tmp_path, (
         f'command = "{long_command}x"\ndescription = "{"d" * (MAX_DESCRIPTION + 1)}"\n'
-        'timeout = "367d"\nretry_delay = "8d"\nkeep = "36501d"\nexecutor = "'
+        'timeout = "367d"\nretry_delay = "367d"\nkeep = "36501d"\nexecutor = "'
         + "e" * (MAX_STRING + 1) + '"\nmax_timeout = "100000000000d"\n'))
     assert [(p.line, p.message) for p in problems] == [
         (1, f"command: {MAX_COMMAND + 1} characters is too long; the most is {MAX_COMMAND}"),
@@ -205,7 +205,7 @@ def test_a_type_file_bounds_each_key_as_its_use_needs(tmp_path):
             f"{MAX_DESCRIPTION}"),
         (6, f"executor: {MAX_STRING + 1} characters is too long; the most is {MAX_STRING}"),
         (3, "timeout: '367d' is too long; the most is 366d"),
-        (4, "retry_delay: '8d' is too long; the most is 7d"),
+        (4, "retry_delay: '367d' is too long; the most is 366d"),
         (7, "max_timeout: '100000000000d' is too long; the most is 366d"),
         (5, "keep: '36501d' is too long; the most is 36500d"),
     ]
