@@ -192,8 +192,11 @@ def exchange_in(ends: Sequence[End], claims: Sequence[Claim], all_or_none: bool,
     empty: dict[frozenset[str], bool] = {}  # tags -> whether only a reserve found nothing
     for one in claims:
         only_reserve = empty.get(one.tags)
+        # A claim naming the task its worker now runs is made anyway: it also records that
+        # in the worker's record (the reaper reads it to tell a reserve from a started task).
         if (one.end is not None and isinstance(ended[one.end], BlanketError)) or (
-                only_reserve is not None and (one.reserve or not only_reserve)):
+                only_reserve is not None and (one.reserve or not only_reserve)
+                and one.running is None):
             taken.append(None)  # a refused report claims nothing
             continue
         found = claim(one)

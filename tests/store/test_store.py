@@ -1019,6 +1019,22 @@ def test_an_exchange_claims_for_each_slot_until_the_queue_is_empty(store: Store)
         (queued[0].id, "w1"), (queued[1].id, "w2"), None]
 
 
+def test_a_slot_running_its_reserve_is_recorded_even_when_its_claim_finds_nothing(
+        store: Store) -> None:
+    # The first slot's claim finds an empty queue; the second's, which names the reserve it
+    # now runs, still records it as its task (the reaper tells reserves by that record).
+    for slot in ("w1", "w2"):
+        store.save_worker(Worker(id=slot, tags=(), host="h", pid=1, state="busy",
+                                 registered=NOW, heartbeat=NOW))
+    one, two = claimed(store), claimed(store)
+    _, taken = store.exchange(
+        [End(one.id, one.token or "", failed()), End(two.id, two.token or "", failed())],
+        [Claim("w1", frozenset(), {}, NOW, end=0),
+         Claim("w2", frozenset(), {}, NOW, reserve=True, running=4242, end=1)])
+    assert taken == [None, None]
+    assert store.get_worker("w2").task == 4242  # type: ignore[union-attr]
+
+
 def test_a_reserve_that_finds_nothing_does_not_keep_the_next_slot_from_its_task(
         store: Store) -> None:
     # The first slot's reserve passes over the queued task (an idle worker could take it);
