@@ -20,6 +20,8 @@ MAX_INT = 2**31 - 1  # retries, weight, max_missed...: larger is a typo, and ove
 MAX_STRING = 4096  # names, paths, URLs, cron lines, expressions (PATH_MAX is 4096 bytes)
 MAX_DESCRIPTION = 16_384  # a description: a page of prose
 MAX_COMMAND = 262_144  # a command may be a whole script; a long one runs from a file
+# The bound of a string by its key's last part (any other: MAX_STRING), in every file kind.
+_STRING_BOUNDS = {"command": MAX_COMMAND, "description": MAX_DESCRIPTION}
 # Seconds in a duration. A year: no timeout, estimate or `every` is longer, and `now +` a
 # year is a date like any other (times.py shows moments up to the year 9999; a wait of
 # more than threading.TIMEOUT_MAX, about 292 years, raises OverflowError).
@@ -131,8 +133,11 @@ class Checker:
         self.problem(line, f"{key}: expected {expected}, got {type_name(value)} ({value!r})")
 
     def string(self, key: str, value: object, line: Line, nonempty: bool = False,
-               most: int = MAX_STRING) -> str | None:
-        """A string of at most `most` characters (non-blank when `nonempty`)."""
+               most: int | None = None) -> str | None:
+        """A string of at most `most` characters (non-blank when `nonempty`); by default as
+        its key's kind allows: a command 256 Ki, a description 16 Ki, anything else 4 Ki."""
+        if most is None:
+            most = _STRING_BOUNDS.get(key.rpartition(".")[2], MAX_STRING)
         if isinstance(value, str) and (value.strip() or not nonempty):
             if len(value) > most:
                 self.problem(line, f"{key}: {len(value)} characters is too long; the most "

@@ -30,9 +30,6 @@ from zoneinfo import ZoneInfo, available_timezones
 from croniter import CroniterBadDateError, CroniterError, croniter
 
 from blanket.config.checker import (
-    MAX_COMMAND,
-    MAX_DESCRIPTION,
-    MAX_STRING,
     Checker,
     header_line,
     key_line,
@@ -176,8 +173,7 @@ class _ScheduleChecker(Checker):
     def text_value(self, data: dict, key: str) -> str | None:
         if key not in data:
             return None
-        most = {"command": MAX_COMMAND, "description": MAX_DESCRIPTION}.get(key, MAX_STRING)
-        return self.string(key, data[key], self.top_line(key), nonempty=True, most=most)
+        return self.string(key, data[key], self.top_line(key), nonempty=True)
 
     def zone(self, value: object) -> ZoneInfo | None:
         if isinstance(value, str):

@@ -15,8 +15,6 @@ import pathspec
 
 from blanket.config import inheritance
 from blanket.config.checker import (
-    MAX_COMMAND,
-    MAX_DESCRIPTION,
     Checker,
     Line,
     header_line,
@@ -122,9 +120,9 @@ class _TypeChecker(Checker):
     def _scalars(self, data: dict) -> dict:
         fields: dict = {}
         checks: dict[str, Callable[[str, object, Line], object]] = {
-            "description": self._description, "executor": self._executor,
+            "description": self.string, "executor": self._executor,
             "tags": self.string_list, "results": self.string_list, "checks": self.string_list,
-            "timeout": self.duration, "retry_delay": self._retry_delay,
+            "timeout": self.duration, "retry_delay": self.duration,
             "estimate": self.duration,
             "retries": self._at_least(0), "max_concurrent": self._at_least(1),
             "max_timeout": self.duration, "max_retries": self._at_least(0),
@@ -134,14 +132,6 @@ class _TypeChecker(Checker):
             if key in data:
                 fields[key] = check(key, data[key], self.top_line(key))
         return {k: v for k, v in fields.items() if v is not None}
-
-    def _description(self, key: str, value: object, line: Line) -> str | None:
-        return self.string(key, value, line, most=MAX_DESCRIPTION)
-
-    def _retry_delay(self, key: str, value: object, line: Line) -> float | None:
-        # A year, like the other durations (the back-off is capped below it anyway): a
-        # submission's own is held to a week, but a type file is its owner's to set.
-        return self.duration(key, value, line)
 
     def _at_least(self, low: int) -> Callable[[str, object, Line], int | None]:
         return lambda key, value, line: self.integer(key, value, line, low=low)
@@ -167,8 +157,7 @@ class _TypeChecker(Checker):
                                    '"echo hello" (or abstract = true for a file that is only '
                                    'a base others extend)')
             return ""
-        command = self.string("command", data["command"], self.top_line("command"),
-                              most=MAX_COMMAND)
+        command = self.string("command", data["command"], self.top_line("command"))
         if command is None:
             return ""
         if not command.strip():
@@ -269,8 +258,7 @@ class _TypeChecker(Checker):
             return None
         before = len(self.problems)
         self.unknown_keys(spec, REQUIRED_KEYS, f" in {where}", lambda _: line)
-        description = self.string(f"{where}.description", spec.get("description", ""), line,
-                                  most=MAX_DESCRIPTION)
+        description = self.string(f"{where}.description", spec.get("description", ""), line)
         secret = self.boolean(f"{where}.secret", spec.get("secret", False), line)
         kind = self.choice(f"{where}.type", spec.get("type", "string"), line, VARIABLE_TYPES)
         if len(self.problems) > before or description is None or kind is None:

@@ -40,8 +40,6 @@ from pathlib import Path
 from typing import Any
 
 from blanket.config.checker import (
-    MAX_COMMAND,
-    MAX_DESCRIPTION,
     Checker,
     Line,
     header_line,
@@ -197,7 +195,7 @@ class _WorkflowChecker(Checker):
     def optional_string(self, data: dict, key: str, line: Line) -> str | None:
         if key not in data:
             return None
-        return self.string(key, data[key], line, most=MAX_DESCRIPTION)
+        return self.string(key, data[key], line)
 
     def defaults(self, table: object) -> dict[str, str]:
         line = self.top_line("environment")
@@ -283,7 +281,7 @@ class _WorkflowChecker(Checker):
             fields["type"] = type_name
         if "command" in data:
             fields["command"] = self.string(f"{where}.command", data["command"],
-                                            line("command"), nonempty=True, most=MAX_COMMAND)
+                                            line("command"), nonempty=True)
         if "executor" in data:
             if "command" not in data:
                 self.problem(line("executor"), f"{where}.executor: only a command step has an "
@@ -314,7 +312,7 @@ class _WorkflowChecker(Checker):
                                              line("retries"), 0, 1000)
         if "description" in data:
             fields["description"] = self.string(f"{where}.description", data["description"],
-                                                line("description"), most=MAX_DESCRIPTION)
+                                                line("description"))
         if len(self.problems) > before:
             return None
         return Step(**fields)

@@ -77,7 +77,6 @@ class Checkpointer:
         self.on_checkpoint = on_checkpoint
         self.threshold = threshold
         self.limit = limit
-        self.checkpoints: dict[str, int] = {"passive": 0, "finish": 0, "restart": 0}
         self._db = sqlite3.connect(database, isolation_level=None, check_same_thread=False)
         # No waiting for other connections: a restart runs under the store's lock, and the
         # readers in its way (a backup, a shell) stay far longer than any wait worth it.
@@ -199,6 +198,5 @@ class Checkpointer:
         """One checkpoint: whether it copied the whole WAL."""
         began = time.perf_counter()
         busy, frames, copied = self._db.execute(f"PRAGMA wal_checkpoint({mode})").fetchall()[0]
-        self.checkpoints[kind] += 1
         self.on_checkpoint(time.perf_counter() - began, kind)
         return not busy and copied == frames
