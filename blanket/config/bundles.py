@@ -9,6 +9,7 @@ import os
 import struct
 import tarfile
 import tempfile
+import time
 from pathlib import Path, PurePosixPath
 from typing import BinaryIO
 
@@ -26,13 +27,14 @@ def bundle_path(versions_dir: Path, version: str) -> Path:
 
 
 def write_bundle(
-    versions_dir: Path, hash: str, type_path: Path,
+    versions_dir: Path, hash: str, type_toml: Path | bytes,
     selected: list[SelectedFile] | tuple[SelectedFile, ...], bases: tuple[Path, ...] = (),
 ) -> Path:
     """Write `versions_dir/HASH.tar.gz` once, atomically.
 
-    Inside: `type.toml`, `bases/NAME.toml` for each type it extends, and
-    `files/<section index>/<relpath>` for each selected file.
+    Inside: `type.toml` (the file, or the bytes the version was hashed from when the
+    caller holds them: the file may have changed or gone since), `bases/NAME.toml` for
+    each type it extends, and `files/<section index>/<relpath>` for each selected file.
     """
     target = bundle_path(versions_dir, hash)
     if target.exists():
@@ -41,7 +43,8 @@ def write_bundle(
     fd, temp = tempfile.mkstemp(dir=target.parent, prefix=f".{hash}.", suffix=".part")
     try:
         with os.fdopen(fd, "wb") as raw:
-            _write_tar_gz(raw, [("type.toml", Path(type_path))] + [
+            _write_tar_gz(raw, [("type.toml", type_toml if isinstance(type_toml, bytes)
+                                 else Path(type_toml))] + [
                 (f"bases/{base.name}", base) for base in bases] + [
                 (f"files/{item.section}/{item.relpath}", item.abspath) for item in selected
             ])
@@ -52,8 +55,9 @@ def write_bundle(
     return target
 
 
-def _write_tar_gz(raw: BinaryIO, members: list[tuple[str, Path]]) -> None:
-    """A tar.gz of regular files, framed with tarfile's own headers.
+def _write_tar_gz(raw: BinaryIO, members: list[tuple[str, Path | bytes]]) -> None:
+    """A tar.gz of regular files (read from a path, or given as bytes), framed with
+    tarfile's own headers.
 
     Writing headers and data through one buffer is several times faster than
     TarFile.addfile for many small files, which matters on a cold catalog load.
@@ -61,6 +65,11 @@ def _write_tar_gz(raw: BinaryIO, members: list[tuple[str, Path]]) -> None:
     with gzip.GzipFile(fileobj=raw, mode="wb", compresslevel=6) as packed, \
             io.BufferedWriter(packed, 1 << 16) as out:  # type: ignore[arg-type]
         for name, path in members:
+            if isinstance(path, bytes):
+                out.write(tar_header(name, len(path), int(time.time()), 0o644))
+                out.write(path)
+                out.write(bytes(-len(path) % tarfile.BLOCKSIZE))
+                continue
             with open(path, "rb") as handle:
                 stat = os.fstat(handle.fileno())
                 mode = 0o755 if stat.st_mode & 0o111 else 0o644

@@ -85,9 +85,12 @@ class Schedule:
     keep: float | None = None
     keep_failed: float | None = None
     keep_last: int | None = None
+    # The file as it was parsed: a command schedule's version is a hash of it.
+    text: str = field(default="", compare=False, repr=False)
 
     def to_json(self) -> dict:
         data = asdict(replace(self, notify=()))
+        del data["text"]
         data["notify"] = [{"on": list(t.on), "target": t.label} for t in self.notify]
         data["tags"] = list(self.tags)
         data["start"] = self.start.isoformat() if self.start else None
@@ -145,7 +148,7 @@ class _ScheduleChecker(Checker):
         fields.update(read_retention(self, data))
         self.check_window(fields["start"], fields["end"])
         fields = {key: value for key, value in fields.items() if value is not None}
-        return None if self.problems else Schedule(name=name, **fields)
+        return None if self.problems else Schedule(name=name, text=self.text, **fields)
 
     def setting(self, data: dict, key: str, check: Callable[..., object], *rule: object) -> Any:
         """`check`ed value of an optional `key`, None when absent (the default applies)."""

@@ -125,14 +125,16 @@ class _SyntheticTypes:
         return built[1]
 
     def _recorded(self, task_type: TaskType, kind: str, content: bytes, path: Path,
-                  source: str | None = None) -> LoadedType:
+                  toml: bytes, source: str | None = None) -> LoadedType:
         """The type recorded under a version: a hash of `content` and `source` (the name of
-        what it came from, which the version is recorded for; the type's own by default)."""
+        what it came from, which the version is recorded for; the type's own by default).
+        Its bundle holds `toml`, the file as it was parsed: the file at `path` may have
+        been edited or removed since, and the next scan is what notices that."""
         source = task_type.name if source is None else source
         digest = hashlib.sha256(f"blanket-{kind}-version 1\0{source}\0".encode())
         digest.update(content)
         version = digest.hexdigest()
-        write_bundle(self.versions_dir, version, path, [])
+        write_bundle(self.versions_dir, version, toml, [])
         now = time.time()
         if self.record_version is not None:
             self.record_version(version, source, now)
@@ -158,7 +160,8 @@ class CommandTypes(_SyntheticTypes):
         task_type = TaskType(name=task_type_of(schedule), command=schedule.command,
                              executor=schedule.executor or "bash", tags=schedule.tags,
                              description=schedule.description)
-        return self._recorded(task_type, "schedule", path.read_bytes(), path)
+        text = schedule.text.encode()
+        return self._recorded(task_type, "schedule", text, path, text)
 
 
 class StepTypes(_SyntheticTypes):
@@ -185,9 +188,10 @@ class StepTypes(_SyntheticTypes):
         # Every command step of one file shares its version (the file's hash): a worker
         # fetches the file's bundle once for all of them. The type's name tells them apart.
         # The secrets are part of the definition a worker caches by version: in the hash too.
-        content = workflow.text.encode() + b"\0" + ",".join(hidden).encode()
+        text = workflow.text.encode()
+        content = text + b"\0" + ",".join(hidden).encode()
         return self._cached(type_name, (workflow.version, hidden), lambda: self._recorded(
-            task_type, "step", content, loaded.path, f"workflow.{workflow.name}"))
+            task_type, "step", content, loaded.path, text, f"workflow.{workflow.name}"))
 
     def _secrets_of(self, type_name: str) -> frozenset[str]:
         loaded = self.catalog.get(type_name)

@@ -1,0 +1,58 @@
+"""Types made from a schedule's or a workflow step's own command are bundled from the file as
+it was parsed, so a file removed or edited after the scan neither breaks a run nor puts other
+bytes in the bundle than its version was hashed from."""
+
+from __future__ import annotations
+
+import tarfile
+from pathlib import Path
+
+from blanket.config.bundles import bundle_path
+from blanket.config.schedule import parse_schedule_file
+from blanket.server.catalog import Catalog
+from blanket.server.currenttypes import CommandTypes, StepTypes
+
+SCHEDULE = 'command = "echo from the schedule"\nevery = "1h"\n'
+WORKFLOW = '[steps.a]\ncommand = "echo from the workflow"\n'
+
+
+def _catalog(tmp_path: Path) -> Catalog:
+    conf = tmp_path / "conf.d"
+    (conf / "schedules").mkdir(parents=True)
+    (conf / "workflows").mkdir()
+    (conf / "schedules" / "nightly.toml").write_text(SCHEDULE)
+    (conf / "workflows" / "w.toml").write_text(WORKFLOW)
+    catalog = Catalog(conf, tmp_path / "versions", schedule_parser=parse_schedule_file)
+    catalog.scan()
+    return catalog
+
+
+def _type_toml(versions: Path, version: str) -> bytes:
+    with tarfile.open(bundle_path(versions, version)) as tar:
+        member = tar.extractfile("type.toml")
+        assert member is not None
+        return member.read()
+
+
+def test_a_command_schedule_whose_file_is_gone_is_bundled_as_parsed(tmp_path):
+    catalog = _catalog(tmp_path)
+    (tmp_path / "conf.d" / "schedules" / "nightly.toml").unlink()
+    loaded = CommandTypes(catalog, tmp_path / "versions").get("schedule.nightly")
+    assert loaded is not None and loaded.version is not None
+    assert loaded.task_type is not None
+    assert loaded.task_type.command == "echo from the schedule"
+    assert _type_toml(tmp_path / "versions", loaded.version) == SCHEDULE.encode()
+
+
+def test_a_workflow_step_whose_file_changed_is_bundled_as_parsed(tmp_path):
+    catalog = _catalog(tmp_path)
+    path = tmp_path / "conf.d" / "workflows" / "w.toml"
+    path.write_text('[steps.a]\ncommand = "echo edited, not yet scanned"\n')
+    steps = StepTypes(catalog, tmp_path / "versions")
+    loaded = steps.get("workflow.w.a")
+    assert loaded is not None and loaded.version is not None
+    assert _type_toml(tmp_path / "versions", loaded.version) == WORKFLOW.encode()
+    path.unlink()
+    again = StepTypes(catalog, tmp_path / "versions2").get("workflow.w.a")
+    assert again is not None and again.version == loaded.version
+    assert _type_toml(tmp_path / "versions2", loaded.version) == WORKFLOW.encode()
