@@ -9,16 +9,33 @@ import re
 
 ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 MAX_VARIABLE_BYTES = 128 * 1024  # Linux's MAX_ARG_STRLEN: one NAME=value, with its NUL
+# A task's variables in all. Linux takes arguments and environment together up to a quarter
+# of the stack limit (2 MiB with the usual 8 MiB); half of that leaves the worker's own.
+MAX_ENVIRONMENT_BYTES = 1024 * 1024
+
+
+def _size(name: str, value: str) -> int:
+    return len(name.encode()) + 1 + len(value.encode("utf-8", "surrogatepass")) + 1
 
 
 def too_long(name: str, value: str) -> str | None:
     """Why a process could not be given `name`=`value` (Linux refuses a variable longer
     than MAX_VARIABLE_BYTES: the task would fail to start), else None."""
-    size = len(name.encode()) + 1 + len(value.encode("utf-8", "surrogatepass")) + 1
+    size = _size(name, value)
     if size <= MAX_VARIABLE_BYTES:
         return None
     return (f"{name} is {size - 1} bytes as NAME=value; a process takes at most "
             f"{MAX_VARIABLE_BYTES - 1} a variable: pass large values as files")
+
+
+def too_big(values: dict[str, str]) -> str | None:
+    """Why a task could not be given all of `values` (over MAX_ENVIRONMENT_BYTES as
+    NAME=value strings with their NULs), else None."""
+    total = sum(_size(name, value) for name, value in values.items())
+    if total <= MAX_ENVIRONMENT_BYTES:
+        return None
+    return (f"its variables come to {total} bytes as NAME=value; the most is "
+            f"{MAX_ENVIRONMENT_BYTES}: pass large values as files")
 
 # Exact names and globs, matched case-sensitively as the programs that read them do.
 LOADER_NAMES = (

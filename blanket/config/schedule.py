@@ -39,6 +39,7 @@ from blanket.config.notify import NotifyTarget, parse_notify_blocks
 from blanket.config.problems import read_config_text
 from blanket.config.retention import KEYS as RETENTION_KEYS
 from blanket.config.retention import read_retention
+from blanket.envnames import too_big
 from blanket.models import MAX_PRIORITY
 
 MISSED = ("skip", "once", "all")
@@ -248,6 +249,8 @@ class _ScheduleChecker(Checker):
                 text = self.environment_value(f"environment.{name}", item, line)
                 if text is not None:
                     env[name] = text
+        if (problem := too_big(env)) is not None:
+            self.problem(self.top_line("environment"), f"environment: {problem}")
         return env
 
 

@@ -26,6 +26,7 @@ from blanket.config.problems import ConfigInvalid, ConfigProblem, read_config_te
 from blanket.config.retention import KEYS as RETENTION_KEYS
 from blanket.config.retention import read_retention
 from blanket.config.tasktype import TYPE_NAME, FileSection, RequiredVariable, TaskType
+from blanket.envnames import too_big
 
 BUILTIN_EXECUTORS = ("bash", "sh", "python")
 VARIABLE_TYPES = ("string", "integer", "number", "boolean")
@@ -209,6 +210,8 @@ class _TypeChecker(Checker):
             text = self.environment_value(f"environment.defaults.{name}", value, line)
             if text is not None:
                 result[name] = text
+        if (problem := too_big(result)) is not None:
+            self.problem(self._env_line("defaults"), f"environment.defaults: {problem}")
         return result
 
     def _default_table(self, name: str, spec: dict) -> object:

@@ -20,7 +20,7 @@ from blanket.config.checker import MAX_DURATION, MAX_RETRY_DELAY
 from blanket.config.tasktype import TaskType
 from blanket.config.workflow import STEP_TYPE_PREFIX
 from blanket.durations import format_duration, parse_duration
-from blanket.envnames import ENV_NAME, loader_name, too_long
+from blanket.envnames import ENV_NAME, loader_name, too_big, too_long
 from blanket.errors import InvalidInput, ItemsRefused, StorageFull, is_disk_full
 from blanket.models import AFTER_POLICIES, MAX_AFTER, MAX_PRIORITY, Task
 from blanket.server.metrics import Metrics
@@ -300,6 +300,8 @@ def clean_environment(task_type: TaskType, submitted: dict[str, Any],
         if (problem := too_long(name, text)) is not None:
             raise InvalidInput(f"environment {problem}")
         values[name] = text
+    if (problem := too_big(values)) is not None:
+        raise InvalidInput(f"environment: {problem}")
     missing = [r for r in task_type.required if r.name not in values]
     if missing:
         listed = "; ".join(f"{r.name} ({r.description or r.type})" for r in missing)

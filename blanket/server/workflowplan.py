@@ -21,13 +21,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from blanket.config.workflow import ITEM, ITEM_INDEX, MAX_ITEMS, Step, Workflow, render
-from blanket.envnames import too_long
+from blanket.envnames import too_big, too_long
 from blanket.errors import InvalidInput
 from blanket.models import Run, RunTask, TaskState
 from blanket.server.intake import check_text
 
 ACTIVE = frozenset({TaskState.WAITING, TaskState.QUEUED, TaskState.CLAIMED, TaskState.RUNNING})
-MAX_ENVIRONMENT_BYTES = 1024 * 1024  # a step task's variables in all
 NOT_RUN = ("failed", "skipped", "stopped")
 
 # read_results(step, task) -> the values a succeeded task's results file sets (JSON);
@@ -193,16 +192,13 @@ def _environments(workflow: Workflow, step: Step, run: Run,
 
 def _sized(values: dict[str, str]) -> dict[str, str]:
     """`values`, if a process can be started with them: Linux takes a NAME=value of less
-    than 128 KiB; blanket takes 1 MiB of them in all."""
-    total = 0
+    than 128 KiB; blanket takes 1 MiB of them in all (envnames.too_big)."""
     for name, value in values.items():
         problem = too_long(name, value)
         if problem is not None:
             raise StepFailed(f"variable {problem}")
-        total += len(name.encode()) + 1 + len(value.encode()) + 1
-    if total > MAX_ENVIRONMENT_BYTES:
-        raise StepFailed(f"its variables come to {total} bytes; the most is "
-                         f"{MAX_ENVIRONMENT_BYTES}: pass large values as files")
+    if (problem := too_big(values)) is not None:
+        raise StepFailed(problem)
     return values
 
 

@@ -1,16 +1,18 @@
-"""The largest variable a process can be given: refused where it is written, not when the
-task fails to start."""
+"""The largest variable, and the most variables in all, a task can be given: refused where
+they are written, not when the task fails to start."""
 
 from __future__ import annotations
 
+import os
 import subprocess
 
 import pytest
 
 from blanket.config.problems import ConfigInvalid
+from blanket.config.schedule import parse_schedule_text
 from blanket.config.tasktype import TaskType
 from blanket.config.typefile import parse_type_file
-from blanket.envnames import MAX_VARIABLE_BYTES, too_long
+from blanket.envnames import MAX_ENVIRONMENT_BYTES, MAX_VARIABLE_BYTES, too_big, too_long
 from blanket.errors import InvalidInput
 from blanket.server.intake import clean_environment
 
@@ -42,3 +44,52 @@ def test_a_type_default_too_long_to_pass_is_a_problem_with_its_line(tmp_path):
         parse_type_file(path)
     assert "big.toml:3: environment.defaults.BIG: BIG is 131072 bytes as NAME=value" in str(
         refused.value)
+
+
+def _filling(total: int) -> dict[str, str]:
+    """Variables V0, V1, ... of 100,000 bytes as NAME=value (with NULs) or less, `total` in
+    all: each well under the one-variable limit."""
+    values, index = {}, 0
+    while total > 0:
+        name = f"V{index}"
+        size = min(100_000, total)
+        values[name] = "x" * (size - len(name) - 2)
+        total -= size
+        index += 1
+    return values
+
+
+def test_the_total_bound_leaves_a_process_room_to_start():
+    largest = _filling(MAX_ENVIRONMENT_BYTES)
+    assert too_big(largest) is None
+    # with this process's own environment beside it, as a worker gives a task
+    assert subprocess.run(["/bin/true"], env={**os.environ, **largest}).returncode == 0
+    over = _filling(MAX_ENVIRONMENT_BYTES + 1)
+    assert too_big(over) == (
+        f"its variables come to {MAX_ENVIRONMENT_BYTES + 1} bytes as NAME=value; the most "
+        f"is {MAX_ENVIRONMENT_BYTES}: pass large values as files")
+
+
+def test_a_submission_whose_variables_are_too_many_in_all_is_refused():
+    task_type = TaskType(name="t", command="true", extra_environment=("*",),
+                         defaults={"D": "x" * 50_000})
+    submitted = _filling(MAX_ENVIRONMENT_BYTES - 50_003)  # D=value and its NUL: 50,003
+    assert len(clean_environment(task_type, submitted)) == len(submitted) + 1
+    with pytest.raises(InvalidInput, match=r"environment: its variables come to 1048577 bytes"):
+        clean_environment(task_type, {**submitted, "V0": submitted["V0"] + "x"})
+
+
+def test_a_type_s_or_schedule_s_variables_too_many_in_all_are_a_problem(tmp_path):
+    lines = "".join(f'{name} = "{value}"\n' for name, value in
+                    _filling(MAX_ENVIRONMENT_BYTES + 1).items())
+    path = tmp_path / "big.toml"
+    path.write_text(f'command = "true"\n[environment.defaults]\n{lines}')
+    with pytest.raises(ConfigInvalid) as refused:
+        parse_type_file(path)
+    assert (f"big.toml:2: environment.defaults: its variables come to "
+            f"{MAX_ENVIRONMENT_BYTES + 1} bytes") in str(refused.value)
+    with pytest.raises(ConfigInvalid) as refused:
+        parse_schedule_text(f'command = "true"\nevery = "1h"\n[environment]\n{lines}',
+                            "big", "big.toml")
+    assert (f"big.toml:3: environment: its variables come to {MAX_ENVIRONMENT_BYTES + 1} "
+            "bytes") in str(refused.value)
