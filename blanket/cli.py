@@ -433,7 +433,8 @@ def _waiting(task: dict) -> str:
     if code == "no_worker":
         return "no worker has tags " + (",".join(task.get("tags") or []) or "(none)")
     return {"paused": "its workers are paused", "max_concurrent": "type at max_concurrent",
-            "not_before": "not before its start"}.get(code or "", "")
+            "not_before": "not before its start",
+            "type_broken": "its type's file is broken"}.get(code or "", "")
 
 
 @cli.group()

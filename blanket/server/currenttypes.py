@@ -47,17 +47,28 @@ class CatalogTypes:
         rules = self._rules
         if rules is None:
             generation = self._generation
-            loaded = [t for t in self.catalog.types() if t.task_type is not None]
-            rules = ({t.name: t.task_type.max_concurrent for t in loaded
-                      if t.task_type.max_concurrent is not None},
-                     {t.name: t.version for t in loaded if t.version is not None})
+            everything = self.catalog.types()
+            loaded = [t for t in everything if t.task_type is not None]
+            limits = {t.name: t.task_type.max_concurrent for t in loaded
+                      if t.task_type.max_concurrent is not None}
+            # A type whose file has had no good definition since the server started (saved
+            # broken while it was down): its queued tasks wait for the file to be fixed,
+            # instead of failing as a deleted type's do.
+            limits |= {t.name: 0 for t in everything if t.task_type is None}
+            rules = (limits, {t.name: t.version for t in loaded if t.version is not None})
             if generation == self._generation:  # not computed from a catalog that changed since
                 self._rules = rules
         return rules
 
     def limits(self) -> dict[str, int]:
-        """max_concurrent of each capped type (cached until the catalog changes)."""
+        """max_concurrent of each capped type, 0 for each `held` one (cached until the
+        catalog changes)."""
         return self._claim_rules()[0]
+
+    def held(self) -> set[str]:
+        """The types whose file has had no good definition since the server started: their
+        tasks wait (a limit of 0 in `limits`) until it is fixed."""
+        return {t.name for t in self.catalog.types() if t.task_type is None}
 
     def versions(self) -> dict[str, str]:
         """The current version of each type (cached until the catalog changes)."""

@@ -82,17 +82,18 @@ def build_services(settings: Settings, schedule_parser=None) -> Services:
                       record_version=store.record_version,
                       schedule_parser=schedule_parser or parse_schedule_file)
     catalog.scan()
-    catalog.add_listener(wakeups.notify)
     commands = CommandTypes(catalog, DataDir(settings.data_dir).versions, store.record_version)
     steps = StepTypes(catalog, DataDir(settings.data_dir).versions, store.record_version)
     types = CatalogTypes(catalog, lambda name: commands.get(name) or steps.get(name))
+    # after CatalogTypes' own listener: a woken claim reads the new limits and versions
+    catalog.add_listener(wakeups.notify)
     intake = Intake(store, types, settings.data_dir, metrics=metrics)
     queue = Queue(store, types.current, types.limits, types.versions, task_dir=intake.task_dir,
                   metrics=metrics)
     registry = WorkerRegistry(store, queue, wakeups, settings.lost_after)
     tasks = TasksView(store)
     waiting = WaitReasons(registry.listed, types.limits, running_count(tasks.count),
-                          ahead=tasks.queued_ahead)
+                          ahead=tasks.queued_ahead, held=types.held)
     metrics.read_state(StateReaders(tasks.count_by_state, tasks.queued_by_type,
                                     registry.count_by_state, lambda: len(catalog.problems())))
     rules = NotifyRules(catalog, settings.notify)

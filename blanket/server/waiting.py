@@ -34,12 +34,14 @@ class WaitReasons:
 
     def __init__(self, workers: Callable[[], list[Worker]], limits: Callable[[], dict[str, int]],
                  running: Callable[[str], int], clock: Callable[[], float] = time.time,
-                 ahead: Callable[[Task], int] | None = None):
+                 ahead: Callable[[Task], int] | None = None,
+                 held: Callable[[], set[str]] = set):
         self.workers = workers  # every registered worker, as shown (lost when silent)
         self.limits = limits  # max_concurrent of each capped type
         self.running = running  # tasks of a type claimed or running now
         self.clock = clock
         self.ahead = ahead  # queued tasks before this one in line (a count query)
+        self.held = held  # types with no good definition: their tasks wait for a fix
         self._workers: tuple[float, list[Worker]] | None = None  # (read at, the list)
 
     def _up(self, now: float) -> list[Worker]:
@@ -62,9 +64,11 @@ class WaitReasons:
         now = self.clock()
         up = self._up(now)
         limits = self.limits()
+        held = self.held() if any(limits.get(t.type) == 0 for t in queued) else set()
         running: dict[str, int] = {}
         for task in queued:
-            reason = self._why(task, now, up, limits, running)
+            reason = _held(task.type) if task.type in held else \
+                self._why(task, now, up, limits, running)
             if place_in_line and reason.code == "busy" and self.ahead is not None:
                 count = self.ahead(task)
                 reason = Waiting("busy", f"{reason.message}, behind {count} queued "
@@ -96,6 +100,13 @@ class WaitReasons:
                 return Waiting("max_concurrent", f"its type runs {running[task.type]} tasks, "
                                                  f"its max_concurrent ({cap})")
         return Waiting("busy", "waits for a worker with its tags to be free")
+
+
+def _held(type_name: str) -> Waiting:
+    return Waiting("type_broken", f"its type {type_name!r} has had no good definition since "
+                                  "the server started: fix the problems in its file (GET "
+                                  f"/task_type/{type_name} lists them); the task waits until "
+                                  "then")
 
 
 def _after(task: Task) -> Waiting:

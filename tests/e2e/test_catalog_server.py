@@ -76,6 +76,31 @@ def test_a_deleted_type_is_gone(make_server):
         server.client.post("/task/", {"type": "other"})
 
 
+def test_tasks_of_a_type_broken_while_the_server_was_down_wait_for_the_fix(make_server):
+    """A type with no good definition since the start (its file saved broken while the
+    server was down) holds its queued tasks, saying why, until the file is fixed; a deleted
+    type's tasks fail, as nothing can run them."""
+    server = make_server(types={"hello": HELLO, "other": 'command = "true"\n'})
+    held = [server.client.post("/task/", {"type": "hello"})["id"] for _ in range(2)]
+    gone = server.client.post("/task/", {"type": "other"})["id"]
+    server.stop()
+    server.write_type("hello", 'command = "echo"\ntimeout = "soon"\n')
+    (server.config_dir / "types" / "other.toml").unlink()
+    server.start()
+    make_server.worker(server)
+    # hello's tasks come first in line: had they been claimable, one would have gone first
+    failed = server.wait_for_task(gone)
+    assert failed["state"] == "FAILED" and "task type 'other' no longer exists" in str(failed)
+    for task_id in held:
+        task = server.client.get(f"/task/{task_id}")
+        assert task["state"] == "QUEUED", task
+        assert task["waiting"]["code"] == "type_broken", task
+        assert "GET /task_type/hello" in task["waiting"]["message"]
+    server.write_type("hello", HELLO)
+    for task_id in held:
+        assert server.wait_for_task(task_id, timeout=30)["state"] == "SUCCESS"
+
+
 def test_a_renamed_type_moves_to_its_new_name(make_server):
     server = make_server(types={"hello": HELLO})
     types = server.config_dir / "types"

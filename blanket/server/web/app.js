@@ -144,8 +144,10 @@ function barOf(pct) {
 function waitingBadge(task) {
   if (!task.waiting || task.waiting.code === "busy") return "";
   const label = { no_worker: "no worker", paused: "workers paused",
-    max_concurrent: "at max_concurrent", not_before: "scheduled" }[task.waiting.code] || "waits";
-  const kind = task.waiting.code === "no_worker" ? "waiting-warn" : "waiting-note";
+    max_concurrent: "at max_concurrent", not_before: "scheduled",
+    type_broken: "type broken" }[task.waiting.code] || "waits";
+  const warn = ["no_worker", "type_broken"].includes(task.waiting.code);
+  const kind = warn ? "waiting-warn" : "waiting-note";
   return el("span", { class: `waiting ${kind}`, title: task.waiting.message }, label);
 }
 
