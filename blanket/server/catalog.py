@@ -423,7 +423,7 @@ def _missing_workflow(entry: _FileEntry, names: set[str]) -> tuple[ConfigProblem
         return ()
     try:
         line = key_line(entry.path.read_text(encoding="utf-8"), "workflow")
-    except OSError:
+    except (OSError, ValueError):  # gone, or saved broken since its last good parse
         line = None
     known = ", ".join(sorted(names)) or "none yet"
     return (ConfigProblem(str(entry.path), f"workflow: no workflow named {wanted!r}; add "
@@ -465,7 +465,7 @@ def _missing_type(entry: _FileEntry, type_names: set[str],
         return ()
     try:
         line = key_line(entry.path.read_text(encoding="utf-8"), "type")
-    except OSError:
+    except (OSError, ValueError):  # gone, or saved broken since its last good parse
         line = None
     known = ", ".join(sorted(type_names)) or "none yet"
     if wanted in abstract:

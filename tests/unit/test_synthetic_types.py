@@ -56,3 +56,20 @@ def test_a_workflow_step_whose_file_changed_is_bundled_as_parsed(tmp_path):
     again = StepTypes(catalog, tmp_path / "versions2").get("workflow.w.a")
     assert again is not None and again.version == loaded.version
     assert _type_toml(tmp_path / "versions2", loaded.version) == WORKFLOW.encode()
+
+
+def test_a_schedule_saved_broken_after_its_type_went_does_not_stop_the_scan(tmp_path):
+    """Its last good parse names a missing type; the problem's line is looked up in the
+    file, which is no longer UTF-8: the scan goes on (it raised UnicodeDecodeError)."""
+    catalog = _catalog(tmp_path)
+    conf = tmp_path / "conf.d"
+    (conf / "types").mkdir()
+    path = conf / "schedules" / "nightly.toml"
+    path.write_text('type = "report"\nevery = "1h"\n')
+    catalog.scan()
+    path.write_bytes(b'type = "report"\nevery = "1h"\ndescription = "caf\xe9"\n')
+    (conf / "types" / "other.toml").write_text('command = "true"\n')
+    catalog.scan()
+    assert [t.name for t in catalog.types()] == ["other"]
+    problems = " ".join(p.message for p in catalog.schedule("nightly").problems)
+    assert "not UTF-8" in problems
