@@ -18,6 +18,8 @@ from blanket.server.catalog import Catalog, LoadedType
 from blanket.server.intake import SCHEDULE_PREFIX
 
 COMMAND_TYPE_PREFIX = SCHEDULE_PREFIX  # one spelling, shared with intake
+# What a claim needs from the catalog: limits by type, versions by type, the held types.
+_Rules = tuple[dict[str, int], dict[str, str], frozenset[str]]
 
 
 def task_type_of(schedule: Schedule) -> str:
@@ -34,7 +36,7 @@ class CatalogTypes:
                  extra: Callable[[str], LoadedType | None] = lambda _name: None):
         self.catalog = catalog
         self.extra = extra
-        self._rules: tuple[dict[str, int], dict[str, str]] | None = None
+        self._rules: _Rules | None = None
         self._generation = 0
         catalog.add_listener(self.forget)
 
@@ -43,19 +45,20 @@ class CatalogTypes:
         self._generation += 1
         self._rules = None
 
-    def _claim_rules(self) -> tuple[dict[str, int], dict[str, str]]:
+    def _claim_rules(self) -> _Rules:
         rules = self._rules
         if rules is None:
             generation = self._generation
             everything = self.catalog.types()
             loaded = [t for t in everything if t.task_type is not None]
-            limits = {t.name: t.task_type.max_concurrent for t in loaded
-                      if t.task_type.max_concurrent is not None}
             # A type whose file has had no good definition since the server started (saved
             # broken while it was down): its queued tasks wait for the file to be fixed,
             # instead of failing as a deleted type's do.
-            limits |= {t.name: 0 for t in everything if t.task_type is None}
-            rules = (limits, {t.name: t.version for t in loaded if t.version is not None})
+            held = frozenset(t.name for t in everything if t.task_type is None)
+            limits = {t.name: t.task_type.max_concurrent for t in loaded
+                      if t.task_type.max_concurrent is not None} | dict.fromkeys(held, 0)
+            rules = (limits, {t.name: t.version for t in loaded if t.version is not None},
+                     held)
             if generation == self._generation:  # not computed from a catalog that changed since
                 self._rules = rules
         return rules
@@ -65,10 +68,10 @@ class CatalogTypes:
         catalog changes)."""
         return self._claim_rules()[0]
 
-    def held(self) -> set[str]:
+    def held(self) -> frozenset[str]:
         """The types whose file has had no good definition since the server started: their
-        tasks wait (a limit of 0 in `limits`) until it is fixed."""
-        return {t.name for t in self.catalog.types() if t.task_type is None}
+        tasks wait (a limit of 0 in `limits`) until it is fixed (cached likewise)."""
+        return self._claim_rules()[2]
 
     def versions(self) -> dict[str, str]:
         """The current version of each type (cached until the catalog changes)."""

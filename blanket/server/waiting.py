@@ -35,7 +35,7 @@ class WaitReasons:
     def __init__(self, workers: Callable[[], list[Worker]], limits: Callable[[], dict[str, int]],
                  running: Callable[[str], int], clock: Callable[[], float] = time.time,
                  ahead: Callable[[Task], int] | None = None,
-                 held: Callable[[], set[str]] = set):
+                 held: Callable[[], frozenset[str]] = frozenset):
         self.workers = workers  # every registered worker, as shown (lost when silent)
         self.limits = limits  # max_concurrent of each capped type
         self.running = running  # tasks of a type claimed or running now
@@ -64,7 +64,7 @@ class WaitReasons:
         now = self.clock()
         up = self._up(now)
         limits = self.limits()
-        held = self.held() if any(limits.get(t.type) == 0 for t in queued) else set()
+        held = self.held()
         running: dict[str, int] = {}
         for task in queued:
             reason = _held(task.type) if task.type in held else \
