@@ -10,6 +10,7 @@ import struct
 import tarfile
 import tempfile
 import time
+from collections.abc import Sequence
 from pathlib import Path, PurePosixPath
 from typing import BinaryIO
 
@@ -28,13 +29,15 @@ def bundle_path(versions_dir: Path, version: str) -> Path:
 
 def write_bundle(
     versions_dir: Path, hash: str, type_toml: Path | bytes,
-    selected: list[SelectedFile] | tuple[SelectedFile, ...], bases: tuple[Path, ...] = (),
+    selected: list[SelectedFile] | tuple[SelectedFile, ...],
+    bases: Sequence[Path | tuple[str, bytes]] = (),
 ) -> Path:
     """Write `versions_dir/HASH.tar.gz` once, atomically.
 
     Inside: `type.toml` (the file, or the bytes the version was hashed from when the
     caller holds them: the file may have changed or gone since), `bases/NAME.toml` for
-    each type it extends, and `files/<section index>/<relpath>` for each selected file.
+    each type it extends (a file, or its file name and the bytes hashed), and
+    `files/<section index>/<relpath>` for each selected file.
     """
     target = bundle_path(versions_dir, hash)
     if target.exists():
@@ -45,7 +48,8 @@ def write_bundle(
         with os.fdopen(fd, "wb") as raw:
             _write_tar_gz(raw, [("type.toml", type_toml if isinstance(type_toml, bytes)
                                  else Path(type_toml))] + [
-                (f"bases/{base.name}", base) for base in bases] + [
+                (f"bases/{base.name}", base) if isinstance(base, Path) else
+                (f"bases/{base[0]}", base[1]) for base in bases] + [
                 (f"files/{item.section}/{item.relpath}", item.abspath) for item in selected
             ])
         os.replace(temp, target)

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from blanket.config.checker import Line, parse_toml
-from blanket.config.problems import ConfigInvalid, ConfigProblem, read_config_text
+from blanket.config.problems import ConfigInvalid, ConfigProblem, ConfigReads, read_config_text
 from blanket.config.tasktype import TYPE_NAME
 
 NOT_INHERITED = ("extends", "abstract")  # what a file says of itself alone
@@ -41,12 +41,15 @@ def merge(base: dict[str, Any], child: dict[str, Any]) -> dict[str, Any]:
 def resolve(path: Path, data: dict[str, Any], problem: Callable[[Line, str], None],
             line: Line, rename: Callable[[dict[str, Any]], dict[str, Any]] = dict,
             check: Callable[[Path], list[ConfigProblem]] = lambda _: [],
+            reads: ConfigReads | None = None,
             ) -> Inherited:
     """Follow `extends` from the file at `path` (its TOML `data`) through its bases, each
     a `NAME.toml` beside it; `problem(line, message)` reports, at the child's `extends`
     line, a base that is missing, unreadable, a cycle, or (`check`) has problems of its own
     (the chain is then cut there). `rename` normalises each base's keys (the seed's
-    spellings) before they are merged."""
+    spellings) before they are merged. `reads` gives each base's bytes as first read in this
+    build."""
+    reads = ConfigReads() if reads is None else reads
     layers = [data]
     bases: list[Path] = []
     current = data
@@ -76,7 +79,7 @@ def resolve(path: Path, data: dict[str, Any], problem: Callable[[Line, str], Non
                           f"use one of: {', '.join(known) or 'none yet'}")
             break
         try:
-            current = rename(parse_toml(read_config_text(base), str(base)))
+            current = rename(parse_toml(read_config_text(base, reads), str(base)))
         except ConfigInvalid as invalid:
             where = invalid.problems[0] if invalid.problems else None
             problem(line, f"extends: base {name!r} cannot be read ({where}); fix that file")

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import errno
+import os
+import stat
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -46,20 +49,79 @@ def printable(text: str) -> str:
     return text
 
 
-def read_config_text(path: Path) -> str:
+MAX_CONFIG_BYTES = 4 << 20  # a config file is a page of TOML; anything this big is a mistake
+
+
+class ConfigReads:
+    """The bytes of each config file one build reads, each read once, with the size and
+    mtime it had then: the parse, the version hash and the bundle all see the same bytes
+    even if the file is saved again meanwhile (and the next scan sees that it was)."""
+
+    def __init__(self) -> None:
+        self._files: dict[Path, tuple[bytes, int, int]] = {}
+
+    def data(self, path: Path) -> bytes:
+        """The bytes of `path` as first read; OSError if it cannot be read as a regular
+        file of at most MAX_CONFIG_BYTES."""
+        path = Path(path)
+        found = self._files.get(path)
+        if found is None:
+            found = self._files[path] = _read_regular(path)
+        return found[0]
+
+    def text(self, path: Path) -> str:
+        """The UTF-8 text of `path` as first read; ConfigInvalid says why it cannot be."""
+        try:
+            data = self.data(path)
+        except OSError as exc:
+            if exc.errno == errno.EFBIG:
+                message = f"{exc.strerror}; keep large content in files the type selects"
+            elif exc.errno == errno.EINVAL:
+                message = "not a regular file (a FIFO, a device or a folder); config files " \
+                          "must be regular files"
+            else:
+                message = f"cannot read the file: {exc.strerror or exc}; check that it is a " \
+                          "readable file"
+            raise ConfigInvalid([ConfigProblem(str(path), message)]) from exc
+        try:
+            return data.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            line = data.count(b"\n", 0, exc.start) + 1
+            raise ConfigInvalid([ConfigProblem(
+                str(path), f"byte {data[exc.start:exc.start + 1]!r} is not UTF-8 text; save "
+                           "the file as UTF-8", line)]) from exc
+
+    def stat(self, path: Path) -> tuple[int, int] | None:
+        """(size, mtime_ns) of `path` when it was read, or None if it was not."""
+        found = self._files.get(Path(path))
+        return None if found is None else found[1:]
+
+
+def _read_regular(path: Path) -> tuple[bytes, int, int]:
+    # O_NONBLOCK: a FIFO named like a config file must not hang the scan on its open.
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+    try:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            raise OSError(errno.EINVAL, "not a regular file")
+        if info.st_size > MAX_CONFIG_BYTES:
+            raise OSError(errno.EFBIG, f"the file has {info.st_size} bytes, more than the "
+                                       f"{MAX_CONFIG_BYTES} a config file may have")
+        chunks = []
+        left = MAX_CONFIG_BYTES + 1
+        while left > 0 and (chunk := os.read(fd, min(left, 1 << 20))):
+            chunks.append(chunk)
+            left -= len(chunk)
+        if left <= 0:
+            raise OSError(errno.EFBIG, f"the file has more than the {MAX_CONFIG_BYTES} "
+                                       "bytes a config file may have")
+        return b"".join(chunks), info.st_size, info.st_mtime_ns
+    finally:
+        os.close(fd)
+
+
+def read_config_text(path: Path, reads: ConfigReads | None = None) -> str:
     """The UTF-8 text of a config file; ConfigInvalid (caused by the OSError or the decode
-    error) says why it cannot be read, with the line of a byte that is not UTF-8."""
-    try:
-        data = Path(path).read_bytes()
-    except OSError as exc:
-        reason = exc.strerror or str(exc)
-        raise ConfigInvalid([ConfigProblem(str(path), f"cannot read the file: {reason}; "
-                                                      "check that it is a readable file")]) \
-            from exc
-    try:
-        return data.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        line = data.count(b"\n", 0, exc.start) + 1
-        raise ConfigInvalid([ConfigProblem(
-            str(path), f"byte {data[exc.start:exc.start + 1]!r} is not UTF-8 text; save the "
-                       "file as UTF-8", line)]) from exc
+    error) says why it cannot be read, with the line of a byte that is not UTF-8. With
+    `reads`, a file read before in the same build gives the same text."""
+    return (reads or ConfigReads()).text(path)

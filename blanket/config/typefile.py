@@ -22,7 +22,7 @@ from blanket.config.checker import (
     parse_toml,
 )
 from blanket.config.notify import parse_notify_blocks
-from blanket.config.problems import ConfigInvalid, ConfigProblem, read_config_text
+from blanket.config.problems import ConfigInvalid, ConfigProblem, ConfigReads, read_config_text
 from blanket.config.retention import KEYS as RETENTION_KEYS
 from blanket.config.retention import read_retention
 from blanket.config.tasktype import TYPE_NAME, FileSection, RequiredVariable, TaskType
@@ -46,13 +46,18 @@ FILES_KEYS = ("src", "dest", "include", "exclude", "render")
 _JINJA = jinja2.Environment()
 
 
-def parse_type_file(path: Path, name: str | None = None) -> TaskType:
-    """Parse and validate `path`; raise ConfigInvalid listing every problem found."""
+def parse_type_file(path: Path, name: str | None = None,
+                    reads: ConfigReads | None = None) -> TaskType:
+    """Parse and validate `path`; raise ConfigInvalid listing every problem found.
+
+    `reads` keeps the bytes read of the file and its bases, so that the version hash and
+    the bundle are made of the same bytes as the definition."""
     path = Path(path)
     name = path.stem if name is None else name
-    text = read_config_text(path)
+    reads = ConfigReads() if reads is None else reads
+    text = read_config_text(path, reads)
     data = parse_toml(text, str(path))
-    checker = _TypeChecker(path, text)
+    checker = _TypeChecker(path, text, reads)
     if not TYPE_NAME.fullmatch(name):
         checker.problem(None, f"type name {name!r} is not allowed; name the file with letters, "
                               "digits, '_', '.' or '-', starting with a letter or digit")
@@ -62,10 +67,10 @@ def parse_type_file(path: Path, name: str | None = None) -> TaskType:
     return checker.finish(task_type)
 
 
-def _base_problems(path: Path) -> list[ConfigProblem]:
+def _base_problems(path: Path, reads: ConfigReads) -> list[ConfigProblem]:
     """The problems of a base file as a type of its own (none when it is a good one)."""
     try:
-        parse_type_file(path)
+        parse_type_file(path, reads=reads)
     except ConfigInvalid as invalid:
         return list(invalid.problems)
     return []
@@ -79,9 +84,10 @@ def _seed_spellings(data: dict) -> dict:
 class _TypeChecker(Checker):
     """Converts a type file's TOML data into a TaskType, collecting problems."""
 
-    def __init__(self, path: Path, text: str):
+    def __init__(self, path: Path, text: str, reads: ConfigReads):
         super().__init__(str(path), text)
         self.path = path
+        self.reads = reads
         self.secret_defaults: set[str] = set()
         self.base_failed = False  # its extends chain has a problem: the child's data alone
 
@@ -96,7 +102,8 @@ class _TypeChecker(Checker):
         if "extends" in data:
             inherited = inheritance.resolve(self.path, data, self._base_problem,
                                             self.top_line("extends"), _seed_spellings,
-                                            _base_problems)
+                                            lambda base: _base_problems(base, self.reads),
+                                            self.reads)
             data, bases = inherited.data, inherited.bases
         self.unknown_keys(data, TOP_KEYS)
         fields: dict = {"name": name, "abstract": abstract,

@@ -8,6 +8,7 @@ import threading
 import time
 from pathlib import Path
 
+from blanket.config.problems import ConfigReads
 from blanket.config.selection import SelectedFile
 from blanket.config.tasktype import TaskType
 
@@ -47,16 +48,20 @@ def _file_sha256(path: Path) -> str:
 
 def version_hash(
     type_path: Path, task_type: TaskType, selected: list[SelectedFile] | tuple[SelectedFile, ...],
-    cache: HashCache,
+    cache: HashCache, reads: ConfigReads | None = None,
 ) -> str:
     """The version of a type: sha256 over its name, TOML bytes, its bases' TOML bytes (so
-    editing a base gives every type that extends it a new version) and every selected file."""
+    editing a base gives every type that extends it a new version) and every selected file.
+
+    Pass the `reads` the type was parsed with: the version is then of the very bytes the
+    definition came from, even if a file was saved again since."""
+    reads = ConfigReads() if reads is None else reads
     digest = hashlib.sha256()
     digest.update(f"blanket-version 1\0{task_type.name}\0".encode())
-    digest.update(Path(type_path).read_bytes())
+    digest.update(reads.data(Path(type_path)))
     for base in base_paths(type_path, task_type):
         digest.update(f"\0base\0{base.stem}\0".encode())
-        digest.update(base.read_bytes())
+        digest.update(reads.data(base))
     for item in sorted(selected, key=lambda f: (f.section, f.relpath)):
         digest.update(f"\0{item.section}\0{item.relpath}\0{cache.sha256(item.abspath)}".encode())
     return digest.hexdigest()

@@ -14,7 +14,7 @@ import structlog
 
 from blanket.config.bundles import write_bundle
 from blanket.config.checker import key_line
-from blanket.config.problems import ConfigInvalid, ConfigProblem
+from blanket.config.problems import ConfigInvalid, ConfigProblem, ConfigReads
 from blanket.config.selection import Selection, select_files_with_inputs
 from blanket.config.tasktype import TaskType
 from blanket.config.tree import audit_tree, merged, needs_audit
@@ -95,6 +95,7 @@ class _Built:
     loaded: LoadedType
     selection: Selection
     fingerprint: Fingerprint | None
+    reads: ConfigReads  # the bytes of its file and bases that it was parsed and hashed from
 
 
 @dataclass
@@ -268,15 +269,15 @@ class Catalog:
         fingerprints: dict[str, Fingerprint] = {}
         built: list[_Built] = []
         for name, path in found.items():
-            loaded, fingerprint, selection = self._load_type(name, path)
+            loaded, fingerprint, fresh = self._load_type(name, path)
             if loaded.task_type is not None and loaded.task_type.abstract:
                 bases[name] = loaded  # checked and shown with its problems, never run
                 if fingerprint is not None:
                     fingerprints[name] = fingerprint
                 continue
             current[name] = loaded
-            if selection is not None:
-                built.append(_Built(loaded, selection, fingerprint))
+            if fresh is not None:
+                built.append(_Built(loaded, fresh[0], fingerprint, fresh[1]))
             elif fingerprint is not None:
                 fingerprints[name] = fingerprint
         for item, failure in self._write_bundles(built):
@@ -306,8 +307,10 @@ class Catalog:
             loaded = item.loaded
             try:
                 assert loaded.task_type is not None
-                write_bundle(self.versions_dir, loaded.version, loaded.path, item.selection.files,
-                             tuple(base_paths(loaded.path, loaded.task_type)))
+                bases = [(base.name, item.reads.data(base))
+                         for base in base_paths(loaded.path, loaded.task_type)]
+                write_bundle(self.versions_dir, loaded.version, item.reads.data(loaded.path),
+                             item.selection.files, bases)
             except OSError as exc:
                 results.append((item, exc))
             else:
@@ -316,10 +319,11 @@ class Catalog:
 
     def _load_type(
         self, name: str, path: Path
-    ) -> tuple[LoadedType, Fingerprint | None, Selection | None]:
+    ) -> tuple[LoadedType, Fingerprint | None, tuple[Selection, ConfigReads] | None]:
         """The type in `path`, reusing the loaded one when nothing it depends on changed.
 
-        Returns the selection too when the type was built, so its bundle can be written.
+        Returns the selection and the bytes read too when the type was built, so its
+        bundle can be written of the bytes it was parsed and hashed from.
         """
         previous = self._state.types.get(name) or self._state.bases.get(name)
         if previous is not None and previous.path != path:
@@ -328,7 +332,8 @@ class Catalog:
         if previous is not None and fingerprint is not None and _still(fingerprint):
             return previous, fingerprint, None
         try:
-            task_type, selection, version = self._build(name, path)
+            reads = ConfigReads()
+            task_type, selection, version = self._build(name, path, reads)
         except ConfigInvalid as invalid:
             return _with_problems(name, path, previous, tuple(invalid.problems)), None, None
         except OSError as exc:
@@ -337,15 +342,18 @@ class Catalog:
             log.exception("type_load_failed", path=str(path))
             return _with_problems(name, path, previous, (_bug(path, exc),)), None, None
         fingerprint = _fingerprint([path, *base_paths(path, task_type), *selection.inputs,
-                                    *(f.abspath for f in selection.files)])
+                                    *(f.abspath for f in selection.files)], reads)
         same = previous is not None and previous.version == version
         loaded_at = previous.loaded_at if same and previous else time.time()
-        return LoadedType(name, path, task_type, version, loaded_at, ()), fingerprint, selection
+        loaded = LoadedType(name, path, task_type, version, loaded_at, ())
+        return loaded, fingerprint, (selection, reads)
 
-    def _build(self, name: str, path: Path) -> tuple[TaskType, Selection, str]:
-        task_type = parse_type_file(path, name)
+    def _build(self, name: str, path: Path,
+               reads: ConfigReads) -> tuple[TaskType, Selection, str]:
+        task_type = parse_type_file(path, name, reads)
         selection = select_files_with_inputs(path, task_type, self.config_dir)
-        return task_type, selection, version_hash(path, task_type, selection.files, self._hashes)
+        version = version_hash(path, task_type, selection.files, self._hashes, reads)
+        return task_type, selection, version
 
     def _scan_schedules(self) -> bool:
         assert self._schedule_parser is not None
@@ -500,19 +508,27 @@ def _toml_files(folder: Path) -> dict[str, Path]:
             and not (folder / name).is_dir()}
 
 
-def _fingerprint(paths: list[Path]) -> Fingerprint | None:
-    """Sizes and mtimes of `paths`, or None when one was touched too recently to trust."""
+def _fingerprint(paths: list[Path], reads: ConfigReads | None = None) -> Fingerprint | None:
+    """Sizes and mtimes of `paths`, or None when one was touched too recently to trust.
+
+    A file in `reads` counts with the size and mtime it had when it was read: one saved
+    again since then no longer matches, so the next scan builds it again."""
     trusted_before = time.time_ns() - RACY_WINDOW_NS
     entries = []
     for path in paths:
-        try:
-            stat = os.stat(path)
-        except OSError:
-            entries.append((str(path), -1, -1))
-            continue
-        if stat.st_mtime_ns >= trusted_before:
+        known = reads.stat(path) if reads is not None else None
+        if known is not None:
+            size, mtime_ns = known
+        else:
+            try:
+                stat = os.stat(path)
+            except OSError:
+                entries.append((str(path), -1, -1))
+                continue
+            size, mtime_ns = stat.st_size, stat.st_mtime_ns
+        if mtime_ns >= trusted_before:
             return None
-        entries.append((str(path), stat.st_size, stat.st_mtime_ns))
+        entries.append((str(path), size, mtime_ns))
     return tuple(entries)
 
 

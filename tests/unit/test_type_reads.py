@@ -1,0 +1,136 @@
+"""A type file (and its bases) is read once per build: the definition, its version hash and
+its bundle come from the same bytes even when the file is saved again mid-scan, and the next
+scan sees that save. Config files that cannot be read as text (a FIFO, a huge file) are
+problems of their own, never a hung or bloated scan."""
+
+from __future__ import annotations
+
+import os
+import tarfile
+import threading
+import time
+from pathlib import Path
+
+from blanket.config.bundles import bundle_path
+from blanket.config.problems import MAX_CONFIG_BYTES
+from blanket.config.typefile import parse_type_file
+from blanket.config.versions import HashCache, version_hash
+from blanket.server import catalog as catalog_module
+from blanket.server.catalog import Catalog
+
+BASE = 'abstract = true\ntags = ["old"]\n'
+CHILD = 'extends = "base"\ncommand = "echo parsed"\n'
+
+
+def _members(versions: Path, version: str) -> dict[str, bytes]:
+    with tarfile.open(bundle_path(versions, version)) as tar:
+        out = {}
+        for member in tar.getmembers():
+            handle = tar.extractfile(member)
+            assert handle is not None
+            out[member.name] = handle.read()
+        return out
+
+
+def _write_old(path: Path, text: str, age: float) -> None:
+    path.write_text(text)
+    then = time.time() - age
+    os.utime(path, (then, then))
+
+
+def test_a_type_saved_mid_scan_is_built_from_the_bytes_parsed(tmp_path, monkeypatch):
+    types = tmp_path / "conf.d" / "types"
+    types.mkdir(parents=True)
+    _write_old(types / "base.toml", BASE, 20)
+    _write_old(types / "job.toml", CHILD, 20)
+    select = catalog_module.select_files_with_inputs
+
+    def save_again(path, *args, **kwargs):  # between the parse and the hash and the bundle
+        if path.name != "job.toml":
+            return select(path, *args, **kwargs)
+        _write_old(types / "base.toml", BASE.replace("old", "new"), 10)
+        _write_old(types / "job.toml", CHILD.replace("parsed", "saved later"), 10)
+        return select(path, *args, **kwargs)
+
+    monkeypatch.setattr(catalog_module, "select_files_with_inputs", save_again)
+    catalog = Catalog(tmp_path / "conf.d", tmp_path / "versions")
+    catalog.scan()
+    monkeypatch.undo()
+    first = catalog.get("job")
+    assert first is not None and first.task_type is not None and first.version
+    assert first.task_type.command == "echo parsed" and first.task_type.tags == ("old",)
+    # The version is that of the bytes parsed, and so is the bundle.
+    alone = tmp_path / "alone" / "types"
+    alone.mkdir(parents=True)
+    (alone / "base.toml").write_text(BASE)
+    (alone / "job.toml").write_text(CHILD)
+    expected = version_hash(alone / "job.toml", parse_type_file(alone / "job.toml"), [],
+                            HashCache())
+    assert first.version == expected
+    members = _members(tmp_path / "versions", first.version)
+    assert members["type.toml"] == CHILD.encode()
+    assert members["bases/base.toml"] == BASE.encode()
+    # The save is not lost: the next scan builds the file as it is now.
+    catalog.scan()
+    second = catalog.get("job")
+    assert second is not None and second.task_type is not None
+    assert second.task_type.command == "echo saved later"
+    assert second.task_type.tags == ("new",)
+    assert second.version != first.version
+    assert _members(tmp_path / "versions", second.version)["type.toml"] == \
+        CHILD.replace("parsed", "saved later").encode()
+
+
+def _scan_within(catalog: Catalog, seconds: float) -> None:
+    done = threading.Event()
+    failure: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            catalog.scan()
+        except BaseException as exc:  # handed to the test below
+            failure.append(exc)
+        done.set()
+
+    threading.Thread(target=run, daemon=True).start()
+    assert done.wait(seconds), "the scan hung"
+    assert not failure, failure
+
+
+def test_a_fifo_named_like_a_type_file_is_a_problem_not_a_hang(tmp_path):
+    types = tmp_path / "conf.d" / "types"
+    types.mkdir(parents=True)
+    os.mkfifo(types / "pipe.toml")
+    (types / "good.toml").write_text('command = "true"\n')
+    catalog = Catalog(tmp_path / "conf.d", tmp_path / "versions")
+    _scan_within(catalog, 10)
+    good, pipe = catalog.get("good"), catalog.get("pipe")
+    assert good is not None and good.version
+    assert pipe is not None and pipe.version is None
+    assert "not a regular file" in pipe.problems[0].message
+
+
+def test_a_type_file_too_big_is_refused_with_its_size(tmp_path):
+    types = tmp_path / "conf.d" / "types"
+    types.mkdir(parents=True)
+    path = types / "huge.toml"
+    path.write_text('command = "true"\n' + "#" * MAX_CONFIG_BYTES + "\n")
+    catalog = Catalog(tmp_path / "conf.d", tmp_path / "versions")
+    catalog.scan()
+    huge = catalog.get("huge")
+    assert huge is not None and huge.version is None
+    message = huge.problems[0].message
+    assert str(path.stat().st_size) in message and str(MAX_CONFIG_BYTES) in message
+    assert "keep large content in files" in message
+
+
+def test_a_type_file_at_the_bound_is_read(tmp_path):
+    size = MAX_CONFIG_BYTES
+    types = tmp_path / "conf.d" / "types"
+    types.mkdir(parents=True)
+    head = 'command = "true"\n'
+    (types / "big.toml").write_text(head + "#" * (size - len(head) - 1) + "\n")
+    catalog = Catalog(tmp_path / "conf.d", tmp_path / "versions")
+    catalog.scan()
+    big = catalog.get("big")
+    assert big is not None and big.version, big.problems
