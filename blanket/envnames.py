@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import fnmatch
 import re
+from collections.abc import Mapping
 
 ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 MAX_VARIABLE_BYTES = 128 * 1024  # Linux's MAX_ARG_STRLEN: one NAME=value, with its NUL
@@ -28,9 +29,10 @@ def too_long(name: str, value: str) -> str | None:
             f"{MAX_VARIABLE_BYTES - 1} a variable: pass large values as files")
 
 
-def too_big(values: dict[str, str]) -> str | None:
+def too_big(values: dict[str, str], defaults: Mapping[str, str] | None = None) -> str | None:
     """Why a task could not be given all of `values` (over MAX_ENVIRONMENT_BYTES as
-    NAME=value strings with their NULs), else None."""
+    NAME=value strings with their NULs), else None. With the type's `defaults`, the reason
+    says how much of the total they give."""
     # Characters first (a UTF-8 character is 1 to 4 bytes): most tasks are far below.
     if 4 * (sum(map(len, values)) + sum(map(len, values.values())) + 2 * len(values)) \
             <= MAX_ENVIRONMENT_BYTES:
@@ -38,7 +40,10 @@ def too_big(values: dict[str, str]) -> str | None:
     total = sum(_size(name, value) for name, value in values.items())
     if total <= MAX_ENVIRONMENT_BYTES:
         return None
-    return (f"its variables come to {total} bytes as NAME=value; the most is "
+    given = sum(_size(name, value) for name, value in (defaults or {}).items()
+                if values.get(name) == value)
+    share = f" (its type's [environment.defaults] give {given} of them)" if given else ""
+    return (f"its variables come to {total} bytes as NAME=value{share}; the most is "
             f"{MAX_ENVIRONMENT_BYTES}: pass large values as files")
 
 # Exact names and globs, matched case-sensitively as the programs that read them do.

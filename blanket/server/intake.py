@@ -300,7 +300,7 @@ def clean_environment(task_type: TaskType, submitted: dict[str, Any],
         if (problem := too_long(name, text)) is not None:
             raise InvalidInput(f"environment {problem}")
         values[name] = text
-    if (problem := too_big(values)) is not None:
+    if (problem := too_big(values, task_type.defaults)) is not None:
         raise InvalidInput(f"environment: {problem}")
     missing = [r for r in task_type.required if r.name not in values]
     if missing:

@@ -40,6 +40,7 @@ from blanket.worker.processes import (
 from blanket.worker.progress import ProgressWatcher
 from blanket.worker.workdir import (
     RunProblem,
+    check_environment_size,
     copy_section,
     may_show,
     resolve_dest,
@@ -184,6 +185,7 @@ class TaskRun:
         except FileNotFoundError:
             self.work_dir.mkdir(parents=True, exist_ok=True)
             fresh = True
+        check_environment_size(self.task, self.task_type)
         variables = task_variables(self.task, self.task_type, self.work_dir, self.server_url)
         for index, section in enumerate(self.task_type.files):
             dest = resolve_dest(section.dest, self.work_dir)

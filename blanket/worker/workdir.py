@@ -16,6 +16,7 @@ import pathspec
 
 from blanket.config.tasktype import TaskType
 from blanket.config.templating import TEMPLATEIGNORE, is_binary, load_templateignore, render_text
+from blanket.envnames import too_big
 from blanket.models import SECRET_MASK, Task
 from blanket.taskdir import TASK_FILE
 
@@ -39,6 +40,16 @@ def task_variables(task: Task, task_type: TaskType, work_dir: Path,
     }
     merged = {**task_type.defaults, **task.environment, **blanket}
     return {name: str(value) for name, value in merged.items()}
+
+
+def check_environment_size(task: Task, task_type: TaskType) -> None:
+    """RunProblem if the type's defaults and the task's variables together are more than a
+    task may be given: each was within the bound when the task was submitted, but the
+    type's defaults may have grown since. Better said here than as E2BIG at its start."""
+    merged = {**task_type.defaults, **task.environment}
+    if (problem := too_big(merged, task_type.defaults)) is not None:
+        raise RunProblem(f"environment: {problem}, or shrink the type's defaults (they may "
+                         "have grown since the task was submitted)")
 
 
 def resolve_dest(dest: str, work_dir: Path) -> Path:

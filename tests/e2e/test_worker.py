@@ -464,3 +464,27 @@ def test_restart_runs_one_process_of_slots_again_when_it_crashes(make_server):
                                          if x["pid"] != pid]) == 2 and w, timeout=20)
     assert sorted(w["id"] for w in again) == ["solo-1", "solo-2"]
     assert len({w["pid"] for w in again}) == 1
+
+
+def test_defaults_grown_past_the_bound_since_submission_fail_the_task_saying_so(make_server):
+    # Each was within the bound: the submission (its values and the defaults of then), and
+    # the type's defaults saved later. Together they are over it: the run says so, rather
+    # than the process failing to start with "Argument list too long".
+    def type_text(defaults: int) -> str:  # each default PADn=value is 100,006 bytes
+        pads = "".join(f'PAD{n} = "{"d" * 100_000}"\n' for n in range(defaults))
+        return ('command = "echo ran"\nallow_extra_environment = ["BIG*"]\n'
+                f'[environment.defaults]\n{pads}')
+
+    server = make_server(types={"env": type_text(1)})
+    big = {f"BIG{i}": "v" * 100_000 for i in range(6)}  # 600 KB submitted
+    task = submit(server, "env", environment=big)
+    first = server.client.get("/task_type/env")["version"]
+    server.write_type("env", type_text(5))
+    wait_until(lambda: server.client.get("/task_type/env")["version"] != first, timeout=5)
+    make_server.worker(server)
+    done = server.wait_for_task(task["id"])
+    assert done["state"] == "FAILED"
+    assert re.search(r"environment: its variables come to \d+ bytes as NAME=value \(its "
+                     r"type's \[environment.defaults\] give 500030 of them\); the most is "
+                     r"1048576: pass large values as files, or shrink the type's defaults",
+                     done["error"]), done["error"]

@@ -75,8 +75,14 @@ def test_a_submission_whose_variables_are_too_many_in_all_is_refused():
                          defaults={"D": "x" * 50_000})
     submitted = _filling(MAX_ENVIRONMENT_BYTES - 50_003)  # D=value and its NUL: 50,003
     assert len(clean_environment(task_type, submitted)) == len(submitted) + 1
-    with pytest.raises(InvalidInput, match=r"environment: its variables come to 1048577 bytes"):
+    with pytest.raises(InvalidInput, match=r"environment: its variables come to 1048577 bytes "
+                       r"as NAME=value \(its type's \[environment.defaults\] give 50003 of "
+                       r"them\)"):
         clean_environment(task_type, {**submitted, "V0": submitted["V0"] + "x"})
+    # a default the submission replaces is the submission's share, not the type's
+    with pytest.raises(InvalidInput) as refused:
+        clean_environment(task_type, {**submitted, "D": "y" * 50_001})
+    assert "defaults" not in str(refused.value)
 
 
 def test_a_type_s_or_schedule_s_variables_too_many_in_all_are_a_problem(tmp_path):
