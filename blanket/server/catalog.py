@@ -13,7 +13,7 @@ from typing import Any
 import structlog
 
 from blanket.config.bundles import write_bundle
-from blanket.config.checker import key_line
+from blanket.config.checker import header_line, key_line
 from blanket.config.problems import ConfigInvalid, ConfigProblem, ConfigReads
 from blanket.config.selection import Selection, select_files_with_inputs
 from blanket.config.tasktype import TaskType
@@ -22,11 +22,14 @@ from blanket.config.typefile import parse_type_file
 from blanket.config.versions import RACY_WINDOW_NS, HashCache, base_paths, version_hash
 from blanket.config.watching import DebouncedWatcher
 from blanket.config.workflow import Workflow, parse_workflow_file, type_problems
+from blanket.envnames import too_big
 from blanket.times import iso_utc
 
 log = structlog.get_logger()
 
 RecordVersion = Callable[[str, str, float], bool]
+# What a schedule parser returns names its `type` or `workflow`, its `environment`, and the
+# `text` it was parsed from (problems found later point at their line in it).
 ScheduleParser = Callable[[Path, str], object]
 # (path, size, mtime_ns) of every file and folder a loaded type was built from.
 Fingerprint = tuple[tuple[str, int, int], ...]
@@ -422,17 +425,39 @@ class Catalog:
         problems = entry.parse_problems + _missing_type(entry, set(self._state.types),
                                                         set(self._state.bases))
         problems += _missing_workflow(entry, self._workflow_names())
+        wanted = getattr(entry.parsed, "type", None)
+        loaded = self._state.types.get(wanted) if isinstance(wanted, str) else None
+        problems += _environment_with_defaults(entry, loaded and loaded.task_type)
         return LoadedSchedule(name, entry.path, entry.parsed, entry.loaded_at, problems)
+
+
+def _parsed_text(entry: _FileEntry) -> str:
+    """The text `entry` was parsed from (the file may have changed or gone since)."""
+    text = getattr(entry.parsed, "text", "")
+    return text if isinstance(text, str) else ""
+
+
+def _environment_with_defaults(entry: _FileEntry,
+                               task_type: TaskType | None) -> tuple[ConfigProblem, ...]:
+    """A schedule whose `[environment]` and its type's defaults come to more than a task
+    may be given: each fire would be refused, so it is a problem of the file."""
+    environment = getattr(entry.parsed, "environment", None)
+    if not environment or task_type is None:
+        return ()
+    defaults = task_type.defaults
+    if (problem := too_big({**defaults, **environment}, defaults)) is None:
+        return ()
+    text = _parsed_text(entry)
+    line = key_line(text, "environment") or header_line(text, "environment")
+    return (ConfigProblem(str(entry.path), f"environment: with the defaults of type "
+                                           f"{task_type.name!r}, {problem}", line),)
 
 
 def _missing_workflow(entry: _FileEntry, names: set[str]) -> tuple[ConfigProblem, ...]:
     wanted = getattr(entry.parsed, "workflow", None)
     if entry.parsed is None or wanted is None or wanted in names:
         return ()
-    try:
-        line = key_line(entry.path.read_text(encoding="utf-8"), "workflow")
-    except (OSError, ValueError):  # gone, or saved broken since its last good parse
-        line = None
+    line = key_line(_parsed_text(entry), "workflow")
     known = ", ".join(sorted(names)) or "none yet"
     return (ConfigProblem(str(entry.path), f"workflow: no workflow named {wanted!r}; add "
                                            f"workflows/{wanted}.toml or use one of: {known}",
@@ -471,10 +496,7 @@ def _missing_type(entry: _FileEntry, type_names: set[str],
     wanted = getattr(entry.parsed, "type", None)
     if entry.parsed is None or wanted is None or wanted in type_names:
         return ()
-    try:
-        line = key_line(entry.path.read_text(encoding="utf-8"), "type")
-    except (OSError, ValueError):  # gone, or saved broken since its last good parse
-        line = None
+    line = key_line(_parsed_text(entry), "type")
     known = ", ".join(sorted(type_names)) or "none yet"
     if wanted in abstract:
         return (ConfigProblem(str(entry.path), f"type: {wanted!r} is abstract, only a base "
@@ -600,5 +622,8 @@ def validate_config_dir(
                 problems.append(_bug(path, exc))
             problems.extend(_missing_type(entry, type_names, abstract))
             problems.extend(_missing_workflow(entry, workflow_names))
+            wanted = getattr(entry.parsed, "type", None)
+            problems.extend(_environment_with_defaults(
+                entry, parsed_types.get(wanted) if isinstance(wanted, str) else None))
     problems = merged(problems, audit_tree(config_dir).problems)
     return sorted(problems, key=lambda p: (p.file, p.line or 0))

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import threading
 import tomllib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
@@ -17,6 +17,7 @@ from blanket.server.catalog import Catalog, LoadedType, validate_config_dir
 @dataclass(frozen=True)
 class FakeSchedule:
     type: str | None
+    text: str = field(default="", compare=False)  # as the real one: what it was parsed from
 
     def to_json(self) -> dict:
         return {"type": self.type}
@@ -25,12 +26,13 @@ class FakeSchedule:
 def parse_fake_schedule(path: Path, name: str) -> FakeSchedule:
     """A stand-in for the real schedule parser: needs `cron`, may name a `type`."""
     try:
-        data = tomllib.loads(path.read_text())
+        text = path.read_text()
+        data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise ConfigInvalid([ConfigProblem(str(path), str(exc))]) from exc
     if "cron" not in data:
         raise ConfigInvalid([ConfigProblem(str(path), "cron is missing")])
-    return FakeSchedule(data.get("type"))
+    return FakeSchedule(data.get("type"), text)
 
 
 class Recorder:

@@ -99,3 +99,34 @@ def test_a_type_s_or_schedule_s_variables_too_many_in_all_are_a_problem(tmp_path
                             "big", "big.toml")
     assert (f"big.toml:3: environment: its variables come to {MAX_ENVIRONMENT_BYTES + 1} "
             "bytes") in str(refused.value)
+
+
+def test_a_schedule_over_the_bound_with_its_type_s_defaults_is_a_problem(tmp_path):
+    # Each file alone is within the bound; every fire would be refused at intake, so the
+    # schedule says so in the config (the catalog, and `blanket validate`).
+    from blanket.config.schedule import parse_schedule_file
+    from blanket.server.catalog import Catalog, validate_config_dir
+
+    conf = tmp_path / "conf.d"
+    (conf / "types").mkdir(parents=True)
+    (conf / "schedules").mkdir()
+    pads = "".join(f'PAD{n} = "{"d" * 100_000}"\n' for n in range(5))  # 500,030 bytes
+    (conf / "types" / "env.toml").write_text(
+        f'command = "true"\n[environment.defaults]\n{pads}')
+    bigs = "".join(f'BIG{n} = "{"v" * 100_000}"\n' for n in range(5))
+    schedule = conf / "schedules" / "nightly.toml"
+    schedule.write_text(f'type = "env"\nevery = "1h"\n\n[environment]\n{bigs}')
+    catalog = Catalog(conf, tmp_path / "versions", schedule_parser=parse_schedule_file)
+    catalog.scan()
+    assert catalog.schedules()[0].problems == ()  # 1,000,060 bytes: within the bound
+    schedule.write_text(f'type = "env"\nevery = "1h"\n\n[environment]\n{bigs}'
+                        f'BIG5 = "{"v" * 100_000}"\n')
+    catalog.scan()
+    [problem] = catalog.schedules()[0].problems
+    assert (problem.file, problem.line) == (str(schedule), 4)
+    assert problem.message == (
+        "environment: with the defaults of type 'env', its variables come to 1100066 bytes "
+        "as NAME=value (its type's [environment.defaults] give 500030 of them); the most is "
+        f"{MAX_ENVIRONMENT_BYTES}: pass large values as files")
+    assert [p.message for p in validate_config_dir(conf, parse_schedule_file)] == \
+        [problem.message]
