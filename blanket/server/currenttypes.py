@@ -167,7 +167,10 @@ class CommandTypes(_SyntheticTypes):
         if loaded is None or loaded.schedule is None or loaded.schedule.command is None:
             return None
         schedule, path = loaded.schedule, loaded.path
-        return self._cached(loaded.name, schedule, lambda: self._build(schedule, path))
+        # Its version is the file's text's, comments too: the text is part of the basis
+        # (a Schedule compares without it).
+        return self._cached(loaded.name, (schedule, schedule.text),
+                            lambda: self._build(schedule, path))
 
     def _build(self, schedule: Schedule, path: Path) -> LoadedType:
         assert schedule.command is not None

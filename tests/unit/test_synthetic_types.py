@@ -73,3 +73,16 @@ def test_a_schedule_saved_broken_after_its_type_went_does_not_stop_the_scan(tmp_
     assert [t.name for t in catalog.types()] == ["other"]
     problems = " ".join(p.message for p in catalog.schedule("nightly").problems)
     assert "not UTF-8" in problems
+
+
+def test_a_command_schedule_edited_only_in_a_comment_gets_the_new_text_s_version(tmp_path):
+    catalog = _catalog(tmp_path)
+    types = CommandTypes(catalog, tmp_path / "versions")
+    first = types.get("schedule.nightly")
+    path = tmp_path / "conf.d" / "schedules" / "nightly.toml"
+    path.write_text("# runs every hour\n" + SCHEDULE)
+    catalog.scan()
+    second = types.get("schedule.nightly")
+    assert first is not None and second is not None and first.version != second.version
+    assert second.version is not None
+    assert _type_toml(tmp_path / "versions", second.version) == path.read_bytes()
