@@ -6,7 +6,7 @@ over HTTP every `interval` seconds; Ctrl-C leaves it."""
 from __future__ import annotations
 
 import time
-from collections import deque
+from collections import Counter, deque
 from dataclasses import dataclass, field
 
 from rich import box
@@ -24,6 +24,7 @@ STATES = ("WAITING", "QUEUED", "CLAIMED", "RUNNING", "SUCCESS", "FAILED", "TIMED
 ENDED = ("SUCCESS", "FAILED", "TIMEDOUT", "STOPPED", "SKIPPED", "LOST")
 RATE_WINDOW = 10.0  # seconds the ended-per-second figure is measured over
 SHOWN = 15  # rows of each table
+WARNED = ("no_worker", "type_broken")  # waiting reasons shown in yellow: someone must act
 
 
 @dataclass
@@ -69,10 +70,13 @@ def render(snapshot: Snapshot, rate: float | None, server: str) -> Group:
         header.append(f"{snapshot.counts[state]}  ", style=STATE_COLOURS.get(state, ""))
     header.append("\nended/s ", style="dim")
     header.append("-" if rate is None else f"{rate:.1f}")
-    waiting = sum(1 for t in snapshot.queued if (t.get("waiting") or {}).get("code")
-                  == "no_worker")
-    if waiting:
-        header.append(f"  {waiting} queued task(s) no worker can take", style="bold yellow")
+    codes = Counter((t.get("waiting") or {}).get("code") for t in snapshot.queued)
+    if codes["no_worker"]:
+        header.append(f"  {codes['no_worker']} queued task(s) no worker can take",
+                      style="bold yellow")
+    if codes["type_broken"]:
+        header.append(f"  {codes['type_broken']} queued task(s) held: their type's file has "
+                      "problems", style="bold yellow")
 
     workers = Table(title="workers", box=box.SIMPLE, title_justify="left", expand=True)
     for name in ("ID", "STATE", "TAGS", "HOST", "TASK", "HEARTBEAT"):
@@ -104,7 +108,7 @@ def render(snapshot: Snapshot, rate: float | None, server: str) -> Group:
         queued.add_row(str(t["id"]), t["type"], str(t.get("priority", 0)),
                        _ago(now, t["added"]),
                        Text(why.get("message", ""),
-                            style="yellow" if why.get("code") == "no_worker" else ""))
+                            style="yellow" if why.get("code") in WARNED else ""))
     footer = Text("Ctrl-C to quit", style="dim")
     return Group(header, workers, running, queued, footer)
 

@@ -41,7 +41,7 @@ def summary(tasks: TasksView, workers: Callable[[], list[Worker]], waiting: Wait
     first = hour_ago + 1
     queued = tasks.list(TaskFilter(states=(TaskState.QUEUED.value,), limit=QUEUED_EXPLAINED,
                                    oldest_first=True))
-    stuck = sum(1 for reason in waiting.explain(queued).values() if reason.code == "no_worker")
+    stuck = Counter(reason.code for reason in waiting.explain(queued).values())
     running = Counter(t.type for t in tasks.list(TaskFilter(
         states=(TaskState.CLAIMED.value, TaskState.RUNNING.value), limit=RUNNING_LISTED)))
     return {
@@ -56,5 +56,8 @@ def summary(tasks: TasksView, workers: Callable[[], list[Worker]], waiting: Wait
             [(first + i) * 60, round(waited[first + i] / started[first + i], 3)
              if started.get(first + i) else None] for i in range(60)],
         "workers": dict(Counter(w.state for w in workers())),
-        "queued_no_worker": stuck,
+        # of the oldest queued tasks: those no worker that is up can take, and those whose
+        # type's file has problems (held until it is fixed)
+        "queued_no_worker": stuck["no_worker"],
+        "queued_type_broken": stuck["type_broken"],
     }

@@ -96,9 +96,12 @@ def test_tasks_of_a_type_broken_while_the_server_was_down_wait_for_the_fix(make_
         assert task["state"] == "QUEUED", task
         assert task["waiting"]["code"] == "type_broken", task
         assert "GET /task_type/hello" in task["waiting"]["message"]
+    stats = server.client.get("/stats")  # the dashboard counts them as held
+    assert (stats["queued_type_broken"], stats["queued_no_worker"]) == (2, 0)
     server.write_type("hello", HELLO)
     for task_id in held:
         assert server.wait_for_task(task_id, timeout=30)["state"] == "SUCCESS"
+    assert server.client.get("/stats")["queued_type_broken"] == 0
 
 
 def test_a_renamed_type_moves_to_its_new_name(make_server):

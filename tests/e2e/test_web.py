@@ -443,6 +443,26 @@ def test_workers_and_schedules_are_paused_and_resumed_from_the_page(make_server,
 FAILING = 'command = "exit 3"\ntags = ["unix"]\n'
 
 
+def test_the_dashboard_says_which_queued_tasks_a_broken_type_holds(make_server, tmp_path):
+    require_chromium()
+    server = make_server(types={"hello": HELLO})
+    task = server.client.post("/task/", {"type": "hello", "environment": {"NAME": "x"}})
+    server.stop()
+    server.write_type("hello", 'command = "echo"\ntimeout = "soon"\n')  # broken while down
+    server.start()
+    assert server.client.get("/stats")["queued_type_broken"] == 1
+    with Browser(tmp_path / "chromium") as browser:
+        browser.open(server.url + "/")
+        browser.wait_for("document.getElementById('stuck')?.hidden === false")
+        assert browser.evaluate("document.getElementById('stuck').textContent") == (
+            "1 queued task held because their type's file has problems: fix the file to run "
+            "them")
+        browser.open(f"{server.url}/#/task/{task['id']}")
+        browser.wait_for("document.getElementById('t-waiting')?.textContent.includes("
+                         "'GET /task_type/hello')")
+        assert browser.evaluate("document.getElementById('t-waiting').className") == \
+            "waiting-line waiting-warn"
+
 def test_the_dashboard_counts_charts_and_lists_failures(make_server, tmp_path):
     require_chromium()
     server = make_server(types={"writer": WRITER, "failing": FAILING, "parked": PARKED})

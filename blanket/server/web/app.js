@@ -720,10 +720,19 @@ async function loadOverview() {
     el("a", { class: "count", href: `#/tasks?state=${name}` }, stateBadge(name), ` ${count}`)),
   el("span", { class: "muted" }, `${total} in all`));
   const stuck = $("stuck");
-  stuck.hidden = !stats.queued_no_worker;
-  stuck.replaceChildren(stats.queued_no_worker ? el("a", { href: "#/tasks?state=QUEUED" },
-    `${stats.queued_no_worker} queued task${stats.queued_no_worker > 1 ? "s" : ""} no worker ` +
-    "that is up can take: start a worker with their tags") : "");
+  const plural = (n) => `${n} queued task${n > 1 ? "s" : ""}`;
+  const stuckLines = [];
+  if (stats.queued_no_worker) {
+    stuckLines.push(el("a", { href: "#/tasks?state=QUEUED" }, `${plural(stats.queued_no_worker)} ` +
+      "no worker that is up can take: start a worker with their tags"));
+  }
+  if (stats.queued_type_broken) {
+    if (stuckLines.length) stuckLines.push(el("br"));
+    stuckLines.push(el("a", { href: "#/types" }, `${plural(stats.queued_type_broken)} ` +
+      "held because their type's file has problems: fix the file to run them"));
+  }
+  stuck.hidden = !stuckLines.length;
+  stuck.replaceChildren(...stuckLines);
   drawTypeBars(stats);
   drawPerMinute(stats.ended_per_minute);
   drawQueueWait(stats.queue_wait_per_minute);
@@ -1002,7 +1011,8 @@ async function loadTaskPage() {
   const waiting = $("t-waiting");
   waiting.hidden = !task.waiting;
   waiting.textContent = task.waiting ? `Waits: ${task.waiting.message}` : "";
-  waiting.className = `waiting-line ${task.waiting && task.waiting.code === "no_worker" ? "waiting-warn" : ""}`;
+  const warned = task.waiting && ["no_worker", "type_broken"].includes(task.waiting.code);
+  waiting.className = `waiting-line ${warned ? "waiting-warn" : ""}`;
   const keys = [...SHOWN_FIELDS.filter((k) => k in task),
     ...Object.keys(task).filter((k) => !SHOWN_FIELDS.includes(k) && k !== "attempts" && k !== "waiting")];
   const typeLink = (text) => el("a", { href: `#/type/${encodeURIComponent(task.type)}`,
