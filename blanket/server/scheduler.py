@@ -16,12 +16,12 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeVar
 
 import structlog
 
 from blanket.config.schedule import Schedule, due_runs, next_fire, overlap_decision
-from blanket.errors import DuplicateTask, InvalidInput, NotFound, StorageFull
+from blanket.errors import DuplicateTask, InvalidInput, NotFound, StorageFailed, StorageFull
 from blanket.models import ScheduleState, Task, TaskFilter, TaskState
 from blanket.server.catalog import Catalog
 from blanket.server.schedulebook import FIRE_TIME_VARIABLE, fire_time_text, scheduled_request
@@ -35,7 +35,15 @@ log = structlog.get_logger("blanket.scheduler")
 UNFINISHED = (TaskState.WAITING.value, TaskState.QUEUED.value, TaskState.CLAIMED.value,
               TaskState.RUNNING.value)
 LOCK_RETRY = 5.0  # seconds between attempts to become the scheduling server
+_T = TypeVar("_T")
 MAX_SLEEP = 300.0  # Event.wait runs on the monotonic clock; re-read the wall clock this often
+# A schedule whose tick failed (a bug, or its own request refused by the database) is tried
+# again after 1 s, doubling to this; the others go on. A tick that failed as a whole (the
+# store full or failing) is tried again after 1 s, doubling to TICK_RETRY_MOST.
+SCHEDULE_RETRY_MOST = 60.0
+TICK_RETRY_MOST = 10.0
+# Store-wide trouble: no schedule could be saved either, so the tick fails as a whole.
+WHOLE_TICK_ERRORS = (StorageFull, StorageFailed)
 
 
 
@@ -75,6 +83,8 @@ class Scheduler:
         # Schedules with a run waiting for its previous run to end (read by store listeners).
         self._pending: set[str] = set()
         self._swept = False  # stored plans of schedules deleted while we did not look: cleared
+        self._failures: dict[str, int] = {}  # schedule -> ticks in a row that failed for it
+        self._tick_failures = 0  # ticks in a row that failed as a whole
 
     # ---------------------------------------------------------------- one pass
 
@@ -86,20 +96,56 @@ class Scheduler:
             return []
         current = {s.name: s.schedule for s in self.catalog.schedules() if s.schedule is not None}
         self._forget_deleted(set(current))
+        failed: set[str] = set()  # schedules this tick failed for: nothing of theirs is saved
         with self.book.editing():
-            plans = [p for p in (self._plan(s, now) for s in current.values()) if p is not None]
+            plans = [p for p in (self._guarded(failed, s, self._plan, s, now)
+                                 for s in current.values()) if p is not None]
             # Submit everything first and save states after: a run's lateness is then the
             # time to submit the runs before it, and the dedupe key covers a crash between.
             due = sorted((p for p in plans if p.fires), key=lambda p: p.fires[0])
-            decided = [(p, self._submit_runs(p)) for p in due]
-            done = self._submit_together(decided)
-            self._after = [self._save(p, done.get(p.schedule.name, _Submitted())) for p in plans]
-        self._fired(done, now)
+            decided = [(p, result) for p in due if (result := self._guarded(
+                failed, p.schedule, self._submit_runs, p)) is not None]
+            done = self._submit_together(decided, failed)
+            # A schedule the tick failed for keeps its stored state: its fires are planned
+            # again at the retry, and the runs it did submit are found by their dedupe keys.
+            self._after = [self._save(p, done.get(p.schedule.name, _Submitted())) for p in plans
+                           if p.schedule.name not in failed]
+        self._fired(done, now)  # a failed schedule's runs that were submitted count now
         self._pending = {state.name for _, state in self._after if state.pending_fire is not None}
-        upcoming = [p.upcoming for p in plans if p.upcoming is not None]
-        self.next_wake = min(upcoming, default=None)
+        upcoming = [p.upcoming for p in plans
+                    if p.upcoming is not None and p.schedule.name not in failed]
+        self.next_wake = min(upcoming + self._retries(failed, now), default=None)
         return sorted((task for result in done.values() for _, task in result.tasks),
                       key=lambda t: (t.environment.get(FIRE_TIME_VARIABLE, ""), t.id))
+
+    def _guarded(self, failed: set[str], schedule: Schedule, step: Callable[..., _T],
+                 *args: object) -> _T | None:
+        """`step(*args)` for one schedule; None, with the schedule added to `failed`, if it
+        raised something other than store-wide trouble, so one schedule cannot stop the
+        others. Its state is not saved, so its fires are tried again (`_retries`)."""
+        if schedule.name in failed:
+            return None
+        try:
+            return step(*args)
+        except WHOLE_TICK_ERRORS:
+            raise
+        except Exception:
+            failed.add(schedule.name)
+            log.exception("schedule tick failed; its runs are tried again, the other "
+                          "schedules go on", schedule=schedule.name,
+                          failures=self._failures.get(schedule.name, 0) + 1)
+            return None
+
+    def _retries(self, failed: set[str], now: float) -> list[float]:
+        """When to try each schedule this tick failed for again: 1 s after its first
+        failure, doubling to SCHEDULE_RETRY_MOST."""
+        for name in set(self._failures) - failed:  # planned and submitted this time
+            del self._failures[name]
+        retries = []
+        for name in failed:
+            count = self._failures[name] = self._failures.get(name, 0) + 1
+            retries.append(now + min(SCHEDULE_RETRY_MOST, 2.0 ** (count - 1)))
+        return retries
 
     def _fired(self, done: dict[str, _Submitted], now: float) -> None:
         """Count and log each run submitted by this tick, with how late it was (a task
@@ -181,20 +227,25 @@ class Scheduler:
                                                            pending_fire=None))
             log.info("schedule removed", schedule=gone)
 
-    def _submit_together(self, decided: list[tuple[_Plan, _Submitted | tuple[float, ...]]]
-                         ) -> dict[str, _Submitted]:
+    def _submit_together(self, decided: list[tuple[_Plan, _Submitted | tuple[float, ...]]],
+                         failed: set[str]) -> dict[str, _Submitted]:
         """Submit every plan's plain runs in one transaction (one commit for all the
-        schedules firing this second), in fire order."""
+        schedules firing this second), in fire order. A schedule whose runs cannot even be
+        asked for is added to `failed`."""
         fired = [(plan.schedule, fire) for plan, result in decided
                  if isinstance(result, tuple) for fire in result]
-        runs = [(schedule, fire) for schedule, fire in fired if not schedule.workflow]
+        requests = [(schedule, fire, request) for schedule, fire in fired
+                    if not schedule.workflow and (request := self._guarded(
+                        failed, schedule, scheduled_request, schedule, fire,
+                        dedupe_key(schedule.name, fire))) is not None]
+        runs = [(schedule, fire) for schedule, fire, _ in requests
+                if schedule.name not in failed]
         answers: list[Task | InvalidInput | None] = list(self.intake.submit_many(
-            [scheduled_request(schedule, fire, dedupe_key(schedule.name, fire))
-             for schedule, fire in runs]))
+            [request for schedule, _, request in requests if schedule.name not in failed]))
         for schedule, fire in fired:  # workflow runs: each its own run
             if schedule.workflow:
                 runs.append((schedule, fire))
-                answers.append(self._submit(schedule, fire))
+                answers.append(self._guarded(failed, schedule, self._submit, schedule, fire))
         submitted: dict[str, list[tuple[float, Task]]] = {}
         for (schedule, fire), answer in zip(runs, answers, strict=True):
             if answer is None:
@@ -325,15 +376,34 @@ class Scheduler:
     def _run(self) -> None:
         while not self._stopping.is_set():
             self._wake.clear()
-            try:
-                self.tick(self.clock())
-                if self.next_wake is not None and self._holds_lock:
-                    self.prepare(self.next_wake)
-            except StorageFull as e:  # the runs are submitted once there is room again
-                log.warning("scheduler waits for disk space", problem=e.message)
-            except Exception:
-                log.exception("scheduler tick failed")
-            self._wake.wait(self._sleep_time())
+            self._wake.wait(self.run_once())
+
+    def run_once(self) -> float:
+        """One pass of the loop: tick, and work out the next one ahead; the seconds to sleep
+        before the next pass (unless woken)."""
+        try:
+            self.tick(self.clock())
+            if self.next_wake is not None and self._holds_lock:
+                self.prepare(self.next_wake)
+        except StorageFull as e:  # the runs are submitted once there is room again
+            self._tick_failed()
+            log.warning("scheduler waits for disk space", problem=e.message,
+                        retry_in=self._retry_in())
+        except Exception:
+            self._tick_failed()
+            log.exception("scheduler tick failed", retry_in=self._retry_in())
+        else:
+            self._tick_failures = 0
+        return self._sleep_time()
+
+    def _tick_failed(self) -> None:
+        """Try again after 1 s, doubling to TICK_RETRY_MOST, not at once: the wake time the
+        failed tick left is already past."""
+        self._tick_failures += 1
+        self.next_wake = self.clock() + self._retry_in()
+
+    def _retry_in(self) -> float:
+        return min(TICK_RETRY_MOST, 2.0 ** (self._tick_failures - 1))
 
     def _sleep_time(self) -> float:
         if not self._holds_lock:

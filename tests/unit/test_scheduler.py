@@ -461,3 +461,76 @@ def test_runs_worked_out_ahead_of_time_are_dropped_when_the_schedule_is_paused(s
     scheduler.prepare(T0)
     setup.services.schedules.set_paused("tick", True)
     assert scheduler.tick(T0) == []
+
+
+# ---------------------------------------------------------------- one schedule's failure
+
+class Boom(Exception):
+    """A bug in handling one schedule."""
+
+
+def test_a_schedule_the_tick_fails_for_does_not_stop_the_others_and_is_retried(
+        setup, monkeypatch):
+    from blanket.server import scheduler as scheduler_module
+
+    setup.write("bad", EVERY_10S)
+    scheduler = started(setup, name="good")
+    assert setup.state("bad").next_fire == T0
+    real = scheduler_module.scheduled_request
+
+    def breaks_for_bad(schedule, fire, key):
+        if schedule.name == "bad":
+            raise Boom("a bug")
+        return real(schedule, fire, key)
+
+    monkeypatch.setattr(scheduler_module, "scheduled_request", breaks_for_bad)
+    [task] = scheduler.tick(T0)
+    assert task.schedule == "good" and setup.state("good").next_fire == T0 + 10
+    # bad's fire is not lost: its state stays, and it is tried again a second later
+    assert setup.tasks("bad") == [] and setup.state("bad").next_fire == T0
+    assert scheduler.next_wake == T0 + 1
+    assert scheduler.tick(T0 + 1) == []
+    assert scheduler.next_wake == T0 + 1 + 2  # then two seconds later, and so on
+    monkeypatch.undo()
+    [late] = scheduler.tick(T0 + 3)
+    assert (late.schedule, late.environment[FIRE_TIME_VARIABLE]) == (
+        "bad", task.environment[FIRE_TIME_VARIABLE])
+    assert setup.state("bad").next_fire == T0 + 10 and scheduler.next_wake == T0 + 10
+    assert len(setup.tasks("good")) == 1
+
+
+def test_a_workflow_run_the_tick_fails_for_does_not_stop_the_plain_runs(setup, monkeypatch):
+    (setup.conf / "workflows").mkdir()
+    (setup.conf / "workflows" / "flow.toml").write_text('[steps.a]\ntype = "report"\n')
+    setup.write("flows", 'workflow = "flow"\nevery = "10s"\n')
+    scheduler = started(setup, name="good")
+    calls = []
+
+    def broken(*args, **kwargs):
+        calls.append(args)
+        raise Boom("a bug")
+
+    monkeypatch.setattr(setup.services.workflows, "start_scheduled", broken)
+    [task] = scheduler.tick(T0)
+    assert task.schedule == "good" and len(calls) == 1
+    assert setup.state("flows").next_fire == T0 and scheduler.next_wake == T0 + 1
+    monkeypatch.undo()
+    scheduler.tick(T0 + 1)
+    assert setup.state("flows").next_fire == T0 + 10
+    assert [run.schedule for run in setup.services.workflows.list_runs()] == ["flows"]
+
+
+def test_a_tick_that_fails_as_a_whole_is_retried_with_growing_delays(setup, monkeypatch):
+    scheduler = started(setup)
+
+    def down() -> bool:
+        raise Boom("the database went away")
+
+    monkeypatch.setattr(setup.services.store, "try_scheduler_lock", down)
+    now = [T0]
+    scheduler.clock = lambda: now[0]
+    # The failed tick's wake time is past: the loop must not spin on it.
+    assert [scheduler.run_once() for _ in range(6)] == [1.0, 2.0, 4.0, 8.0, 10.0, 10.0]
+    monkeypatch.undo()
+    assert scheduler.run_once() == 10.0  # its next fire, T0 + 10
+    assert len(setup.tasks("tick")) == 1
