@@ -161,10 +161,14 @@ def _print_run(run: dict) -> None:
         latest: dict[int, dict] = {}
         for task in step["tasks"]:
             latest[task["item"]] = task
-        tasks = ", ".join(f"{t['id']} {t['state']}" for t in latest.values())
+        if step["item_count"] <= 3 and len(latest) == step["item_count"]:
+            tasks = ", ".join(f"{t['id']} {t['state'] or 'removed'}" for t in latest.values())
+        else:  # a fan-out: its items counted by the state of their latest task
+            counts = sorted(step["item_states"].items(), key=lambda kv: (-kv[1], kv[0]))
+            tasks = f"{step['item_count']} items: " + ", ".join(
+                f"{n} {state.lower()}" for state, n in counts)
         rows.append([step["name"], step["state"], ",".join(step["after"]) or "-",
-                     tasks if len(latest) <= 3 else f"{len(latest)} tasks",
-                     step["reason"] or ""])
+                     tasks, step["reason"] or ""])
     print_table(["STEP", "STATE", "AFTER", "TASKS", "REASON"], rows, flexible=(3, 4),
                 state_column=1)
 

@@ -18,7 +18,7 @@ import contextlib
 import json
 import threading
 import time
-from collections import OrderedDict
+from collections import Counter, OrderedDict
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -41,6 +41,8 @@ from blanket.wakeups import Wakeups, task_topic
 
 log = structlog.get_logger("blanket.workflows")
 
+# A step's tasks GET /run/ID shows; GET /run/ID/tasks pages through them all.
+STEP_TASKS_SHOWN = 100
 WORKFLOWS = "workflows"  # a run started, was rerun or stopped: the advancer looks again
 LOOK_EVERY = 5.0  # seconds between looks without a wake-up
 RESULTS_LIMIT = 1024 * 1024  # bytes of a step's results file at most
@@ -212,16 +214,33 @@ class Workflows:
         return run_json(run, hidden)
 
     def view(self, run: Run) -> dict:
-        """The run as the API shows it: its fields, and each step with its state and tasks."""
+        """The run as the API shows it: its fields, and each step with its state, its items
+        counted by the state of their latest task, and its first STEP_TASKS_SHOWN tasks
+        (`step_tasks` pages through the rest: a wide fan-out has thousands)."""
         workflow = self._definition(run)
         tasks = self.store.run_tasks(run.id)
         steps = plan(workflow, run, tasks, self._read_results).steps
         return {**self.summary(run, workflow), "steps": [
             {"name": s.name, "type": workflow.step_type(s), "command": s.command is not None,
              "after": list(s.after), "each": s.each, "state": steps[s.name].state,
-             "reason": steps[s.name].reason,
-             "tasks": [_task_json(t) for t in steps[s.name].tasks]}
+             "reason": steps[s.name].reason, **_item_states(steps[s.name].tasks),
+             "task_count": len(steps[s.name].tasks),
+             "tasks": [_task_json(t) for t in steps[s.name].tasks[:STEP_TASKS_SHOWN]]}
             for s in workflow.steps]}
+
+    def step_tasks(self, run: Run, step: str, states: frozenset[str] = frozenset(),
+                   offset: int = 0, limit: int = STEP_TASKS_SHOWN) -> dict:
+        """One step's tasks, every round's, in item and round order: those in `states`
+        (task states, or "removed") if given, `limit` of them from `offset`, with how many
+        there are in all."""
+        workflow = self._definition(run)
+        if workflow.step(step) is None:
+            names = ", ".join(s.name for s in workflow.steps)
+            raise NotFound(f"run {run.id}'s workflow has no step {step!r}; its steps: {names}")
+        found = [t for t in self.store.run_tasks(run.id) if t.step == step and (
+            not states or _state_name(t) in states)]
+        return {"step": step, "count": len(found), "offset": offset, "limit": limit,
+                "tasks": [_task_json(t) for t in found[offset:offset + limit]]}
 
     # ---------------------------------------------------------------- advancing
 
@@ -532,6 +551,22 @@ def run_json(run: Run, hidden: frozenset[str] = frozenset()) -> dict:
             "state": run.state, "round": run.round, "environment": shown,
             "added": run.added, "finished": run.finished,
             "reason": run.reason, "submitted_by": run.submitted_by, "schedule": run.schedule}
+
+
+def _state_name(task: RunTask) -> str:
+    return task.state.value if task.state is not None else "removed"
+
+
+def _item_states(tasks: list[RunTask]) -> dict:
+    """How many items a step has, and how many by the state of each one's latest task
+    ("removed" for a task that was removed)."""
+    latest: dict[int, RunTask] = {}
+    for task in tasks:
+        seen = latest.get(task.item)
+        if seen is None or task.round > seen.round:
+            latest[task.item] = task
+    return {"item_count": len(latest),
+            "item_states": dict(Counter(_state_name(t) for t in latest.values()))}
 
 
 def _task_json(task: RunTask) -> dict:

@@ -63,6 +63,7 @@ SPEC = {
     ("POST", "/workflow/<name>/run"): "submitter",
     ("GET", "/run/"): "viewer",
     ("GET", "/run/<run_id>"): "viewer",
+    ("GET", "/run/<run_id>/tasks"): "viewer",
     # A submitter stops and reruns only the runs it started (test_workflows.py).
     ("POST", "/run/<run_id>/stop"): "submitter",
     ("POST", "/run/<run_id>/rerun"): "submitter",

@@ -289,3 +289,39 @@ def test_an_arrow_that_passes_a_column_goes_between_its_boxes_never_under_one(ma
                 assert lane["bottom"] <= box["top"] or lane["top"] >= box["bottom"], (lane, box)
     assert [b["x"] for b in sorted(boxes, key=lambda b: b["id"])] == sorted(
         b["x"] for b in boxes) and len({b["x"] for b in boxes}) == 4
+
+
+def test_a_wide_fan_out_is_counted_in_its_box_and_its_tasks_paged(make_server, tmp_path):
+    require_chromium()
+    server = make_server(types={"parked": 'command = "true"\ntags = ["nowhere"]\n'},
+                         start=False)
+    server.write_workflow("wide", 'required = ["ITEMS"]\n[steps.fan]\ntype = "parked"\n'
+                                  'each = "{{ ITEMS }}"\n')
+    server.start()
+    run = server.client.post("/workflow/wide/run",
+                             {"environment": {"ITEMS": json.dumps(list(range(250)))}})
+    wait_until(lambda: server.client.get(f"/run/{run['id']}")["steps"][0]["task_count"] == 250,
+               timeout=30)
+    rows = "[...document.querySelectorAll('#r-step-tasks tbody tr')]"
+    items = f"{rows}.map(r => Number(r.children[1].textContent))"
+    with Browser(tmp_path / "chromium") as browser:
+        browser.open(f"{server.url}/#/run/{run['id']}")
+        browser.wait_for(f"{BOX.format('fan')} !== null")
+        text = browser.evaluate(f"{BOX.format('fan')}.textContent")
+        assert "running · 250 items" in text and "250 queued" in text, text
+        browser.evaluate(f"{BOX.format('fan')}.dispatchEvent(new MouseEvent('click'))")
+        browser.wait_for(f"{rows}.length === 100")
+        assert browser.evaluate("document.getElementById('r-step-of').textContent") == \
+            "tasks 1\u2013100 of 250"
+        assert browser.evaluate("document.getElementById('r-step-prev').disabled") is True
+        browser.evaluate("document.getElementById('r-step-next').click()")
+        browser.wait_for(f"{items}[0] === 100")
+        assert browser.evaluate(items) == list(range(100, 200))
+        browser.evaluate("document.getElementById('r-step-next').click()")
+        browser.wait_for(f"{items}[0] === 200")
+        assert browser.evaluate(items) == list(range(200, 250))
+        assert browser.evaluate("document.getElementById('r-step-next').disabled") is True
+        assert browser.evaluate("document.getElementById('r-step-of').textContent") == \
+            "tasks 201\u2013250 of 250"
+        browser.evaluate("document.getElementById('r-step-prev').click()")
+        browser.wait_for(f"{items}[0] === 100")

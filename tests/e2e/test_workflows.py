@@ -12,6 +12,9 @@ import os
 import subprocess
 import sys
 
+import pytest
+
+from blanket.client import ClientError
 from tests.conftest import wait_until
 
 # A step that records that it ran (in the data dir's steps.log) and sleeps a little.
@@ -171,6 +174,45 @@ def test_a_step_fans_out_over_fifty_items_and_the_next_gathers_their_results(mak
     twelfth = server.client.get(f"/task/{steps['each']['tasks'][11]['id']}")
     assert twelfth["environment"]["ITEM"] == "12" and twelfth["environment"]["ITEM_INDEX"] == "11"
 
+
+
+def test_a_wide_fan_out_is_shown_counted_and_its_tasks_paged(make_server):
+    # No worker takes `parked`: the 250 items' tasks stay queued, one is removed.
+    server = make_server(types={"parked": 'command = "true"\ntags = ["nowhere"]\n'},
+                         start=False)
+    server.write_workflow("wide", 'required = ["ITEMS"]\n[steps.a]\ntype = "parked"\n'
+                                  'each = "{{ ITEMS }}"\n')
+    server.start()
+    run = server.client.post("/workflow/wide/run",
+                             {"environment": {"ITEMS": json.dumps(list(range(250)))}})
+    step = wait_until(lambda: (s := steps_of(server.client.get(f"/run/{run['id']}"))["a"])[
+        "task_count"] == 250 and s, timeout=30)
+    assert (step["item_count"], step["item_states"]) == (250, {"QUEUED": 250})
+    assert [t["item"] for t in step["tasks"]] == list(range(100))  # the first page only
+    removed = step["tasks"][7]["id"]
+    server.client.delete(f"/task/{removed}")
+    step = steps_of(server.client.get(f"/run/{run['id']}"))["a"]
+    assert step["item_states"] == {"QUEUED": 249, "removed": 1}
+    page = server.client.get(f"/run/{run['id']}/tasks?step=a&offset=200&limit=100")
+    assert (page["count"], page["offset"], page["limit"]) == (250, 200, 100)
+    assert [t["item"] for t in page["tasks"]] == list(range(200, 250))
+    gone = server.client.get(f"/run/{run['id']}/tasks?step=a&state=removed")
+    assert (gone["count"], [t["id"] for t in gone["tasks"]]) == (1, [removed])
+    assert gone["tasks"][0]["state"] is None
+    queued = server.client.get(f"/run/{run['id']}/tasks?step=a&state=queued,failed&limit=5")
+    assert queued["count"] == 249 and len(queued["tasks"]) == 5
+    for query, status, said in (("", 400, "?step=NAME"), ("?step=b", 404, "no step 'b'"),
+                                ("?step=a&state=DONE", 400, "unknown state(s) DONE"),
+                                ("?step=a&limit=x", 400, "must be an integer")):
+        with pytest.raises(ClientError) as refused:
+            server.client.get(f"/run/{run['id']}/tasks{query}")
+        assert refused.value.status == status and said in str(refused.value), query
+    # the CLI counts the items rather than listing them
+    shown = subprocess.run([sys.executable, "-m", "blanket", "--server", server.url,
+                            "workflow", "show", str(run["id"])], capture_output=True,
+                           text=True, timeout=60,
+                           env={**os.environ, "BLANKET_TOKEN": server.admin_token})
+    assert "250 items: 249 queued, 1 removed" in shown.stdout, shown.stdout + shown.stderr
 
 def test_mistakes_in_a_workflow_file_are_problems_with_their_line(make_server, tmp_path):
     server = make_server(types={"step": STEP}, start=False)

@@ -232,6 +232,17 @@ def query_float(name: str, default: float | None = None, maximum: float | None =
     return min(value, maximum) if maximum is not None else value
 
 
+def query_int(name: str, default: int, maximum: int,
+              query: bottle.FormsDict | None = None) -> int:
+    """A whole number from the query string (`?limit=`, `?offset=`), at most `maximum`."""
+    raw = (bottle.request.query if query is None else query).get(name)
+    if raw is None:
+        return default
+    if not (raw.isascii() and raw.isdigit()):
+        raise InvalidInput(f"?{name}={raw!r} must be a whole number")
+    return min(int(raw), maximum)
+
+
 def flag(name: str) -> bool:
     raw = bottle.request.query.get(name)
     return raw is not None and raw.lower() not in ("0", "false", "no")

@@ -175,6 +175,16 @@ RUN_LIST = [
            "runs with a smaller id (the next page)"),
     _param("limit", {"type": "integer", "minimum": 1, "maximum": 1000}, "at most this many"),
 ]
+RUN_TASKS = [
+    _param("step", {"type": "string", "minLength": 1, "maxLength": 200},
+           "the step whose tasks to list (required)"),
+    _param("state", {"type": "string", "maxLength": 200},
+           f"comma separated: {TASK_STATES}, removed"),
+    _param("offset", {"type": "integer", "minimum": 0, "maximum": 10**12},
+           "how many to skip"),
+    _param("limit", {"type": "integer", "minimum": 0, "maximum": 1000},
+           "at most this many (100 by default)"),
+]
 STATS = [_param("window", {"type": "string", "enum": ["hour", "day"]},
                 "what the per-type counts cover (the last hour by default)")]
 FORCE = [_param("force", {"type": "boolean"}, "also remove a running task (it is stopped)")]

@@ -27,6 +27,7 @@ from blanket.server.api.http import (
     parse_id,
     parse_json,
     query_float,
+    query_int,
     read_body,
     read_json_body,
 )
@@ -417,7 +418,8 @@ def task_filter(query: bottle.FormsDict) -> TaskFilter:
         added_after=_time(query, "added_after"), added_before=_time(query, "added_before"),
         worker=query.get("worker") or None, submitted_by=query.get("by") or None,
         search=(query.get("q") or "").strip() or None,  # at most 200: its query schema
-        limit=_int(query, "limit", 100, 10_000), offset=_int(query, "offset", 0, 10**12),
+        limit=query_int("limit", 100, 10_000, query),
+        offset=query_int("offset", 0, 10**12, query),
         oldest_first=order in ("oldest", "asc"), sort=sort,
     )
 
@@ -437,10 +439,3 @@ def _time(query: bottle.FormsDict, name: str) -> float | None:
     return parse_time(raw, time.time(), name)
 
 
-def _int(query: bottle.FormsDict, name: str, default: int, maximum: int) -> int:
-    raw = query.get(name)
-    if raw is None:
-        return default
-    if not (raw.isascii() and raw.isdigit()):
-        raise InvalidInput(f"?{name}={raw!r} must be a whole number")
-    return min(int(raw), maximum)

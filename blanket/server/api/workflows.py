@@ -10,15 +10,23 @@ import bottle
 from blanket.auth import OPERATOR, SUBMITTER, VIEWER, Forbidden, Identity
 from blanket.config.workflow import Workflow
 from blanket.errors import InvalidInput, NotFound
-from blanket.models import Run
+from blanket.models import Run, TaskState
 from blanket.server.api import schemas as S
 from blanket.server.api.access import identity
-from blanket.server.api.http import json_response, parse_id, query_float, read_json_body
+from blanket.server.api.http import (
+    json_response,
+    parse_id,
+    query_float,
+    query_int,
+    read_json_body,
+)
 from blanket.server.services import Services
-from blanket.server.workflows import WORKFLOWS, check_run_state
+from blanket.server.workflows import STEP_TASKS_SHOWN, WORKFLOWS, check_run_state
 
 MAX_WAIT = 24 * 3600.0
 MAX_RUNS = 1000  # runs in one listing at most
+MAX_STEP_TASKS = 1000  # a step's tasks in one page at most
+RUN_TASK_STATES = frozenset({*TaskState.__members__, "removed"})
 
 
 def install(app: bottle.Bottle, services: Services) -> None:
@@ -29,6 +37,8 @@ def install(app: bottle.Bottle, services: Services) -> None:
               body=S.RUN_START, query=S.WAIT)
     app.route("/run/", "GET", routes.list_runs, role=VIEWER, query=S.RUN_LIST)
     app.route("/run/<run_id>", "GET", routes.show_run, role=VIEWER, query=S.WAIT)
+    app.route("/run/<run_id>/tasks", "GET", routes.step_tasks, role=VIEWER,
+              query=S.RUN_TASKS)
     app.route("/run/<run_id>/stop", "POST", routes.stop, role=SUBMITTER)
     app.route("/run/<run_id>/rerun", "POST", routes.rerun, role=SUBMITTER)
 
@@ -94,6 +104,25 @@ class WorkflowRoutes:
         if wait is not None:
             run = self.wait_until_ended(run, wait)
         return json_response(self.s.workflows.view(run))
+
+    def step_tasks(self, run_id: str):
+        """One step's tasks, every round's, a page at a time: ?step=NAME (required),
+        ?state=FAILED,removed,... (comma separated), ?offset=, ?limit= (100, at most 1000).
+        GET /run/ID shows only each step's first ones."""
+        run = self.s.workflows.get(parse_id(run_id, "run"))
+        query = bottle.request.query
+        step = query.get("step")
+        if not step:
+            raise InvalidInput("?step=NAME: name the step whose tasks to list")
+        states = frozenset(w.strip() if w.strip() == "removed" else w.strip().upper()
+                           for v in query.getall("state") for w in v.split(",") if w.strip())
+        bad = sorted(states - RUN_TASK_STATES)
+        if bad:
+            raise InvalidInput(f"unknown state(s) {', '.join(bad)}; use "
+                               f"{', '.join(sorted(RUN_TASK_STATES))}")
+        return json_response(self.s.workflows.step_tasks(
+            run, step, states, query_int("offset", 0, 10**12),
+            query_int("limit", STEP_TASKS_SHOWN, MAX_STEP_TASKS) or STEP_TASKS_SHOWN))
 
     def stop(self, run_id: str):
         """Stop a running run: no more steps start, and its tasks not ended are stopped."""

@@ -1324,6 +1324,7 @@ async function loadRunPage() {
 // A box clicked (or Enter on it) shows its step's tasks below the graph; again, hides them.
 function chooseStep(name) {
   state.runStep = state.runStep === name ? null : name;
+  state.runStepOffset = 0;
   for (const box of $("r-graph").querySelectorAll("g.step")) {
     box.classList.toggle("selected", box.dataset.step === state.runStep);
   }
@@ -1360,24 +1361,19 @@ function stepColumns(steps) {
   return column;
 }
 
+const RUN_STEP_PAGE = 100;  // a step's tasks a page: as many as GET /run/ID shows
+
 const TASK_STATE_WORDS = { SUCCESS: "succeeded", FAILED: "failed", RUNNING: "running",
   CLAIMED: "claimed", QUEUED: "queued", WAITING: "waiting", TIMEDOUT: "timed out",
   STOPPED: "stopped", SKIPPED: "skipped", LOST: "lost" };
 
-// A fanned step's items by the state of their latest task: 3, "2 succeeded, 1 running".
+// A fanned step's items by the state of their latest task, as the server counts them (it
+// shows only a step's first tasks): 3, "2 succeeded, 1 running".
 function itemCounts(step) {
-  const latest = new Map();
-  for (const task of step.tasks) {
-    const seen = latest.get(task.item);
-    if (!seen || task.round > seen.round) latest.set(task.item, task);
-  }
-  const counts = {};
-  for (const task of latest.values()) {
-    const word = task.state ? TASK_STATE_WORDS[task.state] || task.state.toLowerCase() : "removed";
-    counts[word] = (counts[word] || 0) + 1;
-  }
-  return { total: latest.size,
-    text: Object.entries(counts).map(([word, n]) => `${n} ${word}`).join(", ") };
+  const counts = Object.entries(step.item_states || {}).sort((a, b) => b[1] - a[1]);
+  return { total: step.item_count || 0,
+    text: counts.map(([s, n]) => `${n} ${s === "removed" ? s : TASK_STATE_WORDS[s] || s.toLowerCase()}`)
+      .join(", ") };
 }
 
 // Text cut to fit its box; the whole of it is in the box's title.
@@ -1526,7 +1522,31 @@ function showRunStep(run) {
   reason.hidden = !step.reason;
   reason.textContent = step.reason || "";
   reason.className = step.state === "failed" ? "problem" : "muted";
-  replaceRows($("r-step-tasks").tBodies[0], step.tasks.map((t) => el("tr", {},
+  // GET /run/ID brings a step's first tasks; further pages come from GET /run/ID/tasks.
+  const offset = state.runStepOffset || 0;
+  const pager = $("r-step-pager");
+  pager.hidden = step.task_count <= step.tasks.length;
+  $("r-step-of").textContent = pager.hidden ? "" : `tasks ${offset + 1}–` +
+    `${Math.min(offset + RUN_STEP_PAGE, step.task_count)} of ${step.task_count}`;
+  $("r-step-prev").disabled = offset <= 0;
+  $("r-step-next").disabled = offset + RUN_STEP_PAGE >= step.task_count;
+  if (offset > 0) {
+    api("GET", `/run/${run.id}/tasks?step=${encodeURIComponent(step.name)}&offset=${offset}` +
+      `&limit=${RUN_STEP_PAGE}`).then((page) => {
+      if (state.runStep === step.name && (state.runStepOffset || 0) === offset) showStepTasks(step, page.tasks);
+    }).catch((e) => flash(e.message));
+    return;
+  }
+  showStepTasks(step, step.tasks);
+}
+
+function pageStep(by) {
+  state.runStepOffset = Math.max(0, (state.runStepOffset || 0) + by * RUN_STEP_PAGE);
+  if (state.run) showRunStep(state.run);
+}
+
+function showStepTasks(step, tasks) {
+  replaceRows($("r-step-tasks").tBodies[0], tasks.map((t) => el("tr", {},
     el("td", { class: "mono" }, el("a", { href: `#/task/${t.id}` }, `#${t.id}`)),
     el("td", { class: "mono" }, step.each ? t.item : ""), el("td", {}, t.round),
     el("td", {}, t.state ? stateBadge(t.state) : el("span", { class: "muted" }, "removed")),
@@ -1569,6 +1589,8 @@ function start() {
   $("window-day").addEventListener("click", () => chooseWindow("day"));
   $("filters").addEventListener("submit", goFilter);
   sortHeaders();
+  $("r-step-prev").addEventListener("click", () => pageStep(-1));
+  $("r-step-next").addEventListener("click", () => pageStep(1));
   $("prev-page").addEventListener("click", () => goPage(-1));
   $("next-page").addEventListener("click", () => goPage(1));
   window.addEventListener("hashchange", showView);
