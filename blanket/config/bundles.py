@@ -15,6 +15,7 @@ from pathlib import Path, PurePosixPath
 from typing import BinaryIO
 
 from blanket.config.selection import SelectedFile
+from blanket.config.versions import open_regular_file
 
 
 class UnsafeBundle(Exception):
@@ -74,7 +75,7 @@ def _write_tar_gz(raw: BinaryIO, members: list[tuple[str, Path | bytes]]) -> Non
                 out.write(path)
                 out.write(bytes(-len(path) % tarfile.BLOCKSIZE))
                 continue
-            with open(path, "rb") as handle:
+            with open_regular_file(path) as handle:
                 stat = os.fstat(handle.fileno())
                 mode = 0o755 if stat.st_mode & 0o111 else 0o644
                 out.write(tar_header(name, stat.st_size, int(stat.st_mtime), mode))

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import glob
 import os
+import stat
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -115,7 +116,27 @@ def _select_section(
         rules.note_chain(base, top)
         found = {} if rules.ignored(full, top, False) else {os.path.basename(full): full}
     keep = _section_filter(section)
-    return [SelectedFile(index, rel, Path(found[rel])) for rel in sorted(found) if keep(rel)]
+    selected = [SelectedFile(index, rel, Path(found[rel])) for rel in sorted(found) if keep(rel)]
+    odd = [problem for item in selected if (problem := _not_regular(item.abspath))]
+    if odd:
+        raise ConfigInvalid(odd)
+    return selected
+
+
+def _not_regular(path: Path) -> ConfigProblem | None:
+    """A problem when `path` (followed if a link) is a FIFO, a socket or a device: reading
+    one would hang the scan or never end (a link to /dev/zero)."""
+    try:
+        mode = os.stat(path).st_mode
+    except OSError:
+        return None  # gone or unreadable: the hash says so, as for any file
+    if stat.S_ISREG(mode):
+        return None
+    kind = "a FIFO" if stat.S_ISFIFO(mode) else "a socket" if stat.S_ISSOCK(mode) else \
+        "a device" if stat.S_ISCHR(mode) or stat.S_ISBLK(mode) else "not a regular file"
+    return ConfigProblem(os.path.normpath(path), f"this file is {kind}, which a type cannot "
+                         "carry: a type's files must be regular files; remove it or exclude it "
+                         "in .blanketignore")
 
 
 def _top(base: str, root: Path) -> str:

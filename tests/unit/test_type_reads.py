@@ -11,6 +11,8 @@ import threading
 import time
 from pathlib import Path
 
+import pytest
+
 from blanket.config.bundles import bundle_path
 from blanket.config.problems import MAX_CONFIG_BYTES
 from blanket.config.typefile import parse_type_file
@@ -134,3 +136,46 @@ def test_a_type_file_at_the_bound_is_read(tmp_path):
     catalog.scan()
     big = catalog.get("big")
     assert big is not None and big.version, big.problems
+
+
+def test_a_fifo_or_device_among_a_type_s_files_is_a_problem_not_a_hang(tmp_path):
+    from blanket.server.catalog import validate_config_dir
+
+    conf = tmp_path / "conf.d"
+    types = conf / "types"
+    types.mkdir(parents=True)
+    data = conf / "data"
+    data.mkdir()
+    (data / "ok.txt").write_text("fine\n")
+    os.mkfifo(data / "pipe")
+    (data / "zero").symlink_to("/dev/zero")
+    os.mkfifo(conf / "alone")
+    (types / "folder.toml").write_text('command = "true"\n[[files]]\nsrc = "../data"\n')
+    (types / "direct.toml").write_text('command = "true"\n[[files]]\nsrc = "../alone"\n')
+    (types / "good.toml").write_text('command = "true"\n')
+    catalog = Catalog(conf, tmp_path / "versions")
+    _scan_within(catalog, 10)
+    for name, found in (("folder", {str(data / "pipe"): "a FIFO", str(data / "zero"): "a device"}),
+                        ("direct", {str(conf / "alone"): "a FIFO"})):
+        loaded = catalog.get(name)
+        assert loaded is not None and loaded.version is None
+        said = {p.file: p.message for p in loaded.problems}
+        assert set(said) == set(found), said
+        for file, kind in found.items():
+            assert said[file].startswith(f"this file is {kind}, which a type cannot carry")
+    good = catalog.get("good")
+    assert good is not None and good.version
+    problems = validate_config_dir(conf)
+    assert sorted(p.file for p in problems) == sorted(
+        [str(data / "pipe"), str(data / "zero"), str(conf / "alone")])
+
+
+def test_a_file_swapped_for_a_fifo_after_the_selection_is_refused_when_read(tmp_path):
+    from blanket.config.versions import open_regular_file
+
+    os.mkfifo(tmp_path / "pipe")
+    with pytest.raises(OSError, match="not a regular file"):
+        open_regular_file(tmp_path / "pipe")
+    (tmp_path / "file").write_bytes(b"data")
+    with open_regular_file(tmp_path / "file") as handle:
+        assert handle.read() == b"data"
