@@ -37,10 +37,13 @@ UNFINISHED = (TaskState.WAITING.value, TaskState.QUEUED.value, TaskState.CLAIMED
 LOCK_RETRY = 5.0  # seconds between attempts to become the scheduling server
 _T = TypeVar("_T")
 MAX_SLEEP = 300.0  # Event.wait runs on the monotonic clock; re-read the wall clock this often
-# A schedule whose tick failed (a bug, or its own request refused by the database) is tried
-# again after 1 s, doubling to this; the others go on. A tick that failed as a whole (the
-# store full or failing) is tried again after 1 s, doubling to TICK_RETRY_MOST.
-SCHEDULE_RETRY_MOST = 60.0
+# A schedule whose tick failed (a bug, or its own request refused by the database) is left
+# alone until its retry, 1 s after, doubling to this; the others go on. Short enough that a
+# fault gone is retried well within the minute a `missed = "skip"` fire may be late.
+# A tick that failed as a whole (the store full or failing) is tried again after 1 s,
+# doubling to TICK_RETRY_MOST.
+SCHEDULE_RETRY_MOST = 5.0
+TRACEBACK_EVERY = 12  # a schedule failing again and again logs its traceback this seldom
 TICK_RETRY_MOST = 10.0
 # Store-wide trouble: no schedule could be saved either, so the tick fails as a whole.
 WHOLE_TICK_ERRORS = (StorageFull, StorageFailed)
@@ -83,7 +86,8 @@ class Scheduler:
         # Schedules with a run waiting for its previous run to end (read by store listeners).
         self._pending: set[str] = set()
         self._swept = False  # stored plans of schedules deleted while we did not look: cleared
-        self._failures: dict[str, int] = {}  # schedule -> ticks in a row that failed for it
+        self._failures: dict[str, int] = {}  # schedule -> tries in a row that failed
+        self._retry_at: dict[str, float] = {}  # schedule -> when to try a failed one again
         self._tick_failures = 0  # ticks in a row that failed as a whole
 
     # ---------------------------------------------------------------- one pass
@@ -96,10 +100,13 @@ class Scheduler:
             return []
         current = {s.name: s.schedule for s in self.catalog.schedules() if s.schedule is not None}
         self._forget_deleted(set(current))
+        # Failed schedules whose retry has not come: left alone, their state as stored.
+        held = {name for name, at in self._retry_at.items() if name in current and at > now}
         failed: set[str] = set()  # schedules this tick failed for: nothing of theirs is saved
         with self.book.editing():
             plans = [p for p in (self._guarded(failed, s, self._plan, s, now)
-                                 for s in current.values()) if p is not None]
+                                 for s in current.values() if s.name not in held)
+                     if p is not None]
             # Submit everything first and save states after: a run's lateness is then the
             # time to submit the runs before it, and the dedupe key covers a crash between.
             due = sorted((p for p in plans if p.fires), key=lambda p: p.fires[0])
@@ -114,7 +121,7 @@ class Scheduler:
         self._pending = {state.name for _, state in self._after if state.pending_fire is not None}
         upcoming = [p.upcoming for p in plans
                     if p.upcoming is not None and p.schedule.name not in failed]
-        self.next_wake = min(upcoming + self._retries(failed, now), default=None)
+        self.next_wake = min(upcoming + self._retries(failed, held, now), default=None)
         return sorted((task for result in done.values() for _, task in result.tasks),
                       key=lambda t: (t.environment.get(FIRE_TIME_VARIABLE, ""), t.id))
 
@@ -129,23 +136,28 @@ class Scheduler:
             return step(*args)
         except WHOLE_TICK_ERRORS:
             raise
-        except Exception:
+        except Exception as exc:
             failed.add(schedule.name)
-            log.exception("schedule tick failed; its runs are tried again, the other "
-                          "schedules go on", schedule=schedule.name,
-                          failures=self._failures.get(schedule.name, 0) + 1)
+            count = self._failures.get(schedule.name, 0) + 1
+            if count == 1 or count % TRACEBACK_EVERY == 0:
+                log.exception("schedule tick failed; its runs are tried again, the other "
+                              "schedules go on", schedule=schedule.name, failures=count)
+            else:
+                log.warning("schedule tick failed again", schedule=schedule.name,
+                            failures=count, problem=f"{type(exc).__name__}: {exc}")
             return None
 
-    def _retries(self, failed: set[str], now: float) -> list[float]:
-        """When to try each schedule this tick failed for again: 1 s after its first
-        failure, doubling to SCHEDULE_RETRY_MOST."""
-        for name in set(self._failures) - failed:  # planned and submitted this time
-            del self._failures[name]
-        retries = []
+    def _retries(self, failed: set[str], held: set[str], now: float) -> list[float]:
+        """When to try again each schedule this tick failed for (1 s after its first
+        failure, doubling to SCHEDULE_RETRY_MOST) or left alone; a schedule tried and done,
+        or gone, is forgotten."""
+        for name in set(self._retry_at) - failed - held:
+            del self._retry_at[name]
+            self._failures.pop(name, None)
         for name in failed:
             count = self._failures[name] = self._failures.get(name, 0) + 1
-            retries.append(now + min(SCHEDULE_RETRY_MOST, 2.0 ** (count - 1)))
-        return retries
+            self._retry_at[name] = now + min(SCHEDULE_RETRY_MOST, 2.0 ** (count - 1))
+        return [self._retry_at[name] for name in failed | held]
 
     def _fired(self, done: dict[str, _Submitted], now: float) -> None:
         """Count and log each run submitted by this tick, with how late it was (a task
@@ -240,8 +252,18 @@ class Scheduler:
                         dedupe_key(schedule.name, fire))) is not None]
         runs = [(schedule, fire) for schedule, fire, _ in requests
                 if schedule.name not in failed]
-        answers: list[Task | InvalidInput | None] = list(self.intake.submit_many(
-            [request for schedule, _, request in requests if schedule.name not in failed]))
+        answers: list[Task | InvalidInput | None]
+        try:
+            answers = list(self.intake.submit_many(
+                [request for schedule, _, request in requests if schedule.name not in failed]))
+        except WHOLE_TICK_ERRORS:
+            raise
+        except Exception:
+            # Something one request brought (a bug, a row refused) stopped the batch: each
+            # alone, so that only its schedule fails. The dedupe keys make it safe.
+            log.exception("schedule runs not submitted together; submitting each alone")
+            answers = [self._guarded(failed, schedule, self._submit, schedule, fire)
+                       for schedule, fire in runs]
         for schedule, fire in fired:  # workflow runs: each its own run
             if schedule.workflow:
                 runs.append((schedule, fire))

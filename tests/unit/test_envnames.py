@@ -125,7 +125,7 @@ def test_a_schedule_over_the_bound_with_its_type_s_defaults_is_a_problem(tmp_pat
     [problem] = catalog.schedules()[0].problems
     assert (problem.file, problem.line) == (str(schedule), 4)
     assert problem.message == (
-        "environment: with the defaults of type 'env', its variables come to 1100066 bytes "
+        "environment: with the defaults of type 'env', its variables come to 1100109 bytes "
         "as NAME=value (its type's [environment.defaults] give 500030 of them); the most is "
         f"{MAX_ENVIRONMENT_BYTES}: pass large values as files")
     assert [p.message for p in validate_config_dir(conf, parse_schedule_file)] == \

@@ -534,3 +534,51 @@ def test_a_tick_that_fails_as_a_whole_is_retried_with_growing_delays(setup, monk
     monkeypatch.undo()
     assert scheduler.run_once() == 10.0  # its next fire, T0 + 10
     assert len(setup.tasks("tick")) == 1
+
+
+def test_a_request_that_stops_the_batch_fails_only_its_schedule(setup, monkeypatch):
+    setup.write("bad", EVERY_10S)
+    scheduler = started(setup, name="good")
+    intake = setup.services.intake
+    alone = intake.submit
+
+    def batch(requests, now=None):
+        raise Boom("a row refused")
+
+    def one(request, now=None):
+        if request.schedule == "bad":
+            raise Boom("its row refused")
+        return alone(request, now)
+
+    monkeypatch.setattr(intake, "submit_many", batch)
+    monkeypatch.setattr(intake, "submit", one)
+    [task] = scheduler.tick(T0)
+    assert task.schedule == "good" and setup.state("good").next_fire == T0 + 10
+    assert setup.tasks("bad") == [] and setup.state("bad").next_fire == T0
+
+
+def test_a_failed_schedule_is_left_alone_until_its_retry_however_often_others_tick(
+        setup, monkeypatch):
+    setup.write("bad", EVERY_10S)
+    scheduler = started(setup, 'type = "report"\nevery = "1s"\n', name="fast")
+    tries = []
+    submit_runs = scheduler._submit_runs
+
+    def breaks_for_bad(plan):
+        if plan.schedule.name == "bad":
+            tries.append(plan.at)
+            raise Boom("a bug")
+        return submit_runs(plan)
+
+    monkeypatch.setattr(scheduler, "_submit_runs", breaks_for_bad)
+    at = T0
+    while at < T0 + 30:  # the fast schedule ticks every second
+        scheduler.tick(at)
+        at = scheduler.next_wake
+    # tried at T0, then 1, 2, 4 s later, then every 5 s (the most), never at every tick
+    assert [t - T0 for t in tries] == [0, 1, 3, 7, 12, 17, 22, 27]
+    assert setup.state("bad").next_fire == T0  # its fire kept, to run once it can
+    monkeypatch.undo()
+    [late] = [t for t in scheduler.tick(T0 + 32) if t.schedule == "bad"]
+    # the fires missed meanwhile are one run, of the latest (missed = "skip", the default)
+    assert late.environment[FIRE_TIME_VARIABLE] == "2027-01-15T08:00:30.000Z"
