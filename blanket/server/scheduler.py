@@ -76,7 +76,7 @@ class Scheduler:
         self.clock = clock
         self.next_wake: float | None = None
         # The definition each stored next fire was last checked against, by schedule name.
-        self._basis: dict[str, Schedule] = {}
+        self._basis: dict[str, Schedule | None] = {}
         self._wake = threading.Event()
         self._stopping = threading.Event()
         self._thread: threading.Thread | None = None
@@ -138,6 +138,9 @@ class Scheduler:
             raise
         except Exception as exc:
             failed.add(schedule.name)
+            # Its stored next fire is checked against its definition again at the retry:
+            # the failure may have come after the check noted the definition as seen.
+            self._basis[schedule.name] = None
             count = self._failures.get(schedule.name, 0) + 1
             if count == 1 or count % TRACEBACK_EVERY == 0:
                 log.exception("schedule tick failed; its runs are tried again, the other "

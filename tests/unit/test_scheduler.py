@@ -582,3 +582,24 @@ def test_a_failed_schedule_is_left_alone_until_its_retry_however_often_others_ti
     [late] = [t for t in scheduler.tick(T0 + 32) if t.schedule == "bad"]
     # the fires missed meanwhile are one run, of the latest (missed = "skip", the default)
     assert late.environment[FIRE_TIME_VARIABLE] == "2027-01-15T08:00:30.000Z"
+
+
+def test_a_schedule_edited_then_failed_is_checked_against_its_new_definition_at_the_retry(
+        setup, monkeypatch):
+    scheduler = started(setup)  # every 10s: its stored next fire is T0
+    setup.write("tick", 'type = "report"\nevery = "7s"\n')  # T0 is no 7 s fire time
+    compute = scheduler._compute
+    calls = []
+
+    def fails_once(*args):
+        calls.append(args)
+        if len(calls) == 1:
+            raise Boom("a bug")
+        return compute(*args)
+
+    monkeypatch.setattr(scheduler, "_compute", fails_once)
+    assert scheduler.tick(T0 + 1) == []
+    # Checked again, the stored T0 is not taken up: the edit starts afresh, running nothing
+    # for the fire at T0 + 6 that a T0 kept unchecked would have caught up.
+    assert scheduler.tick(T0 + 7) == []
+    assert setup.state("tick").next_fire == T0 + 13
