@@ -155,8 +155,9 @@ def _in_time_range(moment: float, what: str) -> float:
     return moment
 
 
-def parse_task_request(data: Any, now: float) -> TaskRequest:
-    """Validate the JSON form of a submission (POST /task/, inbox files)."""
+def parse_task_request(data: Any, now: float, **given: Any) -> TaskRequest:
+    """Validate the JSON form of a submission (POST /task/, inbox files); `given` are the
+    fields the caller sets itself (who submits, a dedupe key, files), never the client."""
     if not isinstance(data, dict):
         raise InvalidInput("the task must be a JSON object such as "
                            '{"type": "NAME", "environment": {"KEY": "value"}}')
@@ -195,6 +196,7 @@ def parse_task_request(data: Any, now: float) -> TaskRequest:
         retry_delay=_duration_field(data, "retry_delay", most=MAX_RETRY_DELAY),
         after=after_field(data.get("after")),
         after_policy=_after_policy(data.get("after_policy", "success")),
+        **given,
     )
 
 

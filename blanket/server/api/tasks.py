@@ -7,7 +7,6 @@ import re
 import time
 from collections.abc import Iterator
 from contextlib import ExitStack
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -95,18 +94,20 @@ class TaskRoutes:
             return self.submit_all(items)
         return self.submit_one(self.read_request(front=wait is not None), wait)
 
+    def caller_fields(self) -> dict[str, str | None]:
+        """What a single submission's request carries of its caller: who submits it, and
+        its Idempotency-Key, per caller (another token's key names nothing of this one's)."""
+        name = identity().name
+        key = self.idempotency_key()
+        return {"submitted_by": name, "dedupe_key": f"client:{name}:{key}" if key else None}
+
     def submit_one(self, request: TaskRequest, wait: float | None):
-        """Store one submission the caller may make (Idempotency-Key honoured); with
-        `wait`, answer once it ended."""
+        """Store one submission the caller may make (its request made with
+        `caller_fields`); with `wait`, answer once it ended."""
         caller = identity()
         if not caller.may_submit(request.type):
             raise Forbidden(f"token {caller.name!r} may not submit tasks of type "
                             f"{request.type!r}")
-        request = replace(request, submitted_by=caller.name)
-        key = self.idempotency_key()
-        if key:
-            # Per caller: another token's key names nothing of this one's.
-            request = replace(request, dedupe_key=f"client:{identity().name}:{key}")
         try:
             task = self.s.intake.submit(request)
         except DuplicateTask as e:
@@ -121,8 +122,8 @@ class TaskRoutes:
         same as POST /task/ with {"type": TYPE, "environment": body}."""
         body = read_json_body(required=False)  # checked: an object of NAME: value
         wait = _wait_asked()
-        request = replace(parse_task_request({"type": type_name, "environment": body},
-                                             time.time()), front=wait is not None)
+        request = parse_task_request({"type": type_name, "environment": body}, time.time(),
+                                     front=wait is not None, **self.caller_fields())
         return self.submit_one(request, wait)
 
     def read_many(self) -> list[Any] | None:
@@ -162,17 +163,17 @@ class TaskRoutes:
         requests: list[TaskRequest | InvalidInput] = []
         for index, item in enumerate(items):
             try:
-                request = parse_task_request(check_body(item, "the task"), now)
+                request = parse_task_request(
+                    check_body(item, "the task"), now, submitted_by=caller.name,
+                    # per caller and per place in the list: the same list sent again is found
+                    dedupe_key=f"client:{caller.name}:{key}:{index}" if key else None)
                 if not caller.may_submit(request.type):
                     raise InvalidInput(f"token {caller.name!r} may not submit tasks of type "
                                        f"{request.type!r}")
             except InvalidInput as e:
                 requests.append(e)  # named with the others the intake refuses
                 continue
-            requests.append(replace(
-                request, submitted_by=caller.name,
-                # per caller and per place in the list: the same list sent again is found
-                dedupe_key=f"client:{caller.name}:{key}:{index}" if key else None))
+            requests.append(request)
         tasks = self.s.intake.submit_all(requests, now)
         return json_response({"count": len(tasks), "tasks": [
             {"id": t.id, "type": t.type, "state": t.state.value} for t in tasks]}, 201)
@@ -213,8 +214,8 @@ class TaskRoutes:
         else:
             data = read_json_body(checked=False)
         # Checked once, whichever form it came in.
-        return replace(parse_task_request(check_body(data, "the task"), now), front=front,
-                       uploads=tuple(uploads))
+        return parse_task_request(check_body(data, "the task"), now, front=front,
+                                  uploads=tuple(uploads), **self.caller_fields())
 
     def read_form_body(self):
         raw = read_body()
