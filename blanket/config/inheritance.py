@@ -73,7 +73,7 @@ def resolve(path: Path, data: dict[str, Any], problem: Callable[[Line, str], Non
             problem(line, f"extends: more than {MAX_DEPTH} bases ({' -> '.join(chain)}); "
                           "flatten the chain")
             break
-        if not base.is_file():
+        if not base.exists():  # one that is there but no regular file: its read says so
             known = sorted(p.stem for p in path.parent.glob("*.toml") if p != path)
             problem(line, f"extends: no type file {name}.toml in {path.parent}; add it or "
                           f"use one of: {', '.join(known) or 'none yet'}")

@@ -179,3 +179,17 @@ def test_a_file_swapped_for_a_fifo_after_the_selection_is_refused_when_read(tmp_
     (tmp_path / "file").write_bytes(b"data")
     with open_regular_file(tmp_path / "file") as handle:
         assert handle.read() == b"data"
+
+
+def test_a_base_that_is_a_fifo_is_said_to_be_one(tmp_path):
+    types = tmp_path / "conf.d" / "types"
+    types.mkdir(parents=True)
+    os.mkfifo(types / "base.toml")
+    (types / "job.toml").write_text('extends = "base"\ncommand = "true"\n')
+    catalog = Catalog(tmp_path / "conf.d", tmp_path / "versions")
+    _scan_within(catalog, 10)
+    job = catalog.get("job")
+    assert job is not None and job.version is None
+    [problem] = job.problems
+    assert problem.line == 1 and problem.message.startswith(
+        "extends: base 'base' cannot be read (") and "not a regular file" in problem.message
