@@ -10,7 +10,7 @@ import struct
 import tarfile
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path, PurePosixPath
 from typing import BinaryIO
 
@@ -32,13 +32,16 @@ def write_bundle(
     versions_dir: Path, hash: str, type_toml: Path | bytes,
     selected: list[SelectedFile] | tuple[SelectedFile, ...],
     bases: Sequence[Path | tuple[str, bytes]] = (),
+    as_hashed: Callable[[Path], tuple[int, int] | None] = lambda _: None,
 ) -> Path:
     """Write `versions_dir/HASH.tar.gz` once, atomically.
 
     Inside: `type.toml` (the file, or the bytes the version was hashed from when the
     caller holds them: the file may have changed or gone since), `bases/NAME.toml` for
     each type it extends (a file, or its file name and the bytes hashed), and
-    `files/<section index>/<relpath>` for each selected file.
+    `files/<section index>/<relpath>` for each selected file. A file whose size and mtime
+    are no longer those `as_hashed` gives (when it was hashed) is OSError: the version would
+    not be of what the bundle holds; the next scan builds it again.
     """
     target = bundle_path(versions_dir, hash)
     if target.exists():
@@ -52,7 +55,7 @@ def write_bundle(
                 (f"bases/{base.name}", base) if isinstance(base, Path) else
                 (f"bases/{base[0]}", base[1]) for base in bases] + [
                 (f"files/{item.section}/{item.relpath}", item.abspath) for item in selected
-            ])
+            ], as_hashed)
         os.replace(temp, target)
     except BaseException:
         Path(temp).unlink(missing_ok=True)
@@ -60,7 +63,8 @@ def write_bundle(
     return target
 
 
-def _write_tar_gz(raw: BinaryIO, members: list[tuple[str, Path | bytes]]) -> None:
+def _write_tar_gz(raw: BinaryIO, members: list[tuple[str, Path | bytes]],
+                  as_hashed: Callable[[Path], tuple[int, int] | None] = lambda _: None) -> None:
     """A tar.gz of regular files (read from a path, or given as bytes), framed with
     tarfile's own headers.
 
@@ -77,6 +81,10 @@ def _write_tar_gz(raw: BinaryIO, members: list[tuple[str, Path | bytes]]) -> Non
                 continue
             with open_regular_file(path) as handle:
                 stat = os.fstat(handle.fileno())
+                hashed = as_hashed(path)
+                if hashed is not None and hashed != (stat.st_size, stat.st_mtime_ns):
+                    raise OSError(f"{path} changed after its version was worked out; the "
+                                  "next scan builds it again")
                 mode = 0o755 if stat.st_mode & 0o111 else 0o644
                 out.write(tar_header(name, stat.st_size, int(stat.st_mtime), mode))
                 copied = _copy(handle, out)

@@ -59,6 +59,7 @@ class ConfigReads:
 
     def __init__(self) -> None:
         self._files: dict[Path, tuple[bytes, int, int]] = {}
+        self._noted: dict[Path, tuple[int, int]] = {}  # files hashed, not kept
 
     def data(self, path: Path) -> bytes:
         """The bytes of `path` as first read; OSError if it cannot be read as a regular
@@ -91,10 +92,14 @@ class ConfigReads:
                 str(path), f"byte {data[exc.start:exc.start + 1]!r} is not UTF-8 text; save "
                            "the file as UTF-8", line)]) from exc
 
+    def note(self, path: Path, size: int, mtime_ns: int) -> None:
+        """Note the size and mtime a file had when it was read by someone else (hashed)."""
+        self._noted[Path(path)] = (size, mtime_ns)
+
     def stat(self, path: Path) -> tuple[int, int] | None:
-        """(size, mtime_ns) of `path` when it was read, or None if it was not."""
+        """(size, mtime_ns) of `path` when it was read (or noted), or None if it was not."""
         found = self._files.get(Path(path))
-        return None if found is None else found[1:]
+        return found[1:] if found is not None else self._noted.get(Path(path))
 
 
 def _read_regular(path: Path) -> tuple[bytes, int, int]:

@@ -27,26 +27,34 @@ class HashCache:
         self._entries: dict[Path, tuple[int, int, str]] = {}
         self._lock = threading.Lock()
 
-    def sha256(self, path: Path) -> str:
-        """The hex sha256 of `path`'s content."""
+    def sha256(self, path: Path, reads: ConfigReads | None = None) -> str:
+        """The hex sha256 of `path`'s content. With `reads`, the size and mtime the file had
+        when hashed are noted there: the bundle and the scan's fingerprint hold it to them."""
         before = os.stat(path)
+        size, mtime = before.st_size, before.st_mtime_ns
         with self._lock:
             entry = self._entries.get(path)
-        if entry and entry[:2] == (before.st_size, before.st_mtime_ns):
-            return entry[2]
-        digest = _file_sha256(path)
-        if before.st_mtime_ns < time.time_ns() - RACY_WINDOW_NS:
-            with self._lock:
-                self._entries[path] = (before.st_size, before.st_mtime_ns, digest)
+        if entry and entry[:2] == (size, mtime):
+            digest = entry[2]
+        else:
+            digest, size, mtime = _file_sha256(path)
+            if mtime < time.time_ns() - RACY_WINDOW_NS:
+                with self._lock:
+                    self._entries[path] = (size, mtime, digest)
+        if reads is not None:
+            reads.note(path, size, mtime)
         return digest
 
 
-def _file_sha256(path: Path) -> str:
+def _file_sha256(path: Path) -> tuple[str, int, int]:
+    """The sha256 of `path` and the size and mtime it had when opened (a save while it is
+    read changes the mtime, so that one is never taken for what was read)."""
     digest = hashlib.sha256()
     with open_regular_file(path) as handle:
+        info = os.fstat(handle.fileno())
         while chunk := handle.read(1 << 20):
             digest.update(chunk)
-    return digest.hexdigest()
+    return digest.hexdigest(), info.st_size, info.st_mtime_ns
 
 
 def open_regular_file(path: Path) -> BinaryIO:
@@ -82,7 +90,8 @@ def version_hash(
         digest.update(f"\0base\0{base.stem}\0".encode())
         digest.update(reads.data(base))
     for item in sorted(selected, key=lambda f: (f.section, f.relpath)):
-        digest.update(f"\0{item.section}\0{item.relpath}\0{cache.sha256(item.abspath)}".encode())
+        hashed = cache.sha256(item.abspath, reads)
+        digest.update(f"\0{item.section}\0{item.relpath}\0{hashed}".encode())
     return digest.hexdigest()
 
 

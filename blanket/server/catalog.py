@@ -313,7 +313,7 @@ class Catalog:
                 bases = [(base.name, item.reads.data(base))
                          for base in base_paths(loaded.path, loaded.task_type)]
                 write_bundle(self.versions_dir, loaded.version, item.reads.data(loaded.path),
-                             item.selection.files, bases)
+                             item.selection.files, bases, item.reads.stat)
             except OSError as exc:
                 results.append((item, exc))
             else:

@@ -15,6 +15,7 @@ import pytest
 
 from blanket.config.bundles import bundle_path
 from blanket.config.problems import MAX_CONFIG_BYTES
+from blanket.config.selection import select_files
 from blanket.config.typefile import parse_type_file
 from blanket.config.versions import HashCache, version_hash
 from blanket.server import catalog as catalog_module
@@ -193,3 +194,67 @@ def test_a_base_that_is_a_fifo_is_said_to_be_one(tmp_path):
     [problem] = job.problems
     assert problem.line == 1 and problem.message.startswith(
         "extends: base 'base' cannot be read (") and "not a regular file" in problem.message
+
+
+def _files_type(tmp_path: Path) -> tuple[Path, Path]:
+    conf = tmp_path / "conf.d"
+    (conf / "types").mkdir(parents=True)
+    (conf / "data").mkdir()
+    _write_old(conf / "data" / "a.txt", "first\n", 20)
+    (conf / "types" / "job.toml").write_text('command = "true"\n[[files]]\nsrc = "../data"\n')
+    then = time.time() - 20  # all of it older than the scan's racy window: trusted as seen
+    for path in (conf / "types" / "job.toml", conf / "types", conf / "data", conf):
+        os.utime(path, (then, then))
+    return conf, conf / "data" / "a.txt"
+
+
+def test_a_type_s_file_saved_before_its_bundle_is_written_is_built_again(tmp_path,
+                                                                         monkeypatch):
+    conf, data = _files_type(tmp_path)
+    write_bundle = catalog_module.write_bundle
+
+    def saved_first(*args, **kwargs):
+        _write_old(data, "second, longer\n", 10)
+        return write_bundle(*args, **kwargs)
+
+    monkeypatch.setattr(catalog_module, "write_bundle", saved_first)
+    catalog = Catalog(conf, tmp_path / "versions")
+    catalog.scan()
+    monkeypatch.undo()
+    job = catalog.get("job")
+    assert job is not None and job.version is None  # not bundled with other bytes
+    assert "changed after its version was worked out" in job.problems[0].message
+    catalog.scan()
+    job = catalog.get("job")
+    assert job is not None and job.version and job.problems == ()
+    assert _members(tmp_path / "versions", job.version)["files/0/a.txt"] == b"second, longer\n"
+
+
+def test_a_type_s_file_saved_right_after_it_was_hashed_gets_the_new_bytes_version(
+        tmp_path, monkeypatch):
+    conf, data = _files_type(tmp_path)
+    hashed = catalog_module.version_hash
+
+    def saved_after(*args, **kwargs):
+        version = hashed(*args, **kwargs)
+        _write_old(data, "second\n", 10)  # the same size: only the mtime tells
+        return version
+
+    monkeypatch.setattr(catalog_module, "version_hash", saved_after)
+    catalog = Catalog(conf, tmp_path / "versions")
+    catalog.scan()
+    monkeypatch.undo()
+    catalog.scan()
+    job = catalog.get("job")
+    assert job is not None and job.version and job.problems == ()
+    # The version is that of the bytes now there, and so is the bundle.
+    alone = tmp_path / "alone"
+    (alone / "types").mkdir(parents=True)
+    (alone / "data").mkdir()
+    (alone / "data" / "a.txt").write_text("second\n")
+    (alone / "types" / "job.toml").write_text((conf / "types" / "job.toml").read_text())
+    task_type = parse_type_file(alone / "types" / "job.toml")
+    expected = version_hash(alone / "types" / "job.toml", task_type,
+                            select_files(alone / "types" / "job.toml", task_type), HashCache())
+    assert job.version == expected
+    assert _members(tmp_path / "versions", job.version)["files/0/a.txt"] == b"second\n"
