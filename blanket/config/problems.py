@@ -58,16 +58,18 @@ class ConfigReads:
     even if the file is saved again meanwhile (and the next scan sees that it was)."""
 
     def __init__(self) -> None:
-        self._files: dict[Path, tuple[bytes, int, int]] = {}
-        self._noted: dict[Path, tuple[int, int]] = {}  # files hashed, not kept
+        # Keyed by the path as text: many thousands of look-ups in a cold scan, and a
+        # PurePath's hash is slow.
+        self._files: dict[str, tuple[bytes, int, int]] = {}
+        self._noted: dict[str, tuple[int, int]] = {}  # files hashed, not kept
 
     def data(self, path: Path) -> bytes:
         """The bytes of `path` as first read; OSError if it cannot be read as a regular
         file of at most MAX_CONFIG_BYTES."""
-        path = Path(path)
-        found = self._files.get(path)
+        key = os.fspath(path)
+        found = self._files.get(key)
         if found is None:
-            found = self._files[path] = _read_regular(path)
+            found = self._files[key] = _read_regular(Path(key))
         return found[0]
 
     def text(self, path: Path) -> str:
@@ -94,12 +96,13 @@ class ConfigReads:
 
     def note(self, path: Path, size: int, mtime_ns: int) -> None:
         """Note the size and mtime a file had when it was read by someone else (hashed)."""
-        self._noted[Path(path)] = (size, mtime_ns)
+        self._noted[os.fspath(path)] = (size, mtime_ns)
 
     def stat(self, path: Path) -> tuple[int, int] | None:
         """(size, mtime_ns) of `path` when it was read (or noted), or None if it was not."""
-        found = self._files.get(Path(path))
-        return found[1:] if found is not None else self._noted.get(Path(path))
+        key = os.fspath(path)
+        found = self._files.get(key)
+        return found[1:] if found is not None else self._noted.get(key)
 
 
 def _read_regular(path: Path) -> tuple[bytes, int, int]:

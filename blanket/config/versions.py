@@ -60,14 +60,13 @@ def _file_sha256(path: Path) -> tuple[str, int, int]:
 def open_regular_file(path: Path) -> BinaryIO:
     """`path` opened for reading if it is a regular file (a link followed); OSError if it is
     a FIFO, socket or device, which would hang a read or never end. Opened without blocking,
-    so a FIFO's open does not wait for a writer."""
+    so a FIFO's open does not wait for a writer (a regular file's reads never block)."""
     fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
     try:
         if not stat.S_ISREG(os.fstat(fd).st_mode):
             raise OSError(errno.EINVAL, "not a regular file (a FIFO, socket or device)",
                           str(path))
-        os.set_blocking(fd, True)
-        return os.fdopen(fd, "rb")
+        return open(fd, "rb")
     except BaseException:
         os.close(fd)
         raise
