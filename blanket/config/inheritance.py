@@ -6,6 +6,7 @@ checked, but no task can be submitted of it, so it may leave out `command`."""
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -74,7 +75,12 @@ def resolve(path: Path, data: dict[str, Any], problem: Callable[[Line, str], Non
                           "flatten the chain")
             break
         if not base.exists():  # one that is there but no regular file: its read says so
-            known = sorted(p.stem for p in path.parent.glob("*.toml") if p != path)
+            if base.is_symlink():
+                problem(line, f"extends: {base} is a link to {os.readlink(base)}, which is "
+                              "missing; point it at a type file or remove it")
+                break
+            known = sorted(p.stem for p in path.parent.glob("*.toml")
+                           if p != path and p.is_file())
             problem(line, f"extends: no type file {name}.toml in {path.parent}; add it or "
                           f"use one of: {', '.join(known) or 'none yet'}")
             break

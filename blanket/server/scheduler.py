@@ -103,6 +103,19 @@ class Scheduler:
         # Failed schedules whose retry has not come: left alone, their state as stored.
         held = {name for name, at in self._retry_at.items() if name in current and at > now}
         failed: set[str] = set()  # schedules this tick failed for: nothing of theirs is saved
+        try:
+            return self._tick(now, current, held, failed)
+        except BaseException:
+            # Nothing of this tick may have been saved: every stored next fire is checked
+            # against its definition again next time (an edit seen now is not taken as
+            # checked while its old stored fire stays).
+            for name in current:
+                if name in self._basis:
+                    self._basis[name] = None
+            raise
+
+    def _tick(self, now: float, current: dict[str, Schedule], held: set[str],
+              failed: set[str]) -> list[Task]:
         with self.book.editing():
             plans = [p for p in (self._guarded(failed, s, self._plan, s, now)
                                  for s in current.values() if s.name not in held)

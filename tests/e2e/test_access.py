@@ -239,6 +239,13 @@ def test_a_submitter_changes_only_its_own_tasks_and_submits_only_its_types(close
     assert status == 201 and task["submitted_by"] == "alice"
     status, body = call(server, "POST", "/task/", alice, b'{"type": "gpu"}')
     assert status == 403 and "gpu" in body["error"]["message"]
+    # a type it may not submit is refused as that, whatever else is wrong with the request
+    status, body = call(server, "POST", "/task/", alice, b'{"type": "gpu"}',
+                        {"Idempotency-Key": "k" * 1000})
+    assert status == 403 and "gpu" in body["error"]["message"]
+    status, body = call(server, "POST", "/task/", alice, b'{"type": "echo"}',
+                        {"Idempotency-Key": "k" * 1000})
+    assert status == 400 and "Idempotency-Key" in body["error"]["message"]
     assert call(server, "POST", f"/task/{task['id']}/stop", bob)[0] == 403
     assert call(server, "DELETE", f"/task/{task['id']}", bob)[0] == 403
     assert call(server, "POST", f"/task/{task['id']}/rerun", bob)[0] == 403

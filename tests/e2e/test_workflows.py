@@ -196,14 +196,16 @@ def test_a_wide_fan_out_is_shown_counted_and_its_tasks_paged(make_server):
     page = server.client.get(f"/run/{run['id']}/tasks?step=a&offset=200&limit=100")
     assert (page["count"], page["offset"], page["limit"]) == (250, 200, 100)
     assert [t["item"] for t in page["tasks"]] == list(range(200, 250))
-    gone = server.client.get(f"/run/{run['id']}/tasks?step=a&state=removed")
+    gone = server.client.get(f"/run/{run['id']}/tasks?step=a&state=REMOVED")
     assert (gone["count"], [t["id"] for t in gone["tasks"]]) == (1, [removed])
     assert gone["tasks"][0]["state"] is None
     queued = server.client.get(f"/run/{run['id']}/tasks?step=a&state=queued,failed&limit=5")
     assert queued["count"] == 249 and len(queued["tasks"]) == 5
     for query, status, said in (("", 400, "?step=NAME"), ("?step=b", 404, "no step 'b'"),
                                 ("?step=a&state=DONE", 400, "unknown state(s) DONE"),
-                                ("?step=a&limit=x", 400, "must be an integer")):
+                                ("?step=a&limit=x", 400, "must be an integer"),
+                                ("?step=a&limit=0", 400, "limit"),
+                                ("?step=%C3%A9tape", 404, "no step '\u00e9tape'")):
         with pytest.raises(ClientError) as refused:
             server.client.get(f"/run/{run['id']}/tasks{query}")
         assert refused.value.status == status and said in str(refused.value), query

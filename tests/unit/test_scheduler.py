@@ -603,3 +603,27 @@ def test_a_schedule_edited_then_failed_is_checked_against_its_new_definition_at_
     # for the fire at T0 + 6 that a T0 kept unchecked would have caught up.
     assert scheduler.tick(T0 + 7) == []
     assert setup.state("tick").next_fire == T0 + 13
+
+
+def test_an_edit_seen_by_a_tick_that_failed_as_a_whole_is_checked_again(setup, monkeypatch):
+    from blanket.errors import StorageFull
+
+    scheduler = started(setup)  # every 10s: its stored next fire is T0
+    setup.write("tick", 'type = "report"\nevery = "7s"\n')  # T0 is no 7 s fire time
+    store = setup.services.store
+    save = store.save_schedule_state
+    failures = [StorageFull("the disk is full")]
+
+    def full_once(state):
+        if failures:
+            raise failures.pop()
+        return save(state)
+
+    monkeypatch.setattr(store, "save_schedule_state", full_once)
+    now = [T0 + 1]
+    scheduler.clock = lambda: now[0]
+    assert scheduler.run_once() == 1.0  # failed as a whole: tried again in a second
+    now[0] = T0 + 7
+    scheduler.run_once()
+    # the stored T0 is not taken up unchecked: no catch-up run for T0 + 6
+    assert setup.tasks("tick") == [] and setup.state("tick").next_fire == T0 + 13

@@ -258,3 +258,17 @@ def test_a_type_s_file_saved_right_after_it_was_hashed_gets_the_new_bytes_versio
                             select_files(alone / "types" / "job.toml", task_type), HashCache())
     assert job.version == expected
     assert _members(tmp_path / "versions", job.version)["files/0/a.txt"] == b"second\n"
+
+
+def test_a_base_that_is_a_dangling_link_is_said_to_be_one(tmp_path):
+    types = tmp_path / "conf.d" / "types"
+    types.mkdir(parents=True)
+    (types / "base.toml").symlink_to(tmp_path / "gone.toml")
+    (types / "job.toml").write_text('extends = "base"\ncommand = "true"\n')
+    catalog = Catalog(tmp_path / "conf.d", tmp_path / "versions")
+    catalog.scan()
+    job = catalog.get("job")
+    assert job is not None and job.version is None
+    assert job.problems[0].message == (
+        f"extends: {types / 'base.toml'} is a link to {tmp_path / 'gone.toml'}, which is "
+        "missing; point it at a type file or remove it")

@@ -98,7 +98,7 @@ class TaskRoutes:
         """What a single submission's request carries of its caller: who submits it, and
         its Idempotency-Key, per caller (another token's key names nothing of this one's)."""
         name = identity().name
-        key = self.idempotency_key()
+        key = bottle.request.get_header("Idempotency-Key")  # its length: see submit_one
         return {"submitted_by": name, "dedupe_key": f"client:{name}:{key}" if key else None}
 
     def submit_one(self, request: TaskRequest, wait: float | None):
@@ -108,6 +108,7 @@ class TaskRoutes:
         if not caller.may_submit(request.type):
             raise Forbidden(f"token {caller.name!r} may not submit tasks of type "
                             f"{request.type!r}")
+        self.idempotency_key()  # a key too long is refused, once the caller may submit
         try:
             task = self.s.intake.submit(request)
         except DuplicateTask as e:

@@ -111,10 +111,11 @@ class WorkflowRoutes:
         GET /run/ID shows only each step's first ones."""
         run = self.s.workflows.get(parse_id(run_id, "run"))
         query = bottle.request.query
-        step = query.get("step")
+        step = query.getunicode("step")
         if not step:
             raise InvalidInput("?step=NAME: name the step whose tasks to list")
-        states = frozenset(w.strip() if w.strip() == "removed" else w.strip().upper()
+        states = frozenset(w.strip().lower() if w.strip().lower() == "removed"
+                           else w.strip().upper()
                            for v in query.getall("state") for w in v.split(",") if w.strip())
         bad = sorted(states - RUN_TASK_STATES)
         if bad:
@@ -122,7 +123,7 @@ class WorkflowRoutes:
                                f"{', '.join(sorted(RUN_TASK_STATES))}")
         return json_response(self.s.workflows.step_tasks(
             run, step, states, query_int("offset", 0, 10**12),
-            query_int("limit", STEP_TASKS_SHOWN, MAX_STEP_TASKS) or STEP_TASKS_SHOWN))
+            query_int("limit", STEP_TASKS_SHOWN, MAX_STEP_TASKS)))
 
     def stop(self, run_id: str):
         """Stop a running run: no more steps start, and its tasks not ended are stopped."""

@@ -1318,6 +1318,8 @@ async function loadRunPage() {
     state.runShown = drawn;
     drawRunGraph(run);
     showRunStep(run);
+  } else if (state.runStep && state.runStepOffset) {
+    showRunStep(run);  // a later page of tasks: the run's answer does not hold it, fetch it again
   }
 }
 
