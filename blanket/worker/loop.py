@@ -293,7 +293,7 @@ class Slot:
 
     def _claim(self) -> P.Claimed | None:
         try:
-            answer = self.server.claim(self.id)
+            answer = self.server.claim(self.id, holding=self.claims.holding())
         except Forgotten:
             if not self.stopping.is_set():
                 self._register()  # the server forgot us (say, a new database)
