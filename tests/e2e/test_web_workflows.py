@@ -323,7 +323,13 @@ def test_a_wide_fan_out_is_counted_in_its_box_and_its_tasks_paged(make_server, t
         assert browser.evaluate("document.getElementById('r-step-next').disabled") is True
         assert browser.evaluate("document.getElementById('r-step-of').textContent") == \
             "tasks 201\u2013250 of 250"
-        # a later page follows the run too, though the run's own answer does not hold it
+        # a later page follows the run too, though the run's own answer does not hold it:
+        # it is fetched again at each refresh even when nothing in that answer changed
+        browser.evaluate("""window.pages = 0; const fetched = window.fetch;
+            window.fetch = (url, options) => {
+              if (String(url).includes('/tasks?step=')) window.pages += 1;
+              return fetched(url, options); }""")
+        browser.wait_for("window.pages >= 2", timeout=10)
         last = server.client.get(f"/run/{run['id']}/tasks?step=fan&offset=249")["tasks"][0]
         server.client.delete(f"/task/{last['id']}")
         browser.wait_for(f"{rows}[49].textContent.includes('removed')", timeout=10)
