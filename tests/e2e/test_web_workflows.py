@@ -9,6 +9,7 @@ import json
 
 from tests.conftest import wait_until
 from tests.e2e.test_web import Browser, require_chromium
+from tests.e2e.test_workflows import start_wide_run
 
 GOOD = '''
 description = "Greets <b id='injected'>everyone</b>"
@@ -293,15 +294,7 @@ def test_an_arrow_that_passes_a_column_goes_between_its_boxes_never_under_one(ma
 
 def test_a_wide_fan_out_is_counted_in_its_box_and_its_tasks_paged(make_server, tmp_path):
     require_chromium()
-    server = make_server(types={"parked": 'command = "true"\ntags = ["nowhere"]\n'},
-                         start=False)
-    server.write_workflow("wide", 'required = ["ITEMS"]\n[steps.fan]\ntype = "parked"\n'
-                                  'each = "{{ ITEMS }}"\n')
-    server.start()
-    run = server.client.post("/workflow/wide/run",
-                             {"environment": {"ITEMS": json.dumps(list(range(250)))}})
-    wait_until(lambda: server.client.get(f"/run/{run['id']}")["steps"][0]["task_count"] == 250,
-               timeout=30)
+    server, run = start_wide_run(make_server, "fan")
     rows = "[...document.querySelectorAll('#r-step-tasks tbody tr')]"
     items = f"{rows}.map(r => Number(r.children[1].textContent))"
     with Browser(tmp_path / "chromium") as browser:

@@ -176,17 +176,24 @@ def test_a_step_fans_out_over_fifty_items_and_the_next_gathers_their_results(mak
 
 
 
-def test_a_wide_fan_out_is_shown_counted_and_its_tasks_paged(make_server):
-    # No worker takes `parked`: the 250 items' tasks stay queued, one is removed.
+def start_wide_run(make_server, step: str, items: int = 250) -> tuple:
+    """A server and a run of one step fanned out over `items` items whose tasks stay
+    queued (no worker takes `parked`), once all of them are made."""
     server = make_server(types={"parked": 'command = "true"\ntags = ["nowhere"]\n'},
                          start=False)
-    server.write_workflow("wide", 'required = ["ITEMS"]\n[steps.a]\ntype = "parked"\n'
+    server.write_workflow("wide", f'required = ["ITEMS"]\n[steps.{step}]\ntype = "parked"\n'
                                   'each = "{{ ITEMS }}"\n')
     server.start()
     run = server.client.post("/workflow/wide/run",
-                             {"environment": {"ITEMS": json.dumps(list(range(250)))}})
-    step = wait_until(lambda: (s := steps_of(server.client.get(f"/run/{run['id']}"))["a"])[
-        "task_count"] == 250 and s, timeout=30)
+                             {"environment": {"ITEMS": json.dumps(list(range(items)))}})
+    wait_until(lambda: steps_of(server.client.get(f"/run/{run['id']}"))[step][
+        "task_count"] == items, timeout=30)
+    return server, run
+
+
+def test_a_wide_fan_out_is_shown_counted_and_its_tasks_paged(make_server):
+    server, run = start_wide_run(make_server, "a")  # then one of its tasks is removed
+    step = steps_of(server.client.get(f"/run/{run['id']}"))["a"]
     assert (step["item_count"], step["item_states"]) == (250, {"QUEUED": 250})
     assert [t["item"] for t in step["tasks"]] == list(range(100))  # the first page only
     removed = step["tasks"][7]["id"]
