@@ -100,13 +100,20 @@ def _scan_within(catalog: Catalog, seconds: float) -> None:
     assert not failure, failure
 
 
-def test_a_fifo_named_like_a_type_file_is_a_problem_not_a_hang(tmp_path):
+def _scanned_with_fifo(tmp_path: Path, fifo: str, others: dict[str, str]) -> Catalog:
+    """A catalog scanned (never hung) over types/: a FIFO named `fifo` beside `others`."""
     types = tmp_path / "conf.d" / "types"
     types.mkdir(parents=True)
-    os.mkfifo(types / "pipe.toml")
-    (types / "good.toml").write_text('command = "true"\n')
+    os.mkfifo(types / fifo)
+    for name, text in others.items():
+        (types / name).write_text(text)
     catalog = Catalog(tmp_path / "conf.d", tmp_path / "versions")
     _scan_within(catalog, 10)
+    return catalog
+
+
+def test_a_fifo_named_like_a_type_file_is_a_problem_not_a_hang(tmp_path):
+    catalog = _scanned_with_fifo(tmp_path, "pipe.toml", {"good.toml": 'command = "true"\n'})
     good, pipe = catalog.get("good"), catalog.get("pipe")
     assert good is not None and good.version
     assert pipe is not None and pipe.version is None
@@ -183,12 +190,8 @@ def test_a_file_swapped_for_a_fifo_after_the_selection_is_refused_when_read(tmp_
 
 
 def test_a_base_that_is_a_fifo_is_said_to_be_one(tmp_path):
-    types = tmp_path / "conf.d" / "types"
-    types.mkdir(parents=True)
-    os.mkfifo(types / "base.toml")
-    (types / "job.toml").write_text('extends = "base"\ncommand = "true"\n')
-    catalog = Catalog(tmp_path / "conf.d", tmp_path / "versions")
-    _scan_within(catalog, 10)
+    catalog = _scanned_with_fifo(tmp_path, "base.toml",
+                                 {"job.toml": 'extends = "base"\ncommand = "true"\n'})
     job = catalog.get("job")
     assert job is not None and job.version is None
     [problem] = job.problems
