@@ -144,21 +144,6 @@ class Started(Request, frozen=True):
                                           "server's clock rules)")] | None = None
 
 
-MAX_HOLDING = 64  # tasks a claim may say its worker still holds
-
-
-class ClaimRequest(Request, frozen=True):
-    """A slot's long poll for its next task (the body may be left out). `holding`: the
-    tasks claimed for it whose end the server may not know (their end report was not
-    delivered). A slot asks only with nothing else in hand, so the server gives back any
-    other task still claimed for it and never started: the answer that brought it was lost
-    (the server stopped, or the connection broke, after the claim was stored). Left out, the
-    server gives back nothing."""
-
-    holding: Annotated[tuple[Annotated[int, Meta(ge=1, le=INT64)], ...],
-                       Meta(max_length=MAX_HOLDING)] | None = None
-
-
 class LateStart(Request, frozen=True):
     """A short task's start, carried by its end report to save a round trip."""
 
@@ -336,7 +321,7 @@ class Route:
 
 
 REGISTER = Route("POST", "/worker/", "Register", "Registered (201)")
-CLAIM = Route("POST", "/worker/<worker_id>/claim", "ClaimRequest (optional), ?wait=S",
+CLAIM = Route("POST", "/worker/<worker_id>/claim", "?wait=S",
               "Claimed; 204 none came; Leave (410) when told to stop")
 LEAVE = Route("DELETE", "/worker/<worker_id>", "?mode=finish or handback",
               "the worker record (202 stopping)", ("operator", "worker"))

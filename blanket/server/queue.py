@@ -14,8 +14,7 @@ import structlog
 
 from blanket.config.tasktype import TaskType
 from blanket.errors import BlanketError, Conflict, NotFound
-from blanket.models import ACTIVE_STATES, FINAL_STATES, Task, TaskFilter, TaskState, Worker
-from blanket.protocol import MAX_HOLDING
+from blanket.models import ACTIVE_STATES, FINAL_STATES, Task, TaskState, Worker
 from blanket.server.metrics import Metrics
 from blanket.server.pricing import task_score
 from blanket.server.retry import backoff, retry_at
@@ -103,24 +102,6 @@ class Queue:
         task = self.store.release_task(task_id, token)
         log.debug("claimed task given back", task=task.id, type=task.type)
         return task
-
-    def release_unreceived(self, worker: Worker, holding: frozenset[int]) -> list[Task]:
-        """Tasks claimed for `worker` since it registered, never started and not among
-        those it says it holds, when it asks for its next task: it never received them
-        (the server stopped, or the connection broke, after the claim was stored). Queued
-        again as they were, spending no attempt, rather than waiting to count as lost."""
-        released = []
-        for task in self.store.list_tasks(TaskFilter(
-                states=(TaskState.CLAIMED.value,), worker=worker.id, limit=MAX_HOLDING + 1)):
-            if task.id in holding or (task.claimed or 0) < worker.registered:
-                continue
-            try:
-                released.append(self.store.release_task(task.id, task.token or ""))
-            except (Conflict, NotFound):
-                continue  # it started or ended meanwhile
-            log.info("a claim its worker never received is queued again", task=task.id,
-                     worker=worker.id)
-        return released
 
     def report_started(self, task_id: int, token: str, pid: int | None,
                        directory: str | None, at: float | None = None) -> Task:

@@ -163,15 +163,10 @@ class WorkerRegistry:
     # ------------------------------------------------------------ the worker's side
 
     def claim(self, worker: Worker, wait: float,
-              hung_up: Callable[[], bool] = lambda: False,
-              holding: tuple[int, ...] | None = None) -> Claimed | Leave | None:
+              hung_up: Callable[[], bool] = lambda: False) -> Claimed | Leave | None:
         """The worker's next task, waiting up to `wait` seconds for one; None when none
         came (or `hung_up` says the worker stopped waiting); Leave when it was asked to
-        stop, and it leaves the list. With `holding` (the tasks it says it still holds),
-        any other task claimed for it and never started is queued again first: the
-        answer that brought it was lost (protocol.ClaimRequest)."""
-        if holding is not None:
-            self.queue.release_unreceived(worker, frozenset(holding))
+        stop, and it leaves the list."""
         tags = frozenset(worker.tags)
         answer = self._claim_step(worker.id, tags)
         if answer is None:  # idle until a task comes: say so while waiting

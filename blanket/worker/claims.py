@@ -37,9 +37,6 @@ class Claims:
         self.reports = reports
         self.stopping = stopping
         self._held: deque[P.Claimed] = deque()
-        # Tasks whose end report was not delivered: they may have run, so the server must
-        # not give them back when this slot asks for its next task (protocol.ClaimRequest).
-        self._undelivered: deque[int] = deque(maxlen=P.MAX_HOLDING)
         self._lock = threading.Lock()
         self._long = False  # the current task outlived the runner's first poll
         # An end report held until the reserve it names has started.
@@ -53,13 +50,6 @@ class Claims:
         self.send_pending()
         with self._lock:
             return self._held.popleft() if self._held else None
-
-    def holding(self) -> tuple[int, ...]:
-        """What this slot tells the server it still holds when it asks for its next task:
-        nothing in hand (it would run that instead), only tasks whose end report was not
-        delivered."""
-        with self._lock:
-            return tuple(self._undelivered)
 
     def running_long(self, long: bool) -> None:
         """Whether the current task outlived the runner's first poll: a reserve must then
@@ -144,8 +134,6 @@ class Claims:
         except (GaveUp, BlanketError, ValueError) as e:
             log.error("result not delivered", task=task.id, state=result.state.value,
                       problem=str(e))
-            with self._lock:
-                self._undelivered.append(task.id)
         else:
             self.hold([claim for claim in (ended.next, ended.reserve) if claim])
             log.debug("task ended", task=task.id, state=ended.state,

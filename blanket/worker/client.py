@@ -66,14 +66,11 @@ class WorkerClient:
         return self.persist(lambda: P.Registered.from_json(
             self._post(P.REGISTER.path(), request)), giving_up=giving_up)
 
-    def claim(self, worker_id: str, wait: float = CLAIM_WAIT,
-              holding: tuple[int, ...] = ()) -> P.Claimed | P.Leave | None:
+    def claim(self, worker_id: str, wait: float = CLAIM_WAIT) -> P.Claimed | P.Leave | None:
         """Long poll for a task: the claim, None when none came within `wait`, Leave when
-        the worker was asked to stop; Forgotten when the server does not know it.
-        `holding`: the tasks claimed for it whose end the server may not know."""
+        the worker was asked to stop; Forgotten when the server does not know it."""
         status, raw = self.client.send(
-            "POST", f"{P.CLAIM.path(worker_id=worker_id)}?wait={wait:g}",
-            msgspec.json.encode(P.ClaimRequest(holding=holding)),
+            "POST", f"{P.CLAIM.path(worker_id=worker_id)}?wait={wait:g}", b"{}",
             timeout=wait + 15, ok=(404, 410))
         if status == 404:
             raise Forgotten(worker_id)

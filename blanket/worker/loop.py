@@ -293,7 +293,7 @@ class Slot:
 
     def _claim(self) -> P.Claimed | None:
         try:
-            answer = self.server.claim(self.id, holding=self.claims.holding())
+            answer = self.server.claim(self.id)
         except Forgotten:
             if not self.stopping.is_set():
                 self._register()  # the server forgot us (say, a new database)

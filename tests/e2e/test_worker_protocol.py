@@ -324,26 +324,3 @@ def test_a_refused_report_leaves_its_slots_record_and_the_queue_to_the_others(ma
     assert refused["status"] == 409 and refused["next"] is None
     assert ended["next"]["task"]["id"] == last["id"]
     assert server.client.get(f"/worker/{slots[0]}")["task"] == held[0]["id"]
-
-
-def test_a_claim_its_slot_never_received_is_queued_again_when_it_asks_anew(make_server):
-    # The server stored the claim, then its answer was lost (the server killed, the
-    # connection broken): the slot, asking again with nothing in hand, says what it holds.
-    server = make_server(types={"echo": ECHO})
-    worker = register(server)
-    task = server.client.post("/task/", {"type": "echo"})
-    lost = server.client.post(f"/worker/{worker}/claim")["task"]
-    # An old worker says nothing: nothing is given back.
-    assert server.client.post(f"/worker/{worker}/claim?wait=0") is None
-    # A task it says it holds (its end report was not delivered) is not given back.
-    assert server.client.post(f"/worker/{worker}/claim?wait=0", {"holding": [lost["id"]]}) \
-        is None
-    held = server.client.get(f"/task/{task['id']}")
-    assert (held["state"], held["attempt"]) == ("CLAIMED", 1)
-    # Holding nothing, it gets the task again at once, no attempt spent.
-    again = server.client.post(f"/worker/{worker}/claim?wait=0", {"holding": []})["task"]
-    assert again["id"] == task["id"] and again["attempt"] == 1
-    assert again["token"] != lost["token"]
-    with pytest.raises(ClientError) as refused:
-        server.client.post(f"/worker/{worker}/claim?wait=0", {"holding": [0]})
-    assert refused.value.status == 400 and "holding" in str(refused.value)

@@ -24,8 +24,7 @@ def _request_body(config: Any) -> dict:
     schema = config["body"].schema
     bulk = config.get("bulk")
     if not bulk:
-        return {"required": not config.get("optional_body", False),
-                "content": {"application/json": {"schema": schema}}}
+        return {"required": True, "content": {"application/json": {"schema": schema}}}
     many = {"type": "array", "items": schema, "minItems": 1, "maxItems": bulk}
     return {"required": True, "content": {
         "application/json": {"schema": {"oneOf": [schema, many]}},

@@ -119,7 +119,6 @@ ATTEMPT = MessageBody(protocol.AttemptReport)
 STARTED = MessageBody(protocol.Started)
 FINISHED = MessageBody(protocol.Finished)
 EXCHANGE = MessageBody(protocol.Exchange)
-CLAIM = MessageBody(protocol.ClaimRequest)
 
 NEW_TOKEN = Body({
     "name": {"type": "string", "pattern": r"^[A-Za-z0-9][A-Za-z0-9_.@:-]{0,63}$"},
@@ -183,7 +182,7 @@ RUN_TASKS = [
            f"comma separated: {TASK_STATES}, removed"),
     _param("offset", {"type": "integer", "minimum": 0, "maximum": 10**12},
            "how many to skip"),
-    _param("limit", {"type": "integer", "minimum": 1, "maximum": 1000},
+    _param("limit", {"type": "integer", "minimum": 0, "maximum": 1000},
            "at most this many (100 by default)"),
 ]
 STATS = [_param("window", {"type": "string", "enum": ["hour", "day"]},

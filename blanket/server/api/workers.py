@@ -22,7 +22,6 @@ from blanket.server.api.http import (
     message_response,
     parse_id,
     query_float,
-    read_body,
     read_message,
     serve,
 )
@@ -47,8 +46,7 @@ def install(app: bottle.Bottle, services: Services) -> None:
     serve(app, P.LEAVE, routes.remove, query=S.REMOVE_WORKER)
     app.route("/worker/<worker_id>/pause", "POST", routes.pause, role=OPERATOR)
     app.route("/worker/<worker_id>/resume", "POST", routes.resume, role=OPERATOR)
-    serve(app, P.CLAIM, routes.claim, body=S.CLAIM, optional_body=True, query=S.POLL,
-          no_content="no task came within ?wait")
+    serve(app, P.CLAIM, routes.claim, query=S.POLL, no_content="no task came within ?wait")
     serve(app, P.STARTED, routes.started, body=S.STARTED)
     serve(app, P.HEARTBEAT, routes.heartbeat, body=S.ATTEMPT, query=S.POLL)
     serve(app, P.FINISHED, routes.finished, body=S.FINISHED)
@@ -109,9 +107,7 @@ class WorkerRoutes:
         the worker was asked to stop (it then leaves the list)."""
         worker = self.registry.owned(worker_id, identity())
         wait = query_float("wait", 0.0, MAX_POLL) or 0.0
-        raw = read_body()
-        request = read_message(P.ClaimRequest) if raw.strip() else P.ClaimRequest()
-        answer = self.registry.claim(worker, wait, holding=request.holding)
+        answer = self.registry.claim(worker, wait)
         if answer is None:
             return bottle.HTTPResponse(status=204)
         if isinstance(answer, P.Leave):
