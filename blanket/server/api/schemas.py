@@ -182,7 +182,7 @@ RUN_TASKS = [
            f"comma separated: {TASK_STATES}, removed"),
     _param("offset", {"type": "integer", "minimum": 0, "maximum": 10**12},
            "how many to skip"),
-    _param("limit", {"type": "integer", "minimum": 0, "maximum": 1000},
+    _param("limit", {"type": "integer", "minimum": 1, "maximum": 1000},
            "at most this many (100 by default)"),
 ]
 STATS = [_param("window", {"type": "string", "enum": ["hour", "day"]},
