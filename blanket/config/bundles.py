@@ -14,8 +14,8 @@ from collections.abc import Callable, Sequence
 from pathlib import Path, PurePosixPath
 from typing import BinaryIO
 
+from blanket.config.problems import open_regular_file
 from blanket.config.selection import SelectedFile
-from blanket.config.versions import open_regular_file
 
 
 class UnsafeBundle(Exception):

@@ -7,6 +7,7 @@ import os
 import stat
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 
 @dataclass(frozen=True)
@@ -105,27 +106,32 @@ class ConfigReads:
         return found[1:] if found is not None else self._noted.get(key)
 
 
-def _read_regular(path: Path) -> tuple[bytes, int, int]:
-    # O_NONBLOCK: a FIFO named like a config file must not hang the scan on its open.
-    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+def open_regular_file(path: Path) -> BinaryIO:
+    """`path` opened for reading if it is a regular file (a link followed); OSError if it is
+    a FIFO, socket or device, which would hang a read or never end. Opened without blocking,
+    so a FIFO's open does not wait for a writer (a regular file's reads never block)."""
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
     try:
-        info = os.fstat(fd)
-        if not stat.S_ISREG(info.st_mode):
-            raise OSError(errno.EINVAL, "not a regular file")
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise OSError(errno.EINVAL, "not a regular file (a FIFO, socket or device)",
+                          str(path))
+        return open(fd, "rb")
+    except BaseException:
+        os.close(fd)
+        raise
+
+
+def _read_regular(path: Path) -> tuple[bytes, int, int]:
+    with open_regular_file(path) as handle:
+        info = os.fstat(handle.fileno())
         if info.st_size > MAX_CONFIG_BYTES:
             raise OSError(errno.EFBIG, f"the file has {info.st_size} bytes, more than the "
                                        f"{MAX_CONFIG_BYTES} a config file may have")
-        chunks = []
-        left = MAX_CONFIG_BYTES + 1
-        while left > 0 and (chunk := os.read(fd, min(left, 1 << 20))):
-            chunks.append(chunk)
-            left -= len(chunk)
-        if left <= 0:
-            raise OSError(errno.EFBIG, f"the file has more than the {MAX_CONFIG_BYTES} "
-                                       "bytes a config file may have")
-        return b"".join(chunks), info.st_size, info.st_mtime_ns
-    finally:
-        os.close(fd)
+        data = handle.read(MAX_CONFIG_BYTES + 1)  # it may have grown since
+    if len(data) > MAX_CONFIG_BYTES:
+        raise OSError(errno.EFBIG, f"the file has more than the {MAX_CONFIG_BYTES} bytes a "
+                                   "config file may have")
+    return data, info.st_size, info.st_mtime_ns
 
 
 def read_config_text(path: Path, reads: ConfigReads | None = None) -> str:

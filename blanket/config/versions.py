@@ -2,16 +2,13 @@
 
 from __future__ import annotations
 
-import errno
 import hashlib
 import os
-import stat
 import threading
 import time
 from pathlib import Path
-from typing import BinaryIO
 
-from blanket.config.problems import ConfigReads
+from blanket.config.problems import ConfigReads, open_regular_file
 from blanket.config.selection import SelectedFile
 from blanket.config.tasktype import TaskType
 
@@ -55,21 +52,6 @@ def _file_sha256(path: Path) -> tuple[str, int, int]:
         while chunk := handle.read(1 << 20):
             digest.update(chunk)
     return digest.hexdigest(), info.st_size, info.st_mtime_ns
-
-
-def open_regular_file(path: Path) -> BinaryIO:
-    """`path` opened for reading if it is a regular file (a link followed); OSError if it is
-    a FIFO, socket or device, which would hang a read or never end. Opened without blocking,
-    so a FIFO's open does not wait for a writer (a regular file's reads never block)."""
-    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
-    try:
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
-            raise OSError(errno.EINVAL, "not a regular file (a FIFO, socket or device)",
-                          str(path))
-        return open(fd, "rb")
-    except BaseException:
-        os.close(fd)
-        raise
 
 
 def version_hash(

@@ -70,7 +70,7 @@ def plan(workflow: Workflow, run: Run, tasks: list[RunTask],
         before = [views[name] for name in step.after]
         blocked = next((v for v in before if v.state in NOT_RUN), None)
         ready = all(v.state == "succeeded" for v in before)
-        latest = _latest(view.tasks)
+        latest = latest_by_item(view.tasks)
         if not latest:
             if blocked is not None:
                 view.state, view.reason = "skipped", f"step {blocked.name} did not succeed"
@@ -111,7 +111,8 @@ def plan(workflow: Workflow, run: Run, tasks: list[RunTask],
     return Plan(views, create, outcome)
 
 
-def _latest(tasks: list[RunTask]) -> dict[int, RunTask]:
+def latest_by_item(tasks: list[RunTask]) -> dict[int, RunTask]:
+    """Each item's task of the latest round it has."""
     latest: dict[int, RunTask] = {}
     for task in tasks:
         if task.item not in latest or task.round > latest[task.item].round:

@@ -35,7 +35,14 @@ from blanket.server.api.taskfiles import open_task_file
 from blanket.server.catalog import Catalog
 from blanket.server.intake import Intake, TaskRequest, check_text
 from blanket.server.queue import Queue
-from blanket.server.workflowplan import ACTIVE, Plan, as_variable, plan, task_environment
+from blanket.server.workflowplan import (
+    ACTIVE,
+    Plan,
+    as_variable,
+    latest_by_item,
+    plan,
+    task_environment,
+)
 from blanket.store.base import Store
 from blanket.wakeups import Wakeups, task_topic
 
@@ -560,11 +567,7 @@ def _state_name(task: RunTask) -> str:
 def _item_states(tasks: list[RunTask]) -> dict:
     """How many items a step has, and how many by the state of each one's latest task
     ("removed" for a task that was removed)."""
-    latest: dict[int, RunTask] = {}
-    for task in tasks:
-        seen = latest.get(task.item)
-        if seen is None or task.round > seen.round:
-            latest[task.item] = task
+    latest = latest_by_item(tasks)
     return {"item_count": len(latest),
             "item_states": dict(Counter(_state_name(t) for t in latest.values()))}
 

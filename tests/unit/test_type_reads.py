@@ -179,7 +179,7 @@ def test_a_fifo_or_device_among_a_type_s_files_is_a_problem_not_a_hang(tmp_path)
 
 
 def test_a_file_swapped_for_a_fifo_after_the_selection_is_refused_when_read(tmp_path):
-    from blanket.config.versions import open_regular_file
+    from blanket.config.problems import open_regular_file
 
     os.mkfifo(tmp_path / "pipe")
     with pytest.raises(OSError, match="not a regular file"):

@@ -114,9 +114,8 @@ class WorkflowRoutes:
         step = query.getunicode("step")
         if not step:
             raise InvalidInput("?step=NAME: name the step whose tasks to list")
-        states = frozenset(w.strip().lower() if w.strip().lower() == "removed"
-                           else w.strip().upper()
-                           for v in query.getall("state") for w in v.split(",") if w.strip())
+        words = (w.strip() for v in query.getall("state") for w in v.split(","))
+        states = frozenset("removed" if w.lower() == "removed" else w.upper() for w in words if w)
         bad = sorted(states - RUN_TASK_STATES)
         if bad:
             raise InvalidInput(f"unknown state(s) {', '.join(bad)}; use "
