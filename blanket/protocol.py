@@ -321,7 +321,7 @@ class Route:
 
 
 REGISTER = Route("POST", "/worker/", "Register", "Registered (201)")
-CLAIM = Route("POST", "/worker/<worker_id>/claim", "?wait=S",
+CLAIM = Route("POST", "/worker/<worker_id>/claim", "?wait=S&key=K",
               "Claimed; 204 none came; Leave (410) when told to stop")
 LEAVE = Route("DELETE", "/worker/<worker_id>", "?mode=finish or handback",
               "the worker record (202 stopping)", ("operator", "worker"))

@@ -3,6 +3,7 @@ policy, stops and removals, and the reaper that notices workers that stopped ans
 
 from __future__ import annotations
 
+import hashlib
 import shutil
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -69,16 +70,20 @@ class Queue:
         """When the next task held back by its not_before may start (to wake claims then)."""
         return self.store.next_not_before(time.time())
 
-    def claim_once(self, worker: str, tags: frozenset[str]) -> tuple[Task, TaskType] | None:
-        """Claim the next task this worker may run now, without waiting."""
-        claim = self._claim(worker, tags)
+    def claim_once(self, worker: str, tags: frozenset[str], key: str | None = None
+                   ) -> tuple[Task, TaskType] | None:
+        """Claim the next task this worker may run now, without waiting. A claim with the
+        `key` of an earlier one whose answer never reached the worker is answered the task
+        that one took, while it is still claimed."""
+        claim = self._claim(worker, tags, key=None if key is None else f"claim:{key}")
         task = self.store.claim_task(claim)
         return self._bound(task, claim) if task is not None else None
 
     def _claim(self, worker: str, tags: frozenset[str], *, reserve: bool = False,
-               running: int | None = None, end: int | None = None) -> Claim:
+               running: int | None = None, end: int | None = None,
+               key: str | None = None) -> Claim:
         return Claim(worker, tags, self.limits(), time.time(), self.versions(),
-                     reserve=reserve, running=running, end=end)
+                     reserve=reserve, running=running, end=end, key=key)
 
     def _bound(self, task: Task, claim: Claim) -> tuple[Task, TaskType] | None:
         """A claimed task with its type; one whose type is gone fails, and the worker
@@ -89,7 +94,8 @@ class Queue:
             self._ended(self.store.finish_task(task.id, task.token or "", Outcome(
                 TaskState.FAILED, error=f"task type {task.type!r} no longer exists",
                 finished=time.time())))
-            again = self.store.claim_task(replace(claim, now=time.time()))
+            claim = replace(claim, now=time.time())
+            again = self.store.claim_task(claim)
             return self._bound(again, claim) if again is not None else None
         task_type, version = found
         if task.version != version:  # a type outside the claim's version map
@@ -156,9 +162,15 @@ class Queue:
             bound = self._bound(found, claim) if found is not None else None
             if bound is not None:
                 answers[claim.end or 0][1].append(bound)
-        for task, _ in answers:
+        for index, (task, bound_claims) in enumerate(answers):
             if isinstance(task, Task):
                 self._ended(task)
+            elif bound_claims:
+                # A report sent again because the answer to the first never came: refused
+                # (it ended then), its claims answered again. It is answered as taken.
+                again = self.store.get_task(ends[index].task_id)
+                if again is not None:
+                    answers[index] = (again, bound_claims)
         return answers
 
     def _ended(self, task: Task) -> None:
@@ -194,11 +206,16 @@ class Queue:
                 self.store.touch_worker(worker.id, end.running, now)
             return []
         tags = frozenset(worker.tags)
+        # Keyed by the ended attempt: the same report sent again (its first answer never
+        # reached the worker) is answered what the first claimed.
+        key = end_key(end.token)
         if end.running is not None:
-            return [self._claim(worker.id, tags, reserve=True, running=end.running, end=index)]
-        claims = [self._claim(worker.id, tags, end=index)]
+            return [self._claim(worker.id, tags, reserve=True, running=end.running, end=index,
+                                key=f"{key}/1")]
+        claims = [self._claim(worker.id, tags, end=index, key=f"{key}/0")]
         if end.claim_next > 1:
-            claims.append(self._claim(worker.id, tags, reserve=True, end=index))
+            claims.append(self._claim(worker.id, tags, reserve=True, end=index,
+                                      key=f"{key}/1"))
         return claims
 
     def _decider(self, end: AttemptEnd, now: float) -> Callable[[Task], Outcome]:
@@ -316,6 +333,11 @@ class Queue:
                 continue  # it ended meanwhile
             self._ended(ended[-1])  # its line says the attempt was LOST, and why
         return ended
+
+
+def end_key(token: str) -> str:
+    """The key of the claims an end report makes: of its attempt, without its token."""
+    return "end:" + hashlib.sha256(token.encode()).hexdigest()[:32]
 
 
 def _late_start(started: Mapping[str, Any], now: float) -> Outcome:

@@ -163,12 +163,13 @@ class WorkerRegistry:
     # ------------------------------------------------------------ the worker's side
 
     def claim(self, worker: Worker, wait: float,
-              hung_up: Callable[[], bool] = lambda: False) -> Claimed | Leave | None:
+              hung_up: Callable[[], bool] = lambda: False,
+              key: str | None = None) -> Claimed | Leave | None:
         """The worker's next task, waiting up to `wait` seconds for one; None when none
         came (or `hung_up` says the worker stopped waiting); Leave when it was asked to
         stop, and it leaves the list."""
         tags = frozenset(worker.tags)
-        answer = self._claim_step(worker.id, tags)
+        answer = self._claim_step(worker.id, tags, key)
         if answer is None:  # idle until a task comes: say so while waiting
             self.store.touch_worker(worker.id, None, time.time())
             # A paused worker waits for its own news only (resume, stop): new tasks must
@@ -178,7 +179,7 @@ class WorkerRegistry:
                 # A worker that died while it waited must not be handed a task: it would
                 # sit claimed until it counts as lost, spending one of the task's attempts.
                 answer = self.wakeups.wait_for(
-                    lambda: _HUNG_UP if hung_up() else self._claim_step(worker.id, tags),
+                    lambda: _HUNG_UP if hung_up() else self._claim_step(worker.id, tags, key),
                     wait,
                     topics=(worker_topic(worker.id),) if paused
                     else (QUEUE, worker_topic(worker.id)),
@@ -193,14 +194,15 @@ class WorkerRegistry:
             self.forget(worker.id)
         return answer  # a claim marks the worker busy
 
-    def _claim_step(self, worker_id: str, tags: frozenset[str]) -> Claimed | Leave | None:
+    def _claim_step(self, worker_id: str, tags: frozenset[str],
+                    key: str | None = None) -> Claimed | Leave | None:
         """Checked on every wake-up: leave when asked to stop, hold while paused, else claim."""
         worker = self.store.get_worker(worker_id)
         if worker is None or worker.state == "stopping":
             return Leave(stop=worker.stop_mode or "finish" if worker else "handback")
         if not worker.takes_tasks:  # paused
             return None
-        return self.queue.claim_once(worker_id, tags)
+        return self.queue.claim_once(worker_id, tags, key)
 
     def _takes_tasks(self, worker_id: str) -> bool:
         worker = self.store.get_worker(worker_id)

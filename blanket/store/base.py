@@ -157,6 +157,9 @@ class Claim:
     # In an exchange, the index of the end whose report asks for it: a refused report
     # claims nothing (its answer could not carry the task, nor its worker's record show it).
     end: int | None = None
+    # The claim's key, the same when its worker asks again for an answer it never got: a
+    # task still claimed for this worker under this key is that answer (see claim_key).
+    key: str | None = None
 
 
 @dataclass(frozen=True)
@@ -171,11 +174,12 @@ class End:
 
 def exchange_in(ends: Sequence[End], claims: Sequence[Claim], all_or_none: bool,
                 finish: Callable[[End], Any], claim: Callable[[Claim], Any],
+                replayed: Callable[[Claim], Any] = lambda claim: None,
                 ) -> tuple[list[Any], list[Any], list[int]]:
-    """`Store.exchange` inside a backend's transaction, with its own `finish` and `claim`
-    (each returning a row): (the rows ended, or the StaleAttempt or NotFound that refused
-    each; the row each claim took, or None; the ids ended). A refusal runs no failing
-    statement, so the transaction goes on."""
+    """`Store.exchange` inside a backend's transaction, with its own `finish`, `claim` and
+    `replayed` (each returning a row, or None): (the rows ended, or the StaleAttempt or
+    NotFound that refused each; the row each claim took, or None; the ids ended). A
+    refusal runs no failing statement, so the transaction goes on."""
     ended: list[Any] = []
     ids: list[int] = []
     for end in ends:
@@ -191,19 +195,39 @@ def exchange_in(ends: Sequence[End], claims: Sequence[Claim], all_or_none: bool,
     # only a reserve found nothing (a reserve passes over what an idle worker could take).
     empty: dict[frozenset[str], bool] = {}  # tags -> whether only a reserve found nothing
     for one in claims:
+        if one.end is not None and isinstance(ended[one.end], BlanketError):
+            # A refused report claims nothing; but a report sent again because the answer
+            # to the first never came (its end is refused now: it ended then) is answered
+            # what the first claimed, if it is still claimed (by its key).
+            taken.append(replayed(one) if one.key is not None else None)
+            continue
         only_reserve = empty.get(one.tags)
         # A claim naming the task its worker now runs is made anyway: it also records that
         # in the worker's record (the reaper reads it to tell a reserve from a started task).
-        if (one.end is not None and isinstance(ended[one.end], BlanketError)) or (
-                only_reserve is not None and (one.reserve or not only_reserve)
+        if (only_reserve is not None and (one.reserve or not only_reserve)
                 and one.running is None):
-            taken.append(None)  # a refused report claims nothing
+            taken.append(None)
             continue
         found = claim(one)
         if found is None:
             empty[one.tags] = one.reserve and empty.get(one.tags, True)
         taken.append(found)
     return ended, taken, ids
+
+
+def replayed_in(db: Any, queries: Mapping[str, str], claim: Claim) -> Any:
+    """The task a claim with `claim.key` already took for its worker, if it is still claimed
+    (a row, or None), inside the caller's transaction (`db` a connection or cursor, with the
+    backend's `queries`); the worker's record shows it again as a new claim would."""
+    row = db.execute(queries["claimed_by_key"], {"worker": claim.worker, "key": claim.key}
+                     ).fetchone()
+    if row is not None:
+        busy = claim.running if claim.running is not None else (
+            None if claim.reserve else row["id"])
+        if busy is not None:
+            db.execute(queries["worker_busy"], {"worker": claim.worker, "id": busy,
+                                                "now": claim.now})
+    return row
 
 
 def order_sql(flt: TaskFilter) -> str:
@@ -352,7 +376,8 @@ class Store(ABC):
     def claim_task(self, claim: Claim) -> Task | None:
         """Atomically take the lowest-score eligible queued task, or None. In the same
         transaction the task is bound to its type's version (from `claim.versions`) and the
-        worker's record shows it busy with the task."""
+        worker's record shows it busy with the task. A claim with a key is answered the task
+        a claim with that key already took for its worker, if it is still claimed."""
 
     @abstractmethod
     def bind_version(self, task_id: int, token: str, version: str) -> Task: ...
@@ -403,7 +428,9 @@ class Store(ABC):
         refused end refuses everything. Claims are taken in order, and answered one for
         one: the task taken, or None (it found nothing; its report was refused; or an
         earlier claim with its tags found nothing, unless only a reserve did: a reserve
-        passes over what an idle worker could take)."""
+        passes over what an idle worker could take). A claim with a key whose end was
+        refused answers the task a claim with that key took before, if it is still claimed
+        (the report was sent again: the answer to the first never reached its worker)."""
 
     @abstractmethod
     def passes_over(self, tags: frozenset[str]) -> bool:

@@ -31,6 +31,7 @@ from blanket.store.base import (
     Outcome,
     exchange_in,
     order_sql,
+    replayed_in,
 )
 from blanket.store.rows import (
     attempt_record,
@@ -333,7 +334,9 @@ class PostgresStore(SqlVerbs):
 
     def claim_task(self, claim: Claim) -> Task | None:
         with self._tx(durable=False) as cur:
-            row = _claim_in(cur, claim)
+            row = replayed_in(cur, Q, claim) if claim.key is not None else None
+            if row is None:
+                row = _claim_in(cur, claim)
         return task_from_row(row) if row else None
 
     def _update_current(self, task_id: int, query: str, params: dict[str, Any]) -> Task:
@@ -385,7 +388,7 @@ class PostgresStore(SqlVerbs):
                 ends, claims, all_or_none,
                 lambda end: _finish_in(cur, end.task_id, end.token, end.outcome, deliver,
                                        woken),
-                lambda claim: _claim_in(cur, claim))
+                lambda claim: _claim_in(cur, claim), lambda claim: replayed_in(cur, Q, claim))
             if ids:  # an end may free a slot of a capped type, or queue a retry
                 topics = [QUEUE, *map(task_topic, ids), *map(task_topic, woken),
                           *([DELIVERIES] if any(made) else [])]
@@ -616,7 +619,7 @@ def _claim_in(cur: Any, claim: Claim) -> Row | None:
         "worker": claim.worker, "since": claim.now - IDLE_FRESH}).fetchall()
             ] if claim.reserve else []
     row = cur.execute(Q["claim"], {
-        "worker": claim.worker, "token": uuid.uuid4().hex, "now": claim.now,
+        "worker": claim.worker, "token": uuid.uuid4().hex, "now": claim.now, "key": claim.key,
         "tags": sorted(claim.tags), "full_types": full, "idle_tags": idle,
         "versions": Jsonb(dict(claim.versions))}).fetchone()
     if row is not None and not claim.reserve:

@@ -38,6 +38,7 @@ from blanket.store.base import (
     Outcome,
     exchange_in,
     order_sql,
+    replayed_in,
 )
 from blanket.store.checkpointer import Checkpointer
 from blanket.store.reserve import SpaceReserve
@@ -259,7 +260,9 @@ class SQLiteStore(SqlVerbs):
         # A claim lost in a power cut puts the task back in the queue: it may run again,
         # never get lost. Not waiting for the disk here takes an fsync off every start.
         with self._tx(durable=False) as db:
-            row = _claim_in(db, claim)
+            row = replayed_in(db, Q, claim) if claim.key is not None else None
+            if row is None:
+                row = _claim_in(db, claim)
         if row is not None and self._wal:
             self._wal.sync_wanted()  # the task's submission may still be on its way to disk
         return task_from_row(row) if row else None
@@ -319,7 +322,7 @@ class SQLiteStore(SqlVerbs):
                 ends, claims, all_or_none,
                 lambda end: _finish_in(db, end.task_id, end.token, end.outcome, deliver,
                                        woken),
-                lambda claim: _claim_in(db, claim))
+                lambda claim: _claim_in(db, claim), lambda claim: replayed_in(db, Q, claim))
             if ids:  # an end may free a slot of a capped type, or queue a retry
                 topics.extend([QUEUE, *map(task_topic, ids), *map(task_topic, woken)])
             if any(made):
@@ -506,7 +509,7 @@ def _claim_in(db: sqlite3.Connection, claim: Claim) -> sqlite3.Row | None:
         return None
     task_id, type_name = best[1], best[2]
     params = {"id": task_id, "worker": claim.worker, "token": uuid.uuid4().hex,
-              "now": claim.now, "version": claim.versions.get(type_name)}
+              "now": claim.now, "version": claim.versions.get(type_name), "key": claim.key}
     row = db.execute(Q["claim"], params).fetchall()[0]
     if not claim.reserve:
         db.execute(Q["worker_busy"], params)

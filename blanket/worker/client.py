@@ -66,11 +66,14 @@ class WorkerClient:
         return self.persist(lambda: P.Registered.from_json(
             self._post(P.REGISTER.path(), request)), giving_up=giving_up)
 
-    def claim(self, worker_id: str, wait: float = CLAIM_WAIT) -> P.Claimed | P.Leave | None:
+    def claim(self, worker_id: str, wait: float = CLAIM_WAIT, key: str | None = None
+              ) -> P.Claimed | P.Leave | None:
         """Long poll for a task: the claim, None when none came within `wait`, Leave when
-        the worker was asked to stop; Forgotten when the server does not know it."""
+        the worker was asked to stop; Forgotten when the server does not know it. A claim
+        asked again with the `key` of one whose answer never came gets that one's task."""
+        keyed = f"&key={key}" if key else ""
         status, raw = self.client.send(
-            "POST", f"{P.CLAIM.path(worker_id=worker_id)}?wait={wait:g}", b"{}",
+            "POST", f"{P.CLAIM.path(worker_id=worker_id)}?wait={wait:g}{keyed}", b"{}",
             timeout=wait + 15, ok=(404, 410))
         if status == 404:
             raise Forgotten(worker_id)

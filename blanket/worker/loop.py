@@ -15,13 +15,14 @@ import os
 import signal
 import socket
 import threading
+import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import structlog
 
 from blanket import protocol as P
-from blanket.client import Client, ServerUnreachable
+from blanket.client import Client, ClientError, ServerUnreachable
 from blanket.config.settings import LogDestination
 from blanket.config.tasktype import TaskType
 from blanket.errors import BlanketError
@@ -210,6 +211,7 @@ class Slot:
         self.exchanger = process.exchanger
         self.id = worker_id
         self.stopping = threading.Event()  # this slot stops claiming
+        self._claim_key: str | None = None  # the claim asked until its answer comes
         self.hand_back_now = threading.Event()
         self.failed = False  # could not register
         self.attempt: Attempt | None = None
@@ -292,9 +294,19 @@ class Slot:
         return answer.heartbeat_interval or 2.0
 
     def _claim(self) -> P.Claimed | None:
+        # The same key until an answer comes: a claim whose answer was lost (the server was
+        # killed, the connection broke) is answered again rather than left claimed.
+        if self._claim_key is None:
+            self._claim_key = uuid.uuid4().hex
         try:
-            answer = self.server.claim(self.id)
+            answer = self.server.claim(self.id, key=self._claim_key)
+            self._claim_key = None
+        except ClientError as e:
+            if e.status < 500:  # answered: the next claim is a new one
+                self._claim_key = None
+            raise
         except Forgotten:
+            self._claim_key = None
             if not self.stopping.is_set():
                 self._register()  # the server forgot us (say, a new database)
             return None

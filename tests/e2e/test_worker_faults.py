@@ -6,12 +6,15 @@ from __future__ import annotations
 import os
 import signal
 import socket
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
 from blanket.client import ClientError
 from tests.conftest import ServerProcess, wait_until
+from tests.e2e.lossy_proxy import LossyProxy
 
 # Runs until the test creates `go` in its directory; each run adds a line to runs.log.
 HOLD = ('command = "echo $BLANKET_ATTEMPT >> runs.log; while [ ! -e go ]; do sleep 0.02; done"\n'
@@ -115,3 +118,58 @@ def test_a_daemon_worker_detaches_writes_its_pid_file_and_removes_it_on_sigterm(
     os.kill(pid, signal.SIGTERM)
     wait_until(lambda: not pid_file.exists())
     assert "worker registered" in log_file.read_text()
+
+
+def run_through_a_lossy_proxy(server: ServerProcess, swallow, count: int,
+                              slots: int = 1) -> tuple[LossyProxy, list[dict]]:
+    """A worker talking to `server` through a LossyProxy that swallows one answer; `count`
+    tasks of type `once` submitted, and each as it ended."""
+    proxy = LossyProxy(server.port, swallow)
+    try:
+        env = {**server.env, "BLANKET_TOKEN": server.admin_token}
+        worker = subprocess.Popen(
+            [sys.executable, "-m", "blanket", "worker", "--server", proxy.url,
+             "--data-dir", str(server.data_dir), "-n", str(slots)],
+            cwd=server.base, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            start_new_session=True)
+        try:
+            wait_until(lambda: len(server.client.get("/worker/")) == slots, timeout=20)
+            tasks = [server.client.post("/task/", {"type": "once"}) for _ in range(count)]
+            return proxy, [server.wait_for_task(t["id"], timeout=30) for t in tasks]
+        finally:
+            os.killpg(worker.pid, signal.SIGKILL)
+            worker.wait()
+    finally:
+        proxy.close()
+
+
+ONCE = 'command = "echo ran >> runs.log"\nretries = 0\n'
+
+
+def test_a_claim_whose_answer_was_lost_runs_once_spending_no_attempt(make_server):
+    """The server stores a claim and answers it, but the answer never reaches the worker
+    (a proxy between them swallows it, as a server killed at that moment would). The
+    worker asks again with the same claim key and is answered the same task: it runs once,
+    as its first attempt, rather than sitting claimed until it counts as lost."""
+    server = make_server(types={"once": ONCE})
+    proxy, (done,) = run_through_a_lossy_proxy(server, lambda request, answer: (
+        b"/claim?" in request.split(b"\r\n")[0] and answer.startswith(b"HTTP/1.1 200")), 1)
+    assert proxy.swallowed is not None  # it did lose one
+    assert (done["state"], done["attempt"], len(done["attempts"])) == ("SUCCESS", 1, 1), done
+    assert (server.data_dir / "tasks" / "once" / str(done["id"]) / "runs.log").read_text() \
+        == "ran\n"
+
+
+def test_an_end_report_whose_answer_was_lost_gets_its_claims_when_sent_again(make_server):
+    """The answer to an end report, which brings the slot's next task and a reserve, is
+    lost: the worker sends the report again, and is answered the tasks the first claimed.
+    Each task runs once, as its first attempt."""
+    server = make_server(types={"once": ONCE})
+    proxy, done = run_through_a_lossy_proxy(server, lambda request, answer: (
+        request.startswith(b"POST /exchange ") and answer.startswith(b"HTTP/1.1 200")), 5)
+    assert proxy.swallowed is not None
+    assert [(t["state"], t["attempt"], len(t["attempts"])) for t in done] == [
+        ("SUCCESS", 1, 1)] * 5, done
+    for task in done:
+        folder = server.data_dir / "tasks" / "once" / str(task["id"])
+        assert (folder / "runs.log").read_text() == "ran\n"

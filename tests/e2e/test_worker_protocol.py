@@ -324,3 +324,62 @@ def test_a_refused_report_leaves_its_slots_record_and_the_queue_to_the_others(ma
     assert refused["status"] == 409 and refused["next"] is None
     assert ended["next"]["task"]["id"] == last["id"]
     assert server.client.get(f"/worker/{slots[0]}")["task"] == held[0]["id"]
+
+
+# an answer that never reached its worker (the server killed, the connection broken) is
+# asked for again and answered again, rather than left claimed until it counts as lost
+
+def test_a_claim_asked_again_with_its_key_is_answered_the_same_task(make_server):
+    server = make_server(types={"echo": ECHO})
+    worker = register(server)
+    first, second = (server.client.post("/task/", {"type": "echo"}) for _ in range(2))
+    taken = server.client.post(f"/worker/{worker}/claim?wait=0&key=k-1")["task"]
+    again = server.client.post(f"/worker/{worker}/claim?wait=0&key=k-1")["task"]
+    assert taken["id"] == first["id"]
+    assert (again["id"], again["token"], again["attempt"]) == (
+        taken["id"], taken["token"], taken["attempt"])
+    assert server.client.post(f"/worker/{worker}/claim?wait=0&key=k-2")["task"]["id"] == \
+        second["id"]
+    # another worker's claim with the same key is a claim of its own: nothing is left
+    other = register(server, "other")
+    status, _ = server.client.request("POST", f"/worker/{other}/claim?wait=0&key=k-1")
+    assert status == 204
+
+
+@pytest.mark.parametrize("key", ["a" * 65, "a/b", "a%20b", "%C3%A9", "a%00"])
+def test_a_claim_key_outside_its_limits_is_refused_saying_what_it_may_be(make_server, key):
+    server = make_server(types={"echo": ECHO})
+    worker = register(server)
+    server.client.post("/task/", {"type": "echo"})
+    status, answer = server.client.request(
+        "POST", f"/worker/{worker}/claim?wait=0&key={key}", ok=(400,))
+    assert status == 400 and "key" in answer["error"]["message"], answer
+    assert server.client.get("/task/?state=QUEUED&count")["count"] == 1
+    # an empty key is no key: an ordinary claim
+    assert server.client.post(f"/worker/{worker}/claim?wait=0&key=")["task"]["attempt"] == 1
+
+
+def test_an_exchange_sent_again_is_answered_what_the_first_claimed(make_server):
+    server = make_server(types={"echo": ECHO})
+    slot = register(server, "proc-1")
+    tasks = [server.client.post("/task/", {"type": "echo"}) for _ in range(4)]
+    claim = server.client.post(f"/worker/{slot}/claim")["task"]
+    report = {"reports": [{"task": claim["id"], "token": claim["token"], "state": "SUCCESS",
+                           "exit_code": 0, "claim_next": 2, "worker": slot}]}
+    (first,) = server.client.post("/exchange", report)["ended"]
+    (again,) = server.client.post("/exchange", report)["ended"]
+    assert again["refused"] is None and again["state"] == "SUCCESS"
+    for part in ("next", "reserve"):
+        assert (again[part]["task"]["id"], again[part]["task"]["token"]) == (
+            first[part]["task"]["id"], first[part]["task"]["token"])
+    assert [first["next"]["task"]["id"], first["reserve"]["task"]["id"]] == [
+        tasks[1]["id"], tasks[2]["id"]]
+    assert server.client.get(f"/task/{tasks[3]['id']}")["state"] == "QUEUED"
+    assert len(server.client.get(f"/task/{claim['id']}")["attempts"]) == 1
+    # Once the next task has started, the same report is refused again as before.
+    server.client.post(f"/task/{tasks[1]['id']}/started", {
+        "token": first["next"]["task"]["token"], "pid": 1})
+    server.client.post(f"/task/{tasks[2]['id']}/release", {
+        "token": first["reserve"]["task"]["token"]})
+    (late,) = server.client.post("/exchange", report)["ended"]
+    assert late["status"] == 409 and late["next"] is None and late["reserve"] is None

@@ -15,3 +15,9 @@ def plan(db: sqlite3.Connection, query: str, params: tuple | dict) -> str:
 def test_the_next_held_back_start_reads_the_index_of_held_back_tasks(db: sqlite3.Connection):
     found = plan(db, Q["next_not_before"], (1.0,))
     assert "USING INDEX tasks_waiting (not_before>?)" in found, found
+
+
+def test_a_claim_asked_again_reads_only_claimed_tasks(db: sqlite3.Connection):
+    found = plan(db, Q["claimed_by_key"], {"worker": "w1", "key": "claim:k"})
+    assert "USING INDEX tasks_by_state (state=?)" in found or \
+        "USING INDEX tasks_active (state=?)" in found, found

@@ -1332,3 +1332,77 @@ def test_every_write_reports_its_commit_and_whether_it_was_durable(store: Store)
     store.finish_task(taken.id, taken.token or "", failed())
     assert [durable for _, durable in commits] == [True, False, True]
     assert all(seconds >= 0 for seconds, _ in commits)
+
+
+def keyed(key: str, worker: str = "w1", **fields: object) -> Claim:
+    return Claim(worker=worker, tags=frozenset(), limits={}, now=NOW, key=key,
+                 **fields)  # type: ignore[arg-type]
+
+
+def test_a_claim_asked_again_with_its_key_gets_the_same_task_and_token(store: Store) -> None:
+    # The answer to the first never reached the worker (the server was killed, the
+    # connection broke): asked again, it is the same attempt, not a second task.
+    store.save_worker(worker())
+    first = store.add_task(new_task(score=1))
+    second = store.add_task(new_task(score=2))
+    taken = store.claim_task(keyed("claim:k1"))
+    assert taken is not None and taken.id == first.id
+    again = store.claim_task(keyed("claim:k1"))
+    assert again is not None and (again.id, again.token, again.attempt) == (
+        taken.id, taken.token, taken.attempt)
+    assert store.get_worker("w1").task == first.id  # type: ignore[union-attr]
+    other = store.claim_task(keyed("claim:k2"))  # a new key is a new claim
+    assert other is not None and other.id == second.id
+
+
+def test_a_claim_key_answers_only_its_own_worker_and_only_while_claimed(store: Store) -> None:
+    store.save_worker(worker())
+    first = store.add_task(new_task(score=1))
+    second = store.add_task(new_task(score=2))
+    third = store.add_task(new_task(score=3))
+    taken = store.claim_task(keyed("claim:k1"))
+    assert taken is not None and taken.id == first.id
+    # Another worker using the same key claims anew: it never gets w1's task.
+    elsewhere = store.claim_task(keyed("claim:k1", worker="w2"))
+    assert elsewhere is not None and elsewhere.id == second.id
+    # Once started, the task is no answer to the key any more.
+    store.mark_started(first.id, taken.token or "", 7, NOW + 1)
+    later = store.claim_task(keyed("claim:k1"))
+    assert later is not None and later.id == third.id and later.token != taken.token
+
+
+def test_a_released_task_is_no_answer_to_its_claim_key(store: Store) -> None:
+    store.save_worker(worker())
+    queued = store.add_task(new_task())
+    taken = store.claim_task(keyed("claim:k1"))
+    assert taken is not None
+    store.release_task(taken.id, taken.token or "")
+    again = store.claim_task(keyed("claim:k1"))
+    # Claimed anew (the same task: it is the only one), with a new attempt token.
+    assert again is not None and again.id == queued.id and again.token != taken.token
+
+
+def test_an_exchange_sent_again_is_answered_what_the_first_claimed(store: Store) -> None:
+    store.save_worker(worker())
+    done = claimed(store)
+    nxt = store.add_task(new_task(score=1))
+    reserve = store.add_task(new_task(score=2))
+    store.add_task(new_task(score=3))
+    claims = [keyed("end:a/0", end=0), keyed("end:a/1", end=0, reserve=True)]
+    ended, taken = store.exchange([End(done.id, done.token or "", failed())], claims)
+    assert isinstance(ended[0], Task) and [t.id for t in taken] == [nxt.id, reserve.id]
+    # The same report again: its end is refused (it ended), its claims are answered again.
+    ended2, taken2 = store.exchange([End(done.id, done.token or "", failed())], claims)
+    assert isinstance(ended2[0], StaleAttempt)
+    assert [(t.id, t.token) for t in taken2] == [(t.id, t.token) for t in taken]
+    assert store.get_task(done.id).attempts[-1]["state"] == "FAILED"  # type: ignore[union-attr]
+    assert len(store.get_task(done.id).attempts) == 1  # type: ignore[union-attr]
+
+
+def test_a_refused_report_without_earlier_claims_claims_nothing(store: Store) -> None:
+    store.save_worker(worker())
+    stale = claimed(store)
+    store.add_task(new_task())
+    ended, taken = store.exchange([End(stale.id, "not-the-token", failed())],
+                                  [keyed("end:b/0", end=0)])
+    assert isinstance(ended[0], StaleAttempt) and taken == [None]

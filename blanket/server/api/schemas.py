@@ -147,6 +147,10 @@ WAIT = [_param("wait", _seconds(86400), "hold the answer until the task ends, at
                                         "many seconds"),
         _param("sync", _seconds(86400), "the same as wait (the seed's spelling)")]
 POLL = [_param("wait", _seconds(60), "long poll up to this many seconds")]
+CLAIM = [*POLL, _param("key", {"type": "string", "minLength": 1, "maxLength": 64},
+                       "the claim's key (letters, digits, - and _): asked again with the key "
+                       "of a claim whose answer never came, the answer is the task that "
+                       "claim took")]
 TASK_LIST = [
     _param("state", {"type": "string", "maxLength": 200}, f"comma separated: {TASK_STATES}"),
     _param("type", {"type": "string", "maxLength": 1000}, "comma separated type names"),

@@ -32,6 +32,7 @@ from blanket.server.services import Services
 log = structlog.get_logger("blanket.server")
 MAX_POLL = 60.0
 _HASH = re.compile(r"[0-9a-f]{16,64}")
+_KEY = re.compile(r"[A-Za-z0-9_-]{1,64}")
 
 
 def _refused(task_id: int, error: BlanketError) -> P.SlotEnded:
@@ -46,7 +47,7 @@ def install(app: bottle.Bottle, services: Services) -> None:
     serve(app, P.LEAVE, routes.remove, query=S.REMOVE_WORKER)
     app.route("/worker/<worker_id>/pause", "POST", routes.pause, role=OPERATOR)
     app.route("/worker/<worker_id>/resume", "POST", routes.resume, role=OPERATOR)
-    serve(app, P.CLAIM, routes.claim, query=S.POLL, no_content="no task came within ?wait")
+    serve(app, P.CLAIM, routes.claim, query=S.CLAIM, no_content="no task came within ?wait")
     serve(app, P.STARTED, routes.started, body=S.STARTED)
     serve(app, P.HEARTBEAT, routes.heartbeat, body=S.ATTEMPT, query=S.POLL)
     serve(app, P.FINISHED, routes.finished, body=S.FINISHED)
@@ -104,10 +105,16 @@ class WorkerRoutes:
 
     def claim(self, worker_id: str):
         """Long poll: 200 with a task and its type, 204 when none came within ?wait, 410 when
-        the worker was asked to stop (it then leaves the list)."""
+        the worker was asked to stop (it then leaves the list). With ?key, a claim asked
+        again with the key of one whose answer never came is answered the task that one
+        took, while it is still claimed."""
         worker = self.registry.owned(worker_id, identity())
         wait = query_float("wait", 0.0, MAX_POLL) or 0.0
-        answer = self.registry.claim(worker, wait)
+        key = bottle.request.query.get("key") or None
+        if key is not None and not _KEY.fullmatch(key):
+            raise InvalidInput("key must be 1 to 64 letters, digits, '-' or '_' (the same "
+                               "for a claim asked again because its answer never came)")
+        answer = self.registry.claim(worker, wait, key=key)
         if answer is None:
             return bottle.HTTPResponse(status=204)
         if isinstance(answer, P.Leave):

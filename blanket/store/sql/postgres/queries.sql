@@ -99,12 +99,19 @@ WITH RECURSIVE lanes(type, tags) AS (
                       WHERE string_to_array(lanes.tags, ',') <@ string_to_array(idle.tags, ','))
 )
 UPDATE tasks SET state = 'CLAIMED', worker = %(worker)s, token = %(token)s, claimed = %(now)s,
-       version = %(versions)s::jsonb ->> type,
+       version = %(versions)s::jsonb ->> type, claim_key = %(key)s,
        heartbeat = %(now)s, attempt = attempt + 1, started = NULL, finished = NULL, pid = NULL,
        exit_code = NULL, progress = NULL, progress_message = NULL, error = NULL,
        stop_requested = FALSE
 WHERE id = (SELECT id FROM heads ORDER BY score, id LIMIT 1)
 RETURNING *;
+
+-- name: claimed_by_key
+-- The task a claim with this key already took for this worker, if it is still claimed (the
+-- worker asks again because the answer never reached it).
+SELECT * FROM tasks
+WHERE state = 'CLAIMED' AND worker = %(worker)s AND claim_key = %(key)s
+ORDER BY id LIMIT 1;
 
 -- name: passes_over
 -- Whether a lane (type, tags) of the queue needs a tag the worker lacks (a loose index scan:

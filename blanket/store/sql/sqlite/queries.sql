@@ -47,12 +47,19 @@ SELECT type, count(*) FROM tasks WHERE state IN ('CLAIMED', 'RUNNING') GROUP BY 
 
 -- name: claim
 UPDATE tasks SET state = 'CLAIMED', worker = :worker, token = :token, claimed = :now,
-       version = :version,
+       version = :version, claim_key = :key,
        heartbeat = :now, attempt = attempt + 1, started = NULL, finished = NULL, pid = NULL,
        exit_code = NULL, progress = NULL, progress_message = NULL, error = NULL,
        stop_requested = 0
 WHERE id = :id AND state = 'QUEUED'
 RETURNING *;
+
+-- name: claimed_by_key
+-- The task a claim with this key already took for this worker, if it is still claimed (the
+-- worker asks again because the answer never reached it).
+SELECT * FROM tasks
+WHERE state = 'CLAIMED' AND worker = :worker AND claim_key = :key
+ORDER BY id LIMIT 1;
 
 -- name: idle_worker_tags
 SELECT tags FROM workers WHERE state = 'idle' AND id != ? AND heartbeat > ?;
