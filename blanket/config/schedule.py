@@ -39,7 +39,7 @@ from blanket.config.notify import NotifyTarget, parse_notify_blocks
 from blanket.config.problems import read_config_text
 from blanket.config.retention import KEYS as RETENTION_KEYS
 from blanket.config.retention import read_retention
-from blanket.envnames import too_big
+from blanket.envnames import FIRE_TIME_VARIABLE, too_big, with_fire_time
 from blanket.models import MAX_PRIORITY
 
 MISSED = ("skip", "once", "all")
@@ -249,8 +249,10 @@ class _ScheduleChecker(Checker):
                 text = self.environment_value(f"environment.{name}", item, line)
                 if text is not None:
                     env[name] = text
-        if (problem := too_big(env)) is not None:
-            self.problem(self.top_line("environment"), f"environment: {problem}")
+        # Each fire adds its time, BLANKET_FIRE_TIME.
+        if (problem := too_big(with_fire_time(env))) is not None:
+            self.problem(self.top_line("environment"),
+                         f"environment: with the {FIRE_TIME_VARIABLE} each fire adds, {problem}")
         return env
 
 

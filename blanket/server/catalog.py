@@ -22,7 +22,7 @@ from blanket.config.typefile import parse_type_file
 from blanket.config.versions import RACY_WINDOW_NS, HashCache, base_paths, version_hash
 from blanket.config.watching import DebouncedWatcher
 from blanket.config.workflow import Workflow, parse_workflow_file, type_problems
-from blanket.envnames import FIRE_TIME_VARIABLE, too_big
+from blanket.envnames import too_big, with_fire_time
 from blanket.times import iso_utc
 
 log = structlog.get_logger()
@@ -445,9 +445,9 @@ def _environment_with_defaults(entry: _FileEntry,
     if not environment or task_type is None:
         return ()
     defaults = task_type.defaults
-    # Each fire adds its time, BLANKET_FIRE_TIME=2027-01-15T08:00:00.000Z
-    fired = {**defaults, **environment, FIRE_TIME_VARIABLE: "2027-01-15T08:00:00.000Z"}
-    if (problem := too_big(fired, defaults)) is None:
+    if too_big(with_fire_time(environment)) is not None:
+        return ()  # over without the defaults: the file's own problem says so
+    if (problem := too_big(with_fire_time({**defaults, **environment}), defaults)) is None:
         return ()
     text = _parsed_text(entry)
     line = key_line(text, "environment") or header_line(text, "environment")

@@ -97,8 +97,24 @@ def test_a_type_s_or_schedule_s_variables_too_many_in_all_are_a_problem(tmp_path
     with pytest.raises(ConfigInvalid) as refused:
         parse_schedule_text(f'command = "true"\nevery = "1h"\n[environment]\n{lines}',
                             "big", "big.toml")
-    assert (f"big.toml:3: environment: its variables come to {MAX_ENVIRONMENT_BYTES + 1} "
-            "bytes") in str(refused.value)
+    fire_time = len("BLANKET_FIRE_TIME=2027-01-15T08:00:00.000Z") + 1  # each fire adds it
+    assert (f"big.toml:3: environment: with the BLANKET_FIRE_TIME each fire adds, its "
+            f"variables come to {MAX_ENVIRONMENT_BYTES + 1 + fire_time} bytes"
+            ) in str(refused.value)
+
+
+def test_a_schedule_within_the_bound_but_for_its_fire_time_is_a_problem():
+    # Every fire adds BLANKET_FIRE_TIME (43 bytes as NAME=value): a schedule whose own
+    # variables leave less room than that would have every fire refused, and only logged.
+    def schedule(size: int) -> str:
+        lines = "".join(f'{name} = "{value}"\n' for name, value in _filling(size).items())
+        return f'command = "true"\nevery = "1h"\n[environment]\n{lines}'
+
+    parse_schedule_text(schedule(MAX_ENVIRONMENT_BYTES - 43), "fits", "fits.toml")
+    with pytest.raises(ConfigInvalid) as refused:
+        parse_schedule_text(schedule(MAX_ENVIRONMENT_BYTES - 20), "tight", "tight.toml")
+    assert ("tight.toml:3: environment: with the BLANKET_FIRE_TIME each fire adds, its "
+            f"variables come to {MAX_ENVIRONMENT_BYTES + 23} bytes") in str(refused.value)
 
 
 def test_a_schedule_over_the_bound_with_its_type_s_defaults_is_a_problem(tmp_path):
