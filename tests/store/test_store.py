@@ -645,12 +645,14 @@ def test_a_saved_worker_reads_back(store: Store) -> None:
     assert store.get_worker("w2") is None
 
 
-def test_saving_a_worker_again_updates_it_but_keeps_its_registration(store: Store) -> None:
+def test_saving_a_worker_again_updates_it_and_its_registration(store: Store) -> None:
+    # A worker registering again under its id (restarted, or --id) registered now: the list
+    # shows when its process joined, as the registration's answer says.
     store.save_worker(worker())
     store.save_worker(Worker(id="w1", tags=("unix",), host="box", pid=78, state="busy",
                              registered=NOW + 5, heartbeat=NOW + 5, task=3, stop_mode="finish"))
     assert store.get_worker("w1") == Worker(
-        id="w1", tags=("unix",), host="box", pid=78, state="busy", registered=NOW,
+        id="w1", tags=("unix",), host="box", pid=78, state="busy", registered=NOW + 5,
         heartbeat=NOW + 5, task=3, stop_mode="finish")
 
 

@@ -224,8 +224,8 @@ INSERT INTO workers (id, tags, host, pid, state, registered, heartbeat, task, st
 VALUES (%(id)s, %(tags)s, %(host)s, %(pid)s, %(state)s, %(registered)s, %(heartbeat)s, %(task)s,
         %(stop_mode)s, %(owner)s)
 ON CONFLICT (id) DO UPDATE SET tags = excluded.tags, host = excluded.host, pid = excluded.pid,
-    state = excluded.state, heartbeat = excluded.heartbeat, task = excluded.task,
-    stop_mode = excluded.stop_mode, owner = excluded.owner;
+    state = excluded.state, registered = excluded.registered, heartbeat = excluded.heartbeat,
+    task = excluded.task, stop_mode = excluded.stop_mode, owner = excluded.owner;
 
 -- name: get_worker
 SELECT * FROM workers WHERE id = %(id)s;

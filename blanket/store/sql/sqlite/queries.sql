@@ -140,8 +140,8 @@ INSERT INTO workers (id, tags, host, pid, state, registered, heartbeat, task, st
                      owner)
 VALUES (:id, :tags, :host, :pid, :state, :registered, :heartbeat, :task, :stop_mode, :owner)
 ON CONFLICT (id) DO UPDATE SET tags = excluded.tags, host = excluded.host, pid = excluded.pid,
-    state = excluded.state, heartbeat = excluded.heartbeat, task = excluded.task,
-    stop_mode = excluded.stop_mode, owner = excluded.owner;
+    state = excluded.state, registered = excluded.registered, heartbeat = excluded.heartbeat,
+    task = excluded.task, stop_mode = excluded.stop_mode, owner = excluded.owner;
 
 -- name: get_worker
 SELECT * FROM workers WHERE id = ?;
