@@ -162,7 +162,8 @@ def _print_run(run: dict) -> None:
         for task in step["tasks"]:
             latest[task["item"]] = task
         if step["item_count"] <= 3 and step["task_count"] == len(step["tasks"]):
-            tasks = ", ".join(f"{t['id']} {t['state'] or 'removed'}" for t in latest.values())
+            tasks = ", ".join(f"#{t['id']} {(t['state'] or 'removed').lower()}"
+                              for t in latest.values())
         else:  # a fan-out: its items counted by the state of their latest task
             counts = sorted(step["item_states"].items(), key=lambda kv: (-kv[1], kv[0]))
             tasks = f"{step['item_count']} items: " + ", ".join(

@@ -16,7 +16,8 @@ def test_a_step_with_few_tasks_lists_them(capsys):
     _print_run(_run({"item_count": 1, "item_states": {"QUEUED": 1}, "task_count": 2,
                      "tasks": [{"id": 7, "item": 0, "round": 1, "state": "STOPPED"},
                                {"id": 9, "item": 0, "round": 2, "state": "QUEUED"}]}))
-    assert "9 QUEUED" in capsys.readouterr().out
+    # the task's id marked as one (not read as a count), its state spelt as in the counts
+    assert "#9 queued" in capsys.readouterr().out
 
 
 def test_a_step_whose_tasks_are_not_all_shown_counts_its_items(capsys):
