@@ -30,6 +30,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from bench.harness import free_port
+from blanket.client import Client
 from blanket.server.pricing import task_score
 from blanket.store.base import Claim
 from blanket.store.sqlite import SQLiteStore
@@ -139,16 +140,32 @@ def submit_in_parallel(server: Server, count: int, connections: int) -> float:
     return time.perf_counter() - start
 
 
+def submit_with_blanket_client(server: Server, count: int) -> float:
+    """Seconds taken by `count` sequential submissions through blanket's own client (what
+    `blanket submit` and a script importing blanket.client use: one kept-alive socket, no
+    http.client), the same requests as submit_many's."""
+    client = Client(f"http://127.0.0.1:{server.port}", timeout=60)
+    start = time.perf_counter()
+    for _ in range(count):
+        status, body = client.send("POST", "/task/", TASK)
+        if status != 201:
+            raise SystemExit(f"submission failed: {status} {body[:200]!r}")
+    return time.perf_counter() - start
+
+
 def bench_submissions(base: Path, count: int) -> None:
     server = Server(base / "submit")
     try:
         submit_many(server, 200)  # warm-up: imports, caches, the first WAL pages
         seconds = submit_many(server, count)
+        lean = submit_with_blanket_client(server, count)
         parallel = submit_in_parallel(server, count, 4)
     finally:
         server.stop()
     print(f"submissions over HTTP (keep-alive, durable): {count / seconds:,.0f}/s "
           f"({count} in {seconds:.2f}s; target >= 2,000)")
+    print(f"the same through blanket's own client (blanket.client.Client): "
+          f"{count / lean:,.0f}/s ({count} in {lean:.2f}s)")
     sent = count // 4 * 4
     print(f"submissions over HTTP from 4 connections of one client (one task a request): "
           f"{sent / parallel:,.0f}/s ({sent} in {parallel:.2f}s)")

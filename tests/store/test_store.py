@@ -1408,3 +1408,16 @@ def test_a_refused_report_without_earlier_claims_claims_nothing(store: Store) ->
     ended, taken = store.exchange([End(stale.id, "not-the-token", failed())],
                                   [keyed("end:b/0", end=0)])
     assert isinstance(ended[0], StaleAttempt) and taken == [None]
+
+
+def test_a_queued_task_is_answered_as_it_reads_back(store: Store) -> None:
+    # A plain submission is answered without reading its row back: what it answers must be
+    # what a read gives, every field.
+    new = NewTask(type="echo", environment={"A": "1", "B": ""}, tags=("unix", "gpu", "unix"),
+                  score=12.5, added=1_000.0, not_before=2_000.0, schedule="nightly",
+                  retries=3, retry_delay=4.5, timeout=60.0, priority=2, inputs=("a.pdf",),
+                  submitted_by="ops", secrets=("B",))
+    placed: list[int] = []
+    added = store.add_task(new, placed.append)
+    assert added == store.get_task(added.id) and placed == [added.id]
+    assert store.add_task(new_task()) == store.get_task(added.id + 1)
