@@ -46,7 +46,7 @@ class Settings:
     inbox_dir: Path = Path("inbox")
     database: str = ""  # empty: SQLite at data_dir/blanket.db; or postgresql://...
     server_url: str = ""  # what clients and workers talk to; empty: http://host:port
-    threads: int = 64  # the most threads answering short requests (per address)
+    threads: int = 256  # the most threads answering short requests (per address)
     server_cpus: tuple[int, ...] = ()  # the CPUs the server's threads run on; empty: any
     max_threads: int = 1024  # the most threads holding long polls and followed logs
     workers: int = 0  # tasks the server's own worker process runs at once (its slots)

@@ -10,6 +10,8 @@ threads only run short requests."""
 from __future__ import annotations
 
 import io
+import ipaddress
+import json
 import threading
 import time
 from collections import deque
@@ -29,6 +31,9 @@ LISTEN_BACKLOG = 4096  # connections the kernel queues before the server accepts
 MIN_BACKLOG = 1024
 SOMAXCONN = Path("/proc/sys/net/core/somaxconn")
 UNDELIVERED = "blanket.undelivered"  # environ key: called when the answer found no client
+# Requests whose bodies are still arriving that one address may have at once without
+# credentials (see BodyGate).
+BODIES_PER_ADDRESS = 8
 
 
 def listen_backlog() -> int:
@@ -103,6 +108,63 @@ class WaitPool:
                 self.idle += 1
 
 
+def has_body(environ: dict) -> bool:
+    """Whether a request comes with a body to read (a length over 0, or chunks)."""
+    length = environ.get("CONTENT_LENGTH") or ""
+    return (length not in ("", "0")
+            or "chunked" in environ.get("HTTP_TRANSFER_ENCODING", "").lower())
+
+
+class BodyGate:
+    """A request's body is read on one of granian's threads, which a client sending it
+    slowly (or never) holds as long as it likes: enough such requests would leave none for
+    anyone else. So without credentials that verify (`verified(environ)`), one address may
+    have at most `most` requests with bodies in progress at once; more are refused at once
+    (429), before their bodies are read. Local callers (loopback, the unix socket) are not
+    counted: they may do more than this already."""
+
+    def __init__(self, verified: Callable[[dict], bool], most: int = BODIES_PER_ADDRESS):
+        self.verified = verified
+        self.most = most
+        self._lock = threading.Lock()
+        self._open: dict[str, int] = {}  # address -> requests with bodies in progress
+
+    def admit(self, environ: dict) -> str | bool | None:
+        """None: not counted; an address: counted (call `done` with it); False: refused."""
+        if not has_body(environ):
+            return None
+        address = environ.get("REMOTE_ADDR") or ""
+        if _local(address) or self.verified(environ):
+            return None
+        with self._lock:
+            if self._open.get(address, 0) >= self.most:
+                return False
+            self._open[address] = self._open.get(address, 0) + 1
+        return address
+
+    def done(self, address: str) -> None:
+        with self._lock:
+            left = self._open.get(address, 0) - 1
+            if left > 0:
+                self._open[address] = left
+            else:
+                self._open.pop(address, None)
+
+
+def _local(address: str) -> bool:
+    if not address:  # the unix socket
+        return True
+    try:
+        return ipaddress.ip_address(address.split("%", 1)[0]).is_loopback
+    except ValueError:
+        return False
+
+
+BUSY = json.dumps({"error": {"code": "too_many_requests", "message": (
+    f"this address already has {BODIES_PER_ADDRESS} requests whose bodies are still "
+    "arriving: wait for one to end, or send a token (Authorization: Bearer TOKEN)")}}).encode()
+
+
 class _Started:
     """start_response for granian: keeps the status as a number and the headers."""
 
@@ -159,9 +221,10 @@ class Dispatcher:
     """What granian calls for each request, `(protocol, environ)`: short requests are answered
     on the calling thread, waiting ones on the WaitPool's."""
 
-    def __init__(self, app: Callable, most_waiting: int):
+    def __init__(self, app: Callable, most_waiting: int, gate: BodyGate | None = None):
         self.app = app
         self.waiting = WaitPool(most_waiting)
+        self.gate = gate
         # what every environ holds; granian's own wrapper would copy os.environ in as well
         self.base = {"GATEWAY_INTERFACE": "CGI/1.1", "SCRIPT_NAME": "",
                      "SERVER_SOFTWARE": "blanket", "wsgi.version": (1, 0),
@@ -170,14 +233,23 @@ class Dispatcher:
 
     def __call__(self, proto, scope: dict) -> None:
         environ = self.base | scope
-        if waits(environ):
-            # granian ends a request's body stream once this call returns: read it here (up
-            # to one byte past its route's limit, which RequestFront then refuses).
-            stream = environ["wsgi.input"]
-            environ["wsgi.input"] = io.BytesIO(stream.read(body_limit(environ) + 1))
-            self.waiting.submit(lambda: self.answer(proto, environ))
-        else:
-            self.answer(proto, environ)
+        counted = self.gate.admit(environ) if self.gate is not None else None
+        if counted is False:
+            proto.response_bytes(429, [("Content-Type", "application/json"),
+                                       ("Retry-After", "1"), ("Connection", "close")], BUSY)
+            return
+        try:
+            if waits(environ):
+                # granian ends a request's body stream once this call returns: read it here
+                # (up to one byte past its route's limit, which RequestFront then refuses).
+                stream = environ["wsgi.input"]
+                environ["wsgi.input"] = io.BytesIO(stream.read(body_limit(environ) + 1))
+                self.waiting.submit(lambda: self.answer(proto, environ))
+            else:
+                self.answer(proto, environ)
+        finally:
+            if counted:
+                self.gate.done(counted)  # type: ignore[union-attr]
 
     def answer(self, proto, environ: dict) -> None:
         started = _Started()

@@ -19,11 +19,12 @@ import structlog
 from blanket.config.settings import Settings
 from blanket.errors import InvalidInput
 from blanket.server import cpus
+from blanket.server.api.access import credentials_verify
 from blanket.server.api.app import make_app
 from blanket.server.api.browser import BrowserGuard, server_names
 from blanket.server.api.front import RequestFront
 from blanket.server.api.meter import RequestMeter
-from blanket.server.httppool import Dispatcher
+from blanket.server.httppool import BodyGate, Dispatcher
 from blanket.server.inbox import Inbox
 from blanket.server.listeners import (
     Listener,
@@ -85,7 +86,9 @@ class Server:
         guarded = BrowserGuard(self.app, server_names(settings), settings.allowed_origins)
         metered = RequestMeter(RequestFront(guarded), self.services.metrics)
         # Short requests run on granian's threads, waiting ones on the dispatcher's pool.
-        self.dispatcher = Dispatcher(metered, max(settings.threads, settings.max_threads))
+        # A slow body without credentials may hold only so many of granian's threads.
+        self.dispatcher = Dispatcher(metered, max(settings.threads, settings.max_threads),
+                                     BodyGate(credentials_verify(self.services.tokens)))
         # TCP and/or a unix socket, each a granian worker in this process.
         self.https: list[Listener] = make_http_servers(settings, self.dispatcher)
         self.http = self.https[0]

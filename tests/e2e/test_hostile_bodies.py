@@ -6,6 +6,9 @@ from __future__ import annotations
 
 import http.client
 import json
+import os
+import select
+import socket
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -13,7 +16,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tests.conftest import ServerProcess
+from blanket.client import Client
+from tests.conftest import ServerProcess, wait_until
 
 ECHO = 'command = "echo hi"\n'
 
@@ -149,3 +153,54 @@ def test_random_json_to_worker_and_task_routes_never_fails_the_server(target: Ta
     path = route.format(worker=target.worker, task=target.task)
     status, answer = target.send("POST", path, json.dumps(body, allow_nan=True))
     assert status < 500, (path, body, answer[:300])
+
+
+def outside_address() -> str:
+    """This machine's address on its network (not loopback), as a remote client reaches it."""
+    probe = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    try:
+        probe.connect(("192.0.2.1", 9))  # no packet is sent: this only picks the route
+        address = probe.getsockname()[0]
+    except OSError:
+        address = ""
+    finally:
+        probe.close()
+    if not address or address.startswith("127."):
+        message = "this test needs a network address other than loopback"
+        if os.environ.get("CI") == "true":
+            pytest.fail(message)
+        pytest.skip(message)
+    return address
+
+
+def test_slow_bodies_from_one_address_cannot_hold_every_thread(make_server):
+    """A request's body is read on one of the server's threads: 100 connections that each
+    send a body's first byte and nothing more would hold them all, and the server would
+    answer no one (workers included). Without credentials, one address gets 8 at most;
+    the others are refused at once, and the server goes on answering."""
+    address = outside_address()
+    server = make_server(types={"echo": ECHO}, extra_args=("--host", "0.0.0.0"), env={
+        "BLANKET_ANONYMOUS": "none", "BLANKET_INSECURE": "true",
+        "BLANKET_SERVER_NAMES": address})
+    held = []
+    try:
+        for _ in range(100):  # /login reads the body of anyone: it is how one signs in
+            connection = socket.create_connection((address, server.port))
+            connection.sendall(f"POST /login HTTP/1.1\r\nHost: {address}\r\n"
+                               "Content-Type: application/json\r\nContent-Length: 1000\r\n\r\n{"
+                               .encode())
+            held.append(connection)
+        remote = Client(f"http://{address}:{server.port}", timeout=10)
+        assert remote.request("GET", "/health", ok=(503,))[0] == 200
+        # a caller with a token is not counted: a worker's reports still get through
+        worker = Client(f"http://{address}:{server.port}", timeout=10,
+                        token=server.token("w", "worker"))
+        assert worker.post("/worker/", {"tags": [], "host": "h", "pid": 1})["id"]
+        # the 92 refused got their answer at once; the 8 admitted still wait for their bodies
+        answered = wait_until(lambda: len(select.select(held, [], [], 0.1)[0]) >= 92 and
+                              select.select(held, [], [], 0.1)[0], timeout=10)
+        assert len(answered) == 92
+        assert all(c.recv(4096).startswith(b"HTTP/1.1 429 ") for c in answered)
+    finally:
+        for connection in held:
+            connection.close()

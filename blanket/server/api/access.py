@@ -11,6 +11,7 @@ from __future__ import annotations
 import base64
 import binascii
 import hmac
+from collections.abc import Callable
 
 import bottle
 
@@ -95,6 +96,18 @@ class Access:
                 raise Forbidden(f"a signed-in page must send its {CSRF_HEADER} header with "
                                 "every change; reload the page")
         return caller
+
+
+def credentials_verify(tokens: Tokens) -> Callable[[dict], bool]:
+    """Whether a request's credentials (header or session cookie) are a live token, from its
+    environ alone, before any route runs (BodyGate asks)."""
+    def verified(environ: dict) -> bool:
+        try:
+            presented, _ = _credentials(bottle.BaseRequest(environ))
+            return presented is not None and tokens.verify(presented) is not None
+        except (Unauthorized, Forbidden):
+            return False
+    return verified
 
 
 def refusal(caller: Identity, need: str | tuple[str, ...]) -> Unauthorized | Forbidden:
