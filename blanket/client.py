@@ -49,6 +49,7 @@ class Client:
         certificate is checked against (else the system's authorities)."""
         self.base_url = base_url.rstrip("/")
         self.timeout = timeout
+        self._trust = (ca, fingerprint)
         # Every request carries the token, if any (Authorization: Bearer).
         self.headers = {"Authorization": f"Bearer {token}"} if token else {}
         self.target = parse_target(self.base_url, ca, fingerprint)
@@ -56,6 +57,12 @@ class Client:
                                      timeout=urllib3.Timeout(connect=5.0, read=timeout),
                                      headers=self.headers)
         self._connections = _Connections(self.target, maxsize, self.headers)
+
+    def with_token(self, token: str | None) -> Client:
+        """A client of the same server, trusting its certificate the same way, that sends
+        `token`."""
+        return Client(self.base_url, self.timeout, token=token, ca=self._trust[0],
+                      fingerprint=self._trust[1])
 
     def request(self, method: str, path: str, *, body: Any = None,
                 fields: Any = None, timeout: float | None = None,

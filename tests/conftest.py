@@ -46,6 +46,10 @@ def wait_until(check, timeout: float = 10.0, interval: float = 0.02):
         time.sleep(interval)
 
 
+class PortTaken(Exception):
+    """The server could not bind its port: another process took it first."""
+
+
 class ServerProcess:
     """A `blanket server` subprocess in its own directory."""
 
@@ -53,6 +57,7 @@ class ServerProcess:
                  env: dict[str, str] | None = None, listen: tuple[str, ...] = ()):
         self.base = base
         self.port = port or free_port()
+        self.auto_port = port is None  # another may be picked if this one is taken meanwhile
         self.config_dir = base / "conf.d"
         self.data_dir = base / "var"
         self.inbox_dir = base / "inbox"
@@ -88,6 +93,18 @@ class ServerProcess:
         return path
 
     def start(self, wait: bool = True) -> ServerProcess:
+        for _ in range(5):
+            try:
+                return self._start(wait)
+            except PortTaken:
+                # free_port() is free only when asked: a test on another xdist worker may
+                # take it first. A port this test picked for itself is picked again.
+                self.port = free_port()
+                self.url = f"http://127.0.0.1:{self.port}"
+                self.client = Client(self.url, timeout=60)
+        raise AssertionError(f"no free port after 5 tries:\n{self.log_text()}")
+
+    def _start(self, wait: bool) -> ServerProcess:
         address = [f"--listen={a}" for a in self.listen] or ["--port", str(self.port)]
         command = [sys.executable, "-m", "blanket", "server", *address,
                    "--config-dir", str(self.config_dir), "--data-dir", str(self.data_dir),
@@ -113,9 +130,19 @@ class ServerProcess:
 
     def healthy(self) -> bool:
         if self.proc is not None and self.proc.poll() is not None:
-            raise AssertionError(f"server exited {self.proc.returncode}:\n{self.log_text()}")
+            log = self.log_text()
+            if self.auto_port and not self.listen and "already in use" in log:
+                raise PortTaken(self.port)
+            raise AssertionError(f"server exited {self.proc.returncode}:\n{log}")
         try:
-            return self.client.request("GET", "/health", ok=(503,))[0] == 200
+            # With this server's own admin token (written before it listens): another
+            # test's server on the same port (ours failing to bind it) refuses it, 401.
+            token = self.admin_token
+        except OSError:
+            return False
+        try:
+            return self.client.with_token(token).request("GET", "/health",
+                                                         ok=(503,))[0] == 200
         except Exception:
             return False
 
