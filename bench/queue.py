@@ -108,11 +108,14 @@ class Server:
         self.log.close()
 
 
-def submit_many(server: Server, count: int) -> float:
-    """Seconds taken by `count` sequential submissions on one keep-alive connection."""
+def submit_many(server: Server, count: int,
+                send: Callable[[], tuple[int, bytes]] | None = None) -> float:
+    """Seconds taken by `count` sequential submissions on one keep-alive connection: the
+    bench's http.client one, or `send`'s."""
+    send = send or (lambda: server.request("POST", "/task/", TASK))
     start = time.perf_counter()
     for _ in range(count):
-        status, body = server.request("POST", "/task/", TASK)
+        status, body = send()
         if status != 201:
             raise SystemExit(f"submission failed: {status} {body[:200]!r}")
     return time.perf_counter() - start
@@ -140,25 +143,14 @@ def submit_in_parallel(server: Server, count: int, connections: int) -> float:
     return time.perf_counter() - start
 
 
-def submit_with_blanket_client(server: Server, count: int) -> float:
-    """Seconds taken by `count` sequential submissions through blanket's own client (what
-    `blanket submit` and a script importing blanket.client use: one kept-alive socket, no
-    http.client), the same requests as submit_many's."""
-    client = Client(f"http://127.0.0.1:{server.port}", timeout=60)
-    start = time.perf_counter()
-    for _ in range(count):
-        status, body = client.send("POST", "/task/", TASK)
-        if status != 201:
-            raise SystemExit(f"submission failed: {status} {body[:200]!r}")
-    return time.perf_counter() - start
-
-
 def bench_submissions(base: Path, count: int) -> None:
     server = Server(base / "submit")
     try:
         submit_many(server, 200)  # warm-up: imports, caches, the first WAL pages
         seconds = submit_many(server, count)
-        lean = submit_with_blanket_client(server, count)
+        # blanket's own client, as `blanket submit` and a script importing it use
+        client = Client(f"http://127.0.0.1:{server.port}", timeout=60)
+        lean = submit_many(server, count, lambda: client.send("POST", "/task/", TASK))
         parallel = submit_in_parallel(server, count, 4)
     finally:
         server.stop()
