@@ -121,34 +121,41 @@ class BodyGate:
     anyone else. So without credentials that verify (`verified(environ)`), one address may
     have at most `most` requests with bodies in progress at once; more are refused at once
     (429), before their bodies are read. Local callers (loopback, the unix socket) are not
-    counted: they may do more than this already."""
+    counted: they may do more than this already. The default counts no one."""
 
-    def __init__(self, verified: Callable[[dict], bool], most: int = BODIES_PER_ADDRESS):
+    def __init__(self, verified: Callable[[dict], bool] = lambda environ: True,
+                 most: int = BODIES_PER_ADDRESS):
         self.verified = verified
         self.most = most
         self._lock = threading.Lock()
         self._open: dict[str, int] = {}  # address -> requests with bodies in progress
+        self.refusal = json.dumps({"error": {"code": "too_many_requests", "message": (
+            f"this address already has {most} requests whose bodies are still arriving: "
+            "wait for one to end, or send a token (Authorization: Bearer TOKEN)")}}).encode()
 
-    def admit(self, environ: dict) -> str | bool | None:
-        """None: not counted; an address: counted (call `done` with it); False: refused."""
+    def admit(self, environ: dict) -> str | None:
+        """None: refused; else what to hand `done` once the body is read (the address
+        counted, or "" for a request not counted)."""
         if not has_body(environ):
-            return None
+            return ""
         address = environ.get("REMOTE_ADDR") or ""
         if _local(address) or self.verified(environ):
-            return None
+            return ""
         with self._lock:
             if self._open.get(address, 0) >= self.most:
-                return False
+                return None
             self._open[address] = self._open.get(address, 0) + 1
         return address
 
-    def done(self, address: str) -> None:
+    def done(self, counted: str) -> None:
+        if not counted:
+            return
         with self._lock:
-            left = self._open.get(address, 0) - 1
+            left = self._open.get(counted, 0) - 1
             if left > 0:
-                self._open[address] = left
+                self._open[counted] = left
             else:
-                self._open.pop(address, None)
+                self._open.pop(counted, None)
 
 
 def _local(address: str) -> bool:
@@ -158,11 +165,6 @@ def _local(address: str) -> bool:
         return ipaddress.ip_address(address.split("%", 1)[0]).is_loopback
     except ValueError:
         return False
-
-
-BUSY = json.dumps({"error": {"code": "too_many_requests", "message": (
-    f"this address already has {BODIES_PER_ADDRESS} requests whose bodies are still "
-    "arriving: wait for one to end, or send a token (Authorization: Bearer TOKEN)")}}).encode()
 
 
 class _Started:
@@ -224,7 +226,7 @@ class Dispatcher:
     def __init__(self, app: Callable, most_waiting: int, gate: BodyGate | None = None):
         self.app = app
         self.waiting = WaitPool(most_waiting)
-        self.gate = gate
+        self.gate = gate or BodyGate()
         # what every environ holds; granian's own wrapper would copy os.environ in as well
         self.base = {"GATEWAY_INTERFACE": "CGI/1.1", "SCRIPT_NAME": "",
                      "SERVER_SOFTWARE": "blanket", "wsgi.version": (1, 0),
@@ -233,10 +235,11 @@ class Dispatcher:
 
     def __call__(self, proto, scope: dict) -> None:
         environ = self.base | scope
-        counted = self.gate.admit(environ) if self.gate is not None else None
-        if counted is False:
+        counted = self.gate.admit(environ)
+        if counted is None:
             proto.response_bytes(429, [("Content-Type", "application/json"),
-                                       ("Retry-After", "1"), ("Connection", "close")], BUSY)
+                                       ("Retry-After", "1"), ("Connection", "close")],
+                                 self.gate.refusal)
             return
         try:
             if waits(environ):
@@ -248,8 +251,7 @@ class Dispatcher:
             else:
                 self.answer(proto, environ)
         finally:
-            if counted:
-                self.gate.done(counted)  # type: ignore[union-attr]
+            self.gate.done(counted)
 
     def answer(self, proto, environ: dict) -> None:
         started = _Started()

@@ -214,7 +214,7 @@ def test_one_address_without_credentials_may_send_only_so_many_bodies_at_once():
     gate = BodyGate(lambda environ: False, most=2)
     first, second = gate.admit(_posting("198.51.100.7")), gate.admit(_posting("198.51.100.7"))
     assert (first, second) == ("198.51.100.7", "198.51.100.7")
-    assert gate.admit(_posting("198.51.100.7")) is False  # a third waits for one to end
+    assert gate.admit(_posting("198.51.100.7")) is None  # a third waits for one to end
     assert gate.admit(_posting("198.51.100.8")) == "198.51.100.8"  # another address
     gate.done("198.51.100.7")
     assert gate.admit(_posting("198.51.100.7")) == "198.51.100.7"
@@ -230,7 +230,7 @@ def test_bodiless_local_and_credentialed_requests_are_not_counted():
                     {"REMOTE_ADDR": "198.51.100.7"},
                     _posting("127.0.0.1"), _posting("::1"), _posting(""),  # "" is the socket
                     _posting("198.51.100.7", HTTP_AUTHORIZATION="Bearer good")):
-        assert gate.admit(environ) is None, environ
-    assert gate.admit(_posting("198.51.100.7", HTTP_AUTHORIZATION="Bearer bad")) is False
+        assert gate.admit(environ) == "", environ  # not counted
+    assert gate.admit(_posting("198.51.100.7", HTTP_AUTHORIZATION="Bearer bad")) is None
     assert has_body({"HTTP_TRANSFER_ENCODING": "chunked"})
     assert not has_body({"CONTENT_LENGTH": "0"}) and not has_body({})
