@@ -42,6 +42,7 @@ bench: $(STAMP)
 	$(BIN)/python -P bench/catalog.py
 	$(BIN)/python -P bench/queue.py
 	$(BIN)/python -P bench/throughput.py --rounds 3
+	$(BIN)/python -P bench/interfaces.py
 	$(BIN)/python -P bench/schedule.py
 	$(BIN)/python -P bench/inbox.py
 	$(BIN)/python -P bench/taskpage.py
