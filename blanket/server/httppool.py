@@ -5,7 +5,13 @@ long poll: `?wait=`, a followed log) would hold one of those threads for its who
 short request could queue behind held long polls until one of them ends (seen once in 24
 runs: a GET waited ~30 s). Waiting requests are therefore handed at once to a pool of our own
 (`WaitPool`) that starts a thread whenever fewer are free than requests wait for one; granian's
-threads only run short requests."""
+threads only run short requests.
+
+An answer streamed chunk by chunk (a download: a log, a task's file, a version bundle) is
+also sent from a pool of our own (`Dispatcher.streams`): granian takes each chunk on the
+thread that hands it the body and waits there while the client reads, so a client reading
+slowly (or not at all) would hold one of the short requests' threads for as long as it
+likes."""
 
 from __future__ import annotations
 
@@ -63,8 +69,13 @@ class WaitPool:
     that counts the free ones, so two jobs arriving together get two threads. A thread idle
     for `idle_timeout` seconds stops."""
 
-    def __init__(self, most: int, idle_timeout: float = SHRINK_AFTER):
+    def __init__(self, most: int, idle_timeout: float = SHRINK_AFTER,
+                 holding: str = "waiting requests", queued: str = "long polls",
+                 name: str = "blanket wait"):
         self.most = most
+        self.name = name  # of its threads
+        self.holding = holding  # what its threads hold, and what queues when they are all
+        self.queued = queued  # taken, for the warning
         self.idle_timeout = idle_timeout
         self._ready = threading.Condition(threading.Lock())
         self._jobs: deque[Callable[[], object]] = deque()
@@ -79,12 +90,13 @@ class WaitPool:
                 if self.threads < self.most:
                     self.threads += 1
                     self.idle += 1
-                    threading.Thread(target=self._run, name="blanket wait", daemon=True).start()
+                    threading.Thread(target=self._run, name=self.name,
+                                     daemon=True).start()
                 elif not self._warned_full:
                     self._warned_full = True
-                    log.warning("every thread for waiting requests is taken and max_threads is "
-                                "reached: long polls queue until one ends; raise max_threads",
-                                max_threads=self.most)
+                    log.warning(f"every thread for {self.holding} is taken and max_threads "
+                                f"is reached: {self.queued} queue until one ends; raise "
+                                "max_threads", max_threads=self.most)
             self._ready.notify()
 
     def _run(self) -> None:
@@ -221,11 +233,14 @@ class _Delivered:
 
 class Dispatcher:
     """What granian calls for each request, `(protocol, environ)`: short requests are answered
-    on the calling thread, waiting ones on the WaitPool's."""
+    on the calling thread, waiting ones on the WaitPool's; a streamed answer to a short
+    request is sent from a thread of `streams`."""
 
     def __init__(self, app: Callable, most_waiting: int, gate: BodyGate | None = None):
         self.app = app
         self.waiting = WaitPool(most_waiting)
+        self.streams = WaitPool(most_waiting, holding="streamed answers",
+                                queued="downloads", name="blanket stream")
         self.gate = gate or BodyGate()
         # what every environ holds; granian's own wrapper would copy os.environ in as well
         self.base = {"GATEWAY_INTERFACE": "CGI/1.1", "SCRIPT_NAME": "",
@@ -247,13 +262,14 @@ class Dispatcher:
                 # (up to one byte past its route's limit, which RequestFront then refuses).
                 stream = environ["wsgi.input"]
                 environ["wsgi.input"] = io.BytesIO(stream.read(body_limit(environ) + 1))
-                self.waiting.submit(lambda: self.answer(proto, environ))
+                self.waiting.submit(lambda: self.answer(proto, environ, pooled=True))
             else:
                 self.answer(proto, environ)
         finally:
             self.gate.done(counted)
 
-    def answer(self, proto, environ: dict) -> None:
+    def answer(self, proto, environ: dict, pooled: bool = False) -> None:
+        """Run the app and hand granian its answer; `pooled`: on a thread of our own."""
         started = _Started()
         try:
             body = self.app(environ, started)
@@ -269,4 +285,10 @@ class Dispatcher:
             finally:
                 close_body(body)
             return
-        proto.response_iter(started.status, started.headers, _Delivered(body, undelivered))
+        delivered = _Delivered(body, undelivered)
+        if whole is None and not pooled:
+            # A stream: sent from a thread that may wait as long as its client reads.
+            self.streams.submit(lambda: proto.response_iter(started.status, started.headers,
+                                                            delivered))
+            return
+        proto.response_iter(started.status, started.headers, delivered)

@@ -234,3 +234,25 @@ def test_bodiless_local_and_credentialed_requests_are_not_counted():
     assert gate.admit(_posting("198.51.100.7", HTTP_AUTHORIZATION="Bearer bad")) is None
     assert has_body({"HTTP_TRANSFER_ENCODING": "chunked"})
     assert not has_body({"CONTENT_LENGTH": "0"}) and not has_body({})
+
+
+def test_a_streamed_answer_is_sent_from_a_stream_thread_and_a_whole_one_at_once():
+    """granian takes a streamed body's chunks on the thread that hands it the body, and
+    waits there while the client reads: a short request's stream leaves the calling thread
+    (one of the few that answer short requests) for a thread of its own."""
+    def app(environ, start_response):
+        start_response("200 OK", [("Content-Type", "text/plain")])
+        if "stream" in environ["QUERY_STRING"]:
+            return iter([b"a", b"b"])
+        return [b"whole"]
+
+    dispatcher = Dispatcher(app, most_waiting=10)
+    streamed, whole, held = FakeProtocol(), FakeProtocol(), FakeProtocol()
+    dispatcher(streamed, scope("stream"))
+    dispatcher(whole, scope(""))
+    dispatcher(held, scope("stream&wait=1"))
+    assert streamed.answered.wait(2) and held.answered.wait(2)
+    assert (streamed.body, streamed.thread) == (b"ab", "blanket stream")
+    assert (whole.body, whole.thread) == (b"whole", "MainThread")
+    # a waiting request's stream is already on a thread of its own: it stays there
+    assert (held.body, held.thread) == (b"ab", "blanket wait")
