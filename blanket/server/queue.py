@@ -79,6 +79,14 @@ class Queue:
         task = self.store.claim_task(claim)
         return self._bound(task, claim) if task is not None else None
 
+    def replay_once(self, worker: str, tags: frozenset[str], key: str
+                    ) -> tuple[Task, TaskType] | None:
+        """The task an earlier claim with `key` took for this worker, if it is still claimed
+        (its answer never reached the worker); nothing new is claimed."""
+        claim = replace(self._claim(worker, tags, key=f"claim:{key}"), replay_only=True)
+        task = self.store.claim_task(claim)
+        return self._bound(task, claim) if task is not None else None
+
     def _claim(self, worker: str, tags: frozenset[str], *, reserve: bool = False,
                running: int | None = None, end: int | None = None,
                key: str | None = None) -> Claim:

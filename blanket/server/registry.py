@@ -200,8 +200,9 @@ class WorkerRegistry:
         worker = self.store.get_worker(worker_id)
         if worker is None or worker.state == "stopping":
             return Leave(stop=worker.stop_mode or "finish" if worker else "handback")
-        if not worker.takes_tasks:  # paused
-            return None
+        if not worker.takes_tasks:  # paused: nothing new, but a claim from before the pause
+            # whose answer never came is answered again (else it waits to count as lost)
+            return None if key is None else self.queue.replay_once(worker_id, tags, key)
         return self.queue.claim_once(worker_id, tags, key)
 
     def _takes_tasks(self, worker_id: str) -> bool:

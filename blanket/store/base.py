@@ -160,6 +160,9 @@ class Claim:
     # The claim's key, the same when its worker asks again for an answer it never got: a
     # task still claimed for this worker under this key is that answer (see claim_key).
     key: str | None = None
+    # Only that answer, if there is one: nothing new is claimed (a paused worker asking again
+    # for what an earlier claim took before the pause).
+    replay_only: bool = False
 
 
 @dataclass(frozen=True)

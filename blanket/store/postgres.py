@@ -335,7 +335,7 @@ class PostgresStore(SqlVerbs):
     def claim_task(self, claim: Claim) -> Task | None:
         with self._tx(durable=False) as cur:
             row = replayed_in(cur, Q, claim) if claim.key is not None else None
-            if row is None:
+            if row is None and not claim.replay_only:
                 row = _claim_in(cur, claim)
         return task_from_row(row) if row else None
 

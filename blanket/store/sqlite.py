@@ -269,7 +269,7 @@ class SQLiteStore(SqlVerbs):
         # never get lost. Not waiting for the disk here takes an fsync off every start.
         with self._tx(durable=False) as db:
             row = replayed_in(db, Q, claim) if claim.key is not None else None
-            if row is None:
+            if row is None and not claim.replay_only:
                 row = _claim_in(db, claim)
         if row is not None and self._wal:
             self._wal.sync_wanted()  # the task's submission may still be on its way to disk

@@ -346,6 +346,25 @@ def test_a_claim_asked_again_with_its_key_is_answered_the_same_task(make_server)
     assert status == 204
 
 
+def test_a_paused_worker_asking_again_with_its_key_gets_that_claim_and_nothing_new(
+        make_server):
+    """The pause came between a claim and its lost answer: the task claimed before the pause
+    is answered again (as a running task goes on while paused), rather than left claimed
+    until it counts as lost; a new claim takes nothing."""
+    server = make_server(types={"echo": ECHO})
+    worker = register(server)
+    first, second = (server.client.post("/task/", {"type": "echo"}) for _ in range(2))
+    taken = server.client.post(f"/worker/{worker}/claim?wait=0&key=k-1")["task"]
+    server.client.post(f"/worker/{worker}/pause")
+    again = server.client.post(f"/worker/{worker}/claim?wait=0&key=k-1")["task"]
+    assert taken["id"] == first["id"]
+    assert (again["id"], again["token"]) == (taken["id"], taken["token"])
+    assert server.client.get(f"/worker/{worker}")["task"] == taken["id"]
+    status, _ = server.client.request("POST", f"/worker/{worker}/claim?wait=0&key=k-2")
+    assert status == 204
+    assert server.client.get(f"/task/{second['id']}")["state"] == "QUEUED"
+
+
 @pytest.mark.parametrize("key", ["a" * 65, "a/b", "a%20b", "%C3%A9", "a%00"])
 def test_a_claim_key_outside_its_limits_is_refused_saying_what_it_may_be(make_server, key):
     server = make_server(types={"echo": ECHO})
