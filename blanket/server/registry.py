@@ -199,11 +199,24 @@ class WorkerRegistry:
         """Checked on every wake-up: leave when asked to stop, hold while paused, else claim."""
         worker = self.store.get_worker(worker_id)
         if worker is None or worker.state == "stopping":
+            if worker is not None and key is not None:
+                self._give_back(worker_id, tags, key)
             return Leave(stop=worker.stop_mode or "finish" if worker else "handback")
         if not worker.takes_tasks:  # paused: nothing new, but a claim from before the pause
             # whose answer never came is answered again (else it waits to count as lost)
             return None if key is None else self.queue.replay_once(worker_id, tags, key)
         return self.queue.claim_once(worker_id, tags, key)
+
+    def _give_back(self, worker_id: str, tags: frozenset[str], key: str) -> None:
+        """A worker told to stop asks again for a claim whose answer it never got: it will
+        not run that task, so the task goes back to the queue now, its attempt unspent,
+        rather than stay claimed until it counts as lost. (It cannot be running: its worker
+        never learnt of it.)"""
+        found = self.queue.replay_once(worker_id, tags, key)
+        if found is not None:
+            task = found[0]
+            self.queue.release(task.id, task.token or "")
+            log.info("claim never answered given back", task=task.id, worker=worker_id)
 
     def _takes_tasks(self, worker_id: str) -> bool:
         worker = self.store.get_worker(worker_id)

@@ -365,6 +365,23 @@ def test_a_paused_worker_asking_again_with_its_key_gets_that_claim_and_nothing_n
     assert server.client.get(f"/task/{second['id']}")["state"] == "QUEUED"
 
 
+def test_a_worker_told_to_stop_asking_again_with_its_key_gives_that_claim_back(make_server):
+    """The stop came between a claim and its lost answer: the worker leaves without the
+    task, which goes back to the queue at once with its attempt unspent, rather than stay
+    claimed by no one until it counts as lost."""
+    server = make_server(types={"echo": ECHO})
+    worker = register(server)
+    first = server.client.post("/task/", {"type": "echo"})
+    taken = server.client.post(f"/worker/{worker}/claim?wait=0&key=k-1")["task"]
+    server.client.request("DELETE", f"/worker/{worker}?mode=finish")
+    status, _ = server.client.request("POST", f"/worker/{worker}/claim?wait=0&key=k-1",
+                                      ok=(410,))
+    assert status == 410
+    task = server.client.get(f"/task/{first['id']}")
+    assert taken["id"] == first["id"]
+    assert (task["state"], task["attempt"], task["worker"]) == ("QUEUED", 0, None)
+
+
 @pytest.mark.parametrize("key", ["a" * 65, "a/b", "a%20b", "%C3%A9", "a%00"])
 def test_a_claim_key_outside_its_limits_is_refused_saying_what_it_may_be(make_server, key):
     server = make_server(types={"echo": ECHO})
