@@ -1353,6 +1353,10 @@ def test_a_claim_asked_again_with_its_key_gets_the_same_task_and_token(store: St
     assert again is not None and (again.id, again.token, again.attempt) == (
         taken.id, taken.token, taken.attempt)
     assert store.get_worker("w1").task == first.id  # type: ignore[union-attr]
+    # A claim that may only replay (a paused worker's) gets it too, and nothing new.
+    replayed = store.claim_task(keyed("claim:k1", replay_only=True))
+    assert replayed is not None and (replayed.id, replayed.token) == (taken.id, taken.token)
+    assert store.claim_task(keyed("claim:k2", replay_only=True)) is None
     other = store.claim_task(keyed("claim:k2"))  # a new key is a new claim
     assert other is not None and other.id == second.id
 
@@ -1371,19 +1375,6 @@ def test_a_claim_key_answers_only_its_own_worker_and_only_while_claimed(store: S
     store.mark_started(first.id, taken.token or "", 7, NOW + 1)
     later = store.claim_task(keyed("claim:k1"))
     assert later is not None and later.id == third.id and later.token != taken.token
-
-
-def test_a_claim_that_may_only_replay_takes_nothing_new(store: Store) -> None:
-    # A paused worker asking again for an answer it never got: that task, else nothing.
-    store.save_worker(worker())
-    first = store.add_task(new_task(score=1))
-    second = store.add_task(new_task(score=2))
-    taken = store.claim_task(keyed("claim:k1"))
-    assert taken is not None and taken.id == first.id
-    again = store.claim_task(keyed("claim:k1", replay_only=True))
-    assert again is not None and (again.id, again.token) == (taken.id, taken.token)
-    assert store.claim_task(keyed("claim:k2", replay_only=True)) is None
-    assert store.get_task(second.id).state is TaskState.QUEUED  # type: ignore[union-attr]
 
 
 def test_a_released_task_is_no_answer_to_its_claim_key(store: Store) -> None:
