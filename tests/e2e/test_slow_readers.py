@@ -41,3 +41,18 @@ def test_clients_that_stop_reading_downloads_leave_the_server_answering(make_ser
     finally:
         for reader in readers:
             reader.close()
+
+
+def test_a_followed_log_sent_from_a_stream_thread_arrives_whole(make_server):
+    """`?%66ollow` is `?follow` to the route but not to the dispatcher's look at the raw query,
+    so the events are a short request's stream, sent from a thread that did not run the route:
+    each event still arrives (Bottle would encode text chunks by the route thread's response)."""
+    server = make_server(types={"lines": 'command = "printf \'one\\\\ntwo\\\\nthree\\\\n\'"\n'})
+    make_server.worker(server)
+    task = server.client.post("/task/?wait=60", {"type": "lines"})
+    assert task["state"] == "SUCCESS", task
+    for query in ("follow", "%66ollow"):
+        status, body = server.client.request("GET", f"/task/{task['id']}/log/stdout?{query}")
+        assert status == 200
+        assert body.split("\n\n")[:4] == [
+            "data: one", "data: two", "data: three", "event: end\ndata: SUCCESS"], query

@@ -347,8 +347,10 @@ class TaskRoutes:
             raise NotFound(f"task {task.id} has no {stream} log yet")
         return serve_task_file(path.parent, path.name, Masker.of(task))
 
-    def follow_log(self, task_id: int, path: Path, masker: Masker) -> Iterator[str]:
-        """Server-sent events: each new line as a `data:` event, then `event: end`."""
+    def follow_log(self, task_id: int, path: Path, masker: Masker) -> Iterator[bytes]:
+        """Server-sent events: each new line as a `data:` event, then `event: end`. Bytes,
+        not text: Bottle encodes text chunks by its thread-local response, and a stream may
+        be sent from another thread than the one that ran the route (httppool.py)."""
         offset = 0
         partial = b""
         while True:
@@ -362,11 +364,11 @@ class TaskRoutes:
             lines = (partial + chunk).split(b"\n")
             partial = lines.pop()
             for line in lines:
-                yield f"data: {masker.mask(line).decode(errors='replace')}\n\n"
+                yield f"data: {masker.mask(line).decode(errors='replace')}\n\n".encode()
             if task is None or has_ended(task):
                 if partial:
-                    yield f"data: {masker.mask(partial).decode(errors='replace')}\n\n"
-                yield f"event: end\ndata: {task.state.value if task else 'REMOVED'}\n\n"
+                    yield f"data: {masker.mask(partial).decode(errors='replace')}\n\n".encode()
+                yield f"event: end\ndata: {task.state.value if task else 'REMOVED'}\n\n".encode()
                 return
             if not chunk:
                 self.s.wakeups.wait_for(lambda: None, 0.25, topics=(task_topic(task_id),))
