@@ -85,19 +85,32 @@ class WaitPool:
 
     def submit(self, job: Callable[[], object]) -> None:
         with self._ready:
-            self._jobs.append(job)
-            if len(self._jobs) > self.idle:
-                if self.threads < self.most:
-                    self.threads += 1
-                    self.idle += 1
-                    threading.Thread(target=self._run, name=self.name,
-                                     daemon=True).start()
-                elif not self._warned_full:
-                    self._warned_full = True
-                    log.warning(f"every thread for {self.holding} is taken and max_threads "
-                                f"is reached: {self.queued} queue until one ends; raise "
-                                "max_threads", max_threads=self.most)
-            self._ready.notify()
+            self._add(job)
+
+    def _add(self, job: Callable[[], object]) -> None:
+        """Queue `job`, starting a thread for it if none is free (under the lock)."""
+        self._jobs.append(job)
+        if len(self._jobs) > self.idle:
+            if self.threads < self.most:
+                self.threads += 1
+                self.idle += 1
+                threading.Thread(target=self._run, name=self.name,
+                                 daemon=True).start()
+            elif not self._warned_full:
+                self._warned_full = True
+                log.warning(f"every thread for {self.holding} is taken and max_threads "
+                            f"is reached: {self.queued} queue until one ends; raise "
+                            "max_threads", max_threads=self.most)
+        self._ready.notify()
+
+    def try_submit(self, job: Callable[[], object]) -> bool:
+        """Run `job` on a free thread, or a new one below `most`; False (nothing queued)
+        when every thread is taken."""
+        with self._ready:
+            if len(self._jobs) >= self.idle and self.threads >= self.most:
+                return False
+            self._add(job)
+        return True
 
     def _run(self) -> None:
         while True:
@@ -286,9 +299,9 @@ class Dispatcher:
                 close_body(body)
             return
         delivered = _Delivered(body, undelivered)
-        if whole is None and not pooled:
-            # A stream: sent from a thread that may wait as long as its client reads.
-            self.streams.submit(lambda: proto.response_iter(started.status, started.headers,
-                                                            delivered))
+        # A stream: sent from a thread that may wait as long as its client reads; when
+        # every such thread is taken, from this one (nothing queues holding a file open).
+        if whole is None and not pooled and self.streams.try_submit(
+                lambda: proto.response_iter(started.status, started.headers, delivered)):
             return
         proto.response_iter(started.status, started.headers, delivered)

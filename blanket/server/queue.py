@@ -87,6 +87,18 @@ class Queue:
         task = self.store.claim_task(claim)
         return self._bound(task, claim) if task is not None else None
 
+    def give_back_keyed(self, worker: str, tags: frozenset[str], key: str) -> Task | None:
+        """Queue again, as it was, the task an earlier claim with `key` took for this worker
+        if it is still claimed; the task given back, or None."""
+        claim = replace(self._claim(worker, tags, key=f"claim:{key}"), replay_only=True)
+        task = self.store.claim_task(claim)
+        if task is None:
+            return None
+        try:
+            return self.release(task.id, task.token or "")
+        except BlanketError:  # released meanwhile (its first answer found no client)
+            return None
+
     def _claim(self, worker: str, tags: frozenset[str], *, reserve: bool = False,
                running: int | None = None, end: int | None = None,
                key: str | None = None) -> Claim:

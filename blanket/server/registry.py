@@ -212,10 +212,8 @@ class WorkerRegistry:
         not run that task, so the task goes back to the queue now, its attempt unspent,
         rather than stay claimed until it counts as lost. (It cannot be running: its worker
         never learnt of it.)"""
-        found = self.queue.replay_once(worker_id, tags, key)
-        if found is not None:
-            task = found[0]
-            self.queue.release(task.id, task.token or "")
+        task = self.queue.give_back_keyed(worker_id, tags, key)
+        if task is not None:
             log.info("claim never answered given back", task=task.id, worker=worker_id)
 
     def _takes_tasks(self, worker_id: str) -> bool:

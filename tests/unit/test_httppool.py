@@ -256,3 +256,28 @@ def test_a_streamed_answer_is_sent_from_a_stream_thread_and_a_whole_one_at_once(
     assert (whole.body, whole.thread) == (b"whole", "MainThread")
     # a waiting request's stream is already on a thread of its own: it stays there
     assert (held.body, held.thread) == (b"ab", "blanket wait")
+
+
+def test_a_stream_finding_every_stream_thread_taken_is_sent_at_once_not_queued():
+    """Queued streams would each hold their file open, without bound: with every stream
+    thread taken, a stream is sent from the calling thread, as a short answer is."""
+    release = threading.Event()
+
+    def app(environ, start_response):
+        start_response("200 OK", [("Content-Type", "text/plain")])
+        return iter([b"a", b"b"])
+
+    class Stuck(FakeProtocol):
+        def response_iter(self, status: int, headers: list, body) -> None:
+            self.thread = threading.current_thread().name
+            self.answered.set()
+            release.wait(5)  # a client that does not read
+            body.close()
+
+    dispatcher = Dispatcher(app, most_waiting=1)
+    stuck, next_one = Stuck(), FakeProtocol()
+    dispatcher(stuck, scope("stream"))
+    assert stuck.answered.wait(2) and stuck.thread == "blanket stream"
+    dispatcher(next_one, scope("stream"))
+    assert (next_one.body, next_one.thread) == (b"ab", "MainThread")
+    release.set()
