@@ -245,6 +245,7 @@ class Slot:
         self.reports.start()
         self._work()
         self.claims.send_pending()
+        self._give_back_unanswered_claim()
         self.claims.release_all()
         self.reports.flush()  # the releases go out before we leave
         self._leave()
@@ -315,6 +316,23 @@ class Slot:
             self.stopping.set()
             return None
         return answer
+
+    def _give_back_unanswered_claim(self) -> None:
+        """A claim whose answer never came when this slot stopped (the connection broke as
+        SIGTERM came): asked once more with its key, the server gives its task back to the
+        queue now, its attempt unspent (410: this worker is stopping), rather than leave it
+        claimed until it counts as lost. A task answered after all is given back too."""
+        key, self._claim_key = self._claim_key, None
+        if key is None or not self.id:
+            return
+        try:
+            answer = self.server.claim(self.id, wait=0, key=key)
+        except (BlanketError, GaveUp, ValueError, Forgotten) as e:
+            log.warning("a claim whose answer never came is not given back; its task counts "
+                        "as lost in time", worker=self.id, problem=str(e))
+            return
+        if isinstance(answer, P.Claimed):
+            self.claims.release(answer)
 
     def _run_claimed(self, claim: P.Claimed) -> None:
         """Run one claimed task. Nothing it does may end the worker: whatever fails while

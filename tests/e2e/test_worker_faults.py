@@ -173,3 +173,45 @@ def test_an_end_report_whose_answer_was_lost_gets_its_claims_when_sent_again(mak
     for task in done:
         folder = server.data_dir / "tasks" / "once" / str(task["id"])
         assert (folder / "runs.log").read_text() == "ran\n"
+
+
+def test_a_claim_answer_lost_as_its_worker_stops_goes_back_to_the_queue_at_once(make_server):
+    """The answer to a claim is lost just as its worker gets SIGTERM. Before it leaves, the
+    worker asks once more with the claim's key, and the server, which knows it is stopping,
+    gives the task back to the queue at once with its attempt unspent, rather than leave it
+    claimed until it counts as lost (a minute here). On the code before, the task stayed
+    CLAIMED by a worker that had gone."""
+    server = make_server(types={"once": ONCE}, env={"BLANKET_LOST_AFTER": "60"})
+    worker: list[subprocess.Popen] = []
+
+    def swallow(request: bytes, answer: bytes) -> bool:
+        if b"/claim?" in request.split(b"\r\n")[0] and answer.startswith(b"HTTP/1.1 200"):
+            worker[0].send_signal(signal.SIGTERM)  # before the answer is dropped
+            return True
+        return False
+
+    proxy = LossyProxy(server.port, swallow)
+    try:
+        env = {**server.env, "BLANKET_TOKEN": server.admin_token}
+        worker.append(subprocess.Popen(
+            [sys.executable, "-m", "blanket", "worker", "--server", proxy.url,
+             "--data-dir", str(server.data_dir)],
+            cwd=server.base, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            start_new_session=True))
+        try:
+            wait_until(lambda: len(server.client.get("/worker/")) == 1, timeout=20)
+            task = server.client.post("/task/", {"type": "once"})
+            assert worker[0].wait(30) == 0
+        finally:
+            if worker[0].poll() is None:
+                os.killpg(worker[0].pid, signal.SIGKILL)
+                worker[0].wait()
+    finally:
+        proxy.close()
+    assert proxy.swallowed is not None
+    after = server.client.get(f"/task/{task['id']}")
+    assert (after["state"], after["attempt"], after["worker"]) == ("QUEUED", 0, None), after
+    assert not (server.data_dir / "tasks" / "once" / str(task["id"]) / "runs.log").exists()
+    make_server.worker(server)  # another worker runs it, as its first attempt
+    done = server.wait_for_task(task["id"], timeout=30)
+    assert (done["state"], done["attempt"]) == ("SUCCESS", 1), done
