@@ -40,6 +40,9 @@ UNDELIVERED = "blanket.undelivered"  # environ key: called when the answer found
 # Requests whose bodies are still arriving that one address may have at once without
 # credentials (see BodyGate).
 BODIES_PER_ADDRESS = 8
+# ... and that every address together may have, as a share of the threads answering short
+# requests: many addresses sending slowly still leave the rest to callers with tokens.
+BODIES_SHARE = 4
 
 
 def listen_backlog() -> int:
@@ -144,43 +147,61 @@ class BodyGate:
     """A request's body is read on one of granian's threads, which a client sending it
     slowly (or never) holds as long as it likes: enough such requests would leave none for
     anyone else. So without credentials that verify (`verified(environ)`), one address may
-    have at most `most` requests with bodies in progress at once; more are refused at once
-    (429), before their bodies are read. Local callers (loopback, the unix socket) are not
-    counted: they may do more than this already. The default counts no one."""
+    have at most `most` requests with bodies in progress at once, and every address together
+    at most `most_in_all` (default: no bound); more are refused at once (429), before their
+    bodies are read. Local callers (loopback, the unix socket) are not counted: they may do
+    more than this already. The default counts no one."""
 
     def __init__(self, verified: Callable[[dict], bool] = lambda environ: True,
-                 most: int = BODIES_PER_ADDRESS):
+                 most: int = BODIES_PER_ADDRESS, most_in_all: int | None = None):
         self.verified = verified
         self.most = most
+        self.most_in_all = most_in_all
         self._lock = threading.Lock()
         self._open: dict[str, int] = {}  # address -> requests with bodies in progress
-        self.refusal = json.dumps({"error": {"code": "too_many_requests", "message": (
+        self._in_all = 0
+        self.refusal = _too_many(
             f"this address already has {most} requests whose bodies are still arriving: "
-            "wait for one to end, or send a token (Authorization: Bearer TOKEN)")}}).encode()
+            "wait for one to end, or send a token (Authorization: Bearer TOKEN)")
+        self.refusal_in_all = _too_many(
+            f"the server already has {most_in_all} requests without a token whose bodies are "
+            "still arriving: try again shortly, or send a token (Authorization: Bearer TOKEN)")
 
     def admit(self, environ: dict) -> str | None:
         """None: refused; else what to hand `done` once the body is read (the address
         counted, or "" for a request not counted)."""
+        return self.check(environ)[0]
+
+    def check(self, environ: dict) -> tuple[str | None, bytes]:
+        """(what `admit` gives, the refusal's body when it is None)."""
         if not has_body(environ):
-            return ""
+            return "", b""
         address = environ.get("REMOTE_ADDR") or ""
         if _local(address) or self.verified(environ):
-            return ""
+            return "", b""
         with self._lock:
             if self._open.get(address, 0) >= self.most:
-                return None
+                return None, self.refusal
+            if self.most_in_all is not None and self._in_all >= self.most_in_all:
+                return None, self.refusal_in_all
             self._open[address] = self._open.get(address, 0) + 1
-        return address
+            self._in_all += 1
+        return address, b""
 
     def done(self, counted: str) -> None:
         if not counted:
             return
         with self._lock:
+            self._in_all -= 1
             left = self._open.get(counted, 0) - 1
             if left > 0:
                 self._open[counted] = left
             else:
                 self._open.pop(counted, None)
+
+
+def _too_many(message: str) -> bytes:
+    return json.dumps({"error": {"code": "too_many_requests", "message": message}}).encode()
 
 
 def _local(address: str) -> bool:
@@ -263,11 +284,11 @@ class Dispatcher:
 
     def __call__(self, proto, scope: dict) -> None:
         environ = self.base | scope
-        counted = self.gate.admit(environ)
+        counted, refusal = self.gate.check(environ)
         if counted is None:
             proto.response_bytes(429, [("Content-Type", "application/json"),
                                        ("Retry-After", "1"), ("Connection", "close")],
-                                 self.gate.refusal)
+                                 refusal)
             return
         try:
             if waits(environ):

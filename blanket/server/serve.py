@@ -24,7 +24,7 @@ from blanket.server.api.app import make_app
 from blanket.server.api.browser import BrowserGuard, server_names
 from blanket.server.api.front import RequestFront
 from blanket.server.api.meter import RequestMeter
-from blanket.server.httppool import BodyGate, Dispatcher
+from blanket.server.httppool import BODIES_SHARE, BodyGate, Dispatcher
 from blanket.server.inbox import Inbox
 from blanket.server.listeners import (
     Listener,
@@ -86,9 +86,12 @@ class Server:
         guarded = BrowserGuard(self.app, server_names(settings), settings.allowed_origins)
         metered = RequestMeter(RequestFront(guarded), self.services.metrics)
         # Short requests run on granian's threads, waiting ones on the dispatcher's pool.
-        # A slow body without credentials may hold only so many of granian's threads.
+        # Slow bodies without credentials may hold only so many of granian's threads: a few
+        # from one address, a quarter of them from all addresses together.
         self.dispatcher = Dispatcher(metered, max(settings.threads, settings.max_threads),
-                                     BodyGate(credentials_verify(self.services.tokens)))
+                                     BodyGate(credentials_verify(self.services.tokens),
+                                              most_in_all=max(1, settings.threads
+                                                              // BODIES_SHARE)))
         # TCP and/or a unix socket, each a granian worker in this process.
         self.https: list[Listener] = make_http_servers(settings, self.dispatcher)
         self.http = self.https[0]

@@ -204,3 +204,36 @@ def test_slow_bodies_from_one_address_cannot_hold_every_thread(make_server):
     finally:
         for connection in held:
             connection.close()
+
+
+def test_slow_bodies_from_every_address_together_leave_threads_for_tokens(make_server):
+    """Many addresses, each under its bound of 8, could still hold every thread together:
+    without credentials, all addresses together get a quarter of the threads that answer
+    short requests (4 of 16 here), and the others are refused at once. One address stands in
+    for many: its own bound (8) is above the server's (4)."""
+    address = outside_address()
+    server = make_server(types={"echo": ECHO}, extra_args=("--host", "0.0.0.0"), env={
+        "BLANKET_ANONYMOUS": "none", "BLANKET_INSECURE": "true", "BLANKET_THREADS": "16",
+        "BLANKET_SERVER_NAMES": address})
+    held = []
+    try:
+        for _ in range(20):
+            connection = socket.create_connection((address, server.port))
+            connection.sendall(f"POST /login HTTP/1.1\r\nHost: {address}\r\n"
+                               "Content-Type: application/json\r\nContent-Length: 1000\r\n\r\n{"
+                               .encode())
+            held.append(connection)
+        answered = wait_until(lambda: len(select.select(held, [], [], 0.1)[0]) >= 16 and
+                              select.select(held, [], [], 0.1)[0], timeout=10)
+        assert len(answered) == 16
+        refusals = [c.recv(4096) for c in answered]
+        assert all(r.startswith(b"HTTP/1.1 429 ") and b"without a token" in r
+                   for r in refusals), refusals[0]
+        worker = Client(f"http://{address}:{server.port}", timeout=10,
+                        token=server.token("w", "worker"))
+        assert worker.post("/worker/", {"tags": [], "host": "h", "pid": 1})["id"]
+        assert Client(f"http://{address}:{server.port}", timeout=10).request(
+            "GET", "/health", ok=(503,))[0] == 200
+    finally:
+        for connection in held:
+            connection.close()

@@ -220,6 +220,22 @@ def test_one_address_without_credentials_may_send_only_so_many_bodies_at_once():
     assert gate.admit(_posting("198.51.100.7")) == "198.51.100.7"
 
 
+def test_every_address_together_may_send_only_so_many_bodies_at_once():
+    """Many addresses sending slowly, each under its own bound, still leave the threads
+    beyond `most_in_all` to callers with tokens."""
+    from blanket.server.httppool import BodyGate
+
+    gate = BodyGate(lambda environ: False, most=2, most_in_all=3)
+    assert [gate.check(_posting(a))[0] for a in ("192.0.2.1", "192.0.2.1", "192.0.2.2")] == [
+        "192.0.2.1", "192.0.2.1", "192.0.2.2"]
+    counted, refusal = gate.check(_posting("192.0.2.3"))  # a new address, over the bound
+    assert counted is None and b"without a token" in refusal
+    assert gate.check(_posting("192.0.2.1"))[1] == gate.refusal  # its own bound first
+    gate.done("192.0.2.1")
+    assert gate.admit(_posting("192.0.2.3")) == "192.0.2.3"
+    assert gate.admit(_posting("192.0.2.4")) is None
+
+
 def test_bodiless_local_and_credentialed_requests_are_not_counted():
     from blanket.server.httppool import BodyGate, has_body
 
