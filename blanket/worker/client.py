@@ -66,15 +66,16 @@ class WorkerClient:
         return self.persist(lambda: P.Registered.from_json(
             self._post(P.REGISTER.path(), request)), giving_up=giving_up)
 
-    def claim(self, worker_id: str, wait: float = CLAIM_WAIT, key: str | None = None
-              ) -> P.Claimed | P.Leave | None:
+    def claim(self, worker_id: str, wait: float = CLAIM_WAIT, key: str | None = None,
+              patience: float = 15.0) -> P.Claimed | P.Leave | None:
         """Long poll for a task: the claim, None when none came within `wait`, Leave when
         the worker was asked to stop; Forgotten when the server does not know it. A claim
-        asked again with the `key` of one whose answer never came gets that one's task."""
+        asked again with the `key` of one whose answer never came gets that one's task.
+        `patience`: seconds past `wait` to wait for the answer."""
         keyed = f"&key={key}" if key else ""
         status, raw = self.client.send(
             "POST", f"{P.CLAIM.path(worker_id=worker_id)}?wait={wait:g}{keyed}", b"{}",
-            timeout=wait + 15, ok=(404, 410))
+            timeout=wait + patience, ok=(404, 410))
         if status == 404:
             raise Forgotten(worker_id)
         if status == 410:

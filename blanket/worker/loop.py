@@ -326,7 +326,8 @@ class Slot:
         if key is None or not self.id:
             return
         try:
-            answer = self.server.claim(self.id, wait=0, key=key)
+            # as long as telling the server this worker stops may take (`_tell_server`)
+            answer = self.server.claim(self.id, wait=0, key=key, patience=5.0)
         except (BlanketError, GaveUp, ValueError, Forgotten) as e:
             log.warning("a claim whose answer never came is not given back; its task counts "
                         "as lost in time", worker=self.id, problem=str(e))
