@@ -329,8 +329,9 @@ class Slot:
             # as long as telling the server this worker stops may take (`_tell_server`)
             answer = self.server.claim(self.id, wait=0, key=key, patience=5.0)
         except (BlanketError, GaveUp, ValueError, Forgotten) as e:
-            log.warning("a claim whose answer never came is not given back; its task counts "
-                        "as lost in time", worker=self.id, problem=str(e))
+            log.warning("could not ask again for a claim whose answer never came; a task "
+                        "the server took for it counts as lost in time", worker=self.id,
+                        problem=str(e))
             return
         if isinstance(answer, P.Claimed):
             self.claims.release(answer)
