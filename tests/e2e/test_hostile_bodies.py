@@ -112,6 +112,19 @@ def test_each_hostile_body_and_header_is_refused_with_a_4xx(target: Target):
         assert json.loads(body)["error"]["message"]  # says what to fix
 
 
+def test_a_path_with_bytes_that_are_not_utf8_is_refused_not_read_without_them(target: Target):
+    """Bottle drops the bytes of a path it cannot decode as UTF-8: `DELETE /task/%FF12`
+    removed task 12. Such a path is refused, and the task stays."""
+    task = target.server.client.post("/task/", {"type": "echo"})["id"]
+    for method, path in (("DELETE", f"/task/%ff{task}"), ("GET", f"/task/{task}%C3"),
+                         ("GET", "/worker/%ff")):
+        status, body = target.send(method, path)
+        assert status == 400 and b"UTF-8" in body, (method, path, status, body)
+    assert target.server.client.get(f"/task/{task}")["state"] == "QUEUED"
+    status, _ = target.send("GET", f"/task/{task}%C3%A9")  # UTF-8 goes on to the route
+    assert status == 400  # (not a task id)
+
+
 def test_nan_not_before_creates_no_task(target: Target):
     before = target.server.client.get("/task/?count")["count"]
     status, _ = target.send("POST", "/task/", '{"type": "echo", "not_before": NaN}')

@@ -78,3 +78,13 @@ def test_every_route_that_reads_a_body_describes_it(app):
     assert many["items"] is one and many["maxItems"] == 10_000  # a bulk submission
     assert "application/x-ndjson" in content
 
+
+
+def test_a_query_value_out_of_range_says_the_range_it_must_be_in():
+    from blanket.server.api.http import _fits
+
+    assert _fits("-1", {"type": "integer", "minimum": 0}) == "must be 0 or more"
+    assert _fits("11", {"type": "integer", "maximum": 10}) == "must be 10 or less"
+    assert _fits("0.5", {"type": "number", "minimum": 1.5, "maximum": 4.0}) == \
+        "must be from 1.5 to 4"
+    assert _fits("5", {"type": "integer", "minimum": 0, "maximum": 10}) is None

@@ -1,5 +1,6 @@
-"""The first look at every request, before any route (a WSGI middleware): header values must
-be ASCII, and a body is counted while it is read and refused past its route's limit."""
+"""The first look at every request, before any route (a WSGI middleware): the path must be
+UTF-8, header values ASCII, and a body is counted while it is read and refused past its
+route's limit."""
 
 from __future__ import annotations
 
@@ -31,7 +32,9 @@ def body_limit(environ: dict) -> int:
 
 
 class RequestFront:
-    """WSGI middleware: 400 for a header value that is not ASCII, 413 for a body over its
+    """WSGI middleware: 400 for a path that is not UTF-8 (Bottle would drop the bytes it
+    cannot decode, so `/task/1%FF2` would act on task 12) or a header value that is not
+    ASCII, 413 for a body over its
     route's limit. granian hands a header value that is not visible ASCII over as an empty
     string, so an empty value (but Host's: HTTP/1.0 may omit it) is refused the same way. The
     server decodes a chunked body but leaves its Transfer-Encoding header, which would make
@@ -41,6 +44,14 @@ class RequestFront:
         self.app = app
 
     def __call__(self, environ: dict, start_response: Callable) -> Iterable[bytes]:
+        path = environ.get("PATH_INFO", "")
+        if not path.isascii():  # the server hands it over as bytes read as Latin-1
+            try:
+                path.encode("latin-1").decode("utf-8")
+            except UnicodeError:
+                return refuse(start_response, "400 Bad Request", "bad_path",
+                              "the path holds percent-encoded bytes that are not UTF-8 (such "
+                              "as %FF); percent-encode text as UTF-8")
         for key, value in environ.items():
             if ((key.startswith("HTTP_") or key == "CONTENT_TYPE")
                     and (not value.isascii() or (not value and key != "HTTP_HOST"))):

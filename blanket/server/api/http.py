@@ -277,6 +277,10 @@ def _error_response(e: BlanketError) -> bottle.HTTPResponse:
 _TRUTHS = frozenset({"", "true", "false", "1", "0", "yes", "no"})
 
 
+def _number(value: float) -> str:
+    return f"{value:g}" if isinstance(value, float) else str(value)
+
+
 def _fits(raw: str, schema: dict) -> str | None:
     """Why the query value `raw` does not fit `schema` (a small JSON Schema subset: oneOf,
     type, enum, minimum, maximum, maxLength, pattern), or None when it fits."""
@@ -295,8 +299,13 @@ def _fits(raw: str, schema: dict) -> str | None:
             return f"must be a{'n integer' if kind == 'integer' else ' number'}"
         if (kind == "integer" and not isinstance(value, int)) or not math.isfinite(value):
             return f"must be a{'n integer' if kind == 'integer' else ' finite number'}"
-        if value < schema.get("minimum", -math.inf) or value > schema.get("maximum", math.inf):
-            return f"must be from {schema.get('minimum')} to {schema.get('maximum')}"
+        low, high = schema.get("minimum"), schema.get("maximum")
+        if (low is not None and value < low) or (high is not None and value > high):
+            if high is None:
+                return f"must be {_number(low)} or more"
+            if low is None:
+                return f"must be {_number(high)} or less"
+            return f"must be from {_number(low)} to {_number(high)}"
         return None
     if len(raw) > schema.get("maxLength", 100_000):
         return f"must be at most {schema['maxLength']} characters"
