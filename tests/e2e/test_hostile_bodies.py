@@ -125,6 +125,17 @@ def test_a_path_with_bytes_that_are_not_utf8_is_refused_not_read_without_them(ta
     assert status == 400  # (not a task id)
 
 
+def test_a_field_of_two_forms_says_what_is_wrong_with_the_form_sent(target: Target):
+    """`tags` is a list or a string: a bad tag in a list is named, not 'must be valid
+    exactly by one definition'."""
+    status, body = target.send("POST", "/task/", '{"type": "echo", "tags": ["ok", "a b"]}')
+    message = json.loads(body)["error"]["message"]
+    assert status == 400 and message.startswith("tags: item 1 must match pattern"), message
+    status, body = target.send("POST", "/task/", '{"type": "echo", "not_before": -5}')
+    message = json.loads(body)["error"]["message"]
+    assert status == 400 and "bigger than or equal to 0" in message, message
+
+
 def test_nan_not_before_creates_no_task(target: Target):
     before = target.server.client.get("/task/?count")["count"]
     status, _ = target.send("POST", "/task/", '{"type": "echo", "not_before": NaN}')

@@ -111,12 +111,35 @@ def check_body(data: Any, what: str = "the body") -> Any:
             bad = [n for n in e.value if not re.search(pattern, n)] or list(e.value)
             rule = (f"name {bad[0]!r} is not valid; use letters, digits and _, not starting "
                     "with a digit")
+        elif e.rule == "oneOf" and isinstance(e.rule_definition, list):
+            rule = _branch_reason(e.value, e.rule_definition) or rule
         elif e.rule == "additionalProperties" and isinstance(e.definition, dict):
             known = sorted(e.definition.get("properties", {}))
             unknown = sorted(set(e.value) - set(known)) if isinstance(e.value, dict) else []
             rule = f"unknown field(s) {', '.join(unknown)}; it takes {', '.join(known)}"
         raise InvalidInput(f"{field}: {rule}") from None
     return data
+
+
+_JSON_TYPES = {list: "array", dict: "object", str: "string", bool: "boolean",
+               int: "integer", float: "number"}
+
+
+def _branch_reason(value: Any, branches: list) -> str | None:
+    """Why `value` breaks the one branch of a oneOf made for its JSON type (fastjsonschema
+    says only that no branch matched), e.g. "item 0 must match pattern ..."."""
+    kind = _JSON_TYPES.get(type(value))
+    kinds = {kind, "number"} if kind == "integer" else {kind}
+    for branch in branches:
+        if isinstance(branch, dict) and branch.get("type") in kinds:
+            try:
+                fastjsonschema.validate(branch, value)
+            except fastjsonschema.JsonSchemaValueException as inner:
+                name = inner.name or "data"
+                where = f"item {name[5:-1]} " if re.fullmatch(r"data\[\d+\]", name) else ""
+                return where + inner.message.removeprefix(name).strip()
+            return None
+    return None
 
 
 def read_body(limit: int = MAX_JSON) -> bytes:
