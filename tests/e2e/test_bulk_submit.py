@@ -34,6 +34,12 @@ def test_a_json_array_stores_every_task_in_order(server):
     assert {t["submitted_by"] for t in stored} == {single["submitted_by"]}
 
 
+def test_a_json_array_sent_as_form_data_as_curl_d_does_is_a_bulk_submission(server):
+    status, answer = call(server, "POST", "/task/", json.dumps([ECHO, ECHO]),
+                          {"Content-Type": "application/x-www-form-urlencoded"})
+    assert status == 201 and answer["count"] == 2, answer
+
+
 def test_ndjson_takes_one_task_a_line_and_skips_blank_lines(server):
     body = '{"type": "echo"}\n\n{"type": "needs", "environment": {"COUNT": 3}}\n'
     status, answer = call(server, "POST", "/task/", body,

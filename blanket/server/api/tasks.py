@@ -137,7 +137,9 @@ class TaskRoutes:
             for number, line in enumerate(raw.split(b"\n"), start=1):
                 if line.strip():
                     items.append(parse_json(line, f"line {number}"))
-        elif content_type in ("", "application/json") and _starts_array(self.peek()):
+        # curl -d sends form data unless told otherwise: a body that is a JSON array is one
+        elif content_type in ("", "application/json", "application/x-www-form-urlencoded") \
+                and _starts_array(self.peek()):
             items = parse_json(read_body(MAX_BULK_BODY))
         else:
             return None
