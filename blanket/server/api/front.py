@@ -34,11 +34,11 @@ def body_limit(environ: dict) -> int:
 class RequestFront:
     """WSGI middleware: 400 for a path that is not UTF-8 (Bottle would drop the bytes it
     cannot decode, so `/task/1%FF2` would act on task 12) or a header value that is not
-    ASCII, 413 for a body over its
-    route's limit. granian hands a header value that is not visible ASCII over as an empty
-    string, so an empty value (but Host's: HTTP/1.0 may omit it) is refused the same way. The
-    server decodes a chunked body but leaves its Transfer-Encoding header, which would make
-    Bottle decode it again: the body is handed on decoded, with its length."""
+    ASCII, 413 for a body over its route's limit. granian hands a header value that is not
+    visible ASCII over as an empty string, so an empty value (but Host's: HTTP/1.0 may omit
+    it) is refused the same way. The server decodes a chunked body but leaves its
+    Transfer-Encoding header, which would make Bottle decode it again: the body is handed on
+    decoded, with its length."""
 
     def __init__(self, app: Callable):
         self.app = app

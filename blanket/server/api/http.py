@@ -133,13 +133,25 @@ def _branch_reason(value: Any, branches: list) -> str | None:
     for branch in branches:
         if isinstance(branch, dict) and branch.get("type") in kinds:
             try:
-                fastjsonschema.validate(branch, value)
+                _compiled(branch)(value)
             except fastjsonschema.JsonSchemaValueException as inner:
                 name = inner.name or "data"
                 where = f"item {name[5:-1]} " if re.fullmatch(r"data\[\d+\]", name) else ""
                 return where + inner.message.removeprefix(name).strip()
             return None
     return None
+
+
+_BRANCHES: dict[int, tuple[dict, Callable[[Any], Any]]] = {}
+
+
+def _compiled(branch: dict) -> Callable[[Any], Any]:
+    """A branch's validator, compiled once (the schemas are module constants): a client
+    sending bad bodies must not make the server compile one each time."""
+    found = _BRANCHES.get(id(branch))
+    if found is None or found[0] is not branch:
+        found = _BRANCHES[id(branch)] = (branch, fastjsonschema.compile(branch))
+    return found[1]
 
 
 def read_body(limit: int = MAX_JSON) -> bytes:
