@@ -23,6 +23,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
+from urllib.parse import unquote
 
 import structlog
 
@@ -62,6 +63,8 @@ def waits(environ: dict) -> bool:
     """Whether this request may be held a long time: a long poll (`?wait=`: a task's end, a
     claim, a heartbeat, a submission that waits) or a followed log (server-sent events)."""
     query = environ.get("QUERY_STRING", "")
+    if "%" in query:  # as the route will read it: ?%66ollow follows too
+        query = unquote(query)
     return ("wait=" in query or "follow" in query
             or "event-stream" in environ.get("HTTP_ACCEPT", ""))
 

@@ -89,7 +89,8 @@ def test_at_most_threads_jobs_queue_with_one_warning_and_run_when_a_thread_frees
 @pytest.mark.parametrize(("query", "accept", "held"), [
     ("wait=30", "", True), ("x=1&wait=0.5", "", True), ("follow=1", "", True),
     ("", "text/event-stream", True), ("", "application/json", False),
-    ("limit=5", "", False),
+    ("limit=5", "", False), ("%66ollow", "", True), ("%77ait=5", "", True),
+    ("wait%3D5", "", True),
 ])
 def test_what_counts_as_a_waiting_request(query: str, accept: str, held: bool):
     assert waits({"QUERY_STRING": query, "HTTP_ACCEPT": accept}) is held

@@ -39,6 +39,7 @@ MAX_WAIT = 24 * 3600.0
 MAX_BULK = 10_000  # tasks in one bulk submission
 NDJSON_TYPES = ("application/x-ndjson", "application/jsonl", "application/json-lines")
 MAX_IDEMPOTENCY_KEY = 255
+KEEPALIVE = 15.0  # seconds of a followed log's silence before a comment tells a gone client
 _NUMBER = re.compile(r"\d{1,12}(\.\d{0,9})?")
 
 
@@ -352,9 +353,14 @@ class TaskRoutes:
     def follow_log(self, task_id: int, path: Path, masker: Masker) -> Iterator[bytes]:
         """Server-sent events: each new line as a `data:` event, then `event: end`. Bytes,
         not text: Bottle encodes text chunks by its thread-local response, and a stream may
-        be sent from another thread than the one that ran the route (httppool.py)."""
+        be sent from another thread than the one that ran the route (httppool.py). A
+        comment comes first, so that the first chunk, which Bottle reads on the thread that
+        ran the route, never waits for the log; and again after KEEPALIVE seconds of silence,
+        so that a client gone while the task prints nothing is noticed."""
         offset = 0
         partial = b""
+        yield b": following\n\n"
+        quiet_since = time.monotonic()
         while True:
             task = self.s.tasks.find(task_id)
             chunk = b""
@@ -367,6 +373,11 @@ class TaskRoutes:
             partial = lines.pop()
             for line in lines:
                 yield f"data: {masker.mask(line).decode(errors='replace')}\n\n".encode()
+            if lines:
+                quiet_since = time.monotonic()
+            elif time.monotonic() - quiet_since >= KEEPALIVE:
+                yield b": \n\n"
+                quiet_since = time.monotonic()
             if task is None or has_ended(task):
                 if partial:
                     yield f"data: {masker.mask(partial).decode(errors='replace')}\n\n".encode()
