@@ -15,9 +15,9 @@ likes."""
 
 from __future__ import annotations
 
-import io
 import ipaddress
 import json
+import tempfile
 import threading
 import time
 from collections import deque
@@ -28,7 +28,7 @@ from urllib.parse import unquote
 import structlog
 
 from blanket.server.api.front import body_limit
-from blanket.server.api.http import close_body
+from blanket.server.api.http import MAX_JSON, close_body
 
 log = structlog.get_logger("blanket.server")
 
@@ -44,6 +44,7 @@ BODIES_PER_ADDRESS = 8
 # ... and that every address together may have, as a share of the threads answering short
 # requests: many addresses sending slowly still leave the rest to callers with tokens.
 BODIES_SHARE = 4
+READ_AHEAD_CHUNK = 64 * 1024  # bytes read at a time from a waiting request's body
 
 
 def listen_backlog() -> int:
@@ -137,6 +138,20 @@ class WaitPool:
                 log.exception("a waiting request failed")
             with self._ready:
                 self.idle += 1
+
+
+def _read_ahead(stream, most: int) -> tempfile.SpooledTemporaryFile:
+    """Up to `most` bytes of `stream`, kept in memory up to MAX_JSON, on disk past it."""
+    body = tempfile.SpooledTemporaryFile(max_size=MAX_JSON)  # noqa: SIM115 (the caller closes it)
+    try:
+        while most > 0 and (chunk := stream.read(min(READ_AHEAD_CHUNK, most))):
+            body.write(chunk)
+            most -= len(chunk)
+        body.seek(0)
+    except BaseException:
+        body.close()
+        raise
+    return body
 
 
 def has_body(environ: dict) -> bool:
@@ -296,10 +311,15 @@ class Dispatcher:
         try:
             if waits(environ):
                 # granian ends a request's body stream once this call returns: read it here
-                # (up to one byte past its route's limit, which RequestFront then refuses).
-                stream = environ["wsgi.input"]
-                environ["wsgi.input"] = io.BytesIO(stream.read(body_limit(environ) + 1))
-                self.waiting.submit(lambda: self.answer(proto, environ, pooled=True))
+                # (up to one byte past its route's limit, which RequestFront then refuses),
+                # into memory while small, else into a temporary file.
+                body = _read_ahead(environ["wsgi.input"], body_limit(environ) + 1)
+                environ["wsgi.input"] = body
+
+                def job() -> None:
+                    with body:
+                        self.answer(proto, environ, pooled=True)
+                self.waiting.submit(job)
             else:
                 self.answer(proto, environ)
         finally:

@@ -257,6 +257,31 @@ def _multipart(fields: dict[str, str], files: dict[str, bytes]) -> tuple[bytes, 
     return body, {"Content-Type": f"multipart/form-data; boundary={boundary}"}
 
 
+def test_a_waiting_request_reads_no_upload_it_cannot_take(make_server):
+    """A waiting request's body is read before its route runs: only the route that takes
+    uploads (POST /task/) may have one past MAX_JSON (before, any path with a multipart
+    type was read, up to 1 GiB, into memory, before its caller was even checked)."""
+    server = make_server(types={"echo": ECHO})
+    body, headers = _multipart({"data": "x"}, {"big": b"\0" * (3 * 1024 * 1024)})
+    status, _, answer = request(server, "POST", "/worker/nobody/claim?wait=1", body, headers)
+    assert status == 413, answer
+    assert server.client.get("/health")["status"]
+
+
+def test_a_submission_with_a_large_file_that_waits_for_its_task_keeps_the_file(make_server):
+    """Its body is read ahead into a temporary file (past MAX_JSON), then the route runs."""
+    server = make_server(types={"echo": ECHO})
+    make_server.worker(server)
+    data = bytes(range(256)) * (12 * 1024)  # 3 MiB
+    body, headers = _multipart({"data": '{"type": "echo"}'}, {"big.bin": data})
+    status, _, answer = request(server, "POST", "/task/?wait=60", body, headers)
+    assert status == 201, answer
+    task = json.loads(answer)
+    assert task["state"] == "SUCCESS", task
+    status, _, got = request(server, "GET", f"/task/{task['id']}/files/big.bin")
+    assert status == 200 and got == data
+
+
 def test_an_undeclared_name_is_refused_unless_the_type_allows_it(make_server):
     server = make_server(types={
         "strict": 'command = "echo $A"\n[environment.defaults]\nA = "1"\n',

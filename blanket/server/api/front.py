@@ -24,9 +24,9 @@ def body_limit(environ: dict) -> int:
         return MAX_PACKED
     if _LOG_CHUNK.fullmatch(path):
         return MAX_LOG_CHUNK
-    if environ.get("CONTENT_TYPE", "").lower().startswith("multipart/"):
-        return MAX_UPLOAD
     if path == "/task/" and environ.get("REQUEST_METHOD") == "POST":
+        if environ.get("CONTENT_TYPE", "").lower().startswith("multipart/"):
+            return MAX_UPLOAD  # a task with its files: the only route taking uploads
         return MAX_BULK_BODY  # a list of tasks; one task is held to MAX_JSON by its route
     return MAX_JSON
 
