@@ -136,6 +136,7 @@ class WaitPool:
                 job()
             except Exception:
                 log.exception("a waiting request failed")
+            del job  # what it holds (a request, its answer's file) is not kept while idle
             with self._ready:
                 self.idle += 1
 

@@ -96,8 +96,8 @@ class Queue:
             return None
         try:
             return self.release(task.id, task.token or "")
-        except BlanketError:  # released meanwhile (its first answer found no client)
-            return None
+        except (Conflict, NotFound):  # released meanwhile (its first answer found no client)
+            return None  # (a storage failure is the worker's 5xx: it asks again)
 
     def _claim(self, worker: str, tags: frozenset[str], *, reserve: bool = False,
                running: int | None = None, end: int | None = None,
