@@ -214,29 +214,31 @@ class Queue:
     def _claims_of(self, end: AttemptEnd, now: float, index: int) -> list[Claim]:
         """What an end report claims for its worker: with `claim_next` 1 its next task, 2
         its next task and a reserve; a worker already running its reserve (`running`)
-        claims a new reserve. None for a paused or stopping worker."""
+        claims a new reserve. A paused or stopping worker claims nothing new, but a report
+        it sends again (the answer to the first was lost) is answered what the first
+        claimed, as a claim asked again is (a stopping worker gives those back)."""
         if not end.claim_next:
             return []
         # (a stale token finds no worker here, and is refused by the finish)
         worker = end.worker or self.store.attempt_worker(end.task_id, end.token)
         if worker is None:
             return []
-        if not worker.takes_tasks:
-            if end.running is not None:  # paused: it still runs its reserve
-                self.store.touch_worker(worker.id, end.running, now)
-            return []
+        replay_only = not worker.takes_tasks
+        if replay_only and end.running is not None:  # paused: it still runs its reserve
+            self.store.touch_worker(worker.id, end.running, now)
         tags = frozenset(worker.tags)
         # Keyed by the ended attempt: the same report sent again (its first answer never
         # reached the worker) is answered what the first claimed.
         key = end_key(end.token)
         if end.running is not None:
-            return [self._claim(worker.id, tags, reserve=True, running=end.running, end=index,
-                                key=f"{key}/1")]
-        claims = [self._claim(worker.id, tags, end=index, key=f"{key}/0")]
-        if end.claim_next > 1:
-            claims.append(self._claim(worker.id, tags, reserve=True, end=index,
-                                      key=f"{key}/1"))
-        return claims
+            claims = [self._claim(worker.id, tags, reserve=True, running=end.running,
+                                  end=index, key=f"{key}/1")]
+        else:
+            claims = [self._claim(worker.id, tags, end=index, key=f"{key}/0")]
+            if end.claim_next > 1:
+                claims.append(self._claim(worker.id, tags, reserve=True, end=index,
+                                          key=f"{key}/1"))
+        return [replace(c, replay_only=True) for c in claims] if replay_only else claims
 
     def _decider(self, end: AttemptEnd, now: float) -> Callable[[Task], Outcome]:
         start = _late_start(end.started, now) if end.started is not None else None

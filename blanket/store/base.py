@@ -204,6 +204,9 @@ def exchange_in(ends: Sequence[End], claims: Sequence[Claim], all_or_none: bool,
             # what the first claimed, if it is still claimed (by its key).
             taken.append(replayed(one) if one.key is not None else None)
             continue
+        if one.replay_only:  # a paused or stopping worker's: nothing new
+            taken.append(None)
+            continue
         only_reserve = empty.get(one.tags)
         # A claim naming the task its worker now runs is made anyway: it also records that
         # in the worker's record (the reaper reads it to tell a reserve from a started task).

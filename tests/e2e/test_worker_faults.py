@@ -8,6 +8,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import pytest
@@ -215,3 +216,26 @@ def test_a_claim_answer_lost_as_its_worker_stops_goes_back_to_the_queue_at_once(
     make_server.worker(server)  # another worker runs it, as its first attempt
     done = server.wait_for_task(task["id"], timeout=30)
     assert (done["state"], done["attempt"]) == ("SUCCESS", 1), done
+
+
+def test_an_end_report_sent_again_by_a_worker_paused_meanwhile_gets_its_claims(make_server):
+    """The answer to an end report (the slot's next task and a reserve) is lost, and the
+    worker is paused before it sends the report again: it is still answered the tasks the
+    first claimed (claimed before the pause, as a claim asked again is), and runs them.
+    On the code before, a paused worker's report claimed nothing, even again, and those
+    tasks sat claimed until they counted as lost."""
+    server = make_server(types={"once": ONCE})
+
+    def swallow(request: bytes, answer: bytes) -> bool:
+        if request.startswith(b"POST /exchange ") and answer.startswith(b"HTTP/1.1 200"):
+            (worker,) = server.client.get("/worker/")
+            server.client.post(f"/worker/{worker['id']}/pause")
+            threading.Timer(1.5, server.client.post,
+                            [f"/worker/{worker['id']}/resume"]).start()
+            return True
+        return False
+
+    proxy, done = run_through_a_lossy_proxy(server, swallow, 5)
+    assert proxy.swallowed is not None
+    assert [(t["state"], t["attempt"], len(t["attempts"])) for t in done] == [
+        ("SUCCESS", 1, 1)] * 5, done
