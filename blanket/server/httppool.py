@@ -115,6 +115,12 @@ class WaitPool:
         when every thread is taken."""
         with self._ready:
             if len(self._jobs) >= self.idle and self.threads >= self.most:
+                if not self._warned_full:
+                    self._warned_full = True
+                    log.warning(f"every thread for {self.holding} is taken and max_threads "
+                                f"is reached: {self.queued} are sent from the threads that "
+                                "answer short requests until one ends; raise max_threads",
+                                max_threads=self.most)
                 return False
             self._add(job)
         return True

@@ -295,6 +295,10 @@ def test_a_stream_finding_every_stream_thread_taken_is_sent_at_once_not_queued()
     stuck, next_one = Stuck(), FakeProtocol()
     dispatcher(stuck, scope("stream"))
     assert stuck.answered.wait(2) and stuck.thread == "blanket stream"
-    dispatcher(next_one, scope("stream"))
+    with structlog.testing.capture_logs() as logged:
+        dispatcher(next_one, scope("stream"))
+        dispatcher(FakeProtocol(), scope("stream"))
     assert (next_one.body, next_one.thread) == (b"ab", "MainThread")
+    warnings = [entry for entry in logged if entry["log_level"] == "warning"]
+    assert len(warnings) == 1 and "raise max_threads" in warnings[0]["event"]  # said once
     release.set()
