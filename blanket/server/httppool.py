@@ -192,13 +192,9 @@ class BodyGate:
             f"the server already has {most_in_all} requests without a token whose bodies are "
             "still arriving: try again shortly, or send a token (Authorization: Bearer TOKEN)")
 
-    def admit(self, environ: dict) -> str | None:
-        """None: refused; else what to hand `done` once the body is read (the address
-        counted, or "" for a request not counted)."""
-        return self.check(environ)[0]
-
-    def check(self, environ: dict) -> tuple[str | None, bytes]:
-        """(what `admit` gives, the refusal's body when it is None)."""
+    def admit(self, environ: dict) -> tuple[str | None, bytes]:
+        """(None, the refusal's body) when refused; else (what to hand `done` once the body
+        is read: the address counted, or "" for a request not counted, b"")."""
         if not has_body(environ):
             return "", b""
         address = environ.get("REMOTE_ADDR") or ""
@@ -309,7 +305,7 @@ class Dispatcher:
 
     def __call__(self, proto, scope: dict) -> None:
         environ = self.base | scope
-        counted, refusal = self.gate.check(environ)
+        counted, refusal = self.gate.admit(environ)
         if counted is None:
             proto.response_bytes(429, [("Content-Type", "application/json"),
                                        ("Retry-After", "1"), ("Connection", "close")],

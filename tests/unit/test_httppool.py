@@ -213,12 +213,12 @@ def test_one_address_without_credentials_may_send_only_so_many_bodies_at_once():
     from blanket.server.httppool import BodyGate
 
     gate = BodyGate(lambda environ: False, most=2)
-    first, second = gate.admit(_posting("198.51.100.7")), gate.admit(_posting("198.51.100.7"))
+    first, second = gate.admit(_posting("198.51.100.7"))[0], gate.admit(_posting("198.51.100.7"))[0]
     assert (first, second) == ("198.51.100.7", "198.51.100.7")
-    assert gate.admit(_posting("198.51.100.7")) is None  # a third waits for one to end
-    assert gate.admit(_posting("198.51.100.8")) == "198.51.100.8"  # another address
+    assert gate.admit(_posting("198.51.100.7"))[0] is None  # a third waits for one to end
+    assert gate.admit(_posting("198.51.100.8"))[0] == "198.51.100.8"  # another address
     gate.done("198.51.100.7")
-    assert gate.admit(_posting("198.51.100.7")) == "198.51.100.7"
+    assert gate.admit(_posting("198.51.100.7"))[0] == "198.51.100.7"
 
 
 def test_every_address_together_may_send_only_so_many_bodies_at_once():
@@ -227,14 +227,14 @@ def test_every_address_together_may_send_only_so_many_bodies_at_once():
     from blanket.server.httppool import BodyGate
 
     gate = BodyGate(lambda environ: False, most=2, most_in_all=3)
-    assert [gate.check(_posting(a))[0] for a in ("192.0.2.1", "192.0.2.1", "192.0.2.2")] == [
+    assert [gate.admit(_posting(a))[0] for a in ("192.0.2.1", "192.0.2.1", "192.0.2.2")] == [
         "192.0.2.1", "192.0.2.1", "192.0.2.2"]
-    counted, refusal = gate.check(_posting("192.0.2.3"))  # a new address, over the bound
+    counted, refusal = gate.admit(_posting("192.0.2.3"))  # a new address, over the bound
     assert counted is None and b"without a token" in refusal
-    assert gate.check(_posting("192.0.2.1"))[1] == gate.refusal  # its own bound first
+    assert gate.admit(_posting("192.0.2.1"))[1] == gate.refusal  # its own bound first
     gate.done("192.0.2.1")
-    assert gate.admit(_posting("192.0.2.3")) == "192.0.2.3"
-    assert gate.admit(_posting("192.0.2.4")) is None
+    assert gate.admit(_posting("192.0.2.3"))[0] == "192.0.2.3"
+    assert gate.admit(_posting("192.0.2.4"))[0] is None
 
 
 def test_bodiless_local_and_credentialed_requests_are_not_counted():
@@ -242,13 +242,13 @@ def test_bodiless_local_and_credentialed_requests_are_not_counted():
 
     gate = BodyGate(lambda environ: environ.get("HTTP_AUTHORIZATION") == "Bearer good",
                     most=1)
-    assert gate.admit(_posting("198.51.100.7")) == "198.51.100.7"
+    assert gate.admit(_posting("198.51.100.7"))[0] == "198.51.100.7"
     for environ in ({"REMOTE_ADDR": "198.51.100.7", "CONTENT_LENGTH": "0"},
                     {"REMOTE_ADDR": "198.51.100.7"},
                     _posting("127.0.0.1"), _posting("::1"), _posting(""),  # "" is the socket
                     _posting("198.51.100.7", HTTP_AUTHORIZATION="Bearer good")):
-        assert gate.admit(environ) == "", environ  # not counted
-    assert gate.admit(_posting("198.51.100.7", HTTP_AUTHORIZATION="Bearer bad")) is None
+        assert gate.admit(environ)[0] == "", environ  # not counted
+    assert gate.admit(_posting("198.51.100.7", HTTP_AUTHORIZATION="Bearer bad"))[0] is None
     assert has_body({"HTTP_TRANSFER_ENCODING": "chunked"})
     assert not has_body({"CONTENT_LENGTH": "0"}) and not has_body({})
 
