@@ -18,7 +18,8 @@ from blanket import completion
 from blanket.auth import client_token
 from blanket.client import Client, ClientError
 from blanket.config.settings import LogDestination, Settings, load_settings
-from blanket.errors import BlanketError
+from blanket.errors import BlanketError, InvalidInput
+from blanket.jsontext import parse_json
 from blanket.logs import configure_logging
 from blanket.models import AFTER_POLICIES, TaskState
 from blanket.server.intake import REQUEST_KEYS
@@ -40,6 +41,29 @@ SERVER_HELP = ("server URL: http(s)://HOST:PORT or unix:/PATH (default: BLANKET_
 CA_HELP = "PEM certificate(s) to trust an https server's certificate with (or BLANKET_CA)"
 FINGERPRINT_HELP = ("trust exactly the https server certificate with this SHA-256 fingerprint "
                     "(or BLANKET_FINGERPRINT); `blanket server` prints it")
+
+
+class TaskId(click.ParamType):
+    """A task id as the server takes it: a whole number (kept as its text). An empty or
+    other word would name another route (`inspect ''` asked for the task list)."""
+
+    name = "ID"
+
+    def convert(self, value: Any, param: click.Parameter | None,
+                ctx: click.Context | None) -> str:
+        text = str(value).strip()
+        if not (text.isascii() and text.isdigit()) or len(text) > 18:
+            self.fail(f"{value!r} is not a task id; ids are whole numbers such as 42",
+                      param, ctx)
+        return text
+
+
+TASK_ID = TaskId()
+
+
+def task_ids_of(words: tuple[str, ...]) -> tuple[str, ...]:
+    """`words` checked as task ids (for arguments that may also hold other words)."""
+    return tuple(TASK_ID.convert(word, None, None) for word in words)
 
 
 class Context:
@@ -222,11 +246,15 @@ def validate(ctx: Context, directory: Path | None) -> None:
 def _read_data(data: str | None) -> dict:
     if data is None:
         return {}
-    text = Path(data[1:]).read_text() if data.startswith("@") else data
     try:
-        value = json.loads(text)
-    except ValueError as e:
-        raise click.BadParameter(f"not JSON: {e}", param_hint="-d") from None
+        text = Path(data[1:]).read_bytes() if data.startswith("@") else data
+    except OSError as e:
+        raise click.BadParameter(f"cannot read {data[1:]}: {e.strerror}",
+                                 param_hint="-d") from None
+    try:
+        value = parse_json(text, "the data")
+    except InvalidInput as e:
+        raise click.BadParameter(e.message, param_hint="-d") from None
     if not isinstance(value, dict):
         raise click.BadParameter("give a JSON object", param_hint="-d")
     return value
@@ -295,13 +323,34 @@ def submit(ctx: Context, type_name: str | None, from_file: BinaryIO | None, data
     limit = wait_limit(wait)
     client = ctx.client()
     if files:
-        fields: dict[str, Any] = {"data": json.dumps(payload)}
+        # Files go as parts named `file` (the server names each by its file name), so a
+        # file may be called `data` too.
+        fields: list[tuple[str, Any]] = [("data", json.dumps(payload))]
+        names: set[str] = set()
         for f in files:
-            fields[f.name] = (f.name, f.read_bytes())
+            fields.append(("file", (_upload_name(f, names), f.read_bytes())))
         task = client.request("POST", "/task/", fields=fields)[1]
     else:
         task = client.post("/task/", payload)
     _show_and_wait(ctx, client, task, wait is not None, limit, as_json)
+
+
+def _upload_name(path: Path, names: set[str]) -> str:
+    """The name `path` lands under in the task's directory, checked (UTF-8, as the server's
+    names are text, and not given twice) and added to `names`."""
+    name = path.name
+    try:
+        name.encode("utf-8")
+    except UnicodeEncodeError:
+        shown = name.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+        raise click.BadParameter(f"the file name '{shown}' is not UTF-8; rename the file",
+                                 param_hint="-f") from None
+    if name in names:
+        raise click.BadParameter(f"two files are called {name!r}; they would land on the "
+                                 "same name in the task's directory: rename one",
+                                 param_hint="-f")
+    names.add(name)
+    return name
 
 
 def _show_and_wait(ctx: Context, client: Client, task: dict, wait: bool, limit: float | None,
@@ -356,8 +405,8 @@ task.add_command(submit, "run")
 @pass_ctx
 def task_stop(ctx: Context, words: tuple[str, ...]) -> None:
     """Stop tasks (the seed's spelling, `task stop TYPE ID`: the type, if given, is checked)."""
-    type_name = words[0] if not words[0].isdigit() else None
-    ids = words[1:] if type_name else words
+    type_name = words[0] if not words[0].strip().isdigit() else None
+    ids = task_ids_of(words[1:] if type_name else words)
     if not ids:
         raise click.UsageError("name the task: blanket task stop [TYPE] ID")
     client = ctx.client()
@@ -551,13 +600,14 @@ def rm(ctx: Context, ids: tuple[str, ...], force: bool) -> None:
             raise click.UsageError("name the task: blanket rm task ID")
     if ids[0] == "worker":
         for worker_id in ids[1:]:
-            client.delete(f"/worker/{worker_id}" + ("?mode=handback" if force else ""))
+            client.delete(f"/worker/{quote(worker_id, safe='')}"
+                          + ("?mode=handback" if force else ""))
             click.echo(worker_id)
         return
     failed = False
-    for task_id in ids:
+    for task_id in task_ids_of(ids):
         try:
-            client.delete(f"/task/{task_id.strip()}" + ("?force" if force else ""))
+            client.delete(f"/task/{task_id}" + ("?force" if force else ""))
             click.echo(task_id)
         except BlanketError as e:
             click.echo(f"{task_id}: {e.message}", err=True)
@@ -567,7 +617,8 @@ def rm(ctx: Context, ids: tuple[str, ...], force: bool) -> None:
 
 
 @cli.command()
-@click.argument("ids", nargs=-1, required=True, shell_complete=completion.task_ids)
+@click.argument("ids", nargs=-1, required=True, type=TASK_ID,
+                shell_complete=completion.task_ids)
 @pass_ctx
 def stop(ctx: Context, ids: tuple[str, ...]) -> None:
     """Stop tasks: a queued one at once, a running one within a second."""
@@ -584,7 +635,8 @@ def stop(ctx: Context, ids: tuple[str, ...]) -> None:
 def pause(ctx: Context, worker_ids: tuple[str, ...]) -> None:
     """Pause workers: they finish their task and take no new one until resumed."""
     for worker_id in worker_ids:
-        click.echo(f"{worker_id} {ctx.client().post(f'/worker/{worker_id}/pause')['state']}")
+        answer = ctx.client().post(f"/worker/{quote(worker_id, safe='')}/pause")
+        click.echo(f"{worker_id} {answer['state']}")
 
 
 @cli.command()
@@ -594,11 +646,12 @@ def pause(ctx: Context, worker_ids: tuple[str, ...]) -> None:
 def resume(ctx: Context, worker_ids: tuple[str, ...]) -> None:
     """Resume paused workers."""
     for worker_id in worker_ids:
-        click.echo(f"{worker_id} {ctx.client().post(f'/worker/{worker_id}/resume')['state']}")
+        answer = ctx.client().post(f"/worker/{quote(worker_id, safe='')}/resume")
+        click.echo(f"{worker_id} {answer['state']}")
 
 
 @cli.command()
-@click.argument("task_id", shell_complete=completion.task_ids)
+@click.argument("task_id", type=TASK_ID, shell_complete=completion.task_ids)
 @click.option("--stdout", "stream", flag_value="stdout", help="show stdout")
 @click.option("--stderr", "stream", flag_value="stderr", help="show stderr")
 @click.option("--output", "stream", flag_value="output",
@@ -622,14 +675,23 @@ def logs(ctx: Context, task_id: str, stream: str | None, follow: bool) -> None:
         click.echo(client.get(f"/task/{task['id']}/log/{stream}") or "", nl=False)
         return
     response = client.stream(f"/task/{task['id']}/log/{stream}?follow")
-    event = None
+    event = ended = None
     for raw in response.stream(None):
         for line in raw.decode(errors="replace").splitlines():
             if line.startswith("event: "):
                 event = line[7:]
-            elif line.startswith("data: ") and event != "end":
+            elif line.startswith("data: ") and event == "end":
+                ended = line[6:]
+            elif line.startswith("data: "):
                 click.echo(line[6:])
     response.release_conn()
+    if ended == "REMOVED":
+        click.echo(f"error: task {task['id']} was removed before it ended", err=True)
+        sys.exit(1)
+    if ended is None:
+        click.echo(f"error: the server ended the log of task {task['id']} before the task "
+                   f"ended; follow it again with `blanket logs -f {task['id']}`", err=True)
+        sys.exit(1)
 
 
 def _default_stream(client: Client, task: dict) -> str:
@@ -645,7 +707,8 @@ def _default_stream(client: Client, task: dict) -> str:
 
 
 @cli.command()
-@click.argument("task_ids", nargs=-1, required=True, shell_complete=completion.task_ids)
+@click.argument("task_ids", nargs=-1, required=True, type=TASK_ID,
+                shell_complete=completion.task_ids)
 @click.option("--json", "as_json", is_flag=True, help="print the records as JSON")
 @pass_ctx
 def inspect(ctx: Context, task_ids: tuple[str, ...], as_json: bool) -> None:
@@ -691,7 +754,7 @@ def _print_record(task: dict) -> None:
 
 
 @cli.command(cls=WaitOption)
-@click.argument("task_id", shell_complete=completion.task_ids)
+@click.argument("task_id", type=TASK_ID, shell_complete=completion.task_ids)
 @click.option("--wait", metavar="[SECONDS]",
               help="wait until the new task ends (at most SECONDS), as submit --wait")
 @click.option("--json", "as_json", is_flag=True, help="print the new task as JSON")
@@ -706,7 +769,8 @@ def rerun(ctx: Context, task_id: str, wait: str | None, as_json: bool) -> None:
 
 
 @cli.command(name="wait")
-@click.argument("task_ids", nargs=-1, required=True, shell_complete=completion.task_ids)
+@click.argument("task_ids", nargs=-1, required=True, type=TASK_ID,
+                shell_complete=completion.task_ids)
 @click.option("--timeout", "limit", metavar="SECONDS",
               help="give up after this long (90, 5m); exit 125 then")
 @click.option("--json", "as_json", is_flag=True, help="print the tasks as JSON at the end")

@@ -13,6 +13,7 @@ from typing import Any
 from blanket.config.problems import ConfigInvalid, ConfigProblem
 from blanket.durations import format_duration, parse_duration
 from blanket.envnames import ENV_NAME, too_long
+from blanket.nesting import MAX_DEPTH, deeper_than
 
 MAX_INT = 2**31 - 1  # retries, weight, max_missed...: larger is a typo, and overflows columns
 # Characters in a string value. Values reach the database, a worker's environment, HTTP
@@ -29,6 +30,13 @@ MAX_DURATION = 366 * 86400.0
 MAX_RETRY_DELAY = 7 * 86400.0  # between a task's attempts, as a submission may ask (intake)
 MAX_KEEP = 100 * 365 * 86400.0  # how long ended tasks are kept: a century is "for ever"
 
+# tomllib takes time quadratic in the parts of one dotted key (a key of 100,000 parts takes
+# 10 s), and the table it makes nests as deep: a line with a key of more parts than this is
+# refused before parsing. Dots inside quoted strings, numbers and comments do not count.
+MAX_KEY_PARTS = 1000
+_QUOTED = re.compile(r""""(?:[^"\\]|\\.)*"|'[^']*'""")
+_DECIMAL = re.compile(r"\d\.\d")
+
 _LONGEST_DURATION = 100  # characters: "1d2h3m4s" needs a handful; more is no duration
 _TOML_POSITION = re.compile(r"\(at line (\d+), column \d+\)")
 _TYPE_NAMES = {str: "a string", bool: "a boolean", int: "an integer", float: "a number",
@@ -38,13 +46,38 @@ Line = int | None
 
 
 def parse_toml(text: str, file: str) -> dict[str, Any]:
-    """The TOML document in `text`; ConfigInvalid says where its syntax is wrong."""
+    """The TOML document in `text`; ConfigInvalid says where its syntax is wrong, or that it
+    nests deeper than MAX_DEPTH levels."""
+    line = _overlong_key_line(text)
+    if line is not None:
+        raise ConfigInvalid([ConfigProblem(
+            file, f"a key of more than {MAX_KEY_PARTS} dotted parts nests too deeply; "
+            "flatten it", line)])
     try:
-        return tomllib.loads(text)
+        data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise ConfigInvalid([_syntax_problem(file, exc, text)]) from exc
     except ValueError as exc:  # tomllib lets int() refuse a number of over 4300 digits
         raise ConfigInvalid([ConfigProblem(file, f"not valid TOML: {exc}")]) from exc
+    except RecursionError:  # arrays or inline tables nested past the recursion limit
+        data = None
+    if data is None or deeper_than(data):
+        raise ConfigInvalid([ConfigProblem(
+            file, f"tables and lists nest more than {MAX_DEPTH} levels deep; flatten them")])
+    return data
+
+
+def _overlong_key_line(text: str) -> Line:
+    """The line of a key of more than MAX_KEY_PARTS dotted parts (best effort: dots in
+    quoted strings, decimal numbers and comments are not counted), or None."""
+    if text.count(".") <= MAX_KEY_PARTS:
+        return None
+    for number, line in enumerate(text.splitlines(), start=1):
+        if line.count(".") > MAX_KEY_PARTS:
+            bare = _DECIMAL.sub("", _QUOTED.sub("", line).partition("#")[0])
+            if bare.count(".") > MAX_KEY_PARTS:
+                return number
+    return None
 
 
 def _syntax_problem(file: str, exc: tomllib.TOMLDecodeError, text: str) -> ConfigProblem:

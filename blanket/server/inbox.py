@@ -8,7 +8,6 @@ content hash is its dedupe key, so the same file never becomes two tasks, even a
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import threading
 import time
@@ -25,6 +24,9 @@ from blanket.config.checker import parse_toml
 from blanket.config.problems import ConfigInvalid
 from blanket.config.watching import DebouncedWatcher, is_editor_noise
 from blanket.errors import DuplicateTask, InvalidInput, NotFound, StorageFull
+from blanket.jsontext import parse_json
+from blanket.server.api.http import check_against
+from blanket.server.api.schemas import SUBMISSION
 from blanket.server.intake import Intake, TaskRequest, Upload, open_regular, parse_task_request
 from blanket.server.workflows import Workflows
 from blanket.store.base import Store
@@ -35,9 +37,13 @@ TASK_SUFFIXES = (".toml", ".json")
 FOLDER_TASK_FILES = ("task.toml", "task.json")
 DONE, FAILED = "done", "failed"
 SETTLE_SECONDS = 0.5
+MAX_TASK_FILE = 1024 * 1024  # bytes of a task file (not of the data files beside it)
 # Watch events can be lost (a full inotify queue, a network file system), so a slow
 # rescan guarantees that every dropped entry is taken eventually.
 RESCAN_SECONDS = 5.0
+# An entry that fails for a reason not its own (a locked database, a bug) is tried again,
+# each time twice as late, up to this many seconds apart.
+MAX_RETRY_SECONDS = 60.0
 
 Signature = tuple
 
@@ -65,10 +71,7 @@ def parse_task_text(name: str, raw: bytes, now: float) -> TaskRequest | RunReque
     except UnicodeDecodeError as e:
         raise InvalidInput(f"{name} is not UTF-8 text: {e}") from None
     if name.endswith(".json"):
-        try:
-            data = json.loads(text)
-        except ValueError as e:
-            raise InvalidInput(f"{name} is not valid JSON: {e}") from None
+        data = parse_json(text, name)
     else:
         try:
             data = parse_toml(text, name)
@@ -82,7 +85,9 @@ def parse_task_text(name: str, raw: bytes, now: float) -> TaskRequest | RunReque
         if not isinstance(data["workflow"], str) or not data["workflow"]:
             raise InvalidInput(f"{name}: workflow: give the workflow's name")
         return RunRequest(data["workflow"], data.get("environment"))
-    return parse_task_request(_toml_times_as_text(data), now)
+    # Checked as POST /task/ checks a submission, in the same words.
+    return parse_task_request(check_against(SUBMISSION, _toml_times_as_text(data), "the task"),
+                              now)
 
 
 def _toml_times_as_text(data: Any) -> Any:
@@ -137,7 +142,13 @@ def folder_key(folder: Path, files: Iterable[Path]) -> str:
 def _read(path: Path) -> bytes:
     try:
         with open_regular(path) as stream:
-            return stream.read()
+            size = os.fstat(stream.fileno()).st_size
+            if size > MAX_TASK_FILE:
+                raise InvalidInput(
+                    f"{path.name} is {size:,} bytes; a task file may be at most "
+                    f"{MAX_TASK_FILE:,} (as a submission over HTTP): drop a folder holding "
+                    "the task file and its data files instead")
+            return stream.read(MAX_TASK_FILE + 1)
     except OSError as e:
         raise InvalidInput(f"cannot read {path.name}: {e.strerror}") from None
 
@@ -148,7 +159,7 @@ def _read(path: Path) -> bytes:
 def signature(path: Path) -> Signature | None:
     """What changes when an entry is written to: size and mtime of it and all it holds."""
     try:
-        st = path.stat()
+        st = path.lstat()  # a symbolic link, even a dangling one, is an entry (refused)
         if not path.is_dir():
             return (st.st_size, st.st_mtime_ns)
         parts: list[tuple] = [("", 0, st.st_mtime_ns)]
@@ -199,6 +210,13 @@ class Settling:
         """Hand `name` out again once it has been seen settled anew."""
         self._seen.pop(name, None)
 
+    def retry_later(self, name: str, delay: float) -> None:
+        """Hand `name` out again `delay` seconds from now if it does not change meanwhile
+        (a change settles as usual)."""
+        seen = self._seen.get(name)
+        if seen is not None:
+            self._seen[name] = _Seen(seen.signature, self.clock() + delay - self.settle)
+
     def _update(self, name: str, sig: Signature, now: float) -> _Seen:
         seen = self._seen.get(name)
         if seen is None or seen.signature != sig:
@@ -234,12 +252,14 @@ def _split(name: str) -> tuple[str, str]:
 
 
 def is_candidate(path: Path) -> bool:
-    """True for what the inbox takes: visible task files and folders, not done/ or failed/."""
+    """True for what the inbox takes: visible task files and folders, not done/ or failed/.
+    A task file's name that is a symbolic link, a pipe or a device is taken too, to be
+    refused to failed/ with the reason, rather than left without a word."""
     if path.name in (DONE, FAILED) or is_editor_noise(path, path.parent):
         return False
     if path.is_dir():
         return True
-    return path.suffix in TASK_SUFFIXES and path.is_file()
+    return path.suffix in TASK_SUFFIXES
 
 
 # ---------------------------------------------------------------- the inbox
@@ -260,6 +280,7 @@ class Inbox:
         self._stopping = threading.Event()
         self._thread: threading.Thread | None = None
         self._watcher: DebouncedWatcher | None = None
+        self._failures: dict[str, int] = {}  # entry name: unexpected failures in a row
 
     def start(self) -> None:
         """Take the entries present now, then keep watching; returns at once."""
@@ -319,12 +340,28 @@ class Inbox:
                 log.warning("inbox entry waits for disk space", entry=name, problem=e.message)
                 self.settling.forget(name)
                 wait = min(wait or SETTLE_SECONDS, SETTLE_SECONDS)
-            except Exception:
-                # Not the entry's fault (a locked database, a full disk): try it again later.
-                log.exception("inbox entry not taken", entry=name)
-                self.settling.forget(name)
-                wait = min(wait or SETTLE_SECONDS, SETTLE_SECONDS)
+            except Exception as e:
+                # Not the entry's fault (a locked database, a bug): try it again later, less
+                # often each time, with the traceback logged once.
+                wait = min(wait or SETTLE_SECONDS, self._retry_later(name, e))
+            else:
+                self._failures.pop(name, None)
+        for name in set(self._failures) - set(current):
+            del self._failures[name]
         return wait
+
+    def _retry_later(self, name: str, error: Exception) -> float:
+        """Log why `name` was not taken and schedule it again; the seconds until then."""
+        failures = self._failures[name] = self._failures.get(name, 0) + 1
+        delay = min(SETTLE_SECONDS * 2 ** failures, MAX_RETRY_SECONDS)
+        if failures == 1:
+            log.exception("inbox entry not taken; trying it again later", entry=name,
+                          next_try_in=delay)
+        else:
+            log.warning("inbox entry still not taken", entry=name, tries=failures,
+                        problem=f"{type(error).__name__}: {error}", next_try_in=delay)
+        self.settling.retry_later(name, delay)
+        return delay
 
     def _entries(self) -> list[Path]:
         try:
@@ -335,7 +372,7 @@ class Inbox:
 
     def take(self, path: Path) -> None:
         """Submit one settled entry and move it to done/ or failed/."""
-        if not path.exists():
+        if not os.path.lexists(path):
             return
         try:
             made = self._submit(path)

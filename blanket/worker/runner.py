@@ -57,7 +57,8 @@ log = structlog.get_logger(__name__)
 
 @dataclass(frozen=True)
 class RunResult:
-    """How a run ended. `exit_code` is None when the process never started or died by a signal."""
+    """How a run ended. `exit_code` is None when the process never started or was stopped or
+    timed out (killed by the worker), -N when signal N killed it otherwise."""
 
     state: TaskState
     exit_code: int | None
@@ -292,7 +293,9 @@ class TaskRun:
                              f"timed out after {format_duration(self._timeout or 0.0)}")
         if returncode == 0:
             return RunResult(TaskState.SUCCESS, 0, None)
-        return RunResult(TaskState.FAILED, exit_code,
+        # Killed by a signal it did not get from us: -N, as Python says it (the shell's
+        # 128+N could not be told from an exit status).
+        return RunResult(TaskState.FAILED, returncode,
                          describe_status(returncode) + self._disk_full_note())
 
     def _disk_full_note(self) -> str:

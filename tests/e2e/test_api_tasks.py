@@ -300,6 +300,22 @@ def test_two_files_with_one_name_are_refused(fresh):
     assert (count(fresh), leftovers(fresh)) == (0, [])
 
 
+@pytest.mark.parametrize(("parts", "words"), [
+    ([("data", None, b'{"type": "echo"}'), ("data", None, b'{"type": "nope"}')],
+     ["more than one part named data"]),
+    ([("data", "d.json", b'{"type": "echo"}'), ("data", None, b'{"type": "echo"}')],
+     ["more than one part named data"]),
+    ([("data", None, b'{"type": "echo"}'), ("input", "", b"scan")],
+     ["'input' carry no file name", "input=@scan.pdf"]),
+    ([("data", None, b'{"type": "echo"}'), ("notes", None, b"hello")],
+     ["'notes' carry no file name"]),
+])
+def test_a_multipart_part_that_would_be_dropped_is_refused(fresh, parts, words):
+    body, headers = multipart(parts)
+    assert_error(call(fresh, "POST", "/task/", body, headers), 400, *words)
+    assert (count(fresh), leftovers(fresh)) == (0, [])
+
+
 # --- hostile clients -------------------------------------------------------------------------
 
 def test_huge_json_body_is_413(shared):

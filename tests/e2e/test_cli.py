@@ -85,6 +85,31 @@ def test_submit_with_files_puts_them_in_the_task_directory(server, tmp_path):
     assert (folder / "in.txt").read_text() == "payload"
 
 
+def test_a_file_called_data_is_a_file_like_any_other(server, tmp_path):
+    (tmp_path / "data").write_text("not the task")
+    out = blanket("submit", "echo", "-f", str(tmp_path / "data"), server=server).stdout
+    assert (server.data_dir / "tasks" / "echo" / out.strip() / "data").read_text() == \
+        "not the task"
+
+
+@pytest.mark.parametrize(("args", "words"), [
+    (("-f", "a/x", "-f", "b/x"), "two files are called 'x'"),
+    (("-f", "f\udcff.txt"), "the file name 'f\\xff.txt' is not UTF-8; rename the file"),
+    (("-d", "{" + '"a": {' * 5000 + "}" * 5000 + "}"), "the data nests too deeply"),
+    (("-d", "@missing.json"), "cannot read missing.json: No such file or directory"),
+    (("-d", '{"priority": NaN}'), "the data is not valid JSON: NaN is not a JSON number"),
+])
+def test_submit_refuses_files_and_data_it_cannot_send_saying_why(server, tmp_path, args, words):
+    for folder in ("a", "b"):
+        (tmp_path / folder).mkdir()
+        (tmp_path / folder / "x").write_text(folder)
+    (tmp_path / os.fsdecode(b"f\xff.txt")).write_text("odd name")
+    done = blanket("submit", "echo", *args, server=server, cwd=tmp_path, ok=False)
+    assert done.returncode == 2 and words in done.stderr, done.stderr
+    assert "Traceback" not in done.stderr
+    assert server.client.get("/task/?count")["count"] == 0
+
+
 def test_task_run_is_submit(server):
     out = blanket("task", "run", "count", "-d", '{"N": 1}', server=server).stdout
     assert task(server, out)["type"] == "count"
@@ -116,7 +141,7 @@ def test_submit_refused_prints_the_reason_without_a_traceback(server):
 
 def test_submit_with_bad_json_is_a_usage_error(server):
     done = blanket("submit", "echo", "-d", "{oops", server=server, ok=False)
-    assert done.returncode == 2 and "not JSON" in done.stderr
+    assert done.returncode == 2 and "not valid JSON" in done.stderr
 
 
 # --- ps ------------------------------------------------------------------------------------

@@ -29,6 +29,8 @@ TYPES = {
     "steps": ('command = "for i in 1 2 3; do echo $((i*30)) step $i > .progress; sleep 1.2; done"\n'
               'tags = ["unix"]\n'),
     "gpu": 'command = "true"\ntags = ["gpu"]\n',
+    "killed": 'command = "echo going; kill -KILL $$"\ntags = ["unix"]\n',
+    "long": 'command = "echo started; sleep 60"\ntags = ["unix"]\n',
 }
 
 
@@ -83,6 +85,28 @@ def test_submit_wait_exits_with_the_commands_own_exit_code_and_its_log_tail(serv
     task_id = done.stdout.strip()
     assert task(server, task_id)["exit_code"] == 7
     assert f"task {task_id}'s stderr log" in done.stderr and "broken" in done.stderr
+
+
+def test_a_task_killed_by_a_signal_exits_128_plus_its_number_as_a_shell_says(server):
+    done = blanket("submit", "killed", "--wait", server=server, ok=False)
+    assert done.returncode == 128 + signal.SIGKILL, done.stderr
+    task_id = done.stdout.strip()
+    record = task(server, task_id)
+    assert (record["state"], record["exit_code"]) == ("FAILED", -signal.SIGKILL)
+    assert record["error"] == "killed by signal SIGKILL"
+    assert blanket("wait", task_id, server=server, ok=False).returncode == 137
+    again = blanket("rerun", task_id, "--wait", server=server, ok=False)
+    assert again.returncode == 137
+
+
+@pytest.mark.parametrize("args", [("inspect", ""), ("logs", ""), ("wait", ""), ("rm", ""),
+                                  ("stop", ""), ("task", "stop", ""), ("rm", "1?force"),
+                                  ("rerun", "x"), ("wait", "1", "../worker")])
+def test_a_task_id_that_is_not_a_number_is_refused_before_asking(server, args):
+    done = blanket(*args, server=server, ok=False)
+    assert done.returncode == 2, done.stderr
+    assert "is not a task id; ids are whole numbers such as 42" in done.stderr
+    assert "Traceback" not in done.stderr
 
 
 def test_a_timed_out_task_exits_124_as_timeout_does(server):
@@ -180,6 +204,20 @@ def test_logs_follow_of_a_queued_task_says_it_waits(server, make_server):
         make_server.worker(server, tags="gpu")
         proc.communicate(timeout=60)
         assert proc.returncode == 0
+    finally:
+        proc.kill()
+
+
+def test_logs_follow_of_a_task_removed_meanwhile_says_so_and_fails(server):
+    task_id = blanket("submit", "long", server=server).stdout.strip()
+    proc = subprocess.Popen([BLANKET, "--server", server.url, "logs", "-f", task_id],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout.readline() == "started\n"
+        blanket("rm", "--force", task_id, server=server)
+        _, err = proc.communicate(timeout=60)
+        assert proc.returncode == 1
+        assert f"task {task_id} was removed before it ended" in err
     finally:
         proc.kill()
 

@@ -144,6 +144,30 @@ def test_bad_content_moves_to_failed_beside_the_reason(make_server, content, rea
     assert server.client.get("/task/?count")["count"] == 0
 
 
+def test_hostile_entries_move_to_failed_with_a_reason_and_the_inbox_goes_on(
+        make_server) -> None:
+    import os
+    server = report_server(make_server)
+    drop(server, "deep.json", '{"type": "report", "environment": ' + "[" * 100_000
+         + "]" * 100_000 + "}")
+    drop(server, "deep.toml", 'type = "report"\n[' + "a." * 100_000 + "b]\n")
+    drop(server, "big.toml", GOOD + "#" * 2 * 1024 * 1024 + "\n")
+    (server.inbox_dir / "gone.toml").symlink_to(server.base / "nowhere.toml")
+    os.mkfifo(server.inbox_dir / "pipe.json")
+    wait_until(lambda: len(failed(server)) == 10, timeout=20)
+    reasons = {name: (server.inbox_dir / "failed" / f"{name}.error").read_text()
+               for name in ("deep.json", "deep.toml", "big.toml", "gone.toml", "pipe.json")}
+    assert reasons["deep.json"].startswith("deep.json nests too deeply")
+    assert reasons["deep.toml"].startswith("deep.toml:2: a key of more than 1000 dotted parts")
+    assert "a task file may be at most 1,048,576" in reasons["big.toml"]
+    assert "is a symbolic link" in reasons["gone.toml"]
+    assert "is not a regular file" in reasons["pipe.json"]
+    drop(server, "good.toml", GOOD)  # and the inbox goes on
+    wait_done(server)
+    assert server.client.get("/task/?count")["count"] == 1
+    assert "Traceback" not in server.log_text()
+
+
 def test_two_hundred_files_dropped_at_once_all_become_tasks(make_server) -> None:
     server = report_server(make_server)
     for number in range(200):

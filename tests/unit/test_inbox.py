@@ -3,6 +3,7 @@ complete, naming in done/ and failed/, and taking entries through a real intake 
 
 from __future__ import annotations
 
+import itertools
 import json
 from collections.abc import Iterator
 from datetime import UTC, datetime
@@ -10,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from blanket.config.checker import parse_toml
 from blanket.config.tasktype import RequiredVariable, TaskType
 from blanket.errors import InvalidInput
 from blanket.models import TaskFilter
@@ -102,18 +104,54 @@ def test_bad_json_says_so() -> None:
         parse_task_text("r.json", b'{"type": ', NOW)
 
 
+@pytest.mark.parametrize(("name", "raw", "reason"), [
+    ("r.json", b'{"type": "report", "environment": ' + b"[" * 5000 + b"]" * 5000 + b"}",
+     r"^r\.json nests too deeply"),
+    ("r.toml", b'type = "report"\nx = ' + b"[" * 5000 + b"]" * 5000,
+     r"^r\.toml: tables and lists nest more than 100 levels deep"),
+    ("r.toml", b'type = "report"\nx = ' + b"{a=" * 5000 + b"1" + b"}" * 5000,
+     r"^r\.toml: tables and lists nest more than 100 levels deep"),
+    ("r.toml", b'type = "report"\n[' + b"a." * 500 + b"b]\n",
+     r"^r\.toml: tables and lists nest more than 100 levels deep"),
+    ("r.toml", b'type = "report"\n[' + b"a." * 100_000 + b"b]\n",
+     r"^r\.toml:2: a key of more than 1000 dotted parts nests too deeply"),
+])
+def test_a_file_nested_too_deeply_is_refused_saying_so(name, raw, reason) -> None:
+    with pytest.raises(InvalidInput, match=reason):
+        parse_task_text(name, raw, NOW)
+
+
+def test_dots_in_strings_numbers_and_comments_do_not_count_as_key_parts() -> None:
+    raw = (b'type = "report"\n# ' + b"." * 3000 + b'\n[environment]\nTARGET = "'
+           + b"." * 3000 + b'" # ' + b"." * 3000 + b"\n")
+    assert parse_task_text("r.toml", raw, NOW).environment["TARGET"] == "." * 3000
+    assert parse_toml("x = [" + "1.5, " * 1500 + "]\n", "t.toml")["x"][0] == 1.5
+
+
+def test_json_in_a_task_file_is_read_as_the_api_reads_it() -> None:
+    with pytest.raises(InvalidInput, match=r"r\.json is not valid JSON: NaN is not a JSON"):
+        parse_task_text("r.json", b'{"type": "report", "priority": NaN}', NOW)
+    with pytest.raises(InvalidInput, match="lone surrogate"):
+        parse_task_text("r.json", b'{"type": "report", "environment": {"A": "\\ud800"}}', NOW)
+
+
+def test_a_task_file_is_checked_as_the_api_checks_a_submission() -> None:
+    with pytest.raises(InvalidInput, match=r"^environment\.N: must be string or number or bool"):
+        parse_task_text("r.toml", b'type = "report"\n[environment]\nN = [1, 2]\n', NOW)
+
+
 def test_text_that_is_not_utf8_is_refused() -> None:
     with pytest.raises(InvalidInput, match="not UTF-8"):
         parse_task_text("r.toml", b'type = "\xff"', NOW)
 
 
 def test_unknown_field_gets_the_api_message() -> None:
-    with pytest.raises(InvalidInput, match=r"unknown field\(s\) command; a task has type"):
+    with pytest.raises(InvalidInput, match=r"^the task: unknown field\(s\) command; it takes"):
         parse_task_text("r.toml", b'type = "report"\ncommand = "rm"\n', NOW)
 
 
 def test_missing_type_gets_the_api_message() -> None:
-    with pytest.raises(InvalidInput, match='"type" is missing'):
+    with pytest.raises(InvalidInput, match=r"^the task: 'type' is missing$"):
         parse_task_text("r.toml", b"", NOW)
 
 
@@ -305,6 +343,62 @@ def test_a_bad_file_moves_to_failed_beside_its_reason(inbox: Inbox, store) -> No
     assert (failed / "r.toml").read_text() == 'type = "nope"\n'
     assert (failed / "r.toml.error").read_text() == (
         "unknown task type 'nope'; known types: report\n")
+
+
+def test_a_task_file_over_a_mebibyte_is_refused_without_reading_it(inbox: Inbox,
+                                                                  store) -> None:
+    inbox.take(drop(inbox, "r.toml", GOOD + "# " + "x" * 1024 * 1024 + "\n"))
+    assert all_tasks(store) == []
+    note = (inbox.dir / "failed" / "r.toml.error").read_text()
+    assert note.startswith("r.toml is 1,048,6") and "at most 1,048,576" in note
+
+
+@pytest.mark.parametrize("kind", ["dangling link", "link", "pipe"])
+def test_a_task_file_that_is_no_regular_file_moves_to_failed(inbox: Inbox, store, kind,
+                                                             tmp_path: Path) -> None:
+    import os
+    path = inbox.dir / "r.toml"
+    if kind == "pipe":
+        os.mkfifo(path)
+    else:
+        target = tmp_path / "elsewhere.toml"
+        if kind == "link":
+            target.write_text(GOOD)
+        path.symlink_to(target)
+    assert is_candidate(path)
+    inbox.scan()
+    inbox.settling.clock.now += 1  # type: ignore[attr-defined]
+    inbox.scan()
+    assert all_tasks(store) == []
+    assert sorted(p.name for p in (inbox.dir / "failed").iterdir()) == ["r.toml", "r.toml.error"]
+    reason = "is not a regular file" if kind == "pipe" else "is a symbolic link"
+    assert reason in (inbox.dir / "failed" / "r.toml.error").read_text()
+
+
+def test_an_entry_failing_for_no_fault_of_its_own_is_tried_less_often_and_kept(
+        inbox: Inbox, store, monkeypatch) -> None:
+    tries = []
+
+    def broken(request, now):
+        tries.append(inbox.settling.clock())  # type: ignore[attr-defined]
+        raise RuntimeError("database is locked")
+
+    monkeypatch.setattr(inbox.intake, "submit", broken)
+    drop(inbox, "r.toml", GOOD)
+    clock = inbox.settling.clock
+    for _ in range(400):  # 200 s of scans, every half a second
+        inbox.scan()
+        clock.now += 0.5  # type: ignore[attr-defined]
+    # After settling, again after 1, 2, 4, 8, 16, 32, 60, 60 s: not every half second.
+    gaps = [round(b - a, 1) for a, b in itertools.pairwise(tries)]
+    assert gaps[:7] == [1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 60.0], gaps
+    assert (inbox.dir / "r.toml").exists()  # kept, not failed: it was not the entry's fault
+    monkeypatch.undo()
+    (inbox.dir / "r.toml").write_text(GOOD + "# fixed\n")  # a change is taken after settling
+    inbox.scan()
+    clock.now += 1  # type: ignore[attr-defined]
+    inbox.scan()
+    assert len(all_tasks(store)) == 1 and not (inbox.dir / "r.toml").exists()
 
 
 def test_a_missing_variable_is_explained_in_the_note(inbox: Inbox) -> None:

@@ -108,7 +108,7 @@ def test_nonzero_exit_is_failed_with_status(tmp_path):
 
 def test_death_by_signal_is_failed_with_signal_name(tmp_path):
     assert run(tmp_path, "kill -KILL $$") == RunResult(
-        TaskState.FAILED, None, "killed by signal SIGKILL")
+        TaskState.FAILED, -9, "killed by signal SIGKILL")
 
 
 def test_missing_executor_fails_the_task(tmp_path):

@@ -15,6 +15,7 @@ import fastjsonschema
 
 from blanket import protocol
 from blanket.errors import BlanketError, InvalidInput, StorageFull, is_disk_full
+from blanket.jsontext import parse_json
 
 M = TypeVar("M", bound=protocol.Request)
 MAX_JSON = 1024 * 1024
@@ -25,7 +26,6 @@ MAX_BULK_BODY = 8 * 1024 * 1024  # a bulk submission (POST /task/ with a list of
 MAX_DRAIN = 16 * 1024 * 1024
 # Multipart submissions carry files: the most a submission with its files may weigh.
 MAX_UPLOAD = 1024 * 1024 * 1024
-_SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")
 
 
 def close_body(body: object) -> None:
@@ -98,8 +98,12 @@ def check_body(data: Any, what: str = "the body") -> Any:
     """`data` if it fits the route's `body` schema (blanket.server.api.schemas), else InvalidInput
     naming the field and the rule it breaks."""
     body = bottle.request.route.config.get("body")
-    if body is None:
-        return data
+    return data if body is None else check_against(body, data, what)
+
+
+def check_against(body: Any, data: Any, what: str) -> Any:
+    """`data` if it fits `body` (a blanket.server.api.schemas.Body), else InvalidInput naming
+    the field and the rule it breaks: what every route says, for any reader of a request."""
     try:
         body.validate(data)
     except fastjsonschema.JsonSchemaValueException as e:
@@ -111,6 +115,10 @@ def check_body(data: Any, what: str = "the body") -> Any:
             bad = [n for n in e.value if not re.search(pattern, n)] or list(e.value)
             rule = (f"name {bad[0]!r} is not valid; use letters, digits and _, not starting "
                     "with a digit")
+        elif e.rule == "required" and isinstance(e.value, dict) and isinstance(
+                e.rule_definition, list):
+            missing = [name for name in e.rule_definition if name not in e.value]
+            rule = f"{', '.join(map(repr, missing))} is missing" if missing else rule
         elif e.rule == "oneOf" and isinstance(e.rule_definition, list):
             rule = _branch_reason(e.value, e.rule_definition) or rule
         elif e.rule == "additionalProperties" and isinstance(e.definition, dict):
@@ -178,71 +186,6 @@ def _drain(length: int) -> None:
         if not chunk:
             return
         left -= len(chunk)
-
-
-def _no_constant(name: str) -> Any:
-    raise ValueError(f"{name} is not a JSON number")
-
-
-def _finite(text: str) -> float:
-    value = float(text)
-    if not math.isfinite(value):
-        raise ValueError(f"{text} is out of range for a number")
-    return value
-
-
-def parse_json(raw: bytes | str, what: str = "the body") -> Any:
-    """JSON as the standard says it: no NaN or Infinity, no number that overflows, no lone
-    surrogate (not Unicode text: it would fail wherever the string is stored or encoded)."""
-    try:
-        data = json.loads(raw, parse_constant=_no_constant, parse_float=_finite)
-    except ValueError as e:  # UnicodeDecodeError is a ValueError too
-        raise InvalidInput(f"{what} is not valid JSON: {e}") from None
-    except RecursionError:
-        raise InvalidInput(f"{what} nests too deeply; flatten the JSON") from None
-    try:
-        where = _not_unicode_at(data) if _may_hold_surrogates(raw) else None
-    except RecursionError:
-        where = "a deeply nested value"
-    if where is not None:
-        raise InvalidInput(f"{what} holds a lone surrogate (such as \\ud800) in {where}, which "
-                           "is not Unicode text; send valid UTF-8 strings")
-    return data
-
-
-def _may_hold_surrogates(raw: bytes | str) -> bool:
-    if isinstance(raw, str):
-        raw = raw.encode("utf-8", "surrogatepass")
-    return _SURROGATE_ESCAPE.search(raw) is not None or b"\xed" in raw
-
-
-def _not_unicode_at(data: Any, where: str = "") -> str | None:
-    """Where in `data` a string (or an object's key) is not Unicode text, e.g.
-    `environment.MSG`; None when every string is."""
-    if isinstance(data, str):
-        return None if _encodes(data) else (where or "the value")
-    if isinstance(data, dict):
-        for key, value in data.items():
-            inner = f"{where}.{key}" if where else str(key)
-            if not _encodes(key):
-                return f"the name of a field in {where or 'the object'}"
-            found = _not_unicode_at(value, inner)
-            if found is not None:
-                return found
-    elif isinstance(data, list):
-        for index, value in enumerate(data):
-            found = _not_unicode_at(value, f"{where}[{index}]")
-            if found is not None:
-                return found
-    return None
-
-
-def _encodes(text: str) -> bool:
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:
-        return False
-    return True
 
 
 def parse_id(text: str, what: str = "task") -> int:

@@ -239,6 +239,15 @@ class TaskRoutes:
             forms = bottle.request.forms
         except ValueError as e:  # bottle refuses e.g. a NUL in a part's header
             raise InvalidInput(f"the multipart body is malformed: {e}") from None
+        if len(files.getall("data")) + len(forms.getall("data")) > 1:
+            raise InvalidInput("the multipart body has more than one part named data; send "
+                               "the task JSON once")
+        loose = sorted(name for name in forms if name != "data")
+        if loose:
+            raise InvalidInput(
+                f"the multipart part(s) {', '.join(map(repr, loose))} carry no file name, so "
+                "they are neither a file nor the task; give each file a name, e.g. "
+                "-F 'input=@scan.pdf', and put everything else in the data field")
         if "data" in files:
             data = parse_json(files["data"].file.read(), "the data file")
         elif forms.getunicode("data") is not None:
