@@ -8,6 +8,7 @@ import json
 import sys
 import time
 from typing import Any
+from urllib.parse import quote, urlencode
 
 import click
 
@@ -57,9 +58,10 @@ def run_workflow(ctx: Any, name: str, env: tuple[str, ...], wait: str | None,
         if not sep:
             raise click.BadParameter(f"{item!r}: write NAME=VALUE", param_hint="-e")
         environment[key] = value
+    limit = wait_limit(wait)  # a wrong --wait is refused before the run starts
     client = ctx.client()
-    run = client.post(f"/workflow/{name}/run", {"environment": environment})
-    _show_and_wait(client, run, wait, as_json)
+    run = client.post(f"/workflow/{quote(name, safe='')}/run", {"environment": environment})
+    _show_and_wait(client, run, wait is not None, limit, as_json)
 
 
 @workflow.command(name="runs")
@@ -71,8 +73,8 @@ def run_workflow(ctx: Any, name: str, env: tuple[str, ...], wait: str | None,
 def list_runs(ctx: Any, name: str | None, state: str | None, limit: int,
               as_json: bool) -> None:
     """Runs, newest first (of workflow NAME)."""
-    query = "&".join(f"{k}={v}" for k, v in (("workflow", name), ("state", state),
-                                              ("limit", limit)) if v)
+    query = urlencode([(k, v) for k, v in (("workflow", name), ("state", state),
+                                           ("limit", limit)) if v])
     runs = ctx.client().get(f"/run/?{query}")
     if as_json:
         click.echo(json.dumps(runs, indent=2))
@@ -113,19 +115,21 @@ def stop_run(ctx: Any, run_ids: tuple[int, ...]) -> None:
 @click.pass_obj
 def rerun(ctx: Any, run_id: int, wait: str | None, as_json: bool) -> None:
     """Run a failed or stopped run's steps that did not succeed again."""
+    limit = wait_limit(wait)  # a wrong --wait is refused before the rerun starts
     client = ctx.client()
-    _show_and_wait(client, client.post(f"/run/{run_id}/rerun"), wait, as_json)
+    _show_and_wait(client, client.post(f"/run/{run_id}/rerun"), wait is not None, limit,
+                   as_json)
 
 
-def _show_and_wait(client: Any, run: dict, wait: str | None, as_json: bool) -> None:
+def _show_and_wait(client: Any, run: dict, wait: bool, limit: float | None,
+                   as_json: bool) -> None:
     if not as_json:
         click.echo(run["id"])
         sys.stdout.flush()
-    if wait is None:
+    if not wait:
         if as_json:
             click.echo(json.dumps(run, indent=2))
         return
-    limit = wait_limit(wait)
     end = None if limit is None else time.monotonic() + limit
     shown: dict[str, str] = {}
     while True:

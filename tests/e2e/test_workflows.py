@@ -310,6 +310,15 @@ def test_the_cli_runs_a_workflow_and_waits_for_it(make_server):
                            capture_output=True, text=True, env=env, timeout=120)
     assert again.returncode == 1  # failed again, in round 2
     assert server.client.get(f"/run/{failing.stdout.split()[0]}")["round"] == 2
+    runs_before = len(server.client.get("/run/"))
+    for args in (["run", "diamond", "--wait=soon"],
+                 ["rerun", failing.stdout.split()[0], "--wait=soon"]):
+        refused = subprocess.run([*cli, *args], capture_output=True, text=True, env=env,
+                                 timeout=60)
+        assert refused.returncode == 2 and "--wait" in refused.stderr, refused.stderr
+    # refused before anything started: no new run, no new round
+    assert len(server.client.get("/run/")) == runs_before
+    assert server.client.get(f"/run/{failing.stdout.split()[0]}")["round"] == 2
 
 
 def test_a_schedule_and_the_inbox_start_runs(make_server):
