@@ -21,8 +21,9 @@ from blanket.config.tasktype import TaskType
 from blanket.config.workflow import STEP_TYPE_PREFIX
 from blanket.durations import format_duration, parse_duration
 from blanket.envnames import ENV_NAME, loader_name, too_big, too_long
-from blanket.errors import InvalidInput, ItemsRefused, StorageFull, is_disk_full
+from blanket.errors import DuplicateTask, InvalidInput, ItemsRefused, StorageFull, is_disk_full
 from blanket.models import AFTER_POLICIES, MAX_AFTER, MAX_PRIORITY, Task
+from blanket.server import idempotency
 from blanket.server.metrics import Metrics
 from blanket.server.pricing import estimate_from_history, task_score
 from blanket.store.base import NewTask, Store
@@ -57,6 +58,7 @@ class TaskRequest:
     front: bool = False  # a caller waits on it: it goes ahead of the queue
     uploads: tuple[Upload, ...] = ()
     dedupe_key: str | None = None
+    fingerprint: str | None = None  # of a request with a client's key (server/idempotency.py)
     submitted_by: str | None = None
     # Set by config files (a schedule's environment) and reruns of accepted tasks: any name
     # goes. A submission may set only the names its type declares or allows.
@@ -389,6 +391,18 @@ class Intake:
     def submit(self, request: TaskRequest, now: float | None = None) -> Task:
         """Create one task; raise InvalidInput (nothing stored) when the request is wrong."""
         now = time.time() if now is None else now
+        if request.fingerprint is not None and request.dedupe_key is not None:
+            known = idempotency.first_use(self.store, request.dedupe_key, request.fingerprint)
+            if known is not None:  # sent again: nothing to check, stage or store
+                raise DuplicateTask(known)
+        try:
+            return self._submit(request, now)
+        except DuplicateTask:  # a request with the same key came first meanwhile
+            if request.fingerprint is not None and request.dedupe_key is not None:
+                idempotency.first_use(self.store, request.dedupe_key, request.fingerprint)
+            raise
+
+    def _submit(self, request: TaskRequest, now: float) -> Task:
         names = [check_file_name(u.name) for u in request.uploads]
         if len(set(names)) != len(names):
             raise InvalidInput("two uploaded files have the same name; rename one")
@@ -422,6 +436,12 @@ class Intake:
         was refused before it came here), and nothing is stored. A request whose dedupe key
         was used before gets the task that holds the key."""
         now = time.time() if now is None else now
+        # A list sent with a key is stored whole or not at all, each task with the list's
+        # fingerprint: the first task's key tells whether this list was sent before.
+        keyed = next((r for r in requests if isinstance(r, TaskRequest)
+                      and r.fingerprint is not None and r.dedupe_key is not None), None)
+        if keyed is not None:
+            idempotency.first_use(self.store, keyed.dedupe_key or "", keyed.fingerprint)
         edges = sum(len(r.after) for r in requests if isinstance(r, TaskRequest))
         if edges > MAX_EDGES:  # each is read and written in the one transaction
             raise InvalidInput(f"these tasks wait for {edges} tasks in all; one request may "
@@ -512,7 +532,8 @@ class Intake:
             added=now, not_before=request.not_before, schedule=request.schedule,
             retries=retries, retry_delay=retry_delay,
             timeout=timeout, priority=request.priority, inputs=inputs,
-            dedupe_key=request.dedupe_key, submitted_by=request.submitted_by,
+            dedupe_key=request.dedupe_key, fingerprint=request.fingerprint,
+            submitted_by=request.submitted_by,
             secrets=tuple(sorted(task_type.secrets & environment.keys())),
             after=request.after, after_policy=request.after_policy, run=request.run,
         )

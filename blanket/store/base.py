@@ -42,6 +42,7 @@ class NewTask:
     priority: int = 0
     inputs: tuple[str, ...] = ()
     dedupe_key: str | None = None  # a second task with the same key is refused (inbox, retries)
+    fingerprint: str | None = None  # of the request that came with a client's key, kept with it
     submitted_by: str | None = None
     secrets: tuple[str, ...] = ()
     after: tuple[int, ...] = ()  # tasks to wait for: it is stored WAITING until they end
@@ -343,6 +344,10 @@ class Store(ABC):
     @abstractmethod
     def task_for_key(self, key: str) -> int | None:
         """The id of the task submitted with this dedupe key, if any."""
+
+    @abstractmethod
+    def key_entry(self, key: str) -> tuple[int, str | None] | None:
+        """(task id, fingerprint of the request it came with) for this dedupe key, if any."""
 
     @abstractmethod
     def get_task(self, task_id: int) -> Task | None: ...

@@ -300,6 +300,10 @@ class PostgresStore(SqlVerbs):
         row = self._one(Q["task_for_key"], {"key": key})
         return row["task_id"] if row else None
 
+    def key_entry(self, key: str) -> tuple[int, str | None] | None:
+        row = self._one(Q["key_entry"], {"key": key})
+        return (row["task_id"], row["fingerprint"]) if row else None
+
     def get_task(self, task_id: int) -> Task | None:
         row = self._one(Q["get_task"], {"id": task_id})
         return task_from_row(row) if row else None
@@ -580,13 +584,13 @@ def _insert_row(cur: Any, new: NewTask,
             # are locked: waiting here for a concurrent insert of the same key, it holds no
             # lock an end of one of those could wait for (while that insert waits for it).
             params["id"] = _next_task_id(cur)
-            _insert_key(cur, new.dedupe_key, params["id"])
+            _insert_key(cur, new, params["id"])
         waits = dependencies.waits_of(Q, cur, new.after, new.after_policy, time.time(), list,
                                       lambda: _next_task_id(cur), params["id"])
         params.update(waits.columns)
     row = cur.execute(Q["insert_task"], params).fetchone()
     if new.dedupe_key is not None and params["id"] is None:
-        _insert_key(cur, new.dedupe_key, row["id"])
+        _insert_key(cur, new, row["id"])
     if waits is not None:
         dependencies.record_waits(Q, cur, row, waits, on_skip)
     if new.run is not None:
@@ -598,8 +602,9 @@ def _next_task_id(cur: Any) -> int:
     return cur.execute(Q["next_task_id"]).fetchone()["id"]
 
 
-def _insert_key(cur: Any, key: str, task_id: int) -> None:
-    if not cur.execute(Q["insert_key"], {"key": key, "task_id": task_id}).fetchone():
+def _insert_key(cur: Any, new: NewTask, task_id: int) -> None:
+    if not cur.execute(Q["insert_key"], {"key": new.dedupe_key, "task_id": task_id,
+                                         "fingerprint": new.fingerprint}).fetchone():
         raise _KeyTaken()
 
 

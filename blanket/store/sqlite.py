@@ -236,6 +236,10 @@ class SQLiteStore(SqlVerbs):
         row = self._one(Q["task_for_key"], (key,))
         return row[0] if row else None
 
+    def key_entry(self, key: str) -> tuple[int, str | None] | None:
+        row = self._one(Q["key_entry"], (key,))
+        return (row[0], row[1]) if row else None
+
     def get_task(self, task_id: int) -> Task | None:
         row = self._one(Q["get_task"], (task_id,))
         return task_from_row(row) if row else None
@@ -470,7 +474,7 @@ def _insert_task(db: sqlite3.Connection, new: NewTask, now: float,
         params.update(waits.columns)
     row = db.execute(Q["insert_task"], params).fetchall()[0]
     if new.dedupe_key is not None:
-        db.execute(Q["insert_key"], (new.dedupe_key, row["id"]))
+        db.execute(Q["insert_key"], (new.dedupe_key, row["id"], new.fingerprint))
     if waits is not None:
         dependencies.record_waits(Q, db, row, waits, on_skip)
     if new.run is not None:

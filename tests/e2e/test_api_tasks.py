@@ -402,6 +402,41 @@ def test_idempotency_key_returns_the_first_task(fresh):
     assert count(fresh) == 1
 
 
+def test_an_idempotency_key_sent_with_another_request_is_refused_not_answered(fresh):
+    key = {"Idempotency-Key": "order-43"}
+    status, first = call(fresh, "POST", "/task/", {"type": "echo", "environment": {"A": 1}},
+                         key)
+    assert status == 201
+    # the same request in other words: keys in another order, other spacing, ?wait
+    same = '{"environment":{"A":1},   "type":"echo"}'
+    assert call(fresh, "POST", "/task/", same, key) == (200, first)
+    status, refused = call(fresh, "POST", "/task/", {"type": "echo", "environment": {"A": 2}},
+                           key)
+    assert status == 422 and refused["error"]["code"] == "idempotency_key_reused"
+    assert f"sent before with a different request (it made task {first['id']})" in \
+        refused["error"]["message"]
+    body, headers = multipart([("data", None, b'{"type": "echo", "environment": {"A": 1}}'),
+                               ("f", "in.txt", b"1")])
+    assert call(fresh, "POST", "/task/", body, {**headers, **key})[0] == 422  # a file more
+    assert count(fresh) == 1 and leftovers(fresh) == []
+
+
+def test_a_multipart_submission_sent_again_with_its_key_is_the_same_request(fresh):
+    key = {"Idempotency-Key": "upload-1"}
+    parts = [("data", None, b'{"type": "echo"}'), ("f", "in.txt", b"12")]
+    status, first = call(fresh, "POST", "/task/", *_with(multipart(parts), key))
+    assert status == 201
+    assert call(fresh, "POST", "/task/", *_with(multipart(parts), key)) == (200, first)
+    parts[1] = ("f", "in.txt", b"123")  # the file's size changed
+    assert call(fresh, "POST", "/task/", *_with(multipart(parts), key))[0] == 422
+    assert count(fresh) == 1
+
+
+def _with(body_and_headers: tuple[bytes, dict], extra: dict) -> tuple[bytes, dict]:
+    body, headers = body_and_headers
+    return body, {**headers, **extra}
+
+
 # --- with a worker (simulated over HTTP with the worker routes) ----------------------------
 
 class FakeWorker:

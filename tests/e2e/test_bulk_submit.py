@@ -103,6 +103,11 @@ def test_the_same_list_sent_again_with_its_idempotency_key_stores_nothing_more(s
     again = call(server, "POST", "/task/", items, key)[1]
     assert [t["id"] for t in again["tasks"]] == [t["id"] for t in first["tasks"]]
     assert count(server) == 3
+    for other in ([ECHO, ECHO], [ECHO, ECHO, ECHO, ECHO], [ECHO, ECHO, {**ECHO, "priority": 1}]):
+        status, refused = call(server, "POST", "/task/", json.dumps(other), key)
+        assert status == 422 and "sent before with a different request" in \
+            refused["error"]["message"]
+    assert count(server) == 3
 
 
 def test_a_token_may_submit_in_bulk_only_the_types_it_may_submit(server):

@@ -235,6 +235,19 @@ def test_a_key_finds_its_task(store: Store) -> None:
     assert store.task_for_key("other") is None
 
 
+def test_a_key_keeps_the_fingerprint_of_the_request_it_came_with(store: Store) -> None:
+    task = store.add_task(new_task(dedupe_key="client:a:k", fingerprint="f1"))
+    after = store.add_task(new_task(dedupe_key="client:a:w", after=(task.id,),
+                                    fingerprint="f2"))
+    [bulk] = store.add_tasks([new_task(dedupe_key="client:a:b:0", fingerprint="f3")])
+    inbox = store.add_task(new_task(dedupe_key="inbox:x"))
+    assert store.key_entry("client:a:k") == (task.id, "f1")
+    assert store.key_entry("client:a:w") == (after.id, "f2")
+    assert store.key_entry("client:a:b:0") == (bulk.id, "f3")
+    assert store.key_entry("inbox:x") == (inbox.id, None)
+    assert store.key_entry("client:a:nope") is None
+
+
 def test_deleting_a_task_frees_its_key_and_no_other(store: Store) -> None:
     gone = store.add_task(new_task(dedupe_key="gone"))
     kept = store.add_task(new_task(dedupe_key="kept"))

@@ -15,6 +15,7 @@ import fastjsonschema
 from blanket.auth import SUBMITTER, VIEWER, Forbidden, allows
 from blanket.errors import DuplicateTask, NotFound
 from blanket.models import AFTER_POLICIES, MAX_AFTER, Task, TaskFilter, TaskState
+from blanket.server import idempotency
 from blanket.server.api.access import identity, refusal
 from blanket.server.api.schemas import SUBMISSION
 from blanket.server.api.taskfiles import Masker, read_tail
@@ -194,7 +195,8 @@ class Tools:
         key = arguments.get("idempotency_key")
         request = replace(request, submitted_by=caller.name, front=wait > 0,
                           # per caller, as the REST route's Idempotency-Key
-                          dedupe_key=f"client:{caller.name}:{key}" if key else None)
+                          dedupe_key=f"client:{caller.name}:{key}" if key else None,
+                          fingerprint=idempotency.fingerprint(data) if key else None)
         try:
             task = self.s.intake.submit(request)
         except DuplicateTask as taken:

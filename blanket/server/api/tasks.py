@@ -16,6 +16,7 @@ from blanket.auth import OPERATOR, SUBMITTER, VIEWER, WORKER, Forbidden
 from blanket.durations import parse_duration
 from blanket.errors import BlanketError, DuplicateTask, InvalidInput, NotFound
 from blanket.models import FINAL_STATES, SORT_COLUMNS, Task, TaskFilter, TaskState
+from blanket.server import idempotency
 from blanket.server.api import schemas as S
 from blanket.server.api.access import identity, refusal
 from blanket.server.api.http import (
@@ -95,12 +96,17 @@ class TaskRoutes:
             return self.submit_all(items)
         return self.submit_one(self.read_request(front=wait is not None), wait)
 
-    def caller_fields(self) -> dict[str, str | None]:
+    def caller_fields(self, data: Any, uploads: tuple[Upload, ...] = ()
+                      ) -> dict[str, str | None]:
         """What a single submission's request carries of its caller: who submits it, and
-        its Idempotency-Key, per caller (another token's key names nothing of this one's)."""
+        its Idempotency-Key, per caller (another token's key names nothing of this one's),
+        with the fingerprint of the request (`data` and `uploads`) it came with."""
         name = identity().name
         key = bottle.request.get_header("Idempotency-Key")  # its length: see submit_one
-        return {"submitted_by": name, "dedupe_key": f"client:{name}:{key}" if key else None}
+        if not key:
+            return {"submitted_by": name, "dedupe_key": None}
+        return {"submitted_by": name, "dedupe_key": f"client:{name}:{key}",
+                "fingerprint": idempotency.fingerprint(data, uploads)}
 
     def submit_one(self, request: TaskRequest, wait: float | None):
         """Store one submission the caller may make (its request made with
@@ -124,8 +130,9 @@ class TaskRoutes:
         same as POST /task/ with {"type": TYPE, "environment": body}."""
         body = read_json_body(required=False)  # checked: an object of NAME: value
         wait = _wait_asked()
-        request = parse_task_request({"type": type_name, "environment": body}, time.time(),
-                                     front=wait is not None, **self.caller_fields())
+        data = {"type": type_name, "environment": body}
+        request = parse_task_request(data, time.time(), front=wait is not None,
+                                     **self.caller_fields(data))
         return self.submit_one(request, wait)
 
     def read_many(self) -> list[Any] | None:
@@ -164,13 +171,15 @@ class TaskRoutes:
         caller = identity()
         key = self.idempotency_key()
         now = time.time()
+        fingerprint = idempotency.fingerprint(items) if key else None
         requests: list[TaskRequest | InvalidInput] = []
         for index, item in enumerate(items):
             try:
                 request = parse_task_request(
                     check_body(item, "the task"), now, submitted_by=caller.name,
                     # per caller and per place in the list: the same list sent again is found
-                    dedupe_key=f"client:{caller.name}:{key}:{index}" if key else None)
+                    dedupe_key=f"client:{caller.name}:{key}:{index}" if key else None,
+                    fingerprint=fingerprint)
                 if not caller.may_submit(request.type):
                     raise InvalidInput(f"token {caller.name!r} may not submit tasks of type "
                                        f"{request.type!r}")
@@ -219,7 +228,8 @@ class TaskRoutes:
             data = read_json_body(checked=False)
         # Checked once, whichever form it came in.
         return parse_task_request(check_body(data, "the task"), now, front=front,
-                                  uploads=tuple(uploads), **self.caller_fields())
+                                  uploads=tuple(uploads),
+                                  **self.caller_fields(data, tuple(uploads)))
 
     def read_form_body(self):
         raw = read_body()

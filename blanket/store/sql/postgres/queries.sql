@@ -47,11 +47,15 @@ SELECT nextval('tasks_id_seq') AS id;
 
 -- name: insert_key
 -- Waits for a concurrent insert of the same key, then inserts nothing if that one committed.
-INSERT INTO task_keys (key, task_id) VALUES (%(key)s, %(task_id)s)
+INSERT INTO task_keys (key, task_id, fingerprint)
+VALUES (%(key)s, %(task_id)s, %(fingerprint)s)
 ON CONFLICT (key) DO NOTHING RETURNING task_id;
 
 -- name: task_for_key
 SELECT task_id FROM task_keys WHERE key = %(key)s;
+
+-- name: key_entry
+SELECT task_id, fingerprint FROM task_keys WHERE key = %(key)s;
 
 -- name: get_task
 SELECT * FROM tasks WHERE id = %(id)s;

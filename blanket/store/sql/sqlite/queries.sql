@@ -11,10 +11,13 @@ VALUES (:type, :state, :environment, :tags, :score, :added, :not_before, :schedu
 RETURNING *;
 
 -- name: insert_key
-INSERT INTO task_keys (key, task_id) VALUES (?, ?);
+INSERT INTO task_keys (key, task_id, fingerprint) VALUES (?, ?, ?);
 
 -- name: task_for_key
 SELECT task_id FROM task_keys WHERE key = ?;
+
+-- name: key_entry
+SELECT task_id, fingerprint FROM task_keys WHERE key = ?;
 
 -- name: get_task
 SELECT * FROM tasks WHERE id = ?;

@@ -1,0 +1,56 @@
+"""A client's Idempotency-Key: sent again with the same request, it is answered with what the
+first one made; sent with a different request, it is refused (422, as the IETF draft on the
+header says), never taken for the same. A request's fingerprint is kept with its key."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, BinaryIO
+
+from blanket.errors import BlanketError
+from blanket.store.base import Store
+
+
+class KeyReused(BlanketError):
+    status = 422
+    code = "idempotency_key_reused"
+
+
+def fingerprint(data: Any, uploads: Sequence[Any] = ()) -> str:
+    """A hash of a request as the server read it: its JSON (keys in any order, any spacing)
+    and the name and size of each uploaded file (a multipart body's boundary, which differs
+    each time it is sent, is not part of it)."""
+    text = json.dumps(data, sort_keys=True, separators=(",", ":"), ensure_ascii=False,
+                      default=str)
+    digest = hashlib.sha256(text.encode("utf-8", "surrogatepass"))
+    for upload in uploads:
+        digest.update(b"\0" + upload.name.encode("utf-8", "surrogatepass") + b"\0"
+                      + str(_size(upload.source)).encode())
+    return digest.hexdigest()[:32]
+
+
+def _size(source: BinaryIO | Path) -> int:
+    if isinstance(source, Path):
+        return source.stat().st_size
+    position = source.tell()
+    size = source.seek(0, 2)
+    source.seek(position)
+    return size
+
+
+def first_use(store: Store, key: str, fingerprint: str | None) -> int | None:
+    """The task made by the first request with dedupe key `key`, if there was one; KeyReused
+    if that request was not this one."""
+    entry = store.key_entry(key)
+    if entry is None:
+        return None
+    task_id, first = entry
+    if first is not None and fingerprint is not None and first != fingerprint:
+        raise KeyReused(
+            f"this Idempotency-Key was sent before with a different request (it made task "
+            f"{task_id}); send a new request with a new key, or this key with the first "
+            "request to be answered its task(s) again")
+    return task_id
