@@ -12,6 +12,7 @@ from typing import Any, TypeVar
 
 import bottle
 import fastjsonschema
+import msgspec
 
 from blanket import protocol
 from blanket.errors import BlanketError, InvalidInput, StorageFull, is_disk_full
@@ -36,8 +37,14 @@ def close_body(body: object) -> None:
         close()
 
 
+_ENCODER = msgspec.json.Encoder(enc_hook=str)
+
+
 def json_response(data: Any, status: int = 200) -> bottle.HTTPResponse:
-    body = json.dumps(data, default=str)
+    try:
+        body: bytes | str = _ENCODER.encode(data)  # UTF-8, not \u escapes
+    except (UnicodeEncodeError, TypeError):  # a lone surrogate (a name that is not UTF-8)
+        body = json.dumps(data, default=str)
     return bottle.HTTPResponse(body, status=status,
                                headers={"Content-Type": "application/json"})
 
