@@ -108,7 +108,8 @@ class Queue:
     def _bound(self, task: Task, claim: Claim) -> tuple[Task, TaskType] | None:
         """A claimed task with its type; one whose type is gone fails, and the worker
         claims again (the same kind of claim)."""
-        self.metrics.claimed(task)
+        if task.claimed == claim.now:  # not a claim answered again (a replay), taken before
+            self.metrics.claimed(task)
         found = self.current(task.type)
         if found is None:
             self._ended(self.store.finish_task(task.id, task.token or "", Outcome(

@@ -16,6 +16,7 @@ import pytest
 from blanket.client import ClientError
 from tests.conftest import ServerProcess, wait_until
 from tests.e2e.lossy_proxy import LossyProxy
+from tests.e2e.test_metrics import scrape, value
 
 # Runs until the test creates `go` in its directory; each run adds a line to runs.log.
 HOLD = ('command = "echo $BLANKET_ATTEMPT >> runs.log; while [ ! -e go ]; do sleep 0.02; done"\n'
@@ -159,6 +160,9 @@ def test_a_claim_whose_answer_was_lost_runs_once_spending_no_attempt(make_server
     assert (done["state"], done["attempt"], len(done["attempts"])) == ("SUCCESS", 1, 1), done
     assert (server.data_dir / "tasks" / "once" / str(done["id"]) / "runs.log").read_text() \
         == "ran\n"
+    # claimed once, so its wait in the queue is counted once (the claim asked again is not)
+    samples = scrape(server)[1]
+    assert value(samples, "blanket_task_queue_wait_seconds_count", type="once") == 1
 
 
 def test_an_end_report_whose_answer_was_lost_gets_its_claims_when_sent_again(make_server):
