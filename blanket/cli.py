@@ -19,7 +19,7 @@ from blanket.auth import client_token
 from blanket.client import Client, ClientError
 from blanket.config.settings import LogDestination, Settings, load_settings
 from blanket.errors import BlanketError, InvalidInput
-from blanket.jsontext import parse_json
+from blanket.jsontext import is_utf8, parse_json
 from blanket.logs import configure_logging
 from blanket.models import AFTER_POLICIES, TaskState
 from blanket.server.intake import REQUEST_KEYS
@@ -339,12 +339,10 @@ def _upload_name(path: Path, names: set[str]) -> str:
     """The name `path` lands under in the task's directory, checked (UTF-8, as the server's
     names are text, and not given twice) and added to `names`."""
     name = path.name
-    try:
-        name.encode("utf-8")
-    except UnicodeEncodeError:
+    if not is_utf8(name):
         shown = name.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
         raise click.BadParameter(f"the file name '{shown}' is not UTF-8; rename the file",
-                                 param_hint="-f") from None
+                                 param_hint="-f")
     if name in names:
         raise click.BadParameter(f"two files are called {name!r}; they would land on the "
                                  "same name in the task's directory: rename one",

@@ -61,11 +61,11 @@ def _not_unicode_at(data: Any, where: str = "") -> str | None:
     """Where in `data` a string (or an object's key) is not Unicode text, e.g.
     `environment.MSG`; None when every string is."""
     if isinstance(data, str):
-        return None if _encodes(data) else (where or "the value")
+        return None if is_utf8(data) else (where or "the value")
     if isinstance(data, dict):
         for key, value in data.items():
             inner = f"{where}.{key}" if where else str(key)
-            if not _encodes(key):
+            if not is_utf8(key):
                 return f"the name of a field in {where or 'the object'}"
             found = _not_unicode_at(value, inner)
             if found is not None:
@@ -78,7 +78,9 @@ def _not_unicode_at(data: Any, where: str = "") -> str | None:
     return None
 
 
-def _encodes(text: str) -> bool:
+def is_utf8(text: str) -> bool:
+    """Whether `text` is Unicode text that encodes as UTF-8: no lone surrogate (as a name
+    that is not UTF-8, decoded with surrogateescape, holds)."""
     try:
         text.encode("utf-8")
     except UnicodeEncodeError:

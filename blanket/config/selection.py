@@ -17,6 +17,7 @@ from blanket.config.problems import ConfigInvalid, ConfigProblem
 from blanket.config.tasktype import FileSection, TaskType
 from blanket.config.templating import TEMPLATEIGNORE
 from blanket.config.typefile import compile_patterns, resolve_src
+from blanket.jsontext import is_utf8
 
 IGNORE_FILE = ".blanketignore"
 NOT_UTF8_NAME = "the name is not UTF-8; rename it (or exclude it in .blanketignore)"
@@ -83,15 +84,6 @@ def _check_selection(task_type: TaskType, selection: Selection) -> None:
                 problems.extend(invalid.problems)
     if problems:
         raise ConfigInvalid(problems)
-
-
-def is_utf8(name: str) -> bool:
-    """Whether a file name (decoded with surrogateescape) is UTF-8 text."""
-    try:
-        name.encode("utf-8")
-    except UnicodeEncodeError:
-        return False
-    return True
 
 
 def _select_section(

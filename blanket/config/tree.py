@@ -12,9 +12,10 @@ from pathlib import Path
 
 from blanket.config.ignorefile import read_ignore_file
 from blanket.config.problems import ConfigInvalid, ConfigProblem
-from blanket.config.selection import IGNORE_FILE, NOT_UTF8_NAME, is_utf8
+from blanket.config.selection import IGNORE_FILE, NOT_UTF8_NAME
 from blanket.config.templating import TEMPLATEIGNORE
 from blanket.config.watching import NOISE_PATTERNS
+from blanket.jsontext import is_utf8
 
 IGNORE_FILES = frozenset({IGNORE_FILE, TEMPLATEIGNORE})
 _NOISE = re.compile("|".join(fnmatch.translate(p) for p in NOISE_PATTERNS))
