@@ -11,6 +11,7 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 from blanket.config.problems import ConfigInvalid, ConfigProblem
+from blanket.config.tomlkeys import overlong_key_line
 from blanket.durations import format_duration, parse_duration
 from blanket.envnames import ENV_NAME, too_long
 from blanket.nesting import MAX_DEPTH, deeper_than
@@ -31,11 +32,9 @@ MAX_RETRY_DELAY = 7 * 86400.0  # between a task's attempts, as a submission may 
 MAX_KEEP = 100 * 365 * 86400.0  # how long ended tasks are kept: a century is "for ever"
 
 # tomllib takes time quadratic in the parts of one dotted key (a key of 100,000 parts takes
-# 10 s), and the table it makes nests as deep: a line with a key of more parts than this is
-# refused before parsing. Dots inside quoted strings, numbers and comments do not count.
+# 10 s), and the table it makes nests as deep: a key of more parts than this is refused
+# before parsing (config/tomlkeys.py).
 MAX_KEY_PARTS = 1000
-_QUOTED = re.compile(r""""(?:[^"\\]|\\.)*"|'[^']*'""")
-_DECIMAL = re.compile(r"\d\.\d")
 
 _LONGEST_DURATION = 100  # characters: "1d2h3m4s" needs a handful; more is no duration
 _TOML_POSITION = re.compile(r"\(at line (\d+), column \d+\)")
@@ -48,7 +47,7 @@ Line = int | None
 def parse_toml(text: str, file: str) -> dict[str, Any]:
     """The TOML document in `text`; ConfigInvalid says where its syntax is wrong, or that it
     nests deeper than MAX_DEPTH levels."""
-    line = _overlong_key_line(text)
+    line = overlong_key_line(text, MAX_KEY_PARTS) if text.count(".") >= MAX_KEY_PARTS else None
     if line is not None:
         raise ConfigInvalid([ConfigProblem(
             file, f"a key of more than {MAX_KEY_PARTS} dotted parts nests too deeply; "
@@ -65,19 +64,6 @@ def parse_toml(text: str, file: str) -> dict[str, Any]:
         raise ConfigInvalid([ConfigProblem(
             file, f"tables and lists nest more than {MAX_DEPTH} levels deep; flatten them")])
     return data
-
-
-def _overlong_key_line(text: str) -> Line:
-    """The line of a key of more than MAX_KEY_PARTS dotted parts (best effort: dots in
-    quoted strings, decimal numbers and comments are not counted), or None."""
-    if text.count(".") <= MAX_KEY_PARTS:
-        return None
-    for number, line in enumerate(text.splitlines(), start=1):
-        if line.count(".") > MAX_KEY_PARTS:
-            bare = _DECIMAL.sub("", _QUOTED.sub("", line).partition("#")[0])
-            if bare.count(".") > MAX_KEY_PARTS:
-                return number
-    return None
 
 
 def _syntax_problem(file: str, exc: tomllib.TOMLDecodeError, text: str) -> ConfigProblem:

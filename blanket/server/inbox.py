@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import stat
 import threading
 import time
 from collections.abc import Callable, Iterable
@@ -159,8 +160,8 @@ def _read(path: Path) -> bytes:
 def signature(path: Path) -> Signature | None:
     """What changes when an entry is written to: size and mtime of it and all it holds."""
     try:
-        st = path.lstat()  # a symbolic link, even a dangling one, is an entry (refused)
-        if not path.is_dir():
+        st = path.lstat()  # a symbolic link (dangling, a loop, to a folder) is not followed
+        if not stat.S_ISDIR(st.st_mode):
             return (st.st_size, st.st_mtime_ns)
         parts: list[tuple] = [("", 0, st.st_mtime_ns)]
         for root, dirs, files in os.walk(path):
@@ -171,6 +172,8 @@ def signature(path: Path) -> Signature | None:
         return tuple(sorted(parts))
     except FileNotFoundError:
         return None
+    except OSError as e:  # unreadable: it settles as it is, to be refused with the reason
+        return (e.errno,)
 
 
 @dataclass
@@ -435,6 +438,6 @@ class Inbox:
 
 def _mtime(path: Path) -> int:
     try:
-        return path.stat().st_mtime_ns
-    except FileNotFoundError:
+        return path.lstat().st_mtime_ns
+    except OSError:
         return 0

@@ -153,15 +153,20 @@ def test_hostile_entries_move_to_failed_with_a_reason_and_the_inbox_goes_on(
     drop(server, "deep.toml", 'type = "report"\n[' + "a." * 100_000 + "b]\n")
     drop(server, "big.toml", GOOD + "#" * 2 * 1024 * 1024 + "\n")
     (server.inbox_dir / "gone.toml").symlink_to(server.base / "nowhere.toml")
+    (server.inbox_dir / "loop.json").symlink_to("loop.json")  # stat() fails with ELOOP
+    (server.inbox_dir / "elsewhere").symlink_to(server.base)  # a folder, not walked
     os.mkfifo(server.inbox_dir / "pipe.json")
-    wait_until(lambda: len(failed(server)) == 10, timeout=20)
+    wait_until(lambda: len(failed(server)) == 14, timeout=20)
     reasons = {name: (server.inbox_dir / "failed" / f"{name}.error").read_text()
-               for name in ("deep.json", "deep.toml", "big.toml", "gone.toml", "pipe.json")}
+               for name in ("deep.json", "deep.toml", "big.toml", "gone.toml", "pipe.json",
+                            "loop.json", "elsewhere")}
     assert reasons["deep.json"].startswith("deep.json nests too deeply")
     assert reasons["deep.toml"].startswith("deep.toml:2: a key of more than 1000 dotted parts")
     assert "a task file may be at most 1,048,576" in reasons["big.toml"]
     assert "is a symbolic link" in reasons["gone.toml"]
     assert "is not a regular file" in reasons["pipe.json"]
+    assert "is a symbolic link" in reasons["loop.json"]
+    assert "elsewhere is a symbolic link; drop the folder itself" in reasons["elsewhere"]
     drop(server, "good.toml", GOOD)  # and the inbox goes on
     wait_done(server)
     assert server.client.get("/task/?count")["count"] == 1
