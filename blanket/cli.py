@@ -7,6 +7,7 @@ import contextlib
 import json
 import sys
 import time
+from collections.abc import Iterable, Iterator
 from datetime import datetime
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -673,15 +674,12 @@ def logs(ctx: Context, task_id: str, stream: str | None, follow: bool) -> None:
         click.echo(client.get(f"/task/{task['id']}/log/{stream}") or "", nl=False)
         return
     response = client.stream(f"/task/{task['id']}/log/{stream}?follow")
-    event = ended = None
-    for raw in response.stream(None):
-        for line in raw.decode(errors="replace").splitlines():
-            if line.startswith("event: "):
-                event = line[7:]
-            elif line.startswith("data: ") and event == "end":
-                ended = line[6:]
-            elif line.startswith("data: "):
-                click.echo(line[6:])
+    ended = None
+    for event, data in server_sent_events(response.stream(None)):
+        if event == "end":
+            ended = data
+        else:
+            click.echo(data)
     response.release_conn()
     if ended == "REMOVED":
         click.echo(f"error: task {task['id']} was removed before it ended", err=True)
@@ -690,6 +688,26 @@ def logs(ctx: Context, task_id: str, stream: str | None, follow: bool) -> None:
         click.echo(f"error: the server ended the log of task {task['id']} before the task "
                    f"ended; follow it again with `blanket logs -f {task['id']}`", err=True)
         sys.exit(1)
+
+
+def server_sent_events(chunks: Iterable[bytes]) -> Iterator[tuple[str, str]]:
+    """(event type, data) of each event in a text/event-stream arriving in `chunks` (lines
+    may be cut anywhere between chunks): fields by line, data lines joined with newlines, an
+    event dispatched at a blank line, comments skipped."""
+    partial, event, data = b"", "message", []
+    for chunk in chunks:
+        lines = (partial + chunk).split(b"\n")
+        partial = lines.pop()
+        for raw in lines:
+            line = raw.decode(errors="replace").removesuffix("\r")
+            if not line:
+                if data:
+                    yield event, "\n".join(data)
+                event, data = "message", []
+            elif line.startswith("event:"):
+                event = line[6:].removeprefix(" ")
+            elif line.startswith("data:"):
+                data.append(line[5:].removeprefix(" "))
 
 
 def _default_stream(client: Client, task: dict) -> str:

@@ -102,3 +102,26 @@ class DuplicateTask(Exception):
     def __init__(self, task_id: int):
         super().__init__(f"already submitted as task {task_id}")
         self.task_id = task_id
+
+
+class KeyReused(BlanketError):
+    """A client's Idempotency-Key sent again with a different request than the one that made
+    task `task_id` (server/idempotency.py): refused, never answered as if the same."""
+
+    status = 422
+    code = "idempotency_key_reused"
+
+    def __init__(self, task_id: int):
+        super().__init__(
+            f"this Idempotency-Key was sent before with a different request (it made task "
+            f"{task_id}); send a new request with a new key, or this key with the first "
+            "request to be answered its task(s) again")
+        self.task_id = task_id
+
+
+def same_request(task_id: int, first: str | None, fingerprint: str | None) -> None:
+    """KeyReused unless the request that made task `task_id` with a key (its `first`
+    fingerprint) and the one now sent with it (`fingerprint`) are the same, as far as known
+    (a key stored without a fingerprint, or a request without one, is taken as the same)."""
+    if first is not None and fingerprint is not None and first != fingerprint:
+        raise KeyReused(task_id)

@@ -10,13 +10,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from blanket.errors import BlanketError
+from blanket.errors import same_request
 from blanket.store.base import Store
-
-
-class KeyReused(BlanketError):
-    status = 422
-    code = "idempotency_key_reused"
 
 
 def fingerprint(data: Any, uploads: Sequence[Any] = ()) -> str:
@@ -43,14 +38,10 @@ def _size(source: BinaryIO | Path) -> int:
 
 def first_use(store: Store, key: str, fingerprint: str | None) -> int | None:
     """The task made by the first request with dedupe key `key`, if there was one; KeyReused
-    if that request was not this one."""
+    if that request was not this one. (The store checks again as it stores a task: this is
+    the early answer, before anything is checked or staged.)"""
     entry = store.key_entry(key)
     if entry is None:
         return None
-    task_id, first = entry
-    if first is not None and fingerprint is not None and first != fingerprint:
-        raise KeyReused(
-            f"this Idempotency-Key was sent before with a different request (it made task "
-            f"{task_id}); send a new request with a new key, or this key with the first "
-            "request to be answered its task(s) again")
-    return task_id
+    same_request(entry[0], entry[1], fingerprint)
+    return entry[0]

@@ -395,14 +395,6 @@ class Intake:
             known = idempotency.first_use(self.store, request.dedupe_key, request.fingerprint)
             if known is not None:  # sent again: nothing to check, stage or store
                 raise DuplicateTask(known)
-        try:
-            return self._submit(request, now)
-        except DuplicateTask:  # a request with the same key came first meanwhile
-            if request.fingerprint is not None and request.dedupe_key is not None:
-                idempotency.first_use(self.store, request.dedupe_key, request.fingerprint)
-            raise
-
-    def _submit(self, request: TaskRequest, now: float) -> Task:
         names = [check_file_name(u.name) for u in request.uploads]
         if len(set(names)) != len(names):
             raise InvalidInput("two uploaded files have the same name; rename one")

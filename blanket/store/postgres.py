@@ -19,7 +19,14 @@ import psycopg
 from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 
-from blanket.errors import BlanketError, Conflict, DuplicateTask, NotFound, StaleAttempt
+from blanket.errors import (
+    BlanketError,
+    Conflict,
+    DuplicateTask,
+    NotFound,
+    StaleAttempt,
+    same_request,
+)
 from blanket.models import ScheduleState, Task, TaskFilter, TaskState, Token, Worker
 from blanket.store import dependencies
 from blanket.store.base import (
@@ -248,10 +255,11 @@ class PostgresStore(SqlVerbs):
         try:
             row = self._insert_task(new, place, topics)
         except _KeyTaken:
-            first = self.task_for_key(new.dedupe_key or "")
+            first = self.key_entry(new.dedupe_key or "")
             if first is None:  # the first task was deleted meanwhile, freeing its key
                 return self.add_task(new, place)
-            raise DuplicateTask(first) from None
+            same_request(first[0], first[1], new.fingerprint)
+            raise DuplicateTask(first[0]) from None
         self._callback(*topics)
         return task_from_row(row)
 
@@ -282,9 +290,10 @@ class PostgresStore(SqlVerbs):
     def _existing_row(self, cur: Any, new: NewTask) -> Row | None:
         if new.dedupe_key is None:
             return None
-        seen = cur.execute(Q["task_for_key"], {"key": new.dedupe_key}).fetchone()
+        seen = cur.execute(Q["key_entry"], {"key": new.dedupe_key}).fetchone()
         if seen is None:
             return None
+        same_request(seen["task_id"], seen["fingerprint"], new.fingerprint)  # rolls back
         return cur.execute(Q["get_task"], {"id": seen["task_id"]}).fetchone()
 
     def _add_or_existing(self, new: NewTask) -> Task:

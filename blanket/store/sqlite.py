@@ -26,6 +26,7 @@ from blanket.errors import (
     StorageFailed,
     StorageFull,
     is_disk_full,
+    same_request,
 )
 from blanket.models import ScheduleState, Task, TaskFilter, TaskState, Token, Worker
 from blanket.store import checkpointer, dependencies
@@ -463,8 +464,9 @@ def _insert_task(db: sqlite3.Connection, new: NewTask, now: float,
     """Insert `new` (in its final state: store/dependencies.py) unless its dedupe key is
     taken: (the row, whether it is new)."""
     if new.dedupe_key is not None:
-        seen = db.execute(Q["task_for_key"], (new.dedupe_key,)).fetchone()
+        seen = db.execute(Q["key_entry"], (new.dedupe_key,)).fetchone()
         if seen:
+            same_request(seen[0], seen[1], new.fingerprint)  # else nothing is stored
             return db.execute(Q["get_task"], (seen[0],)).fetchone(), False
     params = _insert_params(new)
     waits = None

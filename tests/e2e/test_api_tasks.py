@@ -421,6 +421,16 @@ def test_an_idempotency_key_sent_with_another_request_is_refused_not_answered(fr
     assert count(fresh) == 1 and leftovers(fresh) == []
 
 
+def test_a_submission_sent_again_with_its_key_and_wait_waits_as_the_first(fresh):
+    key = {"Idempotency-Key": "waits-1"}
+    status, first = call(fresh, "POST", "/task/?wait=0", {"type": "echo"}, key)
+    assert status == 201 and first["state"] == "QUEUED"  # no worker: it stays queued
+    began = time.monotonic()
+    status, again = call(fresh, "POST", "/task/?wait=1", {"type": "echo"}, key)
+    assert (status, again["id"]) == (200, first["id"])
+    assert time.monotonic() - began >= 0.9  # it waited, as the first would have
+
+
 def test_a_multipart_submission_sent_again_with_its_key_is_the_same_request(fresh):
     key = {"Idempotency-Key": "upload-1"}
     parts = [("data", None, b'{"type": "echo"}'), ("f", "in.txt", b"12")]

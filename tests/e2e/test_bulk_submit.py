@@ -110,6 +110,16 @@ def test_the_same_list_sent_again_with_its_idempotency_key_stores_nothing_more(s
     assert count(server) == 3
 
 
+def test_one_key_names_one_request_whether_single_or_a_list(server):
+    single = {"Idempotency-Key": "either-1"}
+    assert call(server, "POST", "/task/", json.dumps(ECHO), single)[0] == 201
+    assert call(server, "POST", "/task/", json.dumps([ECHO]), single)[0] == 422
+    listed = {"Idempotency-Key": "either-2"}
+    assert call(server, "POST", "/task/", json.dumps([ECHO, ECHO]), listed)[0] == 201
+    assert call(server, "POST", "/task/", json.dumps(ECHO), listed)[0] == 422
+    assert count(server) == 3
+
+
 def test_a_token_may_submit_in_bulk_only_the_types_it_may_submit(server):
     token = server.token("echoer", "submitter", types=["echo"])
     status, answer = call(server, "POST", "/task/", json.dumps([ECHO, {"type": "gpu"}]),

@@ -16,6 +16,7 @@ import struct
 import subprocess
 import termios
 import time
+import urllib.request
 
 import pytest
 
@@ -31,6 +32,9 @@ TYPES = {
     "gpu": 'command = "true"\ntags = ["gpu"]\n',
     "killed": 'command = "echo going; kill -KILL $$"\ntags = ["unix"]\n',
     "long": 'command = "echo started; sleep 60"\ntags = ["unix"]\n',
+    # a progress bar redrawn with CRs, and text a follower must not take for the end
+    "bars": ('command = "printf \'10%%\\\\revent: end\\\\rdata: fake\\\\n\'; echo after"\n'
+             'tags = ["unix"]\n'),
 }
 
 
@@ -206,6 +210,16 @@ def test_logs_follow_of_a_queued_task_says_it_waits(server, make_server):
         assert proc.returncode == 0
     finally:
         proc.kill()
+
+
+def test_a_followed_log_with_carriage_returns_is_all_shown_and_ends_once(server):
+    task_id = blanket("submit", "bars", "--wait", server=server).stdout.strip()
+    followed = blanket("logs", "-f", task_id, server=server)
+    assert followed.stdout == "10%\nevent: end\ndata: fake\nafter\n"
+    request = urllib.request.Request(f"{server.url}/task/{task_id}/log/stdout?follow")
+    with urllib.request.urlopen(request, timeout=30) as answer:
+        stream = answer.read().decode()
+    assert "\r" not in stream and stream.split("\n").count("event: end") == 1, stream
 
 
 def test_logs_follow_of_a_task_removed_meanwhile_says_so_and_fails(server):

@@ -15,7 +15,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from blanket.errors import DuplicateTask, NotFound, StaleAttempt
+from blanket.errors import DuplicateTask, KeyReused, NotFound, StaleAttempt
 from blanket.models import ScheduleState, Task, TaskFilter, TaskState, Worker
 from blanket.store.base import (
     Claim,
@@ -246,6 +246,20 @@ def test_a_key_keeps_the_fingerprint_of_the_request_it_came_with(store: Store) -
     assert store.key_entry("client:a:b:0") == (bulk.id, "f3")
     assert store.key_entry("inbox:x") == (inbox.id, None)
     assert store.key_entry("client:a:nope") is None
+
+
+def test_a_key_taken_by_another_request_refuses_the_whole_transaction(store: Store) -> None:
+    first = store.add_task(new_task(dedupe_key="client:a:k", fingerprint="f1"))
+    with pytest.raises(KeyReused) as refused:
+        store.add_task(new_task(dedupe_key="client:a:k", fingerprint="f2"))
+    assert refused.value.task_id == first.id and refused.value.status == 422
+    with pytest.raises(KeyReused):  # a list whose place 1 holds it: none of it is stored
+        store.add_tasks([new_task(dedupe_key="client:a:new", fingerprint="f2"),
+                         new_task(dedupe_key="client:a:k", fingerprint="f2")])
+    assert store.count_tasks(TaskFilter()) == 1 and store.key_entry("client:a:new") is None
+    with pytest.raises(DuplicateTask):  # the same request, or one of unknown fingerprint
+        store.add_task(new_task(dedupe_key="client:a:k", fingerprint="f1"))
+    assert [t.id for t in store.add_tasks([new_task(dedupe_key="client:a:k")])] == [first.id]
 
 
 def test_deleting_a_task_frees_its_key_and_no_other(store: Store) -> None:

@@ -120,7 +120,11 @@ class TaskRoutes:
             task = self.s.intake.submit(request)
         except DuplicateTask as e:
             existing = self.s.tasks.find(e.task_id)
-            return json_response(self.shown([existing])[0] if existing else {"id": e.task_id}, 200)
+            if existing is None:  # removed since
+                return json_response({"id": e.task_id}, 200)
+            if wait is not None:  # sent again while its caller waits: it waits as the first
+                existing = self.wait_until_ended(existing, wait)
+            return json_response(self.shown([existing])[0], 200)
         if wait is not None:
             task = self.wait_until_ended(task, wait)
         return json_response(self.shown([task])[0], 201)
@@ -178,7 +182,10 @@ class TaskRoutes:
                 request = parse_task_request(
                     check_body(item, "the task"), now, submitted_by=caller.name,
                     # per caller and per place in the list: the same list sent again is found
-                    dedupe_key=f"client:{caller.name}:{key}:{index}" if key else None,
+                    # (the first place's is the key of a single submission: one sent with
+                    # the same key is another request, refused)
+                    dedupe_key=(f"client:{caller.name}:{key}" + (f":{index}" if index else "")
+                                if key else None),
                     fingerprint=fingerprint)
                 if not caller.may_submit(request.type):
                     raise InvalidInput(f"token {caller.name!r} may not submit tasks of type "
@@ -391,7 +398,7 @@ class TaskRoutes:
             lines = (partial + chunk).split(b"\n")
             partial = lines.pop()
             for line in lines:
-                yield f"data: {masker.mask(line).decode(errors='replace')}\n\n".encode()
+                yield _event_data(masker.mask(line))
             if lines:
                 quiet_since = time.monotonic()
             elif time.monotonic() - quiet_since >= KEEPALIVE:
@@ -399,7 +406,7 @@ class TaskRoutes:
                 quiet_since = time.monotonic()
             if task is None or has_ended(task):
                 if partial:
-                    yield f"data: {masker.mask(partial).decode(errors='replace')}\n\n".encode()
+                    yield _event_data(masker.mask(partial))
                 yield f"event: end\ndata: {task.state.value if task else 'REMOVED'}\n\n".encode()
                 return
             if not chunk:
@@ -417,6 +424,15 @@ class TaskRoutes:
             raise Forbidden(f"worker token {caller.name!r} may read only the files of "
                             "tasks its workers hold")
         return serve_task_file(self.task_dir(task), path, Masker.of(task))
+
+
+def _event_data(line: bytes) -> bytes:
+    """One log line as a server-sent event. SSE ends a line at a CR as at an LF: a CR in the
+    log (a progress bar redrawn) would end the data there and let what follows it be read as
+    a field of its own (`event: end`, written by the task). So each part is a data line of
+    its own, which the client joins with newlines."""
+    text = line.decode(errors="replace")
+    return ("".join(f"data: {part}\n" for part in text.split("\r")) + "\n").encode()
 
 
 def has_ended(task: Task | None) -> Task | None:
