@@ -14,7 +14,11 @@ import re
 
 _TOKEN = re.compile(r'"""|\'\'\'|["\'#\n=\[\]{},.]')
 _BASIC_END = re.compile(r'(?:[^"\\\n]|\\.)*"')  # the rest of a "..." string, with its quote
-_ML_BASIC_END = re.compile(r'(?:[^"\\]|\\.|"(?!""))*"""', re.DOTALL)
+_LITERAL_END = re.compile(r"[^'\n]*'")  # the rest of a '...' string, with its quote
+# A multi-line string's closing quotes may have one or two more of the same just before them
+# (`"""a""""` is `a"`): those are the string's.
+_ML_BASIC_END = re.compile(r'(?:[^"\\]|\\.|"(?!""))*"""(?:""?)?', re.DOTALL)
+_ML_LITERAL_END = re.compile(r"'''(?:''?)?")
 
 
 def overlong_key_line(text: str, limit: int) -> int | None:
@@ -71,13 +75,13 @@ def _string_end(text: str, at: int, quote: str) -> int:
         found = _BASIC_END.match(text, at)
         return found.end() if found else _line_end(text, at)
     if quote == "'":
-        end = text.find("'", at, _line_end(text, at))
-        return end + 1 if end >= 0 else _line_end(text, at)
+        found = _LITERAL_END.match(text, at)
+        return found.end() if found else _line_end(text, at)
     if quote == '"""':
         found = _ML_BASIC_END.match(text, at)
         return found.end() if found else len(text)
     end = text.find("'''", at)
-    return end + 3 if end >= 0 else len(text)
+    return _ML_LITERAL_END.match(text, end).end() if end >= 0 else len(text)
 
 
 def _line_end(text: str, at: int) -> int:

@@ -56,6 +56,9 @@ Q = load_queries("postgres")
 
 # First key of every advisory lock blanket takes, so they never meet another application's.
 LOCK_NAMESPACE = 0x626C6E6B  # "blnk"
+# ... and of the transaction locks on dedupe keys (their second key a hash of the key), apart
+# from the locks above, some of which a session holds for as long as its server runs.
+KEY_LOCK_NAMESPACE = 0x626C6B79  # "blky"
 CHANNEL = "blanket_queue"
 Row = dict[str, Any]
 
@@ -275,17 +278,31 @@ class PostgresStore(SqlVerbs):
     def add_tasks(self, news: list[NewTask]) -> list[Task]:
         if not news:
             return []
-        topics = [QUEUE]
-        try:
-            with self._tx() as cur:
-                skipped = self._skipped_in(cur, topics)
-                rows = [self._existing_row(cur, new) or _insert_row(cur, new, skipped)
-                        for new in news]
-                cur.execute(Q["notify"], {"topics": " ".join(topics)})
-        except _KeyTaken:  # another server took a key meanwhile: go one at a time
-            return [self._add_or_existing(new) for new in news]
-        self._callback(*topics)
-        return [task_from_row(row) for row in rows]
+        for _ in range(KEY_RACE_TRIES):
+            topics = [QUEUE]
+            try:
+                with self._tx() as cur:
+                    keys = sorted({new.dedupe_key for new in news if new.dedupe_key})
+                    if len(keys) > 1:
+                        # Lists sharing keys take them in one order, so two stored at once
+                        # wait for each other rather than deadlock (each holding a key the
+                        # other inserts next).
+                        cur.execute(Q["lock_keys"], {"namespace": KEY_LOCK_NAMESPACE,
+                                                     "keys": keys})
+                    skipped = self._skipped_in(cur, topics)
+                    rows = [self._existing_row(cur, new) or _insert_row(cur, new, skipped)
+                            for new in news]
+                    cur.execute(Q["notify"], {"topics": " ".join(topics)})
+            except _KeyTaken:
+                # Another server stored a task with one of these keys while this transaction
+                # waited for it: all again, finding it this time, so that the list is still
+                # stored whole or not at all (one at a time, a refusal at place 2 would leave
+                # places 0 and 1 stored).
+                continue
+            self._callback(*topics)
+            return [task_from_row(row) for row in rows]
+        raise Conflict("the dedupe keys of these tasks were taken and freed again by other "
+                       f"requests {KEY_RACE_TRIES} times while they were stored; send them again")
 
     def _existing_row(self, cur: Any, new: NewTask) -> Row | None:
         if new.dedupe_key is None:
@@ -295,15 +312,6 @@ class PostgresStore(SqlVerbs):
             return None
         same_request(seen["task_id"], seen["fingerprint"], new.fingerprint)  # rolls back
         return cur.execute(Q["get_task"], {"id": seen["task_id"]}).fetchone()
-
-    def _add_or_existing(self, new: NewTask) -> Task:
-        try:
-            return self.add_task(new)
-        except DuplicateTask as taken:
-            existing = self.get_task(taken.task_id)
-            if existing is None:
-                return self._add_or_existing(new)
-            return existing
 
     def task_for_key(self, key: str) -> int | None:
         row = self._one(Q["task_for_key"], {"key": key})
@@ -520,6 +528,9 @@ class PostgresStore(SqlVerbs):
             self._scheduler_conn.close()
         self.release_sweep_lock()
         self._pool.close()
+
+
+KEY_RACE_TRIES = 3  # a list of tasks stored again when another server took one of its keys
 
 
 class _KeyTaken(Exception):

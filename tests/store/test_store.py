@@ -287,6 +287,25 @@ def test_concurrent_adds_with_one_key_make_one_task(open_another: Opener) -> Non
     assert stores[0].count_tasks(TaskFilter()) == 1
 
 
+def test_concurrent_lists_sharing_keys_are_each_stored_whole(open_another: Opener) -> None:
+    """Lists that share keys, stored at once through two stores (two servers): each answer
+    holds one task a key, the same for both, and no list is stored in part."""
+    stores = [open_another(), open_another()]
+
+    def add(i: int) -> list[int]:
+        keys = [f"k{(i + n) % 6}" for n in range(4)]  # each list overlaps the others
+        return [t.id for t in stores[i % 2].add_tasks([new_task(dedupe_key=k) for k in keys])]
+
+    with ThreadPoolExecutor(8) as pool:
+        answers = list(pool.map(add, range(24)))
+    by_key: dict[str, set[int]] = {}
+    for i, ids in enumerate(answers):
+        for n, task_id in enumerate(ids):
+            by_key.setdefault(f"k{(i + n) % 6}", set()).add(task_id)
+    assert all(len(ids) == 1 for ids in by_key.values()), by_key
+    assert stores[0].count_tasks(TaskFilter()) == 6
+
+
 # claiming
 
 def test_claiming_an_empty_queue_gives_none(store: Store) -> None:

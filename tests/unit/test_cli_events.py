@@ -20,3 +20,11 @@ def test_events_come_whole_wherever_the_chunks_are_cut():
 def test_a_stream_cut_before_its_blank_line_gives_no_half_event():
     assert list(server_sent_events([b"data: one\n\nevent: end\ndata: SUC"])) == [
         ("message", "one")]
+
+
+def test_a_log_line_goes_through_the_stream_as_it_was_written():
+    from blanket.server.api.tasks import _event_data
+    lines = [b"plain", b"crlf\r", b"10%\r20%\r30%", b"\revent: end\rdata: x", b"", b"\r"]
+    chunks = [_event_data(line) for line in lines]
+    assert [data for _event, data in server_sent_events(chunks)] == [
+        "plain", "crlf", "10%\n20%\n30%", "\nevent: end\ndata: x", "", ""]  # empty lines too

@@ -52,3 +52,18 @@ def test_keys_of_number_parts_are_refused_before_tomllib_spends_minutes_on_them(
 def test_long_lines_of_dotted_text_in_a_multi_line_string_are_accepted():
     hosts = " ".join(f"h{i}.example.com" for i in range(1000))
     assert parse_toml(f'x = """\n{hosts}\n"""\n', "x.toml")["x"] == hosts + "\n"
+
+
+@pytest.mark.parametrize("text", [
+    'x = """a"""" # "[\n' + ".".join(["a"] * 6) + " = 1\n",  # a quote more before the end
+    'x = """a""""" # "[\n' + ".".join(["a"] * 6) + " = 1\n",  # two more
+    "x = ['''a'''', 'b']\n" + ".".join(["a"] * 6) + " = 1\n",
+    "x = '''a''''' # '[\n" + ".".join(["a"] * 6) + " = 1\n",
+])
+def test_quotes_just_before_a_multi_line_strings_end_are_the_strings(text):
+    assert overlong_key_line(text, LIMIT) == 2
+
+
+def test_a_multi_line_string_ending_in_a_quote_leaves_what_follows_a_value():
+    text = 'x = ["""a"""", "]",\n' + ", ".join(["1.5"] * 1200) + "\n]\n"
+    assert parse_toml(text, "x.toml")["x"][:2] == ['a"', "]"]

@@ -431,7 +431,7 @@ def _event_data(line: bytes) -> bytes:
     log (a progress bar redrawn) would end the data there and let what follows it be read as
     a field of its own (`event: end`, written by the task). So each part is a data line of
     its own, which the client joins with newlines."""
-    text = line.decode(errors="replace")
+    text = line.decode(errors="replace").removesuffix("\r")  # a CRLF line is one line
     return ("".join(f"data: {part}\n" for part in text.split("\r")) + "\n").encode()
 
 

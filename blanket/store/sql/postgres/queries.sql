@@ -51,6 +51,11 @@ INSERT INTO task_keys (key, task_id, fingerprint)
 VALUES (%(key)s, %(task_id)s, %(fingerprint)s)
 ON CONFLICT (key) DO NOTHING RETURNING task_id;
 
+-- name: lock_keys
+-- The dedupe keys of a list of tasks, locked for its transaction in the order of their hashes.
+SELECT count(pg_advisory_xact_lock(%(namespace)s, h))
+FROM (SELECT DISTINCT hashtext(k) AS h FROM unnest(%(keys)s::text[]) AS k ORDER BY h) AS sorted;
+
 -- name: task_for_key
 SELECT task_id FROM task_keys WHERE key = %(key)s;
 
