@@ -186,6 +186,14 @@ def login(server: ServerProcess, token: str) -> tuple[str, str]:
     return cookie.split(";", 1)[0], json.loads(body)["csrf"]
 
 
+def test_signing_in_with_a_form_body_says_what_to_send(make_server):
+    server = make_server()
+    status, headers, body = request(server, "POST", "/login", b"token=bkt_x",
+                                    {"Content-Type": "application/x-www-form-urlencoded"})
+    assert status == 400 and "Set-Cookie" not in headers
+    assert json.loads(body)["error"]["message"].endswith('send {"token": "bkt_..."} as JSON')
+
+
 def test_a_signed_in_page_needs_its_csrf_token_to_change_anything(make_server):
     server = make_server(types={"echo": ECHO}, env={"BLANKET_ANONYMOUS": "none"})
     cookie, csrf = login(server, server.token("web-user", "submitter"))

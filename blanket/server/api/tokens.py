@@ -81,7 +81,10 @@ class TokenRoutes:
     def login(self):
         """Sign the web page in with an API token: sets an HttpOnly, SameSite=Strict
         session cookie (12 hours at most) and answers the session's CSRF token."""
-        data = read_json_body()
+        try:
+            data = read_json_body()
+        except InvalidInput as e:
+            raise InvalidInput(f'{e.message}; send {{"token": "bkt_..."}} as JSON') from None
         given = data.get("token") if isinstance(data, dict) else None
         if not isinstance(given, str) or not given.strip():
             raise InvalidInput('send {"token": "bkt_..."}')
