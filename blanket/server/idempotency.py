@@ -8,10 +8,13 @@ import hashlib
 import json
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import TYPE_CHECKING, Any, BinaryIO
 
 from blanket.errors import same_request
 from blanket.store.base import Store
+
+if TYPE_CHECKING:
+    from blanket.server.intake import Intake
 
 
 def fingerprint(data: Any, uploads: Sequence[Any] = ()) -> str:
@@ -45,3 +48,12 @@ def first_use(store: Store, key: str, fingerprint: str | None) -> int | None:
         return None
     same_request(entry[0], entry[1], fingerprint)
     return entry[0]
+
+
+def list_keys(intake: Intake, key: str, count: int) -> list[str]:
+    """The dedupe keys of the places of a list sent with `key` (its caller's): one a place,
+    so the same list sent again is found, the first place's the key itself, as a single
+    submission's (the other kind sent with it is another request, refused). A list stored
+    before the first place took the bare key has it as `key:0`, and keeps it."""
+    first = key if intake.task_for_key(f"{key}:0") is None else f"{key}:0"
+    return [first] + [f"{key}:{index}" for index in range(1, count)]

@@ -421,6 +421,10 @@ class Intake:
                 shutil.rmtree(folder, ignore_errors=True)
             raise
 
+    def task_for_key(self, key: str) -> int | None:
+        """The task a dedupe key made, if any."""
+        return self.store.task_for_key(key)
+
     def submit_all(self, requests: list[TaskRequest | InvalidInput],
                    now: float | None = None) -> list[Task]:
         """Create the tasks (without files) in one durable transaction, all or none:

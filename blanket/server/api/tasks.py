@@ -176,17 +176,14 @@ class TaskRoutes:
         key = self.idempotency_key()
         now = time.time()
         fingerprint = idempotency.fingerprint(items) if key else None
+        keys = idempotency.list_keys(self.s.intake, f"client:{caller.name}:{key}", len(items)) \
+            if key else [None] * len(items)
         requests: list[TaskRequest | InvalidInput] = []
         for index, item in enumerate(items):
             try:
                 request = parse_task_request(
                     check_body(item, "the task"), now, submitted_by=caller.name,
-                    # per caller and per place in the list: the same list sent again is found
-                    # (the first place's is the key of a single submission: one sent with
-                    # the same key is another request, refused)
-                    dedupe_key=(f"client:{caller.name}:{key}" + (f":{index}" if index else "")
-                                if key else None),
-                    fingerprint=fingerprint)
+                    dedupe_key=keys[index], fingerprint=fingerprint)
                 if not caller.may_submit(request.type):
                     raise InvalidInput(f"token {caller.name!r} may not submit tasks of type "
                                        f"{request.type!r}")
