@@ -287,6 +287,18 @@ def test_concurrent_adds_with_one_key_make_one_task(open_another: Opener) -> Non
     assert stores[0].count_tasks(TaskFilter()) == 1
 
 
+def test_concurrent_lists_of_many_keys_are_stored(open_another: Opener) -> None:
+    """Four lists of 10,000 keyed tasks (the most one request holds) at once: with
+    PostgreSQL, a lock a key filled the server's shared lock table ("out of shared memory")."""
+    stores = [open_another() for _ in range(4)]
+
+    def add(j: int) -> int:
+        return len(stores[j].add_tasks([new_task(dedupe_key=f"k{j}-{i}") for i in range(10_000)]))
+
+    with ThreadPoolExecutor(4) as pool:
+        assert list(pool.map(add, range(4))) == [10_000] * 4
+
+
 def test_concurrent_lists_sharing_keys_are_each_stored_whole(open_another: Opener) -> None:
     """Lists that share keys, stored at once through two stores (two servers): each answer
     holds one task a key, the same for both, and no list is stored in part."""
