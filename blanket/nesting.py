@@ -1,6 +1,7 @@
-"""How deeply a parsed JSON or TOML value nests, found without recursing: a value nested
-past Python's recursion limit breaks whatever walks it later (validation, copying,
-encoding), so readers of outside input refuse it up front, saying so."""
+"""How deeply a parsed value nests, found without recursing. tomllib builds a table as deep
+as a dotted key is long without recursing, and a value nested past Python's recursion limit
+breaks whatever walks it later (validation, copying, encoding), so parse_toml refuses it up
+front, saying so. (JSON parsers recurse, and refuse such nesting themselves.)"""
 
 from __future__ import annotations
 

@@ -430,14 +430,9 @@ class Intake:
         """Create the tasks (without files) in one durable transaction, all or none:
         ItemsRefused names every request that is wrong (a place holding an InvalidInput
         was refused before it came here), and nothing is stored. A request whose dedupe key
-        was used before gets the task that holds the key."""
+        was used before gets the task that holds the key (KeyReused, from the store, when
+        that key came with another request's fingerprint)."""
         now = time.time() if now is None else now
-        # A list sent with a key is stored whole or not at all, each task with the list's
-        # fingerprint: the first task's key tells whether this list was sent before.
-        keyed = next((r for r in requests if isinstance(r, TaskRequest)
-                      and r.fingerprint is not None and r.dedupe_key is not None), None)
-        if keyed is not None:
-            idempotency.first_use(self.store, keyed.dedupe_key or "", keyed.fingerprint)
         edges = sum(len(r.after) for r in requests if isinstance(r, TaskRequest))
         if edges > MAX_EDGES:  # each is read and written in the one transaction
             raise InvalidInput(f"these tasks wait for {edges} tasks in all; one request may "
