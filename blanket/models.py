@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field, fields
 from enum import StrEnum
+from typing import NamedTuple
 
 
 class TaskState(StrEnum):
@@ -249,10 +250,10 @@ class Run:
         return self.state != "running"
 
 
-@dataclass(frozen=True)
-class RunTask:
+class RunTask(NamedTuple):
     """A task a run's step made: for `item` of a fanned step (else 0), in `round`. The task's
-    fields are None when it was removed."""
+    fields are None when it was removed. A tuple: a wide run's view and its advancer read
+    tens of thousands of them (a frozen dataclass took 4 times as long to make)."""
 
     step: str
     item: int

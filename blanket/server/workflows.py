@@ -244,10 +244,9 @@ class Workflows:
         if workflow.step(step) is None:
             names = ", ".join(s.name for s in workflow.steps)
             raise NotFound(f"run {run.id}'s workflow has no step {step!r}; its steps: {names}")
-        found = [t for t in self.store.run_tasks(run.id) if t.step == step and (
-            not states or _state_name(t) in states)]
-        return {"step": step, "count": len(found), "offset": offset, "limit": limit,
-                "tasks": [_task_json(t) for t in found[offset:offset + limit]]}
+        count, found = self.store.run_step_tasks(run.id, step, states, offset, limit)
+        return {"step": step, "count": count, "offset": offset, "limit": limit,
+                "tasks": [_task_json(t) for t in found]}
 
     # ---------------------------------------------------------------- advancing
 

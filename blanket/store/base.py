@@ -527,6 +527,13 @@ class Store(ABC):
         """The tasks a run's steps made, with their states (None when removed)."""
 
     @abstractmethod
+    def run_step_tasks(self, run_id: int, step: str, states: frozenset[str] = frozenset(),
+                       offset: int = 0, limit: int = 100) -> tuple[int, list[RunTask]]:
+        """One step's tasks, every round's, in item and round order: how many there are
+        with a state in `states` (task states, and "removed" for a removed task; all when
+        empty), and `limit` of them from `offset`."""
+
+    @abstractmethod
     def run_first_task(self, run_id: int) -> int | None:
         """The id of the first task a run made, or None."""
 

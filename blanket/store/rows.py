@@ -126,9 +126,12 @@ def run_from_row(row: Mapping[str, Any]) -> Run:
                submitted_by=row["submitted_by"], schedule=row["schedule"])
 
 
-def run_task_from_row(row: Mapping[str, Any]) -> RunTask:
-    return RunTask(step=row["step"], item=row["item"], round=row["round"],
-                   task_id=row["task_id"],
-                   state=TaskState(row["state"]) if row["state"] is not None else None,
-                   type=row["type"], version=row["version"], exit_code=row["exit_code"],
-                   error=row["error"], started=row["started"], finished=row["finished"])
+_TASK_STATES: dict[str | None, TaskState | None] = {s.value: s for s in TaskState} | {None: None}
+
+
+def run_task_from_row(row: Any) -> RunTask:
+    """A row of the run_tasks queries, whose columns come in RunTask's order (a SQLite row
+    or a PostgreSQL dict)."""
+    values = list(row.values() if isinstance(row, dict) else row)
+    values[4] = _TASK_STATES[values[4]]
+    return RunTask._make(values)

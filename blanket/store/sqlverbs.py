@@ -151,6 +151,15 @@ class SqlVerbs(Store):
         return [run_task_from_row(r)
                 for r in self._all(self.queries["run_tasks"], {"run_id": run_id})]
 
+    def run_step_tasks(self, run_id: int, step: str, states: frozenset[str] = frozenset(),
+                       offset: int = 0, limit: int = 100) -> tuple[int, list[RunTask]]:
+        params = {"run_id": run_id, "step": step, "all_states": not states,
+                  "states": self._id_list(sorted(states - {"removed"})),
+                  "removed": "removed" in states, "offset": offset, "limit": limit}
+        count = self._one(self.queries["count_run_step_tasks"], params)
+        rows = self._all(self.queries["run_step_tasks"], params)
+        return count["count"], [run_task_from_row(r) for r in rows]
+
     def run_first_task(self, run_id: int) -> int | None:
         row = self._one(self.queries["run_first_task"], {"run_id": run_id})
         return None if row is None else row["task_id"]

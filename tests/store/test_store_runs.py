@@ -98,3 +98,30 @@ def test_a_steps_task_is_tied_to_its_run_as_it_is_stored_once(store: Store) -> N
     assert store.run_first_task(run.id) == a.id and store.run_first_task(run.id + 1) is None
     assert store.run_of_task(a.id + 1000) is None
     assert store.run_tasks(run.id + 1000) == []
+
+
+def test_a_steps_tasks_are_paged_and_filtered_by_state_in_the_store(store: Store) -> None:
+    run = started(store)
+    made = store.add_tasks([
+        replace(new_task(), dedupe_key=f"run:{run.id}:s:{item}:1", run=(run.id, "s", item, 1))
+        for item in range(30)] + [
+        replace(new_task(), dedupe_key=f"run:{run.id}:t:0:1", run=(run.id, "t", 0, 1))])
+    again = store.add_tasks([  # item 4's second round
+        replace(new_task(), dedupe_key=f"run:{run.id}:s:4:2", run=(run.id, "s", 4, 2))])
+    store.delete_task(made[7].id)
+    store.stop_queued(made[9].id, NOW, "bob")
+    count, page = store.run_step_tasks(run.id, "s")
+    assert count == 31 and len(page) == 31  # 30 items, one with two rounds; not step t's
+    assert [(t.item, t.round) for t in page[3:7]] == [(3, 1), (4, 1), (4, 2), (5, 1)]
+    assert page[5].task_id == again[0].id
+    count, page = store.run_step_tasks(run.id, "s", offset=28, limit=2)
+    assert (count, [t.item for t in page]) == (31, [27, 28])
+    count, page = store.run_step_tasks(run.id, "s", frozenset({"removed"}))
+    assert (count, [(t.task_id, t.state) for t in page]) == (1, [(made[7].id, None)])
+    count, page = store.run_step_tasks(run.id, "s", frozenset({"removed", "STOPPED"}))
+    assert (count, [t.item for t in page]) == (2, [7, 9])
+    count, page = store.run_step_tasks(run.id, "s", frozenset({"QUEUED"}), offset=27)
+    assert (count, [t.item for t in page]) == (29, [28, 29])  # items 0-6 and 4 again, 8, 10-29
+    assert store.run_step_tasks(run.id, "s", frozenset({"FAILED"})) == (0, [])
+    assert store.run_step_tasks(run.id, "nothing") == (0, [])
+    assert store.run_step_tasks(run.id + 1000, "s") == (0, [])

@@ -344,10 +344,27 @@ SELECT * FROM workflow_runs WHERE id = :id;
 SELECT * FROM workflow_runs WHERE state = 'running' ORDER BY id;
 
 -- name: run_tasks
+-- (columns in RunTask's order: rows.run_task_from_row reads them by place)
 SELECT r.step, r.item, r.round, r.task_id, t.state, t.type, t.version, t.exit_code, t.error,
        t.started, t.finished
 FROM run_tasks r LEFT JOIN tasks t ON t.id = r.task_id
 WHERE r.run_id = :run_id ORDER BY r.step, r.item, r.round;
+
+-- name: run_step_tasks
+-- A page of one step's tasks (the primary key's order), of some states or all.
+SELECT r.step, r.item, r.round, r.task_id, t.state, t.type, t.version, t.exit_code, t.error,
+       t.started, t.finished
+FROM run_tasks r LEFT JOIN tasks t ON t.id = r.task_id
+WHERE r.run_id = :run_id AND r.step = :step
+  AND (:all_states OR t.state IN (SELECT value FROM json_each(:states))
+       OR (:removed AND t.id IS NULL))
+ORDER BY r.item, r.round LIMIT :limit OFFSET :offset;
+
+-- name: count_run_step_tasks
+SELECT count(*) AS count FROM run_tasks r LEFT JOIN tasks t ON t.id = r.task_id
+WHERE r.run_id = :run_id AND r.step = :step
+  AND (:all_states OR t.state IN (SELECT value FROM json_each(:states))
+       OR (:removed AND t.id IS NULL));
 
 -- name: link_run_task
 INSERT INTO run_tasks (run_id, step, item, round, task_id)
