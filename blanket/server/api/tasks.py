@@ -31,6 +31,7 @@ from blanket.server.api.http import (
     read_body,
     read_json_body,
 )
+from blanket.server.api.logfollow import READ_LIMIT, LineSplitter, LogReader
 from blanket.server.api.taskfiles import Masker, list_task_files, serve_task_file
 from blanket.server.intake import TaskRequest, Upload, open_regular, parse_task_request, parse_time
 from blanket.server.services import Services
@@ -380,34 +381,33 @@ class TaskRoutes:
         comment comes first, so that the first chunk, which Bottle reads on the thread that
         ran the route, never waits for the log; and again after KEEPALIVE seconds of silence,
         so that a client gone while the task prints nothing is noticed."""
-        offset = 0
-        partial = b""
-        yield b": following\n\n"
-        quiet_since = time.monotonic()
-        while True:
-            task = self.s.tasks.find(task_id)
-            chunk = b""
-            if path.is_file() and not path.is_symlink():  # a task may not point it elsewhere
-                with open(path, "rb") as f:
-                    f.seek(offset)
-                    chunk = f.read()
-                offset += len(chunk)
-            lines = (partial + chunk).split(b"\n")
-            partial = lines.pop()
-            for line in lines:
-                yield _event_data(masker.mask(line))
-            if lines:
-                quiet_since = time.monotonic()
-            elif time.monotonic() - quiet_since >= KEEPALIVE:
-                yield b": \n\n"
-                quiet_since = time.monotonic()
-            if task is None or has_ended(task):
-                if partial:
-                    yield _event_data(masker.mask(partial))
-                yield f"event: end\ndata: {task.state.value if task else 'REMOVED'}\n\n".encode()
-                return
-            if not chunk:
-                self.s.wakeups.wait_for(lambda: None, 0.25, topics=(task_topic(task_id),))
+        reader, lines = LogReader(path), LineSplitter(masker)  # see logfollow.py
+        try:
+            yield b": following\n\n"
+            quiet_since = time.monotonic()
+            while True:
+                task = self.s.tasks.find(task_id)
+                chunk = reader.read()
+                found = lines.feed(chunk)
+                for line in found:
+                    yield _event_data(line)
+                if found:
+                    quiet_since = time.monotonic()
+                elif time.monotonic() - quiet_since >= KEEPALIVE:
+                    yield b": \n\n"
+                    quiet_since = time.monotonic()
+                if len(chunk) == READ_LIMIT:
+                    continue  # more is there to read now
+                if task is None or has_ended(task):
+                    if (rest := lines.rest()) is not None:
+                        yield _event_data(rest)
+                    state = task.state.value if task else "REMOVED"
+                    yield f"event: end\ndata: {state}\n\n".encode()
+                    return
+                if not chunk:
+                    self.s.wakeups.wait_for(lambda: None, 0.25, topics=(task_topic(task_id),))
+        finally:
+            reader.close()
 
     def list_files(self, task_id: str):
         """The files in the task's directory, with their sizes."""
