@@ -477,8 +477,10 @@ API_KEY = {{ value = "{DEFAULT_SECRET}", secret = true }}
     status, _, _ = request(server, "POST", f"/task/{task['id']}/progress",
                            json.dumps({"progress": 5, "token": old}).encode())
     assert status in (403, 409) or old == "***"
-    status, _, body = request(server, "GET", f"/task/{task['id']}/files/.blanket-command")
-    assert status == 404 and DEFAULT_SECRET.encode() not in body
+    for spelling in (".blanket-command", "./.blanket-command", ".//.blanket-command",
+                     "%2E/.blanket-command", "./%2Eblanket-command"):
+        status, _, body = request(server, "GET", f"/task/{task['id']}/files/{spelling}")
+        assert status == 404 and DEFAULT_SECRET.encode() not in body, spelling
     listed = [f["path"] for f in server.client.get(f"/task/{task['id']}/files/")]
     assert ".blanket-command" not in listed and "out.txt" in listed
 

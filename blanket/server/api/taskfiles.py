@@ -125,8 +125,8 @@ def open_task_file(root: Path, relative: str) -> tuple[BinaryIO, os.stat_result]
     parts = Path(relative).parts
     if Path(relative).is_absolute() or ".." in parts or "\x00" in relative:
         raise InvalidInput(f"{relative!r} is outside the task directory")
-    if len(parts) == 1 and relative in PRIVATE_NAMES:
-        raise NotFound(f"{relative!r} stays with the worker (it may hold secret values)")
+    if len(parts) == 1 and parts[0] in PRIVATE_NAMES:  # parts: `./NAME` is NAME too
+        raise NotFound(f"{parts[0]!r} stays with the worker (it may hold secret values)")
     real_root = _real_root(root)
     try:
         fd = os.open(root / relative, os.O_RDONLY | os.O_NONBLOCK)
@@ -139,6 +139,8 @@ def open_task_file(root: Path, relative: str) -> tuple[BinaryIO, os.stat_result]
         info = os.fstat(fd)
         if not _inside(opened, real_root):
             raise InvalidInput(f"{relative!r} leads outside the task directory")
+        if os.path.dirname(opened) == real_root and os.path.basename(opened) in PRIVATE_NAMES:
+            raise NotFound(f"{relative!r} stays with the worker (it may hold secret values)")
         if not stat.S_ISREG(info.st_mode):
             raise NotFound(f"{relative!r} is not a file; list the files with /task/ID/files/")
         return os.fdopen(fd, "rb"), info
