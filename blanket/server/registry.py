@@ -280,6 +280,10 @@ class WorkerRegistry:
         self.check_holder(caller, task.id, token)
         return task
 
+    def holds_version(self, caller: Identity, version: str) -> bool:
+        """Whether a worker registered with the caller's token holds a task of `version`."""
+        return self.store.holds_version(caller.name, version)
+
     def holds(self, caller: Identity, task: Task) -> bool:
         """Whether a worker registered with the caller's token holds the task now."""
         if task.worker is None or task.state not in ACTIVE_STATES:

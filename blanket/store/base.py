@@ -571,6 +571,11 @@ class Store(ABC):
     def list_workers(self) -> list[Worker]: ...
 
     @abstractmethod
+    def holds_version(self, owner: str, version: str) -> bool:
+        """Whether a worker registered by token `owner` holds (has claimed or runs) a task
+        of type version `version`."""
+
+    @abstractmethod
     def delete_worker(self, worker_id: str) -> bool: ...
 
     # Targeted changes to one worker's record, each one statement: two servers (or a claim

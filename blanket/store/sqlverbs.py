@@ -160,6 +160,10 @@ class SqlVerbs(Store):
         rows = self._all(self.queries["run_step_tasks"], params)
         return count["count"], [run_task_from_row(r) for r in rows]
 
+    def holds_version(self, owner: str, version: str) -> bool:
+        return self._one(self.queries["holds_version"],
+                         {"owner": owner, "version": version}) is not None
+
     def run_first_task(self, run_id: int) -> int | None:
         row = self._one(self.queries["run_first_task"], {"run_id": run_id})
         return None if row is None else row["task_id"]

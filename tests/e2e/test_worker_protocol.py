@@ -6,7 +6,7 @@ import os
 
 import pytest
 
-from blanket.client import ClientError
+from blanket.client import Client, ClientError
 from tests.conftest import wait_until
 
 ECHO = 'command = "echo hi"\n'
@@ -419,3 +419,38 @@ def test_an_exchange_sent_again_is_answered_what_the_first_claimed(make_server):
         "token": first["reserve"]["task"]["token"]})
     (late,) = server.client.post("/exchange", report)["ended"]
     assert late["status"] == 409 and late["next"] is None and late["reserve"] is None
+
+
+def test_a_worker_token_fetches_only_the_bundles_of_tasks_its_workers_hold(make_server):
+    """A bundle holds its type's file, secret defaults and all: a worker token limited to
+    some tags reads no other type's, and no version before one of its workers holds a task
+    of it."""
+    server = make_server(types={
+        "echo": ECHO,
+        "prod": 'command = "true"\ntags = ["prod"]\n'
+                '[environment.defaults]\nAPI_KEY = { value = "PROD-SECRET", secret = true }\n'})
+    token = server.token("untrusted", "worker", tags=["untrusted"])
+    worker = Client(server.url, token=token)
+    prod = server.client.get("/task_type/prod")["version"]
+    echo = server.client.get("/task_type/echo")["version"]
+    for version in (prod, echo):  # no task of it held: not even a type it could take
+        with pytest.raises(ClientError) as refused:
+            worker.request("GET", f"/version/{version}.tar.gz")
+        assert refused.value.status == 403 and "tasks its workers hold" in str(refused.value)
+    slot = worker.post("/worker/", {"id": "w", "tags": ["untrusted"], "host": "here",
+                                    "pid": os.getpid()})["id"]
+    server.client.post("/task/", {"type": "prod"})
+    task = server.client.post("/task/", {"type": "echo"})
+    claim = worker.post(f"/worker/{slot}/claim")
+    assert claim["task"]["id"] == task["id"]  # the prod task is not one it may take
+    status, _ = worker.request("GET", claim["bundle"])
+    assert status == 200
+    with pytest.raises(ClientError) as refused:
+        worker.request("GET", f"/version/{prod}.tar.gz")
+    assert refused.value.status == 403
+    worker.post(f"/task/{task['id']}/finished", {"token": claim["task"]["token"],
+                                                 "state": "SUCCESS", "exit_code": 0})
+    with pytest.raises(ClientError) as refused:  # held no longer
+        worker.request("GET", claim["bundle"])
+    assert refused.value.status == 403
+    assert server.client.request("GET", f"/version/{prod}.tar.gz")[0] == 200  # admin

@@ -12,7 +12,7 @@ import msgspec
 import structlog
 
 from blanket import protocol as P
-from blanket.auth import OPERATOR, VIEWER, Identity
+from blanket.auth import ADMIN, OPERATOR, VIEWER, Forbidden, Identity
 from blanket.errors import BlanketError, InvalidInput, NotFound
 from blanket.models import Task, TaskState, Worker
 from blanket.server.api import schemas as S
@@ -221,9 +221,16 @@ class WorkerRoutes:
         return json_response(task.to_json())
 
     def bundle(self, name: str):
+        """A type version's files. A worker token fetches only the versions of tasks its
+        workers hold: a bundle holds the type's file, secret defaults and all, and a token
+        limited to some tags must not read the types of others."""
         digest = name.removesuffix(".tar.gz")
         if not _HASH.fullmatch(digest) or not name.endswith(".tar.gz"):
             raise InvalidInput(f"{name!r} is not a version bundle name (HASH.tar.gz)")
+        caller = identity()
+        if caller.role != ADMIN and not self.registry.holds_version(caller, digest):
+            raise Forbidden(f"worker token {caller.name!r} may fetch only the versions of "
+                            "tasks its workers hold")
         path = self.s.versions_dir / name
         if not path.is_file():
             raise NotFound(f"no version {digest}")

@@ -350,6 +350,11 @@ SELECT r.step, r.item, r.round, r.task_id, t.state, t.type, t.version, t.exit_co
 FROM run_tasks r LEFT JOIN tasks t ON t.id = r.task_id
 WHERE r.run_id = :run_id ORDER BY r.step, r.item, r.round;
 
+-- name: holds_version
+-- By the partial index of held tasks (tasks_active): few, whatever the backlog.
+SELECT 1 FROM tasks t JOIN workers w ON w.id = t.worker
+WHERE t.state IN ('CLAIMED', 'RUNNING') AND t.version = :version AND w.owner = :owner LIMIT 1;
+
 -- name: run_step_tasks
 -- A page of one step's tasks (the primary key's order), of some states or all.
 SELECT r.step, r.item, r.round, r.task_id, t.state, t.type, t.version, t.exit_code, t.error,
