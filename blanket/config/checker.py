@@ -243,7 +243,9 @@ class Checker:
                 self.problem(line, f"{key}: {problem}")
                 return None
             return str(value)
-        self.wrong_type(key, "a string, number or boolean", value, line)
+        # Not quoted: it may be a secret's, and problems are shown to viewers.
+        self.problem(line, f"{key}: expected a string, number or boolean, got "
+                           f"{type_name(value)}")
         return None
 
     def finish(self, result: Any) -> Any:

@@ -368,3 +368,22 @@ def test_a_schedules_own_command_is_not_submitted_as_a_task(make_server):
     status, body = call(server, "POST", "/task/", None, b'{"type": "schedule.cleanup"}')
     assert status == 400 and "schedule run" in body["error"]["message"]
     assert call(server, "POST", "/schedule/cleanup/run")[0] == 201
+
+
+def test_health_shows_config_problems_to_viewers_only_and_never_a_secret_value(make_server):
+    """`/health` answers anyone (a probe has no token), but what is wrong in the config
+    names files and once quoted the value, a secret's too."""
+    server = make_server(env={"BLANKET_ANONYMOUS": "none"}, start=False)
+    (server.config_dir / "types" / "broken.toml").write_text(
+        'command = "true"\n[environment.defaults]\n'
+        'API_KEY = { value = ["SuperSecretValue42"], secret = true }\n')
+    server.start()
+    status, anyone = call(server, "GET", "/health", None)
+    assert status == 200 and anyone["config_problem_count"] == 1
+    assert "config_problems" not in anyone
+    viewer = server.token("v", "viewer")
+    status, shown = call(server, "GET", "/health", viewer)
+    assert shown["config_problem_count"] == 1 and "broken.toml" in str(shown["config_problems"])
+    assert "expected a string, number or boolean, got a list" in str(shown["config_problems"])
+    for answer in (anyone, shown, server.client.get("/task_type/")):
+        assert "SuperSecretValue42" not in json.dumps(answer)

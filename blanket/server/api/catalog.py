@@ -12,6 +12,7 @@ from blanket.auth import PUBLIC, VIEWER
 from blanket.errors import InvalidInput, NotFound
 from blanket.models import TaskFilter
 from blanket.server.api import schemas as S
+from blanket.server.api.access import identity
 from blanket.server.api.http import json_response
 from blanket.server.dashboard import summary
 from blanket.server.metrics import CONTENT_TYPE
@@ -54,17 +55,23 @@ class CatalogRoutes:
         return json_response(self.s.tasks.versions_run(name))
 
     def health(self):
-        """Whether the server and its store answer, with its version and config problems."""
+        """Whether the server and its store answer, with its version and config problems.
+        Anyone may ask (a load balancer's probe has no token); the store's error and the
+        problems, which name files and what is wrong in them, only a viewer sees: others
+        get only how many there are (`config_problem_count`)."""
+        shown = identity().at_least(VIEWER)
         try:
             self.s.tasks.count(TaskFilter(states=("RUNNING",)))
         except Exception as e:  # the store is down: say so rather than fail the probe
-            return json_response({"status": "error", "store": str(e)}, 503)
-        return json_response({
-            "status": "ok", "version": __version__,
-            "uptime": round(time.time() - self.s.started, 3),
-            "types": len(self.s.catalog.types()),
-            "config_problems": [p.to_json() for p in self.s.catalog.problems()],
-        })
+            return json_response({"status": "error", "store": str(e) if shown else
+                                  "the store does not answer (a viewer sees why)"}, 503)
+        problems = self.s.catalog.problems()
+        answer = {"status": "ok", "version": __version__,
+                  "uptime": round(time.time() - self.s.started, 3),
+                  "types": len(self.s.catalog.types()), "config_problem_count": len(problems)}
+        if shown:
+            answer["config_problems"] = [p.to_json() for p in problems]
+        return json_response(answer)
 
     def stats(self):
         """The dashboard's figures (?window=hour or day)."""

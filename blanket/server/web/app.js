@@ -617,7 +617,7 @@ async function runSchedule(name) {
 
 async function loadHealth() {
   const health = await api("GET", "/health");
-  const problems = health.config_problems.length;
+  const problems = health.config_problem_count;
   $("health").textContent = `v${health.version} · ${health.types} types` +
     (problems ? ` · ${problems} config problem${problems > 1 ? "s" : ""}` : "");
   $("health").className = problems ? "problem" : "muted";
