@@ -15,7 +15,7 @@ import shutil
 import tarfile
 import tempfile
 import uuid
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import BinaryIO
 
@@ -24,7 +24,9 @@ from blanket.errors import is_disk_full
 from blanket.taskdir import SERVER_ID_FILE, DataDir
 
 MAX_PACKED = 1024 * 1024 * 1024  # bytes of tar.gz a server takes for one task
-MAX_UNPACKED = 4 * MAX_PACKED  # bytes of files it writes for one task
+MAX_UNPACKED = 4 * MAX_PACKED  # bytes of files it keeps for one task, outputs sent again too
+MAX_MEMBERS = 100_000  # entries (files and folders) of one outputs archive
+MAX_FILES = 100_000  # files it keeps in one task's folder once outputs are unpacked
 
 
 class BadOutputs(Exception):
@@ -77,21 +79,57 @@ def pack(work_dir: Path, skip: Iterable[str], out: BinaryIO) -> int:
     return count
 
 
+def showable(name: str) -> bool:
+    """Whether a file name can be listed, sent in JSON and asked for in a URL: UTF-8 text
+    (no lone surrogates, which undecodable bytes become) without control characters."""
+    try:
+        name.encode()
+    except UnicodeEncodeError:
+        return False
+    return not any(ord(c) < 32 or ord(c) == 127 for c in name)
+
+
+def _files_below(folder: Path) -> Iterator[os.DirEntry]:
+    """The entries below `folder` that are not folders (links are not followed)."""
+    todo = [str(folder)]
+    while todo:
+        with os.scandir(todo.pop()) as entries:
+            for entry in entries:
+                if entry.is_dir(follow_symlinks=False):
+                    todo.append(entry.path)
+                else:
+                    yield entry
+
+
 def unpack(archive: Path, task_dir: Path, staging_root: Path,
-           max_unpacked: int = MAX_UNPACKED) -> list[str]:
-    """Unpack an outputs archive into `task_dir`, replacing files of the same name; nothing
-    is written unless every member is a plain file inside it. Files are unpacked under
-    `staging_root` first (on the same file system). Returns the paths written."""
+           max_unpacked: int = MAX_UNPACKED, keep: Iterable[str] = (),
+           max_members: int = MAX_MEMBERS, max_files: int = MAX_FILES) -> list[str]:
+    """Unpack an outputs archive into `task_dir`, replacing files of the same name but those
+    in `keep` (the task's uploaded inputs, which a rerun gets again); nothing is written
+    unless every member is a plain file inside it, with a name a path can show, and the
+    folder stays within `max_unpacked` bytes and `max_files` files (what an earlier archive
+    left counts too). Files are unpacked under `staging_root` first (on the same file
+    system). Returns the paths written."""
     staging_root.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(dir=staging_root, prefix=f"outputs-{task_dir.name}-"))
+    kept = frozenset(keep)
     try:
-        total = 0
+        total = members = 0
 
         def member_filter(member: tarfile.TarInfo, dest: str) -> tarfile.TarInfo | None:
-            nonlocal total
+            nonlocal total, members
             name = member.name
+            members += 1
+            if members > max_members:
+                raise BadOutputs(f"the archive has more than {max_members} entries")
             if escapes(name):
                 raise BadOutputs(f"member {name!r} would be written outside the task directory")
+            if not showable(name):
+                raise BadOutputs(f"member {name!r} has a name that is not UTF-8 text without "
+                                 "control characters")
+            if Path(name).as_posix() in kept:
+                raise BadOutputs(f"member {name!r} is one of the task's uploaded inputs, which "
+                                 "outputs may not replace")
             if member.isdir():
                 return tarfile.data_filter(member, dest)
             if not member.isfile():
@@ -119,6 +157,17 @@ def unpack(archive: Path, task_dir: Path, staging_root: Path,
                                      "replace a link or go through a file")
             if target.is_dir() and not target.is_symlink():
                 raise BadOutputs(f"{target.relative_to(task_dir).as_posix()!r} is a folder here")
+        replaced = {target for _, target in moves}
+        files, size = len(moves), total
+        for entry in _files_below(task_dir):
+            if Path(entry.path) not in replaced:
+                files, size = files + 1, size + entry.stat(follow_symlinks=False).st_size
+        if files > max_files:
+            raise BadOutputs(f"the task's folder would hold {files} files; it keeps at most "
+                             f"{max_files}")
+        if size > max_unpacked:
+            raise BadOutputs(f"the task's folder would hold {size} bytes; it keeps at most "
+                             f"{max_unpacked}")
         for source, target in moves:
             target.parent.mkdir(parents=True, exist_ok=True)
             os.replace(source, target)

@@ -9,7 +9,10 @@ from pathlib import Path
 
 from blanket.errors import BlanketError, NotFound
 from blanket.models import Task
+from blanket.outputs import MAX_UNPACKED
 from blanket.taskdir import log_file
+
+MAX_LOG_COPY = MAX_UNPACKED  # bytes of a live log a remote worker sends: what outputs may be
 
 
 class TaskLogs:
@@ -26,16 +29,21 @@ class TaskLogs:
             raise NotFound(f"no log {stream!r}; use stdout, stderr or output")
         return self.task_dir(task.type, task.id) / name
 
-    def append(self, path: Path, start: int, data: bytes) -> int:
+    def append(self, path: Path, start: int, data: bytes, most: int = MAX_LOG_COPY) -> int:
         """Add the bytes of `data` (which starts at `start` of the log) that the copy at
         `path` lacks: a resent chunk is harmless, a chunk beyond the end is refused (409:
-        send again from 0). Gives the copy's length, where the next chunk starts."""
+        send again from 0), and so is one past `most` bytes (413: the rest stays with the
+        worker, and comes with the outputs). Gives the copy's length, where the next chunk
+        starts."""
         path.parent.mkdir(parents=True, exist_ok=True)
         with self._appending, open(path, "ab") as log:
             size = log.tell()
             if start > size:
                 raise BlanketError(f"the server has {size} bytes of this log, not {start}; "
                                    "send it again from offset 0", code="gap", status=409)
+            if start + len(data) > most:
+                raise BlanketError(f"the server keeps at most {most} bytes of a live log; the "
+                                   "rest stays with the worker", code="too_large", status=413)
             if start + len(data) > size:
                 log.write(data[size - start:])
                 size = start + len(data)

@@ -542,3 +542,23 @@ def test_a_wrong_value_of_a_new_input_is_refused_saying_what_to_fix(make_server,
         message = answer["error"]["message"]
     assert message and "Traceback" not in message
     assert server.client.get("/task/") == []  # nothing was stored
+
+
+NAMES = r"""command = '''touch ok.txt "$(printf 'bad\377\376')" "$(printf 'new\nline')" \
+  "$(printf 'tab\tbed')"'''
+"""
+
+
+def test_files_a_task_names_so_no_url_can_ask_for_them_are_not_listed(make_server):
+    """A name that is not UTF-8, or holds a newline, made the page's file list (and the logs
+    shown after it) fail: the listing leaves them out."""
+    server = make_server(types={"names": NAMES})
+    make_server.worker(server)
+    task = server.client.post("/task/?wait=30", {"type": "names"})
+    assert task["state"] == "SUCCESS", task
+    folder = server.data_dir / "tasks" / "names" / str(task["id"])
+    assert len([p for p in folder.iterdir() if p.name not in ("stdout.log", "stderr.log")]) >= 4
+    listed = [f["path"] for f in server.client.get(f"/task/{task['id']}/files/")]
+    assert "ok.txt" in listed
+    assert not [name for name in listed if any(ord(c) < 32 or 0xDC80 <= ord(c) <= 0xDCFF
+                                                for c in name)], listed

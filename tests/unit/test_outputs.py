@@ -100,6 +100,48 @@ def test_more_than_the_size_limit_is_refused(tmp_path):
     assert list(task_dir.iterdir()) == []
 
 
+def test_outputs_sent_again_may_not_grow_the_folder_past_its_limits(tmp_path):
+    """What an earlier archive left counts: a worker posting outputs under new names again
+    and again keeps the folder within its bytes and files (a file replaced counts once)."""
+    task_dir = make_dir(tmp_path / "t" / "1", {"stdout.log": b"x" * 400})
+    staging = tmp_path / "staging"
+    unpack(archive_of(tmp_path, [("a.bin", b"a" * 400)]), task_dir, staging, max_unpacked=1000)
+    unpack(archive_of(tmp_path, [("a.bin", b"A" * 500)]), task_dir, staging, max_unpacked=1000)
+    with pytest.raises(BadOutputs, match="would hold 1300 bytes; it keeps at most 1000"):
+        unpack(archive_of(tmp_path, [("b.bin", b"b" * 400)]), task_dir, staging,
+               max_unpacked=1000)
+    assert not (task_dir / "b.bin").exists() and (task_dir / "a.bin").read_bytes() == b"A" * 500
+    empties = [(f"e{n}", b"") for n in range(3)]
+    unpack(archive_of(tmp_path, empties), task_dir, staging, max_files=5)  # 2 + 3 files
+    with pytest.raises(BadOutputs, match="would hold 6 files; it keeps at most 5"):
+        unpack(archive_of(tmp_path, [("f", b"")]), task_dir, staging, max_files=5)
+
+
+def test_an_archive_of_too_many_entries_is_refused_before_it_is_read_whole(tmp_path):
+    task_dir = (tmp_path / "t" / "1")
+    task_dir.mkdir(parents=True)
+    folders = []
+    for n in range(6):
+        info = tarfile.TarInfo(f"d{n}")
+        info.type = tarfile.DIRTYPE
+        folders.append(info)
+    with pytest.raises(BadOutputs, match="more than 5 entries"):  # folders count too
+        unpack(archive_of(tmp_path, folders), task_dir, tmp_path / "staging", max_members=5)
+    assert list(task_dir.iterdir()) == []
+
+
+def test_outputs_may_not_replace_the_tasks_inputs_or_bear_names_no_url_can_ask_for(tmp_path):
+    task_dir = make_dir(tmp_path / "t" / "1", {"in.txt": b"uploaded"})
+    for name, words in (("in.txt", "uploaded inputs"), ("./in.txt", "uploaded inputs"),
+                        ("bad\udcff.txt", "not UTF-8 text"), ("new\nline", "control"),
+                        ("tab\there", "control")):
+        with pytest.raises(BadOutputs, match=words):
+            unpack(archive_of(tmp_path, [("ok.txt", b"ok"), (name, b"evil")]), task_dir,
+                   tmp_path / "staging", keep=["in.txt"])
+        assert (task_dir / "in.txt").read_bytes() == b"uploaded"
+        assert not (task_dir / "ok.txt").exists()
+
+
 def test_a_file_may_not_replace_a_link_or_a_folder_in_the_task_directory(tmp_path):
     task_dir = make_dir(tmp_path / "t" / "1", {"made/x.txt": b"x"})
     os.symlink("/etc", task_dir / "etc")

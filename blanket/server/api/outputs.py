@@ -74,7 +74,7 @@ class OutputRoutes:
             _copy_body(bottle.request.environ["wsgi.input"], length, archive)
             archive.flush()
             try:
-                written = unpack(Path(archive.name), task_dir, staging)
+                written = unpack(Path(archive.name), task_dir, staging, keep=task.inputs)
             except BadOutputs as e:
                 raise InvalidInput(f"outputs of task {task.id} refused: {e}") from None
         return message_response(P.OutputsTaken(task=task.id, files=written))

@@ -22,6 +22,7 @@ import bottle
 
 from blanket.errors import InvalidInput, NotFound
 from blanket.models import Task
+from blanket.outputs import showable
 from blanket.taskdir import PRIVATE_NAMES
 
 MASK = b"***"
@@ -99,7 +100,9 @@ def _real_root(root: Path) -> str:
 
 
 def list_task_files(root: Path) -> list[dict]:
-    """The regular files below `root` (symlinks only where they stay inside it)."""
+    """The regular files below `root` (symlinks only where they stay inside it), but those
+    whose path is not UTF-8 text without control characters: no URL asks for them, and a
+    page building one would fail on them (outputs with such names are refused)."""
     if root.is_symlink() or not root.is_dir():
         return []
     real_root = _real_root(root)
@@ -113,8 +116,9 @@ def list_task_files(root: Path) -> list[dict]:
             real = os.path.realpath(path)
             if not _inside(real, real_root) or not os.path.isfile(real):
                 continue
-            found.append({"path": Path(path).relative_to(root).as_posix(),
-                          "size": os.stat(real).st_size})
+            relative = Path(path).relative_to(root).as_posix()
+            if showable(relative):
+                found.append({"path": relative, "size": os.stat(real).st_size})
     return found
 
 

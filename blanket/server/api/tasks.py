@@ -7,8 +7,9 @@ import re
 import time
 from collections.abc import Iterator
 from contextlib import ExitStack
+from email.message import Message
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import bottle
 
@@ -41,6 +42,7 @@ MAX_WAIT = 24 * 3600.0
 MAX_BULK = 10_000  # tasks in one bulk submission
 NDJSON_TYPES = ("application/x-ndjson", "application/jsonl", "application/json-lines")
 MAX_IDEMPOTENCY_KEY = 255
+MAX_UPLOAD_FILES = 1000  # files one submission may carry
 KEEPALIVE = 15.0  # seconds of a followed log's silence before a comment tells a gone client
 _NUMBER = re.compile(r"\d{1,12}(\.\d{0,9})?")
 
@@ -249,6 +251,11 @@ class TaskRoutes:
         return parse_json(data, "the data field")
 
     def read_multipart(self):
+        parts = count_parts(bottle.request.body,
+                            bottle.request.environ.get("CONTENT_TYPE", ""))
+        if parts > MAX_UPLOAD_FILES + 1:  # the files and the task's data
+            raise InvalidInput(f"the multipart body has {parts} parts; a task takes at most "
+                               f"{MAX_UPLOAD_FILES} files (put many small ones in an archive)")
         try:
             files = bottle.request.files
             forms = bottle.request.forms
@@ -421,6 +428,29 @@ class TaskRoutes:
             raise Forbidden(f"worker token {caller.name!r} may read only the files of "
                             "tasks its workers hold")
         return serve_task_file(self.task_dir(task), path, Masker.of(task))
+
+
+def count_parts(body: BinaryIO, content_type: str, chunk_size: int = 1024 * 1024) -> int:
+    """How many parts a multipart body has, counted by its boundary before Bottle parses it:
+    Bottle makes an object of every part first, a hundred thousand tiny files in a few
+    megabytes would take hundreds of megabytes of memory."""
+    message = Message()
+    message["Content-Type"] = content_type
+    boundary = message.get_param("boundary")
+    if not isinstance(boundary, str) or not boundary:
+        return 0  # Bottle refuses it, saying why
+    # A delimiter starts a line (the first may start the body: the carry's newline).
+    delimiter = b"\n--" + boundary.encode("latin-1", "replace")
+    found, carry = 0, b"\n"
+    body.seek(0)
+    while chunk := body.read(chunk_size):
+        window = carry + chunk
+        found += window.count(delimiter)
+        # A delimiter cut by the chunk's end is whole in the next window; the tail carried
+        # is too short to hold one already counted.
+        carry = window[-(len(delimiter) - 1):]
+    body.seek(0)
+    return max(0, found - 1)  # the last delimiter closes the body
 
 
 def _event_data(line: bytes) -> bytes:
