@@ -52,6 +52,18 @@ def width() -> int | None:
     return shutil.get_terminal_size((100, 24)).columns
 
 
+def printable(text: str) -> str:
+    """`text` with control and format characters shown as escapes (`\\x1b`, `\\u202e`):
+    a table cell may hold what a task or a worker said (a progress message, an error, a
+    host name), and escape sequences in it would drive the terminal of whoever lists it
+    (retitle it, hide lines, write the clipboard), or reorder what is shown."""
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() or c == " " else
+                   (f"\\x{ord(c):02x}" if ord(c) < 0x100 else f"\\u{ord(c):04x}")
+                   for c in text)
+
+
 def cut(text: str, most: int) -> str:
     """`text` in at most `most` characters, an ellipsis marking a cut."""
     if len(text) <= most:
@@ -85,6 +97,7 @@ def print_table(headers: list[str], rows: list[list[str]], flexible: Sequence[in
     give way (cut with an ellipsis), then the `droppable` ones are left out, in that order,
     while the table is still too wide; the `state_column` is coloured."""
     total = width()
+    rows = [[printable(cell) for cell in row] for row in rows]
     keep = list(range(len(headers)))
     while True:
         natural = [max([len(headers[i])] + [len(r[i]) for r in rows]) for i in keep]

@@ -17,7 +17,7 @@ from rich.text import Text
 
 from blanket.client import Client
 from blanket.durations import format_duration
-from blanket.terminal import STATE_COLOURS
+from blanket.terminal import STATE_COLOURS, printable
 
 STATES = ("WAITING", "QUEUED", "CLAIMED", "RUNNING", "SUCCESS", "FAILED", "TIMEDOUT", "STOPPED",
           "SKIPPED", "LOST")
@@ -84,8 +84,8 @@ def render(snapshot: Snapshot, rate: float | None, server: str) -> Group:
     now = time.time()
     for w in snapshot.workers[:SHOWN]:
         age = f"{_ago(now, w['heartbeat'])} ago" if w.get("heartbeat") else "-"
-        workers.add_row(w["id"], Text(w["state"], style=STATE_COLOURS.get(w["state"], "")),
-                        ",".join(w.get("tags") or []), w.get("host") or "",
+        workers.add_row(_said(w["id"]), Text(w["state"], style=STATE_COLOURS.get(w["state"], "")),
+                        _said(",".join(w.get("tags") or [])), _said(w.get("host") or ""),
                         str(w.get("task") or ""), age)
 
     running = Table(title="running", box=box.SIMPLE, title_justify="left", expand=True)
@@ -98,19 +98,26 @@ def render(snapshot: Snapshot, rate: float | None, server: str) -> Group:
         if t.get("progress") is not None:
             progress = f"{t['progress']}% {t.get('progress_message') or ''}".strip()
         state = Text(t["state"], style=STATE_COLOURS.get(t["state"], ""))
-        running.add_row(str(t["id"]), t["type"], state, t.get("worker") or "", took, progress)
+        running.add_row(str(t["id"]), _said(t["type"]), state, _said(t.get("worker") or ""),
+                        took, _said(progress))
 
     queued = Table(title="queued, oldest first", box=box.SIMPLE, title_justify="left", expand=True)
     for name in ("ID", "TYPE", "PRIORITY", "WAITS FOR", "WHY"):
         queued.add_column(name, overflow="ellipsis", no_wrap=True)
     for t in snapshot.queued:
         why = t.get("waiting") or {}
-        queued.add_row(str(t["id"]), t["type"], str(t.get("priority", 0)),
+        queued.add_row(str(t["id"]), _said(t["type"]), str(t.get("priority", 0)),
                        _ago(now, t["added"]),
                        Text(why.get("message", ""),
                             style="yellow" if why.get("code") in WARNED else ""))
     footer = Text("Ctrl-C to quit", style="dim")
     return Group(header, workers, running, queued, footer)
+
+
+def _said(text: str) -> Text:
+    """What a worker, a task or a submitter said, shown as it is: not read as Rich markup
+    (`[red]`), its control characters as escapes (see terminal.printable)."""
+    return Text(printable(text))
 
 
 def run(client: Client, server: str, interval: float, once: bool,

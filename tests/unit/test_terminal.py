@@ -9,7 +9,7 @@ import pytest
 from click.testing import CliRunner
 
 from blanket.taskwait import FOREVER, WaitOption, wait_limit
-from blanket.terminal import GAP, MIN_CUT, cut, exit_code_of, fit_widths
+from blanket.terminal import GAP, MIN_CUT, cut, exit_code_of, fit_widths, print_table, printable
 
 
 def test_cut_marks_what_it_cuts():
@@ -73,3 +73,36 @@ def test_wait_limits_in_seconds():
     assert wait_limit("90") == 90 and wait_limit("2m") == 120
     with pytest.raises(click.BadParameter, match="duration"):
         wait_limit("soon")
+
+
+def test_control_and_format_characters_are_shown_as_escapes():
+    assert printable("plain text, é 中 ✓") == "plain text, é 中 ✓"
+    assert printable("a\x1b]0;owned\x07b\tc\u202ed\x9b") == \
+        "a\\x1b]0;owned\\x07b\\x09c\\u202ed\\x9b"
+
+
+def test_a_table_cell_cannot_drive_the_terminal(capsys):
+    print_table(["ID", "PROGRESS"], [["1", "50% \x1b[2J\x1b]52;c;aGk=\x07done"]])
+    out = capsys.readouterr().out
+    assert "\x1b" not in out and "\x07" not in out
+    assert "50% \\x1b[2J\\x1b]52;c;aGk=\\x07done" in out
+
+
+def test_top_shows_what_workers_and_tasks_say_as_text_not_markup_or_escapes():
+    from rich.console import Console
+
+    from blanket.top import Snapshot, render
+    said = "[bold red]fake[/bold red] \x1b]0;owned\x07"
+    snapshot = Snapshot(
+        at=0.0, counts={}, workers=[{"id": "w1", "state": "busy", "tags": [said],
+                                     "host": said, "task": 1, "heartbeat": None}],
+        running=[{"id": 1, "type": "t", "state": "RUNNING", "worker": said,
+                  "progress": 5, "progress_message": said}],
+        queued=[])
+    snapshot.counts = dict.fromkeys(("WAITING", "QUEUED", "CLAIMED", "RUNNING", "SUCCESS",
+                                     "FAILED", "TIMEDOUT", "STOPPED", "SKIPPED", "LOST"), 0)
+    console = Console(width=400, record=True, color_system=None)
+    console.print(render(snapshot, None, "http://x"))
+    out = console.export_text()
+    assert "[bold red]fake[/bold red]" in out and "\x1b" not in out
+    assert "\\x1b]0;owned\\x07" in out
