@@ -15,7 +15,6 @@ likes."""
 
 from __future__ import annotations
 
-import ipaddress
 import json
 import tempfile
 import threading
@@ -27,8 +26,10 @@ from urllib.parse import unquote
 
 import structlog
 
+from blanket.server.api.access import caller_of
 from blanket.server.api.front import body_limit
 from blanket.server.api.http import MAX_JSON, close_body
+from blanket.server.heldshare import SHARE, HeldShare, TooManyHeld, is_local
 
 log = structlog.get_logger("blanket.server")
 
@@ -198,7 +199,7 @@ class BodyGate:
         if not has_body(environ):
             return "", b""
         address = environ.get("REMOTE_ADDR") or ""
-        if _local(address) or self.verified(environ):
+        if is_local(address) or self.verified(environ):
             return "", b""
         with self._lock:
             if self._open.get(address, 0) >= self.most:
@@ -225,15 +226,6 @@ def _too_many(message: str) -> bytes:
     return json.dumps({"error": {"code": "too_many_requests", "message": message}}).encode()
 
 
-def _local(address: str) -> bool:
-    if not address:  # the unix socket
-        return True
-    try:
-        return ipaddress.ip_address(address.split("%", 1)[0]).is_loopback
-    except ValueError:
-        return False
-
-
 class _Started:
     """start_response for granian: keeps the status as a number and the headers."""
 
@@ -257,13 +249,15 @@ class _Delivered:
     """An answer's body handed to granian chunk by chunk. granian closes it early (before it
     ran out) when the connection is gone: then `undelivered` is called, once."""
 
-    __slots__ = ("_chunks", "_finished", "body", "undelivered")
+    __slots__ = ("_chunks", "_finished", "body", "ended", "undelivered")
 
-    def __init__(self, body: Iterable[bytes], undelivered: Callable[[], object] | None):
+    def __init__(self, body: Iterable[bytes], undelivered: Callable[[], object] | None,
+                 ended: Callable[[], object]):
         self.body = body
         self._chunks: Iterator[bytes] = iter(body)
         self._finished = False
         self.undelivered = undelivered
+        self.ended = ended  # called once it is closed, sent or not
 
     def __iter__(self) -> _Delivered:
         return self
@@ -279,6 +273,7 @@ class _Delivered:
         try:
             close_body(self.body)
         finally:
+            self.ended()
             if not self._finished and self.undelivered is not None:
                 try:
                     self.undelivered()
@@ -297,6 +292,7 @@ class Dispatcher:
         self.streams = WaitPool(most_waiting, holding="streamed answers",
                                 queued="downloads", name="blanket stream")
         self.gate = gate or BodyGate()
+        self.share = HeldShare()  # held requests (waits, streams) a caller may have at once
         # what every environ holds; granian's own wrapper would copy os.environ in as well
         self.base = {"GATEWAY_INTERFACE": "CGI/1.1", "SCRIPT_NAME": "",
                      "SERVER_SOFTWARE": "blanket", "wsgi.version": (1, 0),
@@ -318,6 +314,7 @@ class Dispatcher:
                 # into memory while small, else into a temporary file.
                 body = _read_ahead(environ["wsgi.input"], body_limit(environ) + 1)
                 environ["wsgi.input"] = body
+                environ[SHARE] = self.share  # counted once its caller is known (Access)
 
                 def job() -> None:
                     with body:
@@ -334,6 +331,7 @@ class Dispatcher:
         try:
             body = self.app(environ, started)
         except Exception:
+            self.share.release(environ)
             log.exception("the app failed", path=environ.get("PATH_INFO"))
             proto.response_bytes(500, [("Content-Type", "text/plain")], b"server error\n")
             return
@@ -344,8 +342,18 @@ class Dispatcher:
                 proto.response_bytes(started.status, started.headers, b"".join(whole))
             finally:
                 close_body(body)
+                self.share.release(environ)
             return
-        delivered = _Delivered(body, undelivered)
+        if whole is None:  # a stream, which its client may take as long as it likes to read
+            try:
+                self.share.hold(environ, caller_of(environ))
+            except TooManyHeld as refused:
+                close_body(body)
+                proto.response_bytes(429, [("Content-Type", "application/json"),
+                                           ("Retry-After", "1")],
+                                     _too_many(refused.message))
+                return
+        delivered = _Delivered(body, undelivered, lambda: self.share.release(environ))
         # A stream: sent from a thread that may wait as long as its client reads; when
         # every such thread is taken, from this one (nothing queues holding a file open).
         if whole is None and not pooled and self.streams.try_submit(

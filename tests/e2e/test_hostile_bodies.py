@@ -16,7 +16,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from blanket.client import Client
+from blanket.client import Client, ClientError
 from tests.conftest import ServerProcess, wait_until
 
 ECHO = 'command = "echo hi"\n'
@@ -261,3 +261,75 @@ def test_slow_bodies_from_every_address_together_leave_threads_for_tokens(make_s
     finally:
         for connection in held:
             connection.close()
+
+
+def _raw_get(address: str, port: int, path: str, token: str) -> socket.socket:
+    """A GET sent on a connection of its own, whose answer is not read."""
+    connection = socket.create_connection((address, port))
+    connection.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    connection.sendall(f"GET {path} HTTP/1.1\r\nHost: {address}\r\n"
+                       f"Authorization: Bearer {token}\r\n\r\n".encode())
+    return connection
+
+
+def _answer_of(connection: socket.socket) -> bytes:
+    connection.settimeout(10)
+    return connection.recv(65536)
+
+
+def test_one_token_holds_at_most_64_long_polls_and_unread_downloads(make_server):
+    """Long polls, followed logs and downloads a client does not read each hold a thread of
+    the server's pools: one token (or one address without a token) may have 64 held at
+    once, so it cannot take every thread from the others; workers are not counted."""
+    address = outside_address()
+    server = make_server(types={"parked": 'command = "true"\ntags = ["nowhere"]\n'},
+                         extra_args=("--host", "0.0.0.0"), env={
+                             "BLANKET_ANONYMOUS": "none", "BLANKET_INSECURE": "true",
+                             "BLANKET_SERVER_NAMES": address})
+    status, task = server.client.request("POST", "/task/", fields={
+        "data": '{"type": "parked"}', "f": ("big.bin", os.urandom(8 << 20))})
+    assert status == 201
+    viewer, other = server.token("alice", "viewer"), server.token("bob", "viewer")
+    remote = Client(f"http://{address}:{server.port}", timeout=10, token=viewer)
+    polls = [_raw_get(address, server.port, f"/task/{task['id']}?wait=4", viewer)
+             for _ in range(70)]  # on a task that will not end: 64 are held, 6 refused
+    try:
+        # the 6 past the share are refused at once: then every one of them was counted
+        wait_until(lambda: len(select.select(polls, [], [], 0.1)[0]) >= 6, timeout=10)
+        with pytest.raises(ClientError) as refused:
+            remote.get(f"/task/{task['id']}?wait=1")
+        assert "'alice' already has 64 requests held open" in refused.value.message
+        assert remote.get(f"/task/{task['id']}")["id"] == task["id"]  # short ones answer
+        someone_else = Client(f"http://{address}:{server.port}", timeout=10, token=other)
+        assert someone_else.get(f"/task/{task['id']}?wait=0.1")["state"] == "QUEUED"
+        worker = Client(f"http://{address}:{server.port}", timeout=10,
+                        token=server.token("w", "worker"))
+        slot = worker.post("/worker/", {"tags": [], "host": "h", "pid": 1})["id"]
+        assert worker.request("POST", f"/worker/{slot}/claim?wait=0.1", body={})[0] == 204
+        # the long polls end with their waits, and their share with them
+        wait_until(lambda: not _refused(remote, task["id"]), timeout=15)
+        answers = [_answer_of(c)[:13] for c in polls]
+        assert answers.count(b"HTTP/1.1 200 ") == 64 and answers.count(b"HTTP/1.1 429 ") == 6
+    finally:
+        for connection in polls:
+            connection.close()
+    # downloads nobody reads are held too, each until its client goes
+    downloads = [_raw_get(address, server.port, f"/task/{task['id']}/files/big.bin", viewer)
+                 for _ in range(80)]
+    try:
+        answers = [_answer_of(c)[:13] for c in downloads]
+        assert answers.count(b"HTTP/1.1 429 ") >= 80 - 64 and b"HTTP/1.1 200 " in answers
+    finally:
+        for connection in downloads:
+            connection.close()
+    wait_until(lambda: not _refused(remote, task["id"]), timeout=15)
+
+
+def _refused(client: Client, task_id: int) -> bool:
+    try:
+        client.get(f"/task/{task_id}?wait=0.01")
+    except ClientError as e:
+        if e.status == 429:
+            return True
+        raise
+    return False

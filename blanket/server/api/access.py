@@ -24,6 +24,7 @@ from blanket.auth import (
     anonymous,
     csrf_token,
 )
+from blanket.server.heldshare import SHARE
 from blanket.server.tokens import Tokens
 
 SESSION_COOKIE = "blanket_session"
@@ -73,6 +74,9 @@ class Access:
             bottle.request.environ[_IDENTITY] = caller
             if not (allows(caller, need) or attempt):
                 raise refusal(caller, need)
+            share = bottle.request.environ.get(SHARE)  # a request that may be held long
+            if share is not None:
+                share.hold(bottle.request.environ, caller)
             return callback(*args, **kwargs)
         return wrapper
 
