@@ -10,9 +10,16 @@ from pathlib import Path
 from blanket.errors import BlanketError, NotFound
 from blanket.models import Task
 from blanket.outputs import MAX_UNPACKED
-from blanket.taskdir import log_file
+from blanket.taskdir import LOG_FILES, log_file
 
-MAX_LOG_COPY = MAX_UNPACKED  # bytes of a live log a remote worker sends: what outputs may be
+MAX_LOG_COPY = MAX_UNPACKED  # bytes of live logs a remote worker sends: what outputs may be
+
+
+def _size(path: Path) -> int:
+    try:
+        return path.stat().st_size
+    except OSError:
+        return 0
 
 
 class TaskLogs:
@@ -41,9 +48,11 @@ class TaskLogs:
             if start > size:
                 raise BlanketError(f"the server has {size} bytes of this log, not {start}; "
                                    "send it again from offset 0", code="gap", status=409)
-            if start + len(data) > most:
-                raise BlanketError(f"the server keeps at most {most} bytes of a live log; the "
-                                   "rest stays with the worker", code="too_large", status=413)
+            others = sum(_size(path.with_name(name)) for name in LOG_FILES if name != path.name)
+            if start + len(data) > size and others + start + len(data) > most:
+                raise BlanketError(f"the server keeps at most {most} bytes of a task's live "
+                                   "logs together; the rest stays with the worker",
+                                   code="too_large", status=413)
             if start + len(data) > size:
                 log.write(data[size - start:])
                 size = start + len(data)

@@ -241,6 +241,8 @@ def test_a_submission_carries_at_most_a_thousand_files(fresh):
     assert_error(call(fresh, "POST", "/task/", body, headers), 400, "1002 parts",
                  "at most 1000 files")
     assert count(fresh) == 0 and leftovers(fresh) == []
+    twice = {"Content-Type": headers["Content-Type"].replace("boundary=", "boundary=X; boundary=")}
+    assert_error(call(fresh, "POST", "/task/", body, twice), 400, "boundary more than once")
     body, headers = multipart([("data", None, b'{"type": "echo"}'), *files[:1000]])
     status, task = call(fresh, "POST", "/task/", body, headers)
     assert status == 201 and len(task["inputs"]) == 1000

@@ -97,3 +97,15 @@ def test_a_secret_across_the_cut_of_a_long_line_is_masked_whole():
         whole = b"".join(parts) + (rest or b"")
         assert b"s3c" not in whole and b"ret" not in whole, (start, parts, rest)
         assert whole == b"x" * start + b"***" + b"y" * 30
+
+
+def test_a_log_cut_short_in_place_is_read_again_from_its_start(tmp_path):
+    log = task_dir(tmp_path) / "stdout.log"
+    log.write_bytes(b"first attempt printed this\n")
+    reader = LogReader(log)
+    assert reader.read() == b"first attempt printed this\n"
+    with log.open("r+b") as f:  # the next attempt truncates it and writes anew
+        f.truncate(0)
+        f.write(b"second\n")
+    assert reader.read() == b"second\n"
+    reader.close()

@@ -7,6 +7,7 @@ import io
 
 import pytest
 
+from blanket.errors import InvalidInput
 from blanket.server.api.tasks import count_parts
 
 
@@ -28,3 +29,25 @@ def test_parts_are_counted_whatever_the_chunks_they_are_read_in(chunk_size):
 def test_a_quoted_boundary_counts_and_none_counts_nothing():
     assert count_parts(io.BytesIO(body(2)), 'multipart/form-data; boundary="XyZ"') == 3
     assert count_parts(io.BytesIO(body(2)), "multipart/form-data") == 0
+
+
+@pytest.mark.parametrize("content_type", [
+    "multipart/form-data; boundary=AAA; boundary=XyZ",
+    "multipart/form-data; boundary=XyZ; boundary=AAA",
+    "multipart/form-data; boundary*=AAA; boundary=XyZ",
+    "multipart/form-data; BOUNDARY=AAA; boundary=XyZ",
+])
+def test_a_boundary_named_twice_is_refused(content_type):
+    """email's parser takes the first, Bottle's the last: counted by one and parsed by the
+    other, 100,000 files went through."""
+    with pytest.raises(InvalidInput, match="more than once"):
+        count_parts(io.BytesIO(body(2)), content_type)
+
+
+def test_the_boundary_is_read_as_bottle_reads_it():
+    import bottle
+    for content_type in ('multipart/form-data; boundary="XyZ"',
+                         "multipart/form-data;boundary=XyZ",
+                         'multipart/form-data; boundary="XyZ"; charset=utf-8'):
+        assert bottle._parse_http_header(content_type)[0][1].get("boundary") == "XyZ"
+        assert count_parts(io.BytesIO(body(4)), content_type) == 5, content_type

@@ -36,6 +36,8 @@ class LogReader:
         self._reopen_if_replaced()
         if self._file is None:
             return b""
+        if os.fstat(self._file.fileno()).st_size < self.offset:
+            self.offset = 0  # cut short in place (an attempt starting again): read it anew
         self._file.seek(self.offset)
         chunk = self._file.read(most)
         self.offset += len(chunk)

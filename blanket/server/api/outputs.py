@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import io
 import tempfile
+import threading
+import weakref
 from pathlib import Path
 
 import bottle
@@ -31,6 +33,18 @@ def install(app: bottle.Bottle, services: Services) -> None:
 class OutputRoutes:
     def __init__(self, services: Services):
         self.s = services
+        # Outputs of one task are unpacked one post at a time: each checks the folder's
+        # size and files with what the others left, then moves its own in.
+        self._unpacking: weakref.WeakValueDictionary[int, threading.Lock] = \
+            weakref.WeakValueDictionary()
+        self._locks = threading.Lock()
+
+    def _lock_of(self, task_id: int) -> threading.Lock:
+        with self._locks:
+            lock = self._unpacking.get(task_id)
+            if lock is None:
+                lock = self._unpacking[task_id] = threading.Lock()
+            return lock
 
     def _sender(self, task_id: str, what: str) -> Task:
         """The task, if the request comes from its current attempt (its token in the
@@ -74,7 +88,8 @@ class OutputRoutes:
             _copy_body(bottle.request.environ["wsgi.input"], length, archive)
             archive.flush()
             try:
-                written = unpack(Path(archive.name), task_dir, staging, keep=task.inputs)
+                with self._lock_of(task.id):
+                    written = unpack(Path(archive.name), task_dir, staging, keep=task.inputs)
             except BadOutputs as e:
                 raise InvalidInput(f"outputs of task {task.id} refused: {e}") from None
         return message_response(P.OutputsTaken(task=task.id, files=written))

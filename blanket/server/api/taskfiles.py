@@ -139,7 +139,8 @@ def open_task_file(root: Path, relative: str) -> tuple[BinaryIO, os.stat_result]
     except OSError as e:
         raise NotFound(f"the task's file {relative!r} cannot be read: {e.strerror}") from None
     try:
-        opened = os.readlink(f"/proc/self/fd/{fd}")  # what was really opened, links resolved
+        # what was really opened, links resolved (named "... (deleted)" once it is removed)
+        opened = os.readlink(f"/proc/self/fd/{fd}").removesuffix(" (deleted)")
         info = os.fstat(fd)
         if not _inside(opened, real_root):
             raise InvalidInput(f"{relative!r} leads outside the task directory")

@@ -436,11 +436,16 @@ def count_parts(body: BinaryIO, content_type: str, chunk_size: int = 1024 * 1024
     megabytes would take hundreds of megabytes of memory."""
     message = Message()
     message["Content-Type"] = content_type
-    boundary = message.get_param("boundary")
+    named = [key for key, _ in message.get_params(failobj=[])[1:]
+             if key.strip().lower().startswith("boundary")]
+    if len(named) > 1:  # parsers differ on which one counts (Bottle takes the last)
+        raise InvalidInput("the Content-Type names its boundary more than once; name it once")
+    # The boundary as Bottle reads it, which is the one its parser will split the body by.
+    boundary = bottle._parse_http_header(content_type)[0][1].get("boundary")
     if not isinstance(boundary, str) or not boundary:
         return 0  # Bottle refuses it, saying why
     # A delimiter starts a line (the first may start the body: the carry's newline).
-    delimiter = b"\n--" + boundary.encode("latin-1", "replace")
+    delimiter = b"\n--" + bottle.tob(boundary)
     found, carry = 0, b"\n"
     body.seek(0)
     while chunk := body.read(chunk_size):
