@@ -15,6 +15,7 @@ import json
 import os
 import ssl
 import threading
+import time
 from typing import Any
 
 import urllib3
@@ -25,6 +26,8 @@ from blanket.tls import TRUST_ADVICE, UntrustedServer
 from blanket.transport import Target, parse_target
 
 _UNREACHABLE = (urllib3.exceptions.HTTPError, OSError, http.client.HTTPException)
+BUSY_RETRIES = 30  # times a request refused with 429 is sent, BUSY_PAUSE seconds apart
+BUSY_PAUSE = 1.0
 
 
 class ServerUnreachable(BlanketError):
@@ -95,11 +98,17 @@ class Client:
     def _exchange(self, method: str, path: str, payload: bytes | None, timeout: float | None,
                   ok: tuple[int, ...], sent_type: str = "application/json"
                   ) -> tuple[int, str, bytes]:
-        try:
-            status, content_type, raw = self._connections.request(
-                method, path, payload, timeout or self.timeout, sent_type)
-        except _UNREACHABLE as e:
-            raise self._unreachable(e) from None
+        for tries_left in reversed(range(BUSY_RETRIES)):
+            try:
+                status, content_type, raw = self._connections.request(
+                    method, path, payload, timeout or self.timeout, sent_type)
+            except _UNREACHABLE as e:
+                raise self._unreachable(e) from None
+            # 429: too many of this caller's requests held open (or bodies arriving) at
+            # once, refused before anything was done; room comes back as they end.
+            if status != 429 or status in ok or not tries_left:
+                break
+            time.sleep(BUSY_PAUSE)
         if status >= 400 and status not in ok:
             raise _refusal(status, _decode_bytes(raw, {"Content-Type": content_type}))
         return status, content_type, raw

@@ -3,10 +3,11 @@ followed logs, and downloads its client reads slowly or not at all. Each holds a
 pool of the server's (`max_threads` of them), so one token, or one address without a token,
 could otherwise take every thread and leave the workers' claims queued behind it.
 
-Counted per token (by its name), or per address for a caller without one; workers and admins
-are not counted (a fleet sharing one worker token holds a claim and a heartbeat a slot, and
-the local workers use the admin token), nor are callers on loopback or the unix socket, who
-can do more than this already."""
+Counted per token (by its name, from any address: behind a proxy on the same machine every
+caller comes from loopback), or per address for a caller without one (an IPv6 one by its
+/64); workers and admins are not counted (a fleet sharing one worker token holds a claim and
+a heartbeat a slot, and the local workers use the admin token), nor are callers without a
+token on loopback or the unix socket, who can do more than this already."""
 
 from __future__ import annotations
 
@@ -79,11 +80,23 @@ class HeldShare:
 
 
 def _key(environ: dict, caller: Identity | None) -> str | None:
+    if caller is not None and caller.role in (WORKER, ADMIN):
+        return None
+    if caller is not None and not caller.anonymous:
+        # Whatever the address: behind a proxy on this machine every caller is local.
+        return f"token {caller.name!r}"
     address = environ.get("REMOTE_ADDR") or ""
     if is_local(address):
         return None
-    if caller is not None and caller.role in (WORKER, ADMIN):
-        return None
-    if caller is None or caller.anonymous:
-        return f"address {address}"
-    return f"token {caller.name!r}"
+    return f"address {_network(address)}"
+
+
+def _network(address: str) -> str:
+    """An IPv4 address, or the /64 an IPv6 one is in (one client holds a whole /64)."""
+    try:
+        parsed = ipaddress.ip_address(address.split("%", 1)[0])
+    except ValueError:
+        return address
+    if parsed.version == 6 and parsed.ipv4_mapped is None:
+        return str(ipaddress.ip_network(f"{parsed}/64", strict=False))
+    return address

@@ -63,12 +63,14 @@ def listen_backlog() -> int:
 
 def waits(environ: dict) -> bool:
     """Whether this request may be held a long time: a long poll (`?wait=`: a task's end, a
-    claim, a heartbeat, a submission that waits) or a followed log (server-sent events)."""
+    claim, a heartbeat, a submission that waits), a followed log (server-sent events), or an
+    MCP call (a tool may wait, whatever the client accepts)."""
     query = environ.get("QUERY_STRING", "")
     if "%" in query:  # as the route will read it: ?%66ollow follows too
         query = unquote(query)
     return ("wait=" in query or "follow" in query
-            or "event-stream" in environ.get("HTTP_ACCEPT", ""))
+            or "event-stream" in environ.get("HTTP_ACCEPT", "")
+            or environ.get("PATH_INFO", "").rstrip("/") == "/mcp")  # a tool may wait
 
 
 class WaitPool:

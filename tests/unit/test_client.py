@@ -22,7 +22,10 @@ class Recorder(BaseHTTPRequestHandler):
         length = int(self.headers.get("Content-Length") or 0)
         body = json.loads(self.rfile.read(length) or b"null")
         self.server.requests.append((self.path, self.headers.get("Content-Type"), body))
-        if self.path.endswith("/fail"):
+        busy = self.path.rsplit("/busy", 1)
+        if len(busy) == 2 and len(self.server.requests) <= int(busy[1] or 0):
+            self.reply(429, {"error": {"code": "too_many_requests", "message": "held open"}})
+        elif self.path.endswith("/fail"):
             self.reply(409, {"error": {"code": "conflict", "message": "no longer yours"}})
         elif self.path.endswith("/close"):
             self.reply(200, {"closing": True}, close=True)
@@ -120,3 +123,19 @@ def test_no_server_is_unreachable_with_advice():
 def test_a_url_that_is_not_http_is_refused():
     with pytest.raises(ValueError, match="http://HOST:PORT"):
         Client("ftp://example.org")
+
+
+def test_a_request_refused_as_busy_is_sent_again_until_there_is_room(server, monkeypatch):
+    """429: too many of the caller's requests held open at once, refused before anything
+    was done; the client waits a moment and sends it again (a CI fleet sharing one token
+    waits for its tasks), giving up with the server's words after BUSY_RETRIES."""
+    monkeypatch.setattr("blanket.client.BUSY_PAUSE", 0.01)
+    client = Client(url(server), timeout=5)
+    assert client.post("/busy3", {"n": 1})["echo"] == {"n": 1}
+    assert len(server.requests) == 4
+    assert client.request("POST", "/busy99", body={}, ok=(429,))[0] == 429  # asked to see it
+    monkeypatch.setattr("blanket.client.BUSY_RETRIES", 3)
+    with pytest.raises(ClientError) as refused:
+        client.post("/busy99", {})
+    assert refused.value.status == 429 and "held open" in refused.value.message
+    assert len(server.requests) == 4 + 1 + 3

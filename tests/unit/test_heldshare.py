@@ -50,7 +50,7 @@ def test_callers_without_a_token_share_by_address():
     ("203.0.113.5", Identity(name="fleet", role="worker", token_id="w")),
     ("203.0.113.5", Identity(name="root", role="admin", token_id="a")),
     ("127.0.0.1", anonymous("operator")),
-    ("::1", Identity(name="alice", role="viewer", token_id="t1")),
+    ("::1", anonymous("operator")),
     ("", anonymous("operator")),  # the unix socket
 ])
 def test_workers_admins_and_local_callers_are_not_counted(address, caller):
@@ -59,3 +59,20 @@ def test_workers_admins_and_local_callers_are_not_counted(address, caller):
         env = request(address)
         share.hold(env, caller)
         assert HELD not in env
+
+
+def test_a_token_is_counted_from_loopback_too_behind_a_proxy_on_the_same_machine():
+    share = HeldShare(most=1)
+    alice = Identity(name="alice", role="viewer", token_id="t1")
+    share.hold(request("127.0.0.1"), alice)
+    with pytest.raises(TooManyHeld):
+        share.hold(request("::1"), alice)
+
+
+def test_callers_without_a_token_on_ipv6_share_by_their_64():
+    share = HeldShare(most=1)
+    share.hold(request("2001:db8:1:2::5"), anonymous("viewer"))
+    with pytest.raises(TooManyHeld, match="2001:db8:1:2::/64"):
+        share.hold(request("2001:db8:1:2:ffff::9"), anonymous("viewer"))
+    share.hold(request("2001:db8:1:3::5"), anonymous("viewer"))
+    share.hold(request("::ffff:203.0.113.5"), anonymous("viewer"))  # IPv4, mapped

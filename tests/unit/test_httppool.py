@@ -302,3 +302,12 @@ def test_a_stream_finding_every_stream_thread_taken_is_sent_at_once_not_queued()
     warnings = [entry for entry in logged if entry["log_level"] == "warning"]
     assert len(warnings) == 1 and "raise max_threads" in warnings[0]["event"]  # said once
     release.set()
+
+
+@pytest.mark.parametrize(("path", "held"), [
+    ("/mcp", True), ("/mcp/", True), ("/task/", False), ("/mcpx", False)])
+def test_an_mcp_call_counts_as_waiting_whatever_it_accepts(path: str, held: bool):
+    """A tool may wait (wait_task, a submission or a run with a wait), and a client choosing
+    not to accept event streams must not hold a short request's thread meanwhile."""
+    assert waits({"PATH_INFO": path, "QUERY_STRING": "", "HTTP_ACCEPT": "application/json"}) \
+        is held

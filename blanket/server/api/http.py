@@ -255,8 +255,10 @@ class JSONErrors:
 
 
 def _error_response(e: BlanketError) -> bottle.HTTPResponse:
-    return bottle.HTTPResponse(json.dumps(e.to_json()), status=e.status,
-                               headers={"Content-Type": "application/json"})
+    headers = {"Content-Type": "application/json"}
+    if e.status == 429:  # too many at once: a moment later there is room again
+        headers["Retry-After"] = "1"
+    return bottle.HTTPResponse(json.dumps(e.to_json()), status=e.status, headers=headers)
 
 
 _TRUTHS = frozenset({"", "true", "false", "1", "0", "yes", "no"})

@@ -43,7 +43,7 @@ MAX_BULK = 10_000  # tasks in one bulk submission
 NDJSON_TYPES = ("application/x-ndjson", "application/jsonl", "application/json-lines")
 MAX_IDEMPOTENCY_KEY = 255
 MAX_UPLOAD_FILES = 1000  # files one submission may carry
-KEEPALIVE = 15.0  # seconds of a followed log's silence before a comment tells a gone client
+KEEPALIVE = 5.0  # seconds of a followed log's silence before a comment tells a gone client
 _NUMBER = re.compile(r"\d{1,12}(\.\d{0,9})?")
 
 
