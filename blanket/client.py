@@ -13,6 +13,7 @@ import contextlib
 import http.client
 import json
 import os
+import random
 import ssl
 import threading
 import time
@@ -98,17 +99,22 @@ class Client:
     def _exchange(self, method: str, path: str, payload: bytes | None, timeout: float | None,
                   ok: tuple[int, ...], sent_type: str = "application/json"
                   ) -> tuple[int, str, bytes]:
+        # 429: too many of this caller's requests held open (or bodies arriving) at once,
+        # refused before anything was done; room comes back as they end. Sent again a
+        # second or so later (spread, so callers sharing a token do not come back
+        # together), within the request's own timeout.
+        until = time.monotonic() + (timeout or self.timeout)
         for tries_left in reversed(range(BUSY_RETRIES)):
             try:
                 status, content_type, raw = self._connections.request(
                     method, path, payload, timeout or self.timeout, sent_type)
             except _UNREACHABLE as e:
                 raise self._unreachable(e) from None
-            # 429: too many of this caller's requests held open (or bodies arriving) at
-            # once, refused before anything was done; room comes back as they end.
-            if status != 429 or status in ok or not tries_left:
+            pause = BUSY_PAUSE * random.uniform(0.5, 1.5)
+            if (status != 429 or status in ok or not tries_left
+                    or time.monotonic() + pause > until):
                 break
-            time.sleep(BUSY_PAUSE)
+            time.sleep(pause)
         if status >= 400 and status not in ok:
             raise _refusal(status, _decode_bytes(raw, {"Content-Type": content_type}))
         return status, content_type, raw
@@ -176,14 +182,27 @@ class Client:
             response.release_conn()
 
     def stream(self, path: str, timeout: float | None = None) -> urllib3.BaseHTTPResponse:
-        """GET `path` with its body left to read (`.stream()`, then `.release_conn()`)."""
-        try:
-            return self.pool.request("GET", self.target.prefix + path, preload_content=False,
-                                     timeout=urllib3.Timeout(connect=5.0,
-                                                             read=timeout or self.timeout))
-        except urllib3.exceptions.HTTPError as e:
-            raise self._untrusted(e) or ServerUnreachable(
-                f"cannot reach {self.base_url}: {_reason(e)}") from None
+        """GET `path` with its body left to read (`.stream()`, then `.release_conn()`); an
+        error answer raises ClientError, a busy one (429) is asked again as `_exchange` does."""
+        until = time.monotonic() + (timeout or self.timeout)
+        for tries_left in reversed(range(BUSY_RETRIES)):
+            try:
+                response = self.pool.request(
+                    "GET", self.target.prefix + path, preload_content=False,
+                    timeout=urllib3.Timeout(connect=5.0, read=timeout or self.timeout))
+            except urllib3.exceptions.HTTPError as e:
+                raise self._untrusted(e) or ServerUnreachable(
+                    f"cannot reach {self.base_url}: {_reason(e)}") from None
+            if response.status < 400:
+                return response
+            raw = response.read()
+            response.release_conn()
+            pause = BUSY_PAUSE * random.uniform(0.5, 1.5)
+            if response.status != 429 or not tries_left or time.monotonic() + pause > until:
+                raise _refusal(response.status, _decode_bytes(
+                    raw, {"Content-Type": response.headers.get("Content-Type", "")}))
+            time.sleep(pause)
+        raise AssertionError("unreachable")
 
     def _untrusted(self, error: Exception) -> UntrustedServer | None:
         """The refusal to use, when `error` is a certificate that failed verification."""

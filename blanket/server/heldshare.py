@@ -32,9 +32,12 @@ def is_local(address: str) -> bool:
     if not address:
         return True
     try:
-        return ipaddress.ip_address(address.split("%", 1)[0]).is_loopback
+        parsed = ipaddress.ip_address(address.split("%", 1)[0])
     except ValueError:
         return False
+    if isinstance(parsed, ipaddress.IPv6Address) and parsed.ipv4_mapped is not None:
+        return parsed.ipv4_mapped.is_loopback  # ::ffff:127.0.0.1 on a dual-stack socket
+    return parsed.is_loopback
 
 
 class HeldShare:
@@ -92,11 +95,17 @@ def _key(environ: dict, caller: Identity | None) -> str | None:
 
 
 def _network(address: str) -> str:
-    """An IPv4 address, or the /64 an IPv6 one is in (one client holds a whole /64)."""
+    """An IPv4 address (also when mapped into IPv6), or the /64 an IPv6 one is in (one
+    client holds a whole /64); a link-local one as it is, with its interface."""
+    plain, _, scope = address.partition("%")
     try:
-        parsed = ipaddress.ip_address(address.split("%", 1)[0])
+        parsed = ipaddress.ip_address(plain)
     except ValueError:
         return address
-    if parsed.version == 6 and parsed.ipv4_mapped is None:
+    if isinstance(parsed, ipaddress.IPv6Address):
+        if parsed.ipv4_mapped is not None:
+            return str(parsed.ipv4_mapped)
+        if parsed.is_link_local:
+            return f"{parsed}%{scope}" if scope else str(parsed)
         return str(ipaddress.ip_network(f"{parsed}/64", strict=False))
-    return address
+    return str(parsed)

@@ -139,3 +139,25 @@ def test_a_request_refused_as_busy_is_sent_again_until_there_is_room(server, mon
         client.post("/busy99", {})
     assert refused.value.status == 429 and "held open" in refused.value.message
     assert len(server.requests) == 4 + 1 + 3
+
+
+def test_a_busy_server_is_asked_again_only_within_the_requests_timeout(server, monkeypatch):
+    import time
+    monkeypatch.setattr("blanket.client.BUSY_PAUSE", 0.2)
+    client = Client(url(server), timeout=0.5)
+    began = time.monotonic()
+    with pytest.raises(ClientError) as refused:
+        client.post("/busy99", {})
+    assert refused.value.status == 429
+    assert time.monotonic() - began < 1.5 and 2 <= len(server.requests) <= 4
+
+
+def test_a_streamed_answer_is_asked_again_when_busy_and_an_error_is_raised(server, monkeypatch):
+    monkeypatch.setattr("blanket.client.BUSY_PAUSE", 0.01)
+    client = Client(url(server), timeout=5)
+    response = client.stream("/busy2")
+    assert json.loads(response.read())["echo"] is None and len(server.requests) == 3
+    response.release_conn()
+    with pytest.raises(ClientError) as refused:
+        client.stream("/fail")
+    assert refused.value.status == 409 and "no longer yours" in refused.value.message

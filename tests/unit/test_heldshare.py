@@ -76,3 +76,15 @@ def test_callers_without_a_token_on_ipv6_share_by_their_64():
         share.hold(request("2001:db8:1:2:ffff::9"), anonymous("viewer"))
     share.hold(request("2001:db8:1:3::5"), anonymous("viewer"))
     share.hold(request("::ffff:203.0.113.5"), anonymous("viewer"))  # IPv4, mapped
+
+
+def test_addresses_are_keyed_as_the_client_they_are():
+    share = HeldShare(most=1)
+    share.hold(request("203.0.113.5"), anonymous("viewer"))
+    with pytest.raises(TooManyHeld):  # the same IPv4 client on a dual-stack socket
+        share.hold(request("::ffff:203.0.113.5"), anonymous("viewer"))
+    share.hold(request("fe80::1%eth0"), anonymous("viewer"))
+    share.hold(request("fe80::1%eth1"), anonymous("viewer"))  # another link's neighbour
+    env = request("::ffff:127.0.0.1")  # loopback on a dual-stack socket
+    share.hold(env, anonymous("operator"))
+    assert HELD not in env
