@@ -26,6 +26,7 @@ from urllib.parse import unquote
 
 import structlog
 
+from blanket.auth import ADMIN, WORKER, Identity
 from blanket.server.api.access import caller_of
 from blanket.server.api.front import body_limit
 from blanket.server.api.http import MAX_JSON, close_body
@@ -42,6 +43,9 @@ UNDELIVERED = "blanket.undelivered"  # environ key: called when the answer found
 # Requests whose bodies are still arriving that one address may have at once without
 # credentials (see BodyGate).
 BODIES_PER_ADDRESS = 8
+# ... and that one token may have (workers and admins not counted): many callers sharing a
+# token send many bodies, each quickly; slow ones still leave most threads to others.
+BODIES_PER_TOKEN = 32
 # ... and that every address together may have, as a share of the threads answering short
 # requests: many addresses sending slowly still leave the rest to callers with tokens.
 BODIES_SHARE = 4
@@ -174,17 +178,21 @@ def has_body(environ: dict) -> bool:
 class BodyGate:
     """A request's body is read on one of granian's threads, which a client sending it
     slowly (or never) holds as long as it likes: enough such requests would leave none for
-    anyone else. So without credentials that verify (`verified(environ)`), one address may
-    have at most `most` requests with bodies in progress at once, and every address together
-    at most `most_in_all` (default: no bound); more are refused at once (429), before their
-    bodies are read. Local callers (loopback, the unix socket) are not counted: they may do
-    more than this already. The default counts no one."""
+    anyone else. So without credentials that verify (`verified(environ)` gives who sent
+    them, or None), one address may have at most `most` requests with bodies in progress at
+    once, and every address together at most `most_in_all` (default: no bound); one token
+    (from any address) at most `most_per_token`; more are refused at once (429), before
+    their bodies are read. Workers and admins are not counted (a fleet shares its token),
+    nor are local callers without a token (loopback, the unix socket): they may do more
+    than this already. The default counts no one."""
 
-    def __init__(self, verified: Callable[[dict], bool] = lambda environ: True,
-                 most: int = BODIES_PER_ADDRESS, most_in_all: int | None = None):
+    def __init__(self, verified: Callable[[dict], Identity | None] | None = None,
+                 most: int = BODIES_PER_ADDRESS, most_in_all: int | None = None,
+                 most_per_token: int = BODIES_PER_TOKEN):
         self.verified = verified
         self.most = most
         self.most_in_all = most_in_all
+        self.most_per_token = most_per_token
         self._lock = threading.Lock()
         self._open: dict[str, int] = {}  # address -> requests with bodies in progress
         self._in_all = 0
@@ -198,10 +206,13 @@ class BodyGate:
     def admit(self, environ: dict) -> tuple[str | None, bytes]:
         """(None, the refusal's body) when refused; else (what to hand `done` once the body
         is read: the address counted, or "" for a request not counted, b"")."""
-        if not has_body(environ):
+        if not has_body(environ) or self.verified is None:
             return "", b""
+        caller = self.verified(environ)
+        if caller is not None:
+            return self._admit_token(caller)
         address = environ.get("REMOTE_ADDR") or ""
-        if is_local(address) or self.verified(environ):
+        if is_local(address):
             return "", b""
         with self._lock:
             if self._open.get(address, 0) >= self.most:
@@ -212,11 +223,25 @@ class BodyGate:
             self._in_all += 1
         return address, b""
 
+    def _admit_token(self, caller: Identity) -> tuple[str | None, bytes]:
+        if caller.role in (WORKER, ADMIN):
+            return "", b""
+        key = f"token {caller.name!r}"
+        with self._lock:
+            held = self._open.get(key, 0)
+            if held >= self.most_per_token:
+                return None, _too_many(
+                    f"{key} already has {held} requests whose bodies are still arriving: "
+                    "wait for one to end")
+            self._open[key] = held + 1
+        return key, b""
+
     def done(self, counted: str) -> None:
         if not counted:
             return
         with self._lock:
-            self._in_all -= 1
+            if not counted.startswith("token "):  # an address (never spelled so)
+                self._in_all -= 1
             left = self._open.get(counted, 0) - 1
             if left > 0:
                 self._open[counted] = left

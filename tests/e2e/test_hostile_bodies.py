@@ -327,3 +327,38 @@ def test_one_token_holds_at_most_64_long_polls_and_unread_downloads(make_server)
 
 def _refused(client: Client, task_id: int) -> bool:
     return client.request("GET", f"/task/{task_id}?wait=0.01", ok=(429,))[0] == 429
+
+
+def test_slow_bodies_of_one_token_cannot_hold_every_thread(make_server):
+    """A token holder's bodies were not counted: 256 sent slowly held every thread that
+    answers short requests. One token may have 32 in progress; the others get 429 at once,
+    and other tokens and workers go on."""
+    address = outside_address()
+    server = make_server(types={"echo": ECHO}, extra_args=("--host", "0.0.0.0"), env={
+        "BLANKET_ANONYMOUS": "none", "BLANKET_INSECURE": "true", "BLANKET_THREADS": "64",
+        "BLANKET_SERVER_NAMES": address})
+    token = server.token("alice", "submitter")
+    held = []
+    try:
+        for _ in range(40):
+            connection = socket.create_connection((address, server.port))
+            connection.sendall(f"POST /task/ HTTP/1.1\r\nHost: {address}\r\n"
+                               f"Authorization: Bearer {token}\r\n"
+                               "Content-Type: application/json\r\nContent-Length: 1000\r\n\r\n{"
+                               .encode())
+            held.append(connection)
+        answered = wait_until(lambda: len(select.select(held, [], [], 0.1)[0]) >= 8 and
+                              select.select(held, [], [], 0.1)[0], timeout=10)
+        assert len(answered) == 8
+        refusals = [c.recv(4096) for c in answered]
+        assert all(r.startswith(b"HTTP/1.1 429 ") and b"already has 32 requests" in r
+                   for r in refusals), refusals[0]
+        other = Client(f"http://{address}:{server.port}", timeout=10,
+                       token=server.token("bob", "submitter"))
+        assert other.post("/task/", {"type": "echo"})["state"] == "QUEUED"
+        worker = Client(f"http://{address}:{server.port}", timeout=10,
+                        token=server.token("w", "worker"))
+        assert worker.post("/worker/", {"tags": [], "host": "h", "pid": 1})["id"]
+    finally:
+        for connection in held:
+            connection.close()

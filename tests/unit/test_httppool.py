@@ -15,6 +15,7 @@ import pytest
 import structlog.testing
 
 from bench.longpoll import UNCLAIMED, HoldResult, hold_requests
+from blanket.auth import Identity
 from blanket.config.settings import Settings
 from blanket.server.httppool import UNDELIVERED, Dispatcher, WaitPool, waits
 from blanket.server.serve import Server
@@ -212,7 +213,7 @@ def _posting(address: str, **headers: str) -> dict:
 def test_one_address_without_credentials_may_send_only_so_many_bodies_at_once():
     from blanket.server.httppool import BodyGate
 
-    gate = BodyGate(lambda environ: False, most=2)
+    gate = BodyGate(lambda environ: None, most=2)
     first, second = gate.admit(_posting("198.51.100.7"))[0], gate.admit(_posting("198.51.100.7"))[0]
     assert (first, second) == ("198.51.100.7", "198.51.100.7")
     assert gate.admit(_posting("198.51.100.7"))[0] is None  # a third waits for one to end
@@ -226,7 +227,7 @@ def test_every_address_together_may_send_only_so_many_bodies_at_once():
     beyond `most_in_all` to callers with tokens."""
     from blanket.server.httppool import BodyGate
 
-    gate = BodyGate(lambda environ: False, most=2, most_in_all=3)
+    gate = BodyGate(lambda environ: None, most=2, most_in_all=3)
     assert [gate.admit(_posting(a))[0] for a in ("192.0.2.1", "192.0.2.1", "192.0.2.2")] == [
         "192.0.2.1", "192.0.2.1", "192.0.2.2"]
     counted, refusal = gate.admit(_posting("192.0.2.3"))  # a new address, over the bound
@@ -240,8 +241,9 @@ def test_every_address_together_may_send_only_so_many_bodies_at_once():
 def test_bodiless_local_and_credentialed_requests_are_not_counted():
     from blanket.server.httppool import BodyGate, has_body
 
-    gate = BodyGate(lambda environ: environ.get("HTTP_AUTHORIZATION") == "Bearer good",
-                    most=1)
+    fleet = Identity(name="fleet", role="worker", token_id="w")
+    gate = BodyGate(lambda environ: fleet if environ.get("HTTP_AUTHORIZATION") == "Bearer good"
+                    else None, most=1)
     assert gate.admit(_posting("198.51.100.7"))[0] == "198.51.100.7"
     for environ in ({"REMOTE_ADDR": "198.51.100.7", "CONTENT_LENGTH": "0"},
                     {"REMOTE_ADDR": "198.51.100.7"},
@@ -251,6 +253,25 @@ def test_bodiless_local_and_credentialed_requests_are_not_counted():
     assert gate.admit(_posting("198.51.100.7", HTTP_AUTHORIZATION="Bearer bad"))[0] is None
     assert has_body({"HTTP_TRANSFER_ENCODING": "chunked"})
     assert not has_body({"CONTENT_LENGTH": "0"}) and not has_body({})
+
+
+def test_one_token_may_send_only_so_many_bodies_at_once_from_any_address():
+    """A token holder sending bodies slowly would otherwise hold every thread that answers
+    short requests; counted by its name, from loopback too (a proxy on the same machine)."""
+    from blanket.server.httppool import BodyGate
+
+    alice = Identity(name="alice", role="submitter", token_id="t1")
+    gate = BodyGate(lambda environ: alice if "HTTP_AUTHORIZATION" in environ else None,
+                    most=1, most_in_all=1, most_per_token=2)
+    sent = {"HTTP_AUTHORIZATION": "Bearer a"}
+    assert gate.admit(_posting("198.51.100.7", **sent))[0] == "token 'alice'"
+    assert gate.admit(_posting("127.0.0.1", **sent))[0] == "token 'alice'"
+    counted, refusal = gate.admit(_posting("198.51.100.8", **sent))
+    assert counted is None and b"'alice' already has 2 requests whose bodies" in refusal
+    assert gate.admit(_posting("198.51.100.7"))[0] == "198.51.100.7"  # tokens leave room
+    gate.done("token 'alice'")
+    assert gate.admit(_posting("198.51.100.8", **sent))[0] == "token 'alice'"
+    assert gate.admit(_posting("198.51.100.9"))[0] is None  # the one for addresses is taken
 
 
 def test_a_streamed_answer_is_sent_from_a_stream_thread_and_a_whole_one_at_once():

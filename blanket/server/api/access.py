@@ -102,15 +102,15 @@ class Access:
         return caller
 
 
-def credentials_verify(tokens: Tokens) -> Callable[[dict], bool]:
-    """Whether a request's credentials (header or session cookie) are a live token, from its
-    environ alone, before any route runs (BodyGate asks)."""
-    def verified(environ: dict) -> bool:
+def credentials_verify(tokens: Tokens) -> Callable[[dict], Identity | None]:
+    """Whose live token a request's credentials (header or session cookie) are, or None,
+    from its environ alone, before any route runs (BodyGate asks)."""
+    def verified(environ: dict) -> Identity | None:
         try:
             presented, _ = _credentials(bottle.BaseRequest(environ))
-            return presented is not None and tokens.verify(presented) is not None
+            return None if presented is None else tokens.verify(presented)
         except (Unauthorized, Forbidden):
-            return False
+            return None
     return verified
 
 
