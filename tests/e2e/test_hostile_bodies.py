@@ -197,6 +197,27 @@ def outside_address() -> str:
     return address
 
 
+def slow_post(address: str, port: int, path: str = "/login", token: str = "") -> socket.socket:
+    """A POST whose body's first byte is sent and nothing more (/login reads the body of
+    anyone: it is how one signs in)."""
+    connection = socket.create_connection((address, port))
+    auth = f"Authorization: Bearer {token}\r\n" if token else ""
+    connection.sendall(f"POST {path} HTTP/1.1\r\nHost: {address}\r\n{auth}"
+                       "Content-Type: application/json\r\nContent-Length: 1000\r\n\r\n{"
+                       .encode())
+    return connection
+
+
+def refused_at_once(held: list[socket.socket], count: int, words: bytes = b"") -> None:
+    """`count` of the connections were refused at once (429, saying `words`), while the
+    others wait for their bodies."""
+    answered = wait_until(lambda: len(select.select(held, [], [], 0.1)[0]) >= count and
+                          select.select(held, [], [], 0.1)[0], timeout=10)
+    assert len(answered) == count
+    refusals = [c.recv(4096) for c in answered]
+    assert all(r.startswith(b"HTTP/1.1 429 ") and words in r for r in refusals), refusals[0]
+
+
 def test_slow_bodies_from_one_address_cannot_hold_every_thread(make_server):
     """A request's body is read on one of the server's threads: 100 connections that each
     send a body's first byte and nothing more would hold them all, and the server would
@@ -208,12 +229,7 @@ def test_slow_bodies_from_one_address_cannot_hold_every_thread(make_server):
         "BLANKET_SERVER_NAMES": address})
     held = []
     try:
-        for _ in range(100):  # /login reads the body of anyone: it is how one signs in
-            connection = socket.create_connection((address, server.port))
-            connection.sendall(f"POST /login HTTP/1.1\r\nHost: {address}\r\n"
-                               "Content-Type: application/json\r\nContent-Length: 1000\r\n\r\n{"
-                               .encode())
-            held.append(connection)
+        held += [slow_post(address, server.port) for _ in range(100)]
         remote = Client(f"http://{address}:{server.port}", timeout=10)
         assert remote.request("GET", "/health", ok=(503,))[0] == 200
         # a caller with a token is not counted: a worker's reports still get through
@@ -221,10 +237,7 @@ def test_slow_bodies_from_one_address_cannot_hold_every_thread(make_server):
                         token=server.token("w", "worker"))
         assert worker.post("/worker/", {"tags": [], "host": "h", "pid": 1})["id"]
         # the 92 refused got their answer at once; the 8 admitted still wait for their bodies
-        answered = wait_until(lambda: len(select.select(held, [], [], 0.1)[0]) >= 92 and
-                              select.select(held, [], [], 0.1)[0], timeout=10)
-        assert len(answered) == 92
-        assert all(c.recv(4096).startswith(b"HTTP/1.1 429 ") for c in answered)
+        refused_at_once(held, 92)
     finally:
         for connection in held:
             connection.close()
@@ -241,18 +254,8 @@ def test_slow_bodies_from_every_address_together_leave_threads_for_tokens(make_s
         "BLANKET_SERVER_NAMES": address})
     held = []
     try:
-        for _ in range(20):
-            connection = socket.create_connection((address, server.port))
-            connection.sendall(f"POST /login HTTP/1.1\r\nHost: {address}\r\n"
-                               "Content-Type: application/json\r\nContent-Length: 1000\r\n\r\n{"
-                               .encode())
-            held.append(connection)
-        answered = wait_until(lambda: len(select.select(held, [], [], 0.1)[0]) >= 16 and
-                              select.select(held, [], [], 0.1)[0], timeout=10)
-        assert len(answered) == 16
-        refusals = [c.recv(4096) for c in answered]
-        assert all(r.startswith(b"HTTP/1.1 429 ") and b"without a token" in r
-                   for r in refusals), refusals[0]
+        held += [slow_post(address, server.port) for _ in range(20)]
+        refused_at_once(held, 16, b"without a token")
         worker = Client(f"http://{address}:{server.port}", timeout=10,
                         token=server.token("w", "worker"))
         assert worker.post("/worker/", {"tags": [], "host": "h", "pid": 1})["id"]
@@ -340,19 +343,8 @@ def test_slow_bodies_of_one_token_cannot_hold_every_thread(make_server):
     token = server.token("alice", "submitter")
     held = []
     try:
-        for _ in range(40):
-            connection = socket.create_connection((address, server.port))
-            connection.sendall(f"POST /task/ HTTP/1.1\r\nHost: {address}\r\n"
-                               f"Authorization: Bearer {token}\r\n"
-                               "Content-Type: application/json\r\nContent-Length: 1000\r\n\r\n{"
-                               .encode())
-            held.append(connection)
-        answered = wait_until(lambda: len(select.select(held, [], [], 0.1)[0]) >= 8 and
-                              select.select(held, [], [], 0.1)[0], timeout=10)
-        assert len(answered) == 8
-        refusals = [c.recv(4096) for c in answered]
-        assert all(r.startswith(b"HTTP/1.1 429 ") and b"already has 32 requests" in r
-                   for r in refusals), refusals[0]
+        held += [slow_post(address, server.port, "/task/", token) for _ in range(40)]
+        refused_at_once(held, 8, b"already has 32 requests")
         other = Client(f"http://{address}:{server.port}", timeout=10,
                        token=server.token("bob", "submitter"))
         assert other.post("/task/", {"type": "echo"})["state"] == "QUEUED"
