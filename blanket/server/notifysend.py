@@ -234,7 +234,7 @@ def run_command(command: str, body: bytes, delivery: Delivery, task: Task | None
         if task.exit_code is not None:
             env["BLANKET_TASK_EXIT_CODE"] = str(task.exit_code)
         if task.error:
-            env["BLANKET_TASK_ERROR"] = task.error[:1000]
+            env["BLANKET_TASK_ERROR"] = task.error[:1000].replace("\x00", "")  # no NUL in env
     with cpus.unconfined():  # not confined with the server (server_cpus)
         process = subprocess.Popen(["/bin/sh", "-c", command], stdin=subprocess.PIPE,
                                    stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env,

@@ -365,3 +365,17 @@ def test_a_command_does_not_get_the_servers_own_settings(monkeypatch, tmp_path):
     sent = run_command('echo "db=${BLANKET_DATABASE:-none} other=$SOMETHING_ELSE '
                        'task=$BLANKET_TASK_ID"', b"{}", delivery, None, 10)
     assert sent.ok and "db=none other=kept task=7" in sent.result
+
+
+def test_a_tasks_error_holding_a_nul_reaches_a_command_without_it():
+    """A worker's error text may hold a NUL, which no environment variable can: the
+    command ran not at all (ValueError), and its delivery failed every time."""
+    from blanket.models import Delivery, Task, TaskState
+    from blanket.server.notifysend import run_command
+
+    delivery = Delivery(id=1, task_id=7, task_type="t", event="failed", target_key="k",
+                        target={}, state="pending", attempts=1, created=0.0, next_at=0.0)
+    task = Task(id=7, type="t", state=TaskState.FAILED, environment={}, tags=(), score=1.0,
+                added=0.0, error="bad\x00news")
+    sent = run_command('echo "error=$BLANKET_TASK_ERROR"', b"{}", delivery, task, 10)
+    assert sent.ok and "error=badnews" in sent.result
