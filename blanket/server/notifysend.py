@@ -36,6 +36,7 @@ from blanket.server import cpus
 
 TAIL_BYTES = 4096
 TAIL_LINES = 20
+KILLED_GRACE = 5.0  # seconds to collect a killed command's output
 RESULT_CHARS = 500  # what a delivery keeps of an answer or a command's output
 FIRST_RETRY = 1.0  # seconds; doubled at each attempt ...
 MAX_RETRY = 3600.0  # ... up to an hour
@@ -131,12 +132,14 @@ def post(url: str, body: bytes, headers: dict[str, str], timeout: float) -> Sent
         "Content-Type": "application/json", "User-Agent": USER_AGENT, **headers})
     deadline = _Deadline(timeout)
     try:
-        with deadline, _OPENER.open(request, timeout=timeout) as answer:
-            answer.read(RESULT_CHARS)
-            return Sent(200 <= answer.status < 300, f"HTTP {answer.status}")
-    except urllib.error.HTTPError as e:
-        text = e.read(200).decode("utf-8", "replace") if e.fp is not None else ""
-        return Sent(False, _short(f"HTTP {e.code}: {text}".rstrip(": ")))
+        with deadline:  # an error answer's body is read within it too
+            try:
+                with _OPENER.open(request, timeout=timeout) as answer:
+                    answer.read(RESULT_CHARS)
+                    return Sent(200 <= answer.status < 300, f"HTTP {answer.status}")
+            except urllib.error.HTTPError as e:
+                text = e.read(200).decode("utf-8", "replace") if e.fp is not None else ""
+                return Sent(False, _short(f"HTTP {e.code}: {text}".rstrip(": ")))
     except (urllib.error.URLError, OSError, ValueError, http.client.HTTPException) as e:
         if deadline.passed:
             return Sent(False, f"timed out after {timeout:g}s")
@@ -243,7 +246,13 @@ def run_command(command: str, body: bytes, delivery: Delivery, task: Task | None
         output, _ = process.communicate(body, timeout=timeout)
     except subprocess.TimeoutExpired:
         os.killpg(process.pid, signal.SIGKILL)
-        output, _ = process.communicate()
+        try:  # a process it started in a session of its own may still hold the output open
+            output, _ = process.communicate(timeout=KILLED_GRACE)
+        except subprocess.TimeoutExpired:
+            output = b""
+            if process.stdout is not None:
+                process.stdout.close()
+            process.wait()
         return Sent(False, _short(f"timed out after {timeout:g}s: " + _decoded(output)))
     text = _decoded(output)
     if process.returncode == 0:
