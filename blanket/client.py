@@ -17,7 +17,8 @@ import random
 import ssl
 import threading
 import time
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 import urllib3
 
@@ -29,6 +30,8 @@ from blanket.transport import Target, parse_target
 _UNREACHABLE = (urllib3.exceptions.HTTPError, OSError, http.client.HTTPException)
 BUSY_RETRIES = 30  # times a request refused with 429 is sent, BUSY_PAUSE seconds apart
 BUSY_PAUSE = 1.0
+A = TypeVar("A")
+B = TypeVar("B")
 
 
 class ServerUnreachable(BlanketError):
@@ -99,22 +102,14 @@ class Client:
     def _exchange(self, method: str, path: str, payload: bytes | None, timeout: float | None,
                   ok: tuple[int, ...], sent_type: str = "application/json"
                   ) -> tuple[int, str, bytes]:
-        # 429: too many of this caller's requests held open (or bodies arriving) at once,
-        # refused before anything was done; room comes back as they end. Sent again a
-        # second or so later (spread, so callers sharing a token do not come back
-        # together), within the request's own timeout.
-        until = time.monotonic() + (timeout or self.timeout)
-        for tries_left in reversed(range(BUSY_RETRIES)):
+        def send() -> tuple[int, str, bytes]:
             try:
-                status, content_type, raw = self._connections.request(
-                    method, path, payload, timeout or self.timeout, sent_type)
+                return self._connections.request(method, path, payload,
+                                                 timeout or self.timeout, sent_type)
             except _UNREACHABLE as e:
                 raise self._unreachable(e) from None
-            pause = BUSY_PAUSE * random.uniform(0.5, 1.5)
-            if (status != 429 or status in ok or not tries_left
-                    or time.monotonic() + pause > until):
-                break
-            time.sleep(pause)
+        status, content_type, raw = (send() if 429 in ok else
+                                     _while_busy(send, timeout or self.timeout))
         if status >= 400 and status not in ok:
             raise _refusal(status, _decode_bytes(raw, {"Content-Type": content_type}))
         return status, content_type, raw
@@ -184,8 +179,7 @@ class Client:
     def stream(self, path: str, timeout: float | None = None) -> urllib3.BaseHTTPResponse:
         """GET `path` with its body left to read (`.stream()`, then `.release_conn()`); an
         error answer raises ClientError, a busy one (429) is asked again as `_exchange` does."""
-        until = time.monotonic() + (timeout or self.timeout)
-        for tries_left in reversed(range(BUSY_RETRIES)):
+        def send() -> tuple[int, urllib3.BaseHTTPResponse, bytes]:
             try:
                 response = self.pool.request(
                     "GET", self.target.prefix + path, preload_content=False,
@@ -194,15 +188,15 @@ class Client:
                 raise self._untrusted(e) or ServerUnreachable(
                     f"cannot reach {self.base_url}: {_reason(e)}") from None
             if response.status < 400:
-                return response
-            raw = response.read()
+                return response.status, response, b""
+            raw = response.read()  # an error's words; the connection goes back for the next
             response.release_conn()
-            pause = BUSY_PAUSE * random.uniform(0.5, 1.5)
-            if response.status != 429 or not tries_left or time.monotonic() + pause > until:
-                raise _refusal(response.status, _decode_bytes(
-                    raw, {"Content-Type": response.headers.get("Content-Type", "")}))
-            time.sleep(pause)
-        raise AssertionError("unreachable")
+            return response.status, response, raw
+        status, response, raw = _while_busy(send, timeout or self.timeout)
+        if status >= 400:
+            raise _refusal(status, _decode_bytes(
+                raw, {"Content-Type": response.headers.get("Content-Type", "")}))
+        return response
 
     def _untrusted(self, error: Exception) -> UntrustedServer | None:
         """The refusal to use, when `error` is a certificate that failed verification."""
@@ -328,6 +322,21 @@ def _decode_bytes(raw: bytes, headers: Any) -> Any:
         except ValueError:
             pass
     return raw.decode(errors="replace")
+
+
+def _while_busy(send: Callable[[], tuple[int, A, B]], timeout: float) -> tuple[int, A, B]:
+    """`send()`'s answer (status first), sent again while the server answers 429: too many
+    of this caller's requests held open (or bodies arriving) at once, refused before
+    anything was done; room comes back as they end. Again a second or so later (spread, so
+    callers sharing a token do not come back together), within `timeout` in all."""
+    until = time.monotonic() + timeout
+    for tries_left in reversed(range(BUSY_RETRIES)):
+        answer = send()
+        pause = BUSY_PAUSE * random.uniform(0.5, 1.5)
+        if answer[0] != 429 or not tries_left or time.monotonic() + pause > until:
+            return answer
+        time.sleep(pause)
+    raise AssertionError("BUSY_RETRIES is at least 1")
 
 
 def _refusal(status: int, data: Any) -> ClientError:

@@ -146,13 +146,17 @@ TLS_MODES = ("self-signed",)
 
 
 def is_loopback(host: str) -> bool:
-    """Whether `host` (a bind address or name) is reachable from this machine only."""
+    """Whether `host` (a bind address or name, or a peer's address) is on this machine only:
+    an IPv6 address's zone is left out, an IPv4 one mapped into IPv6 is read as IPv4."""
     if host == "localhost":
         return True
     try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
+        parsed = ipaddress.ip_address(host.strip("[]").partition("%")[0])
     except ValueError:
         return False
+    if isinstance(parsed, ipaddress.IPv6Address) and parsed.ipv4_mapped is not None:
+        return parsed.ipv4_mapped.is_loopback  # ::ffff:127.0.0.1 on a dual-stack socket
+    return parsed.is_loopback
 
 
 def load_settings(path: Path | None = None, overrides: dict[str, Any] | None = None,

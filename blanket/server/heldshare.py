@@ -15,6 +15,7 @@ import ipaddress
 import threading
 
 from blanket.auth import ADMIN, WORKER, Identity
+from blanket.config.settings import is_loopback
 from blanket.errors import BlanketError
 
 HELD_PER_CALLER = 64  # requests one caller may have held at once
@@ -29,47 +30,40 @@ class TooManyHeld(BlanketError):
 
 def is_local(address: str) -> bool:
     """Whether a request came over loopback or the unix socket (no address)."""
-    if not address:
-        return True
-    try:
-        parsed = ipaddress.ip_address(address.split("%", 1)[0])
-    except ValueError:
-        return False
-    if isinstance(parsed, ipaddress.IPv6Address) and parsed.ipv4_mapped is not None:
-        return parsed.ipv4_mapped.is_loopback  # ::ffff:127.0.0.1 on a dual-stack socket
-    return parsed.is_loopback
+    return not address or is_loopback(address)
 
 
-class HeldShare:
-    """Counts the held requests of each caller; `hold` refuses one past `most`."""
+def caller_key(caller: Identity | None, address: str) -> str | None:
+    """Whom a request is counted for: its token (by name, from any address: behind a proxy
+    on this machine every caller is local), or its address when it came without one; None
+    for one not counted (a worker, an admin, a local caller without a token)."""
+    if caller is not None and caller.role in (WORKER, ADMIN):
+        return None
+    if caller is not None and not caller.anonymous:
+        return f"token {caller.name!r}"
+    if is_local(address):
+        return None
+    return f"address {_network(address)}"
 
-    def __init__(self, most: int = HELD_PER_CALLER):
-        self.most = most
+
+class Counts:
+    """How many of something each key holds at once, under a lock."""
+
+    def __init__(self) -> None:
         self._lock = threading.Lock()
         self._held: dict[str, int] = {}
 
-    def hold(self, environ: dict, caller: Identity | None) -> None:
-        """Count this request for its caller until `release`; TooManyHeld past the share.
-        A request counted already is not counted again."""
-        if HELD in environ:
-            return
-        key = _key(environ, caller)
-        if key is None:
-            return
+    def take(self, key: str, most: int) -> int | None:
+        """Count one more for `key`; or, when it holds `most` already, how many (refused)."""
         with self._lock:
             held = self._held.get(key, 0)
-            if held >= self.most:
-                raise TooManyHeld(
-                    f"{key} already has {held} requests held open (long polls, followed logs "
-                    "or downloads still being read): end one, or wait with shorter ?wait= "
-                    "and fewer at once")
+            if held >= most:
+                return held
             self._held[key] = held + 1
-        environ[HELD] = key
+            return None
 
-    def release(self, environ: dict) -> None:
-        key = environ.pop(HELD, None)
-        if key is None:
-            return
+    def give(self, key: str) -> None:
+        """One fewer for `key` (nothing when it holds none)."""
         with self._lock:
             left = self._held.get(key, 0) - 1
             if left > 0:
@@ -77,21 +71,38 @@ class HeldShare:
             else:
                 self._held.pop(key, None)
 
-    def count(self, key: str) -> int:
+    def get(self, key: str) -> int:
         with self._lock:
             return self._held.get(key, 0)
 
 
-def _key(environ: dict, caller: Identity | None) -> str | None:
-    if caller is not None and caller.role in (WORKER, ADMIN):
-        return None
-    if caller is not None and not caller.anonymous:
-        # Whatever the address: behind a proxy on this machine every caller is local.
-        return f"token {caller.name!r}"
-    address = environ.get("REMOTE_ADDR") or ""
-    if is_local(address):
-        return None
-    return f"address {_network(address)}"
+class HeldShare:
+    """Counts the held requests of each caller; `hold` refuses one past `most`."""
+
+    def __init__(self, most: int = HELD_PER_CALLER):
+        self.most = most
+        self.counts = Counts()
+
+    def hold(self, environ: dict, caller: Identity | None) -> None:
+        """Count this request for its caller until `release`; TooManyHeld past the share.
+        A request counted already is not counted again."""
+        if HELD in environ:
+            return
+        key = caller_key(caller, environ.get("REMOTE_ADDR") or "")
+        if key is None:
+            return
+        held = self.counts.take(key, self.most)
+        if held is not None:
+            raise TooManyHeld(
+                f"{key} already has {held} requests held open (long polls, followed logs "
+                "or downloads still being read): end one, or wait with shorter ?wait= "
+                "and fewer at once")
+        environ[HELD] = key
+
+    def release(self, environ: dict) -> None:
+        key = environ.pop(HELD, None)
+        if key is not None:
+            self.counts.give(key)
 
 
 def _network(address: str) -> str:

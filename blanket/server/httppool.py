@@ -26,11 +26,11 @@ from urllib.parse import unquote
 
 import structlog
 
-from blanket.auth import ADMIN, WORKER, Identity
+from blanket.auth import Identity
 from blanket.server.api.access import caller_of
 from blanket.server.api.front import body_limit
 from blanket.server.api.http import MAX_JSON, close_body
-from blanket.server.heldshare import SHARE, HeldShare, TooManyHeld, is_local
+from blanket.server.heldshare import SHARE, Counts, HeldShare, TooManyHeld, caller_key
 
 log = structlog.get_logger("blanket.server")
 
@@ -46,6 +46,7 @@ BODIES_PER_ADDRESS = 8
 # ... and that one token may have (workers and admins not counted): many callers sharing a
 # token send many bodies, each quickly; slow ones still leave most threads to others.
 BODIES_PER_TOKEN = 32
+IN_ALL = "every address"  # BodyGate's count of all addresses without a token together
 # ... and that every address together may have, as a share of the threads answering short
 # requests: many addresses sending slowly still leave the rest to callers with tokens.
 BODIES_SHARE = 4
@@ -193,9 +194,7 @@ class BodyGate:
         self.most = most
         self.most_in_all = most_in_all
         self.most_per_token = most_per_token
-        self._lock = threading.Lock()
-        self._open: dict[str, int] = {}  # address -> requests with bodies in progress
-        self._in_all = 0
+        self.counts = Counts()  # by caller_key, and IN_ALL: every address together
         self.refusal = _too_many(
             f"this address already has {most} requests whose bodies are still arriving: "
             "wait for one to end, or send a token (Authorization: Bearer TOKEN)")
@@ -205,48 +204,29 @@ class BodyGate:
 
     def admit(self, environ: dict) -> tuple[str | None, bytes]:
         """(None, the refusal's body) when refused; else (what to hand `done` once the body
-        is read: the address counted, or "" for a request not counted, b"")."""
+        is read: the caller counted, or "" for a request not counted, b"")."""
         if not has_body(environ) or self.verified is None:
             return "", b""
-        caller = self.verified(environ)
-        if caller is not None:
-            return self._admit_token(caller)
-        address = environ.get("REMOTE_ADDR") or ""
-        if is_local(address):
+        key = caller_key(self.verified(environ), environ.get("REMOTE_ADDR") or "")
+        if key is None:
             return "", b""
-        with self._lock:
-            if self._open.get(address, 0) >= self.most:
-                return None, self.refusal
-            if self.most_in_all is not None and self._in_all >= self.most_in_all:
-                return None, self.refusal_in_all
-            self._open[address] = self._open.get(address, 0) + 1
-            self._in_all += 1
-        return address, b""
-
-    def _admit_token(self, caller: Identity) -> tuple[str | None, bytes]:
-        if caller.role in (WORKER, ADMIN):
-            return "", b""
-        key = f"token {caller.name!r}"
-        with self._lock:
-            held = self._open.get(key, 0)
-            if held >= self.most_per_token:
-                return None, _too_many(
-                    f"{key} already has {held} requests whose bodies are still arriving: "
-                    "wait for one to end")
-            self._open[key] = held + 1
+        by_token = key.startswith("token ")
+        held = self.counts.take(key, self.most_per_token if by_token else self.most)
+        if held is not None:
+            return None, (_too_many(f"{key} already has {held} requests whose bodies are "
+                                    "still arriving: wait for one to end")
+                          if by_token else self.refusal)
+        if not by_token and self.most_in_all is not None and \
+                self.counts.take(IN_ALL, self.most_in_all) is not None:
+            self.counts.give(key)
+            return None, self.refusal_in_all
         return key, b""
 
     def done(self, counted: str) -> None:
-        if not counted:
-            return
-        with self._lock:
-            if not counted.startswith("token "):  # an address (never spelled so)
-                self._in_all -= 1
-            left = self._open.get(counted, 0) - 1
-            if left > 0:
-                self._open[counted] = left
-            else:
-                self._open.pop(counted, None)
+        if counted:
+            self.counts.give(counted)
+            if not counted.startswith("token "):
+                self.counts.give(IN_ALL)
 
 
 def _too_many(message: str) -> bytes:

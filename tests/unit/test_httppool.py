@@ -215,11 +215,11 @@ def test_one_address_without_credentials_may_send_only_so_many_bodies_at_once():
 
     gate = BodyGate(lambda environ: None, most=2)
     first, second = gate.admit(_posting("198.51.100.7"))[0], gate.admit(_posting("198.51.100.7"))[0]
-    assert (first, second) == ("198.51.100.7", "198.51.100.7")
+    assert (first, second) == ("address 198.51.100.7", "address 198.51.100.7")
     assert gate.admit(_posting("198.51.100.7"))[0] is None  # a third waits for one to end
-    assert gate.admit(_posting("198.51.100.8"))[0] == "198.51.100.8"  # another address
-    gate.done("198.51.100.7")
-    assert gate.admit(_posting("198.51.100.7"))[0] == "198.51.100.7"
+    assert gate.admit(_posting("198.51.100.8"))[0] == "address 198.51.100.8"  # another address
+    gate.done("address 198.51.100.7")
+    assert gate.admit(_posting("198.51.100.7"))[0] == "address 198.51.100.7"
 
 
 def test_every_address_together_may_send_only_so_many_bodies_at_once():
@@ -229,12 +229,12 @@ def test_every_address_together_may_send_only_so_many_bodies_at_once():
 
     gate = BodyGate(lambda environ: None, most=2, most_in_all=3)
     assert [gate.admit(_posting(a))[0] for a in ("192.0.2.1", "192.0.2.1", "192.0.2.2")] == [
-        "192.0.2.1", "192.0.2.1", "192.0.2.2"]
+        "address 192.0.2.1", "address 192.0.2.1", "address 192.0.2.2"]
     counted, refusal = gate.admit(_posting("192.0.2.3"))  # a new address, over the bound
     assert counted is None and b"without a token" in refusal
     assert gate.admit(_posting("192.0.2.1"))[1] == gate.refusal  # its own bound first
-    gate.done("192.0.2.1")
-    assert gate.admit(_posting("192.0.2.3"))[0] == "192.0.2.3"
+    gate.done("address 192.0.2.1")
+    assert gate.admit(_posting("192.0.2.3"))[0] == "address 192.0.2.3"
     assert gate.admit(_posting("192.0.2.4"))[0] is None
 
 
@@ -244,7 +244,7 @@ def test_bodiless_local_and_credentialed_requests_are_not_counted():
     fleet = Identity(name="fleet", role="worker", token_id="w")
     gate = BodyGate(lambda environ: fleet if environ.get("HTTP_AUTHORIZATION") == "Bearer good"
                     else None, most=1)
-    assert gate.admit(_posting("198.51.100.7"))[0] == "198.51.100.7"
+    assert gate.admit(_posting("198.51.100.7"))[0] == "address 198.51.100.7"
     for environ in ({"REMOTE_ADDR": "198.51.100.7", "CONTENT_LENGTH": "0"},
                     {"REMOTE_ADDR": "198.51.100.7"},
                     _posting("127.0.0.1"), _posting("::1"), _posting(""),  # "" is the socket
@@ -268,7 +268,7 @@ def test_one_token_may_send_only_so_many_bodies_at_once_from_any_address():
     assert gate.admit(_posting("127.0.0.1", **sent))[0] == "token 'alice'"
     counted, refusal = gate.admit(_posting("198.51.100.8", **sent))
     assert counted is None and b"'alice' already has 2 requests whose bodies" in refusal
-    assert gate.admit(_posting("198.51.100.7"))[0] == "198.51.100.7"  # tokens leave room
+    assert gate.admit(_posting("198.51.100.7"))[0] == "address 198.51.100.7"  # tokens leave room
     gate.done("token 'alice'")
     assert gate.admit(_posting("198.51.100.8", **sent))[0] == "token 'alice'"
     assert gate.admit(_posting("198.51.100.9"))[0] is None  # the one for addresses is taken
@@ -332,3 +332,14 @@ def test_an_mcp_call_counts_as_waiting_whatever_it_accepts(path: str, held: bool
     not to accept event streams must not hold a short request's thread meanwhile."""
     assert waits({"PATH_INFO": path, "QUERY_STRING": "", "HTTP_ACCEPT": "application/json"}) \
         is held
+
+
+def test_bodies_from_one_ipv6_client_count_together_by_its_64():
+    """The same callers and keys as the held share (heldshare.caller_key): one client holds
+    a whole /64, and would otherwise get a share for every address in it."""
+    from blanket.server.httppool import BodyGate
+
+    gate = BodyGate(lambda environ: None, most=1)
+    assert gate.admit(_posting("2001:db8:1:2::5"))[0] == "address 2001:db8:1:2::/64"
+    assert gate.admit(_posting("2001:db8:1:2::6"))[0] is None
+    assert gate.admit(_posting("::ffff:127.0.0.1"))[0] == ""  # loopback, dual-stack
