@@ -28,7 +28,14 @@ from blanket.errors import DuplicateTask, InvalidInput, NotFound, StorageFull
 from blanket.jsontext import parse_json
 from blanket.server.api.http import check_against
 from blanket.server.api.schemas import SUBMISSION
-from blanket.server.intake import Intake, TaskRequest, Upload, open_regular, parse_task_request
+from blanket.server.intake import (
+    Intake,
+    TaskRequest,
+    Upload,
+    check_file_count,
+    open_regular,
+    parse_task_request,
+)
 from blanket.server.workflows import Workflows
 from blanket.store.base import Store
 
@@ -126,6 +133,7 @@ def folder_files(folder: Path) -> tuple[Path, list[Path]]:
                                "put them directly in the folder, without subfolders")
         if entry != task_files[0] and not is_editor_noise(entry, folder):
             data.append(entry)
+    check_file_count(len(data))  # before one of them is opened
     return task_files[0], data
 
 

@@ -34,6 +34,7 @@ REQUEST_KEYS = ("type", "environment", "tags", "not_before", "priority", "timeou
                 "retry_delay", "after", "after_policy")
 MAX_EDGES = 10_000  # `after` entries in one bulk submission, all tasks together
 MAX_TASK_RETRIES = 1000  # retries one submission may ask for, whatever its type allows
+MAX_FILES = 1000  # files one task may be submitted with (its record names each)
 SCHEDULE_PREFIX = "schedule."  # the type name of a command schedule's own command
 ESTIMATE_TTL = 30.0  # seconds a type's history-based estimate is reused
 LATEST_TIME = 253_402_300_800.0  # 10000-01-01T00:00:00Z: later times cannot be shown as dates
@@ -93,6 +94,13 @@ def open_regular(path: Path) -> BinaryIO:
         os.close(fd)
         raise InvalidInput(f"{path.name} is not a regular file; give regular files only")
     return os.fdopen(fd, "rb")
+
+
+def check_file_count(count: int) -> None:
+    """A task carries at most MAX_FILES files, however it is submitted."""
+    if count > MAX_FILES:
+        raise InvalidInput(f"{count} files, and a task takes at most {MAX_FILES} files (put many "
+                           "small ones in an archive)")
 
 
 def check_file_name(name: str) -> str:
@@ -395,6 +403,7 @@ class Intake:
             known = idempotency.first_use(self.store, request.dedupe_key, request.fingerprint)
             if known is not None:  # sent again: nothing to check, stage or store
                 raise DuplicateTask(known)
+        check_file_count(len(request.uploads))
         names = [check_file_name(u.name) for u in request.uploads]
         if len(set(names)) != len(names):
             raise InvalidInput("two uploaded files have the same name; rename one")

@@ -192,6 +192,19 @@ def test_folder_without_task_file_is_refused(tmp_path: Path) -> None:
         folder_files(folder)
 
 
+def test_a_folder_of_more_files_than_a_task_takes_is_refused_before_they_are_opened(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """As a submission over HTTP: a task takes at most MAX_FILES files (the inbox opened
+    every one of them at once)."""
+    monkeypatch.setattr("blanket.server.intake.MAX_FILES", 3)
+    folder = make_folder(tmp_path / "batch", {"task.toml": "", **{f"{n}.csv": "" for n in
+                                                                   range(4)}})
+    with pytest.raises(InvalidInput, match="4 files, and a task takes at most 3 files"):
+        folder_files(folder)
+    (folder / "3.csv").unlink()
+    assert len(folder_files(folder)[1]) == 3
+
+
 def test_folder_with_two_task_files_is_refused(tmp_path: Path) -> None:
     folder = make_folder(tmp_path / "batch", {"task.toml": "", "task.json": "{}"})
     with pytest.raises(InvalidInput, match=r"both task\.toml and task\.json"):

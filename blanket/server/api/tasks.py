@@ -34,7 +34,14 @@ from blanket.server.api.http import (
 )
 from blanket.server.api.logfollow import READ_LIMIT, LineSplitter, LogReader
 from blanket.server.api.taskfiles import Masker, list_task_files, serve_task_file
-from blanket.server.intake import TaskRequest, Upload, open_regular, parse_task_request, parse_time
+from blanket.server.intake import (
+    TaskRequest,
+    Upload,
+    check_file_count,
+    open_regular,
+    parse_task_request,
+    parse_time,
+)
 from blanket.server.services import Services
 from blanket.wakeups import task_topic
 
@@ -42,7 +49,6 @@ MAX_WAIT = 24 * 3600.0
 MAX_BULK = 10_000  # tasks in one bulk submission
 NDJSON_TYPES = ("application/x-ndjson", "application/jsonl", "application/json-lines")
 MAX_IDEMPOTENCY_KEY = 255
-MAX_UPLOAD_FILES = 1000  # files one submission may carry
 KEEPALIVE = 5.0  # seconds of a followed log's silence before a comment tells a gone client
 _NUMBER = re.compile(r"\d{1,12}(\.\d{0,9})?")
 
@@ -251,11 +257,14 @@ class TaskRoutes:
         return parse_json(data, "the data field")
 
     def read_multipart(self):
+        # Counted before Bottle parses them (see count_parts); the task's data is a part too.
         parts = count_parts(bottle.request.body,
                             bottle.request.environ.get("CONTENT_TYPE", ""))
-        if parts > MAX_UPLOAD_FILES + 1:  # the files and the task's data
-            raise InvalidInput(f"the multipart body has {parts} parts; a task takes at most "
-                               f"{MAX_UPLOAD_FILES} files (put many small ones in an archive)")
+        try:
+            check_file_count(parts - 1)
+        except InvalidInput as refused:
+            raise InvalidInput(f"the multipart body has {parts} parts: {refused.message}") \
+                from None
         try:
             files = bottle.request.files
             forms = bottle.request.forms
