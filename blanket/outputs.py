@@ -26,7 +26,7 @@ from blanket.taskdir import SERVER_ID_FILE, DataDir
 MAX_PACKED = 1024 * 1024 * 1024  # bytes of tar.gz a server takes for one task
 MAX_UNPACKED = 4 * MAX_PACKED  # bytes of files it keeps for one task, outputs sent again too
 MAX_MEMBERS = 100_000  # entries (files and folders) of one outputs archive
-MAX_FILES = 100_000  # files it keeps in one task's folder once outputs are unpacked
+MAX_KEPT_FILES = 100_000  # files it keeps in one task's folder once outputs are unpacked
 
 
 class BadOutputs(Exception):
@@ -103,7 +103,7 @@ def _files_below(folder: Path) -> Iterator[os.DirEntry]:
 
 def unpack(archive: Path, task_dir: Path, staging_root: Path,
            max_unpacked: int = MAX_UNPACKED, keep: Iterable[str] = (),
-           max_members: int = MAX_MEMBERS, max_files: int = MAX_FILES) -> list[str]:
+           max_members: int = MAX_MEMBERS, max_files: int = MAX_KEPT_FILES) -> list[str]:
     """Unpack an outputs archive into `task_dir`, replacing files of the same name but those
     in `keep` (the task's uploaded inputs, which a rerun gets again); nothing is written
     unless every member is a plain file inside it, with a name a path can show, and the

@@ -34,7 +34,7 @@ REQUEST_KEYS = ("type", "environment", "tags", "not_before", "priority", "timeou
                 "retry_delay", "after", "after_policy")
 MAX_EDGES = 10_000  # `after` entries in one bulk submission, all tasks together
 MAX_TASK_RETRIES = 1000  # retries one submission may ask for, whatever its type allows
-MAX_FILES = 1000  # files one task may be submitted with (its record names each)
+MAX_SUBMITTED_FILES = 1000  # files one task may be submitted with (its record names each)
 SCHEDULE_PREFIX = "schedule."  # the type name of a command schedule's own command
 ESTIMATE_TTL = 30.0  # seconds a type's history-based estimate is reused
 LATEST_TIME = 253_402_300_800.0  # 10000-01-01T00:00:00Z: later times cannot be shown as dates
@@ -97,10 +97,10 @@ def open_regular(path: Path) -> BinaryIO:
 
 
 def check_file_count(count: int) -> None:
-    """A task carries at most MAX_FILES files, however it is submitted."""
-    if count > MAX_FILES:
-        raise InvalidInput(f"{count} files, and a task takes at most {MAX_FILES} files (put many "
-                           "small ones in an archive)")
+    """A task carries at most MAX_SUBMITTED_FILES files, however it is submitted."""
+    if count > MAX_SUBMITTED_FILES:
+        raise InvalidInput(f"{count} files, and a task takes at most {MAX_SUBMITTED_FILES} "
+                           "files (put many small ones in an archive)")
 
 
 def check_file_name(name: str) -> str:

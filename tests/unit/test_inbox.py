@@ -194,9 +194,9 @@ def test_folder_without_task_file_is_refused(tmp_path: Path) -> None:
 
 def test_a_folder_of_more_files_than_a_task_takes_is_refused_before_they_are_opened(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """As a submission over HTTP: a task takes at most MAX_FILES files (the inbox opened
+    """As a submission over HTTP: a task takes at most MAX_SUBMITTED_FILES files (the inbox opened
     every one of them at once)."""
-    monkeypatch.setattr("blanket.server.intake.MAX_FILES", 3)
+    monkeypatch.setattr("blanket.server.intake.MAX_SUBMITTED_FILES", 3)
     folder = make_folder(tmp_path / "batch", {"task.toml": "", **{f"{n}.csv": "" for n in
                                                                    range(4)}})
     with pytest.raises(InvalidInput, match="4 files, and a task takes at most 3 files"):
